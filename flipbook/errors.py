@@ -10,12 +10,21 @@ from __future__ import annotations
 class FlipbookError(Exception):
     """A problem with the user's input, reported as one clear line."""
 
-    def __init__(self, field: str, value: object, allowed: str, *, detail: str | None = None):
+    def __init__(
+        self,
+        field: str,
+        value: object,
+        allowed: str,
+        *,
+        detail: str | None = None,
+        message: str | None = None,
+    ):
         self.field = field
         self.value = value
         self.allowed = allowed
         self.detail = detail
-        message = f"{field}: {value!r} is not valid; {allowed}"
-        if detail:
-            message += f" ({detail})"
+        if message is None:
+            message = f"{field}: {value!r} is not valid; {allowed}"
+            if detail:
+                message += f" ({detail})"
         super().__init__(message)

@@ -1,0 +1,123 @@
+"""Benchmark ``sampler``: the sampling core against diffusers' StableDiffusionPipeline on the same work.
+
+Reports seconds per image for both, their ratio, and the share of the core's wall time spent inside the UNet,
+VAE and text encoder (the rest is the loop's own overhead). The VAE is timed through its encoder/decoder
+modules, since the pipeline calls ``vae.decode`` rather than ``vae.forward``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+from flipbook.bench.timing import ModuleTimer
+from flipbook.models.loading import load_model
+from flipbook.models.samplers import make_scheduler
+from flipbook.sampling.core import SamplingCore
+from flipbook.sampling.requests import FrameRequest
+
+PROMPT = "a lighthouse on a cliff at sunset, dramatic clouds"
+NEGATIVE = "blurry"
+
+
+def run(
+    *,
+    model: str,
+    width: int,
+    height: int,
+    steps: int,
+    runs: int,
+    sampler: str,
+    device: str,
+    dtype: str,
+    out: Path,
+) -> str:
+    bundle = load_model(model, device=device, dtype=dtype)
+    request = FrameRequest(PROMPT, NEGATIVE, seed=1, num_inference_steps=steps, guidance_scale=7.0,
+                           sampler=sampler, width=width, height=height)  # fmt: skip
+    pipe = StableDiffusionPipeline(**bundle.pipe.components)
+    pipe.set_progress_bar_config(disable=True)
+    nets = {
+        "unet": bundle.unet,
+        "vae_decoder": bundle.vae.decoder,
+        "vae_post_quant_conv": bundle.vae.post_quant_conv,
+        "text_encoder": bundle.text_encoder,
+    }
+    timer = ModuleTimer(nets, bundle.device)
+
+    def run_core() -> None:
+        SamplingCore(bundle).generate([request], output_type="np")
+
+    def run_diffusers() -> None:
+        pipe.scheduler = make_scheduler(sampler, bundle.scheduler_config)
+        pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=7.0, width=width,
+             height=height, generator=torch.Generator("cpu").manual_seed(1), output_type="np")  # fmt: skip
+
+    core_times, core_net_share = _timed(run_core, runs, timer, bundle.device)
+    diffusers_times, diffusers_net_share = _timed(run_diffusers, runs, timer, bundle.device)
+    result = {
+        "case": "sampler",
+        "model": model,
+        "size": f"{width}x{height}",
+        "steps": steps,
+        "sampler": sampler,
+        "runs": runs,
+        "device": str(bundle.device),
+        "dtype": str(bundle.dtype).replace("torch.", ""),
+        "machine": _machine(bundle.device),
+        "core_s_per_image": statistics.median(core_times),
+        "diffusers_s_per_image": statistics.median(diffusers_times),
+        "core_over_diffusers": statistics.median(core_times) / statistics.median(diffusers_times),
+        "core_share_in_nets": core_net_share,
+        "diffusers_share_in_nets": diffusers_net_share,
+        "core_times": core_times,
+        "diffusers_times": diffusers_times,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"sampler-{model}-{width}x{height}-{result['device'].split(':')[0]}"
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    table = _markdown(result)
+    (out / f"{stem}.md").write_text(table + "\n", encoding="utf-8")
+    return table
+
+
+def _timed(fn, runs: int, timer: ModuleTimer, device: torch.device) -> tuple[list[float], float]:
+    """Median-able wall times after one warm-up, and the share of wall time inside the nets."""
+    fn()
+    times, in_nets = [], 0.0
+    with timer.attached():
+        for _ in range(runs):
+            timer.reset()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+            in_nets += timer.total
+    return times, in_nets / sum(times)
+
+
+def _machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def _markdown(r: dict) -> str:
+    header = "| model | size | steps | sampler | device | core s/img | diffusers s/img | core/diffusers | core time in nets |"
+    rule = "|---|---|---|---|---|---|---|---|---|"
+    row = (
+        f"| {r['model']} | {r['size']} | {r['steps']} | {r['sampler']} | {r['device']} {r['dtype']} "
+        f"| {r['core_s_per_image']:.3f} | {r['diffusers_s_per_image']:.3f} | {r['core_over_diffusers']:.3f} "
+        f"| {100 * r['core_share_in_nets']:.1f}% |"
+    )
+    return "\n".join([header, rule, row])

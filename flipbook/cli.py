@@ -1,0 +1,360 @@
+"""``flipbook``: the command line, a thin shell over the spec model, ``render()`` and the sampling core."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Annotated
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+import typer  # noqa: E402
+
+from flipbook.errors import FlipbookError  # noqa: E402
+
+app = typer.Typer(
+    help="Animated GIFs and videos with Stable Diffusion. `flipbook render SPEC` renders a spec file.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ModelOpt = Annotated[
+    str,
+    typer.Option("--model", "-m", help="built-in (tiny, random-sd15), folder, checkpoint, name or hub id"),
+]
+ModelsDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--models-dir", envvar="FLIPBOOK_MODELS_DIR", help="A1111 or ComfyUI install (or its models/ folder)"
+    ),
+]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder")]
+
+
+@app.command()
+def render(
+    spec: Annotated[Path, typer.Argument(help="spec file (.toml or .json)")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a field: animation.max_frames=48")
+    ] = None,
+    models_dir: ModelsDirOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="output folder (default: the spec's)")
+    ] = None,
+) -> None:
+    """Render an animation spec to PNG frames, GIF and MP4."""
+    from flipbook.runs.render import render as run_render
+    from flipbook.spec.load import load_spec
+
+    overrides = list(set_ or [])
+    if models_dir:
+        overrides.append(f'model.models_dir="{models_dir}"')
+    if out:
+        overrides.append(f'output.dir="{out}"')
+    loaded = load_spec(spec, overrides)
+    with _progress(loaded.animation.max_frames, "frames") as events:
+        result = run_render(loaded, events)
+    typer.echo(f"seed: {result.seed}")
+    typer.echo(f"frames: {result.run_dir / 'frames'} ({len(result.frames)} PNG)")
+    for fmt, path in result.outputs.items():
+        if fmt != "png":
+            typer.echo(f"{fmt}: {path}")
+
+
+def _still_command(
+    prompt: str,
+    *,
+    negative: str,
+    steps: int,
+    cfg: float,
+    sampler: str,
+    seed: int,
+    size: str,
+    batch_count: int,
+    batch_size: int,
+    model: str,
+    models_dir: Path | None,
+    out: Path,
+    clip_skip: int,
+    device: str,
+    dtype: str,
+    vae: str | None,
+    image: Path | None = None,
+    strength: float = 1.0,
+    mask: Path | None = None,
+    mask_blur: float = 0.0,
+    masked_content: str = "original",
+    overlay: bool = False,
+) -> None:
+    from flipbook.io.images import open_image
+    from flipbook.io.pnginfo import GenerationParameters, save_png
+    from flipbook.models.extra_networks import ExtraNetworks
+    from flipbook.models.folders import ModelsDir
+    from flipbook.models.loading import load_model
+    from flipbook.models.samplers import resolve_sampler
+    from flipbook.sampling.core import SamplingCore
+    from flipbook.sampling.requests import FrameRequest
+
+    # 1. Check everything before loading the model
+    width, height = parse_size(size)
+    resolve_sampler(sampler)
+    if batch_count < 1:
+        raise FlipbookError("--batch-count", batch_count, "an integer >= 1")
+    if batch_size < 1:
+        raise FlipbookError("--batch-size", batch_size, "an integer >= 1")
+    init = open_image(image, "--image") if image else None
+    mask_img = open_image(mask, "--mask") if mask else None
+    folders = ModelsDir(models_dir) if models_dir else None
+    networks = ExtraNetworks(folders)
+    clean_prompt, loras = networks.resolve(prompt)
+    clean_negative, _ = networks.resolve(negative)
+    base_seed = random.SystemRandom().randrange(2**32) if seed == -1 else seed
+    requests = [
+        FrameRequest(
+            clean_prompt,
+            clean_negative,
+            seed=(base_seed + i) % 2**64,
+            num_inference_steps=steps,
+            guidance_scale=cfg,
+            sampler=sampler,
+            width=width,
+            height=height,
+            image=init,
+            strength=strength,
+            mask_image=mask_img,
+            mask_blur=mask_blur,
+            masked_content=masked_content,
+            inpaint_overlay=overlay,
+            clip_skip=clip_skip,
+            loras=loras,
+        )  # fmt: skip
+        for i in range(batch_count)
+    ]
+    for request in requests:
+        request.validate()
+
+    # 2. Load the model and sample
+    bundle = load_model(model, models_dir=models_dir, device=device, dtype=dtype, vae=vae)
+    networks.load_embeddings_for(bundle.pipe, [clean_prompt, clean_negative])
+    with _progress(batch_count * steps, "steps", per_step=True) as events:
+        images = SamplingCore(bundle, events).generate(requests, batch_size=batch_size)
+
+    # 3. Save PNGs with A1111 parameters
+    out.mkdir(parents=True, exist_ok=True)
+    for request, img in zip(requests, images, strict=True):
+        params = GenerationParameters(
+            prompt=prompt, negative_prompt=negative, steps=steps, sampler=sampler, cfg_scale=cfg,
+            seed=request.seed, width=width, height=height,
+            denoising_strength=strength if image else None, clip_skip=clip_skip if clip_skip > 1 else None,
+            model_name=model, extra={"Version": "flipbook"},
+        )  # fmt: skip
+        path = _next_free(out, request.seed)
+        save_png(img, path, params)
+        typer.echo(str(path))
+
+
+def _next_free(folder: Path, seed: int) -> Path:
+    existing = len(list(folder.glob("*.png")))
+    return folder / f"{existing:05d}-{seed}.png"
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """``512x768`` -> (512, 768); both multiples of 8."""
+    parts = size.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise FlipbookError("--size", size, "WIDTHxHEIGHT, e.g. 512x512")
+    width, height = (int(p) for p in parts)
+    for name, value in (("width", width), ("height", height)):
+        if value < 8 or value % 8:
+            raise FlipbookError("--size", size, f"a {name} that is a positive multiple of 8")
+    return width, height
+
+
+Prompt = Annotated[
+    str, typer.Argument(help="prompt, A1111 syntax: (word:1.2), [word], <lora:name:0.8>, a AND b")
+]
+Negative = Annotated[str, typer.Option("--negative", "-n", help="negative prompt")]
+Steps = Annotated[int, typer.Option("--steps", help="sampling steps")]
+Cfg = Annotated[float, typer.Option("--cfg", help="classifier-free guidance scale")]
+Sampler = Annotated[
+    str, typer.Option("--sampler", help='A1111 sampler name, e.g. "Euler a", "DPM++ 2M Karras"')
+]
+Seed = Annotated[int, typer.Option("--seed", help="seed; -1 picks a random one (recorded in the PNG)")]
+Size = Annotated[str, typer.Option("--size", help="WIDTHxHEIGHT, multiples of 8")]
+BatchCount = Annotated[int, typer.Option("--batch-count", help="images to make (seeds seed, seed+1, ...)")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="images per UNet call")]
+ClipSkip = Annotated[int, typer.Option("--clip-skip", help="A1111 clip skip (1 = none)")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps")]
+Dtype = Annotated[str, typer.Option("--dtype", help="auto, fp32, fp16, bf16")]
+Vae = Annotated[str | None, typer.Option("--vae", help="separate VAE: file, folder or name in --models-dir")]
+
+
+@app.command()
+def txt2img(
+    prompt: Prompt,
+    negative: Negative = "",
+    steps: Steps = 20,
+    cfg: Cfg = 7.0,
+    sampler: Sampler = "Euler a",
+    seed: Seed = -1,
+    size: Size = "512x512",
+    batch_count: BatchCount = 1,
+    batch_size: BatchSize = 1,
+    model: ModelOpt = "tiny",
+    models_dir: ModelsDirOpt = None,
+    out: OutOpt = Path("out/txt2img"),
+    clip_skip: ClipSkip = 1,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    vae: Vae = None,
+) -> None:
+    """Make still images from a prompt (PNG with A1111 parameters)."""
+    _still_command(**locals())
+
+
+@app.command()
+def img2img(
+    prompt: Prompt,
+    image: Annotated[Path, typer.Option("--image", "-i", help="init image")],
+    strength: Annotated[float, typer.Option("--strength", help="denoising strength (0, 1]")] = 0.75,
+    negative: Negative = "",
+    steps: Steps = 20,
+    cfg: Cfg = 7.0,
+    sampler: Sampler = "Euler a",
+    seed: Seed = -1,
+    size: Size = "512x512",
+    batch_count: BatchCount = 1,
+    batch_size: BatchSize = 1,
+    model: ModelOpt = "tiny",
+    models_dir: ModelsDirOpt = None,
+    out: OutOpt = Path("out/img2img"),
+    clip_skip: ClipSkip = 1,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    vae: Vae = None,
+) -> None:
+    """Re-draw an image guided by a prompt."""
+    _still_command(**locals())
+
+
+@app.command()
+def inpaint(
+    prompt: Prompt,
+    image: Annotated[Path, typer.Option("--image", "-i", help="init image")],
+    mask: Annotated[Path, typer.Option("--mask", help="mask image: white = repaint")],
+    strength: Annotated[float, typer.Option("--strength", help="denoising strength (0, 1]")] = 1.0,
+    mask_blur: Annotated[float, typer.Option("--mask-blur", help="Gaussian blur of the mask, pixels")] = 4.0,
+    masked_content: Annotated[
+        str, typer.Option("--masked-content", help="original, fill, latent_noise, latent_nothing")
+    ] = "original",
+    overlay: Annotated[bool, typer.Option(help="keep unmasked pixels exactly (A1111 overlay)")] = True,
+    negative: Negative = "",
+    steps: Steps = 20,
+    cfg: Cfg = 7.0,
+    sampler: Sampler = "Euler a",
+    seed: Seed = -1,
+    size: Size = "512x512",
+    batch_count: BatchCount = 1,
+    batch_size: BatchSize = 1,
+    model: ModelOpt = "tiny",
+    models_dir: ModelsDirOpt = None,
+    out: OutOpt = Path("out/inpaint"),
+    clip_skip: ClipSkip = 1,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    vae: Vae = None,
+) -> None:
+    """Repaint the masked part of an image."""
+    _still_command(**locals())
+
+
+@app.command()
+def info(file: Annotated[Path, typer.Argument(help="a PNG made by flipbook, A1111 or ComfyUI")]) -> None:
+    """Print the generation parameters stored in an image."""
+    from flipbook.io.pnginfo import read_png_parameters
+
+    text = read_png_parameters(file)
+    if text is None:
+        raise FlipbookError("file", str(file), "an image with a 'parameters' text chunk", detail="none found")
+    typer.echo(text)
+
+
+@app.command()
+def bench(
+    case: Annotated[str, typer.Argument(help="benchmark case: sampler")] = "sampler",
+    model: ModelOpt = "tiny",
+    size: Size = "64x64",
+    steps: Steps = 10,
+    runs: Annotated[int, typer.Option("--runs", help="timed repetitions (after one warm-up)")] = 3,
+    sampler: Sampler = "Euler",
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for results JSON and markdown")] = Path(
+        "benchmarks"
+    ),
+) -> None:
+    """Measure speed: the sampling core against the matching diffusers pipeline."""
+    from flipbook.bench import run_case
+
+    width, height = parse_size(size)
+    report = run_case(case, model=model, width=width, height=height, steps=steps, runs=runs, sampler=sampler,
+                      device=device, dtype=dtype, out=out)  # fmt: skip
+    typer.echo(report)
+
+
+class _progress:
+    """A rich progress bar fed by the render's Events object."""
+
+    def __init__(self, total: int, unit: str, per_step: bool = False) -> None:
+        self.total, self.unit, self.per_step = total, unit, per_step
+
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from flipbook.runs.events import Events
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            transient=True, disable=not sys.stderr.isatty(),
+        )  # fmt: skip
+        self.bar.start()
+        task = self.bar.add_task(self.unit, total=self.total)
+        if self.per_step:
+            return Events(on_step=lambda e: self.bar.advance(task))
+        return Events(on_frame=lambda e: self.bar.advance(task))
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+
+def main() -> None:
+    """Entry point: user errors print one line and exit with 2; nothing rendered is lost."""
+    try:
+        app(standalone_mode=False)
+    except FlipbookError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; frames written so far are kept", err=True)
+        sys.exit(130)
+    except typer.Abort:
+        sys.exit(1)
+    except (typer.BadParameter, typer.Exit) as error:
+        raise error
+    except Exception as error:  # click usage errors
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(2)
+        if isinstance(error, click.exceptions.Exit):
+            sys.exit(error.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""A loaded model: the diffusers parts plus what flipbook needs to know about them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+
+@dataclass
+class ModelBundle:
+    """A Stable Diffusion model ready to sample.
+
+    The parts live in a diffusers ``StableDiffusionPipeline`` (``pipe``), which also gives LoRA and
+    textual-inversion loading; flipbook's sampling core runs its own loop over ``pipe.unet``,
+    ``pipe.text_encoder``, ``pipe.vae`` and schedulers made from ``scheduler_config``. ``family`` ("sd1",
+    "sd2"; later "sdxl") selects family-specific code paths without rewriting the rest.
+    """
+
+    pipe: StableDiffusionPipeline
+    name: str
+    family: str
+    source: str  # builtin | folder | hub | single_file
+    device: torch.device
+    dtype: torch.dtype
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def unet(self):
+        return self.pipe.unet
+
+    @property
+    def vae(self):
+        return self.pipe.vae
+
+    @property
+    def text_encoder(self):
+        return self.pipe.text_encoder
+
+    @property
+    def tokenizer(self):
+        return self.pipe.tokenizer
+
+    @property
+    def scheduler_config(self) -> dict[str, Any]:
+        return dict(self.pipe.scheduler.config)
+
+    @property
+    def prediction_type(self) -> str:
+        return self.pipe.scheduler.config.get("prediction_type", "epsilon")
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)

@@ -1,0 +1,404 @@
+"""The sampling core: one denoising loop over diffusers parts for txt2img, img2img and inpainting.
+
+It gives the same images as diffusers' StableDiffusion{,Img2Img,Inpaint}Pipeline for the same seeds and
+settings (tests/test_equivalence.py), and adds what animation needs: per-request prompt/cfg/steps/strength/
+sampler, several frames in one UNet call, per-frame generators, an embedding cache, composable prompts,
+A1111 prompt weighting and chunking, and one events object for progress, preview and cancel.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.image_processor import VaeImageProcessor
+
+from flipbook.models.bundle import ModelBundle
+from flipbook.models.lora import LoraSet
+from flipbook.models.samplers import make_scheduler
+from flipbook.runs.events import Events, StepEvent
+from flipbook.sampling.encode import PromptEncoder
+from flipbook.sampling.prompts import split_composable
+from flipbook.sampling.requests import FrameRequest
+
+# A linear map from SD 1.x/2.x latents to RGB, good enough for live previews (no VAE call).
+_PREVIEW_FACTORS = torch.tensor(
+    [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]]
+)
+
+
+@dataclass
+class _Conditioning:
+    """Rows of the UNet batch that belong to one request, and how to combine them."""
+
+    uncond_row: int | None
+    cond_rows: list[int]
+    weights: list[float]
+    guidance_scale: float
+
+
+@dataclass
+class _Latents:
+    """Initial latents of a batch and, for inpainting, what the loop blends back outside the mask."""
+
+    latents: torch.Tensor
+    noise: torch.Tensor | None = None
+    image_latents: torch.Tensor | None = None
+    mask: torch.Tensor | None = None  # at latent size, 1 = repaint
+    masked_image_latents: torch.Tensor | None = None
+
+
+class SamplingCore:
+    """Samples images from :class:`FrameRequest`s on one :class:`ModelBundle`.
+
+    One instance serves one run: its prompt-embedding cache lives as long as it does. ``events`` carries
+    progress, previews and cancellation; nothing global is read or written.
+    """
+
+    def __init__(self, model: ModelBundle, events: Events | None = None) -> None:
+        self.model = model
+        self.events = events or Events()
+        self.loras = LoraSet(model.pipe)
+        self._encoders: dict[int, PromptEncoder] = {}
+        self._active_loras: tuple = ()
+        scale = model.vae_scale_factor
+        self.image_processor = VaeImageProcessor(vae_scale_factor=scale)
+        self.mask_processor = VaeImageProcessor(
+            vae_scale_factor=scale, do_normalize=False, do_binarize=True, do_convert_grayscale=True
+        )
+        self.soft_mask_processor = VaeImageProcessor(
+            vae_scale_factor=scale, do_normalize=False, do_convert_grayscale=True
+        )
+        self.stats = {"unet_calls": 0, "unet_rows": 0}
+
+    # ---- public API -------------------------------------------------------------------------------------
+
+    def generate(
+        self, requests: Sequence[FrameRequest], *, batch_size: int = 1, output_type: str = "pil"
+    ) -> list:
+        """Sample every request; requests that share a batch key are denoised ``batch_size`` at a time."""
+        for request in requests:
+            request.validate(self.model.vae_scale_factor)
+        results: list = [None] * len(requests)
+        for indices in _batches(requests, batch_size):
+            images = self.run_batch(
+                [requests[i] for i in indices], output_type=output_type, ids=tuple(indices)
+            )
+            for i, image in zip(indices, images, strict=True):
+                results[i] = image
+        return results
+
+    @torch.no_grad()
+    def run_batch(
+        self, requests: Sequence[FrameRequest], *, output_type: str = "pil", ids: tuple = ()
+    ) -> list:
+        """Denoise requests that share one batch key together, in one UNet call per step."""
+        first = requests[0]
+        device, dtype = self.model.device, self.model.unet.dtype
+        ids = ids or tuple(range(len(requests)))
+
+        # 1. Activate the batch's LoRAs (a no-op when unchanged)
+        self._activate_loras(first.loras)
+
+        # 2. Encode prompts (cached) and lay out the UNet batch rows
+        embeddings, conditioning = self._prepare_conditioning(requests, first.clip_skip)
+
+        # 3. Prepare timesteps
+        scheduler = make_scheduler(first.sampler, self.model.scheduler_config)
+        scheduler.set_timesteps(first.num_inference_steps, device=device)
+        timesteps = scheduler.timesteps
+        if first.image is not None:
+            timesteps = _skip_to_strength(scheduler, first.num_inference_steps, first.strength)
+
+        # 4. Prepare latents with one generator per request
+        generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
+        init = self._prepare_latents(requests, scheduler, timesteps, generators, dtype)
+        latents = init.latents
+
+        # 5. Denoising loop
+        step_kwargs = _step_kwargs(scheduler, generators, first.eta)
+        for i, t in enumerate(timesteps):
+            model_input = scheduler.scale_model_input(latents, t)
+            noise_pred = self._predict_noise(model_input, t, embeddings, conditioning, init)
+            latents = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+            if init.image_latents is not None:
+                latents = _blend_unmasked(scheduler, latents, init, timesteps, i)
+            self.events.step(
+                StepEvent(step=i + 1, total_steps=len(timesteps), frames=ids),
+                preview=lambda lat=latents: latents_preview(lat),
+            )
+
+        # 6. Decode and post-process
+        images = self._decode(latents, output_type)
+        if first.mask_image is not None and first.inpaint_overlay:
+            images = [self._overlay(r, img) for r, img in zip(requests, images, strict=True)]
+        return images
+
+    # ---- 1-2. LoRAs and prompts ------------------------------------------------------------------------
+
+    def _activate_loras(self, loras: tuple) -> None:
+        if loras != self._active_loras:
+            self.loras.activate(list(loras))
+            self._active_loras = loras
+            for encoder in self._encoders.values():
+                encoder.clear()  # a LoRA may change the text encoder
+
+    def encoder(self, clip_skip: int) -> PromptEncoder:
+        if clip_skip not in self._encoders:
+            pipe = self.model.pipe
+
+            def convert(text: str) -> str:
+                return pipe.maybe_convert_prompt(text, pipe.tokenizer)
+
+            self._encoders[clip_skip] = PromptEncoder(
+                pipe.tokenizer, pipe.text_encoder, clip_skip=clip_skip, convert_prompt=convert
+            )
+        return self._encoders[clip_skip]
+
+    def _prepare_conditioning(
+        self, requests: Sequence[FrameRequest], clip_skip: int
+    ) -> tuple[torch.Tensor, list[_Conditioning]]:
+        """All rows of the UNet batch: unconditional rows first, then every request's prompt parts.
+
+        This is diffusers' ``cat([uncond, cond])`` order, extended to composable prompts. Classifier-free
+        guidance is skipped for a request with cfg <= 1 and a single prompt part.
+        """
+        encoder = self.encoder(clip_skip)
+        uncond_rows: list[torch.Tensor] = []
+        cond_rows: list[torch.Tensor] = []
+        layout: list[tuple[int | None, list[int], list[float], float]] = []
+        for request in requests:
+            parts = split_composable(request.prompt)
+            needs_uncond = request.guidance_scale > 1.0 or len(parts) > 1
+            uncond = None
+            if needs_uncond:
+                uncond = len(uncond_rows)
+                uncond_rows.append(encoder.encode(request.negative_prompt))
+            rows = []
+            for text, _ in parts:
+                rows.append(len(cond_rows))
+                cond_rows.append(encoder.encode(text))
+            layout.append((uncond, rows, [w for _, w in parts], request.guidance_scale))
+        all_rows = uncond_rows + cond_rows
+        length = max(e.shape[1] for e in all_rows)
+        embeddings = torch.cat([encoder.pad_to(e, length) for e in all_rows])
+        offset = len(uncond_rows)
+        conditioning = [
+            _Conditioning(u, [offset + r for r in rows], weights, g) for u, rows, weights, g in layout
+        ]
+        return embeddings.to(self.model.device, self.model.unet.dtype), conditioning
+
+    # ---- 4. latents -------------------------------------------------------------------------------------
+
+    def _prepare_latents(self, requests, scheduler, timesteps, generators, dtype) -> _Latents:
+        first = requests[0]
+        scale = self.model.vae_scale_factor
+        shape = (1, self.model.vae.config.latent_channels, first.height // scale, first.width // scale)
+        if first.image is None:
+            noise = _randn(shape, generators, self.model.device, dtype)
+            return _Latents(noise * scheduler.init_noise_sigma)
+
+        images = torch.cat([self._preprocess_image(r) for r in requests])
+        latent_timestep = timesteps[:1].repeat(len(requests))
+        if first.mask_image is None:
+            image_latents = self._encode_images(images, generators)
+            noise = _randn(shape, generators, self.model.device, dtype)
+            return _Latents(scheduler.add_noise(image_latents, noise, latent_timestep))
+        return self._prepare_inpaint_latents(
+            requests, images, scheduler, latent_timestep, generators, shape, dtype
+        )
+
+    def _prepare_inpaint_latents(
+        self, requests, images, scheduler, latent_timestep, generators, shape, dtype
+    ):
+        """diffusers' inpaint order of random draws: image latents, noise, then the masked image's latents."""
+        first = requests[0]
+        masks = torch.cat([self._preprocess_mask(r, binary=True) for r in requests])
+        if first.masked_content == "fill":
+            images = torch.cat([self._fill_masked(img, m) for img, m in zip(images, masks, strict=True)])
+        # A regular UNet needs the image latents for blending; an inpainting UNet only to start from them.
+        regular_unet = self.model.unet.config.in_channels == 4
+        image_latents = None
+        if regular_unet or first.strength < 1.0:
+            image_latents = self._encode_images(images, generators)
+        noise = _randn(shape, generators, self.model.device, dtype)
+        start = image_latents
+        if image_latents is not None and first.masked_content in ("latent_noise", "latent_nothing"):
+            latent_mask = _to_latent_size(masks, shape)
+            fill = (
+                _randn(shape, generators, self.model.device, dtype)
+                if first.masked_content == "latent_noise"
+                else 0
+            )
+            start = image_latents * (1 - latent_mask) + latent_mask * fill
+        if first.strength == 1.0:
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            latents = scheduler.add_noise(start, noise, latent_timestep)
+        masked_image_latents = self._encode_images(images * (masks < 0.5), generators)
+        blend_mask = masks
+        if first.mask_blur > 0:
+            blend_mask = torch.cat([self._preprocess_mask(r, binary=False) for r in requests])
+        return _Latents(
+            latents=latents,
+            noise=noise,
+            image_latents=image_latents if regular_unet else None,
+            mask=_to_latent_size(blend_mask, shape).to(dtype),
+            masked_image_latents=masked_image_latents,
+        )
+
+    def _preprocess_image(self, request: FrameRequest) -> torch.Tensor:
+        image = self.image_processor.preprocess(request.image, height=request.height, width=request.width)
+        return image.to(self.model.device, torch.float32)
+
+    def _preprocess_mask(self, request: FrameRequest, *, binary: bool) -> torch.Tensor:
+        mask = request.mask_image
+        if request.mask_blur > 0:
+            mask = _to_pil(mask).convert("L")
+            mask = self.mask_processor.blur(mask, request.mask_blur)
+        processor = self.mask_processor if binary else self.soft_mask_processor
+        return processor.preprocess(mask, height=request.height, width=request.width).to(self.model.device)
+
+    @staticmethod
+    def _fill_masked(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """A1111's "fill": paint the masked area from its surroundings before encoding (OpenCV Telea)."""
+        rgb = ((image.permute(1, 2, 0).float().cpu().numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+        hole = (mask[0].cpu().numpy() >= 0.5).astype(np.uint8) * 255
+        filled = cv2.inpaint(rgb, hole, 16, cv2.INPAINT_TELEA)
+        out = torch.from_numpy(filled).permute(2, 0, 1).float() / 127.5 - 1
+        return out.unsqueeze(0).to(image.device)
+
+    def _encode_images(self, images: torch.Tensor, generators) -> torch.Tensor:
+        """VAE-encode each image with its own generator (a latent sample, as diffusers draws it)."""
+        vae = self.model.vae
+        latents = [
+            vae.encode(images[i : i + 1].to(vae.dtype)).latent_dist.sample(generators[i])
+            for i in range(images.shape[0])
+        ]
+        return (vae.config.scaling_factor * torch.cat(latents)).to(self.model.unet.dtype)
+
+    # ---- 5. one denoising step -------------------------------------------------------------------------
+
+    def _predict_noise(self, model_input, t, embeddings, conditioning, init: _Latents) -> torch.Tensor:
+        rows = _row_sources(conditioning, embeddings.shape[0])
+        unet_input = model_input[rows]
+        if self.model.unet.config.in_channels == 9:
+            extra = torch.cat([init.mask, init.masked_image_latents], dim=1)[rows]
+            unet_input = torch.cat([unet_input, extra], dim=1)
+        self.stats["unet_calls"] += 1
+        self.stats["unet_rows"] += unet_input.shape[0]
+        out = self.model.unet(unet_input, t, encoder_hidden_states=embeddings, return_dict=False)[0]
+        return torch.cat([_guide(out, c).unsqueeze(0) for c in conditioning])
+
+    # ---- 6. decode -------------------------------------------------------------------------------------
+
+    def _decode(self, latents: torch.Tensor, output_type: str) -> list:
+        vae = self.model.vae
+        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        if output_type == "latent":
+            return list(latents)
+        images = self.image_processor.postprocess(images, output_type="np" if output_type == "np" else "pil")
+        return list(images)
+
+    def _overlay(self, request: FrameRequest, image):
+        """A1111's overlay: outside the (blurred) mask the original pixels are kept exactly."""
+        mask = self._preprocess_mask(request, binary=request.mask_blur == 0)[0, 0].cpu().numpy()[..., None]
+        original = self._preprocess_image(request)[0].permute(1, 2, 0).cpu().numpy() / 2 + 0.5
+        result = np.asarray(image, dtype=np.float32) / (255.0 if isinstance(image, PIL.Image.Image) else 1.0)
+        blended = original * (1 - mask) + result * mask
+        if isinstance(image, PIL.Image.Image):
+            return PIL.Image.fromarray((blended * 255).round().clip(0, 255).astype(np.uint8))
+        return blended.astype(np.float32)
+
+
+# ---- small helpers ---------------------------------------------------------------------------------------
+
+
+def _batches(requests: Sequence[FrameRequest], batch_size: int) -> Iterator[list[int]]:
+    """Consecutive runs of requests with the same batch key, at most ``batch_size`` long."""
+    current: list[int] = []
+    for i, request in enumerate(requests):
+        if current and (
+            len(current) >= batch_size or requests[current[0]].batch_key() != request.batch_key()
+        ):
+            yield current
+            current = []
+        current.append(i)
+    if current:
+        yield current
+
+
+def _randn(shape, generators, device, dtype) -> torch.Tensor:
+    """One normal draw per generator, always on the CPU in float32 so frames don't depend on the device."""
+    draws = [torch.randn(shape, generator=g, dtype=torch.float32) for g in generators]
+    return torch.cat(draws).to(device, dtype)
+
+
+def _skip_to_strength(scheduler, steps: int, strength: float) -> torch.Tensor:
+    """img2img: run only the last ``steps * strength`` steps, as diffusers' get_timesteps does."""
+    init_timestep = min(int(steps * strength), steps)
+    t_start = max(steps - init_timestep, 0)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(t_start * scheduler.order)
+    return scheduler.timesteps[t_start * scheduler.order :]
+
+
+def _step_kwargs(scheduler, generators, eta: float) -> dict:
+    params = set(inspect.signature(scheduler.step).parameters)
+    kwargs = {}
+    if "eta" in params:
+        kwargs["eta"] = eta
+    if "generator" in params:
+        kwargs["generator"] = generators if len(generators) > 1 else generators[0]
+    return kwargs
+
+
+def _row_sources(conditioning: Sequence[_Conditioning], n_rows: int) -> torch.Tensor:
+    """For each UNet row, which request's latent it denoises."""
+    sources = [0] * n_rows
+    for request_index, c in enumerate(conditioning):
+        for row in ([c.uncond_row] if c.uncond_row is not None else []) + c.cond_rows:
+            sources[row] = request_index
+    return torch.tensor(sources)
+
+
+def _guide(out: torch.Tensor, c: _Conditioning) -> torch.Tensor:
+    """Classifier-free guidance, with composable prompts: uncond + cfg * sum_i w_i (cond_i - uncond)."""
+    if c.uncond_row is None:
+        return out[c.cond_rows[0]]
+    uncond = out[c.uncond_row]
+    delta = sum(w * (out[r] - uncond) for r, w in zip(c.cond_rows, c.weights, strict=True))
+    return uncond + c.guidance_scale * delta
+
+
+def _blend_unmasked(scheduler, latents, init: _Latents, timesteps, i: int) -> torch.Tensor:
+    """Inpainting with a regular UNet: outside the mask, put back the init image noised to the next step."""
+    proper = init.image_latents
+    if i < len(timesteps) - 1:
+        proper = scheduler.add_noise(proper, init.noise, torch.tensor([timesteps[i + 1]]))
+    return (1 - init.mask) * proper + init.mask * latents
+
+
+def _to_latent_size(mask: torch.Tensor, shape) -> torch.Tensor:
+    return torch.nn.functional.interpolate(mask, size=shape[2:])
+
+
+def _to_pil(image) -> PIL.Image.Image:
+    if isinstance(image, PIL.Image.Image):
+        return image
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        array = (array * 255).round().clip(0, 255).astype(np.uint8)
+    return PIL.Image.fromarray(array)
+
+
+def latents_preview(latents: torch.Tensor) -> PIL.Image.Image:
+    """A cheap RGB preview of the first latent in a batch (no VAE call)."""
+    rgb = torch.einsum("chw,cr->hwr", latents[0].float().cpu(), _PREVIEW_FACTORS)
+    array = ((rgb + 1) * 127.5).clamp(0, 255).byte().numpy()
+    return PIL.Image.fromarray(array)

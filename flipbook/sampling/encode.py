@@ -1,0 +1,150 @@
+"""Prompt encoding as AUTOMATIC1111 does it: attention weights, 75-token chunks, clip skip, and a cache.
+
+A prompt is parsed into weighted pieces, tokenised, split into chunks of 75 tokens (breaking after the last
+comma within the final 20 tokens, and at ``BREAK``), and each chunk is encoded as ``BOS + 75 tokens + EOS``
+padded like the tokenizer pads (so a short unweighted prompt encodes bit-for-bit like diffusers). Token weights
+scale the hidden states and the chunk's mean is restored, as A1111 does. Chunk embeddings are concatenated
+along the sequence axis, so prompts longer than 75 tokens keep all their words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from flipbook.sampling.prompts import parse_attention
+
+CHUNK_LENGTH = 75
+COMMA_BACKTRACK = 20
+
+
+@dataclass
+class _Chunk:
+    tokens: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+
+
+def _split_into_chunks(pieces: list[tuple[list[int], float] | None], comma_id: int) -> list[_Chunk]:
+    """Token ids with weights -> chunks of at most 75 tokens, A1111's comma backtracking and BREAK."""
+    chunks: list[_Chunk] = []
+    chunk = _Chunk()
+    last_comma = -1
+
+    def close() -> None:
+        nonlocal chunk, last_comma
+        chunks.append(chunk)
+        chunk, last_comma = _Chunk(), -1
+
+    for piece in pieces:
+        if piece is None:  # BREAK
+            close()
+            continue
+        tokens, weight = piece
+        for token in tokens:
+            if token == comma_id:
+                last_comma = len(chunk.tokens)
+            elif (
+                len(chunk.tokens) == CHUNK_LENGTH
+                and last_comma != -1
+                and CHUNK_LENGTH - last_comma <= COMMA_BACKTRACK
+            ):
+                split = last_comma + 1
+                rest = _Chunk(chunk.tokens[split:], chunk.weights[split:])
+                chunk = _Chunk(chunk.tokens[:split], chunk.weights[:split])
+                close()
+                chunk = rest
+            if len(chunk.tokens) == CHUNK_LENGTH:
+                close()
+            chunk.tokens.append(token)
+            chunk.weights.append(weight)
+    if chunk.tokens or not chunks:
+        close()
+    return chunks
+
+
+class PromptEncoder:
+    """Encodes prompts with one tokenizer/text encoder pair; each distinct prompt is encoded once.
+
+    ``clip_skip`` follows A1111 (1 = last layer, 2 = penultimate ...). ``convert_prompt`` lets diffusers'
+    textual-inversion loader expand multi-vector embedding tokens before tokenising.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        text_encoder,
+        *,
+        clip_skip: int = 1,
+        convert_prompt: Callable[[str], str] | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.text_encoder = text_encoder
+        self.clip_skip = clip_skip
+        self.convert_prompt = convert_prompt
+        self._cache: dict[str, torch.Tensor] = {}
+        self._comma_id = tokenizer.convert_tokens_to_ids(",</w>")
+        self.calls = 0  # text-encoder forward passes, for tests and benchmarks
+
+    def clear(self) -> None:
+        """Forget cached embeddings (after the text encoder changed, e.g. a LoRA was switched)."""
+        self._cache.clear()
+
+    def encode(self, prompt: str) -> torch.Tensor:
+        """The prompt's embedding, shape ``(1, 77 * chunks, hidden)``; cached per prompt text."""
+        if prompt not in self._cache:
+            self._cache[prompt] = self._encode_uncached(prompt)
+        return self._cache[prompt]
+
+    def empty_chunk(self) -> torch.Tensor:
+        """The embedding of one empty chunk, used to pad a shorter prompt to a longer one's length."""
+        return self.encode("")[:, : CHUNK_LENGTH + 2]
+
+    def pad_to(self, embedding: torch.Tensor, length: int) -> torch.Tensor:
+        """Append empty chunks until the sequence is ``length`` tokens long (A1111 pads the same way)."""
+        missing = (length - embedding.shape[1]) // (CHUNK_LENGTH + 2)
+        if missing <= 0:
+            return embedding
+        return torch.cat([embedding, self.empty_chunk().repeat(1, missing, 1)], dim=1)
+
+    def _encode_uncached(self, prompt: str) -> torch.Tensor:
+        text = self.convert_prompt(prompt) if self.convert_prompt else prompt
+        pieces = [
+            None if (piece, weight) == ("BREAK", -1.0) else (self._token_ids(piece), weight)
+            for piece, weight in parse_attention(text)
+        ]
+        chunks = _split_into_chunks(pieces, self._comma_id)
+        return torch.cat([self._encode_chunk(chunk) for chunk in chunks], dim=1)
+
+    def _token_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False, truncation=False).input_ids
+
+    def _encode_chunk(self, chunk: _Chunk) -> torch.Tensor:
+        tok = self.tokenizer
+        padding = CHUNK_LENGTH - len(chunk.tokens)
+        ids = [tok.bos_token_id, *chunk.tokens, tok.eos_token_id] + [tok.pad_token_id] * padding
+        input_ids = torch.tensor([ids], device=self.text_encoder.device)
+        self.calls += 1
+        if self.clip_skip <= 1:
+            hidden = self.text_encoder(input_ids)[0]
+        else:
+            states = self.text_encoder(input_ids, output_hidden_states=True).hidden_states
+            hidden = _final_layer_norm(self.text_encoder)(states[-self.clip_skip])
+        hidden = hidden.to(self.text_encoder.dtype)
+        weights = [1.0, *chunk.weights, 1.0] + [1.0] * padding
+        if any(w != 1.0 for w in weights):
+            hidden = _apply_weights(hidden, torch.tensor(weights, dtype=hidden.dtype, device=hidden.device))
+        return hidden
+
+
+def _apply_weights(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Scale each token's hidden state by its weight, then restore the chunk's mean (A1111's emphasis)."""
+    original_mean = hidden.float().mean()
+    weighted = hidden * weights.reshape(1, -1, 1)
+    return weighted * (original_mean / weighted.float().mean()).to(hidden.dtype)
+
+
+def _final_layer_norm(text_encoder) -> torch.nn.Module:
+    """transformers 5 flattened ``CLIPTextModel.text_model``; older versions nest it."""
+    return getattr(text_encoder, "text_model", text_encoder).final_layer_norm

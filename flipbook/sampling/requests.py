@@ -1,0 +1,88 @@
+"""What one image to sample looks like: flat, typed fields with diffusers' names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from flipbook.errors import FlipbookError
+
+MaskedContent = Literal["original", "fill", "latent_noise", "latent_nothing"]
+MASKED_CONTENT = ("original", "fill", "latent_noise", "latent_nothing")
+
+
+@dataclass(frozen=True)
+class FrameRequest:
+    """One image: txt2img when ``image`` is None, img2img with ``image``, inpainting with ``mask_image`` too.
+
+    ``strength`` is diffusers' (the share of the schedule that is re-run: 1.0 ignores the init image).
+    ``prompt`` may be composable (``a AND b :0.7`` or ``a | b``); ``clip_skip`` follows A1111 (1 = none).
+    ``loras`` are resolved files with weights; prompt ``<lora:...>`` tags are resolved before this point.
+    """
+
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = 0
+    num_inference_steps: int = 20
+    guidance_scale: float = 7.0
+    sampler: str = "Euler a"
+    width: int = 512
+    height: int = 512
+    image: Any = None
+    strength: float = 1.0
+    mask_image: Any = None
+    mask_blur: float = 0.0
+    masked_content: MaskedContent = "original"
+    inpaint_overlay: bool = False
+    clip_skip: int = 1
+    eta: float = 0.0
+    loras: tuple[tuple[Path, float], ...] = field(default=())
+
+    def batch_key(self) -> tuple:
+        """Requests with equal keys share timesteps and weights, so they can be denoised in one batch."""
+        return (
+            self.sampler,
+            self.num_inference_steps,
+            self.strength if self.image is not None else 1.0,
+            self.width,
+            self.height,
+            self.image is not None,
+            self.mask_image is not None,
+            self.masked_content,
+            self.clip_skip,
+            self.eta,
+            self.loras,
+        )
+
+    def validate(self, vae_scale_factor: int = 8) -> None:
+        """Raise one FlipbookError naming the first bad field."""
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < vae_scale_factor or value % vae_scale_factor:
+                raise FlipbookError(name, value, f"a positive multiple of {vae_scale_factor}")
+        if not isinstance(self.num_inference_steps, int) or not 1 <= self.num_inference_steps <= 1000:
+            raise FlipbookError("steps", self.num_inference_steps, "an integer from 1 to 1000")
+        if not 0.0 <= self.guidance_scale <= 100.0:
+            raise FlipbookError("cfg", self.guidance_scale, "a number from 0 to 100")
+        if not 0.0 < self.strength <= 1.0:
+            raise FlipbookError("strength", self.strength, "a number in (0, 1]")
+        if self.image is not None and int(self.num_inference_steps * self.strength) < 1:
+            raise FlipbookError(
+                "strength",
+                self.strength,
+                f"at least {1 / self.num_inference_steps:.3g} with {self.num_inference_steps} steps",
+                detail="steps x strength must leave at least one denoising step",
+            )
+        if self.mask_image is not None and self.image is None:
+            raise FlipbookError("mask", "given", "a mask together with an init image")
+        if self.masked_content not in MASKED_CONTENT:
+            raise FlipbookError("masked_content", self.masked_content, f"one of: {', '.join(MASKED_CONTENT)}")
+        if self.mask_blur < 0:
+            raise FlipbookError("mask_blur", self.mask_blur, "a number >= 0")
+        if not 1 <= self.clip_skip <= 12:
+            raise FlipbookError("clip_skip", self.clip_skip, "an integer from 1 to 12")
+        if not -(2**63) <= self.seed < 2**64:
+            raise FlipbookError(
+                "seed", self.seed, "an integer seed (use -1 for random before building requests)"
+            )

@@ -1,0 +1,79 @@
+"""Read a spec from TOML or JSON, apply ``--set`` overrides, and report problems as FlipbookError."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from flipbook.errors import FlipbookError
+from flipbook.spec.model import Spec
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
+    """Load and validate ``path`` (.toml or .json) with ``key.path=value`` overrides applied."""
+    path = Path(path)
+    data = read_spec_data(path)
+    for override in overrides or []:
+        apply_override(data, override)
+    spec = spec_from_data(data)
+    if spec.output.name is None:
+        spec = spec.model_copy(update={"output": spec.output.model_copy(update={"name": path.stem})})
+    return spec
+
+
+def read_spec_data(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FlipbookError("spec", str(path), "an existing .toml or .json spec file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        if path.suffix.lower() == ".toml":
+            return tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        raise FlipbookError(
+            "spec", str(path), f"valid {path.suffix[1:].upper()}", detail=str(error)
+        ) from None
+    raise FlipbookError("spec", str(path), "a .toml or .json file")
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """``animation.max_frames=48``: the value is read as TOML (numbers, booleans, quoted or bare strings)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise FlipbookError("--set", override, "KEY.PATH=VALUE, e.g. animation.max_frames=48")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    *parents, leaf = key.strip().split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise FlipbookError("--set", override, f"a path through sections; {part!r} is a value")
+    node[leaf] = value
+
+
+def spec_from_data(data: dict[str, Any]) -> Spec:
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as error:
+        raise spec_error(error) from None
+
+
+def spec_error(error: ValidationError) -> FlipbookError:
+    """All validation problems in one error; the first names the field, the rest follow on their own lines."""
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "spec"
+        value = item.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        problems.append(f"{where}: {item['msg']}{shown}")
+    first = error.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "spec"
+    return FlipbookError(field, first.get("input"), first["msg"], message="\n".join(problems))

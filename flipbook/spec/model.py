@@ -1,0 +1,127 @@
+"""The animation spec: one versioned, nested pydantic model that every face of flipbook accepts.
+
+This is the foundation's minimal spec (model, sampling, animation, prompts, output). The spec-language work
+extends it with schedules, prompt travel syntax and per-mode sections; the shape stays the same.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SPEC_VERSION = 1
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoraRef(_Section):
+    name: str = Field(description="LoRA file or name in the models folder's LoRA directory")
+    weight: float = Field(1.0, ge=-10, le=10)
+
+
+class ModelSection(_Section):
+    name: str = Field(
+        "tiny",
+        description="built-in (tiny, random-sd15), folder, .safetensors/.ckpt, models-dir name or hub id",
+    )
+    models_dir: Path | None = Field(None, description="A1111 or ComfyUI install (or its models/ folder)")
+    vae: str | None = None
+    loras: list[LoraRef] = Field(default_factory=list)
+    prediction_type: Literal["epsilon", "v_prediction"] | None = None
+    device: str = "auto"
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+
+
+class SamplingSection(_Section):
+    sampler: str = "Euler a"
+    steps: int = Field(20, ge=1, le=1000)
+    cfg: float = Field(7.0, ge=0, le=100)
+    seed: int = Field(-1, ge=-1, lt=2**32, description="-1 picks a random seed; the chosen one is recorded")
+    clip_skip: int = Field(1, ge=1, le=12)
+    batch_size: int = Field(
+        1, ge=1, le=64, description="frames denoised in one UNet call where frames allow it"
+    )
+
+
+class AnimationSection(_Section):
+    mode: str = "travel"
+    max_frames: int = Field(24, ge=1, le=100_000)
+    fps: float = Field(12, gt=0, le=240)
+    width: int = Field(512, ge=8, le=8192)
+    height: int = Field(512, ge=8, le=8192)
+    strength: float = Field(
+        0.65,
+        ge=0,
+        lt=1,
+        description="Deforum strength: share of the previous frame kept (denoise = 1 - strength)",
+    )
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, value: int) -> int:
+        if value % 8:
+            raise ValueError(f"must be a multiple of 8, got {value}")
+        return value
+
+
+class OutputSection(_Section):
+    dir: Path = Path("out")
+    formats: list[Literal["png", "gif", "mp4"]] = Field(default_factory=lambda: ["png", "gif", "mp4"])
+    name: str | None = Field(None, description="file stem; defaults to the spec file's stem")
+    gif_loop: int = Field(0, ge=0, le=65535, description="0 loops forever")
+    mp4_crf: int = Field(18, ge=0, le=51)
+
+
+class Spec(_Section):
+    version: int = SPEC_VERSION
+    model: ModelSection = Field(default_factory=ModelSection)
+    sampling: SamplingSection = Field(default_factory=SamplingSection)
+    animation: AnimationSection = Field(default_factory=AnimationSection)
+    prompts: dict[int, str] = Field(description='keyframe -> prompt, e.g. {0 = "a forest", 12 = "a city"}')
+    negative_prompt: str = ""
+    output: OutputSection = Field(default_factory=OutputSection)
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value != SPEC_VERSION:
+            raise ValueError(f"only version {SPEC_VERSION} is known")
+        return value
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompt_keys(cls, value: dict[int, str]) -> dict[int, str]:
+        if not value:
+            raise ValueError("at least one keyframe prompt is needed")
+        if any(k < 0 for k in value):
+            raise ValueError("keyframes must be >= 0")
+        return dict(sorted(value.items()))
+
+    @model_validator(mode="after")
+    def _keyframes_in_range(self) -> Spec:
+        last = self.animation.max_frames - 1
+        late = [k for k in self.prompts if k > last]
+        if late:
+            raise ValueError(
+                f"prompts: keyframes {late} are beyond the last frame {last} (animation.max_frames)"
+            )
+        return self
+
+    def with_seed(self) -> Spec:
+        """The spec with seed -1 replaced by a random seed (recorded, so the render can be repeated)."""
+        if self.sampling.seed != -1:
+            return self
+        seed = random.SystemRandom().randrange(2**32)
+        return self.model_copy(update={"sampling": self.sampling.model_copy(update={"seed": seed})})
+
+    def prompt_at(self, frame: int) -> str:
+        """The prompt in force at ``frame``: prompts hold from their keyframe to the next (Deforum 2D/3D)."""
+        keys = [k for k in self.prompts if k <= frame]
+        return self.prompts[keys[-1] if keys else min(self.prompts)]

@@ -1,0 +1,32 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import numpy as np  # noqa: E402
+import PIL.Image  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The built-in tiny model on the CPU in float32 (shared: tests must not leave LoRAs active)."""
+    from flipbook.models.loading import load_model
+
+    return load_model("tiny", device="cpu")
+
+
+@pytest.fixture()
+def init_image() -> PIL.Image.Image:
+    """A 64x64 RGB test picture with structure (gradients and a square)."""
+    y, x = np.mgrid[0:64, 0:64]
+    array = np.stack([x * 4, y * 4, (x + y) * 2], axis=-1).astype(np.uint8)
+    array[20:44, 20:44] = (250, 40, 40)
+    return PIL.Image.fromarray(array)
+
+
+@pytest.fixture()
+def mask_image() -> PIL.Image.Image:
+    array = np.zeros((64, 64), dtype=np.uint8)
+    array[16:48, 24:56] = 255
+    return PIL.Image.fromarray(array, mode="L")
