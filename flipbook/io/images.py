@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import PIL.Image
-import PIL.UnidentifiedImageError
 
 from flipbook.errors import FlipbookError
 
@@ -19,7 +18,7 @@ def open_image(path: str | Path, field: str = "image") -> PIL.Image.Image:
         with PIL.Image.open(path) as image:
             image.load()
             return image.convert("RGB") if image.mode not in ("RGB", "L") else image.copy()
-    except (PIL.UnidentifiedImageError, OSError, SyntaxError) as error:
+    except (PIL.Image.UnidentifiedImageError, OSError, SyntaxError) as error:
         raise FlipbookError(
             field, str(path), "an image file (PNG, JPEG, WebP, ...)", detail=str(error)[:120]
         ) from None

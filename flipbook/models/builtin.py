@@ -98,7 +98,10 @@ def random_sd15_components(seed: int = 0) -> dict[str, Any]:
     unet = _seeded(
         seed,
         lambda: UNet2DConditionModel(
-            sample_size=64, cross_attention_dim=768, attention_head_dim=8, block_out_channels=(320, 640, 1280, 1280)
+            sample_size=64,
+            cross_attention_dim=768,
+            attention_head_dim=8,
+            block_out_channels=(320, 640, 1280, 1280),
         ),
     )
     vae = _seeded(

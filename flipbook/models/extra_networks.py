@@ -19,7 +19,7 @@ class ExtraNetworks:
 
     def __init__(self, folders: ModelsDir | None, loras: Sequence[tuple[str, float]] = ()) -> None:
         self.folders = folders
-        self.base = {self.lora_path(name): float(weight) for name, weight in loras}
+        self.base = {self.lora_path(name): (float(weight), None) for name, weight in loras}
 
     def lora_path(self, name: str) -> Path:
         path = Path(name).expanduser()
@@ -29,13 +29,16 @@ class ExtraNetworks:
             raise FlipbookError("lora", name, "a LoRA file path, or a LoRA name together with --models-dir")
         return self.folders.find("lora", name).resolve()
 
-    def resolve(self, prompt: str) -> tuple[str, tuple[tuple[Path, float], ...]]:
-        """``(prompt without tags, ((lora file, weight), ...))`` in a stable order."""
+    def resolve(self, prompt: str) -> tuple[str, tuple[tuple[Path, float, float | None], ...]]:
+        """``(prompt without tags, ((lora file, unet weight, text-encoder weight or None), ...))``, sorted.
+
+        ``<lora:name:0.8:0.5>`` sets the text encoder to 0.8 and the UNet to 0.5, as A1111 reads it.
+        """
         text, tags = extract_loras(prompt)
         loras = dict(self.base)
         for tag in tags:
-            loras[self.lora_path(tag.name)] = float(tag.weight)
-        return text, tuple(sorted(loras.items()))
+            loras[self.lora_path(tag.name)] = (float(tag.weight), tag.te_weight)
+        return text, tuple((path, unet, te) for path, (unet, te) in sorted(loras.items()))
 
     def embeddings(self) -> dict[str, Path]:
         """Textual-inversion embeddings available by name (none without a models folder)."""

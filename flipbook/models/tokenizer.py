@@ -20,7 +20,11 @@ PAD_TOKENS = {"sd1": "<|endoftext|>", "sd2": "!"}
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible map from bytes to printable unicode characters."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     codes = printable[:]
     extra = 0
     for byte in range(256):
@@ -46,4 +50,6 @@ def clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
 def clip_tokenizer(family: str = "sd1") -> CLIPTokenizer:
     """A CLIP tokeniser for ``family`` ("sd1" or "sd2"), max length 77, built without any download."""
     vocab, merges = clip_vocab_and_merges()
-    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token=PAD_TOKENS[family], model_max_length=77)
+    return CLIPTokenizer(
+        vocab=dict(vocab), merges=list(merges), pad_token=PAD_TOKENS[family], model_max_length=77
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import PIL.Image
 
@@ -14,3 +15,7 @@ class Frame:
     index: int
     image: PIL.Image.Image
     request: FrameRequest
+
+
+ResolvedPrompts = dict[int, tuple[str, tuple[tuple[Path, float, float | None], ...]]]
+"""keyframe -> (prompt without LoRA tags, the LoRAs in force with it)"""

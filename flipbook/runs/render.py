@@ -52,9 +52,8 @@ def render(spec: Spec, events: Events | None = None) -> RenderResult:
     # 3. Render frames, writing each one as it arrives
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "spec.json").write_text(spec.model_dump_json(indent=2), encoding="utf-8")
-    clean = spec.model_copy(update={"prompts": {k: t for k, (t, _) in prompts.items()}})
     frames = []
-    for frame in mode.render(clean, core, events, loras=_loras_for(prompts)):
+    for frame in mode.render(spec, core, events, prompts):
         result.frames.append(_save_frame(run_dir, frame, spec))
         frames.append(frame.image)
         events.frame(FrameEvent(frame.index, spec.animation.max_frames, frame.image))
@@ -62,14 +61,6 @@ def render(spec: Spec, events: Events | None = None) -> RenderResult:
     # 4. Encode the animation
     _write_animation(spec, frames, result)
     return result
-
-
-def _loras_for(prompts: dict[int, tuple[str, tuple]]) -> tuple:
-    """The foundation's travel mode uses one LoRA set for the whole run: the union over all keyframes."""
-    merged: dict = {}
-    for _, loras in prompts.values():
-        merged.update(dict(loras))
-    return tuple(sorted(merged.items()))
 
 
 def _save_frame(run_dir: Path, frame: Frame, spec: Spec) -> Path:

@@ -37,7 +37,7 @@ class FrameRequest:
     inpaint_overlay: bool = False
     clip_skip: int = 1
     eta: float = 0.0
-    loras: tuple[tuple[Path, float], ...] = field(default=())
+    loras: tuple[tuple[Path, float, float | None], ...] = field(default=())  # (file, unet, te weight)
 
     def batch_key(self) -> tuple:
         """Requests with equal keys share timesteps and weights, so they can be denoised in one batch."""

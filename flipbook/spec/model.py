@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SPEC_VERSION = 1
 
@@ -84,7 +84,9 @@ class Spec(_Section):
     model: ModelSection = Field(default_factory=ModelSection)
     sampling: SamplingSection = Field(default_factory=SamplingSection)
     animation: AnimationSection = Field(default_factory=AnimationSection)
-    prompts: dict[int, str] = Field(description='keyframe -> prompt, e.g. {0 = "a forest", 12 = "a city"}')
+    prompts: dict[int, str] = Field(
+        description='keyframe -> prompt, e.g. {0 = "a forest", 12 = "a city"}; keys past the last frame are never reached'
+    )
     negative_prompt: str = ""
     output: OutputSection = Field(default_factory=OutputSection)
 
@@ -104,16 +106,6 @@ class Spec(_Section):
             raise ValueError("keyframes must be >= 0")
         return dict(sorted(value.items()))
 
-    @model_validator(mode="after")
-    def _keyframes_in_range(self) -> Spec:
-        last = self.animation.max_frames - 1
-        late = [k for k in self.prompts if k > last]
-        if late:
-            raise ValueError(
-                f"prompts: keyframes {late} are beyond the last frame {last} (animation.max_frames)"
-            )
-        return self
-
     def with_seed(self) -> Spec:
         """The spec with seed -1 replaced by a random seed (recorded, so the render can be repeated)."""
         if self.sampling.seed != -1:
@@ -121,7 +113,11 @@ class Spec(_Section):
         seed = random.SystemRandom().randrange(2**32)
         return self.model_copy(update={"sampling": self.sampling.model_copy(update={"seed": seed})})
 
-    def prompt_at(self, frame: int) -> str:
-        """The prompt in force at ``frame``: prompts hold from their keyframe to the next (Deforum 2D/3D)."""
+    def prompt_key_at(self, frame: int) -> int:
+        """The keyframe whose prompt is in force at ``frame``: prompts hold until the next keyframe (Deforum
+        2D/3D); before the first keyframe the first prompt is used."""
         keys = [k for k in self.prompts if k <= frame]
-        return self.prompts[keys[-1] if keys else min(self.prompts)]
+        return keys[-1] if keys else min(self.prompts)
+
+    def prompt_at(self, frame: int) -> str:
+        return self.prompts[self.prompt_key_at(frame)]

@@ -1,0 +1,103 @@
+"""The CLI: stills with A1111 parameters, renders, and one clear line with exit code 2 for bad input."""
+
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from flipbook.cli import main
+from flipbook.io.pnginfo import parse_parameters, read_png_parameters
+
+
+def run_cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["flipbook", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+FAST = ["--steps", "2", "--size", "64x64", "--device", "cpu"]
+
+
+def test_txt2img_writes_pngs_with_a1111_parameters(monkeypatch, capsys, tmp_path):
+    code, out, _ = run_cli(monkeypatch, capsys, "txt2img", "a (red:1.2) fox", "--negative", "blurry",
+                           "--seed", "-1", "--batch-count", "2", "-o", tmp_path, *FAST)  # fmt: skip
+    assert code == 0
+    paths = out.split()
+    assert len(paths) == 2
+    params = [parse_parameters(read_png_parameters(p)) for p in paths]
+    assert params[0].prompt == "a (red:1.2) fox" and params[0].negative_prompt == "blurry"
+    assert (
+        params[0].steps == 2
+        and params[0].sampler == "Euler a"
+        and (params[0].width, params[0].height) == (64, 64)
+    )
+    assert params[0].seed != -1 and params[1].seed == params[0].seed + 1  # the random seed is recorded
+
+    code, out, _ = run_cli(monkeypatch, capsys, "info", paths[0])
+    assert code == 0 and "Negative prompt: blurry" in out and f"Seed: {params[0].seed}" in out
+
+
+def test_img2img_and_inpaint(monkeypatch, capsys, tmp_path, init_image, mask_image):
+    init_image.save(tmp_path / "init.png")
+    mask_image.save(tmp_path / "mask.png")
+    code, out, _ = run_cli(monkeypatch, capsys, "img2img", "a painting", "--image", tmp_path / "init.png",
+                           "--strength", "0.5", "--seed", "3", "-o", tmp_path / "i2i", *FAST)  # fmt: skip
+    assert code == 0 and parse_parameters(read_png_parameters(out.strip())).denoising_strength == 0.5
+    code, out, _ = run_cli(monkeypatch, capsys, "inpaint", "a ball", "--image", tmp_path / "init.png",
+                           "--mask", tmp_path / "mask.png", "--seed", "3", "-o", tmp_path / "inp", *FAST)  # fmt: skip
+    assert code == 0
+    result = np.asarray(PIL.Image.open(out.strip()).convert("RGB")).astype(int)
+    far_left = np.s_[:, :8]  # the mask starts at column 24; 16 px is beyond the 4 px blur's reach
+    assert np.abs(result[far_left] - np.asarray(init_image).astype(int)[far_left]).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["txt2img", "x", "--sampler", "Euler b"], "sampler"),
+        (["txt2img", "x", "--size", "100x64"], "--size"),
+        (["txt2img", "x", "--size", "big"], "--size"),
+        (["txt2img", "x", "--model", "missing/checkpoint.safetensors"], "model"),
+        (["img2img", "x", "--image", "{tmp}/not-an-image.png"], "--image"),
+        (["txt2img", "x <lora:nowhere:0.5>"], "lora"),
+        (["render", "{tmp}/missing.toml"], "spec"),
+        (["render", "{tmp}/bad.toml"], "animation.width"),
+        (["info", "{tmp}/not-an-image.png"], "not-an-image.png"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(monkeypatch, capsys, tmp_path, args, needle):
+    (tmp_path / "not-an-image.png").write_text("hello")
+    (tmp_path / "bad.toml").write_text('version = 1\n[animation]\nwidth = 100\n[prompts]\n0 = "x"\n')
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code, _, err = run_cli(
+        monkeypatch, capsys, *args, *([] if args[0] in ("render", "info") else ["--steps", "2"])
+    )
+    assert code == 2
+    assert err.startswith("error: ") and needle in err
+    assert "Traceback" not in err
+
+
+def test_corrupt_checkpoint_is_a_clear_error(monkeypatch, capsys, tmp_path):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    code, _, err = run_cli(monkeypatch, capsys, "txt2img", "x", "--model", bad, *FAST)
+    assert code == 2 and "broken.safetensors" in err and "Traceback" not in err
+
+
+def test_render_quickstart_spec(monkeypatch, capsys, tmp_path):
+    code, out, _ = run_cli(monkeypatch, capsys, "render", "examples/quickstart.toml", "-o", tmp_path,
+                           "--set", "animation.max_frames=3", "--set", "sampling.steps=4")  # fmt: skip
+    assert code == 0, out
+    frames = sorted((tmp_path / "quickstart" / "frames").glob("*.png"))
+    assert len(frames) == 3
+    assert (tmp_path / "quickstart" / "quickstart.gif").exists() and (
+        tmp_path / "quickstart" / "quickstart.mp4"
+    ).exists()
+    params = parse_parameters(read_png_parameters(frames[1]))
+    assert params.seed == 43 and params.denoising_strength == pytest.approx(0.45)
