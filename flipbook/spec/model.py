@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from flipbook.errors import FlipbookError
+
 SPEC_VERSION = 1
 
 
@@ -45,9 +47,17 @@ class SamplingSection(_Section):
     cfg: float = Field(7.0, ge=0, le=100)
     seed: int = Field(-1, ge=-1, lt=2**32, description="-1 picks a random seed; the chosen one is recorded")
     clip_skip: int = Field(1, ge=1, le=12)
-    batch_size: int = Field(
-        1, ge=1, le=64, description="frames denoised in one UNet call where frames allow it"
-    )
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, value: str) -> str:
+        from flipbook.models.samplers import resolve_sampler
+
+        try:
+            resolve_sampler(value)
+        except FlipbookError as error:
+            raise ValueError(error.allowed) from None
+        return value
 
 
 class AnimationSection(_Section):
@@ -62,6 +72,15 @@ class AnimationSection(_Section):
         lt=1,
         description="Deforum strength: share of the previous frame kept (denoise = 1 - strength)",
     )
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        from flipbook.modes import MODES
+
+        if value not in MODES:
+            raise ValueError(f"one of: {', '.join(MODES)}")
+        return value
 
     @field_validator("width", "height")
     @classmethod
