@@ -56,7 +56,7 @@ def render(
     if out:
         overrides.append(f'output.dir="{out}"')
     loaded = load_spec(spec, overrides)
-    with _progress(loaded.animation.max_frames, "frames") as events:
+    with _ProgressEvents(loaded.animation.max_frames, "frames") as events:
         result = run_render(loaded, events)
     typer.echo(f"seed: {result.seed}")
     typer.echo(f"frames: {result.run_dir / 'frames'} ({len(result.frames)} PNG)")
@@ -140,7 +140,7 @@ def _still_command(
     # 2. Load the model and sample
     bundle = load_model(model, models_dir=models_dir, device=device, dtype=dtype, vae=vae)
     networks.load_embeddings_for(bundle.pipe, [clean_prompt, clean_negative])
-    with _progress(batch_count * steps, "steps", per_step=True) as events:
+    with _ProgressEvents(batch_count * steps, "steps", per_step=True) as events:
         images = SamplingCore(bundle, events).generate(requests, batch_size=batch_size)
 
     # 3. Save PNGs with A1111 parameters
@@ -306,7 +306,7 @@ def bench(
     typer.echo(report)
 
 
-class _progress:
+class _ProgressEvents:
     """A rich progress bar fed by the render's Events object."""
 
     def __init__(self, total: int, unit: str, per_step: bool = False) -> None:
@@ -332,28 +332,12 @@ class _progress:
 
 
 def main() -> None:
-    """Entry point: user errors print one line and exit with 2; nothing rendered is lost."""
+    """Entry point: user errors print one line and exit with 2 (usage errors too, as click does)."""
     try:
-        app(standalone_mode=False)
+        app()
     except FlipbookError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; frames written so far are kept", err=True)
-        sys.exit(130)
-    except typer.Abort:
-        sys.exit(1)
-    except (typer.BadParameter, typer.Exit) as error:
-        raise error
-    except Exception as error:  # click usage errors
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(2)
-        if isinstance(error, click.exceptions.Exit):
-            sys.exit(error.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -101,3 +101,8 @@ def test_render_quickstart_spec(monkeypatch, capsys, tmp_path):
     ).exists()
     params = parse_parameters(read_png_parameters(frames[1]))
     assert params.seed == 43 and params.denoising_strength == pytest.approx(0.45)
+
+
+def test_usage_errors_exit_2_without_traceback(monkeypatch, capsys):
+    code, out, err = run_cli(monkeypatch, capsys, "txt2img")
+    assert code == 2 and "Traceback" not in out + err and "prompt" in (out + err).lower()

@@ -60,8 +60,9 @@ def run(
         pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=7.0, width=width,
              height=height, generator=torch.Generator("cpu").manual_seed(1), output_type="np")  # fmt: skip
 
-    core_times, core_net_share = _timed(run_core, runs, timer, bundle.device)
-    diffusers_times, diffusers_net_share = _timed(run_diffusers, runs, timer, bundle.device)
+    (core_times, core_net_share), (diffusers_times, diffusers_net_share) = _timed_interleaved(
+        [run_core, run_diffusers], runs, timer, bundle.device
+    )
     result = {
         "case": "sampler",
         "model": model,
@@ -88,22 +89,33 @@ def run(
     return table
 
 
-def _timed(fn, runs: int, timer: ModuleTimer, device: torch.device) -> tuple[list[float], float]:
-    """Median-able wall times after one warm-up, and the share of wall time inside the nets."""
-    fn()
-    times, in_nets = [], 0.0
+def _timed_interleaved(
+    fns, runs: int, timer: ModuleTimer, device: torch.device
+) -> list[tuple[list[float], float]]:
+    """Wall times of each function after one warm-up each, and the share of wall time inside the nets.
+
+    The functions take turns (A, B, A, B, ...) so drift in the machine's speed affects them alike.
+    """
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    in_nets = [0.0 for _ in fns]
     with timer.attached():
         for _ in range(runs):
-            timer.reset()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - start)
-            in_nets += timer.total
-    return times, in_nets / sum(times)
+            for i, fn in enumerate(fns):
+                timer.reset()
+                _sync(device)
+                start = time.perf_counter()
+                fn()
+                _sync(device)
+                times[i].append(time.perf_counter() - start)
+                in_nets[i] += timer.total
+    return [(t, share / sum(t)) for t, share in zip(times, in_nets, strict=True)]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _machine(device: torch.device) -> str:
@@ -118,6 +130,6 @@ def _markdown(r: dict) -> str:
     row = (
         f"| {r['model']} | {r['size']} | {r['steps']} | {r['sampler']} | {r['device']} {r['dtype']} "
         f"| {r['core_s_per_image']:.3f} | {r['diffusers_s_per_image']:.3f} | {r['core_over_diffusers']:.3f} "
-        f"| {100 * r['core_share_in_nets']:.1f}% |"
+        f"| {100 * r['core_share_in_nets']:.2f}% |"
     )
     return "\n".join([header, rule, row])

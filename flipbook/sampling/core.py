@@ -122,9 +122,13 @@ class SamplingCore:
 
         # 5. Denoising loop
         step_kwargs = _step_kwargs(scheduler, generators, first.eta)
+        rows = _row_sources(conditioning, embeddings.shape[0])
+        extra_channels = None
+        if self.model.unet.config.in_channels == 9:  # an inpainting UNet also sees the mask and masked image
+            extra_channels = torch.cat([init.mask, init.masked_image_latents], dim=1)[rows]
         for i, t in enumerate(timesteps):
             model_input = scheduler.scale_model_input(latents, t)
-            noise_pred = self._predict_noise(model_input, t, embeddings, conditioning, init)
+            noise_pred = self._predict_noise(model_input, t, embeddings, conditioning, rows, extra_channels)
             latents = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
             if init.image_latents is not None:
                 latents = _blend_unmasked(scheduler, latents, init, timesteps, i)
@@ -284,12 +288,11 @@ class SamplingCore:
 
     # ---- 5. one denoising step -------------------------------------------------------------------------
 
-    def _predict_noise(self, model_input, t, embeddings, conditioning, init: _Latents) -> torch.Tensor:
-        rows = _row_sources(conditioning, embeddings.shape[0])
+    def _predict_noise(self, model_input, t, embeddings, conditioning, rows, extra_channels) -> torch.Tensor:
+        """One UNet call for every row of the batch, then guidance per request."""
         unet_input = model_input[rows]
-        if self.model.unet.config.in_channels == 9:
-            extra = torch.cat([init.mask, init.masked_image_latents], dim=1)[rows]
-            unet_input = torch.cat([unet_input, extra], dim=1)
+        if extra_channels is not None:
+            unet_input = torch.cat([unet_input, extra_channels], dim=1)
         self.stats["unet_calls"] += 1
         self.stats["unet_rows"] += unet_input.shape[0]
         out = self.model.unet(unet_input, t, encoder_hidden_states=embeddings, return_dict=False)[0]
