@@ -50,12 +50,13 @@ def render(
     from flipbook.runs.render import render as run_render
     from flipbook.spec.load import load_spec
 
-    overrides = list(set_ or [])
+    loaded = load_spec(spec, list(set_ or []))
     if models_dir:
-        overrides.append(f'model.models_dir="{models_dir}"')
+        loaded = loaded.model_copy(
+            update={"model": loaded.model.model_copy(update={"models_dir": models_dir})}
+        )
     if out:
-        overrides.append(f'output.dir="{out}"')
-    loaded = load_spec(spec, overrides)
+        loaded = loaded.model_copy(update={"output": loaded.output.model_copy(update={"dir": out})})
     with _ProgressEvents(loaded.animation.max_frames, "frames") as events:
         result = run_render(loaded, events)
     typer.echo(f"seed: {result.seed}")

@@ -81,3 +81,20 @@ def test_folder_without_model_index_is_an_error(tmp_path):
 def test_v_prediction_override(tmp_path):
     model = load_model("tiny", device="cpu", prediction_type="v_prediction")
     assert model.prediction_type == "v_prediction"
+
+
+def test_hub_id_loads_from_the_local_cache_offline(tiny_model, tmp_path, monkeypatch):
+    """A model in the Hugging Face cache layout loads by hub id with HF_HUB_OFFLINE=1."""
+    import huggingface_hub.constants as hub_constants
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--tiny-sd"
+    tiny_model.pipe.save_pretrained(repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    loaded = load_model("someone/tiny-sd", device="cpu")
+    assert loaded.source == "hub"
+    assert np.abs(image(loaded) - image(tiny_model)).max() == 0.0
