@@ -152,3 +152,20 @@ def test_inpaint_with_an_inpainting_unet_matches_diffusers(tiny_model, init_imag
     request = FrameRequest("a blue ball", seed=13, num_inference_steps=4, guidance_scale=7.5, width=64, height=64,
                            image=init_image, mask_image=mask_image)  # fmt: skip
     assert np.abs(core_images(model9, [request]) - expected).max() <= TOL
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M Karras"])
+def test_v_prediction_matches_diffusers(sampler):
+    """SD 2.x 768-v style models: the prediction type travels with the model's scheduler config."""
+    from flipbook.models.loading import load_model
+
+    model = load_model("tiny", device="cpu", prediction_type="v_prediction")
+    pipe = diffusers_pipe(StableDiffusionPipeline, model, sampler)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    expected = pipe(
+        "a harbour at night", num_inference_steps=4, height=64, width=64,
+        generator=generator(21), output_type="np",
+    ).images  # fmt: skip
+    request = FrameRequest("a harbour at night", seed=21, num_inference_steps=4, guidance_scale=7.5,
+                           sampler=sampler, width=64, height=64)  # fmt: skip
+    assert np.abs(core_images(model, [request]) - expected).max() <= TOL

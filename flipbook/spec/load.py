@@ -73,7 +73,12 @@ def spec_error(error: ValidationError) -> FlipbookError:
         where = ".".join(str(p) for p in item["loc"]) or "spec"
         value = item.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        problems.append(f"{where}: {item['msg']}{shown}")
+        problems.append(f"{where}: {_message(item)}{shown}")
     first = error.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "spec"
-    return FlipbookError(field, first.get("input"), first["msg"], message="\n".join(problems))
+    return FlipbookError(field, first.get("input"), _message(first), message="\n".join(problems))
+
+
+def _message(item: dict) -> str:
+    """pydantic prefixes messages from our validators with "Value error, "; users need only the rule."""
+    return item["msg"].removeprefix("Value error, ")

@@ -86,7 +86,7 @@ class AnimationSection(_Section):
     @classmethod
     def _multiple_of_8(cls, value: int) -> int:
         if value % 8:
-            raise ValueError(f"must be a multiple of 8, got {value}")
+            raise ValueError("must be a multiple of 8")
         return value
 
 
