@@ -98,3 +98,25 @@ def test_hub_id_loads_from_the_local_cache_offline(tiny_model, tmp_path, monkeyp
     loaded = load_model("someone/tiny-sd", device="cpu")
     assert loaded.source == "hub"
     assert np.abs(image(loaded) - image(tiny_model)).max() == 0.0
+
+
+def test_diffusers_folder_with_a_missing_weight_is_a_clear_error(tiny_model, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "broken"
+    tiny_model.pipe.save_pretrained(folder)
+    weights = next((folder / "unet").glob("*.safetensors"))
+    state = load_file(weights)
+    del state["conv_in.weight"]
+    save_file(state, weights)
+    with pytest.raises(FlipbookError, match="conv_in.weight"):
+        load_model(str(folder), device="cpu")
+
+
+def test_vae_with_other_latent_channels_is_refused(tmp_path):
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(latent_channels=8, block_out_channels=(8,), norm_num_groups=8, sample_size=32)
+    vae.save_pretrained(tmp_path / "vae8")
+    with pytest.raises(FlipbookError, match="latent channels"):
+        load_model("tiny", vae=str(tmp_path / "vae8"), device="cpu")

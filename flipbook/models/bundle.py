@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,7 +25,6 @@ class ModelBundle:
     source: str  # builtin | folder | hub | single_file
     device: torch.device
     dtype: torch.dtype
-    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def unet(self):

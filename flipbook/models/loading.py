@@ -21,7 +21,7 @@ from flipbook.models.builtin import BUILTIN_MODELS, SD15_SCHEDULER_CONFIG
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.device import pick_device, pick_dtype
 from flipbook.models.folders import ModelsDir
-from flipbook.models.single_file import load_single_file
+from flipbook.models.single_file import ALLOWED_VAE, load_single_file, load_vae_file
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -51,6 +51,7 @@ def load_model(
     pipe, source = _load_pipeline(model, folders, prediction_type, seed)
     if vae:
         pipe.vae = load_vae(vae, folders)
+        _check_vae_fits(pipe, vae)
     pipe.unet.set_attn_processor(AttnProcessor2_0())
     pipe.set_progress_bar_config(disable=True)
     pipe.to(torch_device, torch_dtype)
@@ -129,32 +130,50 @@ def _from_pretrained(
         if Path(ref).exists():
             detail = f"the folder could not be loaded: {_first_line(error)}"
         raise FlipbookError("model", ref, ALLOWED_MODELS, detail=detail) from None
+    for name in ("unet", "vae", "text_encoder"):
+        _check_no_missing_weights(getattr(pipe, name), "model", ref, ALLOWED_MODELS)
     if prediction_type:
         pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, prediction_type=prediction_type)
     return pipe
 
 
 def load_vae(vae: str, folders: ModelsDir | None) -> AutoencoderKL:
-    """A separate VAE: a diffusers folder, a single file, or a name in the models folder's VAE directory."""
+    """A separate VAE: a diffusers folder, a single file, or a name in the models folder's VAE directory.
+
+    Single files go through :func:`load_vae_file` (offline, sizes from the tensors, strict), so any SD VAE
+    that fits its shapes loads, not only full-size ones; a misfit is a ``FlipbookError`` on ``"vae"``.
+    """
     path = Path(vae).expanduser()
     if not path.exists():
         if folders is None:
             raise FlipbookError("vae", vae, "a VAE file or folder, or a VAE name with --models-dir")
         path = folders.find("vae", vae)
+    if not path.is_dir():
+        return load_vae_file(path)
+    # A VAE folder (config.json + weights), or a whole diffusers model whose VAE is wanted.
+    subfolder = "vae" if (path / "vae" / "config.json").is_file() else None
     try:
-        if path.is_dir():
-            return AutoencoderKL.from_pretrained(path, local_files_only=True)
-        config = Path(__file__).parent / "configs" / "sd15"
-        return AutoencoderKL.from_single_file(
-            path, config=str(config), subfolder="vae", local_files_only=True
-        )
+        loaded = AutoencoderKL.from_pretrained(path, subfolder=subfolder, local_files_only=True)
     except (OSError, ValueError, RuntimeError, KeyError) as error:
+        raise FlipbookError("vae", vae, ALLOWED_VAE, detail=_first_line(error)) from None
+    _check_no_missing_weights(loaded, "vae", vae, ALLOWED_VAE)
+    return loaded
+
+
+def _check_no_missing_weights(module: torch.nn.Module, field: str, value: str, allowed: str) -> None:
+    """diffusers leaves weights missing from a folder on the meta device without a word; fail here, clearly."""
+    missing = [name for name, tensor in module.state_dict().items() if tensor.is_meta]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FlipbookError(field, value, allowed, detail=f"weight {missing[0]!r} missing{more}")
+
+
+def _check_vae_fits(pipe: StableDiffusionPipeline, vae: str) -> None:
+    latent, unet_in = pipe.vae.config.latent_channels, pipe.unet.config.out_channels
+    if latent != unet_in:
         raise FlipbookError(
-            "vae",
-            vae,
-            "a Stable Diffusion VAE (.safetensors, .ckpt or diffusers folder)",
-            detail=_first_line(error),
-        ) from None
+            "vae", vae, f"a VAE with {unet_in} latent channels for this model", detail=f"it has {latent}"
+        )
 
 
 def _family(pipe: StableDiffusionPipeline) -> str:

@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -69,6 +69,9 @@ from flipbook.models.convert import (
     unet_original_key,
     vae_original_key,
 )
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +91,16 @@ ALLOWED_CONFIG = (
     "a folder in diffusers layout with any of unet/config.json, vae/config.json, text_encoder/config.json, "
     "scheduler/scheduler_config.json"
 )
+VAE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
+ALLOWED_VAE = (
+    "a Stable Diffusion VAE file (.safetensors, .ckpt, .pt or .bin; original or diffusers layout) "
+    "or a diffusers VAE folder"
+)
 _CLIP_ANY_PREFIX = "cond_stage_model.transformer."
 _SDXL_PREFIX = "conditioner.embedders."
 _YAML_PARAMETERIZATION = re.compile(r"""^\s*parameterization\s*:\s*["']?([A-Za-z0-9_]+)["']?\s*(?:#.*)?$""")
+# Attention names of diffusers < 0.14 VAE files, still found in older ``diffusion_pytorch_model.bin`` files.
+_LEGACY_VAE_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 _YAML_VALUES = {"v": "v_prediction", "eps": "epsilon", "epsilon": "epsilon", "v_prediction": "v_prediction"}
 
 
@@ -225,15 +235,21 @@ def _parse_embedded(blob: object, path: Path) -> dict[str, Any] | None:
     return parsed
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """The tensors of a single-file checkpoint and the flipbook configs it embeds (or None), read safely."""
+def read_checkpoint(
+    path: str | Path, *, suffixes: tuple[str, ...] = SUPPORTED_SUFFIXES
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """The tensors of a single-file checkpoint and the flipbook configs it embeds (or None), read safely.
+
+    ``suffixes`` are the accepted extensions; anything but ``.safetensors`` goes through
+    ``torch.load(weights_only=True)`` (standalone VAEs also come as ``.pt`` and ``.bin``).
+    """
     path = Path(path)
     if not path.exists():
         raise _model_error(path, "file not found")
     if not path.is_file():
         raise _model_error(path, "not a file")
     suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
+    if suffix not in suffixes:
         raise _model_error(path, f"unsupported file type {suffix or '(none)'!r}")
     if (problem := _sniff(path)) is not None:
         raise _model_error(path, problem)
@@ -681,3 +697,69 @@ def load_single_file(
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def _vae_state(state: Mapping[str, torch.Tensor], path: object) -> dict[str, torch.Tensor]:
+    """A standalone VAE's tensors under full-checkpoint names (``first_stage_model.`` + original key).
+
+    Standalone VAEs come three ways: original keys (A1111's ``vae-ft-mse-840000-ema-pruned``), the same with
+    the ``first_stage_model.`` prefix (cut out of a checkpoint), or diffusers keys (a
+    ``diffusion_pytorch_model`` file). Renaming them all to what a full checkpoint holds lets the checkpoint
+    path's size inference and strict loading do the rest, so both paths read VAEs identically.
+    """
+    if any(key.startswith(VAE_PREFIX) for key in state):
+        return {key: value for key, value in state.items() if key.startswith(VAE_PREFIX)}
+    if any(key.startswith("encoder.down_blocks.") for key in state):
+        return _diffusers_vae_state(state)
+    if any(key.startswith(("encoder.down.", "decoder.up.")) for key in state):
+        return {VAE_PREFIX + key: value for key, value in state.items()}
+    raise _model_error(path, "no VAE weights (encoder.*, decoder.*) found")
+
+
+def _diffusers_vae_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Diffusers VAE keys renamed to the original layout; keys that are no VAE parameter are dropped."""
+    levels = len(_indices(state, r"encoder\.down_blocks\.(\d+)\."))
+    legacy = re.compile(r"(mid_block\.attentions\.0\.)(query|key|value|proj_attn)\.")
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        key = legacy.sub(lambda m: f"{m[1]}{_LEGACY_VAE_ATTENTION[m[2]]}.", key)
+        try:
+            out[VAE_PREFIX + vae_original_key(key, num_levels=levels)] = value
+        except KeyError:
+            continue  # a missing parameter is still reported by the strict load
+    return out
+
+
+def _vae_template(embedded: dict[str, Any] | None) -> dict[str, Any]:
+    """The VAE config a flipbook-written file embeds, else SD 1.5's (SD 1.x and 2.x VAEs share it)."""
+    if embedded is not None and isinstance(embedded.get("vae"), dict):
+        return dict(embedded["vae"])
+    shipped = shipped_config_dir("sd1", "epsilon").joinpath("vae", "config.json")
+    return _read_json(shipped, "vae")
+
+
+def _read_vae(path: Path, torch_dtype: torch.dtype) -> AutoencoderKL:
+    state, embedded = read_checkpoint(path, suffixes=VAE_SUFFIXES)
+    state = _vae_state(state, path)
+    config = infer_vae_config(state, _vae_template(embedded), path=path)
+    try:
+        return _build_vae(state, config, torch_dtype, path)
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise _model_error(path, f"the weights do not form an SD VAE ({_first_line(exc)})") from exc
+
+
+def load_vae_file(path: str | Path, *, torch_dtype: torch.dtype = torch.float32) -> AutoencoderKL:
+    """A standalone SD VAE file (``.safetensors``, ``.ckpt``, ``.pt``, ``.bin``) as an ``AutoencoderKL``.
+
+    Accepts the original layout with or without the ``first_stage_model.`` prefix, and diffusers' layout.
+    Sizes come from the tensor shapes and weights load strictly, exactly as for a full checkpoint (see the
+    module docstring), so a fine-tuned or small VAE loads without a config and a misfit is never silently
+    random. Offline. Every problem with the file raises :class:`FlipbookError` on field ``"vae"``.
+    """
+    if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
+        raise FlipbookError("torch_dtype", torch_dtype, "a floating-point torch dtype such as torch.float16")
+    path = Path(path)
+    try:
+        return _read_vae(path, torch_dtype)
+    except FlipbookError as error:
+        raise FlipbookError("vae", str(path), ALLOWED_VAE, detail=error.detail) from error
