@@ -66,6 +66,39 @@ def render(
             typer.echo(f"{fmt}: {path}")
 
 
+@app.command()
+def validate(
+    spec: Annotated[Path, typer.Argument(help="spec file (.toml or .json)")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a field: animation.max_frames=48")
+    ] = None,
+) -> None:
+    """Check a spec without loading any model and print a summary of what it will render."""
+    from flipbook.spec.load import load_spec
+    from flipbook.spec.summary import summarize
+
+    typer.echo(summarize(load_spec(spec, list(set_ or []))))
+
+
+@app.command()
+def schema(
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="write to this file instead of stdout")
+    ] = None,
+) -> None:
+    """Write the spec's JSON Schema (for editor autocompletion and validation)."""
+    import json
+
+    from flipbook.spec.model import Spec
+
+    text = json.dumps(Spec.model_json_schema(), indent=2)
+    if out:
+        out.write_text(text + "\n", encoding="utf-8")
+        typer.echo(str(out))
+    else:
+        typer.echo(text)
+
+
 def _still_command(
     prompt: str,
     *,

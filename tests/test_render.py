@@ -111,3 +111,26 @@ def test_sampler_and_mode_are_checked_before_any_model_loads():
         )
     assert "sampling.sampler" in str(error.value) and "animation.mode" in str(error.value)
     assert "DPM++ 2M Karras" in str(error.value)
+
+
+def test_feedback_strength_must_leave_a_denoising_step():
+    with pytest.raises(FlipbookError, match="no denoising step"):
+        spec_from_data({"sampling": {"steps": 8}, "animation": {"strength": 0.9}, "prompts": {"0": "x"}})
+
+
+def test_validate_and_schema_commands(monkeypatch, capsys, tmp_path):
+    import sys
+
+    from flipbook.cli import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["flipbook", *args])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        return exit_.value.code, capsys.readouterr().out
+
+    code, out = run("validate", "examples/quickstart.toml")
+    assert code == 0 and out.startswith("ok: travel animation, 12 frames at 8 fps")
+    code, _ = run("schema", "-o", str(tmp_path / "schema.json"))
+    schema = json.loads((tmp_path / "schema.json").read_text())
+    assert code == 0 and "animation" in schema["properties"] and "prompts" in schema["required"]

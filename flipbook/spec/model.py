@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flipbook.errors import FlipbookError
 
@@ -124,6 +124,16 @@ class Spec(_Section):
         if any(k < 0 for k in value):
             raise ValueError("keyframes must be >= 0")
         return dict(sorted(value.items()))
+
+    @model_validator(mode="after")
+    def _feedback_leaves_a_step(self) -> Spec:
+        denoise = 1 - self.animation.strength
+        if self.animation.max_frames > 1 and int(self.sampling.steps * denoise) < 1:
+            raise ValueError(
+                f"animation.strength {self.animation.strength:g} with sampling.steps {self.sampling.steps} leaves "
+                f"no denoising step (steps x (1 - strength) must be >= 1)"
+            )
+        return self
 
     def with_seed(self) -> Spec:
         """The spec with seed -1 replaced by a random seed (recorded, so the render can be repeated)."""
