@@ -10,6 +10,7 @@ from flipbook.errors import FlipbookError
 from flipbook.runs.events import Events, RenderCancelled
 from flipbook.runs.render import render
 from flipbook.spec.load import load_spec, spec_from_data
+from flipbook.spec.plan import build_plan
 
 SPEC = """
 version = 1
@@ -115,7 +116,11 @@ def test_sampler_and_mode_are_checked_before_any_model_loads():
 
 def test_feedback_strength_must_leave_a_denoising_step():
     with pytest.raises(FlipbookError, match="no denoising step"):
-        spec_from_data({"sampling": {"steps": 8}, "animation": {"strength": 0.9}, "prompts": {"0": "x"}})
+        build_plan(
+            spec_from_data(
+                {"sampling": {"steps": 8, "seed": 1}, "animation": {"strength": 0.9}, "prompts": {"0": "x"}}
+            )
+        )
 
 
 def test_validate_and_schema_commands(monkeypatch, capsys, tmp_path):

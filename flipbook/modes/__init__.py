@@ -1,6 +1,6 @@
 """Animation modes, registered in one place.
 
-A mode is a module with ``render(spec, core, events, prompts) -> Iterator[Frame]`` (``prompts``: keyframe ->
+A mode is a module with ``render(spec, plan, core, events, prompts) -> Iterator[Frame]`` (``prompts``: keyframe ->
 (prompt without LoRA tags, its LoRAs)). Adding a mode means writing that
 module and adding one line to ``MODES``; nothing else changes.
 """

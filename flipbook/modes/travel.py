@@ -2,9 +2,9 @@
 
 Frame 0 is txt2img from the first keyframe's prompt; every later frame is the previous frame through img2img
 with the prompt in force at that frame (prompts hold until the next keyframe, as in Deforum 2D/3D, and so do
-the LoRAs named in that prompt's ``<lora:...>`` tags). Strength
-follows Deforum: the share of the previous frame kept, so denoise = 1 - strength. Seeds iterate per frame
-(seed + frame), Deforum's default.
+the LoRAs named in that prompt's ``<lora:...>`` tags). Per-frame cfg, strength and seed come from the plan:
+strength follows Deforum (the share of the previous frame kept, so denoise = 1 - strength) and seeds iterate
+per frame (seed + frame), Deforum's default.
 """
 
 from __future__ import annotations
@@ -18,20 +18,21 @@ from flipbook.runs.events import Events
 from flipbook.sampling.core import SamplingCore
 from flipbook.sampling.requests import FrameRequest
 from flipbook.spec.model import Spec
+from flipbook.spec.plan import FramePlan, Plan
 
 
 def frame_request(
-    spec: Spec, index: int, previous: PIL.Image.Image | None, prompts: ResolvedPrompts
+    spec: Spec, frame: FramePlan, previous: PIL.Image.Image | None, prompts: ResolvedPrompts
 ) -> FrameRequest:
-    """The request for frame ``index`` given the previous frame (None for the first)."""
+    """The request for one frame given the previous image (None for the first frame)."""
     s, a = spec.sampling, spec.animation
-    prompt, loras = prompts[spec.prompt_key_at(index)]
+    prompt, loras = prompts[frame.prompt_key]
     common = dict(
         prompt=prompt,
         negative_prompt=spec.negative_prompt,
-        seed=(s.seed + index) % 2**32,
+        seed=frame.seed,
         num_inference_steps=s.steps,
-        guidance_scale=s.cfg,
+        guidance_scale=frame.cfg,
         sampler=s.sampler,
         width=a.width,
         height=a.height,
@@ -40,13 +41,15 @@ def frame_request(
     )
     if previous is None:
         return FrameRequest(**common)
-    return FrameRequest(**common, image=previous, strength=round(1.0 - a.strength, 6))
+    return FrameRequest(**common, image=previous, strength=frame.denoise)
 
 
-def render(spec: Spec, core: SamplingCore, events: Events, prompts: ResolvedPrompts) -> Iterator[Frame]:
+def render(
+    spec: Spec, plan: Plan, core: SamplingCore, events: Events, prompts: ResolvedPrompts
+) -> Iterator[Frame]:
     previous = None
-    for index in range(spec.animation.max_frames):
-        request = frame_request(spec, index, previous, prompts)
+    for frame in plan.frames:
+        request = frame_request(spec, frame, previous, prompts)
         image = core.generate([request])[0]
-        yield Frame(index, image, request)
+        yield Frame(frame.index, image, request)
         previous = image

@@ -17,6 +17,7 @@ from flipbook.modes.frame import Frame
 from flipbook.runs.events import Events, FrameEvent
 from flipbook.sampling.core import SamplingCore
 from flipbook.spec.model import Spec
+from flipbook.spec.plan import build_plan
 
 
 @dataclass
@@ -33,6 +34,7 @@ def render(spec: Spec, events: Events | None = None) -> RenderResult:
 
     # 1. Resolve what is random or named, before any model is loaded
     spec = spec.with_seed()
+    plan = build_plan(spec)
     mode = get_mode(spec.animation.mode)
     folders = ModelsDir(spec.model.models_dir) if spec.model.models_dir else None
     networks = ExtraNetworks(folders, [(lora.name, lora.weight) for lora in spec.model.loras])
@@ -53,7 +55,7 @@ def render(spec: Spec, events: Events | None = None) -> RenderResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "spec.json").write_text(spec.model_dump_json(indent=2), encoding="utf-8")
     frames = []
-    for frame in mode.render(spec, core, events, prompts):
+    for frame in mode.render(spec, plan, core, events, prompts):
         result.frames.append(_save_frame(run_dir, frame, spec))
         frames.append(frame.image)
         events.frame(FrameEvent(frame.index, spec.animation.max_frames, frame.image))

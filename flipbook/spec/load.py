@@ -72,8 +72,9 @@ def spec_error(error: ValidationError) -> FlipbookError:
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "spec"
         value = item.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        problems.append(f"{where}: {_message(item)}{shown}")
+        message = _message(item)
+        shown = "" if isinstance(value, dict) or "\n" in message else f" (got {value!r})"
+        problems.append(f"{where}: {message}{shown}")
     first = error.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "spec"
     return FlipbookError(field, first.get("input"), _message(first), message="\n".join(problems))

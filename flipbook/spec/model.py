@@ -1,7 +1,9 @@
 """The animation spec: one versioned, nested pydantic model that every face of flipbook accepts.
 
-This is the foundation's minimal spec (model, sampling, animation, prompts, output). The spec-language work
-extends it with schedules, prompt travel syntax and per-mode sections; the shape stays the same.
+Sections: model, sampling, animation, prompts, output. Numeric settings that change over the animation
+(``animation.strength``, ``sampling.cfg``) take a number, a per-frame list, or a Deforum schedule string
+(``"0:(0.65), 30:(0.4)"``, math in ``t`` allowed), optionally as a table with an interpolation. Schedules are
+parsed here, so a typo is reported with a caret before anything runs; ``spec/plan.py`` resolves them per frame.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import random
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flipbook.errors import FlipbookError
 
@@ -19,6 +21,36 @@ SPEC_VERSION = 1
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _check_schedule_text(value: object) -> object:
+    """Parse a schedule string now (syntax, allowed names and functions); values are checked in the plan."""
+    if isinstance(value, str):
+        from flipbook.spec.expressions import caret
+        from flipbook.spec.schedules import Schedule, ScheduleError
+
+        try:
+            Schedule.parse(value)
+        except ScheduleError as error:
+            pointer = f"\n    {caret(value, error.position).replace(chr(10), chr(10) + '    ')}"
+            raise ValueError(f"{error}{pointer if error.position is not None else ''}") from None
+    return value
+
+
+class ScheduleTable(_Section):
+    """A schedule with its interpolation: ``{ schedule = "0:(1), 30:(2)", interpolation = "cubic" }``."""
+
+    schedule: float | str | list[float]
+    interpolation: Literal["linear", "cubic", "step"] = "linear"
+
+    @field_validator("schedule")
+    @classmethod
+    def _parse(cls, value: float | str | list[float]) -> float | str | list[float]:
+        return _check_schedule_text(value)
+
+
+ScheduleValue = float | str | list[float] | ScheduleTable
+"""A number (constant), a per-frame list, a Deforum schedule string, or a table with an interpolation."""
 
 
 class LoraRef(_Section):
@@ -44,9 +76,14 @@ class ModelSection(_Section):
 class SamplingSection(_Section):
     sampler: str = "Euler a"
     steps: int = Field(20, ge=1, le=1000)
-    cfg: float = Field(7.0, ge=0, le=100)
+    cfg: ScheduleValue = Field(7.0, description="guidance scale 0-100; a number or a schedule")
     seed: int = Field(-1, ge=-1, lt=2**32, description="-1 picks a random seed; the chosen one is recorded")
     clip_skip: int = Field(1, ge=1, le=12)
+
+    @field_validator("cfg")
+    @classmethod
+    def _cfg_schedule(cls, value: ScheduleValue) -> ScheduleValue:
+        return _check_schedule_text(value)
 
     @field_validator("sampler")
     @classmethod
@@ -66,12 +103,16 @@ class AnimationSection(_Section):
     fps: float = Field(12, gt=0, le=240)
     width: int = Field(512, ge=8, le=8192)
     height: int = Field(512, ge=8, le=8192)
-    strength: float = Field(
+    strength: ScheduleValue = Field(
         0.65,
-        ge=0,
-        lt=1,
-        description="Deforum strength: share of the previous frame kept (denoise = 1 - strength)",
+        description="Deforum strength in [0, 1): share of the previous frame kept (denoise = 1 - strength); "
+        "a number or a schedule",
     )
+
+    @field_validator("strength")
+    @classmethod
+    def _strength_schedule(cls, value: ScheduleValue) -> ScheduleValue:
+        return _check_schedule_text(value)
 
     @field_validator("mode")
     @classmethod
@@ -124,16 +165,6 @@ class Spec(_Section):
         if any(k < 0 for k in value):
             raise ValueError("keyframes must be >= 0")
         return dict(sorted(value.items()))
-
-    @model_validator(mode="after")
-    def _feedback_leaves_a_step(self) -> Spec:
-        denoise = 1 - self.animation.strength
-        if self.animation.max_frames > 1 and int(self.sampling.steps * denoise) < 1:
-            raise ValueError(
-                f"animation.strength {self.animation.strength:g} with sampling.steps {self.sampling.steps} leaves "
-                f"no denoising step (steps x (1 - strength) must be >= 1)"
-            )
-        return self
 
     def with_seed(self) -> Spec:
         """The spec with seed -1 replaced by a random seed (recorded, so the render can be repeated)."""

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 from flipbook.spec.model import Spec
+from flipbook.spec.plan import Plan, build_plan
 
 
 def summarize(spec: Spec) -> str:
+    """Summarise ``spec``; building its plan also checks every schedule's values at every frame."""
     a, s, m = spec.animation, spec.sampling, spec.model
-    seconds = a.max_frames / a.fps
-    seed = "random (recorded at render)" if s.seed == -1 else str(s.seed)
+    random_seed = s.seed == -1
+    plan = build_plan(spec.with_seed() if random_seed else spec)
+    seed = "random (chosen and recorded at render)" if random_seed else str(s.seed)
     lines = [
-        f"ok: {a.mode} animation, {a.max_frames} frames at {a.fps:g} fps ({seconds:.2f} s), {a.width}x{a.height}",
+        f"ok: {a.mode} animation, {a.max_frames} frames at {a.fps:g} fps ({a.max_frames / a.fps:.2f} s), "
+        f"{a.width}x{a.height}",
         f"model: {m.name}" + (f" (models dir {m.models_dir})" if m.models_dir else ""),
-        f"sampling: {s.sampler}, {s.steps} steps, cfg {s.cfg:g}, seed {seed}, clip skip {s.clip_skip}",
+        f"sampling: {s.sampler}, {s.steps} steps, cfg {_span(plan, 'cfg')}, seed {seed}, clip skip {s.clip_skip}",
     ]
-    if a.mode == "travel":
-        denoise = 1 - a.strength
+    if a.mode == "travel" and a.max_frames > 1:
+        feedback = plan.frames[1:]
+        fewest = min(max(1, int(s.steps * f.denoise)) for f in feedback)
         lines.append(
-            f"img2img feedback: strength {a.strength:g} (denoise {denoise:g}, "
-            f"~{max(1, int(s.steps * denoise))} steps per frame after the first)"
+            f"img2img feedback: strength {_span(plan, 'strength', start=1)}; "
+            f"denoising steps per frame after the first: at least {fewest}"
         )
     lines.append("prompts:")
     for key, text in spec.prompts.items():
@@ -30,3 +35,9 @@ def summarize(spec: Spec) -> str:
         f"output: {spec.output.dir}/{spec.output.name or 'flipbook'}/ as {', '.join(spec.output.formats)}"
     )
     return "\n".join(lines)
+
+
+def _span(plan: Plan, field: str, start: int = 0) -> str:
+    values = [getattr(f, field) for f in plan.frames[start:]]
+    low, high = min(values), max(values)
+    return f"{low:g}" if low == high else f"{low:g} to {high:g} (scheduled)"

@@ -1,0 +1,80 @@
+"""Schedules in the spec and the per-frame plan (pure: no models)."""
+
+import numpy as np
+import pytest
+
+from flipbook.errors import FlipbookError
+from flipbook.spec.load import spec_from_data
+from flipbook.spec.plan import build_plan
+
+
+def spec(**animation):
+    sampling = animation.pop("sampling", {})
+    data = {
+        "sampling": {"steps": 10, "seed": 100, **sampling},
+        "animation": {"max_frames": 31, "fps": 10, **animation},
+        "prompts": {"0": "a", "10": "b"},
+    }
+    return spec_from_data(data)
+
+
+def test_constant_values_fill_every_frame():
+    plan = build_plan(spec(strength=0.6))
+    assert (
+        len(plan) == 31
+        and {f.strength for f in plan.frames} == {0.6}
+        and {f.cfg for f in plan.frames} == {7.0}
+    )
+    assert [f.seed for f in plan.frames[:3]] == [100, 101, 102]
+    assert plan[9].prompt_key == 0 and plan[10].prompt_key == 10
+
+
+def test_deforum_schedule_strings_interpolate_between_keyframes():
+    plan = build_plan(spec(strength="0:(0.4), 30:(0.7)", sampling={"cfg": "0:(7), 10:(5)"}))
+    assert plan[0].strength == pytest.approx(0.4) and plan[15].strength == pytest.approx(0.55)
+    assert plan[30].strength == pytest.approx(0.7)
+    assert plan[5].cfg == pytest.approx(6.0) and plan[20].cfg == pytest.approx(
+        5.0
+    )  # holds after the last key
+
+
+def test_expressions_use_t_and_the_seed():
+    plan = build_plan(spec(strength="0:(0.5 + 0.1*sin(2*pi*t/10))"))
+    expected = 0.5 + 0.1 * np.sin(2 * np.pi * np.arange(31) / 10)
+    assert np.allclose([f.strength for f in plan.frames], expected)
+
+
+def test_table_form_with_interpolation():
+    plan = build_plan(spec(strength={"schedule": "0:(0.4), 10:(0.6), 30:(0.4)", "interpolation": "step"}))
+    assert plan[9].strength == pytest.approx(0.4) and plan[10].strength == pytest.approx(0.6)
+
+
+def test_per_frame_list_must_match_the_frame_count():
+    with pytest.raises(FlipbookError, match="animation.strength"):
+        build_plan(spec(strength=[0.5, 0.6]))
+
+
+def test_schedule_syntax_errors_are_caught_at_load_with_a_caret():
+    with pytest.raises(FlipbookError) as error:
+        spec(strength="0:(0.5), 10:(__import__('os'))")
+    message = str(error.value)
+    assert message.startswith("animation.strength:") and "^" in message
+
+
+@pytest.mark.parametrize(
+    ("animation", "field", "frame"),
+    [
+        ({"strength": "0:(0.5), 20:(1.5)"}, "animation.strength", 10),  # 0.5 + 0.05 t reaches 1
+        ({"sampling": {"cfg": "0:(7), 30:(-1)"}}, "sampling.cfg", 27),
+        ({"strength": "0:(0.5), 20:(0.95)"}, "animation.strength", 18),  # above 0.9: < 1 of 10 steps
+    ],
+)
+def test_values_out_of_range_name_the_field_and_frame(animation, field, frame):
+    with pytest.raises(FlipbookError) as error:
+        build_plan(spec(**animation))
+    assert error.value.field == field and f"frame {frame}" in str(error.value)
+
+
+def test_plan_needs_a_chosen_seed():
+    with pytest.raises(ValueError, match="with_seed"):
+        build_plan(spec(sampling={"seed": -1}))
