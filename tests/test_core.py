@@ -96,3 +96,9 @@ def test_masked_content_modes_keep_unmasked_pixels_with_overlay(tiny_model, init
     original, result = np.asarray(init_image), np.asarray(out)
     outside = np.asarray(mask_image) == 0
     assert np.abs(original[outside].astype(int) - result[outside].astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("sampler", ["DPM++ SDE", "Euler a", "DPM++ 2M SDE Karras"])
+def test_stochastic_samplers_are_reproducible(tiny_model, sampler):
+    a, b = images(tiny_model, [request(sampler=sampler, seed=9), request(sampler=sampler, seed=9)])
+    assert np.array_equal(a, b)
