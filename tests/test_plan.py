@@ -78,3 +78,25 @@ def test_values_out_of_range_name_the_field_and_frame(animation, field, frame):
 def test_plan_needs_a_chosen_seed():
     with pytest.raises(ValueError, match="with_seed"):
         build_plan(spec(sampling={"seed": -1}))
+
+
+@pytest.mark.parametrize(
+    ("sampling", "expected"),
+    [
+        ({}, [100, 101, 102, 103, 104]),
+        ({"seed_behavior": "fixed"}, [100] * 5),
+        ({"seed_behavior": "iter", "seed_iter_n": 2}, [100, 101, 101, 102, 102]),
+        ({"seed_behavior": "ladder"}, [100, 102, 101, 103, 102]),
+        ({"seed_behavior": "alternate"}, [100, 101, 100, 101, 100]),
+        # numbers interpolate, also in a seed schedule (Deforum): frame 3 is int((7 + 104) / 2)
+        ({"seed_behavior": "schedule", "seed_schedule": "0:(s), 2:(7), 4:(s+t)"}, [100, 100, 7, 55, 104]),
+    ],
+)
+def test_seed_behaviours_follow_deforum(sampling, expected):
+    plan = build_plan(spec(sampling=sampling))
+    assert [f.seed for f in plan.frames[:5]] == expected
+
+
+def test_seed_schedule_is_required_for_schedule_behaviour():
+    with pytest.raises(FlipbookError, match="seed_schedule"):
+        build_plan(spec(sampling={"seed_behavior": "schedule"}))

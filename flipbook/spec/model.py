@@ -78,11 +78,18 @@ class SamplingSection(_Section):
     steps: int = Field(20, ge=1, le=1000)
     cfg: ScheduleValue = Field(7.0, description="guidance scale 0-100; a number or a schedule")
     seed: int = Field(-1, ge=-1, lt=2**32, description="-1 picks a random seed; the chosen one is recorded")
+    seed_behavior: Literal["iter", "fixed", "random", "ladder", "alternate", "schedule"] = Field(
+        "iter", description="how the seed changes from frame to frame, as in Deforum"
+    )
+    seed_iter_n: int = Field(1, ge=1, description="iter: frames per seed step (Deforum's seed_iter_N)")
+    seed_schedule: ScheduleValue | None = Field(
+        None, description='seed_behavior "schedule": e.g. "0:(s), 1:(-1)" (-1 = random at that frame)'
+    )
     clip_skip: int = Field(1, ge=1, le=12)
 
-    @field_validator("cfg")
+    @field_validator("cfg", "seed_schedule")
     @classmethod
-    def _cfg_schedule(cls, value: ScheduleValue) -> ScheduleValue:
+    def _schedule_text(cls, value: ScheduleValue) -> ScheduleValue:
         return _check_schedule_text(value)
 
     @field_validator("sampler")

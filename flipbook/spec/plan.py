@@ -13,6 +13,7 @@ import numpy as np
 from flipbook.errors import FlipbookError
 from flipbook.spec.model import ScheduleTable, ScheduleValue, Spec
 from flipbook.spec.schedules import ScheduleError, resolve_schedule
+from flipbook.spec.seeds import seed_sequence
 
 
 @dataclass(frozen=True)
@@ -63,17 +64,31 @@ def build_plan(spec: Spec) -> Plan:
     _check_range("sampling.cfg", cfg, 0.0, 100.0, "a guidance scale from 0 to 100")
     _check_range("animation.strength", strength, 0.0, np.nextafter(1.0, 0.0), "a strength in [0, 1)")
     _check_denoise_steps(spec, strength)
+    seeds = _seeds(spec)
     frames = tuple(
         FramePlan(
             index=i,
             prompt_key=spec.prompt_key_at(i),
-            seed=(spec.sampling.seed + i) % 2**32,  # Deforum's default seed behaviour: iter
+            seed=seeds[i],
             cfg=float(cfg[i]),
             strength=float(strength[i]),
         )
         for i in range(n)
     )
     return Plan(frames)
+
+
+def _seeds(spec: Spec) -> list[int]:
+    """Per-frame seeds with Deforum's seed behaviours (random draws reproducible from the base seed)."""
+    s = spec.sampling
+    schedule = None
+    if s.seed_behavior == "schedule":
+        if s.seed_schedule is None:
+            raise FlipbookError("sampling.seed_schedule", None, 'a schedule when seed_behavior = "schedule"')
+        schedule = resolve_value(spec, "sampling.seed_schedule", s.seed_schedule)
+    return seed_sequence(
+        s.seed, spec.animation.max_frames, s.seed_behavior, iter_n=s.seed_iter_n, schedule=schedule
+    )
 
 
 def _check_range(field: str, values: np.ndarray, low: float, high: float, allowed: str) -> None:
