@@ -100,3 +100,50 @@ def test_seed_behaviours_follow_deforum(sampling, expected):
 def test_seed_schedule_is_required_for_schedule_behaviour():
     with pytest.raises(FlipbookError, match="seed_schedule"):
         build_plan(spec(sampling={"seed_behavior": "schedule"}))
+
+
+def prompt_spec(prompts, **extra):
+    return spec_from_data(
+        {"sampling": {"seed": 5}, "animation": {"max_frames": 11}, "prompts": prompts, **extra}
+    )
+
+
+def test_deforum_prompts_with_neg_globals_and_expression_keys():
+    plan = build_plan(
+        prompt_spec(
+            {"0": "a forest --neg fog", "max_f-5": "a city"},
+            positive_prompt="oil painting,",
+            negative_prompt="blurry",
+        )
+    )
+    assert plan[0].prompt == "oil painting, a forest" and plan[0].negative_prompt == "fog blurry"
+    assert (
+        plan[5].prompt_key == 5
+        and plan[5].prompt == "oil painting, a city"
+        and plan[5].negative_prompt == "blurry"
+    )
+
+
+def test_first_prompt_reaches_back_to_frame_zero():
+    plan = build_plan(prompt_spec({"3": "late start"}))
+    assert plan[0].prompt == "late start" and plan[0].prompt_key == 3
+
+
+def test_animatediff_lines_with_head_and_tail():
+    plan = build_plan(prompt_spec("masterpiece\n0: a cat\n6: a dog\nsunny"))
+    assert plan[0].prompt == "masterpiece, a cat, sunny" and plan[7].prompt == "masterpiece, a dog, sunny"
+
+
+def test_backtick_math_is_evaluated_per_frame():
+    plan = build_plan(prompt_spec({"0": "(cherry:`1+t/max_f`)"}))
+    assert (
+        plan[0].prompt == "(cherry:1)"
+        and plan[5].prompt == "(cherry:1.5)"
+        and plan[10].prompt == "(cherry:2)"
+    )
+
+
+@pytest.mark.parametrize("prompts", ["0: a\n0: b", {"0": "(x:`1+`)"}, {"0": "`t"}, {}])
+def test_prompt_syntax_errors_are_found_at_load(prompts):
+    with pytest.raises(FlipbookError, match="prompts"):
+        prompt_spec(prompts)

@@ -58,8 +58,8 @@ def test_random_seed_is_recorded(tmp_path):
 
 
 def test_prompts_hold_until_the_next_keyframe(tmp_path):
-    spec = load_spec(write_spec(tmp_path))
-    assert [spec.prompt_at(i) for i in range(4)] == ["a forest", "a forest", "a city", "a city"]
+    plan = build_plan(load_spec(write_spec(tmp_path)))
+    assert [f.prompt for f in plan.frames] == ["a forest", "a forest", "a city", "a city"]
 
 
 def test_cancel_keeps_frames_already_written(tmp_path):

@@ -18,4 +18,4 @@ class Frame:
 
 
 ResolvedPrompts = dict[int, tuple[str, tuple[tuple[Path, float, float | None], ...]]]
-"""keyframe -> (prompt without LoRA tags, the LoRAs in force with it)"""
+"""prompt text as planned -> (the prompt without LoRA tags, the LoRAs its tags name)"""

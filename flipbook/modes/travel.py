@@ -3,8 +3,8 @@
 Frame 0 is txt2img from the first keyframe's prompt; every later frame is the previous frame through img2img
 with the prompt in force at that frame (prompts hold until the next keyframe, as in Deforum 2D/3D, and so do
 the LoRAs named in that prompt's ``<lora:...>`` tags). Per-frame cfg, strength and seed come from the plan:
-strength follows Deforum (the share of the previous frame kept, so denoise = 1 - strength) and seeds iterate
-per frame (seed + frame), Deforum's default.
+strength follows Deforum (the share of the previous frame kept, so denoise = 1 - strength) and seeds follow
+Deforum's seed behaviours (``iter`` by default: seed, seed + 1, ...).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ def frame_request(
 ) -> FrameRequest:
     """The request for one frame given the previous image (None for the first frame)."""
     s, a = spec.sampling, spec.animation
-    prompt, loras = prompts[frame.prompt_key]
+    prompt, loras = prompts[frame.prompt]
     common = dict(
         prompt=prompt,
-        negative_prompt=spec.negative_prompt,
+        negative_prompt=prompts[frame.negative_prompt][0],
         seed=frame.seed,
         num_inference_steps=s.steps,
         guidance_scale=frame.cfg,

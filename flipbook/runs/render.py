@@ -38,7 +38,8 @@ def render(spec: Spec, events: Events | None = None) -> RenderResult:
     mode = get_mode(spec.animation.mode)
     folders = ModelsDir(spec.model.models_dir) if spec.model.models_dir else None
     networks = ExtraNetworks(folders, [(lora.name, lora.weight) for lora in spec.model.loras])
-    prompts = {key: networks.resolve(text) for key, text in spec.prompts.items()}
+    texts = {f.prompt for f in plan.frames} | {f.negative_prompt for f in plan.frames}
+    prompts = {text: networks.resolve(text) for text in sorted(texts)}
     run_dir = Path(spec.output.dir) / (spec.output.name or "flipbook")
     result = RenderResult(run_dir=run_dir, seed=spec.sampling.seed)
 
@@ -48,7 +49,7 @@ def render(spec: Spec, events: Events | None = None) -> RenderResult:
         m.name, models_dir=m.models_dir, device=m.device, dtype=m.dtype, vae=m.vae,
         prediction_type=m.prediction_type, vae_slicing=m.vae_slicing, vae_tiling=m.vae_tiling,
     )  # fmt: skip
-    networks.load_embeddings_for(model.pipe, [t for t, _ in prompts.values()] + [spec.negative_prompt])
+    networks.load_embeddings_for(model.pipe, [clean for clean, _ in prompts.values()])
     core = SamplingCore(model, events)
 
     # 3. Render frames, writing each one as it arrives

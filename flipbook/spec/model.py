@@ -151,10 +151,15 @@ class Spec(_Section):
     model: ModelSection = Field(default_factory=ModelSection)
     sampling: SamplingSection = Field(default_factory=SamplingSection)
     animation: AnimationSection = Field(default_factory=AnimationSection)
-    prompts: dict[int, str] = Field(
-        description='keyframe -> prompt, e.g. {0 = "a forest", 12 = "a city"}; keys past the last frame are never reached'
+    prompts: dict[str, str] | str = Field(
+        description='Deforum keyframes {"0" = "a forest", "max_f-10" = "a city --neg fog"} (keys may be '
+        'expressions in max_f and s; " --neg " starts the negative), or AnimateDiff lines: head lines, '
+        '"N: prompt" lines, tail lines. Backtick math such as (cherry:`1+t/max_f`) is evaluated per frame.'
     )
-    negative_prompt: str = ""
+    positive_prompt: str = Field("", description="added before every prompt (Deforum's prompts_positive)")
+    negative_prompt: str = Field(
+        "", description="added after every prompt's negative (Deforum's prompts_negative)"
+    )
     output: OutputSection = Field(default_factory=OutputSection)
 
     @field_validator("version")
@@ -166,12 +171,24 @@ class Spec(_Section):
 
     @field_validator("prompts")
     @classmethod
-    def _prompt_keys(cls, value: dict[int, str]) -> dict[int, str]:
-        if not value:
-            raise ValueError("at least one keyframe prompt is needed")
-        if any(k < 0 for k in value):
-            raise ValueError("keyframes must be >= 0")
-        return dict(sorted(value.items()))
+    def _prompt_syntax(cls, value: dict[str, str] | str) -> dict[str, str] | str:
+        """Check line syntax and backtick math now; keys that depend on max_f are checked in the plan."""
+        from flipbook.spec.travel import compile_prompt_math, parse_prompt_lines
+
+        try:
+            if isinstance(value, str):
+                parse_prompt_lines(value, field="prompts")
+                texts = [value]
+            elif not value:
+                raise ValueError("at least one keyframe prompt is needed")
+            else:
+                texts = list(value.values())
+            for text in texts:
+                compile_prompt_math(text, field="prompts")
+        except FlipbookError as error:
+            detail = f" ({error.detail})" if error.detail else ""
+            raise ValueError(f"{error.allowed}{detail}") from None
+        return value
 
     def with_seed(self) -> Spec:
         """The spec with seed -1 replaced by a random seed (recorded, so the render can be repeated)."""
@@ -179,12 +196,3 @@ class Spec(_Section):
             return self
         seed = random.SystemRandom().randrange(2**32)
         return self.model_copy(update={"sampling": self.sampling.model_copy(update={"seed": seed})})
-
-    def prompt_key_at(self, frame: int) -> int:
-        """The keyframe whose prompt is in force at ``frame``: prompts hold until the next keyframe (Deforum
-        2D/3D); before the first keyframe the first prompt is used."""
-        keys = [k for k in self.prompts if k <= frame]
-        return keys[-1] if keys else min(self.prompts)
-
-    def prompt_at(self, frame: int) -> str:
-        return self.prompts[self.prompt_key_at(frame)]

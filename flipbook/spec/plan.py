@@ -6,6 +6,7 @@ are fixed too, so a render, a resume and ``flipbook validate`` all see the same 
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,12 +15,20 @@ from flipbook.errors import FlipbookError
 from flipbook.spec.model import ScheduleTable, ScheduleValue, Spec
 from flipbook.spec.schedules import ScheduleError, resolve_schedule
 from flipbook.spec.seeds import seed_sequence
+from flipbook.spec.travel import (
+    compose_line_prompt,
+    parse_deforum_prompts,
+    parse_prompt_lines,
+    prompt_at_frames,
+)
 
 
 @dataclass(frozen=True)
 class FramePlan:
     index: int
-    prompt_key: int
+    prompt_key: int  # the keyframe whose prompt is in force
+    prompt: str  # with global additions and backtick math evaluated at this frame
+    negative_prompt: str
     seed: int
     cfg: float
     strength: float  # Deforum strength: share of the previous frame kept
@@ -65,10 +74,13 @@ def build_plan(spec: Spec) -> Plan:
     _check_range("animation.strength", strength, 0.0, np.nextafter(1.0, 0.0), "a strength in [0, 1)")
     _check_denoise_steps(spec, strength)
     seeds = _seeds(spec)
+    keys, positives, negatives = _prompts(spec)
     frames = tuple(
         FramePlan(
             index=i,
-            prompt_key=spec.prompt_key_at(i),
+            prompt_key=keys[i],
+            prompt=positives[i],
+            negative_prompt=negatives[i],
             seed=seeds[i],
             cfg=float(cfg[i]),
             strength=float(strength[i]),
@@ -76,6 +88,40 @@ def build_plan(spec: Spec) -> Plan:
         for i in range(n)
     )
     return Plan(frames)
+
+
+def _prompts(spec: Spec) -> tuple[list[int], list[str], list[str]]:
+    """Per frame: the keyframe in force (prompts hold until the next key, the first one back to frame 0, as in
+    Deforum 2D/3D), its prompt and its negative, with backtick math evaluated at that frame."""
+    n, fps, seed = spec.animation.max_frames, spec.animation.fps, spec.sampling.seed
+    keyframes = parse_deforum_prompts(
+        _keyframe_table(spec.prompts), max_frames=n, seed=seed,
+        positive=spec.positive_prompt, negative=spec.negative_prompt,
+    )  # fmt: skip
+    starts = sorted(keyframes)
+    in_force = [starts[max(0, bisect.bisect_right(starts, i) - 1)] for i in range(n)]
+    frames = np.arange(n)
+
+    def per_frame(text: str, field: str) -> list[str]:
+        return prompt_at_frames(text, frames, max_f=n - 1, seed=seed, fps=fps, field=field)
+
+    texts = {
+        k: (per_frame(p.positive, "prompts"), per_frame(p.negative, "negative_prompt"))
+        for k, p in keyframes.items()
+    }
+    positives = [texts[k][0][i] for i, k in enumerate(in_force)]
+    negatives = [texts[k][1][i] for i, k in enumerate(in_force)]
+    return in_force, positives, negatives
+
+
+def _keyframe_table(prompts: dict[str, str] | str) -> dict[str, str]:
+    """AnimateDiff-style lines become Deforum-style keyframes (head and tail joined as AnimateDiff does)."""
+    if not isinstance(prompts, str):
+        return prompts
+    head, keys, tail = parse_prompt_lines(prompts, field="prompts")
+    if not keys:
+        return {"0": head}
+    return {str(frame): compose_line_prompt(head, text, tail) for frame, text in keys.items()}
 
 
 def _seeds(spec: Spec) -> list[int]:

@@ -25,12 +25,11 @@ def summarize(spec: Spec) -> str:
             f"img2img feedback: strength {_span(plan, 'strength', start=1)}; "
             f"denoising steps per frame after the first: at least {fewest}"
         )
-    lines.append("prompts:")
-    for key, text in spec.prompts.items():
-        note = "" if key < a.max_frames else "  (after the last frame: never reached)"
-        lines.append(f"  {key:>5}: {text}{note}")
-    if spec.negative_prompt:
-        lines.append(f"negative: {spec.negative_prompt}")
+    lines.append("prompts (frame: prompt | negative, as at the keyframe):")
+    for frame in plan.frames:
+        if frame.index == 0 or frame.prompt_key == frame.index:
+            negative = f" | {frame.negative_prompt}" if frame.negative_prompt else ""
+            lines.append(f"  {frame.index:>5}: {frame.prompt}{negative}")
     lines.append(
         f"output: {spec.output.dir}/{spec.output.name or 'flipbook'}/ as {', '.join(spec.output.formats)}"
     )
