@@ -37,7 +37,7 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder")]
 
 @app.command()
 def render(
-    spec: Annotated[Path, typer.Argument(help="spec file (.toml or .json)")],
+    spec: Annotated[Path, typer.Argument(help="spec file (.toml, .json or Deforum settings .txt)")],
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override a field: animation.max_frames=48")
     ] = None,
@@ -48,9 +48,8 @@ def render(
 ) -> None:
     """Render an animation spec to PNG frames, GIF and MP4."""
     from flipbook.runs.render import render as run_render
-    from flipbook.spec.load import load_spec
 
-    loaded = load_spec(spec, list(set_ or []))
+    loaded = _load_spec_warning(spec, set_)
     if models_dir:
         loaded = loaded.model_copy(
             update={"model": loaded.model.model_copy(update={"models_dir": models_dir})}
@@ -68,16 +67,59 @@ def render(
 
 @app.command()
 def validate(
-    spec: Annotated[Path, typer.Argument(help="spec file (.toml or .json)")],
+    spec: Annotated[Path, typer.Argument(help="spec file (.toml, .json or Deforum settings .txt)")],
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override a field: animation.max_frames=48")
     ] = None,
 ) -> None:
     """Check a spec without loading any model and print a summary of what it will render."""
-    from flipbook.spec.load import load_spec
     from flipbook.spec.summary import summarize
 
-    typer.echo(summarize(load_spec(spec, list(set_ or []))))
+    typer.echo(summarize(_load_spec_warning(spec, set_)))
+
+
+@app.command()
+def plan(
+    spec: Annotated[Path, typer.Argument(help="spec file (.toml, .json or Deforum settings .txt)")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a field: animation.max_frames=48")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="PNG path (default: <spec>.plan.png)")
+    ] = None,
+) -> None:
+    """Chart every schedule over the frames, prompt keyframes marked; no model is loaded."""
+    from flipbook.io.plan_chart import plot_plan
+    from flipbook.spec.plan import build_plan
+
+    loaded = _load_spec_warning(spec, set_)
+    chart = plot_plan(build_plan(loaded.with_seed()), out or spec.with_suffix(".plan.png"), title=spec.name)
+    typer.echo(str(chart))
+
+
+@app.command("import-deforum")
+def import_deforum(
+    settings: Annotated[
+        Path, typer.Argument(help="a Deforum settings file (.txt, from the A1111 extension or notebook)")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="spec file to write (default: stdout)")
+    ] = None,
+) -> None:
+    """Convert Deforum settings to a flipbook spec (TOML); unused settings are listed, never dropped silently."""
+    from flipbook.spec.deforum import spec_to_toml
+    from flipbook.spec.load import read_spec_data, spec_from_data
+
+    data, warnings = read_spec_data(settings)
+    spec_from_data(data)  # the written spec must validate
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    text = spec_to_toml(data)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    out.write_text(text, encoding="utf-8")
+    typer.echo(str(out))
 
 
 @app.command()
@@ -97,6 +139,16 @@ def schema(
         typer.echo(str(out))
     else:
         typer.echo(text)
+
+
+def _load_spec_warning(path: Path, overrides: list[str] | None):
+    """Load a spec (or Deforum settings file); settings flipbook can't use yet are listed once on stderr."""
+    from flipbook.spec.load import load_spec_and_warnings
+
+    spec, warnings = load_spec_and_warnings(path, list(overrides or []))
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    return spec
 
 
 def _still_command(

@@ -1,6 +1,7 @@
 """The CLI: stills with A1111 parameters, renders, and one clear line with exit code 2 for bad input."""
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -106,3 +107,23 @@ def test_render_quickstart_spec(monkeypatch, capsys, tmp_path):
 def test_usage_errors_exit_2_without_traceback(monkeypatch, capsys):
     code, out, err = run_cli(monkeypatch, capsys, "txt2img")
     assert code == 2 and "Traceback" not in out + err and "prompt" in (out + err).lower()
+
+
+DEFORUM = Path(__file__).parents[2] / "shared" / "testdata" / "deforum"
+
+
+@pytest.mark.skipif(not DEFORUM.is_dir(), reason="shared Deforum testdata not present")
+def test_deforum_settings_import_validate_plan_and_render(monkeypatch, capsys, tmp_path):
+    settings = DEFORUM / "deforum-art__sd-webui-deforum__scripts__default_settings.txt"
+    code, out, err = run_cli(monkeypatch, capsys, "import-deforum", settings, "-o", tmp_path / "spec.toml")
+    assert code == 0 and "warning: " in err and "zoom" in err  # unused settings are listed, once
+    code, out, _ = run_cli(monkeypatch, capsys, "validate", tmp_path / "spec.toml")
+    assert code == 0 and "120 frames at 15 fps" in out
+    code, out, _ = run_cli(monkeypatch, capsys, "plan", settings, "-o", tmp_path / "plan.png")
+    assert code == 0 and PIL.Image.open(tmp_path / "plan.png").width == 1000
+    code, out, err = run_cli(monkeypatch, capsys, "render", settings, "-o", tmp_path / "out",
+                             "--set", "animation.max_frames=2", "--set", "sampling.steps=2",
+                             "--set", "animation.width=64", "--set", "animation.height=64",
+                             "--set", "model.device='cpu'")  # fmt: skip
+    assert code == 0, err
+    assert len(list((tmp_path / "out").rglob("frame_*.png"))) == 2

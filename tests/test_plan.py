@@ -66,7 +66,6 @@ def test_schedule_syntax_errors_are_caught_at_load_with_a_caret():
     [
         ({"strength": "0:(0.5), 20:(1.5)"}, "animation.strength", 10),  # 0.5 + 0.05 t reaches 1
         ({"sampling": {"cfg": "0:(7), 30:(-1)"}}, "sampling.cfg", 27),
-        ({"strength": "0:(0.5), 20:(0.95)"}, "animation.strength", 18),  # above 0.9: < 1 of 10 steps
     ],
 )
 def test_values_out_of_range_name_the_field_and_frame(animation, field, frame):
@@ -147,3 +146,10 @@ def test_backtick_math_is_evaluated_per_frame():
 def test_prompt_syntax_errors_are_found_at_load(prompts):
     with pytest.raises(FlipbookError, match="prompts"):
         prompt_spec(prompts)
+
+
+@pytest.mark.parametrize("steps", [1, 3, 10, 49])
+def test_feedback_frames_always_get_one_denoising_step_like_a1111(steps):
+    plan = build_plan(spec(strength=0.99, sampling={"steps": steps}))
+    assert all(int(steps * f.denoise) == 1 for f in plan.frames)
+    assert build_plan(spec(strength=0.5, sampling={"steps": 10}))[3].denoise == pytest.approx(0.5)

@@ -114,15 +114,6 @@ def test_sampler_and_mode_are_checked_before_any_model_loads():
     assert "DPM++ 2M Karras" in str(error.value)
 
 
-def test_feedback_strength_must_leave_a_denoising_step():
-    with pytest.raises(FlipbookError, match="no denoising step"):
-        build_plan(
-            spec_from_data(
-                {"sampling": {"steps": 8, "seed": 1}, "animation": {"strength": 0.9}, "prompts": {"0": "x"}}
-            )
-        )
-
-
 def test_validate_and_schema_commands(monkeypatch, capsys, tmp_path):
     import sys
 

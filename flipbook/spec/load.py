@@ -14,31 +14,49 @@ from flipbook.spec.model import Spec
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
-    """Load and validate ``path`` (.toml or .json) with ``key.path=value`` overrides applied."""
+    """Load and validate ``path`` with ``key.path=value`` overrides applied (see :func:`load_spec_and_warnings`)."""
+    return load_spec_and_warnings(path, overrides)[0]
+
+
+def load_spec_and_warnings(path: str | Path, overrides: list[str] | None = None) -> tuple[Spec, list[str]]:
+    """Load a .toml/.json spec or a Deforum settings file (.txt); also return what the caller should tell the
+    user (for Deforum files: the settings flipbook has no meaning for yet, listed, never dropped silently)."""
     path = Path(path)
-    data = read_spec_data(path)
+    data, warnings = read_spec_data(path)
     for override in overrides or []:
         apply_override(data, override)
     spec = spec_from_data(data)
     if spec.output.name is None:
         spec = spec.model_copy(update={"output": spec.output.model_copy(update={"name": path.stem})})
-    return spec
+    return spec, warnings
 
 
-def read_spec_data(path: Path) -> dict[str, Any]:
+def read_spec_data(path: Path) -> tuple[dict[str, Any], list[str]]:
     if not path.is_file():
-        raise FlipbookError("spec", str(path), "an existing .toml or .json spec file")
+        raise FlipbookError("spec", str(path), "an existing .toml, .json or Deforum settings (.txt) file")
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return _deforum_data(path)
     text = path.read_text(encoding="utf-8")
     try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
-        if path.suffix.lower() == ".toml":
-            return tomllib.loads(text)
+        if suffix == ".json":
+            return json.loads(text), []
+        if suffix == ".toml":
+            return tomllib.loads(text), []
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
-        raise FlipbookError(
-            "spec", str(path), f"valid {path.suffix[1:].upper()}", detail=str(error)
-        ) from None
-    raise FlipbookError("spec", str(path), "a .toml or .json file")
+        raise FlipbookError("spec", str(path), f"valid {suffix[1:].upper()}", detail=str(error)) from None
+    raise FlipbookError("spec", str(path), "a .toml, .json or Deforum settings (.txt) file")
+
+
+def _deforum_data(path: Path) -> tuple[dict[str, Any], list[str]]:
+    from flipbook.spec.deforum import deforum_to_spec_data, read_deforum_settings
+
+    data, unmapped = deforum_to_spec_data(read_deforum_settings(path))
+    if not unmapped:
+        return data, []
+    return data, [
+        f"{len(unmapped)} Deforum settings have no flipbook meaning yet and are not used: {', '.join(unmapped)}"
+    ]
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:

@@ -32,10 +32,7 @@ class FramePlan:
     seed: int
     cfg: float
     strength: float  # Deforum strength: share of the previous frame kept
-
-    @property
-    def denoise(self) -> float:
-        return round(1.0 - self.strength, 6)
+    denoise: float  # img2img strength given to the sampler: 1 - strength, at least one step's worth
 
 
 @dataclass(frozen=True)
@@ -72,7 +69,7 @@ def build_plan(spec: Spec) -> Plan:
     strength = resolve_value(spec, "animation.strength", spec.animation.strength)
     _check_range("sampling.cfg", cfg, 0.0, 100.0, "a guidance scale from 0 to 100")
     _check_range("animation.strength", strength, 0.0, np.nextafter(1.0, 0.0), "a strength in [0, 1)")
-    _check_denoise_steps(spec, strength)
+    denoise = _denoise(strength, spec.sampling.steps)
     seeds = _seeds(spec)
     keys, positives, negatives = _prompts(spec)
     frames = tuple(
@@ -84,6 +81,7 @@ def build_plan(spec: Spec) -> Plan:
             seed=seeds[i],
             cfg=float(cfg[i]),
             strength=float(strength[i]),
+            denoise=float(denoise[i]),
         )
         for i in range(n)
     )
@@ -144,16 +142,8 @@ def _check_range(field: str, values: np.ndarray, low: float, high: float, allowe
         raise FlipbookError(field, float(values[frame]), allowed, detail=f"at frame {frame}")
 
 
-def _check_denoise_steps(spec: Spec, strength: np.ndarray) -> None:
-    """img2img runs steps x (1 - strength) steps; every feedback frame needs at least one."""
-    steps = spec.sampling.steps
-    run = np.floor(steps * np.round(1.0 - strength[1:], 6))
-    bad = np.flatnonzero(run < 1)
-    if bad.size:
-        frame = int(bad[0]) + 1
-        raise FlipbookError(
-            "animation.strength",
-            float(strength[frame]),
-            f"at most {1 - 1 / steps:.3g} with sampling.steps {steps}",
-            detail=f"at frame {frame} steps x (1 - strength) leaves no denoising step",
-        )
+def _denoise(strength: np.ndarray, steps: int) -> np.ndarray:
+    """denoise = 1 - strength, but never less than one sampling step: like A1111 (whose img2img always runs at
+    least one step), a feedback frame with steps x denoise < 1 is denoised for one step at the lowest noise."""
+    one_step = 1.0 / steps + 1e-9  # nudged up so that int(steps * denoise) can't round down to 0
+    return np.maximum(np.round(1.0 - strength, 6), one_step)

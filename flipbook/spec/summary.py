@@ -20,7 +20,7 @@ def summarize(spec: Spec) -> str:
     ]
     if a.mode == "travel" and a.max_frames > 1:
         feedback = plan.frames[1:]
-        fewest = min(max(1, int(s.steps * f.denoise)) for f in feedback)
+        fewest = min(int(round(s.steps * f.denoise, 6)) for f in feedback)
         lines.append(
             f"img2img feedback: strength {_span(plan, 'strength', start=1)}; "
             f"denoising steps per frame after the first: at least {fewest}"
