@@ -1,0 +1,53 @@
+"""Property tests: whatever a user writes, loading a spec raises FlipbookError or nothing else."""
+
+import string
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flipbook.errors import FlipbookError
+from flipbook.spec.load import spec_from_data
+from flipbook.spec.plan import build_plan
+
+SCHEDULE_CHARS = string.digits + "().:, +-*/%tmaxfspiencolrwhd_`'\"<>=!|&[]{}\\"
+schedule_text = st.text(alphabet=SCHEDULE_CHARS, max_size=60)
+scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=20))
+value = st.recursive(
+    scalar,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+def load(data):
+    """Load and, when valid, plan: the two steps that run before any model is loaded."""
+    try:
+        spec = spec_from_data(data)
+        build_plan(spec.with_seed())
+    except FlipbookError:
+        pass
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    strength=st.one_of(schedule_text, value),
+    cfg=st.one_of(schedule_text, value),
+    prompts=st.one_of(
+        st.text(max_size=80),
+        st.dictionaries(st.text(alphabet=SCHEDULE_CHARS, max_size=10), st.text(max_size=30), max_size=4),
+        value,
+    ),
+    frames=st.one_of(st.integers(-5, 300), value),
+)
+def test_any_field_values_raise_only_flipbook_errors(strength, cfg, prompts, frames):
+    load({
+        "animation": {"strength": strength, "max_frames": frames, "width": 64, "height": 64},
+        "sampling": {"cfg": cfg, "seed": 1, "steps": 10},
+        "prompts": prompts,
+    })  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.text(max_size=12), value, max_size=6))
+def test_any_document_raises_only_flipbook_errors(data):
+    load(data)
