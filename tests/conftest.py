@@ -8,6 +8,40 @@ import PIL.Image  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models are overhead-bound: one thread avoids two threads spinning against each other on a busy
+    2-core machine. Opt-in per module (``pytestmark = pytest.mark.usefixtures("one_thread")``): bit-exact
+    round-trip tests compare models loaded at different times, and kernels chosen per thread count may differ
+    in the last bits."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def run_cli(monkeypatch, capsys):
+    """The CLI in-process: ``run_cli(*args) -> (exit code, stdout, stderr)``."""
+    import sys
+
+    from flipbook.cli import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["flipbook", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code or 0
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     """The built-in tiny model on the CPU in float32 (shared: tests must not leave LoRAs active)."""

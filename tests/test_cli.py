@@ -1,32 +1,18 @@
 """The CLI: stills with A1111 parameters, renders, and one clear line with exit code 2 for bad input."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
 
-from flipbook.cli import main
 from flipbook.io.pnginfo import parse_parameters, read_png_parameters
-
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["flipbook", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 FAST = ["--steps", "2", "--size", "64x64", "--device", "cpu"]
 
 
-def test_txt2img_writes_pngs_with_a1111_parameters(monkeypatch, capsys, tmp_path):
-    code, out, _ = run_cli(monkeypatch, capsys, "txt2img", "a (red:1.2) fox", "--negative", "blurry",
+def test_txt2img_writes_pngs_with_a1111_parameters(run_cli, tmp_path):
+    code, out, _ = run_cli("txt2img", "a (red:1.2) fox", "--negative", "blurry",
                            "--seed", "-1", "--batch-count", "2", "-o", tmp_path, *FAST)  # fmt: skip
     assert code == 0
     paths = out.split()
@@ -40,17 +26,17 @@ def test_txt2img_writes_pngs_with_a1111_parameters(monkeypatch, capsys, tmp_path
     )
     assert params[0].seed != -1 and params[1].seed == params[0].seed + 1  # the random seed is recorded
 
-    code, out, _ = run_cli(monkeypatch, capsys, "info", paths[0])
+    code, out, _ = run_cli("info", paths[0])
     assert code == 0 and "Negative prompt: blurry" in out and f"Seed: {params[0].seed}" in out
 
 
-def test_img2img_and_inpaint(monkeypatch, capsys, tmp_path, init_image, mask_image):
+def test_img2img_and_inpaint(run_cli, tmp_path, init_image, mask_image):
     init_image.save(tmp_path / "init.png")
     mask_image.save(tmp_path / "mask.png")
-    code, out, _ = run_cli(monkeypatch, capsys, "img2img", "a painting", "--image", tmp_path / "init.png",
+    code, out, _ = run_cli("img2img", "a painting", "--image", tmp_path / "init.png",
                            "--strength", "0.5", "--seed", "3", "-o", tmp_path / "i2i", *FAST)  # fmt: skip
     assert code == 0 and parse_parameters(read_png_parameters(out.strip())).denoising_strength == 0.5
-    code, out, _ = run_cli(monkeypatch, capsys, "inpaint", "a ball", "--image", tmp_path / "init.png",
+    code, out, _ = run_cli("inpaint", "a ball", "--image", tmp_path / "init.png",
                            "--mask", tmp_path / "mask.png", "--seed", "3", "-o", tmp_path / "inp", *FAST)  # fmt: skip
     assert code == 0
     result = np.asarray(PIL.Image.open(out.strip()).convert("RGB")).astype(int)
@@ -72,27 +58,25 @@ def test_img2img_and_inpaint(monkeypatch, capsys, tmp_path, init_image, mask_ima
         (["info", "{tmp}/not-an-image.png"], "not-an-image.png"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_code_2(monkeypatch, capsys, tmp_path, args, needle):
+def test_bad_input_is_one_line_and_exit_code_2(run_cli, tmp_path, args, needle):
     (tmp_path / "not-an-image.png").write_text("hello")
     (tmp_path / "bad.toml").write_text('version = 1\n[animation]\nwidth = 100\n[prompts]\n0 = "x"\n')
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    code, _, err = run_cli(
-        monkeypatch, capsys, *args, *([] if args[0] in ("render", "info") else ["--steps", "2"])
-    )
+    code, _, err = run_cli(*args, *([] if args[0] in ("render", "info") else ["--steps", "2"]))
     assert code == 2
     assert err.startswith("error: ") and needle in err
     assert "Traceback" not in err
 
 
-def test_corrupt_checkpoint_is_a_clear_error(monkeypatch, capsys, tmp_path):
+def test_corrupt_checkpoint_is_a_clear_error(run_cli, tmp_path):
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"\x00" * 100)
-    code, _, err = run_cli(monkeypatch, capsys, "txt2img", "x", "--model", bad, *FAST)
+    code, _, err = run_cli("txt2img", "x", "--model", bad, *FAST)
     assert code == 2 and "broken.safetensors" in err and "Traceback" not in err
 
 
-def test_render_quickstart_spec(monkeypatch, capsys, tmp_path):
-    code, out, _ = run_cli(monkeypatch, capsys, "render", "examples/quickstart.toml", "-o", tmp_path,
+def test_render_quickstart_spec(run_cli, tmp_path):
+    code, out, _ = run_cli("render", "examples/quickstart.toml", "-o", tmp_path,
                            "--set", "animation.max_frames=3", "--set", "sampling.steps=4")  # fmt: skip
     assert code == 0, out
     frames = sorted((tmp_path / "quickstart" / "frames").glob("*.png"))
@@ -104,8 +88,8 @@ def test_render_quickstart_spec(monkeypatch, capsys, tmp_path):
     assert params.seed == 43 and params.denoising_strength == pytest.approx(0.45)
 
 
-def test_usage_errors_exit_2_without_traceback(monkeypatch, capsys):
-    code, out, err = run_cli(monkeypatch, capsys, "txt2img")
+def test_usage_errors_exit_2_without_traceback(run_cli):
+    code, out, err = run_cli("txt2img")
     assert code == 2 and "Traceback" not in out + err and "prompt" in (out + err).lower()
 
 
@@ -113,15 +97,15 @@ DEFORUM = Path(__file__).parents[2] / "shared" / "testdata" / "deforum"
 
 
 @pytest.mark.skipif(not DEFORUM.is_dir(), reason="shared Deforum testdata not present")
-def test_deforum_settings_import_validate_plan_and_render(monkeypatch, capsys, tmp_path):
+def test_deforum_settings_import_validate_plan_and_render(run_cli, tmp_path):
     settings = DEFORUM / "deforum-art__sd-webui-deforum__scripts__default_settings.txt"
-    code, out, err = run_cli(monkeypatch, capsys, "import-deforum", settings, "-o", tmp_path / "spec.toml")
+    code, out, err = run_cli("import-deforum", settings, "-o", tmp_path / "spec.toml")
     assert code == 0 and "warning: " in err and "zoom" in err  # unused settings are listed, once
-    code, out, _ = run_cli(monkeypatch, capsys, "validate", tmp_path / "spec.toml")
+    code, out, _ = run_cli("validate", tmp_path / "spec.toml")
     assert code == 0 and "120 frames at 15 fps" in out
-    code, out, _ = run_cli(monkeypatch, capsys, "plan", settings, "-o", tmp_path / "plan.png")
+    code, out, _ = run_cli("plan", settings, "-o", tmp_path / "plan.png")
     assert code == 0 and PIL.Image.open(tmp_path / "plan.png").width == 1000
-    code, out, err = run_cli(monkeypatch, capsys, "render", settings, "-o", tmp_path / "out",
+    code, out, err = run_cli("render", settings, "-o", tmp_path / "out",
                              "--set", "animation.max_frames=2", "--set", "sampling.steps=2",
                              "--set", "animation.width=64", "--set", "animation.height=64",
                              "--set", "model.device='cpu'")  # fmt: skip

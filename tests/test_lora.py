@@ -16,6 +16,8 @@ from flipbook.errors import FlipbookError
 from flipbook.models.builtin import SD15_SCHEDULER_CONFIG, tiny_components
 from flipbook.models.lora import LoraSet, embeddings_used, load_embeddings
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROMPT = "a photo of a cat"
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TE_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
@@ -66,15 +68,6 @@ def _tiny_unet(cross_attention_dim: int) -> UNet2DConditionModel:
     config = dict(tiny_components(0)["unet"].config)
     config["cross_attention_dim"] = cross_attention_dim
     return UNet2DConditionModel.from_config(config)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread; on a busy 2-core machine two threads spin and stall (20x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

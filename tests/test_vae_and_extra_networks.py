@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionMod
 from peft import LoraConfig, get_peft_model_state_dict
 from safetensors.torch import save_file
 
-from flipbook.cli import main
 from flipbook.errors import FlipbookError
 from flipbook.models.builtin import tiny_components
 from flipbook.models.convert import VAE_PREFIX, is_vae_conv_attention, vae_original_key
@@ -26,18 +24,11 @@ from flipbook.sampling.core import SamplingCore
 from flipbook.sampling.requests import FrameRequest
 from flipbook.spec.load import load_spec
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROMPT = "a cat"
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 FAST = ["--steps", "2", "--size", "64x64", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread; on a busy 2-core machine two threads spin and stall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def sample(bundle, prompt: str = PROMPT, loras: tuple = ()) -> np.ndarray:
@@ -228,22 +219,10 @@ def test_lora_changes_a_frame_and_the_next_frame_without_it_is_plain(webui):
     assert np.array_equal(after, before)
 
 
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """The CLI in-process, as tests/test_cli.py drives it: exit code, stdout, stderr."""
-    monkeypatch.setattr(sys, "argv", ["flipbook", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_cli_txt2img_with_a_lora_from_the_models_folder(monkeypatch, capsys, tmp_path, webui):
+def test_cli_txt2img_with_a_lora_from_the_models_folder(run_cli, tmp_path, webui):
     def txt2img(prompt: str, out: str) -> tuple[int, str, str]:
         args = ["txt2img", prompt, "--models-dir", webui, "--seed", "1", "-o", tmp_path / out, *FAST]
-        return run_cli(monkeypatch, capsys, *args)
+        return run_cli(*args)
 
     code, out, err = txt2img("a cat <lora:mylora:0.8>", "styled")
     assert code == 0, err
