@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import random
 import sys
@@ -261,7 +262,7 @@ def parse_size(size: str) -> tuple[int, int]:
 
 
 Prompt = Annotated[
-    str, typer.Argument(help="prompt, A1111 syntax: (word:1.2), [word], <lora:name:0.8>, a AND b")
+    str, typer.Argument(help="prompt, A1111 syntax: (word:1.2), \\[word], <lora:name:0.8>, a AND b")
 ]
 Negative = Annotated[str, typer.Option("--negative", "-n", help="negative prompt")]
 Steps = Annotated[int, typer.Option("--steps", help="sampling steps")]
@@ -279,83 +280,76 @@ Dtype = Annotated[str, typer.Option("--dtype", help="auto, fp32, fp16, bf16")]
 Vae = Annotated[str | None, typer.Option("--vae", help="separate VAE: file, folder or name in --models-dir")]
 
 
-@app.command()
-def txt2img(
-    prompt: Prompt,
-    negative: Negative = "",
-    steps: Steps = 20,
-    cfg: Cfg = 7.0,
-    sampler: Sampler = "Euler a",
-    seed: Seed = -1,
-    size: Size = "512x512",
-    batch_count: BatchCount = 1,
-    batch_size: BatchSize = 1,
-    model: ModelOpt = "tiny",
-    models_dir: ModelsDirOpt = None,
-    out: OutOpt = Path("out/txt2img"),
-    clip_skip: ClipSkip = 1,
-    device: Device = "auto",
-    dtype: Dtype = "auto",
-    vae: Vae = None,
-) -> None:
-    """Make still images from a prompt (PNG with A1111 parameters)."""
-    _still_command(**locals())
+_STILL_OPTIONS = [  # (name, annotated type, default) shared by txt2img, img2img and inpaint
+    ("negative", Negative, ""),
+    ("steps", Steps, 20),
+    ("cfg", Cfg, 7.0),
+    ("sampler", Sampler, "Euler a"),
+    ("seed", Seed, -1),
+    ("size", Size, "512x512"),
+    ("batch_count", BatchCount, 1),
+    ("batch_size", BatchSize, 1),
+    ("model", ModelOpt, "tiny"),
+    ("models_dir", ModelsDirOpt, None),
+    ("clip_skip", ClipSkip, 1),
+    ("device", Device, "auto"),
+    ("dtype", Dtype, "auto"),
+    ("vae", Vae, None),
+]
+_IMAGE = ("image", Annotated[Path, typer.Option("--image", "-i", help="init image")], inspect.Parameter.empty)
 
 
-@app.command()
-def img2img(
-    prompt: Prompt,
-    image: Annotated[Path, typer.Option("--image", "-i", help="init image")],
-    strength: Annotated[float, typer.Option("--strength", help="denoising strength (0, 1]")] = 0.75,
-    negative: Negative = "",
-    steps: Steps = 20,
-    cfg: Cfg = 7.0,
-    sampler: Sampler = "Euler a",
-    seed: Seed = -1,
-    size: Size = "512x512",
-    batch_count: BatchCount = 1,
-    batch_size: BatchSize = 1,
-    model: ModelOpt = "tiny",
-    models_dir: ModelsDirOpt = None,
-    out: OutOpt = Path("out/img2img"),
-    clip_skip: ClipSkip = 1,
-    device: Device = "auto",
-    dtype: Dtype = "auto",
-    vae: Vae = None,
-) -> None:
-    """Re-draw an image guided by a prompt."""
-    _still_command(**locals())
+def _still(name: str, doc: str, extra: list[tuple[str, object, object]]) -> None:
+    """Register one still-image command: the prompt, its own options, then the shared ones."""
+
+    def command(**options) -> None:
+        _still_command(**options)
+
+    options = [("prompt", Prompt, inspect.Parameter.empty), *extra, *_STILL_OPTIONS]
+    options.append(("out", OutOpt, Path(f"out/{name}")))
+    command.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=t, default=d) for n, t, d in options]
+    )
+    command.__doc__ = doc
+    command.__name__ = name.replace("2", "_to_")
+    app.command(name)(command)
 
 
-@app.command()
-def inpaint(
-    prompt: Prompt,
-    image: Annotated[Path, typer.Option("--image", "-i", help="init image")],
-    mask: Annotated[Path, typer.Option("--mask", help="mask image: white = repaint")],
-    strength: Annotated[float, typer.Option("--strength", help="denoising strength (0, 1]")] = 1.0,
-    mask_blur: Annotated[float, typer.Option("--mask-blur", help="Gaussian blur of the mask, pixels")] = 4.0,
-    masked_content: Annotated[
-        str, typer.Option("--masked-content", help="original, fill, latent_noise, latent_nothing")
-    ] = "original",
-    overlay: Annotated[bool, typer.Option(help="keep unmasked pixels exactly (A1111 overlay)")] = True,
-    negative: Negative = "",
-    steps: Steps = 20,
-    cfg: Cfg = 7.0,
-    sampler: Sampler = "Euler a",
-    seed: Seed = -1,
-    size: Size = "512x512",
-    batch_count: BatchCount = 1,
-    batch_size: BatchSize = 1,
-    model: ModelOpt = "tiny",
-    models_dir: ModelsDirOpt = None,
-    out: OutOpt = Path("out/inpaint"),
-    clip_skip: ClipSkip = 1,
-    device: Device = "auto",
-    dtype: Dtype = "auto",
-    vae: Vae = None,
-) -> None:
-    """Repaint the masked part of an image."""
-    _still_command(**locals())
+_still("txt2img", "Make still images from a prompt (PNG with A1111 parameters).", [])
+_still(
+    "img2img",
+    "Re-draw an image guided by a prompt.",
+    [
+        _IMAGE,
+        ("strength", Annotated[float, typer.Option("--strength", help="denoising strength (0, 1]")], 0.75),
+    ],
+)
+_still(
+    "inpaint",
+    "Repaint the masked part of an image.",
+    [
+        _IMAGE,
+        (
+            "mask",
+            Annotated[Path, typer.Option("--mask", help="mask image: white = repaint")],
+            inspect.Parameter.empty,
+        ),
+        ("strength", Annotated[float, typer.Option("--strength", help="denoising strength (0, 1]")], 1.0),
+        (
+            "mask_blur",
+            Annotated[float, typer.Option("--mask-blur", help="Gaussian blur of the mask, pixels")],
+            4.0,
+        ),
+        (
+            "masked_content",
+            Annotated[
+                str, typer.Option("--masked-content", help="original, fill, latent_noise, latent_nothing")
+            ],
+            "original",
+        ),
+        ("overlay", Annotated[bool, typer.Option(help="keep unmasked pixels exactly (A1111 overlay)")], True),
+    ],
+)
 
 
 @app.command()
