@@ -245,3 +245,17 @@ def test_toml_layout_and_quoting():
     assert text.index("version = 1") < text.index("[animation]")
     assert '"k y" = 1.5' in text and 'max_f-2 = "c"' in text and '0 = "a \\"b\\"\\n"' in text
     assert tomllib.loads(text)["prompts"]["0"] == 'a "b"\n'
+
+
+def test_varying_sampler_schedule_is_kept_as_a_schedule():
+    data, unmapped = deforum_to_spec_data(
+        {
+            "prompts": {"0": "a"},
+            "sampler": "euler",
+            "enable_sampler_scheduling": True,
+            "sampler_schedule": '0: ("Euler a"), 10: ("DPM++ 2M Karras")',
+        }
+    )
+    assert data["sampling"]["sampler"] == '0: ("Euler a"), 10: ("DPM++ 2M Karras")'
+    assert "sampler_schedule" not in unmapped
+    assert build_plan(spec_from_data(data).with_seed())[10].sampler == "DPM++ 2M Karras"

@@ -153,3 +153,13 @@ def test_feedback_frames_always_get_one_denoising_step_like_a1111(steps):
     plan = build_plan(spec(strength=0.99, sampling={"steps": steps}))
     assert all(int(steps * f.denoise) == 1 for f in plan.frames)
     assert build_plan(spec(strength=0.5, sampling={"steps": 10}))[3].denoise == pytest.approx(0.5)
+
+
+def test_sampler_schedule_holds_each_name_until_the_next_key():
+    plan = build_plan(spec(sampling={"sampler": '0:("Euler a"), 10:("DDIM"), max_f:(UniPC)'}))
+    assert [plan[i].sampler for i in (0, 9, 10, 29, 30)] == ["Euler a", "Euler a", "DDIM", "DDIM", "UniPC"]
+
+
+def test_unknown_sampler_inside_a_schedule_is_named():
+    with pytest.raises(FlipbookError, match="'DDIMX' is not a sampler"):
+        spec(sampling={"sampler": '0:("Euler a"), 10:("DDIMX")'})

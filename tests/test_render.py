@@ -130,3 +130,12 @@ def test_validate_and_schema_commands(monkeypatch, capsys, tmp_path):
     code, _ = run("schema", "-o", str(tmp_path / "schema.json"))
     schema = json.loads((tmp_path / "schema.json").read_text())
     assert code == 0 and "animation" in schema["properties"] and "prompts" in schema["required"]
+
+
+def test_sampler_schedule_switches_sampler_mid_render(tmp_path):
+    from flipbook.io.pnginfo import parse_parameters, read_png_parameters
+
+    spec = load_spec(write_spec(tmp_path), ['sampling.sampler=\'0:("Euler a"), 2:("DDIM")\''])
+    result = render(spec)
+    used = [parse_parameters(read_png_parameters(p)).sampler for p in result.frames]
+    assert used == ["Euler a", "Euler a", "DDIM", "DDIM"]

@@ -33,7 +33,7 @@ def frame_request(
         seed=frame.seed,
         num_inference_steps=s.steps,
         guidance_scale=frame.cfg,
-        sampler=s.sampler,
+        sampler=frame.sampler,
         width=a.width,
         height=a.height,
         clip_skip=s.clip_skip,

@@ -173,7 +173,15 @@ def deforum_to_spec_data(settings: dict[str, Any]) -> tuple[dict[str, Any], list
     cfg = _first(settings, *cfg_keys)
     if cfg is not None:
         sampling["cfg"] = _schedule(cfg)
-    _scheduled(settings, sampling, unmapped, "sampler", "sampler_schedule", "enable_sampler_scheduling")
+    _scheduled(
+        settings,
+        sampling,
+        unmapped,
+        "sampler",
+        "sampler_schedule",
+        "enable_sampler_scheduling",
+        flipbook_schedules=True,
+    )
     _scheduled(settings, sampling, unmapped, "steps", "steps_schedule", "enable_steps_scheduling")
     _scheduled(settings, sampling, unmapped, "clip_skip", "clipskip_schedule", "enable_clipskip_scheduling")
     if isinstance(sampling.get("sampler"), str):
@@ -281,18 +289,23 @@ def _scheduled(
     key: str,
     schedule: str,
     enable: str,
+    *,
+    flipbook_schedules: bool = False,
 ) -> None:
-    """A setting Deforum can schedule but flipbook holds constant: the plain value, or the schedule's only
-    value when scheduling is on and the schedule is constant; a varying schedule is reported as unmapped."""
+    """A setting Deforum can schedule: the plain value, or the schedule's only value when scheduling is on and
+    the schedule is constant; a varying schedule is kept when flipbook schedules it too (``flipbook_schedules``,
+    e.g. the sampler), otherwise reported as unmapped."""
     value = settings.get(key)
     if settings.get(enable) and isinstance(settings.get(schedule), str):
         text = " ".join(settings[schedule].split())
         sampler = re.fullmatch(r'0\s*:\s*\(\s*"([^"]*)"\s*\)\s*,?', text)
         constant = sampler.group(1) if sampler else _constant(text)
-        if constant is None:
-            unmapped.add(schedule)
-        else:
+        if constant is not None:
             value = constant
+        elif flipbook_schedules:
+            value = text
+        else:
+            unmapped.add(schedule)
     if value is not None:
         section[key] = value
 

@@ -9,6 +9,7 @@ parsed here, so a typo is reported with a caret before anything runs; ``spec/pla
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -74,7 +75,9 @@ class ModelSection(_Section):
 
 
 class SamplingSection(_Section):
-    sampler: str = "Euler a"
+    sampler: str = Field(
+        "Euler a", description='A1111 sampler name, or a schedule: 0:("Euler a"), 30:("DDIM")'
+    )
     steps: int = Field(20, ge=1, le=1000)
     cfg: ScheduleValue = Field(7.0, description="guidance scale 0-100; a number or a schedule")
     seed: int = Field(-1, ge=-1, lt=2**32, description="-1 picks a random seed; the chosen one is recorded")
@@ -95,13 +98,27 @@ class SamplingSection(_Section):
     @field_validator("sampler")
     @classmethod
     def _known_sampler(cls, value: str) -> str:
+        """A name, or a Deforum sampler schedule ``0:("Euler a"), 30:("DDIM")``; every name must be known."""
         from flipbook.models.samplers import resolve_sampler
+        from flipbook.spec.schedules import ScheduleError, parse_schedule
 
-        try:
-            resolve_sampler(value)
-        except FlipbookError as error:
-            raise ValueError(error.allowed) from None
+        names = [value]
+        if is_string_schedule(value):
+            try:
+                names = [keyframe.value.strip().strip("\"'") for keyframe in parse_schedule(value)]
+            except ScheduleError as error:
+                raise ValueError(str(error)) from None
+        for name in names:
+            try:
+                resolve_sampler(name)
+            except FlipbookError as error:
+                raise ValueError(f"{name!r} is not a sampler; {error.allowed}") from None
         return value
+
+
+def is_string_schedule(value: str) -> bool:
+    """``0:("Euler a"), 30:("DDIM")`` rather than a plain name (names never contain ``:(``)."""
+    return bool(re.search(r":\s*\(", value))
 
 
 class AnimationSection(_Section):

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from flipbook.errors import FlipbookError
-from flipbook.spec.model import ScheduleTable, ScheduleValue, Spec
-from flipbook.spec.schedules import ScheduleError, resolve_schedule
+from flipbook.spec.model import ScheduleTable, ScheduleValue, Spec, is_string_schedule
+from flipbook.spec.schedules import ScheduleError, resolve_schedule, resolve_string_schedule
 from flipbook.spec.seeds import seed_sequence
 from flipbook.spec.travel import (
     compose_line_prompt,
@@ -30,6 +30,7 @@ class FramePlan:
     prompt: str  # with global additions and backtick math evaluated at this frame
     negative_prompt: str
     seed: int
+    sampler: str
     cfg: float
     strength: float  # Deforum strength: share of the previous frame kept
     denoise: float  # img2img strength given to the sampler: 1 - strength, at least one step's worth
@@ -71,6 +72,7 @@ def build_plan(spec: Spec) -> Plan:
     _check_range("animation.strength", strength, 0.0, np.nextafter(1.0, 0.0), "a strength in [0, 1)")
     denoise = _denoise(strength, spec.sampling.steps)
     seeds = _seeds(spec)
+    samplers = _samplers(spec)
     keys, positives, negatives = _prompts(spec)
     frames = tuple(
         FramePlan(
@@ -79,6 +81,7 @@ def build_plan(spec: Spec) -> Plan:
             prompt=positives[i],
             negative_prompt=negatives[i],
             seed=seeds[i],
+            sampler=samplers[i],
             cfg=float(cfg[i]),
             strength=float(strength[i]),
             denoise=float(denoise[i]),
@@ -120,6 +123,19 @@ def _keyframe_table(prompts: dict[str, str] | str) -> dict[str, str]:
     if not keys:
         return {"0": head}
     return {str(frame): compose_line_prompt(head, text, tail) for frame, text in keys.items()}
+
+
+def _samplers(spec: Spec) -> list[str]:
+    """Per-frame sampler names: a plain name everywhere, or a Deforum string schedule that holds its values."""
+    s, n = spec.sampling, spec.animation.max_frames
+    if not is_string_schedule(s.sampler):
+        return [s.sampler] * n
+    try:
+        return resolve_string_schedule(s.sampler, n, seed=s.seed, fps=spec.animation.fps)
+    except ScheduleError as error:
+        raise FlipbookError(
+            "sampling.sampler", s.sampler, "a valid sampler schedule", detail=str(error)
+        ) from None
 
 
 def _seeds(spec: Spec) -> list[int]:

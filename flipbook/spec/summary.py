@@ -16,7 +16,7 @@ def summarize(spec: Spec) -> str:
         f"ok: {a.mode} animation, {a.max_frames} frames at {a.fps:g} fps ({a.max_frames / a.fps:.2f} s), "
         f"{a.width}x{a.height}",
         f"model: {m.name}" + (f" (models dir {m.models_dir})" if m.models_dir else ""),
-        f"sampling: {s.sampler}, {s.steps} steps, cfg {_span(plan, 'cfg')}, seed {seed}, clip skip {s.clip_skip}",
+        f"sampling: {_names(plan)}, {s.steps} steps, cfg {_span(plan, 'cfg')}, seed {seed}, clip skip {s.clip_skip}",
     ]
     if a.mode == "travel" and a.max_frames > 1:
         feedback = plan.frames[1:]
@@ -40,3 +40,8 @@ def _span(plan: Plan, field: str, start: int = 0) -> str:
     values = [getattr(f, field) for f in plan.frames[start:]]
     low, high = min(values), max(values)
     return f"{low:g}" if low == high else f"{low:g} to {high:g} (scheduled)"
+
+
+def _names(plan: Plan) -> str:
+    samplers = list(dict.fromkeys(f.sampler for f in plan.frames))
+    return samplers[0] if len(samplers) == 1 else " then ".join(samplers) + " (scheduled)"
