@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
-from flipbook.io.writers import _atomic_target
+from flipbook.io.atomic import atomic_target
 from flipbook.spec.plan import Plan
 
 WIDTH_IN = 10.0
@@ -118,7 +118,7 @@ def plot_plan(plan: Plan, path: Path, *, title: str = "") -> Path:
     """Write the chart of ``plan`` to ``path`` as a PNG, atomically (a crash never leaves half a file)."""
     path = Path(path)
     figure = plan_figure(plan, title=title)
-    with _atomic_target(path) as tmp:
+    with atomic_target(path) as tmp:
         figure.savefig(tmp, format="png", dpi=DPI)
     return path
 

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import re
-import secrets
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
@@ -26,6 +25,7 @@ import PIL.Image
 from PIL.PngImagePlugin import PngInfo
 
 from flipbook.errors import FlipbookError
+from flipbook.io.atomic import atomic_target
 
 PNG_TEXT_KEY = "parameters"
 """The PNG text chunk A1111 writes its infotext to."""
@@ -364,20 +364,12 @@ def save_png(
         raise FlipbookError("path", str(target), "a file path in an existing folder")
     info = PngInfo()
     info.add_text(PNG_TEXT_KEY, text)
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(temporary, "xb") as file:
-            image.save(file, format="PNG", pnginfo=info)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
+        with atomic_target(target) as temporary:
+            image.save(temporary, format="PNG", pnginfo=info)
     except PermissionError as error:
-        temporary.unlink(missing_ok=True)
         allowed = "a file path flipbook may write"
         raise FlipbookError("path", str(target), allowed, detail=str(error)) from None
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     return target
 
 

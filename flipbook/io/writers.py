@@ -16,10 +16,7 @@ at <= 50 fps.
 from __future__ import annotations
 
 import math
-import os
-import secrets
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from numbers import Real
 from pathlib import Path
@@ -31,6 +28,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from flipbook.errors import FlipbookError
+from flipbook.io.atomic import atomic_target
 
 Frame = Image.Image | np.ndarray
 
@@ -112,26 +110,6 @@ def _video_rate(fps: float) -> Fraction:
     return rate
 
 
-@contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; only a completed write is moved over ``path``.
-
-    Why: a crash, Ctrl-C or encoder error must never leave a half-written file under the final name. The temp
-    file lives in the same folder so :func:`os.replace` is an atomic rename, and is fsynced first so a power
-    loss cannot leave the new name pointing at missing data.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-    try:
-        yield tmp
-        with open(tmp, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 # --- PNG ----------------------------------------------------------------------------------------------------
 
 
@@ -156,7 +134,7 @@ def write_png_frames(
     paths = []
     for name, array in zip(names, arrays, strict=True):
         path = out_dir / name
-        with _atomic_target(path) as tmp:
+        with atomic_target(path) as tmp:
             Image.fromarray(array).save(tmp, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
         paths.append(path)
     return paths
@@ -230,7 +208,7 @@ def write_gif(
     if comment:
         options["comment"] = comment
     path = Path(path)
-    with _atomic_target(path) as tmp:
+    with atomic_target(path) as tmp:
         images[0].save(
             tmp,
             format="GIF",
@@ -291,7 +269,7 @@ def write_mp4(
     rate = _video_rate(fps)
     _check_encoder(codec, crf, preset)
     path = Path(path)
-    with _atomic_target(path) as tmp:
+    with atomic_target(path) as tmp:
         _encode_mp4(arrays, tmp, rate=rate, crf=crf, preset=preset, codec=codec, comment=comment)
     return path
 
