@@ -24,12 +24,12 @@ FILES = sorted(TESTDATA.glob("*.txt")) if TESTDATA.is_dir() else []
 
 # Real files whose values flipbook genuinely can't take; each must fail with exactly this field named.
 UNSUPPORTED_MODE = {"Encodex-Ai__stable-diffusion-webui__deforum_settings.txt"}  # "Video Input"
-INVALID_SPEC = {
-    # notebook sampler dpmpp_2s_a = A1111 "DPM++ 2S a", which diffusers (so flipbook) lacks
-    "deforum-art__deforum-stable-diffusion__outputs__2023-01__StableFun__20230101125957_settings.txt": (
-        "sampling.sampler"
-    ),
-}
+INVALID_SPEC: dict[str, str] = {}  # every file whose mode flipbook renders also validates
+# The notebook-era file; its sampler dpmpp_2s_a is A1111's "DPM++ 2S a", which diffusers lacks and flipbook
+# brings as its own scheduler (flipbook.models.dpmpp_2s_ancestral)
+NOTEBOOK_ERA = (
+    "deforum-art__deforum-stable-diffusion__outputs__2023-01__StableFun__20230101125957_settings.txt"
+)
 INVALID_PLAN: dict[
     str, str
 ] = {}  # every file that validates also plans (steps = 1 runs one step, as in A1111)
@@ -145,6 +145,7 @@ def test_modes_flipbook_lacks_are_errors(mode):
 def test_sampler_names():
     assert deforum_sampler_name("dpmpp_2m") == "DPM++ 2M"
     assert deforum_sampler_name("Euler a") == "Euler a"
+    assert deforum_sampler_name("dpmpp_2s_a") == "DPM++ 2S a"
 
 
 @pytest.mark.parametrize(
@@ -195,6 +196,8 @@ def test_real_files(path):
         assert error.value.field == INVALID_SPEC[path.name]
         return
     spec = spec_from_data(data)
+    if path.name == NOTEBOOK_ERA:
+        assert spec.sampling.sampler == "DPM++ 2S a"
     if path.name in INVALID_PLAN:
         with pytest.raises(FlipbookError) as error:
             build_plan(spec.with_seed())
@@ -209,7 +212,7 @@ def test_real_files_quirks_covered():
     """The folder's README promises CRLF files and a notebook-era file; make sure the glob still sees them."""
     names = {p.name for p in FILES}
     assert any(b"\r\n" in p.read_bytes() for p in FILES)
-    assert UNSUPPORTED_MODE | set(INVALID_SPEC) | set(INVALID_PLAN) <= names
+    assert UNSUPPORTED_MODE | set(INVALID_SPEC) | set(INVALID_PLAN) | {NOTEBOOK_ERA} <= names
 
 
 # ----------------------------------------------------------------------------------------------------- TOML

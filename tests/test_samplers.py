@@ -151,7 +151,7 @@ def test_ancestral_and_stochastic_flags() -> None:
 def test_sampler_names_cover_the_a1111_list() -> None:
     expected = {
         "Euler", "Euler a", "Heun", "LMS", "LMS Karras", "DDIM", "PLMS", "DPM2", "DPM2 a", "DPM2 Karras",
-        "DPM2 a Karras", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ 2M SDE", "DPM++ 2M SDE Karras", "DPM++ SDE",
-        "DPM++ SDE Karras", "UniPC", "DEIS", "LCM", "DDPM",
+        "DPM2 a Karras", "DPM++ 2S a", "DPM++ 2S a Karras", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ 2M SDE",
+        "DPM++ 2M SDE Karras", "DPM++ SDE", "DPM++ SDE Karras", "UniPC", "DEIS", "LCM", "DDPM",
     }  # fmt: skip
     assert set(SAMPLER_NAMES) == expected

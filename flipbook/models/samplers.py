@@ -4,7 +4,9 @@ Users know samplers by their A1111 names ("DPM++ 2M Karras"); diffusers knows sc
 options. The mapping follows the table in the diffusers scheduler overview ("A1111/k-diffusion" column),
 with one deliberate difference: "DPM++ SDE" uses :class:`DPMSolverSDEScheduler`, which is a port of
 k-diffusion's ``sample_dpmpp_sde`` (the sampler A1111 runs), rather than the deterministic single-step solver
-the table suggests. "DPM fast", "DPM adaptive" and "DPM++ 2S a" have no diffusers counterpart and are absent.
+the table suggests. "DPM++ 2S a" (k-diffusion's ``sample_dpmpp_2s_ancestral``) has no diffusers counterpart,
+so flipbook brings its own scheduler for it (:mod:`flipbook.models.dpmpp_2s_ancestral`). "DPM fast" and
+"DPM adaptive" have none and are absent.
 
 Every scheduler is built ``from_config`` on the model's own scheduler config, so the betas, the
 ``prediction_type`` (epsilon / v_prediction) and the timestep spacing of the checkpoint carry over. Options
@@ -39,6 +41,7 @@ from diffusers import (
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from flipbook.errors import FlipbookError
+from flipbook.models.dpmpp_2s_ancestral import DPMSolverPlusPlus2SAncestralScheduler
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ _A1111: tuple[SamplerSpec, ...] = (
     _spec("DPM2 a", KDPM2AncestralDiscreteScheduler, _NO_KARRAS, ancestral=True),
     _spec("DPM2 Karras", KDPM2DiscreteScheduler, _KARRAS),
     _spec("DPM2 a Karras", KDPM2AncestralDiscreteScheduler, _KARRAS, ancestral=True),
+    _spec("DPM++ 2S a", DPMSolverPlusPlus2SAncestralScheduler, _NO_KARRAS, ancestral=True),
+    _spec("DPM++ 2S a Karras", DPMSolverPlusPlus2SAncestralScheduler, _KARRAS, ancestral=True),
     _spec("DPM++ 2M", DPMSolverMultistepScheduler, _DPMPP, _NO_KARRAS),
     _spec("DPM++ 2M Karras", DPMSolverMultistepScheduler, _DPMPP, _KARRAS),
     _spec("DPM++ 2M SDE", DPMSolverMultistepScheduler, _DPMPP_SDE, _NO_KARRAS, stochastic=True),
@@ -104,11 +109,16 @@ _A1111: tuple[SamplerSpec, ...] = (
 SAMPLER_NAMES: tuple[str, ...] = tuple(spec.name for spec in _A1111)
 """The A1111 sampler names, in A1111's menu order as far as it has them."""
 
+_ANCESTRAL_CLASSES = (
+    EulerAncestralDiscreteScheduler,
+    KDPM2AncestralDiscreteScheduler,
+    DPMSolverPlusPlus2SAncestralScheduler,
+)
 _CLASS_SPECS: tuple[SamplerSpec, ...] = tuple(
     _spec(
         cls.__name__,
         cls,
-        ancestral=cls in (EulerAncestralDiscreteScheduler, KDPM2AncestralDiscreteScheduler),
+        ancestral=cls in _ANCESTRAL_CLASSES,
         stochastic=cls in (DPMSolverSDEScheduler, LCMScheduler, DDPMScheduler),
     )
     for cls in dict.fromkeys(spec.cls for spec in _A1111)
