@@ -1,0 +1,1 @@
+"""Camera motion, depth, colour and noise: pure functions on arrays, no diffusion."""

@@ -1,0 +1,195 @@
+"""Deforum-style 2D camera: one 3x3 homography per frame, applied with OpenCV.
+
+Conventions: images are numpy arrays H x W x C (RGB, uint8 or float32) or torch tensors where stated;
+pixel coordinates x right, y down, pixel centres at integer coordinates. **Positive values move the
+picture right / down / counter-clockwise / closer, in 2D and 3D alike**: positive translation_x moves the
+picture right (the camera left); positive translation_y moves the picture down (the camera up); positive
+``angle`` (2D) and ``rotation_z`` (3D) rotate the picture counter-clockwise as seen on screen; zoom > 1 and
+positive translation_z make the picture grow (the camera moves forward). In 3D, positive rotation_y turns
+the camera left so the picture moves right, positive rotation_x tilts the camera up so the picture moves
+down (consistent with translation). Rotations are in degrees per frame.
+
+A matrix maps *source* pixel coordinates to *destination* coordinates (homogeneous column vectors):
+``(x', y', w') = M @ (x, y, 1)``, the destination pixel is ``(x'/w', y'/w')``. The exception to the sign
+conventions above is :class:`PerspectiveFlip`, which keeps Deforum's own signs so imported settings look
+the same (see its docstring).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+Border = Literal["replicate", "wrap", "reflect", "zeros"]
+
+_BORDERS: dict[str, int] = {
+    "replicate": cv2.BORDER_REPLICATE,
+    "wrap": cv2.BORDER_WRAP,
+    "reflect": cv2.BORDER_REFLECT_101,
+    "zeros": cv2.BORDER_CONSTANT,
+}
+
+
+@dataclass(frozen=True)
+class PerspectiveFlip:
+    """Deforum's ``flip_2d_perspective``: the picture, as a card facing the camera, turned in 3D.
+
+    Follows Deforum's ``warpMatrix`` (its code, not its argument names): the card is rotated by
+    ``R = Rx(phi) @ Ry(gamma) @ Rz(theta)`` about its centre, at the distance where it exactly fills a
+    ``fv``-degree view of its diagonal, then projected. So ``theta`` rolls the picture in the image plane
+    (positive = clockwise on screen, the opposite of ``angle``), ``phi`` tilts it about the horizontal
+    axis (positive brings the bottom edge closer), ``gamma`` pans it about the vertical axis (positive
+    brings the left edge closer). All angles and ``fv`` are in degrees; a smaller ``fv`` means a
+    stronger perspective. Unlike Deforum, the pivot is the true image centre and zero angles give exactly
+    the identity (Deforum's projection matrix keeps a stray 1 in its w row, a slight zoom-out each frame).
+    """
+
+    theta: float = 0.0
+    phi: float = 0.0
+    gamma: float = 0.0
+    fv: float = 53.0
+
+
+def matrix_2d(
+    *,
+    width: int,
+    height: int,
+    angle: float = 0.0,
+    zoom: float = 1.0,
+    translation_x: float = 0.0,
+    translation_y: float = 0.0,
+    transform_center_x: float = 0.5,
+    transform_center_y: float = 0.5,
+    perspective_flip: PerspectiveFlip | None = None,
+) -> np.ndarray:
+    """One frame's 3x3 float64 homography from source to destination pixel coordinates.
+
+    Applied in order: rotation by ``angle`` degrees (counter-clockwise on screen) and scaling by ``zoom``
+    about the transform centre, then translation by (``translation_x``, ``translation_y``) pixels, then
+    (if given) ``perspective_flip`` about the image centre. The transform centre is
+    ``(transform_center_x * (width - 1), transform_center_y * (height - 1))``: fractions of the image
+    like Deforum's, with 0 and 1 at the centres of the first and last pixels (0.5 is the exact centre).
+    Unlike Deforum, the translation is kept when a perspective flip is given.
+    """
+    if width < 1 or height < 1:
+        raise ValueError(f"width and height must be positive, got {width} x {height}")
+    if zoom <= 0 or not math.isfinite(zoom):
+        raise ValueError(f"zoom must be a positive number, got {zoom!r}")
+    centre = (transform_center_x * (width - 1), transform_center_y * (height - 1))
+    matrix = compose(
+        _rotation_zoom(angle, zoom, centre),
+        _translation(translation_x, translation_y),
+    )
+    if perspective_flip is not None:
+        matrix = compose(matrix, _perspective_flip(perspective_flip, width, height))
+    return matrix
+
+
+def warp_2d(image: np.ndarray, matrix: np.ndarray, border: Border = "replicate") -> np.ndarray:
+    """``image`` (H x W x C or H x W) moved by ``matrix`` (source -> destination), same shape and dtype.
+
+    Bilinear ``cv2.warpPerspective``; uncovered pixels come from ``border``: "replicate" repeats the edge
+    pixels, "wrap" tiles the image, "reflect" mirrors it without repeating the edge pixel
+    (``BORDER_REFLECT_101``), "zeros" is black.
+    """
+    if border not in _BORDERS:
+        raise ValueError(f"border must be one of {', '.join(map(repr, _BORDERS))}; got {border!r}")
+    matrix = _as_matrix(matrix, 3)
+    height, width = image.shape[:2]
+    warped = cv2.warpPerspective(
+        np.ascontiguousarray(image),
+        matrix,
+        (width, height),
+        flags=cv2.INTER_LINEAR,
+        borderMode=_BORDERS[border],
+        borderValue=0,
+    )
+    return warped.reshape(image.shape).astype(image.dtype, copy=False)
+
+
+def compose(*matrices: np.ndarray) -> np.ndarray:
+    """The single 3x3 matrix that applies ``matrices`` in order (the first argument first)."""
+    result = np.eye(3)
+    for matrix in matrices:
+        result = _as_matrix(matrix, 3) @ result
+    return result
+
+
+def invert(matrix: np.ndarray) -> np.ndarray:
+    """The inverse homography (destination -> source), scaled so its bottom-right entry is 1 when possible."""
+    inverse = np.linalg.inv(_as_matrix(matrix, 3))
+    return inverse / inverse[2, 2] if abs(inverse[2, 2]) > 1e-12 else inverse
+
+
+def _as_matrix(matrix: np.ndarray, size: int) -> np.ndarray:
+    """``matrix`` as a float64 ``size`` x ``size`` array, or a ValueError."""
+    array = np.asarray(matrix, dtype=np.float64)
+    if array.shape != (size, size):
+        raise ValueError(f"expected a {size}x{size} matrix, got shape {array.shape}")
+    return array
+
+
+def _rotation_zoom(angle: float, zoom: float, centre: tuple[float, float]) -> np.ndarray:
+    """Counter-clockwise (on screen, y down) rotation by ``angle`` degrees and scaling about ``centre``.
+
+    The same matrix as ``cv2.getRotationMatrix2D(centre, angle, zoom)``.
+    """
+    alpha = zoom * math.cos(math.radians(angle))
+    beta = zoom * math.sin(math.radians(angle))
+    cx, cy = centre
+    return np.array(
+        [
+            [alpha, beta, (1 - alpha) * cx - beta * cy],
+            [-beta, alpha, beta * cx + (1 - alpha) * cy],
+            [0.0, 0.0, 1.0],
+        ]
+    )
+
+
+def _translation(dx: float, dy: float) -> np.ndarray:
+    """Translation by (dx, dy) pixels."""
+    return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
+
+
+def _perspective_flip(flip: PerspectiveFlip, width: int, height: int) -> np.ndarray:
+    """The homography of ``flip`` about the image centre (Deforum's ``warpMatrix``, re-centred).
+
+    The card (x, y, 0), centred on the image centre, is rotated by R, pushed to distance h along the
+    viewing axis and projected with focal length h, so that with no rotation the map is the identity.
+    """
+    if not 0 < flip.fv < 180:
+        raise ValueError(f"perspective flip fv must be between 0 and 180 degrees, got {flip.fv!r}")
+    half_fov = math.radians(flip.fv / 2)
+    distance = math.hypot(width, height) / (2 * math.sin(half_fov))
+    rotation = _rotation_x(flip.phi) @ _rotation_y(flip.gamma) @ _rotation_z(flip.theta)
+    card = np.array(
+        [
+            [rotation[0, 0], rotation[0, 1], 0.0],
+            [rotation[1, 0], rotation[1, 1], 0.0],
+            [-rotation[2, 0] / distance, -rotation[2, 1] / distance, 1.0],
+        ]
+    )
+    centre = ((width - 1) / 2, (height - 1) / 2)
+    return compose(_translation(-centre[0], -centre[1]), card, _translation(*centre))
+
+
+def _rotation_x(degrees: float) -> np.ndarray:
+    """Deforum's rotation about x (3x3)."""
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def _rotation_y(degrees: float) -> np.ndarray:
+    """Deforum's rotation about y (3x3)."""
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def _rotation_z(degrees: float) -> np.ndarray:
+    """Deforum's rotation about z (3x3)."""
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])

@@ -1,0 +1,102 @@
+import cv2
+import numpy as np
+import pytest
+
+from flipbook.motion.color import match_colors, match_histograms, to_grayscale
+
+
+def _image(seed: int = 0, shape: tuple[int, int] = (48, 64)) -> np.ndarray:
+    """A colourful, smooth-ish RGB test image."""
+    noise = np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    return cv2.normalize(cv2.GaussianBlur(noise, (0, 0), 2), None, 0, 255, cv2.NORM_MINMAX)
+
+
+def _red_reference(shape: tuple[int, int] = (30, 40)) -> np.ndarray:
+    """Strong red channel, weak green and blue, some spread in each."""
+    rng = np.random.default_rng(7)
+    red = rng.integers(180, 256, shape)
+    green_blue = rng.integers(0, 60, (*shape, 2))
+    return np.dstack([red, green_blue]).astype(np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["none", "rgb", "hsv", "lab"])
+def test_matching_an_image_to_itself_is_identity(mode):
+    image = _image()
+    out = match_colors(image, image, mode)
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    tolerance = 1 if mode == "lab" else 0  # float LAB round trip may move a value by one step
+    assert np.abs(out.astype(int) - image).max() <= tolerance
+
+
+def test_match_histograms_gives_the_reference_distribution():
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(40, 50))
+    reference = rng.uniform(10, 20, size=(30, 30))
+    matched = match_histograms(image, reference)
+    assert matched.shape == image.shape
+    assert np.all(np.diff(matched.ravel()[np.argsort(image.ravel())]) >= 0)  # order kept
+    assert matched.min() >= reference.min() and matched.max() == reference.max()
+    assert np.percentile(matched, 50) == pytest.approx(np.percentile(reference, 50), abs=0.3)
+
+
+def test_match_histograms_rejects_channel_mismatch():
+    with pytest.raises(ValueError):
+        match_histograms(np.zeros((4, 4, 3)), np.zeros((4, 4, 2)))
+
+
+def test_rgb_matching_restores_a_darkened_image():
+    original = _image()
+    darkened = (original * 0.5).astype(np.uint8)
+    out = match_colors(darkened, original, "rgb")
+    for channel in range(3):
+        assert out[..., channel].mean() == pytest.approx(original[..., channel].mean(), abs=2)
+
+
+@pytest.mark.parametrize("mode", ["rgb", "hsv", "lab"])
+def test_red_reference_makes_the_result_red_in_rgb_order(mode):
+    image = _image(3)
+    reference = _red_reference()
+    out = match_colors(image, reference, mode)
+    means = out.reshape(-1, 3).mean(axis=0)
+    assert means[0] > image[..., 0].mean() + 40  # channel 0 is red: a BGR swap would shrink it
+    assert means[0] > means[1] + 80 and means[0] > means[2] + 80
+
+
+@pytest.mark.parametrize("mode, space", [("hsv", cv2.COLOR_RGB2HSV), ("lab", cv2.COLOR_RGB2LAB)])
+def test_hsv_and_lab_move_statistics_towards_the_reference(mode, space):
+    image = _image(4)
+    reference = np.clip(_image(5, (32, 32)).astype(int) // 3 + np.array([150, 40, 90]), 0, 255).astype(
+        np.uint8
+    )
+    out = match_colors(image, reference, mode)
+    assert out.dtype == np.uint8 and out.shape == image.shape  # uint8 is in range by construction
+
+    def stats(x: np.ndarray) -> np.ndarray:
+        converted = cv2.cvtColor(x.astype(np.float32) / 255, space).reshape(-1, 3)
+        return np.concatenate([converted.mean(axis=0), converted.std(axis=0)])
+
+    target = stats(reference)
+    assert np.abs(stats(out) - target).sum() < 0.5 * np.abs(stats(image) - target).sum()
+
+
+def test_reference_may_have_another_size():
+    out = match_colors(_image(), _image(9, (20, 90)), "rgb")
+    assert out.shape == (48, 64, 3)
+
+
+def test_unknown_mode_and_bad_shapes_raise():
+    image = _image()
+    with pytest.raises(ValueError, match="coherence"):
+        match_colors(image, image, "bgr")
+    with pytest.raises(ValueError):
+        match_colors(image[..., 0], image, "rgb")
+
+
+def test_grayscale_has_three_equal_channels_of_rgb_luma():
+    image = _image()
+    gray = to_grayscale(image)
+    assert gray.shape == image.shape and gray.dtype == np.uint8
+    assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1], gray[..., 2])
+    red = np.zeros((2, 2, 3), np.uint8)
+    red[..., 0] = 255
+    assert to_grayscale(red)[0, 0, 0] == 76  # 0.299 * 255: RGB order, not BGR (which gives 29)
