@@ -38,7 +38,9 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder")]
 
 @app.command()
 def render(
-    spec: Annotated[Path, typer.Argument(help="spec file (.toml, .json or Deforum settings .txt)")],
+    spec: Annotated[
+        Path | None, typer.Argument(help="spec file (.toml, .json or Deforum settings .txt)")
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override a field: animation.max_frames=48")
     ] = None,
@@ -46,19 +48,47 @@ def render(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="output folder (default: the spec's)")
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="continue a stopped render from its run folder (no SPEC needed)"),
+    ] = None,
+    preview_every: Annotated[
+        int,
+        typer.Option("--preview-every", min=0, help="write RUN_DIR/preview.png every N frames (0: never)"),
+    ] = 1,
 ) -> None:
-    """Render an animation spec to PNG frames, GIF and MP4."""
+    """Render an animation spec to PNG frames, GIF and MP4; Ctrl-C stops cleanly and --resume continues."""
     from flipbook.runs.render import render as run_render
+    from flipbook.runs.render import resume as run_resume
+    from flipbook.runs.run_dir import RunDir
 
-    loaded = _load_spec_warning(spec, set_)
-    if models_dir:
-        loaded = loaded.model_copy(
-            update={"model": loaded.model.model_copy(update={"models_dir": models_dir})}
-        )
-    if out:
-        loaded = loaded.model_copy(update={"output": loaded.output.model_copy(update={"dir": out})})
-    with _ProgressEvents(loaded.animation.max_frames, "frames") as events:
-        result = run_render(loaded, events)
+    if (spec is None) == (resume is None):
+        raise FlipbookError("render", "SPEC" if spec else "nothing", "a SPEC file or --resume RUN_DIR (one)")
+    if resume is not None:
+        if set_ or models_dir or out:
+            raise FlipbookError(
+                "--resume", str(resume), "no --set, --models-dir or --out (the run's spec is used)"
+            )
+        loaded, run_dir = RunDir(resume).read_spec(), resume
+    else:
+        loaded = _load_spec_warning(spec, set_)
+        if models_dir:
+            loaded = loaded.model_copy(
+                update={"model": loaded.model.model_copy(update={"models_dir": models_dir})}
+            )
+        if out:
+            loaded = loaded.model_copy(update={"output": loaded.output.model_copy(update={"dir": out})})
+        run_dir = Path(loaded.output.dir) / (loaded.output.name or "flipbook")
+    preview = run_dir / "preview.png" if preview_every else None
+    with (
+        _ProgressEvents(
+            loaded.animation.max_frames, "frames", preview=preview, preview_every=preview_every
+        ) as events,
+        _stop_on_ctrl_c(events, run_dir),
+    ):
+        result = run_resume(resume, events) if resume is not None else run_render(loaded, events)
+    if result.resumed_from >= 0:
+        typer.echo(f"resumed after frame {result.resumed_from}")
     typer.echo(f"seed: {result.seed}")
     typer.echo(f"frames: {result.run_dir / 'frames'} ({len(result.frames)} PNG)")
     for fmt, path in result.outputs.items():
@@ -387,28 +417,94 @@ def bench(
 
 
 class _ProgressEvents:
-    """A rich progress bar fed by the render's Events object."""
+    """A rich progress bar fed by the render's Events object: frames done, frames/s and time left; with
+    ``preview``, the latest frame is written there every ``preview_every`` frames."""
 
-    def __init__(self, total: int, unit: str, per_step: bool = False) -> None:
+    def __init__(
+        self,
+        total: int,
+        unit: str,
+        per_step: bool = False,
+        preview: Path | None = None,
+        preview_every: int = 0,
+    ) -> None:
         self.total, self.unit, self.per_step = total, unit, per_step
+        self.preview, self.preview_every = preview, preview_every
 
     def __enter__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         from flipbook.runs.events import Events
 
         self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TaskProgressColumn(), TimeRemainingColumn(),
             transient=True, disable=not sys.stderr.isatty(),
         )  # fmt: skip
         self.bar.start()
-        task = self.bar.add_task(self.unit, total=self.total)
+        self.task = self.bar.add_task(self.unit, total=self.total, rate="")
         if self.per_step:
-            return Events(on_step=lambda e: self.bar.advance(task))
-        return Events(on_frame=lambda e: self.bar.advance(task))
+            return Events(on_step=lambda e: self.bar.advance(self.task))
+        return Events(on_frame=self._on_frame)
+
+    def _on_frame(self, event) -> None:
+        """Count finished frames (a resumed run starts at the frames already there) and show frames/s."""
+        if self.bar.tasks[0].completed == 0 and event.index > 0:  # resumed: earlier frames are done
+            self.bar.reset(self.task, completed=event.index, rate="")
+        self.bar.advance(self.task)
+        speed = self.bar.tasks[0].speed
+        self.bar.update(self.task, rate=f"{speed:.2f} frames/s" if speed else "")
+        if self.preview is not None and self.preview_every and (event.index + 1) % self.preview_every == 0:
+            _write_preview(event.image, self.preview)
 
     def __exit__(self, *exc) -> None:
         self.bar.stop()
+
+
+def _write_preview(image, path: Path) -> None:
+    from flipbook.io.atomic import atomic_target
+
+    with atomic_target(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+class _stop_on_ctrl_c:
+    """The first Ctrl-C asks the render to stop at the next step (frames on disk stay, the run stays
+    resumable); a second one interrupts at once. Either way the user is told how to resume."""
+
+    def __init__(self, events, run_dir: Path) -> None:
+        self.events, self.run_dir = events, run_dir
+
+    def __enter__(self):
+        import signal
+
+        self._previous = signal.getsignal(signal.SIGINT)
+
+        def first(signum, frame) -> None:
+            typer.echo("\nstopping after this step (Ctrl-C again to stop now)", err=True)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            self.events.cancel()
+
+        signal.signal(signal.SIGINT, first)
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        import signal
+
+        from flipbook.runs.events import RenderCancelled
+
+        signal.signal(signal.SIGINT, self._previous)
+        if kind is not None and issubclass(kind, RenderCancelled | KeyboardInterrupt):
+            typer.echo(f"stopped; continue with: flipbook render --resume {self.run_dir}", err=True)
+            raise SystemExit(130)
+        return False
 
 
 def main() -> None:

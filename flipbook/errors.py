@@ -28,3 +28,9 @@ class FlipbookError(Exception):
             if detail:
                 message += f" ({detail})"
         super().__init__(message)
+
+
+class SpecError(FlipbookError):
+    """A problem in a spec (or a Deforum settings file): ``field`` is the path in the spec (``camera.zoom``),
+    ``value`` the offending text, ``allowed`` what is accepted; schedule and expression errors put a caret
+    under the character where parsing failed. A spec with several problems raises one SpecError listing all."""

@@ -1,23 +1,26 @@
 """Animation modes, registered in one place.
 
-A mode is a module with ``render(spec, plan, core, events, prompts) -> Iterator[Frame]`` (``prompts``: keyframe ->
-(prompt without LoRA tags, its LoRAs)). Adding a mode means writing that
-module and adding one line to ``MODES``; nothing else changes.
+A mode is a module with ``render(ctx: ModeContext) -> Iterator[Frame]`` (see ``modes/frame.py``) and
+``SECTION``, the name of the spec section it reads (None when it has none). Adding a mode means writing that
+module and adding one line to ``MODES``; nothing else changes. One module may serve several names
+(``2d``/``3d``). Modules are imported when a render needs them, so validating a spec never imports torch.
 """
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 
 from flipbook.errors import FlipbookError
-from flipbook.modes import travel
 
-MODES: dict[str, ModuleType] = {
-    "travel": travel,
+MODES: dict[str, str] = {
+    "travel": "flipbook.modes.travel",
+    "2d": "flipbook.modes.camera",
+    "3d": "flipbook.modes.camera",
 }
 
 
 def get_mode(name: str) -> ModuleType:
     if name not in MODES:
         raise FlipbookError("animation.mode", name, f"one of: {', '.join(MODES)}")
-    return MODES[name]
+    return importlib.import_module(MODES[name])

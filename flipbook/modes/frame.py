@@ -1,21 +1,117 @@
-"""What a mode yields."""
+"""What every mode shares: the frame it yields, the context it renders in, and requests built from the plan."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import PIL.Image
 
+from flipbook.errors import FlipbookError
+from flipbook.io.images import open_image
+from flipbook.motion.masks import composite, feather, load_mask
 from flipbook.sampling.requests import FrameRequest
+from flipbook.spec.model import Spec
+from flipbook.spec.plan import FramePlan, Plan
+
+if TYPE_CHECKING:
+    from flipbook.runs.cores import Cores
+    from flipbook.runs.events import Events
+    from flipbook.runs.run_dir import RunDir
 
 
 @dataclass(frozen=True)
 class Frame:
+    """A finished frame; ``request`` is None for frames made without diffusion (cadence in-betweens)."""
+
     index: int
     image: PIL.Image.Image
-    request: FrameRequest
+    request: FrameRequest | None = None
 
 
-ResolvedPrompts = dict[int, tuple[str, tuple[tuple[Path, float, float | None], ...]]]
+ResolvedPrompts = dict[str, tuple[str, tuple[tuple[Path, float, float | None], ...]]]
 """prompt text as planned -> (the prompt without LoRA tags, the LoRAs its tags name)"""
+
+
+@dataclass(frozen=True)
+class ModeContext:
+    """Everything a mode renders with. ``start`` is the frame to continue from when resuming (its image is in
+    ``run``), -1 for a fresh render; a mode yields only the frames after it."""
+
+    spec: Spec
+    plan: Plan
+    cores: Cores
+    events: Events
+    prompts: ResolvedPrompts
+    run: RunDir
+    start: int = -1
+
+
+def frame_request(
+    ctx: ModeContext, frame: FramePlan, image: PIL.Image.Image | None = None, **extra: object
+) -> FrameRequest:
+    """The request for one frame: txt2img without ``image``, otherwise img2img at the frame's denoise."""
+    spec = ctx.spec
+    strength = extra.pop("strength", frame.denoise)
+    prompt, loras = ctx.prompts[frame.prompt]
+    common = dict(
+        prompt=prompt,
+        negative_prompt=ctx.prompts[frame.negative_prompt][0],
+        seed=frame.seed,
+        num_inference_steps=frame.steps,
+        guidance_scale=frame.cfg,
+        sampler=frame.sampler,
+        width=spec.animation.width,
+        height=spec.animation.height,
+        clip_skip=spec.sampling.clip_skip,
+        loras=loras,
+        **extra,
+    )
+    if image is None:
+        return FrameRequest(**common)
+    return FrameRequest(**common, image=image, strength=strength)
+
+
+def first_frame_request(ctx: ModeContext) -> FrameRequest:
+    """Frame 0: txt2img, or the init image through img2img at ``init.strength`` (Deforum's convention: the
+    share of the init image kept; at least one denoising step, as in A1111)."""
+    frame, init = ctx.plan[0], ctx.spec.init
+    if init.image is None:
+        return frame_request(ctx, frame)
+    denoise = max(round(1.0 - init.strength, 6), 1.0 / frame.steps + 1e-9)
+    return frame_request(ctx, frame, init_image(ctx.spec), strength=denoise)
+
+
+def init_image(spec: Spec) -> PIL.Image.Image:
+    size = (spec.animation.width, spec.animation.height)
+    return open_image(spec.init.image, "init.image").convert("RGB").resize(size, PIL.Image.LANCZOS)
+
+
+def animation_mask(spec: Spec) -> np.ndarray | None:
+    """The float mask (1 = animated) from ``init.mask``, inverted and feathered as asked; None without one."""
+    init = spec.init
+    if init.mask is None:
+        return None
+    size = (spec.animation.width, spec.animation.height)
+    try:
+        mask = load_mask(init.mask, size, use_alpha=init.mask_use_alpha, invert=init.mask_invert)
+    except (OSError, ValueError, PIL.UnidentifiedImageError) as error:
+        allowed = "an image with an alpha channel" if init.mask_use_alpha else "an existing image file"
+        raise FlipbookError("init.mask", str(init.mask), allowed, detail=str(error)) from None
+    return feather(mask, init.mask_feather)
+
+
+def keep_still(image: PIL.Image.Image, still: PIL.Image.Image, mask: np.ndarray | None) -> PIL.Image.Image:
+    """Pixels outside the mask come from ``still`` (the init image or frame 0), so they never move."""
+    if mask is None:
+        return image
+    return PIL.Image.fromarray(composite(np.asarray(image), np.asarray(still), mask))
+
+
+def still_image(ctx: ModeContext, first: PIL.Image.Image | None = None) -> PIL.Image.Image:
+    """What masked-out pixels show: the init image, else frame 0 (``first``, or frame 0 from the run folder)."""
+    if ctx.spec.init.image is not None:
+        return init_image(ctx.spec)
+    return first if first is not None else ctx.run.load(0)

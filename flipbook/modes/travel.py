@@ -1,55 +1,39 @@
 """``travel``: prompt travel through img2img feedback, the simplest Deforum-style animation.
 
-Frame 0 is txt2img from the first keyframe's prompt; every later frame is the previous frame through img2img
-with the prompt in force at that frame (prompts hold until the next keyframe, as in Deforum 2D/3D, and so do
-the LoRAs named in that prompt's ``<lora:...>`` tags). Per-frame cfg, strength and seed come from the plan:
-strength follows Deforum (the share of the previous frame kept, so denoise = 1 - strength) and seeds follow
-Deforum's seed behaviours (``iter`` by default: seed, seed + 1, ...).
+Frame 0 is txt2img from the first keyframe's prompt (or the init image through img2img); every later frame
+is the previous frame through img2img with the prompt in force at that frame (prompts hold until the next
+keyframe, as in Deforum 2D/3D, and so do the LoRAs named in that prompt's ``<lora:...>`` tags). Per-frame
+cfg, steps, sampler, checkpoint, strength and seed come from the plan: strength follows Deforum (the share of
+the previous frame kept, so denoise = 1 - strength) and seeds follow Deforum's seed behaviours.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-import PIL.Image
+from flipbook.modes.frame import (
+    Frame,
+    ModeContext,
+    animation_mask,
+    first_frame_request,
+    frame_request,
+    keep_still,
+    still_image,
+)
 
-from flipbook.modes.frame import Frame, ResolvedPrompts
-from flipbook.runs.events import Events
-from flipbook.sampling.core import SamplingCore
-from flipbook.sampling.requests import FrameRequest
-from flipbook.spec.model import Spec
-from flipbook.spec.plan import FramePlan, Plan
-
-
-def frame_request(
-    spec: Spec, frame: FramePlan, previous: PIL.Image.Image | None, prompts: ResolvedPrompts
-) -> FrameRequest:
-    """The request for one frame given the previous image (None for the first frame)."""
-    s, a = spec.sampling, spec.animation
-    prompt, loras = prompts[frame.prompt]
-    common = dict(
-        prompt=prompt,
-        negative_prompt=prompts[frame.negative_prompt][0],
-        seed=frame.seed,
-        num_inference_steps=s.steps,
-        guidance_scale=frame.cfg,
-        sampler=frame.sampler,
-        width=a.width,
-        height=a.height,
-        clip_skip=s.clip_skip,
-        loras=loras,
-    )
-    if previous is None:
-        return FrameRequest(**common)
-    return FrameRequest(**common, image=previous, strength=frame.denoise)
+SECTION = None  # travel has no section of its own: prompts, sampling and animation.strength drive it
 
 
-def render(
-    spec: Spec, plan: Plan, core: SamplingCore, events: Events, prompts: ResolvedPrompts
-) -> Iterator[Frame]:
-    previous = None
-    for frame in plan.frames:
-        request = frame_request(spec, frame, previous, prompts)
-        image = core.generate([request])[0]
+def render(ctx: ModeContext) -> Iterator[Frame]:
+    mask = animation_mask(ctx.spec)
+    previous = ctx.run.load(ctx.start) if ctx.start >= 0 else None
+    still = still_image(ctx) if ctx.start >= 0 else None
+    for frame in ctx.plan.frames[ctx.start + 1 :]:
+        first = frame.index == 0
+        request = first_frame_request(ctx) if first else frame_request(ctx, frame, previous)
+        image = ctx.cores[frame.checkpoint].generate([request])[0]
+        if first:
+            still = still_image(ctx, image)
+        image = keep_still(image, still, mask)
         yield Frame(frame.index, image, request)
         previous = image

@@ -11,13 +11,13 @@ from flipbook.io.pnginfo import GenerationParameters, save_png
 from flipbook.io.writers import write_gif, write_mp4
 from flipbook.models.extra_networks import ExtraNetworks
 from flipbook.models.folders import ModelsDir
-from flipbook.models.loading import load_model
 from flipbook.modes import get_mode
-from flipbook.modes.frame import Frame
+from flipbook.modes.frame import Frame, ModeContext, animation_mask, init_image
+from flipbook.runs.cores import Cores
 from flipbook.runs.events import Events, FrameEvent
-from flipbook.sampling.core import SamplingCore
+from flipbook.runs.run_dir import RunDir, resume_point
 from flipbook.spec.model import Spec
-from flipbook.spec.plan import build_plan
+from flipbook.spec.plan import FramePlan, build_plan
 
 
 @dataclass
@@ -26,57 +26,96 @@ class RenderResult:
     frames: list[Path] = field(default_factory=list)
     outputs: dict[str, Path] = field(default_factory=dict)
     seed: int = 0
+    resumed_from: int = -1  # the frame a resumed render continued from (-1: rendered from frame 0)
 
 
 def render(spec: Spec, events: Events | None = None) -> RenderResult:
-    """Render ``spec``; every frame is written as soon as it exists, so a crash or cancel loses nothing."""
-    events = events or Events()
+    """Render ``spec`` into ``output.dir/output.name``; every frame is written as soon as it exists, so a crash
+    or cancel loses nothing and :func:`resume` can continue."""
+    return _render(spec, events or Events(), run=None)
 
-    # 1. Resolve what is random or named, before any model is loaded
+
+def resume(run_dir: str | Path, events: Events | None = None) -> RenderResult:
+    """Continue a render that was stopped (Ctrl-C, a crash, SIGKILL) from the frames in ``run_dir``.
+
+    The spec is the one the run recorded (with its chosen seed), so the frames come out identical to an
+    uninterrupted render's.
+    """
+    run = RunDir(Path(run_dir))
+    return _render(run.read_spec(), events or Events(), run=run)
+
+
+def _render(spec: Spec, events: Events, run: RunDir | None) -> RenderResult:
+    # 1. Resolve everything random or named and read every input file, before any model is loaded
     spec = spec.with_seed()
     plan = build_plan(spec)
     mode = get_mode(spec.animation.mode)
+    resuming = run is not None
+    run = run or RunDir(Path(spec.output.dir) / (spec.output.name or "flipbook"))
+    _check_inputs(spec)
     folders = ModelsDir(spec.model.models_dir) if spec.model.models_dir else None
     networks = ExtraNetworks(folders, [(lora.name, lora.weight) for lora in spec.model.loras])
     texts = {f.prompt for f in plan.frames} | {f.negative_prompt for f in plan.frames}
     prompts = {text: networks.resolve(text) for text in sorted(texts)}
-    run_dir = Path(spec.output.dir) / (spec.output.name or "flipbook")
-    result = RenderResult(run_dir=run_dir, seed=spec.sampling.seed)
+    n = spec.animation.max_frames
+    start = resume_point(run.completed(n), _anchor_every(spec)) if resuming else -1
+    result = RenderResult(run_dir=run.path, seed=spec.sampling.seed, resumed_from=start)
 
-    # 2. Load the model
-    m = spec.model
-    model = load_model(
-        m.name, models_dir=m.models_dir, device=m.device, dtype=m.dtype, vae=m.vae,
-        prediction_type=m.prediction_type, vae_slicing=m.vae_slicing, vae_tiling=m.vae_tiling,
-    )  # fmt: skip
-    networks.load_embeddings_for(model.pipe, [clean for clean, _ in prompts.values()])
-    core = SamplingCore(model, events)
+    # 2. Start (or continue) the run folder; models load when the first frame needs one
+    run.start(spec, plan)
+    run.log(f"resume from frame {start}" if resuming else f"start: {n} frames, seed {spec.sampling.seed}")
+    cores = Cores(spec.model, events, networks, [clean for clean, _ in prompts.values()])
+    ctx = ModeContext(spec, plan, cores, events, prompts, run, start)
 
     # 3. Render frames, writing each one as it arrives
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "spec.json").write_text(spec.model_dump_json(indent=2), encoding="utf-8")
-    frames = []
-    for frame in mode.render(spec, plan, core, events, prompts):
-        result.frames.append(_save_frame(run_dir, frame, spec))
-        frames.append(frame.image)
-        events.frame(FrameEvent(frame.index, spec.animation.max_frames, frame.image))
+    try:
+        for frame in mode.render(ctx):
+            path = run.frame_path(frame.index)
+            save_png(frame.image, path, frame_parameters(frame, plan[frame.index], spec))
+            result.frames.append(path)
+            run.log(f"frame {frame.index}" + ("" if frame.request is not None else " (in-between)"))
+            events.frame(FrameEvent(frame.index, n, frame.image))
+    except BaseException as error:
+        run.log(f"stopped: {type(error).__name__}: {error}".rstrip(": "))
+        raise
 
-    # 4. Encode the animation
-    _write_animation(spec, frames, result)
+    # 4. Encode the animation from every frame on disk
+    _write_animation(spec, [run.load(i) for i in range(n)], result)
+    run.log("done: " + ", ".join(f"{kind} {path.name}" for kind, path in result.outputs.items()))
+    result.frames = [run.frame_path(i) for i in range(n)]
     return result
 
 
-def _save_frame(run_dir: Path, frame: Frame, spec: Spec) -> Path:
-    path = run_dir / "frames" / f"frame_{frame.index:05d}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_png(frame.image, path, frame_parameters(frame, spec))
-    return path
+def _anchor_every(spec: Spec) -> int:
+    """Frames a mode can continue from are multiples of this (the camera modes' diffusion cadence)."""
+    return spec.camera.cadence if spec.animation.mode in ("2d", "3d") else 1
 
 
-def frame_parameters(frame: Frame, spec: Spec) -> GenerationParameters:
-    """A1111-style parameters for one frame, so any frame can be re-made in another tool."""
-    r = frame.request
+def _check_inputs(spec: Spec) -> None:
+    """Open every input file now (init image, mask, colour reference): a missing file fails before any model
+    is loaded, with the field that names it."""
+    if spec.init.image is not None:
+        init_image(spec)
+    animation_mask(spec)
+    if spec.camera.color_coherence_image is not None and spec.animation.mode in ("2d", "3d"):
+        from flipbook.io.images import open_image
+
+        open_image(spec.camera.color_coherence_image, "camera.color_coherence_image")
+
+
+def frame_parameters(frame: Frame, planned: FramePlan, spec: Spec) -> GenerationParameters:
+    """A1111-style parameters for one frame, so any frame can be re-made in another tool. Cadence
+    in-betweens (no diffusion of their own) carry the plan's values and say so."""
     extra = {"Frame": str(frame.index), "Version": f"flipbook {__version__}"}
+    r = frame.request
+    if r is None:
+        extra["Diffused"] = "no (cadence in-between)"
+        return GenerationParameters(
+            prompt=planned.prompt, negative_prompt=planned.negative_prompt, steps=planned.steps,
+            sampler=planned.sampler, cfg_scale=planned.cfg, seed=planned.seed,
+            width=spec.animation.width, height=spec.animation.height, model_name=planned.checkpoint,
+            extra=extra,
+        )  # fmt: skip
     return GenerationParameters(
         prompt=r.prompt,
         negative_prompt=r.negative_prompt,
@@ -88,7 +127,7 @@ def frame_parameters(frame: Frame, spec: Spec) -> GenerationParameters:
         height=r.height,
         denoising_strength=r.strength if r.image is not None else None,
         clip_skip=r.clip_skip if r.clip_skip > 1 else None,
-        model_name=spec.model.name,
+        model_name=planned.checkpoint,
         extra=extra,
     )
 

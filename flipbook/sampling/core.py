@@ -212,7 +212,9 @@ class SamplingCore:
         latent_timestep = timesteps[:1].repeat(len(requests))
         if first.mask_image is None:
             image_latents = self._encode_images(images, generators)
-            noise = _randn(shape, generators, self.model.device, dtype)
+            noise = _randn(shape, generators, self.model.device, dtype) * _noise_multipliers(
+                requests, noise_like=image_latents
+            )
             return _Latents(scheduler.add_noise(image_latents, noise, latent_timestep))
         return self._prepare_inpaint_latents(
             requests, images, scheduler, latent_timestep, generators, shape, dtype
@@ -341,6 +343,12 @@ def _randn(shape, generators, device, dtype) -> torch.Tensor:
     """One normal draw per generator, always on the CPU in float32 so frames don't depend on the device."""
     draws = [torch.randn(shape, generator=g, dtype=torch.float32) for g in generators]
     return torch.cat(draws).to(device, dtype)
+
+
+def _noise_multipliers(requests: Sequence[FrameRequest], noise_like: torch.Tensor) -> torch.Tensor:
+    """Per-row initial-noise multipliers shaped to broadcast over latents (1.0 leaves the noise unchanged)."""
+    values = [r.noise_multiplier for r in requests]
+    return torch.tensor(values, dtype=noise_like.dtype, device=noise_like.device).view(-1, 1, 1, 1)
 
 
 def _skip_to_strength(scheduler, steps: int, strength: float) -> torch.Tensor:

@@ -37,6 +37,7 @@ class FrameRequest:
     inpaint_overlay: bool = False
     clip_skip: int = 1
     eta: float = 0.0
+    noise_multiplier: float = 1.0  # img2img: scales the initial noise (A1111's initial noise multiplier)
     loras: tuple[tuple[Path, float, float | None], ...] = field(default=())  # (file, unet, te weight)
 
     def batch_key(self) -> tuple:
@@ -78,6 +79,8 @@ class FrameRequest:
             raise FlipbookError("mask", "given", "a mask together with an init image")
         if self.masked_content not in MASKED_CONTENT:
             raise FlipbookError("masked_content", self.masked_content, f"one of: {', '.join(MASKED_CONTENT)}")
+        if not 0.0 <= self.noise_multiplier <= 10.0:
+            raise FlipbookError("noise_multiplier", self.noise_multiplier, "a number from 0 to 10")
         if self.mask_blur < 0:
             raise FlipbookError("mask_blur", self.mask_blur, "a number >= 0")
         if not 1 <= self.clip_skip <= 12:

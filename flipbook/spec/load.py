@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from flipbook.errors import FlipbookError
+from flipbook.errors import SpecError
 from flipbook.spec.model import Spec
 
 
@@ -33,7 +33,7 @@ def load_spec_and_warnings(path: str | Path, overrides: list[str] | None = None)
 
 def read_spec_data(path: Path) -> tuple[dict[str, Any], list[str]]:
     if not path.is_file():
-        raise FlipbookError("spec", str(path), "an existing .toml, .json or Deforum settings (.txt) file")
+        raise SpecError("spec", str(path), "an existing .toml, .json or Deforum settings (.txt) file")
     suffix = path.suffix.lower()
     if suffix == ".txt":
         return _deforum_data(path)
@@ -44,8 +44,8 @@ def read_spec_data(path: Path) -> tuple[dict[str, Any], list[str]]:
         if suffix == ".toml":
             return tomllib.loads(text), []
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
-        raise FlipbookError("spec", str(path), f"valid {suffix[1:].upper()}", detail=str(error)) from None
-    raise FlipbookError("spec", str(path), "a .toml, .json or Deforum settings (.txt) file")
+        raise SpecError("spec", str(path), f"valid {suffix[1:].upper()}", detail=str(error)) from None
+    raise SpecError("spec", str(path), "a .toml, .json or Deforum settings (.txt) file")
 
 
 def _deforum_data(path: Path) -> tuple[dict[str, Any], list[str]]:
@@ -63,7 +63,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     """``animation.max_frames=48``: the value is read as TOML (numbers, booleans, quoted or bare strings)."""
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
-        raise FlipbookError("--set", override, "KEY.PATH=VALUE, e.g. animation.max_frames=48")
+        raise SpecError("--set", override, "KEY.PATH=VALUE, e.g. animation.max_frames=48")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
@@ -73,7 +73,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise FlipbookError("--set", override, f"a path through sections; {part!r} is a value")
+            raise SpecError("--set", override, f"a path through sections; {part!r} is a value")
     node[leaf] = value
 
 
@@ -84,7 +84,7 @@ def spec_from_data(data: dict[str, Any]) -> Spec:
         raise spec_error(error) from None
 
 
-def spec_error(error: ValidationError) -> FlipbookError:
+def spec_error(error: ValidationError) -> SpecError:
     """All validation problems in one error; the first names the field, the rest follow on their own lines."""
     problems = []
     for item in error.errors():
@@ -95,7 +95,7 @@ def spec_error(error: ValidationError) -> FlipbookError:
         problems.append(f"{where}: {message}{shown}")
     first = error.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "spec"
-    return FlipbookError(field, first.get("input"), _message(first), message="\n".join(problems))
+    return SpecError(field, first.get("input"), _message(first), message="\n".join(problems))
 
 
 def _message(item: dict) -> str:

@@ -62,10 +62,19 @@ class LoraRef(_Section):
 class ModelSection(_Section):
     name: str = Field(
         "tiny",
-        description="built-in (tiny, random-sd15), folder, .safetensors/.ckpt, models-dir name or hub id",
+        description="built-in (tiny, random-sd15), folder, .safetensors/.ckpt, models-dir name or hub id; "
+        'or a checkpoint schedule 0:("a.safetensors"), 60:("b.safetensors") that switches models mid-animation',
     )
     models_dir: Path | None = Field(None, description="A1111 or ComfyUI install (or its models/ folder)")
     vae: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _checkpoint_schedule(cls, value: str) -> str:
+        if is_string_schedule(value):
+            string_schedule_values(value)
+        return value
+
     loras: list[LoraRef] = Field(default_factory=list)
     prediction_type: Literal["epsilon", "v_prediction"] | None = None
     device: str = "auto"
@@ -78,7 +87,9 @@ class SamplingSection(_Section):
     sampler: str = Field(
         "Euler a", description='A1111 sampler name, or a schedule: 0:("Euler a"), 30:("DDIM")'
     )
-    steps: int = Field(20, ge=1, le=1000)
+    steps: int | str = Field(
+        20, description='sampling steps 1-1000; a number or a schedule such as "0:(25), 60:(40)"'
+    )
     cfg: ScheduleValue = Field(7.0, description="guidance scale 0-100; a number or a schedule")
     seed: int = Field(-1, ge=-1, lt=2**32, description="-1 picks a random seed; the chosen one is recorded")
     seed_behavior: Literal["iter", "fixed", "random", "ladder", "alternate", "schedule"] = Field(
@@ -90,6 +101,13 @@ class SamplingSection(_Section):
     )
     clip_skip: int = Field(1, ge=1, le=12)
 
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 1000:
+            raise ValueError("an integer from 1 to 1000, or a schedule")
+        return _check_schedule_text(value)
+
     @field_validator("cfg", "seed_schedule")
     @classmethod
     def _schedule_text(cls, value: ScheduleValue) -> ScheduleValue:
@@ -100,14 +118,8 @@ class SamplingSection(_Section):
     def _known_sampler(cls, value: str) -> str:
         """A name, or a Deforum sampler schedule ``0:("Euler a"), 30:("DDIM")``; every name must be known."""
         from flipbook.models.samplers import resolve_sampler
-        from flipbook.spec.schedules import ScheduleError, parse_schedule
 
-        names = [value]
-        if is_string_schedule(value):
-            try:
-                names = [keyframe.value.strip().strip("\"'") for keyframe in parse_schedule(value)]
-            except ScheduleError as error:
-                raise ValueError(str(error)) from None
+        names = string_schedule_values(value) if is_string_schedule(value) else [value]
         for name in names:
             try:
                 resolve_sampler(name)
@@ -119,6 +131,111 @@ class SamplingSection(_Section):
 def is_string_schedule(value: str) -> bool:
     """``0:("Euler a"), 30:("DDIM")`` rather than a plain name (names never contain ``:(``)."""
     return bool(re.search(r":\s*\(", value))
+
+
+def string_schedule_values(value: str) -> list[str]:
+    """The names in a string schedule (sampler, checkpoint), quotes removed; a syntax error as ValueError."""
+    from flipbook.spec.schedules import ScheduleError, parse_schedule
+
+    try:
+        return [keyframe.value.strip().strip("\"'") for keyframe in parse_schedule(value)]
+    except ScheduleError as error:
+        raise ValueError(str(error)) from None
+
+
+class CameraSection(_Section):
+    """``[camera]``: the ``2d`` and ``3d`` modes (Deforum's keyframes tab). Every number here is a schedule.
+
+    Direction convention, the same in 2D and 3D: positive values move the picture right / down /
+    counter-clockwise / closer. ``translation_x > 0`` slides the picture right (the camera moves left),
+    ``translation_y > 0`` slides it down, ``angle`` and ``rotation_3d_z > 0`` turn it counter-clockwise,
+    ``zoom > 1`` and ``translation_z > 0`` make it grow; ``rotation_3d_y > 0`` pans the camera left (the picture
+    moves right) and ``rotation_3d_x > 0`` tilts it up (the picture moves down).
+    """
+
+    # 2D and 3D
+    translation_x: ScheduleValue = Field(0.0, description="2D: pixels per frame; 3D: scene units per frame")
+    translation_y: ScheduleValue = 0.0
+    border: Literal["replicate", "wrap", "reflect", "zeros"] = Field(
+        "replicate", description="2D: how pixels that come into view are filled"
+    )
+    # 2D
+    angle: ScheduleValue = Field(0.0, description="2D: degrees per frame, counter-clockwise")
+    zoom: ScheduleValue = Field(1.0, description="2D: scale per frame (1.02 = 2% closer each frame)")
+    transform_center_x: ScheduleValue = Field(0.5, description="2D: rotation/zoom centre, share of width")
+    transform_center_y: ScheduleValue = Field(0.5, description="2D: rotation/zoom centre, share of height")
+    perspective_flip: bool = Field(False, description="2D: apply the perspective_flip_* schedules")
+    perspective_flip_theta: ScheduleValue = Field(0.0, description="2D: degrees about the x axis")
+    perspective_flip_phi: ScheduleValue = Field(0.0, description="2D: degrees about the y axis")
+    perspective_flip_gamma: ScheduleValue = Field(0.0, description="2D: degrees about the z axis")
+    perspective_flip_fv: ScheduleValue = Field(53.0, description="2D: field of view of the flip, degrees")
+    # 3D
+    translation_z: ScheduleValue = Field(0.0, description="3D: scene units per frame toward the scene")
+    rotation_3d_x: ScheduleValue = Field(0.0, description="3D: degrees per frame (tilt)")
+    rotation_3d_y: ScheduleValue = Field(0.0, description="3D: degrees per frame (pan)")
+    rotation_3d_z: ScheduleValue = Field(0.0, description="3D: degrees per frame (roll)")
+    fov: ScheduleValue = Field(40.0, description="3D: vertical field of view in degrees")
+    near: ScheduleValue = Field(200.0, description="3D: scene depth of the nearest pixel")
+    far: ScheduleValue = Field(10000.0, description="3D: scene depth of the farthest pixel")
+    depth_model: str = Field(
+        "depth-anything/Depth-Anything-V2-Small-hf",
+        description='3D: "flat" (a plane at `near`), "tiny" (built-in, random) or a DPT / Depth Anything '
+        "folder or hub id",
+    )
+    save_depth_maps: bool = Field(False, description="3D: write depth/depth_NNNNN.png per diffused frame")
+    padding_mode: Literal["border", "reflection", "zeros"] = Field(
+        "border", description="3D: how pixels that come into view are filled"
+    )
+    sampling_mode: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
+    # every frame
+    cadence: int = Field(1, ge=1, le=100, description="diffuse every Nth frame; warp and cross-fade between")
+    optical_flow_cadence: Literal["none", "dis"] = Field(
+        "none", description="in-between frames from optical flow (OpenCV DIS) instead of camera warps"
+    )
+    cadence_flow_factor: ScheduleValue = Field(1.0, description="scales the optical-flow cadence's flow")
+    color_coherence: Literal["none", "rgb", "hsv", "lab"] = Field(
+        "lab", description="match each frame's colours (histograms) to the reference"
+    )
+    color_coherence_image: Path | None = Field(None, description="the colour reference; default: frame 0")
+    color_force_grayscale: bool = False
+    contrast: ScheduleValue = Field(1.0, description="pixel values are multiplied by this before diffusion")
+    antiblur_amount: ScheduleValue = Field(0.1, description="unsharp-mask amount (0 = off)")
+    antiblur_kernel: ScheduleValue = Field(5, description="unsharp-mask kernel size, odd (0 = from sigma)")
+    antiblur_sigma: ScheduleValue = Field(1.0, description="unsharp-mask Gaussian sigma")
+    antiblur_threshold: ScheduleValue = Field(0.0, description="unsharp-mask threshold in pixel values")
+    noise: ScheduleValue = Field(0.065, description="noise added to the warped frame (share of full range)")
+    noise_type: Literal["gaussian", "perlin"] = "gaussian"
+    perlin_octaves: int = Field(4, ge=1, le=8)
+    perlin_persistence: float = Field(0.5, gt=0, le=1)
+    noise_multiplier: ScheduleValue = Field(
+        1.0, description="scales the sampler's initial img2img noise (A1111's initial noise multiplier)"
+    )
+
+    @field_validator(
+        "translation_x", "translation_y", "angle", "zoom", "transform_center_x", "transform_center_y",
+        "perspective_flip_theta", "perspective_flip_phi", "perspective_flip_gamma", "perspective_flip_fv",
+        "translation_z", "rotation_3d_x", "rotation_3d_y", "rotation_3d_z", "fov", "near", "far",
+        "cadence_flow_factor", "contrast", "antiblur_amount", "antiblur_kernel", "antiblur_sigma",
+        "antiblur_threshold", "noise", "noise_multiplier",
+    )  # fmt: skip
+    @classmethod
+    def _schedule_text(cls, value: ScheduleValue) -> ScheduleValue:
+        return _check_schedule_text(value)
+
+
+class InitSection(_Section):
+    """``[init]``: an init image for frame 0 and a mask that keeps part of the picture still."""
+
+    image: Path | None = Field(None, description="frame 0 is this image through img2img")
+    strength: float = Field(
+        0.65, ge=0, lt=1, description="Deforum strength for frame 0: share of the init image kept"
+    )
+    mask: Path | None = Field(
+        None, description="white = animated, black = stays as the init image (or frame 0)"
+    )
+    mask_invert: bool = Field(False, description="animate the black part instead")
+    mask_use_alpha: bool = Field(False, description="take the mask from the image's alpha channel")
+    mask_feather: float = Field(0.0, ge=0, le=256, description="soften the mask edge (pixels)")
 
 
 class AnimationSection(_Section):
@@ -177,6 +294,8 @@ class Spec(_Section):
     negative_prompt: str = Field(
         "", description="added after every prompt's negative (Deforum's prompts_negative)"
     )
+    init: InitSection = Field(default_factory=InitSection)
+    camera: CameraSection = Field(default_factory=CameraSection)
     output: OutputSection = Field(default_factory=OutputSection)
 
     @field_validator("version")

@@ -7,11 +7,13 @@ are fixed too, so a render, a resume and ``flipbook validate`` all see the same 
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 
-from flipbook.errors import FlipbookError
+from flipbook.errors import SpecError
 from flipbook.spec.model import ScheduleTable, ScheduleValue, Spec, is_string_schedule
 from flipbook.spec.schedules import ScheduleError, resolve_schedule, resolve_string_schedule
 from flipbook.spec.seeds import seed_sequence
@@ -34,6 +36,9 @@ class FramePlan:
     cfg: float
     strength: float  # Deforum strength: share of the previous frame kept
     denoise: float  # img2img strength given to the sampler: 1 - strength, at least one step's worth
+    steps: int = 20
+    checkpoint: str = "tiny"
+    camera: Mapping[str, float] = field(default_factory=dict)  # every [camera] schedule at this frame
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ def resolve_value(spec: Spec, field: str, value: ScheduleValue) -> np.ndarray:
             schedule, max_frames=a.max_frames, fps=a.fps, seed=spec.sampling.seed, interpolation=interpolation
         )
     except ScheduleError as error:
-        raise FlipbookError(field, schedule, "a valid schedule", detail=str(error)) from None
+        raise SpecError(field, schedule, "a valid schedule", detail=str(error)) from None
 
 
 def build_plan(spec: Spec) -> Plan:
@@ -70,9 +75,12 @@ def build_plan(spec: Spec) -> Plan:
     strength = resolve_value(spec, "animation.strength", spec.animation.strength)
     _check_range("sampling.cfg", cfg, 0.0, 100.0, "a guidance scale from 0 to 100")
     _check_range("animation.strength", strength, 0.0, np.nextafter(1.0, 0.0), "a strength in [0, 1)")
-    denoise = _denoise(strength, spec.sampling.steps)
+    steps = _steps(spec)
+    denoise = _denoise(strength, steps)
     seeds = _seeds(spec)
-    samplers = _samplers(spec)
+    samplers = _string_schedule(spec, "sampling.sampler", spec.sampling.sampler)
+    checkpoints = _string_schedule(spec, "model.name", spec.model.name)
+    camera = camera_values(spec)
     keys, positives, negatives = _prompts(spec)
     frames = tuple(
         FramePlan(
@@ -85,6 +93,9 @@ def build_plan(spec: Spec) -> Plan:
             cfg=float(cfg[i]),
             strength=float(strength[i]),
             denoise=float(denoise[i]),
+            steps=int(steps[i]),
+            checkpoint=checkpoints[i],
+            camera=MappingProxyType({name: float(values[i]) for name, values in camera.items()}),
         )
         for i in range(n)
     )
@@ -125,17 +136,77 @@ def _keyframe_table(prompts: dict[str, str] | str) -> dict[str, str]:
     return {str(frame): compose_line_prompt(head, text, tail) for frame, text in keys.items()}
 
 
-def _samplers(spec: Spec) -> list[str]:
-    """Per-frame sampler names: a plain name everywhere, or a Deforum string schedule that holds its values."""
-    s, n = spec.sampling, spec.animation.max_frames
-    if not is_string_schedule(s.sampler):
-        return [s.sampler] * n
+def _string_schedule(spec: Spec, field: str, value: str) -> list[str]:
+    """Per-frame names (sampler, checkpoint): a plain name everywhere, or a Deforum string schedule that holds
+    its values."""
+    n = spec.animation.max_frames
+    if not is_string_schedule(value):
+        return [value] * n
     try:
-        return resolve_string_schedule(s.sampler, n, seed=s.seed, fps=spec.animation.fps)
+        names = resolve_string_schedule(value, n, seed=spec.sampling.seed, fps=spec.animation.fps)
     except ScheduleError as error:
-        raise FlipbookError(
-            "sampling.sampler", s.sampler, "a valid sampler schedule", detail=str(error)
-        ) from None
+        raise SpecError(field, value, "a valid string schedule", detail=str(error)) from None
+    return [name.strip().strip("\"'") for name in names]
+
+
+def _steps(spec: Spec) -> np.ndarray:
+    steps = spec.sampling.steps
+    if isinstance(steps, int):
+        return np.full(spec.animation.max_frames, steps, dtype=np.int64)
+    values = np.round(resolve_value(spec, "sampling.steps", steps))
+    _check_range("sampling.steps", values, 1, 1000, "a step count from 1 to 1000")
+    return values.astype(np.int64)
+
+
+# [camera] schedules with the range each must stay in (low, high, what is allowed); None = any number.
+_CAMERA_RANGES: dict[str, tuple[float, float, str] | None] = {
+    "translation_x": None, "translation_y": None, "angle": None,
+    "zoom": (1e-3, 1e3, "a scale factor from 0.001 to 1000"),
+    "transform_center_x": None, "transform_center_y": None,
+    "perspective_flip_theta": None, "perspective_flip_phi": None, "perspective_flip_gamma": None,
+    "perspective_flip_fv": (1.0, 179.0, "a field of view from 1 to 179 degrees"),
+    "translation_z": None, "rotation_3d_x": None, "rotation_3d_y": None, "rotation_3d_z": None,
+    "fov": (1.0, 179.0, "a field of view from 1 to 179 degrees"),
+    "near": (1e-3, 1e9, "a positive depth"), "far": (1e-3, 1e9, "a positive depth"),
+    "cadence_flow_factor": None,
+    "contrast": (0.0, 10.0, "a factor from 0 to 10"),
+    "antiblur_amount": (0.0, 100.0, "an amount from 0 to 100"),
+    "antiblur_kernel": (0.0, 255.0, "0 or an odd kernel size up to 255"),
+    "antiblur_sigma": (0.0, 100.0, "a sigma from 0 to 100"),
+    "antiblur_threshold": (0.0, 255.0, "a threshold from 0 to 255"),
+    "noise": (0.0, 10.0, "a noise amount from 0 to 10"),
+    "noise_multiplier": (0.0, 10.0, "a multiplier from 0 to 10"),
+}  # fmt: skip
+
+
+def camera_values(spec: Spec) -> dict[str, np.ndarray]:
+    """Every ``[camera]`` schedule per frame, range-checked (kernels odd, far beyond near)."""
+    values = {}
+    for name, bounds in _CAMERA_RANGES.items():
+        field_name = f"camera.{name}"
+        array = resolve_value(spec, field_name, getattr(spec.camera, name))
+        if bounds is not None:
+            _check_range(field_name, array, *bounds)
+        values[name] = array
+    kernel = np.round(values["antiblur_kernel"])
+    even = np.flatnonzero((kernel > 0) & (kernel % 2 == 0))
+    if even.size:
+        frame = int(even[0])
+        raise SpecError(
+            "camera.antiblur_kernel",
+            float(kernel[frame]),
+            "0 or an odd kernel size",
+            detail=f"at frame {frame}",
+        )
+    values["antiblur_kernel"] = kernel
+    crossed = np.flatnonzero(values["far"] <= values["near"])
+    if crossed.size:
+        frame = int(crossed[0])
+        raise SpecError(
+            "camera.far", float(values["far"][frame]), f"more than camera.near ({values['near'][frame]:g})",
+            detail=f"at frame {frame}",
+        )  # fmt: skip
+    return values
 
 
 def _seeds(spec: Spec) -> list[int]:
@@ -144,7 +215,7 @@ def _seeds(spec: Spec) -> list[int]:
     schedule = None
     if s.seed_behavior == "schedule":
         if s.seed_schedule is None:
-            raise FlipbookError("sampling.seed_schedule", None, 'a schedule when seed_behavior = "schedule"')
+            raise SpecError("sampling.seed_schedule", None, 'a schedule when seed_behavior = "schedule"')
         schedule = resolve_value(spec, "sampling.seed_schedule", s.seed_schedule)
     return seed_sequence(
         s.seed, spec.animation.max_frames, s.seed_behavior, iter_n=s.seed_iter_n, schedule=schedule
@@ -155,10 +226,10 @@ def _check_range(field: str, values: np.ndarray, low: float, high: float, allowe
     bad = np.flatnonzero((values < low) | (values > high))
     if bad.size:
         frame = int(bad[0])
-        raise FlipbookError(field, float(values[frame]), allowed, detail=f"at frame {frame}")
+        raise SpecError(field, float(values[frame]), allowed, detail=f"at frame {frame}")
 
 
-def _denoise(strength: np.ndarray, steps: int) -> np.ndarray:
+def _denoise(strength: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """denoise = 1 - strength, but never less than one sampling step: like A1111 (whose img2img always runs at
     least one step), a feedback frame with steps x denoise < 1 is denoised for one step at the lowest noise."""
     one_step = 1.0 / steps + 1e-9  # nudged up so that int(steps * denoise) can't round down to 0

@@ -38,7 +38,7 @@ import math
 
 import numpy as np
 
-from flipbook.errors import FlipbookError
+from flipbook.errors import SpecError
 
 SEED_BEHAVIORS = ("iter", "fixed", "random", "ladder", "alternate", "schedule")
 
@@ -52,36 +52,32 @@ def _check_inputs(
 ) -> np.ndarray | None:
     """Raise FlipbookError for input Deforum would reject or crash on; the schedule comes back as float64."""
     if behavior not in SEED_BEHAVIORS:
-        raise FlipbookError("sampling.seed_behavior", behavior, f"one of {', '.join(SEED_BEHAVIORS)}")
+        raise SpecError("sampling.seed_behavior", behavior, f"one of {', '.join(SEED_BEHAVIORS)}")
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < SEED_LIMIT:
-        raise FlipbookError(
-            "sampling.seed", seed, "an integer in [0, 2**32) (choose -1 before planning seeds)"
-        )
+        raise SpecError("sampling.seed", seed, "an integer in [0, 2**32) (choose -1 before planning seeds)")
     if not isinstance(max_frames, (int, np.integer)) or max_frames < 0:
-        raise FlipbookError("animation.max_frames", max_frames, "an integer >= 0")
+        raise SpecError("animation.max_frames", max_frames, "an integer >= 0")
     # seed_iter_N = 0 would divide by zero in Deforum's iter; it is checked for every behaviour to catch typos
     if not isinstance(iter_n, (int, np.integer)) or iter_n < 1:
-        raise FlipbookError("sampling.seed_iter_n", iter_n, "an integer >= 1")
+        raise SpecError("sampling.seed_iter_n", iter_n, "an integer >= 1")
     if behavior != "schedule":
         return None
     if schedule is None:
-        raise FlipbookError(
-            "sampling.seed_schedule", None, "a seed schedule when seed_behavior is 'schedule'"
-        )
+        raise SpecError("sampling.seed_schedule", None, "a seed schedule when seed_behavior is 'schedule'")
     values = np.asarray(schedule, dtype=np.float64)
     if values.shape != (max_frames,):
-        raise FlipbookError(
+        raise SpecError(
             "sampling.seed_schedule",
             f"array of shape {values.shape}",
             f"one value per frame (shape ({max_frames},))",
         )
     if not np.all(np.isfinite(values)):
-        raise FlipbookError("sampling.seed_schedule", "a non-finite value", "finite numbers")
+        raise SpecError("sampling.seed_schedule", "a non-finite value", "finite numbers")
     truncated = np.trunc(values)
     bad = ~((truncated == -1) | ((truncated >= 0) & (truncated < GENERATOR_LIMIT)))
     if bad.any():
         frame = int(np.flatnonzero(bad)[0])
-        raise FlipbookError(
+        raise SpecError(
             "sampling.seed_schedule",
             float(values[frame]),
             "-1 (random) or a seed in [0, 2**64)",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flipbook.spec.model import Spec
+from flipbook.spec.model import CameraSection, Spec
 from flipbook.spec.plan import Plan, build_plan
 
 
@@ -15,12 +15,15 @@ def summarize(spec: Spec) -> str:
     lines = [
         f"ok: {a.mode} animation, {a.max_frames} frames at {a.fps:g} fps ({a.max_frames / a.fps:.2f} s), "
         f"{a.width}x{a.height}",
-        f"model: {m.name}" + (f" (models dir {m.models_dir})" if m.models_dir else ""),
-        f"sampling: {_names(plan)}, {s.steps} steps, cfg {_span(plan, 'cfg')}, seed {seed}, clip skip {s.clip_skip}",
+        f"model: {_names(plan, 'checkpoint')}" + (f" (models dir {m.models_dir})" if m.models_dir else ""),
+        f"sampling: {_names(plan, 'sampler')}, {_span(plan, 'steps')} steps, cfg {_span(plan, 'cfg')}, "
+        f"seed {seed}, clip skip {s.clip_skip}",
     ]
-    if a.mode == "travel" and a.max_frames > 1:
+    if a.mode in ("2d", "3d"):
+        lines.append(_camera_line(spec, plan))
+    if a.max_frames > 1:
         feedback = plan.frames[1:]
-        fewest = min(int(round(s.steps * f.denoise, 6)) for f in feedback)
+        fewest = min(int(round(f.steps * f.denoise, 6)) for f in feedback)
         lines.append(
             f"img2img feedback: strength {_span(plan, 'strength', start=1)}; "
             f"denoising steps per frame after the first: at least {fewest}"
@@ -42,6 +45,32 @@ def _span(plan: Plan, field: str, start: int = 0) -> str:
     return f"{low:g}" if low == high else f"{low:g} to {high:g} (scheduled)"
 
 
-def _names(plan: Plan) -> str:
-    samplers = list(dict.fromkeys(f.sampler for f in plan.frames))
-    return samplers[0] if len(samplers) == 1 else " then ".join(samplers) + " (scheduled)"
+def _names(plan: Plan, field: str) -> str:
+    names = list(dict.fromkeys(getattr(f, field) for f in plan.frames))
+    return names[0] if len(names) == 1 else " then ".join(names) + " (scheduled)"
+
+
+def _camera_line(spec: Spec, plan: Plan) -> str:
+    """The camera schedules that move (the rest keep their defaults), and how frames are made."""
+    c = spec.camera
+    moving = [
+        name
+        for name in plan.frames[0].camera
+        if len({f.camera[name] for f in plan.frames}) > 1 or plan.frames[0].camera[name] != _DEFAULTS[name]
+    ]
+    shown = ", ".join(f"{name} {_camera_span(plan, name)}" for name in moving) or "no camera motion"
+    depth = f"; depth {c.depth_model}" if spec.animation.mode == "3d" else ""
+    return f"camera: {shown}; cadence {c.cadence}; colour coherence {c.color_coherence}{depth}"
+
+
+def _camera_span(plan: Plan, name: str) -> str:
+    values = [f.camera[name] for f in plan.frames]
+    low, high = min(values), max(values)
+    return f"{low:g}" if low == high else f"{low:g} to {high:g}"
+
+
+_DEFAULTS = {
+    name: float(field.default)
+    for name, field in CameraSection.model_fields.items()
+    if isinstance(field.default, int | float) and not isinstance(field.default, bool)
+}

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flipbook.errors import FlipbookError
+from flipbook.errors import SpecError
 from flipbook.spec.expressions import CompiledExpression, ExpressionError, compile_expression
 
 DEFORUM_KEY_NAMES: tuple[str, ...] = ("max_f", "s")
@@ -96,9 +96,9 @@ def parse_deforum_prompts(
     if isinstance(max_frames, bool) or not isinstance(max_frames, int | np.integer) or max_frames < 1:
         raise ValueError(f"max_frames must be a positive integer, not {max_frames!r}")
     if not isinstance(prompts, Mapping) or not prompts:
-        raise FlipbookError(field, prompts, 'a non-empty table of frame → prompt, e.g. {"0": "a forest"}')
+        raise SpecError(field, prompts, 'a non-empty table of frame → prompt, e.g. {"0": "a forest"}')
     if NEG_MARKER in positive:
-        raise FlipbookError(
+        raise SpecError(
             f"{field} positive", positive, f"text without {NEG_MARKER}", detail="it would split every prompt"
         )
     global_negative = negative.replace(NEG_MARKER, "")  # Deforum removes it the same way
@@ -106,7 +106,7 @@ def parse_deforum_prompts(
     chosen: dict[int, PromptKey] = {}
     for key, text in prompts.items():
         if not isinstance(text, str):
-            raise FlipbookError(f"{field}[{key!r}]", text, "prompt text")
+            raise SpecError(f"{field}[{key!r}]", text, "prompt text")
         frame = deforum_key_frame(key, scalars, field=field)
         if 0 <= frame < max_frames:
             own_positive, own_negative = split_negative(text)
@@ -114,7 +114,7 @@ def parse_deforum_prompts(
                 frame, _join_words(positive, own_positive), _join_words(own_negative, global_negative)
             )
     if not chosen:
-        raise FlipbookError(
+        raise SpecError(
             field,
             list(prompts),
             f"at least one key within frames 0..{max_frames - 1}",
@@ -130,7 +130,7 @@ def deforum_key_frame(key: str | int, scalars: Mapping[str, float], *, field: st
     is an error, because it can only be a typo (a schedule key is held to the same rule).
     """
     if isinstance(key, bool) or not isinstance(key, str | int):
-        raise FlipbookError(field, key, "frame numbers or expressions of max_f and s as keys")
+        raise SpecError(field, key, "frame numbers or expressions of max_f and s as keys")
     text = str(key).strip()
     if _DIGITS.fullmatch(text):
         return int(text)
@@ -138,23 +138,23 @@ def deforum_key_frame(key: str | int, scalars: Mapping[str, float], *, field: st
     if _NUMBER.fullmatch(text):
         value = float(text)
         if value < 0:
-            raise FlipbookError(where, key, "a frame number from 0", detail="the key is negative")
+            raise SpecError(where, key, "a frame number from 0", detail="the key is negative")
         if not value.is_integer() or not math.isfinite(value):
-            raise FlipbookError(where, key, "a whole frame number")
+            raise SpecError(where, key, "a whole frame number")
         return int(value)
     try:
         value = float(
             compile_expression(str(key), names=DEFORUM_KEY_NAMES).evaluate(scalars, check_finite=False)
         )
     except ExpressionError as error:
-        raise FlipbookError(
+        raise SpecError(
             where,
             key,
             "a frame number or an expression of max_f and s",
             detail=f"at character {error.position}: {error.message}",
         ) from None
     if not math.isfinite(value):
-        raise FlipbookError(where, key, "an expression giving a frame number", detail=f"it gives {value}")
+        raise SpecError(where, key, "an expression giving a frame number", detail=f"it gives {value}")
     return int(value)
 
 
@@ -179,7 +179,7 @@ def parse_prompt_lines(text: str, *, field: str = "prompt") -> tuple[str, dict[i
     keyframes and an empty tail, which is how AnimateDiff uses it.
     """
     if not isinstance(text, str):
-        raise FlipbookError(field, text, "prompt text")
+        raise SpecError(field, text, "prompt text")
     stripped = text.strip()  # AnimateDiff strips the whole text first, then splits at "\n"
     first_line = text[: text.find(stripped)].count("\n") + 1 if stripped else 1
     head: list[str] = []
@@ -199,7 +199,7 @@ def parse_prompt_lines(text: str, *, field: str = "prompt") -> tuple[str, dict[i
             continue
         frame = _line_frame(match.group(1), number, field)
         if tail:
-            raise FlipbookError(
+            raise SpecError(
                 field,
                 line.strip(),
                 "keyframe lines together, between the head and the tail",
@@ -207,7 +207,7 @@ def parse_prompt_lines(text: str, *, field: str = "prompt") -> tuple[str, dict[i
                 f"{tail_start}",
             )
         if frame in keys:
-            raise FlipbookError(
+            raise SpecError(
                 field,
                 line.strip(),
                 "each frame once",
@@ -225,10 +225,8 @@ def _line_frame(key: str, line: int, field: str) -> int:
     if _DIGITS.fullmatch(key):
         return int(key)
     if key.startswith("-"):
-        raise FlipbookError(
-            field, key, "a frame number from 0", detail=f"line {line}: the keyframe is negative"
-        )
-    raise FlipbookError(field, key, "a whole frame number (digits only)", detail=f"line {line}")
+        raise SpecError(field, key, "a frame number from 0", detail=f"line {line}: the keyframe is negative")
+    raise SpecError(field, key, "a whole frame number (digits only)", detail=f"line {line}")
 
 
 def compose_line_prompt(head: str, prompt: str, tail: str, *, tidy: bool = False) -> str:
@@ -263,10 +261,10 @@ def backtick_positions(text: str) -> list[int]:
 def compile_prompt_math(text: str, *, field: str = "prompt") -> list[_Span]:
     """Find and compile every backtick span once, so a bad one is reported before any frame is made."""
     if not isinstance(text, str):
-        raise FlipbookError(field, text, "prompt text")
+        raise SpecError(field, text, "prompt text")
     marks = backtick_positions(text)
     if len(marks) % 2:
-        raise FlipbookError(
+        raise SpecError(
             field,
             text,
             "backticks in pairs around math, e.g. (cherry:`1+t/max_f`)",
@@ -278,7 +276,7 @@ def compile_prompt_math(text: str, *, field: str = "prompt") -> list[_Span]:
         try:
             expression = compile_expression(text[start:closing])
         except ExpressionError as error:
-            raise FlipbookError(
+            raise SpecError(
                 field,
                 text[start:closing],
                 "math in t, max_f, s, fps, sec",
@@ -319,7 +317,7 @@ def _span_values(
     try:
         values = span.expression.evaluate(variables, check_finite=False)
     except ExpressionError as error:
-        raise FlipbookError(
+        raise SpecError(
             field,
             text[span.start : span.end],
             "math in t, max_f, s, fps, sec",
@@ -329,7 +327,7 @@ def _span_values(
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         frame = int(np.asarray(variables["t"]).reshape(-1)[bad[0]])
-        raise FlipbookError(
+        raise SpecError(
             field,
             text[span.start : span.end],
             "math with a finite value at every frame",

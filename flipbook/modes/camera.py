@@ -1,0 +1,177 @@
+"""``2d`` and ``3d``: Deforum's keyframed camera animation.
+
+Each diffused frame is the previous diffused frame moved by the camera, then partly re-diffused, in Deforum's
+order::
+
+    warp by this frame's motion -> match colours -> contrast -> anti-blur (unsharp mask) -> add noise
+    -> img2img (this frame's prompt, negative, cfg, steps, sampler, seed, strength, checkpoint)
+    -> keep masked-out pixels still
+
+With ``cadence = N`` only frames 0, N, 2N, ... (and the last frame) are diffused. The diffused frame b is made
+from the previous diffused frame a warped by the camera motion of frames a+1..b composed into one warp (one
+resampling, not N). Each in-between frame j is a cross-fade of a warped forward to j and b warped back to j,
+weighted by where j lies between them, so in-betweens sit on the camera path and no frame lags behind it (in
+Deforum the in-betweens trail the diffused frames). With ``optical_flow_cadence = "dis"`` the in-betweens
+follow the optical flow between a and b instead.
+
+Everything a frame needs comes from the plan (its schedules' values and seed) and from the images of earlier
+diffused frames as written to the run folder, so a resumed run continues from the last diffused frame on disk
+and produces the same frames as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+
+from flipbook.modes.frame import (
+    Frame,
+    ModeContext,
+    animation_mask,
+    first_frame_request,
+    frame_request,
+    keep_still,
+    still_image,
+)
+from flipbook.motion.camera import Camera, Camera2D, Camera3D
+from flipbook.motion.color import match_colors, to_grayscale
+from flipbook.motion.filters import add_noise, adjust_contrast, unsharp_mask
+from flipbook.motion.flow import flow_tween
+from flipbook.spec.plan import FramePlan
+
+SECTION = "camera"
+
+
+@dataclass(frozen=True)
+class _Keyframe:
+    """A diffused frame and its image (uint8 RGB), the anchor in-betweens are made from."""
+
+    index: int
+    image: np.ndarray
+
+
+def render(ctx: ModeContext) -> Iterator[Frame]:
+    spec = ctx.spec
+    camera = make_camera(ctx)
+    mask = animation_mask(spec)
+    schedule = diffused_frames(spec.animation.max_frames, spec.camera.cadence)
+
+    # 1. Frame 0 (or, when resuming, the last diffused frame on disk) anchors everything after it
+    if ctx.start >= 0:
+        previous = _Keyframe(ctx.start, np.asarray(ctx.run.load(ctx.start)))
+        still = still_image(ctx)
+        reference = _color_reference(ctx, np.asarray(ctx.run.load(0)))
+    else:
+        request = first_frame_request(ctx)
+        image = ctx.cores[ctx.plan[0].checkpoint].generate([request])[0]
+        still = still_image(ctx, image)
+        image = keep_still(image, still, mask)
+        yield Frame(0, image, request)
+        previous = _Keyframe(0, np.asarray(image))
+        reference = _color_reference(ctx, previous.image)
+
+    # 2. Each diffused frame from the one before; then the in-betweens that need both
+    for index in (i for i in schedule if i > previous.index):
+        frame = ctx.plan[index]
+        span = range(previous.index + 1, index + 1)
+        warped = camera.warp(previous.image, previous.index, span)
+        prepared = _prepare(ctx, frame, warped, reference, mask)
+        request = frame_request(
+            ctx, frame, PIL.Image.fromarray(prepared), noise_multiplier=frame.camera["noise_multiplier"]
+        )
+        image = keep_still(ctx.cores[frame.checkpoint].generate([request])[0], still, mask)
+        current = _Keyframe(index, np.asarray(image))
+        for j in range(previous.index + 1, index):
+            yield Frame(j, PIL.Image.fromarray(_in_between(ctx, camera, previous, current, j)))
+        yield Frame(index, image, request)
+        previous = current
+
+
+def make_camera(ctx: ModeContext) -> Camera:
+    """The 2D or 3D camera over the plan's per-frame schedule values (3D loads its depth model here)."""
+    spec, c = ctx.spec, ctx.spec.camera
+    values = [frame.camera for frame in ctx.plan.frames]
+    if spec.animation.mode == "2d":
+        a = spec.animation
+        return Camera2D(values, width=a.width, height=a.height, border=c.border, flip=c.perspective_flip)
+    from flipbook.motion.depth import DepthEstimator, save_depth_map
+
+    estimator = DepthEstimator.load(c.depth_model, device=spec.model.device, dtype=spec.model.dtype)
+
+    def on_depth(index: int, depth: np.ndarray) -> None:
+        if c.save_depth_maps:
+            save_depth_map(depth, ctx.run.depth_path(index))
+
+    return Camera3D(
+        values,
+        disparity=estimator,
+        padding_mode=c.padding_mode,
+        sampling_mode=c.sampling_mode,
+        on_depth=on_depth,
+    )
+
+
+def diffused_frames(max_frames: int, cadence: int) -> list[int]:
+    """Frames 0, N, 2N, ... and the last frame, so the animation always ends on a diffused frame."""
+    frames = list(range(0, max_frames, cadence))
+    if frames[-1] != max_frames - 1:
+        frames.append(max_frames - 1)
+    return frames
+
+
+def _prepare(
+    ctx: ModeContext, frame: FramePlan, warped: np.ndarray, reference: np.ndarray | None, mask
+) -> np.ndarray:
+    """Deforum's treatment of the warped frame before img2img: colours, contrast, anti-blur, noise."""
+    c, v = ctx.spec.camera, frame.camera
+    image = warped
+    if reference is not None:
+        image = match_colors(image, reference, c.color_coherence)
+    if c.color_force_grayscale:
+        image = to_grayscale(image)
+    image = adjust_contrast(image, v["contrast"])
+    image = unsharp_mask(
+        image,
+        amount=v["antiblur_amount"],
+        kernel_size=int(v["antiblur_kernel"]),
+        sigma=v["antiblur_sigma"],
+        threshold=v["antiblur_threshold"],
+    )
+    return add_noise(
+        image,
+        v["noise"],
+        seed=frame.seed,
+        noise_type=c.noise_type,
+        octaves=c.perlin_octaves,
+        persistence=c.perlin_persistence,
+        mask=mask,
+    )
+
+
+def _in_between(
+    ctx: ModeContext, camera: Camera, before: _Keyframe, after: _Keyframe, index: int
+) -> np.ndarray:
+    """Frame ``index`` between two diffused frames: both brought to it and cross-faded."""
+    weight = (index - before.index) / (after.index - before.index)
+    if ctx.spec.camera.optical_flow_cadence == "dis":
+        factor = ctx.plan[index].camera["cadence_flow_factor"]
+        return flow_tween(before.image, after.image, weight, flow_factor=factor)
+    forward = camera.warp(before.image, before.index, range(before.index + 1, index + 1))
+    backward = camera.warp_back(after.image, after.index, range(index + 1, after.index + 1))
+    blend = forward.astype(np.float32) * (1.0 - weight) + backward.astype(np.float32) * weight
+    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+
+
+def _color_reference(ctx: ModeContext, first: np.ndarray) -> np.ndarray | None:
+    """The image colours are matched to: ``color_coherence_image`` if set, else frame 0; None when off."""
+    c = ctx.spec.camera
+    if c.color_coherence == "none":
+        return None
+    if c.color_coherence_image is not None:
+        from flipbook.io.images import open_image
+
+        return np.asarray(open_image(c.color_coherence_image, "camera.color_coherence_image").convert("RGB"))
+    return first

@@ -1,0 +1,133 @@
+"""A camera path over frames: warp an image by the motion of a run of frames, composed into one warp.
+
+``values[i]`` holds frame i's camera schedule values (the plan's ``FramePlan.camera``). ``warp(image, at,
+frames)`` moves an image shown at frame ``at`` through the motion of ``frames`` (consecutive, each frame's
+motion applied in turn) with one resampling; ``warp_back`` undoes that motion, bringing an image from the end
+of ``frames`` back to the frame before them. 2D composes 3x3 homographies; 3D composes rigid camera motions
+and warps with the depth of the image being moved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from flipbook.motion.camera2d import PerspectiveFlip, compose, invert, matrix_2d, warp_2d
+from flipbook.motion.camera3d import camera_motion, compose_motions, invert_motion, warp_3d
+from flipbook.motion.depth import depth_from_disparity
+
+Values = Sequence[Mapping[str, float]]
+
+
+class Camera(Protocol):
+    def warp(self, image: np.ndarray, at: int, frames: range) -> np.ndarray: ...
+
+    def warp_back(self, image: np.ndarray, at: int, frames: range) -> np.ndarray: ...
+
+
+class Camera2D:
+    """Deforum's 2D motion: angle, zoom, translation about a centre, optional perspective flip."""
+
+    def __init__(self, values: Values, *, width: int, height: int, border: str, flip: bool) -> None:
+        self.values, self.width, self.height, self.border, self.flip = values, width, height, border, flip
+
+    def matrix(self, index: int) -> np.ndarray:
+        v = self.values[index]
+        flip = None
+        if self.flip:
+            flip = PerspectiveFlip(
+                theta=v["perspective_flip_theta"],
+                phi=v["perspective_flip_phi"],
+                gamma=v["perspective_flip_gamma"],
+                fv=v["perspective_flip_fv"],
+            )
+        return matrix_2d(
+            width=self.width,
+            height=self.height,
+            angle=v["angle"],
+            zoom=v["zoom"],
+            translation_x=v["translation_x"],
+            translation_y=v["translation_y"],
+            transform_center_x=v["transform_center_x"],
+            transform_center_y=v["transform_center_y"],
+            perspective_flip=flip,
+        )
+
+    def path(self, frames: range) -> np.ndarray:
+        return compose(np.eye(3), *(self.matrix(i) for i in frames))
+
+    def warp(self, image: np.ndarray, at: int, frames: range) -> np.ndarray:
+        return warp_2d(image, self.path(frames), self.border) if len(frames) else image
+
+    def warp_back(self, image: np.ndarray, at: int, frames: range) -> np.ndarray:
+        return warp_2d(image, invert(self.path(frames)), self.border) if len(frames) else image
+
+
+class Camera3D:
+    """Deforum's 3D motion: the image lifted to 3D with its depth (scaled to the frame's near..far), moved
+    by the camera's translation and rotation, and projected with the frame's field of view."""
+
+    def __init__(
+        self,
+        values: Values,
+        *,
+        disparity: Callable[[np.ndarray], np.ndarray],
+        padding_mode: str,
+        sampling_mode: str,
+        on_depth: Callable[[int, np.ndarray], None] | None = None,
+    ) -> None:
+        self.values = values
+        self.disparity = disparity
+        self.padding_mode, self.sampling_mode = padding_mode, sampling_mode
+        self.on_depth = on_depth
+        self._depths: dict[tuple[int, bytes], np.ndarray] = {}
+
+    def motion(self, index: int) -> np.ndarray:
+        v = self.values[index]
+        return camera_motion(
+            translation_x=v["translation_x"],
+            translation_y=v["translation_y"],
+            translation_z=v["translation_z"],
+            rotation_x=v["rotation_3d_x"],
+            rotation_y=v["rotation_3d_y"],
+            rotation_z=v["rotation_3d_z"],
+        )
+
+    def depth(self, image: np.ndarray, at: int) -> np.ndarray:
+        """Scene depth of ``image`` (shown at frame ``at``), estimated once per image."""
+        key = (at, image.tobytes()[:4096] + bytes(str(image.shape), "ascii"))
+        if key not in self._depths:
+            v = self.values[at]
+            depth = depth_from_disparity(self.disparity(image), v["near"], v["far"])
+            if self.on_depth is not None:
+                self.on_depth(at, depth)
+            self._depths = {key: depth, **dict(list(self._depths.items())[-2:])}
+        return self._depths[key]
+
+    def warp(self, image: np.ndarray, at: int, frames: range) -> np.ndarray:
+        if not len(frames):
+            return image
+        motion = compose_motions(*(self.motion(i) for i in frames))
+        return self._warp(image, self.depth(image, at), motion, fov=self.values[frames[-1]]["fov"])
+
+    def warp_back(self, image: np.ndarray, at: int, frames: range) -> np.ndarray:
+        if not len(frames):
+            return image
+        motion = invert_motion(compose_motions(*(self.motion(i) for i in frames)))
+        return self._warp(image, self.depth(image, at), motion, fov=self.values[frames[0] - 1]["fov"])
+
+    def _warp(self, image: np.ndarray, depth: np.ndarray, motion: np.ndarray, *, fov: float) -> np.ndarray:
+        tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
+        out = warp_3d(
+            tensor,
+            torch.from_numpy(depth).float(),
+            motion,
+            fov=fov,
+            padding_mode=self.padding_mode,
+            sampling_mode=self.sampling_mode,
+        )
+        pixels = (out.clamp(0, 1) * 255.0).round().to(torch.uint8)
+        return pixels.permute(1, 2, 0).contiguous().numpy()

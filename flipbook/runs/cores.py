@@ -1,0 +1,60 @@
+"""One sampling core per checkpoint, loaded when a frame first needs it.
+
+A checkpoint schedule (``model.name = '0:("a.safetensors"), 60:("b.safetensors")'``) switches models
+mid-animation. Only one model is held at a time: switching releases the previous one before loading the
+next, so a schedule never needs memory for two models.
+"""
+
+from __future__ import annotations
+
+import gc
+
+from flipbook.models.extra_networks import ExtraNetworks
+from flipbook.models.loading import load_model
+from flipbook.runs.events import Events
+from flipbook.sampling.core import SamplingCore
+from flipbook.spec.model import ModelSection
+
+
+class Cores:
+    """``cores[checkpoint]`` gives the :class:`SamplingCore` for that checkpoint, loading it on first use."""
+
+    def __init__(
+        self, section: ModelSection, events: Events, networks: ExtraNetworks, prompts: list[str]
+    ) -> None:
+        self._section = section
+        self._events = events
+        self._networks = networks
+        self._prompts = prompts
+        self._name: str | None = None
+        self._core: SamplingCore | None = None
+        self.loads = 0
+
+    def __getitem__(self, checkpoint: str) -> SamplingCore:
+        if checkpoint != self._name or self._core is None:
+            self._release()
+            self._core = self._load(checkpoint)
+            self._name = checkpoint
+        return self._core
+
+    def _load(self, checkpoint: str) -> SamplingCore:
+        m = self._section
+        model = load_model(
+            checkpoint, models_dir=m.models_dir, device=m.device, dtype=m.dtype, vae=m.vae,
+            prediction_type=m.prediction_type, vae_slicing=m.vae_slicing, vae_tiling=m.vae_tiling,
+        )  # fmt: skip
+        self._networks.load_embeddings_for(model.pipe, self._prompts)
+        self.loads += 1
+        return SamplingCore(model, self._events)
+
+    def _release(self) -> None:
+        if self._core is None:
+            return
+        device = self._core.model.device
+        self._core = None
+        self._name = None
+        gc.collect()
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
