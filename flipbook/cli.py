@@ -118,14 +118,26 @@ def plan(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="PNG path (default: <spec>.plan.png)")
     ] = None,
+    motion: Annotated[
+        bool, typer.Option("--motion/--no-motion", help="2d/3d: also write <spec>.motion.gif")
+    ] = True,
 ) -> None:
-    """Chart every schedule over the frames, prompt keyframes marked; no model is loaded."""
+    """Chart every schedule over the frames, prompt keyframes marked, and (2d/3d) write a motion preview GIF:
+    a test pattern or the init image moved by the camera, no diffusion; no model is loaded."""
     from flipbook.io.plan_chart import plot_plan
     from flipbook.spec.plan import build_plan
 
-    loaded = _load_spec_warning(spec, set_)
-    chart = plot_plan(build_plan(loaded.with_seed()), out or spec.with_suffix(".plan.png"), title=spec.name)
-    typer.echo(str(chart))
+    loaded = _load_spec_warning(spec, set_).with_seed()
+    built = build_plan(loaded)
+    chart_path = out or spec.with_suffix(".plan.png")
+    typer.echo(str(plot_plan(built, chart_path, title=spec.name)))
+    if motion and loaded.animation.mode in ("2d", "3d"):
+        from flipbook.runs.preview import write_motion_preview
+
+        gif = chart_path.with_name(
+            chart_path.name.removesuffix(".plan.png").removesuffix(".png") + ".motion.gif"
+        )
+        typer.echo(str(write_motion_preview(loaded, built, gif)))
 
 
 @app.command("import-deforum")
@@ -395,11 +407,12 @@ def info(file: Annotated[Path, typer.Argument(help="a PNG made by flipbook, A111
 
 @app.command()
 def bench(
-    case: Annotated[str, typer.Argument(help="benchmark case: sampler")] = "sampler",
+    case: Annotated[str, typer.Argument(help="benchmark case: sampler, camera-2d")] = "sampler",
     model: ModelOpt = "tiny",
     size: Size = "64x64",
     steps: Steps = 10,
     runs: Annotated[int, typer.Option("--runs", help="timed repetitions (after one warm-up)")] = 3,
+    frames: Annotated[int, typer.Option("--frames", help="camera-2d: frames timed after frame 0")] = 8,
     sampler: Sampler = "Euler",
     device: Device = "auto",
     dtype: Dtype = "auto",
@@ -407,12 +420,12 @@ def bench(
         "benchmarks"
     ),
 ) -> None:
-    """Measure speed: the sampling core against the matching diffusers pipeline."""
+    """Measure speed: the sampling core (sampler) or a 2D camera render (camera-2d) against plain diffusers."""
     from flipbook.bench import run_case
 
     width, height = parse_size(size)
     report = run_case(case, model=model, width=width, height=height, steps=steps, runs=runs, sampler=sampler,
-                      device=device, dtype=dtype, out=out)  # fmt: skip
+                      device=device, dtype=dtype, out=out, frames=frames)  # fmt: skip
     typer.echo(report)
 
 

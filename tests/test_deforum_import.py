@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -11,10 +12,12 @@ from hypothesis import strategies as st
 
 from flipbook.errors import FlipbookError
 from flipbook.spec.deforum import (
+    _schedule,  # the importer's own whitespace/constant rule
     deforum_sampler_name,
     deforum_to_spec_data,
     read_deforum_settings,
     spec_to_toml,
+    summarize_unmapped,
 )
 from flipbook.spec.load import spec_from_data
 from flipbook.spec.plan import build_plan
@@ -24,16 +27,21 @@ FILES = sorted(TESTDATA.glob("*.txt")) if TESTDATA.is_dir() else []
 
 # Real files whose values flipbook genuinely can't take; each must fail with exactly this field named.
 UNSUPPORTED_MODE = {"Encodex-Ai__stable-diffusion-webui__deforum_settings.txt"}  # "Video Input"
-INVALID_SPEC: dict[str, str] = {}  # every file whose mode flipbook renders also validates
+INVALID_SPEC: dict[str, str] = {
+    # 2D hybrid-video file: colour coherence against the video input frames
+    "Encodex-Ai__stable-diffusion-webui__deforum_settings_hybrid.txt": "camera.color_coherence",
+    # rotation_3d_x is "0: 0: (...)", a doubled key Deforum's findall-based parser skips over
+    "e-dream-ai__gpu-container-deforum__test-settings.txt": "camera.rotation_3d_x",
+}
 # The notebook-era file; its sampler dpmpp_2s_a is A1111's "DPM++ 2S a", which diffusers lacks and flipbook
 # brings as its own scheduler (flipbook.models.dpmpp_2s_ancestral)
 NOTEBOOK_ERA = (
     "deforum-art__deforum-stable-diffusion__outputs__2023-01__StableFun__20230101125957_settings.txt"
 )
-INVALID_PLAN: dict[
-    str, str
-] = {}  # every file that validates also plans (steps = 1 runs one step, as in A1111)
-CAMERA_KEYS = {"angle", "zoom", "translation_x", "translation_y"}
+# Files that validate but don't plan (steps = 1 is fine: it runs one step, as in A1111). These 3D presets
+# write zoom "0: (0)": inert in Deforum's 3D mode, but plan.py range-checks every [camera] schedule.
+INVALID_PLAN: dict[str, str] = {}  # 3D files with zoom "0: (0)" are fine: 3D doesn't use zoom
+A1111_DEFAULTS = "deforum-art__sd-webui-deforum__scripts__default_settings.txt"
 
 MINIMAL = {
     "W": 512,
@@ -78,15 +86,16 @@ def test_minimal_settings_map_to_expected_spec_data():
             "clip_skip": 2,
         },
         "animation": {
-            "mode": "travel",
+            "mode": "2d",
             "max_frames": 48,
             "width": 512,
             "height": 768,
             "fps": 24,
             "strength": 0.65,
         },
+        "camera": {"angle": 0, "zoom": 1.04, "cadence": 2},
     }
-    assert unmapped == ["angle", "diffusion_cadence", "strength", "zoom"]  # sorted; batch_name is bookkeeping
+    assert unmapped == []  # batch_name is bookkeeping; strength is the (unused) init-image strength
     plan = build_plan(spec_from_data(data).with_seed())
     assert len(plan) == 48 and plan[0].prompt.startswith("oil painting,")
 
@@ -105,7 +114,7 @@ def test_era_spellings():
     assert data["animation"] == {"mode": "travel", "width": 640, "height": 384, "strength": 0.5}
     assert data["sampling"] == {"cfg": 9, "sampler": "LMS"}
     assert data["prompts"] == {"0": "a", "12": "b"}
-    assert unmapped == ["strength"]
+    assert unmapped == []  # strength: the init-image strength, inert without use_init
 
 
 def test_notebook_inverted_prompt_batch_and_lists():
@@ -128,7 +137,8 @@ def test_scheduled_settings_held_constant_or_reported():
     data, unmapped = deforum_to_spec_data(
         {**base, "enable_steps_scheduling": True, "steps_schedule": "0: (20), 9: (30)"}
     )
-    assert data["sampling"]["steps"] == 20 and "steps_schedule" in unmapped
+    assert data["sampling"]["steps"] == "0: (20), 9: (30)" and "steps_schedule" not in unmapped
+    assert build_plan(spec_from_data(data).with_seed())[9].steps == 30
     data, unmapped = deforum_to_spec_data(
         {**base, "enable_steps_scheduling": False, "steps_schedule": "0: (30)"}
     )
@@ -187,8 +197,12 @@ def test_real_files(path):
         return
     data, unmapped = deforum_to_spec_data(settings_)
     assert unmapped == sorted(unmapped) and set(unmapped) <= set(settings_)
-    if settings_.get("animation_mode") in ("2D", "3D"):
-        assert set(unmapped) >= CAMERA_KEYS
+    mode = settings_.get("animation_mode", "None")
+    assert data["animation"]["mode"] == {"None": "travel", "2D": "2d", "3D": "3d"}[mode]
+    if mode in ("2D", "3D"):
+        for key, field in (("zoom", "zoom"), ("translation_z", "translation_z"), ("fov_schedule", "fov")):
+            assert data["camera"][field] == _schedule(settings_[key])
+        assert not {"zoom", "translation_x", "rotation_3d_y", "diffusion_cadence"} & set(unmapped)
     assert tomllib.loads(spec_to_toml(data)) == data
     if path.name in INVALID_SPEC:
         with pytest.raises(FlipbookError) as error:
@@ -205,6 +219,8 @@ def test_real_files(path):
         return
     plan = build_plan(spec.with_seed())
     assert len(plan) == spec.animation.max_frames
+    if mode in ("2D", "3D"):
+        assert set(plan[0].camera) >= {"zoom", "translation_z", "fov", "noise_multiplier"}
 
 
 @pytest.mark.skipif(not FILES, reason="shared Deforum testdata not present")
@@ -213,6 +229,242 @@ def test_real_files_quirks_covered():
     names = {p.name for p in FILES}
     assert any(b"\r\n" in p.read_bytes() for p in FILES)
     assert UNSUPPORTED_MODE | set(INVALID_SPEC) | set(INVALID_PLAN) | {NOTEBOOK_ERA} <= names
+
+
+# ---------------------------------------------------------------------------------------------- camera, init
+
+
+@pytest.mark.parametrize(
+    ("raw", "mode"), [("None", "travel"), (None, "travel"), ("2D", "2d"), ("3D", "3d"), (" 3d ", "3d")]
+)
+def test_animation_modes(raw, mode):
+    data, _ = deforum_to_spec_data({"prompts": {"0": "a"}, "animation_mode": raw})
+    assert data["animation"]["mode"] == mode
+    assert deforum_to_spec_data({"prompts": {"0": "a"}})[0]["animation"]["mode"] == "travel"
+
+
+@pytest.mark.skipif(not (TESTDATA / A1111_DEFAULTS).is_file(), reason="shared Deforum testdata not present")
+def test_a1111_default_settings_map_to_camera():
+    data, unmapped = deforum_to_spec_data(read_deforum_settings(TESTDATA / A1111_DEFAULTS))
+    assert data["animation"]["mode"] == "3d"
+    camera = data["camera"]
+    assert camera["zoom"] == "0: (1.0025+0.002*sin(1.25*3.14*t/30))"
+    assert (camera["translation_z"], camera["rotation_3d_y"]) == (1.75, 0)
+    assert (camera["fov"], camera["near"], camera["far"]) == (70, 200, 10000)
+    assert camera["cadence"] == 2 and camera["optical_flow_cadence"] == "none"
+    assert camera["color_coherence"] == "lab" and "color_coherence_image" not in camera
+    assert (camera["antiblur_amount"], camera["antiblur_kernel"]) == (0.1, 5)
+    assert (camera["antiblur_sigma"], camera["antiblur_threshold"]) == (1.0, 0.0)
+    assert (camera["noise"], camera["noise_type"]) == (0.065, "perlin")
+    assert (camera["perlin_octaves"], camera["perlin_persistence"]) == (4, 0.5)
+    assert camera["noise_multiplier"] == 1.05 and camera["contrast"] == 1.0
+    assert (camera["border"], camera["padding_mode"], camera["sampling_mode"]) == (
+        "replicate",
+        "border",
+        "bicubic",
+    )
+    assert camera["depth_model"] == "Intel/dpt-hybrid-midas"
+    assert camera["perspective_flip"] is False and camera["save_depth_maps"] is False
+    assert "init" not in data and "model" not in data  # use_init, use_mask and checkpoint scheduling are off
+    assert "midas_weight" in unmapped and "depth_algorithm" not in unmapped
+    spec = spec_from_data(data)
+    plan = build_plan(spec.with_seed())
+    assert plan[0].camera["translation_z"] == 1.75 and plan[0].camera["fov"] == 70
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("None", "none"), ("Match Frame 0 RGB", "rgb"), ("RGB", "rgb"), ("Match Frame 0 HSV", "hsv"),
+     ("HSV", "hsv"), ("Match Frame 0 LAB", "lab"), ("LAB", "lab"), ("Video Input", "Video Input")],
+)  # fmt: skip
+def test_color_coherence_names(raw, expected):
+    data, _ = deforum_to_spec_data({"prompts": {"0": "a"}, "color_coherence": raw})
+    assert data["camera"] == {"color_coherence": expected}
+
+
+def test_color_coherence_image():
+    base = {"prompts": {"0": "a"}, "color_coherence": "Image"}
+    data, unmapped = deforum_to_spec_data({**base, "color_coherence_image_path": "ref.png"})
+    assert data["camera"] == {"color_coherence": "lab", "color_coherence_image": "ref.png"}
+    assert spec_from_data(data).camera.color_coherence_image == Path("ref.png") and not unmapped
+    data, _ = deforum_to_spec_data({**base, "color_coherence_image_path": ""})
+    assert data["camera"] == {"color_coherence": "Image"}  # no reference: copied for validation to report
+    with pytest.raises(FlipbookError, match="camera.color_coherence"):
+        spec_from_data(data)
+    data, unmapped = deforum_to_spec_data(
+        {**MINIMAL, "color_coherence": "None", "color_coherence_image_path": "x"}
+    )
+    assert "color_coherence_image" not in data["camera"] and "color_coherence_image_path" not in unmapped
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("uniform", "gaussian"), ("perlin", "perlin"), ("Perlin", "perlin"), ("pink", "pink")],
+)
+def test_noise_types(raw, expected):
+    assert (
+        deforum_to_spec_data({"prompts": {"0": "a"}, "noise_type": raw})[0]["camera"]["noise_type"]
+        == expected
+    )
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(2, 2), ("2", 2), (" 3 ", 3), (4.0, 4), ("two", "two")])
+def test_cadence_as_int_or_string(raw, expected):
+    data, _ = deforum_to_spec_data({"prompts": {"0": "a"}, "diffusion_cadence": raw})
+    assert data["camera"]["cadence"] == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("None", "none"), ("DIS Fine", "dis"), ("DIS Medium", "dis"), ("DIS UltraFine", "dis"), ("RAFT", "RAFT"),
+     ("Farneback", "Farneback")],
+)  # fmt: skip
+def test_optical_flow_cadence(raw, expected):
+    data, _ = deforum_to_spec_data({"prompts": {"0": "a"}, "optical_flow_cadence": raw})
+    assert data["camera"]["optical_flow_cadence"] == expected
+    if expected not in ("none", "dis"):
+        with pytest.raises(FlipbookError, match="camera.optical_flow_cadence"):
+            spec_from_data(data)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("Depth-Anything-V2-Small", "depth-anything/Depth-Anything-V2-Small-hf"),
+     ("Depth-Anything-V2-small", "depth-anything/Depth-Anything-V2-Small-hf"),
+     ("Midas-3-Hybrid", "Intel/dpt-hybrid-midas"), ("Midas-3.1-BeitLarge", "Intel/dpt-beit-large-512"),
+     ("Zoe", None), ("AdaBins", None), ("Leres", None), ("Zoe+AdaBins (old)", None)],
+)  # fmt: skip
+def test_depth_algorithms(raw, expected):
+    data, unmapped = deforum_to_spec_data({"prompts": {"0": "a"}, "animation_mode": "3D", "depth_algorithm": raw,
+                                           "use_depth_warping": True, "midas_weight": 0.2})  # fmt: skip
+    assert data.get("camera", {}).get("depth_model") == expected
+    assert ("depth_algorithm" in unmapped) == (expected is None) and "midas_weight" in unmapped
+
+
+def test_no_depth_warping_is_flat():
+    data, unmapped = deforum_to_spec_data(
+        {"prompts": {"0": "a"}, "animation_mode": "3D", "depth_algorithm": "Zoe", "use_depth_warping": False}
+    )
+    assert data["camera"] == {"depth_model": "flat"} and "depth_algorithm" not in unmapped
+
+
+def test_noise_multiplier_follows_its_switch():
+    base = {"prompts": {"0": "a"}, "noise_multiplier_schedule": "0: (1.05)"}
+    assert deforum_to_spec_data(base)[0]["camera"] == {"noise_multiplier": 1.05}
+    on = deforum_to_spec_data({**base, "enable_noise_multiplier_scheduling": True})[0]
+    assert on["camera"] == {"noise_multiplier": 1.05}
+    off, unmapped = deforum_to_spec_data({**base, "enable_noise_multiplier_scheduling": False})
+    assert "camera" not in off and not unmapped
+
+
+def test_2d_camera_keys():
+    data, unmapped = deforum_to_spec_data(
+        {**MINIMAL, "angle": "0: (1), 10: (-1)", "translation_x": "0: (\n 2 )", "transform_center_x": "0: (0.4)",
+         "enable_perspective_flip": True, "perspective_flip_theta": "0: (5)", "perspective_flip_fv": "0: (53)",
+         "border": "Wrap", "save_depth_maps": True, "color_force_grayscale": True, "contrast_schedule": "0: (1.1)"}
+    )  # fmt: skip
+    camera = data["camera"]
+    assert camera["angle"] == "0: (1), 10: (-1)" and camera["translation_x"] == 2
+    assert (camera["transform_center_x"], camera["perspective_flip"], camera["perspective_flip_theta"]) == (
+        0.4,
+        True,
+        5,
+    )
+    assert (camera["border"], camera["save_depth_maps"], camera["color_force_grayscale"]) == (
+        "wrap",
+        True,
+        True,
+    )
+    assert camera["contrast"] == 1.1 and not unmapped
+    plan = build_plan(spec_from_data(data).with_seed())
+    assert plan[10].camera["angle"] == -1 and plan[0].camera["perspective_flip_theta"] == 5
+
+
+def test_notebook_camera_spellings():
+    data, _ = deforum_to_spec_data(
+        {"prompts": {"0": "a"}, "animation_mode": "3D", "fov": 40, "near_plane": 200, "far_plane": 10000,
+         "flip_2d_perspective": False, "diffusion_cadence": "1", "color_coherence": "Match Frame 0 LAB"}
+    )  # fmt: skip
+    assert data["camera"] == {"fov": 40, "near": 200, "far": 10000, "perspective_flip": False, "cadence": 1,
+                              "color_coherence": "lab"}  # fmt: skip
+
+
+def test_checkpoint_schedule():
+    base = {"prompts": {"0": "a"}, "checkpoint_schedule": '0: ("a.safetensors"), 30: ("b.ckpt")'}
+    data, unmapped = deforum_to_spec_data({**base, "enable_checkpoint_scheduling": True})
+    assert data["model"] == {"name": '0: ("a.safetensors"), 30: ("b.ckpt")'} and not unmapped
+    assert build_plan(spec_from_data(data).with_seed())[23].checkpoint == "a.safetensors"
+    one, _ = deforum_to_spec_data(
+        {**base, "enable_checkpoint_scheduling": True, "checkpoint_schedule": '0: ("a.ckpt")'}
+    )
+    assert one["model"] == {"name": "a.ckpt"}
+    off, unmapped = deforum_to_spec_data({**base, "enable_checkpoint_scheduling": False})
+    assert "model" not in off and not unmapped
+
+
+INIT = {"prompts": {"0": "a"}, "strength_schedule": "0: (0.65)", "strength": 0.8, "strength_0_no_init": True,
+        "use_init": True, "init_image": "https://example.com/i.png", "use_mask": True, "mask_file": "mask.png",
+        "invert_mask": True, "mask_overlay_blur": 4, "use_alpha_as_mask": False}  # fmt: skip
+
+
+def test_init_image_and_mask():
+    data, unmapped = deforum_to_spec_data(INIT)
+    assert data["init"] == {"image": "https://example.com/i.png", "strength": 0.8, "mask": "mask.png",
+                            "mask_invert": True, "mask_feather": 4}  # fmt: skip
+    assert data["animation"]["strength"] == 0.65 and not unmapped
+    spec = spec_from_data(data)
+    assert spec.init.strength == 0.8 and spec.init.mask_feather == 4
+
+
+def test_init_switches_off():
+    data, unmapped = deforum_to_spec_data({**INIT, "use_init": False, "use_mask": False})
+    assert "init" not in data and not unmapped  # strength, init_image, mask_file are inert, as in Deforum
+    data, _ = deforum_to_spec_data({**INIT, "init_image": "", "use_mask": False})
+    assert "init" not in data
+    data, _ = deforum_to_spec_data({**INIT, "init_image": None, "mask_file": ""})
+    assert "init" not in data
+
+
+def test_alpha_mask_comes_from_the_init_image():
+    data, unmapped = deforum_to_spec_data({**INIT, "use_mask": False, "use_alpha_as_mask": True})
+    assert data["init"] == {"image": "https://example.com/i.png", "strength": 0.8, "mask": "https://example.com/i.png",
+                            "mask_use_alpha": True, "mask_invert": True, "mask_feather": 4}  # fmt: skip
+    assert not unmapped
+    data, unmapped = deforum_to_spec_data({**INIT, "use_alpha_as_mask": True})
+    assert data["init"]["mask"] == "mask.png" and unmapped == ["use_alpha_as_mask"]
+
+
+def test_init_strength_is_copied_for_validation():
+    data, _ = deforum_to_spec_data({**INIT, "strength": 1.0})
+    with pytest.raises(FlipbookError, match="init.strength"):
+        spec_from_data(data)
+
+
+def test_unmapped_summary_groups_families():
+    keys = [f"cn_{u}_{k}" for u in range(1, 6) for k in ("enabled", "model", "weight")]
+    keys += ["hybrid_motion", "hybrid_composite", "video_init_path", "parseq_manifest", "midas_weight",
+             "controlnet_enabled", "controlnet_model"]  # fmt: skip
+    text = summarize_unmapped(sorted(keys))
+    assert text == (
+        "cn_1..5_* (ControlNet, 15 keys), controlnet_* (ControlNet, single unit, 2 keys), "
+        "hybrid_* (hybrid video, 2 keys), midas_weight, parseq_manifest, video_init_path"
+    )
+    assert summarize_unmapped(["cn_2_model", "cn_2_weight"]) == "cn_2_* (ControlNet, 2 keys)"
+    assert summarize_unmapped([]) == ""
+
+
+def test_warning_is_one_readable_line(tmp_path):
+    from flipbook.spec.load import load_spec_and_warnings
+
+    path = tmp_path / "s.txt"
+    settings_ = {**MINIMAL, **{f"cn_{u}_weight": 1 for u in range(1, 6)}, "midas_weight": 0.2}
+    path.write_text(json.dumps(settings_), encoding="utf-8")
+    spec, warnings = load_spec_and_warnings(path)
+    assert spec.animation.mode == "2d" and spec.camera.cadence == 2
+    assert warnings == [
+        "6 Deforum settings have no flipbook meaning yet and are not used: cn_1..5_* (ControlNet, 5 keys), "
+        "midas_weight"
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------- TOML

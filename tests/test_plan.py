@@ -163,3 +163,18 @@ def test_sampler_schedule_holds_each_name_until_the_next_key():
 def test_unknown_sampler_inside_a_schedule_is_named():
     with pytest.raises(FlipbookError, match="'DDIMX' is not a sampler"):
         spec(sampling={"sampler": '0:("Euler a"), 10:("DDIMX")'})
+
+
+def test_camera_ranges_are_checked_only_for_the_schedules_the_mode_uses():
+    from flipbook.errors import SpecError
+    from flipbook.spec.load import spec_from_data
+
+    def plan(mode):
+        data = {"prompts": {"0": "x"}, "sampling": {"seed": 1}, "animation": {"mode": mode, "max_frames": 3}}
+        return build_plan(spec_from_data({**data, "camera": {"zoom": "0:(0)"}}))
+
+    assert plan("3d")[0].camera["zoom"] == 0.0  # 3D ignores zoom, as Deforum does
+    assert plan("travel")[0].camera["zoom"] == 0.0
+    with pytest.raises(SpecError) as error:
+        plan("2d")
+    assert error.value.field == "camera.zoom" and "frame 0" in str(error.value)

@@ -8,13 +8,19 @@ from pathlib import Path
 from flipbook.errors import FlipbookError
 
 
-def _sampler_case(**kwargs) -> str:
+def _sampler_case(frames: int | None = None, **kwargs) -> str:
     from flipbook.bench.sampler import run
 
-    return run(**kwargs)
+    return run(**kwargs)  # one image per run: ``frames`` does not apply
 
 
-CASES: dict[str, Callable[..., str]] = {"sampler": _sampler_case}
+def _camera_2d_case(frames: int | None = None, **kwargs) -> str:
+    from flipbook.bench.camera import run
+
+    return run(**kwargs) if frames is None else run(frames=frames, **kwargs)
+
+
+CASES: dict[str, Callable[..., str]] = {"sampler": _sampler_case, "camera-2d": _camera_2d_case}
 
 
 def run_case(case: str, *, out: Path, **kwargs) -> str:

@@ -40,7 +40,8 @@ from flipbook.motion.camera import Camera, Camera2D, Camera3D
 from flipbook.motion.color import match_colors, to_grayscale
 from flipbook.motion.filters import add_noise, adjust_contrast, unsharp_mask
 from flipbook.motion.flow import flow_tween
-from flipbook.spec.plan import FramePlan
+from flipbook.spec.model import Spec
+from flipbook.spec.plan import FramePlan, Plan
 
 SECTION = "camera"
 
@@ -91,27 +92,53 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
 
 
 def make_camera(ctx: ModeContext) -> Camera:
-    """The 2D or 3D camera over the plan's per-frame schedule values (3D loads its depth model here)."""
-    spec, c = ctx.spec, ctx.spec.camera
-    values = [frame.camera for frame in ctx.plan.frames]
-    if spec.animation.mode == "2d":
-        a = spec.animation
-        return Camera2D(values, width=a.width, height=a.height, border=c.border, flip=c.perspective_flip)
+    """The render's 2D or 3D camera; 3D loads its depth model here and saves depth maps when asked."""
+    c = ctx.spec.camera
+    if ctx.spec.animation.mode == "2d":
+        return camera_for(ctx.spec, ctx.plan)
     from flipbook.motion.depth import DepthEstimator, save_depth_map
 
-    estimator = DepthEstimator.load(c.depth_model, device=spec.model.device, dtype=spec.model.dtype)
+    estimator = DepthEstimator.load(c.depth_model, device=ctx.spec.model.device, dtype=ctx.spec.model.dtype)
 
     def on_depth(index: int, depth: np.ndarray) -> None:
         if c.save_depth_maps:
             save_depth_map(depth, ctx.run.depth_path(index))
 
+    return camera_for(ctx.spec, ctx.plan, disparity=estimator, on_depth=on_depth)
+
+
+def camera_for(
+    spec: Spec, plan: Plan, *, disparity=None, on_depth=None, size: tuple[int, int] | None = None
+) -> Camera:
+    """The camera over the plan's per-frame schedule values; 3D without ``disparity`` sees a flat scene at
+    ``near`` (what the plan's motion preview uses: no depth model is loaded). ``size`` (width, height) other
+    than the spec's scales 2D pixel translations to match (the preview renders small)."""
+    c, a = spec.camera, spec.animation
+    values = [frame.camera for frame in plan.frames]
+    if a.mode == "2d":
+        width, height = size or (a.width, a.height)
+        if (width, height) != (a.width, a.height):
+            values = [_scaled_translation(v, width / a.width, height / a.height) for v in values]
+        return Camera2D(values, width=width, height=height, border=c.border, flip=c.perspective_flip)
     return Camera3D(
         values,
-        disparity=estimator,
+        disparity=disparity or _flat,
         padding_mode=c.padding_mode,
         sampling_mode=c.sampling_mode,
         on_depth=on_depth,
     )
+
+
+def _scaled_translation(values, sx: float, sy: float) -> dict[str, float]:
+    return {
+        **values,
+        "translation_x": values["translation_x"] * sx,
+        "translation_y": values["translation_y"] * sy,
+    }
+
+
+def _flat(image: np.ndarray) -> np.ndarray:
+    return np.ones(image.shape[:2], np.float32)
 
 
 def diffused_frames(max_frames: int, cadence: int) -> list[int]:

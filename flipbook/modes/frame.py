@@ -52,10 +52,24 @@ class ModeContext:
 def frame_request(
     ctx: ModeContext, frame: FramePlan, image: PIL.Image.Image | None = None, **extra: object
 ) -> FrameRequest:
-    """The request for one frame: txt2img without ``image``, otherwise img2img at the frame's denoise."""
+    """The request for one frame: txt2img without ``image``, otherwise img2img at the frame's denoise.
+
+    With ``animation.prompt_interpolation`` lerp or slerp the request also carries the next keyframe's prompt
+    and negative and the frame's blend weight from the plan; LoRAs follow the keyframe in force (its
+    ``<lora:...>`` tags; the next prompt's tags only take over at its keyframe).
+    """
     spec = ctx.spec
     strength = extra.pop("strength", frame.denoise)
     prompt, loras = ctx.prompts[frame.prompt]
+    interpolation = spec.animation.prompt_interpolation
+    if interpolation != "hold":
+        extra = {
+            "blend_prompt": ctx.prompts[frame.next_prompt][0],
+            "blend_negative_prompt": ctx.prompts[frame.next_negative_prompt][0],
+            "blend_weight": frame.blend,
+            "blend_mode": interpolation,
+            **extra,
+        }
     common = dict(
         prompt=prompt,
         negative_prompt=ctx.prompts[frame.negative_prompt][0],

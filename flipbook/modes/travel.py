@@ -2,7 +2,8 @@
 
 Frame 0 is txt2img from the first keyframe's prompt (or the init image through img2img); every later frame
 is the previous frame through img2img with the prompt in force at that frame (prompts hold until the next
-keyframe, as in Deforum 2D/3D, and so do the LoRAs named in that prompt's ``<lora:...>`` tags). Per-frame
+keyframe, as in Deforum 2D/3D, unless ``animation.prompt_interpolation`` is ``lerp`` or ``slerp``, which blend
+the text embeddings toward the next keyframe's prompt; LoRAs follow the keyframe in force). Per-frame
 cfg, steps, sampler, checkpoint, strength and seed come from the plan: strength follows Deforum (the share of
 the previous frame kept, so denoise = 1 - strength) and seeds follow Deforum's seed behaviours.
 """

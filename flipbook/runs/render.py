@@ -55,7 +55,9 @@ def _render(spec: Spec, events: Events, run: RunDir | None) -> RenderResult:
     _check_inputs(spec)
     folders = ModelsDir(spec.model.models_dir) if spec.model.models_dir else None
     networks = ExtraNetworks(folders, [(lora.name, lora.weight) for lora in spec.model.loras])
-    texts = {f.prompt for f in plan.frames} | {f.negative_prompt for f in plan.frames}
+    texts = {
+        t for f in plan.frames for t in (f.prompt, f.negative_prompt, f.next_prompt, f.next_negative_prompt)
+    }
     prompts = {text: networks.resolve(text) for text in sorted(texts)}
     n = spec.animation.max_frames
     start = resume_point(run.completed(n), _anchor_every(spec)) if resuming else -1
@@ -108,6 +110,8 @@ def frame_parameters(frame: Frame, planned: FramePlan, spec: Spec) -> Generation
     in-betweens (no diffusion of their own) carry the plan's values and say so."""
     extra = {"Frame": str(frame.index), "Version": f"flipbook {__version__}"}
     r = frame.request
+    if r is not None and r.blend_weight > 0:
+        extra["Prompt blend"] = f"{r.blend_mode} {r.blend_weight:.4g} toward: {r.blend_prompt}"
     if r is None:
         extra["Diffused"] = "no (cadence in-between)"
         return GenerationParameters(

@@ -111,15 +111,26 @@ def resume_point(completed: int, every: int = 1) -> int:
 def plan_table(plan: Plan) -> str:
     """The plan as CSV: one row per frame with every schedule's value, the seed and the prompts."""
     camera = sorted(plan.frames[0].camera) if plan.frames else []
-    head = ["frame", "seed", "sampler", "checkpoint", "steps", "cfg", "strength", "denoise", "prompt_key"]
+    head = [
+        "frame",
+        "seed",
+        "sampler",
+        "checkpoint",
+        "steps",
+        "cfg",
+        "strength",
+        "denoise",
+        "prompt_key",
+        "blend",
+    ]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*head, *camera, "prompt", "negative_prompt"])
+    writer.writerow([*head, *camera, "prompt", "negative_prompt", "next_prompt", "next_negative_prompt"])
     for f in plan.frames:
         row: Iterable[object] = (
             f.index, f.seed, f.sampler, f.checkpoint, f.steps, f"{f.cfg:g}", f"{f.strength:g}",
-            f"{f.denoise:g}", f.prompt_key, *(f"{f.camera[name]:.6g}" for name in camera),
-            f.prompt, f.negative_prompt,
+            f"{f.denoise:g}", f.prompt_key, f"{f.blend:.6g}", *(f"{f.camera[name]:.6g}" for name in camera),
+            f.prompt, f.negative_prompt, f.next_prompt, f.next_negative_prompt,
         )  # fmt: skip
         writer.writerow(row)
     return out.getvalue()

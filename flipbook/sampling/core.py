@@ -3,7 +3,8 @@
 It gives the same images as diffusers' StableDiffusion{,Img2Img,Inpaint}Pipeline for the same seeds and
 settings (tests/test_equivalence.py), and adds what animation needs: per-request prompt/cfg/steps/strength/
 sampler, several frames in one UNet call, per-frame generators, an embedding cache, composable prompts,
-A1111 prompt weighting and chunking, and one events object for progress, preview and cancel.
+A1111 prompt weighting and chunking, prompt interpolation (lerp/slerp of two prompts' embeddings), and one
+events object for progress, preview and cancel.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from flipbook.models.lora import LoraSet
 from flipbook.models.samplers import make_scheduler
 from flipbook.runs.events import Events, StepEvent
 from flipbook.sampling.encode import PromptEncoder
-from flipbook.sampling.prompts import split_composable
 from flipbook.sampling.requests import FrameRequest
 
 # A linear map from SD 1.x/2.x latents to RGB, good enough for live previews (no VAE call).
@@ -171,23 +171,24 @@ class SamplingCore:
         """All rows of the UNet batch: unconditional rows first, then every request's prompt parts.
 
         This is diffusers' ``cat([uncond, cond])`` order, extended to composable prompts. Classifier-free
-        guidance is skipped for a request with cfg <= 1 and a single prompt part.
+        guidance is skipped for a request with cfg <= 1 and a single prompt part. Blended requests (prompt
+        interpolation) get their mixed embeddings in the same rows, so they batch with any others.
         """
         encoder = self.encoder(clip_skip)
         uncond_rows: list[torch.Tensor] = []
         cond_rows: list[torch.Tensor] = []
         layout: list[tuple[int | None, list[int], list[float], float]] = []
         for request in requests:
-            parts = split_composable(request.prompt)
+            parts = _positive_parts(encoder, request)
             needs_uncond = request.guidance_scale > 1.0 or len(parts) > 1
             uncond = None
             if needs_uncond:
                 uncond = len(uncond_rows)
-                uncond_rows.append(encoder.encode(request.negative_prompt))
+                uncond_rows.append(_negative_embedding(encoder, request))
             rows = []
-            for text, _ in parts:
+            for embedding, _ in parts:
                 rows.append(len(cond_rows))
-                cond_rows.append(encoder.encode(text))
+                cond_rows.append(embedding)
             layout.append((uncond, rows, [w for _, w in parts], request.guidance_scale))
         all_rows = uncond_rows + cond_rows
         length = max(e.shape[1] for e in all_rows)
@@ -197,6 +198,18 @@ class SamplingCore:
             _Conditioning(u, [offset + r for r in rows], weights, g) for u, rows, weights, g in layout
         ]
         return embeddings.to(self.model.device, self.model.unet.dtype), conditioning
+
+    @torch.no_grad()
+    def prompt_embeddings(
+        self, request: FrameRequest
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, float]]]:
+        """What a request is conditioned on: its negative's embedding and each prompt part's ``(embedding,
+        weight)``, blended as the request asks, before padding to the batch's length. Activates the request's
+        LoRAs (they may change the text encoder), as sampling it would."""
+        request.validate(self.model.vae_scale_factor)
+        self._activate_loras(request.loras)
+        encoder = self.encoder(request.clip_skip)
+        return _negative_embedding(encoder, request), _positive_parts(encoder, request)
 
     # ---- 4. latents -------------------------------------------------------------------------------------
 
@@ -337,6 +350,24 @@ def _batches(requests: Sequence[FrameRequest], batch_size: int) -> Iterator[list
         current.append(i)
     if current:
         yield current
+
+
+def _positive_parts(encoder: PromptEncoder, request: FrameRequest) -> list[tuple[torch.Tensor, float]]:
+    """``(embedding, weight)`` per composable part of the prompt; a blended prompt is a single part whose
+    embedding is mixed with ``blend_prompt``'s and whose part weight (``a cat :0.7``) is interpolated too."""
+    parts, others = request.prompt_parts()
+    if others is None:
+        return [(encoder.encode(text), weight) for text, weight in parts]
+    (text, weight_a), (other, weight_b) = parts[0], others[0]
+    w = request.blend_weight
+    weight = weight_a if weight_a == weight_b else (1.0 - w) * weight_a + w * weight_b
+    return [(encoder.encode_blend(text, other, w, request.blend_mode), weight)]
+
+
+def _negative_embedding(encoder: PromptEncoder, request: FrameRequest) -> torch.Tensor:
+    return encoder.encode_blend(
+        request.negative_prompt, request.blend_negative_prompt, request.blend_weight, request.blend_mode
+    )
 
 
 def _randn(shape, generators, device, dtype) -> torch.Tensor:

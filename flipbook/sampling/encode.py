@@ -5,6 +5,9 @@ comma within the final 20 tokens, and at ``BREAK``), and each chunk is encoded a
 padded like the tokenizer pads (so a short unweighted prompt encodes bit-for-bit like diffusers). Token weights
 scale the hidden states and the chunk's mean is restored, as A1111 does. Chunk embeddings are concatenated
 along the sequence axis, so prompts longer than 75 tokens keep all their words.
+
+Prompt interpolation (:meth:`PromptEncoder.encode_blend`) mixes two prompts' embeddings token by token, after
+padding the shorter one with empty chunks as cond/uncond are padded.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from flipbook.sampling.prompts import parse_attention
 
 CHUNK_LENGTH = 75
 COMMA_BACKTRACK = 20
+PARALLEL_COSINE = 0.9995
+"""slerp falls back to lerp for token vectors whose directions are this close (|cosine| above it)."""
 
 
 @dataclass
@@ -108,6 +113,20 @@ class PromptEncoder:
             return embedding
         return torch.cat([embedding, self.empty_chunk().repeat(1, missing, 1)], dim=1)
 
+    def encode_blend(self, prompt: str, other: str, weight: float, mode: str = "lerp") -> torch.Tensor:
+        """``prompt``'s embedding moved toward ``other``'s by ``weight`` (0 = prompt, 1 = other) with ``mode``
+        ``lerp`` or ``slerp``. Both come from the cache; the shorter is padded with empty chunks first (one
+        prompt may span more 75-token chunks than the other). Equal prompts or weight 0 give ``encode(prompt)``
+        itself, and weight 1 gives ``other``'s embedding (padded) exactly."""
+        if weight <= 0.0 or other == prompt:
+            return self.encode(prompt)
+        a, b = self.encode(prompt), self.encode(other)
+        length = max(a.shape[1], b.shape[1])
+        a, b = self.pad_to(a, length), self.pad_to(b, length)
+        if weight >= 1.0:
+            return b
+        return blend_embeddings(a, b, weight, mode)
+
     def _encode_uncached(self, prompt: str) -> torch.Tensor:
         text = self.convert_prompt(prompt) if self.convert_prompt else prompt
         pieces = [
@@ -136,6 +155,45 @@ class PromptEncoder:
         if any(w != 1.0 for w in weights):
             hidden = _apply_weights(hidden, torch.tensor(weights, dtype=hidden.dtype, device=hidden.device))
         return hidden
+
+
+def blend_embeddings(a: torch.Tensor, b: torch.Tensor, weight: float, mode: str = "lerp") -> torch.Tensor:
+    """Mix two embeddings of the same shape: ``lerp`` or ``slerp`` (see :func:`slerp_embeddings`)."""
+    if mode == "lerp":
+        return lerp_embeddings(a, b, weight)
+    if mode == "slerp":
+        return slerp_embeddings(a, b, weight)
+    raise ValueError(f"unknown blend mode {mode!r}; lerp or slerp")
+
+
+def lerp_embeddings(a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor:
+    """``(1 - w) a + w b``, computed in float32 and returned in ``a``'s dtype."""
+    return ((1.0 - weight) * a.float() + weight * b.float()).to(a.dtype)
+
+
+def slerp_embeddings(a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor:
+    """Spherical interpolation of each token's vector (the last axis) separately, in float32.
+
+    The direction moves along the great circle from ``a``'s to ``b``'s at constant angular speed, and the
+    length is interpolated linearly, ``(1 - w) |a| + w |b|``, so every token's norm stays between its two
+    ends (plain slerp of unnormalised vectors would bend the norm too). Where the two directions are nearly
+    parallel (|cosine| > ``PARALLEL_COSINE``; also anti-parallel, where the great circle is undefined) or a
+    vector is ~0, that token falls back to lerp.
+    """
+    a32, b32 = a.float(), b.float()
+    norm_a = a32.norm(dim=-1, keepdim=True)
+    norm_b = b32.norm(dim=-1, keepdim=True)
+    tiny = torch.finfo(torch.float32).tiny ** 0.5
+    unit_a = a32 / norm_a.clamp_min(tiny)
+    unit_b = b32 / norm_b.clamp_min(tiny)
+    cosine = (unit_a * unit_b).sum(dim=-1, keepdim=True).clamp(-1.0, 1.0)
+    fallback = (cosine.abs() > PARALLEL_COSINE) | (norm_a <= tiny) | (norm_b <= tiny)
+    theta = torch.arccos(cosine)
+    sin_theta = torch.where(fallback, torch.ones_like(theta), torch.sin(theta))
+    direction = (torch.sin((1.0 - weight) * theta) * unit_a + torch.sin(weight * theta) * unit_b) / sin_theta
+    slerped = direction * ((1.0 - weight) * norm_a + weight * norm_b)
+    lerped = (1.0 - weight) * a32 + weight * b32
+    return torch.where(fallback, lerped, slerped).to(a.dtype)
 
 
 def _apply_weights(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from flipbook.errors import FlipbookError
+from flipbook.sampling.prompts import split_composable
 
 MaskedContent = Literal["original", "fill", "latent_noise", "latent_nothing"]
 MASKED_CONTENT = ("original", "fill", "latent_noise", "latent_nothing")
+BlendMode = Literal["lerp", "slerp"]
+BLEND_MODES = ("lerp", "slerp")
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,13 @@ class FrameRequest:
     ``strength`` is diffusers' (the share of the schedule that is re-run: 1.0 ignores the init image).
     ``prompt`` may be composable (``a AND b :0.7`` or ``a | b``); ``clip_skip`` follows A1111 (1 = none).
     ``loras`` are resolved files with weights; prompt ``<lora:...>`` tags are resolved before this point.
+
+    Prompt interpolation: with ``blend_weight`` w > 0 the prompt's embedding is mixed with ``blend_prompt``'s
+    (and the negative's with ``blend_negative_prompt``'s, which is empty unless given) by ``blend_mode``:
+    ``lerp`` is (1 - w) a + w b, ``slerp`` interpolates each token's vector on the sphere (see
+    :func:`flipbook.sampling.encode.slerp_embeddings`). w = 0 or equal texts give the plain embedding exactly.
+    Blending needs one embedding per side, so a composable prompt may only be blended with itself. The
+    embeddings are per UNet row, so blends never split a batch (they are not in :meth:`batch_key`).
     """
 
     prompt: str
@@ -39,6 +50,10 @@ class FrameRequest:
     eta: float = 0.0
     noise_multiplier: float = 1.0  # img2img: scales the initial noise (A1111's initial noise multiplier)
     loras: tuple[tuple[Path, float, float | None], ...] = field(default=())  # (file, unet, te weight)
+    blend_prompt: str = ""
+    blend_negative_prompt: str = ""
+    blend_weight: float = 0.0  # the share of blend_prompt / blend_negative_prompt, 0 to 1
+    blend_mode: BlendMode = "lerp"
 
     def batch_key(self) -> tuple:
         """Requests with equal keys share timesteps and weights, so they can be denoised in one batch."""
@@ -85,7 +100,29 @@ class FrameRequest:
             raise FlipbookError("mask_blur", self.mask_blur, "a number >= 0")
         if not 1 <= self.clip_skip <= 12:
             raise FlipbookError("clip_skip", self.clip_skip, "an integer from 1 to 12")
+        if self.blend_mode not in BLEND_MODES:
+            raise FlipbookError("blend_mode", self.blend_mode, f"one of: {', '.join(BLEND_MODES)}")
+        if not isinstance(self.blend_weight, numbers.Real) or not 0.0 <= self.blend_weight <= 1.0:
+            raise FlipbookError("blend_weight", self.blend_weight, "a number from 0 to 1")
+        self.prompt_parts()
         if not -(2**63) <= self.seed < 2**64:
             raise FlipbookError(
                 "seed", self.seed, "an integer seed (use -1 for random before building requests)"
             )
+
+    def prompt_parts(self) -> tuple[list[tuple[str, float]], list[tuple[str, float]] | None]:
+        """The prompt's composable parts ``(text, weight)`` and, when the positive prompt is blended (weight
+        > 0 and a different ``blend_prompt``), ``blend_prompt``'s; None otherwise. A composable prompt on
+        either side of a blend is a FlipbookError naming ``prompt_interpolation``."""
+        parts = split_composable(self.prompt)
+        if self.blend_weight <= 0.0 or self.blend_prompt == self.prompt:
+            return parts, None
+        others = split_composable(self.blend_prompt)
+        if len(parts) > 1 or len(others) > 1:
+            raise FlipbookError(
+                "prompt_interpolation",
+                self.blend_mode,
+                '"hold" (no blending) when a prompt is composable (AND or |)',
+                detail=f"{self.prompt!r} blended into {self.blend_prompt!r}",
+            )
+        return parts, others

@@ -39,10 +39,52 @@ _NOTEBOOK_SAMPLERS: dict[str, str] = {
     "plms": "PLMS",
 }
 
-# Deforum animation modes that flipbook's "travel" mode renders (camera/3D keys are reported as unmapped).
-_TRAVEL_MODES = {"none", "2d", "3d"}
+# Deforum animation modes flipbook renders, by their casefolded names (absent means "None").
+_MODES = {"none": "travel", "2d": "2d", "3d": "3d"}
 
-# Keys that are read here (directly or as an alternative spelling of another era).
+# Deforum camera schedules -> ``[camera]`` fields (notebook spellings after the A1111 ones).
+_CAMERA_SCHEDULES: dict[tuple[str, ...], str] = {
+    ("angle",): "angle", ("zoom",): "zoom", ("translation_x",): "translation_x",
+    ("translation_y",): "translation_y", ("translation_z",): "translation_z",
+    ("transform_center_x",): "transform_center_x", ("transform_center_y",): "transform_center_y",
+    ("rotation_3d_x",): "rotation_3d_x", ("rotation_3d_y",): "rotation_3d_y", ("rotation_3d_z",): "rotation_3d_z",
+    ("perspective_flip_theta",): "perspective_flip_theta", ("perspective_flip_phi",): "perspective_flip_phi",
+    ("perspective_flip_gamma",): "perspective_flip_gamma", ("perspective_flip_fv",): "perspective_flip_fv",
+    ("fov_schedule", "fov"): "fov", ("near_schedule", "near_plane"): "near", ("far_schedule", "far_plane"): "far",
+    ("cadence_flow_factor_schedule",): "cadence_flow_factor", ("contrast_schedule",): "contrast",
+    ("amount_schedule",): "antiblur_amount", ("kernel_schedule",): "antiblur_kernel",
+    ("sigma_schedule",): "antiblur_sigma", ("threshold_schedule",): "antiblur_threshold",
+    ("noise_schedule",): "noise",
+}  # fmt: skip
+
+# Deforum camera settings copied as they are -> ``[camera]`` fields.
+_CAMERA_PLAIN: dict[tuple[str, ...], str] = {
+    ("enable_perspective_flip", "flip_2d_perspective"): "perspective_flip",
+    ("padding_mode",): "padding_mode", ("sampling_mode",): "sampling_mode",
+    ("color_force_grayscale",): "color_force_grayscale", ("perlin_octaves",): "perlin_octaves",
+    ("perlin_persistence",): "perlin_persistence", ("save_depth_maps",): "save_depth_maps",
+}  # fmt: skip
+
+# Deforum ``color_coherence`` names (casefolded) -> flipbook's; "Image" is handled on its own (LAB against
+# ``color_coherence_image_path``), anything else ("Video Input") is copied for validation to report.
+_COLOR_COHERENCE = {
+    "none": "none", "rgb": "rgb", "match frame 0 rgb": "rgb", "hsv": "hsv", "match frame 0 hsv": "hsv",
+    "lab": "lab", "match frame 0 lab": "lab",
+}  # fmt: skip
+
+# Deforum ``noise_type`` -> flipbook's: Deforum's "uniform" noise is drawn with randn, i.e. Gaussian.
+_NOISE_TYPES = {"uniform": "gaussian", "perlin": "perlin"}
+
+# Deforum ``depth_algorithm`` (casefolded) -> the same model on the Hugging Face hub; Zoe, AdaBins and LeReS
+# (and any other name) are reported as unmapped and the default depth model is kept.
+_DEPTH_MODELS = {
+    "depth-anything-v2-small": "depth-anything/Depth-Anything-V2-Small-hf",
+    "midas-3-hybrid": "Intel/dpt-hybrid-midas",
+    "midas-3.1-beitlarge": "Intel/dpt-beit-large-512",
+}
+
+# Keys that are read here (directly, as an alternative spelling of another era, or as a switch that makes
+# another key inert).
 _MAPPED: frozenset[str] = frozenset(
     {
         "animation_mode", "prompts", "animation_prompts", "animation_prompts_positive",
@@ -50,7 +92,15 @@ _MAPPED: frozenset[str] = frozenset(
         "scale", "cfg_scale_schedule", "enable_cfg_scale_scheduling", "strength", "strength_schedule",
         "previous_frame_strength", "seed_behavior", "seed_iter_N", "seed_iter_n", "seed_schedule", "fps",
         "clip_skip", "enable_clipskip_scheduling", "clipskip_schedule", "enable_steps_scheduling",
-        "steps_schedule", "enable_sampler_scheduling", "sampler_schedule",
+        "steps_schedule", "enable_sampler_scheduling", "sampler_schedule", "enable_checkpoint_scheduling",
+        "checkpoint_schedule",
+        # [camera]
+        *(key for keys in (*_CAMERA_SCHEDULES, *_CAMERA_PLAIN) for key in keys), "border", "diffusion_cadence",
+        "optical_flow_cadence", "color_coherence", "color_coherence_image_path", "noise_type",
+        "enable_noise_multiplier_scheduling", "noise_multiplier_schedule", "depth_algorithm", "use_depth_warping",
+        # [init]
+        "use_init", "init_image", "strength_0_no_init", "use_mask", "mask_file", "invert_mask",
+        "mask_overlay_blur", "use_alpha_as_mask",
     }
 )  # fmt: skip
 
@@ -62,7 +112,7 @@ _BOOKKEEPING: frozenset[str] = frozenset(
         "display_samples", "save_sample_per_step", "show_sample_per_step", "n_batch", "n_samples",
         "make_grid", "grid_rows", "seed_internal", "init_latent", "init_sample", "init_sample_raw",
         "mask_sample", "init_c", "prompt", "precision", "C", "f", "bit_depth_output", "log_weighted_subprompts",
-        "motion_preview_mode", "show_info_on_ui", "save_depth_maps", "override_settings_with_file",
+        "motion_preview_mode", "show_info_on_ui", "override_settings_with_file",
         "custom_settings_file", "restore_faces", "tiling", "sd_model_name", "sd_model_hash", "deforum_git_commit_id",
     }
 )  # fmt: skip
@@ -156,11 +206,12 @@ def deforum_to_spec_data(settings: dict[str, Any]) -> tuple[dict[str, Any], list
     _copy(settings, animation, ("W", "width"), "width")
     _copy(settings, animation, ("H", "height"), "height")
     _copy(settings, animation, "fps", "fps")
+    # ``strength`` is the animation strength only in files without a schedule for it (notebook stills); with
+    # ``strength_schedule`` (A1111 extension) or ``previous_frame_strength`` (old notebooks) it is the init
+    # image's strength, see _init
     strength = _first(settings, "strength_schedule", "previous_frame_strength", "strength")
     if strength is not None:
         animation["strength"] = _schedule(strength)
-    if "strength_schedule" not in settings and "previous_frame_strength" in settings:
-        unmapped.add("strength")  # the init-image strength of old notebooks; flipbook has no init image yet
 
     _copy(settings, sampling, "seed", "seed")
     _copy(settings, sampling, "seed_behavior", "seed_behavior")
@@ -182,21 +233,189 @@ def deforum_to_spec_data(settings: dict[str, Any]) -> tuple[dict[str, Any], list
         "enable_sampler_scheduling",
         flipbook_schedules=True,
     )
-    _scheduled(settings, sampling, unmapped, "steps", "steps_schedule", "enable_steps_scheduling")
+    _scheduled(
+        settings,
+        sampling,
+        unmapped,
+        "steps",
+        "steps_schedule",
+        "enable_steps_scheduling",
+        flipbook_schedules=True,
+    )
     _scheduled(settings, sampling, unmapped, "clip_skip", "clipskip_schedule", "enable_clipskip_scheduling")
     if isinstance(sampling.get("sampler"), str):
         sampling["sampler"] = deforum_sampler_name(sampling["sampler"])
-    if (
-        "strength_schedule" in settings
-        and "strength" in settings
-        and "previous_frame_strength" not in settings
-    ):
-        unmapped.add("strength")  # A1111 extension: init-image strength; animation strength is the schedule
 
+    model = _checkpoint(settings)
+    if model:
+        data["model"] = model
     if sampling:
         data["sampling"] = sampling
     data["animation"] = animation
+    init = _init(settings, unmapped)
+    if init:
+        data["init"] = init
+    camera = _camera(settings, unmapped)
+    if camera:
+        data["camera"] = camera
     return data, sorted(unmapped)
+
+
+def _checkpoint(settings: dict[str, Any]) -> dict[str, Any]:
+    """``model.name`` from an enabled ``checkpoint_schedule``: the one name when constant, else the schedule
+    (flipbook switches checkpoints mid-animation too). Disabled, the schedule is inert, as in Deforum."""
+    schedule = settings.get("checkpoint_schedule")
+    if not settings.get("enable_checkpoint_scheduling") or not isinstance(schedule, str):
+        return {}
+    text = " ".join(schedule.split())
+    single = re.fullmatch(r'0\s*:\s*\(\s*"([^"]*)"\s*\)\s*,?', text)
+    return {"name": single.group(1) if single else text}
+
+
+def _camera(settings: dict[str, Any], unmapped: set[str]) -> dict[str, Any]:
+    """``[camera]`` from Deforum's keyframes tab (motion, depth, cadence, colour coherence, noise, anti-blur)."""
+    camera: dict[str, Any] = {}
+    for keys, target in _CAMERA_SCHEDULES.items():
+        value = _first(settings, *keys)
+        if value is not None:
+            camera[target] = _schedule(value)
+    for keys, target in _CAMERA_PLAIN.items():
+        _copy(settings, camera, keys, target)
+    border = settings.get("border")
+    if border is not None:
+        camera["border"] = border.strip().lower() if isinstance(border, str) else border
+    cadence = settings.get("diffusion_cadence")
+    if cadence is not None:
+        camera["cadence"] = _integer(cadence)
+    flow = settings.get("optical_flow_cadence")
+    if isinstance(flow, str):
+        name = flow.strip()
+        # DIS Fine / DIS Medium / DIS UltraFine are OpenCV DIS presets; RAFT, Farneback, ... are copied as they
+        # are for validation to report (flipbook has no RAFT model to substitute silently)
+        camera["optical_flow_cadence"] = (
+            "none" if name.casefold() == "none" else "dis" if name.upper().startswith("DIS") else flow
+        )
+    _color_coherence(settings, camera)
+    noise_type = settings.get("noise_type")
+    if noise_type is not None:
+        key = noise_type.strip().casefold() if isinstance(noise_type, str) else noise_type
+        camera["noise_type"] = _NOISE_TYPES.get(key, noise_type)
+    multiplier = settings.get("noise_multiplier_schedule")
+    if multiplier is not None and settings.get("enable_noise_multiplier_scheduling", True):
+        camera["noise_multiplier"] = _schedule(multiplier)
+    if settings.get("use_depth_warping") is False:
+        camera["depth_model"] = "flat"  # Deforum 3D without depth warping moves a flat picture
+    elif isinstance(settings.get("depth_algorithm"), str):
+        model = _DEPTH_MODELS.get(settings["depth_algorithm"].strip().casefold())
+        if model is None:
+            unmapped.add("depth_algorithm")  # Zoe, AdaBins, LeReS: no transformers model; the default is kept
+        else:
+            camera["depth_model"] = model
+    return camera
+
+
+def _color_coherence(settings: dict[str, Any], camera: dict[str, Any]) -> None:
+    """Deforum's colour-coherence names; "Image" is LAB matching against ``color_coherence_image_path``."""
+    raw = settings.get("color_coherence")
+    if not isinstance(raw, str):
+        if raw is not None:
+            camera["color_coherence"] = raw
+        return
+    name = raw.strip().casefold()
+    path = settings.get("color_coherence_image_path")
+    if name == "image" and isinstance(path, str) and path.strip():
+        camera["color_coherence"] = "lab"
+        camera["color_coherence_image"] = path
+    else:  # an "Image" without a path is copied as it is, for validation to report
+        camera["color_coherence"] = _COLOR_COHERENCE.get(name, raw)
+
+
+def _init(settings: dict[str, Any], unmapped: set[str]) -> dict[str, Any]:
+    """``[init]``: the init image (with ``use_init``) and its strength, and the mask (with ``use_mask``, or the
+    init image's alpha channel with ``use_alpha_as_mask``, as Deforum takes it). ``strength_0_no_init`` needs no
+    field: flipbook makes frame 0 without an init image by txt2img, which is what that switch asks for."""
+    init: dict[str, Any] = {}
+    image = settings.get("init_image")
+    if settings.get("use_init") and isinstance(image, str) and image.strip():
+        init["image"] = image
+        if settings.get("strength") is not None:
+            init["strength"] = settings["strength"]
+    mask = settings.get("mask_file")
+    use_alpha = bool(settings.get("use_alpha_as_mask"))
+    if settings.get("use_mask") and isinstance(mask, str) and mask.strip():
+        init["mask"] = mask
+        if use_alpha:
+            unmapped.add("use_alpha_as_mask")  # Deforum's alpha mask comes from the init image; one mask here
+    elif use_alpha and "image" in init:
+        init["mask"] = init["image"]
+        init["mask_use_alpha"] = True
+    if "mask" in init:
+        _copy(settings, init, "invert_mask", "mask_invert")
+        _copy(settings, init, "mask_overlay_blur", "mask_feather")
+    return init
+
+
+def _integer(value: Any) -> Any:
+    """``2``, ``2.0`` and ``"2"`` as the int 2; anything else as it is (validation reports it)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Families of Deforum keys the unmapped-settings warning names by prefix: (pattern, what they are).
+_FAMILIES: tuple[tuple[str, str], ...] = (
+    (r"cn_(\d+)_", "ControlNet"),
+    (r"controlnet_", "ControlNet, single unit"),
+    (r"hybrid_", "hybrid video"),
+    (r"video_init_", "video input"),
+    (r"video_mask_", "video mask"),
+    (r"extract_", "video input frames"),
+    (r"loopback_", "loopback"),
+    (r"parseq_", "Parseq"),
+    (r"shake_", "camera shake"),
+    (r"wan_", "Wan"),
+    (r"freeu_", "FreeU"),
+    (r"kohya_hrfix_", "Kohya HR fix"),
+    (r"frame_interpolation_", "frame interpolation"),
+    (r"r_upscale_", "upscaling"),
+    (r"colormatch_", "notebook colour guidance"),
+    (r"init_mse_", "notebook init-image guidance"),
+    (r"clamp_", "notebook gradient clamping"),
+    (r"aspect_ratio_", "3D aspect ratio"),
+)
+
+
+def summarize_unmapped(keys: list[str]) -> str:
+    """The unmapped keys as one readable line: families of two or more keys named by prefix with a count
+    (``cn_1..5_* (ControlNet, 90 keys)``, ``hybrid_* (hybrid video, 21 keys)``), every other key by name;
+    in the keys' alphabetical order."""
+    groups: dict[str, list[str]] = {}
+    labels: dict[str, str] = {}
+    units: dict[str, set[int]] = {}
+    for key in sorted(keys):
+        for pattern, label in _FAMILIES:
+            match = re.match(pattern, key)
+            if match:
+                groups.setdefault(pattern, []).append(key)
+                labels[pattern] = label
+                if match.groups():
+                    units.setdefault(pattern, set()).add(int(match.group(1)))
+                break
+        else:
+            groups[key] = [key]
+    parts = []
+    for name, members in sorted(groups.items(), key=lambda item: item[1][0]):
+        if name not in labels or len(members) == 1:
+            parts.extend(members)
+            continue
+        prefix = name
+        if name in units:  # cn_(\d+)_: the unit numbers as a range
+            low, high = min(units[name]), max(units[name])
+            prefix = f"cn_{low}_" if low == high else f"cn_{low}..{high}_"
+        parts.append(f"{prefix}* ({labels[name]}, {len(members)} keys)")
+    return ", ".join(parts)
 
 
 def deforum_sampler_name(name: str) -> str:
@@ -205,14 +424,17 @@ def deforum_sampler_name(name: str) -> str:
 
 
 def _animation_mode(settings: dict[str, Any]) -> str:
-    """flipbook's mode for Deforum's ``animation_mode``; modes flipbook can't render yet are an error."""
+    """flipbook's mode for Deforum's ``animation_mode`` (None -> travel, 2D -> 2d, 3D -> 3d); Video Input,
+    Interpolation and other modes flipbook can't render yet are an error."""
     raw = settings.get("animation_mode", "None")
-    if raw is None or (isinstance(raw, str) and raw.strip().casefold() in _TRAVEL_MODES):
+    if raw is None:
         return "travel"
+    if isinstance(raw, str) and raw.strip().casefold() in _MODES:
+        return _MODES[raw.strip().casefold()]
     raise FlipbookError(
         "animation_mode",
         raw,
-        'one of "None", "2D", "3D" (imported as flipbook\'s travel mode)',
+        'one of "None" (imported as flipbook\'s travel mode), "2D", "3D"',
         detail="Video Input, Interpolation and other Deforum modes have no flipbook counterpart yet",
     )
 

@@ -49,13 +49,14 @@ def read_spec_data(path: Path) -> tuple[dict[str, Any], list[str]]:
 
 
 def _deforum_data(path: Path) -> tuple[dict[str, Any], list[str]]:
-    from flipbook.spec.deforum import deforum_to_spec_data, read_deforum_settings
+    from flipbook.spec.deforum import deforum_to_spec_data, read_deforum_settings, summarize_unmapped
 
     data, unmapped = deforum_to_spec_data(read_deforum_settings(path))
     if not unmapped:
         return data, []
     return data, [
-        f"{len(unmapped)} Deforum settings have no flipbook meaning yet and are not used: {', '.join(unmapped)}"
+        f"{len(unmapped)} Deforum settings have no flipbook meaning yet and are not used: "
+        f"{summarize_unmapped(unmapped)}"
     ]
 
 

@@ -249,6 +249,13 @@ class AnimationSection(_Section):
         description="Deforum strength in [0, 1): share of the previous frame kept (denoise = 1 - strength); "
         "a number or a schedule",
     )
+    prompt_interpolation: Literal["hold", "lerp", "slerp"] = Field(
+        "hold",
+        description="in-between frames' text conditioning: hold keeps each keyframe's prompt until the next "
+        "keyframe (Deforum); lerp and slerp move the prompt (and negative) embeddings linearly or spherically "
+        "toward the next keyframe's, as latent-walk tools and AnimateDiff prompt travel do. LoRAs follow the "
+        "keyframe in force; composable prompts (AND, |) need hold",
+    )
 
     @field_validator("strength")
     @classmethod

@@ -14,6 +14,7 @@ from types import MappingProxyType
 import numpy as np
 
 from flipbook.errors import SpecError
+from flipbook.sampling.prompts import extract_loras, split_composable
 from flipbook.spec.model import ScheduleTable, ScheduleValue, Spec, is_string_schedule
 from flipbook.spec.schedules import ScheduleError, resolve_schedule, resolve_string_schedule
 from flipbook.spec.seeds import seed_sequence
@@ -39,6 +40,18 @@ class FramePlan:
     steps: int = 20
     checkpoint: str = "tiny"
     camera: Mapping[str, float] = field(default_factory=dict)  # every [camera] schedule at this frame
+    # animation.prompt_interpolation: the next keyframe's prompt and negative at this frame (backtick math
+    # evaluated here too) and its weight, (i - key) / (next key - key); with "hold", or from the last keyframe
+    # on, blend is 0 and next_* are this frame's own prompt and negative (None here means the same).
+    next_prompt: str | None = None
+    next_negative_prompt: str | None = None
+    blend: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.next_prompt is None:
+            object.__setattr__(self, "next_prompt", self.prompt)
+        if self.next_negative_prompt is None:
+            object.__setattr__(self, "next_negative_prompt", self.negative_prompt)
 
 
 @dataclass(frozen=True)
@@ -81,13 +94,13 @@ def build_plan(spec: Spec) -> Plan:
     samplers = _string_schedule(spec, "sampling.sampler", spec.sampling.sampler)
     checkpoints = _string_schedule(spec, "model.name", spec.model.name)
     camera = camera_values(spec)
-    keys, positives, negatives = _prompts(spec)
+    prompts = _prompts(spec)
     frames = tuple(
         FramePlan(
             index=i,
-            prompt_key=keys[i],
-            prompt=positives[i],
-            negative_prompt=negatives[i],
+            prompt_key=prompts.keys[i],
+            prompt=prompts.positives[i],
+            negative_prompt=prompts.negatives[i],
             seed=seeds[i],
             sampler=samplers[i],
             cfg=float(cfg[i]),
@@ -96,15 +109,30 @@ def build_plan(spec: Spec) -> Plan:
             steps=int(steps[i]),
             checkpoint=checkpoints[i],
             camera=MappingProxyType({name: float(values[i]) for name, values in camera.items()}),
+            next_prompt=prompts.next_positives[i],
+            next_negative_prompt=prompts.next_negatives[i],
+            blend=prompts.blends[i],
         )
         for i in range(n)
     )
     return Plan(frames)
 
 
-def _prompts(spec: Spec) -> tuple[list[int], list[str], list[str]]:
+@dataclass(frozen=True)
+class _FramePrompts:
+    keys: list[int]
+    positives: list[str]
+    negatives: list[str]
+    next_positives: list[str]
+    next_negatives: list[str]
+    blends: list[float]
+
+
+def _prompts(spec: Spec) -> _FramePrompts:
     """Per frame: the keyframe in force (prompts hold until the next key, the first one back to frame 0, as in
-    Deforum 2D/3D), its prompt and its negative, with backtick math evaluated at that frame."""
+    Deforum 2D/3D), its prompt and its negative, with backtick math evaluated at that frame; and, for
+    ``animation.prompt_interpolation`` lerp/slerp, the next keyframe's prompt and negative at that frame with
+    its weight ``(i - key) / (next key - key)`` (0 with hold, before the first key and from the last key on)."""
     n, fps, seed = spec.animation.max_frames, spec.animation.fps, spec.sampling.seed
     keyframes = parse_deforum_prompts(
         _keyframe_table(spec.prompts), max_frames=n, seed=seed,
@@ -123,7 +151,52 @@ def _prompts(spec: Spec) -> tuple[list[int], list[str], list[str]]:
     }
     positives = [texts[k][0][i] for i, k in enumerate(in_force)]
     negatives = [texts[k][1][i] for i, k in enumerate(in_force)]
-    return in_force, positives, negatives
+    prompts = _FramePrompts(in_force, positives, negatives, [], [], [])
+    interpolate = spec.animation.prompt_interpolation != "hold"
+    for i, key in enumerate(in_force):
+        after = _next_key(starts, i, key) if interpolate else None
+        if after is None:  # hold: the next prompt is this one, at weight 0
+            prompts.next_positives.append(positives[i])
+            prompts.next_negatives.append(negatives[i])
+            prompts.blends.append(0.0)
+        else:
+            prompts.next_positives.append(texts[after][0][i])
+            prompts.next_negatives.append(texts[after][1][i])
+            prompts.blends.append((i - key) / (after - key))
+    _check_composable_blends(spec, prompts)
+    return prompts
+
+
+def _next_key(starts: list[int], frame: int, key: int) -> int | None:
+    """The keyframe after ``key`` when ``frame`` lies between them; None before the first key (the first
+    prompt holds back to frame 0) and from the last key on."""
+    if frame < key:
+        return None
+    position = bisect.bisect_right(starts, key)
+    return starts[position] if position < len(starts) else None
+
+
+def _check_composable_blends(spec: Spec, prompts: _FramePrompts) -> None:
+    """Blending needs one embedding per side: a composable prompt (``a AND b``, ``a | b``) on either side of a
+    blended frame is an error naming ``animation.prompt_interpolation`` (composable parts are combined in the
+    noise prediction, not in the embedding, so there is nothing single to interpolate)."""
+    for i, blend in enumerate(prompts.blends):
+        prompt, following = prompts.positives[i], prompts.next_positives[i]
+        if blend == 0.0 or prompt == following:
+            continue
+        for text in (prompt, following):
+            if len(split_composable(extract_loras(text)[0])) > 1:
+                raise SpecError(
+                    "animation.prompt_interpolation",
+                    spec.animation.prompt_interpolation,
+                    '"hold" when keyframe prompts are composable (AND or |)',
+                    detail=f"frame {i} blends {_shorten(prompt)!r} into {_shorten(following)!r}",
+                )
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _keyframe_table(prompts: dict[str, str] | str) -> dict[str, str]:
@@ -179,15 +252,32 @@ _CAMERA_RANGES: dict[str, tuple[float, float, str] | None] = {
 }  # fmt: skip
 
 
+# The [camera] schedules each mode reads; only those are range-checked (a 3D spec's unused zoom of 0, as
+# Deforum files have, is not an error). All are resolved, so frames.csv shows every value.
+_SHARED = {"cadence_flow_factor", "contrast", "antiblur_amount", "antiblur_kernel", "antiblur_sigma",
+           "antiblur_threshold", "noise", "noise_multiplier"}  # fmt: skip
+_USED_BY_MODE: dict[str, set[str]] = {
+    "2d": _SHARED | {"translation_x", "translation_y", "angle", "zoom", "transform_center_x",
+                     "transform_center_y", "perspective_flip_theta", "perspective_flip_phi",
+                     "perspective_flip_gamma", "perspective_flip_fv"},
+    "3d": _SHARED | {"translation_x", "translation_y", "translation_z", "rotation_3d_x", "rotation_3d_y",
+                     "rotation_3d_z", "fov", "near", "far"},
+}  # fmt: skip
+
+
 def camera_values(spec: Spec) -> dict[str, np.ndarray]:
-    """Every ``[camera]`` schedule per frame, range-checked (kernels odd, far beyond near)."""
+    """Every ``[camera]`` schedule per frame; those the mode uses are range-checked (kernels odd, far beyond
+    near)."""
+    used = _USED_BY_MODE.get(spec.animation.mode, set())
     values = {}
     for name, bounds in _CAMERA_RANGES.items():
         field_name = f"camera.{name}"
         array = resolve_value(spec, field_name, getattr(spec.camera, name))
-        if bounds is not None:
+        if bounds is not None and name in used:
             _check_range(field_name, array, *bounds)
         values[name] = array
+    if not used:
+        return values
     kernel = np.round(values["antiblur_kernel"])
     even = np.flatnonzero((kernel > 0) & (kernel % 2 == 0))
     if even.size:

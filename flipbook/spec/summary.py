@@ -66,7 +66,7 @@ def _camera_line(spec: Spec, plan: Plan) -> str:
 def _camera_span(plan: Plan, name: str) -> str:
     values = [f.camera[name] for f in plan.frames]
     low, high = min(values), max(values)
-    return f"{low:g}" if low == high else f"{low:g} to {high:g}"
+    return f"{low:.4g}" if low == high else f"{low:.4g} to {high:.4g}"
 
 
 _DEFAULTS = {

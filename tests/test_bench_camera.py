@@ -1,0 +1,37 @@
+"""``flipbook bench camera-2d`` on the tiny model: the report's fields and files (no timing assertions)."""
+
+import json
+
+import pytest
+
+from flipbook.bench import run_case
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_camera_2d_case_writes_report(tmp_path):
+    table = run_case("camera-2d", model="tiny", width=64, height=64, steps=2, runs=1, sampler="Euler",
+                     device="cpu", dtype="auto", out=tmp_path, frames=2)  # fmt: skip
+
+    result = json.loads((tmp_path / "camera-2d-tiny-64x64-cpu.json").read_text(encoding="utf-8"))
+    assert (tmp_path / "camera-2d-tiny-64x64-cpu.md").read_text(encoding="utf-8").strip() == table
+    assert "flipbook frames/s" in table and "| tiny | 64x64 | 2 |" in table
+    assert result["case"] == "camera-2d" and result["frames"] == 2 and result["runs"] == 1
+    for key in ("flipbook_frames_per_s", "naive_frames_per_s", "flipbook_over_naive"):
+        assert result[key] > 0, key
+    for key in ("flipbook_share_in_nets", "naive_share_in_nets"):
+        assert 0 < result[key] <= 1, key
+    assert len(result["flipbook_times"]) == len(result["naive_times"]) == 1
+    assert all(t > 0 for t in result["flipbook_times"] + result["naive_times"])
+    assert result["flipbook_s_per_run_in"]["unet"] > 0 and result["naive_s_per_run_in"]["text_encoder"] > 0
+    assert result["unet_steps_per_frame"] == 1  # 2 steps x denoise 0.35 still runs one step, as in A1111
+    # both ways render the same frames (same seeds, same scheduler, same warp and filters)
+    assert result["last_frame_max_abs_diff"] <= 2
+
+
+def test_bench_cli_runs_camera_2d(run_cli, tmp_path):
+    code, out, err = run_cli("bench", "camera-2d", "--model", "tiny", "--size", "64x64", "--steps", "2",
+                             "--runs", "1", "--frames", "1", "--device", "cpu", "--out", tmp_path)  # fmt: skip
+    assert code == 0, err
+    assert "naive frames/s" in out
+    assert (tmp_path / "camera-2d-tiny-64x64-cpu.json").exists()
