@@ -35,3 +35,31 @@ def test_bench_cli_runs_camera_2d(run_cli, tmp_path):
     assert code == 0, err
     assert "naive frames/s" in out
     assert (tmp_path / "camera-2d-tiny-64x64-cpu.json").exists()
+
+
+def test_naive_loop_bridges_an_fp32_vae_under_an_fp16_unet():
+    """On CUDA fp16 ``load_model`` keeps an SD VAE in fp32; the naive pipeline must still run (it is handed fp16
+    tensors by diffusers) and leave no hooks behind on the shared VAE."""
+    import numpy as np
+    import torch
+
+    from flipbook.bench.camera import NaiveLoop, camera_spec, net_modules
+    from flipbook.bench.timing import ModuleTimer
+    from flipbook.models.loading import load_model
+
+    bundle = load_model("tiny", device="cpu")
+    bundle.unet.to(torch.float16)
+    bundle.text_encoder.to(torch.float16)
+    naive = NaiveLoop(bundle, camera_spec("tiny", 64, 64, 2, "Euler", 1))
+    naive.first = np.full((64, 64, 3), 128, np.uint8)
+
+    timing = naive(ModuleTimer(net_modules(bundle), bundle.device), frames=1)
+
+    assert timing.last_frame.shape == (64, 64, 3) and timing.seconds > 0
+    assert bundle.vae.dtype == torch.float32
+    vae = bundle.vae
+    assert not (
+        vae.encoder._forward_pre_hooks
+        or vae.quant_conv._forward_hooks
+        or vae.post_quant_conv._forward_pre_hooks
+    )

@@ -25,7 +25,8 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
@@ -37,6 +38,7 @@ from diffusers import StableDiffusionImg2ImgPipeline
 
 from flipbook.bench.sampler import _machine, _sync
 from flipbook.bench.timing import ModuleTimer
+from flipbook.errors import FlipbookError
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.loading import load_model
 from flipbook.models.samplers import make_scheduler
@@ -80,6 +82,8 @@ def run(
     frames: int = 8,
 ) -> str:
     """Time ``frames`` camera frames after frame 0, flipbook against naive; write JSON and markdown to ``out``."""
+    if frames < 1:
+        raise FlipbookError("frames", frames, "at least 1 (frames timed after frame 0)")
     bundle = load_model(model, device=device, dtype=dtype)
     spec = camera_spec(model, width, height, steps, sampler, frames)
     timer = ModuleTimer(net_modules(bundle), bundle.device)
@@ -147,6 +151,7 @@ class NaiveLoop:
     def __init__(self, bundle: ModelBundle, spec: Spec) -> None:
         self.pipe = StableDiffusionImg2ImgPipeline(**bundle.pipe.components, requires_safety_checker=False)
         self.pipe.set_progress_bar_config(disable=True)
+        self.vae, self.unet_dtype = bundle.vae, bundle.unet.dtype
         self.scheduler_config = bundle.scheduler_config
         self.spec = spec
         self.plan: Plan = build_plan(spec)
@@ -156,7 +161,10 @@ class NaiveLoop:
         """Frames 1..``frames`` from frame 0, timed; each written as a PNG to a temporary folder."""
         timing = Timing()
         image = PIL.Image.fromarray(self.first)
-        with tempfile.TemporaryDirectory(prefix="flipbook-bench-naive-") as folder:
+        with (
+            tempfile.TemporaryDirectory(prefix="flipbook-bench-naive-") as folder,
+            vae_dtype_bridge(self.vae, self.unet_dtype),
+        ):
             _sync(timer.device)
             timer.reset()
             start = time.perf_counter()
@@ -192,6 +200,37 @@ class NaiveLoop:
         image = unsharp_mask(image, amount=v["antiblur_amount"], kernel_size=int(v["antiblur_kernel"]),
                              sigma=v["antiblur_sigma"], threshold=v["antiblur_threshold"])  # fmt: skip
         return add_noise(image, v["noise"], seed=frame.seed, noise_type=c.noise_type)
+
+
+@contextmanager
+def vae_dtype_bridge(vae: torch.nn.Module, dtype: torch.dtype) -> Iterator[None]:
+    """Let a diffusers pipeline use a VAE kept in another dtype than the UNet's (``load_model`` keeps SD VAEs
+    in fp32 under an fp16 UNet, as fp16 SD VAEs overflow; diffusers' img2img pipeline would hand them fp16
+    tensors and fail). While active, the VAE's encoder and decoder inputs are cast to the VAE's dtype and
+    the encoder's latent moments back to ``dtype``: the casts flipbook's core makes around its VAE calls.
+    Nothing is hooked when the dtypes agree (fp32 or bf16 everywhere)."""
+    if vae.dtype == dtype:
+        yield
+        return
+
+    def inputs_to_vae(module, args):
+        return tuple(a.to(vae.dtype) if torch.is_tensor(a) else a for a in args)
+
+    def output_to_unet(module, args, output):
+        return output.to(dtype)
+
+    encoder_out = vae.quant_conv if getattr(vae, "quant_conv", None) is not None else vae.encoder
+    decoder_in = vae.post_quant_conv if getattr(vae, "post_quant_conv", None) is not None else vae.decoder
+    handles = [
+        vae.encoder.register_forward_pre_hook(inputs_to_vae),
+        encoder_out.register_forward_hook(output_to_unet),
+        decoder_in.register_forward_pre_hook(inputs_to_vae),
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def net_modules(bundle: ModelBundle) -> dict[str, torch.nn.Module]:
