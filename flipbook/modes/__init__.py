@@ -1,7 +1,9 @@
 """Animation modes, registered in one place.
 
-A mode is a module with ``render(ctx: ModeContext) -> Iterator[Frame]`` (see ``modes/frame.py``) and
-``SECTION``, the name of the spec section it reads (None when it has none). Adding a mode means writing that
+A mode is a module with ``render(ctx: ModeContext) -> Iterator[Frame]`` (see ``modes/frame.py``),
+``SECTION`` (the spec section it reads, None when it has none), ``resume_every(spec)`` (a resumed render
+restarts at a multiple of this) and ``check_inputs(spec)`` (opens the mode's own input files before any model
+loads). Adding a mode means writing that
 module and adding one line to ``MODES``; nothing else changes. One module may serve several names
 (``2d``/``3d``). Modules are imported when a render needs them, so validating a spec never imports torch.
 """

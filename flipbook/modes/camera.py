@@ -46,6 +46,19 @@ from flipbook.spec.plan import FramePlan, Plan
 SECTION = "camera"
 
 
+def resume_every(spec: Spec) -> int:
+    """In-betweens need the diffused frames on both sides, so a resume continues from a diffused frame."""
+    return spec.camera.cadence
+
+
+def check_inputs(spec: Spec) -> None:
+    """The colour reference image, opened before any model loads."""
+    if spec.camera.color_coherence_image is not None:
+        from flipbook.io.images import open_image
+
+        open_image(spec.camera.color_coherence_image, "camera.color_coherence_image")
+
+
 @dataclass(frozen=True)
 class _Keyframe:
     """A diffused frame and its image (uint8 RGB), the anchor in-betweens are made from."""

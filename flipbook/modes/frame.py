@@ -14,7 +14,7 @@ from flipbook.io.images import open_image
 from flipbook.motion.masks import composite, feather, load_mask
 from flipbook.sampling.requests import FrameRequest
 from flipbook.spec.model import Spec
-from flipbook.spec.plan import FramePlan, Plan
+from flipbook.spec.plan import FramePlan, Plan, denoise_for
 
 if TYPE_CHECKING:
     from flipbook.runs.cores import Cores
@@ -94,7 +94,7 @@ def first_frame_request(ctx: ModeContext) -> FrameRequest:
     frame, init = ctx.plan[0], ctx.spec.init
     if init.image is None:
         return frame_request(ctx, frame)
-    denoise = max(round(1.0 - init.strength, 6), 1.0 / frame.steps + 1e-9)
+    denoise = float(denoise_for(init.strength, frame.steps))
     return frame_request(ctx, frame, init_image(ctx.spec), strength=denoise)
 
 

@@ -21,8 +21,18 @@ from flipbook.modes.frame import (
     keep_still,
     still_image,
 )
+from flipbook.spec.model import Spec
 
 SECTION = None  # travel has no section of its own: prompts, sampling and animation.strength drive it
+
+
+def resume_every(spec: Spec) -> int:
+    """Every frame is made from the one before, so a resume can continue from any frame."""
+    return 1
+
+
+def check_inputs(spec: Spec) -> None:
+    """No input files beyond the init image and mask every mode reads."""
 
 
 def render(ctx: ModeContext) -> Iterator[Frame]:

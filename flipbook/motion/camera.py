@@ -83,7 +83,7 @@ class Camera3D:
         self.disparity = disparity
         self.padding_mode, self.sampling_mode = padding_mode, sampling_mode
         self.on_depth = on_depth
-        self._depths: dict[tuple[int, bytes], np.ndarray] = {}
+        self._depths: dict[int, np.ndarray] = {}
 
     def motion(self, index: int) -> np.ndarray:
         v = self.values[index]
@@ -97,15 +97,17 @@ class Camera3D:
         )
 
     def depth(self, image: np.ndarray, at: int) -> np.ndarray:
-        """Scene depth of ``image`` (shown at frame ``at``), estimated once per image."""
-        key = (at, image.tobytes()[:4096] + bytes(str(image.shape), "ascii"))
-        if key not in self._depths:
+        """Scene depth of ``image``, the picture shown at frame ``at`` (one per frame in a render), estimated
+        once; the two most recent frames' depths are kept (a diffused frame is warped back, then forward)."""
+        if at not in self._depths:
             v = self.values[at]
             depth = depth_from_disparity(self.disparity(image), v["near"], v["far"])
             if self.on_depth is not None:
                 self.on_depth(at, depth)
-            self._depths = {key: depth, **dict(list(self._depths.items())[-2:])}
-        return self._depths[key]
+            if len(self._depths) >= 2:
+                del self._depths[min(self._depths)]
+            self._depths[at] = depth
+        return self._depths[at]
 
     def warp(self, image: np.ndarray, at: int, frames: range) -> np.ndarray:
         if not len(frames):

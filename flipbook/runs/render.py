@@ -53,6 +53,7 @@ def _render(spec: Spec, events: Events, run: RunDir | None) -> RenderResult:
     resuming = run is not None
     run = run or RunDir(Path(spec.output.dir) / (spec.output.name or "flipbook"))
     _check_inputs(spec)
+    mode.check_inputs(spec)
     folders = ModelsDir(spec.model.models_dir) if spec.model.models_dir else None
     networks = ExtraNetworks(folders, [(lora.name, lora.weight) for lora in spec.model.loras])
     texts = {
@@ -60,7 +61,7 @@ def _render(spec: Spec, events: Events, run: RunDir | None) -> RenderResult:
     }
     prompts = {text: networks.resolve(text) for text in sorted(texts)}
     n = spec.animation.max_frames
-    start = resume_point(run.completed(n), _anchor_every(spec)) if resuming else -1
+    start = resume_point(run.completed(n), mode.resume_every(spec)) if resuming else -1
     result = RenderResult(run_dir=run.path, seed=spec.sampling.seed, resumed_from=start)
 
     # 2. Start (or continue) the run folder; models load when the first frame needs one
@@ -88,21 +89,12 @@ def _render(spec: Spec, events: Events, run: RunDir | None) -> RenderResult:
     return result
 
 
-def _anchor_every(spec: Spec) -> int:
-    """Frames a mode can continue from are multiples of this (the camera modes' diffusion cadence)."""
-    return spec.camera.cadence if spec.animation.mode in ("2d", "3d") else 1
-
-
 def _check_inputs(spec: Spec) -> None:
-    """Open every input file now (init image, mask, colour reference): a missing file fails before any model
-    is loaded, with the field that names it."""
+    """Open the input files every mode reads (init image, mask) now: a missing file fails before any model is
+    loaded, with the field that names it (a mode checks its own in ``check_inputs``)."""
     if spec.init.image is not None:
         init_image(spec)
     animation_mask(spec)
-    if spec.camera.color_coherence_image is not None and spec.animation.mode in ("2d", "3d"):
-        from flipbook.io.images import open_image
-
-        open_image(spec.camera.color_coherence_image, "camera.color_coherence_image")
 
 
 def frame_parameters(frame: Frame, planned: FramePlan, spec: Spec) -> GenerationParameters:
@@ -110,27 +102,21 @@ def frame_parameters(frame: Frame, planned: FramePlan, spec: Spec) -> Generation
     in-betweens (no diffusion of their own) carry the plan's values and say so."""
     extra = {"Frame": str(frame.index), "Version": f"flipbook {__version__}"}
     r = frame.request
-    if r is not None and r.blend_weight > 0:
-        extra["Prompt blend"] = f"{r.blend_mode} {r.blend_weight:.4g} toward: {r.blend_prompt}"
     if r is None:
         extra["Diffused"] = "no (cadence in-between)"
-        return GenerationParameters(
-            prompt=planned.prompt, negative_prompt=planned.negative_prompt, steps=planned.steps,
-            sampler=planned.sampler, cfg_scale=planned.cfg, seed=planned.seed,
-            width=spec.animation.width, height=spec.animation.height, model_name=planned.checkpoint,
-            extra=extra,
-        )  # fmt: skip
+    elif r.blend_weight > 0:
+        extra["Prompt blend"] = f"{r.blend_mode} {r.blend_weight:.4g} toward: {r.blend_prompt}"
     return GenerationParameters(
-        prompt=r.prompt,
-        negative_prompt=r.negative_prompt,
-        steps=r.num_inference_steps,
-        sampler=r.sampler,
-        cfg_scale=r.guidance_scale,
-        seed=r.seed,
-        width=r.width,
-        height=r.height,
-        denoising_strength=r.strength if r.image is not None else None,
-        clip_skip=r.clip_skip if r.clip_skip > 1 else None,
+        prompt=planned.prompt if r is None else r.prompt,
+        negative_prompt=planned.negative_prompt if r is None else r.negative_prompt,
+        steps=planned.steps,
+        sampler=planned.sampler,
+        cfg_scale=planned.cfg,
+        seed=planned.seed,
+        width=spec.animation.width,
+        height=spec.animation.height,
+        denoising_strength=r.strength if r is not None and r.image is not None else None,
+        clip_skip=spec.sampling.clip_skip if spec.sampling.clip_skip > 1 else None,
         model_name=planned.checkpoint,
         extra=extra,
     )

@@ -89,7 +89,7 @@ def build_plan(spec: Spec) -> Plan:
     _check_range("sampling.cfg", cfg, 0.0, 100.0, "a guidance scale from 0 to 100")
     _check_range("animation.strength", strength, 0.0, np.nextafter(1.0, 0.0), "a strength in [0, 1)")
     steps = _steps(spec)
-    denoise = _denoise(strength, steps)
+    denoise = denoise_for(strength, steps)
     seeds = _seeds(spec)
     samplers = _string_schedule(spec, "sampling.sampler", spec.sampling.sampler)
     checkpoints = _string_schedule(spec, "model.name", spec.model.name)
@@ -319,7 +319,7 @@ def _check_range(field: str, values: np.ndarray, low: float, high: float, allowe
         raise SpecError(field, float(values[frame]), allowed, detail=f"at frame {frame}")
 
 
-def _denoise(strength: np.ndarray, steps: np.ndarray) -> np.ndarray:
+def denoise_for(strength: np.ndarray | float, steps: np.ndarray | int) -> np.ndarray:
     """denoise = 1 - strength, but never less than one sampling step: like A1111 (whose img2img always runs at
     least one step), a feedback frame with steps x denoise < 1 is denoised for one step at the lowest noise."""
     one_step = 1.0 / steps + 1e-9  # nudged up so that int(steps * denoise) can't round down to 0
