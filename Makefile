@@ -18,6 +18,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[test]" $(TORCH)
+	# spandrel without its torchvision requirement: there is no CPU torchvision for this torch, and the CUDA
+	# one breaks transformers' imports; the ESRGAN code flipbook uses does not need it (tests stub it)
+	$(BIN)/pip install -q --no-deps "spandrel>=0.4" "einops>=0.7"
 	touch $@
 
 install: $(VENV)/.installed

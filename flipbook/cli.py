@@ -407,12 +407,14 @@ def info(file: Annotated[Path, typer.Argument(help="a PNG made by flipbook, A111
 
 @app.command()
 def bench(
-    case: Annotated[str, typer.Argument(help="benchmark case: sampler, camera-2d")] = "sampler",
+    case: Annotated[str, typer.Argument(help="benchmark case: sampler, camera-2d, interpolate")] = "sampler",
     model: ModelOpt = "tiny",
     size: Size = "64x64",
     steps: Steps = 10,
     runs: Annotated[int, typer.Option("--runs", help="timed repetitions (after one warm-up)")] = 3,
-    frames: Annotated[int, typer.Option("--frames", help="camera-2d: frames timed after frame 0")] = 8,
+    frames: Annotated[
+        int, typer.Option("--frames", help="camera-2d: frames timed after frame 0; interpolate: walk frames")
+    ] = 8,
     sampler: Sampler = "Euler",
     device: Device = "auto",
     dtype: Dtype = "auto",
@@ -420,7 +422,8 @@ def bench(
         "benchmarks"
     ),
 ) -> None:
-    """Measure speed: the sampling core (sampler) or a 2D camera render (camera-2d) against plain diffusers."""
+    """Measure speed: the sampling core (sampler) or a 2D camera render (camera-2d) against plain diffusers;
+    the latent walk (interpolate) batched against one frame per call."""
     from flipbook.bench import run_case
 
     width, height = parse_size(size)
@@ -518,6 +521,19 @@ class _stop_on_ctrl_c:
             typer.echo(f"stopped; continue with: flipbook render --resume {self.run_dir}", err=True)
             raise SystemExit(130)
         return False
+
+
+def _register_command_groups() -> None:
+    """Commands that live in ``flipbook/commands/``, one module per group (each imports its heavy libraries
+    only when it runs)."""
+    from flipbook.commands import audio, inspire, upscale
+
+    app.add_typer(audio.app, name="audio")
+    inspire.register(app)
+    upscale.register(app)
+
+
+_register_command_groups()
 
 
 def main() -> None:

@@ -63,14 +63,9 @@ def test_backtick_math_in_the_next_prompt_is_evaluated_at_this_frame():
     assert frames[3].next_prompt == "b (y:6)" and frames[4].prompt == frames[4].next_prompt == "b (y:8)"
 
 
-def test_composable_keyframes_need_hold():
-    prompts = {"0": "a forest AND a lake", "4": "a city"}
-    with pytest.raises(FlipbookError) as error:
-        plan("lerp", prompts)
-    assert error.value.field == "animation.prompt_interpolation"
-    assert len(plan("hold", prompts)) == 7
-    same = plan("lerp", {"0": "a AND b", "4": "a AND b"})  # nothing to blend: allowed
-    assert same[2].blend == 0.5
+def test_composable_keyframes_blend_too():
+    frames = plan("lerp", {"0": "a forest AND a lake", "4": "a city"}).frames
+    assert frames[2].blend == 0.5 and frames[2].next_prompt == "a city"
 
 
 def test_frame_plan_defaults_keep_the_prompt():
@@ -96,14 +91,31 @@ def request(prompt="a lighthouse", **kwargs):
         ({"blend_weight": 1.5}, "blend_weight"),
         ({"blend_weight": float("nan")}, "blend_weight"),
         ({"blend_mode": "cubic"}, "blend_mode"),
-        ({"prompt": "a AND b", "blend_prompt": "c", "blend_weight": 0.5}, "prompt_interpolation"),
-        ({"blend_prompt": "a | b", "blend_weight": 0.5}, "prompt_interpolation"),
+        ({"latents": torch.zeros(1, 4, 4, 4)}, "latents"),
+        ({"latents": torch.zeros(2, 4, 8, 8)}, "latents"),
     ],
 )
 def test_bad_blends_name_the_field(kwargs, field):
     with pytest.raises(FlipbookError) as error:
         request(**kwargs).validate()
     assert error.value.field == field
+
+
+def test_composable_blends_mix_the_parts_weights():
+    parts, others = request(prompt="a AND b :2", blend_prompt="c", blend_weight=0.25).prompt_parts()
+    assert others is None
+    assert parts == [("a", 0.75), ("b", 1.5), ("c", 0.25)]
+    end, _ = request(prompt="a | b", blend_prompt="c", blend_weight=1.0).prompt_parts()
+    assert end == [("c", 1.0)]  # parts at weight 0 are left out: w = 1 is exactly the next prompt
+
+
+def test_composable_blend_equals_the_weighted_composable_prompt(tiny_model):
+    """Blending with a composable side is guidance-space mixing: the same as writing the weights out."""
+    core = SamplingCore(tiny_model)
+    blended = request(prompt="a forest AND a lake", blend_prompt="a city", blend_weight=0.25)
+    written = request(prompt="a forest :0.75 AND a lake :0.75 AND a city :0.25")
+    a, b = core.generate([blended, written], output_type="np")
+    np.testing.assert_array_equal(a, b)
 
 
 def test_valid_blends_and_batch_key():

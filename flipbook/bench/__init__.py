@@ -20,7 +20,17 @@ def _camera_2d_case(frames: int | None = None, **kwargs) -> str:
     return run(**kwargs) if frames is None else run(frames=frames, **kwargs)
 
 
-CASES: dict[str, Callable[..., str]] = {"sampler": _sampler_case, "camera-2d": _camera_2d_case}
+def _interpolate_case(frames: int | None = None, **kwargs) -> str:
+    from flipbook.bench.walk import run
+
+    return run(**kwargs) if frames is None else run(frames=frames, **kwargs)
+
+
+CASES: dict[str, Callable[..., str]] = {
+    "sampler": _sampler_case,
+    "camera-2d": _camera_2d_case,
+    "interpolate": _interpolate_case,
+}
 
 
 def run_case(case: str, *, out: Path, **kwargs) -> str:

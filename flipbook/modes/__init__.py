@@ -19,7 +19,10 @@ MODES: dict[str, str] = {
     "travel": "flipbook.modes.travel",
     "2d": "flipbook.modes.camera",
     "3d": "flipbook.modes.camera",
+    "interpolate": "flipbook.modes.interpolate",
 }
+VIDEO_INIT_MODES: tuple[str, ...] = ("interpolate",)
+"""Modes that read ``init.video``; the spec rejects it for the others."""
 
 
 def get_mode(name: str) -> ModuleType:

@@ -128,7 +128,7 @@ def camera_for(
     than the spec's scales 2D pixel translations to match (the preview renders small)."""
     c, a = spec.camera, spec.animation
     values = [frame.camera for frame in plan.frames]
-    if a.mode == "2d":
+    if a.mode != "3d":  # 2d, and interpolate's motion on its init frames
         width, height = size or (a.width, a.height)
         if (width, height) != (a.width, a.height):
             values = [_scaled_translation(v, width / a.width, height / a.height) for v in values]

@@ -61,7 +61,7 @@ def frame_request(
     spec = ctx.spec
     strength = extra.pop("strength", frame.denoise)
     prompt, loras = ctx.prompts[frame.prompt]
-    interpolation = spec.animation.prompt_interpolation
+    interpolation = spec.animation.text_interpolation()
     if interpolation != "hold":
         extra = {
             "blend_prompt": ctx.prompts[frame.next_prompt][0],

@@ -218,16 +218,15 @@ class SamplingCore:
         scale = self.model.vae_scale_factor
         shape = (1, self.model.vae.config.latent_channels, first.height // scale, first.width // scale)
         if first.image is None:
-            noise = _randn(shape, generators, self.model.device, dtype)
+            noise = _initial_noise(requests, shape, generators, self.model.device, dtype)
             return _Latents(noise * scheduler.init_noise_sigma)
 
         images = torch.cat([self._preprocess_image(r) for r in requests])
         latent_timestep = timesteps[:1].repeat(len(requests))
         if first.mask_image is None:
             image_latents = self._encode_images(images, generators)
-            noise = _randn(shape, generators, self.model.device, dtype) * _noise_multipliers(
-                requests, noise_like=image_latents
-            )
+            noise = _initial_noise(requests, shape, generators, self.model.device, dtype)
+            noise = noise * _noise_multipliers(requests, noise_like=image_latents)
             return _Latents(scheduler.add_noise(image_latents, noise, latent_timestep))
         return self._prepare_inpaint_latents(
             requests, images, scheduler, latent_timestep, generators, shape, dtype
@@ -246,7 +245,7 @@ class SamplingCore:
         image_latents = None
         if regular_unet or first.strength < 1.0:
             image_latents = self._encode_images(images, generators)
-        noise = _randn(shape, generators, self.model.device, dtype)
+        noise = _initial_noise(requests, shape, generators, self.model.device, dtype)
         start = image_latents
         if image_latents is not None and first.masked_content in ("latent_noise", "latent_nothing"):
             latent_mask = _to_latent_size(masks, shape)
@@ -374,6 +373,18 @@ def _randn(shape, generators, device, dtype) -> torch.Tensor:
     """One normal draw per generator, always on the CPU in float32 so frames don't depend on the device."""
     draws = [torch.randn(shape, generator=g, dtype=torch.float32) for g in generators]
     return torch.cat(draws).to(device, dtype)
+
+
+def _initial_noise(requests, shape, generators, device, dtype) -> torch.Tensor:
+    """The starting noise per request: its ``latents`` when given, else a draw from its generator (as
+    :func:`_randn` draws: CPU float32), so a batch may mix both and every row matches a one-by-one run."""
+    rows = [
+        torch.as_tensor(r.latents, dtype=torch.float32).reshape(shape)
+        if r.latents is not None
+        else torch.randn(shape, generator=g, dtype=torch.float32)
+        for r, g in zip(requests, generators, strict=True)
+    ]
+    return torch.cat(rows).to(device, dtype)
 
 
 def _noise_multipliers(requests: Sequence[FrameRequest], noise_like: torch.Tensor) -> torch.Tensor:

@@ -28,8 +28,14 @@ class FrameRequest:
     (and the negative's with ``blend_negative_prompt``'s, which is empty unless given) by ``blend_mode``:
     ``lerp`` is (1 - w) a + w b, ``slerp`` interpolates each token's vector on the sphere (see
     :func:`flipbook.sampling.encode.slerp_embeddings`). w = 0 or equal texts give the plain embedding exactly.
-    Blending needs one embedding per side, so a composable prompt may only be blended with itself. The
-    embeddings are per UNet row, so blends never split a batch (they are not in :meth:`batch_key`).
+    When either side is composable (several parts), the two blend in the noise prediction instead: every
+    part of the prompt keeps its weight times (1 - w) and every part of ``blend_prompt`` gets its weight
+    times w. The embeddings are per UNet row, so blends never split a batch (they are not in
+    :meth:`batch_key`).
+
+    ``latents``: the initial noise (diffusers' ``latents``), a standard-normal tensor of the latent shape
+    (``1 x C x height/8 x width/8``) used instead of a draw from ``seed``; img2img adds it to the image
+    latents at the strength's noise level. The latent walk passes slerped keyframe noise here.
     """
 
     prompt: str
@@ -54,6 +60,7 @@ class FrameRequest:
     blend_negative_prompt: str = ""
     blend_weight: float = 0.0  # the share of blend_prompt / blend_negative_prompt, 0 to 1
     blend_mode: BlendMode = "lerp"
+    latents: Any = None
 
     def batch_key(self) -> tuple:
         """Requests with equal keys share timesteps and weights, so they can be denoised in one batch."""
@@ -105,24 +112,34 @@ class FrameRequest:
         if not isinstance(self.blend_weight, numbers.Real) or not 0.0 <= self.blend_weight <= 1.0:
             raise FlipbookError("blend_weight", self.blend_weight, "a number from 0 to 1")
         self.prompt_parts()
+        self._check_latents(vae_scale_factor)
         if not -(2**63) <= self.seed < 2**64:
             raise FlipbookError(
                 "seed", self.seed, "an integer seed (use -1 for random before building requests)"
             )
 
     def prompt_parts(self) -> tuple[list[tuple[str, float]], list[tuple[str, float]] | None]:
-        """The prompt's composable parts ``(text, weight)`` and, when the positive prompt is blended (weight
-        > 0 and a different ``blend_prompt``), ``blend_prompt``'s; None otherwise. A composable prompt on
-        either side of a blend is a FlipbookError naming ``prompt_interpolation``."""
+        """The prompt's composable parts ``(text, weight)`` and, when the positive prompt is blended in the
+        embedding (weight > 0, a different ``blend_prompt``, one part on each side), ``blend_prompt``'s; None
+        otherwise. A blend with a composable side comes back as one list of parts with scaled weights (parts
+        whose weight becomes 0 are left out, so w = 1 is exactly ``blend_prompt``)."""
         parts = split_composable(self.prompt)
         if self.blend_weight <= 0.0 or self.blend_prompt == self.prompt:
             return parts, None
         others = split_composable(self.blend_prompt)
-        if len(parts) > 1 or len(others) > 1:
-            raise FlipbookError(
-                "prompt_interpolation",
-                self.blend_mode,
-                '"hold" (no blending) when a prompt is composable (AND or |)',
-                detail=f"{self.prompt!r} blended into {self.blend_prompt!r}",
-            )
-        return parts, others
+        if len(parts) == 1 and len(others) == 1:
+            return parts, others
+        w = float(self.blend_weight)
+        mixed = [(text, weight * (1.0 - w)) for text, weight in parts]
+        mixed += [(text, weight * w) for text, weight in others]
+        return [(text, weight) for text, weight in mixed if weight != 0.0], None
+
+    def _check_latents(self, vae_scale_factor: int) -> None:
+        """``latents`` must be one latent image of this request's size (any channel count: the model checks)."""
+        if self.latents is None:
+            return
+        shape = tuple(getattr(self.latents, "shape", ()))
+        size = (self.height // vae_scale_factor, self.width // vae_scale_factor)
+        if len(shape) not in (3, 4) or (len(shape) == 4 and shape[0] != 1) or shape[-2:] != size:
+            allowed = f"a 1 x C x {size[0]} x {size[1]} noise tensor for {self.width}x{self.height}"
+            raise FlipbookError("latents", f"shape {shape}", allowed)

@@ -13,11 +13,13 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from flipbook.errors import FlipbookError
+from flipbook.errors import FlipbookError, SpecError
 
 SPEC_VERSION = 1
+AUDIO_NAMES = ("beat", "bpm", "amp")
+"""Schedule variables that follow ``audio.file`` (per frame: 1 on a beat, the tempo, the loudness 0..1)."""
 
 
 class _Section(BaseModel):
@@ -31,7 +33,7 @@ def _check_schedule_text(value: object) -> object:
         from flipbook.spec.schedules import Schedule, ScheduleError
 
         try:
-            Schedule.parse(value)
+            Schedule.parse(value, AUDIO_NAMES)
         except ScheduleError as error:
             pointer = f"\n    {caret(value, error.position).replace(chr(10), chr(10) + '    ')}"
             raise ValueError(f"{error}{pointer if error.position is not None else ''}") from None
@@ -236,6 +238,11 @@ class InitSection(_Section):
     mask_invert: bool = Field(False, description="animate the black part instead")
     mask_use_alpha: bool = Field(False, description="take the mask from the image's alpha channel")
     mask_feather: float = Field(0.0, ge=0, le=256, description="soften the mask edge (pixels)")
+    video: Path | None = Field(
+        None,
+        description="interpolate mode: frame i starts from this video's frame i (a video file, GIF or folder of "
+        "frames) at the animation.strength schedule, GIFfusion's video init",
+    )
 
 
 class AnimationSection(_Section):
@@ -249,13 +256,20 @@ class AnimationSection(_Section):
         description="Deforum strength in [0, 1): share of the previous frame kept (denoise = 1 - strength); "
         "a number or a schedule",
     )
-    prompt_interpolation: Literal["hold", "lerp", "slerp"] = Field(
-        "hold",
+    prompt_interpolation: Literal["hold", "lerp", "slerp"] | None = Field(
+        None,
         description="in-between frames' text conditioning: hold keeps each keyframe's prompt until the next "
         "keyframe (Deforum); lerp and slerp move the prompt (and negative) embeddings linearly or spherically "
-        "toward the next keyframe's, as latent-walk tools and AnimateDiff prompt travel do. LoRAs follow the "
-        "keyframe in force; composable prompts (AND, |) need hold",
+        "toward the next keyframe's, as latent-walk tools and AnimateDiff prompt travel do; composable prompts "
+        "(AND, |) blend in the noise prediction instead. LoRAs follow the keyframe in force. Default: lerp in "
+        "interpolate mode, hold in the others",
     )
+
+    def text_interpolation(self) -> Literal["hold", "lerp", "slerp"]:
+        """``prompt_interpolation`` with the mode's default filled in."""
+        if self.prompt_interpolation is not None:
+            return self.prompt_interpolation
+        return "lerp" if self.mode == "interpolate" else "hold"
 
     @field_validator("strength")
     @classmethod
@@ -287,6 +301,70 @@ class OutputSection(_Section):
     mp4_crf: int = Field(18, ge=0, le=51)
 
 
+class AudioSection(_Section):
+    """``[audio]``: a music file that drives schedules (``beat``, ``bpm``, ``amp``), the interpolate mode's
+    ``audio`` easing, and the soundtrack of video outputs."""
+
+    file: Path | None = Field(None, description="wav, flac, ogg or mp3")
+    offset: float = Field(0.0, ge=0, le=86_400, description="seconds into the file where frame 0 starts")
+    soundtrack: bool = Field(True, description="mux the audio into MP4/WebM outputs, trimmed to the video")
+
+
+Easing = Literal["linear", "sine", "audio"] | str
+
+
+class InterpolateSection(_Section):
+    """``[interpolate]``: the latent walk (GIFfusion, stable-diffusion-videos). Each keyframe of ``prompts`` has
+    its own noise latent and text embedding; frame i between keyframes a and b is txt2img from
+    ``slerp(w, noise_a, noise_b)`` with the embeddings mixed by ``animation.prompt_interpolation`` at weight w,
+    where w eases from 0 at a to 1 at b. Frames are independent, so they render ``batch_size`` at a time."""
+
+    batch_size: int = Field(4, ge=1, le=256, description="frames per UNet call (same frames as one by one)")
+    noise: Literal["keyframe", "fixed"] = Field(
+        "keyframe",
+        description="keyframe: each keyframe's noise comes from its own seed (the sampling seed schedule at "
+        "that frame); fixed: one noise latent (frame 0's seed) for the whole animation, only the prompt moves",
+    )
+    easing: Easing | list[Easing] = Field(
+        "linear",
+        description='w over each segment: "linear"; "sine" (the morph moves in sine_frequencies smooth '
+        'pulses); "audio" (faster where audio.file hits: cumulative percussive energy); or a schedule '
+        "string over the animation's frames giving w in [0, 1] (u is the linear position in the segment, "
+        'e.g. "0:(u**2)"). A list gives one easing per segment',
+    )
+    sine_frequencies: list[int] = Field(
+        default_factory=lambda: [1],
+        min_length=1,
+        max_length=16,
+        description="sine easing: pulses per segment (whole numbers >= 1; several are averaged)",
+    )
+    motion: bool = Field(
+        False,
+        description="apply the [camera] 2D schedules (zoom, angle, translation_x/y, ...) to the init image or "
+        "video frames before diffusion, accumulated from frame 0 (needs init.image or init.video)",
+    )
+
+    @field_validator("easing")
+    @classmethod
+    def _easing(cls, value: Easing | list[Easing]) -> Easing | list[Easing]:
+        for item in value if isinstance(value, list) else [value]:
+            if item not in ("linear", "sine", "audio"):
+                from flipbook.spec.schedules import Schedule, ScheduleError
+
+                try:
+                    Schedule.parse(item, ("u", *AUDIO_NAMES))
+                except ScheduleError as error:
+                    raise ValueError(f'"linear", "sine", "audio" or a schedule string ({error})') from None
+        return value
+
+    @field_validator("sine_frequencies")
+    @classmethod
+    def _whole_pulses(cls, value: list[int]) -> list[int]:
+        if any(f < 1 or f > 64 for f in value):
+            raise ValueError("whole numbers from 1 to 64 (each pulse starts and ends at rest)")
+        return value
+
+
 class Spec(_Section):
     version: int = SPEC_VERSION
     model: ModelSection = Field(default_factory=ModelSection)
@@ -303,6 +381,8 @@ class Spec(_Section):
     )
     init: InitSection = Field(default_factory=InitSection)
     camera: CameraSection = Field(default_factory=CameraSection)
+    interpolate: InterpolateSection = Field(default_factory=InterpolateSection)
+    audio: AudioSection = Field(default_factory=AudioSection)
     output: OutputSection = Field(default_factory=OutputSection)
 
     @field_validator("version")
@@ -332,6 +412,22 @@ class Spec(_Section):
             detail = f" ({error.detail})" if error.detail else ""
             raise ValueError(f"{error.allowed}{detail}") from None
         return value
+
+    @model_validator(mode="after")
+    def _mode_inputs(self) -> Spec:
+        """Inputs only some modes read are errors elsewhere, not silently ignored."""
+        from flipbook.modes import VIDEO_INIT_MODES
+
+        mode = self.animation.mode
+        if self.init.video is not None and mode not in VIDEO_INIT_MODES:
+            raise SpecError(
+                "init.video",
+                str(self.init.video),
+                f"only with animation.mode {' or '.join(VIDEO_INIT_MODES)}",
+            )
+        if self.interpolate.motion and self.init.image is None and self.init.video is None:
+            raise SpecError("interpolate.motion", True, "true only with init.image or init.video to move")
+        return self
 
     def with_seed(self) -> Spec:
         """The spec with seed -1 replaced by a random seed (recorded, so the render can be repeated)."""

@@ -7,6 +7,7 @@ are fixed too, so a render, a resume and ``flipbook validate`` all see the same 
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -14,8 +15,8 @@ from types import MappingProxyType
 import numpy as np
 
 from flipbook.errors import SpecError
-from flipbook.sampling.prompts import extract_loras, split_composable
-from flipbook.spec.model import ScheduleTable, ScheduleValue, Spec, is_string_schedule
+from flipbook.spec.easing import walk_weights
+from flipbook.spec.model import AUDIO_NAMES, ScheduleTable, ScheduleValue, Spec, is_string_schedule
 from flipbook.spec.schedules import ScheduleError, resolve_schedule, resolve_string_schedule
 from flipbook.spec.seeds import seed_sequence
 from flipbook.spec.travel import (
@@ -42,7 +43,9 @@ class FramePlan:
     camera: Mapping[str, float] = field(default_factory=dict)  # every [camera] schedule at this frame
     # animation.prompt_interpolation: the next keyframe's prompt and negative at this frame (backtick math
     # evaluated here too) and its weight, (i - key) / (next key - key); with "hold", or from the last keyframe
-    # on, blend is 0 and next_* are this frame's own prompt and negative (None here means the same).
+    # on, blend is 0 and next_* are this frame's own prompt and negative (None here means the same). In
+    # interpolate mode blend is the eased walk position (interpolate.easing), which also mixes the noise, and
+    # next_* are always the next keyframe's.
     next_prompt: str | None = None
     next_negative_prompt: str | None = None
     blend: float = 0.0
@@ -65,36 +68,83 @@ class Plan:
         return len(self.frames)
 
 
-def resolve_value(spec: Spec, field: str, value: ScheduleValue) -> np.ndarray:
-    """Per-frame values of one schedule field; problems become a FlipbookError naming the field."""
+_AUDIO_NAME = re.compile(r"\b(" + "|".join(AUDIO_NAMES) + r")\b")
+
+
+def resolve_value(
+    spec: Spec, field: str, value: ScheduleValue, variables: Mapping[str, np.ndarray] | None = None
+) -> np.ndarray:
+    """Per-frame values of one schedule field; problems become a FlipbookError naming the field.
+
+    ``variables`` are extra per-frame arrays the schedule may use: the audio variables (see
+    :func:`schedule_variables`) and, for easing schedules, ``u``.
+    """
     schedule, interpolation = value, "linear"
     if isinstance(value, ScheduleTable):
         schedule, interpolation = value.schedule, value.interpolation
+    variables = dict(variables or {})
+    if isinstance(schedule, str) and not set(AUDIO_NAMES) <= set(variables):
+        used = _AUDIO_NAME.search(schedule)
+        if used:
+            allowed = f"a schedule without {used.group(1)}, or audio.file set (beat, bpm and amp follow it)"
+            raise SpecError(field, schedule, allowed)
     a = spec.animation
     try:
         return resolve_schedule(
-            schedule, max_frames=a.max_frames, fps=a.fps, seed=spec.sampling.seed, interpolation=interpolation
-        )
+            schedule, max_frames=a.max_frames, fps=a.fps, seed=spec.sampling.seed, interpolation=interpolation,
+            extra_vars=variables or None,
+        )  # fmt: skip
     except ScheduleError as error:
         raise SpecError(field, schedule, "a valid schedule", detail=str(error)) from None
 
 
-def build_plan(spec: Spec) -> Plan:
-    """The per-frame table for ``spec`` (whose seed must already be chosen, see ``Spec.with_seed``)."""
+@dataclass(frozen=True)
+class AudioFeatures:
+    """What ``audio.file`` gives the plan: per-frame schedule variables and, for audio easing, energy."""
+
+    variables: Mapping[str, np.ndarray]
+    energy: np.ndarray | None = None
+
+
+def audio_features(spec: Spec) -> AudioFeatures:
+    """Analyse ``audio.file`` (from ``audio.offset``) once per plan; empty without a file. The percussive
+    energy (an HPSS, the slow part) is only computed when an interpolate easing asks for it."""
+    if spec.audio.file is None:
+        return AudioFeatures({})
+    from flipbook.audio.analysis import expression_variables, load_audio, percussive_energy
+
+    n, fps = spec.animation.max_frames, spec.animation.fps
+    y, sr = load_audio(spec.audio.file, offset=spec.audio.offset, duration=(n + 1) / fps)
+    variables = expression_variables(y, sr, fps, n)
+    easing = spec.interpolate.easing
+    wants_energy = spec.animation.mode == "interpolate" and "audio" in (
+        easing if isinstance(easing, list) else [easing]
+    )
+    energy = percussive_energy(y, sr, fps, n + 1) if wants_energy else None
+    return AudioFeatures(variables, energy)
+
+
+def build_plan(spec: Spec, audio: AudioFeatures | None = None) -> Plan:
+    """The per-frame table for ``spec`` (whose seed must already be chosen, see ``Spec.with_seed``).
+
+    ``audio`` is :func:`audio_features` of the spec, analysed here when not given.
+    """
     if spec.sampling.seed == -1:
         raise ValueError("build_plan needs a chosen seed; call spec.with_seed() first")
+    audio = audio if audio is not None else audio_features(spec)
+    variables = audio.variables
     n = spec.animation.max_frames
-    cfg = resolve_value(spec, "sampling.cfg", spec.sampling.cfg)
-    strength = resolve_value(spec, "animation.strength", spec.animation.strength)
+    cfg = resolve_value(spec, "sampling.cfg", spec.sampling.cfg, variables)
+    strength = resolve_value(spec, "animation.strength", spec.animation.strength, variables)
     _check_range("sampling.cfg", cfg, 0.0, 100.0, "a guidance scale from 0 to 100")
     _check_range("animation.strength", strength, 0.0, np.nextafter(1.0, 0.0), "a strength in [0, 1)")
-    steps = _steps(spec)
+    steps = _steps(spec, variables)
     denoise = denoise_for(strength, steps)
-    seeds = _seeds(spec)
+    seeds = _seeds(spec, variables)
     samplers = _string_schedule(spec, "sampling.sampler", spec.sampling.sampler)
     checkpoints = _string_schedule(spec, "model.name", spec.model.name)
-    camera = camera_values(spec)
-    prompts = _prompts(spec)
+    camera = camera_values(spec, variables)
+    prompts = _prompts(spec, audio)
     frames = tuple(
         FramePlan(
             index=i,
@@ -128,7 +178,7 @@ class _FramePrompts:
     blends: list[float]
 
 
-def _prompts(spec: Spec) -> _FramePrompts:
+def _prompts(spec: Spec, audio: AudioFeatures) -> _FramePrompts:
     """Per frame: the keyframe in force (prompts hold until the next key, the first one back to frame 0, as in
     Deforum 2D/3D), its prompt and its negative, with backtick math evaluated at that frame; and, for
     ``animation.prompt_interpolation`` lerp/slerp, the next keyframe's prompt and negative at that frame with
@@ -152,7 +202,8 @@ def _prompts(spec: Spec) -> _FramePrompts:
     positives = [texts[k][0][i] for i, k in enumerate(in_force)]
     negatives = [texts[k][1][i] for i, k in enumerate(in_force)]
     prompts = _FramePrompts(in_force, positives, negatives, [], [], [])
-    interpolate = spec.animation.prompt_interpolation != "hold"
+    walk = spec.animation.mode == "interpolate"
+    interpolate = walk or spec.animation.text_interpolation() != "hold"
     for i, key in enumerate(in_force):
         after = _next_key(starts, i, key) if interpolate else None
         if after is None:  # hold: the next prompt is this one, at weight 0
@@ -163,8 +214,25 @@ def _prompts(spec: Spec) -> _FramePrompts:
             prompts.next_positives.append(texts[after][0][i])
             prompts.next_negatives.append(texts[after][1][i])
             prompts.blends.append((i - key) / (after - key))
-    _check_composable_blends(spec, prompts)
+    if walk:
+        prompts.blends[:] = _walk_blends(spec, starts, audio).tolist()
     return prompts
+
+
+def _walk_blends(spec: Spec, starts: list[int], audio: AudioFeatures) -> np.ndarray:
+    """interpolate mode: the eased weight toward the next keyframe at every frame (``interpolate.easing``)."""
+
+    def schedule(text: str, u: np.ndarray) -> np.ndarray:
+        return resolve_value(spec, "interpolate.easing", text, {**audio.variables, "u": u})
+
+    return walk_weights(
+        starts,
+        spec.animation.max_frames,
+        spec.interpolate.easing,
+        frequencies=spec.interpolate.sine_frequencies,
+        energy=audio.energy,
+        schedule=schedule,
+    )
 
 
 def _next_key(starts: list[int], frame: int, key: int) -> int | None:
@@ -174,29 +242,6 @@ def _next_key(starts: list[int], frame: int, key: int) -> int | None:
         return None
     position = bisect.bisect_right(starts, key)
     return starts[position] if position < len(starts) else None
-
-
-def _check_composable_blends(spec: Spec, prompts: _FramePrompts) -> None:
-    """Blending needs one embedding per side: a composable prompt (``a AND b``, ``a | b``) on either side of a
-    blended frame is an error naming ``animation.prompt_interpolation`` (composable parts are combined in the
-    noise prediction, not in the embedding, so there is nothing single to interpolate)."""
-    for i, blend in enumerate(prompts.blends):
-        prompt, following = prompts.positives[i], prompts.next_positives[i]
-        if blend == 0.0 or prompt == following:
-            continue
-        for text in (prompt, following):
-            if len(split_composable(extract_loras(text)[0])) > 1:
-                raise SpecError(
-                    "animation.prompt_interpolation",
-                    spec.animation.prompt_interpolation,
-                    '"hold" when keyframe prompts are composable (AND or |)',
-                    detail=f"frame {i} blends {_shorten(prompt)!r} into {_shorten(following)!r}",
-                )
-
-
-def _shorten(text: str, limit: int = 40) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _keyframe_table(prompts: dict[str, str] | str) -> dict[str, str]:
@@ -222,11 +267,11 @@ def _string_schedule(spec: Spec, field: str, value: str) -> list[str]:
     return [name.strip().strip("\"'") for name in names]
 
 
-def _steps(spec: Spec) -> np.ndarray:
+def _steps(spec: Spec, variables: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     steps = spec.sampling.steps
     if isinstance(steps, int):
         return np.full(spec.animation.max_frames, steps, dtype=np.int64)
-    values = np.round(resolve_value(spec, "sampling.steps", steps))
+    values = np.round(resolve_value(spec, "sampling.steps", steps, variables))
     _check_range("sampling.steps", values, 1, 1000, "a step count from 1 to 1000")
     return values.astype(np.int64)
 
@@ -265,14 +310,16 @@ _USED_BY_MODE: dict[str, set[str]] = {
 }  # fmt: skip
 
 
-def camera_values(spec: Spec) -> dict[str, np.ndarray]:
+def camera_values(spec: Spec, variables: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Every ``[camera]`` schedule per frame; those the mode uses are range-checked (kernels odd, far beyond
-    near)."""
+    near). ``variables``: the audio variables, see :func:`resolve_value`."""
     used = _USED_BY_MODE.get(spec.animation.mode, set())
+    if spec.animation.mode == "interpolate" and spec.interpolate.motion:
+        used = _USED_BY_MODE["2d"]
     values = {}
     for name, bounds in _CAMERA_RANGES.items():
         field_name = f"camera.{name}"
-        array = resolve_value(spec, field_name, getattr(spec.camera, name))
+        array = resolve_value(spec, field_name, getattr(spec.camera, name), variables)
         if bounds is not None and name in used:
             _check_range(field_name, array, *bounds)
         values[name] = array
@@ -299,14 +346,14 @@ def camera_values(spec: Spec) -> dict[str, np.ndarray]:
     return values
 
 
-def _seeds(spec: Spec) -> list[int]:
+def _seeds(spec: Spec, variables: Mapping[str, np.ndarray] | None = None) -> list[int]:
     """Per-frame seeds with Deforum's seed behaviours (random draws reproducible from the base seed)."""
     s = spec.sampling
     schedule = None
     if s.seed_behavior == "schedule":
         if s.seed_schedule is None:
             raise SpecError("sampling.seed_schedule", None, 'a schedule when seed_behavior = "schedule"')
-        schedule = resolve_value(spec, "sampling.seed_schedule", s.seed_schedule)
+        schedule = resolve_value(spec, "sampling.seed_schedule", s.seed_schedule, variables)
     return seed_sequence(
         s.seed, spec.animation.max_frames, s.seed_behavior, iter_n=s.seed_iter_n, schedule=schedule
     )

@@ -21,7 +21,9 @@ def summarize(spec: Spec) -> str:
     ]
     if a.mode in ("2d", "3d"):
         lines.append(_camera_line(spec, plan))
-    if a.max_frames > 1:
+    if a.mode == "interpolate":
+        lines.append(_walk_line(spec, plan))
+    elif a.max_frames > 1:
         feedback = plan.frames[1:]
         fewest = min(int(round(f.steps * f.denoise, 6)) for f in feedback)
         lines.append(
@@ -33,10 +35,28 @@ def summarize(spec: Spec) -> str:
         if frame.index == 0 or frame.prompt_key == frame.index:
             negative = f" | {frame.negative_prompt}" if frame.negative_prompt else ""
             lines.append(f"  {frame.index:>5}: {frame.prompt}{negative}")
+    if spec.audio.file is not None:
+        soundtrack = ", soundtrack of video outputs" if spec.audio.soundtrack else ""
+        lines.append(f"audio: {spec.audio.file} from {spec.audio.offset:g} s (beat, bpm, amp){soundtrack}")
     lines.append(
         f"output: {spec.output.dir}/{spec.output.name or 'flipbook'}/ as {', '.join(spec.output.formats)}"
     )
     return "\n".join(lines)
+
+
+def _walk_line(spec: Spec, plan: Plan) -> str:
+    """The latent walk: noise, easing, text blending, batching, and what each frame starts from."""
+    w = spec.interpolate
+    easing = w.easing if isinstance(w.easing, str) else ", ".join(w.easing)
+    init = "txt2img"
+    if spec.init.image is not None or spec.init.video is not None:
+        source = f"init video {spec.init.video}" if spec.init.video else f"init image {spec.init.image}"
+        motion = " moved by the camera" if w.motion else ""
+        init = f"img2img from the {source}{motion}, strength {_span(plan, 'strength')}"
+    return (
+        f"latent walk: {w.noise} noise, easing {easing}, text {spec.animation.text_interpolation()}, "
+        f"{w.batch_size} frames per batch; frames are {init}"
+    )
 
 
 def _span(plan: Plan, field: str, start: int = 0) -> str:

@@ -1,0 +1,1 @@
+"""CLI command groups, each registered by flipbook/cli.py."""

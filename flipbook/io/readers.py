@@ -1,0 +1,120 @@
+"""Read frames back from what users have: a folder of images, an animated GIF/WebP/PNG, or a video file.
+
+One entry point, :func:`read_frames`, returns every frame as an HxWx3 uint8 RGB array with the source's frame
+rate when it has one. The standalone commands (``flipbook interpolate``, ``encode``, ``upscale``) and the
+video-init modes read through it, so every input kind behaves the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, ImageSequence
+
+from flipbook.errors import FlipbookError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+ANIMATED_SUFFIXES = (".gif", ".webp", ".png", ".apng")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
+_ALLOWED = "a folder of images, an image, an animated GIF/WebP/PNG or a video (mp4, webm, mov, mkv, avi)"
+
+
+@dataclass(frozen=True)
+class FrameSource:
+    """Frames as HxWx3 uint8 arrays; ``fps`` is None for a folder or a still image (no timing stored)."""
+
+    frames: list[np.ndarray]
+    fps: float | None = None
+    durations_ms: list[int] | None = None  # per frame, for animated images
+
+
+def read_frames(path: str | Path, *, field: str = "input") -> FrameSource:
+    """Every frame of ``path``; errors name ``field`` (the CLI argument or spec field that gave the path)."""
+    path = Path(path)
+    if path.is_dir():
+        return _read_folder(path, field)
+    if not path.is_file():
+        raise FlipbookError(field, str(path), _ALLOWED, detail="no such file or folder")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in VIDEO_SUFFIXES:
+            return _read_video(path)
+        if suffix in ANIMATED_SUFFIXES or suffix in IMAGE_SUFFIXES:
+            return _read_image(path)
+    except (OSError, ValueError, av.FFmpegError) as error:
+        raise FlipbookError(field, str(path), _ALLOWED, detail=str(error)) from None
+    raise FlipbookError(field, str(path), _ALLOWED, detail=f"unknown file type {suffix or '(none)'}")
+
+
+def natural_key(name: str) -> list:
+    """Sort key that puts frame_2 before frame_10 (numbers compare as numbers)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, in natural order (what a folder of frames means)."""
+    return sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda p: natural_key(p.name),
+    )
+
+
+def is_animation(path: Path) -> bool:
+    """A video, or an image file holding more than one frame (GIF, WebP, APNG)."""
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return True
+    try:
+        with Image.open(path) as image:
+            return bool(getattr(image, "is_animated", False))
+    except (OSError, ValueError):
+        return False
+
+
+def _read_folder(folder: Path, field: str) -> FrameSource:
+    files = image_files(folder)
+    if not files:
+        raise FlipbookError(field, str(folder), _ALLOWED, detail="the folder holds no images")
+    frames = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                frames.append(np.asarray(image.convert("RGB")))
+        except (OSError, ValueError) as error:
+            raise FlipbookError(field, str(file), "a readable image", detail=str(error)) from None
+    first = frames[0].shape
+    for file, frame in zip(files, frames, strict=True):
+        if frame.shape != first:
+            size = f"{frame.shape[1]}x{frame.shape[0]}"
+            raise FlipbookError(field, str(file), f"images of one size, {first[1]}x{first[0]}", detail=size)
+    return FrameSource(frames)
+
+
+def _read_image(path: Path) -> FrameSource:
+    """A still or animated image; animated frames are composited by Pillow as a viewer shows them."""
+    with Image.open(path) as image:
+        if not getattr(image, "is_animated", False):
+            return FrameSource([np.asarray(image.convert("RGB"))])
+        frames, durations = [], []
+        for frame in ImageSequence.Iterator(image):
+            frames.append(np.asarray(frame.convert("RGB")))
+            durations.append(int(frame.info.get("duration", 0) or 0))
+    total = sum(durations)
+    fps = 1000.0 * len(frames) / total if total > 0 else None
+    return FrameSource(frames, fps, durations)
+
+
+def _read_video(path: Path) -> FrameSource:
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError("the file has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        rate = stream.average_rate or stream.guessed_rate
+    if not frames:
+        raise ValueError("the video has no frames")
+    return FrameSource(frames, float(rate) if rate else None)

@@ -1,0 +1,1 @@
+"""Post-processing of finished frames: frame interpolation, upscaling."""
