@@ -407,14 +407,21 @@ def info(file: Annotated[Path, typer.Argument(help="a PNG made by flipbook, A111
 
 @app.command()
 def bench(
-    case: Annotated[str, typer.Argument(help="benchmark case: sampler, camera-2d, interpolate")] = "sampler",
+    case: Annotated[
+        str, typer.Argument(help="benchmark case: sampler, camera-2d, interpolate, frame-interpolation")
+    ] = "sampler",
     model: ModelOpt = "tiny",
     size: Size = "64x64",
     steps: Steps = 10,
     runs: Annotated[int, typer.Option("--runs", help="timed repetitions (after one warm-up)")] = 3,
     frames: Annotated[
-        int, typer.Option("--frames", help="camera-2d: frames timed after frame 0; interpolate: walk frames")
-    ] = 8,
+        int | None,
+        typer.Option(
+            "--frames",
+            help="camera-2d: frames timed after frame 0 (8); interpolate: walk frames (8); "
+            "frame-interpolation: source frames (30)",
+        ),
+    ] = None,
     sampler: Sampler = "Euler",
     device: Device = "auto",
     dtype: Dtype = "auto",
@@ -423,7 +430,8 @@ def bench(
     ),
 ) -> None:
     """Measure speed: the sampling core (sampler) or a 2D camera render (camera-2d) against plain diffusers;
-    the latent walk (interpolate) batched against one frame per call."""
+    the latent walk (interpolate) batched against one frame per call; optical-flow frame interpolation
+    (frame-interpolation, --size sets the frame size)."""
     from flipbook.bench import run_case
 
     width, height = parse_size(size)
@@ -526,10 +534,11 @@ class _stop_on_ctrl_c:
 def _register_command_groups() -> None:
     """Commands that live in ``flipbook/commands/``, one module per group (each imports its heavy libraries
     only when it runs)."""
-    from flipbook.commands import audio, inspire, upscale
+    from flipbook.commands import audio, inspire, interpolate, upscale
 
     app.add_typer(audio.app, name="audio")
     inspire.register(app)
+    interpolate.register(app)
     upscale.register(app)
 
 

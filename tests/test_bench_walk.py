@@ -27,3 +27,12 @@ def test_interpolate_case_needs_a_walk(tmp_path):
         run_case("interpolate", model="tiny", width=64, height=64, steps=2, runs=1, sampler="Euler",
                  device="cpu", dtype="auto", out=tmp_path, frames=1)  # fmt: skip
     assert error.value.field == "frames"
+
+
+def test_frame_interpolation_case_through_the_cli(run_cli, tmp_path):
+    code, out, err = run_cli("bench", "frame-interpolation", "--size", "64x64", "--frames", "4", "--runs", "1",
+                             "--out", tmp_path)  # fmt: skip
+    assert code == 0, err
+    result = json.loads((tmp_path / "frame-interpolation-64x64.json").read_text(encoding="utf-8"))
+    assert result["case"] == "frame-interpolation"
+    assert "in-betweens/s" in out

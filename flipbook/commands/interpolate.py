@@ -1,0 +1,102 @@
+"""``flipbook interpolate``: N times as many frames, for smoother or slower motion.
+
+A thin adapter over :mod:`flipbook.post.interpolate`: it reads any input that
+:func:`flipbook.io.readers.read_frames` accepts, works out the output's frame rate, interpolates, and writes
+by OUT's suffix: no suffix is a folder of PNG frames, ``.gif`` an animated GIF, ``.mp4`` an H.264 video. The
+output kind, method and model file are checked before any frame is read, the frame rate as soon as the
+input's is known, and a model file that is not TorchScript fails before interpolation starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flipbook.errors import FlipbookError
+
+OUTPUT_KINDS = {"": "png", ".gif": "gif", ".mp4": "mp4"}
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``interpolate`` command to ``app`` (the main CLI calls this)."""
+    app.command("interpolate")(interpolate)
+
+
+def interpolate(
+    source: Annotated[
+        Path, typer.Argument(metavar="IN", help="a folder of images, an animated GIF/WebP/PNG or a video")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="a folder (PNG frames), a .gif or an .mp4")],
+    factor: Annotated[
+        int, typer.Option("--x", min=1, help="frames per input frame: 2 doubles, 4 quadruples")
+    ] = 2,
+    loop: Annotated[
+        bool, typer.Option("--loop", help="also interpolate last -> first, for a seamless looping GIF")
+    ] = False,
+    slowmo: Annotated[
+        bool, typer.Option("--slowmo", help="keep the input's fps, so motion is --x times slower")
+    ] = False,
+    fps: Annotated[
+        float | None,
+        typer.Option("--fps", help="output frame rate (default: the input's x --x, or x 1 with --slowmo)"),
+    ] = None,
+    method: Annotated[
+        str, typer.Option("--method", help="flow (no weights), blend (cross-fade) or film (needs --model)")
+    ] = "flow",
+    model: Annotated[
+        Path | None, typer.Option("--model", help="FILM TorchScript file, e.g. film_net_fp32.pt")
+    ] = None,
+) -> None:
+    """Insert in-between frames (optical flow, cross-fade or FILM) and write PNG frames, a GIF or an MP4."""
+    from flipbook.io.readers import read_frames
+    from flipbook.post.interpolate import check_method, interpolate_frames, output_fps
+
+    kind = output_kind(out)
+    check_method(method, model)
+    clip = read_frames(source, field="IN")
+    rate = fps if fps is not None else output_fps(clip.fps, factor, slowmo=slowmo)
+    check_rate(rate, kind, source)
+    frames = interpolate_frames(clip.frames, factor=factor, loop=loop, method=method, model_path=model)
+    written = write(frames, out, kind, rate)
+    timing = f" at {rate:g} fps" if kind != "png" else ""
+    typer.echo(f"{len(clip.frames)} -> {len(frames)} frames{timing}: {written}")
+
+
+def output_kind(out: Path) -> str:
+    """``png`` (a folder), ``gif`` or ``mp4`` from OUT's suffix."""
+    kind = OUTPUT_KINDS.get(out.suffix.lower())
+    if kind is None:
+        raise FlipbookError("--out", str(out), "a folder (no suffix, PNG frames), a .gif or an .mp4")
+    if kind != "png" and out.is_dir():
+        raise FlipbookError("--out", str(out), f"a .{kind} file", detail="it is a folder")
+    return kind
+
+
+def check_rate(rate: float | None, kind: str, source: Path) -> None:
+    """A GIF or MP4 needs a frame rate; why only those: PNG frames store no timing."""
+    from flipbook.io.writers import GIF_MAX_FPS
+
+    if kind == "png":
+        return
+    if rate is None:
+        detail = f"{source} stores no frame rate (a folder or a still image)"
+        raise FlipbookError("--fps", None, "a frame rate > 0 for the output, e.g. --fps 24", detail=detail)
+    if rate <= 0:
+        raise FlipbookError("--fps", rate, "a number > 0")
+    if kind == "gif" and rate > GIF_MAX_FPS:
+        detail = "GIF delays are whole centiseconds; lower --fps or use --slowmo"
+        raise FlipbookError("--fps", rate, f"at most {GIF_MAX_FPS} for a GIF", detail=detail)
+
+
+def write(frames: list, out: Path, kind: str, fps: float | None) -> Path:
+    """Write ``frames`` as OUT's kind with the writers every flipbook output goes through."""
+    from flipbook.io.writers import write_gif, write_mp4, write_png_frames
+
+    if kind == "png":
+        write_png_frames(frames, out)
+        return out
+    if kind == "gif":
+        return write_gif(frames, out, fps=fps)
+    return write_mp4(frames, out, fps=fps)
