@@ -395,20 +395,38 @@ _still(
 
 
 @app.command()
-def info(file: Annotated[Path, typer.Argument(help="a PNG made by flipbook, A1111 or ComfyUI")]) -> None:
-    """Print the generation parameters stored in an image."""
-    from flipbook.io.pnginfo import read_png_parameters
+def info(
+    file: Annotated[
+        Path,
+        typer.Argument(help="a PNG from flipbook, A1111 or ComfyUI, or a flipbook GIF/MP4/WebM/WebP/APNG"),
+    ],
+    spec: Annotated[bool, typer.Option("--spec", help="print the embedded flipbook spec (JSON)")] = False,
+) -> None:
+    """Print the generation parameters stored in an image or animation (and its flipbook spec with --spec)."""
+    import json
 
-    text = read_png_parameters(file)
-    if text is None:
-        raise FlipbookError("file", str(file), "an image with a 'parameters' text chunk", detail="none found")
-    typer.echo(text)
+    from flipbook.io.metadata import read_embedded
+
+    embedded = read_embedded(file)
+    if spec:
+        if embedded.spec is None:
+            raise FlipbookError("file", str(file), "a file made by flipbook", detail="no flipbook spec in it")
+        typer.echo(json.dumps(embedded.spec, indent=2, ensure_ascii=False))
+        return
+    if embedded.parameters is None and embedded.spec is None:
+        raise FlipbookError("file", str(file), "a file with generation parameters", detail="none found")
+    if embedded.parameters is not None:
+        typer.echo(embedded.parameters)
+    if embedded.spec is not None:
+        typer.echo(f"(flipbook spec embedded: `flipbook info --spec {file}` prints it, `flipbook render {file}` "
+                   "renders it again)")  # fmt: skip
 
 
 @app.command()
 def bench(
     case: Annotated[
-        str, typer.Argument(help="benchmark case: sampler, camera-2d, interpolate, frame-interpolation")
+        str,
+        typer.Argument(help="benchmark case: sampler, camera-2d, interpolate, frame-interpolation, encode"),
     ] = "sampler",
     model: ModelOpt = "tiny",
     size: Size = "64x64",
@@ -419,7 +437,7 @@ def bench(
         typer.Option(
             "--frames",
             help="camera-2d: frames timed after frame 0 (8); interpolate: walk frames (8); "
-            "frame-interpolation: source frames (30)",
+            "frame-interpolation: source frames (30); encode: frames (120)",
         ),
     ] = None,
     sampler: Sampler = "Euler",
@@ -431,7 +449,7 @@ def bench(
 ) -> None:
     """Measure speed: the sampling core (sampler) or a 2D camera render (camera-2d) against plain diffusers;
     the latent walk (interpolate) batched against one frame per call; optical-flow frame interpolation
-    (frame-interpolation, --size sets the frame size)."""
+    (frame-interpolation) and the encoders (encode); for those two --size sets the frame size."""
     from flipbook.bench import run_case
 
     width, height = parse_size(size)
@@ -534,9 +552,10 @@ class _stop_on_ctrl_c:
 def _register_command_groups() -> None:
     """Commands that live in ``flipbook/commands/``, one module per group (each imports its heavy libraries
     only when it runs)."""
-    from flipbook.commands import audio, inspire, interpolate, upscale
+    from flipbook.commands import audio, encode, inspire, interpolate, upscale
 
     app.add_typer(audio.app, name="audio")
+    encode.register(app)
     inspire.register(app)
     interpolate.register(app)
     upscale.register(app)

@@ -116,3 +116,16 @@ def test_crowded_keyframes_leave_later_labels_blank_instead_of_overlapping():
     labels = [label.get_text() for label in top.get_xticklabels()]
     assert len(labels) == 100 and labels[0] == "0: prompt 0"
     assert 0 < sum(bool(text) for text in labels) < 100
+
+
+def test_the_walk_weight_gets_a_panel_in_interpolate_mode():
+    from flipbook.spec.load import spec_from_data
+    from flipbook.spec.plan import build_plan
+
+    spec = spec_from_data(
+        {"sampling": {"seed": 1}, "prompts": {"0": "a", "8": "b"},
+         "animation": {"mode": "interpolate", "max_frames": 9}, "interpolate": {"easing": "sine"}}
+    )  # fmt: skip
+    series = chart_series(build_plan(spec))
+    assert list(series) == ["blend"]
+    assert series["blend"][4] == pytest.approx(0.5) and series["blend"][1] < 0.125

@@ -40,11 +40,26 @@ def _frame_interpolation_case(
     return run(**kwargs) if frames is None else run(frames=frames, **kwargs)
 
 
+def _encode_case(
+    frames: int | None = None,
+    width: int = 512,
+    height: int = 512,
+    runs: int = 3,
+    out: Path | None = None,
+    **_,
+) -> str:
+    from flipbook.bench.encode import run
+
+    kwargs = {"width": width, "height": height, "runs": runs, "out": out}
+    return run(**kwargs) if frames is None else run(frames=frames, **kwargs)
+
+
 CASES: dict[str, Callable[..., str]] = {
     "sampler": _sampler_case,
     "camera-2d": _camera_2d_case,
     "interpolate": _interpolate_case,
     "frame-interpolation": _frame_interpolation_case,
+    "encode": _encode_case,
 }
 
 

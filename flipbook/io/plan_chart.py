@@ -31,7 +31,7 @@ LABEL_ROTATION = 35.0  # degrees; steeper needs more headroom, shallower more ro
 LABEL_LINE_PX = 13.0  # a line of 8 pt text at 100 dpi, with a little air
 
 # Panel order and y-axis labels; the keys are also the names ``chart_series`` returns.
-SERIES_LABELS = {"cfg": "cfg", "strength": "strength", "seed": "seed"}
+SERIES_LABELS = {"cfg": "cfg", "strength": "strength", "seed": "seed", "blend": "prompt blend w"}
 
 
 def all_series(plan: Plan) -> dict[str, np.ndarray]:
@@ -40,6 +40,8 @@ def all_series(plan: Plan) -> dict[str, np.ndarray]:
         "cfg": np.array([f.cfg for f in plan.frames], dtype=np.float64),
         "strength": np.array([f.strength for f in plan.frames], dtype=np.float64),
         "seed": np.array([f.seed for f in plan.frames], dtype=np.int64),
+        # the weight toward the next keyframe: prompt interpolation, the latent walk's eased position
+        "blend": np.array([f.blend for f in plan.frames], dtype=np.float64),
     }
 
 
@@ -78,7 +80,7 @@ def constant_summary(plan: Plan) -> str:
     """The flat series as text ('cfg 7, strength 0.6 (denoise 0.4), seed 100 + frame'), for titles and notes."""
     parts = []
     for name, values in all_series(plan).items():
-        if not is_uninteresting(name, values):
+        if not is_uninteresting(name, values) or name == "blend":  # a flat blend is 0: nothing blends
             continue
         if name == "seed" and values.size > 1 and values[1] != values[0]:
             parts.append(f"seed {values[0]} + frame")

@@ -108,7 +108,7 @@ def _read_image(path: Path) -> FrameSource:
 
 
 def _read_video(path: Path) -> FrameSource:
-    with av.open(str(path)) as container:
+    with av.open(str(path), metadata_errors="replace") as container:
         if not container.streams.video:
             raise ValueError("the file has no video stream")
         stream = container.streams.video[0]

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flipbook import __version__
-from flipbook.io.pnginfo import GenerationParameters, save_png
-from flipbook.io.writers import write_gif, write_mp4
+from flipbook.io.pnginfo import GenerationParameters, format_parameters, save_png
 from flipbook.models.extra_networks import ExtraNetworks
 from flipbook.models.folders import ModelsDir
 from flipbook.modes import get_mode
 from flipbook.modes.frame import Frame, ModeContext, animation_mask, init_image
 from flipbook.runs.cores import Cores
 from flipbook.runs.events import Events, FrameEvent
+from flipbook.runs.finish import check_post_inputs, write_animation
 from flipbook.runs.run_dir import RunDir, resume_point
 from flipbook.spec.model import Spec
-from flipbook.spec.plan import FramePlan, build_plan
+from flipbook.spec.plan import FramePlan, Plan, build_plan
 
 
 @dataclass
@@ -82,8 +81,9 @@ def _render(spec: Spec, events: Events, run: RunDir | None) -> RenderResult:
         run.log(f"stopped: {type(error).__name__}: {error}".rstrip(": "))
         raise
 
-    # 4. Encode the animation from every frame on disk
-    _write_animation(spec, [run.load(i) for i in range(n)], result)
+    # 4. Post-process and encode the animation from every frame on disk
+    frames = [run.load(i) for i in range(n)]
+    result.outputs = write_animation(spec, frames, run.path, animation_parameters(spec, plan))
     run.log("done: " + ", ".join(f"{kind} {path.name}" for kind, path in result.outputs.items()))
     result.frames = [run.frame_path(i) for i in range(n)]
     return result
@@ -95,6 +95,7 @@ def _check_inputs(spec: Spec) -> None:
     if spec.init.image is not None:
         init_image(spec)
     animation_mask(spec)
+    check_post_inputs(spec)
 
 
 def frame_parameters(frame: Frame, planned: FramePlan, spec: Spec) -> GenerationParameters:
@@ -122,16 +123,28 @@ def frame_parameters(frame: Frame, planned: FramePlan, spec: Spec) -> Generation
     )
 
 
-def _write_animation(spec: Spec, frames: list, result: RenderResult) -> None:
-    out, stem = spec.output, spec.output.name or "flipbook"
-    comment = json.dumps({"flipbook_spec": spec.model_dump(mode="json")})
-    if "png" in out.formats:
-        result.outputs["png"] = result.run_dir / "frames"
-    if "gif" in out.formats:
-        path = result.run_dir / f"{stem}.gif"
-        result.outputs["gif"] = write_gif(
-            frames, path, fps=spec.animation.fps, loop=out.gif_loop, comment=comment
+def animation_parameters(spec: Spec, plan: Plan) -> str:
+    """A1111-style parameters for the whole animation (frame 0's settings, the mode and frame count), stored
+    in every output next to the spec itself."""
+    first = plan[0]
+    extra = {
+        "Mode": spec.animation.mode,
+        "Frames": str(spec.animation.max_frames),
+        "FPS": f"{spec.animation.fps:g}",
+        "Version": f"flipbook {__version__}",
+    }
+    return format_parameters(
+        GenerationParameters(
+            prompt=first.prompt,
+            negative_prompt=first.negative_prompt,
+            steps=first.steps,
+            sampler=first.sampler,
+            cfg_scale=first.cfg,
+            seed=first.seed,
+            width=spec.animation.width,
+            height=spec.animation.height,
+            clip_skip=spec.sampling.clip_skip if spec.sampling.clip_skip > 1 else None,
+            model_name=first.checkpoint,
+            extra=extra,
         )
-    if "mp4" in out.formats:
-        path = result.run_dir / f"{stem}.mp4"
-        result.outputs["mp4"] = write_mp4(frames, path, fps=spec.animation.fps, crf=out.mp4_crf)
+    )

@@ -33,10 +33,16 @@ def load_spec_and_warnings(path: str | Path, overrides: list[str] | None = None)
 
 def read_spec_data(path: Path) -> tuple[dict[str, Any], list[str]]:
     if not path.is_file():
-        raise SpecError("spec", str(path), "an existing .toml, .json or Deforum settings (.txt) file")
+        raise SpecError(
+            "spec",
+            str(path),
+            "an existing .toml, .json or Deforum settings (.txt) file, or a flipbook output",
+        )
     suffix = path.suffix.lower()
     if suffix == ".txt":
         return _deforum_data(path)
+    if suffix in MEDIA_SUFFIXES:
+        return _embedded_data(path), []
     text = path.read_text(encoding="utf-8")
     try:
         if suffix == ".json":
@@ -45,7 +51,25 @@ def read_spec_data(path: Path) -> tuple[dict[str, Any], list[str]]:
             return tomllib.loads(text), []
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise SpecError("spec", str(path), f"valid {suffix[1:].upper()}", detail=str(error)) from None
-    raise SpecError("spec", str(path), "a .toml, .json or Deforum settings (.txt) file")
+    raise SpecError("spec", str(path), "a .toml, .json or Deforum settings (.txt) file, or a flipbook output")
+
+
+MEDIA_SUFFIXES = (".png", ".apng", ".gif", ".webp", ".mp4", ".m4v", ".mov", ".webm", ".mkv")
+"""Outputs that carry their spec (see flipbook.io.metadata): rendering one renders its spec again."""
+
+
+def _embedded_data(path: Path) -> dict[str, Any]:
+    from flipbook.io.metadata import read_embedded
+
+    embedded = read_embedded(path)
+    if embedded.spec is None:
+        raise SpecError(
+            "spec",
+            str(path),
+            "a file made by flipbook (it carries its spec)",
+            detail="no flipbook spec in it",
+        )
+    return embedded.spec
 
 
 def _deforum_data(path: Path) -> tuple[dict[str, Any], list[str]]:

@@ -293,12 +293,73 @@ class AnimationSection(_Section):
         return value
 
 
+OutputFormat = Literal["png", "gif", "mp4", "mp4-h265", "webm", "webp", "apng", "contact"]
+
+
 class OutputSection(_Section):
+    """``[output]``: where the animation goes and how each format is encoded. Every file carries the spec
+    (and A1111 parameters) where the format allows, so ``flipbook render FILE`` re-renders it."""
+
     dir: Path = Path("out")
-    formats: list[Literal["png", "gif", "mp4"]] = Field(default_factory=lambda: ["png", "gif", "mp4"])
+    formats: list[OutputFormat] = Field(
+        default_factory=lambda: ["png", "gif", "mp4"],
+        description="png (frames folder), gif, mp4 (H.264), mp4-h265, webm (VP9), webp, apng, contact "
+        "(a contact sheet PNG)",
+    )
     name: str | None = Field(None, description="file stem; defaults to the spec file's stem")
     gif_loop: int = Field(0, ge=0, le=65535, description="0 loops forever")
-    mp4_crf: int = Field(18, ge=0, le=51)
+    gif_palette: Literal["global", "per_frame"] = Field(
+        "global", description="global: one palette, no shimmer; per_frame: better colour when scenes change"
+    )
+    gif_dither: Literal["none", "floyd-steinberg"] = "none"
+    gif_optimize: bool = Field(True, description="gifsicle -O3 when installed, else Pillow's optimiser")
+    mp4_crf: int = Field(18, ge=0, le=51, description="H.264 quality: lower is better and bigger")
+    mp4_preset: Literal[
+        "ultrafast",
+        "superfast",
+        "veryfast",
+        "faster",
+        "fast",
+        "medium",
+        "slow",
+        "slower",
+        "veryslow",
+        "placebo",
+    ] = "faster"
+    h265_crf: int = Field(23, ge=0, le=51)
+    webm_crf: int = Field(32, ge=0, le=63)
+    webp_quality: int = Field(90, ge=0, le=100)
+    webp_lossless: bool = False
+    loop: int = Field(0, ge=0, le=65535, description="WebP/APNG loop count, 0 loops forever")
+    ping_pong: bool = Field(False, description="play forward then backward (0 1 2 3 2 1)")
+
+    def encode_options(self) -> dict[str, object]:
+        """The encoder settings, named as :class:`flipbook.io.writers.EncodeOptions` names them."""
+        return self.model_dump(exclude={"dir", "formats", "name"})
+
+
+class PostSection(_Section):
+    """``[post]``: what happens to the finished frames before encoding (the frames folder keeps the
+    originals): optical-flow frame interpolation, then upscaling."""
+
+    interpolate: int = Field(1, ge=1, le=16, description="x N frames by frame interpolation (1: off)")
+    interpolate_method: Literal["flow", "blend", "film"] = Field(
+        "flow", description="flow: OpenCV DIS optical flow, no weights; blend: cross-fade; film: FILM model"
+    )
+    film_model: Path | None = Field(None, description="interpolate_method film: a TorchScript film_net file")
+    slowmo: bool = Field(False, description="keep the fps, so motion is N times slower (else fps x N)")
+    loop: bool = Field(False, description="the animation loops: interpolate the last -> first seam too")
+    upscale: float = Field(1.0, gt=0, le=16, description="size factor (1: off)")
+    upscale_model: str | None = Field(
+        None, description="ESRGAN-family model file or name in the models folder; none: Lanczos"
+    )
+    upscale_tile: int = Field(512, ge=0, le=8192, description="tile size in pixels (0: whole frame)")
+
+    @model_validator(mode="after")
+    def _film_needs_a_model(self) -> PostSection:
+        if self.interpolate_method == "film" and self.film_model is None:
+            raise ValueError("interpolate_method film needs film_model (a TorchScript film_net file)")
+        return self
 
 
 class AudioSection(_Section):
@@ -383,6 +444,7 @@ class Spec(_Section):
     camera: CameraSection = Field(default_factory=CameraSection)
     interpolate: InterpolateSection = Field(default_factory=InterpolateSection)
     audio: AudioSection = Field(default_factory=AudioSection)
+    post: PostSection = Field(default_factory=PostSection)
     output: OutputSection = Field(default_factory=OutputSection)
 
     @field_validator("version")
@@ -427,6 +489,14 @@ class Spec(_Section):
             )
         if self.interpolate.motion and self.init.image is None and self.init.video is None:
             raise SpecError("interpolate.motion", True, "true only with init.image or init.video to move")
+        fps = self.animation.fps * (1 if self.post.slowmo else self.post.interpolate)
+        if "gif" in self.output.formats and fps > 100:
+            raise SpecError(
+                "post.interpolate",
+                self.post.interpolate,
+                "an output frame rate of at most 100 fps for GIF (its delays are whole centiseconds)",
+                detail=f"{self.animation.fps:g} fps x {self.post.interpolate} = {fps:g} fps",
+            )
         return self
 
     def with_seed(self) -> Spec:

@@ -1,0 +1,110 @@
+"""The end of a render: post-processing of the finished frames, then every output format.
+
+Post-processing (``[post]``) works on copies: the run's ``frames/`` folder always keeps the frames as
+rendered, so a resume or a re-encode starts from them. Frame interpolation runs first (on the rendered size,
+where optical flow is cheapest), then upscaling. Every output carries the resolved spec and the A1111 parameters
+of frame 0 where its format allows (see :mod:`flipbook.io.metadata`), so ``flipbook render FILE`` re-renders it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+
+from flipbook.errors import FlipbookError, SpecError
+from flipbook.io.writers import VIDEO_FORMATS, Soundtrack, write_outputs
+from flipbook.spec.model import Spec
+
+
+def output_fps(spec: Spec) -> float:
+    """The frame rate of the outputs: ``animation.fps``, times ``post.interpolate`` unless ``post.slowmo``."""
+    post = spec.post
+    return spec.animation.fps * (1 if post.slowmo else post.interpolate)
+
+
+def check_post_inputs(spec: Spec) -> None:
+    """Open what post-processing will read (the FILM model file, the upscaler) before any model loads."""
+    post = spec.post
+    if post.interpolate > 1 and post.interpolate_method == "film" and not Path(post.film_model).is_file():
+        raise SpecError("post.film_model", str(post.film_model), "an existing TorchScript film_net file")
+    if post.upscale != 1 and post.upscale_model is not None:
+        from flipbook.post.upscale import resolve_upscaler_path
+
+        try:
+            resolve_upscaler_path(post.upscale_model, spec.model.models_dir)
+        except FlipbookError as error:
+            raise SpecError(
+                "post.upscale_model", post.upscale_model, error.allowed, detail=error.detail
+            ) from None
+
+
+def post_process(spec: Spec, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``[post]`` on the rendered frames: frame interpolation x N, then upscaling; unchanged when both are off."""
+    post = spec.post
+    arrays = list(frames)
+    if post.interpolate > 1:
+        from flipbook.post.interpolate import interpolate_frames
+
+        arrays = interpolate_frames(
+            arrays,
+            factor=post.interpolate,
+            loop=post.loop,
+            method=post.interpolate_method,
+            model_path=post.film_model,
+            device=spec.model.device,
+        )
+    if post.upscale != 1:
+        from flipbook.post.upscale import upscale_frames
+
+        images = [PIL.Image.fromarray(a) for a in arrays]
+        upscaled = upscale_frames(
+            images,
+            scale=post.upscale,
+            model=post.upscale_model,
+            models_dir=spec.model.models_dir,
+            tile=post.upscale_tile,
+            device=spec.model.device,
+        )
+        arrays = [np.asarray(image.convert("RGB")) for image in upscaled]
+    return arrays
+
+
+def write_animation(
+    spec: Spec, frames: Sequence[PIL.Image.Image], run_dir: Path, parameters: str
+) -> dict[str, Path]:
+    """Post-process and encode into ``run_dir``; returns ``{format: path}``. Without post-processing the
+    ``png`` output is the run's own ``frames/`` folder (nothing is copied)."""
+    out = spec.output
+    formats = list(out.formats)
+    outputs: dict[str, Path] = {}
+    processed = spec.post.interpolate > 1 or spec.post.upscale != 1
+    if "png" in formats and not processed:
+        outputs["png"] = run_dir / "frames"
+        formats.remove("png")
+    if not formats:
+        return outputs
+    arrays = post_process(spec, [np.asarray(frame.convert("RGB")) for frame in frames])
+    outputs.update(
+        write_outputs(
+            arrays,
+            run_dir,
+            stem=out.name or "flipbook",
+            fps=output_fps(spec),
+            formats=formats,
+            parameters=parameters,
+            spec=spec.model_dump(mode="json"),
+            options=out.encode_options(),
+            audio=_soundtrack(spec, formats),
+        )
+    )
+    return outputs
+
+
+def _soundtrack(spec: Spec, formats: Sequence[str]) -> Soundtrack | None:
+    audio = spec.audio
+    if audio.file is None or not audio.soundtrack or not set(formats) & set(VIDEO_FORMATS):
+        return None
+    return Soundtrack(audio.file, audio.offset)
