@@ -150,8 +150,8 @@ def import_deforum(
     ] = None,
 ) -> None:
     """Convert Deforum settings to a flipbook spec (TOML); unused settings are listed, never dropped silently."""
-    from flipbook.spec.deforum import spec_to_toml
     from flipbook.spec.load import read_spec_data, spec_from_data
+    from flipbook.spec.toml_writer import spec_to_toml
 
     data, warnings = read_spec_data(settings)
     spec_from_data(data)  # the written spec must validate

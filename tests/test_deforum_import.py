@@ -16,11 +16,11 @@ from flipbook.spec.deforum import (
     deforum_sampler_name,
     deforum_to_spec_data,
     read_deforum_settings,
-    spec_to_toml,
     summarize_unmapped,
 )
 from flipbook.spec.load import spec_from_data
 from flipbook.spec.plan import build_plan
+from flipbook.spec.toml_writer import spec_to_toml
 
 TESTDATA = Path(__file__).parents[2] / "shared" / "testdata" / "deforum"
 FILES = sorted(TESTDATA.glob("*.txt")) if TESTDATA.is_dir() else []

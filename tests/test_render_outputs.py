@@ -146,9 +146,21 @@ def test_missing_post_inputs_fail_before_any_frame(tmp_path):
 def test_spec_output_options_match_the_encoder():
     from dataclasses import fields
 
-    from flipbook.io.writers import FORMATS, EncodeOptions
+    from flipbook.io.writers import (
+        DEFAULT_X264_PRESET,
+        FORMATS,
+        GIF_DITHERS,
+        GIF_PALETTES,
+        X264_PRESETS,
+        EncodeOptions,
+    )
     from flipbook.spec.model import OutputFormat, OutputSection
 
     assert set(OutputSection().encode_options()) == {f.name for f in fields(EncodeOptions)}
     assert set(OutputFormat.__args__) == set(FORMATS)
     EncodeOptions.from_mapping(OutputSection().encode_options())
+    spec_fields = OutputSection.model_fields
+    assert set(spec_fields["mp4_preset"].annotation.__args__) == set(X264_PRESETS)
+    assert set(spec_fields["gif_palette"].annotation.__args__) == set(GIF_PALETTES)
+    assert set(spec_fields["gif_dither"].annotation.__args__) == set(GIF_DITHERS)
+    assert OutputSection().mp4_preset == DEFAULT_X264_PRESET

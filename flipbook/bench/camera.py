@@ -21,7 +21,6 @@ the UNet, the VAE encoder/decoder and the text encoder is measured with :class:`
 
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import time
@@ -36,6 +35,7 @@ import PIL.Image
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline
 
+from flipbook.bench.report import write_report
 from flipbook.bench.sampler import _machine, _sync
 from flipbook.bench.timing import ModuleTimer
 from flipbook.errors import FlipbookError
@@ -308,12 +308,12 @@ def _per_net(timings: list[Timing]) -> dict[str, float]:
 
 def _write(result: dict, out: Path) -> str:
     """Write ``camera-2d-<model>-<size>-<device>.json`` and ``.md`` under ``out``; return the markdown."""
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"camera-2d-{result['model']}-{result['size']}-{result['device'].split(':')[0]}"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    table = _markdown(result)
-    (out / f"{stem}.md").write_text(table + "\n", encoding="utf-8")
-    return table
+    return write_report(
+        result,
+        out,
+        f"camera-2d-{result['model']}-{result['size']}-{result['device'].split(':')[0]}",
+        _markdown(result),
+    )
 
 
 def _markdown(r: dict) -> str:

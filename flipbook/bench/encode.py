@@ -11,7 +11,6 @@ count all the process's threads, so they change less than wall time when the mac
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -25,6 +24,7 @@ import numpy as np
 import PIL
 from PIL import Image
 
+from flipbook.bench.report import write_report
 from flipbook.errors import FlipbookError
 from flipbook.io.writers import (
     DEFAULT_X264_PRESET,
@@ -124,12 +124,7 @@ def _machine() -> str:
 
 def _write(result: dict, out: Path) -> str:
     """Write ``encode-<size>.json`` and ``.md`` under ``out``; return the markdown."""
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"encode-{result['size']}"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    table = _markdown(result)
-    (out / f"{stem}.md").write_text(table + "\n", encoding="utf-8")
-    return table
+    return write_report(result, out, f"encode-{result['size']}", _markdown(result))
 
 
 def _markdown(r: dict) -> str:

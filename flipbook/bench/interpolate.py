@@ -12,7 +12,6 @@ absolute error (0-255) of the in-betweens against the truth for ``flow`` and for
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -22,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from flipbook.bench.report import write_report
 from flipbook.post.interpolate import interpolate_frames
 
 FACTORS = (2, 4)
@@ -120,12 +120,7 @@ def _tween_error(frames: list[np.ndarray], truth: list[np.ndarray], factor: int)
 
 def _write(result: dict, out: Path) -> str:
     """Write ``frame-interpolation-<size>.json`` and ``.md`` under ``out``; return the markdown."""
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"frame-interpolation-{result['size']}"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    table = _markdown(result)
-    (out / f"{stem}.md").write_text(table + "\n", encoding="utf-8")
-    return table
+    return write_report(result, out, f"frame-interpolation-{result['size']}", _markdown(result))
 
 
 def _markdown(r: dict) -> str:

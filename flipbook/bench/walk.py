@@ -10,7 +10,6 @@ two must agree (up to float rounding: a batched convolution may sum in another o
 
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import time
@@ -20,6 +19,7 @@ from unittest import mock
 import numpy as np
 import PIL.Image
 
+from flipbook.bench.report import write_report
 from flipbook.bench.sampler import _machine, _sync
 from flipbook.errors import FlipbookError
 from flipbook.models.loading import load_model
@@ -113,12 +113,12 @@ def _timed_render(spec: Spec, device) -> tuple[float, list[np.ndarray]]:
 
 
 def _write(result: dict, out: Path) -> str:
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"interpolate-{result['model']}-{result['size']}-{result['device'].split(':')[0]}"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    table = _markdown(result)
-    (out / f"{stem}.md").write_text(table + "\n", encoding="utf-8")
-    return table
+    return write_report(
+        result,
+        out,
+        f"interpolate-{result['model']}-{result['size']}-{result['device'].split(':')[0]}",
+        _markdown(result),
+    )
 
 
 def _markdown(r: dict) -> str:

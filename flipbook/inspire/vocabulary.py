@@ -29,6 +29,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 
 from flipbook.errors import FlipbookError
+from flipbook.spec.toml_writer import toml_string
 
 MAX_KEYFRAMES = 1000
 """The most keyframes one call writes."""
@@ -45,7 +46,6 @@ BORROW_CHANCE = 0.5
 
 _ALIASES = {"sea": "ocean", "sciencefiction": "scifi", "scientificfiction": "scifi"}
 """Other spellings, as :func:`_key` reduces them, of a topic's key."""
-_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 
 
 @dataclass(frozen=True)
@@ -230,19 +230,6 @@ def split_line(line: str) -> tuple[int, str]:
     if not sep or not frame.strip().isdigit():
         raise FlipbookError("line", line, "'FRAME: prompt' with a whole frame number")
     return int(frame), prompt
-
-
-def toml_string(text: str) -> str:
-    """A TOML basic string: quotes, backslashes and control characters escaped (TOML forbids raw ones)."""
-    out = []
-    for char in text:
-        if char in _TOML_ESCAPES:
-            out.append(_TOML_ESCAPES[char])
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
 
 
 def prompts_toml(lines: Sequence[str]) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -530,67 +529,3 @@ def _scheduled(
             unmapped.add(schedule)
     if value is not None:
         section[key] = value
-
-
-# ---------------------------------------------------------------------------------------------------- TOML
-
-
-def spec_to_toml(spec_data: dict[str, Any]) -> str:
-    """TOML text for nested spec data; top-level scalars first, then one ``[table]`` per nested dict."""
-    lines: list[str] = []
-    _write_table(spec_data, (), lines)
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def _write_table(table: dict[str, Any], path: tuple[str, ...], lines: list[str]) -> None:
-    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
-    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
-    if path and (scalars or not tables):
-        lines.append("")
-        lines.append(f"[{'.'.join(_key(p) for p in path)}]")
-    for key, value in scalars.items():
-        lines.append(f"{_key(key)} = {_value(value)}")
-    for key, value in tables.items():
-        _write_table(value, (*path, key), lines)
-
-
-def _key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _string(key)
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return _string(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, Path):
-        return _string(str(value))
-    raise TypeError(f"no TOML form for {type(value).__name__}")
-
-
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-
-
-def _string(text: str) -> str:
-    """A TOML basic string: quotes, backslashes and control characters escaped (TOML forbids raw ones)."""
-    out = []
-    for c in text:
-        if c in _ESCAPES:
-            out.append(_ESCAPES[c])
-        elif ord(c) < 0x20 or ord(c) == 0x7F:
-            out.append(f"\\u{ord(c):04x}")
-        else:
-            out.append(c)
-    return '"' + "".join(out) + '"'
