@@ -94,6 +94,10 @@ def render(
     for fmt, path in result.outputs.items():
         if fmt != "png":
             typer.echo(f"{fmt}: {path}")
+    if "output" in result.metrics:
+        source = result.metrics.get("source")
+        baseline = f" (source: {source:.2f})" if source is not None else ""
+        typer.echo(f"temporal error: {result.metrics['output']:.2f}{baseline}  (flow-compensated, 0-255)")
 
 
 @app.command()
@@ -426,7 +430,9 @@ def info(
 def bench(
     case: Annotated[
         str,
-        typer.Argument(help="benchmark case: sampler, camera-2d, interpolate, frame-interpolation, encode"),
+        typer.Argument(
+            help="benchmark case: sampler, camera-2d, interpolate, video, frame-interpolation, encode, server"
+        ),
     ] = "sampler",
     model: ModelOpt = "tiny",
     size: Size = "64x64",
@@ -436,7 +442,7 @@ def bench(
         int | None,
         typer.Option(
             "--frames",
-            help="camera-2d: frames timed after frame 0 (8); interpolate: walk frames (8); "
+            help="camera-2d: frames timed after frame 0 (8); interpolate, video: frames (8); "
             "frame-interpolation: source frames (30); encode: frames (120)",
         ),
     ] = None,
@@ -448,8 +454,9 @@ def bench(
     ),
 ) -> None:
     """Measure speed: the sampling core (sampler) or a 2D camera render (camera-2d) against plain diffusers;
-    the latent walk (interpolate) batched against one frame per call; optical-flow frame interpolation
-    (frame-interpolation) and the encoders (encode); for those two --size sets the frame size."""
+    the latent walk (interpolate) and video restyling (video) batched against one frame per call;
+    optical-flow frame interpolation (frame-interpolation) and the encoders (encode), where --size sets the
+    frame size."""
     from flipbook.bench import run_case
 
     width, height = parse_size(size)
@@ -552,12 +559,13 @@ class _stop_on_ctrl_c:
 def _register_command_groups() -> None:
     """Commands that live in ``flipbook/commands/``, one module per group (each imports its heavy libraries
     only when it runs)."""
-    from flipbook.commands import audio, encode, inspire, interpolate, upscale
+    from flipbook.commands import audio, encode, inspire, interpolate, serve, upscale
 
     app.add_typer(audio.app, name="audio")
     encode.register(app)
     inspire.register(app)
     interpolate.register(app)
+    serve.register(app)
     upscale.register(app)
 
 

@@ -26,7 +26,10 @@ TESTDATA = Path(__file__).parents[2] / "shared" / "testdata" / "deforum"
 FILES = sorted(TESTDATA.glob("*.txt")) if TESTDATA.is_dir() else []
 
 # Real files whose values flipbook genuinely can't take; each must fail with exactly this field named.
-UNSUPPORTED_MODE = {"Encodex-Ai__stable-diffusion-webui__deforum_settings.txt"}  # "Video Input"
+UNSUPPORTED_MODE: set[str] = set()
+VIDEO_INPUT = (
+    "Encodex-Ai__stable-diffusion-webui__deforum_settings.txt"  # "Video Input", a local Windows path
+)
 INVALID_SPEC: dict[str, str] = {
     # 2D hybrid-video file: colour coherence against the video input frames
     "Encodex-Ai__stable-diffusion-webui__deforum_settings_hybrid.txt": "camera.color_coherence",
@@ -145,7 +148,7 @@ def test_scheduled_settings_held_constant_or_reported():
     assert data["sampling"]["steps"] == 20 and "steps_schedule" not in unmapped
 
 
-@pytest.mark.parametrize("mode", ["Video Input", "Interpolation"])
+@pytest.mark.parametrize("mode", ["Interpolation", "Prompt Travel"])
 def test_modes_flipbook_lacks_are_errors(mode):
     with pytest.raises(FlipbookError, match=mode) as error:
         deforum_to_spec_data({**MINIMAL, "animation_mode": mode})
@@ -198,7 +201,12 @@ def test_real_files(path):
     data, unmapped = deforum_to_spec_data(settings_)
     assert unmapped == sorted(unmapped) and set(unmapped) <= set(settings_)
     mode = settings_.get("animation_mode", "None")
-    assert data["animation"]["mode"] == {"None": "travel", "2D": "2d", "3D": "3d"}[mode]
+    assert (
+        data["animation"]["mode"] == {"None": "travel", "2D": "2d", "3D": "3d", "Video Input": "video"}[mode]
+    )
+    if mode == "Video Input":
+        assert data["init"]["video"] == settings_["video_init_path"]
+        assert data["video"]["every_nth"] == settings_["extract_nth_frame"]
     if mode in ("2D", "3D"):
         for key, field in (("zoom", "zoom"), ("translation_z", "translation_z"), ("fov_schedule", "fov")):
             assert data["camera"][field] == _schedule(settings_[key])
@@ -228,10 +236,51 @@ def test_real_files_quirks_covered():
     """The folder's README promises CRLF files and a notebook-era file; make sure the glob still sees them."""
     names = {p.name for p in FILES}
     assert any(b"\r\n" in p.read_bytes() for p in FILES)
-    assert UNSUPPORTED_MODE | set(INVALID_SPEC) | set(INVALID_PLAN) | {NOTEBOOK_ERA} <= names
+    assert UNSUPPORTED_MODE | set(INVALID_SPEC) | set(INVALID_PLAN) | {NOTEBOOK_ERA, VIDEO_INPUT} <= names
 
 
 # ---------------------------------------------------------------------------------------------- camera, init
+
+
+def test_hybrid_video_maps_to_camera_hybrid_fields():
+    settings = {
+        **MINIMAL, "video_init_path": "clip.mp4", "hybrid_motion": "Optical Flow", "hybrid_flow_method": "DIS Medium",
+        "hybrid_flow_factor_schedule": "0:(0.9)", "hybrid_composite": "Normal", "hybrid_comp_alpha_schedule": "0:(0.25)",
+        "hybrid_comp_mask_type": "Difference", "hybrid_comp_mask_inverse": True,
+    }  # fmt: skip
+    data, unmapped = deforum_to_spec_data(settings)
+    camera = spec_from_data(data).camera
+    assert (camera.hybrid_video.name, camera.hybrid_motion, camera.hybrid_flow_method) == (
+        "clip.mp4",
+        "optical_flow",
+        "dis",
+    )
+    assert (
+        camera.hybrid_composite and camera.hybrid_comp_alpha == 0.25
+    )  # a constant schedule becomes a number
+    assert camera.hybrid_comp_mask_type == "difference" and camera.hybrid_comp_mask_inverse
+    assert not {"hybrid_motion", "video_init_path", "hybrid_comp_alpha_schedule"} & set(unmapped)
+    data, unmapped = deforum_to_spec_data({**settings, "hybrid_motion": "None", "hybrid_composite": "None"})
+    assert "hybrid_video" not in data["camera"] and "video_init_path" in unmapped
+    data, _ = deforum_to_spec_data({**settings, "hybrid_flow_method": "RAFT"})
+    with pytest.raises(FlipbookError) as error:  # copied, not replaced by DIS
+        spec_from_data(data)
+    assert error.value.field == "camera.hybrid_flow_method"
+
+
+def test_video_input_maps_to_video_mode():
+    settings = {
+        **MINIMAL, "animation_mode": "Video Input", "video_init_path": "clip.mp4", "extract_nth_frame": 2,
+        "extract_from_frame": 4, "extract_to_frame": 20, "use_mask_video": True, "video_mask_path": "m.mp4",
+    }  # fmt: skip
+    data, unmapped = deforum_to_spec_data(settings)
+    assert data["animation"]["mode"] == "video" and data["init"]["video"] == "clip.mp4"
+    assert data["video"] == {"every_nth": 2, "start_frame": 4, "end_frame": 21, "mask_video": "m.mp4"}
+    assert not {"video_init_path", "extract_to_frame", "video_mask_path"} & set(unmapped)
+    spec = spec_from_data(data)
+    assert spec.video.end_frame == 21
+    data, _ = deforum_to_spec_data({**settings, "extract_to_frame": -1, "use_mask_video": False})
+    assert "end_frame" not in data["video"] and "mask_video" not in data["video"]
 
 
 @pytest.mark.parametrize(

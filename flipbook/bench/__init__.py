@@ -21,9 +21,19 @@ def _camera_2d_case(frames: int | None = None, **kwargs) -> str:
 
 
 def _interpolate_case(frames: int | None = None, **kwargs) -> str:
-    from flipbook.bench.walk import run
+    from flipbook.bench.batching import run
 
-    return run(**kwargs) if frames is None else run(frames=frames, **kwargs)
+    return (
+        run(case="interpolate", **kwargs)
+        if frames is None
+        else run(case="interpolate", frames=frames, **kwargs)
+    )
+
+
+def _video_case(frames: int | None = None, **kwargs) -> str:
+    from flipbook.bench.batching import run
+
+    return run(case="video", **kwargs) if frames is None else run(case="video", frames=frames, **kwargs)
 
 
 def _frame_interpolation_case(
@@ -54,12 +64,20 @@ def _encode_case(
     return run(**kwargs) if frames is None else run(frames=frames, **kwargs)
 
 
+def _server_case(runs: int = 3, out: Path | None = None, **_) -> str:
+    from flipbook.bench.server import run
+
+    return run(runs=runs, out=out)
+
+
 CASES: dict[str, Callable[..., str]] = {
     "sampler": _sampler_case,
     "camera-2d": _camera_2d_case,
     "interpolate": _interpolate_case,
+    "video": _video_case,
     "frame-interpolation": _frame_interpolation_case,
     "encode": _encode_case,
+    "server": _server_case,
 }
 
 

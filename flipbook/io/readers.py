@@ -107,6 +107,80 @@ def _read_image(path: Path) -> FrameSource:
     return FrameSource(frames, fps, durations)
 
 
+def video_frames_with_times(
+    path: str | Path, *, field: str = "input"
+) -> tuple[list[np.ndarray], list[float]]:
+    """Every frame of a video (RGB uint8) with its presentation time in seconds from the first frame; a GIF or
+    a frame folder counts too (times from its durations, or 1/12 s apart when it has none)."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+        try:
+            return _decode_with_times(path)
+        except (OSError, ValueError, av.FFmpegError) as error:
+            raise FlipbookError(field, str(path), _ALLOWED, detail=str(error)) from None
+    source = read_frames(path, field=field)
+    step = 1.0 / (source.fps or 12.0)
+    return source.frames, [i * step for i in range(len(source.frames))]
+
+
+def _decode_with_times(path: Path) -> tuple[list[np.ndarray], list[float]]:
+    frames, times = [], []
+    with av.open(str(path), metadata_errors="replace") as container:
+        if not container.streams.video:
+            raise ValueError("the file has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = float(stream.average_rate or stream.guessed_rate or 12)
+        for frame in container.decode(stream):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            times.append(float(frame.time) if frame.time is not None else len(times) / rate)
+    if not frames:
+        raise ValueError("the video has no frames")
+    return frames, [t - times[0] for t in times]
+
+
+def has_audio(path: str | Path) -> bool:
+    """Whether a media file has an audio stream (a video's soundtrack to keep)."""
+    try:
+        with av.open(str(path), metadata_errors="replace") as container:
+            return bool(container.streams.audio)
+    except (OSError, ValueError, av.FFmpegError):
+        return False
+
+
+def source_rate(times: list[float]) -> float:
+    """Frames per second of a source from its frame times (the median spacing, robust to a dropped frame)."""
+    if len(times) < 2:
+        return 12.0
+    spacing = float(np.median(np.diff(times)))
+    return 1.0 / spacing if spacing > 0 else 12.0
+
+
+def select_frames(
+    times: list[float],
+    *,
+    every_nth: int = 1,
+    start: int = 0,
+    end: int | None = None,
+    fps: float | None = None,
+) -> list[int]:
+    """The source frames a video mode uses: frames ``start`` to ``end`` (exclusive), every ``every_nth``, or
+    resampled to ``fps`` (the nearest source frame to each output time, so frames repeat or drop as needed)."""
+    last = min(end if end is not None else len(times), len(times))
+    if start >= last:
+        return []
+    if fps is None:
+        return list(range(start, last, every_nth))
+    span = times[last - 1] - times[start] + 1.0 / source_rate(times)
+    count = max(1, int(np.floor(span * fps + 1e-9)))
+    window = np.asarray(times[start:last])
+    targets = times[start] + np.arange(count) / fps
+    nearest = np.clip(np.searchsorted(window, targets), 1, len(window) - 1)
+    left_closer = targets - window[nearest - 1] <= window[nearest] - targets
+    chosen = np.where(left_closer, nearest - 1, nearest) if len(window) > 1 else np.zeros(count, dtype=int)
+    return [start + int(i) for i in chosen]
+
+
 def _read_video(path: Path) -> FrameSource:
     with av.open(str(path), metadata_errors="replace") as container:
         if not container.streams.video:

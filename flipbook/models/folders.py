@@ -54,14 +54,26 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "upscaler": (".safetensors", ".pth", ".pt"),
 }
 DIFFUSERS_MARKER = "model_index.json"
+# A folder holding this file is one model of the kind (a diffusers pipeline; a diffusers ControlNet, whose
+# folder has config.json next to diffusion_pytorch_model.safetensors), listed by the folder's name.
+FOLDER_MARKERS: dict[str, str] = {"checkpoint": DIFFUSERS_MARKER, "controlnet": "config.json"}
 MAX_LISTED = 20
 
 # Subfolders of ``models/`` that only one of the tools creates; used to tell what a root is.
 _A1111_MARKERS = frozenset(
-    {"Stable-diffusion", "Lora", "LyCORIS", "VAE", "ESRGAN", "RealESRGAN", "VAE-approx"}
+    {"Stable-diffusion", "Lora", "LyCORIS", "VAE", "ESRGAN", "RealESRGAN", "VAE-approx", "ControlNet"}
 )
 _COMFYUI_MARKERS = frozenset(
-    {"checkpoints", "loras", "vae", "embeddings", "upscale_models", "animatediff_models", "diffusion_models"}
+    {
+        "checkpoints",
+        "loras",
+        "vae",
+        "embeddings",
+        "upscale_models",
+        "animatediff_models",
+        "diffusion_models",
+        "controlnet",
+    }
 )
 _A1111_HASH = re.compile(
     r"\s+\[[0-9a-fA-F]{6,}\]$"
@@ -129,7 +141,7 @@ def _scan(folder: Path, kind: str) -> dict[str, Path]:
     found: dict[str, tuple[int, Path]] = {}
     for current, dirs, files in _walk(folder):
         relative = current.relative_to(folder)
-        if kind == "checkpoint" and DIFFUSERS_MARKER in files and current != folder:
+        if FOLDER_MARKERS.get(kind) in files and current != folder:
             found.setdefault(relative.as_posix(), (-1, current))
             dirs[:] = []
             continue

@@ -52,11 +52,13 @@ def resume_every(spec: Spec) -> int:
 
 
 def check_inputs(spec: Spec) -> None:
-    """The colour reference image, opened before any model loads."""
+    """The colour reference image and the hybrid video, opened before any model loads."""
     if spec.camera.color_coherence_image is not None:
         from flipbook.io.images import open_image
 
         open_image(spec.camera.color_coherence_image, "camera.color_coherence_image")
+    if spec.camera.hybrid_video is not None:
+        hybrid_frames(spec)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     camera = make_camera(ctx)
     mask = animation_mask(spec)
     schedule = diffused_frames(spec.animation.max_frames, spec.camera.cadence)
+    hybrid = _Hybrid(ctx) if spec.camera.hybrid_video is not None else None
 
     # 1. Frame 0 (or, when resuming, the last diffused frame on disk) anchors everything after it
     if ctx.start >= 0:
@@ -92,6 +95,8 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
         frame = ctx.plan[index]
         span = range(previous.index + 1, index + 1)
         warped = camera.warp(previous.image, previous.index, span)
+        if hybrid is not None:
+            warped = hybrid(warped, previous.index, index)
         prepared = _prepare(ctx, frame, warped, reference, mask)
         request = frame_request(
             ctx, frame, PIL.Image.fromarray(prepared), noise_multiplier=frame.camera["noise_multiplier"]
@@ -102,6 +107,54 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
             yield Frame(j, PIL.Image.fromarray(_in_between(ctx, camera, previous, current, j)))
         yield Frame(index, image, request)
         previous = current
+
+
+class _Hybrid:
+    """Deforum's hybrid video: the warped frame is moved the way the hybrid video moved between the two
+    diffused frames, then the video's frame is blended in (alpha and mask from ``[camera]``)."""
+
+    def __init__(self, ctx: ModeContext) -> None:
+        self.spec, self.plan = ctx.spec, ctx.plan
+        self.frames = hybrid_frames(ctx.spec)
+        self.depth = None
+        if ctx.spec.camera.hybrid_composite and ctx.spec.camera.hybrid_comp_mask_type == "depth":
+            from flipbook.motion.depth import DepthEstimator
+
+            c, m = ctx.spec.camera, ctx.spec.model
+            self.depth = DepthEstimator.load(c.depth_model, device=m.device, dtype=m.dtype)
+
+    def __call__(self, image: np.ndarray, before: int, index: int) -> np.ndarray:
+        from flipbook.motion.hybrid import apply_hybrid_motion, composite, composite_mask
+
+        c, values = self.spec.camera, self.plan[index].camera
+        source = self.frames[index]
+        moved = apply_hybrid_motion(
+            image, self.frames[before], source, c.hybrid_motion, flow_method=c.hybrid_flow_method,
+            flow_factor=values["hybrid_flow_factor"], border=c.border,
+        )  # fmt: skip
+        if not c.hybrid_composite:
+            return moved
+        depth = self.depth(source) if self.depth is not None else None
+        mask = composite_mask(moved, source, c.hybrid_comp_mask_type, depth=depth)
+        return composite(moved, source, values["hybrid_comp_alpha"], mask, invert=c.hybrid_comp_mask_inverse)
+
+
+def hybrid_frames(spec: Spec) -> list[np.ndarray]:
+    """The hybrid video's frames at the animation size, one per animation frame."""
+    import PIL.Image as Image
+
+    from flipbook.errors import SpecError
+    from flipbook.io.readers import read_frames
+
+    source = read_frames(spec.camera.hybrid_video, field="camera.hybrid_video")
+    n = spec.animation.max_frames
+    if len(source.frames) < n:
+        raise SpecError(
+            "camera.hybrid_video", str(spec.camera.hybrid_video),
+            f"a video with at least animation.max_frames = {n} frames", detail=f"it has {len(source.frames)}",
+        )  # fmt: skip
+    size = (spec.animation.width, spec.animation.height)
+    return [np.asarray(Image.fromarray(f).resize(size, Image.LANCZOS)) for f in source.frames[:n]]
 
 
 def make_camera(ctx: ModeContext) -> Camera:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import PIL.Image
 
+from flipbook.control import ControlUnits
 from flipbook.errors import FlipbookError
 from flipbook.io.images import open_image
 from flipbook.motion.masks import composite, feather, load_mask
@@ -38,7 +40,8 @@ ResolvedPrompts = dict[str, tuple[str, tuple[tuple[Path, float, float | None], .
 @dataclass(frozen=True)
 class ModeContext:
     """Everything a mode renders with. ``start`` is the frame to continue from when resuming (its image is in
-    ``run``), -1 for a fresh render; a mode yields only the frames after it."""
+    ``run``), -1 for a fresh render; a mode yields only the frames after it. ``controls`` holds the spec's
+    ControlNet units for the render (made from the spec when not given)."""
 
     spec: Spec
     plan: Plan
@@ -47,6 +50,12 @@ class ModeContext:
     prompts: ResolvedPrompts
     run: RunDir
     start: int = -1
+    controls: ControlUnits | None = None
+
+    def __post_init__(self) -> None:
+        """The units are set up once per render: images opened, weights resolved, preprocessors cached."""
+        if self.controls is None and self.spec.controlnet:
+            object.__setattr__(self, "controls", ControlUnits(self.spec))
 
 
 def frame_request(
@@ -56,10 +65,13 @@ def frame_request(
 
     With ``animation.prompt_interpolation`` lerp or slerp the request also carries the next keyframe's prompt
     and negative and the frame's blend weight from the plan; LoRAs follow the keyframe in force (its
-    ``<lora:...>`` tags; the next prompt's tags only take over at its keyframe).
+    ``<lora:...>`` tags; the next prompt's tags only take over at its keyframe). The spec's ControlNet units
+    are attached to every request, controlling with their own image or else with ``image``.
     """
     spec = ctx.spec
     strength = extra.pop("strength", frame.denoise)
+    if "controls" not in extra and ctx.controls is not None:
+        extra["controls"] = ctx.controls.controls(frame, image)
     prompt, loras = ctx.prompts[frame.prompt]
     interpolation = spec.animation.text_interpolation()
     if interpolation != "hold":
@@ -129,3 +141,27 @@ def still_image(ctx: ModeContext, first: PIL.Image.Image | None = None) -> PIL.I
     if ctx.spec.init.image is not None:
         return init_image(ctx.spec)
     return first if first is not None else ctx.run.load(0)
+
+
+def aligned_batches(frames: range, size: int) -> Iterator[list[int]]:
+    """Consecutive frames grouped by ``index // size``, so a resumed render batches as the first run did."""
+    batch: list[int] = []
+    for i in frames:
+        if batch and i // size != batch[0] // size:
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+def by_checkpoint(frames: Sequence[FramePlan]) -> Iterator[tuple[str, list[FramePlan]]]:
+    """Runs of consecutive frames on one checkpoint (a model schedule may switch mid-batch)."""
+    group: list[FramePlan] = []
+    for frame in frames:
+        if group and frame.checkpoint != group[0].checkpoint:
+            yield group[0].checkpoint, group
+            group = []
+        group.append(frame)
+    if group:
+        yield group[0].checkpoint, group

@@ -17,7 +17,7 @@ size from frame 0.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
 import PIL.Image
@@ -27,7 +27,9 @@ from flipbook.errors import SpecError
 from flipbook.modes.frame import (
     Frame,
     ModeContext,
+    aligned_batches,
     animation_mask,
+    by_checkpoint,
     frame_request,
     init_image,
     keep_still,
@@ -59,9 +61,9 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     inits = _InitFrames(ctx) if spec.init.image is not None or spec.init.video is not None else None
     mask = animation_mask(spec)
     still = still_image(ctx) if mask is not None and ctx.start >= 0 else None
-    for batch in _batches(range(ctx.start + 1, len(plan)), spec.interpolate.batch_size):
+    for batch in aligned_batches(range(ctx.start + 1, len(plan)), spec.interpolate.batch_size):
         frames = [plan[i] for i in batch]
-        for checkpoint, group in _by_checkpoint(frames):
+        for checkpoint, group in by_checkpoint(frames):
             core = ctx.cores[checkpoint]
             shape = _latent_shape(core, spec)
             requests = [_request(ctx, frame, walk.noise(frame, shape), inits) for frame in group]
@@ -118,30 +120,6 @@ def _latent_shape(core, spec: Spec) -> tuple[int, ...]:
     scale = model.vae_scale_factor
     channels = model.vae.config.latent_channels
     return (1, channels, spec.animation.height // scale, spec.animation.width // scale)
-
-
-def _batches(frames: range, size: int) -> Iterator[list[int]]:
-    """Consecutive frames grouped by ``index // size``, so a resumed render batches as the first run did."""
-    batch: list[int] = []
-    for i in frames:
-        if batch and i // size != batch[0] // size:
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
-
-
-def _by_checkpoint(frames: Sequence[FramePlan]) -> Iterator[tuple[str, list[FramePlan]]]:
-    """Runs of consecutive frames on one checkpoint (a model schedule may switch mid-batch)."""
-    group: list[FramePlan] = []
-    for frame in frames:
-        if group and frame.checkpoint != group[0].checkpoint:
-            yield group[0].checkpoint, group
-            group = []
-        group.append(frame)
-    if group:
-        yield group[0].checkpoint, group
 
 
 # ---- init image / video with motion ------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 
+from flipbook.models.controlnet import ControlNets
 from flipbook.models.extra_networks import ExtraNetworks
 from flipbook.models.loading import load_model
 from flipbook.runs.events import Events
@@ -29,6 +30,8 @@ class Cores:
         self._name: str | None = None
         self._core: SamplingCore | None = None
         self.loads = 0
+        # ControlNets load on first use and stay for the whole run, across checkpoint switches
+        self.controlnets = ControlNets(section.models_dir)
 
     def __getitem__(self, checkpoint: str) -> SamplingCore:
         if checkpoint != self._name or self._core is None:
@@ -45,7 +48,7 @@ class Cores:
         )  # fmt: skip
         self._networks.load_embeddings_for(model.pipe, self._prompts)
         self.loads += 1
-        return SamplingCore(model, self._events)
+        return SamplingCore(model, self._events, controlnets=self.controlnets)
 
     def _release(self) -> None:
         if self._core is None:

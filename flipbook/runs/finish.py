@@ -73,10 +73,16 @@ def post_process(spec: Spec, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 def write_animation(
-    spec: Spec, frames: Sequence[PIL.Image.Image], run_dir: Path, parameters: str
+    spec: Spec,
+    frames: Sequence[PIL.Image.Image],
+    run_dir: Path,
+    parameters: str,
+    *,
+    soundtrack: tuple[Path, float] | None = None,
 ) -> dict[str, Path]:
     """Post-process and encode into ``run_dir``; returns ``{format: path}``. Without post-processing the
-    ``png`` output is the run's own ``frames/`` folder (nothing is copied)."""
+    ``png`` output is the run's own ``frames/`` folder (nothing is copied). ``soundtrack`` (a file and an
+    offset) is the mode's own audio, used when ``audio.file`` is not set (a video's sound)."""
     out = spec.output
     formats = list(out.formats)
     outputs: dict[str, Path] = {}
@@ -97,14 +103,18 @@ def write_animation(
             parameters=parameters,
             spec=spec.model_dump(mode="json"),
             options=out.encode_options(),
-            audio=_soundtrack(spec, formats),
+            audio=_soundtrack(spec, formats, soundtrack),
         )
     )
     return outputs
 
 
-def _soundtrack(spec: Spec, formats: Sequence[str]) -> Soundtrack | None:
+def _soundtrack(
+    spec: Spec, formats: Sequence[str], from_mode: tuple[Path, float] | None
+) -> Soundtrack | None:
     audio = spec.audio
-    if audio.file is None or not audio.soundtrack or not set(formats) & set(VIDEO_FORMATS):
+    if not set(formats) & set(VIDEO_FORMATS):
         return None
-    return Soundtrack(audio.file, audio.offset)
+    if audio.file is not None:
+        return Soundtrack(audio.file, audio.offset) if audio.soundtrack else None
+    return Soundtrack(*from_mode) if from_mode is not None else None

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from flipbook import __version__
+from flipbook.control import check_controlnet
 from flipbook.io.pnginfo import GenerationParameters, format_parameters, save_png
 from flipbook.models.extra_networks import ExtraNetworks
 from flipbook.models.folders import ModelsDir
@@ -26,6 +29,7 @@ class RenderResult:
     outputs: dict[str, Path] = field(default_factory=dict)
     seed: int = 0
     resumed_from: int = -1  # the frame a resumed render continued from (-1: rendered from frame 0)
+    metrics: dict[str, float] = field(default_factory=dict)  # temporal error of the output (and the source)
 
 
 def render(spec: Spec, events: Events | None = None) -> RenderResult:
@@ -47,8 +51,10 @@ def resume(run_dir: str | Path, events: Events | None = None) -> RenderResult:
 def _render(spec: Spec, events: Events, run: RunDir | None) -> RenderResult:
     # 1. Resolve everything random or named and read every input file, before any model is loaded
     spec = spec.with_seed()
-    plan = build_plan(spec)
     mode = get_mode(spec.animation.mode)
+    if hasattr(mode, "resolve_spec"):
+        spec = mode.resolve_spec(spec)
+    plan = build_plan(spec)
     resuming = run is not None
     run = run or RunDir(Path(spec.output.dir) / (spec.output.name or "flipbook"))
     _check_inputs(spec)
@@ -81,26 +87,33 @@ def _render(spec: Spec, events: Events, run: RunDir | None) -> RenderResult:
         run.log(f"stopped: {type(error).__name__}: {error}".rstrip(": "))
         raise
 
-    # 4. Post-process and encode the animation from every frame on disk
+    # 4. Measure flicker, then post-process and encode the animation from every frame on disk
     frames = [run.load(i) for i in range(n)]
-    result.outputs = write_animation(spec, frames, run.path, animation_parameters(spec, plan))
+    result.metrics = consistency_metrics(frames, mode, spec)
+    run.write_metrics(result.metrics)
+    run.log("temporal error: " + ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items()))
+    soundtrack = mode.soundtrack(spec) if hasattr(mode, "soundtrack") else None
+    parameters = animation_parameters(spec, plan, result.metrics)
+    result.outputs = write_animation(spec, frames, run.path, parameters, soundtrack=soundtrack)
     run.log("done: " + ", ".join(f"{kind} {path.name}" for kind, path in result.outputs.items()))
     result.frames = [run.frame_path(i) for i in range(n)]
     return result
 
 
 def _check_inputs(spec: Spec) -> None:
-    """Open the input files every mode reads (init image, mask) now: a missing file fails before any model is
-    loaded, with the field that names it (a mode checks its own in ``check_inputs``)."""
+    """Open the input files every mode reads (init image, mask, ControlNet images) now: a missing file fails
+    before any model is loaded, with the field that names it (a mode checks its own in ``check_inputs``)."""
     if spec.init.image is not None:
         init_image(spec)
     animation_mask(spec)
+    check_controlnet(spec)
     check_post_inputs(spec)
 
 
 def frame_parameters(frame: Frame, planned: FramePlan, spec: Spec) -> GenerationParameters:
-    """A1111-style parameters for one frame, so any frame can be re-made in another tool. Cadence
-    in-betweens (no diffusion of their own) carry the plan's values and say so."""
+    """A1111-style parameters for one frame, so any frame can be re-made in another tool: what its request
+    used (a mode may reorder frames, as variations does), or, for cadence in-betweens (no diffusion of their
+    own), the plan's values, saying so."""
     extra = {"Frame": str(frame.index), "Version": f"flipbook {__version__}"}
     r = frame.request
     if r is None:
@@ -110,10 +123,10 @@ def frame_parameters(frame: Frame, planned: FramePlan, spec: Spec) -> Generation
     return GenerationParameters(
         prompt=planned.prompt if r is None else r.prompt,
         negative_prompt=planned.negative_prompt if r is None else r.negative_prompt,
-        steps=planned.steps,
-        sampler=planned.sampler,
-        cfg_scale=planned.cfg,
-        seed=planned.seed,
+        steps=planned.steps if r is None else r.num_inference_steps,
+        sampler=planned.sampler if r is None else r.sampler,
+        cfg_scale=planned.cfg if r is None else r.guidance_scale,
+        seed=planned.seed if r is None else r.seed,
         width=spec.animation.width,
         height=spec.animation.height,
         denoising_strength=r.strength if r is not None and r.image is not None else None,
@@ -123,7 +136,21 @@ def frame_parameters(frame: Frame, planned: FramePlan, spec: Spec) -> Generation
     )
 
 
-def animation_parameters(spec: Spec, plan: Plan) -> str:
+def consistency_metrics(frames: list, mode, spec: Spec) -> dict[str, float]:
+    """The temporal-consistency score (flow-compensated frame-to-frame error, 0-255) of the output and, for
+    modes with a source (video), of the source, so flicker is a number next to its baseline."""
+    from flipbook.motion.consistency import temporal_error
+
+    metrics = {}
+    output = temporal_error([np.asarray(f) for f in frames])
+    if output is not None:
+        metrics["output"] = output
+        if hasattr(mode, "source_frames"):
+            metrics["source"] = temporal_error(mode.source_frames(spec))
+    return metrics
+
+
+def animation_parameters(spec: Spec, plan: Plan, metrics: dict[str, float] | None = None) -> str:
     """A1111-style parameters for the whole animation (frame 0's settings, the mode and frame count), stored
     in every output next to the spec itself."""
     first = plan[0]
@@ -133,6 +160,8 @@ def animation_parameters(spec: Spec, plan: Plan) -> str:
         "FPS": f"{spec.animation.fps:g}",
         "Version": f"flipbook {__version__}",
     }
+    for name, value in (metrics or {}).items():
+        extra[f"Temporal error {name}"] = f"{value:.3f}"
     return format_parameters(
         GenerationParameters(
             prompt=first.prompt,

@@ -49,6 +49,10 @@ class RunDir:
         _write_text(self.path / SPEC_FILE, spec.model_dump_json(indent=2))
         _write_text(self.path / PLAN_FILE, plan_table(plan))
 
+    def write_metrics(self, metrics: dict[str, float]) -> None:
+        """``metrics.json``: the run's temporal-consistency score (see flipbook.motion.consistency)."""
+        _write_text(self.path / "metrics.json", json.dumps({"temporal_error": metrics}, indent=2))
+
     def frame_path(self, index: int) -> Path:
         return self.path / "frames" / f"frame_{index:05d}.png"
 

@@ -3,8 +3,9 @@
 It gives the same images as diffusers' StableDiffusion{,Img2Img,Inpaint}Pipeline for the same seeds and
 settings (tests/test_equivalence.py), and adds what animation needs: per-request prompt/cfg/steps/strength/
 sampler, several frames in one UNet call, per-frame generators, an embedding cache, composable prompts,
-A1111 prompt weighting and chunking, prompt interpolation (lerp/slerp of two prompts' embeddings), and one
-events object for progress, preview and cancel.
+A1111 prompt weighting and chunking, prompt interpolation (lerp/slerp of two prompts' embeddings), ControlNet
+units (diffusers' StableDiffusionControlNet{,Img2Img}Pipeline and MultiControlNet, with per-request images and
+weights inside one batch), and one events object for progress, preview and cancel.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import torch
 from diffusers.image_processor import VaeImageProcessor
 
 from flipbook.models.bundle import ModelBundle
+from flipbook.models.controlnet import ControlNets
 from flipbook.models.lora import LoraSet
 from flipbook.models.samplers import make_scheduler
 from flipbook.runs.events import Events, StepEvent
 from flipbook.sampling.encode import PromptEncoder
-from flipbook.sampling.requests import FrameRequest
+from flipbook.sampling.requests import Control, FrameRequest
 
 # A linear map from SD 1.x/2.x latents to RGB, good enough for live previews (no VAE call).
 _PREVIEW_FACTORS = torch.tensor(
@@ -43,6 +45,27 @@ class _Conditioning:
 
 
 @dataclass
+class _ControlUnit:
+    """One ControlNet unit of a batch: the network, its control image per UNet row, and per row the weight and
+    the share of the steps it acts on (rows of one request share its values, as diffusers duplicates the
+    control image for the classifier-free guidance rows)."""
+
+    controlnet: torch.nn.Module
+    images: torch.Tensor  # UNet rows x 3 x H x W, in [0, 1]
+    scales: list[float]
+    starts: list[float]
+    ends: list[float]
+
+    def scales_at(self, step: int, steps: int) -> list[float]:
+        """Per-row ``conditioning_scale`` at ``step``: diffusers' ``controlnet_keep``, 1 while
+        ``start <= step / steps`` and ``(step + 1) / steps <= end``, else 0, times the weight."""
+        return [
+            scale * (1.0 - float(step / steps < start or (step + 1) / steps > end))
+            for scale, start, end in zip(self.scales, self.starts, self.ends, strict=True)
+        ]
+
+
+@dataclass
 class _Latents:
     """Initial latents of a batch and, for inpainting, what the loop blends back outside the mask."""
 
@@ -57,12 +80,16 @@ class SamplingCore:
     """Samples images from :class:`FrameRequest`s on one :class:`ModelBundle`.
 
     One instance serves one run: its prompt-embedding cache lives as long as it does. ``events`` carries
-    progress, previews and cancellation; nothing global is read or written.
+    progress, previews and cancellation; nothing global is read or written. ``controlnets`` loads the
+    ControlNets that requests name (each once); pass the run's own to share them across checkpoints.
     """
 
-    def __init__(self, model: ModelBundle, events: Events | None = None) -> None:
+    def __init__(
+        self, model: ModelBundle, events: Events | None = None, controlnets: ControlNets | None = None
+    ) -> None:
         self.model = model
         self.events = events or Events()
+        self.controlnets = controlnets if controlnets is not None else ControlNets()
         self.loras = LoraSet(model.pipe)
         self._encoders: dict[int, PromptEncoder] = {}
         self._active_loras: tuple = ()
@@ -74,7 +101,10 @@ class SamplingCore:
         self.soft_mask_processor = VaeImageProcessor(
             vae_scale_factor=scale, do_normalize=False, do_convert_grayscale=True
         )
-        self.stats = {"unet_calls": 0, "unet_rows": 0}
+        self.control_image_processor = VaeImageProcessor(
+            vae_scale_factor=scale, do_convert_rgb=True, do_normalize=False
+        )
+        self.stats = {"unet_calls": 0, "unet_rows": 0, "controlnet_calls": 0}
 
     # ---- public API -------------------------------------------------------------------------------------
 
@@ -121,15 +151,19 @@ class SamplingCore:
         init = self._prepare_latents(requests, scheduler, timesteps, generators, dtype)
         latents = init.latents
 
-        # 5. Denoising loop
+        # 5. Denoising loop (ControlNet units add their residuals to the same UNet call)
         step_kwargs = _step_kwargs(scheduler, generators, first.eta)
         rows = _row_sources(conditioning, embeddings.shape[0])
         extra_channels = None
         if self.model.unet.config.in_channels == 9:  # an inpainting UNet also sees the mask and masked image
             extra_channels = torch.cat([init.mask, init.masked_image_latents], dim=1)[rows]
+        controls = self._prepare_controls(requests, conditioning, rows)
         for i, t in enumerate(timesteps):
             model_input = scheduler.scale_model_input(latents, t)
-            noise_pred = self._predict_noise(model_input, t, embeddings, conditioning, rows, extra_channels)
+            residuals = self._control_residuals(controls, model_input[rows], t, embeddings, i, len(timesteps))
+            noise_pred = self._predict_noise(
+                model_input, t, embeddings, conditioning, rows, extra_channels, residuals
+            )
             latents = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
             if init.image_latents is not None:
                 latents = _blend_unmasked(scheduler, latents, init, timesteps, i)
@@ -301,16 +335,94 @@ class SamplingCore:
         ]
         return (vae.config.scaling_factor * torch.cat(latents)).to(self.model.unet.dtype)
 
+    # ---- 5. ControlNet units ----------------------------------------------------------------------------
+
+    def _prepare_controls(
+        self, requests: Sequence[FrameRequest], conditioning: Sequence[_Conditioning], rows: torch.Tensor
+    ) -> list[_ControlUnit]:
+        """Each unit's network (loaded once per run), its control images laid out like the UNet rows, and per
+        row its weight and step range. The batch key guarantees every request names the same networks."""
+        uncond_rows = {c.uncond_row for c in conditioning if c.uncond_row is not None}
+        sources = rows.tolist()
+        units = []
+        for j in range(len(requests[0].controls)):
+            per_request = [request.controls[j] for request in requests]
+            controlnet = self._controlnet(per_request[0])
+            images = torch.cat(
+                [self._preprocess_control(c.image, r) for c, r in zip(per_request, requests, strict=True)]
+            )
+            # diffusers runs a global-pooling ControlNet (shuffle) on the conditional rows only ("guess mode")
+            # and adds zeros to the unconditional ones: a weight of 0 on those rows does the same.
+            pooled = bool(controlnet.config.get("global_pool_conditions", False))
+            units.append(
+                _ControlUnit(
+                    controlnet=controlnet,
+                    images=images.to(self.model.device, controlnet.dtype)[rows],
+                    scales=[
+                        0.0
+                        if pooled and row in uncond_rows
+                        else float(per_request[source].conditioning_scale)
+                        for row, source in enumerate(sources)
+                    ],
+                    starts=[float(per_request[source].guidance_start) for source in sources],
+                    ends=[float(per_request[source].guidance_end) for source in sources],
+                )
+            )
+        return units
+
+    def _controlnet(self, control: Control) -> torch.nn.Module:
+        if control.controlnet is not None:
+            return control.controlnet
+        return self.controlnets.get(control.model, self.model)
+
+    def _preprocess_control(self, image, request: FrameRequest) -> torch.Tensor:
+        """diffusers' ``prepare_image``: RGB at the request's size, values in [0, 1] (not normalised)."""
+        processed = self.control_image_processor.preprocess(image, height=request.height, width=request.width)
+        return processed.to(dtype=torch.float32)
+
+    def _control_residuals(
+        self, controls: Sequence[_ControlUnit], control_input, t, embeddings, step: int, steps: int
+    ) -> tuple[list[torch.Tensor], torch.Tensor] | None:
+        """The summed ControlNet residuals for one step (MultiControlNet's sum), or None when no unit acts.
+
+        Every unit sees the same rows as the UNet (unconditional rows too, as without guess mode) with a
+        per-row ``conditioning_scale`` (a tensor that broadcasts over each row), so requests in one batch
+        keep their own weights. A unit whose every row has weight 0 at this step (outside its guidance range,
+        or weight 0) is skipped: its residuals would be exact zeros, and adding zeros changes nothing.
+        """
+        down, mid = None, None
+        for unit in controls:
+            scales = unit.scales_at(step, steps)
+            if not any(scales):
+                continue
+            scale = torch.tensor(scales, dtype=unit.controlnet.dtype, device=control_input.device)
+            self.stats["controlnet_calls"] += 1
+            unit_down, unit_mid = unit.controlnet(
+                control_input.to(unit.controlnet.dtype), t, encoder_hidden_states=embeddings,
+                controlnet_cond=unit.images, conditioning_scale=scale.view(-1, 1, 1, 1), guess_mode=False,
+                return_dict=False,
+            )  # fmt: skip
+            if down is None:
+                down, mid = list(unit_down), unit_mid
+            else:
+                down = [previous + current for previous, current in zip(down, unit_down, strict=True)]
+                mid = mid + unit_mid
+        return None if down is None else (down, mid)
+
     # ---- 5. one denoising step -------------------------------------------------------------------------
 
-    def _predict_noise(self, model_input, t, embeddings, conditioning, rows, extra_channels) -> torch.Tensor:
-        """One UNet call for every row of the batch, then guidance per request."""
+    def _predict_noise(
+        self, model_input, t, embeddings, conditioning, rows, extra_channels, residuals=None
+    ) -> torch.Tensor:
+        """One UNet call for every row of the batch (with ControlNet residuals), then guidance per request."""
         unet_input = model_input[rows]
         if extra_channels is not None:
             unet_input = torch.cat([unet_input, extra_channels], dim=1)
         self.stats["unet_calls"] += 1
         self.stats["unet_rows"] += unet_input.shape[0]
-        out = self.model.unet(unet_input, t, encoder_hidden_states=embeddings, return_dict=False)[0]
+        out = self.model.unet(
+            unet_input, t, encoder_hidden_states=embeddings, return_dict=False, **_residual_kwargs(residuals)
+        )[0]
         return torch.cat([_guide(out, c).unsqueeze(0) for c in conditioning])
 
     # ---- 6. decode -------------------------------------------------------------------------------------
@@ -419,6 +531,14 @@ def _row_sources(conditioning: Sequence[_Conditioning], n_rows: int) -> torch.Te
         for row in ([c.uncond_row] if c.uncond_row is not None else []) + c.cond_rows:
             sources[row] = request_index
     return torch.tensor(sources)
+
+
+def _residual_kwargs(residuals: tuple[list[torch.Tensor], torch.Tensor] | None) -> dict:
+    """The UNet arguments that add ControlNet residuals to its skip connections (none without units)."""
+    if residuals is None:
+        return {}
+    down, mid = residuals
+    return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
 
 def _guide(out: torch.Tensor, c: _Conditioning) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,46 @@ MaskedContent = Literal["original", "fill", "latent_noise", "latent_nothing"]
 MASKED_CONTENT = ("original", "fill", "latent_noise", "latent_nothing")
 BlendMode = Literal["lerp", "slerp"]
 BLEND_MODES = ("lerp", "slerp")
+
+
+@dataclass(frozen=True)
+class Control:
+    """One ControlNet unit applied to one request (diffusers' StableDiffusionControlNetPipeline arguments).
+
+    ``model`` names the ControlNet: the sampling core asks its :class:`~flipbook.models.controlnet.ControlNets`
+    for it, so a run loads each ControlNet once; ``controlnet`` may hold a loaded ``ControlNetModel`` instead
+    (tests, API callers), which is then used as is. ``image`` is the control image, already preprocessed (a
+    canny map, a depth map...); the core resizes it to the request's size as diffusers does.
+    ``conditioning_scale`` is the unit's weight, ``guidance_start`` / ``guidance_end`` the share of the
+    denoising steps it acts on (diffusers' ``control_guidance_start`` / ``control_guidance_end``).
+    """
+
+    model: str
+    image: Any
+    conditioning_scale: float = 1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+    controlnet: Any = field(default=None, compare=False, repr=False)
+
+    def batch_key(self) -> tuple:
+        """Which network this unit runs: requests batch only when every unit runs the same one."""
+        return (self.model, None if self.controlnet is None else id(self.controlnet))
+
+    def validate(self, index: int) -> None:
+        """Raise one FlipbookError naming ``controls[index].<field>``."""
+        name = f"controls[{index}]"
+        if not isinstance(self.model, str) or not self.model:
+            raise FlipbookError(f"{name}.model", self.model, "a ControlNet name")
+        if self.image is None:
+            raise FlipbookError(f"{name}.image", None, "a control image")
+        scale = self.conditioning_scale
+        if not isinstance(scale, numbers.Real) or not math.isfinite(scale) or not 0.0 <= scale <= 10.0:
+            raise FlipbookError(f"{name}.conditioning_scale", scale, "a number from 0 to 10")
+        start, end = self.guidance_start, self.guidance_end
+        if not isinstance(start, numbers.Real) or not 0.0 <= start < 1.0:
+            raise FlipbookError(f"{name}.guidance_start", start, "a share of the steps in [0, 1)")
+        if not isinstance(end, numbers.Real) or not start < end <= 1.0:
+            raise FlipbookError(f"{name}.guidance_end", end, f"a share of the steps in ({start:g}, 1]")
 
 
 @dataclass(frozen=True)
@@ -36,6 +77,10 @@ class FrameRequest:
     ``latents``: the initial noise (diffusers' ``latents``), a standard-normal tensor of the latent shape
     (``1 x C x height/8 x width/8``) used instead of a draw from ``seed``; img2img adds it to the image
     latents at the strength's noise level. The latent walk passes slerped keyframe noise here.
+
+    ``controls``: ControlNet units (:class:`Control`), their residuals summed as diffusers' MultiControlNet
+    sums them. Requests batch together when they run the same ControlNets; images, weights and guidance
+    ranges may differ per request.
     """
 
     prompt: str
@@ -61,6 +106,7 @@ class FrameRequest:
     blend_weight: float = 0.0  # the share of blend_prompt / blend_negative_prompt, 0 to 1
     blend_mode: BlendMode = "lerp"
     latents: Any = None
+    controls: tuple[Control, ...] = ()
 
     def batch_key(self) -> tuple:
         """Requests with equal keys share timesteps and weights, so they can be denoised in one batch."""
@@ -76,6 +122,7 @@ class FrameRequest:
             self.clip_skip,
             self.eta,
             self.loras,
+            tuple(control.batch_key() for control in self.controls),
         )
 
     def validate(self, vae_scale_factor: int = 8) -> None:
@@ -113,6 +160,8 @@ class FrameRequest:
             raise FlipbookError("blend_weight", self.blend_weight, "a number from 0 to 1")
         self.prompt_parts()
         self._check_latents(vae_scale_factor)
+        for index, control in enumerate(self.controls):
+            control.validate(index)
         if not -(2**63) <= self.seed < 2**64:
             raise FlipbookError(
                 "seed", self.seed, "an integer seed (use -1 for random before building requests)"

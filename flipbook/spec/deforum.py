@@ -39,7 +39,7 @@ _NOTEBOOK_SAMPLERS: dict[str, str] = {
 }
 
 # Deforum animation modes flipbook renders, by their casefolded names (absent means "None").
-_MODES = {"none": "travel", "2d": "2d", "3d": "3d"}
+_MODES = {"none": "travel", "2d": "2d", "3d": "3d", "video input": "video"}
 
 # Deforum camera schedules -> ``[camera]`` fields (notebook spellings after the A1111 ones).
 _CAMERA_SCHEDULES: dict[tuple[str, ...], str] = {
@@ -257,7 +257,92 @@ def deforum_to_spec_data(settings: dict[str, Any]) -> tuple[dict[str, Any], list
     camera = _camera(settings, unmapped)
     if camera:
         data["camera"] = camera
+    if mode == "video":
+        _video_input(settings, data, unmapped)
+    if mode in ("2d", "3d"):
+        hybrid = _hybrid(settings, unmapped)
+        if hybrid:
+            data.setdefault("camera", {}).update(hybrid)
     return data, sorted(unmapped)
+
+
+_HYBRID_MOTION = {
+    "none": "none",
+    "optical flow": "optical_flow",
+    "perspective": "perspective",
+    "affine": "affine",
+}
+_HYBRID_MASKS = {"none": "none", "video depth": "depth", "blend": "blend", "difference": "difference"}
+
+
+def _hybrid(settings: dict[str, Any], unmapped: set[str]) -> dict[str, Any]:
+    """Hybrid video (2D/3D): ``video_init_path`` is the hybrid video when ``hybrid_motion`` or
+    ``hybrid_composite`` is on. Values flipbook does otherwise (RAFT flow, "Before Motion" / "After
+    Generation" compositing, a "Depth" mask of the generated frame) are copied for validation to report."""
+    motion = _named(settings.get("hybrid_motion"), _HYBRID_MOTION)
+    composite = settings.get("hybrid_composite")
+    composite = {"none": False, "normal": True}.get(str(composite).strip().casefold(), composite)
+    if motion in (None, "none") and composite in (None, False):
+        return {}
+    camera: dict[str, Any] = {"hybrid_motion": motion or "none", "hybrid_composite": composite or False}
+    path = settings.get("video_init_path")
+    if isinstance(path, str) and path.strip():
+        camera["hybrid_video"] = path.strip()
+    method = settings.get("hybrid_flow_method")
+    if motion == "optical_flow" and isinstance(method, str):
+        name = method.strip()
+        camera["hybrid_flow_method"] = (
+            "dis"
+            if name.upper().startswith("DIS")
+            else "farneback"
+            if name.casefold() == "farneback"
+            else name
+        )
+    for key, target in (("hybrid_flow_factor_schedule", "hybrid_flow_factor"),
+                        ("hybrid_comp_alpha_schedule", "hybrid_comp_alpha")):  # fmt: skip
+        if key in settings:
+            camera[target] = _schedule(settings[key])
+    if composite is True:
+        mask = _named(settings.get("hybrid_comp_mask_type"), _HYBRID_MASKS)
+        if mask is not None:
+            camera["hybrid_comp_mask_type"] = mask
+        if isinstance(settings.get("hybrid_comp_mask_inverse"), bool):
+            camera["hybrid_comp_mask_inverse"] = settings["hybrid_comp_mask_inverse"]
+    unmapped -= {"hybrid_motion", "hybrid_composite", "video_init_path", "hybrid_flow_method",
+                 "hybrid_flow_factor_schedule", "hybrid_comp_alpha_schedule", "hybrid_comp_mask_type",
+                 "hybrid_comp_mask_inverse"}  # fmt: skip
+    return camera
+
+
+def _named(value: Any, names: dict[str, str]) -> Any:
+    """``names[value]`` matched case-insensitively; other values are returned as they are (None stays None)."""
+    if isinstance(value, str):
+        return names.get(value.strip().casefold(), value)
+    return value
+
+
+def _video_input(settings: dict[str, Any], data: dict[str, Any], unmapped: set[str]) -> None:
+    """Deforum's Video Input mode: the source video, which frames to extract, and the mask video.
+
+    ``extract_to_frame`` is inclusive in Deforum (-1: to the end), ``video.end_frame`` exclusive. Deforum keeps
+    frames whose absolute index is a multiple of ``extract_nth_frame``; flipbook counts from ``start_frame``
+    (the same unless the start is not a multiple of n)."""
+    path = settings.get("video_init_path")
+    if isinstance(path, str) and path.strip():
+        data.setdefault("init", {})["video"] = path.strip()
+    video: dict[str, Any] = {}
+    _copy(settings, video, "extract_nth_frame", "every_nth")
+    _copy(settings, video, "extract_from_frame", "start_frame")
+    end = settings.get("extract_to_frame")
+    if isinstance(end, int) and not isinstance(end, bool) and end >= 0:
+        video["end_frame"] = end + 1
+    mask = settings.get("video_mask_path")
+    if settings.get("use_mask_video") and isinstance(mask, str) and mask.strip():
+        video["mask_video"] = mask.strip()
+    if video:
+        data["video"] = video
+    unmapped -= {"video_init_path", "extract_nth_frame", "extract_from_frame", "extract_to_frame",
+                 "use_mask_video", "video_mask_path"}  # fmt: skip
 
 
 def _checkpoint(settings: dict[str, Any]) -> dict[str, Any]:
@@ -423,8 +508,8 @@ def deforum_sampler_name(name: str) -> str:
 
 
 def _animation_mode(settings: dict[str, Any]) -> str:
-    """flipbook's mode for Deforum's ``animation_mode`` (None -> travel, 2D -> 2d, 3D -> 3d); Video Input,
-    Interpolation and other modes flipbook can't render yet are an error."""
+    """flipbook's mode for Deforum's ``animation_mode`` (None -> travel, 2D -> 2d, 3D -> 3d, Video Input ->
+    video); Interpolation and other modes flipbook can't render yet are an error."""
     raw = settings.get("animation_mode", "None")
     if raw is None:
         return "travel"
@@ -433,8 +518,9 @@ def _animation_mode(settings: dict[str, Any]) -> str:
     raise FlipbookError(
         "animation_mode",
         raw,
-        'one of "None" (imported as flipbook\'s travel mode), "2D", "3D"',
-        detail="Video Input, Interpolation and other Deforum modes have no flipbook counterpart yet",
+        'one of "None" (imported as flipbook\'s travel mode), "2D", "3D", "Video Input"',
+        detail="Deforum's Interpolation mode has no flipbook counterpart yet (flipbook's interpolate mode is "
+        "a latent walk, not the same thing)",
     )
 
 

@@ -11,9 +11,17 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
 
 from flipbook.errors import FlipbookError, SpecError
 
@@ -212,17 +220,121 @@ class CameraSection(_Section):
     noise_multiplier: ScheduleValue = Field(
         1.0, description="scales the sampler's initial img2img noise (A1111's initial noise multiplier)"
     )
+    hybrid_video: Path | None = Field(
+        None,
+        description="hybrid video: a video (or GIF, frame folder) whose motion and frames feed the animation",
+    )
+    hybrid_motion: Literal["none", "optical_flow", "affine", "perspective"] = Field(
+        "none",
+        description="move each frame the way the hybrid video moves: dense optical flow, or a camera move "
+        "(affine / perspective) fitted with RANSAC to feature matches",
+    )
+    hybrid_flow_method: Literal["dis", "farneback"] = "dis"
+    hybrid_flow_factor: ScheduleValue = Field(1.0, description="scales the hybrid optical flow")
+    hybrid_composite: bool = Field(False, description="blend the hybrid video's frame into each frame")
+    hybrid_comp_alpha: ScheduleValue = Field(0.5, description="share of the video frame blended in (0..1)")
+    hybrid_comp_mask_type: Literal["none", "difference", "blend", "depth"] = Field(
+        "none",
+        description="where the video frame is blended in: everywhere, where frame and video differ, by the "
+        "brightness of their mix, or by the video frame's depth (camera.depth_model)",
+    )
+    hybrid_comp_mask_inverse: bool = False
 
     @field_validator(
         "translation_x", "translation_y", "angle", "zoom", "transform_center_x", "transform_center_y",
         "perspective_flip_theta", "perspective_flip_phi", "perspective_flip_gamma", "perspective_flip_fv",
         "translation_z", "rotation_3d_x", "rotation_3d_y", "rotation_3d_z", "fov", "near", "far",
         "cadence_flow_factor", "contrast", "antiblur_amount", "antiblur_kernel", "antiblur_sigma",
-        "antiblur_threshold", "noise", "noise_multiplier",
+        "antiblur_threshold", "noise", "noise_multiplier", "hybrid_flow_factor", "hybrid_comp_alpha",
     )  # fmt: skip
     @classmethod
     def _schedule_text(cls, value: ScheduleValue) -> ScheduleValue:
         return _check_schedule_text(value)
+
+
+class ControlNetUnit(_Section):
+    """``[[controlnet]]``: one ControlNet unit, applied to every diffused frame. Its control image is ``image``
+    or, without one, the frame's own input image (the init image at frame 0, then the image each frame starts
+    from: the previous frame, the warped frame, the source video frame), run through ``preprocessor`` per frame.
+    Problems are reported as ``controlnet[i].field``."""
+
+    model: str = Field(
+        description="tiny (built-in, random weights), a diffusers ControlNet folder, a .safetensors/.pth file, "
+        "a name in model.models_dir's ControlNet folders, or a hub id in the local Hugging Face cache"
+    )
+    preprocessor: Literal["none", "canny", "lineart", "tile", "shuffle", "depth", "openpose"] = Field(
+        "none",
+        description="none: the image as is; canny: edges; lineart: white lines on black; tile: a blurred copy; "
+        "shuffle: content shuffle (from the frame seed); depth: a depth map (preprocessor_model); openpose: "
+        "pose skeletons (needs controlnet_aux)",
+    )
+    image: Path | None = Field(None, description="the control image; default: each frame's input image")
+    weight: ScheduleValue = Field(1.0, description="conditioning scale 0-10; a number or a schedule")
+    guidance_start: float = Field(0.0, ge=0, lt=1, description="share of the steps before the unit starts")
+    guidance_end: float = Field(1.0, gt=0, le=1, description="share of the steps after which it stops")
+    low_threshold: int = Field(100, ge=0, le=255, description="canny: lower hysteresis threshold")
+    high_threshold: int = Field(200, ge=0, le=255, description="canny: upper hysteresis threshold")
+    tile_downscale: float = Field(4.0, ge=1, le=64, description="tile: how far the image is scaled down")
+    preprocessor_model: str | None = Field(
+        None,
+        description='depth: a depth model as for camera.depth_model (default "tiny", random: name a real one, '
+        "e.g. depth-anything/Depth-Anything-V2-Small-hf); openpose: controlnet_aux's annotator folder or hub id "
+        "(default lllyasviel/Annotators)",
+    )
+
+    @field_validator("weight")
+    @classmethod
+    def _weight(cls, value: ScheduleValue) -> ScheduleValue:
+        if isinstance(value, (int, float)) and not 0 <= value <= 10:
+            raise ValueError("a conditioning scale from 0 to 10, or a schedule")
+        return _check_schedule_text(value)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ControlNetUnit:
+        """Cross-field rules raise SpecError naming the field (pydantic would name only the unit)."""
+        if self.guidance_start >= self.guidance_end:
+            raise SpecError(
+                "guidance_start", self.guidance_start, f"less than guidance_end ({self.guidance_end:g})"
+            )
+        if self.low_threshold > self.high_threshold:
+            raise SpecError(
+                "low_threshold", self.low_threshold, f"at most high_threshold ({self.high_threshold})"
+            )
+        return self
+
+    @staticmethod
+    def validate_units(value: object, handler) -> list[ControlNetUnit]:
+        """The ``controlnet`` list, unit by unit, so every problem is named ``controlnet[i].field``."""
+        if not isinstance(value, list):
+            return handler(value)
+        units = []
+        for index, item in enumerate(value):
+            name = f"controlnet[{index}]"
+            try:
+                unit = item if isinstance(item, ControlNetUnit) else ControlNetUnit.model_validate(item)
+            except SpecError as error:
+                raise SpecError(f"{name}.{error.field}", error.value, error.allowed) from None
+            except ValidationError as error:
+                raise _unit_error(name, error) from None
+            units.append(unit)
+        return handler(units)
+
+
+def _unit_error(name: str, error: ValidationError) -> SpecError:
+    """pydantic's problems in one unit as one SpecError, each line naming ``controlnet[i].field``."""
+    problems = [
+        (".".join([name, *map(str, e["loc"])]), e.get("input"), e["msg"].removeprefix("Value error, "))
+        for e in error.errors()
+    ]
+    message = "\n".join(
+        f"{where}: {msg}" + ("" if isinstance(got, dict) or "\n" in msg else f" (got {got!r})")
+        for where, got, msg in problems
+    )
+    field, value, allowed = problems[0]
+    return SpecError(field, value, allowed, message=message)
+
+
+ControlNetUnits = Annotated[list[ControlNetUnit], WrapValidator(ControlNetUnit.validate_units)]
 
 
 class InitSection(_Section):
@@ -240,8 +352,8 @@ class InitSection(_Section):
     mask_feather: float = Field(0.0, ge=0, le=256, description="soften the mask edge (pixels)")
     video: Path | None = Field(
         None,
-        description="interpolate mode: frame i starts from this video's frame i (a video file, GIF or folder of "
-        "frames) at the animation.strength schedule, GIFfusion's video init",
+        description="a video file, GIF or folder of frames: the source of video mode; in interpolate mode frame "
+        "i starts from its frame i at the animation.strength schedule (GIFfusion's video init)",
     )
 
 
@@ -362,6 +474,50 @@ class PostSection(_Section):
         return self
 
 
+class VideoSection(_Section):
+    """``[video]``: restyle a video (mov2mov, Deforum Video Input): every chosen frame of ``init.video``
+    through img2img at the ``animation.strength`` schedule (share of the source frame kept)."""
+
+    every_nth: int = Field(1, ge=1, le=1000, description="use every nth source frame")
+    start_frame: int = Field(0, ge=0, description="first source frame used")
+    end_frame: int | None = Field(None, ge=1, description="source frame to stop before; none: the end")
+    fps: float | None = Field(
+        None, gt=0, le=240, description="resample the source to this rate (nearest frame); not with every_nth"
+    )
+    resize_mode: Literal["just_resize", "crop_and_resize", "resize_and_fill"] = Field(
+        "just_resize",
+        description="A1111's: stretch to the size; scale to cover and crop the centre; scale to fit and fill "
+        "the borders with the edge pixels",
+    )
+    noise_multiplier: ScheduleValue = Field(1.0, description="A1111's initial noise multiplier, per frame")
+    color_coherence: Literal["none", "rgb", "hsv", "lab"] = Field(
+        "none", description="match each output frame's colours to its source frame"
+    )
+    feedback: ScheduleValue = Field(
+        0.0,
+        description="share (0..1) of the previous stylised frame, moved by the source's optical flow, blended "
+        "into each source frame before img2img: steadier texture, frames no longer independent",
+    )
+    mask_video: Path | None = Field(
+        None, description="restyle only where this video is white (or use init.mask for a still mask)"
+    )
+    keep_audio: bool = Field(True, description="the source's audio becomes the soundtrack of video outputs")
+    batch_size: int = Field(4, ge=1, le=256, description="frames per UNet call when feedback is 0")
+
+    @field_validator("noise_multiplier", "feedback")
+    @classmethod
+    def _schedule(cls, value: ScheduleValue) -> ScheduleValue:
+        return _check_schedule_text(value)
+
+    @model_validator(mode="after")
+    def _one_way_to_pick_frames(self) -> VideoSection:
+        if self.fps is not None and self.every_nth != 1:
+            raise ValueError("either fps (resampling) or every_nth, not both")
+        if self.end_frame is not None and self.end_frame <= self.start_frame:
+            raise ValueError(f"end_frame must be after start_frame ({self.start_frame})")
+        return self
+
+
 class AudioSection(_Section):
     """``[audio]``: a music file that drives schedules (``beat``, ``bpm``, ``amp``), the interpolate mode's
     ``audio`` easing, and the soundtrack of video outputs."""
@@ -426,6 +582,31 @@ class InterpolateSection(_Section):
         return value
 
 
+class VariationsSection(_Section):
+    """``[variations]``: inpaint loops. From ``init.image`` and ``init.mask``, ``animation.max_frames``
+    inpainted variations of the masked part (the plan's seed and prompt at frame k for variation k), put in
+    the order with the smallest changes between neighbours and played as a loop; outside the mask nothing
+    moves."""
+
+    denoise: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="share of the schedule re-run on the masked part (0.2-0.35): low keeps every variation "
+        "close to the init image, so neighbours differ a little (motion), not wholesale (flicker)",
+    )
+    order: Literal["loop", "path", "seed"] = Field(
+        "loop",
+        description="loop: a closed tour, the last variation also close to the first; path: an open path, for "
+        "output.ping_pong; seed: generation order",
+    )
+    masked_content: Literal["original", "fill", "latent_noise", "latent_nothing"] = Field(
+        "original", description="what the masked part starts from, as A1111's inpainting"
+    )
+    mask_blur: float = Field(0.0, ge=0, le=64, description="blur of the inpainting mask (pixels)")
+    batch_size: int = Field(4, ge=1, le=256, description="variations per UNet call")
+
+
 class Spec(_Section):
     version: int = SPEC_VERSION
     model: ModelSection = Field(default_factory=ModelSection)
@@ -440,9 +621,14 @@ class Spec(_Section):
     negative_prompt: str = Field(
         "", description="added after every prompt's negative (Deforum's prompts_negative)"
     )
+    controlnet: ControlNetUnits = Field(
+        default_factory=list, description="ControlNet units ([[controlnet]] tables), applied to every frame"
+    )
     init: InitSection = Field(default_factory=InitSection)
     camera: CameraSection = Field(default_factory=CameraSection)
     interpolate: InterpolateSection = Field(default_factory=InterpolateSection)
+    variations: VariationsSection = Field(default_factory=VariationsSection)
+    video: VideoSection = Field(default_factory=VideoSection)
     audio: AudioSection = Field(default_factory=AudioSection)
     post: PostSection = Field(default_factory=PostSection)
     output: OutputSection = Field(default_factory=OutputSection)
@@ -481,6 +667,17 @@ class Spec(_Section):
         from flipbook.modes import VIDEO_INIT_MODES
 
         mode = self.animation.mode
+        c = self.camera
+        if (c.hybrid_motion != "none" or c.hybrid_composite) and c.hybrid_video is None:
+            raise SpecError(
+                "camera.hybrid_video", None, "a video when hybrid_motion or hybrid_composite is on"
+            )
+        if c.hybrid_video is not None and mode not in ("2d", "3d"):
+            raise SpecError("camera.hybrid_video", str(c.hybrid_video), "only with animation.mode 2d or 3d")
+        if mode == "video" and self.init.video is None:
+            raise SpecError(
+                "init.video", None, "the source video for video mode (a video, GIF or frame folder)"
+            )
         if self.init.video is not None and mode not in VIDEO_INIT_MODES:
             raise SpecError(
                 "init.video",

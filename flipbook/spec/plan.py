@@ -294,13 +294,15 @@ _CAMERA_RANGES: dict[str, tuple[float, float, str] | None] = {
     "antiblur_threshold": (0.0, 255.0, "a threshold from 0 to 255"),
     "noise": (0.0, 10.0, "a noise amount from 0 to 10"),
     "noise_multiplier": (0.0, 10.0, "a multiplier from 0 to 10"),
+    "hybrid_flow_factor": None,
+    "hybrid_comp_alpha": (0.0, 1.0, "a share from 0 to 1"),
 }  # fmt: skip
 
 
 # The [camera] schedules each mode reads; only those are range-checked (a 3D spec's unused zoom of 0, as
 # Deforum files have, is not an error). All are resolved, so frames.csv shows every value.
 _SHARED = {"cadence_flow_factor", "contrast", "antiblur_amount", "antiblur_kernel", "antiblur_sigma",
-           "antiblur_threshold", "noise", "noise_multiplier"}  # fmt: skip
+           "antiblur_threshold", "noise", "noise_multiplier", "hybrid_flow_factor", "hybrid_comp_alpha"}  # fmt: skip
 _USED_BY_MODE: dict[str, set[str]] = {
     "2d": _SHARED | {"translation_x", "translation_y", "angle", "zoom", "transform_center_x",
                      "transform_center_y", "perspective_flip_theta", "perspective_flip_phi",

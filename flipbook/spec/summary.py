@@ -12,9 +12,11 @@ def summarize(spec: Spec) -> str:
     random_seed = s.seed == -1
     plan = build_plan(spec.with_seed() if random_seed else spec)
     seed = "random (chosen and recorded at render)" if random_seed else str(s.seed)
+    timing = f"at {a.fps:g} fps ({a.max_frames / a.fps:.2f} s)"
+    if a.mode == "video" and "fps" not in a.model_fields_set:
+        timing = "at the source's frame rate"
     lines = [
-        f"ok: {a.mode} animation, {a.max_frames} frames at {a.fps:g} fps ({a.max_frames / a.fps:.2f} s), "
-        f"{a.width}x{a.height}",
+        f"ok: {a.mode} animation, {a.max_frames} frames {timing}, {a.width}x{a.height}",
         f"model: {_names(plan, 'checkpoint')}" + (f" (models dir {m.models_dir})" if m.models_dir else ""),
         f"sampling: {_names(plan, 'sampler')}, {_span(plan, 'steps')} steps, cfg {_span(plan, 'cfg')}, "
         f"seed {seed}, clip skip {s.clip_skip}",
@@ -23,7 +25,15 @@ def summarize(spec: Spec) -> str:
         lines.append(_camera_line(spec, plan))
     if a.mode == "interpolate":
         lines.append(_walk_line(spec, plan))
-    elif a.max_frames > 1:
+    if a.mode == "video":
+        lines.append(_video_line(spec))
+    if a.mode == "variations":
+        v = spec.variations
+        lines.append(
+            f"inpaint loop: {a.max_frames} variations of init.image inside init.mask at denoise {v.denoise:g}, "
+            f"ordered as a {v.order}, {v.batch_size} per batch"
+        )
+    if a.mode not in ("interpolate", "video", "variations") and a.max_frames > 1:
         feedback = plan.frames[1:]
         fewest = min(int(round(f.steps * f.denoise, 6)) for f in feedback)
         lines.append(
@@ -42,6 +52,26 @@ def summarize(spec: Spec) -> str:
         f"output: {spec.output.dir}/{spec.output.name or 'flipbook'}/ as {', '.join(spec.output.formats)}"
     )
     return "\n".join(lines)
+
+
+def _video_line(spec: Spec) -> str:
+    """Where the frames come from and what keeps them steady (the source is read at render time)."""
+    v = spec.video
+    pick = (
+        f"resampled to {v.fps:g} fps"
+        if v.fps
+        else f"every {v.every_nth}"
+        if v.every_nth > 1
+        else "every frame"
+    )
+    end = f" to {v.end_frame}" if v.end_frame is not None else ""
+    steady = [f"feedback {v.feedback}" if v.feedback != 0 else "", f"colour coherence {v.color_coherence}"]
+    mask = " masked" if spec.init.mask or v.mask_video else ""
+    return (
+        f"video: {spec.init.video}, {pick} from frame {v.start_frame}{end}, {v.resize_mode}{mask}; "
+        + ", ".join(x for x in steady if x and not x.endswith("none"))
+        + ("; source audio kept" if v.keep_audio else "")
+    ).replace("; ;", ";")
 
 
 def _walk_line(spec: Spec, plan: Plan) -> str:

@@ -36,3 +36,12 @@ def test_frame_interpolation_case_through_the_cli(run_cli, tmp_path):
     result = json.loads((tmp_path / "frame-interpolation-64x64.json").read_text(encoding="utf-8"))
     assert result["case"] == "frame-interpolation"
     assert "in-betweens/s" in out
+
+
+def test_video_case_writes_report(run_cli, tmp_path):
+    code, out, err = run_cli("bench", "video", "--model", "tiny", "--size", "64x64", "--steps", "2",
+                             "--runs", "1", "--frames", "4", "--device", "cpu", "--out", tmp_path)  # fmt: skip
+    assert code == 0, err
+    result = json.loads((tmp_path / "video-tiny-64x64-cpu.json").read_text(encoding="utf-8"))
+    assert result["case"] == "video" and result["frames"] == 4
+    assert result["batched_frames_per_s"] > 0 and result["frames_max_abs_diff"] <= 1

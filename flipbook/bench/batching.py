@@ -1,8 +1,12 @@
-"""Benchmark ``interpolate``: the latent-walk mode rendered with frames batched against one frame per call.
+"""Benchmarks ``interpolate`` and ``video``: modes whose frames are independent, rendered with frames batched
+against one frame per call.
 
-Both runs are the real :func:`flipbook.runs.render.render` of the same spec (keyframed prompts, per-keyframe
-noise, lerped embeddings, PNG frames written) and differ only in ``interpolate.batch_size``: ``batch`` frames
-share every UNet call, or each frame has its own. The model is loaded once and handed to every render (as in
+- ``interpolate``: the latent walk (keyframed prompts, per-keyframe noise, lerped embeddings).
+- ``video``: restyling a synthetic source clip (a textured background with a moving square, made in a
+  temporary folder) frame by frame with img2img at denoise 0.5, no feedback.
+
+Both runs are the real :func:`flipbook.runs.render.render` of the same spec (PNG frames written) and differ
+only in the mode's ``batch_size``: ``batch`` frames share every UNet call, or each frame has its own. The model is loaded once and handed to every render (as in
 ``camera-2d``); the clock runs over the whole render, frame 0 included (every frame is alike), after one
 warm-up render each. The two take turns so drift in the machine's speed hits both alike. The frames of the
 two must agree (up to float rounding: a batched convolution may sum in another order).
@@ -22,6 +26,7 @@ import PIL.Image
 from flipbook.bench.report import write_report
 from flipbook.bench.sampler import _machine, _sync
 from flipbook.errors import FlipbookError
+from flipbook.io.writers import write_mp4
 from flipbook.models.loading import load_model
 from flipbook.runs.render import render
 from flipbook.spec.model import Spec
@@ -45,14 +50,27 @@ def run(
     out: Path,
     frames: int = 8,
     batch: int = 4,
+    case: str = "interpolate",
 ) -> str:
-    """Time ``frames`` walk frames batched by ``batch`` and one by one; write JSON and markdown to ``out``."""
+    """Time ``frames`` frames of ``case`` batched by ``batch`` and one by one; write JSON and markdown."""
     if frames < 2:
-        raise FlipbookError("frames", frames, "at least 2 (a walk between two keyframes)")
+        raise FlipbookError("frames", frames, "at least 2")
     if batch < 2:
         raise FlipbookError("batch", batch, "at least 2 (1 is the one-by-one run it is compared with)")
+    with tempfile.TemporaryDirectory(prefix="flipbook-bench-source-") as folder:
+        make = _SPECS[case]
+        specs = {
+            size: make(model, width, height, steps, sampler, frames, size, Path(folder))
+            for size in (batch, 1)
+        }
+        return _run(specs, case, model=model, width=width, height=height, steps=steps, runs=runs,
+                    sampler=sampler, device=device, dtype=dtype, out=out, frames=frames, batch=batch)  # fmt: skip
+
+
+def _run(
+    specs, case, *, model, width, height, steps, runs, sampler, device, dtype, out, frames, batch
+) -> str:
     bundle = load_model(model, device=device, dtype=dtype)
-    specs = {size: walk_spec(model, width, height, steps, sampler, frames, size) for size in (batch, 1)}
     times: dict[int, list[float]] = {batch: [], 1: []}
     images: dict[int, list[np.ndarray]] = {}
     with mock.patch("flipbook.runs.cores.load_model", lambda *args, **kwargs: bundle):
@@ -64,7 +82,7 @@ def run(
                 times[size].append(seconds)
     difference = np.abs(np.stack(images[batch]).astype(np.int16) - np.stack(images[1]))
     result = {
-        "case": "interpolate",
+        "case": case,
         "model": model,
         "size": f"{width}x{height}",
         "frames": frames,
@@ -87,7 +105,9 @@ def run(
     return _write(result, out)
 
 
-def walk_spec(model: str, width: int, height: int, steps: int, sampler: str, frames: int, batch: int) -> Spec:
+def walk_spec(
+    model: str, width: int, height: int, steps: int, sampler: str, frames: int, batch: int, folder: Path
+) -> Spec:
     keys = {"0": PROMPTS["0"], str(frames - 1): PROMPTS["8"]}
     return Spec(
         model={"name": model},
@@ -98,6 +118,40 @@ def walk_spec(model: str, width: int, height: int, steps: int, sampler: str, fra
         interpolate={"batch_size": batch},
         output={"formats": ["png"], "name": "bench"},
     )
+
+
+def video_spec(
+    model: str, width: int, height: int, steps: int, sampler: str, frames: int, batch: int, folder: Path
+) -> Spec:
+    source = folder / "source.mp4"
+    if not source.exists():
+        write_mp4(_moving_square(frames, width, height), source, fps=12, crf=18)
+    return Spec(
+        model={"name": model},
+        sampling={"sampler": sampler, "steps": steps, "cfg": CFG, "seed": SEED, "seed_behavior": "fixed"},
+        animation={"mode": "video", "max_frames": frames, "width": width, "height": height, "strength": 0.5},
+        prompts={"0": PROMPTS["0"]},
+        negative_prompt=NEGATIVE,
+        init={"video": source},
+        video={"batch_size": batch},
+        output={"formats": ["png"], "name": "bench"},
+    )
+
+
+def _moving_square(frames: int, width: int, height: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(SEED)
+    background = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    side = max(4, min(width, height) // 4)
+    clip = []
+    for i in range(frames):
+        frame = background.copy()
+        left = (i * max(1, width // 32)) % max(1, width - side)
+        frame[height // 3 : height // 3 + side, left : left + side] = (240, 200, 40)
+        clip.append(frame)
+    return clip
+
+
+_SPECS = {"interpolate": walk_spec, "video": video_spec}
 
 
 def _timed_render(spec: Spec, device) -> tuple[float, list[np.ndarray]]:
@@ -116,7 +170,7 @@ def _write(result: dict, out: Path) -> str:
     return write_report(
         result,
         out,
-        f"interpolate-{result['model']}-{result['size']}-{result['device'].split(':')[0]}",
+        f"{result['case']}-{result['model']}-{result['size']}-{result['device'].split(':')[0]}",
         _markdown(result),
     )
 

@@ -1,0 +1,170 @@
+"""ControlNet units of a render: the spec's ``[[controlnet]]`` tables turned into each frame's controls.
+
+A unit's control image is its ``image`` file (opened once per render, at the animation size) or, without one,
+the image the frame itself starts from (the init image at frame 0, then whatever the mode feeds img2img); the
+unit's preprocessor runs on it for every frame. Weights are schedules, resolved per frame. The ControlNet
+networks themselves are loaded by the sampling core (:class:`flipbook.models.controlnet.ControlNets`), once
+per run, on the checkpoint's device and dtype.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import PIL.Image
+
+from flipbook.control.preprocess import load_openpose, preprocess
+from flipbook.errors import FlipbookError, SpecError
+from flipbook.io.images import open_image
+from flipbook.sampling.requests import Control
+from flipbook.spec.model import AUDIO_NAMES, ControlNetUnit, ScheduleTable, Spec
+from flipbook.spec.plan import FramePlan, resolve_value
+
+MAX_WEIGHT = 10.0
+_AUDIO_NAME = re.compile(r"\b(" + "|".join(AUDIO_NAMES) + r")\b")
+
+
+class ControlUnits:
+    """The spec's ControlNet units for one render, with what they need loaded once: unit images (opened
+    now, so a missing file fails before any model loads), per-frame weights (resolved now), and preprocessor
+    models (depth estimator, OpenPose detector: loaded on first use, kept for the render)."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.units: list[ControlNetUnit] = list(spec.controlnet)
+        self.weights = [_weights(spec, i, unit) for i, unit in enumerate(self.units)]
+        self._images = {
+            i: _open(spec, i, unit) for i, unit in enumerate(self.units) if unit.image is not None
+        }
+        self._models: dict[tuple[str, str | None], Any] = {}
+        self._static: dict[int, PIL.Image.Image] = {}  # preprocessed unit images that don't change per frame
+
+    def controls(self, frame: FramePlan, image: PIL.Image.Image | None) -> tuple[Control, ...]:
+        """One request's controls: every unit, its control image from ``image`` (the frame's img2img input,
+        None for txt2img) unless the unit has its own, preprocessed for this frame, at this frame's weight."""
+        return tuple(self._control(i, unit, frame, image) for i, unit in enumerate(self.units))
+
+    def _control(
+        self, index: int, unit: ControlNetUnit, frame: FramePlan, image: PIL.Image.Image | None
+    ) -> Control:
+        source = self._images.get(index, image)
+        if source is None:
+            raise _needs_image(index, frame.index)
+        if index in self._images and unit.preprocessor != "shuffle":  # the same image every frame: once
+            if index not in self._static:
+                self._static[index] = self.preprocess(index, source, seed=frame.seed)
+            control_image = self._static[index]
+        else:
+            control_image = self.preprocess(index, source, seed=frame.seed)
+        return Control(
+            model=unit.model,
+            image=control_image,
+            conditioning_scale=float(self.weights[index][frame.index]),
+            guidance_start=unit.guidance_start,
+            guidance_end=unit.guidance_end,
+        )
+
+    def preprocess(self, index: int, image: PIL.Image.Image, *, seed: int) -> PIL.Image.Image:
+        """Unit ``index``'s preprocessor on ``image`` (errors name ``controlnet[index].*``)."""
+        unit = self.units[index]
+        try:
+            return preprocess(
+                unit.preprocessor, image, seed=seed, low_threshold=unit.low_threshold,
+                high_threshold=unit.high_threshold, tile_downscale=unit.tile_downscale,
+                model=self._model(index, unit),
+            )  # fmt: skip
+        except FlipbookError as error:
+            if error.field.startswith("controlnet["):
+                raise
+            raise SpecError(
+                f"controlnet[{index}].{error.field}", error.value, error.allowed, detail=error.detail
+            ) from None
+
+    def _model(self, index: int, unit: ControlNetUnit) -> Any:
+        """The preprocessor's model, loaded once per render (units naming the same one share it)."""
+        if unit.preprocessor not in ("depth", "openpose"):
+            return None
+        key = (unit.preprocessor, unit.preprocessor_model)
+        if key not in self._models:
+            self._models[key] = _load_preprocessor_model(self.spec, index, unit)
+        return self._models[key]
+
+
+def _load_preprocessor_model(spec: Spec, index: int, unit: ControlNetUnit) -> Any:
+    """A depth estimator (``preprocessor_model``, default the built-in ``tiny``) or controlnet_aux's OpenPose
+    detector, on the model section's device and dtype; errors name ``controlnet[i].preprocessor_model``."""
+    try:
+        if unit.preprocessor == "openpose":
+            return load_openpose(unit.preprocessor_model)
+        from flipbook.motion.depth import DepthEstimator
+
+        name = unit.preprocessor_model or "tiny"
+        return DepthEstimator.load(name, device=spec.model.device, dtype=spec.model.dtype)
+    except FlipbookError as error:
+        # load_openpose names "preprocessor" (package missing) or "preprocessor_model"; depth names its own
+        leaf = error.field if error.field in ("preprocessor", "preprocessor_model") else "preprocessor_model"
+        raise SpecError(
+            f"controlnet[{index}].{leaf}", error.value, error.allowed, detail=error.detail
+        ) from None
+
+
+def _weights(spec: Spec, index: int, unit: ControlNetUnit) -> np.ndarray:
+    """The unit's weight at every frame, range-checked (0 to 10)."""
+    field = f"controlnet[{index}].weight"
+    text = unit.weight.schedule if isinstance(unit.weight, ScheduleTable) else unit.weight
+    variables = None
+    if isinstance(text, str) and _AUDIO_NAME.search(text) and spec.audio.file is not None:
+        from flipbook.spec.plan import audio_features
+
+        variables = audio_features(spec).variables
+    values = resolve_value(spec, field, unit.weight, variables)
+    bad = np.flatnonzero((values < 0) | (values > MAX_WEIGHT) | ~np.isfinite(values))
+    if bad.size:
+        frame = int(bad[0])
+        raise SpecError(field, float(values[frame]), "a weight from 0 to 10", detail=f"at frame {frame}")
+    return values
+
+
+def _open(spec: Spec, index: int, unit: ControlNetUnit) -> PIL.Image.Image:
+    """The unit's image at the animation size (preprocessors then see what the frames will be)."""
+    size = (spec.animation.width, spec.animation.height)
+    image = open_image(unit.image, f"controlnet[{index}].image").convert("RGB")
+    return image.resize(size, PIL.Image.LANCZOS)
+
+
+def _needs_image(index: int, frame: int) -> SpecError:
+    return SpecError(
+        f"controlnet[{index}].image",
+        None,
+        "a control image file for this unit",
+        detail=f"frame {frame} is txt2img (no init image), so it has no image of its own to control with",
+    )
+
+
+def check_controlnet(spec: Spec) -> None:
+    """Everything about the ControlNet units that can fail, checked before any model loads: model names
+    resolve, image files open, weight schedules resolve in range, every txt2img frame has a control image,
+    and the openpose preprocessor's package is installed."""
+    if not spec.controlnet:
+        return
+    from flipbook.models.controlnet import locate_controlnet
+
+    ControlUnits(spec)
+    for index, unit in enumerate(spec.controlnet):
+        locate_controlnet(unit.model, models_dir=spec.model.models_dir, field=f"controlnet[{index}].model")
+        if unit.image is None and spec.init.image is None and spec.init.video is None:
+            raise _needs_image(index, 0)
+        if unit.preprocessor == "openpose":
+            try:
+                import controlnet_aux  # noqa: F401
+            except ImportError:
+                from flipbook.control.preprocess import OPENPOSE_INSTALL
+
+                raise SpecError(
+                    f"controlnet[{index}].preprocessor",
+                    "openpose",
+                    OPENPOSE_INSTALL,
+                    detail="controlnet_aux is not installed",
+                ) from None

@@ -1,0 +1,304 @@
+"""Still images for the A1111 API: an A1111 request becomes :class:`FrameRequest`s for the sampling core.
+
+Two halves, because the request is checked on the HTTP side and sampled on a worker (stills share the
+workers with renders, so a device is never used twice at once): :func:`still_from_a1111` turns the request
+into a JSON payload (init images and mask saved as files) and refuses anything invalid before queueing;
+:func:`run_still` runs a payload on a worker as ``flipbook txt2img/img2img/inpaint`` do.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gc
+import math
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+import PIL.ImageOps
+
+from flipbook.errors import FlipbookError
+from flipbook.server.security import RejectedUpload, check_model_reference, sniff_image
+
+TXT2IMG, IMG2IMG = "txt2img", "img2img"
+STILL_KINDS = (TXT2IMG, IMG2IMG)
+MAX_IMAGES = 64
+INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent_noise", 3: "latent_nothing"}
+SCHEDULERS = {"automatic": "", "uniform": "", "karras": " Karras"}
+"""A1111's ``scheduler`` values flipbook has: the sampler's own schedule, or its Karras variant."""
+_A1111_HASH = re.compile(r"\s+\[[0-9a-fA-F]{6,}\]$")
+A1111_DEFAULTS: dict[str, Any] = {
+    "prompt": "",
+    "negative_prompt": "",
+    "steps": 50,
+    "cfg_scale": 7.0,
+    "seed": -1,
+    "width": 512,
+    "height": 512,
+    "batch_size": 1,
+    "n_iter": 1,
+    "denoising_strength": 0.75,
+    "mask_blur": 4,
+    "inpainting_fill": 0,
+    "inpaint_full_res": True,
+    "inpainting_mask_invert": 0,
+    "initial_noise_multiplier": 1.0,
+    "send_images": True,
+}
+_UNSUPPORTED = {  # request field -> (value meaning "off", note when it is on)
+    "enable_hr": (False, "enable_hr: hires fix is not supported; the image is made at width x height"),
+    "restore_faces": (False, "restore_faces: face restoration is not supported; ignored"),
+    "tiling": (False, "tiling: tiling is not supported; ignored"),
+    "subseed_strength": (0, "subseed_strength: variation seeds are not supported; ignored"),
+    "script_name": (None, "script_name: scripts are not supported; ignored"),
+    "styles": ([], "styles: saved styles are not supported; ignored"),
+}
+
+
+@dataclass
+class StillJob:
+    """A checked A1111 request: the payload to queue and the images to save in the job's folder."""
+
+    kind: str
+    payload: dict[str, Any]
+    images: dict[str, PIL.Image.Image]  # file name in the run folder -> image
+    notes: list[str]
+
+
+def still_from_a1111(body: dict[str, Any], kind: str, default_model: str) -> StillJob:
+    """Check an A1111 txt2img/img2img request and turn it into a still job payload (A1111's field names in,
+    FrameRequest's out); images are decoded and sniffed here, so a bad one never reaches a worker."""
+    r = A1111_DEFAULTS | {k: v for k, v in body.items() if v is not None}
+    notes = [note for key, (off, note) in _UNSUPPORTED.items() if r.get(key, off) not in (off, None, "", [])]
+    model, clip_skip = _model_options(r.get("override_settings") or {}, default_model, notes)
+    count = _integer("batch_size", r["batch_size"]) * _integer("n_iter", r["n_iter"])
+    if not 1 <= count <= MAX_IMAGES:
+        raise FlipbookError("batch_size", count, f"batch_size x n_iter from 1 to {MAX_IMAGES}")
+    if r["inpainting_fill"] not in INPAINTING_FILL:
+        allowed = "0 (fill), 1 (original), 2 (latent noise), 3 (latent nothing)"
+        raise FlipbookError("inpainting_fill", r["inpainting_fill"], allowed)
+    images: dict[str, PIL.Image.Image] = {}
+    inits, mask = _img2img_images(r, images, notes) if kind == IMG2IMG else ([], None)
+    seed = _integer("seed", r["seed"])
+    img2img = kind == IMG2IMG
+    payload = {
+        "kind": kind, "prompt": str(r["prompt"]), "negative_prompt": str(r["negative_prompt"]),
+        "steps": _integer("steps", r["steps"]), "cfg_scale": _number("cfg_scale", r["cfg_scale"]),
+        "sampler": _sampler(r.get("sampler_name") or r.get("sampler_index") or "Euler", r.get("scheduler")),
+        "seed": random.SystemRandom().randrange(2**32) if seed == -1 else seed,
+        "width": _integer("width", r["width"]), "height": _integer("height", r["height"]),
+        "batch_size": _integer("batch_size", r["batch_size"]), "count": count,
+        "strength": _number("denoising_strength", r["denoising_strength"]) if img2img else 1.0,
+        "mask_blur": _number("mask_blur", r["mask_blur"]), "masked_content": INPAINTING_FILL[r["inpainting_fill"]],
+        "mask_invert": bool(r["inpainting_mask_invert"]),
+        "noise_multiplier": _number("initial_noise_multiplier", r["initial_noise_multiplier"]) if img2img else 1.0,
+        "clip_skip": clip_skip, "model": model, "inits": inits, "mask": mask, "notes": notes,
+        "send_images": bool(r["send_images"]),
+        "parameters": {k: v for k, v in body.items() if k not in ("init_images", "mask")},
+    }  # fmt: skip
+    _check_request(payload, images)
+    return StillJob(kind=kind, payload=payload, images=images, notes=notes)
+
+
+def _model_options(overrides: Any, default_model: str, notes: list[str]) -> tuple[str, int]:
+    """The checkpoint and clip skip from A1111's ``override_settings``; other settings are noted as ignored."""
+    if not isinstance(overrides, dict):
+        raise FlipbookError("override_settings", overrides, "an object of A1111 settings")
+    model = checkpoint_name(str(overrides.get("sd_model_checkpoint") or default_model))
+    check_model_reference("override_settings.sd_model_checkpoint", model)
+    clip_skip = _integer("CLIP_stop_at_last_layers", overrides.get("CLIP_stop_at_last_layers", 1))
+    known = ("sd_model_checkpoint", "CLIP_stop_at_last_layers")
+    notes += [f"override_settings.{key}: not supported; ignored" for key in overrides if key not in known]
+    return model, clip_skip
+
+
+def _check_request(p: dict[str, Any], images: dict[str, PIL.Image.Image]) -> None:
+    """The sampler and every value FrameRequest checks, now, so an invalid request is never queued."""
+    from flipbook.models.samplers import resolve_sampler
+    from flipbook.sampling.requests import FrameRequest
+
+    resolve_sampler(p["sampler"])
+    FrameRequest(
+        "check", seed=p["seed"], num_inference_steps=p["steps"], guidance_scale=p["cfg_scale"],
+        sampler=p["sampler"], width=p["width"], height=p["height"],
+        image=images[p["inits"][0]] if p["inits"] else None, strength=p["strength"],
+        mask_image=images[p["mask"]] if p["mask"] else None, mask_blur=p["mask_blur"],
+        masked_content=p["masked_content"], noise_multiplier=p["noise_multiplier"], clip_skip=p["clip_skip"],
+    ).validate()  # fmt: skip
+
+
+def checkpoint_name(title: str) -> str:
+    """An A1111 checkpoint title as a flipbook model name: ``"sub/foo.safetensors [a1b2c3d4]"`` ->
+    ``"sub/foo"`` (the name ``--models-dir`` finds it by)."""
+    name = _A1111_HASH.sub("", title.strip())
+    suffix = Path(name).suffix.lower()
+    return name[: -len(suffix)] if suffix in (".safetensors", ".ckpt") else name
+
+
+def _sampler(name: str, scheduler: str | None) -> str:
+    """A1111 1.9+ sends the schedule apart from the sampler ("DPM++ 2M" + "Karras"); flipbook names them
+    together ("DPM++ 2M Karras")."""
+    key = (scheduler or "automatic").strip().lower()
+    if key not in SCHEDULERS:
+        raise FlipbookError("scheduler", scheduler, "Automatic, Uniform or Karras")
+    suffix = SCHEDULERS[key]
+    return name if not suffix or name.lower().endswith(suffix.lower()) else name + suffix
+
+
+def _integer(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise FlipbookError(name, value, "an integer")
+    if int(value) != value:
+        raise FlipbookError(name, value, "an integer")
+    return int(value)
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise FlipbookError(name, value, "a number")
+    return float(value)
+
+
+def _img2img_images(
+    r: dict[str, Any], images: dict[str, PIL.Image.Image], notes: list[str]
+) -> tuple[list[str], str | None]:
+    """Decode ``init_images`` (and ``mask``) from base64, sniffing each; file names in the run folder."""
+    raw = r.get("init_images") or []
+    if not isinstance(raw, list) or not raw:
+        raise FlipbookError("init_images", "none", "a list of base64 images (at least one)")
+    inits = []
+    for i, item in enumerate(raw):
+        name = f"inputs/init_{i}.png"
+        images[name] = decode_image(item, f"init_images[{i}]").convert("RGB")
+        inits.append(name)
+    mask = None
+    if r.get("mask"):
+        mask = "inputs/mask.png"
+        images[mask] = decode_image(r["mask"], "mask").convert("L")
+        if r.get("inpaint_full_res"):
+            notes.append("inpaint_full_res: ignored; the whole picture is inpainted at width x height")
+    return inits, mask
+
+
+def decode_image(value: Any, field: str) -> PIL.Image.Image:
+    """An A1111 base64 image (with or without a ``data:image/...;base64,`` prefix), sniffed by content."""
+    if not isinstance(value, str):
+        raise RejectedUpload(field, type(value).__name__, "a base64-encoded image")
+    text = value.split(",", 1)[1] if value.startswith("data:") else value
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RejectedUpload(field, f"{len(value)} characters", "a base64-encoded image") from None
+    return sniff_image(data, field)[0]
+
+
+# ---- the worker side ---------------------------------------------------------------------------------------
+
+
+class ModelCache:
+    """One worker's loaded model for stills, kept between requests (loading is the slow part); released
+    before a render, which loads its own, so a device never holds two."""
+
+    def __init__(self) -> None:
+        self._key: tuple[str, str] | None = None
+        self._bundle = None
+
+    def get(self, name: str, models_dir: Path | None):
+        from flipbook.models.loading import load_model
+
+        key = (name, str(models_dir))
+        if key != self._key or self._bundle is None:
+            self.clear()
+            self._bundle = load_model(name, models_dir=models_dir)
+            self._key = key
+        return self._bundle
+
+    def clear(self) -> None:
+        if self._bundle is None:
+            return
+        device = self._bundle.device
+        self._bundle, self._key = None, None
+        gc.collect()
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def run_still(
+    payload: dict[str, Any], run_dir: Path, events, cache: ModelCache, models_dir: Path | None
+) -> dict[str, Any]:
+    """Sample a still payload on this worker and save PNGs with A1111 parameters into ``run_dir``; returns
+    the file names, seeds and infotexts (what the A1111 response needs)."""
+    from flipbook.io.images import open_image
+    from flipbook.io.pnginfo import format_parameters, save_png
+    from flipbook.models.extra_networks import ExtraNetworks
+    from flipbook.models.folders import ModelsDir
+    from flipbook.sampling.core import SamplingCore
+    from flipbook.sampling.requests import FrameRequest
+
+    p = payload
+    networks = ExtraNetworks(ModelsDir(models_dir) if models_dir else None)
+    prompt, loras = networks.resolve(p["prompt"])
+    negative, _ = networks.resolve(p["negative_prompt"])
+    inits = [open_image(run_dir / name, "init_images") for name in p["inits"]]
+    mask = open_image(run_dir / p["mask"], "mask").convert("L") if p["mask"] else None
+    if mask is not None and p["mask_invert"]:
+        mask = PIL.ImageOps.invert(mask)
+    seeds = [(p["seed"] + i) % 2**32 for i in range(p["count"])]
+    requests = [
+        FrameRequest(
+            prompt,
+            negative,
+            seed=seed,
+            num_inference_steps=p["steps"],
+            guidance_scale=p["cfg_scale"],
+            sampler=p["sampler"],
+            width=p["width"],
+            height=p["height"],
+            image=inits[i % len(inits)] if inits else None,
+            strength=p["strength"],
+            mask_image=mask,
+            mask_blur=p["mask_blur"],
+            masked_content=p["masked_content"],
+            inpaint_overlay=mask is not None,
+            noise_multiplier=p["noise_multiplier"],
+            clip_skip=p["clip_skip"],
+            loras=loras,
+        )  # fmt: skip
+        for i, seed in enumerate(seeds)
+    ]
+    bundle = cache.get(p["model"], models_dir)
+    embeddings = networks.load_embeddings_for(bundle.pipe, [prompt, negative])
+    core = SamplingCore(bundle, events)
+    try:
+        pictures = core.generate(requests, batch_size=p["batch_size"])
+    finally:
+        if loras or embeddings:
+            cache.clear()  # LoRAs and embeddings change the pipe; the next request loads it clean
+    names, infotexts = [], []
+    for i, (seed, picture) in enumerate(zip(seeds, pictures, strict=True)):
+        params = still_parameters(p, seed)
+        name = f"{i:05d}-{seed}.png"
+        save_png(picture, run_dir / name, params)
+        names.append(name)
+        infotexts.append(format_parameters(params))
+    return {"images": names, "seeds": seeds, "infotexts": infotexts, "model": bundle.name}
+
+
+def still_parameters(p: dict[str, Any], seed: int):
+    """A1111 parameters of one still, written into its PNG and returned as its infotext."""
+    from flipbook import __version__
+    from flipbook.io.pnginfo import GenerationParameters
+
+    return GenerationParameters(
+        prompt=p["prompt"], negative_prompt=p["negative_prompt"], steps=p["steps"], sampler=p["sampler"],
+        cfg_scale=p["cfg_scale"], seed=seed, width=p["width"], height=p["height"],
+        denoising_strength=p["strength"] if p["kind"] == IMG2IMG else None,
+        clip_skip=p["clip_skip"] if p["clip_skip"] > 1 else None, model_name=p["model"],
+        extra={"Version": f"flipbook {__version__}"},
+    )  # fmt: skip

@@ -1,0 +1,320 @@
+"""From a submitted spec (JSON, TOML, Deforum settings, uploaded files) to a validated job, or one error.
+
+Everything is checked before a job is queued, exactly as ``flipbook validate`` checks it (the spec model, then
+the plan, which evaluates every schedule at every frame), and a few things the CLI trusts are refused here:
+
+- The run folder is the server's: ``output.dir`` is the runs folder and ``output.name`` the job id, whatever
+  the client sent; ``model.models_dir`` is ``--models-dir``.
+- Input files (``init.image``, ``audio.file``, ...: every ``Path`` field of the spec) must be uploaded with
+  the job as multipart parts named by the field; a client never names a file on the server. Uploads are
+  sniffed by content and saved under ``<run>/inputs/``.
+- Model names must be names, not paths (:func:`~flipbook.server.security.check_model_reference`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import tomllib
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from flipbook.errors import FlipbookError, SpecError
+from flipbook.server.security import check_model_reference, sniff_upload
+from flipbook.server.settings import ServerSettings
+from flipbook.spec.load import apply_override, spec_from_data
+from flipbook.spec.model import Spec
+
+FORMATS = ("json", "toml", "deforum")
+CONTENT_TYPES = {
+    "application/json": "json",
+    "application/toml": "toml",
+    "application/x-toml": "toml",
+    "text/toml": "toml",
+    "text/x-toml": "toml",
+    "text/plain": "deforum",
+}
+SUFFIXES = {".json": "json", ".toml": "toml", ".txt": "deforum"}
+JOB_ID = re.compile(r"^[0-9a-f]{16}$")
+INPUTS = "inputs"
+_SERVER_SET = {("output", "dir"), ("model", "models_dir")}
+_LORA_TAG = re.compile(r"<(?:lora|lyco):([^:>]+)", re.IGNORECASE)
+
+
+def new_job_id() -> str:
+    """16 random hex digits: unguessable, safe as a folder name, checked by :data:`JOB_ID`."""
+    return secrets.token_hex(8)
+
+
+@dataclass
+class Submission:
+    """A parsed spec (data as the loader gives it) with the uploads and overrides that came with it."""
+
+    data: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    uploads: dict[str, bytes] = field(default_factory=dict)  # spec field path -> file bytes
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PreparedJob:
+    """A validated render job: the spec data to queue and its input files, already in its run folder."""
+
+    id: str
+    payload: dict[str, Any]
+    warnings: list[str]
+    run_dir: Path
+
+
+# ---- parsing ---------------------------------------------------------------------------------------------
+
+
+def format_for(content_type: str | None, filename: str | None = None, given: str | None = None) -> str:
+    """The spec format: ``given`` (the ``format`` parameter) first, else the upload's file suffix, else the
+    content type (JSON: a flipbook spec; TOML; text/plain: Deforum settings)."""
+    if given:
+        if given not in FORMATS:
+            raise FlipbookError("format", given, f"one of: {', '.join(FORMATS)}")
+        return given
+    if filename:
+        suffix = Path(filename).suffix.lower()
+        if suffix in SUFFIXES:
+            return SUFFIXES[suffix]
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media in CONTENT_TYPES:
+        return CONTENT_TYPES[media]
+    allowed = (
+        "application/json (a spec), application/toml, text/plain (Deforum settings), multipart/form-data"
+    )
+    raise FlipbookError("Content-Type", media or "none", allowed + ", or a format parameter")
+
+
+def parse_spec(raw: bytes, fmt: str, source: str = "body") -> tuple[dict[str, Any], list[str]]:
+    """Spec data and warnings from a spec's bytes in ``fmt`` (json, toml or deforum)."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SpecError("spec", source, "UTF-8 text", detail=str(error)) from None
+    if fmt == "deforum":
+        return _deforum_text(text, source)
+    try:
+        data = json.loads(text) if fmt == "json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        raise SpecError("spec", source, f"valid {fmt.upper()}", detail=str(error)) from None
+    if not isinstance(data, dict):
+        raise SpecError("spec", source, f"a {fmt.upper()} object of spec fields")
+    return data, []
+
+
+def deforum_data(settings: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Spec data from a Deforum settings dict, with the settings flipbook does not use as one warning."""
+    from flipbook.spec.deforum import deforum_to_spec_data, summarize_unmapped
+
+    if not isinstance(settings, Mapping):
+        raise SpecError("deforum_settings", type(settings).__name__, "an object of Deforum settings")
+    data, unmapped = deforum_to_spec_data(dict(settings))
+    if not unmapped:
+        return data, []
+    return data, [
+        f"{len(unmapped)} Deforum settings have no flipbook meaning yet and are not used: "
+        f"{summarize_unmapped(unmapped)}"
+    ]
+
+
+def _deforum_text(text: str, source: str) -> tuple[dict[str, Any], list[str]]:
+    """Deforum settings text, read by flipbook's own lenient reader (comments, trailing commas, BOM)."""
+    from flipbook.spec.deforum import read_deforum_settings
+
+    with tempfile.TemporaryDirectory(prefix="flipbook-deforum-") as folder:
+        path = Path(folder) / "settings.txt"
+        path.write_text(text, encoding="utf-8")
+        try:
+            settings = read_deforum_settings(path)
+        except FlipbookError as error:
+            raise SpecError(error.field, source, error.allowed, detail=error.detail) from None
+    return deforum_data(settings)
+
+
+# ---- preparing -------------------------------------------------------------------------------------------
+
+
+def prepare_render(
+    submission: Submission, settings: ServerSettings, job_id: str | None = None
+) -> PreparedJob:
+    """Validate ``submission`` completely and write its inputs into the new job's run folder (removed again
+    if anything is wrong). Nothing is queued here."""
+    job_id = job_id or new_job_id()
+    run_dir = settings.runs_dir / job_id
+    data = json.loads(json.dumps(submission.data))  # a private copy, plain JSON types
+    warnings = list(submission.warnings)
+    for override in submission.overrides:
+        apply_override(data, override)
+    warnings += _server_owned_fields(data, settings, job_id)
+    saved = _place_uploads(data, submission.uploads, run_dir)
+    spec = spec_from_data(data)
+    _check_model_names(spec)
+    try:
+        _write_files(saved)
+        _check_plan(spec)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    payload = json.loads(spec.model_dump_json())
+    return PreparedJob(id=job_id, payload=payload, warnings=warnings, run_dir=run_dir)
+
+
+def _server_owned_fields(data: dict[str, Any], settings: ServerSettings, job_id: str) -> list[str]:
+    """Point the render at ``<runs-dir>/<job id>/`` and the server's models folder; say what was replaced."""
+    warnings = []
+    for section_name, key, value, why in (
+        ("output", "dir", str(settings.runs_dir), "jobs render into the server's runs folder"),
+        ("output", "name", job_id, "the run folder and its files are named by the job id"),
+        (
+            "model",
+            "models_dir",
+            None if settings.models_dir is None else str(settings.models_dir),
+            "set by --models-dir",
+        ),
+    ):
+        section = _section(data, section_name)
+        given = section.get(key)
+        if given is not None and str(given) != str(value):
+            warnings.append(f"{section_name}.{key} {given!r} was replaced: {why}")
+        if value is None:
+            section.pop(key, None)
+        else:
+            section[key] = value
+    return warnings
+
+
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    section = data.setdefault(name, {})
+    if not isinstance(section, dict):
+        raise SpecError(name, section, f"a [{name}] table")
+    return section
+
+
+def path_fields(model: type[BaseModel] = Spec, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Every field of the spec model that holds a file system path, found from the model's annotations (so
+    sections added later are covered without a list to keep up to date)."""
+    for name, info in model.model_fields.items():
+        options = _union_members(info.annotation)
+        sections = [o for o in options if isinstance(o, type) and issubclass(o, BaseModel)]
+        if len(sections) == 1 and len(options) == 1:
+            yield from path_fields(sections[0], (*prefix, name))
+        elif Path in options:
+            yield (*prefix, name)
+
+
+def _union_members(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def upload_kind(path: tuple[str, ...]) -> str | None:
+    """What a path field takes when uploaded: image, video or audio; None for fields that cannot be
+    uploaded (the server's own folders, and models, which may hold code)."""
+    dotted = ".".join(path)
+    if path in _SERVER_SET or "model" in path[-1]:
+        return None
+    if "video" in dotted:
+        return "video"
+    if path[0] == "audio":
+        return "audio"
+    return "image"
+
+
+def _place_uploads(data: dict[str, Any], uploads: dict[str, bytes], run_dir: Path) -> dict[Path, bytes]:
+    """Check every path the spec names came with the job, sniff each upload, and point the spec at where it
+    will be saved. Returns the files to write."""
+    fields = {".".join(p): p for p in path_fields() if p not in _SERVER_SET}
+    for name in uploads:
+        if name not in fields or upload_kind(fields[name]) is None:
+            uploadable = sorted(n for n, p in fields.items() if upload_kind(p) is not None)
+            raise FlipbookError("upload", name, f"a file for one of: {', '.join(uploadable)}")
+    saved: dict[Path, bytes] = {}
+    for name, path in fields.items():
+        section = _lookup(data, path[:-1])
+        given = section.get(path[-1]) if section is not None else None
+        if name in uploads:
+            kind = upload_kind(path)
+            target = run_dir / INPUTS / (name.replace(".", "_") + sniff_upload(uploads[name], name, kind))
+            saved[target] = uploads[name]
+            node = data
+            for part in path[:-1]:
+                node = _section(node, part)
+            node[path[-1]] = str(target)
+        elif given is not None:
+            if upload_kind(path) is None:
+                raise FlipbookError(name, given, "not accepted by the server (a model file may run code)")
+            raise FlipbookError(
+                name, given, f"a file uploaded with the job: a multipart part named {name!r}",
+                detail="the server never reads a path a client names",
+            )  # fmt: skip
+    return saved
+
+
+def _lookup(data: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    node: Any = data
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
+
+
+def _write_files(files: dict[Path, bytes]) -> None:
+    for path, data in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def _check_model_names(spec: Spec) -> None:
+    """Every model the spec names is a name, never a path (checkpoints again per frame in the plan)."""
+    m = spec.model
+    names = [("model.name", m.name), ("model.vae", m.vae), ("post.upscale_model", spec.post.upscale_model)]
+    names += [(f"model.loras[{i}].name", lora.name) for i, lora in enumerate(m.loras)]
+    if spec.camera.depth_model != "flat":
+        names.append(("camera.depth_model", spec.camera.depth_model))
+    prompts = spec.prompts if isinstance(spec.prompts, str) else " ".join(spec.prompts.values())
+    for text in (prompts, spec.positive_prompt, spec.negative_prompt):
+        names += [("prompts", tag) for tag in _LORA_TAG.findall(text)]
+    for field_name, name in names:
+        if isinstance(name, str) and "(" not in name:  # schedules are checked per frame in _check_plan
+            check_model_reference(field_name, name)
+
+
+def _check_plan(spec: Spec) -> None:
+    """Build the plan as ``flipbook validate`` does: every schedule at every frame, the audio analysed."""
+    from flipbook.spec.plan import build_plan
+
+    try:
+        plan = build_plan(spec.with_seed())
+    except FlipbookError:
+        raise
+    except Exception as error:  # an upload that passed sniffing but does not decode, for example
+        raise FlipbookError(
+            "spec", "inputs", "files flipbook can read", detail=f"{type(error).__name__}: {error}"
+        ) from None
+    for checkpoint in {frame.checkpoint for frame in plan.frames}:
+        check_model_reference("model.name", checkpoint)
+
+
+def remove_run_dir(settings: ServerSettings, job_id: str) -> None:
+    """Delete a job's run folder (only ever a direct child of the runs folder named by a job id)."""
+    if not JOB_ID.match(job_id):
+        return
+    path = settings.runs_dir / job_id
+    if path.is_symlink():
+        os.unlink(path)
+    elif path.is_dir():
+        shutil.rmtree(path)
