@@ -4,7 +4,8 @@ A thin adapter over :mod:`flipbook.post.interpolate`: it reads any input that
 :func:`flipbook.io.readers.read_frames` accepts, works out the output's frame rate, interpolates, and writes
 by OUT's suffix: no suffix is a folder of PNG frames, ``.gif`` an animated GIF, ``.mp4`` an H.264 video. The
 output kind, method and model file are checked before any frame is read, the frame rate as soon as the
-input's is known, and a model file that is not TorchScript fails before interpolation starts.
+input's is known, and a model file that does not load (FILM: not TorchScript; RIFE: not a RIFE 4.6 state
+dict) fails before interpolation starts.
 """
 
 from __future__ import annotations
@@ -43,13 +44,19 @@ def interpolate(
         typer.Option("--fps", help="output frame rate (default: the input's x --x, or x 1 with --slowmo)"),
     ] = None,
     method: Annotated[
-        str, typer.Option("--method", help="flow (no weights), blend (cross-fade) or film (needs --model)")
+        str,
+        typer.Option(
+            "--method", help="flow (no weights), blend (cross-fade), film or rife (both need --model)"
+        ),
     ] = "flow",
     model: Annotated[
-        Path | None, typer.Option("--model", help="FILM TorchScript file, e.g. film_net_fp32.pt")
+        Path | None,
+        typer.Option(
+            "--model", help="FILM TorchScript file (film_net_fp32.pt) or RIFE 4.6 weights (flownet.pkl)"
+        ),
     ] = None,
 ) -> None:
-    """Insert in-between frames (optical flow, cross-fade or FILM) and write PNG frames, a GIF or an MP4."""
+    """Insert in-betweens (optical flow, cross-fade, FILM or RIFE) and write PNG frames, a GIF or an MP4."""
     from flipbook.io.readers import read_frames
     from flipbook.post.interpolate import check_method, interpolate_frames, output_fps
 

@@ -1,6 +1,6 @@
 """Frame interpolation: make N times as many frames by inserting in-betweens, with or without model weights.
 
-Three methods behind one interface, :func:`interpolate_frames`:
+Four methods behind one interface, :func:`interpolate_frames`:
 
 - ``"flow"`` (default, no weights): a FILM/RIFE-style synthesis from classical optical flow. For neighbours
   A (time 0) and B (time 1), OpenCV's DIS flow is computed both ways, A->B and B->A, once per pair. For an
@@ -12,6 +12,8 @@ Three methods behind one interface, :func:`interpolate_frames`:
   off at moving edges (:func:`fill_occluded_flow`, :func:`prefer_visible`).
 - ``"blend"``: the plain cross-fade ``(1 - s) * A + s * B``, for comparison.
 - ``"film"``: Google's FILM network from a TorchScript file the user provides (see :func:`load_film`).
+- ``"rife"``: RIFE 4.6's IFNet from a state dict the user provides (``flownet.pkl``; see
+  :mod:`flipbook.post.rife`), one network call per pair and in-between time.
 
 Every method keeps the input frames as they are (the same arrays, not re-synthesised); only in-betweens are
 made. A flow is float32 H x W x 2 holding (dx, dy), as in :mod:`flipbook.motion.flow`; warps sample backwards
@@ -32,13 +34,13 @@ import numpy as np
 
 from flipbook.errors import FlipbookError
 
-METHODS = ("flow", "blend", "film")
-NOT_YET_METHODS = {
-    "rife": "RIFE is not supported yet: it needs its own network code, which flipbook does not ship"
-}
+METHODS = ("flow", "blend", "film", "rife")
 METHOD_FIELD = "interpolate.method"
 MODEL_FIELD = "interpolate.model"
 ALLOWED_MODEL = "a FILM TorchScript file (film_net_fp32.pt from the FILM repo or ComfyUI-Frame-Interpolation)"
+ALLOWED_RIFE_MODEL = (
+    "a RIFE 4.6 (or 4.5) state dict: flownet.pkl from Practical-RIFE, rife46.pth or a .safetensors copy"
+)
 
 # DIS preset MEDIUM. Measured on textured squares moving 6-48 px over a textured background (96x128 to
 # 512x512, x2 and x4), the in-between error near the object relative to a cross-fade's was 0.31 with MEDIUM,
@@ -85,9 +87,9 @@ def interpolate_frames(
 
     Returns ``(n - 1) * factor + 1`` frames, or ``n * factor`` with ``loop``, where the in-betweens after the
     last frame lead back to the first, so a looping GIF has no jump at its seam. The input frames (HxWx3
-    uint8, one size) appear unchanged at every ``factor``-th place. ``method`` is ``"flow"``, ``"blend"`` or
-    ``"film"`` (then ``model_path`` names the TorchScript file and ``device`` where it runs: auto, cpu,
-    cuda, mps).
+    uint8, one size) appear unchanged at every ``factor``-th place. ``method`` is ``"flow"``, ``"blend"``,
+    ``"film"`` or ``"rife"`` (then ``model_path`` names the FILM TorchScript file or the RIFE state dict and
+    ``device`` where it runs: auto, cpu, cuda, mps).
     """
     frames = _check_frames(frames)
     factor = _check_factor(factor)
@@ -166,11 +168,8 @@ def _check_factor(factor: int) -> int:
 
 
 def check_method(method: str, model_path: str | Path | None) -> None:
-    """Fail early on an unknown or unsupported method, or FILM without an existing model file; why public:
-    the CLI checks its flags before reading and interpolating frames."""
-    if method in NOT_YET_METHODS:
-        detail = f"{NOT_YET_METHODS[method]}; use 'film' with a FILM TorchScript file, or 'flow' (no weights)"
-        raise FlipbookError(METHOD_FIELD, method, f"one of: {', '.join(METHODS)}", detail=detail)
+    """Fail early on an unknown or unsupported method, or FILM or RIFE without an existing model file; why
+    public: the CLI checks its flags before reading and interpolating frames."""
     if method not in METHODS:
         raise FlipbookError(METHOD_FIELD, method, f"one of: {', '.join(METHODS)}")
     if method == "film":
@@ -178,6 +177,13 @@ def check_method(method: str, model_path: str | Path | None) -> None:
             raise FlipbookError(MODEL_FIELD, None, ALLOWED_MODEL, detail="method 'film' needs a model file")
         if not Path(model_path).is_file():
             raise FlipbookError(MODEL_FIELD, str(model_path), ALLOWED_MODEL, detail="no such file")
+    if method == "rife":
+        if model_path is None:
+            raise FlipbookError(
+                MODEL_FIELD, None, ALLOWED_RIFE_MODEL, detail="method 'rife' needs a model file"
+            )
+        if not Path(model_path).is_file():
+            raise FlipbookError(MODEL_FIELD, str(model_path), ALLOWED_RIFE_MODEL, detail="no such file")
 
 
 def _all_tweens(
@@ -187,7 +193,8 @@ def _all_tweens(
     model_path: str | Path | None,
     device: str,
 ) -> list[list[np.ndarray]]:
-    """The in-betweens at ``times`` of every pair, in order; a FILM model is loaded once for all pairs."""
+    """The in-betweens at ``times`` of every pair, in order; a FILM or RIFE model is loaded once for all
+    pairs."""
     if method == "flow":
         return _flow_tweens(pairs, times)
     if method == "blend":
@@ -195,6 +202,11 @@ def _all_tweens(
     from flipbook.models.device import pick_device
 
     target = pick_device(device)
+    if method == "rife":
+        from flipbook.post.rife import RifeInterpolator, load_rife
+
+        rife = RifeInterpolator(load_rife(model_path, device=target), target)
+        return [rife.tweens(first, second, times) for first, second in pairs]
     film = FilmInterpolator(load_film(model_path, device=str(target)), target)
     return [film.tweens(first, second, times) for first, second in pairs]
 

@@ -26,10 +26,14 @@ def output_fps(spec: Spec) -> float:
 
 
 def check_post_inputs(spec: Spec) -> None:
-    """Open what post-processing will read (the FILM model file, the upscaler) before any model loads."""
+    """Open what post-processing will read (the FILM or RIFE model file, the upscaler) before any model loads."""
     post = spec.post
     if post.interpolate > 1 and post.interpolate_method == "film" and not Path(post.film_model).is_file():
         raise SpecError("post.film_model", str(post.film_model), "an existing TorchScript film_net file")
+    if post.interpolate > 1 and post.interpolate_method == "rife" and not Path(post.rife_model).is_file():
+        raise SpecError(
+            "post.rife_model", str(post.rife_model), "an existing RIFE 4.6 weights file (flownet.pkl)"
+        )
     if post.upscale != 1 and post.upscale_model is not None:
         from flipbook.post.upscale import resolve_upscaler_path
 
@@ -53,7 +57,7 @@ def post_process(spec: Spec, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
             factor=post.interpolate,
             loop=post.loop,
             method=post.interpolate_method,
-            model_path=post.film_model,
+            model_path=post.rife_model if post.interpolate_method == "rife" else post.film_model,
             device=spec.model.device,
         )
     if post.upscale != 1:

@@ -147,6 +147,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(deforum_api.router)
     app.add_exception_handler(RejectedUpload, _error_handler(415))
     app.add_exception_handler(FlipbookError, _error_handler(422))
+    from flipbook.server.ui import mount_ui  # the web UI at /ui (Gradio), / redirects there
+
+    mount_ui(app, state)
     app.add_middleware(SecurityMiddleware, settings=settings)
     if settings.allow_origins:  # outermost, so a browser's preflight gets its answer before credentials
         app.add_middleware(

@@ -455,10 +455,15 @@ class PostSection(_Section):
     originals): optical-flow frame interpolation, then upscaling."""
 
     interpolate: int = Field(1, ge=1, le=16, description="x N frames by frame interpolation (1: off)")
-    interpolate_method: Literal["flow", "blend", "film"] = Field(
-        "flow", description="flow: OpenCV DIS optical flow, no weights; blend: cross-fade; film: FILM model"
+    interpolate_method: Literal["flow", "blend", "film", "rife"] = Field(
+        "flow",
+        description="flow: OpenCV DIS optical flow, no weights; blend: cross-fade; film: FILM model; "
+        "rife: RIFE 4.6 model",
     )
     film_model: Path | None = Field(None, description="interpolate_method film: a TorchScript film_net file")
+    rife_model: Path | None = Field(
+        None, description="interpolate_method rife: RIFE 4.6 weights (flownet.pkl, .pth or .safetensors)"
+    )
     slowmo: bool = Field(False, description="keep the fps, so motion is N times slower (else fps x N)")
     loop: bool = Field(False, description="the animation loops: interpolate the last -> first seam too")
     upscale: float = Field(1.0, gt=0, le=16, description="size factor (1: off)")
@@ -471,6 +476,12 @@ class PostSection(_Section):
     def _film_needs_a_model(self) -> PostSection:
         if self.interpolate_method == "film" and self.film_model is None:
             raise ValueError("interpolate_method film needs film_model (a TorchScript film_net file)")
+        return self
+
+    @model_validator(mode="after")
+    def _rife_needs_a_model(self) -> PostSection:
+        if self.interpolate_method == "rife" and self.rife_model is None:
+            raise ValueError("interpolate_method rife needs rife_model (RIFE 4.6 flownet.pkl weights)")
         return self
 
 

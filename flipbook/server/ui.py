@@ -1,0 +1,820 @@
+"""The web UI of ``flipbook serve`` at ``/ui``: a Gradio app that builds spec data and queues it as jobs.
+
+A thin shell over the job API: every form becomes spec data (the same dicts a TOML file holds), validated
+and queued by the server's own :func:`~flipbook.server.submit.prepare_render` and
+:meth:`~flipbook.server.app.ServerState.queue`, exactly as ``POST /api/jobs`` does. Nothing here renders.
+The functions that turn form values into spec data, charts, previews and TOML are plain functions (tested
+without a browser); :func:`build_ui` wires them to components and :func:`mount_ui` mounts the app.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import tempfile
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flipbook.errors import FlipbookError
+from flipbook.spec.toml_writer import spec_to_toml
+
+if TYPE_CHECKING:
+    import gradio as gr
+    from fastapi import FastAPI
+    from matplotlib.figure import Figure
+
+    from flipbook.server.app import ServerState
+    from flipbook.spec.model import Spec
+
+UI_PATH = "/ui"
+MODE_TABS = ("travel", "2d", "3d", "interpolate", "video", "variations")
+FORMATS = ("png", "gif", "mp4", "mp4-h265", "webm", "webp", "apng", "contact")
+CAMERA_2D = ("zoom", "angle", "translation_x", "translation_y")
+CAMERA_3D = (
+    "translation_x",
+    "translation_y",
+    "translation_z",
+    "rotation_3d_x",
+    "rotation_3d_y",
+    "rotation_3d_z",
+)
+CAMERA_DEFAULTS = {"zoom": "0:(1.02)", "angle": "0:(0)", "translation_z": "0:(1)"}
+UPLOAD_FIELDS = ("init.image", "init.mask", "init.video", "audio.file")
+SERVER_OWNED = (("output", "dir"), ("output", "name"), ("model", "models_dir"))
+JOB_LIST_LIMIT = 50
+POLL_S = 1.5
+
+
+# ---- form values -> spec data (plain functions) ------------------------------------------------------------
+
+
+def prompts_from_table(rows: Any) -> dict[str, str]:
+    """The prompt-travel table (rows of frame, prompt) as the spec's ``prompts``: empty rows are skipped; a
+    frame may be a number or an expression in ``max_f`` (Deforum keys). Raises FlipbookError naming
+    ``prompts`` when no row has a prompt."""
+    if rows is None:
+        rows = []
+    elif hasattr(rows, "values") and hasattr(rows, "columns"):  # a pandas DataFrame
+        rows = rows.values.tolist()
+    prompts: dict[str, str] = {}
+    for row in rows:
+        cells = list(row) + ["", ""]
+        frame, prompt = _cell(cells[0]), _cell(cells[1])
+        if not prompt:
+            continue
+        if isinstance(cells[0], float) and cells[0].is_integer():
+            frame = str(int(cells[0]))
+        prompts[frame or "0"] = prompt
+    if not prompts:
+        raise FlipbookError("prompts", "empty table", "at least one row with a frame and a prompt")
+    return prompts
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):  # None or NaN
+        return ""
+    return str(value).strip()
+
+
+def schedule_value(text: Any) -> Any:
+    """A schedule box's text as the spec takes it: a plain number becomes a number, anything else (a Deforum
+    schedule string) stays text."""
+    if isinstance(text, int | float):
+        return text
+    text = str(text or "").strip()
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def common_data(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Spec data from the fields every mode shares (keys as :data:`COMMON_FIELDS` names them)."""
+    size = (int(values.get("width") or 512), int(values.get("height") or 512))
+    data: dict[str, Any] = {
+        "version": 1,
+        "model": {"name": str(values.get("model") or "tiny").strip()},
+        "sampling": {
+            "sampler": values.get("sampler") or "Euler a",
+            "steps": int(values.get("steps") or 20),
+            "cfg": schedule_value(values.get("cfg", 7.0)),
+            "seed": int(values.get("seed") if values.get("seed") is not None else -1),
+        },
+        "animation": {
+            "max_frames": int(values.get("frames") or 1),
+            "fps": float(values.get("fps") or 12),
+            "width": size[0],
+            "height": size[1],
+        },
+        "prompts": prompts_from_table(values.get("prompts")),
+        "output": {"formats": list(values.get("formats") or ["gif"])},
+    }
+    if values.get("strength") not in (None, ""):
+        data["animation"]["strength"] = schedule_value(values["strength"])
+    if str(values.get("negative") or "").strip():
+        data["negative_prompt"] = str(values["negative"]).strip()
+    return data
+
+
+def mode_data(mode: str, common: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Spec data for one mode tab: the common fields plus the mode's own (schedules for 2d/3d; easing, noise
+    and batch size for interpolate; every_nth for video; denoise and order for variations). Upload fields
+    (``init.image``, ``init.mask``, ``init.video``) hold the uploaded file's local path here; :func:`submit`
+    sends them as uploads."""
+    if mode not in MODE_TABS:
+        raise FlipbookError("animation.mode", mode, f"one of: {', '.join(MODE_TABS)}")
+    data = common_data(common)
+    data["animation"]["mode"] = mode
+    if mode in ("2d", "3d"):
+        names = CAMERA_2D if mode == "2d" else CAMERA_3D
+        data["camera"] = {n: schedule_value(fields[n]) for n in names if str(fields.get(n, "")).strip()}
+        if mode == "3d" and fields.get("depth_model"):
+            data["camera"]["depth_model"] = str(fields["depth_model"]).strip()
+    elif mode == "interpolate":
+        data["interpolate"] = {
+            "easing": str(fields.get("easing") or "linear").strip(),
+            "noise": fields.get("noise") or "keyframe",
+            "batch_size": int(fields.get("batch_size") or 4),
+        }
+    elif mode == "video":
+        data["video"] = {"every_nth": int(fields.get("every_nth") or 1)}
+        if fields.get("video"):
+            data["init"] = {"video": str(fields["video"])}
+    elif mode == "variations":
+        data["variations"] = {
+            "denoise": float(fields.get("denoise") or 0.3),
+            "order": fields.get("order") or "loop",
+        }
+        init = {k: str(fields[k]) for k in ("image", "mask") if fields.get(k)}
+        if init:
+            data["init"] = init
+    return data
+
+
+def check_no_server_paths(data: Mapping[str, Any]) -> None:
+    """Refuse spec text that names files on the server (as the job API does): inputs are uploaded."""
+    from flipbook.server.submit import path_fields
+
+    for path in path_fields():
+        node: Any = data
+        for part in path:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if node is not None and path not in (("output", "dir"), ("model", "models_dir")):
+            name = ".".join(path)
+            raise FlipbookError(name, node, f"a file uploaded with the job (the {name} upload box)")
+
+
+def validate(data: Mapping[str, Any]) -> tuple[Spec, Any]:
+    """The spec and its plan, as ``flipbook validate`` checks them (no model is loaded); FlipbookError
+    naming the field when anything is wrong."""
+    from flipbook.spec.load import spec_from_data
+    from flipbook.spec.plan import build_plan
+
+    spec = spec_from_data(json.loads(json.dumps(dict(data))))
+    if spec.sampling.seed == -1:  # a stable chart: the seed only picks the noise
+        spec = spec.model_copy(update={"sampling": spec.sampling.model_copy(update={"seed": 0})})
+    return spec, build_plan(spec)
+
+
+def error_text(error: Exception) -> str:
+    """A FlipbookError as the CLI prints it (naming the field); anything else with its type."""
+    if isinstance(error, FlipbookError):
+        return f"**{error.field}**: {error}"
+    return f"{type(error).__name__}: {error}"
+
+
+def chart(data: Mapping[str, Any]) -> tuple[Figure | None, str]:
+    """The plan chart of every schedule for ``data``, or None and the error naming the field."""
+    from flipbook.io.plan_chart import plan_figure
+
+    try:
+        spec, plan = validate(data)
+    except Exception as error:  # noqa: BLE001 (shown to the user, naming the field)
+        return None, f"Not valid: {error_text(error)}"
+    return plan_figure(plan, title=f"{spec.animation.mode}: {len(plan)} frames"), "Valid."
+
+
+def motion_preview(data: Mapping[str, Any], folder: Path) -> Path:
+    """The camera path of a 2d/3d spec as a GIF in ``folder`` (a test pattern, no model)."""
+    from flipbook.runs.preview import write_motion_preview
+
+    spec, plan = validate(data)
+    if spec.animation.mode not in ("2d", "3d"):
+        raise FlipbookError("animation.mode", spec.animation.mode, "2d or 3d for a motion preview")
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(suffix=".gif", dir=folder)
+    os.close(handle)
+    return write_motion_preview(spec, plan, Path(name))
+
+
+def data_to_toml(data: Mapping[str, Any]) -> str:
+    """TOML for spec data, without the fields the server sets (run folder, job name, models folder)."""
+    data = json.loads(json.dumps(dict(data), default=str))
+    for section, key in SERVER_OWNED:
+        if isinstance(data.get(section), dict):
+            data[section].pop(key, None)
+            if not data[section]:
+                del data[section]
+    return spec_to_toml(data)
+
+
+def toml_to_data(text: str) -> dict[str, Any]:
+    """The Spec tab's TOML text as spec data; FlipbookError naming ``spec`` when it does not parse."""
+    try:
+        return tomllib.loads(text or "")
+    except tomllib.TOMLDecodeError as error:
+        raise FlipbookError("spec", "TOML text", "valid TOML", detail=str(error)) from None
+
+
+def import_file(path: str | Path) -> tuple[str, str]:
+    """An uploaded file as TOML for the Spec tab, and a note: a Deforum settings file (.txt/.json), a
+    flipbook spec (.toml/.json), any flipbook output carrying its spec, or a PNG with A1111 parameters."""
+    from flipbook.spec.load import MEDIA_SUFFIXES
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        text = path.read_text(encoding="utf-8")
+        toml_to_data(text)
+        return text, f"Imported the spec {path.name}."
+    if suffix in (".txt", ".json"):
+        return _import_text(path)
+    if suffix in MEDIA_SUFFIXES:
+        return _import_media(path)
+    raise FlipbookError(
+        "import", path.name, "a Deforum settings file (.txt/.json), a spec (.toml/.json), a flipbook output, "
+        "or a PNG with A1111 parameters",
+    )  # fmt: skip
+
+
+def _import_text(path: Path) -> tuple[str, str]:
+    from flipbook.server.submit import deforum_data
+    from flipbook.spec.deforum import read_deforum_settings
+
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("animation"), dict) and "prompts" in data:
+            return data_to_toml(data), f"Imported the flipbook spec {path.name}."
+    data, warnings = deforum_data(read_deforum_settings(path))
+    note = f"Imported Deforum settings {path.name}."
+    return data_to_toml(data), " ".join([note, *warnings])
+
+
+def _import_media(path: Path) -> tuple[str, str]:
+    from flipbook.io.metadata import read_embedded
+
+    embedded = read_embedded(path)
+    if embedded.spec is not None:
+        return data_to_toml(embedded.spec), f"Imported the spec embedded in {path.name}."
+    if embedded.parameters:
+        return data_to_toml(a1111_data(embedded.parameters)), f"Imported A1111 parameters from {path.name}."
+    raise FlipbookError("import", path.name, "a file with a flipbook spec or A1111 parameters in it")
+
+
+def a1111_data(parameters: str) -> dict[str, Any]:
+    """Spec data from A1111 infotext (one picture's prompt, sampler, steps, cfg, seed and size): a travel
+    animation whose frame 0 is that picture."""
+    from flipbook.io.pnginfo import parse_parameters
+
+    p = parse_parameters(parameters)
+    data: dict[str, Any] = {
+        "version": 1,
+        "model": {"name": "tiny"},
+        "sampling": {"sampler": p.sampler, "steps": p.steps, "cfg": p.cfg_scale, "seed": p.seed},
+        "animation": {"mode": "travel", "max_frames": 12, "width": p.width, "height": p.height},
+        "prompts": {"0": p.prompt},
+        "output": {"formats": ["gif"]},
+    }
+    if p.model_name:
+        data["model"]["name"] = p.model_name
+    if p.negative_prompt:
+        data["negative_prompt"] = p.negative_prompt
+    if p.clip_skip:
+        data["sampling"]["clip_skip"] = p.clip_skip
+    return data
+
+
+# ---- the queue (in-process, through the server's own submission code) -------------------------------------
+
+
+def submit(state: ServerState, data: Mapping[str, Any], uploads: Mapping[str, str] | None = None) -> str:
+    """Validate ``data`` as ``POST /api/jobs`` does and queue it; the job id. ``uploads`` maps spec fields
+    (``init.image``, ...) to the files the browser uploaded; any other path in ``data`` is refused by the
+    server's rules (a client never names a file on the server)."""
+    from flipbook.server.store import RENDER, NewJob
+    from flipbook.server.submit import Submission, prepare_render, remove_run_dir
+
+    data = json.loads(json.dumps(dict(data)))
+    files = {name: path for name, path in (uploads or {}).items() if path}
+    for name in files:  # the server places uploads and points the spec at them
+        section, key = name.split(".")
+        if isinstance(data.get(section), dict):
+            data[section].pop(key, None)
+    payloads = {name: Path(path).read_bytes() for name, path in files.items() if path}
+    prepared = prepare_render(Submission(data, [], payloads), state.settings)
+    try:
+        state.queue([NewJob(prepared.id, RENDER, prepared.payload, prepared.warnings)])
+    except BaseException:
+        remove_run_dir(state.settings, prepared.id)
+        raise
+    return prepared.id
+
+
+def _jobs(state: ServerState, limit: int = JOB_LIST_LIMIT) -> list[dict[str, Any]]:
+    from flipbook.server.api import job_view
+
+    records, _ = state.store.list(limit=limit, offset=0, state=None, kind=None)
+    views = []
+    for record in records:
+        view = job_view(state, record)
+        view["mode"] = (
+            record.payload.get("animation", {}).get("mode", "") if record.kind == "render" else record.kind
+        )
+        views.append(view)
+    return views
+
+
+def progress_text(view: Mapping[str, Any]) -> str:
+    """``frame 2/3, step 1/2`` (and the ETA) from a job view's progress."""
+    p = view.get("progress") or {}
+    if not p:
+        return ""
+    text = f"frame {p.get('frame', 0)}/{p.get('frames', '?')}"
+    if p.get("steps"):
+        text += f", step {p.get('step', 0)}/{p['steps']}"
+    if view.get("state") == "running" and p.get("eta_s") is not None:
+        text += f", ETA {p['eta_s']:.0f} s"
+    return text
+
+
+def queue_html(state: ServerState) -> str:
+    """The job list as an HTML table: id, mode, state, progress, outputs (links; the GIF shown inline)."""
+    views = _jobs(state)
+    if not views:
+        return "<p id='flipbook-queue-empty'>No jobs yet.</p>"
+    rows = []
+    for view in views:
+        links = " ".join(
+            f"<a href='{html.escape(url)}' target='_blank' class='flipbook-output'>{html.escape(kind)}</a>"
+            for kind, url in view["outputs"].items()
+        )
+        gif = view["outputs"].get("gif")
+        thumb = (
+            f"<img src='{html.escape(gif)}' alt='{view['id']} gif' class='flipbook-gif' height='64'>"
+            if gif
+            else ""
+        )
+        error = html.escape(view["error"]["message"][:300]) if view.get("error") else ""
+        rows.append(
+            f"<tr data-job='{view['id']}' data-state='{view['state']}'><td><code>{view['id']}</code></td>"
+            f"<td>{html.escape(str(view['mode']))}</td><td class='flipbook-state'>{view['state']}</td>"
+            f"<td>{html.escape(progress_text(view))}</td><td>{thumb} {links}</td><td>{error}</td></tr>"
+        )
+    head = "<tr><th>job</th><th>mode</th><th>state</th><th>progress</th><th>outputs</th><th>error</th></tr>"
+    return f"<table id='flipbook-queue'>{head}{''.join(rows)}</table>"
+
+
+def active_job_ids(state: ServerState) -> list[str]:
+    """Jobs that can still be cancelled (queued, running, interrupted), newest first."""
+    return [v["id"] for v in _jobs(state) if v["state"] in ("queued", "running", "interrupted")]
+
+
+def live_preview(state: ServerState) -> Any:
+    """The newest step preview or frame of a running job (a PIL image), or None."""
+    for view in _jobs(state):
+        if view["state"] == "running":
+            image = state.hub.preview(view["id"])
+            if image is not None:
+                return image
+    return None
+
+
+def cancel(state: ServerState, job_id: str | None) -> str:
+    """Cancel a queued or running job as ``POST /api/jobs/{id}/cancel`` does; a note for the user."""
+    if not job_id:
+        return "Pick a job to cancel."
+    if state.store.cancel_waiting(job_id):
+        state.hub.publish(job_id, "cancelled", {"id": job_id, "state": "cancelled"})
+        return f"Cancelled {job_id}."
+    if state.store.request_cancel(job_id):
+        state.hub.cancel(job_id)
+        return f"Cancelling {job_id} at its next step."
+    return f"Job {job_id} has nothing to cancel."
+
+
+def gallery_items(state: ServerState) -> list[tuple[str, str]]:
+    """Finished renders as (GIF or first frame, job id), newest first."""
+    records, _ = state.store.list(limit=JOB_LIST_LIMIT, offset=0, state="done", kind="render")
+    items = []
+    for record in records:
+        run = state.settings.runs_dir / record.id
+        outputs = record.result.get("outputs", {})
+        picture = run / outputs["gif"] if "gif" in outputs else None
+        if picture is None or not picture.is_file():
+            frames = sorted((run / "frames").glob("frame_*.png"))
+            picture = frames[0] if frames else None
+        if picture is not None:
+            items.append((str(picture), record.id))
+    return items
+
+
+def job_toml(state: ServerState, job_id: str) -> str:
+    """The spec a job rendered, as TOML for the Spec tab (server-owned fields and uploaded paths left out:
+    upload the inputs again to re-run)."""
+    record = state.store.get(job_id)
+    if record is None:
+        raise FlipbookError("job", job_id, "a job in this server's queue")
+    data = json.loads(json.dumps(record.payload))
+    for name in UPLOAD_FIELDS:
+        section, key = name.split(".")
+        if isinstance(data.get(section), dict):
+            data[section].pop(key, None)
+    return _without_defaults(data)
+
+
+def _without_defaults(data: dict[str, Any]) -> str:
+    """TOML of the fields that differ from the spec model's defaults (short enough to edit)."""
+    from flipbook.spec.model import Spec
+
+    defaults = json.loads(Spec.model_validate({"prompts": {"0": "x"}}).model_dump_json())
+
+    def strip(values: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, value in values.items():
+            if value is None:
+                continue
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                inner = strip(value, base[key])
+                if inner:
+                    out[key] = inner
+            elif key not in base or base[key] != value or key in ("version", "prompts"):
+                out[key] = value
+        return out
+
+    kept = strip(data, defaults)
+    kept.setdefault("animation", {}).setdefault("mode", data.get("animation", {}).get("mode", "travel"))
+    return data_to_toml(kept)
+
+
+def models(state: ServerState) -> list[str]:
+    """Built-in models and the checkpoints in ``--models-dir``."""
+    from flipbook.models.builtin import BUILTIN_MODELS
+
+    names = list(BUILTIN_MODELS)
+    if state.settings.models_dir is not None:
+        try:
+            from flipbook.models.folders import ModelsDir
+
+            names += list(ModelsDir(state.settings.models_dir).list("checkpoint"))
+        except (FlipbookError, OSError):
+            pass
+    return names
+
+
+def settings_markdown(state: ServerState) -> str:
+    s = state.settings
+    models_dir = f"`{s.models_dir}`" if s.models_dir is not None else "not set"
+    return (
+        f"- **Models folder** (`--models-dir`): {models_dir}. Read-only here: the workers read it when "
+        f"the server starts and models load from it mid-queue, so changing it means restarting "
+        f"`flipbook serve --models-dir PATH`.\n"
+        f"- **Runs folder** (`--runs-dir`): `{s.runs_dir}`\n"
+        f"- **Workers**: {s.workers}\n"
+        f"- **Default model**: `{s.default_model}`\n"
+        f"- **Models available**: {', '.join(f'`{m}`' for m in models(state))}\n"
+        f"- **Upload limit**: {s.max_upload_mb:g} MB"
+    )
+
+
+# ---- the Gradio app --------------------------------------------------------------------------------------
+
+COMMON_FIELDS = ("prompts", "negative", "model", "sampler", "steps", "cfg", "seed", "width", "height",
+                 "frames", "fps", "strength", "formats")  # fmt: skip
+MODE_FIELDS = {
+    "travel": (),
+    "2d": CAMERA_2D,
+    "3d": (*CAMERA_3D, "depth_model"),
+    "interpolate": ("easing", "noise", "batch_size"),
+    "video": ("video", "every_nth"),
+    "variations": ("image", "mask", "denoise", "order"),
+}
+UPLOADS = {"video": "init.video", "image": "init.image", "mask": "init.mask"}  # form field -> spec field
+SCHEDULE_FIELDS = {"2d": CAMERA_2D, "3d": CAMERA_3D, "interpolate": ("easing",)}
+
+
+def build_ui(state: ServerState) -> gr.Blocks:
+    """The Blocks app for one server's state."""
+    import gradio as gr
+
+    from flipbook.models.samplers import SAMPLER_NAMES
+
+    scratch = Path(tempfile.mkdtemp(prefix="flipbook-ui-"))
+
+    with gr.Blocks(title="flipbook", analytics_enabled=False) as demo:
+        gr.Markdown("# flipbook")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Create", id="create"):
+                common = _common_fields(gr, SAMPLER_NAMES, state)
+                to_spec = []
+                with gr.Tabs():
+                    for mode in MODE_TABS:
+                        with gr.Tab(mode, id=f"mode-{mode}", elem_id=f"tab-{mode}"):
+                            to_spec.append(_mode_tab(gr, state, mode, common, scratch))
+            with gr.Tab("Spec", id="spec", elem_id="tab-spec"):
+                spec_box = _spec_tab(gr, state)
+            with gr.Tab("Queue", id="queue", elem_id="tab-queue"):
+                _queue_tab(gr, state)
+            with gr.Tab("Gallery", id="gallery", elem_id="tab-gallery") as gallery_tab:
+                _gallery_tab(gr, state, gallery_tab, spec_box, tabs)
+            with gr.Tab("Settings", id="settings", elem_id="tab-settings"):
+                gr.Markdown(lambda: settings_markdown(state))
+        for button, gather, inputs in to_spec:  # each mode's form as TOML in the Spec tab
+            button.click(_to_spec_handler(gather), inputs, [spec_box, tabs])
+    return demo
+
+
+def _common_fields(gr: Any, samplers: Sequence[str], state: ServerState) -> dict[str, Any]:
+    with gr.Accordion("Common settings", open=True):
+        prompts = gr.Dataframe(
+            value=[["0", "a lighthouse at dusk, oil painting"], ["12", "a lighthouse at night, stars"]],
+            headers=["frame", "prompt"],
+            datatype=["str", "str"],
+            type="array",
+            interactive=True,
+            row_count=2,
+            column_count=2,
+            label="Prompts (frame → prompt; a frame may be an expression in max_f)",
+            elem_id="prompts-table",
+        )
+        negative = gr.Textbox(label="Negative prompt", elem_id="negative")
+        with gr.Row():
+            model = gr.Dropdown(
+                choices=models(state), value=state.settings.default_model, allow_custom_value=True,
+                label="Model", elem_id="model",
+            )  # fmt: skip
+            sampler = gr.Dropdown(choices=list(samplers), value="Euler a", label="Sampler", elem_id="sampler")
+            steps = gr.Number(value=20, precision=0, minimum=1, maximum=1000, label="Steps", elem_id="steps")
+            cfg = gr.Textbox(value="7", label="CFG (number or schedule)", elem_id="cfg")
+            seed = gr.Number(value=-1, precision=0, label="Seed (-1 random)", elem_id="seed")
+        with gr.Row():
+            width = gr.Number(value=512, precision=0, step=8, label="Width", elem_id="width")
+            height = gr.Number(value=512, precision=0, step=8, label="Height", elem_id="height")
+            frames = gr.Number(value=24, precision=0, minimum=1, label="Frames", elem_id="frames")
+            fps = gr.Number(value=12, label="FPS", elem_id="fps")
+            strength = gr.Textbox(value="0.65", label="Strength (share kept; number or schedule)",
+                                  elem_id="strength")  # fmt: skip
+        formats = gr.CheckboxGroup(
+            choices=list(FORMATS), value=["png", "gif", "mp4"], label="Output formats", elem_id="formats"
+        )
+    return dict(zip(COMMON_FIELDS, (prompts, negative, model, sampler, steps, cfg, seed, width, height,
+                                     frames, fps, strength, formats), strict=True))  # fmt: skip
+
+
+def _mode_tab(
+    gr: Any, state: ServerState, mode: str, common: dict[str, Any], scratch: Path
+) -> tuple[Any, Any, list[Any]]:
+    """One mode's fields and buttons; returns its "Edit as TOML" button, form reader and inputs."""
+    own: dict[str, Any] = {}
+    if mode in ("2d", "3d"):
+        with gr.Row():
+            for name in MODE_FIELDS[mode]:
+                if name == "depth_model":
+                    own[name] = gr.Textbox(
+                        value="depth-anything/Depth-Anything-V2-Small-hf",
+                        label="Depth model (flat, tiny, folder or hub id)",
+                        elem_id=f"{mode}-{name}",
+                    )
+                else:
+                    own[name] = gr.Textbox(value=CAMERA_DEFAULTS.get(name, "0:(0)"), label=name,
+                                           elem_id=f"{mode}-{name}")  # fmt: skip
+    elif mode == "interpolate":
+        with gr.Row():
+            own["easing"] = gr.Textbox(value="linear", label="Easing (linear, sine, audio or a schedule in u)",
+                                       elem_id="interpolate-easing")  # fmt: skip
+            own["noise"] = gr.Dropdown(["keyframe", "fixed"], value="keyframe", label="Noise")
+            own["batch_size"] = gr.Number(value=4, precision=0, minimum=1, label="Batch size")
+    elif mode == "video":
+        with gr.Row():
+            own["video"] = gr.File(label="Source video (MP4, MOV, WebM, GIF)", type="filepath",
+                                   file_types=["video", ".gif"])  # fmt: skip
+            own["every_nth"] = gr.Number(value=1, precision=0, minimum=1, label="Every nth frame")
+    elif mode == "variations":
+        with gr.Row():
+            own["image"] = gr.Image(label="Init image", type="filepath")
+            own["mask"] = gr.Image(label="Mask (white = varies)", type="filepath")
+        with gr.Row():
+            own["denoise"] = gr.Slider(0.01, 1.0, value=0.3, step=0.01, label="Denoise")
+            own["order"] = gr.Dropdown(["loop", "path", "seed"], value="loop", label="Order")
+    common_names, own_names = list(common), list(own)
+    inputs = [*common.values(), *own.values()]
+
+    def gather(*values: Any) -> dict[str, Any]:
+        return mode_data(
+            mode,
+            dict(zip(common_names, values[: len(common_names)], strict=True)),
+            dict(zip(own_names, values[len(common_names) :], strict=True)),
+        )
+
+    with gr.Row():
+        submit_button = gr.Button(f"Queue {mode} job", variant="primary", elem_id=f"submit-{mode}")
+        plot_button = gr.Button("Check and plot schedules", elem_id=f"plot-{mode}")
+        to_spec = gr.Button("Edit as TOML", elem_id=f"tospec-{mode}")
+        preview_button = (
+            gr.Button("Motion preview (no model)", elem_id=f"motion-{mode}") if mode in ("2d", "3d") else None
+        )
+    message = gr.Markdown(elem_id=f"message-{mode}")
+    with gr.Row():
+        plot = gr.Plot(label="Schedules", elem_id=f"plot-out-{mode}")
+        gif = gr.Image(label="Motion preview", type="filepath", visible=preview_button is not None)
+
+    def on_submit(*values: Any) -> str:
+        try:
+            own_values = dict(zip(own_names, values[len(common_names) :], strict=True))
+            files = {field: own_values.get(name) for name, field in UPLOADS.items() if own_values.get(name)}
+            job_id = submit(state, gather(*values), files)
+        except Exception as error:  # noqa: BLE001 (shown in the tab)
+            return f"Not queued: {error_text(error)}"
+        return f"Queued job `{job_id}` (see the Queue tab)."
+
+    def on_plot(*values: Any) -> tuple[Any, str]:
+        try:
+            data = gather(*values)
+        except Exception as error:  # noqa: BLE001
+            return None, f"Not valid: {error_text(error)}"
+        return chart(data)
+
+    def on_preview(*values: Any) -> tuple[Any, str]:
+        try:
+            return str(motion_preview(gather(*values), scratch)), "Motion preview written."
+        except Exception as error:  # noqa: BLE001
+            return None, f"No preview: {error_text(error)}"
+
+    submit_button.click(on_submit, inputs, message)
+    plot_button.click(on_plot, inputs, [plot, message])
+    for name in SCHEDULE_FIELDS.get(mode, ()):  # live: re-plot when a schedule box changes
+        own[name].change(on_plot, inputs, [plot, message], trigger_mode="always_last", show_progress="hidden")
+    for name in ("cfg", "strength"):
+        common[name].change(
+            on_plot, inputs, [plot, message], trigger_mode="always_last", show_progress="hidden"
+        )
+    if preview_button is not None:
+        preview_button.click(on_preview, inputs, [gif, message])
+    return to_spec, gather, inputs
+
+
+def _to_spec_handler(gather: Any):
+    import gradio as gr
+
+    def handle(*values: Any) -> tuple[Any, Any]:
+        try:
+            return data_to_toml(gather(*values)), gr.Tabs(selected="spec")
+        except Exception as error:  # noqa: BLE001
+            raise gr.Error(error_text(error)) from None
+
+    return handle
+
+
+def _spec_tab(gr: Any, state: ServerState) -> Any:
+    with gr.Row():
+        with gr.Column(scale=3):
+            box = gr.Textbox(
+                value=data_to_toml(
+                    {
+                        "version": 1,
+                        "model": {"name": "tiny"},
+                        "animation": {"mode": "travel", "max_frames": 12},
+                        "prompts": {"0": "a red fox in the snow"},
+                        "output": {"formats": ["gif"]},
+                    }
+                ),  # fmt: skip
+                lines=24,
+                max_lines=60,
+                label="Spec (TOML)",
+                elem_id="spec-toml",
+            )
+        with gr.Column(scale=2):
+            imported = gr.File(
+                label="Import: Deforum settings (.txt/.json), spec (.toml/.json), flipbook output or A1111 PNG",
+                type="filepath",
+                elem_id="import-file",
+            )
+            uploads = {
+                name: gr.File(label=f"{name} (optional upload)", type="filepath") for name in UPLOAD_FIELDS
+            }
+    with gr.Row():
+        submit_button = gr.Button("Queue this spec", variant="primary", elem_id="submit-spec")
+        check_button = gr.Button("Check and plot schedules", elem_id="plot-spec")
+    message = gr.Markdown(elem_id="message-spec")
+    plot = gr.Plot(label="Schedules")
+
+    def with_uploads(text: str, *paths: Any) -> dict[str, Any]:
+        data = toml_to_data(text)
+        for name, path in zip(UPLOAD_FIELDS, paths, strict=True):
+            if path:
+                section, key = name.split(".")
+                data.setdefault(section, {})[key] = str(path)
+        return data
+
+    def on_submit(text: str, *paths: Any) -> str:
+        try:
+            files = {n: str(p) for n, p in zip(UPLOAD_FIELDS, paths, strict=True) if p}
+            job_id = submit(state, toml_to_data(text), files)
+        except Exception as error:  # noqa: BLE001
+            return f"Not queued: {error_text(error)}"
+        return f"Queued job `{job_id}` (see the Queue tab)."
+
+    def on_check(text: str, *paths: Any) -> tuple[Any, str]:
+        try:
+            check_no_server_paths(toml_to_data(text))
+            return chart(with_uploads(text, *paths))
+        except Exception as error:  # noqa: BLE001
+            return None, f"Not valid: {error_text(error)}"
+
+    def on_import(path: Any, text: str) -> tuple[str, str]:
+        if not path:
+            return text, ""
+        try:
+            return import_file(path)
+        except Exception as error:  # noqa: BLE001
+            return text, f"Not imported: {error_text(error)}"
+
+    extra = list(uploads.values())
+    submit_button.click(on_submit, [box, *extra], message)
+    check_button.click(on_check, [box, *extra], [plot, message])
+    imported.upload(on_import, [imported, box], [box, message])
+    return box
+
+
+def _queue_tab(gr: Any, state: ServerState) -> None:
+    timer = gr.Timer(POLL_S)
+    jobs = gr.HTML("<p>Loading the queue…</p>", elem_id="queue-html")
+    with gr.Row():
+        picked = gr.Dropdown(
+            choices=[], label="Job to cancel", allow_custom_value=True, elem_id="cancel-pick"
+        )
+        cancel_button = gr.Button("Cancel job", variant="stop", elem_id="cancel")
+    note = gr.Markdown()
+    preview = gr.Image(label="Running job: latest preview", type="pil", elem_id="live-preview")
+
+    def refresh(current: str | None) -> tuple[str, Any, Any]:
+        ids = active_job_ids(state)
+        value = current if current in ids else (ids[0] if ids else None)
+        return queue_html(state), gr.Dropdown(choices=ids, value=value), live_preview(state)
+
+    timer.tick(refresh, picked, [jobs, picked, preview], show_progress="hidden")
+    cancel_button.click(lambda job: cancel(state, job), picked, note)
+
+
+def _gallery_tab(gr: Any, state: ServerState, tab: Any, spec_box: Any, tabs: Any) -> None:
+    gr.Markdown("Finished renders, newest first. Click one to open its spec in the Spec tab.")
+    refresh_button = gr.Button("Refresh", elem_id="gallery-refresh")
+    gallery = gr.Gallery(columns=4, label="Runs", elem_id="gallery", allow_preview=False)
+
+    def on_select(event):  # noqa: ANN001 (annotated below: gradio injects SelectData by annotation)
+        items = gallery_items(state)
+        if event.index is None or event.index >= len(items):
+            raise gr.Error("That run is gone; refresh the gallery.")
+        return job_toml(state, items[event.index][1]), gr.Tabs(selected="spec")
+
+    on_select.__annotations__ = {"event": gr.SelectData}
+
+    refresh_button.click(lambda: gallery_items(state), None, gallery)
+    tab.select(lambda: gallery_items(state), None, gallery)
+    gr.context.Context.root_block.load(lambda: gallery_items(state), None, gallery)
+    gallery.select(on_select, None, [spec_box, tabs])
+
+
+def mount_ui(app: FastAPI, state: ServerState, path: str = UI_PATH) -> None:
+    """Mount the UI at ``path`` and redirect ``/`` to it. Gradio's own requests come from the page it
+    serves, so they are same-origin for :class:`~flipbook.server.security.SecurityMiddleware`."""
+    import importlib.util
+    import logging
+
+    from fastapi.responses import RedirectResponse
+
+    if importlib.util.find_spec("gradio") is None:
+        logging.getLogger("flipbook.server").warning("gradio is not installed: no web UI at %s", path)
+        return
+    import gradio as gr
+
+    @app.get("/", include_in_schema=False)
+    def _root() -> RedirectResponse:
+        return RedirectResponse(f"{path}/", status_code=307)
+
+    demo = build_ui(state)
+    gr.mount_gradio_app(
+        app,
+        demo,
+        path=path,
+        allowed_paths=[str(state.settings.runs_dir.resolve())],
+        ssr_mode=False,
+        show_error=True,
+        theme=gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]),
+        max_file_size=state.settings.max_upload_bytes,
+    )
