@@ -572,13 +572,19 @@ def _register_command_groups() -> None:
 _register_command_groups()
 
 
-def main() -> None:
-    """Entry point: user errors print one line and exit with 2 (usage errors too, as click does)."""
+def run_app(typer_app: typer.Typer) -> None:
+    """Run a typer app the flipbook way: user errors print one line and exit with 2 (usage errors too, as
+    click does)."""
     try:
-        app()
+        typer_app()
     except FlipbookError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
+
+
+def main() -> None:
+    """Entry point of the ``flipbook`` command."""
+    run_app(app)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,6 @@ VIDEO_INPUT = (
 INVALID_SPEC: dict[str, str] = {
     # 2D hybrid-video file: colour coherence against the video input frames
     "Encodex-Ai__stable-diffusion-webui__deforum_settings_hybrid.txt": "camera.color_coherence",
-    # rotation_3d_x is "0: 0: (...)", a doubled key Deforum's findall-based parser skips over
-    "e-dream-ai__gpu-container-deforum__test-settings.txt": "camera.rotation_3d_x",
 }
 # The notebook-era file; its sampler dpmpp_2s_a is A1111's "DPM++ 2S a", which diffusers lacks and flipbook
 # brings as its own scheduler (flipbook.models.dpmpp_2s_ancestral)
@@ -266,6 +264,23 @@ def test_hybrid_video_maps_to_camera_hybrid_fields():
     with pytest.raises(FlipbookError) as error:  # copied, not replaced by DIS
         spec_from_data(data)
     assert error.value.field == "camera.hybrid_flow_method"
+
+
+def test_a_doubled_keyframe_is_read_as_deforum_reads_it_and_reported(tmp_path):
+    from flipbook.spec.deforum import deforum_quirks
+    from flipbook.spec.load import load_spec_and_warnings
+
+    settings = {**MINIMAL, "animation_mode": "3D", "rotation_3d_x": "0: 0: (0.5*sin(t)), 10: 10: (1)"}
+    data, _ = deforum_to_spec_data(settings)
+    assert data["camera"]["rotation_3d_x"] == "0: (0.5*sin(t)), 10: (1)"
+    assert deforum_quirks(settings) == [
+        "rotation_3d_x: a keyframe with a doubled frame number ('0: 0: (...)') read as Deforum reads it"
+    ]
+    path = tmp_path / "settings.txt"
+    path.write_text(json.dumps(settings), encoding="utf-8")
+    spec, warnings = load_spec_and_warnings(path)
+    assert spec.camera.rotation_3d_x == "0: (0.5*sin(t)), 10: (1)"
+    assert any("rotation_3d_x" in w and "doubled" in w for w in warnings)
 
 
 def test_video_input_maps_to_video_mode():

@@ -33,6 +33,7 @@ from flipbook.modes.frame import (
     animation_mask,
     first_frame_request,
     frame_request,
+    frames_at_size,
     keep_still,
     still_image,
 )
@@ -141,20 +142,7 @@ class _Hybrid:
 
 def hybrid_frames(spec: Spec) -> list[np.ndarray]:
     """The hybrid video's frames at the animation size, one per animation frame."""
-    import PIL.Image as Image
-
-    from flipbook.errors import SpecError
-    from flipbook.io.readers import read_frames
-
-    source = read_frames(spec.camera.hybrid_video, field="camera.hybrid_video")
-    n = spec.animation.max_frames
-    if len(source.frames) < n:
-        raise SpecError(
-            "camera.hybrid_video", str(spec.camera.hybrid_video),
-            f"a video with at least animation.max_frames = {n} frames", detail=f"it has {len(source.frames)}",
-        )  # fmt: skip
-    size = (spec.animation.width, spec.animation.height)
-    return [np.asarray(Image.fromarray(f).resize(size, Image.LANCZOS)) for f in source.frames[:n]]
+    return frames_at_size(spec, spec.camera.hybrid_video, "camera.hybrid_video")
 
 
 def make_camera(ctx: ModeContext) -> Camera:

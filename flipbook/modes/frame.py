@@ -165,3 +165,21 @@ def by_checkpoint(frames: Sequence[FramePlan]) -> Iterator[tuple[str, list[Frame
         group.append(frame)
     if group:
         yield group[0].checkpoint, group
+
+
+def frames_at_size(spec: Spec, path: Path, field: str) -> list[np.ndarray]:
+    """Every frame of the video (or GIF, frame folder) at ``path``, resized to the animation size; it must
+    cover every animation frame (a SpecError naming ``field`` otherwise). Used for init videos, mask videos
+    and hybrid videos alike."""
+    from flipbook.errors import SpecError
+    from flipbook.io.readers import read_frames
+
+    source = read_frames(path, field=field)
+    n = spec.animation.max_frames
+    if len(source.frames) < n:
+        raise SpecError(
+            field, str(path), f"a video with at least animation.max_frames = {n} frames",
+            detail=f"it has {len(source.frames)}",
+        )  # fmt: skip
+    size = (spec.animation.width, spec.animation.height)
+    return [np.asarray(PIL.Image.fromarray(f).resize(size, PIL.Image.LANCZOS)) for f in source.frames[:n]]

@@ -23,7 +23,6 @@ import numpy as np
 import PIL.Image
 import torch
 
-from flipbook.errors import SpecError
 from flipbook.modes.frame import (
     Frame,
     ModeContext,
@@ -31,6 +30,7 @@ from flipbook.modes.frame import (
     animation_mask,
     by_checkpoint,
     frame_request,
+    frames_at_size,
     init_image,
     keep_still,
     still_image,
@@ -161,16 +161,4 @@ class _InitFrames:
 
 def _video_frames(spec: Spec) -> list[PIL.Image.Image]:
     """Every init-video frame resized to the animation size; it must cover every animation frame."""
-    from flipbook.io.readers import read_frames
-
-    source = read_frames(spec.init.video, field="init.video")
-    n = spec.animation.max_frames
-    if len(source.frames) < n:
-        raise SpecError(
-            "init.video",
-            str(spec.init.video),
-            f"a video with at least animation.max_frames = {n} frames",
-            detail=f"it has {len(source.frames)}",
-        )
-    size = (spec.animation.width, spec.animation.height)
-    return [PIL.Image.fromarray(frame).resize(size, PIL.Image.LANCZOS) for frame in source.frames[:n]]
+    return [PIL.Image.fromarray(f) for f in frames_at_size(spec, spec.init.video, "init.video")]

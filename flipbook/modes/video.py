@@ -27,7 +27,14 @@ import numpy as np
 import PIL.Image
 
 from flipbook.errors import SpecError
-from flipbook.modes.frame import Frame, ModeContext, aligned_batches, by_checkpoint, frame_request
+from flipbook.modes.frame import (
+    Frame,
+    ModeContext,
+    aligned_batches,
+    by_checkpoint,
+    frame_request,
+    frames_at_size,
+)
 from flipbook.motion.color import match_colors
 from flipbook.motion.flow import optical_flow, warp_by_flow
 from flipbook.motion.masks import composite, feather
@@ -211,21 +218,10 @@ def _masks(spec: Spec, n: int):
 
 
 def _mask_frames(spec: Spec, n: int) -> list[np.ndarray]:
-    from flipbook.io.readers import read_frames
-
-    source = read_frames(spec.video.mask_video, field="video.mask_video")
-    if len(source.frames) < n:
-        raise SpecError(
-            "video.mask_video",
-            str(spec.video.mask_video),
-            f"a mask video with at least animation.max_frames = {n} frames",
-            detail=f"it has {len(source.frames)}",
-        )
-    size = (spec.animation.width, spec.animation.height)
+    """The mask video's frames as float masks (1 = restyled), inverted and feathered as ``init`` says."""
     masks = []
-    for frame in source.frames[:n]:
-        gray = np.asarray(PIL.Image.fromarray(frame).convert("L").resize(size, PIL.Image.LANCZOS))
-        mask = gray.astype(np.float32) / 255.0
+    for frame in frames_at_size(spec, spec.video.mask_video, "video.mask_video")[:n]:
+        mask = np.asarray(PIL.Image.fromarray(frame).convert("L"), dtype=np.float32) / 255.0
         masks.append(feather(1.0 - mask if spec.init.mask_invert else mask, spec.init.mask_feather))
     return masks
 

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
 from flipbook.commands import serve
-from flipbook.errors import FlipbookError
 
 
 def main() -> None:
     """Run the serve command; input errors print one line and exit with 2, as the flipbook CLI does."""
+    from flipbook.cli import run_app
+
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     serve.register(app)
-    try:
-        app()
-    except FlipbookError as error:
-        typer.echo(f"error: {error}", err=True)
-        sys.exit(2)
+    run_app(app)
 
 
 if __name__ == "__main__":

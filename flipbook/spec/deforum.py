@@ -571,14 +571,32 @@ def _copy(
         section[target] = value
 
 
+# A keyframe written with its frame twice, "0: 0: (x)": Deforum's regex parser reads the key next to the
+# parenthesis and skips the stray one before it.
+_DOUBLED_KEY = re.compile(r"(^|,)\s*\d+\s*:\s*(?=\d+\s*:\s*\()")
+
+
 def _schedule(value: Any) -> Any:
     """A Deforum schedule as flipbook takes it: whitespace (deforum-studio presets wrap long schedules over
-    lines) collapsed, a lone constant keyframe ``0: (7)`` becoming the number 7."""
+    lines) collapsed, a doubled key ``0: 0: (x)`` read as Deforum reads it (reported by
+    :func:`deforum_quirks`), a lone constant keyframe ``0: (7)`` becoming the number 7."""
     if not isinstance(value, str):
         return value
-    text = " ".join(value.split())
+    text = _DOUBLED_KEY.sub(lambda m: m.group(1) + " " if m.group(1) else "", " ".join(value.split())).strip()
     constant = _constant(text)
     return constant if constant is not None else text
+
+
+def deforum_quirks(settings: dict[str, Any]) -> list[str]:
+    """What the import reads the way Deforum's lenient parser does rather than as written, one line each, so
+    the user sees it (nothing is changed silently)."""
+    notes = []
+    for key, value in settings.items():
+        if isinstance(value, str) and _DOUBLED_KEY.search(" ".join(value.split())):
+            notes.append(
+                f"{key}: a keyframe with a doubled frame number ('0: 0: (...)') read as Deforum reads it"
+            )
+    return notes
 
 
 def _constant(text: str) -> float | int | None:

@@ -73,15 +73,22 @@ def _embedded_data(path: Path) -> dict[str, Any]:
 
 
 def _deforum_data(path: Path) -> tuple[dict[str, Any], list[str]]:
-    from flipbook.spec.deforum import deforum_to_spec_data, read_deforum_settings, summarize_unmapped
+    from flipbook.spec.deforum import (
+        deforum_quirks,
+        deforum_to_spec_data,
+        read_deforum_settings,
+        summarize_unmapped,
+    )
 
-    data, unmapped = deforum_to_spec_data(read_deforum_settings(path))
-    if not unmapped:
-        return data, []
-    return data, [
-        f"{len(unmapped)} Deforum settings have no flipbook meaning yet and are not used: "
-        f"{summarize_unmapped(unmapped)}"
-    ]
+    settings = read_deforum_settings(path)
+    data, unmapped = deforum_to_spec_data(settings)
+    warnings = deforum_quirks(settings)
+    if unmapped:
+        warnings.append(
+            f"{len(unmapped)} Deforum settings have no flipbook meaning yet and are not used: "
+            f"{summarize_unmapped(unmapped)}"
+        )
+    return data, warnings
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:
