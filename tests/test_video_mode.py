@@ -218,3 +218,24 @@ def test_video_mode_needs_a_source(tmp_path):
     with pytest.raises(FlipbookError) as error:
         spec_from_data({"prompts": {"0": "x"}, "animation": {"mode": "video"}})
     assert error.value.field == "init.video"
+
+
+def test_controlnet_takes_its_control_from_each_source_frame(tmp_path, source, monkeypatch):
+    """A unit without an image is controlled by the frame's own input: here each source frame, preprocessed."""
+    from flipbook.sampling.core import SamplingCore
+
+    seen = []
+    original = SamplingCore.run_batch
+
+    def spy(self, requests, **kwargs):
+        seen.extend((np.asarray(r.image), np.asarray(r.controls[0].image)) for r in requests if r.controls)
+        return original(self, requests, **kwargs)
+
+    monkeypatch.setattr(SamplingCore, "run_batch", spy)
+    unit = {"model": "tiny", "preprocessor": "none"}
+    spec = spec_from_data({**make_spec(tmp_path, source).model_dump(mode="json"), "controlnet": [unit]})
+    controlled = frames(render(spec))
+    assert len(seen) == 4 and all(np.array_equal(image, control) for image, control in seen)
+    assert not np.array_equal(seen[0][1], seen[3][1])  # the control follows the source frames
+    plain = frames(render(make_spec(tmp_path, source, "plain")))
+    assert any(not np.array_equal(a, b) for a, b in zip(controlled, plain, strict=True))
