@@ -2,82 +2,43 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
 from flipbook.errors import FlipbookError
 
 
-def _sampler_case(frames: int | None = None, **kwargs) -> str:
-    from flipbook.bench.sampler import run
+def _case(
+    module: str, *, takes: tuple[str, ...] | None = None, uses_frames: bool = True, **fixed: object
+) -> Callable[..., str]:
+    """A case whose module (``flipbook/bench/<module>.py``, with a ``run``) is imported when it runs.
 
-    return run(**kwargs)  # one image per run: ``frames`` does not apply
+    The CLI passes every option to every case: ``takes`` names the ones this case reads (None: all), ``frames``
+    is passed only when given and the case uses it (so each case keeps its own default), and ``fixed`` adds
+    arguments of the case's own (``case="video"``).
+    """
 
+    def run(frames: int | None = None, **options: object) -> str:
+        if takes is not None:
+            options = {name: value for name, value in options.items() if name in takes}
+        if uses_frames and frames is not None:
+            options["frames"] = frames
+        return importlib.import_module(f"flipbook.bench.{module}").run(**fixed, **options)
 
-def _camera_2d_case(frames: int | None = None, **kwargs) -> str:
-    from flipbook.bench.camera import run
-
-    return run(**kwargs) if frames is None else run(frames=frames, **kwargs)
-
-
-def _interpolate_case(frames: int | None = None, **kwargs) -> str:
-    from flipbook.bench.batching import run
-
-    return (
-        run(case="interpolate", **kwargs)
-        if frames is None
-        else run(case="interpolate", frames=frames, **kwargs)
-    )
+    return run
 
 
-def _video_case(frames: int | None = None, **kwargs) -> str:
-    from flipbook.bench.batching import run
-
-    return run(case="video", **kwargs) if frames is None else run(case="video", frames=frames, **kwargs)
-
-
-def _frame_interpolation_case(
-    frames: int | None = None,
-    width: int = 512,
-    height: int = 512,
-    runs: int = 3,
-    out: Path | None = None,
-    **_,
-) -> str:
-    from flipbook.bench.interpolate import run
-
-    kwargs = {"width": width, "height": height, "runs": runs, "out": out}
-    return run(**kwargs) if frames is None else run(frames=frames, **kwargs)
-
-
-def _encode_case(
-    frames: int | None = None,
-    width: int = 512,
-    height: int = 512,
-    runs: int = 3,
-    out: Path | None = None,
-    **_,
-) -> str:
-    from flipbook.bench.encode import run
-
-    kwargs = {"width": width, "height": height, "runs": runs, "out": out}
-    return run(**kwargs) if frames is None else run(frames=frames, **kwargs)
-
-
-def _server_case(runs: int = 3, out: Path | None = None, **_) -> str:
-    from flipbook.bench.server import run
-
-    return run(runs=runs, out=out)
-
+_FRAME_SIZE = ("width", "height", "runs", "out")  # cases without a model: frame size and repetitions only
 
 CASES: dict[str, Callable[..., str]] = {
-    "sampler": _sampler_case,
-    "camera-2d": _camera_2d_case,
-    "interpolate": _interpolate_case,
-    "video": _video_case,
-    "frame-interpolation": _frame_interpolation_case,
-    "encode": _encode_case,
-    "server": _server_case,
+    "sampler": _case("sampler", uses_frames=False),  # one image per run
+    "camera-2d": _case("camera"),
+    "interpolate": _case("batching", case="interpolate"),
+    "video": _case("batching", case="video"),
+    "frame-interpolation": _case("interpolate", takes=_FRAME_SIZE),
+    "encode": _case("encode", takes=_FRAME_SIZE),
+    "server": _case("server", takes=("runs", "out"), uses_frames=False),
 }
 
 

@@ -9,7 +9,7 @@ per run, on the checkpoint's device and dtype.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -19,11 +19,10 @@ from flipbook.control.preprocess import load_openpose, preprocess
 from flipbook.errors import FlipbookError, SpecError
 from flipbook.io.images import open_image
 from flipbook.sampling.requests import Control
-from flipbook.spec.model import AUDIO_NAMES, ControlNetUnit, ScheduleTable, Spec
+from flipbook.spec.model import ControlNetUnit, Spec
 from flipbook.spec.plan import FramePlan, resolve_value
 
 MAX_WEIGHT = 10.0
-_AUDIO_NAME = re.compile(r"\b(" + "|".join(AUDIO_NAMES) + r")\b")
 
 
 class ControlUnits:
@@ -31,10 +30,15 @@ class ControlUnits:
     now, so a missing file fails before any model loads), per-frame weights (resolved now), and preprocessor
     models (depth estimator, OpenPose detector: loaded on first use, kept for the render)."""
 
-    def __init__(self, spec: Spec) -> None:
+    def __init__(self, spec: Spec, variables: Mapping[str, np.ndarray] | None = None) -> None:
+        """``variables``: the plan's audio variables (``Plan.variables``); analysed here when not given."""
         self.spec = spec
         self.units: list[ControlNetUnit] = list(spec.controlnet)
-        self.weights = [_weights(spec, i, unit) for i, unit in enumerate(self.units)]
+        if variables is None and spec.audio.file is not None:
+            from flipbook.spec.plan import audio_features
+
+            variables = audio_features(spec).variables
+        self.weights = [_weights(spec, i, unit, variables) for i, unit in enumerate(self.units)]
         self._images = {
             i: _open(spec, i, unit) for i, unit in enumerate(self.units) if unit.image is not None
         }
@@ -110,15 +114,11 @@ def _load_preprocessor_model(spec: Spec, index: int, unit: ControlNetUnit) -> An
         ) from None
 
 
-def _weights(spec: Spec, index: int, unit: ControlNetUnit) -> np.ndarray:
+def _weights(
+    spec: Spec, index: int, unit: ControlNetUnit, variables: Mapping[str, np.ndarray] | None
+) -> np.ndarray:
     """The unit's weight at every frame, range-checked (0 to 10)."""
     field = f"controlnet[{index}].weight"
-    text = unit.weight.schedule if isinstance(unit.weight, ScheduleTable) else unit.weight
-    variables = None
-    if isinstance(text, str) and _AUDIO_NAME.search(text) and spec.audio.file is not None:
-        from flipbook.spec.plan import audio_features
-
-        variables = audio_features(spec).variables
     values = resolve_value(spec, field, unit.weight, variables)
     bad = np.flatnonzero((values < 0) | (values > MAX_WEIGHT) | ~np.isfinite(values))
     if bad.size:
@@ -143,7 +143,7 @@ def _needs_image(index: int, frame: int) -> SpecError:
     )
 
 
-def check_controlnet(spec: Spec) -> None:
+def check_controlnet(spec: Spec, variables: Mapping[str, np.ndarray] | None = None) -> None:
     """Everything about the ControlNet units that can fail, checked before any model loads: model names
     resolve, image files open, weight schedules resolve in range, every txt2img frame has a control image,
     and the openpose preprocessor's package is installed."""
@@ -151,7 +151,7 @@ def check_controlnet(spec: Spec) -> None:
         return
     from flipbook.models.controlnet import locate_controlnet
 
-    ControlUnits(spec)
+    ControlUnits(spec, variables)
     for index, unit in enumerate(spec.controlnet):
         locate_controlnet(unit.model, models_dir=spec.model.models_dir, field=f"controlnet[{index}].model")
         if unit.image is None and spec.init.image is None and spec.init.video is None:

@@ -123,6 +123,29 @@ def video_frames_with_times(
     return source.frames, [i * step for i in range(len(source.frames))]
 
 
+def frame_times(path: str | Path, *, field: str = "input") -> list[float]:
+    """The presentation time of every frame, as :func:`video_frames_with_times` gives them, without decoding
+    a video: its packets' timestamps are enough (what a source's frame rate and start time need)."""
+    path = Path(path)
+    if not (path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES):
+        return video_frames_with_times(path, field=field)[1]
+    try:
+        with av.open(str(path), metadata_errors="replace") as container:
+            if not container.streams.video:
+                raise ValueError("the file has no video stream")
+            stream = container.streams.video[0]
+            times = sorted(
+                float(packet.pts * packet.time_base)
+                for packet in container.demux(stream)
+                if packet.pts is not None
+            )
+    except (OSError, ValueError, av.FFmpegError) as error:
+        raise FlipbookError(field, str(path), _ALLOWED, detail=str(error)) from None
+    if not times:
+        raise FlipbookError(field, str(path), _ALLOWED, detail="the video has no frames")
+    return [t - times[0] for t in times]
+
+
 def _decode_with_times(path: Path) -> tuple[list[np.ndarray], list[float]]:
     frames, times = [], []
     with av.open(str(path), metadata_errors="replace") as container:

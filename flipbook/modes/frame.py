@@ -55,7 +55,7 @@ class ModeContext:
     def __post_init__(self) -> None:
         """The units are set up once per render: images opened, weights resolved, preprocessors cached."""
         if self.controls is None and self.spec.controlnet:
-            object.__setattr__(self, "controls", ControlUnits(self.spec))
+            object.__setattr__(self, "controls", ControlUnits(self.spec, self.plan.variables))
 
 
 def frame_request(

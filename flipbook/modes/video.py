@@ -172,10 +172,10 @@ def read_source(spec: Spec) -> Source:
 
 
 def _source_timing(spec: Spec) -> tuple[float, float]:
-    """(source fps, seconds of the first chosen frame) without keeping the frames."""
-    from flipbook.io.readers import source_rate, video_frames_with_times
+    """(source fps, seconds of the first chosen frame), from timestamps alone (no decoding)."""
+    from flipbook.io.readers import frame_times, source_rate
 
-    _, times = video_frames_with_times(spec.init.video, field="init.video")
+    times = frame_times(spec.init.video, field="init.video")
     start = min(spec.video.start_frame, len(times) - 1)
     return source_rate(times), times[start]
 

@@ -78,13 +78,13 @@ def post_process(spec: Spec, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 def write_animation(
     spec: Spec,
-    frames: Sequence[PIL.Image.Image],
+    frames: Sequence[np.ndarray],
     run_dir: Path,
     parameters: str,
     *,
     soundtrack: tuple[Path, float] | None = None,
 ) -> dict[str, Path]:
-    """Post-process and encode into ``run_dir``; returns ``{format: path}``. Without post-processing the
+    """Post-process and encode ``frames`` (uint8 RGB arrays) into ``run_dir``; returns ``{format: path}``. Without post-processing the
     ``png`` output is the run's own ``frames/`` folder (nothing is copied). ``soundtrack`` (a file and an
     offset) is the mode's own audio, used when ``audio.file`` is not set (a video's sound)."""
     out = spec.output
@@ -96,7 +96,7 @@ def write_animation(
         formats.remove("png")
     if not formats:
         return outputs
-    arrays = post_process(spec, [np.asarray(frame.convert("RGB")) for frame in frames])
+    arrays = post_process(spec, frames)
     outputs.update(
         write_outputs(
             arrays,

@@ -57,7 +57,7 @@ def _render(spec: Spec, events: Events, run: RunDir | None) -> RenderResult:
     plan = build_plan(spec)
     resuming = run is not None
     run = run or RunDir(Path(spec.output.dir) / (spec.output.name or "flipbook"))
-    _check_inputs(spec)
+    _check_inputs(spec, plan)
     mode.check_inputs(spec)
     folders = ModelsDir(spec.model.models_dir) if spec.model.models_dir else None
     networks = ExtraNetworks(folders, [(lora.name, lora.weight) for lora in spec.model.loras])
@@ -88,7 +88,7 @@ def _render(spec: Spec, events: Events, run: RunDir | None) -> RenderResult:
         raise
 
     # 4. Measure flicker, then post-process and encode the animation from every frame on disk
-    frames = [run.load(i) for i in range(n)]
+    frames = [np.asarray(run.load(i).convert("RGB")) for i in range(n)]
     result.metrics = consistency_metrics(frames, mode, spec)
     run.write_metrics(result.metrics)
     run.log("temporal error: " + ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items()))
@@ -100,13 +100,13 @@ def _render(spec: Spec, events: Events, run: RunDir | None) -> RenderResult:
     return result
 
 
-def _check_inputs(spec: Spec) -> None:
+def _check_inputs(spec: Spec, plan: Plan) -> None:
     """Open the input files every mode reads (init image, mask, ControlNet images) now: a missing file fails
     before any model is loaded, with the field that names it (a mode checks its own in ``check_inputs``)."""
     if spec.init.image is not None:
         init_image(spec)
     animation_mask(spec)
-    check_controlnet(spec)
+    check_controlnet(spec, plan.variables)
     check_post_inputs(spec)
 
 
@@ -136,13 +136,13 @@ def frame_parameters(frame: Frame, planned: FramePlan, spec: Spec) -> Generation
     )
 
 
-def consistency_metrics(frames: list, mode, spec: Spec) -> dict[str, float]:
+def consistency_metrics(frames: list[np.ndarray], mode, spec: Spec) -> dict[str, float]:
     """The temporal-consistency score (flow-compensated frame-to-frame error, 0-255) of the output and, for
     modes with a source (video), of the source, so flicker is a number next to its baseline."""
     from flipbook.motion.consistency import temporal_error
 
     metrics = {}
-    output = temporal_error([np.asarray(f) for f in frames])
+    output = temporal_error(frames)
     if output is not None:
         metrics["output"] = output
         if hasattr(mode, "source_frames"):

@@ -60,6 +60,8 @@ class FramePlan:
 @dataclass(frozen=True)
 class Plan:
     frames: tuple[FramePlan, ...]
+    # the audio variables (beat, bpm, amp per frame) the schedules were resolved with; empty without audio.file
+    variables: Mapping[str, np.ndarray] = field(default_factory=dict, compare=False)
 
     def __getitem__(self, index: int) -> FramePlan:
         return self.frames[index]
@@ -165,7 +167,7 @@ def build_plan(spec: Spec, audio: AudioFeatures | None = None) -> Plan:
         )
         for i in range(n)
     )
-    return Plan(frames)
+    return Plan(frames, MappingProxyType(dict(variables)))
 
 
 @dataclass(frozen=True)
