@@ -226,3 +226,94 @@ def test_resume_after_cancel_gives_identical_frames(tmp_path, cadence, stop_afte
     result = resume(tmp_path / "part")
     assert result.resumed_from == resume_point(stop_after + 1, cadence)
     assert all(np.array_equal(a, b) for a, b in zip(whole, frames(result), strict=True))
+
+
+# ---- colour coherence against the hybrid video ("video", Deforum's "Video Input") ---------------------------
+
+TINTS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]  # red, green, blue, yellow
+
+
+def tinted_video(folder):
+    """A frame folder: a texture tinted a different colour in each frame."""
+    folder.mkdir()
+    texture = np.random.default_rng(5).normal(0, 25, (64, 64, 1))
+    frames = []
+    for i, tint in enumerate(TINTS):
+        frame = np.clip(np.array(tint, float) + texture, 0, 255).astype(np.uint8)
+        PIL.Image.fromarray(frame).save(folder / f"frame_{i:03d}.png")
+        frames.append(frame)
+    return folder, frames
+
+
+def img2img_inputs(monkeypatch):
+    from flipbook.sampling.core import SamplingCore
+
+    inputs = []
+    original = SamplingCore.run_batch
+
+    def spy(self, requests, **kwargs):
+        inputs.extend(np.asarray(r.image) if r.image is not None else None for r in requests)
+        return original(self, requests, **kwargs)
+
+    monkeypatch.setattr(SamplingCore, "run_batch", spy)
+    return inputs
+
+
+def nearest_tint(image, video):
+    means = [f.reshape(-1, 3).mean(0) for f in video]
+    return int(np.argmin([np.abs(image.reshape(-1, 3).mean(0) - m).sum() for m in means]))
+
+
+@pytest.mark.parametrize(("every_n", "expected"), [(1, [1, 2, 3]), (2, [0, 2, 2]), (3, [0, 0, 3])])
+def test_video_colour_coherence_follows_the_video_frames(tmp_path, monkeypatch, every_n, expected):
+    folder, video = tinted_video(tmp_path / "tints")
+    inputs = img2img_inputs(monkeypatch)
+    camera = {"hybrid_video": str(folder), "color_coherence": "video", "color_coherence_video_every_n": every_n,
+              "noise": 0, "antiblur_amount": 0}  # fmt: skip
+    out = frames(render(make_spec(tmp_path, animation={"max_frames": 4}, camera=camera)))
+    # frame 0 is matched to video frame 0 after img2img, as Deforum does
+    assert nearest_tint(out[0], video) == 0
+    assert np.abs(out[0].reshape(-1, 3).mean(0) - video[0].reshape(-1, 3).mean(0)).max() < 8
+    # each later frame starts img2img from the warped frame matched (LAB) to the sampled video frame
+    assert [nearest_tint(inputs[k], video) for k in (1, 2, 3)] == expected
+    for k, sample in zip((1, 2, 3), expected, strict=True):
+        assert np.abs(inputs[k].reshape(-1, 3).mean(0) - video[sample].reshape(-1, 3).mean(0)).max() < 8
+
+
+def test_frame_0_colour_coherence_is_unchanged_without_video(tmp_path, monkeypatch):
+    """The other modes match later frames to frame 0, which stays as generated."""
+    folder, video = tinted_video(tmp_path / "tints")
+    camera = {"hybrid_video": str(folder), "noise": 0, "antiblur_amount": 0}
+    lab = frames(render(make_spec(tmp_path, name="lab", animation={"max_frames": 2}, camera=camera)))
+    plain = frames(render(make_spec(tmp_path, name="none", animation={"max_frames": 2},
+                                    camera={**camera, "color_coherence": "none"})))  # fmt: skip
+    assert np.array_equal(lab[0], plain[0])
+
+
+# ---- 2D zoom 0: Deforum's degenerate warp ---------------------------------------------------------------------
+
+
+def test_2d_zoom_0_warps_as_deforums_cv2_call_does(tmp_path):
+    import cv2
+
+    from flipbook.modes.camera import camera_for
+    from flipbook.spec.plan import build_plan
+
+    spec = make_spec(
+        tmp_path, animation={"max_frames": 3}, camera={"zoom": "0:(1), 1:(0), 2:(1)", "angle": 10}
+    )
+    camera = camera_for(spec, build_plan(spec))
+    image = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    # Deforum's anim_frame_warp_2d: getRotationMatrix2D(centre, angle, zoom) -> warpPerspective
+    deforum = np.vstack([cv2.getRotationMatrix2D((32.0, 32.0), 10, 0), [0, 0, 1]])
+    expected = cv2.warpPerspective(image, deforum, (64, 64), borderMode=cv2.BORDER_REPLICATE)
+    assert np.array_equal(camera.warp(image, 0, range(1, 2)), expected)
+    assert camera.warp_back(image, 1, range(1, 2)) is image  # a collapse can't be undone: left as it is
+    assert not np.array_equal(camera.warp(image, 1, range(2, 3)), image)  # zoom 1 and angle 10 still turn it
+
+
+@pytest.mark.parametrize("cadence", [1, 2])
+def test_2d_zoom_0_renders(tmp_path, cadence):
+    spec = make_spec(tmp_path, animation={"max_frames": 3}, camera={"zoom": 0, "cadence": cadence})
+    out = frames(render(spec))
+    assert len(out) == 3 and all(f.shape == (64, 64, 3) for f in out)

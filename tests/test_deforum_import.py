@@ -30,10 +30,10 @@ UNSUPPORTED_MODE: set[str] = set()
 VIDEO_INPUT = (
     "Encodex-Ai__stable-diffusion-webui__deforum_settings.txt"  # "Video Input", a local Windows path
 )
-INVALID_SPEC: dict[str, str] = {
-    # 2D hybrid-video file: colour coherence against the video input frames
-    "Encodex-Ai__stable-diffusion-webui__deforum_settings_hybrid.txt": "camera.color_coherence",
-}
+INVALID_SPEC: dict[str, str] = {}
+# 2D hybrid-video file: "Video Input" colour coherence, RAFT flow (read as DIS), "Before Motion" compositing, and
+# zoom "0: (0)" (Deforum's degenerate 2D warp); its video is a local Windows path, so a render stops at it
+HYBRID = "Encodex-Ai__stable-diffusion-webui__deforum_settings_hybrid.txt"
 # The notebook-era file; its sampler dpmpp_2s_a is A1111's "DPM++ 2S a", which diffusers lacks and flipbook
 # brings as its own scheduler (flipbook.models.dpmpp_2s_ancestral)
 NOTEBOOK_ERA = (
@@ -227,6 +227,17 @@ def test_real_files(path):
     assert len(plan) == spec.animation.max_frames
     if mode in ("2D", "3D"):
         assert set(plan[0].camera) >= {"zoom", "translation_z", "fov", "noise_multiplier"}
+    if path.name == HYBRID:
+        c = spec.camera
+        assert (c.color_coherence, c.color_coherence_video_every_n, c.hybrid_composite) == (
+            "video",
+            1,
+            "before_motion",
+        )
+        assert (c.hybrid_motion, c.hybrid_flow_method, c.zoom) == ("optical_flow", "dis", 0)
+        assert str(c.hybrid_video) == settings_["video_init_path"]
+        assert not {"color_coherence_video_every_N_frames", "hybrid_flow_consistency"} & set(unmapped)
+        assert "hybrid_use_first_frame_as_init_image" in unmapped  # flipbook has no such init: reported
 
 
 @pytest.mark.skipif(not FILES, reason="shared Deforum testdata not present")
@@ -234,7 +245,10 @@ def test_real_files_quirks_covered():
     """The folder's README promises CRLF files and a notebook-era file; make sure the glob still sees them."""
     names = {p.name for p in FILES}
     assert any(b"\r\n" in p.read_bytes() for p in FILES)
-    assert UNSUPPORTED_MODE | set(INVALID_SPEC) | set(INVALID_PLAN) | {NOTEBOOK_ERA, VIDEO_INPUT} <= names
+    assert (
+        UNSUPPORTED_MODE | set(INVALID_SPEC) | set(INVALID_PLAN) | {NOTEBOOK_ERA, VIDEO_INPUT, HYBRID}
+        <= names
+    )
 
 
 # ---------------------------------------------------------------------------------------------- camera, init
@@ -253,17 +267,100 @@ def test_hybrid_video_maps_to_camera_hybrid_fields():
         "optical_flow",
         "dis",
     )
-    assert (
-        camera.hybrid_composite and camera.hybrid_comp_alpha == 0.25
-    )  # a constant schedule becomes a number
+    assert camera.hybrid_composite == "normal" and camera.hybrid_comp_alpha == 0.25  # a constant: a number
     assert camera.hybrid_comp_mask_type == "difference" and camera.hybrid_comp_mask_inverse
     assert not {"hybrid_motion", "video_init_path", "hybrid_comp_alpha_schedule"} & set(unmapped)
     data, unmapped = deforum_to_spec_data({**settings, "hybrid_motion": "None", "hybrid_composite": "None"})
     assert "hybrid_video" not in data["camera"] and "video_init_path" in unmapped
-    data, _ = deforum_to_spec_data({**settings, "hybrid_flow_method": "RAFT"})
-    with pytest.raises(FlipbookError) as error:  # copied, not replaced by DIS
+    data, _ = deforum_to_spec_data({**settings, "hybrid_flow_method": "DenseRLOF"})
+    with pytest.raises(FlipbookError) as error:  # opencv-contrib flow: copied for validation to report
         spec_from_data(data)
     assert error.value.field == "camera.hybrid_flow_method"
+
+
+@pytest.mark.parametrize(
+    ("deforum", "flipbook"),
+    [("None", "none"), ("Normal", "normal"), ("Before Motion", "before_motion"),
+     ("After Generation", "after_generation"), (True, "normal"), (False, "none")],
+)  # fmt: skip
+def test_hybrid_composite_timings(deforum, flipbook):
+    settings = {
+        **MINIMAL,
+        "video_init_path": "clip.mp4",
+        "hybrid_motion": "Affine",
+        "hybrid_composite": deforum,
+    }
+    camera = spec_from_data(deforum_to_spec_data(settings)[0]).camera
+    assert camera.hybrid_composite == flipbook
+
+
+def test_raft_is_read_as_dis_and_the_substitution_is_reported(tmp_path):
+    from flipbook.spec.deforum import deforum_quirks
+    from flipbook.spec.load import load_spec_and_warnings
+
+    settings = {
+        **MINIMAL,
+        "video_init_path": "clip.mp4",
+        "hybrid_motion": "Optical Flow",
+        "hybrid_flow_method": "RAFT",
+    }
+    data, unmapped = deforum_to_spec_data(settings)
+    assert data["camera"]["hybrid_flow_method"] == "dis" and "hybrid_flow_method" not in unmapped
+    assert len(deforum_quirks(settings)) == 1 and '"RAFT"' in deforum_quirks(settings)[0]
+    path = tmp_path / "raft.txt"
+    path.write_text(json.dumps(settings), encoding="utf-8")
+    spec, warnings = load_spec_and_warnings(path)
+    assert spec.camera.hybrid_flow_method == "dis"
+    assert any("RAFT" in w and '"dis"' in w for w in warnings)
+    # the HTTP API's Deforum import says the same as the CLI's
+    from flipbook.server.submit import deforum_data
+
+    assert deforum_data(settings)[1] == warnings
+    # RAFT where no optical flow is used is inert: nothing substituted, nothing to report
+    assert not deforum_quirks({**settings, "hybrid_motion": "Affine"})
+    assert not deforum_quirks({**settings, "hybrid_motion": "None"})
+
+
+def test_video_input_colour_coherence_maps_to_the_hybrid_video():
+    from flipbook.spec.deforum import deforum_quirks
+
+    settings = {**MINIMAL, "video_init_path": "clip.mp4", "hybrid_motion": "Optical Flow", "color_coherence": "Video Input",
+                "color_coherence_video_every_N_frames": 4}  # fmt: skip
+    data, unmapped = deforum_to_spec_data(settings)
+    camera = spec_from_data(data).camera
+    assert (camera.color_coherence, camera.color_coherence_video_every_n) == ("video", 4)
+    assert "color_coherence_video_every_N_frames" not in unmapped and not deforum_quirks(settings)
+    # no hybrid video in use: Deforum has no video sample and matches LAB against the first warped frame
+    plain = {**settings, "hybrid_motion": "None"}
+    data, unmapped = deforum_to_spec_data(plain)
+    assert (
+        data["camera"]["color_coherence"] == "lab" and "color_coherence_video_every_n" not in data["camera"]
+    )
+    assert "color_coherence_video_every_N_frames" not in unmapped  # inert without "Video Input" in force
+    assert ["color_coherence" in note and '"lab"' in note for note in deforum_quirks(plain)] == [True]
+
+
+def test_hybrid_settings_at_flipbooks_behaviour_are_read_the_others_reported():
+    settings = {
+        **MINIMAL, "video_init_path": "clip.mp4", "hybrid_motion": "Optical Flow", "hybrid_composite": "Normal",
+        "hybrid_comp_mask_type": "None", "hybrid_motion_use_prev_img": False, "hybrid_flow_consistency": False,
+        "hybrid_consistency_blur": 2, "hybrid_comp_mask_contrast_schedule": "0:(1.5)",
+        "hybrid_comp_mask_blend_alpha_schedule": "0:(0.3)", "hybrid_comp_mask_auto_contrast": True,
+        "hybrid_comp_mask_auto_contrast_cutoff_low_schedule": "0:(0)", "hybrid_use_init_image": False,
+        "hybrid_use_first_frame_as_init_image": True, "hybrid_generate_inputframes": True,
+        "hybrid_generate_human_masks": "None", "hybrid_comp_save_extra_frames": True, "extract_nth_frame": 1,
+        "extract_from_frame": 0, "extract_to_frame": -1,
+    }  # fmt: skip
+    _, unmapped = deforum_to_spec_data(settings)
+    assert unmapped == ["hybrid_use_first_frame_as_init_image"]  # the mask settings are inert without a mask
+    changed = {**settings, "hybrid_comp_mask_type": "Blend", "hybrid_motion_use_prev_img": True,
+               "hybrid_flow_consistency": True, "extract_nth_frame": 2, "hybrid_use_first_frame_as_init_image": False}  # fmt: skip
+    _, unmapped = deforum_to_spec_data(changed)
+    assert unmapped == [
+        "extract_nth_frame", "hybrid_comp_mask_auto_contrast", "hybrid_comp_mask_auto_contrast_cutoff_low_schedule",
+        "hybrid_comp_mask_blend_alpha_schedule", "hybrid_comp_mask_contrast_schedule", "hybrid_consistency_blur",
+        "hybrid_flow_consistency", "hybrid_motion_use_prev_img",
+    ]  # fmt: skip
 
 
 def test_a_doubled_keyframe_is_read_as_deforum_reads_it_and_reported(tmp_path):
@@ -339,7 +436,7 @@ def test_a1111_default_settings_map_to_camera():
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [("None", "none"), ("Match Frame 0 RGB", "rgb"), ("RGB", "rgb"), ("Match Frame 0 HSV", "hsv"),
-     ("HSV", "hsv"), ("Match Frame 0 LAB", "lab"), ("LAB", "lab"), ("Video Input", "Video Input")],
+     ("HSV", "hsv"), ("Match Frame 0 LAB", "lab"), ("LAB", "lab"), ("Video Input", "lab")],  # without hybrid video, see below
 )  # fmt: skip
 def test_color_coherence_names(raw, expected):
     data, _ = deforum_to_spec_data({"prompts": {"0": "a"}, "color_coherence": raw})

@@ -135,15 +135,54 @@ def test_hybrid_composite_blends_the_video_frame_in(tmp_path, monkeypatch, tiny_
     decoded = read_frames(path).frames
     frames, inputs = hybrid_render(
         tmp_path, monkeypatch, tiny_model,
-        {"hybrid_video": str(path), "hybrid_composite": True, "hybrid_comp_alpha": 1.0},
+        {"hybrid_video": str(path), "hybrid_composite": "normal", "hybrid_comp_alpha": 1.0},
     )  # fmt: skip
     assert np.abs(inputs[1].astype(int) - decoded[1]).max() <= 1  # alpha 1, mask none: the video frame
-    frames, inputs = hybrid_render(
+    frames, inputs = hybrid_render(  # true: the earlier on/off switch, read as "normal"
         tmp_path, monkeypatch, tiny_model,
         {"hybrid_video": str(path), "hybrid_composite": True, "hybrid_comp_alpha": 0.5}, name="half",
     )  # fmt: skip
     half = (frames[0].astype(float) + decoded[1]) / 2
     assert np.abs(inputs[1].astype(float) - half).max() <= 1
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_composite_before_motion_lets_the_video_motion_move_the_blend(
+    tmp_path, monkeypatch, tiny_model, panning_video
+):
+    path, _ = panning_video
+    from flipbook.io.readers import read_frames
+
+    decoded = read_frames(path).frames
+    camera = {"hybrid_video": str(path), "hybrid_motion": "optical_flow", "hybrid_comp_alpha": 1.0}
+    _, normal = hybrid_render(tmp_path, monkeypatch, tiny_model, {**camera, "hybrid_composite": "normal"})
+    _, before = hybrid_render(
+        tmp_path, monkeypatch, tiny_model, {**camera, "hybrid_composite": "before_motion"}, name="before"
+    )
+    inner = (slice(8, 56), slice(12, 56))
+    # normal: blended after the motion, so the input is the video frame; before_motion: the video frame (blended
+    # into the camera-warped frame) is then moved by the video's motion from frame 0 to 1, 4 px to the right
+    assert np.abs(normal[1].astype(int) - decoded[1]).max() <= 1
+    expected = shifted(decoded[1], 4, 0)
+    assert np.abs(before[1][inner].astype(int) - expected[inner]).mean() < 6
+    assert np.abs(before[1][inner].astype(int) - decoded[1][inner]).mean() > 10
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_composite_after_generation_blends_the_video_into_the_generated_frame(
+    tmp_path, monkeypatch, tiny_model, panning_video
+):
+    path, _ = panning_video
+    from flipbook.io.readers import read_frames
+
+    decoded = read_frames(path).frames
+    camera = {"hybrid_video": str(path), "hybrid_composite": "after_generation", "hybrid_comp_alpha": 1.0}
+    frames, inputs = hybrid_render(tmp_path, monkeypatch, tiny_model, camera)
+    assert np.abs(frames[0].astype(int) - decoded[0]).mean() > 10  # frame 0 is not composited (Deforum)
+    assert np.abs(inputs[1].astype(int) - frames[0]).max() <= 1  # img2img starts from the warped frame 0 ...
+    for index in (1, 2):  # ... and its result is blended with the video frame: alpha 1, the video frame
+        assert np.abs(frames[index].astype(int) - decoded[index]).max() <= 1
+    assert np.abs(inputs[2].astype(int) - frames[1]).max() <= 1  # the blend is the next frame's start
 
 
 def test_hybrid_settings_need_a_video_and_a_camera_mode():
@@ -158,3 +197,37 @@ def test_hybrid_settings_need_a_video_and_a_camera_mode():
     with pytest.raises(FlipbookError) as error:
         spec_from_data({"prompts": {"0": "x"}, "camera": {"hybrid_video": "v.mp4"}})
     assert error.value.field == "camera.hybrid_video"
+    for timing in ("before_motion", "after_generation"):
+        with pytest.raises(FlipbookError) as error:
+            spec_from_data(
+                {
+                    "prompts": {"0": "x"},
+                    "animation": {"mode": "2d"},
+                    "camera": {"hybrid_composite": timing},
+                }
+            )
+        assert error.value.field == "camera.hybrid_video"
+    with pytest.raises(FlipbookError) as error:  # video colour coherence needs the video
+        spec_from_data(
+            {"prompts": {"0": "x"}, "animation": {"mode": "2d"}, "camera": {"color_coherence": "video"}}
+        )
+    assert error.value.field == "camera.color_coherence"
+
+
+def test_hybrid_composite_takes_the_earlier_switch():
+    from flipbook.errors import FlipbookError
+    from flipbook.spec.load import spec_from_data
+
+    def timing(value):
+        data = {"prompts": {"0": "x"}, "animation": {"mode": "2d"}, "camera": {"hybrid_video": "v.mp4"}}
+        data["camera"]["hybrid_composite"] = value
+        return spec_from_data(data).camera.hybrid_composite
+
+    assert (timing(True), timing(False), timing("before_motion")) == (
+        "normal",
+        "none",
+        "before_motion",
+    )
+    with pytest.raises(FlipbookError) as error:
+        timing("Before Motion")  # Deforum's spelling is the importer's business
+    assert error.value.field == "camera.hybrid_composite"

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from flipbook.motion.color import match_colors, match_histograms, to_grayscale
+from flipbook.motion.color import match_colors, match_histograms, to_grayscale, video_color_frame
 
 
 def _image(seed: int = 0, shape: tuple[int, int] = (48, 64)) -> np.ndarray:
@@ -100,3 +100,25 @@ def test_grayscale_has_three_equal_channels_of_rgb_luma():
     red = np.zeros((2, 2, 3), np.uint8)
     red[..., 0] = 255
     assert to_grayscale(red)[0, 0, 0] == 76  # 0.299 * 255: RGB order, not BGR (which gives 29)
+
+
+def test_video_colour_sample_is_refreshed_every_n_frames():
+    """Deforum's "Video Input" colour coherence: frame k is matched to video frame (k // N) * N."""
+    assert [video_color_frame(k, 1) for k in range(5)] == [0, 1, 2, 3, 4]
+    assert [video_color_frame(k, 3) for k in range(8)] == [0, 0, 0, 3, 3, 3, 6, 6]
+    for n in range(1, 7):
+        assert all(video_color_frame(k, n) == (k // n) * n for k in range(40))
+        assert all(
+            video_color_frame(k, n, range(40)) == (k // n) * n for k in range(40)
+        )  # every frame diffused
+
+
+def test_video_colour_sample_is_taken_at_diffused_frames_only():
+    """With cadence Deforum refreshes the sample only at diffused frames that are multiples of N."""
+    diffused = [0, 2, 4, 6, 8, 9]  # cadence 2, 10 frames (flipbook diffuses the last frame too)
+    assert [video_color_frame(k, 3, diffused) for k in diffused] == [0, 0, 0, 6, 6, 9]
+    assert [video_color_frame(k, 2, diffused) for k in diffused] == [0, 2, 4, 6, 8, 8]
+    with pytest.raises(ValueError):
+        video_color_frame(3, 0)
+    with pytest.raises(ValueError):
+        video_color_frame(-1, 2)

@@ -169,12 +169,14 @@ def test_camera_ranges_are_checked_only_for_the_schedules_the_mode_uses():
     from flipbook.errors import SpecError
     from flipbook.spec.load import spec_from_data
 
-    def plan(mode):
+    def plan(mode, zoom="0:(-1)"):
         data = {"prompts": {"0": "x"}, "sampling": {"seed": 1}, "animation": {"mode": mode, "max_frames": 3}}
-        return build_plan(spec_from_data({**data, "camera": {"zoom": "0:(0)"}}))
+        return build_plan(spec_from_data({**data, "camera": {"zoom": zoom}}))
 
-    assert plan("3d")[0].camera["zoom"] == 0.0  # 3D ignores zoom, as Deforum does
-    assert plan("travel")[0].camera["zoom"] == 0.0
+    assert plan("3d")[0].camera["zoom"] == -1.0  # 3D ignores zoom, as Deforum does
+    assert plan("travel")[0].camera["zoom"] == -1.0
     with pytest.raises(SpecError) as error:
         plan("2d")
     assert error.value.field == "camera.zoom" and "frame 0" in str(error.value)
+    # 2D zoom 0 is Deforum's degenerate warp (scale 0): accepted, rendered as Deforum renders it
+    assert plan("2d", "0:(0)")[0].camera["zoom"] == 0.0

@@ -39,6 +39,8 @@ CASES: dict[str, Callable[..., str]] = {
     "frame-interpolation": _case("interpolate", takes=_FRAME_SIZE),
     "encode": _case("encode", takes=_FRAME_SIZE),
     "server": _case("server", takes=("runs", "out"), uses_frames=False),
+    "svd": _case("svd"),
+    "animatediff": _case("animatediff"),
 }
 
 

@@ -29,6 +29,7 @@ A1111_FOLDERS: dict[str, tuple[str, ...]] = {
     "embedding": ("embeddings",),
     "controlnet": ("models/ControlNet", "extensions/sd-webui-controlnet/models"),
     "motion_module": ("extensions/sd-webui-animatediff/model", "models/AnimateDiff"),
+    "motion_lora": ("models/Lora",),  # the A1111 extension loads motion LoRAs from the LoRA folder
     "upscaler": ("models/ESRGAN", "models/RealESRGAN"),
 }
 COMFYUI_FOLDERS: dict[str, tuple[str, ...]] = {
@@ -38,6 +39,7 @@ COMFYUI_FOLDERS: dict[str, tuple[str, ...]] = {
     "embedding": ("models/embeddings",),
     "controlnet": ("models/controlnet",),
     "motion_module": ("models/animatediff_models", "custom_nodes/ComfyUI-AnimateDiff-Evolved/models"),
+    "motion_lora": ("models/animatediff_motion_lora", "custom_nodes/ComfyUI-AnimateDiff-Evolved/motion_lora"),
     "upscaler": ("models/upscale_models",),
 }
 KINDS: tuple[str, ...] = tuple(A1111_FOLDERS)
@@ -51,6 +53,7 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "embedding": (".safetensors", ".pt", ".bin"),
     "controlnet": (".safetensors", ".ckpt", ".pt", ".pth", ".bin"),
     "motion_module": (".safetensors", ".ckpt", ".pt", ".pth"),
+    "motion_lora": (".safetensors", ".ckpt", ".pt", ".pth", ".bin"),
     "upscaler": (".safetensors", ".pth", ".pt"),
 }
 DIFFUSERS_MARKER = "model_index.json"
@@ -71,6 +74,7 @@ _COMFYUI_MARKERS = frozenset(
         "embeddings",
         "upscale_models",
         "animatediff_models",
+        "animatediff_motion_lora",
         "diffusion_models",
         "controlnet",
     }

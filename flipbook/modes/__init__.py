@@ -25,8 +25,10 @@ MODES: dict[str, str] = {
     "interpolate": "flipbook.modes.interpolate",
     "video": "flipbook.modes.video",
     "variations": "flipbook.modes.variations",
+    "svd": "flipbook.modes.svd",
+    "animatediff": "flipbook.modes.animatediff",
 }
-VIDEO_INIT_MODES: tuple[str, ...] = ("interpolate", "video")
+VIDEO_INIT_MODES: tuple[str, ...] = ("interpolate", "video", "animatediff")
 """Modes that read ``init.video``; the spec rejects it for the others."""
 
 

@@ -3,9 +3,14 @@
 Each diffused frame is the previous diffused frame moved by the camera, then partly re-diffused, in Deforum's
 order::
 
-    warp by this frame's motion -> match colours -> contrast -> anti-blur (unsharp mask) -> add noise
+    warp by this frame's motion -> [hybrid video: composite "before_motion" -> motion -> composite "normal"]
+    -> match colours -> contrast -> anti-blur (unsharp mask) -> add noise
     -> img2img (this frame's prompt, negative, cfg, steps, sampler, seed, strength, checkpoint)
-    -> keep masked-out pixels still
+    -> [hybrid video: composite "after_generation"] -> keep masked-out pixels still
+
+Colours are matched to frame 0 (or ``color_coherence_image``), or with ``color_coherence = "video"`` to the
+hybrid video's frame, a new one every ``color_coherence_video_every_n`` frames; in that mode frame 0 itself is
+matched to the video's frame 0 after img2img, as Deforum does for its "Video Input" colour coherence.
 
 With ``cadence = N`` only frames 0, N, 2N, ... (and the last frame) are diffused. The diffused frame b is made
 from the previous diffused frame a warped by the camera motion of frames a+1..b composed into one warp (one
@@ -21,7 +26,7 @@ and produces the same frames as an uninterrupted run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +43,8 @@ from flipbook.modes.frame import (
     still_image,
 )
 from flipbook.motion.camera import Camera, Camera2D, Camera3D
-from flipbook.motion.color import match_colors, to_grayscale
+from flipbook.motion.camera2d import compose
+from flipbook.motion.color import VIDEO_COLOR_SPACE, match_colors, to_grayscale, video_color_frame
 from flipbook.motion.filters import add_noise, adjust_contrast, unsharp_mask
 from flipbook.motion.flow import flow_tween
 from flipbook.spec.model import Spec
@@ -81,15 +87,18 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     if ctx.start >= 0:
         previous = _Keyframe(ctx.start, np.asarray(ctx.run.load(ctx.start)))
         still = still_image(ctx)
-        reference = _color_reference(ctx, np.asarray(ctx.run.load(0)))
+        reference = _color_reference(ctx, np.asarray(ctx.run.load(0)), hybrid, schedule)
     else:
         request = first_frame_request(ctx)
         image = ctx.cores[ctx.plan[0].checkpoint].generate([request])[0]
+        if spec.camera.color_coherence == "video" and hybrid is not None:
+            # Deforum matches frame 0 to the video's frame 0 after generation ("Video Input", legacy or not)
+            image = PIL.Image.fromarray(match_colors(np.asarray(image), hybrid.frames[0], VIDEO_COLOR_SPACE))
         still = still_image(ctx, image)
         image = keep_still(image, still, mask)
         yield Frame(0, image, request)
         previous = _Keyframe(0, np.asarray(image))
-        reference = _color_reference(ctx, previous.image)
+        reference = _color_reference(ctx, previous.image, hybrid, schedule)
 
     # 2. Each diffused frame from the one before; then the in-betweens that need both
     for index in (i for i in schedule if i > previous.index):
@@ -97,12 +106,15 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
         span = range(previous.index + 1, index + 1)
         warped = camera.warp(previous.image, previous.index, span)
         if hybrid is not None:
-            warped = hybrid(warped, previous.index, index)
-        prepared = _prepare(ctx, frame, warped, reference, mask)
+            warped = hybrid.before_generation(warped, previous.index, index)
+        prepared = _prepare(ctx, frame, warped, reference(index), mask)
         request = frame_request(
             ctx, frame, PIL.Image.fromarray(prepared), noise_multiplier=frame.camera["noise_multiplier"]
         )
-        image = keep_still(ctx.cores[frame.checkpoint].generate([request])[0], still, mask)
+        image = ctx.cores[frame.checkpoint].generate([request])[0]
+        if hybrid is not None:
+            image = hybrid.after_generation(image, index)
+        image = keep_still(image, still, mask)
         current = _Keyframe(index, np.asarray(image))
         for j in range(previous.index + 1, index):
             yield Frame(j, PIL.Image.fromarray(_in_between(ctx, camera, previous, current, j)))
@@ -112,32 +124,50 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
 
 class _Hybrid:
     """Deforum's hybrid video: the warped frame is moved the way the hybrid video moved between the two
-    diffused frames, then the video's frame is blended in (alpha and mask from ``[camera]``)."""
+    diffused frames, and the video's frame is blended in (alpha and mask from ``[camera]``) where
+    ``hybrid_composite`` says: before or after that motion, or into the generated image (render.py's order)."""
 
     def __init__(self, ctx: ModeContext) -> None:
         self.spec, self.plan = ctx.spec, ctx.plan
         self.frames = hybrid_frames(ctx.spec)
         self.depth = None
-        if ctx.spec.camera.hybrid_composite and ctx.spec.camera.hybrid_comp_mask_type == "depth":
+        if ctx.spec.camera.hybrid_composite != "none" and ctx.spec.camera.hybrid_comp_mask_type == "depth":
             from flipbook.motion.depth import DepthEstimator
 
             c, m = ctx.spec.camera, ctx.spec.model
             self.depth = DepthEstimator.load(c.depth_model, device=m.device, dtype=m.dtype)
 
-    def __call__(self, image: np.ndarray, before: int, index: int) -> np.ndarray:
-        from flipbook.motion.hybrid import apply_hybrid_motion, composite, composite_mask
+    def before_generation(self, image: np.ndarray, before: int, index: int) -> np.ndarray:
+        """The camera-warped frame ``image`` (diffused frame ``before`` brought to ``index``) moved like the
+        video from ``before`` to ``index``, with the video frame blended in before ("before_motion") or after
+        ("normal") that motion."""
+        from flipbook.motion.hybrid import apply_hybrid_motion
+
+        c, values = self.spec.camera, self.plan[index].camera
+        if c.hybrid_composite == "before_motion":
+            image = self._composite(image, index)
+        image = apply_hybrid_motion(
+            image, self.frames[before], self.frames[index], c.hybrid_motion, flow_method=c.hybrid_flow_method,
+            flow_factor=values["hybrid_flow_factor"], border=c.border,
+        )  # fmt: skip
+        if c.hybrid_composite == "normal":
+            image = self._composite(image, index)
+        return image
+
+    def after_generation(self, image: PIL.Image.Image, index: int) -> PIL.Image.Image:
+        """Diffused frame ``index`` as generated, with the video frame blended in for "after_generation"."""
+        if self.spec.camera.hybrid_composite != "after_generation":
+            return image
+        return PIL.Image.fromarray(self._composite(np.asarray(image.convert("RGB")), index))
+
+    def _composite(self, image: np.ndarray, index: int) -> np.ndarray:
+        from flipbook.motion.hybrid import composite, composite_mask
 
         c, values = self.spec.camera, self.plan[index].camera
         source = self.frames[index]
-        moved = apply_hybrid_motion(
-            image, self.frames[before], source, c.hybrid_motion, flow_method=c.hybrid_flow_method,
-            flow_factor=values["hybrid_flow_factor"], border=c.border,
-        )  # fmt: skip
-        if not c.hybrid_composite:
-            return moved
         depth = self.depth(source) if self.depth is not None else None
-        mask = composite_mask(moved, source, c.hybrid_comp_mask_type, depth=depth)
-        return composite(moved, source, values["hybrid_comp_alpha"], mask, invert=c.hybrid_comp_mask_inverse)
+        mask = composite_mask(image, source, c.hybrid_comp_mask_type, depth=depth)
+        return composite(image, source, values["hybrid_comp_alpha"], mask, invert=c.hybrid_comp_mask_inverse)
 
 
 def hybrid_frames(spec: Spec) -> list[np.ndarray]:
@@ -173,7 +203,7 @@ def camera_for(
         width, height = size or (a.width, a.height)
         if (width, height) != (a.width, a.height):
             values = [_scaled_translation(v, width / a.width, height / a.height) for v in values]
-        return Camera2D(values, width=width, height=height, border=c.border, flip=c.perspective_flip)
+        return _Camera2D(values, width=width, height=height, border=c.border, flip=c.perspective_flip)
     return Camera3D(
         values,
         disparity=disparity or _flat,
@@ -181,6 +211,32 @@ def camera_for(
         sampling_mode=c.sampling_mode,
         on_depth=on_depth,
     )
+
+
+class _Camera2D(Camera2D):
+    """The 2D camera, also for Deforum's degenerate ``zoom = 0``: ``cv2.getRotationMatrix2D(centre, angle, 0)``
+    (Deforum's anim_frame_warp_2d) sends every pixel to the transform centre whatever the angle, and the
+    translation and perspective flip apply after it. The warp hands that singular matrix to
+    ``cv2.warpPerspective`` as Deforum does, so the frame comes out as Deforum's does (OpenCV can't invert the
+    matrix: a flat frame, black with the OpenCV here). Such a move can't be undone: warping back across it
+    leaves the image as it is."""
+
+    def matrix(self, index: int) -> np.ndarray:
+        v = self.values[index]
+        if v["zoom"] != 0:
+            return super().matrix(index)
+        centre = (v["transform_center_x"] * (self.width - 1), v["transform_center_y"] * (self.height - 1))
+        collapse = np.array([[0.0, 0.0, centre[0]], [0.0, 0.0, centre[1]], [0.0, 0.0, 1.0]])
+        rest = Camera2D(
+            [{**v, "zoom": 1.0, "angle": 0.0}], width=self.width, height=self.height, border=self.border,
+            flip=self.flip,
+        ).matrix(0)  # fmt: skip
+        return compose(collapse, rest)
+
+    def warp_back(self, image: np.ndarray, at: int, frames: range) -> np.ndarray:
+        if any(self.values[i]["zoom"] == 0 for i in frames):
+            return image
+        return super().warp_back(image, at, frames)
 
 
 def _scaled_translation(values, sx: float, sy: float) -> dict[str, float]:
@@ -210,7 +266,8 @@ def _prepare(
     c, v = ctx.spec.camera, frame.camera
     image = warped
     if reference is not None:
-        image = match_colors(image, reference, c.color_coherence)
+        space = VIDEO_COLOR_SPACE if c.color_coherence == "video" else c.color_coherence
+        image = match_colors(image, reference, space)
     if c.color_force_grayscale:
         image = to_grayscale(image)
     image = adjust_contrast(image, v["contrast"])
@@ -246,13 +303,22 @@ def _in_between(
     return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
 
 
-def _color_reference(ctx: ModeContext, first: np.ndarray) -> np.ndarray | None:
-    """The image colours are matched to: ``color_coherence_image`` if set, else frame 0; None when off."""
+def _color_reference(
+    ctx: ModeContext, first: np.ndarray, hybrid: _Hybrid | None, diffused: Sequence[int]
+) -> Callable[[int], np.ndarray | None]:
+    """The image each diffused frame's colours are matched to: the hybrid video's frame sampled every
+    ``color_coherence_video_every_n`` diffused frames for "video", else ``color_coherence_image`` if set, else
+    frame 0; None when off."""
     c = ctx.spec.camera
     if c.color_coherence == "none":
-        return None
+        return lambda index: None
+    if c.color_coherence == "video" and hybrid is not None:
+        every_n, frames = c.color_coherence_video_every_n, hybrid.frames
+        return lambda index: frames[video_color_frame(index, every_n, diffused)]
+    reference = first
     if c.color_coherence_image is not None:
         from flipbook.io.images import open_image
 
-        return np.asarray(open_image(c.color_coherence_image, "camera.color_coherence_image").convert("RGB"))
-    return first
+        image = open_image(c.color_coherence_image, "camera.color_coherence_image").convert("RGB")
+        reference = np.asarray(image)
+    return lambda index: reference

@@ -26,11 +26,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Frame:
-    """A finished frame; ``request`` is None for frames made without diffusion (cadence in-betweens)."""
+    """A finished frame; ``request`` is None for frames not made by the image model's sampling core (cadence
+    in-betweens, or a video model's frames: those say how they were made in ``parameters``, extra A1111-style
+    keys such as ``{"Video model": "svd", ...}``)."""
 
     index: int
     image: PIL.Image.Image
     request: FrameRequest | None = None
+    parameters: dict[str, str] | None = None
 
 
 ResolvedPrompts = dict[str, tuple[str, tuple[tuple[Path, float, float | None], ...]]]

@@ -6,12 +6,17 @@ are BGR, so its "HSV"/"LAB" matching works on swapped channels; here everything 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal, get_args
 
 import cv2
 import numpy as np
 
 ColorCoherence = Literal["none", "rgb", "hsv", "lab"]
+
+# Deforum's "Video Input" (and "Image") colour coherence: maintain_colors matches in LAB for every mode other than
+# RGB and HSV.
+VIDEO_COLOR_SPACE: ColorCoherence = "lab"
 
 # cv2 conversion codes (to, back) per colour space; "rgb" needs none.
 _CONVERSIONS: dict[str, tuple[int, int]] = {
@@ -71,6 +76,27 @@ def match_colors(image: np.ndarray, reference: np.ndarray, mode: ColorCoherence)
     converted_reference = cv2.cvtColor(reference.astype(np.float32) / 255, to_space)
     matched = match_histograms(converted, converted_reference).astype(np.float32)
     return _to_uint8(cv2.cvtColor(matched, to_rgb) * 255)
+
+
+def video_color_frame(index: int, every_n: int, diffused: Iterable[int] = ()) -> int:
+    """The hybrid video frame whose colours diffused frame ``index`` is matched to (Deforum's "Video Input"
+    colour coherence with ``color_coherence_video_every_N_frames = every_n``).
+
+    Deforum takes a new sample at each diffused frame whose index is a multiple of ``every_n`` (the video frame
+    of that index) and keeps it until the next one. Every frame diffused (cadence 1): frame k uses video frame
+    ``(k // every_n) * every_n``. With ``diffused`` (the diffused frames, in any order; empty: every frame)
+    only those frames can take a sample: the latest diffused multiple of ``every_n`` at or before ``index``
+    (frame 0 always is one).
+    """
+    if every_n < 1:
+        raise ValueError(f"every_n must be at least 1, got {every_n}")
+    if index < 0:
+        raise ValueError(f"index must not be negative, got {index}")
+    latest = (index // every_n) * every_n
+    frames = set(diffused)
+    if not frames:
+        return latest
+    return max((j for j in frames if j <= index and j % every_n == 0), default=0)
 
 
 def to_grayscale(image: np.ndarray) -> np.ndarray:

@@ -9,9 +9,15 @@ Motion between source frames a and b is one of:
   between a and b (camera pans, zooms and turns without the per-pixel wobble of flow), applied with
   :func:`flipbook.motion.camera2d.warp_2d`.
 
-Compositing blends the source frame into the warped previous frame before img2img, ``alpha`` times a mask:
-``none`` (everywhere), ``difference`` (where the two differ: moving things come through), ``blend`` (the
-brightness of their average), ``depth`` (near parts of the source, from a depth map the caller gives).
+Compositing blends the source frame into an image, ``alpha`` times a mask: ``none`` (everywhere),
+``difference`` (where the two differ: moving things come through), ``blend`` (the brightness of their average),
+``depth`` (near parts of the source, from a depth map the caller gives). When it happens is Deforum's
+``hybrid_composite`` (render.py), for every diffused frame after frame 0, with the video frame of that frame:
+
+- ``normal``: into the camera-warped previous frame after the hybrid motion, before img2img;
+- ``before_motion``: into the camera-warped previous frame before the hybrid motion (so the motion moves the
+  blend), before img2img;
+- ``after_generation``: into the image img2img made; the blend is the frame (and the next frame's start).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from flipbook.motion.flow import warp_by_flow
 HybridMotion = Literal["none", "optical_flow", "affine", "perspective"]
 FlowMethod = Literal["dis", "farneback"]
 MaskType = Literal["none", "difference", "blend", "depth"]
+CompositeTiming = Literal["none", "normal", "before_motion", "after_generation"]
 
 ORB_FEATURES = 2000
 RANSAC_THRESHOLD = 3.0  # pixels

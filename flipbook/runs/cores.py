@@ -35,7 +35,7 @@ class Cores:
 
     def __getitem__(self, checkpoint: str) -> SamplingCore:
         if checkpoint != self._name or self._core is None:
-            self._release()
+            self.release()
             self._core = self._load(checkpoint)
             self._name = checkpoint
         return self._core
@@ -50,7 +50,9 @@ class Cores:
         self.loads += 1
         return SamplingCore(model, self._events, controlnets=self.controlnets)
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Free the loaded model (a mode that goes on with another model, as svd after its txt2img frame 0,
+        calls this so the two never share the device's memory); the next ``cores[...]`` loads again."""
         if self._core is None:
             return
         device = self._core.model.device

@@ -116,7 +116,9 @@ def frame_parameters(frame: Frame, planned: FramePlan, spec: Spec) -> Generation
     own), the plan's values, saying so."""
     extra = {"Frame": str(frame.index), "Version": f"flipbook {__version__}"}
     r = frame.request
-    if r is None:
+    if frame.parameters is not None:
+        extra.update(frame.parameters)
+    elif r is None:
         extra["Diffused"] = "no (cadence in-between)"
     elif r.blend_weight > 0:
         extra["Prompt blend"] = f"{r.blend_mode} {r.blend_weight:.4g} toward: {r.blend_prompt}"

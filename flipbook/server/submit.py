@@ -117,18 +117,12 @@ def parse_spec(raw: bytes, fmt: str, source: str = "body") -> tuple[dict[str, An
 
 
 def deforum_data(settings: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Spec data from a Deforum settings dict, with the settings flipbook does not use as one warning."""
-    from flipbook.spec.deforum import deforum_to_spec_data, summarize_unmapped
+    """Spec data from a Deforum settings dict, with what the import must tell the user (as the CLI says it)."""
+    from flipbook.spec.deforum import import_settings
 
     if not isinstance(settings, Mapping):
         raise SpecError("deforum_settings", type(settings).__name__, "an object of Deforum settings")
-    data, unmapped = deforum_to_spec_data(dict(settings))
-    if not unmapped:
-        return data, []
-    return data, [
-        f"{len(unmapped)} Deforum settings have no flipbook meaning yet and are not used: "
-        f"{summarize_unmapped(unmapped)}"
-    ]
+    return import_settings(dict(settings))
 
 
 def _deforum_text(text: str, source: str) -> tuple[dict[str, Any], list[str]]:

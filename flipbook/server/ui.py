@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from flipbook.spec.model import Spec
 
 UI_PATH = "/ui"
-MODE_TABS = ("travel", "2d", "3d", "interpolate", "video", "variations")
+MODE_TABS = ("travel", "2d", "3d", "interpolate", "video", "variations", "animatediff", "svd")
 FORMATS = ("png", "gif", "mp4", "mp4-h265", "webm", "webp", "apng", "contact")
 CAMERA_2D = ("zoom", "angle", "translation_x", "translation_y")
 CAMERA_3D = (
@@ -121,7 +121,9 @@ def common_data(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def mode_data(mode: str, common: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
     """Spec data for one mode tab: the common fields plus the mode's own (schedules for 2d/3d; easing, noise
-    and batch size for interpolate; every_nth for video; denoise and order for variations). Upload fields
+    and batch size for interpolate; every_nth for video; denoise and order for variations; motion module,
+    context and loop for animatediff; the video model, motion bucket and noise augmentation for svd, whose
+    start image is optional: without one, frame 0 is made from the prompts). Upload fields
     (``init.image``, ``init.mask``, ``init.video``) hold the uploaded file's local path here; :func:`submit`
     sends them as uploads."""
     if mode not in MODE_TABS:
@@ -151,6 +153,23 @@ def mode_data(mode: str, common: Mapping[str, Any], fields: Mapping[str, Any]) -
         init = {k: str(fields[k]) for k in ("image", "mask") if fields.get(k)}
         if init:
             data["init"] = init
+    elif mode == "animatediff":
+        data["animatediff"] = {
+            "motion_module": str(fields.get("motion_module") or "tiny").strip(),
+            "context_length": int(fields.get("context_length") or 16),
+            "closed_loop": fields.get("closed_loop") or "R-P",
+        }
+        init = {k: str(fields[k]) for k in ("image", "video") if fields.get(k)}
+        if init:
+            data["init"] = init
+    elif mode == "svd":
+        data["svd"] = {
+            "model": str(fields.get("svd_model") or "tiny").strip(),
+            "motion_bucket_id": int(fields.get("motion_bucket_id") or 127),
+            "noise_aug_strength": float(fields.get("noise_aug_strength") or 0.0),
+        }
+        if fields.get("image"):
+            data["init"] = {"image": str(fields["image"])}
     return data
 
 
@@ -503,6 +522,8 @@ MODE_FIELDS = {
     "interpolate": ("easing", "noise", "batch_size"),
     "video": ("video", "every_nth"),
     "variations": ("image", "mask", "denoise", "order"),
+    "animatediff": ("motion_module", "context_length", "closed_loop", "image", "video"),
+    "svd": ("svd_model", "motion_bucket_id", "noise_aug_strength", "image"),
 }
 UPLOADS = {"video": "init.video", "image": "init.image", "mask": "init.mask"}  # form field -> spec field
 SCHEDULE_FIELDS = {"2d": CAMERA_2D, "3d": CAMERA_3D, "interpolate": ("easing",)}
@@ -611,6 +632,26 @@ def _mode_tab(
         with gr.Row():
             own["denoise"] = gr.Slider(0.01, 1.0, value=0.3, step=0.01, label="Denoise")
             own["order"] = gr.Dropdown(["loop", "path", "seed"], value="loop", label="Order")
+    elif mode == "animatediff":
+        with gr.Row():
+            own["motion_module"] = gr.Textbox(value="tiny", label="Motion module (tiny, file, folder or hub id)",
+                                              elem_id="animatediff-motion-module")  # fmt: skip
+            own["context_length"] = gr.Number(value=16, precision=0, minimum=1, maximum=64, label="Context")
+            own["closed_loop"] = gr.Dropdown(["N", "R-P", "R+P", "A"], value="R-P", label="Closed loop")
+        with gr.Row():
+            own["image"] = gr.Image(label="Start image (optional)", type="filepath")
+            own["video"] = gr.File(
+                label="Source video (optional)", type="filepath", file_types=["video", ".gif"]
+            )
+    elif mode == "svd":
+        with gr.Row():
+            own["svd_model"] = gr.Textbox(value="tiny", label="Video model (tiny, folder or hub id)",
+                                          elem_id="svd-model")  # fmt: skip
+            own["motion_bucket_id"] = gr.Slider(1, 255, value=127, step=1, label="Motion bucket")
+            own["noise_aug_strength"] = gr.Number(value=0.02, minimum=0, label="Noise augmentation")
+        own["image"] = gr.Image(
+            label="Start image (optional: else frame 0 from the prompts)", type="filepath"
+        )
     common_names, own_names = list(common), list(own)
     inputs = [*common.values(), *own.values()]
 

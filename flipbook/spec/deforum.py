@@ -64,8 +64,9 @@ _CAMERA_PLAIN: dict[tuple[str, ...], str] = {
     ("perlin_persistence",): "perlin_persistence", ("save_depth_maps",): "save_depth_maps",
 }  # fmt: skip
 
-# Deforum ``color_coherence`` names (casefolded) -> flipbook's; "Image" is handled on its own (LAB against
-# ``color_coherence_image_path``), anything else ("Video Input") is copied for validation to report.
+# Deforum ``color_coherence`` names (casefolded) -> flipbook's; "Image" (LAB against ``color_coherence_image_path``)
+# and "Video Input" (LAB against the hybrid video's frames) are handled on their own, anything else is copied for
+# validation to report.
 _COLOR_COHERENCE = {
     "none": "none", "rgb": "rgb", "match frame 0 rgb": "rgb", "hsv": "hsv", "match frame 0 hsv": "hsv",
     "lab": "lab", "match frame 0 lab": "lab",
@@ -95,7 +96,8 @@ _MAPPED: frozenset[str] = frozenset(
         "checkpoint_schedule",
         # [camera]
         *(key for keys in (*_CAMERA_SCHEDULES, *_CAMERA_PLAIN) for key in keys), "border", "diffusion_cadence",
-        "optical_flow_cadence", "color_coherence", "color_coherence_image_path", "noise_type",
+        "optical_flow_cadence", "color_coherence", "color_coherence_image_path",
+        "color_coherence_video_every_N_frames", "noise_type",
         "enable_noise_multiplier_scheduling", "noise_multiplier_schedule", "depth_algorithm", "use_depth_warping",
         # [init]
         "use_init", "init_image", "strength_0_no_init", "use_mask", "mask_file", "invert_mask",
@@ -113,6 +115,7 @@ _BOOKKEEPING: frozenset[str] = frozenset(
         "mask_sample", "init_c", "prompt", "precision", "C", "f", "bit_depth_output", "log_weighted_subprompts",
         "motion_preview_mode", "show_info_on_ui", "override_settings_with_file",
         "custom_settings_file", "restore_faces", "tiling", "sd_model_name", "sd_model_hash", "deforum_git_commit_id",
+        "hybrid_comp_save_extra_frames", "overwrite_extracted_frames",
     }
 )  # fmt: skip
 
@@ -273,36 +276,55 @@ _HYBRID_MOTION = {
     "affine": "affine",
 }
 _HYBRID_MASKS = {"none": "none", "video depth": "depth", "blend": "blend", "difference": "difference"}
+_HYBRID_COMPOSITE = {"none": "none", "normal": "normal", "before motion": "before_motion",
+                     "after generation": "after_generation"}  # fmt: skip
+# Deforum's RAFT is torchvision's RAFT-large, which flipbook doesn't have; its closest flow is OpenCV DIS (which
+# Deforum offers as "DIS Medium"). The substitution is reported by deforum_quirks.
+_RAFT_NOTE = ('hybrid_flow_method: "RAFT" (torchvision\'s RAFT-large, which flipbook doesn\'t have) read as "dis", '
+              'OpenCV\'s DIS optical flow (Deforum\'s "DIS Medium")')  # fmt: skip
+
+
+def _hybrid_composite(settings: dict[str, Any]) -> Any:
+    """``hybrid_composite`` as flipbook's name; early-2023 files have a switch, whose "on" was "Normal"."""
+    raw = settings.get("hybrid_composite")
+    if isinstance(raw, bool):
+        return "normal" if raw else "none"
+    return _named(raw, _HYBRID_COMPOSITE)
+
+
+def _uses_hybrid_video(settings: dict[str, Any]) -> bool:
+    """Deforum's hybrid video is in use: a 2D/3D file with ``hybrid_motion`` or ``hybrid_composite`` on
+    (render.py's ``hybrid_available``)."""
+    mode = settings.get("animation_mode")
+    if not isinstance(mode, str) or mode.strip().casefold() not in ("2d", "3d"):
+        return False
+    motion = _named(settings.get("hybrid_motion"), _HYBRID_MOTION)
+    return motion not in (None, "none") or _hybrid_composite(settings) not in (None, "none")
 
 
 def _hybrid(settings: dict[str, Any], unmapped: set[str]) -> dict[str, Any]:
     """Hybrid video (2D/3D): ``video_init_path`` is the hybrid video when ``hybrid_motion`` or
-    ``hybrid_composite`` is on. Values flipbook does otherwise (RAFT flow, "Before Motion" / "After
-    Generation" compositing, a "Depth" mask of the generated frame) are copied for validation to report."""
-    motion = _named(settings.get("hybrid_motion"), _HYBRID_MOTION)
-    composite = settings.get("hybrid_composite")
-    composite = {"none": False, "normal": True}.get(str(composite).strip().casefold(), composite)
-    if motion in (None, "none") and composite in (None, False):
+    ``hybrid_composite`` is on. RAFT flow is read as DIS (reported by :func:`deforum_quirks`); values flipbook
+    does otherwise (DenseRLOF/SF flow, a "Depth" mask of the generated frame) are copied for validation to
+    report. Settings left at what flipbook does, or made inert by another (a mask contrast without a mask), are
+    read; the others stay unmapped."""
+    if not _uses_hybrid_video(settings):
         return {}
-    camera: dict[str, Any] = {"hybrid_motion": motion or "none", "hybrid_composite": composite or False}
+    motion = _named(settings.get("hybrid_motion"), _HYBRID_MOTION)
+    composite = _hybrid_composite(settings)
+    camera: dict[str, Any] = {"hybrid_motion": motion or "none", "hybrid_composite": composite or "none"}
     path = settings.get("video_init_path")
     if isinstance(path, str) and path.strip():
         camera["hybrid_video"] = path.strip()
     method = settings.get("hybrid_flow_method")
     if motion == "optical_flow" and isinstance(method, str):
-        name = method.strip()
-        camera["hybrid_flow_method"] = (
-            "dis"
-            if name.upper().startswith("DIS")
-            else "farneback"
-            if name.casefold() == "farneback"
-            else name
-        )
+        camera["hybrid_flow_method"] = _flow_method(method)
     for key, target in (("hybrid_flow_factor_schedule", "hybrid_flow_factor"),
                         ("hybrid_comp_alpha_schedule", "hybrid_comp_alpha")):  # fmt: skip
         if key in settings:
             camera[target] = _schedule(settings[key])
-    if composite is True:
+    mask = None
+    if composite not in (None, "none"):
         mask = _named(settings.get("hybrid_comp_mask_type"), _HYBRID_MASKS)
         if mask is not None:
             camera["hybrid_comp_mask_type"] = mask
@@ -311,7 +333,63 @@ def _hybrid(settings: dict[str, Any], unmapped: set[str]) -> dict[str, Any]:
     unmapped -= {"hybrid_motion", "hybrid_composite", "video_init_path", "hybrid_flow_method",
                  "hybrid_flow_factor_schedule", "hybrid_comp_alpha_schedule", "hybrid_comp_mask_type",
                  "hybrid_comp_mask_inverse"}  # fmt: skip
+    unmapped -= {key for key in _HYBRID_READ & unmapped if _hybrid_key_read(settings, key, motion, mask)}
     return camera
+
+
+# Hybrid settings read when they are what flipbook does anyway, see _hybrid_key_read.
+_HYBRID_READ = frozenset(
+    {
+        "hybrid_motion_use_prev_img", "hybrid_flow_consistency", "hybrid_consistency_blur",
+        "hybrid_comp_mask_equalize", "hybrid_comp_mask_auto_contrast",
+        "hybrid_comp_mask_auto_contrast_cutoff_low_schedule", "hybrid_comp_mask_auto_contrast_cutoff_high_schedule",
+        "hybrid_comp_mask_contrast_schedule", "hybrid_comp_mask_blend_alpha_schedule", "hybrid_use_init_image",
+        "hybrid_use_first_frame_as_init_image", "hybrid_generate_human_masks", "hybrid_generate_inputframes",
+        "extract_nth_frame", "extract_from_frame", "extract_to_frame",
+    }
+)  # fmt: skip
+
+
+def _flow_method(method: str) -> str:
+    """Deforum's flow names: DIS presets -> "dis", Farneback -> "farneback", RAFT -> "dis" (reported); others
+    are copied for validation to report."""
+    name = method.strip()
+    if name.upper().startswith("DIS") or name.casefold() == "raft":
+        return "dis"
+    return "farneback" if name.casefold() == "farneback" else name
+
+
+def _hybrid_key_read(settings: dict[str, Any], key: str, motion: Any, mask: Any) -> bool:
+    """Whether a hybrid setting is what flipbook does anyway (so it is read, not reported): a switch that is
+    off (previous-image motion, flow consistency, mask equalize / auto contrast, compositing the init image, the
+    first video frame as init image, human masks), frames extracted from the video (every frame, from the
+    first to the last, as flipbook reads them), or a setting made inert by another (mask settings without a
+    mask, flow settings without optical flow)."""
+    value = settings[key]
+    no_mask = mask in (None, "none")
+    off = value is False or (isinstance(value, str) and value.strip().casefold() == "none")
+    if key == "hybrid_motion_use_prev_img":
+        return off or motion in (None, "none")
+    if key in ("hybrid_flow_consistency", "hybrid_consistency_blur"):
+        return motion != "optical_flow" or settings.get("hybrid_flow_consistency") is False
+    if key in ("hybrid_comp_mask_equalize", "hybrid_comp_mask_auto_contrast"):
+        return off or no_mask
+    if key.startswith("hybrid_comp_mask_auto_contrast_cutoff_"):
+        return no_mask or settings.get("hybrid_comp_mask_auto_contrast") is False
+    if key == "hybrid_comp_mask_contrast_schedule":
+        return no_mask or _schedule(value) == 1
+    if key == "hybrid_comp_mask_blend_alpha_schedule":  # flipbook's blend mask is the plain average
+        return mask != "blend" or _schedule(value) == 0.5
+    if key in (
+        "hybrid_use_init_image",
+        "hybrid_use_first_frame_as_init_image",
+        "hybrid_generate_human_masks",
+    ):
+        return off
+    if key == "hybrid_generate_inputframes":
+        return value is True
+    default = {"extract_nth_frame": 1, "extract_from_frame": 0, "extract_to_frame": -1}.get(key)
+    return type(value) is int and value == default
 
 
 def _named(value: Any, names: dict[str, str]) -> Any:
@@ -399,7 +477,10 @@ def _camera(settings: dict[str, Any], unmapped: set[str]) -> dict[str, Any]:
 
 
 def _color_coherence(settings: dict[str, Any], camera: dict[str, Any]) -> None:
-    """Deforum's colour-coherence names; "Image" is LAB matching against ``color_coherence_image_path``."""
+    """Deforum's colour-coherence names; "Image" is LAB matching against ``color_coherence_image_path``, "Video
+    Input" LAB matching against the hybrid video's frame, refreshed every ``color_coherence_video_every_N_frames``
+    frames ("video"). Without hybrid video in use Deforum has no video sample and matches LAB against the first
+    warped frame: read as "lab" (reported by :func:`deforum_quirks`)."""
     raw = settings.get("color_coherence")
     if not isinstance(raw, str):
         if raw is not None:
@@ -410,6 +491,11 @@ def _color_coherence(settings: dict[str, Any], camera: dict[str, Any]) -> None:
     if name == "image" and isinstance(path, str) and path.strip():
         camera["color_coherence"] = "lab"
         camera["color_coherence_image"] = path
+    elif name == "video input":
+        camera["color_coherence"] = "video" if _uses_hybrid_video(settings) else "lab"
+        every = settings.get("color_coherence_video_every_N_frames")
+        if camera["color_coherence"] == "video" and every is not None:
+            camera["color_coherence_video_every_n"] = _integer(every)
     else:  # an "Image" without a path is copied as it is, for validation to report
         camera["color_coherence"] = _COLOR_COHERENCE.get(name, raw)
 
@@ -588,14 +674,39 @@ def _schedule(value: Any) -> Any:
 
 
 def deforum_quirks(settings: dict[str, Any]) -> list[str]:
-    """What the import reads the way Deforum's lenient parser does rather than as written, one line each, so
-    the user sees it (nothing is changed silently)."""
+    """What the import reads otherwise than as written, one line each, so the user sees it (nothing is changed
+    silently): values read the way Deforum's lenient parser reads them, and values flipbook can't take as they
+    are, read as its closest counterpart (RAFT flow as DIS; "Video Input" colours without a hybrid video as
+    LAB)."""
     notes = []
     for key, value in settings.items():
         if isinstance(value, str) and _DOUBLED_KEY.search(" ".join(value.split())):
             notes.append(
                 f"{key}: a keyframe with a doubled frame number ('0: 0: (...)') read as Deforum reads it"
             )
+    hybrid = _uses_hybrid_video(settings)
+    method = settings.get("hybrid_flow_method")
+    motion = _named(settings.get("hybrid_motion"), _HYBRID_MOTION)
+    if (
+        hybrid
+        and motion == "optical_flow"
+        and isinstance(method, str)
+        and method.strip().casefold() == "raft"
+    ):
+        notes.append(_RAFT_NOTE)
+    coherence = settings.get("color_coherence")
+    mode = settings.get("animation_mode")
+    camera_mode = isinstance(mode, str) and mode.strip().casefold() in ("2d", "3d")
+    if (
+        camera_mode
+        and not hybrid
+        and isinstance(coherence, str)
+        and coherence.strip().casefold() == "video input"
+    ):
+        notes.append(
+            'color_coherence: "Video Input" without hybrid video in use has no video to match: read as "lab" '
+            "(Deforum then matches LAB against the first warped frame)"
+        )
     return notes
 
 
@@ -633,3 +744,17 @@ def _scheduled(
             unmapped.add(schedule)
     if value is not None:
         section[key] = value
+
+
+def import_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Spec data from Deforum settings, and what the user must be told: values read otherwise than written
+    (:func:`deforum_quirks`) and the settings with no flipbook meaning yet, as one warning. The CLI and the
+    HTTP API both import through here, so they say the same things."""
+    data, unmapped = deforum_to_spec_data(settings)
+    warnings = deforum_quirks(settings)
+    if unmapped:
+        warnings.append(
+            f"{len(unmapped)} Deforum settings have no flipbook meaning yet and are not used: "
+            f"{summarize_unmapped(unmapped)}"
+        )
+    return data, warnings

@@ -73,22 +73,9 @@ def _embedded_data(path: Path) -> dict[str, Any]:
 
 
 def _deforum_data(path: Path) -> tuple[dict[str, Any], list[str]]:
-    from flipbook.spec.deforum import (
-        deforum_quirks,
-        deforum_to_spec_data,
-        read_deforum_settings,
-        summarize_unmapped,
-    )
+    from flipbook.spec.deforum import import_settings, read_deforum_settings
 
-    settings = read_deforum_settings(path)
-    data, unmapped = deforum_to_spec_data(settings)
-    warnings = deforum_quirks(settings)
-    if unmapped:
-        warnings.append(
-            f"{len(unmapped)} Deforum settings have no flipbook meaning yet and are not used: "
-            f"{summarize_unmapped(unmapped)}"
-        )
-    return data, warnings
+    return import_settings(read_deforum_settings(path))
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:

@@ -203,10 +203,16 @@ class CameraSection(_Section):
         "none", description="in-between frames from optical flow (OpenCV DIS) instead of camera warps"
     )
     cadence_flow_factor: ScheduleValue = Field(1.0, description="scales the optical-flow cadence's flow")
-    color_coherence: Literal["none", "rgb", "hsv", "lab"] = Field(
-        "lab", description="match each frame's colours (histograms) to the reference"
+    color_coherence: Literal["none", "rgb", "hsv", "lab", "video"] = Field(
+        "lab",
+        description="match each frame's colours (histograms) to the reference; video: LAB against the hybrid "
+        "video's frame (Deforum's Video Input; needs hybrid_video), refreshed every color_coherence_video_every_n "
+        "frames",
     )
     color_coherence_image: Path | None = Field(None, description="the colour reference; default: frame 0")
+    color_coherence_video_every_n: int = Field(
+        1, ge=1, le=100000, description="video colour coherence: take a new video frame every N frames"
+    )
     color_force_grayscale: bool = False
     contrast: ScheduleValue = Field(1.0, description="pixel values are multiplied by this before diffusion")
     antiblur_amount: ScheduleValue = Field(0.1, description="unsharp-mask amount (0 = off)")
@@ -231,7 +237,12 @@ class CameraSection(_Section):
     )
     hybrid_flow_method: Literal["dis", "farneback"] = "dis"
     hybrid_flow_factor: ScheduleValue = Field(1.0, description="scales the hybrid optical flow")
-    hybrid_composite: bool = Field(False, description="blend the hybrid video's frame into each frame")
+    hybrid_composite: Literal["none", "normal", "before_motion", "after_generation"] = Field(
+        "none",
+        description="blend the hybrid video's frame into each diffused frame after frame 0 (Deforum's "
+        "hybrid_composite): normal after the hybrid motion, before_motion between the camera warp and the hybrid "
+        "motion, after_generation into the generated image; true/false are read as normal/none",
+    )
     hybrid_comp_alpha: ScheduleValue = Field(0.5, description="share of the video frame blended in (0..1)")
     hybrid_comp_mask_type: Literal["none", "difference", "blend", "depth"] = Field(
         "none",
@@ -239,6 +250,12 @@ class CameraSection(_Section):
         "brightness of their mix, or by the video frame's depth (camera.depth_model)",
     )
     hybrid_comp_mask_inverse: bool = False
+
+    @field_validator("hybrid_composite", mode="before")
+    @classmethod
+    def _composite_switch(cls, value: object) -> object:
+        """The earlier on/off switch: true is "normal" (the blend after the hybrid motion), false "none"."""
+        return {True: "normal", False: "none"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator(
         "translation_x", "translation_y", "angle", "zoom", "transform_center_x", "transform_center_y",
@@ -374,14 +391,14 @@ class AnimationSection(_Section):
         "keyframe (Deforum); lerp and slerp move the prompt (and negative) embeddings linearly or spherically "
         "toward the next keyframe's, as latent-walk tools and AnimateDiff prompt travel do; composable prompts "
         "(AND, |) blend in the noise prediction instead. LoRAs follow the keyframe in force. Default: lerp in "
-        "interpolate mode, hold in the others",
+        "interpolate and animatediff modes, hold in the others",
     )
 
     def text_interpolation(self) -> Literal["hold", "lerp", "slerp"]:
         """``prompt_interpolation`` with the mode's default filled in."""
         if self.prompt_interpolation is not None:
             return self.prompt_interpolation
-        return "lerp" if self.mode == "interpolate" else "hold"
+        return "lerp" if self.mode in ("interpolate", "animatediff") else "hold"
 
     @field_validator("strength")
     @classmethod
@@ -618,6 +635,99 @@ class VariationsSection(_Section):
     batch_size: int = Field(4, ge=1, le=256, description="variations per UNet call")
 
 
+class AnimateDiffSection(_Section):
+    """``[animatediff]``: a motion module (AnimateDiff) attached to the SD 1.5 checkpoint of ``model.name``;
+    all frames are denoised together, in overlapping context windows when there are more frames than
+    ``context_length``. Prompts travel per frame (``animation.prompt_interpolation``, lerp by default);
+    ``init.image`` (and ``end_image``) start from images, ``init.video`` restyles a video."""
+
+    motion_module: str = Field(
+        "tiny",
+        description="built-in tiny, a diffusers MotionAdapter folder or hub id, or an original motion module "
+        "checkpoint (mm_sd15_v2.safetensors, mm_sd15_v3.ckpt, ...) as a path or a name in the models folder",
+    )
+    motion_loras: list[LoraRef] = Field(
+        default_factory=list, description="motion LoRAs (v2: zoom, pan, tilt, roll) with weights"
+    )
+    adapter_lora: LoraRef | None = Field(
+        None, description="the v3 domain adapter LoRA (v3_sd15_adapter.ckpt) on the image model, with weight"
+    )
+    preset: Literal["none", "lcm", "animatelcm", "lightning"] = Field(
+        "none",
+        description="scheduler settings for distilled checkpoints: lcm/animatelcm (LCM sampler, linear "
+        "betas), lightning (Euler, trailing spacing, linear betas); see README for steps and cfg",
+    )
+    context_length: int = Field(16, ge=1, le=64, description="frames the motion module sees at once")
+    context_overlap: int | None = Field(
+        None, ge=0, description="frames shared by neighbouring windows; default context_length // 4"
+    )
+    context_stride: int = Field(1, ge=1, le=8, description="1 = contiguous windows; 2+ adds strided windows")
+    context_schedule: Literal["uniform", "static"] = Field(
+        "uniform",
+        description="uniform: windows wrap around the animation and their offsets rotate every step; "
+        "static: the same windows every step",
+    )
+    fuse_method: Literal["flat", "pyramid"] = Field(
+        "pyramid",
+        description="how overlapping windows are averaged: flat (equal weights) or pyramid (window centre "
+        "weighs more)",
+    )
+    closed_loop: Literal["N", "R-P", "R+P", "A"] = Field(
+        "R-P",
+        description="N: no loop; R-P: some windows wrap from the last frames to the first, prompts don't; "
+        "R+P: the same and prompts travel back to the first keyframe; A: every window wraps (strongest loop). "
+        "Not ping-pong: for that set output.ping_pong",
+    )
+    free_init: bool = Field(False, description="FreeInit: re-noise the low frequencies and sample again")
+    free_init_iterations: int = Field(3, ge=1, le=10, description="FreeInit sampling passes")
+    free_init_method: Literal["butterworth", "gaussian", "ideal", "box"] = "butterworth"
+    free_noise: bool = Field(
+        False, description="FreeNoise: later windows reuse the first window's noise, shuffled (steadier)"
+    )
+    end_image: Path | None = Field(None, description="image to video: the last frame leans to this image")
+    latent_power: float = Field(1.0, ge=0, le=10, description="how fast the start image's hold decays")
+    latent_scale: float = Field(32.0, gt=0, le=1000, description="how far the start image's hold reaches")
+    latent_power_last: float = Field(1.0, ge=0, le=10, description="as latent_power, for end_image")
+    latent_scale_last: float = Field(32.0, gt=0, le=1000, description="as latent_scale, for end_image")
+
+    @model_validator(mode="after")
+    def _overlap_below_length(self) -> AnimateDiffSection:
+        if self.context_overlap is not None and self.context_overlap >= self.context_length:
+            raise ValueError(f"context_overlap must be less than context_length ({self.context_length})")
+        return self
+
+    def overlap(self) -> int:
+        """``context_overlap`` with its default (a quarter of the window) filled in."""
+        return self.context_length // 4 if self.context_overlap is None else self.context_overlap
+
+
+class SvdSection(_Section):
+    """``[svd]``: Stable Video Diffusion, image to video. The start image is ``init.image``, else frame 0 made
+    by txt2img from the prompts on ``model.name``. Clips of ``num_frames`` are chained until
+    ``animation.max_frames``: each clip starts from the last frame of the one before (not repeated). With
+    ``init.mask`` (the motion brush) pixels outside the mask are held to the first frame while sampling.
+    The conditioning fps is ``animation.fps``."""
+
+    model: str = Field(
+        "tiny",
+        description="built-in tiny, a diffusers folder or hub id "
+        "(stabilityai/stable-video-diffusion-img2vid-xt), or a single-file checkpoint",
+    )
+    num_frames: int | None = Field(
+        None, ge=2, le=128, description="frames per clip; default the model's (14 for svd, 25 for svd-xt)"
+    )
+    num_inference_steps: int = Field(25, ge=1, le=1000)
+    motion_bucket_id: int = Field(127, ge=1, le=255, description="more motion when higher")
+    noise_aug_strength: float = Field(
+        0.02, ge=0, le=10, description="noise added to the start image: more motion, less likeness"
+    )
+    min_guidance_scale: float = Field(1.0, ge=0, le=100, description="guidance at the first frame")
+    max_guidance_scale: float = Field(3.0, ge=0, le=100, description="guidance at the last frame (linear)")
+    decode_chunk_size: int | None = Field(
+        None, ge=1, le=128, description="frames decoded at once: less memory, more flicker; default all"
+    )
+
+
 class Spec(_Section):
     version: int = SPEC_VERSION
     model: ModelSection = Field(default_factory=ModelSection)
@@ -639,6 +749,8 @@ class Spec(_Section):
     camera: CameraSection = Field(default_factory=CameraSection)
     interpolate: InterpolateSection = Field(default_factory=InterpolateSection)
     variations: VariationsSection = Field(default_factory=VariationsSection)
+    animatediff: AnimateDiffSection = Field(default_factory=AnimateDiffSection)
+    svd: SvdSection = Field(default_factory=SvdSection)
     video: VideoSection = Field(default_factory=VideoSection)
     audio: AudioSection = Field(default_factory=AudioSection)
     post: PostSection = Field(default_factory=PostSection)
@@ -673,15 +785,41 @@ class Spec(_Section):
         return value
 
     @model_validator(mode="after")
+    def _mode_defaults(self) -> Spec:
+        """Defaults users of the motion models expect, where the spec leaves them unset: AnimateDiff 8 fps and
+        as many frames as one context window; SVD 1024x576 at 7 fps (its frame count comes from the model,
+        see ``modes/svd.py``). Values the spec sets are kept as written."""
+        animation, unset = self.animation, self.animation.model_fields_set
+        defaults: dict[str, object] = {}
+        if animation.mode == "animatediff":
+            defaults = {"fps": 8.0, "max_frames": self.animatediff.context_length}
+        elif animation.mode == "svd":
+            defaults = {"fps": 7.0, "width": 1024, "height": 576}
+        for name, value in defaults.items():
+            if name not in unset:
+                setattr(animation, name, value)
+        if animation.mode == "svd":
+            for name in ("width", "height"):
+                if getattr(animation, name) % 64:
+                    raise SpecError(
+                        f"animation.{name}", getattr(animation, name), "a multiple of 64 for svd mode"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _mode_inputs(self) -> Spec:
         """Inputs only some modes read are errors elsewhere, not silently ignored."""
         from flipbook.modes import VIDEO_INIT_MODES
 
         mode = self.animation.mode
         c = self.camera
-        if (c.hybrid_motion != "none" or c.hybrid_composite) and c.hybrid_video is None:
+        if (c.hybrid_motion != "none" or c.hybrid_composite != "none") and c.hybrid_video is None:
             raise SpecError(
                 "camera.hybrid_video", None, "a video when hybrid_motion or hybrid_composite is on"
+            )
+        if c.color_coherence == "video" and c.hybrid_video is None:
+            raise SpecError(
+                "camera.color_coherence", "video", "a mode with a reference: video needs camera.hybrid_video"
             )
         if c.hybrid_video is not None and mode not in ("2d", "3d"):
             raise SpecError("camera.hybrid_video", str(c.hybrid_video), "only with animation.mode 2d or 3d")

@@ -184,7 +184,8 @@ def _prompts(spec: Spec, audio: AudioFeatures) -> _FramePrompts:
     """Per frame: the keyframe in force (prompts hold until the next key, the first one back to frame 0, as in
     Deforum 2D/3D), its prompt and its negative, with backtick math evaluated at that frame; and, for
     ``animation.prompt_interpolation`` lerp/slerp, the next keyframe's prompt and negative at that frame with
-    its weight ``(i - key) / (next key - key)`` (0 with hold, before the first key and from the last key on)."""
+    its weight ``(i - key) / (next key - key)`` (0 with hold, before the first key and from the last key on,
+    except in an animatediff closed loop, see :func:`_prompts_loop`)."""
     n, fps, seed = spec.animation.max_frames, spec.animation.fps, spec.sampling.seed
     keyframes = parse_deforum_prompts(
         _keyframe_table(spec.prompts), max_frames=n, seed=seed,
@@ -206,9 +207,14 @@ def _prompts(spec: Spec, audio: AudioFeatures) -> _FramePrompts:
     prompts = _FramePrompts(in_force, positives, negatives, [], [], [])
     walk = spec.animation.mode == "interpolate"
     interpolate = walk or spec.animation.text_interpolation() != "hold"
+    loop = interpolate and len(starts) > 1 and _prompts_loop(spec)
     for i, key in enumerate(in_force):
         after = _next_key(starts, i, key) if interpolate else None
-        if after is None:  # hold: the next prompt is this one, at weight 0
+        if after is None and loop and i >= key:  # a closed loop: the last keyframe travels back to the first
+            prompts.next_positives.append(texts[starts[0]][0][i])
+            prompts.next_negatives.append(texts[starts[0]][1][i])
+            prompts.blends.append((i - key) / (n - key + starts[0]))
+        elif after is None:  # hold: the next prompt is this one, at weight 0
             prompts.next_positives.append(positives[i])
             prompts.next_negatives.append(negatives[i])
             prompts.blends.append(0.0)
@@ -219,6 +225,18 @@ def _prompts(spec: Spec, audio: AudioFeatures) -> _FramePrompts:
     if walk:
         prompts.blends[:] = _walk_blends(spec, starts, audio).tolist()
     return prompts
+
+
+def _prompts_loop(spec: Spec) -> bool:
+    """animatediff with ``closed_loop`` R+P or A (and more frames than one context window): prompts travel from
+    the last keyframe back to the first, which they reach at frame ``max_frames`` (the A1111 extension's loop)."""
+    if spec.animation.mode != "animatediff":
+        return False
+    from flipbook.sampling.context import ContextOptions, prompts_loop
+
+    a = spec.animatediff
+    options = ContextOptions(length=a.context_length, overlap=a.overlap(), closed_loop=a.closed_loop)
+    return prompts_loop(spec.animation.max_frames, options)
 
 
 def _walk_blends(spec: Spec, starts: list[int], audio: AudioFeatures) -> np.ndarray:
@@ -281,7 +299,8 @@ def _steps(spec: Spec, variables: Mapping[str, np.ndarray] | None = None) -> np.
 # [camera] schedules with the range each must stay in (low, high, what is allowed); None = any number.
 _CAMERA_RANGES: dict[str, tuple[float, float, str] | None] = {
     "translation_x": None, "translation_y": None, "angle": None,
-    "zoom": (1e-3, 1e3, "a scale factor from 0.001 to 1000"),
+    # 0 is Deforum's degenerate 2D warp (cv2.getRotationMatrix2D with scale 0), rendered as Deforum renders it
+    "zoom": (0.0, 1e3, "a scale factor from 0 to 1000"),
     "transform_center_x": None, "transform_center_y": None,
     "perspective_flip_theta": None, "perspective_flip_phi": None, "perspective_flip_gamma": None,
     "perspective_flip_fv": (1.0, 179.0, "a field of view from 1 to 179 degrees"),
