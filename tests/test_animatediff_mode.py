@@ -384,7 +384,7 @@ def test_controlnet_units_control_every_frame(plain_render, tmp_path, init_image
 
 def test_motion_loras_adapter_lora_and_presets_are_passed_on(tmp_path, monkeypatch):
     """The mode hands motion LoRAs to the adapter, the v3 adapter LoRA to the motion UNet copy, and a preset's
-    sampler and scheduler entries to the sampler (the merges themselves are tested with models/motion.py)."""
+    sampler and scheduler entries to the sampler (the merges are tested in test_motion_modules.py and, end to end, below)."""
     from flipbook.models import motion
 
     calls = []

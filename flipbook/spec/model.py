@@ -787,14 +787,16 @@ class Spec(_Section):
     @model_validator(mode="after")
     def _mode_defaults(self) -> Spec:
         """Defaults users of the motion models expect, where the spec leaves them unset: AnimateDiff 8 fps and
-        as many frames as one context window; SVD 1024x576 at 7 fps (its frame count comes from the model,
-        see ``modes/svd.py``). Values the spec sets are kept as written."""
+        as many frames as one context window; SVD 1024x576 at 7 fps and one clip (``svd.num_frames``; when
+        that is unset too, the model's count, see ``modes/svd.py``). Values the spec sets are kept as written."""
         animation, unset = self.animation, self.animation.model_fields_set
         defaults: dict[str, object] = {}
         if animation.mode == "animatediff":
             defaults = {"fps": 8.0, "max_frames": self.animatediff.context_length}
         elif animation.mode == "svd":
             defaults = {"fps": 7.0, "width": 1024, "height": 576}
+            if self.svd.num_frames is not None:  # else the model's count, filled in at render
+                defaults["max_frames"] = self.svd.num_frames
         for name, value in defaults.items():
             if name not in unset:
                 setattr(animation, name, value)

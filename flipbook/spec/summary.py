@@ -15,8 +15,11 @@ def summarize(spec: Spec) -> str:
     timing = f"at {a.fps:g} fps ({a.max_frames / a.fps:.2f} s)"
     if a.mode == "video" and "fps" not in a.model_fields_set:
         timing = "at the source's frame rate"
+    count = f"{a.max_frames} frames {timing}"
+    if a.mode == "svd" and "max_frames" not in a.model_fields_set:
+        count = f"one clip of the model's frame count (read at render) at {a.fps:g} fps"
     lines = [
-        f"ok: {a.mode} animation, {a.max_frames} frames {timing}, {a.width}x{a.height}",
+        f"ok: {a.mode} animation, {count}, {a.width}x{a.height}",
         f"model: {_names(plan, 'checkpoint')}" + (f" (models dir {m.models_dir})" if m.models_dir else ""),
         f"sampling: {_names(plan, 'sampler')}, {_span(plan, 'steps')} steps, cfg {_span(plan, 'cfg')}, "
         f"seed {seed}, clip skip {s.clip_skip}",
@@ -33,7 +36,11 @@ def summarize(spec: Spec) -> str:
             f"inpaint loop: {a.max_frames} variations of init.image inside init.mask at denoise {v.denoise:g}, "
             f"ordered as a {v.order}, {v.batch_size} per batch"
         )
-    if a.mode not in ("interpolate", "video", "variations") and a.max_frames > 1:
+    if a.mode == "animatediff":
+        lines.append(_animatediff_line(spec))
+    if a.mode == "svd":
+        lines.append(_svd_line(spec))
+    if a.mode in ("travel", "2d", "3d") and a.max_frames > 1:
         feedback = plan.frames[1:]
         fewest = min(int(round(f.steps * f.denoise, 6)) for f in feedback)
         lines.append(
@@ -72,6 +79,44 @@ def _video_line(spec: Spec) -> str:
         + ", ".join(x for x in steady if x and not x.endswith("none"))
         + ("; source audio kept" if v.keep_audio else "")
     ).replace("; ;", ";")
+
+
+def _animatediff_line(spec: Spec) -> str:
+    """The motion module, the context windows and the loop, and what the clip starts from."""
+    d = spec.animatediff
+    frames = spec.animation.max_frames
+    windows = (
+        "one window"
+        if frames <= d.context_length
+        else f"windows of {d.context_length} overlapping {d.overlap()}, stride {d.context_stride}, "
+        f"{d.context_schedule}, {d.fuse_method} fusing"
+    )
+    extras = [name for name, on in (("FreeInit", d.free_init), ("FreeNoise", d.free_noise)) if on]
+    start = "txt2img"
+    if spec.init.video is not None:
+        start = f"the init video {spec.init.video}"
+    elif spec.init.image is not None:
+        start = f"init image {spec.init.image}" + (f" to end image {d.end_image}" if d.end_image else "")
+    preset = f", preset {d.preset}" if d.preset != "none" else ""
+    return (
+        f"animatediff: motion module {d.motion_module}{preset}; {windows}; closed loop {d.closed_loop}; "
+        f"text {spec.animation.text_interpolation()}"
+        + (f"; {', '.join(extras)}" if extras else "")
+        + f"; frames are {start}"
+    )
+
+
+def _svd_line(spec: Spec) -> str:
+    """The video model, clip length and conditioning; frame 0 is the init image or txt2img."""
+    v = spec.svd
+    clip = f"{v.num_frames} frames per clip" if v.num_frames else "the model's frames per clip"
+    start = f"the init image {spec.init.image}" if spec.init.image else "made by txt2img from the prompt"
+    brush = "; motion brush init.mask" if spec.init.mask else ""
+    return (
+        f"svd: {v.model}, {clip} (chained until max_frames), {v.num_inference_steps} steps, motion bucket "
+        f"{v.motion_bucket_id}, noise aug {v.noise_aug_strength:g}, guidance {v.min_guidance_scale:g} to "
+        f"{v.max_guidance_scale:g}; frame 0 is {start}{brush}"
+    )
 
 
 def _walk_line(spec: Spec, plan: Plan) -> str:
