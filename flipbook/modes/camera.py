@@ -43,7 +43,6 @@ from flipbook.modes.frame import (
     still_image,
 )
 from flipbook.motion.camera import Camera, Camera2D, Camera3D
-from flipbook.motion.camera2d import compose
 from flipbook.motion.color import VIDEO_COLOR_SPACE, match_colors, to_grayscale, video_color_frame
 from flipbook.motion.filters import add_noise, adjust_contrast, unsharp_mask
 from flipbook.motion.flow import flow_tween
@@ -203,7 +202,7 @@ def camera_for(
         width, height = size or (a.width, a.height)
         if (width, height) != (a.width, a.height):
             values = [_scaled_translation(v, width / a.width, height / a.height) for v in values]
-        return _Camera2D(values, width=width, height=height, border=c.border, flip=c.perspective_flip)
+        return Camera2D(values, width=width, height=height, border=c.border, flip=c.perspective_flip)
     return Camera3D(
         values,
         disparity=disparity or _flat,
@@ -211,32 +210,6 @@ def camera_for(
         sampling_mode=c.sampling_mode,
         on_depth=on_depth,
     )
-
-
-class _Camera2D(Camera2D):
-    """The 2D camera, also for Deforum's degenerate ``zoom = 0``: ``cv2.getRotationMatrix2D(centre, angle, 0)``
-    (Deforum's anim_frame_warp_2d) sends every pixel to the transform centre whatever the angle, and the
-    translation and perspective flip apply after it. The warp hands that singular matrix to
-    ``cv2.warpPerspective`` as Deforum does, so the frame comes out as Deforum's does (OpenCV can't invert the
-    matrix: a flat frame, black with the OpenCV here). Such a move can't be undone: warping back across it
-    leaves the image as it is."""
-
-    def matrix(self, index: int) -> np.ndarray:
-        v = self.values[index]
-        if v["zoom"] != 0:
-            return super().matrix(index)
-        centre = (v["transform_center_x"] * (self.width - 1), v["transform_center_y"] * (self.height - 1))
-        collapse = np.array([[0.0, 0.0, centre[0]], [0.0, 0.0, centre[1]], [0.0, 0.0, 1.0]])
-        rest = Camera2D(
-            [{**v, "zoom": 1.0, "angle": 0.0}], width=self.width, height=self.height, border=self.border,
-            flip=self.flip,
-        ).matrix(0)  # fmt: skip
-        return compose(collapse, rest)
-
-    def warp_back(self, image: np.ndarray, at: int, frames: range) -> np.ndarray:
-        if any(self.values[i]["zoom"] == 0 for i in frames):
-            return image
-        return super().warp_back(image, at, frames)
 
 
 def _scaled_translation(values, sx: float, sy: float) -> dict[str, float]:

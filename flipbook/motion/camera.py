@@ -63,7 +63,11 @@ class Camera2D:
         return warp_2d(image, self.path(frames), self.border) if len(frames) else image
 
     def warp_back(self, image: np.ndarray, at: int, frames: range) -> np.ndarray:
-        return warp_2d(image, invert(self.path(frames)), self.border) if len(frames) else image
+        """The inverse path; a zoom-0 frame (a collapse to one point) can't be undone, so across one the
+        image is left as it is."""
+        if not len(frames) or any(self.values[i]["zoom"] == 0 for i in frames):
+            return image
+        return warp_2d(image, invert(self.path(frames)), self.border)
 
 
 class Camera3D:

@@ -73,12 +73,14 @@ def matrix_2d(
     (if given) ``perspective_flip`` about the image centre. The transform centre is
     ``(transform_center_x * (width - 1), transform_center_y * (height - 1))``: fractions of the image
     like Deforum's, with 0 and 1 at the centres of the first and last pixels (0.5 is the exact centre).
-    Unlike Deforum, the translation is kept when a perspective flip is given.
+    Unlike Deforum, the translation is kept when a perspective flip is given. ``zoom = 0`` is Deforum's
+    degenerate warp (``cv2.getRotationMatrix2D(centre, angle, 0)``): every pixel goes to the transform centre,
+    a singular matrix that ``warp_2d`` renders as Deforum's OpenCV call does (a flat frame).
     """
     if width < 1 or height < 1:
         raise ValueError(f"width and height must be positive, got {width} x {height}")
-    if zoom <= 0 or not math.isfinite(zoom):
-        raise ValueError(f"zoom must be a positive number, got {zoom!r}")
+    if zoom < 0 or not math.isfinite(zoom):
+        raise ValueError(f"zoom must be a number >= 0, got {zoom!r}")
     centre = (transform_center_x * (width - 1), transform_center_y * (height - 1))
     matrix = compose(
         _rotation_zoom(angle, zoom, centre),

@@ -32,7 +32,13 @@ from flipbook.models.bundle import ModelBundle
 from flipbook.models.samplers import make_scheduler
 from flipbook.runs.events import Events, StepEvent
 from flipbook.sampling.context import ContextOptions, context_windows, fuse_weights
-from flipbook.sampling.core import _skip_to_strength, _step_kwargs, latents_preview
+from flipbook.sampling.core import (
+    _residual_kwargs,
+    _skip_to_strength,
+    _step_kwargs,
+    add_residuals,
+    latents_preview,
+)
 from flipbook.sampling.encode import PromptEncoder
 from flipbook.sampling.prompts import split_composable
 
@@ -434,12 +440,8 @@ class AnimateDiffSampler:
                 rows.to(net.dtype), t, encoder_hidden_states=embeddings.to(net.dtype), controlnet_cond=images,
                 conditioning_scale=scale.view(-1, 1, 1, 1), guess_mode=False, return_dict=False,
             )  # fmt: skip
-            if down is None:
-                down, mid = list(unit_down), unit_mid
-            else:
-                down = [a + b for a, b in zip(down, unit_down, strict=True)]
-                mid = mid + unit_mid
-        return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+            down, mid = add_residuals((down, mid), (unit_down, unit_mid))
+        return _residual_kwargs((down, mid))
 
     def control_images(self, images: Sequence, width: int, height: int) -> torch.Tensor:
         """Control images (PIL or arrays) as the ``F x 3 x H x W`` [0, 1] tensor a :class:`ControlFrames` holds

@@ -402,11 +402,7 @@ class SamplingCore:
                 controlnet_cond=unit.images, conditioning_scale=scale.view(-1, 1, 1, 1), guess_mode=False,
                 return_dict=False,
             )  # fmt: skip
-            if down is None:
-                down, mid = list(unit_down), unit_mid
-            else:
-                down = [previous + current for previous, current in zip(down, unit_down, strict=True)]
-                mid = mid + unit_mid
+            down, mid = add_residuals((down, mid), (unit_down, unit_mid))
         return None if down is None else (down, mid)
 
     # ---- 5. one denoising step -------------------------------------------------------------------------
@@ -531,6 +527,16 @@ def _row_sources(conditioning: Sequence[_Conditioning], n_rows: int) -> torch.Te
         for row in ([c.uncond_row] if c.uncond_row is not None else []) + c.cond_rows:
             sources[row] = request_index
     return torch.tensor(sources)
+
+
+def add_residuals(total: tuple, unit: tuple) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """MultiControlNet's sum: one more unit's ``(down, mid)`` residuals added to ``total`` (``(None, None)``
+    before the first unit)."""
+    down, mid = total
+    unit_down, unit_mid = unit
+    if down is None:
+        return list(unit_down), unit_mid
+    return [previous + current for previous, current in zip(down, unit_down, strict=True)], mid + unit_mid
 
 
 def _residual_kwargs(residuals: tuple[list[torch.Tensor], torch.Tensor] | None) -> dict:

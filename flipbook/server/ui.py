@@ -143,33 +143,26 @@ def mode_data(mode: str, common: Mapping[str, Any], fields: Mapping[str, Any]) -
         }
     elif mode == "video":
         data["video"] = {"every_nth": int(fields.get("every_nth") or 1)}
-        if fields.get("video"):
-            data["init"] = {"video": str(fields["video"])}
     elif mode == "variations":
         data["variations"] = {
             "denoise": float(fields.get("denoise") or 0.3),
             "order": fields.get("order") or "loop",
         }
-        init = {k: str(fields[k]) for k in ("image", "mask") if fields.get(k)}
-        if init:
-            data["init"] = init
     elif mode == "animatediff":
         data["animatediff"] = {
             "motion_module": str(fields.get("motion_module") or "tiny").strip(),
             "context_length": int(fields.get("context_length") or 16),
             "closed_loop": fields.get("closed_loop") or "R-P",
         }
-        init = {k: str(fields[k]) for k in ("image", "video") if fields.get(k)}
-        if init:
-            data["init"] = init
     elif mode == "svd":
         data["svd"] = {
             "model": str(fields.get("svd_model") or "tiny").strip(),
             "motion_bucket_id": int(fields.get("motion_bucket_id") or 127),
             "noise_aug_strength": float(fields.get("noise_aug_strength") or 0.0),
         }
-        if fields.get("image"):
-            data["init"] = {"image": str(fields["image"])}
+    init = {UPLOADS[name].removeprefix("init."): str(fields[name]) for name in UPLOADS if fields.get(name)}
+    if init:  # the tab's upload boxes (a mode's form has only its own)
+        data["init"] = init
     return data
 
 
