@@ -1,30 +1,33 @@
 # The two commands at the top of the README. Both work on a fresh machine with only the package registries.
+# Every package comes from requirements.lock (exact versions, installed without resolving), so a new upstream
+# release cannot change what a fresh machine or CI installs. `make lock` refreshes the lock.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PIP := pip==26.3
+LOCK := requirements.lock
+# What the lock is resolved against: the CPU torch wheel on this machine's disk (a plain `torch` would be a
+# CUDA build of several GB), and the upscale extra's spandrel without torchvision (no CPU build for this torch;
+# the ESRGAN code flipbook uses does not need it).
 TORCH := torch==2.13.0
+LOCK_FLAGS := --strip-extras --all-build-deps --extra test --extra upscale --unsafe-package torchvision \
+	--no-emit-index-url --no-emit-find-links
 
-.PHONY: demo test install install-test lint format bench clean
+.PHONY: demo test install install-test lock lint format bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(PIP)
 
-# torch first and pinned, so no dependency pulls a CUDA build
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e . $(TORCH)
-	touch $@
-
-$(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[test]" $(TORCH)
-	# spandrel without its torchvision requirement: there is no CPU torchvision for this torch, and the CUDA
-	# one breaks transformers' imports; the ESRGAN code flipbook uses does not need it (tests stub it)
-	$(BIN)/pip install -q --no-deps "spandrel>=0.4" "einops>=0.7"
+# --no-deps: the lock is the whole set; nothing is resolved at install time. The editable install builds with
+# the locked setuptools (no build isolation, which would fetch the newest one).
+$(VENV)/.installed: $(BIN)/python $(LOCK) pyproject.toml
+	$(BIN)/pip install -q --no-deps -r $(LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed
 
 ## make demo: set up and render examples/quickstart.toml on the built-in tiny model
 demo: install
@@ -34,7 +37,14 @@ demo: install
 test: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q --durations=25
+
+## make lock: re-resolve every dependency to its newest allowed version; land it only with a green `make test`
+# (pip-tools lives in its own venv so it cannot change the project's)
+lock:
+	test -x .venv-lock/bin/pip-compile || ($(PY) -m venv .venv-lock && .venv-lock/bin/pip install -q $(PIP) pip-tools==7.7.0)
+	printf '%s\n' "$(TORCH)" > .venv-lock/constraints.txt
+	.venv-lock/bin/pip-compile -q --upgrade $(LOCK_FLAGS) -c .venv-lock/constraints.txt -o $(LOCK) pyproject.toml
 
 lint: install-test
 	$(BIN)/ruff check --fix .

@@ -34,3 +34,27 @@ class SpecError(FlipbookError):
     """A problem in a spec (or a Deforum settings file): ``field`` is the path in the spec (``camera.zoom``),
     ``value`` the offending text, ``allowed`` what is accepted; schedule and expression errors put a caret
     under the character where parsing failed. A spec with several problems raises one SpecError listing all."""
+
+
+class LibraryError(RuntimeError):
+    """A library flipbook builds on (diffusers, PEFT, transformers, torch) failed in a way that says nothing
+    about the user's input: a version incompatibility, an API that changed. The message names the library
+    versions in use, so the user fixes the install instead of their files. The CLI prints it as one line and
+    exits with 1."""
+
+    def __init__(self, what: str, error: BaseException, packages: tuple[str, ...]):
+        from importlib.metadata import PackageNotFoundError, version
+
+        def installed(name: str) -> str:
+            try:
+                return f"{name} {version(name)}"
+            except PackageNotFoundError:
+                return f"{name} (not installed)"
+
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        versions = ", ".join(installed(name) for name in packages)
+        super().__init__(
+            f"{what} failed inside the libraries flipbook uses ({type(error).__name__}: {first}); this is not a "
+            f"known problem of the input, so check the install (installed: {versions}; `make install` installs "
+            "the tested versions from the lock)"
+        )

@@ -12,7 +12,7 @@ from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
 from peft import LoraConfig, get_peft_model_state_dict
 from safetensors.torch import save_file
 
-from flipbook.errors import FlipbookError
+from flipbook.errors import FlipbookError, LibraryError
 from flipbook.models.builtin import SD15_SCHEDULER_CONFIG, tiny_components
 from flipbook.models.lora import LoraSet, embeddings_used, load_embeddings
 
@@ -216,6 +216,26 @@ def test_pickled_code_in_a_pt_lora_is_never_run(pipe, tmp_path) -> None:
     with pytest.raises(FlipbookError, match="unsafe pickle"):
         LoraSet(pipe).activate([(tmp_path / "evil.pt", 1.0)])
     assert not _Payload.ran
+
+
+def test_a_library_failure_is_not_reported_as_a_bad_file(pipe, lora_files, monkeypatch) -> None:
+    """transformers 5.24 refused peft 0.21 inside add_adapter; that is the install's fault, not the file's."""
+    base = render(pipe)
+
+    def incompatible(*args, **kwargs):
+        raise ValueError(
+            "The version of PEFT you are using is not compatible, please use a version >= 0.22.0"
+        )
+
+    monkeypatch.setattr(pipe, "load_lora_weights", incompatible)
+    loras = LoraSet(pipe)
+    with pytest.raises(LibraryError) as info:
+        loras.activate([(lora_files["style"], 1.0)])
+    message = str(info.value)
+    assert not isinstance(info.value, FlipbookError)
+    assert "version of PEFT" in message and "peft " in message and "not valid" not in message
+    assert lora_files["style"].stem in message and len(message) < 500
+    assert loras.loaded == {} and diff(render(pipe), base) < 1e-5
 
 
 def test_missing_lora_file(pipe, tmp_path) -> None:

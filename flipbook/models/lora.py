@@ -25,11 +25,13 @@ import safetensors.torch
 import torch
 from diffusers import DiffusionPipeline
 
-from flipbook.errors import FlipbookError
+from flipbook.errors import FlipbookError, LibraryError
 
 log = logging.getLogger(__name__)
 
 LORA_ALLOWED = "a LoRA trained for this model family (SD 1.x / SD 2.x)"
+LIBRARIES = ("diffusers", "peft", "transformers", "torch")
+_NO_MATCH = "none of its layers match this model"
 LoraEntry = tuple[Path | str, float] | tuple[Path | str, float, float | None]
 """(file, weight) or (file, weight, text-encoder weight); A1111's ``<lora:name:unet=..:te=..>`` split."""
 
@@ -107,10 +109,13 @@ class LoraSet:
                 str(key.parent), weight_name=key.name, adapter_name=name, local_files_only=True
             )
             if name not in self._present():
-                raise ValueError("none of its layers match this model")
-        except Exception as error:  # diffusers/peft raise many types; all mean "this file does not fit"
+                raise ValueError(_NO_MATCH)
+        except Exception as error:  # diffusers/peft raise many types; most mean "this file does not fit"
             self._discard(name)
-            raise FlipbookError("lora", label, LORA_ALLOWED, detail=_short_reason(error)) from error
+            reason = _file_reason(error)
+            if reason is None:
+                raise LibraryError(f"loading the LoRA {label!r}", error, LIBRARIES) from error
+            raise FlipbookError("lora", label, LORA_ALLOWED, detail=reason) from error
         self._names[key] = name
         return name
 
@@ -166,6 +171,16 @@ def _causes(error: BaseException) -> list[BaseException]:
 
 def _short_reason(error: Exception) -> str:
     """One short line for the user out of diffusers' and PEFT's (sometimes pages long) messages."""
+    reason = _file_reason(error)
+    if reason is not None:
+        return reason
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:160]
+
+
+def _file_reason(error: Exception) -> str | None:
+    """Why the file itself does not fit, when the error says so; ``None`` when the error is the libraries' own
+    (a PEFT version check, a changed API), which must not be reported as a bad file."""
     text = str(error)
     if "size mismatch" in text:
         return f"its layer shapes do not match this model ({text.count('size mismatch')} layers differ)"
@@ -179,8 +194,9 @@ def _short_reason(error: Exception) -> str:
         return "the file needs unsafe pickle loading; use a .safetensors version"
     if isinstance(error, (OSError, EOFError, safetensors.SafetensorError)):
         return "the file could not be read (corrupt, truncated or not a weights file)"
-    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    return first[:160]
+    if _NO_MATCH in text or "not found in the base model" in text:
+        return "none of its layers match this model"
+    return None
 
 
 # --- textual inversion -----------------------------------------------------------------------------------------
