@@ -139,3 +139,51 @@ def test_numbers_load_as_floats_on_every_schedule_field(value) -> None:
         spec = spec_from_data(_data(path, value))
         loaded = getattr(spec.controlnet[0] if section.endswith("]") else getattr(spec, section), name)
         assert loaded == float(value) and type(loaded) is float
+
+
+def _number_fields() -> dict[str, bool]:
+    """Every field of a section that takes numbers only (integer/number in its schema, maybe null, or a list of
+    them), as a path (the ControlNet unit's as ``controlnet[0].name``) and whether it takes a list."""
+    schema = Spec.model_json_schema()
+
+    def numbers_only(node: dict[str, Any]) -> bool:
+        kinds = [n for n in node.get("anyOf", [node]) if n.get("type") != "null"]
+        kinds = [n.get("items", {}) if n.get("type") == "array" else n for n in kinds]
+        return bool(kinds) and all(n.get("type") in ("integer", "number") and "oneOf" not in n for n in kinds)
+
+    paths = {}
+    for section, prop in schema["properties"].items():
+        ref, index = prop.get("$ref") or prop.get("items", {}).get("$ref"), "[0]" if "items" in prop else ""
+        if not ref:
+            continue
+        for name, field in schema["$defs"][ref.rsplit("/", 1)[1]]["properties"].items():
+            if numbers_only(field):
+                paths[f"{section}{index}.{name}"] = field.get("type") == "array"
+    return paths
+
+
+NUMBER_FIELDS = _number_fields()
+
+
+def test_the_number_fields_are_found() -> None:
+    assert {"animation.max_frames", "animation.fps", "video.fps", "controlnet[0].guidance_start"} <= set(
+        NUMBER_FIELDS
+    )
+    assert NUMBER_FIELDS["interpolate.sine_frequencies"] and len(NUMBER_FIELDS) > 40
+    assert not set(NUMBER_FIELDS) & set(SCHEDULE_FIELDS) and "camera.perspective_flip" not in NUMBER_FIELDS
+
+
+@pytest.mark.parametrize("path", NUMBER_FIELDS)
+def test_true_and_false_are_not_numbers(path: str) -> None:
+    for value in [[1, True], [False]] if NUMBER_FIELDS[path] else [True, False]:
+        error = _error(path, value)
+        assert (error.field, error.value) == (path, value)
+        assert str(error).endswith(f"not true or false (got {value})")
+
+
+def test_booleans_stay_booleans_where_a_field_takes_them() -> None:
+    spec = spec_from_data(_data("camera.perspective_flip", True))
+    assert spec.camera.perspective_flip is True
+    data = {**_data("camera.hybrid_composite", True), "animation": {"mode": "2d"}}
+    data["camera"]["hybrid_video"] = "clip.mp4"
+    assert spec_from_data(data).camera.hybrid_composite == "normal"  # the earlier on/off switch

@@ -11,7 +11,8 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from types import UnionType
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -21,6 +22,7 @@ from pydantic import (
     StrictFloat,
     Tag,
     ValidationError,
+    ValidationInfo,
     WrapValidator,
     field_validator,
     model_validator,
@@ -35,6 +37,27 @@ AUDIO_NAMES = ("beat", "bpm", "amp")
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_true_false_for_numbers(cls, value: object, info: ValidationInfo) -> object:
+        """true/false in a field that takes only numbers is a mistake, not 1 and 0 (pydantic's lax mode would
+        read it so). Fields that take a boolean, a choice or a schedule decide for themselves."""
+        annotation = cls.model_fields[info.field_name].annotation
+        if get_origin(annotation) is list:
+            if isinstance(value, list) and any(isinstance(v, bool) for v in value) and _numbers(annotation):
+                raise ValueError("numbers, not true or false")
+        elif isinstance(value, bool) and _numbers(annotation):
+            raise ValueError("a number, not true or false")
+        return value
+
+
+def _numbers(annotation: object) -> bool:
+    """Whether a field's type takes numbers and nothing else: ``int``, ``float | None``, ``list[int]``."""
+    origin = get_origin(annotation)
+    members = get_args(annotation) if origin in (Union, UnionType, list) else (annotation,)
+    members = tuple(m for m in members if m is not type(None))
+    return bool(members) and all(m in (int, float) for m in members)
 
 
 def _check_schedule_text(value: object) -> object:
