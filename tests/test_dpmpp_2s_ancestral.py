@@ -19,7 +19,7 @@ from flipbook.models.samplers import (
     is_ancestral,
     is_stochastic,
     make_scheduler,
-    resolve_sampler,
+    scheduler_class,
 )
 from flipbook.sampling.core import SamplingCore
 from flipbook.sampling.requests import FrameRequest
@@ -176,9 +176,7 @@ def test_make_scheduler_builds_both_variants() -> None:
     assert plain.config.beta_schedule == "scaled_linear"
     for name in ("DPM++ 2S a", "DPM++ 2S a Karras", "DPMSolverPlusPlus2SAncestralScheduler"):
         assert is_ancestral(name) and is_stochastic(name), name
-    assert (
-        resolve_sampler("DPMSolverPlusPlus2SAncestralScheduler").cls is DPMSolverPlusPlus2SAncestralScheduler
-    )
+    assert scheduler_class("DPMSolverPlusPlus2SAncestralScheduler") is DPMSolverPlusPlus2SAncestralScheduler
     index = SAMPLER_NAMES.index("DPM2 a Karras")
     assert SAMPLER_NAMES[index + 1 : index + 3] == ("DPM++ 2S a", "DPM++ 2S a Karras")
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler, DPMSolverSDEScheduler, EulerDiscreteScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from flipbook.errors import FlipbookError
 from flipbook.models.builtin import SD15_SCHEDULER_CONFIG
@@ -18,6 +19,7 @@ from flipbook.models.samplers import (
     is_stochastic,
     make_scheduler,
     resolve_sampler,
+    scheduler_class,
 )
 
 ALL_NAMES = SAMPLER_NAMES + SCHEDULER_CLASS_NAMES
@@ -124,8 +126,15 @@ def test_dpmpp_sde_noise_seed_makes_it_reproducible() -> None:
 def test_names_match_case_insensitively_and_class_names_work() -> None:
     assert resolve_sampler("euler A").name == "Euler a"
     assert resolve_sampler("dpm++ 2m  karras").name == "DPM++ 2M Karras"
-    assert resolve_sampler("EulerDiscreteScheduler").cls is EulerDiscreteScheduler
-    assert resolve_sampler("eulerdiscretescheduler").cls is EulerDiscreteScheduler
+    assert scheduler_class("EulerDiscreteScheduler") is EulerDiscreteScheduler
+    assert scheduler_class("eulerdiscretescheduler") is EulerDiscreteScheduler
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_every_class_name_in_the_table_is_a_scheduler_of_that_name(name: str) -> None:
+    """The torch-free table names classes as text; each must be the scheduler class of that name."""
+    cls = scheduler_class(name)
+    assert issubclass(cls, SchedulerMixin) and cls.__name__ == resolve_sampler(name).class_name
 
 
 def test_unknown_sampler_error_lists_every_valid_name() -> None:
@@ -144,6 +153,10 @@ def test_ancestral_and_stochastic_flags() -> None:
     assert not is_ancestral("Euler") and not is_ancestral("DPM++ 2M SDE")
     assert is_stochastic("DPM++ 2M SDE") and is_stochastic("Euler a") and is_stochastic("DDPM")
     assert not is_stochastic("DDIM") and not is_stochastic("DPM++ 2M Karras")
+    # a class named directly is ancestral/stochastic when every A1111 sampler on it is
+    assert is_ancestral("KDPM2AncestralDiscreteScheduler") and not is_ancestral("DPMSolverSDEScheduler")
+    assert is_stochastic("DPMSolverSDEScheduler") and is_stochastic("LCMScheduler")
+    assert not is_stochastic("DPMSolverMultistepScheduler") and not is_stochastic("EulerDiscreteScheduler")
     with pytest.raises(FlipbookError):
         is_ancestral("nope")
 

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flipbook.errors import SpecError
-from flipbook.spec.model import Spec
+from flipbook.spec.model import Spec, error_path
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
@@ -107,13 +107,13 @@ def spec_error(error: ValidationError) -> SpecError:
     """All validation problems in one error; the first names the field, the rest follow on their own lines."""
     problems = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "spec"
+        where = error_path(item["loc"]) or "spec"
         value = item.get("input")
         message = _message(item)
         shown = "" if isinstance(value, dict) or "\n" in message else f" (got {value!r})"
         problems.append(f"{where}: {message}{shown}")
     first = error.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "spec"
+    field = error_path(first["loc"]) or "spec"
     return SpecError(field, first.get("input"), _message(first), message="\n".join(problems))
 
 

@@ -11,13 +11,18 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from types import UnionType
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    StrictFloat,
+    Tag,
     ValidationError,
+    ValidationInfo,
     WrapValidator,
     field_validator,
     model_validator,
@@ -32,6 +37,27 @@ AUDIO_NAMES = ("beat", "bpm", "amp")
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_true_false_for_numbers(cls, value: object, info: ValidationInfo) -> object:
+        """true/false in a field that takes only numbers is a mistake, not 1 and 0 (pydantic's lax mode would
+        read it so). Fields that take a boolean, a choice or a schedule decide for themselves."""
+        annotation = cls.model_fields[info.field_name].annotation
+        if get_origin(annotation) is list:
+            if isinstance(value, list) and any(isinstance(v, bool) for v in value) and _numbers(annotation):
+                raise ValueError("numbers, not true or false")
+        elif isinstance(value, bool) and _numbers(annotation):
+            raise ValueError("a number, not true or false")
+        return value
+
+
+def _numbers(annotation: object) -> bool:
+    """Whether a field's type takes numbers and nothing else: ``int``, ``float | None``, ``list[int]``."""
+    origin = get_origin(annotation)
+    members = get_args(annotation) if origin in (Union, UnionType, list) else (annotation,)
+    members = tuple(m for m in members if m is not type(None))
+    return bool(members) and all(m in (int, float) for m in members)
 
 
 def _check_schedule_text(value: object) -> object:
@@ -48,10 +74,50 @@ def _check_schedule_text(value: object) -> object:
     return value
 
 
+# A value that changes over the animation is a union whose member is picked from the input's type (pydantic's
+# discriminated union), so a problem is reported by that member alone: a table's own error (its schedule's
+# caret, its interpolation) instead of "Input should be a valid number" for the number member first. true and
+# false fit no member: they are not numbers here, though pydantic would otherwise read them as 1.0 and 0.0.
+NUMBER, TEXT, LIST, TABLE = "<number>", "<schedule string>", "<per-frame list>", "<table>"
+UNION_TAGS = frozenset((NUMBER, TEXT, LIST, TABLE))
+"""The union members' tags, which pydantic puts in an error's location; :func:`error_path` leaves them out."""
+
+
+def _value_kind(value: object) -> str | None:
+    """The member an input is meant for, from its type; None (an error naming what is allowed) for others."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return NUMBER
+    if isinstance(value, str):
+        return TEXT
+    if isinstance(value, list | tuple):
+        return LIST
+    if isinstance(value, dict | ScheduleTable):
+        return TABLE
+    return None
+
+
+def _by_kind(allowed: str) -> Discriminator:
+    return Discriminator(_value_kind, custom_error_type="schedule_value", custom_error_message=allowed)
+
+
+def error_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as the spec's dotted field path, without the union members' tags."""
+    return ".".join(str(part) for part in loc if part not in UNION_TAGS)
+
+
+PlainSchedule = Annotated[
+    Annotated[float, Tag(NUMBER)] | Annotated[str, Tag(TEXT)] | Annotated[list[StrictFloat], Tag(LIST)],
+    _by_kind("a number, a per-frame list or a schedule string"),
+]
+"""What a table's ``schedule`` holds: a number, a per-frame list (numbers, not true/false) or a schedule string."""
+
+
 class ScheduleTable(_Section):
     """A schedule with its interpolation: ``{ schedule = "0:(1), 30:(2)", interpolation = "cubic" }``."""
 
-    schedule: float | str | list[float]
+    schedule: PlainSchedule
     interpolation: Literal["linear", "cubic", "step"] = "linear"
 
     @field_validator("schedule")
@@ -60,8 +126,20 @@ class ScheduleTable(_Section):
         return _check_schedule_text(value)
 
 
-ScheduleValue = float | str | list[float] | ScheduleTable
+ScheduleValue = Annotated[
+    Annotated[float, Tag(NUMBER)]
+    | Annotated[str, Tag(TEXT)]
+    | Annotated[list[StrictFloat], Tag(LIST)]
+    | Annotated[ScheduleTable, Tag(TABLE)],
+    _by_kind("a number, a per-frame list, a schedule string or a table"),
+]
 """A number (constant), a per-frame list, a Deforum schedule string, or a table with an interpolation."""
+
+StepsValue = Annotated[
+    Annotated[int, Tag(NUMBER)] | Annotated[str, Tag(TEXT)],
+    _by_kind("an integer from 1 to 1000, or a schedule string"),
+]
+"""Sampling steps: a whole number or a schedule string."""
 
 
 class LoraRef(_Section):
@@ -97,7 +175,7 @@ class SamplingSection(_Section):
     sampler: str = Field(
         "Euler a", description='A1111 sampler name, or a schedule: 0:("Euler a"), 30:("DDIM")'
     )
-    steps: int | str = Field(
+    steps: StepsValue = Field(
         20, description='sampling steps 1-1000; a number or a schedule such as "0:(25), 60:(40)"'
     )
     cfg: ScheduleValue = Field(7.0, description="guidance scale 0-100; a number or a schedule")
@@ -127,7 +205,7 @@ class SamplingSection(_Section):
     @classmethod
     def _known_sampler(cls, value: str) -> str:
         """A name, or a Deforum sampler schedule ``0:("Euler a"), 30:("DDIM")``; every name must be known."""
-        from flipbook.models.samplers import resolve_sampler
+        from flipbook.models.sampler_names import resolve_sampler
 
         names = string_schedule_values(value) if is_string_schedule(value) else [value]
         for name in names:
@@ -340,7 +418,7 @@ class ControlNetUnit(_Section):
 def _unit_error(name: str, error: ValidationError) -> SpecError:
     """pydantic's problems in one unit as one SpecError, each line naming ``controlnet[i].field``."""
     problems = [
-        (".".join([name, *map(str, e["loc"])]), e.get("input"), e["msg"].removeprefix("Value error, "))
+        (error_path((name, *e["loc"])), e.get("input"), e["msg"].removeprefix("Value error, "))
         for e in error.errors()
     ]
     message = "\n".join(
