@@ -192,7 +192,8 @@ def test_sd_models_lists_the_models_folder_and_options_accept_a1111_titles(tmp_p
         models = {m["title"]: m for m in client.get("/sdapi/v1/sd-models").json()}
         assert {"tiny", "random-sd15", "dreamy", "anime/cel"} <= set(models)
         assert models["anime/cel"]["model_name"] == "anime_cel"
-        assert models["dreamy"]["filename"] == str(checkpoints / "dreamy.safetensors")
+        assert models["dreamy"]["filename"] == "models/Stable-diffusion/dreamy.safetensors"  # relative
+        assert str(tmp_path) not in client.get("/sdapi/v1/sd-models").text
         assert client.post(
             "/sdapi/v1/options", json={"sd_model_checkpoint": "dreamy.safetensors [0123abcd]"}
         ).is_success

@@ -3,18 +3,29 @@
 import base64
 import http.client
 import io
+import json
 import os
 import subprocess
 import sys
+import typing
 
 import PIL.Image
 import pytest
 from fastapi.testclient import TestClient
 
 from flipbook.errors import FlipbookError
-from flipbook.server import ServerSettings, create_app
+from flipbook.server import ServerSettings, create_app, ui
 from flipbook.server.background import BackgroundServer
-from flipbook.server.security import confined_file
+from flipbook.server.security import confined_file, public_text
+from flipbook.spec.model import Spec
+from flipbook.spec.references import (
+    ANY_INDEX,
+    InputFile,
+    ModelReference,
+    field_name,
+    marked_fields,
+    marker_of,
+)
 
 BASE = "http://127.0.0.1:7860"
 SPEC = {
@@ -156,6 +167,10 @@ def test_bodies_over_the_upload_limit_get_413(tmp_path):
 
         chunked = client.post("/api/jobs", content=chunks(), headers={"content-type": "application/json"})
         assert chunked.status_code == 413
+        ui_call = client.post(
+            "/ui/gradio_api/queue/join", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert ui_call.status_code == 413
         upload = client.post(
             "/api/jobs",
             files={"spec": ("a.toml", SPEC_TOML), "init.image": ("a.png", b"\x89PNG" + b"0" * 20_000)},
@@ -265,3 +280,283 @@ def test_confined_file_only_returns_regular_files_inside_the_root(tmp_path):
     for bad in ("../outside.txt", "frames/../../outside.txt", "link", str(tmp_path / "outside.txt"), "frames",
                 "", ".", "frames\\a.png", "a\x00b", "missing.png"):  # fmt: skip
         assert confined_file(root, bad) is None, bad
+
+
+# ---- fields that name models and files (read from the schema) ----------------------------------------------
+
+PATHS = [
+    "/etc/passwd",
+    "tmp/x.ckpt",  # exists relative to the server's working directory
+    "tmp/model",  # a folder there: shaped like a hub id, still a path
+    "x.ckpt",
+    "a/b/c.safetensors",
+    "./x",
+    "..",
+    "../x",
+    "models/../tmp/x.ckpt",
+    "~",
+    "~/x.ckpt",
+    "C:\\models\\x.ckpt",
+    "C:/models/x.ckpt",
+    "models\\x.ckpt",
+]
+
+
+def _section_class(model, name):
+    from pydantic import BaseModel
+
+    stack = [model.model_fields[name].annotation]
+    while stack:
+        annotation = stack.pop()
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return annotation
+        stack += typing.get_args(annotation)
+    raise AssertionError(f"{name} holds no section")
+
+
+def _required(section) -> dict:
+    """The fields a list item needs to exist (a unit's model): a built-in where there is one."""
+    values = {}
+    for name, info in section.model_fields.items():
+        if info.is_required():
+            marker = marker_of(section, name)
+            values[name] = marker.builtins[0] if getattr(marker, "builtins", ()) else "x"
+    return values
+
+
+def data_at(location, value, mode="travel") -> dict:
+    """A small valid spec's data with ``value`` at ``location`` (list items made with what they need)."""
+    data = json.loads(json.dumps(SPEC))
+    data["animation"] = {**data["animation"], "max_frames": 2, "mode": mode}
+    node, model, parts, index = data, Spec, list(location), 0
+    while index < len(parts) - 1:
+        name, section = parts[index], _section_class(model, parts[index])
+        if index + 1 < len(parts) and parts[index + 1] == ANY_INDEX:
+            node[name] = [_required(section)]
+            node, index = node[name][0], index + 2
+        else:
+            node, index = node.setdefault(name, _required(section)), index + 1
+        model = section
+    node[parts[-1]] = value
+    return data
+
+
+def value_for(marker, path: str):
+    """``path`` as the field takes a name: as it is, in a checkpoint schedule, or in a prompt's LoRA tag."""
+    if marker.form == "schedule":
+        return f'0:("tiny"), 1:("{path}")'
+    if marker.form == "prompt_tags":
+        return f"a cat <lora:{path}:0.5>"
+    return path
+
+
+def concrete(location) -> str:
+    return field_name(tuple(0 if part == ANY_INDEX else part for part in location))
+
+
+@pytest.fixture()
+def server_cwd(tmp_path, monkeypatch):
+    """The server runs in a folder holding ``tmp/x.ckpt``, ``tmp/model/`` and ``x.ckpt``."""
+    cwd = tmp_path / "cwd"
+    (cwd / "tmp" / "model").mkdir(parents=True)
+    (cwd / "tmp" / "x.ckpt").write_bytes(b"weights")
+    (cwd / "x.ckpt").write_bytes(b"weights")
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
+def test_every_model_field_refuses_a_path_over_http(tmp_path, server_cwd):
+    """Walks the whole schema: a model field added later is covered without a list to extend."""
+    models = [(loc, m) for loc, m in marked_fields() if isinstance(m, ModelReference)]
+    assert len(models) >= 14
+    with client_for(tmp_path) as client:
+        for location, marker in models:
+            for path in PATHS:
+                response = client.post("/api/jobs", json=data_at(location, value_for(marker, path)))
+                assert response.status_code == 422, (concrete(location), path, response.text)
+                assert response.json()["field"] == concrete(location), (path, response.text)
+        assert client.get("/api/jobs").json()["total"] == 0
+    assert [p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()] == []
+
+
+def test_every_input_file_field_takes_only_an_upload(tmp_path, server_cwd):
+    from flipbook.modes import MODES
+
+    inputs = [loc for loc, m in marked_fields() if isinstance(m, InputFile)]
+    assert len(inputs) >= 9
+    with client_for(tmp_path) as client:
+        for location in inputs:
+            for path in ("/etc/hosts", "x.ckpt", "tmp/x.ckpt", "missing.png"):
+                modes = [m for m in MODES if _valid(data_at(location, path, m))]
+                assert modes, f"no mode takes {concrete(location)} alone"
+                response = client.post("/api/jobs", json=data_at(location, path, modes[0]))
+                assert response.status_code == 422, (concrete(location), response.text)
+                assert response.json()["field"] == concrete(location)
+                assert "uploaded with the job" in response.json()["detail"]
+        assert client.get("/api/jobs").json()["total"] == 0
+
+
+def _valid(data) -> bool:
+    try:
+        Spec.model_validate(data)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def test_model_names_built_ins_hub_ids_and_models_folder_names_are_accepted(tmp_path, server_cwd):
+    webui = tmp_path / "webui"
+    (webui / "models" / "Stable-diffusion" / "anime" / "sub").mkdir(parents=True)
+    (webui / "models" / "Stable-diffusion" / "anime" / "sub" / "deep.safetensors").write_bytes(b"")
+    (webui / "models" / "Lora").mkdir(parents=True)
+    (webui / "models" / "Lora" / "style.safetensors").write_bytes(b"")
+    (webui / "models" / "Lora" / "x.safetensors").write_bytes(b"")
+    with client_for(tmp_path, models_dir=webui) as client:
+        for model, prompt in (
+            ("tiny", "a cat"),
+            ("random-sd15", "a cat <lora:style:0.5>"),
+            ("runwayml/stable-diffusion-v1-5", "a cat <lora:style.safetensors>"),
+            ("anime/sub/deep", "a cat"),
+            ('0:("tiny"), 1:("anime/sub/deep")', "a cat"),
+        ):
+            body = {**SPEC, "model": {"name": model}, "prompts": {"0": prompt}}
+            assert client.post("/api/jobs", json=body).status_code == 201, (model, prompt)
+        refused = {
+            ("model", "name"): "nothing-here",  # a name the server does not have
+            ("model", "vae"): "org/vae",  # VAEs are files or models-folder names: no hub
+            ("post", "upscale_model"): "org/esrgan",
+        }
+        for (section, key), name in refused.items():
+            response = client.post("/api/jobs", json={**SPEC, section: {**SPEC.get(section, {}), key: name}})
+            assert response.status_code == 422 and response.json()["field"] == f"{section}.{key}", name
+        # x.ckpt is in the models folder's LoRAs and in the server's working directory: the loader would read the
+        # working directory's, so it is a path
+        lora = client.post("/api/jobs", json={**SPEC, "prompts": {"0": "<lora:x.ckpt>"}})
+        assert lora.status_code == 422 and "not accepted over HTTP" in lora.json()["detail"]
+
+
+def test_a_control_image_is_uploaded_like_any_input(tmp_path):
+    unit = b'\n[[controlnet]]\nmodel = "tiny"\n'
+    with client_for(tmp_path) as client:
+        job = client.post(
+            "/api/jobs",
+            files={"spec": ("a.toml", SPEC_TOML + unit), "controlnet[0].image": ("pose.png", png_bytes())},
+        )
+        assert job.status_code == 201, job.text
+        spec = client.get(f"/api/jobs/{job.json()['id']}").json()["spec"]
+        assert spec["controlnet"][0]["image"].endswith(f"{job.json()['id']}/inputs/controlnet_0_image.png")
+        missing = client.post(
+            "/api/jobs",
+            files={"spec": ("a.toml", SPEC_TOML + unit), "controlnet[1].image": ("pose.png", png_bytes())},
+        )
+        assert missing.status_code == 422 and missing.json()["field"] == "controlnet[1].image"
+        assert "no controlnet[1]" in missing.json()["detail"]
+
+
+# ---- the web UI's files ------------------------------------------------------------------------------------
+
+FILE_DATA = {"meta": {"_type": "gradio.FileData"}}
+
+
+def test_the_web_ui_reads_no_file_a_client_names(tmp_path):
+    """The issue's reproductions: a Spec-tab import and a queued job naming server files, and file= for the
+    job database."""
+    secret = tmp_path / "secret.toml"
+    secret.write_text('version = 1\n[prompts]\n0 = "TOPSECRET"\n', encoding="utf-8")
+    picture = tmp_path / "secret.png"
+    PIL.Image.new("RGB", (64, 64), (1, 2, 3)).save(picture)
+    with client_for(tmp_path) as client:
+        state = client.app.state.flipbook
+        named = client.post(
+            "/ui/gradio_api/call/on_import", json={"data": [{"path": str(secret), **FILE_DATA}, ""]}
+        )
+        assert named.status_code == 403 and b"TOPSECRET" not in named.content
+
+        uploads = [None] * len(ui.upload_fields())
+        uploads[ui.upload_fields().index("init.image")] = {"path": str(picture), **FILE_DATA}
+        job = client.post("/ui/gradio_api/call/submit_spec", json={"data": [ui.data_to_toml(SPEC), *uploads]})
+        assert job.status_code == 403
+        assert client.get("/api/jobs").json()["total"] == 0
+
+        database = state.settings.runs_dir / "flipbook.db"
+        job_id = client.post("/api/jobs", json=SPEC).json()["id"]
+        for path in (database, f"{database}-wal", state.settings.runs_dir / "flipbook.lock", secret,
+                     state.settings.runs_dir / job_id / ".." / "flipbook.db", "runs/flipbook.db"):  # fmt: skip
+            for route in ("/ui/gradio_api/file=", "/ui/gradio_api/file/"):
+                response = client.get(f"{route}{path}")
+                assert response.status_code == 404, (route, path)
+                assert b"SQLite" not in response.content and b"TOPSECRET" not in response.content
+        assert client.get(
+            f"/ui/gradio_api/file={state.settings.runs_dir / job_id / 'spec.json'}"
+        ).status_code in (
+            200,
+            404,  # not written until the job runs; the guard lets run-folder files through either way
+        )
+
+        # what the browser does: upload, then name the upload
+        upload = client.post("/ui/gradio_api/upload", files={"files": ("mine.toml", secret.read_bytes())})
+        path = upload.json()[0]
+        event = client.post("/ui/gradio_api/call/on_import", json={"data": [{"path": path, **FILE_DATA}, ""]})
+        assert event.status_code == 200, event.text
+        result = client.get(f"/ui/gradio_api/call/on_import/{event.json()['event_id']}")
+        assert "TOPSECRET" in result.text and "Imported the spec mine.toml" in result.text
+        assert b"TOPSECRET" in client.get(f"/ui/gradio_api/file={path}").content
+
+
+def test_run_folder_links_are_never_served(tmp_path):
+    secret = tmp_path / "secret.png"
+    PIL.Image.new("RGB", (64, 64), (9, 9, 9)).save(secret)
+    with client_for(tmp_path) as client:
+        state = client.app.state.flipbook
+        job_id = client.post("/api/jobs", json=SPEC).json()["id"]
+        assert state.store.claim().id == job_id
+        run = tmp_path / "runs" / job_id
+        (run / "frames").mkdir(parents=True)
+        os.symlink(secret, run / "frames" / "frame_00000.png")
+        os.symlink(secret, run / f"{job_id}.gif")
+        state.store.finish(job_id, "done", result={"outputs": {"gif": f"{job_id}.gif"}})
+        assert client.get(f"/api/jobs/{job_id}/preview.png").status_code == 404
+        assert ui.gallery_items(state) == []
+        assert client.get(f"/api/jobs/{job_id}/files").json()["files"] == []
+        assert client.get(f"/ui/gradio_api/file={run / 'frames' / 'frame_00000.png'}").status_code == 404
+
+        (run / "frames" / "frame_00000.png").unlink()
+        PIL.Image.new("RGB", (64, 64), (200, 0, 0)).save(run / "frames" / "frame_00000.png")
+        preview = client.get(f"/api/jobs/{job_id}/preview.png")
+        assert preview.status_code == 200
+        assert PIL.Image.open(io.BytesIO(preview.content)).getpixel((0, 0)) == (200, 0, 0)
+        assert ui.gallery_items(state) == [(str((run / "frames" / "frame_00000.png").resolve()), job_id)]
+
+
+# ---- paths shown to clients ------------------------------------------------------------------------------
+
+
+def test_errors_name_files_relative_to_the_runs_folder(tmp_path):
+    with client_for(tmp_path) as client:
+        state = client.app.state.flipbook
+        audio = client.post(
+            "/api/jobs", files={"spec": ("a.toml", SPEC_TOML), "audio.file": ("a.wav", b"RIFF" + b"\0" * 200)}
+        )
+        assert audio.status_code == 422 and audio.json()["field"] == "audio.file"
+        assert str(tmp_path) not in audio.text and "/inputs/audio_file.wav" in audio.json()["detail"]
+
+        job_id = client.post("/api/jobs", json=SPEC).json()["id"]
+        state.store.claim()
+        inputs = state.settings.runs_dir / job_id / "inputs" / "init_image.png"
+        state.store.finish(
+            job_id, "failed", error=f"init.image: '{inputs}' is not valid; an image", error_field="init.image"
+        )
+        message = client.get(f"/api/jobs/{job_id}").json()["error"]["message"]
+        assert message == f"init.image: '{job_id}/inputs/init_image.png' is not valid; an image"
+        deforum = client.get(f"/deforum_api/jobs/{job_id}").json()
+        assert deforum["message"] == message and deforum["outdir"] == job_id
+
+
+def test_public_text_hides_the_servers_folders(tmp_path):
+    settings = ServerSettings(runs_dir=tmp_path / "runs", models_dir=tmp_path / "webui")
+    (tmp_path / "webui" / "models" / "Lora").mkdir(parents=True)
+    text = (f"{tmp_path}/runs/ab/x.png, {tmp_path}/runs, {tmp_path}/runs2/y, '{tmp_path}/webui/models/Lora/s.pt', "
+            f"{os.path.realpath(tmp_path)}/runs/cd")  # fmt: skip
+    assert public_text(text, settings) == (
+        f"ab/x.png, the runs folder, {tmp_path}/runs2/y, 'models/Lora/s.pt', cd"
+    )

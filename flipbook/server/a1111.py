@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from flipbook import __version__
 from flipbook.errors import FlipbookError
 from flipbook.server.app import ServerState, server_state
-from flipbook.server.security import check_model_reference
+from flipbook.server.security import check_model_reference, confined_file, public_path, public_text
 from flipbook.server.stills import (
     IMG2IMG,
     SCHEDULERS,
@@ -36,6 +36,7 @@ from flipbook.server.stills import (
 )
 from flipbook.server.store import CANCELLED, DONE, FINISHED, QUEUED, RUNNING, JobRecord, NewJob
 from flipbook.server.submit import new_job_id, remove_run_dir
+from flipbook.spec.model import CHECKPOINT
 
 router = APIRouter(prefix="/sdapi/v1", tags=["a1111"])
 WAIT_POLL_S = 5.0
@@ -60,6 +61,12 @@ async def _still(request: Request, body: dict[str, Any], kind: str) -> JSONRespo
     server = server_state(request)
     default_model = await run_in_threadpool(server.current_model)
     still = await run_in_threadpool(still_from_a1111, body, kind, default_model)
+    check_model_reference(  # a name the server's models folder has, a built-in or a hub id
+        "override_settings.sd_model_checkpoint",
+        still.payload["model"],
+        CHECKPOINT,
+        server.settings.models_dir,
+    )
     job_id = new_job_id()
     await run_in_threadpool(_queue_still, server, job_id, still)
     record = await wait_finished(server, job_id)
@@ -67,7 +74,7 @@ async def _still(request: Request, body: dict[str, Any], kind: str) -> JSONRespo
         raise HTTPException(410, f"job {job_id} was deleted before it finished")
     if record.state not in (DONE, CANCELLED):
         status = 500 if record.error_type in ("internal", None) else 422
-        detail = record.error or f"the job was {record.state}"
+        detail = public_text(record.error or f"the job was {record.state}", server.settings)
         return JSONResponse(
             {"error": record.error_type, "detail": detail, "field": record.error_field}, status
         )
@@ -109,11 +116,10 @@ async def wait_finished(server: ServerState, job_id: str) -> JobRecord | None:
 
 
 def _read_images(server: ServerState, record: JobRecord) -> list[str]:
+    """The job's images as base64 (regular files inside its run folder only)."""
     folder = server.settings.runs_dir / record.id
-    return [
-        base64.b64encode((folder / name).read_bytes()).decode("ascii")
-        for name in record.result.get("images", [])
-    ]
+    files = [confined_file(folder, name) for name in record.result.get("images", [])]
+    return [base64.b64encode(path.read_bytes()).decode("ascii") for path in files if path is not None]
 
 
 def a1111_info(record: JobRecord) -> dict[str, Any]:
@@ -201,6 +207,8 @@ def sd_models(request: Request) -> list[dict[str, Any]]:
 
 
 def _models(server: ServerState) -> list[dict[str, Any]]:
+    """Built-ins and the models folder's checkpoints; ``filename`` is relative to the models folder (a client
+    never sees where the server keeps its files)."""
     from flipbook.models.builtin import BUILTIN_MODELS
     from flipbook.models.folders import ModelsDir
 
@@ -211,7 +219,7 @@ def _models(server: ServerState) -> list[dict[str, Any]]:
     if server.settings.models_dir is not None:
         for name, path in ModelsDir(server.settings.models_dir).list("checkpoint").items():
             models.append({"title": name, "model_name": name.replace("/", "_"), "hash": None, "sha256": None,
-                           "filename": str(path), "config": None})  # fmt: skip
+                           "filename": public_path(path, server.settings), "config": None})  # fmt: skip
     return models
 
 
@@ -253,7 +261,7 @@ def set_options(request: Request, body: Annotated[dict[str, Any], Body()]) -> No
     name = body.get("sd_model_checkpoint")
     if name is None:
         return None
-    check_model_reference("sd_model_checkpoint", str(name))
+    check_model_reference("sd_model_checkpoint", str(name), CHECKPOINT, server.settings.models_dir)
     models = _models(server)
     known = {m["model_name"]: m["title"] for m in models} | {m["title"]: m["title"] for m in models}
     key = checkpoint_name(str(name))

@@ -7,7 +7,8 @@ Submitting (``POST /api/jobs``), the spec comes as
 - ``text/plain``: a Deforum settings file's text;
 - ``multipart/form-data``: a part ``spec`` (a file: its suffix .json/.toml/.txt says the format; or text),
   optional ``format`` and ``set`` fields, and the input files as parts named by their spec field
-  (``init.image``, ``init.mask``, ``audio.file``, ...).
+  (``init.image``, ``init.mask``, ``audio.file``, ``controlnet[0].image``, ...: the fields the schema marks as
+  input files; a spec never names a file on the server).
 
 ``?format=json|toml|deforum`` overrides the detection; ``?set=animation.max_frames=48`` (repeatable) applies
 overrides as ``flipbook render --set`` does. The spec is validated completely before it is queued; a bad
@@ -30,7 +31,7 @@ from starlette.exceptions import HTTPException
 from flipbook import __version__
 from flipbook.errors import FlipbookError
 from flipbook.server.app import ServerState, server_state
-from flipbook.server.security import confined_file
+from flipbook.server.security import confined_file, public_text
 from flipbook.server.store import FINISHED, RENDER, RESUMABLE, RUNNING, STATES, JobRecord, NewJob
 from flipbook.server.submit import JOB_ID, Submission, format_for, parse_spec, prepare_render, remove_run_dir
 
@@ -66,7 +67,11 @@ def job_view(state: ServerState, record: JobRecord, *, detail: bool = False) -> 
         "progress": live or record.progress,
         "error": None
         if record.error is None
-        else {"message": record.error, "field": record.error_field, "type": record.error_type},
+        else {
+            "message": public_text(record.error, state.settings),
+            "field": record.error_field,
+            "type": record.error_type,
+        },
         "warnings": record.warnings,
         "seed": _seed(record),
         "outputs": {kind: f"{base}/files/{path}" for kind, path in outputs.items() if not path.endswith("/")}
@@ -308,7 +313,8 @@ def _sse(name: str, data: dict[str, Any]) -> str:
 
 @router.get("/jobs/{job_id}/preview.png")
 def job_preview(job_id: str, request: Request) -> Response:
-    """The latest preview: the running job's newest step preview or frame, else its last frame on disk."""
+    """The latest preview: the running job's newest step preview or frame, else its last frame on disk (a
+    regular file inside the run folder: a link that leads out is no preview)."""
     server = server_state(request)
     record = _record(server, job_id)
     image = server.hub.preview(job_id)
@@ -316,24 +322,24 @@ def job_preview(job_id: str, request: Request) -> Response:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         return Response(buffer.getvalue(), media_type="image/png", headers={"Cache-Control": "no-store"})
-    frames = sorted((server.settings.runs_dir / record.id / "frames").glob("frame_*.png"))
+    root = server.settings.runs_dir / record.id
+    frames = sorted((root / "frames").glob("frame_*.png"))
     stills = record.result.get("images", [])
-    last = frames[-1] if frames else (server.settings.runs_dir / record.id / stills[-1] if stills else None)
-    if last is None or not last.is_file():
+    last = f"frames/{frames[-1].name}" if frames else (stills[-1] if stills else None)
+    target = confined_file(root, last) if isinstance(last, str) else None
+    if target is None:
         raise HTTPException(404, f"job {job_id} has no preview yet")
-    return FileResponse(last, media_type="image/png", headers={"Cache-Control": "no-store"})
+    return FileResponse(target, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/jobs/{job_id}/files")
 def list_files(job_id: str, request: Request) -> dict[str, Any]:
-    """Every file in the job's run folder, as paths for ``/files/{path}``."""
+    """Every file in the job's run folder that ``/files/{path}`` serves (links are left out)."""
     server = server_state(request)
     record = _record(server, job_id)
     root = server.settings.runs_dir / record.id
-    files = sorted(
-        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not p.is_symlink()
-    )
-    return {"files": files}
+    names = (p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_symlink())
+    return {"files": sorted(name for name in names if confined_file(root, name) is not None)}
 
 
 @router.get("/jobs/{job_id}/files/{path:path}")

@@ -27,7 +27,7 @@ from flipbook import __version__
 from flipbook.errors import FlipbookError
 from flipbook.server.jobs import Workers
 from flipbook.server.progress import ProgressHub
-from flipbook.server.security import RejectedUpload, SecurityMiddleware
+from flipbook.server.security import RejectedUpload, SecurityMiddleware, public_text
 from flipbook.server.settings import ServerSettings
 from flipbook.server.stills import STILL_KINDS
 from flipbook.server.store import JobStore, NewJob
@@ -163,11 +163,17 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
 
 def _error_handler(status: int):
-    """Input errors as flipbook prints them (field, value, what is allowed), with the field on its own."""
+    """Input errors as flipbook prints them (field, value, what is allowed), with the field on its own; the
+    server's folders are left out of the text (paths relative to the runs or models folder)."""
 
     async def handle(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, FlipbookError)
-        body = {"detail": str(error), "field": error.field, "allowed": error.allowed}
+        settings = server_state(request).settings
+        body = {
+            "detail": public_text(str(error), settings),
+            "field": error.field,
+            "allowed": public_text(error.allowed, settings),
+        }
         return JSONResponse(body, status_code=status)
 
     return handle

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 
 from flipbook.errors import FlipbookError
 from flipbook.server.app import ServerState, server_state
+from flipbook.server.security import public_text
 from flipbook.server.stills import checkpoint_name
 from flipbook.server.store import (
     CANCELLED,
@@ -214,8 +215,8 @@ def deforum_status(server: ServerState, record: JobRecord) -> dict[str, Any]:
         "execution_time": max(0.0, end - record.started_at) if record.started_at else 0.0,
         "update_interval_time": 0.0,
         "updates": int(progress.get("frame", 0)),
-        "message": record.error,
-        "outdir": str(server.settings.runs_dir / record.id),
+        "message": None if record.error is None else public_text(record.error, server.settings),
+        "outdir": record.id,  # relative to the runs folder: clients never see the server's paths
         "timestring": time.strftime("%Y%m%d%H%M%S", time.localtime(record.created_at)),
         "deforum_settings": None,
         "options_overrides": server.store.batch_options(record.batch_id) if record.batch_id else None,

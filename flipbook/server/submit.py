@@ -5,35 +5,45 @@ the plan, which evaluates every schedule at every frame), and a few things the C
 
 - The run folder is the server's: ``output.dir`` is the runs folder and ``output.name`` the job id, whatever
   the client sent; ``model.models_dir`` is ``--models-dir``.
-- Input files (``init.image``, ``audio.file``, ...: every ``Path`` field of the spec) must be uploaded with
-  the job as multipart parts named by the field; a client never names a file on the server. Uploads are
-  sniffed by content and saved under ``<run>/inputs/``.
-- Model names must be names, not paths (:func:`~flipbook.server.security.check_model_reference`).
+- Input files (``init.image``, ``audio.file``, ``controlnet[0].image``, ...: every field the schema marks
+  :class:`~flipbook.spec.references.InputFile`) must be uploaded with the job as multipart parts named by the
+  field; a client never names a file on the server. Uploads are sniffed by content and saved under
+  ``<run>/inputs/``.
+- Every model the spec names (every :class:`~flipbook.spec.references.ModelReference` field, list items,
+  checkpoint schedules and ``<lora:...>`` tags in prompts included) must be a name, not a path
+  (:func:`~flipbook.server.security.check_model_reference`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 import tempfile
 import tomllib
-import types
-import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from flipbook.errors import FlipbookError, SpecError
-from flipbook.server.security import check_model_reference, sniff_upload
+from flipbook.server.security import JOB_ID, check_model_reference, sniff_upload
 from flipbook.server.settings import ServerSettings
 from flipbook.spec.load import apply_override, spec_from_data
 from flipbook.spec.model import Spec
+from flipbook.spec.references import (
+    InputFile,
+    Location,
+    ModelReference,
+    ServerOwned,
+    field_name,
+    marked_fields,
+    parse_field,
+    pattern_of,
+    references,
+    set_in_data,
+)
 
 FORMATS = ("json", "toml", "deforum")
 CONTENT_TYPES = {
@@ -45,10 +55,7 @@ CONTENT_TYPES = {
     "text/plain": "deforum",
 }
 SUFFIXES = {".json": "json", ".toml": "toml", ".txt": "deforum"}
-JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 INPUTS = "inputs"
-_SERVER_SET = {("output", "dir"), ("model", "models_dir")}
-_LORA_TAG = re.compile(r"<(?:lora|lyco):([^:>]+)", re.IGNORECASE)
 
 
 def new_job_id() -> str:
@@ -154,11 +161,11 @@ def prepare_render(
     for override in submission.overrides:
         apply_override(data, override)
     warnings += _server_owned_fields(data, settings, job_id)
-    saved = _place_uploads(data, submission.uploads, run_dir)
+    saved = place_uploads(data, submission.uploads, run_dir)
     spec = spec_from_data(data)
-    _check_model_names(spec)
+    check_references(spec, settings, {location for location, _ in saved.values()})
     try:
-        _write_files(saved)
+        _write_files({path: content for path, (_, content) in saved.items()})
         _check_plan(spec)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -168,22 +175,24 @@ def prepare_render(
 
 
 def _server_owned_fields(data: dict[str, Any], settings: ServerSettings, job_id: str) -> list[str]:
-    """Point the render at ``<runs-dir>/<job id>/`` and the server's models folder; say what was replaced."""
+    """Point the render at ``<runs-dir>/<job id>/`` and the server's models folder (every field the schema
+    marks :class:`~flipbook.spec.references.ServerOwned`); say what was replaced."""
+    values: dict[str, str | None] = {
+        "output.dir": str(settings.runs_dir),
+        "output.name": job_id,
+        "model.models_dir": None if settings.models_dir is None else str(settings.models_dir),
+    }
     warnings = []
-    for section_name, key, value, why in (
-        ("output", "dir", str(settings.runs_dir), "jobs render into the server's runs folder"),
-        ("output", "name", job_id, "the run folder and its files are named by the job id"),
-        (
-            "model",
-            "models_dir",
-            None if settings.models_dir is None else str(settings.models_dir),
-            "set by --models-dir",
-        ),
-    ):
-        section = _section(data, section_name)
+    for location, marker in marked_fields():
+        if not isinstance(marker, ServerOwned):
+            continue
+        name = field_name(location)
+        value = values[name]  # a new server-owned field needs its value here
+        section = _section(data, str(location[0]))
+        key = str(location[-1])
         given = section.get(key)
         if given is not None and str(given) != str(value):
-            warnings.append(f"{section_name}.{key} {given!r} was replaced: {why}")
+            warnings.append(f"{name} {given!r} was replaced: {marker.why}")
         if value is None:
             section.pop(key, None)
         else:
@@ -198,72 +207,62 @@ def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
     return section
 
 
-def path_fields(model: type[BaseModel] = Spec, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    """Every field of the spec model that holds a file system path, found from the model's annotations (so
-    sections added later are covered without a list to keep up to date)."""
-    for name, info in model.model_fields.items():
-        options = _union_members(info.annotation)
-        sections = [o for o in options if isinstance(o, type) and issubclass(o, BaseModel)]
-        if len(sections) == 1 and len(options) == 1:
-            yield from path_fields(sections[0], (*prefix, name))
-        elif Path in options:
-            yield (*prefix, name)
+def input_fields() -> dict[Location, InputFile]:
+    """Every input-file field of the spec schema (``controlnet[i].image`` for list items)."""
+    return {location: marker for location, marker in marked_fields() if isinstance(marker, InputFile)}
 
 
-def _union_members(annotation: Any) -> tuple[Any, ...]:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return typing.get_args(annotation)
-    return (annotation,)
-
-
-def upload_kind(path: tuple[str, ...]) -> str | None:
-    """What a path field takes when uploaded: image, video or audio; None for fields that cannot be
-    uploaded (the server's own folders, and models, which may hold code)."""
-    dotted = ".".join(path)
-    if path in _SERVER_SET or "model" in path[-1]:
-        return None
-    if "video" in dotted:
-        return "video"
-    if path[0] == "audio":
-        return "audio"
-    return "image"
-
-
-def _place_uploads(data: dict[str, Any], uploads: dict[str, bytes], run_dir: Path) -> dict[Path, bytes]:
-    """Check every path the spec names came with the job, sniff each upload, and point the spec at where it
-    will be saved. Returns the files to write."""
-    fields = {".".join(p): p for p in path_fields() if p not in _SERVER_SET}
-    for name in uploads:
-        if name not in fields or upload_kind(fields[name]) is None:
-            uploadable = sorted(n for n, p in fields.items() if upload_kind(p) is not None)
-            raise FlipbookError("upload", name, f"a file for one of: {', '.join(uploadable)}")
-    saved: dict[Path, bytes] = {}
-    for name, path in fields.items():
-        section = _lookup(data, path[:-1])
-        given = section.get(path[-1]) if section is not None else None
-        if name in uploads:
-            kind = upload_kind(path)
-            target = run_dir / INPUTS / (name.replace(".", "_") + sniff_upload(uploads[name], name, kind))
-            saved[target] = uploads[name]
-            node = data
-            for part in path[:-1]:
-                node = _section(node, part)
-            node[path[-1]] = str(target)
-        elif given is not None:
-            if upload_kind(path) is None:
-                raise FlipbookError(name, given, "not accepted by the server (a model file may run code)")
-            raise FlipbookError(
-                name, given, f"a file uploaded with the job: a multipart part named {name!r}",
-                detail="the server never reads a path a client names",
-            )  # fmt: skip
+def place_uploads(
+    data: dict[str, Any], uploads: Mapping[str, bytes], run_dir: Path
+) -> dict[Path, tuple[Location, bytes]]:
+    """Point the spec data at where each upload will be saved in the run folder, after sniffing it for what
+    its field takes. Returns the files to write with the field each is for."""
+    fields = input_fields()
+    saved: dict[Path, tuple[Location, bytes]] = {}
+    for name, content in uploads.items():
+        location = _upload_location(name, fields)
+        kind = fields[pattern_of(location)].kind
+        stem = field_name(location).replace(".", "_").replace("[", "_").replace("]", "")
+        target = run_dir / INPUTS / (stem + sniff_upload(content, name, kind))
+        set_in_data(data, location, str(target))
+        saved[target] = (location, content)
     return saved
 
 
-def _lookup(data: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
-    node: Any = data
-    for part in path:
-        node = node.get(part) if isinstance(node, dict) else None
-    return node if isinstance(node, dict) else None
+def _upload_location(name: str, fields: Mapping[Location, InputFile]) -> Location:
+    """The input-file field a multipart part's name names, or the error listing the fields that take one."""
+    try:
+        location = parse_field(name)
+    except FlipbookError:
+        location = ()
+    if pattern_of(location) not in fields:
+        uploadable = ", ".join(field_name(p) for p in fields)
+        raise FlipbookError("upload", name, f"a file for one of: {uploadable}")
+    return location
+
+
+def check_references(spec: Spec, settings: ServerSettings, uploaded: set[Location]) -> None:
+    """Every file and model the spec names, as the server allows them: input files only as uploads (the
+    locations in ``uploaded``), models only by name (built-in, ``--models-dir`` or hub id), never paths."""
+    for reference in references(spec):
+        marker = reference.marker
+        if isinstance(marker, InputFile) and reference.location not in uploaded:
+            raise FlipbookError(
+                reference.field, str(reference.value),
+                f"a file uploaded with the job: a multipart part named {reference.field!r}",
+                detail="the server never reads a path a client names",
+            )  # fmt: skip
+        if isinstance(marker, ModelReference):
+            for name in _model_names(reference.field, marker, reference.value):
+                check_model_reference(reference.field, name, marker, settings.models_dir)
+
+
+def _model_names(where: str, marker: ModelReference, value: Any) -> list[str]:
+    """The names a model field holds; a malformed prompt tag is an error naming the field."""
+    try:
+        return marker.names(value)
+    except FlipbookError as error:
+        raise FlipbookError(where, error.value, error.allowed, detail=error.detail) from None
 
 
 def _write_files(files: dict[Path, bytes]) -> None:
@@ -272,35 +271,18 @@ def _write_files(files: dict[Path, bytes]) -> None:
         path.write_bytes(data)
 
 
-def _check_model_names(spec: Spec) -> None:
-    """Every model the spec names is a name, never a path (checkpoints again per frame in the plan)."""
-    m = spec.model
-    names = [("model.name", m.name), ("model.vae", m.vae), ("post.upscale_model", spec.post.upscale_model)]
-    names += [(f"model.loras[{i}].name", lora.name) for i, lora in enumerate(m.loras)]
-    if spec.camera.depth_model != "flat":
-        names.append(("camera.depth_model", spec.camera.depth_model))
-    prompts = spec.prompts if isinstance(spec.prompts, str) else " ".join(spec.prompts.values())
-    for text in (prompts, spec.positive_prompt, spec.negative_prompt):
-        names += [("prompts", tag) for tag in _LORA_TAG.findall(text)]
-    for field_name, name in names:
-        if isinstance(name, str) and "(" not in name:  # schedules are checked per frame in _check_plan
-            check_model_reference(field_name, name)
-
-
 def _check_plan(spec: Spec) -> None:
     """Build the plan as ``flipbook validate`` does: every schedule at every frame, the audio analysed."""
     from flipbook.spec.plan import build_plan
 
     try:
-        plan = build_plan(spec.with_seed())
+        build_plan(spec.with_seed())
     except FlipbookError:
         raise
     except Exception as error:  # an upload that passed sniffing but does not decode, for example
         raise FlipbookError(
             "spec", "inputs", "files flipbook can read", detail=f"{type(error).__name__}: {error}"
         ) from None
-    for checkpoint in {frame.checkpoint for frame in plan.frames}:
-        check_model_reference("model.name", checkpoint)
 
 
 def remove_run_dir(settings: ServerSettings, job_id: str) -> None:

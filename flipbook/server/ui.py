@@ -42,8 +42,6 @@ CAMERA_3D = (
     "rotation_3d_z",
 )
 CAMERA_DEFAULTS = {"zoom": "0:(1.02)", "angle": "0:(0)", "translation_z": "0:(1)"}
-UPLOAD_FIELDS = ("init.image", "init.mask", "init.video", "audio.file")
-SERVER_OWNED = (("output", "dir"), ("output", "name"), ("model", "models_dir"))
 JOB_LIST_LIMIT = 50
 POLL_S = 1.5
 
@@ -166,17 +164,36 @@ def mode_data(mode: str, common: Mapping[str, Any], fields: Mapping[str, Any]) -
     return data
 
 
-def check_no_server_paths(data: Mapping[str, Any]) -> None:
-    """Refuse spec text that names files on the server (as the job API does): inputs are uploaded."""
-    from flipbook.server.submit import path_fields
+def upload_fields() -> tuple[str, ...]:
+    """The input-file fields of the spec schema outside lists (``init.image``, ``audio.file``, ...): one upload
+    box each in the Spec tab. List items (``controlnet[0].image``) are uploaded through the job API."""
+    from flipbook.server.submit import input_fields
+    from flipbook.spec.references import ANY_INDEX, field_name
 
-    for path in path_fields():
-        node: Any = data
-        for part in path:
-            node = node.get(part) if isinstance(node, Mapping) else None
-        if node is not None and path not in (("output", "dir"), ("model", "models_dir")):
-            name = ".".join(path)
-            raise FlipbookError(name, node, f"a file uploaded with the job (the {name} upload box)")
+    return tuple(field_name(location) for location in input_fields() if ANY_INDEX not in location)
+
+
+def server_owned_fields() -> list[tuple[str | int, ...]]:
+    """The fields the server sets for every job (run folder, job name, models folder), from the schema."""
+    from flipbook.spec.references import ServerOwned, marked_fields
+
+    return [location for location, marker in marked_fields() if isinstance(marker, ServerOwned)]
+
+
+def check_spec_files(state: ServerState, data: Mapping[str, Any], uploads: Mapping[str, str]) -> Spec:
+    """The spec for ``data`` with the browser's uploads in place, checked as the job API checks it: every
+    other input file named is refused (inputs are uploaded), every model must be a name, not a path."""
+    from flipbook.server.submit import check_references
+    from flipbook.spec.load import spec_from_data
+    from flipbook.spec.references import parse_field, set_in_data
+
+    data = json.loads(json.dumps(dict(data)))
+    located = {parse_field(name): path for name, path in uploads.items() if path}
+    for location, path in located.items():
+        set_in_data(data, location, str(path))
+    spec = spec_from_data(data)
+    check_references(spec, state.settings, set(located))
+    return spec
 
 
 def validate(data: Mapping[str, Any]) -> tuple[Spec, Any]:
@@ -191,11 +208,19 @@ def validate(data: Mapping[str, Any]) -> tuple[Spec, Any]:
     return spec, build_plan(spec)
 
 
-def error_text(error: Exception) -> str:
-    """A FlipbookError as the CLI prints it (naming the field); anything else with its type."""
-    if isinstance(error, FlipbookError):
-        return f"**{error.field}**: {error}"
-    return f"{type(error).__name__}: {error}"
+def error_text(error: Exception, state: ServerState | None = None) -> str:
+    """A FlipbookError as the CLI prints it (naming the field); anything else with its type. With the
+    server's ``state``, server paths are shown relative to the runs or models folder."""
+    text = (
+        f"**{error.field}**: {error}"
+        if isinstance(error, FlipbookError)
+        else f"{type(error).__name__}: {error}"
+    )
+    if state is None:
+        return text
+    from flipbook.server.security import public_text
+
+    return public_text(text, state.settings)
 
 
 def chart(data: Mapping[str, Any]) -> tuple[Figure | None, str]:
@@ -224,12 +249,11 @@ def motion_preview(data: Mapping[str, Any], folder: Path) -> Path:
 
 def data_to_toml(data: Mapping[str, Any]) -> str:
     """TOML for spec data, without the fields the server sets (run folder, job name, models folder)."""
+    from flipbook.spec.references import pop_in_data
+
     data = json.loads(json.dumps(dict(data), default=str))
-    for section, key in SERVER_OWNED:
-        if isinstance(data.get(section), dict):
-            data[section].pop(key, None)
-            if not data[section]:
-                del data[section]
+    for location in server_owned_fields():
+        pop_in_data(data, location)
     return spec_to_toml(data)
 
 
@@ -317,18 +341,14 @@ def a1111_data(parameters: str) -> dict[str, Any]:
 
 def submit(state: ServerState, data: Mapping[str, Any], uploads: Mapping[str, str] | None = None) -> str:
     """Validate ``data`` as ``POST /api/jobs`` does and queue it; the job id. ``uploads`` maps spec fields
-    (``init.image``, ...) to the files the browser uploaded; any other path in ``data`` is refused by the
+    (``init.image``, ...) to the files the browser uploaded (Gradio's copies, which the server places in the
+    job's run folder, whatever ``data`` says for those fields); any other path in ``data`` is refused by the
     server's rules (a client never names a file on the server)."""
     from flipbook.server.store import RENDER, NewJob
     from flipbook.server.submit import Submission, prepare_render, remove_run_dir
 
     data = json.loads(json.dumps(dict(data)))
-    files = {name: path for name, path in (uploads or {}).items() if path}
-    for name in files:  # the server places uploads and points the spec at them
-        section, key = name.split(".")
-        if isinstance(data.get(section), dict):
-            data[section].pop(key, None)
-    payloads = {name: Path(path).read_bytes() for name, path in files.items() if path}
+    payloads = {name: Path(path).read_bytes() for name, path in (uploads or {}).items() if path}
     prepared = prepare_render(Submission(data, [], payloads), state.settings)
     try:
         state.queue([NewJob(prepared.id, RENDER, prepared.payload, prepared.warnings)])
@@ -421,16 +441,19 @@ def cancel(state: ServerState, job_id: str | None) -> str:
 
 
 def gallery_items(state: ServerState) -> list[tuple[str, str]]:
-    """Finished renders as (GIF or first frame, job id), newest first."""
+    """Finished renders as (GIF or first frame, job id), newest first: only regular files inside the job's run
+    folder (:func:`~flipbook.server.security.confined_file`; a link that leads out is never shown)."""
+    from flipbook.server.security import confined_file
+
     records, _ = state.store.list(limit=JOB_LIST_LIMIT, offset=0, state="done", kind="render")
     items = []
     for record in records:
         run = state.settings.runs_dir / record.id
-        outputs = record.result.get("outputs", {})
-        picture = run / outputs["gif"] if "gif" in outputs else None
-        if picture is None or not picture.is_file():
+        gif = record.result.get("outputs", {}).get("gif")
+        picture = confined_file(run, gif) if isinstance(gif, str) else None
+        if picture is None:
             frames = sorted((run / "frames").glob("frame_*.png"))
-            picture = frames[0] if frames else None
+            picture = confined_file(run, f"frames/{frames[0].name}") if frames else None
         if picture is not None:
             items.append((str(picture), record.id))
     return items
@@ -439,14 +462,18 @@ def gallery_items(state: ServerState) -> list[tuple[str, str]]:
 def job_toml(state: ServerState, job_id: str) -> str:
     """The spec a job rendered, as TOML for the Spec tab (server-owned fields and uploaded paths left out:
     upload the inputs again to re-run)."""
+    from flipbook.server.submit import input_fields
+    from flipbook.spec.load import spec_from_data
+    from flipbook.spec.references import pattern_of, pop_in_data, references
+
     record = state.store.get(job_id)
     if record is None:
         raise FlipbookError("job", job_id, "a job in this server's queue")
     data = json.loads(json.dumps(record.payload))
-    for name in UPLOAD_FIELDS:
-        section, key = name.split(".")
-        if isinstance(data.get(section), dict):
-            data[section].pop(key, None)
+    inputs = input_fields()
+    for reference in references(spec_from_data(record.payload)):
+        if pattern_of(reference.location) in inputs:
+            pop_in_data(data, reference.location)
     return _without_defaults(data)
 
 
@@ -673,7 +700,7 @@ def _mode_tab(
             files = {field: own_values.get(name) for name, field in UPLOADS.items() if own_values.get(name)}
             job_id = submit(state, gather(*values), files)
         except Exception as error:  # noqa: BLE001 (shown in the tab)
-            return f"Not queued: {error_text(error)}"
+            return f"Not queued: {error_text(error, state)}"
         return f"Queued job `{job_id}` (see the Queue tab)."
 
     def on_plot(*values: Any) -> tuple[Any, str]:
@@ -738,37 +765,33 @@ def _spec_tab(gr: Any, state: ServerState) -> Any:
                 type="filepath",
                 elem_id="import-file",
             )
-            uploads = {
-                name: gr.File(label=f"{name} (optional upload)", type="filepath") for name in UPLOAD_FIELDS
-            }
+            with gr.Accordion("Input files (optional uploads)", open=True):
+                uploads = {
+                    name: gr.File(label=name, type="filepath", elem_id=f"upload-{name.replace('.', '-')}")
+                    for name in upload_fields()
+                }
     with gr.Row():
         submit_button = gr.Button("Queue this spec", variant="primary", elem_id="submit-spec")
         check_button = gr.Button("Check and plot schedules", elem_id="plot-spec")
     message = gr.Markdown(elem_id="message-spec")
     plot = gr.Plot(label="Schedules")
 
-    def with_uploads(text: str, *paths: Any) -> dict[str, Any]:
-        data = toml_to_data(text)
-        for name, path in zip(UPLOAD_FIELDS, paths, strict=True):
-            if path:
-                section, key = name.split(".")
-                data.setdefault(section, {})[key] = str(path)
-        return data
+    def files(paths: Sequence[Any]) -> dict[str, str]:
+        return {name: str(path) for name, path in zip(uploads, paths, strict=True) if path}
 
     def on_submit(text: str, *paths: Any) -> str:
         try:
-            files = {n: str(p) for n, p in zip(UPLOAD_FIELDS, paths, strict=True) if p}
-            job_id = submit(state, toml_to_data(text), files)
+            job_id = submit(state, toml_to_data(text), files(paths))
         except Exception as error:  # noqa: BLE001
-            return f"Not queued: {error_text(error)}"
+            return f"Not queued: {error_text(error, state)}"
         return f"Queued job `{job_id}` (see the Queue tab)."
 
     def on_check(text: str, *paths: Any) -> tuple[Any, str]:
         try:
-            check_no_server_paths(toml_to_data(text))
-            return chart(with_uploads(text, *paths))
+            spec = check_spec_files(state, toml_to_data(text), files(paths))
+            return chart(json.loads(spec.model_dump_json()))
         except Exception as error:  # noqa: BLE001
-            return None, f"Not valid: {error_text(error)}"
+            return None, f"Not valid: {error_text(error, state)}"
 
     def on_import(path: Any, text: str) -> tuple[str, str]:
         if not path:
@@ -779,9 +802,9 @@ def _spec_tab(gr: Any, state: ServerState) -> Any:
             return text, f"Not imported: {error_text(error)}"
 
     extra = list(uploads.values())
-    submit_button.click(on_submit, [box, *extra], message)
-    check_button.click(on_check, [box, *extra], [plot, message])
-    imported.upload(on_import, [imported, box], [box, message])
+    submit_button.click(on_submit, [box, *extra], message, api_name="submit_spec")
+    check_button.click(on_check, [box, *extra], [plot, message], api_name="check_spec")
+    imported.upload(on_import, [imported, box], [box, message], api_name="on_import")
     return box
 
 
@@ -826,7 +849,12 @@ def _gallery_tab(gr: Any, state: ServerState, tab: Any, spec_box: Any, tabs: Any
 
 def mount_ui(app: FastAPI, state: ServerState, path: str = UI_PATH) -> None:
     """Mount the UI at ``path`` and redirect ``/`` to it. Gradio's own requests come from the page it
-    serves, so they are same-origin for :class:`~flipbook.server.security.SecurityMiddleware`."""
+    serves, so they are same-origin for :class:`~flipbook.server.security.SecurityMiddleware`.
+
+    Mounted (not launched), Gradio does not check the file paths a client names, so
+    :class:`~flipbook.server.security.UIFileGuard` does: a client may name only files Gradio stored for this
+    server (uploads, files its components cached) or files inside a job's run folder; ``file=`` serves nothing
+    else (not the job database beside the run folders)."""
     import importlib.util
     import logging
 
@@ -837,11 +865,18 @@ def mount_ui(app: FastAPI, state: ServerState, path: str = UI_PATH) -> None:
         return
     import gradio as gr
 
+    from flipbook.server.security import UIFileGuard
+
     @app.get("/", include_in_schema=False)
     def _root() -> RedirectResponse:
         return RedirectResponse(f"{path}/", status_code=307)
 
     demo = build_ui(state)
+
+    def stored_by_gradio(named: str) -> bool:  # this server's uploads and the files its components cached
+        return any(named in files for files in demo.temp_file_sets)
+
+    app.add_middleware(UIFileGuard, prefix=path, runs_dir=state.settings.runs_dir, is_known=stored_by_gradio)
     gr.mount_gradio_app(
         app,
         demo,

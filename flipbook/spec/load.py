@@ -1,9 +1,18 @@
-"""Read a spec from TOML or JSON, apply ``--set`` overrides, and report problems as FlipbookError."""
+"""Read a spec from TOML or JSON, apply ``--set`` overrides, and report problems as FlipbookError.
+
+Input files a spec file names (``init.image``, ``audio.file``, ``controlnet[0].image``: every field the schema
+marks :class:`~flipbook.spec.references.InputFile`) are relative to the spec file's folder, as in any tool with
+config files; ``--set`` values stay relative to the working directory. Both are made absolute when the spec is
+loaded, so the run folder's spec.json and the spec embedded in outputs name the same files from anywhere.
+``output.dir`` and model paths are not input files: they stay relative to the working directory.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +20,7 @@ from pydantic import ValidationError
 
 from flipbook.errors import SpecError
 from flipbook.spec.model import Spec, error_path
+from flipbook.spec.references import InputFile, Location, references, with_values
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
@@ -25,7 +35,7 @@ def load_spec_and_warnings(path: str | Path, overrides: list[str] | None = None)
     data, warnings = read_spec_data(path)
     for override in overrides or []:
         apply_override(data, override)
-    spec = spec_from_data(data)
+    spec = resolve_input_files(spec_from_data(data), path.parent, [override_key(o) for o in overrides or []])
     if spec.output.name is None:
         spec = spec.model_copy(update={"output": spec.output.model_copy(update={"name": path.stem})})
     return spec, warnings
@@ -76,6 +86,26 @@ def _deforum_data(path: Path) -> tuple[dict[str, Any], list[str]]:
     from flipbook.spec.deforum import import_settings, read_deforum_settings
 
     return import_settings(read_deforum_settings(path))
+
+
+def resolve_input_files(spec: Spec, folder: Path, from_command_line: Sequence[tuple[str, ...]] = ()) -> Spec:
+    """``spec`` with every relative input file made absolute: against ``folder`` (the spec file's) when the
+    spec file names it, against the working directory when a ``--set`` key in ``from_command_line`` (as
+    :func:`override_key` gives it) set the field or a section holding it. ``~`` paths are left to the readers."""
+    resolved: dict[Location, Path] = {}
+    for reference in references(spec):
+        value = reference.value
+        if not isinstance(reference.marker, InputFile) or value.is_absolute() or str(value).startswith("~"):
+            continue
+        names = tuple(str(part) for part in reference.location)
+        given = any(names[: len(key)] == key for key in from_command_line)
+        resolved[reference.location] = Path(os.path.abspath(value if given else folder / value))
+    return with_values(spec, resolved)
+
+
+def override_key(override: str) -> tuple[str, ...]:
+    """The field path a ``--set KEY.PATH=VALUE`` sets: ``("init", "image")``."""
+    return tuple(part.strip() for part in override.partition("=")[0].split("."))
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:

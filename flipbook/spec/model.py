@@ -29,10 +29,20 @@ from pydantic import (
 )
 
 from flipbook.errors import FlipbookError, SpecError
+from flipbook.spec.references import InputFile, ModelReference, ServerOwned
 
 SPEC_VERSION = 1
 AUDIO_NAMES = ("beat", "bpm", "amp")
 """Schedule variables that follow ``audio.file`` (per frame: 1 on a beat, the tempo, the loudness 0..1)."""
+
+
+# What the fields that name models and files hold (see flipbook.spec.references; shown by `flipbook schema`).
+CHECKPOINT = ModelReference(
+    "checkpoint", builtins=("tiny", "random-sd15"), folders=("checkpoint",), hub=True, form="schedule"
+)
+LORA = ModelReference("LoRA", folders=("lora", "motion_lora"))
+PROMPT_LORAS = ModelReference("LoRA", folders=("lora",), form="prompt_tags")
+DEPTH_MODEL = ModelReference("depth model", builtins=("flat", "tiny"), hub=True)
 
 
 class _Section(BaseModel):
@@ -143,18 +153,20 @@ StepsValue = Annotated[
 
 
 class LoraRef(_Section):
-    name: str = Field(description="LoRA file or name in the models folder's LoRA directory")
+    name: Annotated[str, LORA] = Field(description="LoRA file or name in the models folder's LoRA directory")
     weight: float = Field(1.0, ge=-10, le=10)
 
 
 class ModelSection(_Section):
-    name: str = Field(
+    name: Annotated[str, CHECKPOINT] = Field(
         "tiny",
         description="built-in (tiny, random-sd15), folder, .safetensors/.ckpt, models-dir name or hub id; "
         'or a checkpoint schedule 0:("a.safetensors"), 60:("b.safetensors") that switches models mid-animation',
     )
-    models_dir: Path | None = Field(None, description="A1111 or ComfyUI install (or its models/ folder)")
-    vae: str | None = None
+    models_dir: Annotated[Path | None, ServerOwned("--models-dir")] = Field(
+        None, description="A1111 or ComfyUI install (or its models/ folder)"
+    )
+    vae: Annotated[str | None, ModelReference("VAE", folders=("vae",))] = None
 
     @field_validator("name")
     @classmethod
@@ -265,7 +277,7 @@ class CameraSection(_Section):
     fov: ScheduleValue = Field(40.0, description="3D: vertical field of view in degrees")
     near: ScheduleValue = Field(200.0, description="3D: scene depth of the nearest pixel")
     far: ScheduleValue = Field(10000.0, description="3D: scene depth of the farthest pixel")
-    depth_model: str = Field(
+    depth_model: Annotated[str, DEPTH_MODEL] = Field(
         "depth-anything/Depth-Anything-V2-Small-hf",
         description='3D: "flat" (a plane at `near`), "tiny" (built-in, random) or a DPT / Depth Anything '
         "folder or hub id",
@@ -287,7 +299,9 @@ class CameraSection(_Section):
         "video's frame (Deforum's Video Input; needs hybrid_video), refreshed every color_coherence_video_every_n "
         "frames",
     )
-    color_coherence_image: Path | None = Field(None, description="the colour reference; default: frame 0")
+    color_coherence_image: Annotated[Path | None, InputFile("image")] = Field(
+        None, description="the colour reference; default: frame 0"
+    )
     color_coherence_video_every_n: int = Field(
         1, ge=1, le=100000, description="video colour coherence: take a new video frame every N frames"
     )
@@ -304,7 +318,7 @@ class CameraSection(_Section):
     noise_multiplier: ScheduleValue = Field(
         1.0, description="scales the sampler's initial img2img noise (A1111's initial noise multiplier)"
     )
-    hybrid_video: Path | None = Field(
+    hybrid_video: Annotated[Path | None, InputFile("video")] = Field(
         None,
         description="hybrid video: a video (or GIF, frame folder) whose motion and frames feed the animation",
     )
@@ -353,7 +367,9 @@ class ControlNetUnit(_Section):
     from: the previous frame, the warped frame, the source video frame), run through ``preprocessor`` per frame.
     Problems are reported as ``controlnet[i].field``."""
 
-    model: str = Field(
+    model: Annotated[
+        str, ModelReference("ControlNet", builtins=("tiny",), folders=("controlnet",), hub=True)
+    ] = Field(
         description="tiny (built-in, random weights), a diffusers ControlNet folder, a .safetensors/.pth file, "
         "a name in model.models_dir's ControlNet folders, or a hub id in the local Hugging Face cache"
     )
@@ -363,14 +379,18 @@ class ControlNetUnit(_Section):
         "shuffle: content shuffle (from the frame seed); depth: a depth map (preprocessor_model); openpose: "
         "pose skeletons (needs controlnet_aux)",
     )
-    image: Path | None = Field(None, description="the control image; default: each frame's input image")
+    image: Annotated[Path | None, InputFile("image")] = Field(
+        None, description="the control image; default: each frame's input image"
+    )
     weight: ScheduleValue = Field(1.0, description="conditioning scale 0-10; a number or a schedule")
     guidance_start: float = Field(0.0, ge=0, lt=1, description="share of the steps before the unit starts")
     guidance_end: float = Field(1.0, gt=0, le=1, description="share of the steps after which it stops")
     low_threshold: int = Field(100, ge=0, le=255, description="canny: lower hysteresis threshold")
     high_threshold: int = Field(200, ge=0, le=255, description="canny: upper hysteresis threshold")
     tile_downscale: float = Field(4.0, ge=1, le=64, description="tile: how far the image is scaled down")
-    preprocessor_model: str | None = Field(
+    preprocessor_model: Annotated[
+        str | None, ModelReference("preprocessor model", builtins=("flat", "tiny"), hub=True)
+    ] = Field(
         None,
         description='depth: a depth model as for camera.depth_model (default "tiny", random: name a real one, '
         "e.g. depth-anything/Depth-Anything-V2-Small-hf); openpose: controlnet_aux's annotator folder or hub id "
@@ -435,17 +455,19 @@ ControlNetUnits = Annotated[list[ControlNetUnit], WrapValidator(ControlNetUnit.v
 class InitSection(_Section):
     """``[init]``: an init image for frame 0 and a mask that keeps part of the picture still."""
 
-    image: Path | None = Field(None, description="frame 0 is this image through img2img")
+    image: Annotated[Path | None, InputFile("image")] = Field(
+        None, description="frame 0 is this image through img2img"
+    )
     strength: float = Field(
         0.65, ge=0, lt=1, description="Deforum strength for frame 0: share of the init image kept"
     )
-    mask: Path | None = Field(
+    mask: Annotated[Path | None, InputFile("image")] = Field(
         None, description="white = animated, black = stays as the init image (or frame 0)"
     )
     mask_invert: bool = Field(False, description="animate the black part instead")
     mask_use_alpha: bool = Field(False, description="take the mask from the image's alpha channel")
     mask_feather: float = Field(0.0, ge=0, le=256, description="soften the mask edge (pixels)")
-    video: Path | None = Field(
+    video: Annotated[Path | None, InputFile("video")] = Field(
         None,
         description="a video file, GIF or folder of frames: the source of video mode; in interpolate mode frame "
         "i starts from its frame i at the animation.strength schedule (GIFfusion's video init)",
@@ -507,13 +529,15 @@ class OutputSection(_Section):
     """``[output]``: where the animation goes and how each format is encoded. Every file carries the spec
     (and A1111 parameters) where the format allows, so ``flipbook render FILE`` re-renders it."""
 
-    dir: Path = Path("out")
+    dir: Annotated[Path, ServerOwned("the job's run folder is RUNS/<job id>")] = Path("out")
     formats: list[OutputFormat] = Field(
         default_factory=lambda: ["png", "gif", "mp4"],
         description="png (frames folder), gif, mp4 (H.264), mp4-h265, webm (VP9), webp, apng, contact "
         "(a contact sheet PNG)",
     )
-    name: str | None = Field(None, description="file stem; defaults to the spec file's stem")
+    name: Annotated[str | None, ServerOwned("the job id")] = Field(
+        None, description="file stem; defaults to the spec file's stem"
+    )
     gif_loop: int = Field(0, ge=0, le=65535, description="0 loops forever")
     gif_palette: Literal["global", "per_frame"] = Field(
         "global", description="global: one palette, no shimmer; per_frame: better colour when scenes change"
@@ -555,14 +579,16 @@ class PostSection(_Section):
         description="flow: OpenCV DIS optical flow, no weights; blend: cross-fade; film: FILM model; "
         "rife: RIFE 4.6 model",
     )
-    film_model: Path | None = Field(None, description="interpolate_method film: a TorchScript film_net file")
-    rife_model: Path | None = Field(
+    film_model: Annotated[Path | None, ModelReference("FILM model")] = Field(
+        None, description="interpolate_method film: a TorchScript film_net file"
+    )
+    rife_model: Annotated[Path | None, ModelReference("RIFE model")] = Field(
         None, description="interpolate_method rife: RIFE 4.6 weights (flownet.pkl, .pth or .safetensors)"
     )
     slowmo: bool = Field(False, description="keep the fps, so motion is N times slower (else fps x N)")
     loop: bool = Field(False, description="the animation loops: interpolate the last -> first seam too")
     upscale: float = Field(1.0, gt=0, le=16, description="size factor (1: off)")
-    upscale_model: str | None = Field(
+    upscale_model: Annotated[str | None, ModelReference("upscaler", folders=("upscaler",))] = Field(
         None, description="ESRGAN-family model file or name in the models folder; none: Lanczos"
     )
     upscale_tile: int = Field(512, ge=0, le=8192, description="tile size in pixels (0: whole frame)")
@@ -604,7 +630,7 @@ class VideoSection(_Section):
         description="share (0..1) of the previous stylised frame, moved by the source's optical flow, blended "
         "into each source frame before img2img: steadier texture, frames no longer independent",
     )
-    mask_video: Path | None = Field(
+    mask_video: Annotated[Path | None, InputFile("video")] = Field(
         None, description="restyle only where this video is white (or use init.mask for a still mask)"
     )
     keep_audio: bool = Field(True, description="the source's audio becomes the soundtrack of video outputs")
@@ -628,7 +654,7 @@ class AudioSection(_Section):
     """``[audio]``: a music file that drives schedules (``beat``, ``bpm``, ``amp``), the interpolate mode's
     ``audio`` easing, and the soundtrack of video outputs."""
 
-    file: Path | None = Field(None, description="wav, flac, ogg or mp3")
+    file: Annotated[Path | None, InputFile("audio")] = Field(None, description="wav, flac, ogg or mp3")
     offset: float = Field(0.0, ge=0, le=86_400, description="seconds into the file where frame 0 starts")
     soundtrack: bool = Field(True, description="mux the audio into MP4/WebM outputs, trimmed to the video")
 
@@ -719,7 +745,12 @@ class AnimateDiffSection(_Section):
     ``context_length``. Prompts travel per frame (``animation.prompt_interpolation``, lerp by default);
     ``init.image`` (and ``end_image``) start from images, ``init.video`` restyles a video."""
 
-    motion_module: str = Field(
+    motion_module: Annotated[
+        str,
+        ModelReference(
+            "motion module", builtins=("tiny", "random-sd15"), folders=("motion_module",), hub=True
+        ),
+    ] = Field(
         "tiny",
         description="built-in tiny, a diffusers MotionAdapter folder or hub id, or an original motion module "
         "checkpoint (mm_sd15_v2.safetensors, mm_sd15_v3.ckpt, ...) as a path or a name in the models folder",
@@ -762,7 +793,9 @@ class AnimateDiffSection(_Section):
     free_noise: bool = Field(
         False, description="FreeNoise: later windows reuse the first window's noise, shuffled (steadier)"
     )
-    end_image: Path | None = Field(None, description="image to video: the last frame leans to this image")
+    end_image: Annotated[Path | None, InputFile("image")] = Field(
+        None, description="image to video: the last frame leans to this image"
+    )
     latent_power: float = Field(1.0, ge=0, le=10, description="how fast the start image's hold decays")
     latent_scale: float = Field(32.0, gt=0, le=1000, description="how far the start image's hold reaches")
     latent_power_last: float = Field(1.0, ge=0, le=10, description="as latent_power, for end_image")
@@ -786,7 +819,10 @@ class SvdSection(_Section):
     ``init.mask`` (the motion brush) pixels outside the mask are held to the first frame while sampling.
     The conditioning fps is ``animation.fps``."""
 
-    model: str = Field(
+    model: Annotated[
+        str,
+        ModelReference("video model", builtins=("tiny", "random-svd"), folders=("checkpoint",), hub=True),
+    ] = Field(
         "tiny",
         description="built-in tiny, a diffusers folder or hub id "
         "(stabilityai/stable-video-diffusion-img2vid-xt), or a single-file checkpoint",
@@ -811,13 +847,15 @@ class Spec(_Section):
     model: ModelSection = Field(default_factory=ModelSection)
     sampling: SamplingSection = Field(default_factory=SamplingSection)
     animation: AnimationSection = Field(default_factory=AnimationSection)
-    prompts: dict[str, str] | str = Field(
+    prompts: Annotated[dict[str, str] | str, PROMPT_LORAS] = Field(
         description='Deforum keyframes {"0" = "a forest", "max_f-10" = "a city --neg fog"} (keys may be '
         'expressions in max_f and s; " --neg " starts the negative), or AnimateDiff lines: head lines, '
         '"N: prompt" lines, tail lines. Backtick math such as (cherry:`1+t/max_f`) is evaluated per frame.'
     )
-    positive_prompt: str = Field("", description="added before every prompt (Deforum's prompts_positive)")
-    negative_prompt: str = Field(
+    positive_prompt: Annotated[str, PROMPT_LORAS] = Field(
+        "", description="added before every prompt (Deforum's prompts_positive)"
+    )
+    negative_prompt: Annotated[str, PROMPT_LORAS] = Field(
         "", description="added after every prompt's negative (Deforum's prompts_negative)"
     )
     controlnet: ControlNetUnits = Field(
