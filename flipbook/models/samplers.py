@@ -17,7 +17,7 @@ config that happens to come from, say, a Karras scheduler does not leak Karras s
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -155,19 +155,28 @@ def _accepted(cls: type[SchedulerMixin], options: Mapping[str, Any]) -> dict[str
 
 
 def make_scheduler(
-    name: str, base_config: Mapping[str, Any], *, noise_seed: int | None = None
+    name: str, base_config: Mapping[str, Any], *, noise_seed: int | Sequence[int] | None = None
 ) -> SchedulerMixin:
     """A new scheduler for ``name`` on the model's scheduler config; never shared, as schedulers hold state.
 
     ``noise_seed`` seeds the Brownian-tree noise of "DPM++ SDE" (:class:`DPMSolverSDEScheduler`), which draws
     its noise from its own sampler rather than the pipeline's generator; without it that sampler is not
-    reproducible. Other schedulers ignore it.
+    reproducible. Other schedulers ignore it. A sequence gives one seed per row of the batch the scheduler
+    steps: every row then gets its own Brownian tree, so a row's noise does not depend on the rows beside it
+    (one int seeds a single tree over the whole batch, as diffusers' pipelines do).
     """
     spec = resolve_sampler(name)
     kwargs = dict(spec.kwargs)
     if noise_seed is not None and spec.cls is DPMSolverSDEScheduler:
-        kwargs["noise_sampler_seed"] = int(noise_seed)
+        kwargs["noise_sampler_seed"] = _seed_value(noise_seed)
     return spec.cls.from_config(_accepted(spec.cls, base_config), **_accepted(spec.cls, kwargs))
+
+
+def _seed_value(noise_seed: int | Sequence[int]) -> int | list[int]:
+    """An int, or a list of ints (diffusers' BatchedBrownianTree takes one tree per list entry)."""
+    if isinstance(noise_seed, Sequence):
+        return [int(seed) for seed in noise_seed]
+    return int(noise_seed)
 
 
 def is_ancestral(name: str) -> bool:
