@@ -16,7 +16,7 @@ from flipbook.modes import get_mode
 from flipbook.modes.frame import Frame, ModeContext, animation_mask, init_image
 from flipbook.runs.cores import Cores
 from flipbook.runs.events import Events, FrameEvent
-from flipbook.runs.finish import check_post_inputs, write_animation
+from flipbook.runs.finish import check_output_size, check_post_inputs, write_animation
 from flipbook.runs.run_dir import RunDir, resume_point
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import FramePlan, Plan, build_plan
@@ -108,6 +108,7 @@ def _check_inputs(spec: Spec, plan: Plan) -> None:
     animation_mask(spec)
     check_controlnet(spec, plan.variables)
     check_post_inputs(spec)
+    check_output_size(spec)
 
 
 def frame_parameters(frame: Frame, planned: FramePlan, spec: Spec) -> GenerationParameters:
