@@ -55,6 +55,7 @@ def test_img2img_and_inpaint(run_cli, tmp_path, init_image, mask_image):
         (["txt2img", "x <lora:nowhere:0.5>"], "lora"),
         (["render", "{tmp}/missing.toml"], "spec"),
         (["render", "{tmp}/bad.toml"], "animation.width"),
+        (["render", "examples/quickstart.toml", "-o", "{tmp}/not-an-image.png/out"], "output.dir"),
         (["info", "{tmp}/not-an-image.png"], "not-an-image.png"),
     ],
 )
@@ -86,6 +87,18 @@ def test_render_quickstart_spec(run_cli, tmp_path):
     ).exists()
     params = parse_parameters(read_png_parameters(frames[1]))
     assert params.seed == 43 and params.denoising_strength == pytest.approx(0.45)
+
+    # the run folder now holds a run: a second render is refused, --overwrite replaces the whole run
+    again = ("render", "examples/quickstart.toml", "-o", tmp_path, "--set", "sampling.steps=4")
+    code, _, err = run_cli(*again, "--set", "animation.max_frames=2")
+    assert code == 2 and "--resume" in err and "--overwrite" in err and "Traceback" not in err
+    assert len(sorted((tmp_path / "quickstart" / "frames").glob("*.png"))) == 3
+    code, out, _ = run_cli(*again, "--set", "animation.max_frames=2", "--overwrite")
+    assert code == 0, out
+    frames = sorted(p.name for p in (tmp_path / "quickstart" / "frames").iterdir())
+    assert frames == ["frame_00000.png", "frame_00001.png"]  # no frame_00002.png from the longer run
+    with PIL.Image.open(tmp_path / "quickstart" / "quickstart.gif") as gif:
+        assert gif.n_frames == 2
 
 
 def test_usage_errors_exit_2_without_traceback(run_cli):

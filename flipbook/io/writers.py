@@ -39,7 +39,7 @@ from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTr
 from PIL import Image
 
 from flipbook.errors import FlipbookError
-from flipbook.io.atomic import atomic_target
+from flipbook.io.atomic import PART_SUFFIX, atomic_target
 from flipbook.io.metadata import CONTAINER_KEY, embedded_payload, png_info, xmp_packet
 
 logger = logging.getLogger(__name__)
@@ -475,7 +475,7 @@ def _run_gifsicle(path: Path) -> str:
     executable = shutil.which("gifsicle")
     if executable is None:
         return "pillow"
-    optimised = path.with_name(path.name + ".gifsicle")
+    optimised = path.with_name(f"{path.name}.gifsicle{PART_SUFFIX}")  # a part file, like ``path``
     try:
         subprocess.run(
             [executable, "-O3", "--no-warnings", "--output", str(optimised), str(path)],
