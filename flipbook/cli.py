@@ -285,6 +285,7 @@ def _still_command(
     ]
     for request in requests:
         request.validate()
+    _create_output_folder(out)
 
     # 2. Load the model and sample
     bundle = load_model(model, models_dir=models_dir, device=device, dtype=dtype, vae=vae)
@@ -293,7 +294,6 @@ def _still_command(
         images = SamplingCore(bundle, events).generate(requests, batch_size=batch_size)
 
     # 3. Save PNGs with A1111 parameters
-    out.mkdir(parents=True, exist_ok=True)
     for request, img in zip(requests, images, strict=True):
         params = GenerationParameters(
             prompt=prompt, negative_prompt=negative, steps=steps, sampler=sampler, cfg_scale=cfg,
@@ -304,6 +304,16 @@ def _still_command(
         path = _next_free(out, request.seed)
         save_png(img, path, params)
         typer.echo(str(path))
+
+
+def _create_output_folder(out: Path) -> None:
+    """Make ``--out`` before any model loads: one error naming it and the system's reason if that fails."""
+    from flipbook.io.atomic import unwritable_folder
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise unwritable_folder("--out", out, error) from None
 
 
 def _next_free(folder: Path, seed: int) -> Path:

@@ -33,7 +33,7 @@ from pathlib import Path
 import PIL.Image
 
 from flipbook.errors import FlipbookError
-from flipbook.io.atomic import atomic_target, is_partial
+from flipbook.io.atomic import atomic_target, is_partial, unwritable_folder
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import Plan
 
@@ -284,7 +284,7 @@ def plan_table(plan: Plan) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    with atomic_target(path) as tmp:
+    with atomic_target(path, field="output.dir") as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
@@ -305,10 +305,4 @@ def _naming_the_folder(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        where = f": {error.filename}" if getattr(error, "filename", None) else ""
-        raise FlipbookError(
-            "output.dir",
-            str(path.parent),
-            "a folder flipbook can create and write the run folder in",
-            detail=f"{error.strerror or error}{where}",
-        ) from None
+        raise unwritable_folder("output.dir", path.parent, error) from None
