@@ -67,8 +67,8 @@ def render(
 ) -> None:
     """Render an animation spec to PNG frames, GIF and MP4; Ctrl-C stops cleanly and --resume continues.
 
-    The run folder is the spec's output.dir/output.name: a folder that already holds a run needs --resume
-    (continue it) or --overwrite (replace it)."""
+    A run folder (output.dir/output.name) that holds a run needs --resume (continue) or --overwrite (replace).
+    """
     from flipbook.runs.render import render as run_render
     from flipbook.runs.render import resume as run_resume
     from flipbook.runs.run_dir import PREVIEW_FILE, RunDir
