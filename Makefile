@@ -31,7 +31,7 @@ install-test: $(VENV)/.installed
 
 ## make demo: set up and render examples/quickstart.toml on the built-in tiny model
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/flipbook render examples/quickstart.toml
+	HF_HUB_OFFLINE=1 $(BIN)/flipbook render examples/quickstart.toml --overwrite
 
 ## make test: set up with test extras, lint, format check and the test suite
 test: install-test

@@ -52,22 +52,35 @@ def render(
         Path | None,
         typer.Option("--resume", help="continue a stopped render from its run folder (no SPEC needed)"),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="replace the run already in the run folder (deletes only flipbook's files; refused if the "
+            "folder holds others); without it an existing run is refused",
+        ),
+    ] = False,
     preview_every: Annotated[
         int,
         typer.Option("--preview-every", min=0, help="write RUN_DIR/preview.png every N frames (0: never)"),
     ] = 1,
 ) -> None:
-    """Render an animation spec to PNG frames, GIF and MP4; Ctrl-C stops cleanly and --resume continues."""
+    """Render an animation spec to PNG frames, GIF and MP4; Ctrl-C stops cleanly and --resume continues.
+
+    A run folder (output.dir/output.name) that holds a run needs --resume (continue) or --overwrite (replace).
+    """
     from flipbook.runs.render import render as run_render
     from flipbook.runs.render import resume as run_resume
-    from flipbook.runs.run_dir import RunDir
+    from flipbook.runs.run_dir import PREVIEW_FILE, RunDir
 
     if (spec is None) == (resume is None):
         raise FlipbookError("render", "SPEC" if spec else "nothing", "a SPEC file or --resume RUN_DIR (one)")
     if resume is not None:
-        if set_ or models_dir or out:
+        if set_ or models_dir or out or overwrite:
             raise FlipbookError(
-                "--resume", str(resume), "no --set, --models-dir or --out (the run's spec is used)"
+                "--resume",
+                str(resume),
+                "no --set, --models-dir, --out or --overwrite (the run's spec is used)",
             )
         loaded, run_dir = RunDir(resume).read_spec(), resume
     else:
@@ -79,14 +92,17 @@ def render(
         if out:
             loaded = loaded.model_copy(update={"output": loaded.output.model_copy(update={"dir": out})})
         run_dir = Path(loaded.output.dir) / (loaded.output.name or "flipbook")
-    preview = run_dir / "preview.png" if preview_every else None
+    preview = run_dir / PREVIEW_FILE if preview_every else None
     with (
         _ProgressEvents(
             loaded.animation.max_frames, "frames", preview=preview, preview_every=preview_every
         ) as events,
         _stop_on_ctrl_c(events, run_dir),
     ):
-        result = run_resume(resume, events) if resume is not None else run_render(loaded, events)
+        if resume is not None:
+            result = run_resume(resume, events)
+        else:
+            result = run_render(loaded, events, overwrite=overwrite)
     if result.resumed_from >= 0:
         typer.echo(f"resumed after frame {result.resumed_from}")
     typer.echo(f"seed: {result.seed}")
@@ -269,6 +285,7 @@ def _still_command(
     ]
     for request in requests:
         request.validate()
+    _create_output_folder(out)
 
     # 2. Load the model and sample
     bundle = load_model(model, models_dir=models_dir, device=device, dtype=dtype, vae=vae)
@@ -277,7 +294,6 @@ def _still_command(
         images = SamplingCore(bundle, events).generate(requests, batch_size=batch_size)
 
     # 3. Save PNGs with A1111 parameters
-    out.mkdir(parents=True, exist_ok=True)
     for request, img in zip(requests, images, strict=True):
         params = GenerationParameters(
             prompt=prompt, negative_prompt=negative, steps=steps, sampler=sampler, cfg_scale=cfg,
@@ -288,6 +304,16 @@ def _still_command(
         path = _next_free(out, request.seed)
         save_png(img, path, params)
         typer.echo(str(path))
+
+
+def _create_output_folder(out: Path) -> None:
+    """Make ``--out`` before any model loads: one error naming it and the system's reason if that fails."""
+    from flipbook.io.atomic import unwritable_folder
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise unwritable_folder("--out", out, error) from None
 
 
 def _next_free(folder: Path, seed: int) -> Path:

@@ -303,7 +303,8 @@ def spec_data(tmp_path, **sections) -> dict:
 
 
 def rendered(data) -> np.ndarray:
-    result = render(spec_from_data(data))
+    """The frames of a render of ``data``; renders into the same folder replace the one before."""
+    result = render(spec_from_data(data), overwrite=True)
     return np.stack(
         [np.asarray(PIL.Image.open(path).convert("RGB"), dtype=np.float32) for path in result.frames]
     )
@@ -356,7 +357,7 @@ def test_lora_tags_change_the_frames(plain_render, tmp_path):
         tmp_path, prompts={"0": f"a lighthouse <lora:{lora}:0.8>", "2": "a lighthouse at night"}
     )
     with pytest.raises(SpecError) as error:
-        render(spec_from_data(mixed))
+        render(spec_from_data(mixed), overwrite=True)
     assert error.value.field == "prompts"
 
 

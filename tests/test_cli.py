@@ -55,14 +55,24 @@ def test_img2img_and_inpaint(run_cli, tmp_path, init_image, mask_image):
         (["txt2img", "x <lora:nowhere:0.5>"], "lora"),
         (["render", "{tmp}/missing.toml"], "spec"),
         (["render", "{tmp}/bad.toml"], "animation.width"),
+        (["render", "examples/quickstart.toml", "-o", "{tmp}/not-an-image.png/out"], "output.dir"),
+        (["txt2img", "x", "-o", "{tmp}/not-an-image.png/out"], "--out"),
+        (
+            ["encode", "{tmp}/frames", "--to", "gif", "--fps", "8", "-o", "{tmp}/not-an-image.png/out"],
+            "output",
+        ),
+        (["upscale", "{tmp}/frames", "--scale", "2", "-o", "{tmp}/not-an-image.png/out"], "output"),
         (["info", "{tmp}/not-an-image.png"], "not-an-image.png"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(run_cli, tmp_path, args, needle):
     (tmp_path / "not-an-image.png").write_text("hello")
+    (tmp_path / "frames").mkdir()
+    for i in range(2):
+        PIL.Image.new("RGB", (16, 16), (i * 100, 0, 0)).save(tmp_path / "frames" / f"f{i}.png")
     (tmp_path / "bad.toml").write_text('version = 1\n[animation]\nwidth = 100\n[prompts]\n0 = "x"\n')
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    code, _, err = run_cli(*args, *([] if args[0] in ("render", "info") else ["--steps", "2"]))
+    code, _, err = run_cli(*args, *(["--steps", "2"] if args[0] in ("txt2img", "img2img") else []))
     assert code == 2
     assert err.startswith("error: ") and needle in err
     assert "Traceback" not in err
@@ -86,6 +96,18 @@ def test_render_quickstart_spec(run_cli, tmp_path):
     ).exists()
     params = parse_parameters(read_png_parameters(frames[1]))
     assert params.seed == 43 and params.denoising_strength == pytest.approx(0.45)
+
+    # the run folder now holds a run: a second render is refused, --overwrite replaces the whole run
+    again = ("render", "examples/quickstart.toml", "-o", tmp_path, "--set", "sampling.steps=4")
+    code, _, err = run_cli(*again, "--set", "animation.max_frames=2")
+    assert code == 2 and "--resume" in err and "--overwrite" in err and "Traceback" not in err
+    assert len(sorted((tmp_path / "quickstart" / "frames").glob("*.png"))) == 3
+    code, out, _ = run_cli(*again, "--set", "animation.max_frames=2", "--overwrite")
+    assert code == 0, out
+    frames = sorted(p.name for p in (tmp_path / "quickstart" / "frames").iterdir())
+    assert frames == ["frame_00000.png", "frame_00001.png"]  # no frame_00002.png from the longer run
+    with PIL.Image.open(tmp_path / "quickstart" / "quickstart.gif") as gif:
+        assert gif.n_frames == 2
 
 
 def test_usage_errors_exit_2_without_traceback(run_cli):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from flipbook.errors import FlipbookError
+from flipbook.models.samplers import SAMPLER_NAMES, SCHEDULER_CLASS_NAMES, is_stochastic
 from flipbook.runs.events import Events, RenderCancelled
 from flipbook.sampling.core import SamplingCore
 from flipbook.sampling.requests import FrameRequest
@@ -102,3 +103,17 @@ def test_masked_content_modes_keep_unmasked_pixels_with_overlay(tiny_model, init
 def test_stochastic_samplers_are_reproducible(tiny_model, sampler):
     a, b = images(tiny_model, [request(sampler=sampler, seed=9), request(sampler=sampler, seed=9)])
     assert np.array_equal(a, b)
+
+
+STOCHASTIC_SAMPLERS = [name for name in SAMPLER_NAMES + SCHEDULER_CLASS_NAMES if is_stochastic(name)]
+
+
+@pytest.mark.parametrize("sampler", STOCHASTIC_SAMPLERS)
+def test_stochastic_samplers_give_each_frame_its_own_noise_in_a_batch(tiny_model, sampler):
+    """A frame must not depend on its neighbours: a batch gives the images of the same requests one by one
+    (per-step noise, DPM++ SDE's Brownian tree included, comes from each request's own seed)."""
+    reqs = [request(seed=seed, sampler=sampler) for seed in (11, 12)]
+    together = images(tiny_model, reqs, batch_size=2)
+    one_by_one = images(tiny_model, reqs, batch_size=1)
+    assert np.abs(together - one_by_one).max() <= 1e-4
+    assert np.abs(together[0] - together[1]).max() > 1e-3

@@ -213,7 +213,7 @@ def test_wrong_family_error_names_the_shape_problem(pipe, lora_files) -> None:
 def test_pickled_code_in_a_pt_lora_is_never_run(pipe, tmp_path) -> None:
     key = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight"
     torch.save({key: torch.zeros(4, 32), "evil": _Payload()}, tmp_path / "evil.pt")
-    with pytest.raises(FlipbookError, match="unsafe pickle"):
+    with pytest.raises(FlipbookError, match="flipbook will not run"):
         LoraSet(pipe).activate([(tmp_path / "evil.pt", 1.0)])
     assert not _Payload.ran
 
@@ -297,7 +297,7 @@ def test_a1111_pt_embedding_loads_with_weights_only(pipe, tmp_path) -> None:
 
 def test_pickled_code_in_a_pt_embedding_is_never_run(pipe, tmp_path) -> None:
     torch.save({"string_to_param": {"*": torch.zeros(1, 32)}, "evil": _Payload()}, tmp_path / "evil.pt")
-    with pytest.raises(FlipbookError, match="unsafe pickle"):
+    with pytest.raises(FlipbookError, match="flipbook will not run"):
         load_embeddings(pipe, ["evil"], {"evil": tmp_path / "evil.pt"})
     assert not _Payload.ran
 

@@ -386,7 +386,7 @@ def _wrong_files(tmp_path: Path, v3: MotionAdapter) -> dict[str, tuple[Path, str
     bad_shape["down_blocks.1.motion_modules.0.temporal_transformer.proj_out.weight"] = torch.zeros(32, 16)
     files["shape_mismatch"] = (_write(tmp_path / "shape.safetensors", bad_shape), "has shape (32, 16)")
     unsafe = {"state_dict": original, "args": argparse.Namespace(lr=1)}
-    files["unsafe_pickle"] = (_write(tmp_path / "unsafe.ckpt", unsafe), "could run code")
+    files["unsafe_pickle"] = (_write(tmp_path / "unsafe.ckpt", unsafe), "flipbook will not run")
     files["lfs_pointer"] = (
         _write(tmp_path / "lfs.ckpt", b"version https://git-lfs.github.com/spec/v1\n"),
         "LFS",

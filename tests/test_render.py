@@ -105,6 +105,14 @@ def test_set_override_parses_values(tmp_path):
         load_spec(write_spec(tmp_path), ["nonsense"])
 
 
+def test_an_output_size_h265_cannot_take_is_refused_before_anything_is_written(tmp_path):
+    spec = load_spec(write_spec(tmp_path), ["animation.width=56", 'output.formats=["gif", "mp4-h265"]'])
+    with pytest.raises(FlipbookError, match="mp4-h265") as info:
+        render(spec)
+    assert "56x64" in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_sampler_and_mode_are_checked_before_any_model_loads():
     with pytest.raises(FlipbookError) as error:
         spec_from_data(

@@ -80,5 +80,8 @@ def test_sigkill_at_a_random_frame_then_resume_gives_identical_frames(tmp_path):
     same = [np.array_equal(a, b) for a, b in zip(whole, resumed, strict=True)]
     assert all(same), f"killed at frame {kill_at} ({written} written); frames equal: {same}"
     assert (tmp_path / "out" / "part" / "part.gif").is_file()
+    assert (
+        sorted((tmp_path / "out" / "part").rglob(".*.part")) == []
+    )  # what the kill left half-written is gone
     log = (tmp_path / "out" / "part" / "render.log").read_text()
     assert "resume from frame" in log

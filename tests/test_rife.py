@@ -236,7 +236,7 @@ def test_other_versions_junk_and_missing_files_are_refused(tmp_path, state):
         "v47.pkl": "4.7 or later",
         "v43.pkl": "4.0-4.3",
         "list.pkl": "not a mapping",
-        "notes.pkl": "not a weights-only",
+        "notes.pkl": "truncated or corrupt",
         "notes.safetensors": "not a safetensors",
         "missing.pkl": "no such file",
     }

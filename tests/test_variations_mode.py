@@ -162,9 +162,11 @@ def test_a_fresh_render_into_the_same_folder_reuses_only_variations_made_the_sam
     tmp_path, inputs, batches
 ):
     """The prompt at variations 0 and 1 changes, at 2 and 3 it does not: only 0 and 1 are replaced (their batch
-    of four is made whole, so every variation still comes from the batch an uninterrupted render uses)."""
+    of four is made whole, so every variation still comes from the batch an uninterrupted render uses). The
+    folder holds a run, so the new render replaces it (overwrite), which keeps the stored variations."""
     first = stored(render(make_spec(tmp_path, inputs, name="same")).run_dir)
-    second = stored(render(make_spec(tmp_path, inputs, name="same", prompts={"0": "smoke"})).run_dir)
+    changed = make_spec(tmp_path, inputs, name="same", prompts={"0": "smoke"})
+    second = stored(render(changed, overwrite=True).run_dir)
     assert [[prompt for _, prompt, *_ in batch] for batch in batches[1:]] == [
         ["smoke", "smoke", "waves", "waves"]
     ]

@@ -568,6 +568,63 @@ def test_video_round_trip_with_even_padding(tmp_path: Path, codec: str, fps: flo
     assert leftovers(tmp_path) == []
 
 
+def grainy(n: int, width: int, height: int) -> list[np.ndarray]:
+    """Drifting colour fields with per-frame grain: frames that keep every encoder's lookahead busy."""
+    rng = np.random.default_rng(1)
+    return [
+        np.clip(frame.astype(int) + rng.integers(-24, 25, frame.shape), 0, 255).astype(np.uint8)
+        for frame in textured(n, width, height)
+    ]
+
+
+def at_offsets(frames: list[np.ndarray], offsets) -> list[list[np.ndarray]]:
+    """The same frames as views into larger buffers, starting ``offset`` bytes in (as slices of a bigger array
+    would be), each buffer allocated after some unrelated ones so memory is laid out differently every time."""
+    stack = np.stack(frames)
+    copies = []
+    for offset in offsets:
+        _unrelated = [np.random.default_rng(offset).bytes(20_000 + 3_000 * offset) for _ in range(3)]
+        buffer = np.zeros(stack.nbytes + 64, np.uint8)
+        view = buffer[offset : offset + stack.nbytes].reshape(stack.shape)
+        view[...] = stack
+        copies.append(list(view))
+    return copies
+
+
+@pytest.mark.parametrize(
+    ("fmt", "width", "height"),
+    [
+        ("mp4", 200, 120),  # x264's AVX-512 macroblock tree read unwritten memory at this size
+        ("mp4-h265", 64, 64),  # x265 coded frames one 64-pixel block wide differently each run
+        ("webm", 64, 48),  # Matroska wrote a random segment id and the date
+        ("webp", 64, 48),
+        ("apng", 64, 48),
+        ("gif", 64, 48),
+    ],
+)
+def test_same_frames_give_the_same_bytes_at_any_memory_offset(
+    tmp_path: Path, fmt: str, width: int, height: int
+) -> None:
+    files = set()
+    for index, frames in enumerate(at_offsets(grainy(12, width, height), range(8))):
+        written = write_outputs(frames, tmp_path, stem=f"r{index}", fps=8, formats=[fmt])
+        files.add(written[fmt].read_bytes())
+    assert len(files) == 1
+
+
+@pytest.mark.parametrize(("width", "height"), [(40, 64), (48, 48), (62, 64), (64, 14), (15, 80)])
+def test_h265_refuses_frames_x265_cannot_encode(tmp_path: Path, width: int, height: int) -> None:
+    """x265 refuses frames under 16 pixels and corrupts its memory (the process aborts) on 34-48 wide ones."""
+    frames = textured(3, width, height)
+    with pytest.raises(FlipbookError, match="mp4-h265") as info:
+        write_outputs(frames, tmp_path, stem="s", fps=8, formats=["gif", "mp4-h265"])
+    assert info.value.field == "output.formats"
+    assert f"{width + width % 2}x{height + height % 2}" in str(info.value)
+    with pytest.raises(FlipbookError, match="mp4-h265"):
+        write_mp4(frames, tmp_path / "s.mp4", fps=8, codec="libx265")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("crf", "field"), [(64, "output.webm_crf"), (-1, "output.webm_crf"), (3.5, "output.webm_crf")]
 )

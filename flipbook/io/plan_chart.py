@@ -1,8 +1,11 @@
 """A PNG chart of a plan's per-frame values, so a schedule can be checked by eye before any model is loaded.
 
 Schedules are easy to get subtly wrong (a key off by one, a cubic overshoot, a sine with the wrong period) and
-the plan table is long; a picture of cfg, strength and seed against the frame, with the prompt keyframes marked,
-shows such mistakes at a glance. Only series that change get a panel: a flat line says nothing a number cannot.
+the plan table is long; a picture of every scheduled value against the frame (cfg, strength, seed, steps,
+sampler, checkpoint, every camera schedule...), with the prompt keyframes marked, shows such mistakes at a
+glance. The columns come from the plan itself (:class:`~flipbook.spec.plan.FramePlan`'s fields and its camera
+values), so a new schedule is charted without touching this module. Only columns that change get a panel: a
+flat line says nothing a number cannot, so the constant ones are listed with their values above the panels.
 
 Matplotlib is driven through :class:`~matplotlib.figure.Figure` and the Agg canvas directly, never ``pyplot``,
 so charting neither picks a GUI backend nor touches global state that a host application (a notebook, the UI)
@@ -11,6 +14,9 @@ may rely on, and figures are freed as soon as they go out of scope.
 
 from __future__ import annotations
 
+import dataclasses
+import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from flipbook.io.atomic import atomic_target
-from flipbook.spec.plan import Plan
+from flipbook.spec.plan import FramePlan, Plan
 
 WIDTH_IN = 10.0
 PANEL_HEIGHT_IN = 2.2
@@ -30,19 +36,45 @@ PROMPT_LABEL_CHARS = 30
 LABEL_ROTATION = 35.0  # degrees; steeper needs more headroom, shallower more room between keyframes
 LABEL_LINE_PX = 13.0  # a line of 8 pt text at 100 dpi, with a little air
 
-# Panel order and y-axis labels; the keys are also the names ``chart_series`` returns.
-SERIES_LABELS = {"cfg": "cfg", "strength": "strength", "seed": "seed", "blend": "prompt blend w"}
+HEADING_CHARS = 125  # a line of 10 pt heading text fits across the figure
+HEADING_LINE_IN = 0.2
+CONSTANT_LINE_IN = 0.25  # a line of the constant panel's text (10 pt, 1.5 line spacing)
+CATEGORY_LABEL_CHARS = 24
+
+# y-axis labels that differ from the column's name
+SERIES_LABELS = {"blend": "prompt blend w", "denoise": "denoise (img2img)"}
+# FramePlan fields that are not charted as columns: the frame number is the x axis, the prompt keyframes are
+# the dashed lines and their labels (prompt texts change with backtick math on every frame)
+_NOT_COLUMNS = frozenset(
+    {"index", "prompt_key", "prompt", "negative_prompt", "next_prompt", "next_negative_prompt"}
+)
 
 
 def all_series(plan: Plan) -> dict[str, np.ndarray]:
-    """Every charted series, flat or not, so the constant ones can still be reported as numbers."""
-    return {
-        "cfg": np.array([f.cfg for f in plan.frames], dtype=np.float64),
-        "strength": np.array([f.strength for f in plan.frames], dtype=np.float64),
-        "seed": np.array([f.seed for f in plan.frames], dtype=np.int64),
-        # the weight toward the next keyframe: prompt interpolation, the latent walk's eased position
-        "blend": np.array([f.blend for f in plan.frames], dtype=np.float64),
-    }
+    """Every per-frame column of the plan, flat or not, in FramePlan's field order with each mapping field
+    (the camera schedules) expanded in its own order: integers (seeds, steps) as int64, other numbers as
+    float64, names (sampler, checkpoint) as str."""
+    if not plan.frames:
+        return {}
+    columns: dict[str, np.ndarray] = {}
+    for field in dataclasses.fields(FramePlan):
+        if field.name in _NOT_COLUMNS:
+            continue
+        values = [getattr(frame, field.name) for frame in plan.frames]
+        if isinstance(values[0], Mapping):
+            for key in values[0]:
+                columns[key] = _column([value[key] for value in values])
+        else:
+            columns[field.name] = _column(values)
+    return columns
+
+
+def _column(values: list) -> np.ndarray:
+    if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values):
+        return np.array(values, dtype=np.int64)
+    if all(isinstance(v, float | int | np.number) and not isinstance(v, bool) for v in values):
+        return np.array(values, dtype=np.float64)
+    return np.array([str(v) for v in values], dtype=str)
 
 
 def is_uninteresting(name: str, values: np.ndarray) -> bool:
@@ -77,25 +109,38 @@ def shorten(prompt: str, limit: int = PROMPT_LABEL_CHARS) -> str:
 
 
 def constant_summary(plan: Plan) -> str:
-    """The flat series as text ('cfg 7, strength 0.6 (denoise 0.4), seed 100 + frame'), for titles and notes."""
+    """The columns without a panel as text ('seed 100 + frame, sampler Euler a, cfg 7, ... zoom 1.02'), so no
+    value of the plan is left out of the chart."""
     parts = []
     for name, values in all_series(plan).items():
-        if not is_uninteresting(name, values) or name == "blend":  # a flat blend is 0: nothing blends
+        if not is_uninteresting(name, values):
             continue
         if name == "seed" and values.size > 1 and values[1] != values[0]:
-            parts.append(f"seed {values[0]} + frame")
-        elif name == "strength":
-            parts.append(f"strength {values[0]:g} (denoise {1.0 - values[0]:g})")
+            parts.append(f"seed {format_value(values[0])} + frame")
         else:
-            parts.append(f"{name} {values[0]:g}")
+            parts.append(f"{name} {format_value(values[0])}")
     return ", ".join(parts)
+
+
+def format_value(value: object) -> str:
+    """A plan value as a person reads it: integers whole (a seed is 3541512345, not 3.54151e+09), other numbers
+    in at most 6 significant digits, names as they are."""
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        return f"{float(value):g}"
+    return str(value)
 
 
 def plan_figure(plan: Plan, *, title: str = "") -> Figure:
     """The chart as a Figure (not yet saved): one panel per changing series, or one 'constant' panel."""
     series = chart_series(plan)
     panels = max(len(series), 1)
-    height = PANEL_HEIGHT_IN * panels + KEYFRAME_LABELS_IN + (0.3 if title else 0.0)
+    heading = _heading(title, plan, bool(series))
+    heading_lines = heading.count("\n") + 1 if heading else 0
+    constant = "" if series else _constant_text(plan)
+    panel_height = max(PANEL_HEIGHT_IN, CONSTANT_LINE_IN * (constant.count("\n") + 3))
+    height = panel_height * panels + KEYFRAME_LABELS_IN + HEADING_LINE_IN * heading_lines
     figure = Figure(figsize=(WIDTH_IN, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
@@ -104,13 +149,12 @@ def plan_figure(plan: Plan, *, title: str = "") -> Figure:
         for ax, (name, values) in zip(axes, series.items(), strict=True):
             _draw_series(ax, name, frames, values)
     else:
-        _draw_constant(axes[0], plan)
+        _draw_constant(axes[0], constant)
     for ax in axes:
         _mark_keyframes(ax, plan)
         _style_frame_axis(ax, len(plan))
     axes[-1].set_xlabel("frame")
     _label_keyframes(axes[0], plan)
-    heading = _heading(title, plan, bool(series))
     if heading:
         figure.suptitle(heading, fontsize=10)
     return figure
@@ -126,13 +170,21 @@ def plot_plan(plan: Plan, path: Path, *, title: str = "") -> Path:
 
 
 def _heading(title: str, plan: Plan, has_panels: bool) -> str:
-    """The title plus, above real panels, the values that did not get one (so nothing is silently left out)."""
+    """The title plus, above real panels, the values that did not get one (so nothing is silently left out),
+    wrapped to the figure's width."""
     flat = constant_summary(plan) if has_panels else ""
-    return " — ".join(part for part in (title, f"constant: {flat}" if flat else "") if part)
+    text = " — ".join(part for part in (title, f"constant: {flat}" if flat else "") if part)
+    return "\n".join(textwrap.wrap(text, HEADING_CHARS))
 
 
 def _draw_series(ax: Axes, name: str, frames: np.ndarray, values: np.ndarray) -> None:
-    """One series as a line with dots (dots show the actual frames; lines alone hide step schedules' jumps)."""
+    """One series as a line with dots (dots show the actual frames; lines alone hide step schedules' jumps);
+    names (a sampler or checkpoint schedule) as steps between their labelled levels."""
+    ax.set_ylabel(SERIES_LABELS.get(name, name))
+    ax.grid(True, axis="y", alpha=0.3)
+    if values.dtype.kind in "US":
+        _draw_categories(ax, frames, values)
+        return
     ax.plot(
         frames,
         values,
@@ -141,31 +193,33 @@ def _draw_series(ax: Axes, name: str, frames: np.ndarray, values: np.ndarray) ->
         marker="o",
         markersize=2.5 if len(frames) <= 200 else 0,
     )
-    ax.set_ylabel(SERIES_LABELS[name])
-    ax.grid(True, axis="y", alpha=0.3)
-    if name == "seed":
+    if values.dtype.kind == "i":
+        # integers (seeds are identifiers, steps counts): whole ticks, never 1e9 + offset
         formatter = ScalarFormatter(useOffset=False)
         formatter.set_scientific(False)
-        ax.yaxis.set_major_formatter(
-            formatter
-        )  # seeds are identifiers: show them whole, never as 1e9 + offset
+        ax.yaxis.set_major_formatter(formatter)
         ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
-    if name == "strength":
-        # Deforum strength keeps that share of the previous frame; A1111/diffusers users think in denoise.
-        denoise = ax.secondary_yaxis("right", functions=(_one_minus, _one_minus))
-        denoise.set_ylabel("denoise = 1 − strength", fontsize=8)
 
 
-def _one_minus(x: np.ndarray) -> np.ndarray:
-    """Strength <-> denoise (its own inverse)."""
-    return 1.0 - np.asarray(x)
+def _draw_categories(ax: Axes, frames: np.ndarray, values: np.ndarray) -> None:
+    """A column of names: one level per name in order of first use, each labelled (shortened)."""
+    names = list(dict.fromkeys(values.tolist()))
+    levels = np.array([names.index(value) for value in values.tolist()])
+    ax.step(frames, levels, where="post", color="tab:blue", linewidth=1.4)
+    ax.plot(frames, levels, "o", color="tab:blue", markersize=2.5 if len(frames) <= 200 else 0)
+    ax.set_yticks(range(len(names)), labels=[shorten(name, CATEGORY_LABEL_CHARS) for name in names])
+    ax.tick_params(axis="y", labelsize=8)
 
 
-def _draw_constant(ax: Axes, plan: Plan) -> None:
+def _constant_text(plan: Plan) -> str:
+    """What the single panel of a plan where nothing changes says: that, and every value, wrapped."""
+    return "every value is constant\n" + "\n".join(textwrap.wrap(constant_summary(plan), HEADING_CHARS - 40))
+
+
+def _draw_constant(ax: Axes, text: str) -> None:
     """The single panel for a plan where nothing changes: say so, with the values, instead of flat lines."""
     ax.set_yticks([])
     ax.set_ylim(0, 1)
-    text = "every series is constant\n" + constant_summary(plan).replace(", ", "\n")
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=10, linespacing=1.5)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 from flipbook.errors import FlipbookError
+from flipbook.io.images import rgb_array
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 ANIMATED_SUFFIXES = (".gif", ".webp", ".png", ".apng")
@@ -82,7 +83,7 @@ def _read_folder(folder: Path, field: str) -> FrameSource:
     for file in files:
         try:
             with Image.open(file) as image:
-                frames.append(np.asarray(image.convert("RGB")))
+                frames.append(rgb_array(image))
         except (OSError, ValueError) as error:
             raise FlipbookError(field, str(file), "a readable image", detail=str(error)) from None
     first = frames[0].shape
@@ -97,10 +98,10 @@ def _read_image(path: Path) -> FrameSource:
     """A still or animated image; animated frames are composited by Pillow as a viewer shows them."""
     with Image.open(path) as image:
         if not getattr(image, "is_animated", False):
-            return FrameSource([np.asarray(image.convert("RGB"))])
+            return FrameSource([rgb_array(image)])
         frames, durations = [], []
         for frame in ImageSequence.Iterator(image):
-            frames.append(np.asarray(frame.convert("RGB")))
+            frames.append(rgb_array(frame))
             durations.append(int(frame.info.get("duration", 0) or 0))
     total = sum(durations)
     fps = 1000.0 * len(frames) / total if total > 0 else None

@@ -20,6 +20,7 @@ embedded in each (see :mod:`flipbook.io.metadata`), an optional soundtrack in th
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -38,7 +39,7 @@ from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTr
 from PIL import Image
 
 from flipbook.errors import FlipbookError
-from flipbook.io.atomic import atomic_target
+from flipbook.io.atomic import PART_SUFFIX, atomic_target
 from flipbook.io.metadata import CONTAINER_KEY, embedded_payload, png_info, xmp_packet
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,20 @@ VP9_MAX_CRF = 63
 # libvpx "good" deadline at cpu-used 4 with row multithreading: ~1.5 s CPU for the benchmark clip; cpu-used 0
 # (libvpx's default) is several times slower for a few percent fewer bytes.
 VP9_CPU_USED = 4
+# Fixed encoder thread counts instead of one per core: x264's frame threads and libvpx's threads change the
+# bitstream (measured: x264 gave four different files for 1, 2, 3 and 4 threads, libvpx one for 1 and another
+# for 2 and more), so the same frames give the same file on every machine only with a fixed count.
+X264_THREADS = 4
+VP9_THREADS = 4
+# x265 4.2 (the build PyAV ships) refuses frames under 16 pixels in either direction, overwrites its heap
+# (the process aborts) on frames 34 to 48 pixels wide, and codes frames exactly one coding block (CTU) wide
+# differently from run to run (widths 16, 32 and 64 in a sweep of 16..264 with 64-pixel CTUs). So frames
+# must be at least 64 wide, and up to H265_SMALL_CTU_MAX_WIDTH they are coded in 16-pixel CTUs (several
+# columns; 32-pixel ones fail on frames under 32 high). Swept: widths 64-160 at heights 64 and 128, heights
+# 16-136 at width 64, four encodes each, both presets flipbook uses.
+H265_MIN_WIDTH = 64
+H265_MIN_HEIGHT = 16
+H265_SMALL_CTU_MAX_WIDTH = 64
 AUDIO_RATE = 48_000  # Opus only takes 48 kHz (and divisors); AAC takes it too, so one rate serves both
 AUDIO_CHUNK = 4_800  # samples handed to the resampler at a time (0.1 s)
 
@@ -460,7 +475,7 @@ def _run_gifsicle(path: Path) -> str:
     executable = shutil.which("gifsicle")
     if executable is None:
         return "pillow"
-    optimised = path.with_name(path.name + ".gifsicle")
+    optimised = path.with_name(f"{path.name}.gifsicle{PART_SUFFIX}")  # a part file, like ``path``
     try:
         subprocess.run(
             [executable, "-O3", "--no-warnings", "--output", str(optimised), str(path)],
@@ -571,7 +586,11 @@ def write_apng(
 
 @dataclass(frozen=True)
 class _VideoCodec:
-    """How one video format is encoded: container, codecs, encoder options and stream tags."""
+    """How one video format is encoded: container, codecs, encoder options, threads and stream tags.
+
+    ``threads`` 0 lets FFmpeg pick (one per core), which is only right for an encoder whose bitstream does
+    not depend on it; ``thread_type`` "FRAME" or "SLICE" (None: PyAV's default).
+    """
 
     container: str
     codec: str
@@ -579,7 +598,8 @@ class _VideoCodec:
     options: dict[str, str] = field(default_factory=dict)
     container_options: dict[str, str] = field(default_factory=dict)
     codec_tag: str | None = None
-    frame_threads: bool = False
+    threads: int = 0
+    thread_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -612,10 +632,11 @@ def write_mp4(
     arrays = normalise_frames(frames)
     rate = _video_rate(fps)
     _check_encoder(codec, crf, preset)
+    video = _h26x(codec, crf, preset, _video_size(arrays[0]))
     clip = _load_soundtrack(audio, len(arrays) / rate)
     path = Path(path)
     with atomic_target(path) as tmp:
-        _encode_video(arrays, tmp, rate=rate, video=_h26x(codec, crf, preset), comment=comment, clip=clip)
+        _encode_video(arrays, tmp, rate=rate, video=video, comment=comment, clip=clip)
     return path
 
 
@@ -643,27 +664,94 @@ def write_webm(
     return path
 
 
-def _h26x(codec: str, crf: int, preset: str) -> _VideoCodec:
-    """x264/x265 in MP4. Why frame threads for x264: PyAV asks for slice threads by default, which on 2 cores
-    were ~8% slower (1.32 against 1.22 s on the benchmark clip) for slightly bigger files."""
+def _h26x(codec: str, crf: int, preset: str, size: tuple[int, int]) -> _VideoCodec:
+    """x264/x265 in MP4 for frames of ``size`` (width, height, padded to even), set up so that the same frames
+    always give the same bytes (see :func:`_x264_params`, :func:`_x265_params`).
+
+    Why frame threads for x264: PyAV asks for slice threads by default, which on 2 cores were ~8% slower (1.32
+    against 1.22 s on the benchmark clip) for slightly bigger files; X264_THREADS of them, not one per core.
+    """
     options = {"crf": str(crf), "preset": preset}
-    if codec == "libx265":
-        options["x265-params"] = "log-level=error"  # x265 prints its settings to stderr otherwise
+    if codec == "libx264":
+        options.update(_x264_params())
+    elif codec == "libx265":
+        check_h265_size(*size)
+        options["x265-params"] = _x265_params(size)
+    is_x264 = codec == "libx264"
     return _VideoCodec(
         container="mp4",
         codec=codec,
         audio_codec="aac",
         options=options,
-        container_options={"movflags": "+faststart"},
+        container_options={"movflags": "+faststart", **_BITEXACT},
         codec_tag="hvc1" if codec == "libx265" else None,
-        frame_threads=codec == "libx264",
+        threads=X264_THREADS if is_x264 else 0,
+        thread_type="FRAME" if is_x264 else None,
     )
 
 
+# Muxers write no random or time-dependent fields (Matroska's segment UID and date, the muxer's version).
+_BITEXACT = {"fflags": "+bitexact"}
+
+
+def _x264_params() -> dict[str, str]:
+    """x264 options for a reproducible bitstream on this machine's CPU.
+
+    x264's AVX-512 code reads memory it never wrote while building the macroblock tree, so on AVX-512 CPUs the
+    same frames gave different files from run to run (decoded pixels up to 33 levels apart, at sizes such as
+    200x120). Its AVX2 code gives the same bytes every time, the bytes AVX-512 gives when it happens to work
+    and the bytes its SSE4.2 code gives (measured), so machines of other CPU generations agree too; only x264
+    without assembly writes a different (equally valid) file.
+    """
+    return {"x264-params": "asm=AVX2"} if _cpu_has_avx512() else {}
+
+
+@functools.cache
+def _cpu_has_avx512() -> bool:
+    """Whether this CPU (and OS) runs the AVX-512 subset x264 uses (F, CD, BW, DQ, VL: x86-64-v4), as NumPy
+    detects it at run time (NumPy >= 2.4 names it X86_V4, older versions AVX512_SKX)."""
+    simd = np.show_config(mode="dicts").get("SIMD Extensions", {})
+    found = {*simd.get("baseline", ()), *simd.get("found", ())}
+    return bool(found & {"X86_V4", "AVX512_SKX"})
+
+
+def _x265_params(size: tuple[int, int]) -> str:
+    """x265 options: quiet, and 16-pixel coding blocks for frames one 64-pixel block wide (see
+    H265_SMALL_CTU_MAX_WIDTH)."""
+    params = ["log-level=error"]  # x265 prints its settings to stderr otherwise
+    if size[0] <= H265_SMALL_CTU_MAX_WIDTH:
+        params.append("ctu=16")
+    return ":".join(params)
+
+
+def check_h265_size(width: int, height: int) -> None:
+    """Refuse a frame size x265 cannot encode safely (see H265_MIN_WIDTH), before anything is written."""
+    if width < H265_MIN_WIDTH or height < H265_MIN_HEIGHT:
+        raise FlipbookError(
+            "output.formats",
+            "mp4-h265",
+            f"frames at least {H265_MIN_WIDTH}x{H265_MIN_HEIGHT} for mp4-h265, or mp4 (H.264) for smaller ones",
+            detail=f"the frames are {width}x{height}; x265 fails on narrower or lower frames",
+        )
+
+
+def _video_size(array: np.ndarray) -> tuple[int, int]:
+    """(width, height) of a frame as encoded: padded to even sizes (see :func:`_pad_even`)."""
+    height, width = array.shape[:2]
+    return width + width % 2, height + height % 2
+
+
 def _vp9(crf: int) -> _VideoCodec:
-    """libvpx-vp9 in constant-quality mode (crf with ``b:v 0``) and row multithreading."""
+    """libvpx-vp9 in constant-quality mode (crf with ``b:v 0``), row multithreading on VP9_THREADS threads."""
     options = {"crf": str(crf), "b": "0", "deadline": "good", "cpu-used": str(VP9_CPU_USED), "row-mt": "1"}
-    return _VideoCodec(container="webm", codec="libvpx-vp9", audio_codec="libopus", options=options)
+    return _VideoCodec(
+        container="webm",
+        codec="libvpx-vp9",
+        audio_codec="libopus",
+        options=options,
+        container_options=dict(_BITEXACT),
+        threads=VP9_THREADS,
+    )
 
 
 def _check_encoder(codec: str, crf: int, preset: str) -> None:
@@ -729,9 +817,9 @@ def _video_stream(
     stream.time_base = stream.codec_context.time_base = 1 / rate
     if video.codec_tag:
         stream.codec_tag = video.codec_tag
-    if video.frame_threads:
-        stream.codec_context.thread_type = "FRAME"
-        stream.codec_context.thread_count = 0  # let the encoder pick (x264: 1.5 threads per core)
+    if video.thread_type:
+        stream.codec_context.thread_type = video.thread_type
+    stream.codec_context.thread_count = video.threads
     _tag_bt709(stream.codec_context)
     return stream
 
@@ -932,6 +1020,8 @@ def _prepare(
     _check_stem(stem)
     played = ping_pong(originals) if settings.ping_pong else originals
     _check_timing(chosen, fps, len(played))
+    if "mp4-h265" in chosen:
+        check_h265_size(*_video_size(originals[0]))
     has_metadata = spec is not None or parameters is not None
     comment = embedded_payload(spec, parameters) if has_metadata else None
     if audio is not None and not any(fmt in VIDEO_FORMATS for fmt in chosen):
@@ -1008,12 +1098,14 @@ def _write_gif(job: _Job, path: Path) -> Path:
 
 
 def _write_h264(job: _Job, path: Path) -> Path:
-    return _write_video(job, path, _h26x("libx264", job.options.mp4_crf, job.options.mp4_preset))
+    size = _video_size(job.frames[0])
+    return _write_video(job, path, _h26x("libx264", job.options.mp4_crf, job.options.mp4_preset, size))
 
 
 def _write_h265(job: _Job, path: Path) -> Path:
     # x265's own default preset: measured on the benchmark clip, "fast" saved 10% of the time for 50% more bytes.
-    return _write_video(job, path, _h26x("libx265", job.options.h265_crf, "medium"))
+    size = _video_size(job.frames[0])
+    return _write_video(job, path, _h26x("libx265", job.options.h265_crf, "medium", size))
 
 
 def _write_webm(job: _Job, path: Path) -> Path:

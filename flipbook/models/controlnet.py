@@ -33,6 +33,7 @@ import torch
 
 from flipbook.errors import FlipbookError
 from flipbook.models.folders import ModelsDir
+from flipbook.models.pickles import refused_pickle
 
 if TYPE_CHECKING:
     from diffusers import ControlNetModel
@@ -161,7 +162,7 @@ def _from_pretrained(ref: str, *, local_files_only: bool, field: str) -> Control
         )
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as error:
         if Path(ref).exists():
-            detail = f"the folder could not be loaded: {_first_line(error)}"
+            detail = refused_pickle(error) or f"the folder could not be loaded: {_first_line(error)}"
         elif local_files_only:
             detail = "not in the local Hugging Face cache (HF_HUB_OFFLINE is set)"
         else:

@@ -21,6 +21,7 @@ from flipbook.models.builtin import BUILTIN_MODELS, SD15_SCHEDULER_CONFIG
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.device import pick_device, pick_dtype
 from flipbook.models.folders import ModelsDir
+from flipbook.models.pickles import refused_pickle
 from flipbook.models.single_file import ALLOWED_VAE, load_single_file, load_vae_file
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
@@ -128,7 +129,7 @@ def _from_pretrained(
     except (OSError, ValueError) as error:
         detail = "not in the local Hugging Face cache and the hub can't be reached"
         if Path(ref).exists():
-            detail = f"the folder could not be loaded: {_first_line(error)}"
+            detail = refused_pickle(error) or f"the folder could not be loaded: {_first_line(error)}"
         raise FlipbookError("model", ref, ALLOWED_MODELS, detail=detail) from None
     for name in ("unet", "vae", "text_encoder"):
         _check_no_missing_weights(getattr(pipe, name), "model", ref, ALLOWED_MODELS)
@@ -155,7 +156,9 @@ def load_vae(vae: str, folders: ModelsDir | None) -> AutoencoderKL:
     try:
         loaded = AutoencoderKL.from_pretrained(path, subfolder=subfolder, local_files_only=True)
     except (OSError, ValueError, RuntimeError, KeyError) as error:
-        raise FlipbookError("vae", vae, ALLOWED_VAE, detail=_first_line(error)) from None
+        raise FlipbookError(
+            "vae", vae, ALLOWED_VAE, detail=refused_pickle(error) or _first_line(error)
+        ) from None
     _check_no_missing_weights(loaded, "vae", vae, ALLOWED_VAE)
     return loaded
 

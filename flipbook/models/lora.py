@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import pickle
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from flipbook.errors import FlipbookError, LibraryError
+from flipbook.models.pickles import load_torch_file, refused_pickle
 
 log = logging.getLogger(__name__)
 
@@ -159,16 +159,6 @@ def _adapter_name(path: Path, taken: set[str]) -> str:
     return name
 
 
-def _causes(error: BaseException) -> list[BaseException]:
-    """The error and what it was raised from or during (diffusers wraps torch.load's refusal in an OSError)."""
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
 def _short_reason(error: Exception) -> str:
     """One short line for the user out of diffusers' and PEFT's (sometimes pages long) messages."""
     reason = _file_reason(error)
@@ -190,10 +180,10 @@ def _file_reason(error: Exception) -> str | None:
         return "LyCORIS LoHa/LoKr layers, which diffusers cannot load"
     if "not been correctly renamed" in text:
         return "some of its layers are in a format diffusers cannot convert"
-    if any(isinstance(cause, pickle.UnpicklingError) for cause in _causes(error)):
-        return "the file needs unsafe pickle loading; use a .safetensors version"
+    if (refusal := refused_pickle(error)) is not None:
+        return refusal
     if isinstance(error, (OSError, EOFError, safetensors.SafetensorError)):
-        return "the file could not be read (corrupt, truncated or not a weights file)"
+        return "truncated or corrupt file, or not a weights file"
     if _NO_MATCH in text or "not found in the base model" in text:
         return "none of its layers match this model"
     return None
@@ -257,11 +247,12 @@ def _embedding_error(pipe: DiffusionPipeline, name: str, detail: str) -> Flipboo
     return FlipbookError("embedding", name, allowed, detail=detail)
 
 
-def _read_embedding_file(path: Path) -> Any:
-    """The file's contents without running pickled code: safetensors, or torch.load with weights_only."""
+def _read_embedding_file(path: Path, fail: Callable[[str], FlipbookError]) -> Any:
+    """The file's contents without running pickled code: safetensors, or torch.load with weights_only (a
+    refused pickle or a damaged file is ``fail(detail)``, see :mod:`flipbook.models.pickles`)."""
     if path.suffix.lower() == ".safetensors":
         return safetensors.torch.load_file(str(path), device="cpu")
-    return torch.load(str(path), map_location="cpu", weights_only=True)
+    return load_torch_file(path, fail)
 
 
 def _vectors_from(data: Any) -> torch.Tensor:
@@ -288,17 +279,14 @@ def _checked_vectors(pipe: DiffusionPipeline, name: str, path: Path) -> torch.Te
     if not path.is_file():
         raise _embedding_error(pipe, name, f"no such file: {path}")
     try:
-        vectors = _vectors_from(_read_embedding_file(path)).detach().float()
-    except pickle.UnpicklingError as error:
-        raise _embedding_error(
-            pipe, name, "the file needs unsafe pickle loading; use a .safetensors version"
-        ) from error
+        vectors = _vectors_from(_read_embedding_file(path, lambda d: _embedding_error(pipe, name, d)))
+        vectors = vectors.detach().float()
+    except FlipbookError:
+        raise
     except ValueError as error:
         raise _embedding_error(pipe, name, str(error)) from error
     except Exception as error:
-        raise _embedding_error(
-            pipe, name, "the file could not be read (corrupt or not a weights file)"
-        ) from error
+        raise _embedding_error(pipe, name, "truncated or corrupt file, or not a weights file") from error
     if vectors.ndim == 1:
         vectors = vectors.unsqueeze(0)
     width = pipe.text_encoder.get_input_embeddings().weight.shape[-1]

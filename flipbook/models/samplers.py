@@ -20,7 +20,7 @@ config that happens to come from, say, a Karras scheduler does not leak Karras s
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import diffusers
@@ -71,16 +71,25 @@ def _accepted(cls: type[SchedulerMixin], options: Mapping[str, Any]) -> dict[str
 
 
 def make_scheduler(
-    name: str, base_config: Mapping[str, Any], *, noise_seed: int | None = None
+    name: str, base_config: Mapping[str, Any], *, noise_seed: int | Sequence[int] | None = None
 ) -> SchedulerMixin:
     """A new scheduler for ``name`` on the model's scheduler config; never shared, as schedulers hold state.
 
     ``noise_seed`` seeds the Brownian-tree noise of "DPM++ SDE" (:class:`DPMSolverSDEScheduler`), which draws
     its noise from its own sampler rather than the pipeline's generator; without it that sampler is not
-    reproducible. Other schedulers ignore it.
+    reproducible. Other schedulers ignore it. A sequence gives one seed per row of the batch the scheduler
+    steps: every row then gets its own Brownian tree, so a row's noise does not depend on the rows beside it
+    (one int seeds a single tree over the whole batch, as diffusers' pipelines do).
     """
     cls = scheduler_class(name)
     kwargs = dict(resolve_sampler(name).kwargs)
     if noise_seed is not None and cls is DPMSolverSDEScheduler:
-        kwargs["noise_sampler_seed"] = int(noise_seed)
+        kwargs["noise_sampler_seed"] = _seed_value(noise_seed)
     return cls.from_config(_accepted(cls, base_config), **_accepted(cls, kwargs))
+
+
+def _seed_value(noise_seed: int | Sequence[int]) -> int | list[int]:
+    """An int, or a list of ints (diffusers' BatchedBrownianTree takes one tree per list entry)."""
+    if isinstance(noise_seed, Sequence):
+        return [int(seed) for seed in noise_seed]
+    return int(noise_seed)

@@ -3,8 +3,8 @@
 How a file becomes a :class:`~diffusers.StableDiffusionPipeline`, with no hub access on any code path:
 
 1. **Read safely.** ``.safetensors`` with safetensors; ``.ckpt`` only with ``torch.load(weights_only=True)``
-   (no mmap: the weights are copied into memory), so a pickle that needs anything beyond tensors and plain
-   containers is refused instead of executed. Missing files, unknown extensions, truncated or corrupt files,
+   (no mmap: the weights are copied into memory; :mod:`flipbook.models.pickles`), so a pickle that needs
+   anything beyond tensors and plain containers is refused instead of executed. Missing files, unknown extensions, truncated or corrupt files,
    Git LFS pointers and files that are not SD checkpoints each raise one :class:`FlipbookError` on field
    ``"model"`` naming the path.
 2. **Family** (:func:`detect_family`): OpenCLIP text-encoder keys (``cond_stage_model.model.*``) or a
@@ -47,7 +47,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import pickle
 import re
 from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
@@ -69,6 +68,7 @@ from flipbook.models.convert import (
     unet_original_key,
     vae_original_key,
 )
+from flipbook.models.pickles import load_torch_file
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL
@@ -241,7 +241,7 @@ def read_checkpoint(
     """The tensors of a single-file checkpoint and the flipbook configs it embeds (or None), read safely.
 
     ``suffixes`` are the accepted extensions; anything but ``.safetensors`` goes through
-    ``torch.load(weights_only=True)`` (standalone VAEs also come as ``.pt`` and ``.bin``).
+    :func:`flipbook.models.pickles.load_torch_file` (standalone VAEs also come as ``.pt`` and ``.bin``).
     """
     path = Path(path)
     if not path.exists():
@@ -264,20 +264,7 @@ def read_checkpoint(
             raise _model_error(path, f"truncated or corrupt safetensors file ({_first_line(exc)})") from exc
         return state, _parse_embedded(metadata.get(CONFIG_METADATA_KEY), path)
 
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc):
-            found = re.search(r"GLOBAL (\S+)", str(exc))
-            needs = found[1] if found else "arbitrary Python objects"
-            detail = (
-                f"the pickle needs {needs}, not just tensors; it is refused because loading it could run code "
-                "(convert it to .safetensors with a tool you trust)"
-            )
-            raise _model_error(path, detail) from exc
-        raise _model_error(path, f"truncated or corrupt .ckpt file ({_first_line(exc)})") from exc
-    except Exception as exc:  # torch.load reports damage as RuntimeError, EOFError, ValueError, ...
-        raise _model_error(path, f"truncated or corrupt .ckpt file ({_first_line(exc)})") from exc
+    loaded = load_torch_file(path, lambda detail: _model_error(path, detail))
     embedded = None
     while isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         embedded = loaded.get(CONFIG_METADATA_KEY, embedded)

@@ -33,6 +33,7 @@ from flipbook.errors import FlipbookError
 from flipbook.models.builtin import _seeded
 from flipbook.models.device import pick_device, pick_dtype
 from flipbook.models.folders import ModelsDir
+from flipbook.models.pickles import refused_pickle
 
 FIELD = "svd.model"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -304,7 +305,7 @@ def _from_pretrained(
             errors.append(error)
     else:
         detail = (
-            f"the folder could not be loaded: {_first_line(errors[0])}"
+            refused_pickle(errors[0]) or f"the folder could not be loaded: {_first_line(errors[0])}"
             if Path(location).exists()
             else _missing_detail(errors[0], offline=local_files_only)
         )

@@ -39,12 +39,12 @@ from flipbook.modes.frame import (
     keep_still,
 )
 from flipbook.motion.ordering import distance_matrix, order_for, route_length
+from flipbook.runs.run_dir import RunDir
 from flipbook.sampling.requests import FrameRequest
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import FramePlan, denoise_for
 
 SECTION = "variations"
-FOLDER = "variations"
 FINGERPRINT_KEY = "flipbook-variation"
 """PNG text chunk holding the fingerprint of the request (and model settings) a stored variation came from."""
 
@@ -80,7 +80,7 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
 
 
 def variation_path(run_path: Path, index: int) -> Path:
-    return Path(run_path) / FOLDER / f"var_{index:05d}.png"
+    return RunDir(Path(run_path)).variation_path(index)
 
 
 # ---- requests ----------------------------------------------------------------------------------------

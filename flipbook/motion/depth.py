@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from flipbook.errors import FlipbookError
 from flipbook.io.atomic import atomic_target
 from flipbook.models.device import pick_device, pick_dtype
+from flipbook.models.pickles import refused_pickle
 
 ALLOWED_DEPTH_MODELS = (
     "'flat', 'tiny', a depth-estimation model folder (DPT / Depth Anything) or a cached hub id"
@@ -227,6 +228,9 @@ def _from_pretrained(ref: str, *, local_files_only: bool, is_folder: bool) -> tu
 
 
 def _why(error: BaseException, is_folder: bool) -> str:
+    refusal = refused_pickle(error)
+    if refusal is not None:
+        return refusal
     if is_folder:
         return f"the folder could not be loaded: {_first_line(error)}"
     where = (

@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 import PIL.Image
 
+from flipbook.io.images import FULL_SCALE
+
 
 def load_mask(
     source: PIL.Image.Image | str | Path,
@@ -32,15 +34,16 @@ def load_mask(
 
 
 def _mask_channel(image: PIL.Image.Image, use_alpha: bool) -> tuple[PIL.Image.Image, float]:
-    """The single-band image a mask is read from, and the value that means 1 (65535 for 16-bit gray)."""
+    """The single-band image a mask is read from, and the value that means 1 (65535 for 16-bit gray, 1 for
+    float images: see :data:`flipbook.io.images.FULL_SCALE`)."""
     if use_alpha:
         if image.mode in ("P", "L", "RGB") and "transparency" in image.info:
             image = image.convert("RGBA")
         if "A" not in image.getbands():
             raise ValueError(f"mask image has no alpha channel (mode {image.mode!r}); use luminance instead")
         return image.getchannel("A"), 255.0
-    if image.mode.startswith("I"):  # 16-bit grayscale PNGs open as I;16 or I; "L" would clip them
-        return image, 65535.0
+    if image.mode in FULL_SCALE:  # 16-bit greys (I;16, I) and floats (F): "L" would clip them
+        return image, FULL_SCALE[image.mode]
     return image.convert("L"), 255.0
 
 

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flipbook.errors import FlipbookError
+from flipbook.models.pickles import load_torch_file
 
 MODEL_FIELD = "interpolate.model"
 ALLOWED_RIFE = (
@@ -157,11 +158,9 @@ def _read_state_dict(path: Path) -> Mapping[str, object]:
             raise FlipbookError(
                 MODEL_FIELD, str(path), ALLOWED_RIFE, detail=f"not a safetensors file: {_first_line(error)}"
             ) from None
-    try:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # UnpicklingError for objects weights_only refuses, RuntimeError for junk
-        detail = f"not a weights-only PyTorch state dict: {_first_line(error)}"
-        raise FlipbookError(MODEL_FIELD, str(path), ALLOWED_RIFE, detail=detail) from None
+    loaded = load_torch_file(
+        path, lambda detail: FlipbookError(MODEL_FIELD, str(path), ALLOWED_RIFE, detail=detail)
+    )
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):

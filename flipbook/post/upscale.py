@@ -17,7 +17,6 @@ callers that upscale many batches load once with :func:`load_upscaler` and pass 
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Sequence
 from numbers import Real
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 from flipbook.errors import FlipbookError
 from flipbook.models.device import pick_device
 from flipbook.models.folders import ModelsDir, models_dir_from_env
+from flipbook.models.pickles import load_torch_file
 
 if TYPE_CHECKING:
     from spandrel import ImageModelDescriptor
@@ -117,17 +117,7 @@ def read_state_dict(path: Path) -> dict:
             raise _model_error(
                 path, f"truncated or corrupt safetensors file ({_first_line(error)})"
             ) from None
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        detail = (
-            "the file holds pickled Python objects, not just tensors; it is refused because loading it "
-            f"could run code (convert it to .safetensors with a tool you trust) ({_first_line(error)})"
-        )
-        raise _model_error(path, detail) from None
-    except Exception as error:
-        # damage shows as RuntimeError, EOFError or ValueError; a TorchScript archive as RuntimeError
-        raise _model_error(path, f"not a readable state dict ({_first_line(error)})") from None
+    loaded = load_torch_file(path, lambda detail: _model_error(path, detail))
     if not isinstance(loaded, dict):
         raise _model_error(path, f"the file holds a {type(loaded).__name__}, not a state dict")
     return loaded

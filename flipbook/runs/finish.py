@@ -15,7 +15,7 @@ import numpy as np
 import PIL.Image
 
 from flipbook.errors import FlipbookError, SpecError
-from flipbook.io.writers import VIDEO_FORMATS, Soundtrack, write_outputs
+from flipbook.io.writers import VIDEO_FORMATS, Soundtrack, check_h265_size, write_outputs
 from flipbook.spec.model import Spec
 
 
@@ -43,6 +43,19 @@ def check_post_inputs(spec: Spec) -> None:
             raise SpecError(
                 "post.upscale_model", post.upscale_model, error.allowed, detail=error.detail
             ) from None
+
+
+def check_output_size(spec: Spec) -> None:
+    """Refuse an output format that cannot take the final frame size (after ``post.upscale``, padded to even)
+    before any model loads, rather than after the last frame: mp4-h265 needs at least 64x16."""
+    if "mp4-h265" not in spec.output.formats:
+        return
+    width, height = spec.animation.width, spec.animation.height
+    if spec.post.upscale != 1:
+        from flipbook.post.upscale import scaled_size
+
+        width, height = scaled_size((width, height), spec.post.upscale)
+    check_h265_size(width + width % 2, height + height % 2)
 
 
 def post_process(spec: Spec, frames: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -16,7 +16,7 @@ from flipbook.modes import get_mode
 from flipbook.modes.frame import Frame, ModeContext, animation_mask, init_image
 from flipbook.runs.cores import Cores
 from flipbook.runs.events import Events, FrameEvent
-from flipbook.runs.finish import check_post_inputs, write_animation
+from flipbook.runs.finish import check_output_size, check_post_inputs, write_animation
 from flipbook.runs.run_dir import RunDir, resume_point
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import FramePlan, Plan, build_plan
@@ -32,10 +32,15 @@ class RenderResult:
     metrics: dict[str, float] = field(default_factory=dict)  # temporal error of the output (and the source)
 
 
-def render(spec: Spec, events: Events | None = None) -> RenderResult:
+def render(spec: Spec, events: Events | None = None, *, overwrite: bool = False) -> RenderResult:
     """Render ``spec`` into ``output.dir/output.name``; every frame is written as soon as it exists, so a crash
-    or cancel loses nothing and :func:`resume` can continue."""
-    return _render(spec, events or Events(), run=None)
+    or cancel loses nothing and :func:`resume` can continue.
+
+    A run folder that already holds a run is refused (runs are never mixed) unless ``overwrite``, which
+    deletes that run's files first, and only if the folder holds nothing but flipbook's files (see
+    :mod:`flipbook.runs.run_dir`). Both checks come after the whole spec is checked and before any model loads.
+    """
+    return _render(spec, events or Events(), run=None, overwrite=overwrite)
 
 
 def resume(run_dir: str | Path, events: Events | None = None) -> RenderResult:
@@ -48,7 +53,7 @@ def resume(run_dir: str | Path, events: Events | None = None) -> RenderResult:
     return _render(run.read_spec(), events or Events(), run=run)
 
 
-def _render(spec: Spec, events: Events, run: RunDir | None) -> RenderResult:
+def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = False) -> RenderResult:
     # 1. Resolve everything random or named and read every input file, before any model is loaded
     spec = spec.with_seed()
     mode = get_mode(spec.animation.mode)
@@ -70,7 +75,10 @@ def _render(spec: Spec, events: Events, run: RunDir | None) -> RenderResult:
     result = RenderResult(run_dir=run.path, seed=spec.sampling.seed, resumed_from=start)
 
     # 2. Start (or continue) the run folder; models load when the first frame needs one
-    run.start(spec, plan)
+    if resuming:
+        run.reopen(spec, plan)
+    else:
+        run.start(spec, plan, overwrite=overwrite)
     run.log(f"resume from frame {start}" if resuming else f"start: {n} frames, seed {spec.sampling.seed}")
     cores = Cores(spec.model, events, networks, [clean for clean, _ in prompts.values()])
     ctx = ModeContext(spec, plan, cores, events, prompts, run, start)
@@ -108,6 +116,7 @@ def _check_inputs(spec: Spec, plan: Plan) -> None:
     animation_mask(spec)
     check_controlnet(spec, plan.variables)
     check_post_inputs(spec)
+    check_output_size(spec)
 
 
 def frame_parameters(frame: Frame, planned: FramePlan, spec: Spec) -> GenerationParameters:

@@ -139,8 +139,10 @@ class SamplingCore:
         embeddings, conditioning = self._prepare_conditioning(requests, first.clip_skip)
 
         # 3. Prepare timesteps
-        # DPM++ SDE draws its Brownian noise from its own sampler: seed it with the batch's first seed
-        scheduler = make_scheduler(first.sampler, self.model.scheduler_config, noise_seed=first.seed)
+        # DPM++ SDE draws its Brownian noise from its own sampler: one tree per request, from its own seed
+        scheduler = make_scheduler(
+            first.sampler, self.model.scheduler_config, noise_seed=[r.seed for r in requests]
+        )
         scheduler.set_timesteps(first.num_inference_steps, device=device)
         timesteps = scheduler.timesteps
         if first.image is not None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from diffusers import MotionAdapter
 from flipbook.errors import FlipbookError
 from flipbook.models.convert import CONFIG_METADATA_KEY
 from flipbook.models.motion.keys import motion_adapter_to_original_state_dict, plain_config
+from flipbook.models.pickles import load_torch_file
 
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 _CONFIG_ENTRY = "motion_adapter"  # key of the MotionAdapter config in the embedded flipbook_config JSON
@@ -60,7 +59,8 @@ def read_weights(
 ) -> _Weights:
     """A weights file's tensors, read without running pickled code; every problem a FlipbookError on ``field``.
 
-    ``.safetensors`` with safetensors; anything else with ``torch.load(weights_only=True)``, unwrapping the
+    ``.safetensors`` with safetensors; anything else with :func:`flipbook.models.pickles.load_torch_file`
+    (``torch.load(weights_only=True)``: a pickle with objects is refused, never run), unwrapping the
     containers these files use (``state_dict``, ``module``, SparseCtrl's ``controlnet``) and ignoring
     non-tensor entries (``animatediff_config``, ``epoch``...).
     """
@@ -87,27 +87,7 @@ def read_weights(
             raise fail(f"truncated or corrupt safetensors file ({_first_line(error)})") from error
         embedded = _parse_embedded(metadata.get(CONFIG_METADATA_KEY))
         return _Weights(state, embedded.get(_CONFIG_ENTRY) if embedded else None)
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        text = str(error)
-        if "Unsupported global" in text or "Unsupported class" in text:
-            found = re.search(r"(?:GLOBAL|class) ([\w.]+)", text)
-            needs = found[1] if found else "arbitrary Python objects"
-            detail = (
-                f"the pickle needs {needs}, not just tensors; it is refused because loading it could run code "
-                "(convert it to .safetensors with a tool you trust)"
-            )
-            if "omegaconf" in needs:
-                detail = (
-                    "an early download that stores its training config as an OmegaConf object, which is refused "
-                    "because loading it could run code; the current file of guoyww/animatediff holds only "
-                    "tensors: download it again, or convert this one to .safetensors with a tool you trust"
-                )
-            raise fail(detail) from error
-        raise fail(f"truncated or corrupt {suffix} file ({_first_line(error)})") from error
-    except Exception as error:  # torch.load reports damage as RuntimeError, EOFError, ValueError, ...
-        raise fail(f"truncated or corrupt {suffix} file ({_first_line(error)})") from error
+    loaded = load_torch_file(path, fail)
     embedded, wrapper = None, None
     while isinstance(loaded, dict):
         if isinstance(loaded.get(CONFIG_METADATA_KEY), str):

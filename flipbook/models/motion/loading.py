@@ -22,6 +22,7 @@ from flipbook.models.motion.builtin import BUILTIN_MOTION_MODULES
 from flipbook.models.motion.detect import ALLOWED_MOTION_MODULES, MotionModuleInfo, detect_motion_module
 from flipbook.models.motion.files import read_weights
 from flipbook.models.motion.keys import _MOTION_KEY, motion_diffusers_key, motion_original_keys
+from flipbook.models.pickles import refused_pickle
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 MOTION_MODULE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
@@ -153,7 +154,10 @@ def _from_pretrained(source: str, ref: str, field: str, *, local_files_only: boo
     except (OSError, ValueError) as error:
         detail = "not in the local Hugging Face cache and the hub can't be reached"
         if Path(source).exists():
-            detail = f"the folder could not be loaded: {str(error).strip().splitlines()[0][:200]}"
+            detail = (
+                refused_pickle(error)
+                or f"the folder could not be loaded: {str(error).strip().splitlines()[0][:200]}"
+            )
         raise FlipbookError(field, ref, ALLOWED_MOTION_MODULES, detail=detail) from None
     missing = [name for name, tensor in adapter.state_dict().items() if tensor.is_meta]
     if missing:
