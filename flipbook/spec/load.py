@@ -110,7 +110,7 @@ def spec_error(error: ValidationError) -> SpecError:
         where = ".".join(str(p) for p in item["loc"]) or "spec"
         value = item.get("input")
         message = _message(item)
-        shown = "" if isinstance(value, dict) or "\n" in message else f" (got {value!r})"
+        shown = "" if isinstance(value, dict) or "\n" in message else f" (got {shorten_repr(value)})"
         problems.append(f"{where}: {message}{shown}")
     first = error.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "spec"
@@ -120,3 +120,13 @@ def spec_error(error: ValidationError) -> SpecError:
 def _message(item: dict) -> str:
     """pydantic prefixes messages from our validators with "Value error, "; users need only the rule."""
     return item["msg"].removeprefix("Value error, ")
+
+
+SHOWN_CHARS = 200
+"""How much of a rejected value an error message repeats (a 2 MB prompt is not echoed back whole)."""
+
+
+def shorten_repr(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)``, cut to ``limit`` characters with the full length said."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

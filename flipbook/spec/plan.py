@@ -6,7 +6,6 @@ are fixed too, so a render, a resume and ``flipbook validate`` all see the same 
 
 from __future__ import annotations
 
-import bisect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,8 +19,10 @@ from flipbook.spec.model import AUDIO_NAMES, ScheduleTable, ScheduleValue, Spec,
 from flipbook.spec.schedules import ScheduleError, resolve_schedule, resolve_string_schedule
 from flipbook.spec.seeds import seed_sequence
 from flipbook.spec.travel import (
+    Keyframes,
+    PromptKey,
     compose_line_prompt,
-    parse_deforum_prompts,
+    deforum_keyframes,
     parse_prompt_lines,
     prompt_at_frames,
 )
@@ -62,6 +63,8 @@ class Plan:
     frames: tuple[FramePlan, ...]
     # the audio variables (beat, bpm, amp per frame) the schedules were resolved with; empty without audio.file
     variables: Mapping[str, np.ndarray] = field(default_factory=dict, compare=False)
+    # what the user should be told about the spec as planned (prompt keyframes no frame reaches, ...)
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def __getitem__(self, index: int) -> FramePlan:
         return self.frames[index]
@@ -167,7 +170,7 @@ def build_plan(spec: Spec, audio: AudioFeatures | None = None) -> Plan:
         )
         for i in range(n)
     )
-    return Plan(frames, MappingProxyType(dict(variables)))
+    return Plan(frames, MappingProxyType(dict(variables)), prompts.warnings)
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,7 @@ class _FramePrompts:
     next_positives: list[str]
     next_negatives: list[str]
     blends: list[float]
+    warnings: tuple[str, ...] = ()
 
 
 def _prompts(spec: Spec, audio: AudioFeatures) -> _FramePrompts:
@@ -185,46 +189,70 @@ def _prompts(spec: Spec, audio: AudioFeatures) -> _FramePrompts:
     Deforum 2D/3D), its prompt and its negative, with backtick math evaluated at that frame; and, for
     ``animation.prompt_interpolation`` lerp/slerp, the next keyframe's prompt and negative at that frame with
     its weight ``(i - key) / (next key - key)`` (0 with hold, before the first key and from the last key on,
-    except in an animatediff closed loop, see :func:`_prompts_loop`)."""
-    n, fps, seed = spec.animation.max_frames, spec.animation.fps, spec.sampling.seed
-    keyframes = parse_deforum_prompts(
-        _keyframe_table(spec.prompts), max_frames=n, seed=seed,
+    except in an animatediff closed loop, see :func:`_prompts_loop`).
+
+    Linear in frames + keyframes: each keyframe's text is evaluated only at the frames that use it (a run of
+    frames as the prompt in force, the run before it as the next prompt)."""
+    n = spec.animation.max_frames
+    resolved = _keyframes(spec)
+    keyframes = resolved.by_frame
+    unused = resolved.unused_warning(n)
+    warnings = (unused,) if unused else ()
+    starts = np.fromiter(keyframes, dtype=np.int64, count=len(keyframes))  # sorted
+    frames = np.arange(n)
+    position = np.searchsorted(starts, frames, side="right") - 1  # the key in force; -1 before the first
+    in_force = starts[np.maximum(position, 0)]
+    positives, negatives = _texts_at(spec, keyframes, in_force)
+    keys = in_force.tolist()
+    walk = spec.animation.mode == "interpolate"
+    if not (walk or spec.animation.text_interpolation() != "hold"):
+        return _FramePrompts(keys, positives, negatives, positives, negatives, [0.0] * n, warnings)
+    # the keyframe each frame moves toward, and how far it has come: the next key between two keys; with a
+    # closed loop the first key from the last one on; else (hold) the frame's own prompt at weight 0
+    has_next = (position >= 0) & (position + 1 < starts.size)
+    following = starts[np.minimum(position + 1, starts.size - 1)]
+    toward = np.where(has_next, following, in_force)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        blends = np.where(has_next, (frames - in_force) / (following - in_force), 0.0)
+    if starts.size > 1 and _prompts_loop(spec):
+        last = position == starts.size - 1
+        toward = np.where(last, starts[0], toward)
+        blends = np.where(last, (frames - in_force) / (n - in_force + starts[0]), blends)
+    next_positives, next_negatives = _texts_at(spec, keyframes, toward)
+    if walk:
+        blends = _walk_blends(spec, starts.tolist(), audio)
+    return _FramePrompts(
+        keys, positives, negatives, next_positives, next_negatives, blends.tolist(), warnings
+    )
+
+
+def _keyframes(spec: Spec) -> Keyframes:
+    """The prompt keyframes within the animation, by frame (sorted), global additions joined in; and those
+    outside it."""
+    return deforum_keyframes(
+        _keyframe_table(spec.prompts), max_frames=spec.animation.max_frames, seed=spec.sampling.seed,
         positive=spec.positive_prompt, negative=spec.negative_prompt,
     )  # fmt: skip
-    starts = sorted(keyframes)
-    in_force = [starts[max(0, bisect.bisect_right(starts, i) - 1)] for i in range(n)]
-    frames = np.arange(n)
 
-    def per_frame(text: str, field: str) -> list[str]:
-        return prompt_at_frames(text, frames, max_f=n - 1, seed=seed, fps=fps, field=field)
 
-    texts = {
-        k: (per_frame(p.positive, "prompts"), per_frame(p.negative, "negative_prompt"))
-        for k, p in keyframes.items()
-    }
-    positives = [texts[k][0][i] for i, k in enumerate(in_force)]
-    negatives = [texts[k][1][i] for i, k in enumerate(in_force)]
-    prompts = _FramePrompts(in_force, positives, negatives, [], [], [])
-    walk = spec.animation.mode == "interpolate"
-    interpolate = walk or spec.animation.text_interpolation() != "hold"
-    loop = interpolate and len(starts) > 1 and _prompts_loop(spec)
-    for i, key in enumerate(in_force):
-        after = _next_key(starts, i, key) if interpolate else None
-        if after is None and loop and i >= key:  # a closed loop: the last keyframe travels back to the first
-            prompts.next_positives.append(texts[starts[0]][0][i])
-            prompts.next_negatives.append(texts[starts[0]][1][i])
-            prompts.blends.append((i - key) / (n - key + starts[0]))
-        elif after is None:  # hold: the next prompt is this one, at weight 0
-            prompts.next_positives.append(positives[i])
-            prompts.next_negatives.append(negatives[i])
-            prompts.blends.append(0.0)
-        else:
-            prompts.next_positives.append(texts[after][0][i])
-            prompts.next_negatives.append(texts[after][1][i])
-            prompts.blends.append((i - key) / (after - key))
-    if walk:
-        prompts.blends[:] = _walk_blends(spec, starts, audio).tolist()
-    return prompts
+def _texts_at(
+    spec: Spec, keyframes: Mapping[int, PromptKey], owner: np.ndarray
+) -> tuple[list[str], list[str]]:
+    """Per frame i: keyframe ``owner[i]``'s prompt and negative with backtick math evaluated at frame i. Each
+    run of frames with one owner is evaluated at once (a prompt without math is the same string object for
+    the whole run)."""
+    n, fps, seed = spec.animation.max_frames, spec.animation.fps, spec.sampling.seed
+    positives: list[str] = []
+    negatives: list[str] = []
+    bounds = [0, *(np.flatnonzero(np.diff(owner)) + 1).tolist(), n]
+    for start, stop in zip(bounds, bounds[1:], strict=False):
+        key = keyframes[int(owner[start])]
+        frames = np.arange(start, stop)
+        positives += prompt_at_frames(key.positive, frames, max_f=n - 1, seed=seed, fps=fps, field="prompts")
+        negatives += prompt_at_frames(
+            key.negative, frames, max_f=n - 1, seed=seed, fps=fps, field="negative_prompt"
+        )
+    return positives, negatives
 
 
 def _prompts_loop(spec: Spec) -> bool:
@@ -253,15 +281,6 @@ def _walk_blends(spec: Spec, starts: list[int], audio: AudioFeatures) -> np.ndar
         energy=audio.energy,
         schedule=schedule,
     )
-
-
-def _next_key(starts: list[int], frame: int, key: int) -> int | None:
-    """The keyframe after ``key`` when ``frame`` lies between them; None before the first key (the first
-    prompt holds back to frame 0) and from the last key on."""
-    if frame < key:
-        return None
-    position = bisect.bisect_right(starts, key)
-    return starts[position] if position < len(starts) else None
 
 
 def _keyframe_table(prompts: dict[str, str] | str) -> dict[str, str]:
@@ -391,6 +410,15 @@ def _check_range(field: str, values: np.ndarray, low: float, high: float, allowe
 
 def denoise_for(strength: np.ndarray | float, steps: np.ndarray | int) -> np.ndarray:
     """denoise = 1 - strength, but never less than one sampling step: like A1111 (whose img2img always runs at
-    least one step), a feedback frame with steps x denoise < 1 is denoised for one step at the lowest noise."""
-    one_step = 1.0 / steps + 1e-9  # nudged up so that int(steps * denoise) can't round down to 0
-    return np.maximum(np.round(1.0 - strength, 6), one_step)
+    least one step), a feedback frame with steps x denoise < 1 is denoised for one step at the lowest noise.
+    The result is always in (0, 1]."""
+    return np.maximum(np.round(1.0 - np.asarray(strength, dtype=np.float64), 6), one_step(steps))
+
+
+def one_step(steps: np.ndarray | int) -> np.ndarray:
+    """The smallest denoise that runs one step of ``steps``: 1/steps, or the next float up where
+    ``steps * (1/steps)`` rounds below 1 (49 * (1/49) is 0.9999999999999999), so that the sampler's
+    ``int(steps * denoise)`` is 1; with one step it is exactly 1."""
+    steps = np.asarray(steps, dtype=np.float64)
+    share = 1.0 / steps
+    return np.where(steps * share < 1.0, np.nextafter(share, 1.0), share)
