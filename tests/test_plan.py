@@ -259,3 +259,79 @@ def test_prompt_keyframes_beyond_the_animation_are_a_warning(prompts, unused_at_
     longer = build_plan(spec_from_data({**data, "animation": {"max_frames": 100}})).warnings
     assert longer == (() if unused_at_100 is None else (longer[0],))
     assert unused_at_100 is None or unused_at_100 in longer[0]
+
+
+def _video_spec(**video):
+    return {
+        "sampling": {"seed": 1},
+        "animation": {"mode": "video", "max_frames": 12, "fps": 12},
+        "init": {"video": "source.mp4"},  # the plan never opens it
+        "prompts": {"0": "a"},
+        "video": video,
+    }
+
+
+def test_video_schedules_go_through_the_plan_with_audio_variables(tmp_path):
+    """video.feedback and noise_multiplier skipped the plan: audio variables failed only in render, values
+    were never range-checked and frames.csv and the chart lacked them."""
+    import soundfile
+
+    from flipbook.io.plan_chart import chart_series
+    from flipbook.runs.run_dir import plan_table
+
+    song = tmp_path / "song.wav"
+    t = np.arange(22050) / 22050
+    soundfile.write(song, (0.5 * np.sin(2 * np.pi * 220 * t) * (t < 0.5)).astype(np.float32), 22050)
+    data = _video_spec(feedback="0:(0.2 + 0.5*amp)", noise_multiplier="0:(1), 11:(1.5)")
+    plan = build_plan(spec_from_data({**data, "audio": {"file": str(song)}}))
+    feedback = np.array([f.schedules["video.feedback"] for f in plan.frames])
+    assert np.allclose(feedback, 0.2 + 0.5 * plan.variables["amp"]) and feedback.max() > feedback.min()
+    assert plan[11].schedules["video.noise_multiplier"] == pytest.approx(1.5)
+    header, first = plan_table(plan).splitlines()[:2]
+    columns = header.split(",")
+    assert "video.feedback" in columns and "video.noise_multiplier" in columns
+    assert first.split(",")[columns.index("video.noise_multiplier")] == "1"
+    assert {"video.feedback", "video.noise_multiplier"} <= set(chart_series(plan))
+
+
+@pytest.mark.parametrize(
+    ("video", "field"),
+    [
+        ({"feedback": "0:(0.1*beat)"}, "video.feedback"),  # no audio.file: no beat
+        ({"feedback": "0:(0.5), 6:(1.5)"}, "video.feedback"),
+        ({"noise_multiplier": -1}, "video.noise_multiplier"),
+        ({"noise_multiplier": "0:(1), 5:(12)"}, "video.noise_multiplier"),
+    ],
+)
+def test_bad_video_schedules_are_refused_by_the_plan(video, field):
+    with pytest.raises(FlipbookError) as error:
+        build_plan(spec_from_data(_video_spec(**video)))
+    assert error.value.field == field
+
+
+def test_video_schedules_are_not_columns_of_other_modes():
+    plan = build_plan(spec(strength=0.5))
+    assert dict(plan[0].schedules) == {} and "zoom" in plan[0].camera
+
+
+def test_every_schedule_field_of_a_mode_section_is_found_from_the_model():
+    """A schedule added to any section goes through the plan with no list to extend."""
+    from pydantic import BaseModel
+
+    from flipbook.spec.model import ScheduleValue, Spec
+    from flipbook.spec.plan import section_schedule_fields
+
+    fields = section_schedule_fields()
+    assert set(fields["video"]) == {"feedback", "noise_multiplier"}
+    assert {"zoom", "translation_z", "noise_multiplier", "hybrid_comp_alpha"} <= set(fields["camera"])
+    assert "sampling" not in fields and "animation" not in fields
+
+    class Section(BaseModel):
+        wobble: ScheduleValue = 0.0
+        optional: ScheduleValue | None = None
+        plain: float = 1.0
+
+    class Model(Spec):
+        extra: Section = Section()
+
+    assert section_schedule_fields(Model)["extra"] == ("wobble", "optional")

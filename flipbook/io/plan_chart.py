@@ -30,7 +30,8 @@ PROMPT_LABEL_CHARS = 30
 LABEL_ROTATION = 35.0  # degrees; steeper needs more headroom, shallower more room between keyframes
 LABEL_LINE_PX = 13.0  # a line of 8 pt text at 100 dpi, with a little air
 
-# Panel order and y-axis labels; the keys are also the names ``chart_series`` returns.
+# Panel order and y-axis labels; the keys are also the names ``chart_series`` returns. The mode sections'
+# schedules (``video.feedback``, ...: ``FramePlan.schedules``) follow, labelled by their path.
 SERIES_LABELS = {"cfg": "cfg", "strength": "strength", "seed": "seed", "blend": "prompt blend w"}
 
 
@@ -42,6 +43,9 @@ def all_series(plan: Plan) -> dict[str, np.ndarray]:
         "seed": np.array([f.seed for f in plan.frames], dtype=np.int64),
         # the weight toward the next keyframe: prompt interpolation, the latent walk's eased position
         "blend": np.array([f.blend for f in plan.frames], dtype=np.float64),
+    } | {
+        path: np.array([f.schedules[path] for f in plan.frames], dtype=np.float64)
+        for path in (plan.frames[0].schedules if plan.frames else {})
     }
 
 
@@ -141,7 +145,7 @@ def _draw_series(ax: Axes, name: str, frames: np.ndarray, values: np.ndarray) ->
         marker="o",
         markersize=2.5 if len(frames) <= 200 else 0,
     )
-    ax.set_ylabel(SERIES_LABELS[name])
+    ax.set_ylabel(SERIES_LABELS.get(name, name))
     ax.grid(True, axis="y", alpha=0.3)
     if name == "seed":
         formatter = ScalarFormatter(useOffset=False)

@@ -7,11 +7,13 @@ are fixed too, so a render, a resume and ``flipbook validate`` all see the same 
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import numpy as np
+from pydantic import BaseModel
 
 from flipbook.errors import SpecError
 from flipbook.spec.easing import walk_weights
@@ -50,6 +52,8 @@ class FramePlan:
     next_prompt: str | None = None
     next_negative_prompt: str | None = None
     blend: float = 0.0
+    # every other mode section's schedule the mode reads, at this frame, by path: {"video.feedback": 0.3}
+    schedules: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.next_prompt is None:
@@ -148,7 +152,9 @@ def build_plan(spec: Spec, audio: AudioFeatures | None = None) -> Plan:
     seeds = _seeds(spec, variables)
     samplers = _string_schedule(spec, "sampling.sampler", spec.sampling.sampler)
     checkpoints = _string_schedule(spec, "model.name", spec.model.name)
-    camera = camera_values(spec, variables)
+    sections = section_values(spec, variables)
+    camera = sections.pop("camera", {})
+    schedules = {f"{section}.{name}": v for section, values in sections.items() for name, v in values.items()}
     prompts = _prompts(spec, audio)
     frames = tuple(
         FramePlan(
@@ -164,6 +170,7 @@ def build_plan(spec: Spec, audio: AudioFeatures | None = None) -> Plan:
             steps=int(steps[i]),
             checkpoint=checkpoints[i],
             camera=MappingProxyType({name: float(values[i]) for name, values in camera.items()}),
+            schedules=MappingProxyType({path: float(values[i]) for path, values in schedules.items()}),
             next_prompt=prompts.next_positives[i],
             next_negative_prompt=prompts.next_negatives[i],
             blend=prompts.blends[i],
@@ -315,29 +322,29 @@ def _steps(spec: Spec, variables: Mapping[str, np.ndarray] | None = None) -> np.
     return values.astype(np.int64)
 
 
-# [camera] schedules with the range each must stay in (low, high, what is allowed); None = any number.
-_CAMERA_RANGES: dict[str, tuple[float, float, str] | None] = {
-    "translation_x": None, "translation_y": None, "angle": None,
+# Schedules of the mode sections ([camera], [video], ...) that must stay in a range when their mode reads
+# them: (low, high, what is allowed). A schedule field not named here takes any finite number. The fields
+# themselves are found from the spec model (see section_schedule_fields), not listed here.
+_RANGES: dict[str, tuple[float, float, str]] = {
     # 0 is Deforum's degenerate 2D warp (cv2.getRotationMatrix2D with scale 0), rendered as Deforum renders it
-    "zoom": (0.0, 1e3, "a scale factor from 0 to 1000"),
-    "transform_center_x": None, "transform_center_y": None,
-    "perspective_flip_theta": None, "perspective_flip_phi": None, "perspective_flip_gamma": None,
-    "perspective_flip_fv": (1.0, 179.0, "a field of view from 1 to 179 degrees"),
-    "translation_z": None, "rotation_3d_x": None, "rotation_3d_y": None, "rotation_3d_z": None,
-    "fov": (1.0, 179.0, "a field of view from 1 to 179 degrees"),
-    "near": (1e-3, 1e9, "a positive depth"), "far": (1e-3, 1e9, "a positive depth"),
-    "cadence_flow_factor": None,
-    "contrast": (0.0, 10.0, "a factor from 0 to 10"),
-    "antiblur_amount": (0.0, 100.0, "an amount from 0 to 100"),
-    "antiblur_kernel": (0.0, 255.0, "0 or an odd kernel size up to 255"),
-    "antiblur_sigma": (0.0, 100.0, "a sigma from 0 to 100"),
-    "antiblur_threshold": (0.0, 255.0, "a threshold from 0 to 255"),
-    "noise": (0.0, 10.0, "a noise amount from 0 to 10"),
-    "noise_multiplier": (0.0, 10.0, "a multiplier from 0 to 10"),
-    "hybrid_flow_factor": None,
-    "hybrid_comp_alpha": (0.0, 1.0, "a share from 0 to 1"),
+    "camera.zoom": (0.0, 1e3, "a scale factor from 0 to 1000"),
+    "camera.perspective_flip_fv": (1.0, 179.0, "a field of view from 1 to 179 degrees"),
+    "camera.fov": (1.0, 179.0, "a field of view from 1 to 179 degrees"),
+    "camera.near": (1e-3, 1e9, "a positive depth"), "camera.far": (1e-3, 1e9, "a positive depth"),
+    "camera.contrast": (0.0, 10.0, "a factor from 0 to 10"),
+    "camera.antiblur_amount": (0.0, 100.0, "an amount from 0 to 100"),
+    "camera.antiblur_kernel": (0.0, 255.0, "0 or an odd kernel size up to 255"),
+    "camera.antiblur_sigma": (0.0, 100.0, "a sigma from 0 to 100"),
+    "camera.antiblur_threshold": (0.0, 255.0, "a threshold from 0 to 255"),
+    "camera.noise": (0.0, 10.0, "a noise amount from 0 to 10"),
+    "camera.noise_multiplier": (0.0, 10.0, "a multiplier from 0 to 10"),
+    "camera.hybrid_comp_alpha": (0.0, 1.0, "a share from 0 to 1"),
+    "video.feedback": (0.0, 1.0, "a share from 0 to 1"),
+    "video.noise_multiplier": (0.0, 10.0, "a multiplier from 0 to 10"),
 }  # fmt: skip
 
+# Sections whose schedules the plan resolves on its own terms (cfg, strength, seeds, steps above).
+_OWN_COLUMNS = frozenset({"sampling", "animation"})
 
 # The [camera] schedules each mode reads; only those are range-checked (a 3D spec's unused zoom of 0, as
 # Deforum files have, is not an error). All are resolved, so frames.csv shows every value.
@@ -352,21 +359,70 @@ _USED_BY_MODE: dict[str, set[str]] = {
 }  # fmt: skip
 
 
-def camera_values(spec: Spec, variables: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Every ``[camera]`` schedule per frame; those the mode uses are range-checked (kernels odd, far beyond
-    near). ``variables``: the audio variables, see :func:`resolve_value`."""
-    used = _USED_BY_MODE.get(spec.animation.mode, set())
-    if spec.animation.mode == "interpolate" and spec.interpolate.motion:
-        used = _USED_BY_MODE["2d"]
-    values = {}
-    for name, bounds in _CAMERA_RANGES.items():
-        field_name = f"camera.{name}"
-        array = resolve_value(spec, field_name, getattr(spec.camera, name), variables)
-        if bounds is not None and name in used:
-            _check_range(field_name, array, *bounds)
-        values[name] = array
-    if not used:
-        return values
+def section_schedule_fields(model: type[BaseModel] = Spec) -> dict[str, tuple[str, ...]]:
+    """Every section's schedule fields (those that take a :class:`ScheduleTable`), found from the model's
+    annotations, so a schedule added to any section goes through the plan without a list to keep up to date;
+    sampling and animation are left out (the plan resolves them itself)."""
+    fields: dict[str, tuple[str, ...]] = {}
+    for section, info in model.model_fields.items():
+        if section in _OWN_COLUMNS or not _is_section(info.annotation):
+            continue
+        names = tuple(n for n, f in info.annotation.model_fields.items() if _takes_schedule(f.annotation))
+        if names:
+            fields[section] = names
+    return fields
+
+
+def _is_section(annotation: object) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _takes_schedule(annotation: object) -> bool:
+    """Whether ``ScheduleTable`` appears anywhere in the annotation (unions, Optional, Annotated)."""
+    if annotation is ScheduleTable:
+        return True
+    return any(_takes_schedule(arg) for arg in typing.get_args(annotation))
+
+
+def _used_schedules(spec: Spec, section: str, names: tuple[str, ...]) -> set[str]:
+    """The schedules of ``section`` the spec's mode reads: [camera]'s per mode (interpolate reads the 2D ones
+    with ``interpolate.motion``); any other section's all of them in the mode of its name ([video] in video
+    mode), none in the others."""
+    mode = spec.animation.mode
+    if section == "camera":
+        if mode == "interpolate" and spec.interpolate.motion:
+            return _USED_BY_MODE["2d"]
+        return _USED_BY_MODE.get(mode, set())
+    return set(names) if section == mode else set()
+
+
+def section_values(
+    spec: Spec, variables: Mapping[str, np.ndarray] | None = None
+) -> dict[str, dict[str, np.ndarray]]:
+    """Every mode section's schedules per frame, by section and name: all of [camera] (so frames.csv shows
+    every camera value), and of the other sections those the mode reads. Each is resolved with the audio
+    variables (see :func:`resolve_value`) and, where the mode reads it, range-checked."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for section, names in section_schedule_fields().items():
+        used = _used_schedules(spec, section, names)
+        values = {}
+        for name in names:
+            if section != "camera" and name not in used:
+                continue
+            path = f"{section}.{name}"
+            array = resolve_value(spec, path, getattr(getattr(spec, section), name), variables)
+            if name in used and path in _RANGES:
+                _check_range(path, array, *_RANGES[path])
+            values[name] = array
+        if values:
+            out[section] = values
+        if section == "camera" and used:
+            _check_camera(values)
+    return out
+
+
+def _check_camera(values: dict[str, np.ndarray]) -> None:
+    """What single ranges can't say: antiblur kernels are odd (rounded here), far lies beyond near."""
     kernel = np.round(values["antiblur_kernel"])
     even = np.flatnonzero((kernel > 0) & (kernel % 2 == 0))
     if even.size:
@@ -385,7 +441,6 @@ def camera_values(spec: Spec, variables: Mapping[str, np.ndarray] | None = None)
             "camera.far", float(values["far"][frame]), f"more than camera.near ({values['near'][frame]:g})",
             detail=f"at frame {frame}",
         )  # fmt: skip
-    return values
 
 
 def _seeds(spec: Spec, variables: Mapping[str, np.ndarray] | None = None) -> list[int]:
