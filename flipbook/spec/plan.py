@@ -177,6 +177,7 @@ def build_plan(spec: Spec, audio: AudioFeatures | None = None) -> Plan:
         )
         for i in range(n)
     )
+    check_mode(spec, frames)
     return Plan(frames, MappingProxyType(dict(variables)), prompts.warnings)
 
 
@@ -477,3 +478,109 @@ def one_step(steps: np.ndarray | int) -> np.ndarray:
     steps = np.asarray(steps, dtype=np.float64)
     share = 1.0 / steps
     return np.where(steps * share < 1.0, np.nextafter(share, 1.0), share)
+
+
+# ---- what a mode can't render, refused with the plan, so that validate refuses it rather than the render ----
+
+
+def check_mode(spec: Spec, frames: tuple[FramePlan, ...]) -> None:
+    """The rules of the spec's mode that need nothing but the spec and its plan (files are opened by the
+    mode's ``check_inputs`` at render; a model's own limits are known when it loads)."""
+    rules = _MODE_RULES.get(spec.animation.mode)
+    if rules is not None:
+        rules(spec, frames)
+
+
+def _animatediff_rules(spec: Spec, frames: tuple[FramePlan, ...]) -> None:
+    """Every frame is denoised in one sampling run: one checkpoint, step count and sampler (and strength, from
+    an init video); no composable prompts; the preset's sampler; a clip starts from an image or a video."""
+    if spec.init.image is not None and spec.init.video is not None:
+        raise SpecError(
+            "init.image", str(spec.init.image), "no init image together with init.video in animatediff mode"
+        )
+    values = {
+        "model.name": [f.checkpoint for f in frames],
+        "sampling.steps": [f.steps for f in frames],
+        "sampling.sampler": [f.sampler for f in frames],
+    }
+    if spec.init.video is not None:
+        values["animation.strength"] = [f.strength for f in frames]
+    for field_name, per_frame in values.items():
+        distinct = list(dict.fromkeys(per_frame))
+        if len(distinct) > 1:
+            raise SpecError(
+                field_name, f"{distinct[0]} then {distinct[1]}", "one value for the whole animation in "
+                "animatediff mode", detail="every frame is denoised in the same sampling run",
+            )  # fmt: skip
+    from flipbook.sampling.prompts import split_composable
+
+    for frame in frames:
+        for text in (frame.prompt, frame.next_prompt):
+            if len(split_composable(text)) > 1:
+                raise SpecError(
+                    "prompts", text, "prompts without composable parts (AND, |) in animatediff mode",
+                    detail=f"at frame {frame.index}",
+                )  # fmt: skip
+    _preset_sampler(spec)
+
+
+def _preset_sampler(spec: Spec) -> None:
+    """A preset brings its sampler (LCM, Euler); a different sampler written in the spec is an error rather
+    than silently replaced. A spec that leaves the sampler unset gets the preset's."""
+    written = spec.sampling.sampler
+    if spec.animatediff.preset == "none" or "sampler" not in spec.sampling.model_fields_set:
+        return
+    from flipbook.models.motion.presets import PRESETS
+    from flipbook.models.samplers import resolve_sampler
+
+    preset = PRESETS[spec.animatediff.preset]
+    if preset.sampler is None:
+        return
+    if is_string_schedule(written) or resolve_sampler(written) != resolve_sampler(preset.sampler):
+        raise SpecError(
+            "sampling.sampler", written,
+            f'"{preset.sampler}" with animatediff.preset = "{preset.name}" (or leave the sampler unset)',
+        )  # fmt: skip
+
+
+def _svd_rules(spec: Spec, frames: tuple[FramePlan, ...]) -> None:
+    """SVD: guidance rises from the first frame to the last; no ControlNet; one prompt (SVD is conditioned on
+    the start image only: a prompt that changes after frame 0 would never be used)."""
+    svd = spec.svd
+    if svd.min_guidance_scale > svd.max_guidance_scale:
+        raise SpecError(
+            "svd.min_guidance_scale",
+            svd.min_guidance_scale,
+            f"at most svd.max_guidance_scale ({svd.max_guidance_scale:g}): guidance rises from the first frame "
+            "to the last",
+        )
+    if spec.controlnet:
+        raise SpecError(
+            "controlnet",
+            f"{len(spec.controlnet)} unit(s)",
+            "no ControlNet units in svd mode (SVD takes none)",
+        )
+    first = (frames[0].prompt, frames[0].negative_prompt)
+    changed = next((f for f in frames if (f.prompt, f.negative_prompt) != first), None)
+    if changed is not None:
+        raise SpecError(
+            "prompts",
+            changed.prompt,
+            "one prompt for the whole video in svd mode (SVD has no text conditioning: the prompt only makes "
+            "frame 0 when init.image is not set)",
+            detail=f"the prompt changes at frame {changed.index}",
+        )
+
+
+def _variations_rules(spec: Spec, frames: tuple[FramePlan, ...]) -> None:
+    """The mode inpaints the init image inside the mask, so both must be given (render opens both files)."""
+    for name in ("image", "mask"):
+        if getattr(spec.init, name) is None:
+            raise SpecError(
+                f"init.{name}",
+                None,
+                "an image file: variations mode inpaints init.image where init.mask is white",
+            )
+
+
+_MODE_RULES = {"animatediff": _animatediff_rules, "svd": _svd_rules, "variations": _variations_rules}
