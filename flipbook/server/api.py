@@ -11,7 +11,8 @@ Submitting (``POST /api/jobs``), the spec comes as
 
 ``?format=json|toml|deforum`` overrides the detection; ``?set=animation.max_frames=48`` (repeatable) applies
 overrides as ``flipbook render --set`` does. The spec is validated completely before it is queued; a bad
-one is a 422 with flipbook's error (``field``, ``detail``) and no job.
+one is a 422 with flipbook's error (``field``, ``detail``) and no job. An ``Idempotency-Key`` header makes a
+retry safe: the same key and request again answers 200 with the first job (see :func:`submit_job`).
 """
 
 from __future__ import annotations
