@@ -464,7 +464,7 @@ def test_a_preset_refuses_a_different_sampler_written_in_the_spec(tmp_path):
     sampler unset gets Euler, and one that writes "euler" (any case) is accepted."""
     data = spec_data(tmp_path, animatediff={"preset": "lightning"})
     with pytest.raises(SpecError) as error:
-        mode.check_plan(spec_from_data(data), build_plan(spec_from_data(data)))
+        build_plan(spec_from_data(data))  # refused with the plan, so validate refuses it too
     assert error.value.field == "sampling.sampler" and "Euler" in error.value.allowed
     for settings in ({"seed": 5, "steps": 2}, {"seed": 5, "steps": 2, "sampler": "euler"}):
         spec = spec_from_data({**data, "sampling": settings})
@@ -487,7 +487,7 @@ def test_a_preset_refuses_a_different_sampler_written_in_the_spec(tmp_path):
 def test_values_that_must_hold_for_the_whole_clip_are_spec_errors(tmp_path, changes, field):
     spec = spec_from_data(spec_data(tmp_path, **changes))
     with pytest.raises(SpecError) as error:
-        mode.check_plan(spec, build_plan(spec))
+        build_plan(spec)  # refused with the plan, so validate refuses it too
     assert error.value.field == field
 
 
@@ -495,8 +495,8 @@ def test_bad_inputs_name_their_field(tmp_path, init_image):
     def field_of(**changes) -> str:
         with pytest.raises(FlipbookError) as error:
             spec = spec_from_data(spec_data(tmp_path, **changes))
+            mode.check_plan(spec, build_plan(spec))  # as render: the plan first, then the input files
             mode.check_inputs(spec)
-            mode.check_plan(spec, build_plan(spec))
         return error.value.field
 
     assert field_of(animatediff={"end_image": str(tmp_path / "missing.png")}) == "animatediff.end_image"

@@ -180,3 +180,158 @@ def test_camera_ranges_are_checked_only_for_the_schedules_the_mode_uses():
     assert error.value.field == "camera.zoom" and "frame 0" in str(error.value)
     # 2D zoom 0 is Deforum's degenerate warp (scale 0): accepted, rendered as Deforum renders it
     assert plan("2d", "0:(0)")[0].camera["zoom"] == 0.0
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.5, 0.99, 0.999999, float(np.nextafter(1.0, 0.0))])
+def test_denoise_is_one_step_at_least_and_never_above_one(strength):
+    """steps = 1 gave denoise 1.000000001 (a nudge of 1e-9), which passed validate and then failed in the
+    sampler; every step count must give a denoise in (0, 1] that runs at least one step."""
+    from flipbook.spec.plan import denoise_for
+
+    steps = np.arange(1, 1001)
+    denoise = denoise_for(strength, steps)
+    assert np.all((denoise > 0) & (denoise <= 1))
+    assert np.all(np.floor(steps * denoise) >= 1)
+    assert denoise_for(strength, 1) == 1.0
+
+
+def _many_keys_spec(count: int):
+    return spec_from_data(
+        {
+            "sampling": {"seed": 1},
+            "animation": {"max_frames": count, "prompt_interpolation": "lerp"},
+            "prompts": {
+                str(i): f"prompt {i} (x:`1+t/max_f`)" if i % 2 else f"prompt {i}" for i in range(count)
+            },
+        }
+    )
+
+
+def _peak_bytes(function) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_plan_memory_grows_linearly_with_frames_and_keyframes():
+    """The plan kept a list of every frame's text per keyframe (frames x keyframes: 100000 keys took 20 GB);
+    ten times the keys and frames must cost about ten times the memory, not a hundred."""
+    small, large = _many_keys_spec(300), _many_keys_spec(3000)
+    build_plan(small)  # imports and caches out of the measurement
+    ratio = _peak_bytes(lambda: build_plan(large)) / _peak_bytes(lambda: build_plan(small))
+    assert ratio < 20, ratio
+
+
+def test_prompt_keyframes_are_capped_in_the_spec():
+    from flipbook.spec.schedules import MAX_KEYFRAMES
+
+    table = {str(i): "x" for i in range(MAX_KEYFRAMES + 1)}
+    with pytest.raises(FlipbookError, match=f"at most {MAX_KEYFRAMES} prompt keyframes") as error:
+        spec_from_data({"prompts": table})
+    assert error.value.field == "prompts" and len(str(error.value)) < 500
+    lines = "\n".join(f"{i}: x" for i in range(MAX_KEYFRAMES + 1))
+    with pytest.raises(FlipbookError, match=f"at most {MAX_KEYFRAMES} prompt keyframes") as error:
+        spec_from_data({"prompts": lines})
+    assert len(str(error.value)) < 500
+
+
+@pytest.mark.parametrize(
+    ("prompts", "unused_at_100"),
+    [
+        ({"0": "a", "40": "b", "max_f+5": "c"}, "'max_f+5' (frame 104)"),
+        ("head\n0: a\n40: b\n35: c\ntail", None),
+    ],
+)
+def test_prompt_keyframes_beyond_the_animation_are_a_warning(prompts, unused_at_100):
+    """Keys past max_frames were dropped without a word (interpolate then renders identical frames)."""
+    from flipbook.spec.summary import summarize
+
+    data = {"sampling": {"seed": 1}, "animation": {"max_frames": 31}, "prompts": prompts}
+    (warning,) = build_plan(spec_from_data(data)).warnings
+    assert "2 keyframes outside frames 0..30 (animation.max_frames = 31) are not used" in warning
+    assert "'40'" in warning
+    assert f"warning: {warning}" in summarize(spec_from_data(data)).splitlines()
+    longer = build_plan(spec_from_data({**data, "animation": {"max_frames": 100}})).warnings
+    assert longer == (() if unused_at_100 is None else (longer[0],))
+    assert unused_at_100 is None or unused_at_100 in longer[0]
+
+
+def _video_spec(**video):
+    return {
+        "sampling": {"seed": 1},
+        "animation": {"mode": "video", "max_frames": 12, "fps": 12},
+        "init": {"video": "source.mp4"},  # the plan never opens it
+        "prompts": {"0": "a"},
+        "video": video,
+    }
+
+
+def test_video_schedules_go_through_the_plan_with_audio_variables(tmp_path):
+    """video.feedback and noise_multiplier skipped the plan: audio variables failed only in render, values
+    were never range-checked and frames.csv and the chart lacked them."""
+    import soundfile
+
+    from flipbook.io.plan_chart import chart_series
+    from flipbook.runs.run_dir import plan_table
+
+    song = tmp_path / "song.wav"
+    t = np.arange(22050) / 22050
+    soundfile.write(song, (0.5 * np.sin(2 * np.pi * 220 * t) * (t < 0.5)).astype(np.float32), 22050)
+    data = _video_spec(feedback="0:(0.2 + 0.5*amp)", noise_multiplier="0:(1), 11:(1.5)")
+    plan = build_plan(spec_from_data({**data, "audio": {"file": str(song)}}))
+    feedback = np.array([f.schedules["video.feedback"] for f in plan.frames])
+    assert np.allclose(feedback, 0.2 + 0.5 * plan.variables["amp"]) and feedback.max() > feedback.min()
+    assert plan[11].schedules["video.noise_multiplier"] == pytest.approx(1.5)
+    header, first = plan_table(plan).splitlines()[:2]
+    columns = header.split(",")
+    assert "video.feedback" in columns and "video.noise_multiplier" in columns
+    assert first.split(",")[columns.index("video.noise_multiplier")] == "1"
+    assert {"video.feedback", "video.noise_multiplier"} <= set(chart_series(plan))
+
+
+@pytest.mark.parametrize(
+    ("video", "field"),
+    [
+        ({"feedback": "0:(0.1*beat)"}, "video.feedback"),  # no audio.file: no beat
+        ({"feedback": "0:(0.5), 6:(1.5)"}, "video.feedback"),
+        ({"noise_multiplier": -1}, "video.noise_multiplier"),
+        ({"noise_multiplier": "0:(1), 5:(12)"}, "video.noise_multiplier"),
+    ],
+)
+def test_bad_video_schedules_are_refused_by_the_plan(video, field):
+    with pytest.raises(FlipbookError) as error:
+        build_plan(spec_from_data(_video_spec(**video)))
+    assert error.value.field == field
+
+
+def test_video_schedules_are_not_columns_of_other_modes():
+    plan = build_plan(spec(strength=0.5))
+    assert dict(plan[0].schedules) == {} and "zoom" in plan[0].camera
+
+
+def test_every_schedule_field_of_a_mode_section_is_found_from_the_model():
+    """A schedule added to any section goes through the plan with no list to extend."""
+    from pydantic import BaseModel
+
+    from flipbook.spec.model import ScheduleValue, Spec
+    from flipbook.spec.plan import section_schedule_fields
+
+    fields = section_schedule_fields()
+    assert set(fields["video"]) == {"feedback", "noise_multiplier"}
+    assert {"zoom", "translation_z", "noise_multiplier", "hybrid_comp_alpha"} <= set(fields["camera"])
+    assert "sampling" not in fields and "animation" not in fields
+
+    class Section(BaseModel):
+        wobble: ScheduleValue = 0.0
+        optional: ScheduleValue | None = None
+        plain: float = 1.0
+
+    class Model(Spec):
+        extra: Section = Section()
+
+    assert section_schedule_fields(Model)["extra"] == ("wobble", "optional")

@@ -70,7 +70,7 @@ def test_prompt_table_becomes_prompts():
          lambda s: s.camera.translation_z == "0:(5)" and s.camera.depth_model == "flat"),
         ("interpolate", {"easing": "sine", "noise": "fixed", "batch_size": 2},
          lambda s: (s.interpolate.easing, s.interpolate.noise, s.interpolate.batch_size) == ("sine", "fixed", 2)),
-        ("variations", {"denoise": 0.25, "order": "path"},
+        ("variations", {"denoise": 0.25, "order": "path", "image": "init.png", "mask": "mask.png"},  # both needed
          lambda s: (s.variations.denoise, s.variations.order) == (0.25, "path")),
     ],
 )  # fmt: skip

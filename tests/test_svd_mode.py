@@ -317,14 +317,14 @@ def test_guidance_must_rise(tmp_path):
 def test_controlnet_is_refused(tmp_path):
     spec = make_spec(tmp_path, controlnet=[{"model": "tiny", "image": str(_save(tmp_path))}])
     with pytest.raises(SpecError) as error:
-        svd_mode.check_inputs(spec)
+        build_plan(spec.with_seed())  # refused with the plan, so validate refuses it too
     assert error.value.field == "controlnet"
 
 
 def test_a_prompt_that_changes_mid_video_is_refused(tmp_path):
     spec = make_spec(tmp_path, prompts={"0": "a forest", "3": "a city"})
     with pytest.raises(SpecError) as error:
-        svd_mode.check_inputs(spec.with_seed())
+        build_plan(spec.with_seed())
     assert error.value.field == "prompts" and "frame 3" in str(error.value)
 
 

@@ -36,7 +36,7 @@ from flipbook.modes.frame import (
     keep_still,
 )
 from flipbook.sampling.context import ContextOptions
-from flipbook.spec.model import Spec, is_string_schedule
+from flipbook.spec.model import Spec
 from flipbook.spec.plan import Plan, denoise_for
 
 SECTION = "animatediff"
@@ -49,12 +49,8 @@ def resume_every(spec: Spec) -> int:
 
 def check_inputs(spec: Spec) -> None:
     """Open the end image and the init video, and check the motion module names something, before any model
-    loads; an init image together with an init video is refused (the clip starts from one or the other)."""
+    loads (what one sampling run can't do is refused with the plan: ``flipbook.spec.plan.check_mode``)."""
     settings = spec.animatediff
-    if spec.init.image is not None and spec.init.video is not None:
-        raise SpecError(
-            "init.image", str(spec.init.image), "no init image together with init.video in animatediff mode"
-        )
     if settings.end_image is not None:
         end_image(spec)
     if spec.init.video is not None:
@@ -97,19 +93,11 @@ class ClipSettings:
 
 
 def check_plan(spec: Spec, plan: Plan, prompts: dict | None = None) -> ClipSettings:
-    """Refuse what one sampling run can't do: a checkpoint, steps, sampler or (with an init video) strength
-    that changes over the animation, different LoRA sets per keyframe, composable prompts. ``prompts`` is the
-    render's resolved prompts (text -> (text without LoRA tags, LoRAs)); LoRAs are only checked with it."""
+    """The clip's one checkpoint, step count, sampler and denoise, from a plan that already holds them for
+    every frame (``flipbook.spec.plan.check_mode``); different LoRA sets per keyframe are refused here.
+    ``prompts`` is the render's resolved prompts (text -> (text without LoRA tags, LoRAs)); LoRAs are only
+    checked with it."""
     frames = plan.frames
-    for field, values in (
-        ("model.name", [f.checkpoint for f in frames]),
-        ("sampling.steps", [f.steps for f in frames]),
-        ("sampling.sampler", [f.sampler for f in frames]),
-    ):
-        _one_value(field, values)
-    if spec.init.video is not None:
-        _one_value("animation.strength", [f.strength for f in frames])
-    _no_composable(frames)
     loras: tuple = ()
     if prompts is not None:
         sets = {prompts[f.prompt][1] for f in frames}
@@ -119,7 +107,6 @@ def check_plan(spec: Spec, plan: Plan, prompts: dict | None = None) -> ClipSetti
                 "one LoRA set for the whole animation in animatediff mode (every frame is sampled together)",
             )  # fmt: skip
         loras = sets.pop()
-    _preset_sampler_agrees(spec)
     first = frames[0]
     if spec.init.video is not None:
         denoise = first.denoise
@@ -128,44 +115,6 @@ def check_plan(spec: Spec, plan: Plan, prompts: dict | None = None) -> ClipSetti
     else:
         denoise = 1.0
     return ClipSettings(first.checkpoint, first.steps, first.sampler, denoise, loras)
-
-
-def _preset_sampler_agrees(spec: Spec) -> None:
-    """A preset brings its sampler (LCM, Euler); a different sampler written in the spec is an error rather
-    than silently replaced. A spec that leaves the sampler unset gets the preset's."""
-    from flipbook.models.motion import PRESETS
-    from flipbook.models.samplers import resolve_sampler
-
-    preset = PRESETS[spec.animatediff.preset]
-    written = spec.sampling.sampler
-    if preset.sampler is None or "sampler" not in spec.sampling.model_fields_set:
-        return
-    if is_string_schedule(written) or resolve_sampler(written) != resolve_sampler(preset.sampler):
-        raise SpecError(
-            "sampling.sampler", written,
-            f'"{preset.sampler}" with animatediff.preset = "{preset.name}" (or leave the sampler unset)',
-        )  # fmt: skip
-
-
-def _one_value(field: str, values: list) -> None:
-    distinct = list(dict.fromkeys(values))
-    if len(distinct) > 1:
-        raise SpecError(
-            field, f"{distinct[0]} then {distinct[1]}", "one value for the whole animation in animatediff mode",
-            detail="every frame is denoised in the same sampling run",
-        )  # fmt: skip
-
-
-def _no_composable(frames) -> None:
-    from flipbook.sampling.prompts import split_composable
-
-    for frame in frames:
-        for text in (frame.prompt, frame.next_prompt):
-            if len(split_composable(text)) > 1:
-                raise SpecError(
-                    "prompts", text, "prompts without composable parts (AND, |) in animatediff mode",
-                    detail=f"at frame {frame.index}",
-                )  # fmt: skip
 
 
 def _check_motion_module(ref: str) -> None:

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 
 import torch
 
-from flipbook.errors import SpecError
 from flipbook.modes.frame import (
     Frame,
     ModeContext,
@@ -33,7 +32,6 @@ from flipbook.modes.frame import (
     still_image,
 )
 from flipbook.spec.model import Spec
-from flipbook.spec.plan import build_plan
 
 SECTION = "svd"
 
@@ -64,26 +62,12 @@ def clip_step(spec: Spec) -> int:
 
 
 def check_inputs(spec: Spec) -> None:
-    """What can be checked without weights: the SVD model is there (its config is read), guidance rises, no
-    ControlNet, one prompt for the whole video; so nothing fails after frame 0 was made."""
+    """What can be checked without weights: the SVD model is there (its config is read); guidance, ControlNet
+    and the prompt are refused with the plan (``flipbook.spec.plan.check_mode``), so nothing fails after frame
+    0 was made."""
     from flipbook.models.svd import svd_num_frames
 
-    svd = spec.svd
-    svd_num_frames(svd.model, models_dir=spec.model.models_dir)
-    if svd.min_guidance_scale > svd.max_guidance_scale:
-        raise SpecError(
-            "svd.min_guidance_scale",
-            svd.min_guidance_scale,
-            f"at most svd.max_guidance_scale ({svd.max_guidance_scale:g}): guidance rises from the first frame "
-            "to the last",
-        )
-    if spec.controlnet:
-        raise SpecError(
-            "controlnet",
-            f"{len(spec.controlnet)} unit(s)",
-            "no ControlNet units in svd mode (SVD takes none)",
-        )
-    _check_one_prompt(spec)
+    svd_num_frames(spec.svd.model, models_dir=spec.model.models_dir)
 
 
 def render(ctx: ModeContext) -> Iterator[Frame]:
@@ -113,21 +97,6 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
 def _num_frames(spec: Spec) -> int:
     """Frames per clip; ``resolve_spec`` fills it before a render, this reads the model config otherwise."""
     return spec.svd.num_frames if spec.svd.num_frames is not None else resolve_spec(spec).svd.num_frames
-
-
-def _check_one_prompt(spec: Spec) -> None:
-    """SVD is conditioned on the start image only: a prompt that changes after frame 0 would never be used."""
-    plan = build_plan(spec.with_seed())
-    first = (plan[0].prompt, plan[0].negative_prompt)
-    changed = next((f for f in plan.frames if (f.prompt, f.negative_prompt) != first), None)
-    if changed is not None:
-        raise SpecError(
-            "prompts",
-            changed.prompt,
-            "one prompt for the whole video in svd mode (SVD has no text conditioning: the prompt only makes "
-            "frame 0 when init.image is not set)",
-            detail=f"the prompt changes at frame {changed.index}",
-        )
 
 
 def _first_frame(ctx: ModeContext) -> Frame:

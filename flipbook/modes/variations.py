@@ -26,7 +26,6 @@ import numpy as np
 import PIL.Image
 from PIL.PngImagePlugin import PngInfo
 
-from flipbook.errors import SpecError
 from flipbook.io.atomic import atomic_target
 from flipbook.modes.frame import (
     Frame,
@@ -56,14 +55,8 @@ def resume_every(spec: Spec) -> int:
 
 
 def check_inputs(spec: Spec) -> None:
-    """The mode inpaints the init image inside the mask, so both must be given (render opens both files)."""
-    for name in ("image", "mask"):
-        if getattr(spec.init, name) is None:
-            raise SpecError(
-                f"init.{name}",
-                None,
-                "an image file: variations mode inpaints init.image where init.mask is white",
-            )
+    """Nothing of its own: init.image and init.mask are required with the plan
+    (``flipbook.spec.plan.check_mode``) and opened with every mode's inputs."""
 
 
 def render(ctx: ModeContext) -> Iterator[Frame]:

@@ -39,7 +39,6 @@ from flipbook.motion.color import match_colors
 from flipbook.motion.flow import optical_flow, warp_by_flow
 from flipbook.motion.masks import composite, feather
 from flipbook.spec.model import Spec
-from flipbook.spec.plan import resolve_value
 
 SECTION = "video"
 
@@ -92,13 +91,11 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     spec = ctx.spec
     source = read_source(spec)
     n = spec.animation.max_frames
-    feedback = resolve_value(spec, "video.feedback", spec.video.feedback)
-    _check_share("video.feedback", feedback)
-    multiplier = resolve_value(spec, "video.noise_multiplier", spec.video.noise_multiplier)
+    feedback = [frame.schedules["video.feedback"] for frame in ctx.plan.frames]  # resolved and checked there
     masks = _masks(spec, n)
-    if not np.any(feedback[1:] > 0):
+    if not any(share > 0 for share in feedback[1:]):
         for batch in aligned_batches(range(ctx.start + 1, n), spec.video.batch_size):
-            yield from _render_batch(ctx, source, multiplier, masks, batch)
+            yield from _render_batch(ctx, source, masks, batch)
         return
     previous = np.asarray(ctx.run.load(ctx.start)) if ctx.start >= 0 else None
     for index in range(ctx.start + 1, n):
@@ -106,13 +103,13 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
         if previous is not None and feedback[index] > 0:
             flow = optical_flow(source.frames[index - 1], start)
             moved = warp_by_flow(previous, flow)
-            start = _blend(start, moved, float(feedback[index]))
-        (frame,) = _render_batch(ctx, source, multiplier, masks, [index], inputs={index: start})
+            start = _blend(start, moved, feedback[index])
+        (frame,) = _render_batch(ctx, source, masks, [index], inputs={index: start})
         previous = np.asarray(frame.image)
         yield frame
 
 
-def _render_batch(ctx, source: Source, multiplier, masks, batch: Sequence[int], inputs=None) -> list[Frame]:
+def _render_batch(ctx, source: Source, masks, batch: Sequence[int], inputs=None) -> list[Frame]:
     """img2img of the frames in ``batch`` (one checkpoint at a time), then colour match and mask."""
     plan, spec = ctx.plan, ctx.spec
     frames: list[Frame] = []
@@ -122,7 +119,7 @@ def _render_batch(ctx, source: Source, multiplier, masks, batch: Sequence[int], 
                 ctx,
                 f,
                 PIL.Image.fromarray((inputs or {}).get(f.index, source.frames[f.index])),
-                noise_multiplier=float(multiplier[f.index]),
+                noise_multiplier=f.schedules["video.noise_multiplier"],
             )
             for f in group
         ]
@@ -224,13 +221,3 @@ def _mask_frames(spec: Spec, n: int) -> list[np.ndarray]:
         mask = np.asarray(PIL.Image.fromarray(frame).convert("L"), dtype=np.float32) / 255.0
         masks.append(feather(1.0 - mask if spec.init.mask_invert else mask, spec.init.mask_feather))
     return masks
-
-
-# ---- small helpers ---------------------------------------------------------------------------------------
-
-
-def _check_share(field: str, values: np.ndarray) -> None:
-    bad = np.flatnonzero((values < 0) | (values > 1))
-    if bad.size:
-        frame = int(bad[0])
-        raise SpecError(field, float(values[frame]), "a share from 0 to 1", detail=f"at frame {frame}")

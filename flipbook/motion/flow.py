@@ -9,13 +9,26 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+DIS_MIN_SIDE = 12
+"""OpenCV's DIS refuses images under 8 pixels on a side or under 12 on both; padded to this on each side, any
+image is taken."""
+
 
 def optical_flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Flow from ``source`` to ``target`` (RGB or grayscale uint8, same size) with DIS, preset MEDIUM."""
+    """Flow from ``source`` to ``target`` (RGB or grayscale uint8, same size) with DIS, preset MEDIUM.
+
+    Images smaller than DIS takes (the spec allows 8x8 frames) are padded with their edge pixels to
+    :data:`DIS_MIN_SIDE` on each side for the estimate, and the flow of the image itself is returned."""
     if source.shape != target.shape:
         raise ValueError(f"optical flow needs images of one size, got {source.shape} and {target.shape}")
+    height, width = source.shape[:2]
+    below, right = max(0, DIS_MIN_SIDE - height), max(0, DIS_MIN_SIDE - width)
+    a, b = _gray(source), _gray(target)
+    if below or right:
+        a, b = (cv2.copyMakeBorder(x, 0, below, 0, right, cv2.BORDER_REPLICATE) for x in (a, b))
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return dis.calc(_gray(source), _gray(target), None).astype(np.float32, copy=False)
+    flow = dis.calc(a, b, None).astype(np.float32, copy=False)
+    return np.ascontiguousarray(flow[:height, :width])
 
 
 def _gray(image: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -53,17 +54,26 @@ def resume(run_dir: str | Path, events: Events | None = None) -> RenderResult:
     return _render(run.read_spec(), events or Events(), run=run)
 
 
-def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = False) -> RenderResult:
-    # 1. Resolve everything random or named and read every input file, before any model is loaded
+def prepare(spec: Spec) -> tuple[Spec, Plan, ModuleType]:
+    """Everything a render resolves and checks before any model loads, in the render's order: the seed, what
+    the mode fills in from its inputs (``resolve_spec``: a source video's frame rate), the plan, every input
+    file all modes read and the mode's own (videos decoded, ...). The server runs this before queueing a job,
+    so a file the render would refuse (a truncated MP4) is refused at submission."""
     spec = spec.with_seed()
     mode = get_mode(spec.animation.mode)
     if hasattr(mode, "resolve_spec"):
         spec = mode.resolve_spec(spec)
     plan = build_plan(spec)
-    resuming = run is not None
-    run = run or RunDir(Path(spec.output.dir) / (spec.output.name or "flipbook"))
     _check_inputs(spec, plan)
     mode.check_inputs(spec)
+    return spec, plan, mode
+
+
+def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = False) -> RenderResult:
+    # 1. Resolve everything random or named and read every input file, before any model is loaded
+    spec, plan, mode = prepare(spec)
+    resuming = run is not None
+    run = run or RunDir(Path(spec.output.dir) / (spec.output.name or "flipbook"))
     folders = ModelsDir(spec.model.models_dir) if spec.model.models_dir else None
     networks = ExtraNetworks(folders, [(lora.name, lora.weight) for lora in spec.model.loras])
     texts = {

@@ -258,6 +258,7 @@ def resume_point(completed: int, every: int = 1) -> int:
 def plan_table(plan: Plan) -> str:
     """The plan as CSV: one row per frame with every schedule's value, the seed and the prompts."""
     camera = sorted(plan.frames[0].camera) if plan.frames else []
+    schedules = sorted(plan.frames[0].schedules) if plan.frames else []  # other mode sections: video.feedback
     head = [
         "frame",
         "seed",
@@ -272,11 +273,14 @@ def plan_table(plan: Plan) -> str:
     ]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*head, *camera, "prompt", "negative_prompt", "next_prompt", "next_negative_prompt"])
+    writer.writerow(
+        [*head, *camera, *schedules, "prompt", "negative_prompt", "next_prompt", "next_negative_prompt"]
+    )
     for f in plan.frames:
         row: Iterable[object] = (
             f.index, f.seed, f.sampler, f.checkpoint, f.steps, f"{f.cfg:g}", f"{f.strength:g}",
             f"{f.denoise:g}", f.prompt_key, f"{f.blend:.6g}", *(f"{f.camera[name]:.6g}" for name in camera),
+            *(f"{f.schedules[path]:.6g}" for path in schedules),
             f.prompt, f.negative_prompt, f.next_prompt, f.next_negative_prompt,
         )  # fmt: skip
         writer.writerow(row)

@@ -16,7 +16,7 @@ import json
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -34,8 +34,25 @@ from flipbook.server.stills import (
     checkpoint_name,
     still_from_a1111,
 )
-from flipbook.server.store import CANCELLED, DONE, FINISHED, QUEUED, RUNNING, JobRecord, NewJob
-from flipbook.server.submit import new_job_id, remove_run_dir
+from flipbook.server.store import (
+    CANCELLED,
+    DONE,
+    FINISHED,
+    QUEUED,
+    RUNNING,
+    IdempotencyKey,
+    JobRecord,
+    KeyUsed,
+    NewJob,
+)
+from flipbook.server.submit import (
+    IDEMPOTENCY_HEADER,
+    idempotency_key,
+    json_body,
+    key_conflict,
+    new_job_id,
+    remove_run_dir,
+)
 from flipbook.spec.model import CHECKPOINT
 
 router = APIRouter(prefix="/sdapi/v1", tags=["a1111"])
@@ -43,32 +60,45 @@ WAIT_POLL_S = 5.0
 
 
 @router.post("/txt2img")
-async def txt2img(request: Request, body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+async def txt2img(request: Request, body: Annotated[dict[str, Any], Depends(json_body)]) -> JSONResponse:
     """A1111 txt2img: ``prompt``, ``negative_prompt``, ``steps``, ``cfg_scale``, ``sampler_name``
     (``scheduler``), ``seed``, ``width``, ``height``, ``batch_size``, ``n_iter``, ``override_settings``."""
     return await _still(request, body, TXT2IMG)
 
 
 @router.post("/img2img")
-async def img2img(request: Request, body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+async def img2img(request: Request, body: Annotated[dict[str, Any], Depends(json_body)]) -> JSONResponse:
     """A1111 img2img and inpainting: also ``init_images``, ``denoising_strength``, ``mask``, ``mask_blur``,
     ``inpainting_fill``, ``inpainting_mask_invert``, ``initial_noise_multiplier``."""
     return await _still(request, body, IMG2IMG)
 
 
 async def _still(request: Request, body: dict[str, Any], kind: str) -> JSONResponse:
-    """Check, queue, wait for the worker, answer as A1111 does."""
+    """Check, queue, wait for the worker, answer as A1111 does. With an ``Idempotency-Key`` header the key is
+    stored with the job: the same request again waits for that job and answers with its images instead of
+    making new ones (a different request with the key is a 422)."""
     server = server_state(request)
-    default_model = await run_in_threadpool(server.current_model)
-    still = await run_in_threadpool(still_from_a1111, body, kind, default_model)
-    check_model_reference(  # a name the server's models folder has, a built-in or a hub id
-        "override_settings.sd_model_checkpoint",
-        still.payload["model"],
-        CHECKPOINT,
-        server.settings.models_dir,
-    )
-    job_id = new_job_id()
-    await run_in_threadpool(_queue_still, server, job_id, still)
+    key = idempotency_key(request.headers.get(IDEMPOTENCY_HEADER), f"POST /sdapi/v1/{kind}", body)
+    first = await run_in_threadpool(server.store.first_request, key) if key is not None else None
+    if first is None:
+        default_model = await run_in_threadpool(server.current_model)
+        still = await run_in_threadpool(still_from_a1111, body, kind, default_model)
+        check_model_reference(  # a name the server's models folder has, a built-in or a hub id
+            "override_settings.sd_model_checkpoint",
+            still.payload["model"],
+            CHECKPOINT,
+            server.settings.models_dir,
+        )
+        job_id = new_job_id()
+        try:
+            await run_in_threadpool(_queue_still, server, job_id, still, key)
+        except KeyUsed as used:  # the same key arrived twice at once: the other request queued the job
+            first = used.first
+    if first is not None:
+        conflict = key_conflict(key, first)
+        if conflict is not None:
+            raise conflict
+        job_id = first.job_ids[0]
     record = await wait_finished(server, job_id)
     if record is None:
         raise HTTPException(410, f"job {job_id} was deleted before it finished")
@@ -79,22 +109,24 @@ async def _still(request: Request, body: dict[str, Any], kind: str) -> JSONRespo
             {"error": record.error_type, "detail": detail, "field": record.error_field}, status
         )
     images = []
-    if still.payload["send_images"]:
+    if record.payload["send_images"]:
         images = await run_in_threadpool(_read_images, server, record)
     info = a1111_info(record)
     return JSONResponse(
-        {"images": images, "parameters": still.payload["parameters"], "info": json.dumps(info)}
+        {"images": images, "parameters": record.payload["parameters"], "info": json.dumps(info)}
     )
 
 
-def _queue_still(server: ServerState, job_id: str, still: StillJob) -> None:
+def _queue_still(
+    server: ServerState, job_id: str, still: StillJob, key: IdempotencyKey | None = None
+) -> None:
     run_dir = server.settings.runs_dir / job_id
     try:
         for name, image in still.images.items():
             (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
             image.save(run_dir / name, format="PNG")
         run_dir.mkdir(parents=True, exist_ok=True)
-        server.queue([NewJob(job_id, still.kind, still.payload, still.notes)])
+        server.queue([NewJob(job_id, still.kind, still.payload, still.notes)], None, key)
     except BaseException:
         remove_run_dir(server.settings, job_id)
         raise
@@ -254,7 +286,7 @@ def get_options(request: Request) -> dict[str, Any]:
 
 
 @router.post("/options")
-def set_options(request: Request, body: Annotated[dict[str, Any], Body()]) -> None:
+def set_options(request: Request, body: Annotated[dict[str, Any], Depends(json_body)]) -> None:
     """Only ``sd_model_checkpoint`` is kept (in the database, so it survives a restart); it must be one of
     ``/sd-models``. Other options are accepted and ignored, as flipbook has no such settings."""
     server = server_state(request)

@@ -12,7 +12,8 @@ Submitting (``POST /api/jobs``), the spec comes as
 
 ``?format=json|toml|deforum`` overrides the detection; ``?set=animation.max_frames=48`` (repeatable) applies
 overrides as ``flipbook render --set`` does. The spec is validated completely before it is queued; a bad
-one is a 422 with flipbook's error (``field``, ``detail``) and no job.
+one is a 422 with flipbook's error (``field``, ``detail``) and no job. An ``Idempotency-Key`` header makes a
+retry safe: the same key and request again answers 200 with the first job (see :func:`submit_job`).
 """
 
 from __future__ import annotations
@@ -32,8 +33,29 @@ from flipbook import __version__
 from flipbook.errors import FlipbookError
 from flipbook.server.app import ServerState, server_state
 from flipbook.server.security import confined_file, public_text
-from flipbook.server.store import FINISHED, RENDER, RESUMABLE, RUNNING, STATES, JobRecord, NewJob
-from flipbook.server.submit import JOB_ID, Submission, format_for, parse_spec, prepare_render, remove_run_dir
+from flipbook.server.store import (
+    FINISHED,
+    RENDER,
+    RESUMABLE,
+    RUNNING,
+    STATES,
+    FirstRequest,
+    IdempotencyKey,
+    JobRecord,
+    KeyUsed,
+    NewJob,
+)
+from flipbook.server.submit import (
+    IDEMPOTENCY_HEADER,
+    JOB_ID,
+    Submission,
+    format_for,
+    idempotency_key,
+    key_conflict,
+    parse_spec,
+    prepare_render,
+    remove_run_dir,
+)
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 DELETED = "deleted"
@@ -122,14 +144,25 @@ async def submit_job(
         list[str] | None, Query(alias="set", description="KEY.PATH=VALUE, as flipbook render --set")
     ] = None,
 ) -> JSONResponse:
-    """Validate a spec completely and queue it; 201 with the job, or 422 naming the field (no job)."""
+    """Validate a spec completely and queue it; 201 with the job, or 422 naming the field (no job).
+
+    With an ``Idempotency-Key`` header the key is stored with the job, in the same transaction: the same key
+    with the same request again answers 200 with that first job (``Idempotent-Replayed: true``) instead of
+    queueing another; the same key with a different request is a 422."""
     state = server_state(request)
     submission = await _read_submission(request, format, overrides or [])
+    key = idempotency_key(request.headers.get(IDEMPOTENCY_HEADER), "POST /api/jobs", submission)
+    first = await run_in_threadpool(state.store.first_request, key) if key is not None else None
+    if first is not None:
+        return await _replayed(state, key, first)
     prepared = await run_in_threadpool(prepare_render, submission, state.settings)
     try:
         await run_in_threadpool(
-            state.queue, [NewJob(prepared.id, RENDER, prepared.payload, prepared.warnings)]
+            state.queue, [NewJob(prepared.id, RENDER, prepared.payload, prepared.warnings)], None, key
         )
+    except KeyUsed as used:  # the same key arrived twice at once: the other request queued the job
+        remove_run_dir(state.settings, prepared.id)
+        return await _replayed(state, key, used.first)
     except BaseException:
         remove_run_dir(state.settings, prepared.id)
         raise
@@ -137,6 +170,18 @@ async def submit_job(
     return JSONResponse(
         job_view(state, record), status_code=201, headers={"Location": f"/api/jobs/{record.id}"}
     )
+
+
+async def _replayed(state: ServerState, key: IdempotencyKey, first: FirstRequest) -> JSONResponse:
+    """The answer to a request whose idempotency key already created a job: that job (200), or why not."""
+    conflict = key_conflict(key, first)
+    if conflict is not None:
+        raise conflict
+    record = await run_in_threadpool(state.store.get, first.job_ids[0])
+    if record is None:
+        raise HTTPException(410, f"job {first.job_ids[0]}, made with this {IDEMPOTENCY_HEADER}, was deleted")
+    headers = {"Location": f"/api/jobs/{record.id}", "Idempotent-Replayed": "true"}
+    return JSONResponse(job_view(state, record), status_code=200, headers=headers)
 
 
 async def _read_submission(request: Request, fmt: str | None, overrides: list[str]) -> Submission:

@@ -30,7 +30,7 @@ from flipbook.server.progress import ProgressHub
 from flipbook.server.security import RejectedUpload, SecurityMiddleware, public_text
 from flipbook.server.settings import ServerSettings
 from flipbook.server.stills import STILL_KINDS
-from flipbook.server.store import JobStore, NewJob
+from flipbook.server.store import IdempotencyKey, JobStore, NewJob
 
 log = logging.getLogger("flipbook.server")
 LOCK_FILE = "flipbook.lock"
@@ -80,9 +80,14 @@ class ServerState:
             self._lock.close()
             self._lock = None
 
-    def queue(self, jobs: list[NewJob], batch: tuple[str, dict[str, Any]] | None = None) -> None:
-        """Queue validated jobs (all or none) and wake an idle worker."""
-        self.store.insert(jobs, batch)
+    def queue(
+        self,
+        jobs: list[NewJob],
+        batch: tuple[str, dict[str, Any]] | None = None,
+        key: IdempotencyKey | None = None,
+    ) -> None:
+        """Queue validated jobs (all or none, with their idempotency key) and wake an idle worker."""
+        self.store.insert(jobs, batch, key)
         if self.workers is not None:
             self.workers.wake()
 

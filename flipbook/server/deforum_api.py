@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 from flipbook.errors import FlipbookError
@@ -32,14 +32,21 @@ from flipbook.server.store import (
     QUEUED,
     RENDER,
     RUNNING,
+    FirstRequest,
+    IdempotencyKey,
     JobRecord,
+    KeyUsed,
     NewJob,
 )
 from flipbook.server.submit import (
+    IDEMPOTENCY_HEADER,
     JOB_ID,
     PreparedJob,
     Submission,
     deforum_data,
+    idempotency_key,
+    json_body,
+    key_conflict,
     prepare_render,
     remove_run_dir,
 )
@@ -58,31 +65,70 @@ class Batch(BaseModel):
     options_overrides: dict[str, Any] | None = None
 
 
-@router.post("/batches", status_code=202)
-async def run_batch(batch: Batch, request: Request) -> JSONResponse:
-    """Queue one render per settings object (all valid, or none queued): 202 with the batch and job ids."""
+_BATCH_BODY = {"requestBody": {"content": {"application/json": {"schema": Batch.model_json_schema()}}}}
+
+
+def _batch(body: dict[str, Any]) -> Batch:
+    """The request body (read with flipbook's checks, see ``json_body``) as a :class:`Batch`."""
+    try:
+        return Batch.model_validate(body)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "body"
+        raise FlipbookError(where, type(problem.get("input")).__name__, problem["msg"]) from None
+
+
+@router.post("/batches", status_code=202, openapi_extra=_BATCH_BODY)
+async def run_batch(body: Annotated[dict[str, Any], Depends(json_body)], request: Request) -> JSONResponse:
+    """Queue one render per settings object (all valid, or none queued): 202 with the batch and job ids. With
+    an ``Idempotency-Key`` header the same request again answers with the first batch (202,
+    ``Idempotent-Replayed: true``) instead of queueing it twice."""
     server = server_state(request)
+    batch = _batch(body)
+    key = idempotency_key(request.headers.get(IDEMPOTENCY_HEADER), "POST /deforum_api/batches", body)
+    first = await run_in_threadpool(server.store.first_request, key) if key is not None else None
+    if first is not None:
+        return await run_in_threadpool(_replayed, server, key, first)
     settings = batch.deforum_settings
     if not settings:
-        body = {"message": "No settings files provided. Please provide an element 'deforum_settings'."}
-        return JSONResponse(body, status_code=400)
+        message = {"message": "No settings files provided. Please provide an element 'deforum_settings'."}
+        return JSONResponse(message, status_code=400)
     items = settings if isinstance(settings, list) else [settings]
     prepared = await run_in_threadpool(_prepare_all, server, items, batch.options_overrides or {})
     batch_id = f"batch-{secrets.token_hex(6)}"
     jobs = [NewJob(p.id, RENDER, p.payload, p.warnings, batch_id) for p in prepared]
     try:
-        await run_in_threadpool(server.queue, jobs, (batch_id, batch.options_overrides or {}))
+        await run_in_threadpool(server.queue, jobs, (batch_id, batch.options_overrides or {}), key)
+    except KeyUsed as used:  # the same key arrived twice at once: the other request queued the batch
+        for p in prepared:
+            remove_run_dir(server.settings, p.id)
+        return await run_in_threadpool(_replayed, server, key, used.first)
     except BaseException:
         for p in prepared:
             remove_run_dir(server.settings, p.id)
         raise
-    body = {
+    return JSONResponse(_accepted(batch_id, jobs), status_code=202)
+
+
+def _accepted(batch_id: str, jobs: list[NewJob] | list[JobRecord]) -> dict[str, Any]:
+    return {
         "message": "Job(s) accepted",
         "batch_id": batch_id,
-        "job_ids": [p.id for p in prepared],
-        "warnings": {p.id: p.warnings for p in prepared if p.warnings},
+        "job_ids": [job.id for job in jobs],
+        "warnings": {job.id: job.warnings for job in jobs if job.warnings},
     }
-    return JSONResponse(body, status_code=202)
+
+
+def _replayed(server: ServerState, key: IdempotencyKey, first: FirstRequest) -> JSONResponse:
+    """The answer to a batch whose idempotency key was used before: that batch again, or why not."""
+    conflict = key_conflict(key, first)
+    if conflict is not None:
+        raise conflict
+    records = [record for job_id in first.job_ids if (record := server.store.get(job_id)) is not None]
+    if not records or first.batch_id is None:
+        raise HTTPException(410, f"the batch made with this {IDEMPOTENCY_HEADER} was deleted")
+    body = _accepted(first.batch_id, records)
+    return JSONResponse(body, status_code=202, headers={"Idempotent-Replayed": "true"})
 
 
 def _prepare_all(

@@ -20,9 +20,13 @@ from typing import Any
 
 import PIL.Image
 import PIL.ImageOps
+from pydantic import BaseModel, ValidationError
 
 from flipbook.errors import FlipbookError
 from flipbook.server.security import RejectedUpload, check_model_reference, sniff_image
+from flipbook.spec.load import shorten_repr
+from flipbook.spec.model import AnimationSection, SamplingSection, Spec, VariationsSection
+from flipbook.spec.safe_parse import check_data
 
 TXT2IMG, IMG2IMG = "txt2img", "img2img"
 STILL_KINDS = (TXT2IMG, IMG2IMG)
@@ -72,28 +76,36 @@ class StillJob:
 def still_from_a1111(body: dict[str, Any], kind: str, default_model: str) -> StillJob:
     """Check an A1111 txt2img/img2img request and turn it into a still job payload (A1111's field names in,
     FrameRequest's out); images are decoded and sniffed here, so a bad one never reaches a worker."""
+    check_data(body, field="body")
     r = A1111_DEFAULTS | {k: v for k, v in body.items() if v is not None}
     notes = [note for key, (off, note) in _UNSUPPORTED.items() if r.get(key, off) not in (off, None, "", [])]
     model, clip_skip = _model_options(r.get("override_settings") or {}, default_model, notes)
-    count = _integer("batch_size", r["batch_size"]) * _integer("n_iter", r["n_iter"])
-    if not 1 <= count <= MAX_IMAGES:
+    batch_size = _images("batch_size", r["batch_size"])
+    count = batch_size * _images("n_iter", r["n_iter"])
+    if count > MAX_IMAGES:
         raise FlipbookError("batch_size", count, f"batch_size x n_iter from 1 to {MAX_IMAGES}")
-    if r["inpainting_fill"] not in INPAINTING_FILL:
+    fill = _integer("inpainting_fill", r["inpainting_fill"])
+    if fill not in INPAINTING_FILL:
         allowed = "0 (fill), 1 (original), 2 (latent noise), 3 (latent nothing)"
-        raise FlipbookError("inpainting_fill", r["inpainting_fill"], allowed)
+        raise FlipbookError("inpainting_fill", fill, allowed)
     images: dict[str, PIL.Image.Image] = {}
     inits, mask = _img2img_images(r, images, notes) if kind == IMG2IMG else ([], None)
-    seed = _integer("seed", r["seed"])
+    seed = _integer("seed", _spec_limited("seed", r["seed"], SamplingSection, "seed"))
     img2img = kind == IMG2IMG
     payload = {
-        "kind": kind, "prompt": str(r["prompt"]), "negative_prompt": str(r["negative_prompt"]),
-        "steps": _integer("steps", r["steps"]), "cfg_scale": _number("cfg_scale", r["cfg_scale"]),
+        "kind": kind, "prompt": _text("prompt", r["prompt"]),
+        "negative_prompt": _text("negative_prompt", r["negative_prompt"]),
+        "steps": _integer("steps", _spec_limited("steps", r["steps"], SamplingSection, "steps")),
+        "cfg_scale": _number("cfg_scale", r["cfg_scale"]),
         "sampler": _sampler(r.get("sampler_name") or r.get("sampler_index") or "Euler", r.get("scheduler")),
         "seed": random.SystemRandom().randrange(2**32) if seed == -1 else seed,
-        "width": _integer("width", r["width"]), "height": _integer("height", r["height"]),
-        "batch_size": _integer("batch_size", r["batch_size"]), "count": count,
+        "width": _integer("width", _spec_limited("width", r["width"], AnimationSection, "width")),
+        "height": _integer("height", _spec_limited("height", r["height"], AnimationSection, "height")),
+        "batch_size": batch_size, "count": count,
         "strength": _number("denoising_strength", r["denoising_strength"]) if img2img else 1.0,
-        "mask_blur": _number("mask_blur", r["mask_blur"]), "masked_content": INPAINTING_FILL[r["inpainting_fill"]],
+        "mask_blur": _number("mask_blur", _spec_limited("mask_blur", r["mask_blur"], VariationsSection,
+                                                        "mask_blur")),
+        "masked_content": INPAINTING_FILL[fill],
         "mask_invert": bool(r["inpainting_mask_invert"]),
         "noise_multiplier": _number("initial_noise_multiplier", r["initial_noise_multiplier"]) if img2img else 1.0,
         "clip_skip": clip_skip, "model": model, "inits": inits, "mask": mask, "notes": notes,
@@ -108,9 +120,12 @@ def _model_options(overrides: Any, default_model: str, notes: list[str]) -> tupl
     """The checkpoint and clip skip from A1111's ``override_settings``; other settings are noted as ignored."""
     if not isinstance(overrides, dict):
         raise FlipbookError("override_settings", overrides, "an object of A1111 settings")
-    model = checkpoint_name(str(overrides.get("sd_model_checkpoint") or default_model))
+    model = checkpoint_name(
+        _text("override_settings.sd_model_checkpoint", overrides.get("sd_model_checkpoint") or default_model)
+    )
     check_model_reference("override_settings.sd_model_checkpoint", model)
-    clip_skip = _integer("CLIP_stop_at_last_layers", overrides.get("CLIP_stop_at_last_layers", 1))
+    name = "CLIP_stop_at_last_layers"
+    clip_skip = _integer(name, _spec_limited(name, overrides.get(name, 1), SamplingSection, "clip_skip"))
     known = ("sd_model_checkpoint", "CLIP_stop_at_last_layers")
     notes += [f"override_settings.{key}: not supported; ignored" for key in overrides if key not in known]
     return model, clip_skip
@@ -142,6 +157,9 @@ def checkpoint_name(title: str) -> str:
 def _sampler(name: str, scheduler: str | None) -> str:
     """A1111 1.9+ sends the schedule apart from the sampler ("DPM++ 2M" + "Karras"); flipbook names them
     together ("DPM++ 2M Karras")."""
+    name = _text("sampler_name", name)
+    if scheduler is not None and not isinstance(scheduler, str):
+        raise FlipbookError("scheduler", scheduler, "Automatic, Uniform or Karras")
     key = (scheduler or "automatic").strip().lower()
     if key not in SCHEDULERS:
         raise FlipbookError("scheduler", scheduler, "Automatic, Uniform or Karras")
@@ -161,6 +179,34 @@ def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise FlipbookError(name, value, "a number")
     return float(value)
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise FlipbookError(name, shorten_repr(value), "text")
+    return value
+
+
+def _images(name: str, value: Any) -> int:
+    """``batch_size`` and ``n_iter``: whole numbers from 1 (their product is bounded by MAX_IMAGES)."""
+    count = _integer(name, value)
+    if not 1 <= count <= MAX_IMAGES:
+        raise FlipbookError(name, count, f"an integer from 1 to {MAX_IMAGES}")
+    return count
+
+
+def _spec_limited(name: str, value: Any, section: type[BaseModel], field: str) -> Any:
+    """``value`` held to the spec field it corresponds to (``width`` to ``animation.width``): its type, bounds
+    and validators, read from the spec model, so an A1111 request can't ask for what a spec can't. The value
+    comes back as given (the caller converts it)."""
+    try:
+        section.model_validate({field: value})
+    except ValidationError as error:
+        rule = error.errors()[0]["msg"].removeprefix("Value error, ")
+        where = next(n for n, f in Spec.model_fields.items() if f.annotation is section)
+        shown = value if isinstance(value, int | float) else shorten_repr(value)
+        raise FlipbookError(name, shown, f"what the spec's {where}.{field} allows: {rule}") from None
+    return value
 
 
 def _img2img_images(

@@ -67,6 +67,13 @@ CREATE TABLE IF NOT EXISTS batches (
     options TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS options (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    job_ids TEXT NOT NULL,
+    batch_id TEXT,
+    created_at REAL NOT NULL
+);
 """
 
 
@@ -79,6 +86,33 @@ class NewJob:
     payload: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     batch_id: str | None = None
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A client's ``Idempotency-Key`` with the fingerprint of the request it came with (the endpoint and the
+    request as understood, see ``flipbook.server.submit.idempotency_key``)."""
+
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class FirstRequest:
+    """What an idempotency key was first used for: the jobs (and batch) it created, and whether the request
+    now is the same one (same fingerprint)."""
+
+    job_ids: list[str]
+    batch_id: str | None
+    same_request: bool
+
+
+class KeyUsed(Exception):
+    """The idempotency key already created jobs; nothing was inserted (see :attr:`first`)."""
+
+    def __init__(self, first: FirstRequest) -> None:
+        super().__init__(f"idempotency key used for jobs {', '.join(first.job_ids)}")
+        self.first = first
 
 
 @dataclass(frozen=True)
@@ -169,10 +203,26 @@ class JobStore:
 
     # ---- queueing --------------------------------------------------------------------------------------
 
-    def insert(self, jobs: Sequence[NewJob], batch: tuple[str, dict[str, Any]] | None = None) -> None:
-        """Queue ``jobs`` (and their batch) in one transaction: all of them or none."""
+    def insert(
+        self,
+        jobs: Sequence[NewJob],
+        batch: tuple[str, dict[str, Any]] | None = None,
+        key: IdempotencyKey | None = None,
+    ) -> None:
+        """Queue ``jobs`` (and their batch) in one transaction: all of them or none. With an idempotency
+        ``key`` the key is stored in the same transaction, so jobs and key are committed together; a key that
+        is already stored raises :class:`KeyUsed` and inserts nothing (a retried request can't queue twice,
+        however the first one ended: answered, or the server died between the commit and the response)."""
         now = time.time()
         with self._transaction() as db:
+            if key is not None:
+                first = self._first_request(db, key)
+                if first is not None:
+                    raise KeyUsed(first)
+                db.execute(
+                    "INSERT INTO idempotency (key, fingerprint, job_ids, batch_id, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (key.key, key.fingerprint, json.dumps([j.id for j in jobs]), batch and batch[0], now),
+                )
             if batch is not None:
                 db.execute(
                     "INSERT INTO batches (id, created_at, options) VALUES (?, ?, ?)",
@@ -186,6 +236,19 @@ class JobStore:
                     for j in jobs
                 ],
             )
+
+    def first_request(self, key: IdempotencyKey) -> FirstRequest | None:
+        """What ``key`` was first used for, or None when it is new."""
+        return self._first_request(self._db(), key)
+
+    @staticmethod
+    def _first_request(db: sqlite3.Connection, key: IdempotencyKey) -> FirstRequest | None:
+        row = db.execute(
+            "SELECT fingerprint, job_ids, batch_id FROM idempotency WHERE key = ?", (key.key,)
+        ).fetchone()
+        if row is None:
+            return None
+        return FirstRequest(json.loads(row[1]), row[2], row[0] == key.fingerprint)
 
     def claim(self) -> JobRecord | None:
         """Take the oldest queued job and mark it running, atomically: the guarded UPDATE means a job is

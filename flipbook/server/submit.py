@@ -16,8 +16,10 @@ the plan, which evaluates every schedule at every frame), and a few things the C
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -27,11 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from starlette.requests import Request
+
 from flipbook.errors import FlipbookError, SpecError
 from flipbook.server.security import JOB_ID, check_model_reference, sniff_upload
 from flipbook.server.settings import ServerSettings
-from flipbook.spec.load import apply_override, spec_from_data
+from flipbook.server.store import FirstRequest, IdempotencyKey
+from flipbook.spec.load import apply_override, shorten_repr, spec_from_data
 from flipbook.spec.model import Spec
+from flipbook.spec.plan import Plan
 from flipbook.spec.references import (
     InputFile,
     Location,
@@ -44,6 +50,7 @@ from flipbook.spec.references import (
     references,
     set_in_data,
 )
+from flipbook.spec.safe_parse import parse_json, parse_toml
 
 FORMATS = ("json", "toml", "deforum")
 CONTENT_TYPES = {
@@ -115,12 +122,70 @@ def parse_spec(raw: bytes, fmt: str, source: str = "body") -> tuple[dict[str, An
     if fmt == "deforum":
         return _deforum_text(text, source)
     try:
-        data = json.loads(text) if fmt == "json" else tomllib.loads(text)
+        data = parse_json(text, source=source) if fmt == "json" else parse_toml(text, source=source)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise SpecError("spec", source, f"valid {fmt.upper()}", detail=str(error)) from None
     if not isinstance(data, dict):
         raise SpecError("spec", source, f"a {fmt.upper()} object of spec fields")
     return data, []
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """A request body that must be a JSON object, read with flipbook's checks (nesting, huge numbers, lone
+    surrogates: see :mod:`flipbook.spec.safe_parse`), so a hostile body is one clear 422 and never a 500."""
+    return parse_json_object(await request.body())
+
+
+def parse_json_object(raw: bytes, source: str = "body") -> dict[str, Any]:
+    """A JSON object from a request body's bytes; anything else is one SpecError."""
+    try:
+        data = parse_json(raw.decode("utf-8-sig"), field=source, source=source)
+    except UnicodeDecodeError as error:
+        raise SpecError(source, f"{len(raw)} bytes", "UTF-8 JSON", detail=str(error)) from None
+    except json.JSONDecodeError as error:
+        raise SpecError(source, f"{len(raw)} bytes", "a JSON object", detail=str(error)) from None
+    if not isinstance(data, dict):
+        raise SpecError(source, type(data).__name__, "a JSON object")
+    return data
+
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def idempotency_key(header: str | None, endpoint: str, request: Any) -> IdempotencyKey | None:
+    """The request's ``Idempotency-Key`` (1-255 printable ASCII characters, no spaces) with the fingerprint
+    of ``request`` at ``endpoint``: the request as understood (the spec data, the overrides, each upload's
+    SHA-256), not its bytes, so a client that retries a multipart upload with a new boundary sends the same
+    request. None without the header."""
+    if header is None:
+        return None
+    if not _KEY.match(header):
+        raise FlipbookError(
+            IDEMPOTENCY_HEADER,
+            shorten_repr(header),
+            "1 to 255 printable ASCII characters without spaces (a UUID)",
+        )
+    text = json.dumps([endpoint, request], sort_keys=True, ensure_ascii=True, default=_fingerprint_part)
+    return IdempotencyKey(header, hashlib.sha256(text.encode("ascii")).hexdigest())
+
+
+def _fingerprint_part(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return "sha256:" + hashlib.sha256(value).hexdigest()
+    if isinstance(value, Submission):
+        return {"data": value.data, "uploads": value.uploads, "overrides": value.overrides}
+    raise TypeError(f"no fingerprint for {type(value).__name__}")
+
+
+def key_conflict(key: IdempotencyKey, first: FirstRequest) -> FlipbookError | None:
+    """The error for a key reused with a different request (None when it is the same request)."""
+    if first.same_request:
+        return None
+    return FlipbookError(
+        IDEMPOTENCY_HEADER, key.key, "a new key for a new request",
+        detail=f"this key was used for another request, which created job {', '.join(first.job_ids)}",
+    )  # fmt: skip
 
 
 def deforum_data(settings: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -166,7 +231,7 @@ def prepare_render(
     check_references(spec, settings, {location for location, _ in saved.values()})
     try:
         _write_files({path: content for path, (_, content) in saved.items()})
-        _check_plan(spec)
+        warnings += _check_plan(spec).warnings
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -271,18 +336,21 @@ def _write_files(files: dict[Path, bytes]) -> None:
         path.write_bytes(data)
 
 
-def _check_plan(spec: Spec) -> None:
-    """Build the plan as ``flipbook validate`` does: every schedule at every frame, the audio analysed."""
-    from flipbook.spec.plan import build_plan
+def _check_plan(spec: Spec) -> Plan:
+    """Everything the render checks before it loads a model (:func:`flipbook.runs.render.prepare`): the plan
+    as ``flipbook validate`` builds it (every schedule at every frame, the audio analysed) and every input
+    file opened and decoded as the render reads it (a truncated video is refused here, not in the worker)."""
+    from flipbook.runs.render import prepare
 
     try:
-        build_plan(spec.with_seed())
+        _, plan, _ = prepare(spec)
     except FlipbookError:
         raise
     except Exception as error:  # an upload that passed sniffing but does not decode, for example
         raise FlipbookError(
             "spec", "inputs", "files flipbook can read", detail=f"{type(error).__name__}: {error}"
         ) from None
+    return plan
 
 
 def remove_run_dir(settings: ServerSettings, job_id: str) -> None:

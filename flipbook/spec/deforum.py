@@ -10,13 +10,13 @@ returned, so the caller can warn once instead of dropping settings silently.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 from flipbook.errors import FlipbookError
+from flipbook.spec.safe_parse import check_data, parse_json, parse_python_literal
 
 # k-diffusion / notebook sampler names -> A1111 names (the names flipbook's samplers know).
 _NOTEBOOK_SAMPLERS: dict[str, str] = {
@@ -133,7 +133,7 @@ def read_deforum_settings(path: str | Path) -> dict[str, Any]:
         raise fail(error.strerror or str(error)) from None
     except UnicodeDecodeError as error:
         raise fail(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
-    data = _parse_lenient(text)
+    data = _parse_lenient(text, str(path))
     if isinstance(data, str):
         raise fail(data)
     if not isinstance(data, dict):
@@ -141,20 +141,21 @@ def read_deforum_settings(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _parse_lenient(text: str) -> Any:
+def _parse_lenient(text: str, source: str = "text") -> Any:
     """JSON, then JSON with comments and trailing commas removed, then a Python dict literal; an error string
-    (the strict JSON error, the most useful one) when nothing parses."""
+    (the strict JSON error, the most useful one) when nothing parses. Nesting, huge numbers and lone
+    surrogates are a SpecError whichever way the text is read (see :mod:`flipbook.spec.safe_parse`)."""
     try:
-        return json.loads(text)
+        return parse_json(text, field="settings", source=source)
     except json.JSONDecodeError as error:
         first = f"{error.msg} at line {error.lineno} column {error.colno}"
     try:
-        return json.loads(_strip_json_extras(text))
+        return parse_json(_strip_json_extras(text), field="settings", source=source)
     except json.JSONDecodeError:
         pass
     try:
-        value = ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        value = parse_python_literal(text.strip(), field="settings", source=source)
+    except (ValueError, SyntaxError, MemoryError):
         return first
     return value if isinstance(value, dict) else first
 
@@ -618,7 +619,7 @@ def _prompts(settings: dict[str, Any]) -> dict[str, str] | None:
         raw = settings.get("animation_prompts")
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw)
+            raw = parse_json(raw, field="animation_prompts", source="the animation_prompts text")
         except json.JSONDecodeError:
             return {"0": raw}
     if isinstance(raw, list):
@@ -750,6 +751,7 @@ def import_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]
     """Spec data from Deforum settings, and what the user must be told: values read otherwise than written
     (:func:`deforum_quirks`) and the settings with no flipbook meaning yet, as one warning. The CLI and the
     HTTP API both import through here, so they say the same things."""
+    check_data(settings, field="settings")
     data, unmapped = deforum_to_spec_data(settings)
     warnings = deforum_quirks(settings)
     if unmapped:

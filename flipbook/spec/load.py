@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from flipbook.errors import SpecError
 from flipbook.spec.model import Spec, error_path
 from flipbook.spec.references import InputFile, Location, references, with_values
+from flipbook.spec.safe_parse import check_data, parse_json, parse_toml, size_errors
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
@@ -53,15 +54,23 @@ def read_spec_data(path: Path) -> tuple[dict[str, Any], list[str]]:
         return _deforum_data(path)
     if suffix in MEDIA_SUFFIXES:
         return _embedded_data(path), []
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     try:
         if suffix == ".json":
-            return json.loads(text), []
+            return parse_json(text, source=str(path)), []
         if suffix == ".toml":
-            return tomllib.loads(text), []
+            return parse_toml(text, source=str(path)), []
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise SpecError("spec", str(path), f"valid {suffix[1:].upper()}", detail=str(error)) from None
     raise SpecError("spec", str(path), "a .toml, .json or Deforum settings (.txt) file, or a flipbook output")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        detail = f"{error.reason} at byte {error.start}"
+        raise SpecError("spec", str(path), "UTF-8 text", detail=detail) from None
 
 
 MEDIA_SUFFIXES = (".png", ".apng", ".gif", ".webp", ".mp4", ".m4v", ".mov", ".webm", ".mkv")
@@ -114,7 +123,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     if not sep or not key.strip():
         raise SpecError("--set", override, "KEY.PATH=VALUE, e.g. animation.max_frames=48")
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        value = parse_toml(f"v = {raw.strip()}", field="--set", source=override)["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     *parents, leaf = key.strip().split(".")
@@ -127,8 +136,12 @@ def apply_override(data: dict[str, Any], override: str) -> None:
 
 
 def spec_from_data(data: dict[str, Any]) -> Spec:
+    """Validate spec data, however it was read: nesting and text are checked first (see
+    :func:`~flipbook.spec.safe_parse.check_data`), then the model."""
+    check_data(data)
     try:
-        return Spec.model_validate(data)
+        with size_errors("spec", "data"):
+            return Spec.model_validate(data)
     except ValidationError as error:
         raise spec_error(error) from None
 
@@ -140,7 +153,7 @@ def spec_error(error: ValidationError) -> SpecError:
         where = error_path(item["loc"]) or "spec"
         value = item.get("input")
         message = _message(item)
-        shown = "" if isinstance(value, dict) or "\n" in message else f" (got {value!r})"
+        shown = "" if isinstance(value, dict) or "\n" in message else f" (got {shorten_repr(value)})"
         problems.append(f"{where}: {message}{shown}")
     first = error.errors()[0]
     field = error_path(first["loc"]) or "spec"
@@ -150,3 +163,13 @@ def spec_error(error: ValidationError) -> SpecError:
 def _message(item: dict) -> str:
     """pydantic prefixes messages from our validators with "Value error, "; users need only the rule."""
     return item["msg"].removeprefix("Value error, ")
+
+
+SHOWN_CHARS = 200
+"""How much of a rejected value an error message repeats (a 2 MB prompt is not echoed back whole)."""
+
+
+def shorten_repr(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)``, cut to ``limit`` characters with the full length said."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

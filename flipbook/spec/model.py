@@ -883,7 +883,7 @@ class Spec(_Section):
     @classmethod
     def _prompt_syntax(cls, value: dict[str, str] | str) -> dict[str, str] | str:
         """Check line syntax and backtick math now; keys that depend on max_f are checked in the plan."""
-        from flipbook.spec.travel import compile_prompt_math, parse_prompt_lines
+        from flipbook.spec.travel import check_keyframe_count, compile_prompt_math, parse_prompt_lines
 
         try:
             if isinstance(value, str):
@@ -892,6 +892,7 @@ class Spec(_Section):
             elif not value:
                 raise ValueError("at least one keyframe prompt is needed")
             else:
+                check_keyframe_count(len(value))
                 texts = list(value.values())
             for text in texts:
                 compile_prompt_math(text, field="prompts")

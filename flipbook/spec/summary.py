@@ -58,6 +58,7 @@ def summarize(spec: Spec) -> str:
     lines.append(
         f"output: {spec.output.dir}/{spec.output.name or 'flipbook'}/ as {', '.join(spec.output.formats)}"
     )
+    lines += [f"warning: {warning}" for warning in plan.warnings]
     return "\n".join(lines)
 
 

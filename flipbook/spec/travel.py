@@ -8,8 +8,10 @@ Pure text → keyframes and text → per-frame text; nothing here knows about mo
 - Keys are frame numbers or expressions of ``max_f`` (= max_frames - 1) and ``s`` (seed), truncated to an
   integer like Deforum's ``int(numexpr.evaluate(key))``; here they go through
   :mod:`flipbook.spec.expressions`, never numexpr/eval. Keys outside ``0..max_frames-1`` are dropped (Deforum
-  writes them past the end of its pandas series, where no frame reads them); duplicate frames: the last key
-  in the mapping wins (Deforum assigns in dict order). As in :mod:`flipbook.spec.schedules`, a literal key
+  writes them past the end of its pandas series, where no frame reads them), with a warning here
+  (:meth:`Keyframes.unused_warning`); duplicate frames: the last key in the mapping wins (Deforum assigns in
+  dict order). At most :data:`~flipbook.spec.schedules.MAX_KEYFRAMES` keys, as many as the longest
+  animation has frames. As in :mod:`flipbook.spec.schedules`, a literal key
   that is negative or not a whole number is an error rather than silently dropped or truncated.
 - Deforum joins the global additions as ``f"{positive} {prompt} {'' if '--neg' in prompt else '--neg'}
   {negative}"`` (with ``--neg`` removed from ``negative``), then splits the text at ``--neg`` (a plain
@@ -57,6 +59,7 @@ import numpy as np
 
 from flipbook.errors import SpecError
 from flipbook.spec.expressions import CompiledExpression, ExpressionError, compile_expression
+from flipbook.spec.schedules import MAX_KEYFRAMES
 
 DEFORUM_KEY_NAMES: tuple[str, ...] = ("max_f", "s")
 """Variables a Deforum prompt key may use: ``max_f`` as in Deforum's render.py, ``s`` (the seed) as in its
@@ -93,10 +96,63 @@ def parse_deforum_prompts(
 ) -> dict[int, PromptKey]:
     """Deforum's ``animation_prompts`` → keyframes by frame (sorted), with ``animation_prompts_positive`` /
     ``_negative`` joined in Deforum's order (see the module docstring)."""
+    return deforum_keyframes(
+        prompts, max_frames=max_frames, seed=seed, positive=positive, negative=negative, field=field
+    ).by_frame
+
+
+@dataclass(frozen=True)
+class Keyframes:
+    """Prompt keyframes resolved against the animation: those within it by frame (sorted), and the keys as
+    written that fall outside it (with the frame each gives), which no frame uses."""
+
+    by_frame: dict[int, PromptKey]
+    unused: dict[str, int]
+
+    def unused_warning(self, max_frames: int, field: str = "prompts") -> str | None:
+        """One line saying which keyframes no frame reaches (None when all are used)."""
+        if not self.unused:
+            return None
+        shown = [f"{key!r}" + ("" if key.strip() == str(frame) else f" (frame {frame})")
+                 for key, frame in list(self.unused.items())[:_SHOWN_UNUSED]]  # fmt: skip
+        more = len(self.unused) - len(shown)
+        listed = ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+        count = len(self.unused)
+        return (
+            f"{field}: {count} keyframe{'s' if count > 1 else ''} outside frames 0..{max_frames - 1} "
+            f"(animation.max_frames = {max_frames}) {'are' if count > 1 else 'is'} not used: {listed}"
+        )
+
+
+_SHOWN_UNUSED = 5
+
+
+def check_keyframe_count(count: int, field: str = "prompts") -> None:
+    """At most :data:`MAX_KEYFRAMES` prompt keyframes (the bound schedules have too): as many as the longest
+    animation has frames; more could never each start a frame, and every plan would pay for them."""
+    if count > MAX_KEYFRAMES:
+        raise SpecError(
+            field, f"{count} keyframes", f"at most {MAX_KEYFRAMES} prompt keyframes",
+            detail="animation.max_frames is at most the same, so more could never each start a frame",
+        )  # fmt: skip
+
+
+def deforum_keyframes(
+    prompts: Mapping[str, str],
+    *,
+    max_frames: int,
+    seed: int,
+    positive: str = "",
+    negative: str = "",
+    field: str = "prompts",
+) -> Keyframes:
+    """:func:`parse_deforum_prompts` that also says which keys fall outside the animation (Deforum drops them
+    silently; flipbook warns, see :meth:`Keyframes.unused_warning`)."""
     if isinstance(max_frames, bool) or not isinstance(max_frames, int | np.integer) or max_frames < 1:
         raise ValueError(f"max_frames must be a positive integer, not {max_frames!r}")
     if not isinstance(prompts, Mapping) or not prompts:
         raise SpecError(field, prompts, 'a non-empty table of frame → prompt, e.g. {"0": "a forest"}')
+    check_keyframe_count(len(prompts), field)
     if NEG_MARKER in positive:
         raise SpecError(
             f"{field} positive", positive, f"text without {NEG_MARKER}", detail="it would split every prompt"
@@ -104,15 +160,18 @@ def parse_deforum_prompts(
     global_negative = negative.replace(NEG_MARKER, "")  # Deforum removes it the same way
     scalars = {"max_f": float(max_frames - 1), "s": float(seed)}
     chosen: dict[int, PromptKey] = {}
+    unused: dict[str, int] = {}
     for key, text in prompts.items():
         if not isinstance(text, str):
             raise SpecError(f"{field}[{key!r}]", text, "prompt text")
         frame = deforum_key_frame(key, scalars, field=field)
-        if 0 <= frame < max_frames:
-            own_positive, own_negative = split_negative(text)
-            chosen[frame] = PromptKey(
-                frame, _join_words(positive, own_positive), _join_words(own_negative, global_negative)
-            )
+        if not 0 <= frame < max_frames:
+            unused[str(key)] = frame
+            continue
+        own_positive, own_negative = split_negative(text)
+        chosen[frame] = PromptKey(
+            frame, _join_words(positive, own_positive), _join_words(own_negative, global_negative)
+        )
     if not chosen:
         raise SpecError(
             field,
@@ -120,7 +179,7 @@ def parse_deforum_prompts(
             f"at least one key within frames 0..{max_frames - 1}",
             detail="all are out of range",
         )
-    return dict(sorted(chosen.items()))
+    return Keyframes(dict(sorted(chosen.items())), unused)
 
 
 def deforum_key_frame(key: str | int, scalars: Mapping[str, float], *, field: str = "prompts") -> int:
@@ -215,6 +274,7 @@ def parse_prompt_lines(text: str, *, field: str = "prompt") -> tuple[str, dict[i
             )
         keys[frame] = match.group(2) or ""
         key_lines[frame] = number
+    check_keyframe_count(len(keys), field)
     if not keys:
         return stripped, {}, ""
     return ", ".join(head), dict(sorted(keys.items())), ", ".join(tail)
