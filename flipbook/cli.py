@@ -516,7 +516,7 @@ class _ProgressEvents:
             TimeRemainingColumn,
         )
 
-        from flipbook.runs.events import Events
+        from flipbook.events import Events
 
         self.bar = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -573,7 +573,7 @@ class _stop_on_ctrl_c:
     def __exit__(self, kind, error, traceback) -> bool:
         import signal
 
-        from flipbook.runs.events import RenderCancelled
+        from flipbook.events import RenderCancelled
 
         signal.signal(signal.SIGINT, self._previous)
         if kind is not None and issubclass(kind, RenderCancelled | KeyboardInterrupt):

@@ -5,9 +5,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from flipbook.events import Events, RenderCancelled
 from flipbook.io.pnginfo import parse_parameters, read_png_parameters
 from flipbook.modes.camera import diffused_frames
-from flipbook.runs.events import Events, RenderCancelled
 from flipbook.runs.render import render, resume
 from flipbook.runs.run_dir import resume_point
 from flipbook.spec.load import spec_from_data

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from flipbook.errors import FlipbookError
+from flipbook.events import Events, RenderCancelled
 from flipbook.models.samplers import SAMPLER_NAMES, SCHEDULER_CLASS_NAMES, is_stochastic
-from flipbook.runs.events import Events, RenderCancelled
 from flipbook.sampling.core import SamplingCore
 from flipbook.sampling.requests import FrameRequest
 

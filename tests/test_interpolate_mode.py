@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flipbook.errors import FlipbookError
+from flipbook.events import Events, RenderCancelled
 from flipbook.io.readers import read_frames
 from flipbook.io.writers import write_mp4
-from flipbook.runs.events import Events, RenderCancelled
 from flipbook.runs.render import render, resume
 from flipbook.sampling.core import SamplingCore
 from flipbook.sampling.noise import keyframe_noise, slerp

@@ -7,7 +7,7 @@ import PIL.Image
 import pytest
 
 from flipbook.errors import FlipbookError
-from flipbook.runs.events import Events, RenderCancelled
+from flipbook.events import Events, RenderCancelled
 from flipbook.runs.render import render
 from flipbook.spec.load import load_spec, spec_from_data
 from flipbook.spec.plan import build_plan

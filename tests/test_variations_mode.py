@@ -6,10 +6,10 @@ import PIL.Image
 import pytest
 
 from flipbook.errors import FlipbookError
+from flipbook.events import Events, RenderCancelled
 from flipbook.modes.frame import animation_mask, init_image, keep_still
 from flipbook.modes.variations import variation_path
 from flipbook.motion.ordering import order_images
-from flipbook.runs.events import Events, RenderCancelled
 from flipbook.runs.render import render, resume
 from flipbook.sampling.core import SamplingCore
 from flipbook.spec.load import spec_from_data

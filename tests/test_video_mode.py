@@ -10,11 +10,11 @@ import PIL.Image
 import pytest
 
 from flipbook.errors import FlipbookError
+from flipbook.events import Events, RenderCancelled
 from flipbook.io.readers import select_frames
 from flipbook.io.writers import Soundtrack, write_mp4
 from flipbook.modes.video import resize
 from flipbook.motion.consistency import temporal_error
-from flipbook.runs.events import Events, RenderCancelled
 from flipbook.runs.render import render, resume
 from flipbook.spec.load import spec_from_data
 

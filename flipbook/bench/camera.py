@@ -39,13 +39,13 @@ from flipbook.bench.report import write_report
 from flipbook.bench.sampler import _machine, _sync
 from flipbook.bench.timing import ModuleTimer
 from flipbook.errors import FlipbookError
+from flipbook.events import Events, FrameEvent
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.loading import load_model
 from flipbook.models.samplers import make_scheduler
 from flipbook.motion.camera2d import matrix_2d, warp_2d
 from flipbook.motion.color import match_colors
 from flipbook.motion.filters import add_noise, adjust_contrast, unsharp_mask
-from flipbook.runs.events import Events, FrameEvent
 from flipbook.runs.render import render
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import FramePlan, Plan, build_plan

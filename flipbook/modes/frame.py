@@ -19,8 +19,8 @@ from flipbook.spec.model import Spec
 from flipbook.spec.plan import FramePlan, Plan, denoise_for
 
 if TYPE_CHECKING:
+    from flipbook.events import Events
     from flipbook.runs.cores import Cores
-    from flipbook.runs.events import Events
     from flipbook.runs.run_dir import RunDir
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import gc
 
+from flipbook.events import Events
 from flipbook.models.controlnet import ControlNets
 from flipbook.models.extra_networks import ExtraNetworks
 from flipbook.models.loading import load_model
-from flipbook.runs.events import Events
 from flipbook.sampling.core import SamplingCore
 from flipbook.spec.model import ModelSection
 

@@ -10,13 +10,13 @@ import numpy as np
 
 from flipbook import __version__
 from flipbook.control import check_controlnet
+from flipbook.events import Events, FrameEvent
 from flipbook.io.pnginfo import GenerationParameters, format_parameters, save_png
 from flipbook.models.extra_networks import ExtraNetworks
 from flipbook.models.folders import ModelsDir
 from flipbook.modes import get_mode
 from flipbook.modes.frame import Frame, ModeContext, animation_mask, init_image
 from flipbook.runs.cores import Cores
-from flipbook.runs.events import Events, FrameEvent
 from flipbook.runs.finish import check_output_size, check_post_inputs, write_animation
 from flipbook.runs.run_dir import RunDir, resume_point
 from flipbook.spec.model import Spec

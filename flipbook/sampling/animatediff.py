@@ -28,9 +28,9 @@ from diffusers import AnimateDiffPipeline, MotionAdapter, UNetMotionModel
 from diffusers.image_processor import VaeImageProcessor
 
 from flipbook.errors import FlipbookError
+from flipbook.events import Events, StepEvent
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.samplers import make_scheduler
-from flipbook.runs.events import Events, StepEvent
 from flipbook.sampling.context import ContextOptions, context_windows, fuse_weights
 from flipbook.sampling.core import (
     _residual_kwargs,

@@ -20,11 +20,11 @@ import PIL.Image
 import torch
 from diffusers.image_processor import VaeImageProcessor
 
+from flipbook.events import Events, StepEvent
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.controlnet import ControlNets
 from flipbook.models.lora import LoraSet
 from flipbook.models.samplers import make_scheduler
-from flipbook.runs.events import Events, StepEvent
 from flipbook.sampling.encode import PromptEncoder
 from flipbook.sampling.requests import Control, FrameRequest
 

@@ -9,7 +9,7 @@ from ``min_guidance_scale`` at the first frame to ``max_guidance_scale`` at the 
 when ``max_guidance_scale`` <= 1, as diffusers does. The scheduler is the model's own (Euler on Karras/EDM
 sigmas for every SVD release); frames are decoded ``decode_chunk_size`` at a time by the temporal decoder.
 
-What flipbook adds: progress, previews and cancel through :class:`~flipbook.runs.events.Events`, and the motion
+What flipbook adds: progress, previews and cancel through :class:`~flipbook.events.Events`, and the motion
 brush: with a mask (1 = animated), after every step the latents outside it are replaced by the start image's
 latents noised to the step's sigma, so those parts follow the start image all the way down (the way
 inpainting keeps its unmasked part) and end exactly on it.
@@ -31,8 +31,8 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 from diffusers.schedulers import EulerDiscreteScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
+from flipbook.events import Events, StepEvent
 from flipbook.models.svd import SvdBundle
-from flipbook.runs.events import Events, StepEvent
 from flipbook.sampling.core import latents_preview
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flipbook.errors import FlipbookError
-from flipbook.runs.events import RenderCancelled
+from flipbook.events import RenderCancelled
 from flipbook.server.progress import ProgressHub
 from flipbook.server.stills import STILL_KINDS, ModelCache, run_still
 from flipbook.server.store import CANCELLED, DONE, FAILED, INTERRUPTED, RENDER, RUNNING, JobRecord, JobStore

@@ -1,6 +1,6 @@
 """Live progress of running jobs, in memory, and its delivery to server-sent-event streams.
 
-A render reports through its :class:`~flipbook.runs.events.Events` object (steps, frames, previews) on a worker
+A render reports through its :class:`~flipbook.events.Events` object (steps, frames, previews) on a worker
 thread; HTTP handlers read the latest snapshot (polling) or subscribe to a :class:`Mailbox` (SSE) that the
 event loop fills. Frames and state changes are delivered one by one; steps are coalesced to the latest one,
 so a slow client never makes memory grow with the number of steps. Progress also goes to SQLite at every
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flipbook.runs.events import Events, FrameEvent, StepEvent
+from flipbook.events import Events, FrameEvent, StepEvent
 
 
 @dataclass
