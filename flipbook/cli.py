@@ -145,13 +145,14 @@ def plan(
     """Chart every schedule over the frames, prompt keyframes marked, and (2d/3d) write a motion preview GIF:
     a test pattern or the init image moved by the camera, no diffusion; no model is loaded."""
     from flipbook.io.plan_chart import plot_plan
+    from flipbook.modes import get_mode
     from flipbook.spec.plan import build_plan
 
     loaded = _load_spec_warning(spec, set_).with_seed()
     built = build_plan(loaded)
     chart_path = out or spec.with_suffix(".plan.png")
     typer.echo(str(plot_plan(built, chart_path, title=spec.name)))
-    if motion and loaded.animation.mode in ("2d", "3d"):
+    if motion and get_mode(loaded.animation.mode).camera_path is not None:
         from flipbook.runs.preview import write_motion_preview
 
         gif = chart_path.with_name(
