@@ -1,9 +1,10 @@
 """Which web UI widget a spec field gets, from the field's JSON Schema alone (no Gradio here).
 
 :func:`widget_for` reads what ``flipbook schema`` says of a field: an input file (``x-flipbook.input_file``)
-is an upload box for its kind, a model (``x-flipbook.model``) a name box offering the built-ins, a schedule (a
-number, per-frame list, schedule string or table) a text box with the range and unit of its type, a choice a
-dropdown, a bounded number a slider, and so on. The web UI builds each mode's form with it
+is an upload box for its kind, a model (``x-flipbook.model``) a name box offering the built-ins (prompt text,
+whose ``<lora:...>`` tags name models, a prompt box), a schedule (a number, per-frame list, schedule string or
+table) a text box with the range and unit of its type, a choice a dropdown, a bounded number a slider, and
+so on. The web UI builds each mode's form with it
 (:mod:`flipbook.server.ui`), so a field added to a mode's section comes with its widget.
 """
 
@@ -16,7 +17,7 @@ from typing import Any, Literal
 from flipbook.spec.references import FILE_KINDS, parse_field
 
 WidgetKind = Literal[
-    "upload", "model", "schedule", "choice", "integer", "number", "slider", "checkbox", "text"
+    "upload", "model", "prompt", "schedule", "choice", "integer", "number", "slider", "checkbox", "text"
 ]
 
 
@@ -77,6 +78,8 @@ def widget_for(schema: dict[str, Any], label: str | None = None, default: Any = 
     if "input_file" in meaning:
         kind = FILE_KINDS[meaning["input_file"]]
         return Widget("upload", label, None, file_kind=meaning["input_file"], file_types=kind.file_types)
+    if meaning.get("form") == "prompt_tags":  # prompt text whose <lora:...> tags name models
+        return Widget("prompt", label, default)
     if "model" in meaning:
         return Widget("model", label, default, choices=tuple(meaning.get("builtins", ())))
     bounds = {**meaning.get("range", {})}
