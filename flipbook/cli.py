@@ -192,7 +192,9 @@ def schema(
         Path | None, typer.Option("--out", "-o", help="write to this file instead of stdout")
     ] = None,
 ) -> None:
-    """Write the spec's JSON Schema (for editor autocompletion and validation)."""
+    """Write the spec's JSON Schema (for editor autocompletion and validation): the modes and each one's
+    section, and under "x-flipbook" what a field means (input files and models by kind, schedule ranges and
+    units)."""
     import json
 
     from flipbook.spec.model import Spec
@@ -458,7 +460,8 @@ def bench(
     case: Annotated[
         str,
         typer.Argument(
-            help="benchmark case: sampler, camera-2d, interpolate, video, frame-interpolation, encode, server"
+            help="benchmark case: sampler, camera-2d, frame-interpolation, encode, server, or a mode's own "
+            "(interpolate, video, svd, animatediff)"
         ),
     ] = "sampler",
     model: ModelOpt = "tiny",

@@ -244,6 +244,17 @@ def _mode_schema(schema: dict[str, Any]) -> None:
     }
 
 
+def _interpolation_defaults() -> str:
+    """The modes' ``prompt_interpolation`` defaults in words: "lerp in interpolate and animatediff modes, hold in
+    the others"."""
+    by_default: dict[str, list[str]] = {}
+    for mode in MODES.values():
+        by_default.setdefault(mode.prompt_interpolation, []).append(mode.name)
+    others = by_default.pop("hold", [])
+    words = [f"{value} in {' and '.join(names)} modes" for value, names in by_default.items()]
+    return ", ".join([*words, "hold in the others"] if others else words)
+
+
 class AnimationSection(Section):
     mode: ModeName = Field(
         DEFAULT_MODE,
@@ -270,10 +281,8 @@ class AnimationSection(Section):
         description="in-between frames' text conditioning: hold keeps each keyframe's prompt until the next "
         "keyframe (Deforum); lerp and slerp move the prompt (and negative) embeddings linearly or spherically "
         "toward the next keyframe's, as latent-walk tools and AnimateDiff prompt travel do; composable prompts "
-        "(AND, |) blend in the noise prediction instead. LoRAs follow the keyframe in force. Default: the "
-        "mode's ("
-        + ", ".join(f"{mode.prompt_interpolation} in {mode.name}" for mode in MODES.values())
-        + ")",
+        "(AND, |) blend in the noise prediction instead. LoRAs follow the keyframe in force. Default: "
+        + _interpolation_defaults(),
     )
 
     def text_interpolation(self) -> Literal["hold", "lerp", "slerp"]:
