@@ -145,13 +145,14 @@ def plan(
     """Chart every schedule over the frames, prompt keyframes marked, and (2d/3d) write a motion preview GIF:
     a test pattern or the init image moved by the camera, no diffusion; no model is loaded."""
     from flipbook.io.plan_chart import plot_plan
+    from flipbook.modes import get_mode
     from flipbook.spec.plan import build_plan
 
     loaded = _load_spec_warning(spec, set_).with_seed()
     built = build_plan(loaded)
     chart_path = out or spec.with_suffix(".plan.png")
     typer.echo(str(plot_plan(built, chart_path, title=spec.name)))
-    if motion and loaded.animation.mode in ("2d", "3d"):
+    if motion and get_mode(loaded.animation.mode).camera_path is not None:
         from flipbook.runs.preview import write_motion_preview
 
         gif = chart_path.with_name(
@@ -191,7 +192,9 @@ def schema(
         Path | None, typer.Option("--out", "-o", help="write to this file instead of stdout")
     ] = None,
 ) -> None:
-    """Write the spec's JSON Schema (for editor autocompletion and validation)."""
+    """Write the spec's JSON Schema (for editor autocompletion and validation): the modes and each one's
+    section, and under "x-flipbook" what a field means (input files and models by kind, schedule ranges and
+    units)."""
     import json
 
     from flipbook.spec.model import Spec
@@ -457,7 +460,8 @@ def bench(
     case: Annotated[
         str,
         typer.Argument(
-            help="benchmark case: sampler, camera-2d, interpolate, video, frame-interpolation, encode, server"
+            help="benchmark case: sampler, camera-2d, frame-interpolation, encode, server, or a mode's own "
+            "(interpolate, video, svd, animatediff)"
         ),
     ] = "sampler",
     model: ModelOpt = "tiny",

@@ -11,7 +11,7 @@ import torch
 from flipbook.errors import FlipbookError, SpecError
 from flipbook.models.motion import tiny_motion_adapter
 from flipbook.models.samplers import make_scheduler
-from flipbook.modes import animatediff as mode
+from flipbook.modes.animatediff import render as mode
 from flipbook.runs.render import render
 from flipbook.sampling import animatediff as sampling
 from flipbook.sampling.animatediff import (

@@ -55,6 +55,38 @@ with open(sys.argv[2], "w") as file:
     json.dump([{"argv": ["ui chart"], "code": 0 if message == "Valid." else message, "heavy": heavy}], file)
 """
 
+# The spec package on its own: every mode's descriptor and settings, every example loaded, validated, planned
+# and summarised, the schema and every field's web UI widget: nothing of it may import torch.
+SPEC_DRIVER = """
+import json, sys
+from pathlib import Path
+import flipbook.modes
+from flipbook.modes import REGISTERED
+from flipbook.server.widgets import field_schema, widget_for
+from flipbook.spec.load import load_spec
+from flipbook.spec.model import Spec
+from flipbook.spec.plan import build_plan
+from flipbook.spec.references import field_name, marked_fields
+from flipbook.spec.summary import summarize
+
+report = []
+for path in json.loads(sys.argv[1])[0]:
+    spec = load_spec(path)
+    summarize(spec)
+    build_plan(spec.with_seed())
+    report.append({"argv": [path], "code": 0, "heavy": sorted({n.split(".")[0] for n in sys.modules} & set(HEAVY))})
+Spec.model_json_schema()
+for location, _ in marked_fields():
+    widget_for(field_schema(field_name(tuple(0 if p == "[i]" else p for p in location))))
+for mode in REGISTERED:
+    for form_field in mode.form:
+        widget_for(field_schema(form_field.path))
+heavy = sorted({name.split(".")[0] for name in sys.modules} & set(HEAVY))
+report.append({"argv": ["schema, widgets, descriptors"], "code": 0, "heavy": heavy})
+with open(sys.argv[2], "w") as file:
+    json.dump(report, file)
+"""
+
 
 def _run_fresh(driver: str, commands: list[list[str]], tmp_path: Path) -> list[dict]:
     """``driver`` in a new interpreter (cwd: the repository, so examples find their assets); its report."""
@@ -152,3 +184,13 @@ def test_plan_without_motion_preview_is_light(cli):
 
 def test_ui_replot_is_light(tmp_path):
     _assert_light(_run_fresh(UI_DRIVER, [], tmp_path), [["ui chart"]])
+
+
+def test_the_spec_package_validates_every_example_without_torch(tmp_path):
+    """Importing the spec, the mode registry and every mode's descriptor and settings, validating, planning and
+    summarising every example, the schema and the widgets never import torch or diffusers: a mode's render
+    code is only imported by a render."""
+    paths = [str(p) for p in EXAMPLES if p.suffix == ".toml"]
+    report = _run_fresh(SPEC_DRIVER, [paths], tmp_path)
+    assert len(report) == len(paths) + 1
+    _assert_light(report, [entry["argv"] for entry in report])

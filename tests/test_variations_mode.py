@@ -8,7 +8,7 @@ import pytest
 from flipbook.errors import FlipbookError
 from flipbook.events import Events, RenderCancelled
 from flipbook.modes.frame import animation_mask, init_image, keep_still
-from flipbook.modes.variations import variation_path
+from flipbook.modes.variations.render import variation_path
 from flipbook.motion.ordering import order_images
 from flipbook.runs.render import render, resume
 from flipbook.sampling.core import SamplingCore
@@ -107,7 +107,7 @@ def test_frames_play_the_stored_variations_in_their_order(tmp_path, inputs, orde
 
 def test_frames_follow_whatever_order_the_ordering_gives(tmp_path, inputs, monkeypatch):
     """Deterministically not generation order (the real order of four tiny-model images may happen to be)."""
-    monkeypatch.setattr("flipbook.modes.variations.order_for", lambda distances, how: [2, 0, 3, 1])
+    monkeypatch.setattr("flipbook.modes.variations.render.order_for", lambda distances, how: [2, 0, 3, 1])
     spec = make_spec(tmp_path, inputs)
     result = render(spec)
     variations, mask, still = stored(result.run_dir), animation_mask(spec), init_image(spec)

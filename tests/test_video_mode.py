@@ -13,7 +13,7 @@ from flipbook.errors import FlipbookError
 from flipbook.events import Events, RenderCancelled
 from flipbook.io.readers import select_frames
 from flipbook.io.writers import Soundtrack, write_mp4
-from flipbook.modes.video import resize
+from flipbook.modes.video.render import resize
 from flipbook.motion.consistency import temporal_error
 from flipbook.runs.render import render, resume
 from flipbook.spec.load import spec_from_data
@@ -142,7 +142,7 @@ def test_pixels_outside_the_mask_are_the_source(tmp_path, source):
     PIL.Image.fromarray(mask).save(tmp_path / "mask.png")
     masked = frames(render(make_spec(tmp_path, source, "masked", init={"mask": str(tmp_path / "mask.png")})))
     plain = frames(render(make_spec(tmp_path, source, "plain")))
-    from flipbook.modes.video import read_source
+    from flipbook.modes.video.render import read_source
 
     src = read_source(make_spec(tmp_path, source)).frames
     for out, full, original in zip(masked, plain, src, strict=True):
@@ -156,7 +156,7 @@ def test_a_mask_video_follows_its_frames(tmp_path, source):
         m[:, : 16 * (i + 1)] = 255
     mask_video = write_mp4(masks, tmp_path / "mask.mp4", fps=12, crf=0)
     out = frames(render(make_spec(tmp_path, source, video={"mask_video": str(mask_video)})))
-    from flipbook.modes.video import read_source
+    from flipbook.modes.video.render import read_source
 
     src = read_source(make_spec(tmp_path, source)).frames
     for i in range(3):  # frame 3's mask covers everything

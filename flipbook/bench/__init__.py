@@ -1,4 +1,5 @@
-"""``flipbook bench``: benchmark cases; each writes JSON and a markdown table to the output folder."""
+"""``flipbook bench``: benchmark cases; each writes JSON and a markdown table to the output folder. A mode's own
+case is its descriptor's ``bench`` (listed under the mode's name)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flipbook.errors import FlipbookError
+from flipbook.modes import REGISTERED
 
 
 def _case(
     module: str, *, takes: tuple[str, ...] | None = None, uses_frames: bool = True, **fixed: object
 ) -> Callable[..., str]:
-    """A case whose module (``flipbook/bench/<module>.py``, with a ``run``) is imported when it runs.
+    """A case whose module (with a ``run``: ``flipbook.bench.<module>``, or a full dotted path) is imported when
+    it runs.
 
     The CLI passes every option to every case: ``takes`` names the ones this case reads (None: all), ``frames``
     is passed only when given and the case uses it (so each case keeps its own default), and ``fixed`` adds
@@ -24,7 +27,8 @@ def _case(
             options = {name: value for name, value in options.items() if name in takes}
         if uses_frames and frames is not None:
             options["frames"] = frames
-        return importlib.import_module(f"flipbook.bench.{module}").run(**fixed, **options)
+        path = module if "." in module else f"flipbook.bench.{module}"
+        return importlib.import_module(path).run(**fixed, **options)
 
     return run
 
@@ -34,13 +38,10 @@ _FRAME_SIZE = ("width", "height", "runs", "out")  # cases without a model: frame
 CASES: dict[str, Callable[..., str]] = {
     "sampler": _case("sampler", uses_frames=False),  # one image per run
     "camera-2d": _case("camera"),
-    "interpolate": _case("batching", case="interpolate"),
-    "video": _case("batching", case="video"),
     "frame-interpolation": _case("interpolate", takes=_FRAME_SIZE),
     "encode": _case("encode", takes=_FRAME_SIZE),
     "server": _case("server", takes=("runs", "out"), uses_frames=False),
-    "svd": _case("svd"),
-    "animatediff": _case("animatediff"),
+    **{mode.name: _case(mode.bench) for mode in REGISTERED if mode.bench is not None},
 }
 
 

@@ -1,5 +1,5 @@
-"""Benchmarks ``interpolate`` and ``video``: modes whose frames are independent, rendered with frames batched
-against one frame per call.
+"""The benchmark of modes whose frames are independent, rendered with frames batched against one frame per call;
+each such mode's case gives the spec (``flipbook/modes/<name>/bench.py``, registered by its descriptor):
 
 - ``interpolate``: the latent walk (keyframed prompts, per-keyframe noise, lerped embeddings).
 - ``video``: restyling a synthetic source clip (a textured background with a moving square, made in a
@@ -17,6 +17,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
@@ -26,7 +27,6 @@ import PIL.Image
 from flipbook.bench.report import write_report
 from flipbook.bench.sampler import _machine, _sync
 from flipbook.errors import FlipbookError
-from flipbook.io.writers import write_mp4
 from flipbook.models.loading import load_model
 from flipbook.runs.render import render
 from flipbook.spec.model import Spec
@@ -37,8 +37,14 @@ SEED = 1234
 CFG = 7.0
 
 
+SpecFor = Callable[[str, int, int, int, str, int, int, Path], Spec]
+"""(model, width, height, steps, sampler, frames, batch size, a scratch folder) -> the spec to render."""
+
+
 def run(
+    spec_for: SpecFor,
     *,
+    case: str,
     model: str,
     width: int,
     height: int,
@@ -50,7 +56,6 @@ def run(
     out: Path,
     frames: int = 8,
     batch: int = 4,
-    case: str = "interpolate",
 ) -> str:
     """Time ``frames`` frames of ``case`` batched by ``batch`` and one by one; write JSON and markdown."""
     if frames < 2:
@@ -58,9 +63,8 @@ def run(
     if batch < 2:
         raise FlipbookError("batch", batch, "at least 2 (1 is the one-by-one run it is compared with)")
     with tempfile.TemporaryDirectory(prefix="flipbook-bench-source-") as folder:
-        make = _SPECS[case]
         specs = {
-            size: make(model, width, height, steps, sampler, frames, size, Path(folder))
+            size: spec_for(model, width, height, steps, sampler, frames, size, Path(folder))
             for size in (batch, 1)
         }
         return _run(specs, case, model=model, width=width, height=height, steps=steps, runs=runs,
@@ -103,55 +107,6 @@ def _run(
     }
     result["speedup"] = result["batched_frames_per_s"] / result["single_frames_per_s"]
     return _write(result, out)
-
-
-def walk_spec(
-    model: str, width: int, height: int, steps: int, sampler: str, frames: int, batch: int, folder: Path
-) -> Spec:
-    keys = {"0": PROMPTS["0"], str(frames - 1): PROMPTS["8"]}
-    return Spec(
-        model={"name": model},
-        sampling={"sampler": sampler, "steps": steps, "cfg": CFG, "seed": SEED},
-        animation={"mode": "interpolate", "max_frames": frames, "width": width, "height": height},
-        prompts=keys,
-        negative_prompt=NEGATIVE,
-        interpolate={"batch_size": batch},
-        output={"formats": ["png"], "name": "bench"},
-    )
-
-
-def video_spec(
-    model: str, width: int, height: int, steps: int, sampler: str, frames: int, batch: int, folder: Path
-) -> Spec:
-    source = folder / "source.mp4"
-    if not source.exists():
-        write_mp4(_moving_square(frames, width, height), source, fps=12, crf=18)
-    return Spec(
-        model={"name": model},
-        sampling={"sampler": sampler, "steps": steps, "cfg": CFG, "seed": SEED, "seed_behavior": "fixed"},
-        animation={"mode": "video", "max_frames": frames, "width": width, "height": height, "strength": 0.5},
-        prompts={"0": PROMPTS["0"]},
-        negative_prompt=NEGATIVE,
-        init={"video": source},
-        video={"batch_size": batch},
-        output={"formats": ["png"], "name": "bench"},
-    )
-
-
-def _moving_square(frames: int, width: int, height: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(SEED)
-    background = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-    side = max(4, min(width, height) // 4)
-    clip = []
-    for i in range(frames):
-        frame = background.copy()
-        left = (i * max(1, width // 32)) % max(1, width - side)
-        frame[height // 3 : height // 3 + side, left : left + side] = (240, 200, 40)
-        clip.append(frame)
-    return clip
-
-
-_SPECS = {"interpolate": walk_spec, "video": video_spec}
 
 
 def _timed_render(spec: Spec, device) -> tuple[float, list[np.ndarray]]:

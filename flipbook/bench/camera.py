@@ -43,6 +43,7 @@ from flipbook.events import Events, FrameEvent
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.loading import load_model
 from flipbook.models.samplers import make_scheduler
+from flipbook.modes.camera import CAMERA_2D
 from flipbook.motion.camera2d import matrix_2d, warp_2d
 from flipbook.motion.color import match_colors
 from flipbook.motion.filters import add_noise, adjust_contrast, unsharp_mask
@@ -107,7 +108,7 @@ def camera_spec(model: str, width: int, height: int, steps: int, sampler: str, f
     return Spec(
         model={"name": model},
         sampling={"sampler": sampler, "steps": steps, "cfg": CFG, "seed": SEED},
-        animation={"mode": "2d", "max_frames": frames + 1, "width": width, "height": height,
+        animation={"mode": CAMERA_2D.name, "max_frames": frames + 1, "width": width, "height": height,
                    "strength": STRENGTH},
         prompts={"0": PROMPT},
         negative_prompt=NEGATIVE,

@@ -4,7 +4,7 @@
 frames)`` moves an image shown at frame ``at`` through the motion of ``frames`` (consecutive, each frame's
 motion applied in turn) with one resampling; ``warp_back`` undoes that motion, bringing an image from the end
 of ``frames`` back to the frame before them. 2D composes 3x3 homographies; 3D composes rigid camera motions
-and warps with the depth of the image being moved.
+and warps with the depth of the image being moved. :func:`camera_for` makes either from the per-frame values.
 """
 
 from __future__ import annotations
@@ -137,3 +137,49 @@ class Camera3D:
         )
         pixels = (out.clamp(0, 1) * 255.0).round().to(torch.uint8)
         return pixels.permute(1, 2, 0).contiguous().numpy()
+
+
+def camera_for(
+    values: Values,
+    *,
+    depth: bool,
+    width: int,
+    height: int,
+    border: str = "replicate",
+    flip: bool = False,
+    padding_mode: str = "border",
+    sampling_mode: str = "bicubic",
+    disparity: Callable[[np.ndarray], np.ndarray] | None = None,
+    on_depth: Callable[[int, np.ndarray], None] | None = None,
+    size: tuple[int, int] | None = None,
+) -> Camera:
+    """The camera path over per-frame ``values`` for pictures of ``width`` x ``height``: 2D (homographies), or
+    with ``depth`` 3D (rigid motions, the image lifted with its ``disparity``; without one a flat scene at
+    ``near``, as the motion preview uses: no depth model is loaded). ``size`` (width, height) other than the
+    picture's scales 2D pixel translations to match (the preview renders small); 3D motion doesn't depend on
+    the picture's size."""
+    if not depth:
+        shown_width, shown_height = size or (width, height)
+        if (shown_width, shown_height) != (width, height):
+            values = [_scaled_translation(v, shown_width / width, shown_height / height) for v in values]
+        return Camera2D(values, width=shown_width, height=shown_height, border=border, flip=flip)
+    return Camera3D(
+        values,
+        disparity=disparity or flat_disparity,
+        padding_mode=padding_mode,
+        sampling_mode=sampling_mode,
+        on_depth=on_depth,
+    )
+
+
+def _scaled_translation(values: Mapping[str, float], sx: float, sy: float) -> dict[str, float]:
+    return {
+        **values,
+        "translation_x": values["translation_x"] * sx,
+        "translation_y": values["translation_y"] * sy,
+    }
+
+
+def flat_disparity(image: np.ndarray) -> np.ndarray:
+    """A flat scene: the same disparity everywhere (every pixel at ``near``)."""
+    return np.ones(image.shape[:2], np.float32)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
@@ -14,7 +13,7 @@ from flipbook.events import Events, FrameEvent
 from flipbook.io.pnginfo import GenerationParameters, format_parameters, save_png
 from flipbook.models.extra_networks import ExtraNetworks
 from flipbook.models.folders import ModelsDir
-from flipbook.modes import get_mode
+from flipbook.modes import Mode, get_mode
 from flipbook.modes.frame import Frame, ModeContext, animation_mask, init_image
 from flipbook.runs.cores import Cores
 from flipbook.runs.finish import check_output_size, check_post_inputs, write_animation
@@ -54,15 +53,14 @@ def resume(run_dir: str | Path, events: Events | None = None) -> RenderResult:
     return _render(run.read_spec(), events or Events(), run=run)
 
 
-def prepare(spec: Spec) -> tuple[Spec, Plan, ModuleType]:
+def prepare(spec: Spec) -> tuple[Spec, Plan, Mode]:
     """Everything a render resolves and checks before any model loads, in the render's order: the seed, what
     the mode fills in from its inputs (``resolve_spec``: a source video's frame rate), the plan, every input
     file all modes read and the mode's own (videos decoded, ...). The server runs this before queueing a job,
     so a file the render would refuse (a truncated MP4) is refused at submission."""
     spec = spec.with_seed()
     mode = get_mode(spec.animation.mode)
-    if hasattr(mode, "resolve_spec"):
-        spec = mode.resolve_spec(spec)
+    spec = mode.resolve_spec(spec)
     plan = build_plan(spec)
     _check_inputs(spec, plan)
     mode.check_inputs(spec)
@@ -110,7 +108,7 @@ def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = Fa
     result.metrics = consistency_metrics(frames, mode, spec)
     run.write_metrics(result.metrics)
     run.log("temporal error: " + ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items()))
-    soundtrack = mode.soundtrack(spec) if hasattr(mode, "soundtrack") else None
+    soundtrack = mode.soundtrack(spec)
     parameters = animation_parameters(spec, plan, result.metrics)
     result.outputs = write_animation(spec, frames, run.path, parameters, soundtrack=soundtrack)
     run.log("done: " + ", ".join(f"{kind} {path.name}" for kind, path in result.outputs.items()))
@@ -157,7 +155,7 @@ def frame_parameters(frame: Frame, planned: FramePlan, spec: Spec) -> Generation
     )
 
 
-def consistency_metrics(frames: list[np.ndarray], mode, spec: Spec) -> dict[str, float]:
+def consistency_metrics(frames: list[np.ndarray], mode: Mode, spec: Spec) -> dict[str, float]:
     """The temporal-consistency score (flow-compensated frame-to-frame error, 0-255) of the output and, for
     modes with a source (video), of the source, so flicker is a number next to its baseline."""
     from flipbook.motion.consistency import temporal_error
@@ -166,8 +164,9 @@ def consistency_metrics(frames: list[np.ndarray], mode, spec: Spec) -> dict[str,
     output = temporal_error(frames)
     if output is not None:
         metrics["output"] = output
-        if hasattr(mode, "source_frames"):
-            metrics["source"] = temporal_error(mode.source_frames(spec))
+        source = mode.source_frames(spec)
+        if source is not None:
+            metrics["source"] = temporal_error(source)
     return metrics
 
 

@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flipbook.errors import FlipbookError
 from flipbook.server.settings import LOOPBACK_NAMES, ServerSettings, origin_key
-from flipbook.spec.references import ModelReference
+from flipbook.spec.references import FILE_KINDS, ModelReference
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -172,7 +172,7 @@ def confined_file(root: Path, relative: str) -> Path | None:
 
 # ---- uploads -----------------------------------------------------------------------------------------------
 
-_MAGIC = {  # kind -> (offset, bytes, suffix): the containers flipbook's readers open
+_MAGIC = {  # what a file is read as -> (offset, bytes, suffix): the containers flipbook's readers open
     "video": (
         (4, b"ftyp", ".mp4"),  # MP4, MOV, M4V
         (0, b"\x1a\x45\xdf\xa3", ".mkv"),  # Matroska, WebM
@@ -189,11 +189,6 @@ _MAGIC = {  # kind -> (offset, bytes, suffix): the containers flipbook's readers
         (0, b"\xff\xf2", ".mp3"),
         (4, b"ftyp", ".m4a"),
     ),
-}
-_ALLOWED = {
-    "image": "an image (PNG, JPEG, WebP, GIF, BMP, TIFF)",
-    "video": "a video (MP4, MOV, WebM, MKV, AVI) or a GIF",
-    "audio": "audio (WAV, FLAC, OGG, MP3, M4A)",
 }
 IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
 
@@ -212,21 +207,25 @@ def sniff_image(data: bytes, field: str) -> tuple[PIL.Image.Image, str]:
         ValueError,
         PIL.Image.DecompressionBombError,
     ):
-        raise RejectedUpload(field, f"{len(data)} bytes", _ALLOWED["image"], detail="not an image") from None
+        raise RejectedUpload(
+            field, f"{len(data)} bytes", FILE_KINDS["image"].what, detail="not an image"
+        ) from None
     if kind not in IMAGE_FORMATS:
-        raise RejectedUpload(field, kind or "unknown", _ALLOWED["image"])
+        raise RejectedUpload(field, kind or "unknown", FILE_KINDS["image"].what)
     return loaded, IMAGE_FORMATS[kind]
 
 
 def sniff_upload(data: bytes, field: str, kind: str) -> str:
-    """Check an uploaded file's bytes fit ``kind`` (image, video or audio); returns the suffix to save it
-    with. Images are recognised by decoding them, videos and audio by their container's magic bytes."""
-    if kind == "image":
+    """Check an uploaded file's bytes fit ``kind`` (one of the input-file kinds,
+    :data:`~flipbook.spec.references.FILE_KINDS`); returns the suffix to save it with. Images (and masks) are
+    recognised by decoding them, videos and audio by their container's magic bytes."""
+    file_kind = FILE_KINDS[kind]
+    if file_kind.read_as == "image":
         return sniff_image(data, field)[1]
-    for offset, magic, suffix in _MAGIC[kind]:
+    for offset, magic, suffix in _MAGIC[file_kind.read_as]:
         if data[offset : offset + len(magic)] == magic:
             return suffix
-    raise RejectedUpload(field, f"{len(data)} bytes", _ALLOWED[kind], detail=f"not {kind}")
+    raise RejectedUpload(field, f"{len(data)} bytes", file_kind.what, detail=f"not {file_kind.read_as}")
 
 
 # ---- model names -------------------------------------------------------------------------------------------
@@ -259,7 +258,7 @@ def check_model_reference(
         raise _refused(field, name, reference, PATH_REFUSED)
     if reference is None:
         return
-    if models_dir is not None and _in_models_dir(text, reference.folders, models_dir):
+    if models_dir is not None and reference.find(text, models_dir) is not None:
         return
     if reference.hub and is_hub_id(text):
         return
@@ -291,23 +290,6 @@ def is_hub_id(text: str) -> bool:
         and all(_HUB_PART.match(part) for part in parts)
         and Path(text).suffix.lower() not in FILE_SUFFIXES
     )
-
-
-def _in_models_dir(name: str, kinds: tuple[str, ...], models_dir: Path) -> bool:
-    """Whether the models folder has ``name`` among ``kinds`` (as the loaders look it up)."""
-    from flipbook.models.folders import ModelsDir
-
-    try:
-        folders = ModelsDir(models_dir)
-    except FlipbookError:
-        return False
-    for kind in kinds:
-        try:
-            folders.find(kind, name)
-        except FlipbookError:
-            continue
-        return True
-    return False
 
 
 def _refused(field: str, name: str, reference: ModelReference | None, detail: str | None) -> FlipbookError:

@@ -23,9 +23,10 @@ import PIL.ImageOps
 from pydantic import BaseModel, ValidationError
 
 from flipbook.errors import FlipbookError
+from flipbook.modes.variations.settings import VariationsSection
 from flipbook.server.security import RejectedUpload, check_model_reference, sniff_image
 from flipbook.spec.load import shorten_repr
-from flipbook.spec.model import AnimationSection, SamplingSection, Spec, VariationsSection
+from flipbook.spec.model import AnimationSection, SamplingSection, Spec
 from flipbook.spec.safe_parse import check_data
 
 TXT2IMG, IMG2IMG = "txt2img", "img2img"

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flipbook.errors import FlipbookError
+from flipbook.modes import DEFAULT_MODE, MODES, FormField, camera_path_of, get_mode
+from flipbook.server.widgets import Widget, field_schema, form_value, schedule_value, widget_for
+from flipbook.spec.references import parse_field, set_in_data
 from flipbook.spec.toml_writer import spec_to_toml
 
 if TYPE_CHECKING:
@@ -30,18 +33,7 @@ if TYPE_CHECKING:
     from flipbook.spec.model import Spec
 
 UI_PATH = "/ui"
-MODE_TABS = ("travel", "2d", "3d", "interpolate", "video", "variations", "animatediff", "svd")
 FORMATS = ("png", "gif", "mp4", "mp4-h265", "webm", "webp", "apng", "contact")
-CAMERA_2D = ("zoom", "angle", "translation_x", "translation_y")
-CAMERA_3D = (
-    "translation_x",
-    "translation_y",
-    "translation_z",
-    "rotation_3d_x",
-    "rotation_3d_y",
-    "rotation_3d_z",
-)
-CAMERA_DEFAULTS = {"zoom": "0:(1.02)", "angle": "0:(0)", "translation_z": "0:(1)"}
 JOB_LIST_LIMIT = 50
 POLL_S = 1.5
 
@@ -77,18 +69,6 @@ def _cell(value: Any) -> str:
     return str(value).strip()
 
 
-def schedule_value(text: Any) -> Any:
-    """A schedule box's text as the spec takes it: a plain number becomes a number, anything else (a Deforum
-    schedule string) stays text."""
-    if isinstance(text, int | float):
-        return text
-    text = str(text or "").strip()
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
 def common_data(values: Mapping[str, Any]) -> dict[str, Any]:
     """Spec data from the fields every mode shares (keys as :data:`COMMON_FIELDS` names them)."""
     size = (int(values.get("width") or 512), int(values.get("height") or 512))
@@ -118,50 +98,26 @@ def common_data(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def mode_data(mode: str, common: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Spec data for one mode tab: the common fields plus the mode's own (schedules for 2d/3d; easing, noise
-    and batch size for interpolate; every_nth for video; denoise and order for variations; motion module,
-    context and loop for animatediff; the video model, motion bucket and noise augmentation for svd, whose
-    start image is optional: without one, frame 0 is made from the prompts). Upload fields
-    (``init.image``, ``init.mask``, ``init.video``) hold the uploaded file's local path here; :func:`submit`
-    sends them as uploads."""
-    if mode not in MODE_TABS:
-        raise FlipbookError("animation.mode", mode, f"one of: {', '.join(MODE_TABS)}")
+    """Spec data for one mode tab: the common fields plus the mode's own (its descriptor's ``form``: the
+    camera schedules for 2d/3d, easing, noise and batch size for interpolate, ...), each converted as its
+    field's widget says (:func:`flipbook.server.widgets.form_value`; an empty box leaves the field unset).
+    Upload fields (``init.image``, ``init.mask``, ``init.video``) hold the uploaded file's local path here;
+    :func:`submit` sends them as uploads."""
     data = common_data(common)
-    data["animation"]["mode"] = mode
-    if mode in ("2d", "3d"):
-        names = CAMERA_2D if mode == "2d" else CAMERA_3D
-        data["camera"] = {n: schedule_value(fields[n]) for n in names if str(fields.get(n, "")).strip()}
-        if mode == "3d" and fields.get("depth_model"):
-            data["camera"]["depth_model"] = str(fields["depth_model"]).strip()
-    elif mode == "interpolate":
-        data["interpolate"] = {
-            "easing": str(fields.get("easing") or "linear").strip(),
-            "noise": fields.get("noise") or "keyframe",
-            "batch_size": int(fields.get("batch_size") or 4),
-        }
-    elif mode == "video":
-        data["video"] = {"every_nth": int(fields.get("every_nth") or 1)}
-    elif mode == "variations":
-        data["variations"] = {
-            "denoise": float(fields.get("denoise") or 0.3),
-            "order": fields.get("order") or "loop",
-        }
-    elif mode == "animatediff":
-        data["animatediff"] = {
-            "motion_module": str(fields.get("motion_module") or "tiny").strip(),
-            "context_length": int(fields.get("context_length") or 16),
-            "closed_loop": fields.get("closed_loop") or "R-P",
-        }
-    elif mode == "svd":
-        data["svd"] = {
-            "model": str(fields.get("svd_model") or "tiny").strip(),
-            "motion_bucket_id": int(fields.get("motion_bucket_id") or 127),
-            "noise_aug_strength": float(fields.get("noise_aug_strength") or 0.0),
-        }
-    init = {UPLOADS[name].removeprefix("init."): str(fields[name]) for name in UPLOADS if fields.get(name)}
-    if init:  # the tab's upload boxes (a mode's form has only its own)
-        data["init"] = init
+    data["animation"]["mode"] = get_mode(mode).name
+    for form_field, widget in form_widgets(mode):
+        value = form_value(widget, fields.get(form_field.key))
+        if value is not None:
+            set_in_data(data, parse_field(form_field.path), value)
     return data
+
+
+def form_widgets(mode: str) -> list[tuple[FormField, Widget]]:
+    """The mode's form fields, each with the widget its spec field's schema gives it."""
+    return [
+        (form_field, widget_for(field_schema(form_field.path), form_field.label, form_field.default))
+        for form_field in get_mode(mode).form
+    ]
 
 
 def upload_fields() -> tuple[str, ...]:
@@ -235,12 +191,12 @@ def chart(data: Mapping[str, Any]) -> tuple[Figure | None, str]:
 
 
 def motion_preview(data: Mapping[str, Any], folder: Path) -> Path:
-    """The camera path of a 2d/3d spec as a GIF in ``folder`` (a test pattern, no model)."""
+    """The camera path of a spec whose mode has one (2d, 3d) as a GIF in ``folder`` (a test pattern, no
+    model); FlipbookError naming ``animation.mode`` for the others."""
     from flipbook.runs.preview import write_motion_preview
 
     spec, plan = validate(data)
-    if spec.animation.mode not in ("2d", "3d"):
-        raise FlipbookError("animation.mode", spec.animation.mode, "2d or 3d for a motion preview")
+    camera_path_of(spec.animation.mode)
     folder.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(suffix=".gif", dir=folder)
     os.close(handle)
@@ -323,7 +279,7 @@ def a1111_data(parameters: str) -> dict[str, Any]:
         "version": 1,
         "model": {"name": "tiny"},
         "sampling": {"sampler": p.sampler, "steps": p.steps, "cfg": p.cfg_scale, "seed": p.seed},
-        "animation": {"mode": "travel", "max_frames": 12, "width": p.width, "height": p.height},
+        "animation": {"mode": DEFAULT_MODE, "max_frames": 12, "width": p.width, "height": p.height},
         "prompts": {"0": p.prompt},
         "output": {"formats": ["gif"]},
     }
@@ -497,7 +453,7 @@ def _without_defaults(data: dict[str, Any]) -> str:
         return out
 
     kept = strip(data, defaults)
-    kept.setdefault("animation", {}).setdefault("mode", data.get("animation", {}).get("mode", "travel"))
+    kept.setdefault("animation", {}).setdefault("mode", data.get("animation", {}).get("mode", DEFAULT_MODE))
     return data_to_toml(kept)
 
 
@@ -535,18 +491,6 @@ def settings_markdown(state: ServerState) -> str:
 
 COMMON_FIELDS = ("prompts", "negative", "model", "sampler", "steps", "cfg", "seed", "width", "height",
                  "frames", "fps", "strength", "formats")  # fmt: skip
-MODE_FIELDS = {
-    "travel": (),
-    "2d": CAMERA_2D,
-    "3d": (*CAMERA_3D, "depth_model"),
-    "interpolate": ("easing", "noise", "batch_size"),
-    "video": ("video", "every_nth"),
-    "variations": ("image", "mask", "denoise", "order"),
-    "animatediff": ("motion_module", "context_length", "closed_loop", "image", "video"),
-    "svd": ("svd_model", "motion_bucket_id", "noise_aug_strength", "image"),
-}
-UPLOADS = {"video": "init.video", "image": "init.image", "mask": "init.mask"}  # form field -> spec field
-SCHEDULE_FIELDS = {"2d": CAMERA_2D, "3d": CAMERA_3D, "interpolate": ("easing",)}
 
 
 def build_ui(state: ServerState) -> gr.Blocks:
@@ -564,7 +508,7 @@ def build_ui(state: ServerState) -> gr.Blocks:
                 common = _common_fields(gr, SAMPLER_NAMES, state)
                 to_spec = []
                 with gr.Tabs():
-                    for mode in MODE_TABS:
+                    for mode in MODES:
                         with gr.Tab(mode, id=f"mode-{mode}", elem_id=f"tab-{mode}"):
                             to_spec.append(_mode_tab(gr, state, mode, common, scratch))
             with gr.Tab("Spec", id="spec", elem_id="tab-spec"):
@@ -620,58 +564,16 @@ def _common_fields(gr: Any, samplers: Sequence[str], state: ServerState) -> dict
 def _mode_tab(
     gr: Any, state: ServerState, mode: str, common: dict[str, Any], scratch: Path
 ) -> tuple[Any, Any, list[Any]]:
-    """One mode's fields and buttons; returns its "Edit as TOML" button, form reader and inputs."""
+    """One mode's fields (its descriptor's form, each with the widget its schema gives) and buttons; returns
+    its "Edit as TOML" button, form reader and inputs."""
+    gr.Markdown(get_mode(mode).description, elem_id=f"about-{mode}")
+    widgets = form_widgets(mode)
     own: dict[str, Any] = {}
-    if mode in ("2d", "3d"):
-        with gr.Row():
-            for name in MODE_FIELDS[mode]:
-                if name == "depth_model":
-                    own[name] = gr.Textbox(
-                        value="depth-anything/Depth-Anything-V2-Small-hf",
-                        label="Depth model (flat, tiny, folder or hub id)",
-                        elem_id=f"{mode}-{name}",
-                    )
-                else:
-                    own[name] = gr.Textbox(value=CAMERA_DEFAULTS.get(name, "0:(0)"), label=name,
-                                           elem_id=f"{mode}-{name}")  # fmt: skip
-    elif mode == "interpolate":
-        with gr.Row():
-            own["easing"] = gr.Textbox(value="linear", label="Easing (linear, sine, audio or a schedule in u)",
-                                       elem_id="interpolate-easing")  # fmt: skip
-            own["noise"] = gr.Dropdown(["keyframe", "fixed"], value="keyframe", label="Noise")
-            own["batch_size"] = gr.Number(value=4, precision=0, minimum=1, label="Batch size")
-    elif mode == "video":
-        with gr.Row():
-            own["video"] = gr.File(label="Source video (MP4, MOV, WebM, GIF)", type="filepath",
-                                   file_types=["video", ".gif"])  # fmt: skip
-            own["every_nth"] = gr.Number(value=1, precision=0, minimum=1, label="Every nth frame")
-    elif mode == "variations":
-        with gr.Row():
-            own["image"] = gr.Image(label="Init image", type="filepath")
-            own["mask"] = gr.Image(label="Mask (white = varies)", type="filepath")
-        with gr.Row():
-            own["denoise"] = gr.Slider(0.01, 1.0, value=0.3, step=0.01, label="Denoise")
-            own["order"] = gr.Dropdown(["loop", "path", "seed"], value="loop", label="Order")
-    elif mode == "animatediff":
-        with gr.Row():
-            own["motion_module"] = gr.Textbox(value="tiny", label="Motion module (tiny, file, folder or hub id)",
-                                              elem_id="animatediff-motion-module")  # fmt: skip
-            own["context_length"] = gr.Number(value=16, precision=0, minimum=1, maximum=64, label="Context")
-            own["closed_loop"] = gr.Dropdown(["N", "R-P", "R+P", "A"], value="R-P", label="Closed loop")
-        with gr.Row():
-            own["image"] = gr.Image(label="Start image (optional)", type="filepath")
-            own["video"] = gr.File(
-                label="Source video (optional)", type="filepath", file_types=["video", ".gif"]
-            )
-    elif mode == "svd":
-        with gr.Row():
-            own["svd_model"] = gr.Textbox(value="tiny", label="Video model (tiny, folder or hub id)",
-                                          elem_id="svd-model")  # fmt: skip
-            own["motion_bucket_id"] = gr.Slider(1, 255, value=127, step=1, label="Motion bucket")
-            own["noise_aug_strength"] = gr.Number(value=0.02, minimum=0, label="Noise augmentation")
-        own["image"] = gr.Image(
-            label="Start image (optional: else frame 0 from the prompts)", type="filepath"
-        )
+    with gr.Row():
+        for form_field, widget in widgets:
+            own[form_field.key] = _component(gr, widget, elem_id=f"{mode}-{form_field.key}")
+    uploads = {f.key: f.path for f, widget in widgets if widget.kind == "upload"}  # form key -> spec field
+    live = [f.key for f, widget in widgets if widget.kind == "schedule" or f.live]
     common_names, own_names = list(common), list(own)
     inputs = [*common.values(), *own.values()]
 
@@ -687,7 +589,9 @@ def _mode_tab(
         plot_button = gr.Button("Check and plot schedules", elem_id=f"plot-{mode}")
         to_spec = gr.Button("Edit as TOML", elem_id=f"tospec-{mode}")
         preview_button = (
-            gr.Button("Motion preview (no model)", elem_id=f"motion-{mode}") if mode in ("2d", "3d") else None
+            gr.Button("Motion preview (no model)", elem_id=f"motion-{mode}")
+            if get_mode(mode).camera_path is not None
+            else None
         )
     message = gr.Markdown(elem_id=f"message-{mode}")
     with gr.Row():
@@ -697,7 +601,7 @@ def _mode_tab(
     def on_submit(*values: Any) -> str:
         try:
             own_values = dict(zip(own_names, values[len(common_names) :], strict=True))
-            files = {field: own_values.get(name) for name, field in UPLOADS.items() if own_values.get(name)}
+            files = {field: own_values.get(name) for name, field in uploads.items() if own_values.get(name)}
             job_id = submit(state, gather(*values), files)
         except Exception as error:  # noqa: BLE001 (shown in the tab)
             return f"Not queued: {error_text(error, state)}"
@@ -718,7 +622,7 @@ def _mode_tab(
 
     submit_button.click(on_submit, inputs, message)
     plot_button.click(on_plot, inputs, [plot, message])
-    for name in SCHEDULE_FIELDS.get(mode, ()):  # live: re-plot when a schedule box changes
+    for name in live:  # re-plot when a schedule box changes
         own[name].change(on_plot, inputs, [plot, message], trigger_mode="always_last", show_progress="hidden")
     for name in ("cfg", "strength"):
         common[name].change(
@@ -727,6 +631,31 @@ def _mode_tab(
     if preview_button is not None:
         preview_button.click(on_preview, inputs, [gif, message])
     return to_spec, gather, inputs
+
+
+def _component(gr: Any, widget: Widget, elem_id: str) -> Any:
+    """The Gradio component for a widget (see :mod:`flipbook.server.widgets`)."""
+    label = f"{widget.label} ({widget.unit})" if widget.unit else widget.label
+    common = {"label": label, "elem_id": elem_id}
+    if widget.kind == "upload":
+        if widget.file_types == ("image",):
+            return gr.Image(type="filepath", **common)
+        return gr.File(type="filepath", file_types=list(widget.file_types), **common)
+    if widget.kind == "model":
+        return gr.Dropdown(
+            choices=list(widget.choices), value=widget.default, allow_custom_value=True, **common
+        )
+    if widget.kind == "choice":
+        return gr.Dropdown(list(widget.choices), value=widget.default, **common)
+    if widget.kind == "slider":
+        return gr.Slider(widget.minimum, widget.maximum, value=widget.default, step=widget.step, **common)
+    if widget.kind in ("integer", "number"):
+        whole = widget.kind == "integer"
+        return gr.Number(value=widget.default, precision=0 if whole else None, minimum=widget.minimum,
+                         maximum=widget.maximum, **common)  # fmt: skip
+    if widget.kind == "checkbox":
+        return gr.Checkbox(value=widget.default, **common)
+    return gr.Textbox(value="" if widget.default is None else str(widget.default), **common)
 
 
 def _to_spec_handler(gather: Any):
@@ -749,7 +678,7 @@ def _spec_tab(gr: Any, state: ServerState) -> Any:
                     {
                         "version": 1,
                         "model": {"name": "tiny"},
-                        "animation": {"mode": "travel", "max_frames": 12},
+                        "animation": {"mode": DEFAULT_MODE, "max_frames": 12},
                         "prompts": {"0": "a red fox in the snow"},
                         "output": {"formats": ["gif"]},
                     }

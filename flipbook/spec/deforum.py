@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flipbook.errors import FlipbookError
+from flipbook.modes import for_deforum
 from flipbook.spec.safe_parse import check_data, parse_json, parse_python_literal
 
 # k-diffusion / notebook sampler names -> A1111 names (the names flipbook's samplers know).
@@ -37,9 +38,6 @@ _NOTEBOOK_SAMPLERS: dict[str, str] = {
     "ddim": "DDIM",
     "plms": "PLMS",
 }
-
-# Deforum animation modes flipbook renders, by their casefolded names (absent means "None").
-_MODES = {"none": "travel", "2d": "2d", "3d": "3d", "video input": "video"}
 
 # Deforum camera schedules -> ``[camera]`` fields (notebook spellings after the A1111 ones).
 _CAMERA_SCHEDULES: dict[tuple[str, ...], str] = {
@@ -261,9 +259,9 @@ def deforum_to_spec_data(settings: dict[str, Any]) -> tuple[dict[str, Any], list
     camera = _camera(settings, unmapped)
     if camera:
         data["camera"] = camera
-    if mode == "video":
+    if _deforum_mode_in(settings, "Video Input"):
         _video_input(settings, data, unmapped)
-    if mode in ("2d", "3d"):
+    if _deforum_mode_in(settings, "2D", "3D"):
         hybrid = _hybrid(settings, unmapped)
         if hybrid:
             data.setdefault("camera", {}).update(hybrid)
@@ -296,8 +294,7 @@ def _hybrid_composite(settings: dict[str, Any]) -> Any:
 def _uses_hybrid_video(settings: dict[str, Any]) -> bool:
     """Deforum's hybrid video is in use: a 2D/3D file with ``hybrid_motion`` or ``hybrid_composite`` on
     (render.py's ``hybrid_available``)."""
-    mode = settings.get("animation_mode")
-    if not isinstance(mode, str) or mode.strip().casefold() not in ("2d", "3d"):
+    if not _deforum_mode_in(settings, "2D", "3D"):
         return False
     motion = _named(settings.get("hybrid_motion"), _HYBRID_MOTION)
     return motion not in (None, "none") or _hybrid_composite(settings) not in (None, "none")
@@ -594,14 +591,19 @@ def deforum_sampler_name(name: str) -> str:
     return _NOTEBOOK_SAMPLERS.get(name.strip().casefold(), name)
 
 
+def _deforum_mode_in(settings: dict[str, Any], *names: str) -> bool:
+    """Whether Deforum's ``animation_mode`` is one of ``names`` (Deforum's spelling, matched case-insensitively)."""
+    raw = settings.get("animation_mode")
+    return isinstance(raw, str) and raw.strip().casefold() in {name.casefold() for name in names}
+
+
 def _animation_mode(settings: dict[str, Any]) -> str:
     """flipbook's mode for Deforum's ``animation_mode`` (None -> travel, 2D -> 2d, 3D -> 3d, Video Input ->
     video); Interpolation and other modes flipbook can't render yet are an error."""
     raw = settings.get("animation_mode", "None")
-    if raw is None:
-        return "travel"
-    if isinstance(raw, str) and raw.strip().casefold() in _MODES:
-        return _MODES[raw.strip().casefold()]
+    mode = for_deforum(raw)  # each mode declares the Deforum modes it imports
+    if mode is not None:
+        return mode.name
     raise FlipbookError(
         "animation_mode",
         raw,
@@ -696,8 +698,7 @@ def deforum_quirks(settings: dict[str, Any]) -> list[str]:
     ):
         notes.append(_RAFT_NOTE)
     coherence = settings.get("color_coherence")
-    mode = settings.get("animation_mode")
-    camera_mode = isinstance(mode, str) and mode.strip().casefold() in ("2d", "3d")
+    camera_mode = _deforum_mode_in(settings, "2D", "3D")
     if (
         camera_mode
         and not hybrid

@@ -3,9 +3,10 @@
 A field that holds a file or a model carries a marker in its annotation (``Annotated[Path | None,
 InputFile("image")]``), which ``flipbook schema`` shows under the key ``x-flipbook``:
 
-- :class:`InputFile`: a file the render reads (init image, video, mask, audio, control image, ...). In a spec
-  file a relative path is relative to the spec file's folder (:func:`flipbook.spec.load.load_spec`); over HTTP
-  it must be uploaded with the job (:mod:`flipbook.server.submit`).
+- :class:`InputFile`: a file the render reads (init image, video, mask, audio, control image, ...), of one of
+  the :data:`FILE_KINDS`. In a spec file a relative path is relative to the spec file's folder
+  (:func:`flipbook.spec.load.load_spec`); over HTTP it must be uploaded with the job
+  (:mod:`flipbook.server.submit`), sniffed for what its kind takes.
 - :class:`ModelReference`: a model, by built-in name, name in the models folder, hub id or (on the command line
   only) path. Over HTTP only names are accepted (:func:`flipbook.server.security.check_model_reference`).
 - :class:`ServerOwned`: set by the server for every job (the output folder and name, the models folder).
@@ -13,7 +14,8 @@ InputFile("image")]``), which ``flipbook schema`` shows under the key ``x-flipbo
 :func:`references` walks a spec instance and yields every marked field that holds a value, list items included
 (``controlnet[0].image``, ``animatediff.motion_loras[1].name``); :func:`marked_fields` walks the model classes
 (``controlnet[i].image``). Whatever checks or rewrites such fields reads them from here, so a field added later
-with its marker is covered everywhere without a list to keep up to date.
+with its marker is covered everywhere without a list to keep up to date. The field types of each kind are in
+:mod:`flipbook.spec.fields`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -43,15 +46,44 @@ class _Marker:
 
     def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
         schema = handler(core_schema)
-        schema["x-flipbook"] = self.schema_entry()
+        schema["x-flipbook"] = {**schema.get("x-flipbook", {}), **self.schema_entry()}
         return schema
+
+
+FileKindName = Literal["image", "mask", "video", "audio"]
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """What an input file of one kind is: ``what`` an upload must be (for errors), what it is ``read_as``
+    (uploads are sniffed so: images decoded, videos and audio by their container), and the file types the web
+    UI's upload box offers."""
+
+    what: str
+    read_as: Literal["image", "video", "audio"]
+    file_types: tuple[str, ...]
+
+
+FILE_KINDS: dict[str, FileKind] = {
+    "image": FileKind("an image (PNG, JPEG, WebP, GIF, BMP, TIFF)", "image", ("image",)),
+    "mask": FileKind(
+        "an image (PNG, JPEG, WebP, GIF, BMP, TIFF) whose white part is the mask", "image", ("image",)
+    ),
+    "video": FileKind("a video (MP4, MOV, WebM, MKV, AVI) or a GIF", "video", ("video", ".gif")),
+    "audio": FileKind("audio (WAV, FLAC, OGG, MP3, M4A)", "audio", ("audio",)),
+}
+"""Every input-file kind: the :class:`InputFile` markers' ``kind`` is one of these."""
 
 
 @dataclass(frozen=True)
 class InputFile(_Marker):
-    """A file the render reads: ``kind`` is what an upload of it must be (image, video or audio)."""
+    """A file the render reads: ``kind`` (one of :data:`FILE_KINDS`) is what an upload of it must be."""
 
-    kind: Literal["image", "video", "audio"]
+    kind: FileKindName
+
+    @property
+    def file_kind(self) -> FileKind:
+        return FILE_KINDS[self.kind]
 
     def schema_entry(self) -> dict[str, Any]:
         return {"input_file": self.kind}
@@ -81,11 +113,27 @@ class ModelReference(_Marker):
             texts = list(value.values()) if isinstance(value, dict) else [value]
             return [tag.name for text in texts for tag in extract_loras(str(text))[1]]
         if self.form == "schedule":
-            from flipbook.spec.model import is_string_schedule, string_schedule_values
+            from flipbook.spec.fields import is_string_schedule, string_schedule_values
 
             text = str(value)
             return string_schedule_values(text) if is_string_schedule(text) else [text]
         return [str(value)]
+
+    def find(self, name: str, models_dir: Path) -> Path | None:
+        """The file or folder ``name`` names among this kind's folders of the models folder ``models_dir`` (as
+        :class:`flipbook.models.folders.ModelsDir` looks it up for the loaders), or None."""
+        from flipbook.models.folders import ModelsDir
+
+        try:
+            folders = ModelsDir(models_dir)
+        except FlipbookError:
+            return None
+        for kind in self.folders:
+            try:
+                return folders.find(kind, name)
+            except FlipbookError:
+                continue
+        return None
 
     def allowed(self) -> str:
         """What a name of this kind may be over HTTP, for error messages."""

@@ -1,4 +1,4 @@
-"""``2d`` and ``3d``: Deforum's keyframed camera animation.
+"""``2d`` and ``3d``: Deforum's keyframed camera animation, rendered.
 
 Each diffused frame is the previous diffused frame moved by the camera, then partly re-diffused, in Deforum's
 order::
@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import PIL.Image
 
+from flipbook.modes.camera.rules import camera_for, diffused_frames
+from flipbook.modes.camera.settings import TWO_D
 from flipbook.modes.frame import (
     Frame,
     ModeContext,
@@ -42,14 +44,12 @@ from flipbook.modes.frame import (
     keep_still,
     still_image,
 )
-from flipbook.motion.camera import Camera, Camera2D, Camera3D
+from flipbook.motion.camera import Camera
 from flipbook.motion.color import VIDEO_COLOR_SPACE, match_colors, to_grayscale, video_color_frame
 from flipbook.motion.filters import add_noise, adjust_contrast, unsharp_mask
 from flipbook.motion.flow import flow_tween
 from flipbook.spec.model import Spec
-from flipbook.spec.plan import FramePlan, Plan
-
-SECTION = "camera"
+from flipbook.spec.plan import FramePlan
 
 
 def resume_every(spec: Spec) -> int:
@@ -177,7 +177,7 @@ def hybrid_frames(spec: Spec) -> list[np.ndarray]:
 def make_camera(ctx: ModeContext) -> Camera:
     """The render's 2D or 3D camera; 3D loads its depth model here and saves depth maps when asked."""
     c = ctx.spec.camera
-    if ctx.spec.animation.mode == "2d":
+    if ctx.spec.animation.mode == TWO_D:
         return camera_for(ctx.spec, ctx.plan)
     from flipbook.motion.depth import DepthEstimator, save_depth_map
 
@@ -188,48 +188,6 @@ def make_camera(ctx: ModeContext) -> Camera:
             save_depth_map(depth, ctx.run.depth_path(index))
 
     return camera_for(ctx.spec, ctx.plan, disparity=estimator, on_depth=on_depth)
-
-
-def camera_for(
-    spec: Spec, plan: Plan, *, disparity=None, on_depth=None, size: tuple[int, int] | None = None
-) -> Camera:
-    """The camera over the plan's per-frame schedule values; 3D without ``disparity`` sees a flat scene at
-    ``near`` (what the plan's motion preview uses: no depth model is loaded). ``size`` (width, height) other
-    than the spec's scales 2D pixel translations to match (the preview renders small)."""
-    c, a = spec.camera, spec.animation
-    values = [frame.camera for frame in plan.frames]
-    if a.mode != "3d":  # 2d, and interpolate's motion on its init frames
-        width, height = size or (a.width, a.height)
-        if (width, height) != (a.width, a.height):
-            values = [_scaled_translation(v, width / a.width, height / a.height) for v in values]
-        return Camera2D(values, width=width, height=height, border=c.border, flip=c.perspective_flip)
-    return Camera3D(
-        values,
-        disparity=disparity or _flat,
-        padding_mode=c.padding_mode,
-        sampling_mode=c.sampling_mode,
-        on_depth=on_depth,
-    )
-
-
-def _scaled_translation(values, sx: float, sy: float) -> dict[str, float]:
-    return {
-        **values,
-        "translation_x": values["translation_x"] * sx,
-        "translation_y": values["translation_y"] * sy,
-    }
-
-
-def _flat(image: np.ndarray) -> np.ndarray:
-    return np.ones(image.shape[:2], np.float32)
-
-
-def diffused_frames(max_frames: int, cadence: int) -> list[int]:
-    """Frames 0, N, 2N, ... and the last frame, so the animation always ends on a diffused frame."""
-    frames = list(range(0, max_frames, cadence))
-    if frames[-1] != max_frames - 1:
-        frames.append(max_frames - 1)
-    return frames
 
 
 def _prepare(

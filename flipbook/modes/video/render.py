@@ -40,8 +40,6 @@ from flipbook.motion.flow import optical_flow, warp_by_flow
 from flipbook.motion.masks import composite, feather
 from flipbook.spec.model import Spec
 
-SECTION = "video"
-
 
 @dataclass(frozen=True)
 class Source:

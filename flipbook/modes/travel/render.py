@@ -23,8 +23,6 @@ from flipbook.modes.frame import (
 )
 from flipbook.spec.model import Spec
 
-SECTION = None  # travel has no section of its own: prompts, sampling and animation.strength drive it
-
 
 def resume_every(spec: Spec) -> int:
     """Every frame is made from the one before, so a resume can continue from any frame."""

@@ -43,7 +43,6 @@ from flipbook.sampling.requests import FrameRequest
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import FramePlan, denoise_for
 
-SECTION = "variations"
 FINGERPRINT_KEY = "flipbook-variation"
 """PNG text chunk holding the fingerprint of the request (and model settings) a stored variation came from."""
 

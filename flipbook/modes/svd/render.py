@@ -33,8 +33,6 @@ from flipbook.modes.frame import (
 )
 from flipbook.spec.model import Spec
 
-SECTION = "svd"
-
 
 def resolve_spec(spec: Spec) -> Spec:
     """Fill ``svd.num_frames`` from the model's UNet config (14 for svd, 25 for svd-xt; config only, no

@@ -41,8 +41,6 @@ from flipbook.sampling.requests import FrameRequest
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import FramePlan, Plan
 
-SECTION = "interpolate"
-
 
 def resume_every(spec: Spec) -> int:
     """Frames are independent: a resume continues right after the last frame on disk."""
@@ -135,7 +133,7 @@ class _InitFrames:
         self.still = init_image(spec) if self.video is None else None
         self.camera = None
         if spec.interpolate.motion:
-            from flipbook.modes.camera import camera_for
+            from flipbook.modes.camera.rules import camera_for
 
             self.camera = camera_for(spec, ctx.plan)
         self.border = spec.camera.border

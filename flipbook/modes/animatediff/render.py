@@ -39,8 +39,6 @@ from flipbook.sampling.context import ContextOptions
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import Plan, denoise_for
 
-SECTION = "animatediff"
-
 
 def resume_every(spec: Spec) -> int:
     """All frames are made together: a resume renders the whole animation again."""
