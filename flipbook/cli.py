@@ -244,7 +244,7 @@ def _still_command(
     from flipbook.models.extra_networks import ExtraNetworks
     from flipbook.models.folders import ModelsDir
     from flipbook.models.loading import load_model
-    from flipbook.models.samplers import resolve_sampler
+    from flipbook.samplers.names import resolve_sampler
     from flipbook.sampling.core import SamplingCore
     from flipbook.sampling.requests import FrameRequest
 

@@ -8,11 +8,12 @@ import PIL.Image
 import pytest
 import torch
 
+from flipbook.clips.windows import ContextOptions, context_windows
 from flipbook.errors import FlipbookError, SpecError
 from flipbook.models.motion import tiny_motion_adapter
-from flipbook.models.samplers import make_scheduler
 from flipbook.modes import animatediff as mode
 from flipbook.runs.render import render
+from flipbook.samplers.schedulers import make_scheduler
 from flipbook.sampling import animatediff as sampling
 from flipbook.sampling.animatediff import (
     AnimateDiffSampler,
@@ -23,7 +24,6 @@ from flipbook.sampling.animatediff import (
     hold_weights,
     motion_pipeline,
 )
-from flipbook.sampling.context import ContextOptions, context_windows
 from flipbook.spec.load import spec_from_data
 from flipbook.spec.plan import build_plan
 

@@ -13,8 +13,8 @@ from diffusers import (
 )
 
 from flipbook.models.builtin import SD15_SCHEDULER_CONFIG
-from flipbook.models.dpmpp_2s_ancestral import DPMSolverPlusPlus2SAncestralScheduler
-from flipbook.models.samplers import (
+from flipbook.samplers.dpmpp_2s_ancestral import DPMSolverPlusPlus2SAncestralScheduler
+from flipbook.samplers.schedulers import (
     SAMPLER_NAMES,
     is_ancestral,
     is_stochastic,

@@ -35,7 +35,7 @@ from flipbook.models.motion import (
     shipped_motion_config,
     tiny_motion_adapter,
 )
-from flipbook.models.samplers import make_scheduler
+from flipbook.samplers.schedulers import make_scheduler
 
 FIELD = "animatediff.motion_module"
 VERSIONS = {

@@ -96,8 +96,8 @@ def run(
 
 def _request(width: int, height: int, steps: int, sampler: str, frames: int, context_length: int):
     """Prompt travel from the first prompt to the second over the clip, one seed per frame."""
+    from flipbook.clips.windows import ContextOptions
     from flipbook.sampling.animatediff import ClipRequest, FramePrompt
-    from flipbook.sampling.context import ContextOptions
 
     prompts = tuple(
         FramePrompt(

@@ -3,7 +3,7 @@
 The motion module (``animatediff.motion_module``) is added to a copy of ``model.name``'s UNet; motion LoRAs
 are merged into it, the v3 adapter LoRA and the spec's LoRAs (``model.loras``, ``<lora:...>`` tags) into the
 copy. Animations longer than ``animatediff.context_length`` are denoised in overlapping context windows
-(:mod:`flipbook.sampling.context`), closed into a loop as ``closed_loop`` says. Prompts travel per frame:
+(:mod:`flipbook.clips.windows`), closed into a loop as ``closed_loop`` says. Prompts travel per frame:
 each frame's prompt embedding is blended toward the next keyframe's (``animation.prompt_interpolation``,
 lerp by default), and with ``closed_loop`` R+P or A the last keyframe travels back to the first.
 
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import PIL.Image
 
+from flipbook.clips.windows import ContextOptions
 from flipbook.errors import SpecError
 from flipbook.io.images import open_image
 from flipbook.modes.frame import (
@@ -35,7 +36,6 @@ from flipbook.modes.frame import (
     init_image,
     keep_still,
 )
-from flipbook.sampling.context import ContextOptions
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import Plan, denoise_for
 

@@ -2,7 +2,7 @@
 
 The UNet is diffusers' :class:`~diffusers.UNetMotionModel` assembled from the checkpoint's UNet and a
 :class:`~diffusers.MotionAdapter` (a copy: the checkpoint's own UNet stays as it is). Latents are
-``1 x C x frames x h x w``. At every step each context window (:mod:`flipbook.sampling.context`) runs through
+``1 x C x frames x h x w``. At every step each context window (:mod:`flipbook.clips.windows`) runs through
 the UNet with classifier-free guidance rows laid out as diffusers' AnimateDiffPipeline lays them out
 (``[uncond frames, cond frames]``), the windows' guided predictions are averaged with normalised per-frame
 weights, and one scheduler step moves all frames. With one window of all frames this is AnimateDiffPipeline's
@@ -27,11 +27,12 @@ import torch
 from diffusers import AnimateDiffPipeline, MotionAdapter, UNetMotionModel
 from diffusers.image_processor import VaeImageProcessor
 
+from flipbook.clips.windows import ContextOptions, context_windows, fuse_weights
 from flipbook.errors import FlipbookError
 from flipbook.events import Events, StepEvent
 from flipbook.models.bundle import ModelBundle
-from flipbook.models.samplers import make_scheduler
-from flipbook.sampling.context import ContextOptions, context_windows, fuse_weights
+from flipbook.prompting.grammar import split_composable
+from flipbook.samplers.schedulers import make_scheduler
 from flipbook.sampling.core import (
     _residual_kwargs,
     _skip_to_strength,
@@ -40,7 +41,6 @@ from flipbook.sampling.core import (
     latents_preview,
 )
 from flipbook.sampling.encode import PromptEncoder
-from flipbook.sampling.prompts import split_composable
 
 DECODE_CHUNK = 16
 """Frames the VAE decodes (and encodes) at once, as AnimateDiffPipeline's default ``decode_chunk_size``."""

@@ -24,7 +24,7 @@ from flipbook.events import Events, StepEvent
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.controlnet import ControlNets
 from flipbook.models.lora import LoraSet
-from flipbook.models.samplers import make_scheduler
+from flipbook.samplers.schedulers import make_scheduler
 from flipbook.sampling.encode import PromptEncoder
 from flipbook.sampling.requests import Control, FrameRequest
 

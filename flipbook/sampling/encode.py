@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flipbook.sampling.prompts import parse_attention
+from flipbook.prompting.grammar import parse_attention
 
 CHUNK_LENGTH = 75
 COMMA_BACKTRACK = 20

@@ -257,7 +257,7 @@ def _models(server: ServerState) -> list[dict[str, Any]]:
 
 @router.get("/samplers")
 def samplers() -> list[dict[str, Any]]:
-    from flipbook.models.samplers import SAMPLER_NAMES
+    from flipbook.samplers.names import SAMPLER_NAMES
 
     return [{"name": name, "aliases": [], "options": {}} for name in SAMPLER_NAMES]
 

@@ -133,7 +133,7 @@ def _model_options(overrides: Any, default_model: str, notes: list[str]) -> tupl
 
 def _check_request(p: dict[str, Any], images: dict[str, PIL.Image.Image]) -> None:
     """The sampler and every value FrameRequest checks, now, so an invalid request is never queued."""
-    from flipbook.models.samplers import resolve_sampler
+    from flipbook.samplers.names import resolve_sampler
     from flipbook.sampling.requests import FrameRequest
 
     resolve_sampler(p["sampler"])

@@ -553,7 +553,7 @@ def build_ui(state: ServerState) -> gr.Blocks:
     """The Blocks app for one server's state."""
     import gradio as gr
 
-    from flipbook.models.samplers import SAMPLER_NAMES
+    from flipbook.samplers.names import SAMPLER_NAMES
 
     scratch = Path(tempfile.mkdtemp(prefix="flipbook-ui-"))
 

@@ -268,7 +268,7 @@ def _prompts_loop(spec: Spec) -> bool:
     the last keyframe back to the first, which they reach at frame ``max_frames`` (the A1111 extension's loop)."""
     if spec.animation.mode != "animatediff":
         return False
-    from flipbook.sampling.context import ContextOptions, prompts_loop
+    from flipbook.clips.windows import ContextOptions, prompts_loop
 
     a = spec.animatediff
     options = ContextOptions(length=a.context_length, overlap=a.overlap(), closed_loop=a.closed_loop)
@@ -512,7 +512,7 @@ def _animatediff_rules(spec: Spec, frames: tuple[FramePlan, ...]) -> None:
                 field_name, f"{distinct[0]} then {distinct[1]}", "one value for the whole animation in "
                 "animatediff mode", detail="every frame is denoised in the same sampling run",
             )  # fmt: skip
-    from flipbook.sampling.prompts import split_composable
+    from flipbook.prompting.grammar import split_composable
 
     for frame in frames:
         for text in (frame.prompt, frame.next_prompt):
@@ -531,7 +531,7 @@ def _preset_sampler(spec: Spec) -> None:
     if spec.animatediff.preset == "none" or "sampler" not in spec.sampling.model_fields_set:
         return
     from flipbook.models.motion.presets import PRESETS
-    from flipbook.models.samplers import resolve_sampler
+    from flipbook.samplers.names import resolve_sampler
 
     preset = PRESETS[spec.animatediff.preset]
     if preset.sampler is None:

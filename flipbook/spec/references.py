@@ -76,7 +76,7 @@ class ModelReference(_Marker):
     def names(self, value: Any) -> list[str]:
         """Every model name ``value`` holds (a prompt's tags, a schedule's names, or the value itself)."""
         if self.form == "prompt_tags":
-            from flipbook.sampling.prompts import extract_loras
+            from flipbook.prompting.grammar import extract_loras
 
             texts = list(value.values()) if isinstance(value, dict) else [value]
             return [tag.name for text in texts for tag in extract_loras(str(text))[1]]
