@@ -33,14 +33,14 @@ from flipbook.events import Events, StepEvent
 from flipbook.models.bundle import ModelBundle
 from flipbook.prompting.grammar import split_composable
 from flipbook.samplers.schedulers import make_scheduler
-from flipbook.sampling.core import (
-    _residual_kwargs,
-    _skip_to_strength,
-    _step_kwargs,
+from flipbook.sampling.encode import PromptEncoder
+from flipbook.sampling.steps import (
     add_residuals,
     latents_preview,
+    residual_kwargs,
+    skip_to_strength,
+    step_kwargs,
 )
-from flipbook.sampling.encode import PromptEncoder
 
 DECODE_CHUNK = 16
 """Frames the VAE decodes (and encodes) at once, as AnimateDiffPipeline's default ``decode_chunk_size``."""
@@ -360,7 +360,7 @@ class AnimateDiffSampler:
         scheduler.set_timesteps(request.steps, device=self.device)
         timesteps = scheduler.timesteps
         if request.video is not None or request.hold is not None:
-            timesteps = _skip_to_strength(scheduler, request.steps, request.strength)
+            timesteps = skip_to_strength(scheduler, request.steps, request.strength)
         return scheduler, timesteps
 
     @staticmethod
@@ -375,7 +375,7 @@ class AnimateDiffSampler:
 
     def _denoise(self, request, scheduler, timesteps, latents, conditioning, done: int, total: int):
         """One pass over the timesteps: every step, every window through the UNet, averaged, one step."""
-        step_kwargs = _step_kwargs(
+        stepping = step_kwargs(
             scheduler, [torch.Generator("cpu").manual_seed(int(request.seeds[0]))], request.eta
         )
         n = request.num_frames
@@ -391,7 +391,7 @@ class AnimateDiffSampler:
                     1, 1, -1, 1, 1
                 )
                 noise_pred.index_add_(2, index, pred * share)
-            latents = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+            latents = scheduler.step(noise_pred, t, latents, **stepping, return_dict=False)[0]
             self.events.step(
                 StepEvent(step=done + i + 1, total_steps=total, frames=tuple(range(n))),
                 preview=lambda lat=latents: latents_preview(lat[:, :, 0]),
@@ -441,7 +441,7 @@ class AnimateDiffSampler:
                 conditioning_scale=scale.view(-1, 1, 1, 1), guess_mode=False, return_dict=False,
             )  # fmt: skip
             down, mid = add_residuals((down, mid), (unit_down, unit_mid))
-        return _residual_kwargs((down, mid))
+        return residual_kwargs((down, mid))
 
     def control_images(self, images: Sequence, width: int, height: int) -> torch.Tensor:
         """Control images (PIL or arrays) as the ``F x 3 x H x W`` [0, 1] tensor a :class:`ControlFrames` holds

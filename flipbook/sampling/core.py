@@ -10,7 +10,6 @@ weights inside one batch), and one events object for progress, preview and cance
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -27,10 +26,12 @@ from flipbook.models.lora import LoraSet
 from flipbook.samplers.schedulers import make_scheduler
 from flipbook.sampling.encode import PromptEncoder
 from flipbook.sampling.requests import Control, FrameRequest
-
-# A linear map from SD 1.x/2.x latents to RGB, good enough for live previews (no VAE call).
-_PREVIEW_FACTORS = torch.tensor(
-    [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]]
+from flipbook.sampling.steps import (
+    add_residuals,
+    latents_preview,
+    residual_kwargs,
+    skip_to_strength,
+    step_kwargs,
 )
 
 
@@ -146,7 +147,7 @@ class SamplingCore:
         scheduler.set_timesteps(first.num_inference_steps, device=device)
         timesteps = scheduler.timesteps
         if first.image is not None:
-            timesteps = _skip_to_strength(scheduler, first.num_inference_steps, first.strength)
+            timesteps = skip_to_strength(scheduler, first.num_inference_steps, first.strength)
 
         # 4. Prepare latents with one generator per request
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
@@ -154,7 +155,7 @@ class SamplingCore:
         latents = init.latents
 
         # 5. Denoising loop (ControlNet units add their residuals to the same UNet call)
-        step_kwargs = _step_kwargs(scheduler, generators, first.eta)
+        stepping = step_kwargs(scheduler, generators, first.eta)
         rows = _row_sources(conditioning, embeddings.shape[0])
         extra_channels = None
         if self.model.unet.config.in_channels == 9:  # an inpainting UNet also sees the mask and masked image
@@ -166,7 +167,7 @@ class SamplingCore:
             noise_pred = self._predict_noise(
                 model_input, t, embeddings, conditioning, rows, extra_channels, residuals
             )
-            latents = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+            latents = scheduler.step(noise_pred, t, latents, **stepping, return_dict=False)[0]
             if init.image_latents is not None:
                 latents = _blend_unmasked(scheduler, latents, init, timesteps, i)
             self.events.step(
@@ -419,7 +420,7 @@ class SamplingCore:
         self.stats["unet_calls"] += 1
         self.stats["unet_rows"] += unet_input.shape[0]
         out = self.model.unet(
-            unet_input, t, encoder_hidden_states=embeddings, return_dict=False, **_residual_kwargs(residuals)
+            unet_input, t, encoder_hidden_states=embeddings, return_dict=False, **residual_kwargs(residuals)
         )[0]
         return torch.cat([_guide(out, c).unsqueeze(0) for c in conditioning])
 
@@ -503,25 +504,6 @@ def _noise_multipliers(requests: Sequence[FrameRequest], noise_like: torch.Tenso
     return torch.tensor(values, dtype=noise_like.dtype, device=noise_like.device).view(-1, 1, 1, 1)
 
 
-def _skip_to_strength(scheduler, steps: int, strength: float) -> torch.Tensor:
-    """img2img: run only the last ``steps * strength`` steps, as diffusers' get_timesteps does."""
-    init_timestep = min(int(steps * strength), steps)
-    t_start = max(steps - init_timestep, 0)
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(t_start * scheduler.order)
-    return scheduler.timesteps[t_start * scheduler.order :]
-
-
-def _step_kwargs(scheduler, generators, eta: float) -> dict:
-    params = set(inspect.signature(scheduler.step).parameters)
-    kwargs = {}
-    if "eta" in params:
-        kwargs["eta"] = eta
-    if "generator" in params:
-        kwargs["generator"] = generators if len(generators) > 1 else generators[0]
-    return kwargs
-
-
 def _row_sources(conditioning: Sequence[_Conditioning], n_rows: int) -> torch.Tensor:
     """For each UNet row, which request's latent it denoises."""
     sources = [0] * n_rows
@@ -529,24 +511,6 @@ def _row_sources(conditioning: Sequence[_Conditioning], n_rows: int) -> torch.Te
         for row in ([c.uncond_row] if c.uncond_row is not None else []) + c.cond_rows:
             sources[row] = request_index
     return torch.tensor(sources)
-
-
-def add_residuals(total: tuple, unit: tuple) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """MultiControlNet's sum: one more unit's ``(down, mid)`` residuals added to ``total`` (``(None, None)``
-    before the first unit)."""
-    down, mid = total
-    unit_down, unit_mid = unit
-    if down is None:
-        return list(unit_down), unit_mid
-    return [previous + current for previous, current in zip(down, unit_down, strict=True)], mid + unit_mid
-
-
-def _residual_kwargs(residuals: tuple[list[torch.Tensor], torch.Tensor] | None) -> dict:
-    """The UNet arguments that add ControlNet residuals to its skip connections (none without units)."""
-    if residuals is None:
-        return {}
-    down, mid = residuals
-    return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
 
 def _guide(out: torch.Tensor, c: _Conditioning) -> torch.Tensor:
@@ -576,11 +540,4 @@ def _to_pil(image) -> PIL.Image.Image:
     array = np.asarray(image)
     if array.dtype != np.uint8:
         array = (array * 255).round().clip(0, 255).astype(np.uint8)
-    return PIL.Image.fromarray(array)
-
-
-def latents_preview(latents: torch.Tensor) -> PIL.Image.Image:
-    """A cheap RGB preview of the first latent in a batch (no VAE call)."""
-    rgb = torch.einsum("chw,cr->hwr", latents[0].float().cpu(), _PREVIEW_FACTORS)
-    array = ((rgb + 1) * 127.5).clamp(0, 255).byte().numpy()
     return PIL.Image.fromarray(array)
