@@ -11,7 +11,7 @@ from diffusers import DPMSolverMultistepScheduler, DPMSolverSDEScheduler, EulerD
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from flipbook.errors import FlipbookError
-from flipbook.models.builtin import SD15_SCHEDULER_CONFIG
+from flipbook.models.families.sd.builtin import SD15_SCHEDULER_CONFIG
 from flipbook.samplers.schedulers import (
     SAMPLER_NAMES,
     SCHEDULER_CLASS_NAMES,

@@ -120,7 +120,8 @@ def check_plan(spec: Spec, plan: Plan, prompts: dict | None = None) -> ClipSetti
 def _check_motion_module(ref: str) -> None:
     """A reference written as a path (absolute, ``./``, ``../``, ``~``) must exist; built-ins, names in the
     models folder and hub ids are resolved when the render loads the module (reading its weights waits)."""
-    from flipbook.models.motion import ALLOWED_MOTION_MODULES, BUILTIN_MOTION_MODULES
+    from flipbook.models.families.animatediff.builtin import BUILTIN_MOTION_MODULES
+    from flipbook.models.families.animatediff.detect import ALLOWED_MOTION_MODULES
 
     if ref in BUILTIN_MOTION_MODULES:
         return
@@ -194,12 +195,12 @@ def _sample(ctx: ModeContext, clip: ClipSettings) -> list[PIL.Image.Image]:
 
 def load_adapter(spec: Spec):
     """The motion module with the spec's motion LoRAs merged into it."""
-    from flipbook.models.motion import load_motion_adapter
+    from flipbook.models.families.animatediff.loading import load_motion_adapter
 
     settings = spec.animatediff
     adapter = load_motion_adapter(settings.motion_module, models_dir=spec.model.models_dir)
     if settings.motion_loras:
-        from flipbook.models.motion import merge_motion_loras
+        from flipbook.models.families.animatediff.loras import merge_motion_loras
 
         pairs = [(lora.name, lora.weight) for lora in settings.motion_loras]
         merge_motion_loras(adapter, pairs, models_dir=spec.model.models_dir)
@@ -210,7 +211,7 @@ def _merge_adapter_lora(spec: Spec, unet) -> None:
     lora = spec.animatediff.adapter_lora
     if lora is None:
         return
-    from flipbook.models.motion import merge_adapter_lora
+    from flipbook.models.families.animatediff.loras import merge_adapter_lora
 
     merge_adapter_lora(unet, lora.name, lora.weight, models_dir=spec.model.models_dir)
 
@@ -218,7 +219,7 @@ def _merge_adapter_lora(spec: Spec, unet) -> None:
 def scheduler_settings(spec: Spec, sampler: str, config: dict) -> tuple[str, dict]:
     """The sampler and scheduler config: the plan's, with ``animatediff.preset``'s overrides for distilled
     motion models (LCM, AnimateLCM, Lightning: their sampler and config entries such as linear betas)."""
-    from flipbook.models.motion import PRESETS, preset_scheduler_config
+    from flipbook.models.families.animatediff.presets import PRESETS, preset_scheduler_config
 
     preset = spec.animatediff.preset
     return PRESETS[preset].sampler or sampler, preset_scheduler_config(preset, config)

@@ -503,9 +503,9 @@ def _without_defaults(data: dict[str, Any]) -> str:
 
 def models(state: ServerState) -> list[str]:
     """Built-in models and the checkpoints in ``--models-dir``."""
-    from flipbook.models.builtin import BUILTIN_MODELS
+    from flipbook.models.families import builtin_names
 
-    names = list(BUILTIN_MODELS)
+    names = list(builtin_names("checkpoint") or ())
     if state.settings.models_dir is not None:
         try:
             from flipbook.models.folders import ModelsDir

@@ -37,9 +37,7 @@ AUDIO_NAMES = ("beat", "bpm", "amp")
 
 
 # What the fields that name models and files hold (see flipbook.spec.references; shown by `flipbook schema`).
-CHECKPOINT = ModelReference(
-    "checkpoint", builtins=("tiny", "random-sd15"), folders=("checkpoint",), hub=True, form="schedule"
-)
+CHECKPOINT = ModelReference("checkpoint", folders=("checkpoint",), hub=True, form="schedule")
 LORA = ModelReference("LoRA", folders=("lora", "motion_lora"))
 PROMPT_LORAS = ModelReference("LoRA", folders=("lora",), form="prompt_tags")
 DEPTH_MODEL = ModelReference("depth model", builtins=("flat", "tiny"), hub=True)
@@ -747,9 +745,7 @@ class AnimateDiffSection(_Section):
 
     motion_module: Annotated[
         str,
-        ModelReference(
-            "motion module", builtins=("tiny", "random-sd15"), folders=("motion_module",), hub=True
-        ),
+        ModelReference("motion module", folders=("motion_module",), hub=True),
     ] = Field(
         "tiny",
         description="built-in tiny, a diffusers MotionAdapter folder or hub id, or an original motion module "
@@ -821,7 +817,7 @@ class SvdSection(_Section):
 
     model: Annotated[
         str,
-        ModelReference("video model", builtins=("tiny", "random-svd"), folders=("checkpoint",), hub=True),
+        ModelReference("video model", folders=("checkpoint",), hub=True),
     ] = Field(
         "tiny",
         description="built-in tiny, a diffusers folder or hub id "

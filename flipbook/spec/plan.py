@@ -530,7 +530,7 @@ def _preset_sampler(spec: Spec) -> None:
     written = spec.sampling.sampler
     if spec.animatediff.preset == "none" or "sampler" not in spec.sampling.model_fields_set:
         return
-    from flipbook.models.motion.presets import PRESETS
+    from flipbook.models.families.animatediff.presets import PRESETS
     from flipbook.samplers.names import resolve_sampler
 
     preset = PRESETS[spec.animatediff.preset]
