@@ -22,9 +22,10 @@ from diffusers.image_processor import VaeImageProcessor
 from flipbook.events import Events, StepEvent
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.controlnet import ControlNets
+from flipbook.models.families import get_family
 from flipbook.models.lora import LoraSet
 from flipbook.samplers.schedulers import make_scheduler
-from flipbook.sampling.encode import PromptEncoder
+from flipbook.sampling.conditioning import Conditioning, PromptConditioner, stack
 from flipbook.sampling.requests import Control, FrameRequest
 from flipbook.sampling.steps import (
     add_residuals,
@@ -36,7 +37,7 @@ from flipbook.sampling.steps import (
 
 
 @dataclass
-class _Conditioning:
+class _Guidance:
     """Rows of the UNet batch that belong to one request, and how to combine them."""
 
     uncond_row: int | None
@@ -92,7 +93,7 @@ class SamplingCore:
         self.events = events or Events()
         self.controlnets = controlnets if controlnets is not None else ControlNets()
         self.loras = LoraSet(model.pipe)
-        self._encoders: dict[int, PromptEncoder] = {}
+        self._encoders: dict[int, PromptConditioner] = {}
         self._active_loras: tuple = ()
         scale = model.vae_scale_factor
         self.image_processor = VaeImageProcessor(vae_scale_factor=scale)
@@ -137,7 +138,7 @@ class SamplingCore:
         self._activate_loras(first.loras)
 
         # 2. Encode prompts (cached) and lay out the UNet batch rows
-        embeddings, conditioning = self._prepare_conditioning(requests, first.clip_skip)
+        text, guidance = self._prepare_conditioning(requests, first.clip_skip)
 
         # 3. Prepare timesteps
         # DPM++ SDE draws its Brownian noise from its own sampler: one tree per request, from its own seed
@@ -156,17 +157,15 @@ class SamplingCore:
 
         # 5. Denoising loop (ControlNet units add their residuals to the same UNet call)
         stepping = step_kwargs(scheduler, generators, first.eta)
-        rows = _row_sources(conditioning, embeddings.shape[0])
+        rows = _row_sources(guidance, text.rows)
         extra_channels = None
         if self.model.unet.config.in_channels == 9:  # an inpainting UNet also sees the mask and masked image
             extra_channels = torch.cat([init.mask, init.masked_image_latents], dim=1)[rows]
-        controls = self._prepare_controls(requests, conditioning, rows)
+        controls = self._prepare_controls(requests, guidance, rows)
         for i, t in enumerate(timesteps):
             model_input = scheduler.scale_model_input(latents, t)
-            residuals = self._control_residuals(controls, model_input[rows], t, embeddings, i, len(timesteps))
-            noise_pred = self._predict_noise(
-                model_input, t, embeddings, conditioning, rows, extra_channels, residuals
-            )
+            residuals = self._control_residuals(controls, model_input[rows], t, text, i, len(timesteps))
+            noise_pred = self._predict_noise(model_input, t, text, guidance, rows, extra_channels, residuals)
             latents = scheduler.step(noise_pred, t, latents, **stepping, return_dict=False)[0]
             if init.image_latents is not None:
                 latents = _blend_unmasked(scheduler, latents, init, timesteps, i)
@@ -190,21 +189,15 @@ class SamplingCore:
             for encoder in self._encoders.values():
                 encoder.clear()  # a LoRA may change the text encoder
 
-    def encoder(self, clip_skip: int) -> PromptEncoder:
+    def encoder(self, clip_skip: int) -> PromptConditioner:
+        """The model family's prompt encoder for ``clip_skip`` (one per value, each with its cache)."""
         if clip_skip not in self._encoders:
-            pipe = self.model.pipe
-
-            def convert(text: str) -> str:
-                return pipe.maybe_convert_prompt(text, pipe.tokenizer)
-
-            self._encoders[clip_skip] = PromptEncoder(
-                pipe.tokenizer, pipe.text_encoder, clip_skip=clip_skip, convert_prompt=convert
-            )
+            self._encoders[clip_skip] = get_family(self.model.family).encoder(self.model, clip_skip)
         return self._encoders[clip_skip]
 
     def _prepare_conditioning(
         self, requests: Sequence[FrameRequest], clip_skip: int
-    ) -> tuple[torch.Tensor, list[_Conditioning]]:
+    ) -> tuple[Conditioning, list[_Guidance]]:
         """All rows of the UNet batch: unconditional rows first, then every request's prompt parts.
 
         This is diffusers' ``cat([uncond, cond])`` order, extended to composable prompts. Classifier-free
@@ -212,8 +205,8 @@ class SamplingCore:
         interpolation) get their mixed embeddings in the same rows, so they batch with any others.
         """
         encoder = self.encoder(clip_skip)
-        uncond_rows: list[torch.Tensor] = []
-        cond_rows: list[torch.Tensor] = []
+        uncond_rows: list[Conditioning] = []
+        cond_rows: list[Conditioning] = []
         layout: list[tuple[int | None, list[int], list[float], float]] = []
         for request in requests:
             parts = _positive_parts(encoder, request)
@@ -221,20 +214,16 @@ class SamplingCore:
             uncond = None
             if needs_uncond:
                 uncond = len(uncond_rows)
-                uncond_rows.append(_negative_embedding(encoder, request))
+                uncond_rows.append(_negative_conditioning(encoder, request))
             rows = []
-            for embedding, _ in parts:
+            for part, _ in parts:
                 rows.append(len(cond_rows))
-                cond_rows.append(embedding)
+                cond_rows.append(part)
             layout.append((uncond, rows, [w for _, w in parts], request.guidance_scale))
-        all_rows = uncond_rows + cond_rows
-        length = max(e.shape[1] for e in all_rows)
-        embeddings = torch.cat([encoder.pad_to(e, length) for e in all_rows])
+        text = stack(uncond_rows + cond_rows, encoder)
         offset = len(uncond_rows)
-        conditioning = [
-            _Conditioning(u, [offset + r for r in rows], weights, g) for u, rows, weights, g in layout
-        ]
-        return embeddings.to(self.model.device, self.model.unet.dtype), conditioning
+        guidance = [_Guidance(u, [offset + r for r in rows], weights, g) for u, rows, weights, g in layout]
+        return text.to(self.model.device, self.model.unet.dtype), guidance
 
     @torch.no_grad()
     def prompt_embeddings(
@@ -246,7 +235,8 @@ class SamplingCore:
         request.validate(self.model.vae_scale_factor)
         self._activate_loras(request.loras)
         encoder = self.encoder(request.clip_skip)
-        return _negative_embedding(encoder, request), _positive_parts(encoder, request)
+        parts = [(part.embeds, weight) for part, weight in _positive_parts(encoder, request)]
+        return _negative_conditioning(encoder, request).embeds, parts
 
     # ---- 4. latents -------------------------------------------------------------------------------------
 
@@ -341,11 +331,11 @@ class SamplingCore:
     # ---- 5. ControlNet units ----------------------------------------------------------------------------
 
     def _prepare_controls(
-        self, requests: Sequence[FrameRequest], conditioning: Sequence[_Conditioning], rows: torch.Tensor
+        self, requests: Sequence[FrameRequest], guidance: Sequence[_Guidance], rows: torch.Tensor
     ) -> list[_ControlUnit]:
         """Each unit's network (loaded once per run), its control images laid out like the UNet rows, and per
         row its weight and step range. The batch key guarantees every request names the same networks."""
-        uncond_rows = {c.uncond_row for c in conditioning if c.uncond_row is not None}
+        uncond_rows = {c.uncond_row for c in guidance if c.uncond_row is not None}
         sources = rows.tolist()
         units = []
         for j in range(len(requests[0].controls)):
@@ -384,7 +374,7 @@ class SamplingCore:
         return processed.to(dtype=torch.float32)
 
     def _control_residuals(
-        self, controls: Sequence[_ControlUnit], control_input, t, embeddings, step: int, steps: int
+        self, controls: Sequence[_ControlUnit], control_input, t, text: Conditioning, step: int, steps: int
     ) -> tuple[list[torch.Tensor], torch.Tensor] | None:
         """The summed ControlNet residuals for one step (MultiControlNet's sum), or None when no unit acts.
 
@@ -401,7 +391,7 @@ class SamplingCore:
             scale = torch.tensor(scales, dtype=unit.controlnet.dtype, device=control_input.device)
             self.stats["controlnet_calls"] += 1
             unit_down, unit_mid = unit.controlnet(
-                control_input.to(unit.controlnet.dtype), t, encoder_hidden_states=embeddings,
+                control_input.to(unit.controlnet.dtype), t, **text.unet_kwargs(),
                 controlnet_cond=unit.images, conditioning_scale=scale.view(-1, 1, 1, 1), guess_mode=False,
                 return_dict=False,
             )  # fmt: skip
@@ -411,7 +401,7 @@ class SamplingCore:
     # ---- 5. one denoising step -------------------------------------------------------------------------
 
     def _predict_noise(
-        self, model_input, t, embeddings, conditioning, rows, extra_channels, residuals=None
+        self, model_input, t, text: Conditioning, guidance, rows, extra_channels, residuals=None
     ) -> torch.Tensor:
         """One UNet call for every row of the batch (with ControlNet residuals), then guidance per request."""
         unet_input = model_input[rows]
@@ -420,9 +410,9 @@ class SamplingCore:
         self.stats["unet_calls"] += 1
         self.stats["unet_rows"] += unet_input.shape[0]
         out = self.model.unet(
-            unet_input, t, encoder_hidden_states=embeddings, return_dict=False, **residual_kwargs(residuals)
+            unet_input, t, **text.unet_kwargs(), return_dict=False, **residual_kwargs(residuals)
         )[0]
-        return torch.cat([_guide(out, c).unsqueeze(0) for c in conditioning])
+        return torch.cat([_guide(out, c).unsqueeze(0) for c in guidance])
 
     # ---- 6. decode -------------------------------------------------------------------------------------
 
@@ -462,20 +452,20 @@ def _batches(requests: Sequence[FrameRequest], batch_size: int) -> Iterator[list
         yield current
 
 
-def _positive_parts(encoder: PromptEncoder, request: FrameRequest) -> list[tuple[torch.Tensor, float]]:
-    """``(embedding, weight)`` per composable part of the prompt; a blended prompt is a single part whose
-    embedding is mixed with ``blend_prompt``'s and whose part weight (``a cat :0.7``) is interpolated too."""
+def _positive_parts(encoder: PromptConditioner, request: FrameRequest) -> list[tuple[Conditioning, float]]:
+    """``(conditioning, weight)`` per composable part of the prompt; a blended prompt is a single part whose
+    conditioning is mixed with ``blend_prompt``'s and whose part weight (``a cat :0.7``) is interpolated too."""
     parts, others = request.prompt_parts()
     if others is None:
-        return [(encoder.encode(text), weight) for text, weight in parts]
+        return [(encoder.condition(text), weight) for text, weight in parts]
     (text, weight_a), (other, weight_b) = parts[0], others[0]
     w = request.blend_weight
     weight = weight_a if weight_a == weight_b else (1.0 - w) * weight_a + w * weight_b
-    return [(encoder.encode_blend(text, other, w, request.blend_mode), weight)]
+    return [(encoder.condition(text, other, w, request.blend_mode), weight)]
 
 
-def _negative_embedding(encoder: PromptEncoder, request: FrameRequest) -> torch.Tensor:
-    return encoder.encode_blend(
+def _negative_conditioning(encoder: PromptConditioner, request: FrameRequest) -> Conditioning:
+    return encoder.condition(
         request.negative_prompt, request.blend_negative_prompt, request.blend_weight, request.blend_mode
     )
 
@@ -504,16 +494,16 @@ def _noise_multipliers(requests: Sequence[FrameRequest], noise_like: torch.Tenso
     return torch.tensor(values, dtype=noise_like.dtype, device=noise_like.device).view(-1, 1, 1, 1)
 
 
-def _row_sources(conditioning: Sequence[_Conditioning], n_rows: int) -> torch.Tensor:
+def _row_sources(guidance: Sequence[_Guidance], n_rows: int) -> torch.Tensor:
     """For each UNet row, which request's latent it denoises."""
     sources = [0] * n_rows
-    for request_index, c in enumerate(conditioning):
+    for request_index, c in enumerate(guidance):
         for row in ([c.uncond_row] if c.uncond_row is not None else []) + c.cond_rows:
             sources[row] = request_index
     return torch.tensor(sources)
 
 
-def _guide(out: torch.Tensor, c: _Conditioning) -> torch.Tensor:
+def _guide(out: torch.Tensor, c: _Guidance) -> torch.Tensor:
     """Classifier-free guidance, with composable prompts: uncond + cfg * sum_i w_i (cond_i - uncond)."""
     if c.uncond_row is None:
         return out[c.cond_rows[0]]
