@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import random
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -242,71 +241,35 @@ def _still_command(
     masked_content: str = "original",
     overlay: bool = False,
 ) -> None:
+    """txt2img, img2img and inpaint: the still-image pipeline (flipbook/runs/stills.py) the A1111 API runs too."""
     from flipbook.io.images import open_image
-    from flipbook.io.pnginfo import GenerationParameters, save_png
     from flipbook.models.extra_networks import ExtraNetworks
     from flipbook.models.folders import ModelsDir
     from flipbook.models.loading import load_model
-    from flipbook.models.samplers import resolve_sampler
-    from flipbook.sampling.core import SamplingCore
-    from flipbook.sampling.requests import FrameRequest
+    from flipbook.runs.stills import StillSettings, make_stills, prepare_stills
 
     # 1. Check everything before loading the model
     width, height = parse_size(size)
-    resolve_sampler(sampler)
-    if batch_count < 1:
-        raise FlipbookError("--batch-count", batch_count, "an integer >= 1")
-    if batch_size < 1:
-        raise FlipbookError("--batch-size", batch_size, "an integer >= 1")
-    init = open_image(image, "--image") if image else None
-    mask_img = open_image(mask, "--mask") if mask else None
-    folders = ModelsDir(models_dir) if models_dir else None
-    networks = ExtraNetworks(folders)
-    clean_prompt, loras = networks.resolve(prompt)
-    clean_negative, _ = networks.resolve(negative)
-    base_seed = random.SystemRandom().randrange(2**32) if seed == -1 else seed
-    requests = [
-        FrameRequest(
-            clean_prompt,
-            clean_negative,
-            seed=(base_seed + i) % 2**64,
-            num_inference_steps=steps,
-            guidance_scale=cfg,
-            sampler=sampler,
-            width=width,
-            height=height,
-            image=init,
-            strength=strength,
-            mask_image=mask_img,
-            mask_blur=mask_blur,
-            masked_content=masked_content,
-            inpaint_overlay=overlay,
-            clip_skip=clip_skip,
-            loras=loras,
-        )  # fmt: skip
-        for i in range(batch_count)
-    ]
-    for request in requests:
-        request.validate()
+    for name, value in (("--batch-count", batch_count), ("--batch-size", batch_size)):
+        if value < 1:
+            raise FlipbookError(name, value, "an integer >= 1")
+    settings = StillSettings(
+        prompt, model, negative_prompt=negative, steps=steps, cfg_scale=cfg, sampler=sampler, seed=seed,
+        width=width, height=height, count=batch_count, batch_size=batch_size,
+        inits=(open_image(image, "--image"),) if image else (), strength=strength,
+        mask=open_image(mask, "--mask") if mask else None, mask_blur=mask_blur, masked_content=masked_content,
+        overlay=overlay, clip_skip=clip_skip,
+    )  # fmt: skip
+    networks = ExtraNetworks(ModelsDir(models_dir) if models_dir else None)
+    prepared = prepare_stills(settings, networks, seed_field="--seed")
     _create_output_folder(out)
 
-    # 2. Load the model and sample
+    # 2. Load the model, sample, and save PNGs with A1111 parameters
     bundle = load_model(model, models_dir=models_dir, device=device, dtype=dtype, vae=vae)
-    networks.load_embeddings_for(bundle.pipe, [clean_prompt, clean_negative])
     with _ProgressEvents(batch_count * steps, "steps", per_step=True) as events:
-        images = SamplingCore(bundle, events).generate(requests, batch_size=batch_size)
-
-    # 3. Save PNGs with A1111 parameters
-    for request, img in zip(requests, images, strict=True):
-        params = GenerationParameters(
-            prompt=prompt, negative_prompt=negative, steps=steps, sampler=sampler, cfg_scale=cfg,
-            seed=request.seed, width=width, height=height,
-            denoising_strength=strength if image else None, clip_skip=clip_skip if clip_skip > 1 else None,
-            model_name=model, extra={"Version": "flipbook"},
-        )  # fmt: skip
-        path = _next_free(out, request.seed)
-        save_png(img, path, params)
-        typer.echo(str(path))
+        made = make_stills(prepared, bundle, networks, events, out)
+    for still in made.stills:
+        typer.echo(str(still.path))
 
 
 def _create_output_folder(out: Path) -> None:
@@ -317,11 +280,6 @@ def _create_output_folder(out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise unwritable_folder("--out", out, error) from None
-
-
-def _next_free(folder: Path, seed: int) -> Path:
-    existing = len(list(folder.glob("*.png")))
-    return folder / f"{existing:05d}-{seed}.png"
 
 
 def parse_size(size: str) -> tuple[int, int]:
@@ -345,9 +303,17 @@ Cfg = Annotated[float, typer.Option("--cfg", help="classifier-free guidance scal
 Sampler = Annotated[
     str, typer.Option("--sampler", help='A1111 sampler name, e.g. "Euler a", "DPM++ 2M Karras"')
 ]
-Seed = Annotated[int, typer.Option("--seed", help="seed; -1 picks a random one (recorded in the PNG)")]
+Seed = Annotated[
+    int,
+    typer.Option(
+        "--seed",
+        help="seed, 0 to 4294967295 (32-bit, as A1111's); -1 picks a random one (recorded in the PNG)",
+    ),
+]
 Size = Annotated[str, typer.Option("--size", help="WIDTHxHEIGHT, multiples of 8")]
-BatchCount = Annotated[int, typer.Option("--batch-count", help="images to make (seeds seed, seed+1, ...)")]
+BatchCount = Annotated[
+    int, typer.Option("--batch-count", help="images to make (seeds seed, seed+1, ... wrapping at 2**32)")
+]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="images per UNet call")]
 ClipSkip = Annotated[int, typer.Option("--clip-skip", help="A1111 clip skip (1 = none)")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps")]

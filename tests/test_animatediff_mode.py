@@ -8,11 +8,12 @@ import PIL.Image
 import pytest
 import torch
 
+from flipbook.clips.windows import ContextOptions, context_windows
 from flipbook.errors import FlipbookError, SpecError
-from flipbook.models.motion import tiny_motion_adapter
-from flipbook.models.samplers import make_scheduler
+from flipbook.models.families.animatediff.builtin import tiny_motion_adapter
 from flipbook.modes.animatediff import render as mode
 from flipbook.runs.render import render
+from flipbook.samplers.schedulers import make_scheduler
 from flipbook.sampling import animatediff as sampling
 from flipbook.sampling.animatediff import (
     AnimateDiffSampler,
@@ -23,7 +24,6 @@ from flipbook.sampling.animatediff import (
     hold_weights,
     motion_pipeline,
 )
-from flipbook.sampling.context import ContextOptions, context_windows
 from flipbook.spec.load import spec_from_data
 from flipbook.spec.plan import build_plan
 
@@ -334,7 +334,7 @@ def test_lora_tags_change_the_frames(plain_render, tmp_path):
     from peft import LoraConfig, get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    from flipbook.models.builtin import tiny_components
+    from flipbook.models.families.sd.builtin import tiny_components
 
     components = tiny_components(0)
     unet = components["unet"]
@@ -386,7 +386,7 @@ def test_controlnet_units_control_every_frame(plain_render, tmp_path, init_image
 def test_motion_loras_adapter_lora_and_presets_are_passed_on(tmp_path, monkeypatch):
     """The mode hands motion LoRAs to the adapter, the v3 adapter LoRA to the motion UNet copy, and a preset's
     sampler and scheduler entries to the sampler (the merges are tested in test_motion_modules.py and, end to end, below)."""
-    from flipbook.models import motion
+    from flipbook.models.families.animatediff import loras as motion
 
     calls = []
     monkeypatch.setattr(
@@ -436,7 +436,7 @@ def _lora_file(path, names: list[str], shapes: dict[str, torch.Size], layout: st
 def test_motion_lora_and_adapter_lora_files_change_the_render(tmp_path, plain_render):
     """Real files end to end: a motion LoRA (PEFT layout) merged into the motion module and a v3-style adapter
     LoRA (kohya layout) merged into the image layers each change the frames; at weight 0 they change nothing."""
-    from flipbook.models.loading import builtin_pipeline
+    from flipbook.models.families.sd.pipeline import builtin_pipeline
 
     adapter_shapes = {k: v.shape for k, v in tiny_motion_adapter().state_dict().items()}
     motion_names = [k.removesuffix(".weight") for k in adapter_shapes if k.endswith("attn1.to_q.weight")]

@@ -1,4 +1,4 @@
-"""Context windows (flipbook/sampling/context.py): coverage, lengths, loops and fuse weights, as properties."""
+"""Context windows (flipbook/clips/windows.py): coverage, lengths, loops and fuse weights, as properties."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flipbook.sampling.context import (
+from flipbook.clips.windows import (
     CLOSED_LOOPS,
     SCHEDULES,
     ContextOptions,

@@ -27,9 +27,10 @@ from flipbook.models.controlnet import (
     locate_controlnet,
     tiny_controlnet,
 )
-from flipbook.models.convert import CONFIG_METADATA_KEY, unet_original_key
-from flipbook.models.samplers import make_scheduler
+from flipbook.models.families.sd.convert import unet_original_key
+from flipbook.models.weights import CONFIG_METADATA_KEY
 from flipbook.runs.render import render
+from flipbook.samplers.schedulers import make_scheduler
 from flipbook.sampling.core import SamplingCore
 from flipbook.sampling.requests import Control, FrameRequest
 from flipbook.spec.load import spec_from_data

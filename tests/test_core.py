@@ -5,7 +5,7 @@ import pytest
 
 from flipbook.errors import FlipbookError
 from flipbook.events import Events, RenderCancelled
-from flipbook.models.samplers import SAMPLER_NAMES, SCHEDULER_CLASS_NAMES, is_stochastic
+from flipbook.samplers.schedulers import SAMPLER_NAMES, SCHEDULER_CLASS_NAMES, is_stochastic
 from flipbook.sampling.core import SamplingCore
 from flipbook.sampling.requests import FrameRequest
 

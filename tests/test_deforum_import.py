@@ -35,7 +35,7 @@ INVALID_SPEC: dict[str, str] = {}
 # zoom "0: (0)" (Deforum's degenerate 2D warp); its video is a local Windows path, so a render stops at it
 HYBRID = "Encodex-Ai__stable-diffusion-webui__deforum_settings_hybrid.txt"
 # The notebook-era file; its sampler dpmpp_2s_a is A1111's "DPM++ 2S a", which diffusers lacks and flipbook
-# brings as its own scheduler (flipbook.models.dpmpp_2s_ancestral)
+# brings as its own scheduler (flipbook.samplers.dpmpp_2s_ancestral)
 NOTEBOOK_ERA = (
     "deforum-art__deforum-stable-diffusion__outputs__2023-01__StableFun__20230101125957_settings.txt"
 )

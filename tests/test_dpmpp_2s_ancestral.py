@@ -12,9 +12,9 @@ from diffusers import (
     StableDiffusionPipeline,
 )
 
-from flipbook.models.builtin import SD15_SCHEDULER_CONFIG
-from flipbook.models.dpmpp_2s_ancestral import DPMSolverPlusPlus2SAncestralScheduler
-from flipbook.models.samplers import (
+from flipbook.models.families.sd.builtin import SD15_SCHEDULER_CONFIG
+from flipbook.samplers.dpmpp_2s_ancestral import DPMSolverPlusPlus2SAncestralScheduler
+from flipbook.samplers.schedulers import (
     SAMPLER_NAMES,
     is_ancestral,
     is_stochastic,

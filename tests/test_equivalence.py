@@ -5,7 +5,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline
 
-from flipbook.models.samplers import make_scheduler
+from flipbook.samplers.schedulers import make_scheduler
 from flipbook.sampling.core import SamplingCore
 from flipbook.sampling.requests import FrameRequest
 

@@ -135,6 +135,18 @@ def _deforum_file(tmp_path: Path) -> Path:
     return path
 
 
+def _preset_spec(tmp_path: Path) -> Path:
+    """An animatediff spec with a distilled-model preset and its sampler written out: checking the two agree
+    reads the presets and the sampler table, both pure."""
+    path = tmp_path / "preset.toml"
+    path.write_text(
+        'version = 1\n[animation]\nmode = "animatediff"\nmax_frames = 4\nwidth = 64\nheight = 64\n'
+        '[sampling]\nsampler = "LCM"\n[animatediff]\npreset = "lcm"\n[prompts]\n0 = "a fox"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
 def _deforum_files(tmp_path: Path) -> list[Path]:
     return [_deforum_file(tmp_path), *[p for p in SHARED_DEFORUM if p.is_file()][:1]]
 
@@ -148,7 +160,7 @@ def cli(tmp_path_factory) -> tuple[dict[str, list[list[str]]], list[dict], Path]
     groups = {
         "help": [[*path, "--help"] for path in _command_paths(typer.main.get_command(app))],
         "import-deforum": [["import-deforum", str(p), "-o", str(folder / f"{p.stem}.toml")] for p in deforum],
-        "validate": [["validate", str(p)] for p in [*EXAMPLES, *deforum]],
+        "validate": [["validate", str(p)] for p in [*EXAMPLES, *deforum, _preset_spec(folder)]],
         "plan": [
             ["plan", str(p), "--no-motion", "-o", str(folder / f"{p.stem}.plan.png")]
             for p in [*EXAMPLES, *deforum]

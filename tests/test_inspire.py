@@ -157,7 +157,7 @@ def test_unknown_topic_lists_the_known_ones():
 def test_prompts_fit_in_one_clip_window():
     """Worst case (longest entry of every list, the longest borrowed detail) stays within CLIP's 75 tokens,
     so no keyframe is cut off."""
-    from flipbook.models.tokenizer import clip_tokenizer
+    from flipbook.models.families.sd.tokenizer import clip_tokenizer
 
     tokenizer = clip_tokenizer()
 

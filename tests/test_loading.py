@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from flipbook.errors import FlipbookError
-from flipbook.models.convert import save_original_checkpoint
+from flipbook.models.families.sd.convert import save_original_checkpoint
 from flipbook.models.loading import load_model
 from flipbook.sampling.core import SamplingCore
 from flipbook.sampling.requests import FrameRequest

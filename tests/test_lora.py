@@ -13,7 +13,7 @@ from peft import LoraConfig, get_peft_model_state_dict
 from safetensors.torch import save_file
 
 from flipbook.errors import FlipbookError, LibraryError
-from flipbook.models.builtin import SD15_SCHEDULER_CONFIG, tiny_components
+from flipbook.models.families.sd.builtin import SD15_SCHEDULER_CONFIG, tiny_components
 from flipbook.models.lora import LoraSet, embeddings_used, load_embeddings
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -17,25 +17,22 @@ from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_t
 from safetensors.torch import save_file
 
 from flipbook.errors import FlipbookError
-from flipbook.models.builtin import SD15_SCHEDULER_CONFIG, _seeded
-from flipbook.models.convert import save_original_checkpoint, unet_original_key
-from flipbook.models.loading import builtin_pipeline
-from flipbook.models.motion import (
-    BUILTIN_MOTION_MODULES,
-    PRESETS,
-    detect_motion_module,
-    load_motion_adapter,
-    merge_adapter_lora,
-    merge_motion_loras,
+from flipbook.models.families.animatediff.architecture import shipped_motion_config
+from flipbook.models.families.animatediff.builtin import BUILTIN_MOTION_MODULES, tiny_motion_adapter
+from flipbook.models.families.animatediff.detect import detect_motion_module
+from flipbook.models.families.animatediff.files import read_weights, save_original_motion_module
+from flipbook.models.families.animatediff.keys import (
     motion_adapter_to_original_state_dict,
     motion_original_keys,
-    preset_scheduler_config,
-    read_weights,
-    save_original_motion_module,
-    shipped_motion_config,
-    tiny_motion_adapter,
 )
-from flipbook.models.samplers import make_scheduler
+from flipbook.models.families.animatediff.loading import load_motion_adapter
+from flipbook.models.families.animatediff.loras import merge_adapter_lora, merge_motion_loras
+from flipbook.models.families.animatediff.presets import PRESETS, preset_scheduler_config
+from flipbook.models.families.sd.builtin import SD15_SCHEDULER_CONFIG
+from flipbook.models.families.sd.convert import save_original_checkpoint, unet_original_key
+from flipbook.models.families.sd.pipeline import builtin_pipeline
+from flipbook.models.weights import seeded
+from flipbook.samplers.schedulers import make_scheduler
 
 FIELD = "animatediff.motion_module"
 VERSIONS = {
@@ -51,7 +48,7 @@ def _tiny(version: str, seed: int = 1) -> MotionAdapter:
     Every parameter is random (norms included, which start as ones and zeros), so a swapped pair of names
     can never go unnoticed.
     """
-    adapter = _seeded(
+    adapter = seeded(
         seed,
         lambda: MotionAdapter(
             block_out_channels=(32, 32, 64, 64),
@@ -239,14 +236,14 @@ def test_random_sd15_has_the_real_sd15_architecture() -> None:
 
 def test_random_weights_are_initialised_deterministically() -> None:
     """random-sd15's fast initialiser (meta build, then torch's default initialisers), on tiny shapes."""
-    from flipbook.models.motion import _initialised, random_sd15_motion_adapter
+    from flipbook.models.families.animatediff.builtin import _initialised, random_sd15_motion_adapter
 
     assert BUILTIN_MOTION_MODULES["random-sd15"] is random_sd15_motion_adapter
     config = {**_user_config(_tiny("v2")), "motion_max_seq_length": 32}
-    first, second = (_seeded(5, lambda: _initialised(config)) for _ in range(2))
+    first, second = (seeded(5, lambda: _initialised(config)) for _ in range(2))
     _assert_same_weights(first, second)
     assert (
-        not _seeded(6, lambda: _initialised(config))
+        not seeded(6, lambda: _initialised(config))
         .state_dict()["mid_block.motion_modules.0.proj_in.weight"]
         .equal(first.state_dict()["mid_block.motion_modules.0.proj_in.weight"])
     )

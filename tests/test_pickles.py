@@ -36,13 +36,13 @@ def _embedding(path, pipe):
 
 
 def _checkpoint(path, pipe):
-    from flipbook.models.single_file import load_single_file
+    from flipbook.models.families.sd.single_file import load_single_file
 
     load_single_file(path)
 
 
 def _vae(path, pipe):
-    from flipbook.models.single_file import load_vae_file
+    from flipbook.models.families.sd.single_file import load_vae_file
 
     load_vae_file(path)
 
@@ -54,7 +54,7 @@ def _controlnet(path, pipe):
 
 
 def _motion_module(path, pipe):
-    from flipbook.models.motion.loading import load_motion_module_file
+    from flipbook.models.families.animatediff.loading import load_motion_module_file
 
     load_motion_module_file(path)
 
@@ -124,7 +124,7 @@ def test_a_folder_whose_bin_file_holds_objects_says_the_same(tmp_path):
     """diffusers reads a folder's .bin with torch's weights-only loader and wraps its refusal."""
     from diffusers import AutoencoderKL
 
-    from flipbook.models.loading import load_vae
+    from flipbook.models.families.sd.pipeline import load_vae
 
     vae = AutoencoderKL(
         block_out_channels=(8,), down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
@@ -165,7 +165,7 @@ def test_the_refusal_names_what_the_pickle_needs(torch_message, needs):
 
 
 def test_bytes_that_are_no_pickle_are_corrupt_not_refused(tmp_path):
-    from flipbook.models.single_file import read_checkpoint
+    from flipbook.models.weights import read_checkpoint
 
     (tmp_path / "notes.ckpt").write_text("not weights at all")
     with pytest.raises(FlipbookError) as info:

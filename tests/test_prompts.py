@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flipbook.errors import FlipbookError
-from flipbook.sampling.prompts import (
+from flipbook.prompting.grammar import (
     BREAK_PIECE,
     LoraTag,
     extract_loras,

@@ -11,8 +11,8 @@ from diffusers import DPMSolverMultistepScheduler, DPMSolverSDEScheduler, EulerD
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from flipbook.errors import FlipbookError
-from flipbook.models.builtin import SD15_SCHEDULER_CONFIG
-from flipbook.models.samplers import (
+from flipbook.models.families.sd.builtin import SD15_SCHEDULER_CONFIG
+from flipbook.samplers.schedulers import (
     SAMPLER_NAMES,
     SCHEDULER_CLASS_NAMES,
     is_ancestral,

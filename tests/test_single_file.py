@@ -13,8 +13,8 @@ from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline, UNe
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from flipbook.errors import FlipbookError
-from flipbook.models.builtin import SD15_SCHEDULER_CONFIG, tiny_components
-from flipbook.models.convert import (
+from flipbook.models.families.sd.builtin import SD15_SCHEDULER_CONFIG, tiny_components
+from flipbook.models.families.sd.convert import (
     OPENCLIP_PREFIX,
     UNET_PREFIX,
     VAE_PREFIX,
@@ -25,7 +25,7 @@ from flipbook.models.convert import (
     unet_original_key,
     vae_original_key,
 )
-from flipbook.models.single_file import (
+from flipbook.models.families.sd.single_file import (
     detect_family,
     infer_text_encoder_config,
     infer_unet_config,
@@ -35,7 +35,7 @@ from flipbook.models.single_file import (
     shipped_config_dir,
     yaml_prediction_type,
 )
-from flipbook.models.tokenizer import clip_tokenizer
+from flipbook.models.families.sd.tokenizer import clip_tokenizer
 
 TOL = 1e-6
 COMPONENTS = ("unet", "vae", "text_encoder")

@@ -114,10 +114,10 @@ def _deref(schema, node):
 
 
 def test_built_in_names_match_the_loaders():
-    from flipbook.models.builtin import BUILTIN_MODELS
     from flipbook.models.controlnet import BUILTIN_CONTROLNETS
-    from flipbook.models.motion.builtin import BUILTIN_MOTION_MODULES
-    from flipbook.models.svd import BUILTIN_SVD_MODELS
+    from flipbook.models.families.animatediff.builtin import BUILTIN_MOTION_MODULES
+    from flipbook.models.families.sd.builtin import BUILTIN_MODELS
+    from flipbook.models.families.svd.loading import BUILTIN_SVD_MODELS
 
     marked = {field_name(loc): marker for loc, marker in marked_fields()}
     assert set(marked["model.name"].builtins) == set(BUILTIN_MODELS)

@@ -11,7 +11,7 @@ import torch
 
 from flipbook.errors import FlipbookError, SpecError
 from flipbook.events import Events, RenderCancelled
-from flipbook.models.svd import diffusers_pipeline, load_svd, svd_num_frames
+from flipbook.models.families.svd.loading import diffusers_pipeline, load_svd, svd_num_frames
 from flipbook.modes.svd import render as svd_mode
 from flipbook.runs.render import render, resume
 from flipbook.sampling import svd as sampler

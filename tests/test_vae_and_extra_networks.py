@@ -13,12 +13,12 @@ from peft import LoraConfig, get_peft_model_state_dict
 from safetensors.torch import save_file
 
 from flipbook.errors import FlipbookError
-from flipbook.models.builtin import tiny_components
-from flipbook.models.convert import VAE_PREFIX, is_vae_conv_attention, vae_original_key
 from flipbook.models.extra_networks import ExtraNetworks
+from flipbook.models.families.sd.builtin import tiny_components
+from flipbook.models.families.sd.convert import VAE_PREFIX, is_vae_conv_attention, vae_original_key
+from flipbook.models.families.sd.single_file import load_vae_file
 from flipbook.models.folders import ModelsDir
 from flipbook.models.loading import load_model
-from flipbook.models.single_file import load_vae_file
 from flipbook.runs.render import render
 from flipbook.sampling.core import SamplingCore
 from flipbook.sampling.requests import FrameRequest

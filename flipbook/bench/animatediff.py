@@ -40,8 +40,8 @@ def run(
     context_length: int = 16,
 ) -> str:
     """Time ``frames`` frames of AnimateDiff on ``model``; write JSON and markdown under ``out``."""
+    from flipbook.models.families.animatediff.loading import load_motion_adapter
     from flipbook.models.loading import load_model
-    from flipbook.models.motion import load_motion_adapter
     from flipbook.sampling.animatediff import AnimateDiffSampler, motion_pipeline
     from flipbook.sampling.encode import PromptEncoder
 
@@ -96,8 +96,8 @@ def run(
 
 def _request(width: int, height: int, steps: int, sampler: str, frames: int, context_length: int):
     """Prompt travel from the first prompt to the second over the clip, one seed per frame."""
+    from flipbook.clips.windows import ContextOptions
     from flipbook.sampling.animatediff import ClipRequest, FramePrompt
-    from flipbook.sampling.context import ContextOptions
 
     prompts = tuple(
         FramePrompt(

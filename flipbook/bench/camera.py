@@ -10,7 +10,7 @@ timed; frame 0 and the model load are not.
   clock runs from the frame-0 event to the last frame's event (each sent after its PNG is on disk).
 - **naive**: diffusers' ``StableDiffusionImg2ImgPipeline`` built from the same loaded components, called
   once per frame with prompt strings (re-encoded every frame), a fresh scheduler for the same sampler name
-  from :func:`~flipbook.models.samplers.make_scheduler`, a PIL image in and out, the warp and filters on
+  from :func:`~flipbook.samplers.schedulers.make_scheduler`, a PIL image in and out, the warp and filters on
   numpy in between, and ``PIL.Image.save`` per frame. It starts from flipbook's frame 0 (same seed and
   prompt), so the two animations can be compared pixel for pixel.
 
@@ -42,12 +42,12 @@ from flipbook.errors import FlipbookError
 from flipbook.events import Events, FrameEvent
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.loading import load_model
-from flipbook.models.samplers import make_scheduler
 from flipbook.modes.camera import CAMERA_2D
 from flipbook.motion.camera2d import matrix_2d, warp_2d
 from flipbook.motion.color import match_colors
 from flipbook.motion.filters import add_noise, adjust_contrast, unsharp_mask
 from flipbook.runs.render import render
+from flipbook.samplers.schedulers import make_scheduler
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import FramePlan, Plan, build_plan
 

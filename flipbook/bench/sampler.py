@@ -19,7 +19,7 @@ from diffusers import StableDiffusionPipeline
 
 from flipbook.bench.timing import ModuleTimer
 from flipbook.models.loading import load_model
-from flipbook.models.samplers import make_scheduler
+from flipbook.samplers.schedulers import make_scheduler
 from flipbook.sampling.core import SamplingCore
 from flipbook.sampling.requests import FrameRequest
 

@@ -24,7 +24,7 @@ from flipbook.bench.report import write_report
 from flipbook.bench.sampler import _machine, _sync
 from flipbook.bench.timing import ModuleTimer
 from flipbook.errors import FlipbookError
-from flipbook.models.svd import diffusers_pipeline, load_svd
+from flipbook.models.families.svd.loading import diffusers_pipeline, load_svd
 from flipbook.sampling.svd import SvdSettings, sample_clip
 
 SEED = 1234

@@ -15,8 +15,9 @@ class ModelBundle:
 
     The parts live in a diffusers ``StableDiffusionPipeline`` (``pipe``), which also gives LoRA and
     textual-inversion loading; flipbook's sampling core runs its own loop over ``pipe.unet``,
-    ``pipe.text_encoder``, ``pipe.vae`` and schedulers made from ``scheduler_config``. ``family`` ("sd1",
-    "sd2"; later "sdxl") selects family-specific code paths without rewriting the rest.
+    ``pipe.text_encoder``, ``pipe.vae`` and schedulers made from ``scheduler_config``. ``family`` is the name
+    of the model's family in :mod:`flipbook.models.families`, whose hooks (its prompt encoder) the sampling
+    loops call instead of assuming one architecture.
     """
 
     pipe: StableDiffusionPipeline

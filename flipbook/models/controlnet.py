@@ -12,7 +12,7 @@
   ``extensions/sd-webui-controlnet/models``, ComfyUI ``models/controlnet``);
 * a hub id (``lllyasviel/control_v11p_sd15_canny``), from the local cache when ``HF_HUB_OFFLINE`` is set.
 
-Single files load fully offline the way :mod:`flipbook.models.single_file` loads checkpoints: read safely
+Single files load fully offline the way :mod:`flipbook.models.families.sd.single_file` loads checkpoints: read safely
 (safetensors, or ``torch.load(weights_only=True)``), original keys renamed with diffusers' own converter,
 the architecture taken from the tensor shapes over SD 1.5's / SD 2's shipped UNet config (the few values no
 shape reveals -- GroupNorm groups, attention heads -- come from that template, or from a config a
@@ -22,7 +22,6 @@ used because it fetches a config from the hub for every file, which fails offlin
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -109,7 +108,7 @@ def load_controlnet(
 
 
 def _builtin_tiny_unet_config() -> Mapping[str, Any]:
-    from flipbook.models.builtin import tiny_components
+    from flipbook.models.families.sd.builtin import tiny_components
 
     return tiny_components()["unet"].config
 
@@ -131,9 +130,9 @@ def tiny_controlnet(unet_config: Mapping[str, Any], seed: int = 0) -> ControlNet
     """
     from diffusers import ControlNetModel, UNet2DConditionModel
 
-    from flipbook.models.single_file import _empty
+    from flipbook.models.weights import empty_weights
 
-    shape_only = _empty(lambda: UNet2DConditionModel.from_config(dict(unet_config)))
+    shape_only = empty_weights(lambda: UNet2DConditionModel.from_config(dict(unet_config)))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         controlnet = ControlNetModel.from_unet(shape_only, load_weights_from_unet=False)
@@ -184,7 +183,7 @@ def load_controlnet_file(path: str | Path, *, field: str = FIELD) -> ControlNetM
     A file flipbook wrote may embed its config (``{"controlnet": {...}}`` under the
     ``flipbook_config`` metadata key, as checkpoints do); it is then the template for the values shapes hide.
     """
-    from flipbook.models.single_file import read_checkpoint
+    from flipbook.models.weights import read_checkpoint
 
     path = Path(path)
     try:
@@ -257,7 +256,7 @@ def infer_controlnet_config(
     """A ControlNetModel config from a diffusers-layout state dict: every size from the tensor shapes, the
     rest (GroupNorm groups, attention heads) from ``template`` (a ControlNet config), else from SD 1.5's or
     SD 2's shipped UNet config by cross-attention width, adjusted where the widths demand it."""
-    from flipbook.models.single_file import _groups, _heads
+    from flipbook.models.weights import head_counts, norm_groups
 
     def shape(key: str) -> tuple[int, ...]:
         if key not in state:
@@ -291,7 +290,7 @@ def infer_controlnet_config(
         layers_per_block=layers,
         down_block_types=["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention],
         cross_attention_dim=context,
-        norm_num_groups=_groups(widths, int(config.get("norm_num_groups", 32))),
+        norm_num_groups=norm_groups(widths, int(config.get("norm_num_groups", 32))),
     )
     if template and "global_pool_conditions" in template:
         config["global_pool_conditions"] = bool(template["global_pool_conditions"])
@@ -305,18 +304,17 @@ def infer_controlnet_config(
             use_linear_projection=state[proj_in].ndim == 2, transformer_layers_per_block=max(len(depth), 1)
         )
     if not template:
-        config["attention_head_dim"] = _heads(widths, config.get("attention_head_dim", 8))
+        config["attention_head_dim"] = head_counts(widths, config.get("attention_head_dim", 8))
         if config.get("num_attention_heads") is not None:
-            config["num_attention_heads"] = _heads(widths, config["num_attention_heads"])
+            config["num_attention_heads"] = head_counts(widths, config["num_attention_heads"])
     return config
 
 
 def _shipped_unet_config(cross_attention_dim: int) -> dict[str, Any]:
     """SD 1.5's UNet config for 768-wide text, SD 2's (base) for 1024: the template for what shapes hide."""
-    from flipbook.models.single_file import shipped_config_dir
+    from flipbook.models.families.sd.single_file import unet_template
 
-    folder = shipped_config_dir("sd2" if cross_attention_dim == 1024 else "sd1", "epsilon")
-    return json.loads(folder.joinpath("unet", "config.json").read_text(encoding="utf-8"))
+    return unet_template(cross_attention_dim)
 
 
 def _yaml_says_global_pooling(path: Path) -> bool:
@@ -333,9 +331,9 @@ def _build(state: Mapping[str, torch.Tensor], config: dict[str, Any]) -> Control
     """The model on the meta device, then every parameter from ``state``, strictly (extra keys ignored)."""
     from diffusers import ControlNetModel
 
-    from flipbook.models.single_file import _empty
+    from flipbook.models.weights import empty_weights
 
-    controlnet = _empty(lambda: ControlNetModel.from_config(config))
+    controlnet = empty_weights(lambda: ControlNetModel.from_config(config))
     weights: dict[str, torch.Tensor] = {}
     for key, target in controlnet.state_dict().items():
         tensor = state.get(key)

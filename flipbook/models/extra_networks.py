@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flipbook.errors import FlipbookError
 from flipbook.models.folders import ModelsDir
-from flipbook.sampling.prompts import extract_loras
+from flipbook.prompting.grammar import extract_loras
 
 
 class ExtraNetworks:

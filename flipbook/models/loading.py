@@ -1,35 +1,53 @@
-"""Load a Stable Diffusion model from whatever the user has.
+"""Load an image model (a checkpoint) from whatever the user has, through its model family.
 
 ``model`` may be a built-in name (``tiny``, ``random-sd15``), a diffusers folder, a single ``.safetensors`` /
 ``.ckpt`` checkpoint, a checkpoint name inside ``models_dir`` (A1111 or ComfyUI layout), or a hub id. Hub ids
 honour ``HF_HUB_OFFLINE`` and the local cache; when the hub can't be reached and the model isn't cached the
 user gets one line saying so and what to pass instead.
+
+Three steps, none of which names a family: :func:`locate` finds where the weights are (a
+:class:`~flipbook.models.source.ModelSource`; a single file is read here, once), :func:`identify` asks the
+family registry (:mod:`flipbook.models.families`) whose they are (a built-in's name, a single file's keys, a
+folder's configs), and that family's ``load`` hook builds the pipeline. What follows (a separate VAE through
+the family's ``load_vae``, attention, device and dtype) is the same for every image family.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from flipbook.errors import FlipbookError
-from flipbook.models.builtin import BUILTIN_MODELS, SD15_SCHEDULER_CONFIG
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.device import pick_device, pick_dtype
+from flipbook.models.families import (
+    Family,
+    builtin_family,
+    builtin_names,
+    checkpoint_problem,
+    detect_checkpoint,
+    detect_folder,
+    with_capability,
+)
 from flipbook.models.folders import ModelsDir
-from flipbook.models.pickles import refused_pickle
-from flipbook.models.single_file import ALLOWED_VAE, load_single_file, load_vae_file
+from flipbook.models.source import ModelSource
+from flipbook.models.weights import read_checkpoint
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 ALLOWED_MODELS = (
-    "a built-in model (tiny, random-sd15), a diffusers folder, a .safetensors/.ckpt checkpoint, "
-    "a checkpoint name in --models-dir, or a hub id (org/name) in the local Hugging Face cache"
+    f"a built-in model ({', '.join(builtin_names('checkpoint') or ())}), a diffusers folder, a .safetensors/.ckpt "
+    "checkpoint, a checkpoint name in --models-dir, or a hub id (org/name) in the local Hugging Face cache"
 )
+_NOT_CACHED = "not in the local Hugging Face cache and the hub can't be reached"
 
 
 def load_model(
@@ -49,9 +67,11 @@ def load_model(
     torch_dtype = pick_dtype(dtype, torch_device)
     folders = ModelsDir(Path(models_dir)) if models_dir else None
 
-    pipe, source = _load_pipeline(model, folders, prediction_type, seed)
+    source = locate(model, folders)
+    family = identify(source)
+    pipe = family.load(source, prediction_type=prediction_type, seed=seed)
     if vae:
-        pipe.vae = load_vae(vae, folders)
+        pipe.vae = family.load_vae(vae, folders)
         _check_vae_fits(pipe, vae)
     pipe.unet.set_attn_processor(AttnProcessor2_0())
     pipe.set_progress_bar_config(disable=True)
@@ -62,113 +82,119 @@ def load_model(
         pipe.vae.enable_slicing()
     if vae_tiling:
         pipe.vae.enable_tiling()
-    family = _family(pipe)
     return ModelBundle(
-        pipe=pipe, name=model, family=family, source=source, device=torch_device, dtype=torch_dtype
+        pipe=pipe, name=model, family=family.name, source=source.kind, device=torch_device, dtype=torch_dtype
     )
 
 
-def _load_pipeline(model: str, folders: ModelsDir | None, prediction_type: str | None, seed: int):
-    if model in BUILTIN_MODELS:
-        return builtin_pipeline(model, seed, prediction_type), "builtin"
+# ---- 1. where the weights are -----------------------------------------------------------------------------
+
+
+def locate(model: str, folders: ModelsDir | None) -> ModelSource:
+    """Where ``model`` is: a built-in, a path, a checkpoint name in the models folder, or a hub id."""
+    if builtin_family(model, "image") is not None:
+        return ModelSource("builtin", model)
     path = Path(model).expanduser()
     if path.exists():
-        return _load_path(path, prediction_type)
+        return _path_source(path)
     if path.suffix.lower() in CHECKPOINT_SUFFIXES or os.sep in model and not _HUB_ID.match(model):
         raise FlipbookError("model", model, ALLOWED_MODELS, detail="no such file or folder")
     if folders is not None:
         found = folders.list("checkpoint")
         if model in found or Path(model).stem in {Path(n).stem for n in found}:
-            return _load_path(folders.find("checkpoint", model), prediction_type)
+            return _path_source(folders.find("checkpoint", model))
     if _HUB_ID.match(model):
-        return _load_hub(model, prediction_type), "hub"
+        return ModelSource("hub", model, local_files_only=_offline())
     raise FlipbookError("model", model, ALLOWED_MODELS)
 
 
-def builtin_pipeline(name: str, seed: int = 0, prediction_type: str | None = None) -> StableDiffusionPipeline:
-    """A built-in model as a diffusers pipeline (default scheduler: SD 1.5's PNDM config)."""
-    from diffusers import PNDMScheduler
-
-    config = dict(SD15_SCHEDULER_CONFIG)
-    if prediction_type:
-        config["prediction_type"] = prediction_type
-    components = BUILTIN_MODELS[name](seed)
-    return StableDiffusionPipeline(
-        **components,
-        scheduler=PNDMScheduler.from_config(config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-
-
-def _load_path(path: Path, prediction_type: str | None):
+def _path_source(path: Path) -> ModelSource:
     if path.is_dir():
         if not (path / "model_index.json").exists():
             raise FlipbookError(
                 "model", str(path), ALLOWED_MODELS, detail="the folder has no model_index.json"
             )
-        return _from_pretrained(str(path), prediction_type, local_files_only=True), "folder"
+        return ModelSource("folder", str(path))
     if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise FlipbookError("model", str(path), ALLOWED_MODELS, detail=f"unknown file type {path.suffix!r}")
-    return load_single_file(path, prediction_type=prediction_type), "single_file"
+    return ModelSource("single_file", str(path), checkpoint=read_checkpoint(path))
 
 
-def _load_hub(model_id: str, prediction_type: str | None) -> StableDiffusionPipeline:
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    return _from_pretrained(model_id, prediction_type, local_files_only=offline)
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
-def _from_pretrained(
-    ref: str, prediction_type: str | None, *, local_files_only: bool
-) -> StableDiffusionPipeline:
-    try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            ref, safety_checker=None, requires_safety_checker=False, local_files_only=local_files_only
-        )
-    except (OSError, ValueError) as error:
-        detail = "not in the local Hugging Face cache and the hub can't be reached"
-        if Path(ref).exists():
-            detail = refused_pickle(error) or f"the folder could not be loaded: {_first_line(error)}"
-        raise FlipbookError("model", ref, ALLOWED_MODELS, detail=detail) from None
-    for name in ("unet", "vae", "text_encoder"):
-        _check_no_missing_weights(getattr(pipe, name), "model", ref, ALLOWED_MODELS)
-    if prediction_type:
-        pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, prediction_type=prediction_type)
-    return pipe
+# ---- 2. whose they are ------------------------------------------------------------------------------------
 
 
-def load_vae(vae: str, folders: ModelsDir | None) -> AutoencoderKL:
-    """A separate VAE: a diffusers folder, a single file, or a name in the models folder's VAE directory.
-
-    Single files go through :func:`load_vae_file` (offline, sizes from the tensors, strict), so any SD VAE
-    that fits its shapes loads, not only full-size ones; a misfit is a ``FlipbookError`` on ``"vae"``.
-    """
-    path = Path(vae).expanduser()
-    if not path.exists():
-        if folders is None:
-            raise FlipbookError("vae", vae, "a VAE file or folder, or a VAE name with --models-dir")
-        path = folders.find("vae", vae)
-    if not path.is_dir():
-        return load_vae_file(path)
-    # A VAE folder (config.json + weights), or a whole diffusers model whose VAE is wanted.
-    subfolder = "vae" if (path / "vae" / "config.json").is_file() else None
-    try:
-        loaded = AutoencoderKL.from_pretrained(path, subfolder=subfolder, local_files_only=True)
-    except (OSError, ValueError, RuntimeError, KeyError) as error:
+def identify(source: ModelSource) -> Family:
+    """The image family ``source`` belongs to, from the registry; a model of another kind (a motion module, a
+    video model) or of no family flipbook knows is one :class:`FlipbookError` on ``model`` saying which."""
+    if source.kind == "builtin":
+        family = builtin_family(source.ref, "image")
+    elif source.kind == "single_file":
+        state = source.checkpoint[0]
+        family = detect_checkpoint(state)
+        if family is None:
+            detail = checkpoint_problem(state) or (
+                "its weights are no model flipbook knows (" + ", ".join(_image_titles()) + ")"
+            )
+            raise FlipbookError("model", source.ref, ALLOWED_MODELS, detail=detail)
+    else:
+        model_index, unet_config = _folder_configs(source)
+        family = detect_folder(model_index, unet_config)
+        if family is None:
+            kind = model_index.get("_class_name", "diffusers")
+            raise FlipbookError(
+                "model", source.ref, ALLOWED_MODELS,
+                detail=f"a {kind} folder, which no model family flipbook knows loads ("
+                + ", ".join(_image_titles()) + ")",
+            )  # fmt: skip
+    if family.capability != "image":
         raise FlipbookError(
-            "vae", vae, ALLOWED_VAE, detail=refused_pickle(error) or _first_line(error)
+            "model", source.ref, ALLOWED_MODELS,
+            detail=f"this is a {family.reference_kind} ({family.title}), not a checkpoint",
+        )  # fmt: skip
+    return family
+
+
+def _image_titles() -> list[str]:
+    return [family.title for family in with_capability("image")]
+
+
+def _folder_configs(source: ModelSource) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """A folder's or hub id's ``model_index.json`` and ``unet/config.json`` (empty when it has none): what
+    families tell their folders apart by. Only these small files are read (from the cache for a hub id)."""
+    model_index = _read_config(source, "model_index.json", required=True)
+    return model_index, _read_config(source, "unet/config.json", required=False)
+
+
+def _read_config(source: ModelSource, name: str, *, required: bool) -> dict[str, Any]:
+    if source.kind == "folder":
+        path = source.path / name
+        if not path.is_file():
+            return {}
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(source.ref, name, local_files_only=source.local_files_only))
+        except Exception:  # huggingface_hub raises several unrelated types for "not there"
+            if not required:
+                return {}
+            raise FlipbookError("model", source.ref, ALLOWED_MODELS, detail=_NOT_CACHED) from None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise FlipbookError(
+            "model", source.ref, ALLOWED_MODELS, detail=f"{name}: {_first_line(error)}"
         ) from None
-    _check_no_missing_weights(loaded, "vae", vae, ALLOWED_VAE)
-    return loaded
+    if not isinstance(data, dict):
+        raise FlipbookError("model", source.ref, ALLOWED_MODELS, detail=f"{name} is not a JSON object")
+    return data
 
 
-def _check_no_missing_weights(module: torch.nn.Module, field: str, value: str, allowed: str) -> None:
-    """diffusers leaves weights missing from a folder on the meta device without a word; fail here, clearly."""
-    missing = [name for name, tensor in module.state_dict().items() if tensor.is_meta]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise FlipbookError(field, value, allowed, detail=f"weight {missing[0]!r} missing{more}")
+# ---- 3. after the family's loader ------------------------------------------------------------------------
 
 
 def _check_vae_fits(pipe: StableDiffusionPipeline, vae: str) -> None:
@@ -177,10 +203,6 @@ def _check_vae_fits(pipe: StableDiffusionPipeline, vae: str) -> None:
         raise FlipbookError(
             "vae", vae, f"a VAE with {unet_in} latent channels for this model", detail=f"it has {latent}"
         )
-
-
-def _family(pipe: StableDiffusionPipeline) -> str:
-    return "sd2" if pipe.unet.config.cross_attention_dim == 1024 else "sd1"
 
 
 def _first_line(error: BaseException) -> str:

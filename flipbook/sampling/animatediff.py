@@ -2,14 +2,14 @@
 
 The UNet is diffusers' :class:`~diffusers.UNetMotionModel` assembled from the checkpoint's UNet and a
 :class:`~diffusers.MotionAdapter` (a copy: the checkpoint's own UNet stays as it is). Latents are
-``1 x C x frames x h x w``. At every step each context window (:mod:`flipbook.sampling.context`) runs through
+``1 x C x frames x h x w``. At every step each context window (:mod:`flipbook.clips.windows`) runs through
 the UNet with classifier-free guidance rows laid out as diffusers' AnimateDiffPipeline lays them out
 (``[uncond frames, cond frames]``), the windows' guided predictions are averaged with normalised per-frame
 weights, and one scheduler step moves all frames. With one window of all frames this is AnimateDiffPipeline's
 loop exactly (tests/test_animatediff_mode.py compares them).
 
 What the loop adds: per-frame text embeddings (prompt travel: each frame's prompt blended toward the next
-keyframe's, A1111 weights and chunks through :class:`~flipbook.sampling.encode.PromptEncoder`), per-frame
+keyframe's, through the model family's prompt encoder, e.g. A1111 weights and 75-token chunks), per-frame
 guidance, per-frame initial noise from per-frame seeds (FreeNoise optionally reuses the first window's noise),
 FreeInit passes, image to video (start and end images held in the initial latents as the A1111 extension
 does), video to video (the source frames noised to the denoise strength), and ControlNet units applied to
@@ -27,20 +27,21 @@ import torch
 from diffusers import AnimateDiffPipeline, MotionAdapter, UNetMotionModel
 from diffusers.image_processor import VaeImageProcessor
 
+from flipbook.clips.windows import ContextOptions, context_windows, fuse_weights
 from flipbook.errors import FlipbookError
 from flipbook.events import Events, StepEvent
 from flipbook.models.bundle import ModelBundle
-from flipbook.models.samplers import make_scheduler
-from flipbook.sampling.context import ContextOptions, context_windows, fuse_weights
-from flipbook.sampling.core import (
-    _residual_kwargs,
-    _skip_to_strength,
-    _step_kwargs,
+from flipbook.models.families import get_family, with_capability
+from flipbook.prompting.grammar import split_composable
+from flipbook.samplers.schedulers import make_scheduler
+from flipbook.sampling.conditioning import Conditioning, PromptConditioner, concat
+from flipbook.sampling.steps import (
     add_residuals,
     latents_preview,
+    residual_kwargs,
+    skip_to_strength,
+    step_kwargs,
 )
-from flipbook.sampling.encode import PromptEncoder
-from flipbook.sampling.prompts import split_composable
 
 DECODE_CHUNK = 16
 """Frames the VAE decodes (and encodes) at once, as AnimateDiffPipeline's default ``decode_chunk_size``."""
@@ -172,6 +173,7 @@ def motion_pipeline(bundle: ModelBundle, adapter: MotionAdapter) -> AnimateDiffP
 
     Why a pipeline and not only the UNet: diffusers' LoRA loading (and so :class:`~flipbook.models.lora.LoraSet`)
     works on a pipeline; the pipeline also serves as the reference the tests compare with."""
+    _check_attaches(bundle)
     if getattr(bundle.unet, "peft_config", None):
         raise FlipbookError(
             "model.loras", "loaded", "a checkpoint without LoRAs loaded into it when building the motion UNet"
@@ -187,24 +189,45 @@ def motion_pipeline(bundle: ModelBundle, adapter: MotionAdapter) -> AnimateDiffP
     return pipe
 
 
+def _check_attaches(bundle: ModelBundle) -> None:
+    """Motion modules attach to the image families their family declares (``Family.attaches_to``)."""
+    fitting = {name for family in with_capability("motion") for name in family.attaches_to}
+    if bundle.family not in fitting:
+        titles = ", ".join(get_family(name).title for name in sorted(fitting))
+        raise FlipbookError(
+            "model.name", bundle.name, f"a checkpoint that motion modules fit ({titles})",
+            detail=f"it is {get_family(bundle.family).title}",
+        )  # fmt: skip
+
+
 # ---- the sampler ------------------------------------------------------------------------------------------
 
 
 @dataclass
 class _Conditioning:
-    """Per-frame text embeddings (``F x tokens x dim``) and guidance: ``guided`` frames use
+    """Per-frame text conditioning (one row per frame) and guidance: ``guided`` frames use
     ``uncond + scale * (cond - uncond)``, the others ``cond`` alone; no uncond rows when no frame is guided."""
 
-    cond: torch.Tensor
-    uncond: torch.Tensor | None
+    positive: Conditioning
+    negative: Conditioning | None
     scales: torch.Tensor  # F
     guided: torch.Tensor  # F, bool
+
+    @property
+    def cond(self) -> torch.Tensor:
+        """The frames' prompt embeddings, ``F x tokens x dim``."""
+        return self.positive.embeds
+
+    @property
+    def uncond(self) -> torch.Tensor | None:
+        """The frames' negative-prompt embeddings, or None when no frame is guided."""
+        return None if self.negative is None else self.negative.embeds
 
 
 class AnimateDiffSampler:
     """Samples clips (:class:`ClipRequest`) with one motion UNet.
 
-    ``encoder`` encodes prompts (pass the sampling core's, so its cache and A1111 prompt syntax are shared);
+    ``encoder`` encodes prompts (pass the sampling core's, the model family's, so its cache is shared);
     ``scheduler_config`` is the checkpoint's (with a preset's overrides); ``events`` carries progress, previews
     and cancellation. Nothing global is read or written.
     """
@@ -213,7 +236,7 @@ class AnimateDiffSampler:
         self,
         unet: UNetMotionModel,
         vae,
-        encoder: PromptEncoder,
+        encoder: PromptConditioner,
         scheduler_config: dict,
         events: Events | None = None,
     ) -> None:
@@ -279,23 +302,22 @@ class AnimateDiffSampler:
         for frame in request.prompts:
             text, weight, other, other_weight = _single_parts(frame)
             w = float(frame.blend_weight)
-            conds.append(encoder.encode_blend(text, other, w, request.blend_mode))
+            conds.append(encoder.condition(text, other, w, request.blend_mode))
             negative_next = (
                 frame.negative_prompt if frame.blend_negative_prompt is None else frame.blend_negative_prompt
             )
-            unconds.append(encoder.encode_blend(frame.negative_prompt, negative_next, w, request.blend_mode))
+            unconds.append(encoder.condition(frame.negative_prompt, negative_next, w, request.blend_mode))
             part_weight = weight if weight == other_weight else (1.0 - w) * weight + w * other_weight
             scales.append(frame.guidance_scale * part_weight)
             guided.append(frame.guidance_scale > 1.0)
-        length = max(e.shape[1] for e in conds + unconds)
+        length = max(c.tokens for c in conds + unconds)
 
-        def stack(embeddings: list[torch.Tensor]) -> torch.Tensor:
-            padded = torch.cat([encoder.pad_to(e, length) for e in embeddings])
-            return padded.to(self.device, self.dtype)
+        def rows(parts: list[Conditioning]) -> Conditioning:
+            return concat([encoder.pad(part, length) for part in parts]).to(self.device, self.dtype)
 
         return _Conditioning(
-            cond=stack(conds),
-            uncond=stack(unconds) if any(guided) else None,
+            positive=rows(conds),
+            negative=rows(unconds) if any(guided) else None,
             scales=torch.tensor(scales, dtype=torch.float32),
             guided=torch.tensor(guided),
         )
@@ -360,7 +382,7 @@ class AnimateDiffSampler:
         scheduler.set_timesteps(request.steps, device=self.device)
         timesteps = scheduler.timesteps
         if request.video is not None or request.hold is not None:
-            timesteps = _skip_to_strength(scheduler, request.steps, request.strength)
+            timesteps = skip_to_strength(scheduler, request.steps, request.strength)
         return scheduler, timesteps
 
     @staticmethod
@@ -375,7 +397,7 @@ class AnimateDiffSampler:
 
     def _denoise(self, request, scheduler, timesteps, latents, conditioning, done: int, total: int):
         """One pass over the timesteps: every step, every window through the UNet, averaged, one step."""
-        step_kwargs = _step_kwargs(
+        stepping = step_kwargs(
             scheduler, [torch.Generator("cpu").manual_seed(int(request.seeds[0]))], request.eta
         )
         n = request.num_frames
@@ -391,7 +413,7 @@ class AnimateDiffSampler:
                     1, 1, -1, 1, 1
                 )
                 noise_pred.index_add_(2, index, pred * share)
-            latents = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+            latents = scheduler.step(noise_pred, t, latents, **stepping, return_dict=False)[0]
             self.events.step(
                 StepEvent(step=done + i + 1, total_steps=total, frames=tuple(range(n))),
                 preview=lambda lat=latents: latents_preview(lat[:, :, 0]),
@@ -401,15 +423,15 @@ class AnimateDiffSampler:
     def _predict_window(self, model_input, t, index, conditioning: _Conditioning, request, step, steps):
         """The guided noise prediction for one window's frames (diffusers' row order: uncond, then cond)."""
         sample = model_input.index_select(2, index)
-        embeddings = conditioning.cond.index_select(0, index)
-        if conditioning.uncond is not None:
+        text = conditioning.positive.select(index)
+        if conditioning.negative is not None:
             sample = torch.cat([sample, sample])
-            embeddings = torch.cat([conditioning.uncond.index_select(0, index), embeddings])
-        residuals = self._control_residuals(sample, t, embeddings, index, request, step, steps)
+            text = concat([conditioning.negative.select(index), text])
+        residuals = self._control_residuals(sample, t, text, index, request, step, steps)
         self.stats["unet_calls"] += 1
         self.stats["unet_frames"] += sample.shape[0] * sample.shape[2]
-        out = self.unet(sample, t, encoder_hidden_states=embeddings, return_dict=False, **residuals)[0]
-        if conditioning.uncond is None:
+        out = self.unet(sample, t, **text.unet_kwargs(), return_dict=False, **residuals)[0]
+        if conditioning.negative is None:
             return out
         uncond, cond = out.chunk(2)
         frames = index.cpu()
@@ -418,7 +440,7 @@ class AnimateDiffSampler:
         return torch.where(guided, uncond + scale * (cond - uncond), cond)
 
     def _control_residuals(
-        self, sample, t, embeddings, index, request: ClipRequest, step: int, steps: int
+        self, sample, t, text: Conditioning, index, request: ClipRequest, step: int, steps: int
     ) -> dict:
         """ControlNet residuals for the window's rows (each frame row gets its own control image and weight,
         the uncond rows too, as AnimateDiffControlNetPipeline does without guess mode), summed over units."""
@@ -437,11 +459,11 @@ class AnimateDiffSampler:
             images = unit.images[frame_ids].to(self.device, net.dtype)
             self.stats["controlnet_calls"] += 1
             unit_down, unit_mid = net(
-                rows.to(net.dtype), t, encoder_hidden_states=embeddings.to(net.dtype), controlnet_cond=images,
+                rows.to(net.dtype), t, **text.to(dtype=net.dtype).unet_kwargs(), controlnet_cond=images,
                 conditioning_scale=scale.view(-1, 1, 1, 1), guess_mode=False, return_dict=False,
             )  # fmt: skip
             down, mid = add_residuals((down, mid), (unit_down, unit_mid))
-        return _residual_kwargs((down, mid))
+        return residual_kwargs((down, mid))
 
     def control_images(self, images: Sequence, width: int, height: int) -> torch.Tensor:
         """Control images (PIL or arrays) as the ``F x 3 x H x W`` [0, 1] tensor a :class:`ControlFrames` holds

@@ -10,7 +10,6 @@ weights inside one batch), and one events object for progress, preview and cance
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -23,19 +22,22 @@ from diffusers.image_processor import VaeImageProcessor
 from flipbook.events import Events, StepEvent
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.controlnet import ControlNets
+from flipbook.models.families import get_family
 from flipbook.models.lora import LoraSet
-from flipbook.models.samplers import make_scheduler
-from flipbook.sampling.encode import PromptEncoder
+from flipbook.samplers.schedulers import make_scheduler
+from flipbook.sampling.conditioning import Conditioning, PromptConditioner, stack
 from flipbook.sampling.requests import Control, FrameRequest
-
-# A linear map from SD 1.x/2.x latents to RGB, good enough for live previews (no VAE call).
-_PREVIEW_FACTORS = torch.tensor(
-    [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]]
+from flipbook.sampling.steps import (
+    add_residuals,
+    latents_preview,
+    residual_kwargs,
+    skip_to_strength,
+    step_kwargs,
 )
 
 
 @dataclass
-class _Conditioning:
+class _Guidance:
     """Rows of the UNet batch that belong to one request, and how to combine them."""
 
     uncond_row: int | None
@@ -91,7 +93,7 @@ class SamplingCore:
         self.events = events or Events()
         self.controlnets = controlnets if controlnets is not None else ControlNets()
         self.loras = LoraSet(model.pipe)
-        self._encoders: dict[int, PromptEncoder] = {}
+        self._encoders: dict[int, PromptConditioner] = {}
         self._active_loras: tuple = ()
         scale = model.vae_scale_factor
         self.image_processor = VaeImageProcessor(vae_scale_factor=scale)
@@ -136,7 +138,7 @@ class SamplingCore:
         self._activate_loras(first.loras)
 
         # 2. Encode prompts (cached) and lay out the UNet batch rows
-        embeddings, conditioning = self._prepare_conditioning(requests, first.clip_skip)
+        text, guidance = self._prepare_conditioning(requests, first.clip_skip)
 
         # 3. Prepare timesteps
         # DPM++ SDE draws its Brownian noise from its own sampler: one tree per request, from its own seed
@@ -146,7 +148,7 @@ class SamplingCore:
         scheduler.set_timesteps(first.num_inference_steps, device=device)
         timesteps = scheduler.timesteps
         if first.image is not None:
-            timesteps = _skip_to_strength(scheduler, first.num_inference_steps, first.strength)
+            timesteps = skip_to_strength(scheduler, first.num_inference_steps, first.strength)
 
         # 4. Prepare latents with one generator per request
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
@@ -154,19 +156,17 @@ class SamplingCore:
         latents = init.latents
 
         # 5. Denoising loop (ControlNet units add their residuals to the same UNet call)
-        step_kwargs = _step_kwargs(scheduler, generators, first.eta)
-        rows = _row_sources(conditioning, embeddings.shape[0])
+        stepping = step_kwargs(scheduler, generators, first.eta)
+        rows = _row_sources(guidance, text.rows)
         extra_channels = None
         if self.model.unet.config.in_channels == 9:  # an inpainting UNet also sees the mask and masked image
             extra_channels = torch.cat([init.mask, init.masked_image_latents], dim=1)[rows]
-        controls = self._prepare_controls(requests, conditioning, rows)
+        controls = self._prepare_controls(requests, guidance, rows)
         for i, t in enumerate(timesteps):
             model_input = scheduler.scale_model_input(latents, t)
-            residuals = self._control_residuals(controls, model_input[rows], t, embeddings, i, len(timesteps))
-            noise_pred = self._predict_noise(
-                model_input, t, embeddings, conditioning, rows, extra_channels, residuals
-            )
-            latents = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+            residuals = self._control_residuals(controls, model_input[rows], t, text, i, len(timesteps))
+            noise_pred = self._predict_noise(model_input, t, text, guidance, rows, extra_channels, residuals)
+            latents = scheduler.step(noise_pred, t, latents, **stepping, return_dict=False)[0]
             if init.image_latents is not None:
                 latents = _blend_unmasked(scheduler, latents, init, timesteps, i)
             self.events.step(
@@ -189,21 +189,15 @@ class SamplingCore:
             for encoder in self._encoders.values():
                 encoder.clear()  # a LoRA may change the text encoder
 
-    def encoder(self, clip_skip: int) -> PromptEncoder:
+    def encoder(self, clip_skip: int) -> PromptConditioner:
+        """The model family's prompt encoder for ``clip_skip`` (one per value, each with its cache)."""
         if clip_skip not in self._encoders:
-            pipe = self.model.pipe
-
-            def convert(text: str) -> str:
-                return pipe.maybe_convert_prompt(text, pipe.tokenizer)
-
-            self._encoders[clip_skip] = PromptEncoder(
-                pipe.tokenizer, pipe.text_encoder, clip_skip=clip_skip, convert_prompt=convert
-            )
+            self._encoders[clip_skip] = get_family(self.model.family).encoder(self.model, clip_skip)
         return self._encoders[clip_skip]
 
     def _prepare_conditioning(
         self, requests: Sequence[FrameRequest], clip_skip: int
-    ) -> tuple[torch.Tensor, list[_Conditioning]]:
+    ) -> tuple[Conditioning, list[_Guidance]]:
         """All rows of the UNet batch: unconditional rows first, then every request's prompt parts.
 
         This is diffusers' ``cat([uncond, cond])`` order, extended to composable prompts. Classifier-free
@@ -211,8 +205,8 @@ class SamplingCore:
         interpolation) get their mixed embeddings in the same rows, so they batch with any others.
         """
         encoder = self.encoder(clip_skip)
-        uncond_rows: list[torch.Tensor] = []
-        cond_rows: list[torch.Tensor] = []
+        uncond_rows: list[Conditioning] = []
+        cond_rows: list[Conditioning] = []
         layout: list[tuple[int | None, list[int], list[float], float]] = []
         for request in requests:
             parts = _positive_parts(encoder, request)
@@ -220,20 +214,16 @@ class SamplingCore:
             uncond = None
             if needs_uncond:
                 uncond = len(uncond_rows)
-                uncond_rows.append(_negative_embedding(encoder, request))
+                uncond_rows.append(_negative_conditioning(encoder, request))
             rows = []
-            for embedding, _ in parts:
+            for part, _ in parts:
                 rows.append(len(cond_rows))
-                cond_rows.append(embedding)
+                cond_rows.append(part)
             layout.append((uncond, rows, [w for _, w in parts], request.guidance_scale))
-        all_rows = uncond_rows + cond_rows
-        length = max(e.shape[1] for e in all_rows)
-        embeddings = torch.cat([encoder.pad_to(e, length) for e in all_rows])
+        text = stack(uncond_rows + cond_rows, encoder)
         offset = len(uncond_rows)
-        conditioning = [
-            _Conditioning(u, [offset + r for r in rows], weights, g) for u, rows, weights, g in layout
-        ]
-        return embeddings.to(self.model.device, self.model.unet.dtype), conditioning
+        guidance = [_Guidance(u, [offset + r for r in rows], weights, g) for u, rows, weights, g in layout]
+        return text.to(self.model.device, self.model.unet.dtype), guidance
 
     @torch.no_grad()
     def prompt_embeddings(
@@ -245,7 +235,8 @@ class SamplingCore:
         request.validate(self.model.vae_scale_factor)
         self._activate_loras(request.loras)
         encoder = self.encoder(request.clip_skip)
-        return _negative_embedding(encoder, request), _positive_parts(encoder, request)
+        parts = [(part.embeds, weight) for part, weight in _positive_parts(encoder, request)]
+        return _negative_conditioning(encoder, request).embeds, parts
 
     # ---- 4. latents -------------------------------------------------------------------------------------
 
@@ -340,11 +331,11 @@ class SamplingCore:
     # ---- 5. ControlNet units ----------------------------------------------------------------------------
 
     def _prepare_controls(
-        self, requests: Sequence[FrameRequest], conditioning: Sequence[_Conditioning], rows: torch.Tensor
+        self, requests: Sequence[FrameRequest], guidance: Sequence[_Guidance], rows: torch.Tensor
     ) -> list[_ControlUnit]:
         """Each unit's network (loaded once per run), its control images laid out like the UNet rows, and per
         row its weight and step range. The batch key guarantees every request names the same networks."""
-        uncond_rows = {c.uncond_row for c in conditioning if c.uncond_row is not None}
+        uncond_rows = {c.uncond_row for c in guidance if c.uncond_row is not None}
         sources = rows.tolist()
         units = []
         for j in range(len(requests[0].controls)):
@@ -383,7 +374,7 @@ class SamplingCore:
         return processed.to(dtype=torch.float32)
 
     def _control_residuals(
-        self, controls: Sequence[_ControlUnit], control_input, t, embeddings, step: int, steps: int
+        self, controls: Sequence[_ControlUnit], control_input, t, text: Conditioning, step: int, steps: int
     ) -> tuple[list[torch.Tensor], torch.Tensor] | None:
         """The summed ControlNet residuals for one step (MultiControlNet's sum), or None when no unit acts.
 
@@ -400,7 +391,7 @@ class SamplingCore:
             scale = torch.tensor(scales, dtype=unit.controlnet.dtype, device=control_input.device)
             self.stats["controlnet_calls"] += 1
             unit_down, unit_mid = unit.controlnet(
-                control_input.to(unit.controlnet.dtype), t, encoder_hidden_states=embeddings,
+                control_input.to(unit.controlnet.dtype), t, **text.unet_kwargs(),
                 controlnet_cond=unit.images, conditioning_scale=scale.view(-1, 1, 1, 1), guess_mode=False,
                 return_dict=False,
             )  # fmt: skip
@@ -410,7 +401,7 @@ class SamplingCore:
     # ---- 5. one denoising step -------------------------------------------------------------------------
 
     def _predict_noise(
-        self, model_input, t, embeddings, conditioning, rows, extra_channels, residuals=None
+        self, model_input, t, text: Conditioning, guidance, rows, extra_channels, residuals=None
     ) -> torch.Tensor:
         """One UNet call for every row of the batch (with ControlNet residuals), then guidance per request."""
         unet_input = model_input[rows]
@@ -419,9 +410,9 @@ class SamplingCore:
         self.stats["unet_calls"] += 1
         self.stats["unet_rows"] += unet_input.shape[0]
         out = self.model.unet(
-            unet_input, t, encoder_hidden_states=embeddings, return_dict=False, **_residual_kwargs(residuals)
+            unet_input, t, **text.unet_kwargs(), return_dict=False, **residual_kwargs(residuals)
         )[0]
-        return torch.cat([_guide(out, c).unsqueeze(0) for c in conditioning])
+        return torch.cat([_guide(out, c).unsqueeze(0) for c in guidance])
 
     # ---- 6. decode -------------------------------------------------------------------------------------
 
@@ -461,20 +452,20 @@ def _batches(requests: Sequence[FrameRequest], batch_size: int) -> Iterator[list
         yield current
 
 
-def _positive_parts(encoder: PromptEncoder, request: FrameRequest) -> list[tuple[torch.Tensor, float]]:
-    """``(embedding, weight)`` per composable part of the prompt; a blended prompt is a single part whose
-    embedding is mixed with ``blend_prompt``'s and whose part weight (``a cat :0.7``) is interpolated too."""
+def _positive_parts(encoder: PromptConditioner, request: FrameRequest) -> list[tuple[Conditioning, float]]:
+    """``(conditioning, weight)`` per composable part of the prompt; a blended prompt is a single part whose
+    conditioning is mixed with ``blend_prompt``'s and whose part weight (``a cat :0.7``) is interpolated too."""
     parts, others = request.prompt_parts()
     if others is None:
-        return [(encoder.encode(text), weight) for text, weight in parts]
+        return [(encoder.condition(text), weight) for text, weight in parts]
     (text, weight_a), (other, weight_b) = parts[0], others[0]
     w = request.blend_weight
     weight = weight_a if weight_a == weight_b else (1.0 - w) * weight_a + w * weight_b
-    return [(encoder.encode_blend(text, other, w, request.blend_mode), weight)]
+    return [(encoder.condition(text, other, w, request.blend_mode), weight)]
 
 
-def _negative_embedding(encoder: PromptEncoder, request: FrameRequest) -> torch.Tensor:
-    return encoder.encode_blend(
+def _negative_conditioning(encoder: PromptConditioner, request: FrameRequest) -> Conditioning:
+    return encoder.condition(
         request.negative_prompt, request.blend_negative_prompt, request.blend_weight, request.blend_mode
     )
 
@@ -503,53 +494,16 @@ def _noise_multipliers(requests: Sequence[FrameRequest], noise_like: torch.Tenso
     return torch.tensor(values, dtype=noise_like.dtype, device=noise_like.device).view(-1, 1, 1, 1)
 
 
-def _skip_to_strength(scheduler, steps: int, strength: float) -> torch.Tensor:
-    """img2img: run only the last ``steps * strength`` steps, as diffusers' get_timesteps does."""
-    init_timestep = min(int(steps * strength), steps)
-    t_start = max(steps - init_timestep, 0)
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(t_start * scheduler.order)
-    return scheduler.timesteps[t_start * scheduler.order :]
-
-
-def _step_kwargs(scheduler, generators, eta: float) -> dict:
-    params = set(inspect.signature(scheduler.step).parameters)
-    kwargs = {}
-    if "eta" in params:
-        kwargs["eta"] = eta
-    if "generator" in params:
-        kwargs["generator"] = generators if len(generators) > 1 else generators[0]
-    return kwargs
-
-
-def _row_sources(conditioning: Sequence[_Conditioning], n_rows: int) -> torch.Tensor:
+def _row_sources(guidance: Sequence[_Guidance], n_rows: int) -> torch.Tensor:
     """For each UNet row, which request's latent it denoises."""
     sources = [0] * n_rows
-    for request_index, c in enumerate(conditioning):
+    for request_index, c in enumerate(guidance):
         for row in ([c.uncond_row] if c.uncond_row is not None else []) + c.cond_rows:
             sources[row] = request_index
     return torch.tensor(sources)
 
 
-def add_residuals(total: tuple, unit: tuple) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """MultiControlNet's sum: one more unit's ``(down, mid)`` residuals added to ``total`` (``(None, None)``
-    before the first unit)."""
-    down, mid = total
-    unit_down, unit_mid = unit
-    if down is None:
-        return list(unit_down), unit_mid
-    return [previous + current for previous, current in zip(down, unit_down, strict=True)], mid + unit_mid
-
-
-def _residual_kwargs(residuals: tuple[list[torch.Tensor], torch.Tensor] | None) -> dict:
-    """The UNet arguments that add ControlNet residuals to its skip connections (none without units)."""
-    if residuals is None:
-        return {}
-    down, mid = residuals
-    return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
-
-
-def _guide(out: torch.Tensor, c: _Conditioning) -> torch.Tensor:
+def _guide(out: torch.Tensor, c: _Guidance) -> torch.Tensor:
     """Classifier-free guidance, with composable prompts: uncond + cfg * sum_i w_i (cond_i - uncond)."""
     if c.uncond_row is None:
         return out[c.cond_rows[0]]
@@ -576,11 +530,4 @@ def _to_pil(image) -> PIL.Image.Image:
     array = np.asarray(image)
     if array.dtype != np.uint8:
         array = (array * 255).round().clip(0, 255).astype(np.uint8)
-    return PIL.Image.fromarray(array)
-
-
-def latents_preview(latents: torch.Tensor) -> PIL.Image.Image:
-    """A cheap RGB preview of the first latent in a batch (no VAE call)."""
-    rgb = torch.einsum("chw,cr->hwr", latents[0].float().cpu(), _PREVIEW_FACTORS)
-    array = ((rgb + 1) * 127.5).clamp(0, 255).byte().numpy()
     return PIL.Image.fromarray(array)

@@ -8,6 +8,10 @@ along the sequence axis, so prompts longer than 75 tokens keep all their words.
 
 Prompt interpolation (:meth:`PromptEncoder.encode_blend`) mixes two prompts' embeddings token by token, after
 padding the shorter one with empty chunks as cond/uncond are padded.
+
+:class:`PromptEncoder` is the prompt encoder of the SD 1.x/2.x families (one CLIP): as such it is a
+:class:`~flipbook.sampling.conditioning.PromptConditioner` (:meth:`~PromptEncoder.condition`,
+:meth:`~PromptEncoder.pad`), which is all the sampling loops call.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flipbook.sampling.prompts import parse_attention
+from flipbook.prompting.grammar import parse_attention
+from flipbook.sampling.conditioning import Conditioning
 
 CHUNK_LENGTH = 75
 COMMA_BACKTRACK = 20
@@ -126,6 +131,17 @@ class PromptEncoder:
         if weight >= 1.0:
             return b
         return blend_embeddings(a, b, weight, mode)
+
+    def condition(
+        self, prompt: str, other: str | None = None, weight: float = 0.0, mode: str = "lerp"
+    ) -> Conditioning:
+        """:meth:`encode` (or with ``other``, :meth:`encode_blend`) as the sampling loops take it."""
+        embeds = self.encode(prompt) if other is None else self.encode_blend(prompt, other, weight, mode)
+        return Conditioning(embeds)
+
+    def pad(self, conditioning: Conditioning, length: int) -> Conditioning:
+        """:meth:`pad_to` on a :class:`~flipbook.sampling.conditioning.Conditioning`."""
+        return Conditioning(self.pad_to(conditioning.embeds, length))
 
     def _encode_uncached(self, prompt: str) -> torch.Tensor:
         text = self.convert_prompt(prompt) if self.convert_prompt else prompt

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from flipbook.errors import FlipbookError
-from flipbook.sampling.prompts import split_composable
+from flipbook.prompting.grammar import split_composable
 
 MaskedContent = Literal["original", "fill", "latent_noise", "latent_nothing"]
 MASKED_CONTENT = ("original", "fill", "latent_noise", "latent_nothing")

@@ -32,8 +32,8 @@ from diffusers.schedulers import EulerDiscreteScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from flipbook.events import Events, StepEvent
-from flipbook.models.svd import SvdBundle
-from flipbook.sampling.core import latents_preview
+from flipbook.models.families.svd.loading import SvdBundle
+from flipbook.sampling.steps import latents_preview
 
 
 @dataclass(frozen=True)

@@ -241,12 +241,12 @@ def sd_models(request: Request) -> list[dict[str, Any]]:
 def _models(server: ServerState) -> list[dict[str, Any]]:
     """Built-ins and the models folder's checkpoints; ``filename`` is relative to the models folder (a client
     never sees where the server keeps its files)."""
-    from flipbook.models.builtin import BUILTIN_MODELS
+    from flipbook.models.families import builtin_names
     from flipbook.models.folders import ModelsDir
 
     models = [
         {"title": name, "model_name": name, "hash": None, "sha256": None, "filename": name, "config": None}
-        for name in BUILTIN_MODELS
+        for name in builtin_names("checkpoint") or ()
     ]
     if server.settings.models_dir is not None:
         for name, path in ModelsDir(server.settings.models_dir).list("checkpoint").items():
@@ -257,7 +257,7 @@ def _models(server: ServerState) -> list[dict[str, Any]]:
 
 @router.get("/samplers")
 def samplers() -> list[dict[str, Any]]:
-    from flipbook.models.samplers import SAMPLER_NAMES
+    from flipbook.samplers.names import SAMPLER_NAMES
 
     return [{"name": name, "aliases": [], "options": {}} for name in SAMPLER_NAMES]
 

@@ -3,7 +3,9 @@
 Two halves, because the request is checked on the HTTP side and sampled on a worker (stills share the
 workers with renders, so a device is never used twice at once): :func:`still_from_a1111` turns the request
 into a JSON payload (init images and mask saved as files) and refuses anything invalid before queueing;
-:func:`run_still` runs a payload on a worker as ``flipbook txt2img/img2img/inpaint`` do.
+:func:`run_still` runs a payload on a worker. Both halves are the still-image pipeline of
+``flipbook txt2img/img2img/inpaint`` (:mod:`flipbook.runs.stills`: the same checks, the same 32-bit seeds,
+the same PNGs); this module only translates A1111's request into its settings.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import base64
 import binascii
 import gc
 import math
-import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from flipbook.errors import FlipbookError
 from flipbook.modes.variations.settings import VariationsSection
+from flipbook.runs.stills import StillSettings, make_stills, prepare_stills, resolve_seed
 from flipbook.server.security import RejectedUpload, check_model_reference, sniff_image
 from flipbook.spec.load import shorten_repr
 from flipbook.spec.model import AnimationSection, SamplingSection, Spec
@@ -99,7 +101,7 @@ def still_from_a1111(body: dict[str, Any], kind: str, default_model: str) -> Sti
         "steps": _integer("steps", _spec_limited("steps", r["steps"], SamplingSection, "steps")),
         "cfg_scale": _number("cfg_scale", r["cfg_scale"]),
         "sampler": _sampler(r.get("sampler_name") or r.get("sampler_index") or "Euler", r.get("scheduler")),
-        "seed": random.SystemRandom().randrange(2**32) if seed == -1 else seed,
+        "seed": resolve_seed(seed),
         "width": _integer("width", _spec_limited("width", r["width"], AnimationSection, "width")),
         "height": _integer("height", _spec_limited("height", r["height"], AnimationSection, "height")),
         "batch_size": batch_size, "count": count,
@@ -133,18 +135,21 @@ def _model_options(overrides: Any, default_model: str, notes: list[str]) -> tupl
 
 
 def _check_request(p: dict[str, Any], images: dict[str, PIL.Image.Image]) -> None:
-    """The sampler and every value FrameRequest checks, now, so an invalid request is never queued."""
-    from flipbook.models.samplers import resolve_sampler
-    from flipbook.sampling.requests import FrameRequest
+    """Everything the still pipeline checks before a model loads, now, so an invalid request is never
+    queued (``<lora:...>`` tags are looked up in the models folder by the worker)."""
+    inits = tuple(images[name] for name in p["inits"])
+    prepare_stills(_settings(p, inits, images[p["mask"]] if p["mask"] else None), None)
 
-    resolve_sampler(p["sampler"])
-    FrameRequest(
-        "check", seed=p["seed"], num_inference_steps=p["steps"], guidance_scale=p["cfg_scale"],
-        sampler=p["sampler"], width=p["width"], height=p["height"],
-        image=images[p["inits"][0]] if p["inits"] else None, strength=p["strength"],
-        mask_image=images[p["mask"]] if p["mask"] else None, mask_blur=p["mask_blur"],
-        masked_content=p["masked_content"], noise_multiplier=p["noise_multiplier"], clip_skip=p["clip_skip"],
-    ).validate()  # fmt: skip
+
+def _settings(p: dict[str, Any], inits: tuple[PIL.Image.Image, ...], mask: PIL.Image.Image | None):
+    """The still pipeline's settings for a payload (its images opened)."""
+    return StillSettings(
+        p["prompt"], p["model"], negative_prompt=p["negative_prompt"], steps=p["steps"],
+        cfg_scale=p["cfg_scale"], sampler=p["sampler"], seed=p["seed"], width=p["width"], height=p["height"],
+        count=p["count"], batch_size=p["batch_size"], inits=inits, strength=p["strength"], mask=mask,
+        mask_blur=p["mask_blur"], masked_content=p["masked_content"], overlay=True,
+        noise_multiplier=p["noise_multiplier"], clip_skip=p["clip_skip"],
+    )  # fmt: skip
 
 
 def checkpoint_name(title: str) -> str:
@@ -282,70 +287,27 @@ def run_still(
     """Sample a still payload on this worker and save PNGs with A1111 parameters into ``run_dir``; returns
     the file names, seeds and infotexts (what the A1111 response needs)."""
     from flipbook.io.images import open_image
-    from flipbook.io.pnginfo import format_parameters, save_png
     from flipbook.models.extra_networks import ExtraNetworks
     from flipbook.models.folders import ModelsDir
-    from flipbook.sampling.core import SamplingCore
-    from flipbook.sampling.requests import FrameRequest
 
     p = payload
     networks = ExtraNetworks(ModelsDir(models_dir) if models_dir else None)
-    prompt, loras = networks.resolve(p["prompt"])
-    negative, _ = networks.resolve(p["negative_prompt"])
-    inits = [open_image(run_dir / name, "init_images") for name in p["inits"]]
+    inits = tuple(open_image(run_dir / name, "init_images") for name in p["inits"])
     mask = open_image(run_dir / p["mask"], "mask").convert("L") if p["mask"] else None
     if mask is not None and p["mask_invert"]:
         mask = PIL.ImageOps.invert(mask)
-    seeds = [(p["seed"] + i) % 2**32 for i in range(p["count"])]
-    requests = [
-        FrameRequest(
-            prompt,
-            negative,
-            seed=seed,
-            num_inference_steps=p["steps"],
-            guidance_scale=p["cfg_scale"],
-            sampler=p["sampler"],
-            width=p["width"],
-            height=p["height"],
-            image=inits[i % len(inits)] if inits else None,
-            strength=p["strength"],
-            mask_image=mask,
-            mask_blur=p["mask_blur"],
-            masked_content=p["masked_content"],
-            inpaint_overlay=mask is not None,
-            noise_multiplier=p["noise_multiplier"],
-            clip_skip=p["clip_skip"],
-            loras=loras,
-        )  # fmt: skip
-        for i, seed in enumerate(seeds)
-    ]
+    prepared = prepare_stills(_settings(p, inits, mask), networks)
     bundle = cache.get(p["model"], models_dir)
-    embeddings = networks.load_embeddings_for(bundle.pipe, [prompt, negative])
-    core = SamplingCore(bundle, events)
+    made = None
     try:
-        pictures = core.generate(requests, batch_size=p["batch_size"])
+        made = make_stills(prepared, bundle, networks, events, run_dir)
     finally:
-        if loras or embeddings:
+        if prepared.uses_loras or made is None or made.embeddings:
             cache.clear()  # LoRAs and embeddings change the pipe; the next request loads it clean
-    names, infotexts = [], []
-    for i, (seed, picture) in enumerate(zip(seeds, pictures, strict=True)):
-        params = still_parameters(p, seed)
-        name = f"{i:05d}-{seed}.png"
-        save_png(picture, run_dir / name, params)
-        names.append(name)
-        infotexts.append(format_parameters(params))
-    return {"images": names, "seeds": seeds, "infotexts": infotexts, "model": bundle.name}
-
-
-def still_parameters(p: dict[str, Any], seed: int):
-    """A1111 parameters of one still, written into its PNG and returned as its infotext."""
-    from flipbook import __version__
-    from flipbook.io.pnginfo import GenerationParameters
-
-    return GenerationParameters(
-        prompt=p["prompt"], negative_prompt=p["negative_prompt"], steps=p["steps"], sampler=p["sampler"],
-        cfg_scale=p["cfg_scale"], seed=seed, width=p["width"], height=p["height"],
-        denoising_strength=p["strength"] if p["kind"] == IMG2IMG else None,
-        clip_skip=p["clip_skip"] if p["clip_skip"] > 1 else None, model_name=p["model"],
-        extra={"Version": f"flipbook {__version__}"},
-    )  # fmt: skip
+    stills = made.stills
+    return {
+        "images": [still.path.name for still in stills],
+        "seeds": [still.seed for still in stills],
+        "infotexts": [still.infotext for still in stills],
+        "model": bundle.name,
+    }

@@ -459,9 +459,9 @@ def _without_defaults(data: dict[str, Any]) -> str:
 
 def models(state: ServerState) -> list[str]:
     """Built-in models and the checkpoints in ``--models-dir``."""
-    from flipbook.models.builtin import BUILTIN_MODELS
+    from flipbook.models.families import builtin_names
 
-    names = list(BUILTIN_MODELS)
+    names = list(builtin_names("checkpoint") or ())
     if state.settings.models_dir is not None:
         try:
             from flipbook.models.folders import ModelsDir
@@ -497,7 +497,7 @@ def build_ui(state: ServerState) -> gr.Blocks:
     """The Blocks app for one server's state."""
     import gradio as gr
 
-    from flipbook.models.samplers import SAMPLER_NAMES
+    from flipbook.samplers.names import SAMPLER_NAMES
 
     scratch = Path(tempfile.mkdtemp(prefix="flipbook-ui-"))
 

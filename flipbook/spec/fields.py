@@ -251,21 +251,16 @@ def string_schedule_values(value: str) -> list[str]:
 
 # ---- models, one kind each (see flipbook.spec.references.ModelReference) ---------------------------------
 
-CHECKPOINT = ModelReference(
-    "checkpoint", builtins=("tiny", "random-sd15"), folders=("checkpoint",), hub=True, form="schedule"
-)
+CHECKPOINT = ModelReference("checkpoint", folders=("checkpoint",), hub=True, form="schedule")
 VAE = ModelReference("VAE", folders=("vae",))
 LORA = ModelReference("LoRA", folders=("lora", "motion_lora"))
 PROMPT_LORAS = ModelReference("LoRA", folders=("lora",), form="prompt_tags")
 CONTROLNET = ModelReference("ControlNet", builtins=("tiny",), folders=("controlnet",), hub=True)
 PREPROCESSOR_MODEL = ModelReference("preprocessor model", builtins=("flat", "tiny"), hub=True)
 DEPTH_MODEL = ModelReference("depth model", builtins=("flat", "tiny"), hub=True)
-MOTION_MODULE = ModelReference(
-    "motion module", builtins=("tiny", "random-sd15"), folders=("motion_module",), hub=True
-)
-VIDEO_MODEL = ModelReference(
-    "video model", builtins=("tiny", "random-svd"), folders=("checkpoint",), hub=True
-)
+# checkpoints, motion modules and video models take their built-in names from the model-family registry
+MOTION_MODULE = ModelReference("motion module", folders=("motion_module",), hub=True)
+VIDEO_MODEL = ModelReference("video model", folders=("checkpoint",), hub=True)
 UPSCALER = ModelReference("upscaler", folders=("upscaler",))
 FILM_MODEL = ModelReference("FILM model")
 RIFE_MODEL = ModelReference("RIFE model")

@@ -115,7 +115,7 @@ class SamplingSection(Section):
     @classmethod
     def _known_sampler(cls, value: str) -> str:
         """A name, or a Deforum sampler schedule ``0:("Euler a"), 30:("DDIM")``; every name must be known."""
-        from flipbook.models.sampler_names import resolve_sampler
+        from flipbook.samplers.names import resolve_sampler
 
         names = string_schedule_values(value) if is_string_schedule(value) else [value]
         for name in names:

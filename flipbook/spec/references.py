@@ -93,7 +93,8 @@ class InputFile(_Marker):
 class ModelReference(_Marker):
     """A field that names models of one ``kind``.
 
-    ``builtins``: names built into flipbook; ``folders``: the models-folder kinds a name is looked up in
+    ``builtins``: names built into flipbook (for the kinds model families serve, the families' built-ins, from
+    :mod:`flipbook.models.families`); ``folders``: the models-folder kinds a name is looked up in
     (:data:`flipbook.models.folders.KINDS`); ``hub``: whether a hub id (``org/name``) may be named. ``form``
     says where the names are: the value itself (``name``), the value or each name of a string schedule
     ``0:("a"), 60:("b")`` (``schedule``), or the ``<lora:NAME>`` tags in prompt text (``prompt_tags``).
@@ -105,10 +106,24 @@ class ModelReference(_Marker):
     hub: bool = False
     form: Literal["name", "schedule", "prompt_tags"] = "name"
 
+    def __post_init__(self) -> None:
+        """Models of a kind that model families serve (checkpoints, video models, motion modules) take their
+        built-in names from the family registry, so there is no second list of them here."""
+        from flipbook.models.families import builtin_names
+
+        served = builtin_names(self.kind)
+        if served is None:
+            return
+        if self.builtins:
+            raise ValueError(
+                f"ModelReference({self.kind!r}): its built-in names come from the model families"
+            )
+        object.__setattr__(self, "builtins", served)
+
     def names(self, value: Any) -> list[str]:
         """Every model name ``value`` holds (a prompt's tags, a schedule's names, or the value itself)."""
         if self.form == "prompt_tags":
-            from flipbook.sampling.prompts import extract_loras
+            from flipbook.prompting.grammar import extract_loras
 
             texts = list(value.values()) if isinstance(value, dict) else [value]
             return [tag.name for text in texts for tag in extract_loras(str(text))[1]]

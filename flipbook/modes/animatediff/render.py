@@ -3,7 +3,7 @@
 The motion module (``animatediff.motion_module``) is added to a copy of ``model.name``'s UNet; motion LoRAs
 are merged into it, the v3 adapter LoRA and the spec's LoRAs (``model.loras``, ``<lora:...>`` tags) into the
 copy. Animations longer than ``animatediff.context_length`` are denoised in overlapping context windows
-(:mod:`flipbook.sampling.context`), closed into a loop as ``closed_loop`` says. Prompts travel per frame:
+(:mod:`flipbook.clips.windows`), closed into a loop as ``closed_loop`` says. Prompts travel per frame:
 each frame's prompt embedding is blended toward the next keyframe's (``animation.prompt_interpolation``,
 lerp by default), and with ``closed_loop`` R+P or A the last keyframe travels back to the first.
 
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import PIL.Image
 
+from flipbook.clips.windows import ContextOptions
 from flipbook.errors import SpecError
 from flipbook.io.images import open_image
 from flipbook.modes.frame import (
@@ -35,7 +36,6 @@ from flipbook.modes.frame import (
     init_image,
     keep_still,
 )
-from flipbook.sampling.context import ContextOptions
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import Plan, denoise_for
 
@@ -118,7 +118,8 @@ def check_plan(spec: Spec, plan: Plan, prompts: dict | None = None) -> ClipSetti
 def _check_motion_module(ref: str) -> None:
     """A reference written as a path (absolute, ``./``, ``../``, ``~``) must exist; built-ins, names in the
     models folder and hub ids are resolved when the render loads the module (reading its weights waits)."""
-    from flipbook.models.motion import ALLOWED_MOTION_MODULES, BUILTIN_MOTION_MODULES
+    from flipbook.models.families.animatediff.builtin import BUILTIN_MOTION_MODULES
+    from flipbook.models.families.animatediff.detect import ALLOWED_MOTION_MODULES
 
     if ref in BUILTIN_MOTION_MODULES:
         return
@@ -192,12 +193,12 @@ def _sample(ctx: ModeContext, clip: ClipSettings) -> list[PIL.Image.Image]:
 
 def load_adapter(spec: Spec):
     """The motion module with the spec's motion LoRAs merged into it."""
-    from flipbook.models.motion import load_motion_adapter
+    from flipbook.models.families.animatediff.loading import load_motion_adapter
 
     settings = spec.animatediff
     adapter = load_motion_adapter(settings.motion_module, models_dir=spec.model.models_dir)
     if settings.motion_loras:
-        from flipbook.models.motion import merge_motion_loras
+        from flipbook.models.families.animatediff.loras import merge_motion_loras
 
         pairs = [(lora.name, lora.weight) for lora in settings.motion_loras]
         merge_motion_loras(adapter, pairs, models_dir=spec.model.models_dir)
@@ -208,7 +209,7 @@ def _merge_adapter_lora(spec: Spec, unet) -> None:
     lora = spec.animatediff.adapter_lora
     if lora is None:
         return
-    from flipbook.models.motion import merge_adapter_lora
+    from flipbook.models.families.animatediff.loras import merge_adapter_lora
 
     merge_adapter_lora(unet, lora.name, lora.weight, models_dir=spec.model.models_dir)
 
@@ -216,7 +217,7 @@ def _merge_adapter_lora(spec: Spec, unet) -> None:
 def scheduler_settings(spec: Spec, sampler: str, config: dict) -> tuple[str, dict]:
     """The sampler and scheduler config: the plan's, with ``animatediff.preset``'s overrides for distilled
     motion models (LCM, AnimateLCM, Lightning: their sampler and config entries such as linear betas)."""
-    from flipbook.models.motion import PRESETS, preset_scheduler_config
+    from flipbook.models.families.animatediff.presets import PRESETS, preset_scheduler_config
 
     preset = spec.animatediff.preset
     return PRESETS[preset].sampler or sampler, preset_scheduler_config(preset, config)

@@ -40,7 +40,7 @@ def check_plan(spec: Spec, frames: Sequence[FramePlan]) -> None:
                 field_name, f"{distinct[0]} then {distinct[1]}", "one value for the whole animation in "
                 "animatediff mode", detail="every frame is denoised in the same sampling run",
             )  # fmt: skip
-    from flipbook.sampling.prompts import split_composable
+    from flipbook.prompting.grammar import split_composable
 
     for frame in frames:
         for text in (frame.prompt, frame.next_prompt):
@@ -58,8 +58,8 @@ def _preset_sampler(spec: Spec) -> None:
     written = spec.sampling.sampler
     if spec.animatediff.preset == "none" or "sampler" not in spec.sampling.model_fields_set:
         return
-    from flipbook.models.motion.presets import PRESETS
-    from flipbook.models.samplers import resolve_sampler
+    from flipbook.models.families.animatediff.presets import PRESETS
+    from flipbook.samplers.names import resolve_sampler
 
     preset = PRESETS[spec.animatediff.preset]
     if preset.sampler is None:
@@ -74,7 +74,7 @@ def _preset_sampler(spec: Spec) -> None:
 def prompts_loop(spec: Spec) -> bool:
     """``closed_loop`` R+P or A (and more frames than one context window): prompts travel from the last keyframe
     back to the first, which they reach at frame ``max_frames`` (the A1111 extension's loop)."""
-    from flipbook.sampling.context import ContextOptions, prompts_loop
+    from flipbook.clips.windows import ContextOptions, prompts_loop
 
     a = spec.animatediff
     options = ContextOptions(length=a.context_length, overlap=a.overlap(), closed_loop=a.closed_loop)

@@ -38,7 +38,7 @@ def resolve_spec(spec: Spec) -> Spec:
     """Fill ``svd.num_frames`` from the model's UNet config (14 for svd, 25 for svd-xt; config only, no
     weights) and, when the spec doesn't set ``animation.max_frames``, make the animation one clip long, so
     the plan and the recorded spec are right before any model loads."""
-    from flipbook.models.svd import svd_num_frames
+    from flipbook.models.families.svd.loading import svd_num_frames
 
     if spec.svd.num_frames is None:
         frames = svd_num_frames(spec.svd.model, models_dir=spec.model.models_dir)
@@ -63,7 +63,7 @@ def check_inputs(spec: Spec) -> None:
     """What can be checked without weights: the SVD model is there (its config is read); guidance, ControlNet
     and the prompt are refused with the plan (``flipbook.spec.plan.check_mode``), so nothing fails after frame
     0 was made."""
-    from flipbook.models.svd import svd_num_frames
+    from flipbook.models.families.svd.loading import svd_num_frames
 
     svd_num_frames(spec.svd.model, models_dir=spec.model.models_dir)
 
@@ -108,7 +108,7 @@ def _first_frame(ctx: ModeContext) -> Frame:
 
 
 def _load(spec: Spec):
-    from flipbook.models.svd import load_svd
+    from flipbook.models.families.svd.loading import load_svd
 
     m = spec.model
     return load_svd(spec.svd.model, models_dir=m.models_dir, device=m.device, dtype=m.dtype)

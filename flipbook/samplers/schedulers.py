@@ -5,10 +5,10 @@ options. The mapping follows the table in the diffusers scheduler overview ("A11
 with one deliberate difference: "DPM++ SDE" uses :class:`DPMSolverSDEScheduler`, which is a port of
 k-diffusion's ``sample_dpmpp_sde`` (the sampler A1111 runs), rather than the deterministic single-step solver
 the table suggests. "DPM++ 2S a" (k-diffusion's ``sample_dpmpp_2s_ancestral``) has no diffusers counterpart,
-so flipbook brings its own scheduler for it (:mod:`flipbook.models.dpmpp_2s_ancestral`). "DPM fast" and
+so flipbook brings its own scheduler for it (:mod:`flipbook.samplers.dpmpp_2s_ancestral`). "DPM fast" and
 "DPM adaptive" have none and are absent.
 
-The table itself (names, class names, options) is :mod:`flipbook.models.sampler_names`, which imports neither
+The table itself (names, class names, options) is :mod:`flipbook.samplers.names`, which imports neither
 diffusers nor torch, so validating a spec stays fast; this module turns its entries into schedulers.
 
 Every scheduler is built ``from_config`` on the model's own scheduler config, so the betas, the
@@ -27,8 +27,8 @@ import diffusers
 from diffusers import DPMSolverSDEScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from flipbook.models.dpmpp_2s_ancestral import DPMSolverPlusPlus2SAncestralScheduler
-from flipbook.models.sampler_names import (
+from flipbook.samplers.dpmpp_2s_ancestral import DPMSolverPlusPlus2SAncestralScheduler
+from flipbook.samplers.names import (
     SAMPLER_NAMES,
     SCHEDULER_CLASS_NAMES,
     SamplerSpec,
@@ -55,7 +55,7 @@ _OWN_SCHEDULERS: dict[str, type[SchedulerMixin]] = {
 
 
 def scheduler_class(name: str) -> type[SchedulerMixin]:
-    """The scheduler class behind a sampler name (see :mod:`flipbook.models.sampler_names`)."""
+    """The scheduler class behind a sampler name (see :mod:`flipbook.samplers.names`)."""
     class_name = resolve_sampler(name).class_name
     return _OWN_SCHEDULERS.get(class_name) or getattr(diffusers, class_name)
 

@@ -38,7 +38,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 @functools.cache
 def clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """The CLIP vocabulary (token -> id) and merge list, in the order CLIP defines them."""
-    raw = resources.files("flipbook.models.data").joinpath(_BPE_FILE).read_bytes()
+    raw = resources.files("flipbook.models.families.sd.data").joinpath(_BPE_FILE).read_bytes()
     lines = gzip.decompress(raw).decode("utf-8").split("\n")[1 : _NUM_MERGES + 1]
     merges = [tuple(line.split()) for line in lines]
     base = list(_bytes_to_unicode().values())

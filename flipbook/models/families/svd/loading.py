@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,16 +31,17 @@ from diffusers import (
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from flipbook.errors import FlipbookError
-from flipbook.models.builtin import _seeded
 from flipbook.models.device import pick_device, pick_dtype
+from flipbook.models.families.svd import FAMILY
 from flipbook.models.folders import ModelsDir
 from flipbook.models.pickles import refused_pickle
+from flipbook.models.weights import check_no_missing_weights, seeded
 
 FIELD = "svd.model"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 ALLOWED_SVD_MODELS = (
-    "a built-in (tiny, random-svd), a diffusers folder with model_index.json, a folder name in "
+    f"a built-in ({', '.join(FAMILY.builtins)}), a diffusers folder with model_index.json, a folder name in "
     "model.models_dir, or a hub id (e.g. stabilityai/stable-video-diffusion-img2vid-xt) in the local "
     "Hugging Face cache"
 )
@@ -147,6 +149,12 @@ def svd_num_frames(ref: str, *, models_dir: str | Path | None = None) -> int:
     return int(data.get("num_frames", 25))  # 25: UNetSpatioTemporalConditionModel's default
 
 
+def is_svd_folder(model_index: Mapping[str, Any], unet_config: Mapping[str, Any]) -> bool:
+    """The family's folder detector: a pipeline whose UNet is spatio-temporal (every SVD release's)."""
+    unet = model_index.get("unet")
+    return isinstance(unet, list | tuple) and list(unet)[-1:] == ["UNetSpatioTemporalConditionModel"]
+
+
 def diffusers_pipeline(bundle: SvdBundle) -> StableVideoDiffusionPipeline:
     """The bundle's parts as diffusers' own pipeline (a fresh scheduler), to compare outputs with."""
     pipe = StableVideoDiffusionPipeline(
@@ -166,8 +174,8 @@ def diffusers_pipeline(bundle: SvdBundle) -> StableVideoDiffusionPipeline:
 def tiny_svd_components(seed: int = 0) -> dict[str, Any]:
     """A tiny random SVD (2-level UNet, 4-level VAE so latents are 1/8 of the image, a 2-layer CLIP vision
     tower at 224 px): image to video at 64x64 on a CPU in well under a second per step."""
-    unet = _seeded(seed, lambda: UNetSpatioTemporalConditionModel(**TINY_UNET_CONFIG))
-    vae = _seeded(
+    unet = seeded(seed, lambda: UNetSpatioTemporalConditionModel(**TINY_UNET_CONFIG))
+    vae = seeded(
         seed + 1,
         lambda: AutoencoderKLTemporalDecoder(
             block_out_channels=(32, 32, 32, 32),
@@ -186,15 +194,15 @@ def tiny_svd_components(seed: int = 0) -> dict[str, Any]:
         image_size=224,
         patch_size=32,
     )
-    image_encoder = _seeded(seed + 2, lambda: CLIPVisionModelWithProjection(vision))
+    image_encoder = seeded(seed + 2, lambda: CLIPVisionModelWithProjection(vision))
     return _components(unet, vae, image_encoder)
 
 
 def random_svd_components(seed: int = 0) -> dict[str, Any]:
     """SVD-XT's exact architecture (UNet 1.5B, temporal-decoder VAE, CLIP ViT-H/14 image encoder) with random
     weights: for speed and memory measurements on a GPU, never for pictures."""
-    unet = _seeded(seed, lambda: UNetSpatioTemporalConditionModel(**RANDOM_SVD_UNET_CONFIG))
-    vae = _seeded(
+    unet = seeded(seed, lambda: UNetSpatioTemporalConditionModel(**RANDOM_SVD_UNET_CONFIG))
+    vae = seeded(
         seed + 1,
         lambda: AutoencoderKLTemporalDecoder(
             block_out_channels=(128, 256, 512, 512),
@@ -215,7 +223,7 @@ def random_svd_components(seed: int = 0) -> dict[str, Any]:
         hidden_act="gelu",
         layer_norm_eps=1e-5,
     )
-    image_encoder = _seeded(seed + 2, lambda: CLIPVisionModelWithProjection(vision))
+    image_encoder = seeded(seed + 2, lambda: CLIPVisionModelWithProjection(vision))
     return _components(unet, vae, image_encoder)
 
 
@@ -311,19 +319,11 @@ def _from_pretrained(
         )
         raise FlipbookError(FIELD, ref, ALLOWED_SVD_MODELS, detail=detail) from None
     for name in ("unet", "vae", "image_encoder"):
-        _check_no_missing_weights(getattr(pipe, name), ref)
+        check_no_missing_weights(getattr(pipe, name), FIELD, ref, ALLOWED_SVD_MODELS)
     return {
         name: getattr(pipe, name)
         for name in ("unet", "vae", "image_encoder", "feature_extractor", "scheduler")
     }
-
-
-def _check_no_missing_weights(module: torch.nn.Module, ref: str) -> None:
-    """diffusers leaves weights missing from a folder on the meta device without a word; fail here, clearly."""
-    missing = [name for name, tensor in module.state_dict().items() if tensor.is_meta]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise FlipbookError(FIELD, ref, ALLOWED_SVD_MODELS, detail=f"weight {missing[0]!r} missing{more}")
 
 
 def _place(

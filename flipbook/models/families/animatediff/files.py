@@ -11,9 +11,9 @@ import torch
 from diffusers import MotionAdapter
 
 from flipbook.errors import FlipbookError
-from flipbook.models.convert import CONFIG_METADATA_KEY
-from flipbook.models.motion.keys import motion_adapter_to_original_state_dict, plain_config
+from flipbook.models.families.animatediff.keys import motion_adapter_to_original_state_dict, plain_config
 from flipbook.models.pickles import load_torch_file
+from flipbook.models.weights import CONFIG_METADATA_KEY
 
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 _CONFIG_ENTRY = "motion_adapter"  # key of the MotionAdapter config in the embedded flipbook_config JSON

@@ -9,7 +9,7 @@ A single-file SD checkpoint stores the three networks under fixed prefixes:
 
 The map is written once, as functions from a diffusers parameter name to its original name (plus, for
 OpenCLIP's fused attention, which third of the fused tensor it is). :func:`pipeline_to_original_state_dict`
-uses it to write checkpoints and :mod:`flipbook.models.single_file` uses the very same functions to read
+uses it to write checkpoints and :mod:`flipbook.models.families.sd.single_file` uses the very same functions to read
 them, so a round trip is exact by construction. The numbering is derived from the model's config
 (``layers_per_block``, number of levels, which up blocks have attention), not hard-coded for SD 1.5's sizes,
 so small models in SD block layout convert too.
@@ -28,14 +28,12 @@ from typing import Any
 import torch
 
 from flipbook.errors import FlipbookError
+from flipbook.models.weights import CONFIG_METADATA_KEY
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer.text_model."
 OPENCLIP_PREFIX = "cond_stage_model.model."
-# Key of the JSON blob (diffusers configs of every component) that flipbook writes into its own checkpoints:
-# the safetensors header metadata, or a top-level entry next to "state_dict" in a .ckpt.
-CONFIG_METADATA_KEY = "flipbook_config"
 CONFIG_METADATA_VERSION = 1
 
 _UNET_TOP = {

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from flipbook.errors import FlipbookError
-from flipbook.models.convert import UNET_PREFIX
+from flipbook.models.families.animatediff import FAMILY
+from flipbook.models.families.sd.convert import UNET_PREFIX
 
 ALLOWED_MOTION_MODULES = (
-    "the built-in tiny or random-sd15, an AnimateDiff SD 1.5 motion module file (v1 mm_sd_v14/v15, v2 "
+    f"the built-in {' or '.join(FAMILY.builtins)}, an AnimateDiff SD 1.5 motion module file (v1 mm_sd_v14/v15, v2 "
     "mm_sd15_v2, v3 mm_sd15_v3 / v3_sd15_mm, AnimateLCM, AnimateDiff-Lightning; .safetensors or .ckpt) as a "
     "path or a name in model.models_dir, a diffusers MotionAdapter folder, or a hub id (org/name) in the local "
     "Hugging Face cache"
@@ -70,6 +71,14 @@ def _what_else(keys: Iterable[str], wrapper: str | None) -> str | None:
     if any(key.startswith(("img_encoder.", "fps_embedding.", "motion_embedding.")) for key in keys):
         return "this motion module has extra encoders (AnimateLCM-I2V / FancyVideo), which are not supported"
     return None
+
+
+def is_motion_module(state: Mapping[str, Any]) -> bool:
+    """The family's checkpoint detector: AnimateDiff motion-module keys (either layout), and nothing that makes
+    the file something else (a LoRA, a SparseCtrl model, a checkpoint)."""
+    keys = list(state)
+    motion = any(".temporal_transformer." in key or _DIFFUSERS_MOTION.search(key) for key in keys)
+    return motion and _what_else(keys, None) is None
 
 
 def detect_motion_module(

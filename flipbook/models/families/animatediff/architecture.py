@@ -13,7 +13,7 @@ import torch
 from diffusers import MotionAdapter
 
 from flipbook.errors import FlipbookError
-from flipbook.models.motion.files import _first_line
+from flipbook.models.families.animatediff.files import _first_line
 
 # AnimateDiff-Evolved's length for AnimateLCM files, which store no positional encoding.
 NO_ENCODING_MAX_LENGTH = 64
@@ -21,7 +21,9 @@ NO_ENCODING_MAX_LENGTH = 64
 
 def shipped_motion_config(version: str) -> dict[str, Any]:
     """The shipped MotionAdapter config of AnimateDiff SD 1.5 ``version`` (v1, v2 or v3), without ``_`` keys."""
-    source = resources.files("flipbook.models").joinpath("configs", "animatediff", version, "config.json")
+    source = resources.files("flipbook.models.families.animatediff").joinpath(
+        "configs", version, "config.json"
+    )
     data = json.loads(source.read_text(encoding="utf-8"))
     return {key: value for key, value in data.items() if not key.startswith("_")}
 

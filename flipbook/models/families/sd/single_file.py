@@ -16,7 +16,7 @@ How a file becomes a :class:`~diffusers.StableDiffusionPipeline`, with no hub ac
    checkpoints in use are 768-v) and ``epsilon`` for SD 1.x.
 4. **Architecture: a template, then sizes from the tensors.** Each component starts from a template config:
    the ``config=`` folder's, else the configs a flipbook-written file embeds (see
-   :func:`flipbook.models.convert.save_original_checkpoint`), else the shipped diffusers config of the family
+   :func:`flipbook.models.families.sd.convert.save_original_checkpoint`), else the shipped diffusers config of the family
    (``configs/sd15``, ``configs/sd2`` for 768-v, ``configs/sd2-base`` for 512 epsilon). Then every size that
    a tensor shape reveals overrides the template: UNet ``block_out_channels``, ``layers_per_block``, block
    types, ``in/out_channels``, ``cross_attention_dim``, ``use_linear_projection``,
@@ -34,19 +34,18 @@ How a file becomes a :class:`~diffusers.StableDiffusionPipeline`, with no hub ac
    and why ``config=`` exists for foreign non-standard models.
 5. **Weights.** Models are built on the meta device (no random init, so SD 1.5 builds in well under a
    second), and every parameter is taken from the checkpoint through the same key map that
-   :mod:`flipbook.models.convert` writes with (q/k/v split out of OpenCLIP's fused ``in_proj``; the VAE's 1x1
+   :mod:`flipbook.models.families.sd.convert` writes with (q/k/v split out of OpenCLIP's fused ``in_proj``; the VAE's 1x1
    conv attention reshaped to linear), then loaded with ``strict=True``. A missing weight or a shape that
    does not fit is an error, never a silently random layer. Extra keys (EMA copies, ``position_ids``, the
    OpenCLIP layer SD 2.x does not use) are ignored.
 
-The tokenizer comes from :func:`flipbook.models.tokenizer.clip_tokenizer`; no safety checker is loaded.
+The tokenizer comes from :func:`flipbook.models.families.sd.tokenizer.clip_tokenizer`; no safety checker is loaded.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
@@ -57,9 +56,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from flipbook.errors import FlipbookError
-from flipbook.models.convert import (
+from flipbook.models import weights
+from flipbook.models.families import get_family
+from flipbook.models.families.sd.convert import (
     CLIP_PREFIX,
-    CONFIG_METADATA_KEY,
     OPENCLIP_PREFIX,
     UNET_PREFIX,
     VAE_PREFIX,
@@ -68,7 +68,7 @@ from flipbook.models.convert import (
     unet_original_key,
     vae_original_key,
 )
-from flipbook.models.pickles import load_torch_file
+from flipbook.models.weights import empty_weights, head_counts, norm_groups
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL
@@ -132,28 +132,59 @@ def _context_dim(shapes: Mapping[str, tuple[int, ...] | None]) -> int | None:
     return None
 
 
-def detect_family(keys_or_shapes: Mapping[str, Any] | Iterable[str], *, path: object = None) -> Family:
-    """``"sd1"`` or ``"sd2"`` from a checkpoint's keys (an iterable) or keys with tensors/shapes (a mapping).
-
-    Raises :class:`FlipbookError` for SDXL ("not supported yet") and for anything that is not an SD 1.x/2.x
-    checkpoint. ``path`` only names the source in the error.
-    """
+def sd_variant(keys_or_shapes: Mapping[str, Any] | Iterable[str]) -> Family | None:
+    """``"sd1"`` or ``"sd2"`` when a checkpoint's keys (or keys with tensors/shapes) are an SD 1.x/2.x
+    single-file checkpoint, else None. Never raises: the registry asks every family in turn."""
     shapes = _as_shapes(keys_or_shapes)
-    where = path if path is not None else "<state dict>"
     context = _context_dim(shapes)
     if any(key.startswith(_SDXL_PREFIX) for key in shapes) or context == 2048:
-        raise _model_error(where, "SDXL is not supported yet")
+        return None
     # OpenCLIP keys, or SD 2.x's 1024-wide cross-attention with a text encoder saved in the transformers layout.
     if any(key.startswith(OPENCLIP_PREFIX) for key in shapes) or context == 1024:
         return "sd2"
     has_unet = any(key.startswith(UNET_PREFIX) for key in shapes)
     if any(key.startswith(_CLIP_ANY_PREFIX) for key in shapes) or (has_unet and context == 768):
         return "sd1"
+    return None
+
+
+def is_sd1(keys_or_shapes: Mapping[str, Any] | Iterable[str]) -> bool:
+    """The ``sd1`` family's checkpoint detector (see :func:`sd_variant`)."""
+    return sd_variant(keys_or_shapes) == "sd1"
+
+
+def is_sd2(keys_or_shapes: Mapping[str, Any] | Iterable[str]) -> bool:
+    """The ``sd2`` family's checkpoint detector (see :func:`sd_variant`)."""
+    return sd_variant(keys_or_shapes) == "sd2"
+
+
+def checkpoint_problem(keys_or_shapes: Mapping[str, Any] | Iterable[str]) -> str | None:
+    """Why a checkpoint no family claims is still recognisable, in words (an SDXL checkpoint, one diffusers
+    component's weights), or None when it is nothing this package knows."""
+    shapes = _as_shapes(keys_or_shapes)
+    if any(key.startswith(_SDXL_PREFIX) for key in shapes) or _context_dim(shapes) == 2048:
+        return "SDXL is not supported yet"
     if any(key.startswith(("down_blocks.", "text_model.", "encoder.down_blocks.")) for key in shapes):
-        detail = "this looks like one diffusers component's weights, not a full single-file checkpoint"
-    else:
-        detail = "no Stable Diffusion 1.x/2.x UNet and text encoder weights found"
-    raise _model_error(where, detail)
+        return "this looks like one diffusers component's weights, not a full single-file checkpoint"
+    return None
+
+
+def detect_family(keys_or_shapes: Mapping[str, Any] | Iterable[str], *, path: object = None) -> Family:
+    """``"sd1"`` or ``"sd2"`` from a checkpoint's keys (an iterable) or keys with tensors/shapes (a mapping).
+
+    Raises :class:`FlipbookError` for SDXL ("not supported yet") and for anything that is not an SD 1.x/2.x
+    checkpoint. ``path`` only names the source in the error.
+    """
+    if not isinstance(keys_or_shapes, Mapping):
+        keys_or_shapes = list(keys_or_shapes)
+    variant = sd_variant(keys_or_shapes)
+    if variant is not None:
+        return variant
+    detail = (
+        checkpoint_problem(keys_or_shapes)
+        or "no Stable Diffusion 1.x/2.x UNet and text encoder weights found"
+    )
+    raise _model_error(path if path is not None else "<state dict>", detail)
 
 
 # ------------------------------------------------------------------------------------- prediction type
@@ -198,81 +229,22 @@ def resolve_prediction_type(
         return from_yaml
     if recorded in PREDICTION_TYPES:
         return recorded
-    return "v_prediction" if family == "sd2" else "epsilon"
+    return get_family(family).prediction_type
 
 
 # ------------------------------------------------------------------------------------------- reading
 
 
-def _sniff(path: Path) -> str | None:
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(64)
-    except OSError:
-        return None
-    if not head:
-        return "the file is empty"
-    if head.startswith(b"version https://git-lfs"):
-        return "this is a Git LFS pointer file, not the weights (run `git lfs pull`)"
-    return None
+def read_checkpoint(
+    path: str | Path, *, suffixes: tuple[str, ...] = SUPPORTED_SUFFIXES
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """:func:`flipbook.models.weights.read_checkpoint` with this module's wording of what is allowed."""
+    return weights.read_checkpoint(path, suffixes=suffixes, allowed=ALLOWED_MODEL)
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-def _parse_embedded(blob: object, path: Path) -> dict[str, Any] | None:
-    if blob is None:
-        return None
-    try:
-        parsed = json.loads(blob) if isinstance(blob, str) else None
-    except ValueError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        logger.warning("%s: ignoring unreadable %s metadata", path, CONFIG_METADATA_KEY)
-        return None
-    return parsed
-
-
-def read_checkpoint(
-    path: str | Path, *, suffixes: tuple[str, ...] = SUPPORTED_SUFFIXES
-) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """The tensors of a single-file checkpoint and the flipbook configs it embeds (or None), read safely.
-
-    ``suffixes`` are the accepted extensions; anything but ``.safetensors`` goes through
-    :func:`flipbook.models.pickles.load_torch_file` (standalone VAEs also come as ``.pt`` and ``.bin``).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise _model_error(path, "file not found")
-    if not path.is_file():
-        raise _model_error(path, "not a file")
-    suffix = path.suffix.lower()
-    if suffix not in suffixes:
-        raise _model_error(path, f"unsupported file type {suffix or '(none)'!r}")
-    if (problem := _sniff(path)) is not None:
-        raise _model_error(path, problem)
-    if suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
-                metadata = handle.metadata() or {}
-                state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-        except Exception as exc:  # safetensors raises its own error type for every kind of damage
-            raise _model_error(path, f"truncated or corrupt safetensors file ({_first_line(exc)})") from exc
-        return state, _parse_embedded(metadata.get(CONFIG_METADATA_KEY), path)
-
-    loaded = load_torch_file(path, lambda detail: _model_error(path, detail))
-    embedded = None
-    while isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        embedded = loaded.get(CONFIG_METADATA_KEY, embedded)
-        loaded = loaded["state_dict"]
-    if not isinstance(loaded, dict):
-        raise _model_error(path, f"the file holds a {type(loaded).__name__}, not a state dict")
-    state = {k: v for k, v in loaded.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-    return state, _parse_embedded(embedded, path)
 
 
 # ------------------------------------------------------------------------------- configs and templates
@@ -281,7 +253,14 @@ def read_checkpoint(
 def shipped_config_dir(family: Family, prediction_type: str) -> Traversable:
     """The diffusers config folder shipped for ``family``: sd15, sd2 (768-v) or sd2-base (512, epsilon)."""
     name = "sd15" if family == "sd1" else ("sd2" if prediction_type == "v_prediction" else "sd2-base")
-    return resources.files("flipbook.models").joinpath("configs", name)
+    return resources.files("flipbook.models.families.sd").joinpath("configs", name)
+
+
+def unet_template(cross_attention_dim: int) -> dict[str, Any]:
+    """The shipped UNet config of the family whose text is ``cross_attention_dim`` wide (SD 2's 512 base for
+    1024, else SD 1.5's): a template for the values no tensor shape reveals (ControlNets use it)."""
+    family: Family = "sd2" if cross_attention_dim == 1024 else "sd1"
+    return _read_json(shipped_config_dir(family, "epsilon").joinpath("unet", "config.json"), "model")
 
 
 def _read_json(source: Traversable | Path, field: str) -> dict[str, Any]:
@@ -325,23 +304,6 @@ def _templates(
         if component not in chosen:
             chosen[component] = _read_json(shipped.joinpath(*name.split("/")), "model")
     return chosen, resolved
-
-
-def _groups(widths: list[int], template: int) -> int:
-    """GroupNorm groups: the template's when it divides every width, else the largest that does."""
-    if all(width % template == 0 for width in widths):
-        return template
-    return math.gcd(template, *widths)
-
-
-def _heads(widths: list[int], template: int | list[int] | None) -> int | list[int] | None:
-    """Attention head counts: the template's when they divide the widths, else 64-channel heads."""
-    if template is None:
-        return None
-    per_level = list(template) if isinstance(template, (list, tuple)) else [template] * len(widths)
-    if len(per_level) == len(widths) and all(w % h == 0 for w, h in zip(widths, per_level, strict=True)):
-        return template
-    return [w // 64 if w % 64 == 0 else 1 for w in widths]
 
 
 def _indices(state: Mapping[str, Any], pattern: str) -> list[int]:
@@ -406,7 +368,7 @@ def infer_unet_config(
         layers_per_block=layers,
         down_block_types=down,
         up_block_types=up,
-        norm_num_groups=_groups(widths, int(template.get("norm_num_groups", 32))),
+        norm_num_groups=norm_groups(widths, int(template.get("norm_num_groups", 32))),
     )
     proj_in = next((k for k in state if k.startswith(UNET_PREFIX) and k.endswith(".proj_in.weight")), None)
     if proj_in is not None:
@@ -421,9 +383,9 @@ def infer_unet_config(
         )
         if context is not None:
             config["cross_attention_dim"] = int(state[context].shape[-1])
-    config["attention_head_dim"] = _heads(widths, template.get("attention_head_dim", 8))
+    config["attention_head_dim"] = head_counts(widths, template.get("attention_head_dim", 8))
     if template.get("num_attention_heads") is not None:
-        config["num_attention_heads"] = _heads(widths, template["num_attention_heads"])
+        config["num_attention_heads"] = head_counts(widths, template["num_attention_heads"])
     return config
 
 
@@ -448,7 +410,7 @@ def infer_vae_config(
         latent_channels=shape("decoder.conv_in.weight")[1],
         down_block_types=["DownEncoderBlock2D"] * levels,
         up_block_types=["UpDecoderBlock2D"] * levels,
-        norm_num_groups=_groups(widths, int(template.get("norm_num_groups", 32))),
+        norm_num_groups=norm_groups(widths, int(template.get("norm_num_groups", 32))),
     )
     return config
 
@@ -552,20 +514,10 @@ def _load_weights(
     model.eval()
 
 
-def _empty(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
-    """Build a model with parameters on the meta device (no memory, no random init); buffers stay real."""
-    try:
-        from accelerate import init_empty_weights
-    except ImportError:  # pragma: no cover - accelerate is a dependency; this only costs time
-        return build()
-    with init_empty_weights():
-        return build()
-
-
 def _build_unet(state: Mapping[str, torch.Tensor], config: dict, dtype: torch.dtype, path: object):
     from diffusers import UNet2DConditionModel
 
-    unet = _empty(lambda: UNet2DConditionModel.from_config(config))
+    unet = empty_weights(lambda: UNet2DConditionModel.from_config(config))
     layers, up = int(unet.config.layers_per_block), list(unet.config.up_block_types)
 
     def locate(key: str) -> tuple[str, int | None]:
@@ -578,7 +530,7 @@ def _build_unet(state: Mapping[str, torch.Tensor], config: dict, dtype: torch.dt
 def _build_vae(state: Mapping[str, torch.Tensor], config: dict, dtype: torch.dtype, path: object):
     from diffusers import AutoencoderKL
 
-    vae = _empty(lambda: AutoencoderKL.from_config(config))
+    vae = empty_weights(lambda: AutoencoderKL.from_config(config))
     levels = len(vae.config.block_out_channels)
 
     def locate(key: str) -> tuple[str, int | None]:
@@ -592,7 +544,7 @@ def _build_text_encoder(state: Mapping[str, torch.Tensor], config: dict, dtype: 
     from transformers import CLIPTextConfig, CLIPTextModel
 
     text_config = CLIPTextConfig.from_dict({k: v for k, v in config.items() if not k.startswith("_")})
-    text_encoder = _empty(lambda: CLIPTextModel(text_config))
+    text_encoder = empty_weights(lambda: CLIPTextModel(text_config))
     if _is_openclip(state):
 
         def locate(key: str) -> tuple[str, int | None]:
@@ -639,10 +591,6 @@ def load_single_file(
     folder whose component configs are used as templates (see the module docstring); sizes always come from
     the tensors. Every problem with the input raises :class:`FlipbookError`.
     """
-    from diffusers import StableDiffusionPipeline
-
-    from flipbook.models.tokenizer import clip_tokenizer
-
     if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
         raise FlipbookError("torch_dtype", torch_dtype, "a floating-point torch dtype such as torch.float16")
     if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
@@ -650,6 +598,29 @@ def load_single_file(
     folder = _config_folder(config)
     path = Path(path)
     state, embedded = read_checkpoint(path)
+    return pipeline_from_checkpoint(
+        state, embedded, path, prediction_type=prediction_type, torch_dtype=torch_dtype, config_folder=folder
+    )
+
+
+def pipeline_from_checkpoint(
+    state: Mapping[str, torch.Tensor],
+    embedded: dict[str, Any] | None,
+    path: Path,
+    *,
+    prediction_type: str | None = None,
+    torch_dtype: torch.dtype = torch.float32,
+    config_folder: Path | None = None,
+):
+    """The pipeline from a checkpoint's tensors and embedded configs, already read from ``path`` (which names
+    it in errors and locates its yaml); the rest of :func:`load_single_file`."""
+    from diffusers import StableDiffusionPipeline
+
+    from flipbook.models.families.sd.tokenizer import clip_tokenizer
+
+    if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
+        raise FlipbookError("prediction_type", prediction_type, "one of " + ", ".join(PREDICTION_TYPES))
+    folder = config_folder
     family = detect_family(state, path=path)
     if embedded is not None and embedded.get("family") != family:
         logger.warning("%s: ignoring embedded configs written for %s", path, embedded.get("family"))

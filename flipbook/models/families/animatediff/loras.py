@@ -9,10 +9,10 @@ import torch
 from diffusers import MotionAdapter
 
 from flipbook.errors import FlipbookError
+from flipbook.models.families.animatediff.files import LORA_SUFFIXES, read_weights
+from flipbook.models.families.animatediff.loading import _as_models_dir
+from flipbook.models.families.animatediff.lora_layout import LoraDelta, _target, lora_deltas
 from flipbook.models.folders import ModelsDir
-from flipbook.models.motion.files import LORA_SUFFIXES, read_weights
-from flipbook.models.motion.loading import _as_models_dir
-from flipbook.models.motion.lora_layout import LoraDelta, _target, lora_deltas
 
 ALLOWED_MOTION_LORAS = (
     "an AnimateDiff motion LoRA (v2_lora_ZoomIn.ckpt ...; original, diffusers, PEFT or kohya layout) as a "

@@ -8,13 +8,13 @@ from typing import Any
 import torch
 from diffusers import MotionAdapter
 
-from flipbook.models.builtin import _seeded
-from flipbook.models.motion.architecture import _computed_encodings, shipped_motion_config
+from flipbook.models.families.animatediff.architecture import _computed_encodings, shipped_motion_config
+from flipbook.models.weights import seeded
 
 
 def tiny_motion_adapter(seed: int = 0) -> MotionAdapter:
     """A tiny random MotionAdapter that fits the built-in ``tiny`` image model (channels 32, 32, 64, 64)."""
-    return _seeded(
+    return seeded(
         seed,
         lambda: MotionAdapter(
             block_out_channels=(32, 32, 64, 64),
@@ -33,7 +33,7 @@ def random_sd15_motion_adapter(seed: int = 0) -> MotionAdapter:
     Built on the meta device and then initialised layer by layer with torch's default initialisers (the
     distributions a plain ``MotionAdapter()`` gets), which takes a quarter of the time of a plain build.
     """
-    return _seeded(seed, lambda: _initialised(shipped_motion_config("v2")))
+    return seeded(seed, lambda: _initialised(shipped_motion_config("v2")))
 
 
 def _initialised(config: Mapping[str, Any]) -> MotionAdapter:

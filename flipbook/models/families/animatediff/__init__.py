@@ -1,6 +1,6 @@
 """AnimateDiff motion modules, motion LoRAs, the v3 domain adapter and scheduler presets, from whatever the user has.
 
-Motion modules (:func:`load_motion_adapter`) -- ``ref`` may be:
+Motion modules (:func:`~flipbook.models.families.animatediff.loading.load_motion_adapter`) -- ``ref`` may be:
 
 * a built-in: ``tiny`` (random weights, fits the built-in tiny image model) or ``random-sd15`` (SD 1.5's real
   motion-module architecture, the v2 layout diffusers' ``MotionAdapter()`` builds, with deterministic random
@@ -13,7 +13,7 @@ Motion modules (:func:`load_motion_adapter`) -- ``ref`` may be:
   ``models/animatediff_models``, ``custom_nodes/ComfyUI-AnimateDiff-Evolved/models``);
 * a diffusers MotionAdapter folder, or a hub id in the local Hugging Face cache.
 
-Single files load fully offline, like :mod:`flipbook.models.single_file` loads SD checkpoints: read safely
+Single files load fully offline, like :mod:`flipbook.models.families.sd.single_file` loads SD checkpoints: read safely
 (safetensors, or ``torch.load(weights_only=True)``), keys renamed from the original layout
 (``...motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.to_q.weight``) to
 diffusers' (``...motion_modules.0.transformer_blocks.0.attn1.to_q.weight``, the renaming of diffusers'
@@ -26,7 +26,7 @@ encoding of 24 frames means v1, of 32 frames v3. Unlike diffusers' converter, th
 read from the file (they are fixed sinusoids, so this only matters for their length, the longest context the
 module accepts); AnimateLCM's files store none, and get 64 frames as in AnimateDiff-Evolved.
 
-Motion LoRAs (:func:`merge_motion_loras`) and the v3 domain adapter (:func:`merge_adapter_lora`) are fused
+Motion LoRAs (:func:`~.loras.merge_motion_loras`) and the v3 domain adapter (:func:`~.loras.merge_adapter_lora`) are fused
 into the weights (``W += weight * up @ down``, times ``alpha / rank`` when the file stores an alpha), which
 is what AnimateDiff's own ``load_diffusers_lora`` does with both. Accepted key layouts: the original
 attention-processor layout (``...attention_blocks.0.processor.to_q_lora.down.weight``; the v2 motion LoRAs
@@ -36,76 +36,28 @@ by diffusers' script (``unet.`` prefix; the guoyww/animatediff-motion-lora-* fil
 (``...to_q.lora_A.weight``) and kohya (``lora_unet_..._to_q.lora_down.weight`` + ``.alpha``, diffusers or
 LDM module names). Every key must land on a weight of the right shape, or nothing is merged.
 
-Scheduler presets for distilled checkpoints are :data:`PRESETS` and :func:`preset_scheduler_config`.
+Scheduler presets for distilled checkpoints are :data:`~.presets.PRESETS` and
+:func:`~.presets.preset_scheduler_config`.
 
 Modules: ``loading`` (:func:`load_motion_adapter`: single files, folders, hub ids), ``builtin`` (the
 built-ins), ``files`` (reading and writing weights files), ``keys`` (original <-> diffusers key names),
 ``detect`` (version and layout), ``architecture`` (shipped configs, configs from shapes), ``lora_layout``
-(LoRA key layouts, per-layer updates), ``loras`` (the merges), ``presets`` (the scheduler presets).
+(LoRA key layouts, per-layer updates), ``loras`` (the merges), ``presets`` (the scheduler presets; pure, the
+plan reads them). This ``__init__`` only declares the family (pure, as the registry needs): its modules attach
+to the SD 1.x family's UNets.
 """
 
 from __future__ import annotations
 
-from flipbook.models.motion.architecture import (
-    NO_ENCODING_MAX_LENGTH,
-    infer_motion_config,
-    shipped_motion_config,
-)
-from flipbook.models.motion.builtin import (
-    BUILTIN_MOTION_MODULES,
-    _initialised,  # noqa: F401 (the tests build adapters with it)
-    random_sd15_motion_adapter,
-    tiny_motion_adapter,
-)
-from flipbook.models.motion.detect import ALLOWED_MOTION_MODULES, MotionModuleInfo, detect_motion_module
-from flipbook.models.motion.files import LORA_SUFFIXES, read_weights, save_original_motion_module
-from flipbook.models.motion.keys import (
-    motion_adapter_to_original_state_dict,
-    motion_diffusers_key,
-    motion_original_keys,
-    plain_config,
-)
-from flipbook.models.motion.loading import (
-    MOTION_MODULE_SUFFIXES,
-    load_motion_adapter,
-    load_motion_module_file,
-)
-from flipbook.models.motion.lora_layout import LoraDelta, lora_deltas
-from flipbook.models.motion.loras import (
-    ALLOWED_ADAPTER_LORA,
-    ALLOWED_MOTION_LORAS,
-    merge_adapter_lora,
-    merge_motion_loras,
-)
-from flipbook.models.motion.presets import PRESETS, MotionPreset, preset_scheduler_config
+from flipbook.models.families.family import Family, Hook
+from flipbook.models.families.sd import SD1
 
-__all__ = [
-    "ALLOWED_ADAPTER_LORA",
-    "ALLOWED_MOTION_LORAS",
-    "ALLOWED_MOTION_MODULES",
-    "BUILTIN_MOTION_MODULES",
-    "LORA_SUFFIXES",
-    "MOTION_MODULE_SUFFIXES",
-    "NO_ENCODING_MAX_LENGTH",
-    "PRESETS",
-    "LoraDelta",
-    "MotionModuleInfo",
-    "MotionPreset",
-    "detect_motion_module",
-    "infer_motion_config",
-    "load_motion_adapter",
-    "load_motion_module_file",
-    "lora_deltas",
-    "merge_adapter_lora",
-    "merge_motion_loras",
-    "motion_adapter_to_original_state_dict",
-    "motion_diffusers_key",
-    "motion_original_keys",
-    "plain_config",
-    "preset_scheduler_config",
-    "random_sd15_motion_adapter",
-    "read_weights",
-    "save_original_motion_module",
-    "shipped_motion_config",
-    "tiny_motion_adapter",
-]
+FAMILY = Family(
+    name="animatediff-sd15",
+    title="AnimateDiff motion modules for SD 1.5",
+    capability="motion",
+    builtins=("tiny", "random-sd15"),
+    attaches_to=(SD1.name,),
+    detect_checkpoint=Hook("flipbook.models.families.animatediff.detect", "is_motion_module"),
+    load=Hook("flipbook.models.families.animatediff.loading", "load_motion_adapter"),
+)

@@ -1,10 +1,10 @@
 """The sampler names flipbook knows, as data: no diffusers, no torch.
 
 Validating a spec checks its sampler names, and that must stay fast (no torch import), so the table of names
-lives here and :mod:`flipbook.models.samplers` builds diffusers schedulers from it. Each A1111 name maps to a
-scheduler class, named as a string (a diffusers class, or flipbook's own
-:class:`~flipbook.models.dpmpp_2s_ancestral.DPMSolverPlusPlus2SAncestralScheduler`), and the init options that
-select the variant. See :mod:`flipbook.models.samplers` for why each name maps where it does.
+lives here (the spec imports it) and :mod:`flipbook.samplers.schedulers` builds diffusers schedulers from it.
+Each A1111 name maps to a scheduler class, named as a string (a diffusers class, or flipbook's own
+:class:`~flipbook.samplers.dpmpp_2s_ancestral.DPMSolverPlusPlus2SAncestralScheduler`), and the init options
+that select the variant. See :mod:`flipbook.samplers.schedulers` for why each name maps where it does.
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from flipbook.models.tokenizer import clip_tokenizer
+from flipbook.models.families.sd.tokenizer import clip_tokenizer
+from flipbook.models.weights import seeded
 
 SD15_SCHEDULER_CONFIG: dict[str, Any] = {
     "num_train_timesteps": 1000,
@@ -35,12 +35,6 @@ _VAE_DOWN = ("DownEncoderBlock2D",) * 4
 _VAE_UP = ("UpDecoderBlock2D",) * 4
 
 
-def _seeded(seed: int, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build().eval()
-
-
 def _text_encoder(seed: int, hidden: int, layers: int, heads: int, intermediate: int) -> CLIPTextModel:
     config = CLIPTextConfig(
         vocab_size=49408,
@@ -55,12 +49,12 @@ def _text_encoder(seed: int, hidden: int, layers: int, heads: int, intermediate:
         eos_token_id=49407,
         pad_token_id=49407,
     )
-    return _seeded(seed, lambda: CLIPTextModel(config))
+    return seeded(seed, lambda: CLIPTextModel(config))
 
 
 def tiny_components(seed: int = 0) -> dict[str, Any]:
     """A tiny SD-1.x-shaped model: fast at 64x64 on a CPU, random weights."""
-    unet = _seeded(
+    unet = seeded(
         seed,
         lambda: UNet2DConditionModel(
             sample_size=8,
@@ -75,7 +69,7 @@ def tiny_components(seed: int = 0) -> dict[str, Any]:
             cross_attention_dim=32,
         ),
     )
-    vae = _seeded(
+    vae = seeded(
         seed + 1,
         lambda: AutoencoderKL(
             in_channels=3,
@@ -95,7 +89,7 @@ def tiny_components(seed: int = 0) -> dict[str, Any]:
 
 def random_sd15_components(seed: int = 0) -> dict[str, Any]:
     """Stable Diffusion 1.5's exact architecture with random weights, for speed and memory measurements."""
-    unet = _seeded(
+    unet = seeded(
         seed,
         lambda: UNet2DConditionModel(
             sample_size=64,
@@ -104,7 +98,7 @@ def random_sd15_components(seed: int = 0) -> dict[str, Any]:
             block_out_channels=(320, 640, 1280, 1280),
         ),
     )
-    vae = _seeded(
+    vae = seeded(
         seed + 1,
         lambda: AutoencoderKL(
             down_block_types=_VAE_DOWN,

@@ -11,17 +11,21 @@ import torch
 from diffusers import MotionAdapter
 
 from flipbook.errors import FlipbookError
-from flipbook.models.folders import ModelsDir, models_dir_from_env
-from flipbook.models.motion.architecture import (
+from flipbook.models.families.animatediff.architecture import (
     _build,
     _computed_encodings,
     infer_motion_config,
     shipped_motion_config,
 )
-from flipbook.models.motion.builtin import BUILTIN_MOTION_MODULES
-from flipbook.models.motion.detect import ALLOWED_MOTION_MODULES, MotionModuleInfo, detect_motion_module
-from flipbook.models.motion.files import read_weights
-from flipbook.models.motion.keys import _MOTION_KEY, motion_diffusers_key, motion_original_keys
+from flipbook.models.families.animatediff.builtin import BUILTIN_MOTION_MODULES
+from flipbook.models.families.animatediff.detect import (
+    ALLOWED_MOTION_MODULES,
+    MotionModuleInfo,
+    detect_motion_module,
+)
+from flipbook.models.families.animatediff.files import read_weights
+from flipbook.models.families.animatediff.keys import _MOTION_KEY, motion_diffusers_key, motion_original_keys
+from flipbook.models.folders import ModelsDir, models_dir_from_env
 from flipbook.models.pickles import refused_pickle
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

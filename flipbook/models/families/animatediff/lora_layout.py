@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 
 from flipbook.errors import FlipbookError
-from flipbook.models.convert import unet_original_key
-from flipbook.models.motion.keys import _ORIGINAL_MOTION_KEY, motion_diffusers_key
+from flipbook.models.families.animatediff.keys import _ORIGINAL_MOTION_KEY, motion_diffusers_key
+from flipbook.models.families.sd.convert import unet_original_key
 
 # (pattern, how the module path is rebuilt); the part group is down/up (lora_A/lora_B) or alpha.
 _LORA_PATTERNS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (

@@ -1,0 +1,120 @@
+"""Model families, registered in one place.
+
+A family is a package under ``models/families/`` whose ``__init__`` declares a :class:`Family`: pure data and
+:class:`Hook` s (a module and a function name, imported on first call), so this registry, and the spec that
+reads built-in names from it, never import torch. What a family declares:
+
+- ``capability``: what its models do, which decides the modes it serves and the spec field that names them
+  (:data:`REFERENCE_KINDS`): ``image`` families (checkpoints: every mode built on txt2img/img2img/inpaint),
+  ``video`` (image-to-video models: the ``svd`` mode), ``motion`` (motion modules that attach to the image
+  families named in ``attaches_to``: the ``animatediff`` mode);
+- ``builtins``: names of models built in code (their builders are the package's, imported lazily);
+- ``default_size`` (width, height it was trained at) and ``prediction_type`` (its samplers' default);
+- hooks: ``detect_checkpoint(state) -> bool`` (a single file's keys, or keys with tensors/shapes),
+  ``checkpoint_problem(state) -> str | None`` (why a file no family claims is recognisably unusable),
+  ``detect_folder(model_index, unet_config) -> bool`` (a diffusers folder or hub id's configs), and for image
+  families ``load(source, prediction_type=, seed=)`` (a :class:`~flipbook.models.source.ModelSource` to a
+  diffusers pipeline), ``load_vae(vae, folders)`` and ``encoder(bundle, clip_skip)`` (the prompt encoder the
+  sampling loops call: :class:`~flipbook.sampling.conditioning.PromptConditioner`).
+
+:func:`flipbook.models.loading.load_model` finds a model's family through :func:`detect_checkpoint`,
+:func:`detect_folder` and :func:`builtin_family`, and calls only its hooks. Adding a family means writing its
+package and adding it to :data:`FAMILIES`; nothing outside the package names it (a test checks that no family
+name appears outside its package, so family names differ from mode names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from flipbook.errors import FlipbookError
+from flipbook.models.families.family import REFERENCE_KINDS, Capability, Family, Hook
+
+__all__ = [
+    "FAMILIES",
+    "REFERENCE_KINDS",
+    "Capability",
+    "Family",
+    "Hook",
+    "builtin_family",
+    "builtin_names",
+    "checkpoint_problem",
+    "detect_checkpoint",
+    "detect_folder",
+    "get_family",
+    "with_capability",
+]
+
+
+def _registry(families: Iterable[Family]) -> dict[str, Family]:
+    registered: dict[str, Family] = {}
+    for family in families:
+        if family.name in registered:
+            raise ValueError(f"model family {family.name!r} is registered twice")
+        registered[family.name] = family
+    return registered
+
+
+def _declared() -> tuple[Family, ...]:
+    from flipbook.models.families import animatediff, sd, svd
+
+    return (*sd.FAMILIES, svd.FAMILY, animatediff.FAMILY)
+
+
+FAMILIES: Mapping[str, Family] = _registry(_declared())
+"""Every model family by name, in the order detection asks them."""
+
+
+def get_family(name: str) -> Family:
+    """The family called ``name`` (as a loaded model records it)."""
+    if name not in FAMILIES:
+        raise FlipbookError("family", name, f"one of: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def with_capability(capability: Capability) -> tuple[Family, ...]:
+    """The families whose models have ``capability``, in registration order."""
+    return tuple(family for family in FAMILIES.values() if family.capability == capability)
+
+
+def builtin_names(reference_kind: str) -> tuple[str, ...] | None:
+    """Built-in model names for a spec field of ``reference_kind`` (every family of that kind, in order), or
+    None when no family serves that kind (its names are not models of a family: ControlNets, depth models)."""
+    served = [family for family in FAMILIES.values() if family.reference_kind == reference_kind]
+    if not served:
+        return None
+    return tuple(dict.fromkeys(name for family in served for name in family.builtins))
+
+
+def builtin_family(name: str, capability: Capability) -> Family | None:
+    """The family of ``capability`` that builds the built-in model ``name``, or None."""
+    return next((family for family in with_capability(capability) if name in family.builtins), None)
+
+
+def detect_checkpoint(state: Mapping[str, Any]) -> Family | None:
+    """The first family whose checkpoint detector claims a single file's keys (or keys with tensors)."""
+    return next(
+        (f for f in FAMILIES.values() if f.detect_checkpoint is not None and f.detect_checkpoint(state)), None
+    )
+
+
+def checkpoint_problem(state: Mapping[str, Any]) -> str | None:
+    """Why a file no family claims is recognisably unusable (the first family that recognises it says)."""
+    for family in FAMILIES.values():
+        if family.checkpoint_problem is not None and (problem := family.checkpoint_problem(state)):
+            return problem
+    return None
+
+
+def detect_folder(model_index: Mapping[str, Any], unet_config: Mapping[str, Any]) -> Family | None:
+    """The first family whose folder detector claims a diffusers folder (its ``model_index.json`` and
+    ``unet/config.json``; the latter empty when the folder has none)."""
+    return next(
+        (
+            family
+            for family in FAMILIES.values()
+            if family.detect_folder is not None and family.detect_folder(model_index, unet_config)
+        ),
+        None,
+    )

@@ -1,0 +1,64 @@
+"""Helpers every denoising loop shares (the sampling core, AnimateDiff's and SVD's loops).
+
+What they do is diffusers' pipelines' own step arithmetic, written once: where img2img starts in the schedule,
+which arguments a scheduler's ``step`` takes, how ControlNet residuals add up and reach the UNet, and a cheap
+latent preview.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import PIL.Image
+import torch
+
+SD_LATENT_RGB = torch.tensor(
+    [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]]
+)
+"""A linear map from the SD VAE's 4 latent channels (SD 1.x/2.x, SVD) to RGB, good enough for live previews."""
+
+
+def skip_to_strength(scheduler, steps: int, strength: float) -> torch.Tensor:
+    """img2img: run only the last ``steps * strength`` steps, as diffusers' get_timesteps does."""
+    init_timestep = min(int(steps * strength), steps)
+    t_start = max(steps - init_timestep, 0)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(t_start * scheduler.order)
+    return scheduler.timesteps[t_start * scheduler.order :]
+
+
+def step_kwargs(scheduler, generators: Sequence[torch.Generator], eta: float) -> dict:
+    """The keyword arguments ``scheduler.step`` takes of ``eta`` and ``generator`` (one generator per row)."""
+    params = set(inspect.signature(scheduler.step).parameters)
+    kwargs = {}
+    if "eta" in params:
+        kwargs["eta"] = eta
+    if "generator" in params:
+        kwargs["generator"] = generators if len(generators) > 1 else generators[0]
+    return kwargs
+
+
+def add_residuals(total: tuple, unit: tuple) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """MultiControlNet's sum: one more unit's ``(down, mid)`` residuals added to ``total`` (``(None, None)``
+    before the first unit)."""
+    down, mid = total
+    unit_down, unit_mid = unit
+    if down is None:
+        return list(unit_down), unit_mid
+    return [previous + current for previous, current in zip(down, unit_down, strict=True)], mid + unit_mid
+
+
+def residual_kwargs(residuals: tuple[list[torch.Tensor], torch.Tensor] | None) -> dict:
+    """The UNet arguments that add ControlNet residuals to its skip connections (none without units)."""
+    if residuals is None:
+        return {}
+    down, mid = residuals
+    return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+
+
+def latents_preview(latents: torch.Tensor) -> PIL.Image.Image:
+    """A cheap RGB preview of the first latent in a batch (no VAE call)."""
+    rgb = torch.einsum("chw,cr->hwr", latents[0].float().cpu(), SD_LATENT_RGB)
+    array = ((rgb + 1) * 127.5).clamp(0, 255).byte().numpy()
+    return PIL.Image.fromarray(array)
