@@ -116,7 +116,7 @@ def test_shuffle_is_a_deterministic_remap_of_the_input():
 
 
 def test_depth_map_has_the_image_size(init_image):
-    from flipbook.motion.depth import DepthEstimator
+    from flipbook.imaging.depth import DepthEstimator
 
     out = preprocess("depth", init_image.resize((48, 40)), model=DepthEstimator.load("tiny", device="cpu"))
     array = np.asarray(out)
@@ -462,7 +462,7 @@ def square_png(tmp_path) -> Path:
 
 
 def test_control_units_load_the_depth_model_once(tmp_path, monkeypatch, square_png):
-    from flipbook.motion.depth import DepthEstimator
+    from flipbook.imaging.depth import DepthEstimator
 
     loads = []
     original = DepthEstimator.load

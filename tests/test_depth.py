@@ -7,7 +7,7 @@ import PIL.Image
 import pytest
 
 from flipbook.errors import FlipbookError
-from flipbook.motion.depth import (
+from flipbook.imaging.depth import (
     DepthEstimator,
     depth_from_disparity,
     predicts_metric_depth,

@@ -1,4 +1,4 @@
-"""Frame interpolation (flipbook.post.interpolate, the ``interpolate`` command): synthetic scenes whose true
+"""Frame interpolation (flipbook.post.frame_interpolation, the ``interpolate`` command): synthetic scenes whose true
 in-betweens are known, exact checks of the kept frames, the cross-fade and the FILM interface."""
 
 import numpy as np
@@ -8,12 +8,12 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from flipbook.bench.interpolate import _paste, _texture
+from flipbook.bench.frame_interpolation import _paste, _texture
 from flipbook.commands.interpolate import register
 from flipbook.errors import FlipbookError
 from flipbook.io.writers import gif_durations_ms
-from flipbook.post import interpolate as interp
-from flipbook.post.interpolate import (
+from flipbook.post import frame_interpolation as interp
+from flipbook.post.frame_interpolation import (
     blend_weights,
     cross_fade,
     intermediate_flows,

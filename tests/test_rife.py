@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flipbook.errors import FlipbookError
-from flipbook.post.interpolate import interpolate_frames
+from flipbook.post.frame_interpolation import interpolate_frames
 from flipbook.post.rife import ALIGN, IFNet, RifeInterpolator, load_rife
 from flipbook.runs.finish import check_post_inputs, post_process
 from flipbook.spec.load import spec_from_data

@@ -1,6 +1,6 @@
 """``flipbook interpolate``: N times as many frames, for smoother or slower motion.
 
-A thin adapter over :mod:`flipbook.post.interpolate`: it reads any input that
+A thin adapter over :mod:`flipbook.post.frame_interpolation`: it reads any input that
 :func:`flipbook.io.readers.read_frames` accepts, works out the output's frame rate, interpolates, and writes
 by OUT's suffix: no suffix is a folder of PNG frames, ``.gif`` an animated GIF, ``.mp4`` an H.264 video. The
 output kind, method and model file are checked before any frame is read, the frame rate as soon as the
@@ -58,7 +58,7 @@ def interpolate(
 ) -> None:
     """Insert in-betweens (optical flow, cross-fade, FILM or RIFE) and write PNG frames, a GIF or an MP4."""
     from flipbook.io.readers import read_frames
-    from flipbook.post.interpolate import check_method, interpolate_frames, output_fps
+    from flipbook.post.frame_interpolation import check_method, interpolate_frames, output_fps
 
     kind = output_kind(out)
     check_method(method, model)

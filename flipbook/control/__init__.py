@@ -102,7 +102,7 @@ def _load_preprocessor_model(spec: Spec, index: int, unit: ControlNetUnit) -> An
     try:
         if unit.preprocessor == "openpose":
             return load_openpose(unit.preprocessor_model)
-        from flipbook.motion.depth import DepthEstimator
+        from flipbook.imaging.depth import DepthEstimator
 
         name = unit.preprocessor_model or "tiny"
         return DepthEstimator.load(name, device=spec.model.device, dtype=spec.model.dtype)

@@ -2,7 +2,7 @@
 
 Every function takes a PIL image (any mode) and returns an RGB PIL image of the same size; none downloads
 anything. ``canny``, ``lineart``, ``tile`` and ``shuffle`` need no weights at all; ``depth`` runs a
-:class:`~flipbook.motion.depth.DepthEstimator` the caller loaded; ``openpose`` needs the ``controlnet_aux``
+:class:`~flipbook.imaging.depth.DepthEstimator` the caller loaded; ``openpose`` needs the ``controlnet_aux``
 package and its annotator weights, which are the user's to install.
 
 Conventions follow the ControlNet 1.1 annotators (and sd-webui-controlnet, where most users meet them): edge
@@ -20,7 +20,7 @@ import PIL.Image
 from flipbook.errors import FlipbookError
 
 if TYPE_CHECKING:
-    from flipbook.motion.depth import DepthEstimator
+    from flipbook.imaging.depth import DepthEstimator
 
 PREPROCESSORS: tuple[str, ...] = ("none", "canny", "lineart", "tile", "shuffle", "depth", "openpose")
 """What ``[[controlnet]] preprocessor`` accepts ("none" passes the image through unchanged)."""

@@ -12,8 +12,8 @@ import PIL.Image
 
 from flipbook.control import ControlUnits
 from flipbook.errors import FlipbookError
+from flipbook.imaging.masks import composite, feather, load_mask
 from flipbook.io.images import open_image
-from flipbook.motion.masks import composite, feather, load_mask
 from flipbook.sampling.requests import FrameRequest
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import FramePlan, Plan, denoise_for

@@ -63,7 +63,7 @@ def post_process(spec: Spec, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
     post = spec.post
     arrays = list(frames)
     if post.interpolate > 1:
-        from flipbook.post.interpolate import interpolate_frames
+        from flipbook.post.frame_interpolation import interpolate_frames
 
         arrays = interpolate_frames(
             arrays,

@@ -461,7 +461,11 @@ class Spec(_SpecFields):
     @classmethod
     def _prompt_syntax(cls, value: dict[str, str] | str) -> dict[str, str] | str:
         """Check line syntax and backtick math now; keys that depend on max_f are checked in the plan."""
-        from flipbook.spec.travel import check_keyframe_count, compile_prompt_math, parse_prompt_lines
+        from flipbook.spec.prompt_keyframes import (
+            check_keyframe_count,
+            compile_prompt_math,
+            parse_prompt_lines,
+        )
 
         try:
             if isinstance(value, str):

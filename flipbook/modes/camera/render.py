@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import PIL.Image
 
+from flipbook.imaging.color import VIDEO_COLOR_SPACE, match_colors, to_grayscale, video_color_frame
+from flipbook.imaging.filters import add_noise, adjust_contrast, unsharp_mask
 from flipbook.modes.camera.rules import camera_for, diffused_frames
 from flipbook.modes.camera.settings import TWO_D
 from flipbook.modes.frame import (
@@ -45,8 +47,6 @@ from flipbook.modes.frame import (
     still_image,
 )
 from flipbook.motion.camera import Camera
-from flipbook.motion.color import VIDEO_COLOR_SPACE, match_colors, to_grayscale, video_color_frame
-from flipbook.motion.filters import add_noise, adjust_contrast, unsharp_mask
 from flipbook.motion.flow import flow_tween
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import FramePlan
@@ -131,7 +131,7 @@ class _Hybrid:
         self.frames = hybrid_frames(ctx.spec)
         self.depth = None
         if ctx.spec.camera.hybrid_composite != "none" and ctx.spec.camera.hybrid_comp_mask_type == "depth":
-            from flipbook.motion.depth import DepthEstimator
+            from flipbook.imaging.depth import DepthEstimator
 
             c, m = ctx.spec.camera, ctx.spec.model
             self.depth = DepthEstimator.load(c.depth_model, device=m.device, dtype=m.dtype)
@@ -179,7 +179,7 @@ def make_camera(ctx: ModeContext) -> Camera:
     c = ctx.spec.camera
     if ctx.spec.animation.mode == TWO_D:
         return camera_for(ctx.spec, ctx.plan)
-    from flipbook.motion.depth import DepthEstimator, save_depth_map
+    from flipbook.imaging.depth import DepthEstimator, save_depth_map
 
     estimator = DepthEstimator.load(c.depth_model, device=ctx.spec.model.device, dtype=ctx.spec.model.dtype)
 
