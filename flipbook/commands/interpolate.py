@@ -52,7 +52,17 @@ def interpolate(
     model: Annotated[
         Path | None,
         typer.Option(
-            "--model", help="FILM TorchScript file (film_net_fp32.pt) or RIFE 4.6 weights (flownet.pkl)"
+            "--model",
+            help="FILM TorchScript file (film_net_fp32.pt) or RIFE 4.6 weights (flownet.pkl), or its name in "
+            "--models-dir",
+        ),
+    ] = None,
+    models_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--models-dir",
+            envvar="FLIPBOOK_MODELS_DIR",
+            help="A1111 or ComfyUI install (or its models/ folder) whose FILM/RIFE folders --model names",
         ),
     ] = None,
 ) -> None:
@@ -61,11 +71,11 @@ def interpolate(
     from flipbook.post.frame_interpolation import check_method, interpolate_frames, output_fps
 
     kind = output_kind(out)
-    check_method(method, model)
+    weights = check_method(method, model, models_dir)
     clip = read_frames(source, field="IN")
     rate = fps if fps is not None else output_fps(clip.fps, factor, slowmo=slowmo)
     check_rate(rate, kind, source)
-    frames = interpolate_frames(clip.frames, factor=factor, loop=loop, method=method, model_path=model)
+    frames = interpolate_frames(clip.frames, factor=factor, loop=loop, method=method, model_path=weights)
     written = write(frames, out, kind, rate)
     timing = f" at {rate:g} fps" if kind != "png" else ""
     typer.echo(f"{len(clip.frames)} -> {len(frames)} frames{timing}: {written}")

@@ -10,15 +10,17 @@ per run, on the checkpoint's device and dtype.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import PIL.Image
 
-from flipbook.control.preprocess import load_openpose, preprocess
+from flipbook.control.preprocess import OPENPOSE_WEIGHTS, load_openpose, preprocess
 from flipbook.errors import FlipbookError, SpecError
 from flipbook.io.images import open_image
 from flipbook.sampling.requests import Control
+from flipbook.spec.fields import PREPROCESSOR_MODEL
 from flipbook.spec.model import ControlNetUnit, Spec
 from flipbook.spec.plan import FramePlan, resolve_value
 
@@ -98,20 +100,37 @@ class ControlUnits:
 
 def _load_preprocessor_model(spec: Spec, index: int, unit: ControlNetUnit) -> Any:
     """A depth estimator (``preprocessor_model``, default the built-in ``tiny``) or controlnet_aux's OpenPose
-    detector, on the model section's device and dtype; errors name ``controlnet[i].preprocessor_model``."""
+    detector, on the model section's device and dtype; a name is looked up in ``model.models_dir`` among the
+    folders the field's type names first. Errors name ``controlnet[i].preprocessor_model``."""
+    models_dir = spec.model.models_dir
     try:
         if unit.preprocessor == "openpose":
-            return load_openpose(unit.preprocessor_model)
+            source = unit.preprocessor_model or OPENPOSE_WEIGHTS
+            found = _preprocessor_folder(source, models_dir)
+            return load_openpose(source if found is None else str(found))
         from flipbook.imaging.depth import DepthEstimator
 
         name = unit.preprocessor_model or "tiny"
-        return DepthEstimator.load(name, device=spec.model.device, dtype=spec.model.dtype)
+        return DepthEstimator.load(
+            name, device=spec.model.device, dtype=spec.model.dtype, models_dir=models_dir,
+            folders=PREPROCESSOR_MODEL.folders,
+        )  # fmt: skip
     except FlipbookError as error:
+        if error.field == "models_dir":  # the models folder itself, not the unit
+            raise SpecError("model.models_dir", error.value, error.allowed, detail=error.detail) from None
         # load_openpose names "preprocessor" (package missing) or "preprocessor_model"; depth names its own
         leaf = error.field if error.field in ("preprocessor", "preprocessor_model") else "preprocessor_model"
         raise SpecError(
             f"controlnet[{index}].{leaf}", error.value, error.allowed, detail=error.detail
         ) from None
+
+
+def _preprocessor_folder(name: str, models_dir: Path | None) -> Path | None:
+    """The folder ``name`` names in the models folder (``PREPROCESSOR_MODEL.folders``), or None: then the name
+    is a folder or a hub id for controlnet_aux itself."""
+    if models_dir is None or Path(name).expanduser().exists():
+        return None
+    return PREPROCESSOR_MODEL.find(name, models_dir)
 
 
 def _weights(

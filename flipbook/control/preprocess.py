@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 PREPROCESSORS: tuple[str, ...] = ("none", "canny", "lineart", "tile", "shuffle", "depth", "openpose")
 """What ``[[controlnet]] preprocessor`` accepts ("none" passes the image through unchanged)."""
 
+OPENPOSE_WEIGHTS = "lllyasviel/Annotators"
+"""Where controlnet_aux's OpenPose weights come from by default: this hub repo (comfyui_controlnet_aux keeps a copy
+under ``ckpts/lllyasviel/Annotators``, which the models folder finds by this name)."""
 OPENPOSE_INSTALL = (
     "the controlnet_aux package with its annotator weights "
     "(pip install controlnet_aux; OpenPose weights from the lllyasviel/Annotators hub repo or a local copy)"
@@ -121,7 +124,7 @@ def openpose(image: PIL.Image.Image, annotator: Any) -> PIL.Image.Image:
 
 def load_openpose(source: str | None = None) -> Any:
     """controlnet_aux's OpenPose detector from ``source`` (its weights folder or hub id; default the
-    lllyasviel/Annotators repo, from the local cache when offline). Without the package, a FlipbookError
+    :data:`OPENPOSE_WEIGHTS` repo, from the local cache when offline). Without the package, a FlipbookError
     saying what to install."""
     try:
         from controlnet_aux import OpenposeDetector
@@ -129,7 +132,7 @@ def load_openpose(source: str | None = None) -> Any:
         raise FlipbookError(
             "preprocessor", "openpose", OPENPOSE_INSTALL, detail="controlnet_aux is not installed"
         ) from None
-    name = source or "lllyasviel/Annotators"
+    name = source or OPENPOSE_WEIGHTS
     try:
         return OpenposeDetector.from_pretrained(name)
     except Exception as error:  # any loading failure is the user's setup: one line saying so

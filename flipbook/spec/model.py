@@ -153,7 +153,8 @@ class ControlNetUnit(Section):
         None,
         description='depth: a depth model as for camera.depth_model (default "tiny", random: name a real one, '
         "e.g. depth-anything/Depth-Anything-V2-Small-hf); openpose: controlnet_aux's annotator folder or hub id "
-        "(default lllyasviel/Annotators)",
+        "(default lllyasviel/Annotators); either may be a folder's name in model.models_dir's preprocessor or "
+        "depth folders",
     )
 
     @field_validator("weight")
@@ -363,9 +364,15 @@ class PostSection(Section):
         description="flow: OpenCV DIS optical flow, no weights; blend: cross-fade; film: FILM model; "
         "rife: RIFE 4.6 model",
     )
-    film_model: FilmModel = Field(None, description="interpolate_method film: a TorchScript film_net file")
+    film_model: FilmModel = Field(
+        None,
+        description="interpolate_method film: a TorchScript film_net file, or its name in model.models_dir's "
+        "FILM folders",
+    )
     rife_model: RifeModel = Field(
-        None, description="interpolate_method rife: RIFE 4.6 weights (flownet.pkl, .pth or .safetensors)"
+        None,
+        description="interpolate_method rife: RIFE 4.6 weights (flownet.pkl, .pth or .safetensors), or their "
+        "name in model.models_dir's RIFE folders",
     )
     slowmo: bool = Field(False, description="keep the fps, so motion is N times slower (else fps x N)")
     loop: bool = Field(False, description="the animation loops: interpolate the last -> first seam too")

@@ -122,7 +122,7 @@ class CameraSection(Section):
     depth_model: DepthModel = Field(
         "depth-anything/Depth-Anything-V2-Small-hf",
         description='3D: "flat" (a plane at `near`), "tiny" (built-in, random) or a DPT / Depth Anything '
-        "folder or hub id",
+        "folder, its name in model.models_dir's depth folders, or a hub id",
     )
     save_depth_maps: bool = Field(False, description="3D: write depth/depth_NNNNN.png per diffused frame")
     padding_mode: Literal["border", "reflection", "zeros"] = Field(
