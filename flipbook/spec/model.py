@@ -26,6 +26,7 @@ from pydantic import (
 
 from flipbook.errors import FlipbookError, SpecError
 from flipbook.modes import DEFAULT_MODE, MODES, get_mode, mode_only_inputs, section_owners, sections
+from flipbook.samplers.names import SAMPLER_NAMES
 from flipbook.spec.fields import (
     AUDIO_NAMES,
     CHECKPOINT,
@@ -86,7 +87,9 @@ class ModelSection(Section):
 
 class SamplingSection(Section):
     sampler: str = Field(
-        "Euler a", description='A1111 sampler name, or a schedule: 0:("Euler a"), 30:("DDIM")'
+        "Euler a",
+        description='A1111 sampler name, or a schedule: 0:("Euler a"), 30:("DDIM")',
+        examples=list(SAMPLER_NAMES),
     )
     steps: StepsValue = Field(
         20, description='sampling steps 1-1000; a number or a schedule such as "0:(25), 60:(40)"'
