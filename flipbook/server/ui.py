@@ -3,8 +3,12 @@
 A thin shell over the job API: every form becomes spec data (the same dicts a TOML file holds), validated
 and queued by the server's own :func:`~flipbook.server.submit.prepare_render` and
 :meth:`~flipbook.server.app.ServerState.queue`, exactly as ``POST /api/jobs`` does. Nothing here renders.
-The functions that turn form values into spec data, charts, previews and TOML are plain functions (tested
-without a browser); :func:`build_ui` wires them to components and :func:`mount_ui` mounts the app.
+The forms are generated from the spec's schema: :func:`mode_form` lists a mode tab's fields (every field of the
+mode's settings section and the inputs only it reads, its descriptor's ``form`` hints first),
+:func:`common_form` the shared ones, each with the widget :func:`~flipbook.server.widgets.widget_for` gives its
+schema; so a new mode or field needs no code here. The functions that turn form values into spec data,
+charts, previews and TOML are plain functions (tested without a browser); :func:`build_ui` wires them to
+components and :func:`mount_ui` mounts the app.
 """
 
 from __future__ import annotations
