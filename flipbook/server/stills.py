@@ -34,6 +34,14 @@ MAX_IMAGES = 64
 INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent_noise", 3: "latent_nothing"}
 SCHEDULERS = {"automatic": "", "uniform": "", "karras": " Karras"}
 """A1111's ``scheduler`` values flipbook has: the sampler's own schedule, or its Karras variant."""
+A1111_FIELDS = {
+    "cfg": "cfg_scale",
+    "strength": "denoising_strength",
+    "masked_content": "inpainting_fill",
+    "noise_multiplier": "initial_noise_multiplier",
+    "clip_skip": "override_settings.CLIP_stop_at_last_layers",
+}
+"""FrameRequest's field -> the A1111 request field it comes from (errors name what the client sent)."""
 _A1111_HASH = re.compile(r"\s+\[[0-9a-fA-F]{6,}\]$")
 A1111_DEFAULTS: dict[str, Any] = {
     "prompt": "",
@@ -116,6 +124,23 @@ def still_from_a1111(body: dict[str, Any], kind: str, default_model: str) -> Sti
     return StillJob(kind=kind, payload=payload, images=images, notes=notes)
 
 
+def check_still_models(payload: dict[str, Any], models_dir: Path | None) -> None:
+    """Every model a still names, held to what the job API allows for the same spec fields (their markers in
+    the spec schema): the checkpoint as ``model.name`` and the ``<lora:...>`` tags of both prompts as the
+    spec's prompts' tags. Names only (a built-in, a name in ``models_dir`` or a hub id where the field takes
+    one), never a path on the server: the worker would read it."""
+    from flipbook.spec.model import CHECKPOINT, PROMPT_LORAS
+
+    check_model_reference("override_settings.sd_model_checkpoint", payload["model"], CHECKPOINT, models_dir)
+    for field in ("prompt", "negative_prompt"):
+        try:
+            names = PROMPT_LORAS.names(payload[field])
+        except FlipbookError as error:  # a malformed tag: named by the request field it is in
+            raise FlipbookError(field, error.value, error.allowed, detail=error.detail) from None
+        for name in names:
+            check_model_reference(field, name, PROMPT_LORAS, models_dir)
+
+
 def _model_options(overrides: Any, default_model: str, notes: list[str]) -> tuple[str, int]:
     """The checkpoint and clip skip from A1111's ``override_settings``; other settings are noted as ignored."""
     if not isinstance(overrides, dict):
@@ -137,13 +162,18 @@ def _check_request(p: dict[str, Any], images: dict[str, PIL.Image.Image]) -> Non
     from flipbook.sampling.requests import FrameRequest
 
     resolve_sampler(p["sampler"])
-    FrameRequest(
-        "check", seed=p["seed"], num_inference_steps=p["steps"], guidance_scale=p["cfg_scale"],
-        sampler=p["sampler"], width=p["width"], height=p["height"],
-        image=images[p["inits"][0]] if p["inits"] else None, strength=p["strength"],
-        mask_image=images[p["mask"]] if p["mask"] else None, mask_blur=p["mask_blur"],
-        masked_content=p["masked_content"], noise_multiplier=p["noise_multiplier"], clip_skip=p["clip_skip"],
-    ).validate()  # fmt: skip
+    try:
+        FrameRequest(
+            "check", seed=p["seed"], num_inference_steps=p["steps"], guidance_scale=p["cfg_scale"],
+            sampler=p["sampler"], width=p["width"], height=p["height"],
+            image=images[p["inits"][0]] if p["inits"] else None, strength=p["strength"],
+            mask_image=images[p["mask"]] if p["mask"] else None, mask_blur=p["mask_blur"],
+            masked_content=p["masked_content"], noise_multiplier=p["noise_multiplier"],
+            clip_skip=p["clip_skip"],
+        ).validate()  # fmt: skip
+    except FlipbookError as error:  # FrameRequest's names for the values; the client sent A1111's
+        field = A1111_FIELDS.get(error.field, error.field)
+        raise FlipbookError(field, error.value, error.allowed, detail=error.detail) from None
 
 
 def checkpoint_name(title: str) -> str:
