@@ -162,6 +162,32 @@ def test_form_to_toml_leaves_out_server_fields():
     assert error.value.field == "spec"
 
 
+def test_hostile_spec_text_and_imports_are_one_error(tmp_path):
+    """The Spec tab's text and imported files go through the same safe parsers as every other entry point:
+    deep nesting, a 5000-digit integer and a lone surrogate are one FlipbookError, not RecursionError or
+    Python's integer-size ValueError shown to the user."""
+    hostile = {
+        "nesting": "x = " + "[" * 50_000 + "]" * 50_000,
+        "inline tables": "x = " + "{a=" * 5_000 + "1" + "}" * 5_000,
+        "digits": "x = " + "9" * 5_000,
+        "surrogate": 'x = "\ud800"',  # the character itself, as a browser's JSON can send it
+    }
+    for name, text in hostile.items():
+        with pytest.raises(FlipbookError) as error:
+            ui.toml_to_data(text)
+        assert error.value.field in ("spec", "x"), (name, error.value)
+        if name == "surrogate":  # no file can hold one
+            continue
+        path = tmp_path / f"{name.replace(' ', '_')}.toml"
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(FlipbookError):
+            ui.import_file(path)
+    deep_json = tmp_path / "deep.json"
+    deep_json.write_text('{"animation": {}, "prompts": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(FlipbookError):
+        ui.import_file(deep_json)
+
+
 # ---- the mount and the queue in-process --------------------------------------------------------------------
 
 
