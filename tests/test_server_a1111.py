@@ -189,6 +189,11 @@ def test_a_bad_deforum_batch_queues_nothing(server):
     assert response.json()["detail"].startswith("deforum_settings[1]: animation.width")
     assert httpx.get(f"{server.url}/api/jobs").json()["total"] == before
     assert httpx.post(f"{server.url}/deforum_api/batches", json={}).status_code == 400
+    # each settings object is a job: one request may not queue an unbounded number of them
+    many = httpx.post(f"{server.url}/deforum_api/batches", json={"deforum_settings": [DEFORUM_SETTINGS] * 65})
+    assert many.status_code == 422 and many.json()["field"] == "deforum_settings", many.text
+    assert "at most 64" in many.json()["detail"]
+    assert httpx.get(f"{server.url}/api/jobs").json()["total"] == before
 
 
 def test_deforum_delete_cancels_a_job(server):
