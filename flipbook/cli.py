@@ -64,7 +64,8 @@ def render(
         typer.Option("--preview-every", min=0, help="write RUN_DIR/preview.png every N frames (0: never)"),
     ] = 1,
 ) -> None:
-    """Render an animation spec to PNG frames, GIF and MP4; Ctrl-C stops cleanly and --resume continues.
+    """Render an animation spec to PNG frames, GIF and MP4; Ctrl-C stops cleanly, --resume continues, --overwrite
+    replaces an earlier run.
 
     A run folder (output.dir/output.name) that holds a run needs --resume (continue) or --overwrite (replace).
     """

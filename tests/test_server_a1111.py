@@ -1,6 +1,7 @@
 """The A1111 API subset through the real ``webuiapi`` client, and the Deforum batch API, against a uvicorn
 server on a loopback port (one worker, the tiny model)."""
 
+import base64
 import io
 import json
 import time
@@ -117,6 +118,40 @@ def test_a_bad_request_is_an_error_naming_the_field(api):
     assert status == 422 and json.loads(text)["field"] == "sampler"
 
 
+def test_a1111_prompt_lora_tags_take_names_never_server_paths(server, tmp_path):
+    """A LoRA tag in an A1111 prompt is a model reference like a spec prompt's: a path on the server (which the
+    worker would load, or whose existence the answer would give away) is refused before anything is queued."""
+    weights = tmp_path / "style.safetensors"
+    weights.write_bytes(b"not a LoRA")
+    before = httpx.get(f"{server.url}/api/jobs").json()["total"]
+    base = {"prompt": "a fox", "width": 64, "height": 64, "steps": 2}
+    for field in ("prompt", "negative_prompt"):
+        for path in (str(weights), str(tmp_path / "missing.safetensors"), "../../style"):
+            body = {**base, field: f"a fox <lora:{path}:0.5>"}
+            response = httpx.post(f"{server.url}/sdapi/v1/txt2img", json=body, timeout=60)
+            assert response.status_code == 422, (field, path, response.text)
+            assert response.json()["field"] == field, response.text
+    malformed = httpx.post(f"{server.url}/sdapi/v1/txt2img", json={**base, "negative_prompt": "<hypernet:x>"})
+    assert malformed.status_code == 422 and malformed.json()["field"] == "negative_prompt"
+    assert httpx.get(f"{server.url}/api/jobs").json()["total"] == before
+
+
+def test_a1111_errors_name_the_a1111_field(server):
+    """Values FrameRequest checks are reported under the name the A1111 client sent."""
+    base = {"prompt": "a fox", "width": 64, "height": 64, "steps": 2}
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (64, 64), "red").save(buffer, format="PNG")
+    image = base64.b64encode(buffer.getvalue()).decode()
+    cases = {
+        "cfg_scale": ("txt2img", {"cfg_scale": 500}),
+        "denoising_strength": ("img2img", {"denoising_strength": 5, "init_images": [image]}),
+        "initial_noise_multiplier": ("img2img", {"initial_noise_multiplier": 50, "init_images": [image]}),
+    }
+    for field, (kind, extra) in cases.items():
+        response = httpx.post(f"{server.url}/sdapi/v1/{kind}", json={**base, **extra}, timeout=60)
+        assert response.status_code == 422 and response.json()["field"] == field, response.text
+
+
 def test_deforum_batches_run_and_report_in_deforum_terms(server):
     second = {**DEFORUM_SETTINGS, "seed": 10}
     response = httpx.post(
@@ -154,6 +189,11 @@ def test_a_bad_deforum_batch_queues_nothing(server):
     assert response.json()["detail"].startswith("deforum_settings[1]: animation.width")
     assert httpx.get(f"{server.url}/api/jobs").json()["total"] == before
     assert httpx.post(f"{server.url}/deforum_api/batches", json={}).status_code == 400
+    # each settings object is a job: one request may not queue an unbounded number of them
+    many = httpx.post(f"{server.url}/deforum_api/batches", json={"deforum_settings": [DEFORUM_SETTINGS] * 65})
+    assert many.status_code == 422 and many.json()["field"] == "deforum_settings", many.text
+    assert "at most 64" in many.json()["detail"]
+    assert httpx.get(f"{server.url}/api/jobs").json()["total"] == before
 
 
 def test_deforum_delete_cancels_a_job(server):

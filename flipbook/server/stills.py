@@ -37,6 +37,14 @@ MAX_IMAGES = 64
 INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent_noise", 3: "latent_nothing"}
 SCHEDULERS = {"automatic": "", "uniform": "", "karras": " Karras"}
 """A1111's ``scheduler`` values flipbook has: the sampler's own schedule, or its Karras variant."""
+A1111_FIELDS = {
+    "cfg": "cfg_scale",
+    "strength": "denoising_strength",
+    "masked_content": "inpainting_fill",
+    "noise_multiplier": "initial_noise_multiplier",
+    "clip_skip": "override_settings.CLIP_stop_at_last_layers",
+}
+"""FrameRequest's field -> the A1111 request field it comes from (errors name what the client sent)."""
 _A1111_HASH = re.compile(r"\s+\[[0-9a-fA-F]{6,}\]$")
 A1111_DEFAULTS: dict[str, Any] = {
     "prompt": "",
@@ -119,6 +127,23 @@ def still_from_a1111(body: dict[str, Any], kind: str, default_model: str) -> Sti
     return StillJob(kind=kind, payload=payload, images=images, notes=notes)
 
 
+def check_still_models(payload: dict[str, Any], models_dir: Path | None) -> None:
+    """Every model a still names, held to what the job API allows for the same spec fields (their markers in
+    the spec schema): the checkpoint as ``model.name`` and the ``<lora:...>`` tags of both prompts as the
+    spec's prompts' tags. Names only (a built-in, a name in ``models_dir`` or a hub id where the field takes
+    one), never a path on the server: the worker would read it."""
+    from flipbook.spec.model import CHECKPOINT, PROMPT_LORAS
+
+    check_model_reference("override_settings.sd_model_checkpoint", payload["model"], CHECKPOINT, models_dir)
+    for field in ("prompt", "negative_prompt"):
+        try:
+            names = PROMPT_LORAS.names(payload[field])
+        except FlipbookError as error:  # a malformed tag: named by the request field it is in
+            raise FlipbookError(field, error.value, error.allowed, detail=error.detail) from None
+        for name in names:
+            check_model_reference(field, name, PROMPT_LORAS, models_dir)
+
+
 def _model_options(overrides: Any, default_model: str, notes: list[str]) -> tuple[str, int]:
     """The checkpoint and clip skip from A1111's ``override_settings``; other settings are noted as ignored."""
     if not isinstance(overrides, dict):
@@ -138,7 +163,11 @@ def _check_request(p: dict[str, Any], images: dict[str, PIL.Image.Image]) -> Non
     """Everything the still pipeline checks before a model loads, now, so an invalid request is never
     queued (``<lora:...>`` tags are looked up in the models folder by the worker)."""
     inits = tuple(images[name] for name in p["inits"])
-    prepare_stills(_settings(p, inits, images[p["mask"]] if p["mask"] else None), None)
+    try:
+        prepare_stills(_settings(p, inits, images[p["mask"]] if p["mask"] else None), None)
+    except FlipbookError as error:  # the pipeline's names for the values; the client sent A1111's
+        field = A1111_FIELDS.get(error.field, error.field)
+        raise FlipbookError(field, error.value, error.allowed, detail=error.detail) from None
 
 
 def _settings(p: dict[str, Any], inits: tuple[PIL.Image.Image, ...], mask: PIL.Image.Image | None):

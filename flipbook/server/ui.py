@@ -214,9 +214,12 @@ def data_to_toml(data: Mapping[str, Any]) -> str:
 
 
 def toml_to_data(text: str) -> dict[str, Any]:
-    """The Spec tab's TOML text as spec data; FlipbookError naming ``spec`` when it does not parse."""
+    """The Spec tab's TOML text as spec data; FlipbookError naming ``spec`` when it does not parse (nesting,
+    huge integers and lone surrogates too, as every parse of user text: :mod:`flipbook.spec.safe_parse`)."""
+    from flipbook.spec.safe_parse import parse_toml
+
     try:
-        return tomllib.loads(text or "")
+        return parse_toml(text or "", source="TOML text")
     except tomllib.TOMLDecodeError as error:
         raise FlipbookError("spec", "TOML text", "valid TOML", detail=str(error)) from None
 
@@ -247,8 +250,10 @@ def _import_text(path: Path) -> tuple[str, str]:
     from flipbook.spec.deforum import read_deforum_settings
 
     if path.suffix.lower() == ".json":
+        from flipbook.spec.safe_parse import parse_json
+
         try:
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
+            data = parse_json(path.read_text(encoding="utf-8-sig"), source=path.name)
         except (json.JSONDecodeError, UnicodeDecodeError):
             data = None
         if isinstance(data, dict) and isinstance(data.get("animation"), dict) and "prompts" in data:

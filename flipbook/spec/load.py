@@ -120,10 +120,11 @@ def override_key(override: str) -> tuple[str, ...]:
 def apply_override(data: dict[str, Any], override: str) -> None:
     """``animation.max_frames=48``: the value is read as TOML (numbers, booleans, quoted or bare strings)."""
     key, sep, raw = override.partition("=")
+    shown = _shorten(override)  # errors quote the override, cut: it may be a hostile megabyte
     if not sep or not key.strip():
-        raise SpecError("--set", override, "KEY.PATH=VALUE, e.g. animation.max_frames=48")
+        raise SpecError("--set", shown, "KEY.PATH=VALUE, e.g. animation.max_frames=48")
     try:
-        value = parse_toml(f"v = {raw.strip()}", field="--set", source=override)["v"]
+        value = parse_toml(f"v = {raw.strip()}", field="--set", source=shown)["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     *parents, leaf = key.strip().split(".")
@@ -131,7 +132,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise SpecError("--set", override, f"a path through sections; {part!r} is a value")
+            raise SpecError("--set", shown, f"a path through sections; {_shorten(part)!r} is a value")
     node[leaf] = value
 
 
@@ -167,6 +168,11 @@ def _message(item: dict) -> str:
 
 SHOWN_CHARS = 200
 """How much of a rejected value an error message repeats (a 2 MB prompt is not echoed back whole)."""
+
+
+def _shorten(text: str, limit: int = SHOWN_CHARS) -> str:
+    """``text`` cut to ``limit`` characters with the full length said."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def shorten_repr(value: object, limit: int = SHOWN_CHARS) -> str:
