@@ -240,3 +240,13 @@ def test_sd_models_lists_the_models_folder_and_options_accept_a1111_titles(tmp_p
         assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == "dreamy"
         refused = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "/etc/passwd"})
         assert refused.status_code == 422
+
+
+def test_a_clip_skip_deeper_than_the_text_encoder_is_a_422_naming_the_a1111_setting(server):
+    """The tiny model's text encoder has 5 layers: clip skip 12 was an IndexError and a 500."""
+    body = {"prompt": "a fox", "width": 64, "height": 64, "steps": 2}
+    body["override_settings"] = {"CLIP_stop_at_last_layers": 12}
+    response = httpx.post(f"{server.url}/sdapi/v1/txt2img", json=body, timeout=120)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "override_settings.CLIP_stop_at_last_layers"
+    assert "at most 5" in response.json()["detail"]

@@ -15,6 +15,8 @@ import binascii
 import gc
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ A1111_FIELDS = {
     "masked_content": "inpainting_fill",
     "noise_multiplier": "initial_noise_multiplier",
     "clip_skip": "override_settings.CLIP_stop_at_last_layers",
+    "sampling.clip_skip": "override_settings.CLIP_stop_at_last_layers",
 }
 """FrameRequest's field -> the A1111 request field it comes from (errors name what the client sent)."""
 _A1111_HASH = re.compile(r"\s+\[[0-9a-fA-F]{6,}\]$")
@@ -163,9 +166,17 @@ def _check_request(p: dict[str, Any], images: dict[str, PIL.Image.Image]) -> Non
     """Everything the still pipeline checks before a model loads, now, so an invalid request is never
     queued (``<lora:...>`` tags are looked up in the models folder by the worker)."""
     inits = tuple(images[name] for name in p["inits"])
-    try:
+    with a1111_names():
         prepare_stills(_settings(p, inits, images[p["mask"]] if p["mask"] else None), None)
-    except FlipbookError as error:  # the pipeline's names for the values; the client sent A1111's
+
+
+@contextmanager
+def a1111_names() -> Iterator[None]:
+    """A FlipbookError raised inside names the A1111 request field its value came from (``cfg_scale``, not the
+    pipeline's ``cfg``): the client sent A1111's names."""
+    try:
+        yield
+    except FlipbookError as error:
         field = A1111_FIELDS.get(error.field, error.field)
         raise FlipbookError(field, error.value, error.allowed, detail=error.detail) from None
 
@@ -325,14 +336,15 @@ def run_still(
     mask = open_image(run_dir / p["mask"], "mask").convert("L") if p["mask"] else None
     if mask is not None and p["mask_invert"]:
         mask = PIL.ImageOps.invert(mask)
-    prepared = prepare_stills(_settings(p, inits, mask), networks)
-    bundle = cache.get(p["model"], models_dir)
-    made = None
-    try:
-        made = make_stills(prepared, bundle, networks, events, run_dir)
-    finally:
-        if prepared.uses_loras or made is None or made.embeddings:
-            cache.clear()  # LoRAs and embeddings change the pipe; the next request loads it clean
+    with a1111_names():
+        prepared = prepare_stills(_settings(p, inits, mask), networks)
+        bundle = cache.get(p["model"], models_dir)
+        made = None
+        try:
+            made = make_stills(prepared, bundle, networks, events, run_dir)
+        finally:
+            if prepared.uses_loras or made is None or made.embeddings:
+                cache.clear()  # LoRAs and embeddings change the pipe; the next request loads it clean
     stills = made.stills
     return {
         "images": [still.path.name for still in stills],
