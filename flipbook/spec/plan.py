@@ -146,7 +146,7 @@ def build_plan(spec: Spec, audio: AudioFeatures | None = None) -> Plan:
     cfg = resolve_value(spec, "sampling.cfg", spec.sampling.cfg, variables)
     strength = resolve_value(spec, "animation.strength", spec.animation.strength, variables)
     _check_range("sampling.cfg", cfg, 0.0, 100.0, "a guidance scale from 0 to 100")
-    _check_range("animation.strength", strength, 0.0, np.nextafter(1.0, 0.0), "a strength in [0, 1)")
+    _check_range("animation.strength", strength, 0.0, 1.0, "a strength in [0, 1]")
     steps = _steps(spec, variables)
     denoise = denoise_for(strength, steps)
     seeds = _seeds(spec, variables)
