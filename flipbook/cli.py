@@ -193,7 +193,12 @@ def import_parseq(
     from flipbook.spec.deforum import read_deforum_settings
     from flipbook.spec.load import document_data, document_kind
 
-    document = read_deforum_settings(manifest)
+    try:
+        document = read_deforum_settings(manifest)
+    except FlipbookError as error:
+        raise FlipbookError(
+            "manifest", str(manifest), "a Parseq manifest (JSON)", detail=error.detail
+        ) from None
     if document_kind(document) != "parseq":
         raise FlipbookError(
             "manifest", str(manifest), "a Parseq manifest (JSON with rendered_frames)",

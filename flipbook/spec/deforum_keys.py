@@ -401,18 +401,22 @@ KEYS: dict[str, DeforumKey] = {
              "soundtrack_path r_upscale_factor r_upscale_model r_upscale_keep_imgs frame_interpolation_x_amount "
              "frame_interpolation_slow_mo_amount frame_interpolation_keep_imgs frame_interpolation_use_upscaled "
              "make_gifski"),
-    **_group("ignored", "output files and folders", "skip_video_creation skip_video_for_run_all delete_imgs "
-             "delete_input_frames store_frames_in_ram image_path mp4_path max_video_frames use_manual_settings "
-             "render_steps path_name_modifier ffmpeg_crf ffmpeg_preset ffmpeg_location ffmpeg_output_location "
-             "resize_mode", BOTH),
+    **_group("ignored", "output files and folders", "skip_video_creation delete_imgs delete_input_frames "
+             "store_frames_in_ram max_video_frames ffmpeg_crf ffmpeg_preset ffmpeg_location ffmpeg_output_location "
+             "resize_mode"),
+    **_group("ignored", "output files and folders", "skip_video_for_run_all image_path mp4_path "
+             "use_manual_settings render_steps path_name_modifier", BOTH),
     # ---- bookkeeping ---------------------------------------------------------------------------------------------
     **_group("ignored", "run and web UI bookkeeping", "batch_name outdir timestring filename_format "
              "save_settings save_samples display_samples save_sample_per_step show_sample_per_step n_batch "
-             "n_samples make_grid grid_rows resume_from_timestring resume_timestring motion_preview_mode "
-             "show_info_on_ui override_settings_with_file custom_settings_file settings_file log_weighted_subprompts "
-             "keep_3d_models_in_vram bit_depth_output bitdepth_extension skip_disconnect_for_run_all", BOTH),
-    **_group("ignored", "scratch values the old versions saved", "seed_internal init_latent init_sample "
-             "init_sample_raw mask_sample init_c prompt precision C f", BOTH),
+             "n_samples make_grid grid_rows resume_from_timestring resume_timestring log_weighted_subprompts "
+             "override_settings_with_file custom_settings_file", BOTH),
+    **_group("ignored", "run and web UI bookkeeping", "motion_preview_mode show_info_on_ui keep_3d_models_in_vram"),
+    **_group("ignored", "run and web UI bookkeeping", "settings_file bit_depth_output bitdepth_extension "
+             "skip_disconnect_for_run_all", NOTEBOOK),
+    **_group("ignored", "scratch values the old versions saved", "seed_internal init_latent init_sample init_c "
+             "prompt precision C f", BOTH),
+    **_group("ignored", "scratch values the notebook saved", "init_sample_raw mask_sample", NOTEBOOK),
 }  # fmt: skip
 
 
