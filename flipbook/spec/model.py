@@ -217,7 +217,10 @@ class InitSection(Section):
 
     image: ImageFile = Field(None, description="frame 0 is this image through img2img")
     strength: float = Field(
-        0.65, ge=0, lt=1, description="Deforum strength for frame 0: share of the init image kept"
+        0.65,
+        ge=0,
+        le=1,
+        description="Deforum strength for frame 0: share of the init image kept (1: one denoising step, as A1111)",
     )
     mask: MaskFile = Field(None, description="white = animated, black = stays as the init image (or frame 0)")
     mask_invert: bool = Field(False, description="animate the black part instead")
@@ -270,12 +273,12 @@ class AnimationSection(Section):
     height: int = Field(512, ge=8, le=8192)
     strength: Annotated[
         ScheduleValue,
-        Range(0.0, 1.0, "a strength in [0, 1)", open_high=True),
+        Range(0.0, 1.0, "a strength in [0, 1]"),
         Unit("share of the previous frame"),
     ] = Field(
         0.65,
-        description="Deforum strength in [0, 1): share of the previous frame kept (denoise = 1 - strength); "
-        "a number or a schedule",
+        description="Deforum strength in [0, 1]: share of the previous frame kept (denoise = 1 - strength, at "
+        "least one step: 1 runs one step, as A1111 does); a number or a schedule",
     )
     prompt_interpolation: Literal["hold", "lerp", "slerp"] | None = Field(
         None,
