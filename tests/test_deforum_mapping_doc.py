@@ -84,7 +84,8 @@ def test_every_key_of_the_shared_files_is_in_the_table():
 
 
 def test_every_key_of_the_synthetic_files_is_in_the_table():
-    from tests import test_deforum_controlnet, test_deforum_import
+    import test_deforum_controlnet  # tests/ is on sys.path (pytest's prepend import mode)
+    import test_deforum_import
 
     for settings in (test_deforum_import.MINIMAL, test_deforum_import.INIT, test_deforum_controlnet.CANNY,
                      test_deforum_controlnet.OFF):  # fmt: skip
