@@ -13,7 +13,7 @@ TORCH := torch==2.13.0
 LOCK_FLAGS := --strip-extras --all-build-deps --extra test --extra upscale --unsafe-package torchvision \
 	--no-emit-index-url --no-emit-find-links
 
-.PHONY: demo test install install-test lock lint format bench clean
+.PHONY: demo test install install-test lock lock-upgrade lint format bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,12 +39,14 @@ test: install-test
 	$(BIN)/ruff format --check .
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q --durations=25
 
-## make lock: re-resolve every dependency to its newest allowed version; land it only with a green `make test`
-# (pip-tools lives in its own venv so it cannot change the project's)
-lock:
+## make lock: re-resolve after pyproject.toml changed, keeping every pin that still fits (adds, removes, moves
+## only what the change needs); make lock-upgrade: every dependency to its newest allowed version. Land either
+## only with a green `make test`. (pip-tools lives in its own venv so it cannot change the project's.)
+lock lock-upgrade:
 	test -x .venv-lock/bin/pip-compile || ($(PY) -m venv .venv-lock && .venv-lock/bin/pip install -q $(PIP) pip-tools==7.7.0)
 	printf '%s\n' "$(TORCH)" > .venv-lock/constraints.txt
-	.venv-lock/bin/pip-compile -q --upgrade $(LOCK_FLAGS) -c .venv-lock/constraints.txt -o $(LOCK) pyproject.toml
+	.venv-lock/bin/pip-compile -q $(if $(filter lock-upgrade,$@),--upgrade) $(LOCK_FLAGS) -c .venv-lock/constraints.txt \
+		-o $(LOCK) pyproject.toml
 
 lint: install-test
 	$(BIN)/ruff check --fix .

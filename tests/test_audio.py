@@ -358,3 +358,28 @@ def test_cli_bad_feature_exits_2_with_the_message(song, monkeypatch, run_cli) ->
     code, out, err = run_cli("audio", "schedule", song, "--feature", "band:500-100")
     assert code == 2 and out == ""
     assert err.startswith("error: feature: 'band:500-100'") and "LOW must be below HIGH" in err
+
+
+def test_load_audio_decodes_a_bounded_span(song, monkeypatch, tmp_path) -> None:
+    """A few kilobytes of compressed silence can hold hours of audio, and the span an animation asks for
+    (max_frames / fps) has no bound of its own: more than MAX_AUDIO_SECONDS of actual audio is one error, and
+    no more than that is ever decoded. (The bound is lowered here so the test decodes seconds, not an hour.)"""
+    from flipbook.audio import analysis
+    from flipbook.spec.load import spec_from_data
+    from flipbook.spec.plan import build_plan
+
+    monkeypatch.setattr(analysis, "MAX_AUDIO_SECONDS", 2)
+    for duration in (None, 2.5, 1e9):
+        with pytest.raises(FlipbookError) as info:
+            load_audio(song, duration=duration)
+        assert info.value.field == "audio.file" and "at most 2 s" in str(info.value)
+    assert len(load_audio(song, duration=1.5)[0]) == pytest.approx(1.5 * SR, abs=2)
+    assert len(load_audio(song, offset=2.0)[0]) == pytest.approx(1.0 * SR, abs=2)  # 1 s left after 2 s
+
+    data = {"model": {"name": "tiny"}, "animation": {"max_frames": 4, "fps": 1}, "prompts": {"0": "a"},
+            "audio": {"file": str(song)}, "sampling": {"cfg": "0:(7 + amp)", "seed": 1}}  # fmt: skip
+    with pytest.raises(FlipbookError) as info:
+        build_plan(spec_from_data(data))  # validate, the server and the render refuse it alike
+    assert info.value.field == "audio.file"
+    data["audio"]["offset"] = 1.5  # 1.5 s of the 3 s song are left: within the bound
+    assert len(build_plan(spec_from_data(data)).frames) == 4

@@ -109,6 +109,22 @@ def test_set_overrides_are_parsed_with_the_same_checks():
         apply_override(data, "prompts.0=" + "[" * 1000 + "]" * 1000)
 
 
+def test_a_hostile_override_is_quoted_cut_in_its_error():
+    """The error is one readable line: a 40 000-character override is quoted to its first 200 characters and
+    its length, not echoed whole (over HTTP it came back in the 422's detail)."""
+    for override in (
+        "animation.max_frames=" + DIGITS,
+        "prompts.0=" + "[" * 20_000 + "]" * 20_000,
+        "x" * 50_000,
+        "a." * 20_000 + "b=1",
+    ):
+        data: dict = {"a": {"a": 1}}
+        with pytest.raises(SpecError) as error:
+            apply_override(data, override)
+        assert error.value.field == "--set" and len(str(error.value)) < 600, str(error.value)[:300]
+        assert f"({len(override)} characters)" in str(error.value)
+
+
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(), children, max_size=3),

@@ -1,6 +1,7 @@
 """The A1111 API subset through the real ``webuiapi`` client, and the Deforum batch API, against a uvicorn
 server on a loopback port (one worker, the tiny model)."""
 
+import base64
 import io
 import json
 import time
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 DEFORUM_SETTINGS = {
     "W": 64, "H": 64, "max_frames": 2, "steps": 2, "seed": 9, "sampler": "Euler", "animation_mode": "None",
     "prompts": {"0": "a forest", "1": "a city"}, "strength_schedule": "0:(0.5)", "fps": 8,
-    "hybrid_motion": "None", "outdir": "/somewhere/else", "batch_name": "Deforum",
+    "midas_weight": 0.5, "outdir": "/somewhere/else", "batch_name": "Deforum",
 }  # fmt: skip
 
 
@@ -117,6 +118,40 @@ def test_a_bad_request_is_an_error_naming_the_field(api):
     assert status == 422 and json.loads(text)["field"] == "sampler"
 
 
+def test_a1111_prompt_lora_tags_take_names_never_server_paths(server, tmp_path):
+    """A LoRA tag in an A1111 prompt is a model reference like a spec prompt's: a path on the server (which the
+    worker would load, or whose existence the answer would give away) is refused before anything is queued."""
+    weights = tmp_path / "style.safetensors"
+    weights.write_bytes(b"not a LoRA")
+    before = httpx.get(f"{server.url}/api/jobs").json()["total"]
+    base = {"prompt": "a fox", "width": 64, "height": 64, "steps": 2}
+    for field in ("prompt", "negative_prompt"):
+        for path in (str(weights), str(tmp_path / "missing.safetensors"), "../../style"):
+            body = {**base, field: f"a fox <lora:{path}:0.5>"}
+            response = httpx.post(f"{server.url}/sdapi/v1/txt2img", json=body, timeout=60)
+            assert response.status_code == 422, (field, path, response.text)
+            assert response.json()["field"] == field, response.text
+    malformed = httpx.post(f"{server.url}/sdapi/v1/txt2img", json={**base, "negative_prompt": "<hypernet:x>"})
+    assert malformed.status_code == 422 and malformed.json()["field"] == "negative_prompt"
+    assert httpx.get(f"{server.url}/api/jobs").json()["total"] == before
+
+
+def test_a1111_errors_name_the_a1111_field(server):
+    """Values FrameRequest checks are reported under the name the A1111 client sent."""
+    base = {"prompt": "a fox", "width": 64, "height": 64, "steps": 2}
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (64, 64), "red").save(buffer, format="PNG")
+    image = base64.b64encode(buffer.getvalue()).decode()
+    cases = {
+        "cfg_scale": ("txt2img", {"cfg_scale": 500}),
+        "denoising_strength": ("img2img", {"denoising_strength": 5, "init_images": [image]}),
+        "initial_noise_multiplier": ("img2img", {"initial_noise_multiplier": 50, "init_images": [image]}),
+    }
+    for field, (kind, extra) in cases.items():
+        response = httpx.post(f"{server.url}/sdapi/v1/{kind}", json={**base, **extra}, timeout=60)
+        assert response.status_code == 422 and response.json()["field"] == field, response.text
+
+
 def test_deforum_batches_run_and_report_in_deforum_terms(server):
     second = {**DEFORUM_SETTINGS, "seed": 10}
     response = httpx.post(
@@ -128,7 +163,7 @@ def test_deforum_batches_run_and_report_in_deforum_terms(server):
     body = response.json()
     assert body["message"] == "Job(s) accepted" and len(body["job_ids"]) == 2
     warnings = " ".join(body["warnings"][body["job_ids"][0]])
-    assert "hybrid_motion" in warnings and "eta_ddim" in warnings and "outdir" not in warnings
+    assert "midas_weight" in warnings and "eta_ddim" in warnings and "outdir" not in warnings
 
     for job_id in body["job_ids"]:
         status = _wait(server, f"/deforum_api/jobs/{job_id}", lambda s: s["status"] != "ACCEPTED")
@@ -146,14 +181,19 @@ def test_deforum_batches_run_and_report_in_deforum_terms(server):
 
 def test_a_bad_deforum_batch_queues_nothing(server):
     before = httpx.get(f"{server.url}/api/jobs").json()["total"]
-    bad = {**DEFORUM_SETTINGS, "W": 100}
+    bad = {**DEFORUM_SETTINGS, "animation_mode": "Interpolation"}
     response = httpx.post(
         f"{server.url}/deforum_api/batches", json={"deforum_settings": [DEFORUM_SETTINGS, bad]}
     )
     assert response.status_code == 422
-    assert response.json()["detail"].startswith("deforum_settings[1]: animation.width")
+    assert response.json()["detail"].startswith("deforum_settings[1]: animation_mode")
     assert httpx.get(f"{server.url}/api/jobs").json()["total"] == before
     assert httpx.post(f"{server.url}/deforum_api/batches", json={}).status_code == 400
+    # each settings object is a job: one request may not queue an unbounded number of them
+    many = httpx.post(f"{server.url}/deforum_api/batches", json={"deforum_settings": [DEFORUM_SETTINGS] * 65})
+    assert many.status_code == 422 and many.json()["field"] == "deforum_settings", many.text
+    assert "at most 64" in many.json()["detail"]
+    assert httpx.get(f"{server.url}/api/jobs").json()["total"] == before
 
 
 def test_deforum_delete_cancels_a_job(server):
@@ -200,3 +240,13 @@ def test_sd_models_lists_the_models_folder_and_options_accept_a1111_titles(tmp_p
         assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == "dreamy"
         refused = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "/etc/passwd"})
         assert refused.status_code == 422
+
+
+def test_a_clip_skip_deeper_than_the_text_encoder_is_a_422_naming_the_a1111_setting(server):
+    """The tiny model's text encoder has 5 layers: clip skip 12 was an IndexError and a 500."""
+    body = {"prompt": "a fox", "width": 64, "height": 64, "steps": 2}
+    body["override_settings"] = {"CLIP_stop_at_last_layers": 12}
+    response = httpx.post(f"{server.url}/sdapi/v1/txt2img", json=body, timeout=120)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "override_settings.CLIP_stop_at_last_layers"
+    assert "at most 5" in response.json()["detail"]

@@ -206,8 +206,10 @@ def test_uploads_are_sniffed_by_content(tmp_path):
         )
         assert image.status_code == 201, image.text
         job = client.get(f"/api/jobs/{image.json()['id']}").json()
-        saved = job["spec"]["init"]["image"]
-        assert saved == str(tmp_path / "runs" / job["id"] / "inputs" / "init_image.png")
+        saved = job["spec"]["init"]["image"]  # shown relative to the runs folder
+        assert saved == f"{job['id']}/inputs/init_image.png"
+        stored = client.app.state.flipbook.store.get(job["id"]).payload["init"]["image"]
+        assert stored == str(tmp_path / "runs" / job["id"] / "inputs" / "init_image.png")
 
         not_image = {"prompt": "x", "steps": 2, "width": 64, "height": 64,
                      "init_images": [base64.b64encode(b"GIF89a but not really").decode()]}  # fmt: skip
@@ -567,6 +569,24 @@ def test_errors_name_files_relative_to_the_runs_folder(tmp_path):
         assert message == f"init.image: '{job_id}/inputs/init_image.png' is not valid; an image"
         deforum = client.get(f"/deforum_api/jobs/{job_id}").json()
         assert deforum["message"] == message and deforum["outdir"] == job_id
+
+
+def test_a_jobs_spec_shows_no_server_folder(tmp_path):
+    """GET /api/jobs/{id} shows the spec the job renders: the run folder, models folder and uploads the server
+    put in it appear relative to those folders, as in errors and /sdapi/v1/sd-models."""
+    webui = tmp_path / "webui"
+    (webui / "models" / "Lora").mkdir(parents=True)
+    with client_for(tmp_path, models_dir=webui) as client:
+        job_id = client.post(
+            "/api/jobs", files={"spec": ("a.toml", SPEC_TOML), "init.image": ("a.png", png_bytes())}
+        ).json()["id"]
+        job = client.get(f"/api/jobs/{job_id}")
+        assert str(tmp_path) not in job.text and os.path.realpath(tmp_path) not in job.text
+        spec = job.json()["spec"]
+        assert spec["output"]["dir"] == "the runs folder" and spec["output"]["name"] == job_id
+        assert spec["model"]["models_dir"] == "the models folder"
+        assert spec["init"]["image"] == f"{job_id}/inputs/init_image.png"
+        assert spec["prompts"] == {"0": "a cat"}
 
 
 def test_public_text_hides_the_servers_folders(tmp_path):

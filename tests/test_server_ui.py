@@ -262,6 +262,32 @@ def test_lists_of_models_are_tables_and_numbers_lists():
     assert error.value.field == "interpolate.batch_size"
 
 
+def test_hostile_spec_text_and_imports_are_one_error(tmp_path):
+    """The Spec tab's text and imported files go through the same safe parsers as every other entry point:
+    deep nesting, a 5000-digit integer and a lone surrogate are one FlipbookError, not RecursionError or
+    Python's integer-size ValueError shown to the user."""
+    hostile = {
+        "nesting": "x = " + "[" * 50_000 + "]" * 50_000,
+        "inline tables": "x = " + "{a=" * 5_000 + "1" + "}" * 5_000,
+        "digits": "x = " + "9" * 5_000,
+        "surrogate": 'x = "\ud800"',  # the character itself, as a browser's JSON can send it
+    }
+    for name, text in hostile.items():
+        with pytest.raises(FlipbookError) as error:
+            ui.toml_to_data(text)
+        assert error.value.field in ("spec", "x"), (name, error.value)
+        if name == "surrogate":  # no file can hold one
+            continue
+        path = tmp_path / f"{name.replace(' ', '_')}.toml"
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(FlipbookError):
+            ui.import_file(path)
+    deep_json = tmp_path / "deep.json"
+    deep_json.write_text('{"animation": {}, "prompts": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(FlipbookError):
+        ui.import_file(deep_json)
+
+
 # ---- the mount and the queue in-process --------------------------------------------------------------------
 
 
@@ -290,7 +316,7 @@ def test_submit_queue_cancel_and_reopen(tmp_path):
         job_id = ui.submit(state, ui.mode_data("2d", COMMON, {"zoom": "0:(1.05)"}))
         job = client.get(f"/api/jobs/{job_id}").json()
         assert job["state"] == "queued" and job["spec"]["camera"]["zoom"] == "0:(1.05)"
-        assert job["spec"]["output"]["dir"] == str(tmp_path / "runs")
+        assert job["spec"]["output"]["dir"] == "the runs folder"  # the server's folders are not shown
         assert job_id in ui.queue_html(state) and ui.active_job_ids(state) == [job_id]
         toml_text = ui.job_toml(state, job_id)
         assert (
@@ -315,7 +341,7 @@ def test_variations_uploads_go_through_the_job(tmp_path, init_image):
         data = ui.mode_data("variations", COMMON, {"image": str(image), "mask": str(mask)})
         job_id = ui.submit(state, data, {"init.image": str(image), "init.mask": str(mask)})
         spec = client.get(f"/api/jobs/{job_id}").json()["spec"]
-        assert Path(spec["init"]["image"]).parent == tmp_path / "runs" / job_id / "inputs"
+        assert Path(spec["init"]["image"]).parent == Path(job_id) / "inputs"  # relative to the runs folder
         # a path typed into a spec (not an upload) is never read by the server
         with pytest.raises(FlipbookError) as error:
             ui.submit(

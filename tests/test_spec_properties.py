@@ -2,10 +2,11 @@
 
 import string
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flipbook.errors import FlipbookError
+from flipbook.errors import FlipbookError, SpecError
 from flipbook.spec.load import spec_from_data
 from flipbook.spec.plan import build_plan
 
@@ -51,3 +52,26 @@ def test_any_field_values_raise_only_flipbook_errors(strength, cfg, prompts, fra
 @given(st.dictionaries(st.text(max_size=12), value, max_size=6))
 def test_any_document_raises_only_flipbook_errors(data):
     load(data)
+
+
+@pytest.mark.parametrize(
+    ("settings", "field", "detail"),
+    [
+        ({"animation": {"width": 1024}, "post": {"upscale": 16}}, "post.upscale", "= 16384"),
+        ({"animation": {"height": 8192}, "post": {"upscale": 1.5}}, "post.upscale", "= 12288"),
+        (
+            {"animation": {"max_frames": 10000, "fps": 4}, "post": {"interpolate": 16}},
+            "post.interpolate",
+            "160000",
+        ),
+    ],
+)
+def test_the_finished_animation_is_bounded_as_its_factors_are(settings, field, detail) -> None:
+    """Each factor within its own range (an 8192 frame, upscale 16, 100000 frames, interpolate 16) could still
+    ask for a 131072-pixel frame or 1.6 million frames."""
+    data = {"prompts": {"0": "a cat"}, **settings}
+    with pytest.raises(SpecError) as error:
+        spec_from_data(data)
+    assert error.value.field == field and detail in str(error.value)
+    at_the_bound = {"prompts": {"0": "a cat"}, "animation": {"width": 512}, "post": {"upscale": 16}}
+    assert spec_from_data(at_the_bound).post.upscale == 16

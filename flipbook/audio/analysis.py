@@ -34,6 +34,10 @@ N_FFT = 2048
 COMPONENTS: tuple[str, ...] = ("percussive", "harmonic", "both")
 FEATURES: tuple[str, ...] = ("onsets", "rms", "beats", "band")
 
+MAX_AUDIO_SECONDS = 3600
+"""The most audio one analysis decodes (an hour: about 1 GB of samples and spectra at 22050 Hz). The span is
+set by the animation (``max_frames / fps`` from ``audio.offset``), and a few kilobytes of compressed silence
+can hold days of audio, so without a bound a small upload could ask for any amount of memory."""
 _AUDIO_FORMATS = "a readable audio file (wav, flac, ogg, mp3)"
 _FEATURE_FORMS = "onsets, rms, beats or band:LOW-HIGH in Hz with 0 <= LOW < HIGH (e.g. band:20-200)"
 _BAND = re.compile(r"band:\s*(\S+?)\s*-\s*(\S+)")
@@ -46,7 +50,8 @@ def load_audio(
     """Mono float32 samples resampled to ``sr``, starting ``offset`` seconds in, at most ``duration`` long.
 
     Any failure to decode (missing file, unknown format, no backend for mp3) becomes one FlipbookError, because
-    the user only needs to know this file can't be used and why; an offset past the end is the same error.
+    the user only needs to know this file can't be used and why; an offset past the end is the same error. So
+    is a span of more than :data:`MAX_AUDIO_SECONDS` of actual audio: no more than that is ever decoded.
     """
     if not (math.isfinite(offset) and offset >= 0):
         raise FlipbookError("audio.offset", offset, "seconds from the start of the file, >= 0")
@@ -59,11 +64,19 @@ def load_audio(
             # librosa warns before falling back from soundfile to audioread; the outcome is what matters.
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", FutureWarning)
-            y, rate = librosa.load(path, sr=sr, mono=True, offset=offset, duration=duration, dtype=np.float32)
+            # one second past the bound tells a longer span from one that just reaches it
+            limit = MAX_AUDIO_SECONDS + 1.0 if duration is None else min(duration, MAX_AUDIO_SECONDS + 1.0)
+            y, rate = librosa.load(path, sr=sr, mono=True, offset=offset, duration=limit, dtype=np.float32)
     except Exception as error:  # soundfile, audioread and the OS raise many unrelated types
         raise FlipbookError(
             "audio.file", str(path), _AUDIO_FORMATS, detail=f"{type(error).__name__}: {error}"
         ) from error
+    if y.size > MAX_AUDIO_SECONDS * rate:
+        wanted = "the whole file" if duration is None else f"{duration:g} s (animation.max_frames / fps)"
+        raise FlipbookError(
+            "audio.file", str(path), f"at most {MAX_AUDIO_SECONDS} s of audio from audio.offset",
+            detail=f"{wanted} would be analysed; use fewer frames, a higher fps or a shorter file",
+        )  # fmt: skip
     if y.size == 0:
         raise FlipbookError("audio.file", str(path), _AUDIO_FORMATS, detail=f"no audio after {offset:g} s")
     return y, int(rate)

@@ -2,7 +2,8 @@
 
 A unit's control image is its ``image`` file (opened once per render, at the animation size) or, without one,
 the image the frame itself starts from (the init image at frame 0, then whatever the mode feeds img2img); the
-unit's preprocessor runs on it for every frame. Weights are schedules, resolved per frame. The ControlNet
+unit's preprocessor runs on it for every frame. A frame with no image to control with (txt2img) needs the unit's
+weight to be 0 there: the unit is off for that frame (as Deforum's loopback units are at frame 0). Weights are schedules, resolved per frame. The ControlNet
 networks themselves are loaded by the sampling core (:class:`flipbook.models.controlnet.ControlNets`), once
 per run, on the checkpoint's device and dtype.
 """
@@ -56,8 +57,11 @@ class ControlUnits:
         self, index: int, unit: ControlNetUnit, frame: FramePlan, image: PIL.Image.Image | None
     ) -> Control:
         source = self._images.get(index, image)
+        weight = float(self.weights[index][frame.index])
         if source is None:
-            raise _needs_image(index, frame.index)
+            if weight != 0:
+                raise _needs_image(index, frame.index)
+            return _off(unit, self.spec)
         if index in self._images and unit.preprocessor != "shuffle":  # the same image every frame: once
             if index not in self._static:
                 self._static[index] = self.preprocess(index, source, seed=frame.seed)
@@ -67,7 +71,7 @@ class ControlUnits:
         return Control(
             model=unit.model,
             image=control_image,
-            conditioning_scale=float(self.weights[index][frame.index]),
+            conditioning_scale=weight,
             guidance_start=unit.guidance_start,
             guidance_end=unit.guidance_end,
         )
@@ -153,27 +157,41 @@ def _open(spec: Spec, index: int, unit: ControlNetUnit) -> PIL.Image.Image:
     return image.resize(size, PIL.Image.LANCZOS)
 
 
+def _off(unit: ControlNetUnit, spec: Spec) -> Control:
+    """The unit switched off for one frame: weight 0 on a black image (no residual reaches the UNet)."""
+    size = (spec.animation.width, spec.animation.height)
+    return Control(
+        model=unit.model,
+        image=PIL.Image.new("RGB", size),
+        conditioning_scale=0.0,
+        guidance_start=unit.guidance_start,
+        guidance_end=unit.guidance_end,
+    )
+
+
 def _needs_image(index: int, frame: int) -> SpecError:
     return SpecError(
         f"controlnet[{index}].image",
         None,
         "a control image file for this unit",
-        detail=f"frame {frame} is txt2img (no init image), so it has no image of its own to control with",
+        detail=f"frame {frame} is txt2img (no init image), so it has no image of its own to control with "
+        "(or make the unit's weight 0 there)",
     )
 
 
 def check_controlnet(spec: Spec, variables: Mapping[str, np.ndarray] | None = None) -> None:
     """Everything about the ControlNet units that can fail, checked before any model loads: model names
-    resolve, image files open, weight schedules resolve in range, every txt2img frame has a control image,
-    and the openpose preprocessor's package is installed."""
+    resolve, image files open, weight schedules resolve in range, every txt2img frame has a control image
+    (or the unit's weight is 0 there), and the openpose preprocessor's package is installed."""
     if not spec.controlnet:
         return
     from flipbook.models.controlnet import locate_controlnet
 
-    ControlUnits(spec, variables)
+    units = ControlUnits(spec, variables)
     for index, unit in enumerate(spec.controlnet):
         locate_controlnet(unit.model, models_dir=spec.model.models_dir, field=f"controlnet[{index}].model")
-        if unit.image is None and spec.init.image is None and spec.init.video is None:
+        no_image = unit.image is None and spec.init.image is None and spec.init.video is None
+        if no_image and units.weights[index][0] != 0:
             raise _needs_image(index, 0)
         if unit.preprocessor == "openpose":
             try:

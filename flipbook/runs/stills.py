@@ -105,6 +105,14 @@ def still_seeds(seed: int, count: int) -> tuple[int, ...]:
     return tuple((seed + i) % SEEDS for i in range(count))
 
 
+def _tags(text: str, field: str) -> tuple[str, list]:
+    """``extract_loras`` with a malformed tag named by the prompt it is in."""
+    try:
+        return extract_loras(text)
+    except FlipbookError as error:
+        raise FlipbookError(field, error.value, error.allowed, detail=error.detail) from None
+
+
 def prepare_stills(
     settings: StillSettings, networks: ExtraNetworks | None, *, seed_field: str = "seed"
 ) -> PreparedStills:
@@ -121,7 +129,11 @@ def prepare_stills(
             raise FlipbookError(name, getattr(s, name), "an integer >= 1")
     seeds = still_seeds(resolve_seed(s.seed, seed_field), s.count)
     if networks is None:
-        (prompt, _), (negative, _), loras = extract_loras(s.prompt), extract_loras(s.negative_prompt), ()
+        (prompt, _), (negative, _), loras = (
+            _tags(s.prompt, "prompt"),
+            _tags(s.negative_prompt, "negative_prompt"),
+            (),
+        )
     else:
         prompt, loras = networks.resolve(s.prompt)
         negative, _ = networks.resolve(s.negative_prompt)

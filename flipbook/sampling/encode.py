@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from flipbook.errors import FlipbookError
 from flipbook.prompting.grammar import parse_attention
 from flipbook.sampling.conditioning import Conditioning
 
@@ -74,6 +75,20 @@ def _split_into_chunks(pieces: list[tuple[list[int], float] | None], comma_id: i
     return chunks
 
 
+def _checked_clip_skip(clip_skip: int, text_encoder) -> int:
+    """A1111's clip skip N takes the output of the N-th layer from the end; the text encoder's hidden states
+    (its embeddings and every layer) allow at most as many as it has layers. More is refused here, when the
+    model is loaded and before any frame, naming the field (a spec's ``sampling.clip_skip``)."""
+    layers = getattr(getattr(text_encoder, "config", None), "num_hidden_layers", None)
+    if layers is not None and clip_skip > layers:
+        raise FlipbookError(
+            "sampling.clip_skip",
+            clip_skip,
+            f"at most {layers} for this model (its text encoder has {layers} layers)",
+        )
+    return clip_skip
+
+
 class PromptEncoder:
     """Encodes prompts with one tokenizer/text encoder pair; each distinct prompt is encoded once.
 
@@ -91,7 +106,7 @@ class PromptEncoder:
     ) -> None:
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
-        self.clip_skip = clip_skip
+        self.clip_skip = _checked_clip_skip(clip_skip, text_encoder)
         self.convert_prompt = convert_prompt
         self._cache: dict[str, torch.Tensor] = {}
         self._comma_id = tokenizer.convert_tokens_to_ids(",</w>")

@@ -31,6 +31,7 @@ from flipbook.server.stills import (
     STILL_KINDS,
     TXT2IMG,
     StillJob,
+    check_still_models,
     checkpoint_name,
     still_from_a1111,
 )
@@ -83,12 +84,7 @@ async def _still(request: Request, body: dict[str, Any], kind: str) -> JSONRespo
     if first is None:
         default_model = await run_in_threadpool(server.current_model)
         still = await run_in_threadpool(still_from_a1111, body, kind, default_model)
-        check_model_reference(  # a name the server's models folder has, a built-in or a hub id
-            "override_settings.sd_model_checkpoint",
-            still.payload["model"],
-            CHECKPOINT,
-            server.settings.models_dir,
-        )
+        await run_in_threadpool(check_still_models, still.payload, server.settings.models_dir)
         job_id = new_job_id()
         try:
             await run_in_threadpool(_queue_still, server, job_id, still, key)

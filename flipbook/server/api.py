@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException
 from flipbook import __version__
 from flipbook.errors import FlipbookError
 from flipbook.server.app import ServerState, server_state
-from flipbook.server.security import confined_file, public_text
+from flipbook.server.security import confined_file, public_data, public_text
 from flipbook.server.store import (
     FINISHED,
     RENDER,
@@ -105,9 +105,9 @@ def job_view(state: ServerState, record: JobRecord, *, detail: bool = False) -> 
             "files": f"{base}/files",
         },
     }
-    if detail:
-        view["spec" if record.kind == RENDER else "request"] = record.payload
-        view["result"] = record.result
+    if detail:  # the server's own folders (output.dir, models_dir, uploads) as the client sees them
+        view["spec" if record.kind == RENDER else "request"] = public_data(record.payload, state.settings)
+        view["result"] = public_data(record.result, state.settings)
     return view
 
 

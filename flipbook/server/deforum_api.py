@@ -55,6 +55,9 @@ router = APIRouter(prefix="/deforum_api", tags=["deforum"])
 _STATUS = {QUEUED: "ACCEPTED", RUNNING: "ACCEPTED", DONE: "SUCCEEDED", FAILED: "FAILED",
            CANCELLED: "CANCELLED", INTERRUPTED: "FAILED"}  # fmt: skip
 _PHASE = {"preparing": "PREPARING", "generating": "GENERATING", "post_processing": "POST_PROCESSING"}
+MAX_BATCH = 64
+"""Settings objects in one batch: each is a render job, and a request's body (up to --max-upload-mb) could
+otherwise queue hundreds of thousands of them at once."""
 _OPTIONS = {"sd_model_checkpoint": ("model", "name"), "CLIP_stop_at_last_layers": ("sampling", "clip_skip")}
 
 
@@ -94,6 +97,11 @@ async def run_batch(body: Annotated[dict[str, Any], Depends(json_body)], request
         message = {"message": "No settings files provided. Please provide an element 'deforum_settings'."}
         return JSONResponse(message, status_code=400)
     items = settings if isinstance(settings, list) else [settings]
+    if len(items) > MAX_BATCH:
+        raise FlipbookError(
+            "deforum_settings", f"{len(items)} settings objects", f"at most {MAX_BATCH} per batch",
+            detail="send the rest in further batches",
+        )  # fmt: skip
     prepared = await run_in_threadpool(_prepare_all, server, items, batch.options_overrides or {})
     batch_id = f"batch-{secrets.token_hex(6)}"
     jobs = [NewJob(p.id, RENDER, p.payload, p.warnings, batch_id) for p in prepared]

@@ -436,6 +436,27 @@ def public_text(text: str, settings: ServerSettings) -> str:
     return text
 
 
+def public_data(data: Any, settings: ServerSettings) -> Any:
+    """JSON data (a job's spec or result) with every string passed through :func:`public_text`: the run folder
+    the server set (``output.dir``), ``model.models_dir`` and the uploaded inputs' paths as a client sees
+    them. Walked without recursion (the data came from a client)."""
+    root: list[Any] = [data]
+    stack: list[tuple[Any, Any, Any]] = [(root, 0, data)]
+    while stack:
+        parent, key, value = stack.pop()
+        if isinstance(value, str):
+            parent[key] = public_text(value, settings)
+        elif isinstance(value, dict):
+            copy = dict(value)
+            parent[key] = copy
+            stack.extend((copy, k, v) for k, v in copy.items())
+        elif isinstance(value, list):
+            copy = list(value)
+            parent[key] = copy
+            stack.extend((copy, i, v) for i, v in enumerate(copy))
+    return root[0]
+
+
 def _hider(label: str) -> Callable[[re.Match[str]], str]:
     """A folder followed by a separator goes (the rest is relative to it); the folder alone is ``label``."""
     return lambda match: "" if match.group(1) else label

@@ -15,6 +15,8 @@ import binascii
 import gc
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,15 @@ MAX_IMAGES = 64
 INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent_noise", 3: "latent_nothing"}
 SCHEDULERS = {"automatic": "", "uniform": "", "karras": " Karras"}
 """A1111's ``scheduler`` values flipbook has: the sampler's own schedule, or its Karras variant."""
+A1111_FIELDS = {
+    "cfg": "cfg_scale",
+    "strength": "denoising_strength",
+    "masked_content": "inpainting_fill",
+    "noise_multiplier": "initial_noise_multiplier",
+    "clip_skip": "override_settings.CLIP_stop_at_last_layers",
+    "sampling.clip_skip": "override_settings.CLIP_stop_at_last_layers",
+}
+"""FrameRequest's field -> the A1111 request field it comes from (errors name what the client sent)."""
 _A1111_HASH = re.compile(r"\s+\[[0-9a-fA-F]{6,}\]$")
 A1111_DEFAULTS: dict[str, Any] = {
     "prompt": "",
@@ -119,6 +130,23 @@ def still_from_a1111(body: dict[str, Any], kind: str, default_model: str) -> Sti
     return StillJob(kind=kind, payload=payload, images=images, notes=notes)
 
 
+def check_still_models(payload: dict[str, Any], models_dir: Path | None) -> None:
+    """Every model a still names, held to what the job API allows for the same spec fields (their markers in
+    the spec schema): the checkpoint as ``model.name`` and the ``<lora:...>`` tags of both prompts as the
+    spec's prompts' tags. Names only (a built-in, a name in ``models_dir`` or a hub id where the field takes
+    one), never a path on the server: the worker would read it."""
+    from flipbook.spec.model import CHECKPOINT, PROMPT_LORAS
+
+    check_model_reference("override_settings.sd_model_checkpoint", payload["model"], CHECKPOINT, models_dir)
+    for field in ("prompt", "negative_prompt"):
+        try:
+            names = PROMPT_LORAS.names(payload[field])
+        except FlipbookError as error:  # a malformed tag: named by the request field it is in
+            raise FlipbookError(field, error.value, error.allowed, detail=error.detail) from None
+        for name in names:
+            check_model_reference(field, name, PROMPT_LORAS, models_dir)
+
+
 def _model_options(overrides: Any, default_model: str, notes: list[str]) -> tuple[str, int]:
     """The checkpoint and clip skip from A1111's ``override_settings``; other settings are noted as ignored."""
     if not isinstance(overrides, dict):
@@ -138,7 +166,19 @@ def _check_request(p: dict[str, Any], images: dict[str, PIL.Image.Image]) -> Non
     """Everything the still pipeline checks before a model loads, now, so an invalid request is never
     queued (``<lora:...>`` tags are looked up in the models folder by the worker)."""
     inits = tuple(images[name] for name in p["inits"])
-    prepare_stills(_settings(p, inits, images[p["mask"]] if p["mask"] else None), None)
+    with a1111_names():
+        prepare_stills(_settings(p, inits, images[p["mask"]] if p["mask"] else None), None)
+
+
+@contextmanager
+def a1111_names() -> Iterator[None]:
+    """A FlipbookError raised inside names the A1111 request field its value came from (``cfg_scale``, not the
+    pipeline's ``cfg``): the client sent A1111's names."""
+    try:
+        yield
+    except FlipbookError as error:
+        field = A1111_FIELDS.get(error.field, error.field)
+        raise FlipbookError(field, error.value, error.allowed, detail=error.detail) from None
 
 
 def _settings(p: dict[str, Any], inits: tuple[PIL.Image.Image, ...], mask: PIL.Image.Image | None):
@@ -296,14 +336,15 @@ def run_still(
     mask = open_image(run_dir / p["mask"], "mask").convert("L") if p["mask"] else None
     if mask is not None and p["mask_invert"]:
         mask = PIL.ImageOps.invert(mask)
-    prepared = prepare_stills(_settings(p, inits, mask), networks)
-    bundle = cache.get(p["model"], models_dir)
-    made = None
-    try:
-        made = make_stills(prepared, bundle, networks, events, run_dir)
-    finally:
-        if prepared.uses_loras or made is None or made.embeddings:
-            cache.clear()  # LoRAs and embeddings change the pipe; the next request loads it clean
+    with a1111_names():
+        prepared = prepare_stills(_settings(p, inits, mask), networks)
+        bundle = cache.get(p["model"], models_dir)
+        made = None
+        try:
+            made = make_stills(prepared, bundle, networks, events, run_dir)
+        finally:
+            if prepared.uses_loras or made is None or made.embeddings:
+                cache.clear()  # LoRAs and embeddings change the pipe; the next request loads it clean
     stills = made.stills
     return {
         "images": [still.path.name for still in stills],

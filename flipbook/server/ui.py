@@ -319,9 +319,12 @@ def data_to_toml(data: Mapping[str, Any]) -> str:
 
 
 def toml_to_data(text: str) -> dict[str, Any]:
-    """The Spec tab's TOML text as spec data; FlipbookError naming ``spec`` when it does not parse."""
+    """The Spec tab's TOML text as spec data; FlipbookError naming ``spec`` when it does not parse (nesting,
+    huge integers and lone surrogates too, as every parse of user text: :mod:`flipbook.spec.safe_parse`)."""
+    from flipbook.spec.safe_parse import parse_toml
+
     try:
-        return tomllib.loads(text or "")
+        return parse_toml(text or "", source="TOML text")
     except tomllib.TOMLDecodeError as error:
         raise FlipbookError("spec", "TOML text", "valid TOML", detail=str(error)) from None
 
@@ -348,19 +351,16 @@ def import_file(path: str | Path) -> tuple[str, str]:
 
 
 def _import_text(path: Path) -> tuple[str, str]:
-    from flipbook.server.submit import deforum_data
+    """A JSON upload, told apart by content as the CLI tells files apart: a flipbook spec, Deforum settings
+    or a Parseq manifest (no local file it names is read)."""
     from flipbook.spec.deforum import read_deforum_settings
+    from flipbook.spec.load import document_data, document_kind
 
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            data = None
-        if isinstance(data, dict) and isinstance(data.get("animation"), dict) and "prompts" in data:
-            return data_to_toml(data), f"Imported the flipbook spec {path.name}."
-    data, warnings = deforum_data(read_deforum_settings(path))
-    note = f"Imported Deforum settings {path.name}."
-    return data_to_toml(data), " ".join([note, *warnings])
+    document = read_deforum_settings(path)
+    kind = document_kind(document)
+    data, warnings = document_data(document, base=None)
+    what = {"spec": "the flipbook spec", "deforum": "Deforum settings", "parseq": "the Parseq manifest"}[kind]
+    return data_to_toml(data), " ".join([f"Imported {what} {path.name}.", *warnings])
 
 
 def _import_media(path: Path) -> tuple[str, str]:

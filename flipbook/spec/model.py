@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    BaseModel,
     Field,
     ValidationError,
     WrapValidator,
@@ -220,7 +221,10 @@ class InitSection(Section):
 
     image: ImageFile = Field(None, description="frame 0 is this image through img2img")
     strength: float = Field(
-        0.65, ge=0, lt=1, description="Deforum strength for frame 0: share of the init image kept"
+        0.65,
+        ge=0,
+        le=1,
+        description="Deforum strength for frame 0: share of the init image kept (1: one denoising step, as A1111)",
     )
     mask: MaskFile = Field(None, description="white = animated, black = stays as the init image (or frame 0)")
     mask_invert: bool = Field(False, description="animate the black part instead")
@@ -273,12 +277,12 @@ class AnimationSection(Section):
     height: int = Field(512, ge=8, le=8192)
     strength: Annotated[
         ScheduleValue,
-        Range(0.0, 1.0, "a strength in [0, 1)", open_high=True),
+        Range(0.0, 1.0, "a strength in [0, 1]"),
         Unit("share of the previous frame"),
     ] = Field(
         0.65,
-        description="Deforum strength in [0, 1): share of the previous frame kept (denoise = 1 - strength); "
-        "a number or a schedule",
+        description="Deforum strength in [0, 1]: share of the previous frame kept (denoise = 1 - strength, at "
+        "least one step: 1 runs one step, as A1111 does); a number or a schedule",
     )
     prompt_interpolation: Literal["hold", "lerp", "slerp"] | None = Field(
         None,
@@ -530,12 +534,41 @@ class Spec(_SpecFields):
             )
         return self
 
+    @model_validator(mode="after")
+    def _output_size(self) -> Spec:
+        """The finished animation is bounded as its factors are: a frame after ``post.upscale`` at most as large
+        as ``animation.width``/``height`` may be, and no more frames after ``post.interpolate`` than
+        ``animation.max_frames`` may be (each factor alone within its range could still ask for a 131072-pixel
+        frame or 1.6 million frames)."""
+        animation, post = self.animation, self.post
+        side = _upper_bound(AnimationSection, "width")
+        for name in ("width", "height"):
+            size = round(getattr(animation, name) * post.upscale)
+            if size > side:
+                raise SpecError(
+                    "post.upscale", post.upscale, f"a factor that keeps the upscaled frame at most {side} "
+                    f"pixels on a side", detail=f"animation.{name} {getattr(animation, name)} x {post.upscale:g}"
+                    f" = {size}",
+                )  # fmt: skip
+        frames, most = animation.max_frames * post.interpolate, _upper_bound(AnimationSection, "max_frames")
+        if frames > most:
+            raise SpecError(
+                "post.interpolate", post.interpolate, f"at most {most} output frames",
+                detail=f"animation.max_frames {animation.max_frames} x {post.interpolate} = {frames}",
+            )  # fmt: skip
+        return self
+
     def with_seed(self) -> Spec:
         """The spec with seed -1 replaced by a random seed (recorded, so the render can be repeated)."""
         if self.sampling.seed != -1:
             return self
         seed = random.SystemRandom().randrange(2**32)
         return self.model_copy(update={"sampling": self.sampling.model_copy(update={"seed": seed})})
+
+
+def _upper_bound(model: type[BaseModel], name: str) -> int:
+    """A field's ``le`` bound, read from its definition (one number, kept where the field is)."""
+    return next(int(m.le) for m in model.model_fields[name].metadata if getattr(m, "le", None) is not None)
 
 
 def _value_at(spec: Spec, field: str) -> Any:

@@ -156,12 +156,19 @@ class ModelReference(_Marker):
         if self.builtins:
             ways.append(f"built-in ({', '.join(self.builtins)})")
         if self.folders:
-            ways.append(f"a {self.kind} name in the server's --models-dir")
+            ways.append(f"{_article(self.kind)} {self.kind} name in the server's --models-dir")
         if self.hub:
             ways.append("a hub id (org/name)")
         if not ways:
-            return f"no {self.kind} over HTTP (a {self.kind} is a file, and the server reads no client path)"
-        return f"a {self.kind} name: " + (", ".join(ways[:-1]) + " or " if len(ways) > 1 else "") + ways[-1]
+            return (
+                f"no {self.kind} over HTTP ({_article(self.kind)} {self.kind} is a file, and the server reads "
+                "no client path)"
+            )
+        return (
+            f"{_article(self.kind)} {self.kind} name: "
+            + (", ".join(ways[:-1]) + " or " if len(ways) > 1 else "")
+            + ways[-1]
+        )
 
     def schema_entry(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"model": self.kind, "builtins": list(self.builtins)}
@@ -341,3 +348,8 @@ def pop_in_data(data: dict[str, Any], location: Location) -> None:
     ):
         if isinstance(part, str) and node == {}:
             parent.pop(part)
+
+
+def _article(word: str) -> str:
+    """ "an" before a vowel sound as written ("an upscaler", "an AnimateDiff ..."), else "a"."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
