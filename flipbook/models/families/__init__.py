@@ -9,7 +9,8 @@ reads built-in names from it, never import torch. What a family declares:
   ``video`` (image-to-video models: the ``svd`` mode), ``motion`` (motion modules that attach to the image
   families named in ``attaches_to``: the ``animatediff`` mode);
 - ``builtins``: names of models built in code (their builders are the package's, imported lazily);
-- ``default_size`` (width, height it was trained at) and ``prediction_type`` (its samplers' default);
+- ``default_size`` (width, height it was trained at), ``builtin_sizes`` (built-ins made for another size: the
+  CPU-sized test models) and ``prediction_type`` (its samplers' default);
 - hooks: ``detect_checkpoint(state) -> bool`` (a single file's keys, or keys with tensors/shapes),
   ``checkpoint_problem(state) -> str | None`` (why a file no family claims is recognisably unusable),
   ``detect_folder(model_index, unet_config) -> bool`` (a diffusers folder or hub id's configs), and for image

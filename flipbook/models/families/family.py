@@ -31,6 +31,7 @@ class Family:
     capability: Capability
     builtins: tuple[str, ...] = ()
     default_size: tuple[int, int] | None = None
+    builtin_sizes: tuple[tuple[str, tuple[int, int]], ...] = ()
     prediction_type: str | None = None
     attaches_to: tuple[str, ...] = ()
     detect_checkpoint: Hook | None = None
@@ -39,6 +40,11 @@ class Family:
     load: Hook | None = None
     load_vae: Hook | None = None
     encoder: Hook | None = None
+
+    def size_of(self, name: str) -> tuple[int, int] | None:
+        """The size (width, height) a model of this family is made for: a built-in's own (``builtin_sizes``:
+        the CPU-sized test models), else ``default_size``."""
+        return dict(self.builtin_sizes).get(name, self.default_size)
 
     @property
     def reference_kind(self) -> str:
