@@ -778,3 +778,18 @@ def test_keyframe_table_round_trips_through_the_schedule_string(rows, interpolat
     text = rows_schedule(table, interpolation)
     assert schedule_rows(text) == (table, interpolation)
     assert rows_schedule(*schedule_rows(text)) == text
+
+
+def test_travel_tab_takes_an_init_image_upload(tmp_path, init_image):
+    """travel's tab has its own controls too: the optional init image frame 0 starts from, uploaded."""
+    assert [entry.path for entry in ui.mode_form("travel")][:2] == ["init.image", "init.strength"]
+    image = tmp_path / "start.png"
+    init_image.save(image)
+    with serve(tmp_path) as client:
+        state = client.app.state.flipbook
+        data = ui.mode_data("travel", COMMON, {"image": str(image), "init_strength": 0.8})
+        job_id = ui.submit(state, data, {"init.image": str(image)})
+        spec = client.get(f"/api/jobs/{job_id}").json()["spec"]
+        assert (
+            Path(spec["init"]["image"]).parent == Path(job_id) / "inputs" and spec["init"]["strength"] == 0.8
+        )
