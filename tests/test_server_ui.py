@@ -483,7 +483,7 @@ def test_browser_create_generate_gallery_and_import(live_server, tmp_path):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.set_default_timeout(60_000)
+            page.set_default_timeout(120_000)  # a busy machine: the server answers each event in turn
             page.goto(f"{url}/")  # redirects to /ui/
             page.wait_for_selector("#generate")
             assert page.title() == "flipbook"
@@ -496,7 +496,22 @@ def test_browser_create_generate_gallery_and_import(live_server, tmp_path):
             assert page.locator("#steps input, #steps textarea").first.input_value() == str(
                 ui.TEST_MODEL_STEPS
             )
-            for field, value in (("steps", "2"), ("frames", "3"), ("seed", "5")):
+            # another checkpoint brings its family's defaults; a depth model not here is flagged
+            _pick(page, "#model", "random-sd15")
+            page.wait_for_function("() => document.querySelector('#width input').value === '512'")
+            assert page.locator("#frames input").input_value() == "24"
+            _pick(page, "#model", "tiny")
+            page.wait_for_function("() => document.querySelector('#width input').value === '64'")
+            page.get_by_role("tab", name="3d").click()
+            note = page.locator("[id='3d-depth_model-note']")
+            assert "not available offline" in note.inner_text()
+            page.screenshot(path=str(SHOTS / "3d.png"))
+            _pick(page, "[id='3d-depth_model']", "flat")
+            page.wait_for_function(
+                "() => !document.querySelector(\"[id='3d-depth_model-note']\").innerText.trim()"
+            )
+            # enough steps (frame 0: 40, then 40 x 0.35 each) that the live preview shows while it runs
+            for field, value in (("steps", "40"), ("frames", "3"), ("seed", "5")):
                 _fill(page, f"#{field}", value)
             for name in ("png", "mp4"):
                 page.locator(f"#formats input[name='{name}']").uncheck()
@@ -529,6 +544,12 @@ def test_browser_create_generate_gallery_and_import(live_server, tmp_path):
             )
             page.screenshot(path=str(SHOTS / "keyframes.png"), full_page=True)
             # Generate: progress and then the result beside the button
+            page.evaluate(  # notes whether a live preview was shown at a usable size while the job ran
+                "() => { window.previewSeen = false; new MutationObserver(() => {"
+                " const i = document.querySelector('#generate-preview img');"
+                " if (i && i.clientWidth >= 256) window.previewSeen = true;"
+                " }).observe(document.body, {subtree: true, childList: true, attributes: true}); }"
+            )
             page.click("#generate")
             page.wait_for_selector("#generate-message:has-text('Queued')")
             job_id = page.locator("#generate-message code").inner_text().strip()
@@ -544,6 +565,8 @@ def test_browser_create_generate_gallery_and_import(live_server, tmp_path):
             assert result["width"] >= 256 and result["y"] < 800  # at a usable size, in view
             assert abs(result["x"] - button["x"]) < 40  # under the button, not below the form
             assert page.locator("#generate-result a.flipbook-download").first.inner_text() == "gif"
+            assert page.evaluate("() => window.previewSeen")
+            assert not page.locator("#generate-preview").is_visible()  # the result replaces the preview
             page.screenshot(path=str(SHOTS / "done.png"))
             # the gallery: caption, edit and re-run with the seed used
             page.get_by_role("tab", name="Gallery").click()
@@ -551,6 +574,8 @@ def test_browser_create_generate_gallery_and_import(live_server, tmp_path):
             page.screenshot(path=str(SHOTS / "gallery.png"))
             thumb = page.locator("#gallery img").first
             assert "a red fox in the snow · 2d · tiny" in page.locator("#gallery").inner_text()
+            box = thumb.bounding_box()
+            assert box["width"] < 400  # a thumbnail, not one picture stretched across the page
             thumb.click()
             page.wait_for_selector(f"#gallery-note:has-text('{job_id}')")
             page.click("#gallery-rerun")

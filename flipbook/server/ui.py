@@ -941,6 +941,7 @@ UI_CSS = """
 #flipbook-queue { overflow-x: auto; display: block; }
 #gallery .grid-container { grid-template-columns: repeat(auto-fill, minmax(160px, 1fr)) !important; }
 #gallery .thumbnail-item img { object-fit: contain !important; image-rendering: pixelated; }
+#gallery .caption-label { white-space: normal; overflow: visible; max-width: 100%; font-size: 0.8em; }
 @media (max-width: 720px) {
   #create-row, #spec-row { flex-direction: column; }
   #create-row > .column, #spec-row > .column { min-width: 0 !important; width: 100%; }
@@ -988,7 +989,7 @@ def build_ui(state: ServerState) -> gr.Blocks:
                     with gr.Column(scale=2, min_width=300, elem_id="result-column"):
                         _result_panel(gr, state, job, mode_state, common, forms)
                 for mode, form in forms.items():
-                    _wire_mode(gr, state, mode, form, common, scratch)
+                    _wire_mode(gr, state, mode, form, common, scratch, mode_state)
             with gr.Tab("Spec", id="spec", elem_id="tab-spec"):
                 spec_box = _spec_tab(gr, state)
             with gr.Tab("Queue", id="queue", elem_id="tab-queue"):
@@ -1182,11 +1183,21 @@ def _mode_tab(gr: Any, state: ServerState, mode: str, scratch: Path) -> ModeTab:
 
 
 def _wire_mode(
-    gr: Any, state: ServerState, mode: str, tab: ModeTab, common: dict[str, Any], scratch: Path
+    gr: Any,
+    state: ServerState,
+    mode: str,
+    tab: ModeTab,
+    common: dict[str, Any],
+    scratch: Path,
+    mode_state: Any,
 ) -> None:
-    """A mode tab's events: check and plot (also live as a schedule changes), the motion preview, and the
-    keyframe table kept in sync with the schedule box it edits."""
+    """A mode tab's events: check and plot (also live as a schedule changes: a common box re-plots only the
+    chosen tab's chart, ``mode_state``), the motion preview, and the keyframe table kept in sync with the
+    schedule box it edits."""
     gather, inputs = tab.gather(common), tab.inputs(common)
+
+    def on_live_plot(chosen: str, *values: Any) -> tuple[Any, Any]:
+        return on_plot(*values) if chosen == mode else (gr.skip(), gr.skip())
 
     def on_plot(*values: Any) -> tuple[Any, str]:
         try:
@@ -1207,15 +1218,16 @@ def _wire_mode(
     for entry in entries:  # re-plot as a schedule box changes
         if entry.live:
             components[entry.key].change(
-                on_plot, inputs, [tab.plot, tab.message], trigger_mode="always_last", show_progress="hidden"
-            )
+                on_live_plot, [mode_state, *inputs], [tab.plot, tab.message], trigger_mode="always_last",
+                show_progress="hidden",
+            )  # fmt: skip
     if tab.preview_button is not None:
         tab.preview_button.click(on_preview, inputs, [tab.gif, tab.message])
-    _wire_keyframes(gr, tab, [e for e in entries if e.widget.kind == "schedule"], components)
+    _wire_keyframes(gr, tab, [e for e in entries if e.widget.kind == "schedule"], components, mode_state)
 
 
 def _wire_keyframes(
-    gr: Any, tab: ModeTab, entries: Sequence[FormEntry], components: Mapping[str, Any]
+    gr: Any, tab: ModeTab, entries: Sequence[FormEntry], components: Mapping[str, Any], mode_state: Any
 ) -> None:
     """The keyframe table edits the schedule picked above it: picking one (or typing in its box) fills the
     table (:func:`~flipbook.server.widgets.schedule_rows`), editing the table or the interpolation writes the
@@ -1242,9 +1254,14 @@ def _wire_keyframes(
         value = rows_schedule(rows, method or "linear")
         return [value if name == label else gr.skip() for name in labels]
 
+    def reload(chosen: str, label: str, *texts: Any) -> tuple[Any, Any, str]:  # a box typed in: this tab's?
+        return load(label, *texts) if chosen == tab.mode else (gr.skip(), gr.skip(), gr.skip())
+
     field.change(load, [field, *boxes], [table, interpolation, message])
     for box in boxes:
-        box.input(load, [field, *boxes], [table, interpolation, message], show_progress="hidden")
+        box.input(
+            reload, [mode_state, field, *boxes], [table, interpolation, message], show_progress="hidden"
+        )
     table.input(write, [field, table, interpolation], boxes, show_progress="hidden")
     interpolation.input(write, [field, table, interpolation], boxes, show_progress="hidden")
 
