@@ -210,6 +210,10 @@ def test_import_errors_never_show_the_server_path(tmp_path):
     assert str(tmp_path) in str(error.value)  # the reader names the file it read ...
     shown = ui.import_error(error.value, upload)
     assert str(tmp_path) not in shown and "broken.gif" in shown  # ... the user sees its name only
+    assert (
+        ui.import_error(FlipbookError("import", "x.gif", "a.b"), "x.gif")
+        == "import: 'x.gif' is not valid; a.b"
+    )
 
 
 def test_form_to_toml_leaves_out_server_fields():
@@ -468,15 +472,26 @@ def _edit_cell(page, table: str, cell: str, text: str) -> None:
 @pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (Debian's chromium package)"
 )
-def test_browser_create_generate_gallery_and_import(live_server, tmp_path):
+def test_browser_create_generate_gallery_and_import(live_server, tmp_path, monkeypatch):
     """One browser session through what a user sees: the defaults of the tiny model, a schedule error in
     monospace with its caret, the keyframe table writing the zoom box, Generate with the result beside the
     button, the gallery's edit-and-re-run with the seed, the import of the GIF and of a broken file, the dark
     theme and a phone width. Screenshots go to :data:`SHOTS`."""
     from playwright.sync_api import sync_playwright
 
+    from flipbook.server.progress import Tracker
+
     url, runs = live_server
     SHOTS.mkdir(exist_ok=True)
+    seen = threading.Event()  # the job waits after its first frame until the page has shown the preview
+    first_frame = Tracker.on_frame
+
+    def on_frame(tracker, event):
+        first_frame(tracker, event)
+        if event.index == 0:
+            seen.wait(120)
+
+    monkeypatch.setattr(Tracker, "on_frame", on_frame)
     args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--no-first-run", "--disable-sync"]  # fmt: skip
     with sync_playwright() as playwright:
@@ -510,8 +525,7 @@ def test_browser_create_generate_gallery_and_import(live_server, tmp_path):
             page.wait_for_function(
                 "() => !document.querySelector(\"[id='3d-depth_model-note']\").innerText.trim()"
             )
-            # enough steps (frame 0: 40, then 40 x 0.35 each) that the live preview shows while it runs
-            for field, value in (("steps", "40"), ("frames", "3"), ("seed", "5")):
+            for field, value in (("steps", "4"), ("frames", "3"), ("seed", "5")):
                 _fill(page, f"#{field}", value)
             for name in ("png", "mp4"):
                 page.locator(f"#formats input[name='{name}']").uncheck()
@@ -544,17 +558,16 @@ def test_browser_create_generate_gallery_and_import(live_server, tmp_path):
             )
             page.screenshot(path=str(SHOTS / "keyframes.png"), full_page=True)
             # Generate: progress and then the result beside the button
-            page.evaluate(  # notes whether a live preview was shown at a usable size while the job ran
-                "() => { window.previewSeen = false; new MutationObserver(() => {"
-                " const i = document.querySelector('#generate-preview img');"
-                " if (i && i.clientWidth >= 256) window.previewSeen = true;"
-                " }).observe(document.body, {subtree: true, childList: true, attributes: true}); }"
-            )
             page.click("#generate")
             page.wait_for_selector("#generate-message:has-text('Queued')")
             job_id = page.locator("#generate-message code").inner_text().strip()
-            page.wait_for_selector(".flipbook-progress")
+            page.wait_for_function(  # the live preview, at a usable size, while the job runs
+                "() => { const i = document.querySelector('#generate-preview img');"
+                " return i && i.complete && i.naturalWidth > 0 && i.clientWidth >= 256; }"
+            )
+            assert "running · frame 1/3" in page.locator(".flipbook-progress").inner_text()
             page.screenshot(path=str(SHOTS / "progress.png"))
+            seen.set()
             page.wait_for_function(
                 "() => { const i = document.querySelector('#generate-result img.flipbook-result-media');"
                 " return i && i.complete && i.naturalWidth === 64; }",
@@ -565,7 +578,10 @@ def test_browser_create_generate_gallery_and_import(live_server, tmp_path):
             assert result["width"] >= 256 and result["y"] < 800  # at a usable size, in view
             assert abs(result["x"] - button["x"]) < 40  # under the button, not below the form
             assert page.locator("#generate-result a.flipbook-download").first.inner_text() == "gif"
-            assert page.evaluate("() => window.previewSeen")
+            page.click("#seed-random")  # the dice: a random seed
+            page.wait_for_function("() => document.querySelector('#seed input').value === '-1'")
+            page.click("#seed-recycle")  # the recycle button: the seed the job used
+            page.wait_for_function("() => document.querySelector('#seed input').value === '5'")
             assert not page.locator("#generate-preview").is_visible()  # the result replaces the preview
             page.screenshot(path=str(SHOTS / "done.png"))
             # the gallery: caption, edit and re-run with the seed used

@@ -408,8 +408,15 @@ def _import_media(path: Path) -> tuple[str, str]:
 
 
 def import_error(error: Exception, path: str | Path) -> str:
-    """An import's error for the user: the uploaded copy's server path shown as the file's name only."""
-    return error_text(error).replace(str(path), Path(path).name).replace(str(Path(path).parent), "")
+    """An import's error for the user: the uploaded copy's server path shown as the file's name only (and its
+    folder, should the error name it, left out)."""
+    path = Path(path)
+    text = error_text(error).replace(str(path), path.name)
+    return (
+        text.replace(str(path.parent), "")
+        if path.is_absolute() and path.parent != path.parent.parent
+        else text
+    )
 
 
 def a1111_data(parameters: str) -> dict[str, Any]:
