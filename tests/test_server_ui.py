@@ -463,7 +463,9 @@ def _pick(page, selector: str, option: str) -> None:
 
 
 def _edit_cell(page, table: str, cell: str, text: str) -> None:
+    """Type into a table cell once its editor is open (keys sent before are lost on a busy machine)."""
     page.locator(f"{table} [data-testid='{cell}']").dblclick()
+    page.locator(f"{table} [data-testid='{cell}'] textarea[aria-label='Edit cell']:focus").wait_for()
     page.keyboard.press("Control+A")
     page.keyboard.type(text)
     page.keyboard.press("Enter")
@@ -548,7 +550,7 @@ def test_browser_create_generate_gallery_and_import(live_server, tmp_path, monke
             page.wait_for_selector("[id='message-2d']:has-text('Valid.')")
             page.locator("[id='keyframes-2d']").get_by_text("Keyframe table").click()
             _pick(page, "[id='kf-field-2d']", "Zoom")
-            page.wait_for_selector("[id='kf-table-2d'] [data-testid='cell-1-1']")
+            page.wait_for_selector("[id='kf-table-2d'] [data-testid='cell-1-1']:has-text('1.05')")
             _edit_cell(page, "[id='kf-table-2d']", "cell-1-1", "1.1")
             page.wait_for_function(
                 "() => document.querySelector(\"[id='2d-zoom'] input, [id='2d-zoom'] textarea\").value === '0:(1.02), 2:(1.1)'"
@@ -721,6 +723,7 @@ def test_gallery_captions_filter_resume_and_delete(tmp_path):
             assert picture.size == (64, 40)  # shown as it is: the gallery fits it, never crops it
         assert [e.job_id for e in ui.gallery_entries(state, "FOX 2d")] == [fox]
         assert ui.gallery_entries(state, "lighthouse") == []
+        assert ui.gallery_pictures(state, "fox") == [(entries[fox].picture, entries[fox].caption)]
         assert "did not stop" in ui.resume(state, fox)
         assert "Resuming" in ui.resume(state, owl) and state.store.get(owl).state == "queued"
         assert "Deleted" in ui.delete(state, fox)

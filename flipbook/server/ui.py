@@ -697,6 +697,11 @@ def run_caption(record: Any) -> str:
 
 
 def gallery_items(state: ServerState, query: str = "") -> list[tuple[str, str]]:
+    """(picture, job id) of each run :func:`gallery_entries` lists."""
+    return [(entry.picture, entry.job_id) for entry in gallery_entries(state, query)]
+
+
+def gallery_pictures(state: ServerState, query: str = "") -> list[tuple[str, str]]:
     """The gallery's (picture, caption) pairs for :func:`gallery_entries`."""
     return [(entry.picture, entry.caption) for entry in gallery_entries(state, query)]
 
@@ -1500,11 +1505,11 @@ def _gallery_tab(gr: Any, state: ServerState, tab: Any, spec_box: Any, tabs: Any
 
     def act(action: Any) -> Any:
         def handle(job_id: str | None, text: str) -> tuple[Any, str]:
-            return gallery_items(state, text or ""), message_html(action(state, job_id))
+            return gallery_pictures(state, text or ""), message_html(action(state, job_id))
 
         return handle
 
-    listing = (lambda text: gallery_items(state, text or ""), query, gallery)
+    listing = (lambda text: gallery_pictures(state, text or ""), query, gallery)
     refresh_button.click(*listing)
     query.change(*listing, show_progress="hidden")
     tab.select(*listing)
