@@ -24,6 +24,15 @@ from flipbook.errors import FlipbookError
 from flipbook.events import Events
 from flipbook.models.extra_networks import ExtraNetworks
 from flipbook.prompting.grammar import extract_loras
+from flipbook.runs.hires import (
+    LATENT_UPSCALERS,
+    PIXEL_UPSCALERS,
+    HiresSettings,
+    final_size,
+    infotext_extras,
+    second_pass,
+    second_pass_schedule,
+)
 from flipbook.sampling.requests import FrameRequest
 
 if TYPE_CHECKING:
@@ -37,7 +46,8 @@ SEEDS = 2**32
 class StillSettings:
     """What to make: ``count`` images from ``seed``, ``batch_size`` per UNet call. With ``inits`` (img2img)
     image ``i`` starts from ``inits[i % len(inits)]`` at ``strength``; with a ``mask`` (white = repaint) it is
-    inpainted, and ``overlay`` keeps the unmasked pixels exactly. ``model`` is recorded in the PNGs."""
+    inpainted, and ``overlay`` keeps the unmasked pixels exactly. ``model`` is recorded in the PNGs. With
+    ``hires`` (txt2img only) each image gets A1111's hires fix (:mod:`flipbook.runs.hires`)."""
 
     prompt: str
     model: str
@@ -58,16 +68,20 @@ class StillSettings:
     overlay: bool = False
     noise_multiplier: float = 1.0
     clip_skip: int = 1
+    hires: HiresSettings | None = None
 
 
 @dataclass(frozen=True)
 class PreparedStills:
-    """Checked settings: the seeds used, the requests, and the prompts without their LoRA tags."""
+    """Checked settings: the seeds used, the requests, and the prompts without their LoRA tags; with hires
+    fix also each image's second-pass request (``hires_requests``, without its start, which the first pass
+    makes) and the second pass's prompts."""
 
     settings: StillSettings
     seeds: tuple[int, ...]
     requests: tuple[FrameRequest, ...]
-    prompts: tuple[str, str]
+    prompts: tuple[str, ...]
+    hires_requests: tuple[FrameRequest, ...] = ()
 
     @property
     def uses_loras(self) -> bool:
@@ -161,7 +175,79 @@ def prepare_stills(
     )
     for request in requests:
         request.validate()
-    return PreparedStills(settings, seeds, requests, (prompt, negative))
+    if s.hires is None:
+        return PreparedStills(settings, seeds, requests, (prompt, negative))
+    hires = _hires_requests(s, seeds, networks)
+    return PreparedStills(
+        settings, seeds, requests, (prompt, negative, hires[0].prompt, hires[0].negative_prompt), hires
+    )
+
+
+def _hires_requests(
+    s: StillSettings, seeds: tuple[int, ...], networks: ExtraNetworks | None
+) -> tuple[FrameRequest, ...]:
+    """Every image's second-pass request (checked; its start comes from the first pass): the upscaled size,
+    A1111's second-pass schedule, the hires sampler and prompts (their ``<lora:...>`` tags resolved as the
+    first pass's are)."""
+    from flipbook.samplers.names import resolve_sampler
+
+    h = s.hires
+    if s.inits:
+        raise FlipbookError("hires", "given", "hires fix with txt2img only (img2img sets its own size)")
+    _check_upscaler(h.upscaler, networks)
+    width, height = final_size(h, s.width, s.height)
+    schedule, strength = second_pass_schedule(h, s.steps)
+    sampler = h.sampler or s.sampler
+    try:
+        resolve_sampler(sampler)
+    except FlipbookError as error:
+        raise FlipbookError("hires.sampler", error.value, error.allowed) from None
+    texts = (h.prompt or s.prompt, h.negative_prompt or s.negative_prompt)
+    (prompt, _), (negative, _), loras = (
+        _tags(texts[0], "hires.prompt"),
+        _tags(texts[1], "hires.negative_prompt"),
+        (),
+    )
+    if networks is not None:
+        prompt, loras = networks.resolve(texts[0])
+        negative, _ = networks.resolve(texts[1])
+    requests = tuple(
+        FrameRequest(
+            prompt,
+            negative,
+            seed=seed,
+            num_inference_steps=schedule,
+            guidance_scale=s.cfg_scale,
+            sampler=sampler,
+            width=width,
+            height=height,
+            strength=strength,
+            clip_skip=s.clip_skip,
+            loras=loras,
+        )  # fmt: skip
+        for seed in seeds
+    )
+    for request in requests:
+        request.validate()
+    return requests
+
+
+def _check_upscaler(name: str, networks: ExtraNetworks | None) -> None:
+    """A hires upscaler is built in, or (with a models folder) an upscaling model found there."""
+    if name in LATENT_UPSCALERS or name in PIXEL_UPSCALERS:
+        return
+    builtin = ", ".join([*LATENT_UPSCALERS, *PIXEL_UPSCALERS])
+    folders = networks.folders if networks is not None else None
+    if networks is None:  # checked again by the worker, which knows the models folder
+        return
+    if folders is None:
+        raise FlipbookError("hires.upscaler", name, f"{builtin}, or an upscaling model with --models-dir")
+    try:
+        folders.find("upscaler", name)
+    except FlipbookError as error:
+        raise FlipbookError(
+            "hires.upscaler", name, f"{builtin}, or {error.allowed}", detail=error.detail
+        ) from None
 
 
 def make_stills(
@@ -174,9 +260,16 @@ def make_stills(
     from flipbook.sampling.core import SamplingCore
 
     embeddings = networks.load_embeddings_for(bundle.pipe, prepared.prompts)
-    images = SamplingCore(bundle, events).generate(
-        list(prepared.requests), batch_size=prepared.settings.batch_size
-    )
+    core = SamplingCore(bundle, events)
+    batch_size, hires = prepared.settings.batch_size, prepared.settings.hires
+    if hires is None:
+        images = core.generate(list(prepared.requests), batch_size=batch_size)
+    else:  # the first pass's latents (a latent upscaler) or pictures, then the second pass from them
+        output = "latent" if hires.latent else "pil"
+        firsts = core.generate(list(prepared.requests), batch_size=batch_size, output_type=output)
+        images = second_pass(
+            hires, core, bundle, prepared.hires_requests, firsts, batch_size, networks.folders
+        )
     stills = []
     for seed, image in zip(prepared.seeds, images, strict=True):
         parameters = still_parameters(prepared.settings, seed)
@@ -191,11 +284,13 @@ def still_parameters(settings: StillSettings, seed: int):
     from flipbook.io.pnginfo import GenerationParameters
 
     s = settings
+    strength = s.strength if s.inits else s.hires.denoising_strength if s.hires else None
+    hires = infotext_extras(s.hires, s.sampler, s.prompt, s.negative_prompt) if s.hires else {}
     return GenerationParameters(
         prompt=s.prompt, negative_prompt=s.negative_prompt, steps=s.steps, sampler=s.sampler,
-        cfg_scale=s.cfg_scale, seed=seed, width=s.width, height=s.height,
-        denoising_strength=s.strength if s.inits else None, clip_skip=s.clip_skip if s.clip_skip > 1 else None,
-        model_name=s.model, extra={"Version": f"flipbook {__version__}"},
+        cfg_scale=s.cfg_scale, seed=seed, width=s.width, height=s.height, denoising_strength=strength,
+        clip_skip=s.clip_skip if s.clip_skip > 1 else None, model_name=s.model,
+        extra={**hires, "Version": f"flipbook {__version__}"},
     )  # fmt: skip
 
 

@@ -147,7 +147,7 @@ class SamplingCore:
         )
         scheduler.set_timesteps(first.num_inference_steps, device=device)
         timesteps = scheduler.timesteps
-        if first.image is not None:
+        if first.img2img:
             timesteps = skip_to_strength(scheduler, first.num_inference_steps, first.strength)
 
         # 4. Prepare latents with one generator per request
@@ -244,12 +244,18 @@ class SamplingCore:
         first = requests[0]
         scale = self.model.vae_scale_factor
         shape = (1, self.model.vae.config.latent_channels, first.height // scale, first.width // scale)
-        if first.image is None:
+        if not first.img2img:
             noise = _initial_noise(requests, shape, generators, self.model.device, dtype)
             return _Latents(noise * scheduler.init_noise_sigma)
 
-        images = torch.cat([self._preprocess_image(r) for r in requests])
         latent_timestep = timesteps[:1].repeat(len(requests))
+        if first.init_latents is not None:  # img2img from latents (A1111's latent hires fix): no VAE encode
+            rows = [torch.as_tensor(r.init_latents, dtype=torch.float32).reshape(shape) for r in requests]
+            image_latents = torch.cat(rows).to(self.model.device, dtype)
+            noise = _initial_noise(requests, shape, generators, self.model.device, dtype)
+            noise = noise * _noise_multipliers(requests, noise_like=image_latents)
+            return _Latents(scheduler.add_noise(image_latents, noise, latent_timestep))
+        images = torch.cat([self._preprocess_image(r) for r in requests])
         if first.mask_image is None:
             image_latents = self._encode_images(images, generators)
             noise = _initial_noise(requests, shape, generators, self.model.device, dtype)
@@ -417,10 +423,10 @@ class SamplingCore:
     # ---- 6. decode -------------------------------------------------------------------------------------
 
     def _decode(self, latents: torch.Tensor, output_type: str) -> list:
-        vae = self.model.vae
-        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
         if output_type == "latent":
             return list(latents)
+        vae = self.model.vae
+        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
         images = self.image_processor.postprocess(images, output_type="np" if output_type == "np" else "pil")
         return list(images)
 
