@@ -235,6 +235,8 @@ def second_pass(
     strength, prompts, sampler set), ``firsts`` the first pass's latents (a latent upscaler) or pictures."""
     from dataclasses import replace
 
+    if core.finish_on_cancel and core.events.cancelled:  # A1111's interrupt skips the second pass
+        return core.decode(firsts) if hires.latent else list(firsts)
     requests = []
     for template, first in zip(templates, firsts, strict=True):
         if hires.latent:

@@ -251,16 +251,23 @@ def _check_upscaler(name: str, networks: ExtraNetworks | None) -> None:
 
 
 def make_stills(
-    prepared: PreparedStills, bundle: ModelBundle, networks: ExtraNetworks, events: Events, folder: Path
+    prepared: PreparedStills,
+    bundle: ModelBundle,
+    networks: ExtraNetworks,
+    events: Events,
+    folder: Path,
+    *,
+    finish_on_cancel: bool = False,
 ) -> StillsMade:
     """Sample every image on ``bundle`` (the prompts' textual-inversion embeddings loaded into it first) and
     write each into ``folder`` as ``NNNNN-SEED.png`` (NNNNN counting the PNGs already there) with A1111's
-    parameters."""
+    parameters. ``finish_on_cancel``: a cancel is A1111's interrupt (the images made so far, the one being
+    sampled as it stands, are written and returned; see :class:`~flipbook.sampling.core.SamplingCore`)."""
     from flipbook.io.pnginfo import format_parameters, save_png
     from flipbook.sampling.core import SamplingCore
 
     embeddings = networks.load_embeddings_for(bundle.pipe, prepared.prompts)
-    core = SamplingCore(bundle, events)
+    core = SamplingCore(bundle, events, finish_on_cancel=finish_on_cancel)
     batch_size, hires = prepared.settings.batch_size, prepared.settings.hires
     if hires is None:
         images = core.generate(list(prepared.requests), batch_size=batch_size)
@@ -271,7 +278,7 @@ def make_stills(
             hires, core, bundle, prepared.hires_requests, firsts, batch_size, networks.folders
         )
     stills = []
-    for seed, image in zip(prepared.seeds, images, strict=True):
+    for seed, image in zip(prepared.seeds[: len(images)], images, strict=True):
         parameters = still_parameters(prepared.settings, seed)
         path = save_png(image, _next_free(folder, seed), parameters)
         stills.append(Still(seed=seed, path=path, infotext=format_parameters(parameters)))

@@ -19,7 +19,7 @@ import PIL.Image
 import torch
 from diffusers.image_processor import VaeImageProcessor
 
-from flipbook.events import Events, StepEvent
+from flipbook.events import Events, RenderCancelled, StepEvent
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.controlnet import ControlNets
 from flipbook.models.families import get_family
@@ -84,12 +84,22 @@ class SamplingCore:
     One instance serves one run: its prompt-embedding cache lives as long as it does. ``events`` carries
     progress, previews and cancellation; nothing global is read or written. ``controlnets`` loads the
     ControlNets that requests name (each once); pass the run's own to share them across checkpoints.
+
+    ``finish_on_cancel`` is A1111's interrupt (the still-image API): a cancel stops the batch being sampled
+    at the step it reached and decodes it as it stands, no later batch starts, and :meth:`generate` returns
+    the images made so far (fewer than asked). Without it a cancel raises :class:`RenderCancelled`.
     """
 
     def __init__(
-        self, model: ModelBundle, events: Events | None = None, controlnets: ControlNets | None = None
+        self,
+        model: ModelBundle,
+        events: Events | None = None,
+        controlnets: ControlNets | None = None,
+        *,
+        finish_on_cancel: bool = False,
     ) -> None:
         self.model = model
+        self.finish_on_cancel = finish_on_cancel
         self.events = events or Events()
         self.controlnets = controlnets if controlnets is not None else ControlNets()
         self.loras = LoraSet(model.pipe)
@@ -118,12 +128,18 @@ class SamplingCore:
             request.validate(self.model.vae_scale_factor)
         results: list = [None] * len(requests)
         for indices in _batches(requests, batch_size):
+            if self.finish_on_cancel and self.events.cancelled:
+                return [image for image in results if image is not None]
             images = self.run_batch(
                 [requests[i] for i in indices], output_type=output_type, ids=tuple(indices)
             )
             for i, image in zip(indices, images, strict=True):
                 results[i] = image
         return results
+
+    def decode(self, latents: Sequence[torch.Tensor]) -> list[PIL.Image.Image]:
+        """Latents from ``generate(..., output_type="latent")`` as pictures."""
+        return self._decode(torch.stack(list(latents)), "pil")
 
     @torch.no_grad()
     def run_batch(
@@ -169,10 +185,15 @@ class SamplingCore:
             latents = scheduler.step(noise_pred, t, latents, **stepping, return_dict=False)[0]
             if init.image_latents is not None:
                 latents = _blend_unmasked(scheduler, latents, init, timesteps, i)
-            self.events.step(
-                StepEvent(step=i + 1, total_steps=len(timesteps), frames=ids),
-                preview=lambda lat=latents: latents_preview(lat),
-            )
+            try:
+                self.events.step(
+                    StepEvent(step=i + 1, total_steps=len(timesteps), frames=ids),
+                    preview=lambda lat=latents: latents_preview(lat),
+                )
+            except RenderCancelled:
+                if not self.finish_on_cancel:
+                    raise
+                break
 
         # 6. Decode and post-process
         images = self._decode(latents, output_type)

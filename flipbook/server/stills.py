@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from flipbook.errors import FlipbookError
 from flipbook.modes.variations.settings import VariationsSection
+from flipbook.runs.hires import HIRES_UPSCALER, HiresSettings, hires_settings
 from flipbook.runs.stills import StillSettings, make_stills, prepare_stills, resolve_seed
 from flipbook.server.security import RejectedUpload, check_model_reference, sniff_image
 from flipbook.spec.load import shorten_repr
@@ -47,7 +48,16 @@ A1111_FIELDS = {
     "clip_skip": "override_settings.CLIP_stop_at_last_layers",
     "sampling.clip_skip": "override_settings.CLIP_stop_at_last_layers",
 }
+HIRES_FIELDS = {
+    "scale": "hr_scale", "resize_x": "hr_resize_x", "resize_y": "hr_resize_y", "upscaler": "hr_upscaler",
+    "steps": "hr_second_pass_steps", "denoising_strength": "denoising_strength", "sampler": "hr_sampler_name",
+    "prompt": "hr_prompt", "negative_prompt": "hr_negative_prompt",
+}  # fmt: skip
+"""Each hires setting (:class:`HiresSettings`) -> the A1111 txt2img field it comes from."""
+A1111_FIELDS |= {f"hires.{name}": field for name, field in HIRES_FIELDS.items()}
 """FrameRequest's field -> the A1111 request field it comes from (errors name what the client sent)."""
+SAME = ("", "Use same sampler", "Use same scheduler", "Use same checkpoint")
+"""What A1111's UI sends for "as the first pass" in ``hr_sampler_name``, ``hr_scheduler``, ``hr_checkpoint_name``."""
 _A1111_HASH = re.compile(r"\s+\[[0-9a-fA-F]{6,}\]$")
 A1111_DEFAULTS: dict[str, Any] = {
     "prompt": "",
@@ -68,7 +78,6 @@ A1111_DEFAULTS: dict[str, Any] = {
     "send_images": True,
 }
 _UNSUPPORTED = {  # request field -> (value meaning "off", note when it is on)
-    "enable_hr": (False, "enable_hr: hires fix is not supported; the image is made at width x height"),
     "restore_faces": (False, "restore_faces: face restoration is not supported; ignored"),
     "tiling": (False, "tiling: tiling is not supported; ignored"),
     "subseed_strength": (0, "subseed_strength: variation seeds are not supported; ignored"),
@@ -123,11 +132,38 @@ def still_from_a1111(body: dict[str, Any], kind: str, default_model: str) -> Sti
         "mask_invert": bool(r["inpainting_mask_invert"]),
         "noise_multiplier": _number("initial_noise_multiplier", r["initial_noise_multiplier"]) if img2img else 1.0,
         "clip_skip": clip_skip, "model": model, "inits": inits, "mask": mask, "notes": notes,
+        "hires": _hires(r, model, notes) if kind == TXT2IMG else None,
         "send_images": bool(r["send_images"]),
         "parameters": {k: v for k, v in body.items() if k not in ("init_images", "mask")},
     }  # fmt: skip
     _check_request(payload, images)
     return StillJob(kind=kind, payload=payload, images=images, notes=notes)
+
+
+def _hires(r: dict[str, Any], model: str, notes: list[str]) -> dict[str, Any] | None:
+    """A1111's hires fix fields (``enable_hr``, ``hr_*``, ``denoising_strength``) as :class:`HiresSettings`
+    values, checked; None when ``enable_hr`` is off."""
+    if not r.get("enable_hr"):
+        return None
+    checkpoint = r.get("hr_checkpoint_name")
+    if checkpoint not in (None, *SAME) and checkpoint_name(_text("hr_checkpoint_name", checkpoint)) != model:
+        notes.append("hr_checkpoint_name: a second checkpoint is not supported; both passes use " + model)
+    if r.get("firstphase_width") or r.get("firstphase_height"):
+        notes.append(
+            "firstphase_width, firstphase_height: the old hires API; width x height is the first pass"
+        )
+    sampler = r.get("hr_sampler_name")
+    if sampler in SAME or sampler is None:
+        sampler = None if r.get("hr_scheduler") in (None, *SAME) else r.get("sampler_name") or "Euler"
+    scheduler = r.get("hr_scheduler")
+    values = {
+        "scale": r.get("hr_scale", 2.0), "resize_x": r.get("hr_resize_x") or 0,
+        "resize_y": r.get("hr_resize_y") or 0, "upscaler": r.get("hr_upscaler") or "Latent",
+        "steps": r.get("hr_second_pass_steps") or 0, "denoising_strength": r["denoising_strength"],
+        "sampler": None if sampler is None else _sampler(sampler, None if scheduler in SAME else scheduler),
+        "prompt": r.get("hr_prompt") or "", "negative_prompt": r.get("hr_negative_prompt") or "",
+    }  # fmt: skip
+    return hires_settings(values, HIRES_FIELDS).model_dump()
 
 
 def check_still_models(payload: dict[str, Any], models_dir: Path | None) -> None:
@@ -145,6 +181,8 @@ def check_still_models(payload: dict[str, Any], models_dir: Path | None) -> None
             raise FlipbookError(field, error.value, error.allowed, detail=error.detail) from None
         for name in names:
             check_model_reference(field, name, PROMPT_LORAS, models_dir)
+    if payload.get("hires"):
+        check_model_reference("hr_upscaler", payload["hires"]["upscaler"], HIRES_UPSCALER, models_dir)
 
 
 def _model_options(overrides: Any, default_model: str, notes: list[str]) -> tuple[str, int]:
@@ -189,6 +227,7 @@ def _settings(p: dict[str, Any], inits: tuple[PIL.Image.Image, ...], mask: PIL.I
         count=p["count"], batch_size=p["batch_size"], inits=inits, strength=p["strength"], mask=mask,
         mask_blur=p["mask_blur"], masked_content=p["masked_content"], overlay=True,
         noise_multiplier=p["noise_multiplier"], clip_skip=p["clip_skip"],
+        hires=HiresSettings(**p["hires"]) if p.get("hires") else None,
     )  # fmt: skip
 
 
@@ -341,7 +380,7 @@ def run_still(
         bundle = cache.get(p["model"], models_dir)
         made = None
         try:
-            made = make_stills(prepared, bundle, networks, events, run_dir)
+            made = make_stills(prepared, bundle, networks, events, run_dir, finish_on_cancel=True)
         finally:
             if prepared.uses_loras or made is None or made.embeddings:
                 cache.clear()  # LoRAs and embeddings change the pipe; the next request loads it clean
@@ -351,4 +390,5 @@ def run_still(
         "seeds": [still.seed for still in stills],
         "infotexts": [still.infotext for still in stills],
         "model": bundle.name,
+        "interrupted": events.cancelled,
     }
