@@ -154,3 +154,10 @@ def test_cli_txt2img_hires_options(run_cli, tmp_path):
         "txt2img", "a fox", "--size", "64x64", "--hires-scale", "500", "-o", tmp_path / "x"
     )
     assert code == 2 and err.startswith("error: --hires-scale")
+
+
+def test_the_light_list_of_resizers_is_the_upscale_modules():
+    from flipbook.post.upscale import RESIZERS
+    from flipbook.runs.hires import PIXEL_UPSCALERS
+
+    assert tuple(RESIZERS) == PIXEL_UPSCALERS

@@ -43,12 +43,8 @@ LATENT_UPSCALERS: dict[str, tuple[str, bool]] = {
     "Latent (nearest-exact)": ("nearest-exact", False),
 }
 """A1111's latent upscalers: name -> (``interpolate`` mode, antialias)."""
-PIXEL_UPSCALERS: dict[str, PIL.Image.Resampling] = {
-    "None": PIL.Image.Resampling.LANCZOS,  # A1111's "None" only resizes, with Lanczos
-    "Lanczos": PIL.Image.Resampling.LANCZOS,
-    "Nearest": PIL.Image.Resampling.NEAREST,
-}
-"""Upscalers without a model: name -> Pillow's resampling filter."""
+PIXEL_UPSCALERS = ("None", "Lanczos", "Nearest")
+"""Upscalers without a model (:data:`flipbook.post.upscale.RESIZERS`, kept out of imports that load torch)."""
 HIRES_UPSCALER = ModelReference(
     "upscaler", builtins=(*LATENT_UPSCALERS, *PIXEL_UPSCALERS), folders=("upscaler",)
 )
@@ -203,17 +199,12 @@ def _cut(latents: Any, cut_x: int, cut_y: int) -> Any:
 def upscale_picture(
     hires: HiresSettings, image: PIL.Image.Image, models: ModelsDir | None, device: Any = None
 ) -> PIL.Image.Image:
-    """A decoded first-pass picture upscaled to the target size (a model runs at its own scale, then the
-    result is resized to the target with Lanczos, as A1111's ``resize_image`` does), the overhang cut off
-    the middle in whole latents."""
-    tw, th = target_size(hires, *image.size)
-    if hires.upscaler in PIXEL_UPSCALERS:
-        big = image.resize((tw, th), PIXEL_UPSCALERS[hires.upscaler])
-    else:
-        from flipbook.post.upscale import load_upscaler
+    """A decoded first-pass picture upscaled to the target size as A1111's ``resize_image`` does
+    (:func:`flipbook.post.upscale.upscale_to`), the overhang cut off the middle in whole latents."""
+    from flipbook.post.upscale import upscale_to
 
-        upscaler = load_upscaler(hires.upscaler, models_dir=models, device=device)
-        big = upscaler.upscale(image).resize((tw, th), PIL.Image.Resampling.LANCZOS)
+    tw, th = target_size(hires, *image.size)
+    big = upscale_to(image, (tw, th), hires.upscaler, models_dir=models, device=device)
     big = big.crop((0, 0, tw // VAE_SCALE * VAE_SCALE, th // VAE_SCALE * VAE_SCALE))
     cut_x, cut_y = _overhang(hires, tw, th)
     left, top = cut_x // 2 * VAE_SCALE, cut_y // 2 * VAE_SCALE
