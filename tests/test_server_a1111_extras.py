@@ -119,3 +119,24 @@ def test_interrogate_is_a_501_naming_what_it_needs(api, init_image):
 
 def test_skip_when_idle_is_harmless(api):
     assert api.skip() is None
+
+
+def test_the_readme_lists_every_a1111_endpoint_the_server_has(tmp_path):
+    """README's list between the a1111-endpoints markers is the app's A1111 routes (its "a1111" tag), in order."""
+    import re
+    from pathlib import Path
+
+    from flipbook.server import create_app
+
+    app = create_app(ServerSettings(runs_dir=tmp_path / "runs", workers=0))
+    routes = [f"{method.upper()} {path}" for path, operations in app.openapi()["paths"].items()
+              for method, operation in operations.items() if "a1111" in operation.get("tags", [])]  # fmt: skip
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- a1111-endpoints -->", 1)[1].split("<!-- /a1111-endpoints -->", 1)[0]
+    listed = [f"{method} {path}" for method, path in re.findall(r"`(GET|POST|PUT|DELETE) (\S+)`", block)]
+    assert listed == routes
+    assert {
+        "POST /sdapi/v1/png-info",
+        "POST /sdapi/v1/extra-single-image",
+        "GET /controlnet/model_list",
+    } <= set(listed)

@@ -33,10 +33,11 @@ from flipbook.runs.hires import (
     second_pass,
     second_pass_schedule,
 )
-from flipbook.sampling.requests import FrameRequest
+from flipbook.sampling.requests import Control, FrameRequest
 
 if TYPE_CHECKING:
     from flipbook.models.bundle import ModelBundle
+    from flipbook.models.controlnet import ControlNets
 
 SEEDS = 2**32
 """How many seeds there are: A1111's seeds (and the spec's ``sampling.seed``) are 32-bit."""
@@ -47,7 +48,8 @@ class StillSettings:
     """What to make: ``count`` images from ``seed``, ``batch_size`` per UNet call. With ``inits`` (img2img)
     image ``i`` starts from ``inits[i % len(inits)]`` at ``strength``; with a ``mask`` (white = repaint) it is
     inpainted, and ``overlay`` keeps the unmasked pixels exactly. ``model`` is recorded in the PNGs. With
-    ``hires`` (txt2img only) each image gets A1111's hires fix (:mod:`flipbook.runs.hires`)."""
+    ``hires`` (txt2img only) each image gets A1111's hires fix (:mod:`flipbook.runs.hires`). ``controls`` are
+    ControlNet units (control images already preprocessed) on every image, in both hires passes."""
 
     prompt: str
     model: str
@@ -69,6 +71,7 @@ class StillSettings:
     noise_multiplier: float = 1.0
     clip_skip: int = 1
     hires: HiresSettings | None = None
+    controls: tuple[Control, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,7 @@ def prepare_stills(
             noise_multiplier=s.noise_multiplier,
             clip_skip=s.clip_skip,
             loras=loras,
+            controls=s.controls,
         )  # fmt: skip
         for i, seed in enumerate(seeds)
     )
@@ -224,6 +228,7 @@ def _hires_requests(
             strength=strength,
             clip_skip=s.clip_skip,
             loras=loras,
+            controls=s.controls,
         )  # fmt: skip
         for seed in seeds
     )
@@ -258,6 +263,7 @@ def make_stills(
     folder: Path,
     *,
     finish_on_cancel: bool = False,
+    controlnets: ControlNets | None = None,
 ) -> StillsMade:
     """Sample every image on ``bundle`` (the prompts' textual-inversion embeddings loaded into it first) and
     write each into ``folder`` as ``NNNNN-SEED.png`` (NNNNN counting the PNGs already there) with A1111's
@@ -267,7 +273,7 @@ def make_stills(
     from flipbook.sampling.core import SamplingCore
 
     embeddings = networks.load_embeddings_for(bundle.pipe, prepared.prompts)
-    core = SamplingCore(bundle, events, finish_on_cancel=finish_on_cancel)
+    core = SamplingCore(bundle, events, controlnets, finish_on_cancel=finish_on_cancel)
     batch_size, hires = prepared.settings.batch_size, prepared.settings.hires
     if hires is None:
         images = core.generate(list(prepared.requests), batch_size=batch_size)

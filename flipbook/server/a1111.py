@@ -286,8 +286,11 @@ def schedulers() -> list[dict[str, Any]]:
 
 @router.get("/scripts")
 def scripts() -> dict[str, list[str]]:
-    """No A1111 scripts or extensions (clients such as webuiapi look here)."""
-    return {"txt2img": [], "img2img": []}
+    """The always-on scripts flipbook takes in ``alwayson_scripts``: ControlNet (clients such as webuiapi
+    look here)."""
+    from flipbook.server.a1111_controlnet import SCRIPT
+
+    return {"txt2img": [SCRIPT], "img2img": [SCRIPT]}
 
 
 @router.get("/options")

@@ -29,6 +29,7 @@ from flipbook.errors import FlipbookError
 from flipbook.modes.variations.settings import VariationsSection
 from flipbook.runs.hires import HIRES_UPSCALER, HiresSettings, hires_settings
 from flipbook.runs.stills import StillSettings, make_stills, prepare_stills, resolve_seed
+from flipbook.server.a1111_fields import unknown_fields
 from flipbook.server.security import RejectedUpload, check_model_reference, sniff_image
 from flipbook.spec.load import shorten_repr
 from flipbook.spec.model import AnimationSection, SamplingSection, Spec
@@ -99,6 +100,8 @@ class StillJob:
 def still_from_a1111(body: dict[str, Any], kind: str, default_model: str) -> StillJob:
     """Check an A1111 txt2img/img2img request and turn it into a still job payload (A1111's field names in,
     FrameRequest's out); images are decoded and sniffed here, so a bad one never reaches a worker."""
+    from flipbook.server.a1111_controlnet import controlnet_units  # it imports the app, which imports this
+
     check_data(body, field="body")
     r = A1111_DEFAULTS | {k: v for k, v in body.items() if v is not None}
     notes = [note for key, (off, note) in _UNSUPPORTED.items() if r.get(key, off) not in (off, None, "", [])]
@@ -113,6 +116,9 @@ def still_from_a1111(body: dict[str, Any], kind: str, default_model: str) -> Sti
         raise FlipbookError("inpainting_fill", fill, allowed)
     images: dict[str, PIL.Image.Image] = {}
     inits, mask = _img2img_images(r, images, notes) if kind == IMG2IMG else ([], None)
+    controlnet, control_images = controlnet_units(r.get("alwayson_scripts"), kind == IMG2IMG, notes)
+    images |= control_images
+    notes += unknown_fields(body, kind)
     seed = _integer("seed", _spec_limited("seed", r["seed"], SamplingSection, "seed"))
     img2img = kind == IMG2IMG
     payload = {
@@ -133,6 +139,7 @@ def still_from_a1111(body: dict[str, Any], kind: str, default_model: str) -> Sti
         "noise_multiplier": _number("initial_noise_multiplier", r["initial_noise_multiplier"]) if img2img else 1.0,
         "clip_skip": clip_skip, "model": model, "inits": inits, "mask": mask, "notes": notes,
         "hires": _hires(r, model, notes) if kind == TXT2IMG else None,
+        "controlnet": controlnet,
         "send_images": bool(r["send_images"]),
         "parameters": {k: v for k, v in body.items() if k not in ("init_images", "mask")},
     }  # fmt: skip
@@ -171,6 +178,7 @@ def check_still_models(payload: dict[str, Any], models_dir: Path | None) -> None
     the spec schema): the checkpoint as ``model.name`` and the ``<lora:...>`` tags of both prompts as the
     spec's prompts' tags. Names only (a built-in, a name in ``models_dir`` or a hub id where the field takes
     one), never a path on the server: the worker would read it."""
+    from flipbook.spec.fields import CONTROLNET
     from flipbook.spec.model import CHECKPOINT, PROMPT_LORAS
 
     check_model_reference("override_settings.sd_model_checkpoint", payload["model"], CHECKPOINT, models_dir)
@@ -183,6 +191,8 @@ def check_still_models(payload: dict[str, Any], models_dir: Path | None) -> None
             check_model_reference(field, name, PROMPT_LORAS, models_dir)
     if payload.get("hires"):
         check_model_reference("hr_upscaler", payload["hires"]["upscaler"], HIRES_UPSCALER, models_dir)
+    for unit in payload.get("controlnet", ()):
+        check_model_reference(unit["field"], unit["model"], CONTROLNET, models_dir)
 
 
 def _model_options(overrides: Any, default_model: str, notes: list[str]) -> tuple[str, int]:
@@ -219,15 +229,17 @@ def a1111_names() -> Iterator[None]:
         raise FlipbookError(field, error.value, error.allowed, detail=error.detail) from None
 
 
-def _settings(p: dict[str, Any], inits: tuple[PIL.Image.Image, ...], mask: PIL.Image.Image | None):
-    """The still pipeline's settings for a payload (its images opened)."""
+def _settings(
+    p: dict[str, Any], inits: tuple[PIL.Image.Image, ...], mask: PIL.Image.Image | None, controls: tuple = ()
+):
+    """The still pipeline's settings for a payload (its images opened, its ControlNet units as controls)."""
     return StillSettings(
         p["prompt"], p["model"], negative_prompt=p["negative_prompt"], steps=p["steps"],
         cfg_scale=p["cfg_scale"], sampler=p["sampler"], seed=p["seed"], width=p["width"], height=p["height"],
         count=p["count"], batch_size=p["batch_size"], inits=inits, strength=p["strength"], mask=mask,
         mask_blur=p["mask_blur"], masked_content=p["masked_content"], overlay=True,
         noise_multiplier=p["noise_multiplier"], clip_skip=p["clip_skip"],
-        hires=HiresSettings(**p["hires"]) if p.get("hires") else None,
+        hires=HiresSettings(**p["hires"]) if p.get("hires") else None, controls=controls,
     )  # fmt: skip
 
 
@@ -360,12 +372,30 @@ class ModelCache:
             torch.cuda.empty_cache()
 
 
+def _controls(p: dict[str, Any], run_dir: Path, inits: tuple[PIL.Image.Image, ...]) -> tuple:
+    """The payload's ControlNet units as controls: each unit's image (or the first init image) at the
+    picture's size through its preprocessor."""
+    from flipbook.io.images import open_image
+    from flipbook.sampling.requests import Control
+    from flipbook.server.a1111_controlnet import preprocessed
+
+    controls = []
+    for unit in p.get("controlnet", ()):
+        image = open_image(run_dir / unit["image"], unit["field"]) if unit["image"] else inits[0]
+        control = preprocessed(unit, image, (p["width"], p["height"]))
+        controls.append(
+            Control(unit["model"], control, unit["weight"], unit["guidance_start"], unit["guidance_end"])
+        )
+    return tuple(controls)
+
+
 def run_still(
     payload: dict[str, Any], run_dir: Path, events, cache: ModelCache, models_dir: Path | None
 ) -> dict[str, Any]:
     """Sample a still payload on this worker and save PNGs with A1111 parameters into ``run_dir``; returns
     the file names, seeds and infotexts (what the A1111 response needs)."""
     from flipbook.io.images import open_image
+    from flipbook.models.controlnet import ControlNets
     from flipbook.models.extra_networks import ExtraNetworks
     from flipbook.models.folders import ModelsDir
 
@@ -376,11 +406,12 @@ def run_still(
     if mask is not None and p["mask_invert"]:
         mask = PIL.ImageOps.invert(mask)
     with a1111_names():
-        prepared = prepare_stills(_settings(p, inits, mask), networks)
+        prepared = prepare_stills(_settings(p, inits, mask, _controls(p, run_dir, inits)), networks)
         bundle = cache.get(p["model"], models_dir)
         made = None
         try:
-            made = make_stills(prepared, bundle, networks, events, run_dir, finish_on_cancel=True)
+            made = make_stills(prepared, bundle, networks, events, run_dir, finish_on_cancel=True,
+                               controlnets=ControlNets(models_dir))  # fmt: skip
         finally:
             if prepared.uses_loras or made is None or made.embeddings:
                 cache.clear()  # LoRAs and embeddings change the pipe; the next request loads it clean
