@@ -404,8 +404,14 @@ def _hires_options() -> list[tuple[str, object, object]]:
     ]
     for name, info in HiresSettings.model_fields.items():
         kind = info.annotation if info.annotation in (int, float) else str
-        default = "first pass's" if info.default is None else info.default
-        text = f"hires fix: {info.description} [default: {default}]"
+        default = (
+            ""
+            if info.default in (None, "")
+            else f"; default {info.default:g}"
+            if kind is not str
+            else f"; default {info.default}"
+        )
+        text = f"hires fix: {info.description}{default}"
         options.append(
             (f"hires_{name}", Annotated[kind | None, typer.Option(_HIRES_FLAGS[name], help=text)], None)
         )

@@ -23,9 +23,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from flipbook.errors import FlipbookError
 from flipbook.server.app import server_state
-from flipbook.server.security import check_model_reference
 from flipbook.server.submit import json_body
-from flipbook.spec.deforum_controlnet import _MODULES as EXTENSION_MODULES
+from flipbook.spec.deforum_controlnet import EXTENSION_MODULES
 from flipbook.spec.fields import CONTROLNET
 
 router = APIRouter(prefix="/controlnet", tags=["a1111"])
@@ -77,7 +76,7 @@ def controlnet_units(
             )
         if not arg.get("enabled", True) or str(arg.get("model") or "None") == "None":
             continue
-        unit = _unit(arg, where, False, notes)
+        unit = _unit(arg, where, notes)
         raw = arg.get("image") or arg.get("input_image")
         if isinstance(raw, dict):  # the extension's {"image": ..., "mask": ...} form
             raw = raw.get("image")
@@ -90,10 +89,11 @@ def controlnet_units(
     return units, images
 
 
-def _unit(arg: dict[str, Any], where: str, models_dir: Any, notes: list[str]) -> dict[str, Any]:
-    """One unit's settings as flipbook's (the module read as a preprocessor, the model as a name)."""
+def _unit(arg: dict[str, Any], where: str, notes: list[str]) -> dict[str, Any]:
+    """One unit's settings as flipbook's (the module read as a preprocessor, the model as a name, looked up
+    later: :func:`flipbook.server.stills.check_still_models` knows the models folder)."""
     from flipbook.sampling.requests import Control
-    from flipbook.server.stills import _number, checkpoint_name
+    from flipbook.server.stills import as_number, checkpoint_name
 
     module = arg.get("module") or "none"
     if module not in MODULES:
@@ -101,9 +101,7 @@ def _unit(arg: dict[str, Any], where: str, models_dir: Any, notes: list[str]) ->
     if not isinstance(arg.get("model"), str):
         raise FlipbookError(f"{where}.model", arg.get("model"), "a name from /controlnet/model_list")
     model = checkpoint_name(arg["model"])
-    if models_dir is not False:  # False: checked later, with the models folder (check_still_models)
-        check_model_reference(f"{where}.model", model, CONTROLNET, models_dir)
-    values = {key: _number(f"{where}.{key}", arg.get(key, default))
+    values = {key: as_number(f"{where}.{key}", arg.get(key, default))
               for key, default in (("weight", 1.0), ("guidance_start", 0.0), ("guidance_end", 1.0))}  # fmt: skip
     try:
         Control(model, "image", values["weight"], values["guidance_start"], values["guidance_end"]).validate(
@@ -120,7 +118,7 @@ def _unit(arg: dict[str, Any], where: str, models_dir: Any, notes: list[str]) ->
         **values,
     }
     if MODULES[module] == "canny":
-        low, high = (_number(f"{where}.{key}", arg.get(key, default))
+        low, high = (as_number(f"{where}.{key}", arg.get(key, default))
                      for key, default in (("threshold_a", 100), ("threshold_b", 200)))  # fmt: skip
         if not 0 <= low <= high <= 255:
             raise FlipbookError(
@@ -186,7 +184,7 @@ async def detect(body: Annotated[dict[str, Any], Depends(json_body)]) -> dict[st
     if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_IMAGES:
         raise FlipbookError(key, type(raw).__name__, f"a list of 1 to {MAX_IMAGES} base64 images")
     unit = _unit({"module": module, "model": "tiny", "threshold_a": body.get("controlnet_threshold_a", 100),
-                  "threshold_b": body.get("controlnet_threshold_b", 200)}, "controlnet", None, [])  # fmt: skip
+                  "threshold_b": body.get("controlnet_threshold_b", 200)}, "controlnet", [])  # fmt: skip
     images = [decode_image(item, f"{key}[{i}]") for i, item in enumerate(raw)]
     maps = [await run_in_threadpool(preprocessed, unit, image, image.size) for image in images]
     return {"images": [_encode(image) for image in maps], "info": "Success"}

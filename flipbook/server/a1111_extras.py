@@ -259,7 +259,7 @@ def _count(items: Any) -> Any:
 
 def _extras_settings(body: dict[str, Any], server: ServerState) -> dict[str, Any]:
     """The extras request's upscaling settings, checked (names, never paths; numbers in range)."""
-    from flipbook.server.stills import _integer, _number
+    from flipbook.server.stills import as_integer, as_number
 
     r = {
         "resize_mode": 0,
@@ -272,7 +272,7 @@ def _extras_settings(body: dict[str, Any], server: ServerState) -> dict[str, Any
         "extras_upscaler_2_visibility": 0,
     }
     r |= {key: value for key, value in body.items() if key in r and value is not None}  # fmt: skip
-    mode = _integer("resize_mode", r["resize_mode"])
+    mode = as_integer("resize_mode", r["resize_mode"])
     if mode not in (0, 1):
         raise FlipbookError("resize_mode", mode, "0 (scale by upscaling_resize) or 1 (to a size)")
     for name in ("upscaler_1", "upscaler_2"):
@@ -284,13 +284,13 @@ def _extras_settings(body: dict[str, Any], server: ServerState) -> dict[str, Any
             )
         if r[name] not in PIXEL_UPSCALERS:
             check_model_reference(name, r[name], HIRES_UPSCALER, server.settings.models_dir)
-    visibility = _number("extras_upscaler_2_visibility", r["extras_upscaler_2_visibility"])
+    visibility = as_number("extras_upscaler_2_visibility", r["extras_upscaler_2_visibility"])
     if not 0 <= visibility <= 1:
         raise FlipbookError("extras_upscaler_2_visibility", visibility, "a number from 0 to 1")
-    scale = _number("upscaling_resize", r["upscaling_resize"])
+    scale = as_number("upscaling_resize", r["upscaling_resize"])
     if not 0 < scale <= 16:
         raise FlipbookError("upscaling_resize", scale, "a factor above 0, at most 16")
-    size = tuple(_integer(name, r[name]) for name in ("upscaling_resize_w", "upscaling_resize_h"))
+    size = tuple(as_integer(name, r[name]) for name in ("upscaling_resize_w", "upscaling_resize_h"))
     if mode == 1 and not all(1 <= side <= MAX_SIDE for side in size):
         raise FlipbookError("upscaling_resize_w", f"{size[0]}x{size[1]}", f"sides from 1 to {MAX_SIDE}")
     return {"mode": mode, "scale": scale, "size": size, "crop": bool(r["upscaling_crop"]),

@@ -110,7 +110,7 @@ def still_from_a1111(body: dict[str, Any], kind: str, default_model: str) -> Sti
     count = batch_size * _images("n_iter", r["n_iter"])
     if count > MAX_IMAGES:
         raise FlipbookError("batch_size", count, f"batch_size x n_iter from 1 to {MAX_IMAGES}")
-    fill = _integer("inpainting_fill", r["inpainting_fill"])
+    fill = as_integer("inpainting_fill", r["inpainting_fill"])
     if fill not in INPAINTING_FILL:
         allowed = "0 (fill), 1 (original), 2 (latent noise), 3 (latent nothing)"
         raise FlipbookError("inpainting_fill", fill, allowed)
@@ -119,24 +119,24 @@ def still_from_a1111(body: dict[str, Any], kind: str, default_model: str) -> Sti
     controlnet, control_images = controlnet_units(r.get("alwayson_scripts"), kind == IMG2IMG, notes)
     images |= control_images
     notes += unknown_fields(body, kind)
-    seed = _integer("seed", _spec_limited("seed", r["seed"], SamplingSection, "seed"))
+    seed = as_integer("seed", _spec_limited("seed", r["seed"], SamplingSection, "seed"))
     img2img = kind == IMG2IMG
     payload = {
         "kind": kind, "prompt": _text("prompt", r["prompt"]),
         "negative_prompt": _text("negative_prompt", r["negative_prompt"]),
-        "steps": _integer("steps", _spec_limited("steps", r["steps"], SamplingSection, "steps")),
-        "cfg_scale": _number("cfg_scale", r["cfg_scale"]),
+        "steps": as_integer("steps", _spec_limited("steps", r["steps"], SamplingSection, "steps")),
+        "cfg_scale": as_number("cfg_scale", r["cfg_scale"]),
         "sampler": _sampler(r.get("sampler_name") or r.get("sampler_index") or "Euler", r.get("scheduler")),
         "seed": resolve_seed(seed),
-        "width": _integer("width", _spec_limited("width", r["width"], AnimationSection, "width")),
-        "height": _integer("height", _spec_limited("height", r["height"], AnimationSection, "height")),
+        "width": as_integer("width", _spec_limited("width", r["width"], AnimationSection, "width")),
+        "height": as_integer("height", _spec_limited("height", r["height"], AnimationSection, "height")),
         "batch_size": batch_size, "count": count,
-        "strength": _number("denoising_strength", r["denoising_strength"]) if img2img else 1.0,
-        "mask_blur": _number("mask_blur", _spec_limited("mask_blur", r["mask_blur"], VariationsSection,
+        "strength": as_number("denoising_strength", r["denoising_strength"]) if img2img else 1.0,
+        "mask_blur": as_number("mask_blur", _spec_limited("mask_blur", r["mask_blur"], VariationsSection,
                                                         "mask_blur")),
         "masked_content": INPAINTING_FILL[fill],
         "mask_invert": bool(r["inpainting_mask_invert"]),
-        "noise_multiplier": _number("initial_noise_multiplier", r["initial_noise_multiplier"]) if img2img else 1.0,
+        "noise_multiplier": as_number("initial_noise_multiplier", r["initial_noise_multiplier"]) if img2img else 1.0,
         "clip_skip": clip_skip, "model": model, "inits": inits, "mask": mask, "notes": notes,
         "hires": _hires(r, model, notes) if kind == TXT2IMG else None,
         "controlnet": controlnet,
@@ -204,7 +204,7 @@ def _model_options(overrides: Any, default_model: str, notes: list[str]) -> tupl
     )
     check_model_reference("override_settings.sd_model_checkpoint", model)
     name = "CLIP_stop_at_last_layers"
-    clip_skip = _integer(name, _spec_limited(name, overrides.get(name, 1), SamplingSection, "clip_skip"))
+    clip_skip = as_integer(name, _spec_limited(name, overrides.get(name, 1), SamplingSection, "clip_skip"))
     known = ("sd_model_checkpoint", "CLIP_stop_at_last_layers")
     notes += [f"override_settings.{key}: not supported; ignored" for key in overrides if key not in known]
     return model, clip_skip
@@ -264,7 +264,8 @@ def _sampler(name: str, scheduler: str | None) -> str:
     return name if not suffix or name.lower().endswith(suffix.lower()) else name + suffix
 
 
-def _integer(name: str, value: Any) -> int:
+def as_integer(name: str, value: Any) -> int:
+    """``value`` as a whole number, or one FlipbookError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise FlipbookError(name, value, "an integer")
     if int(value) != value:
@@ -272,7 +273,8 @@ def _integer(name: str, value: Any) -> int:
     return int(value)
 
 
-def _number(name: str, value: Any) -> float:
+def as_number(name: str, value: Any) -> float:
+    """``value`` as a finite number, or one FlipbookError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise FlipbookError(name, value, "a number")
     return float(value)
@@ -286,7 +288,7 @@ def _text(name: str, value: Any) -> str:
 
 def _images(name: str, value: Any) -> int:
     """``batch_size`` and ``n_iter``: whole numbers from 1 (their product is bounded by MAX_IMAGES)."""
-    count = _integer(name, value)
+    count = as_integer(name, value)
     if not 1 <= count <= MAX_IMAGES:
         raise FlipbookError(name, count, f"an integer from 1 to {MAX_IMAGES}")
     return count

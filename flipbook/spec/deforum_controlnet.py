@@ -23,8 +23,9 @@ from flipbook.spec.schedules import ScheduleError, parse_schedule, resolve_sched
 if TYPE_CHECKING:
     from flipbook.spec.deforum import DeforumImport
 
-# Deforum (sd-webui-controlnet) module names -> flipbook preprocessors (and the depth model that matches).
-_MODULES: dict[str, str] = {
+# The sd-webui-controlnet extension's module names -> flipbook preprocessors (Deforum's units and the A1111 API's
+# alwayson_scripts units both name modules so; the depth model that matches is below).
+EXTENSION_MODULES: dict[str, str] = {
     "none": "none", "canny": "canny", "lineart": "lineart", "lineart_realistic": "lineart",
     "lineart_coarse": "lineart", "lineart_standard": "lineart", "lineart_anime": "lineart",
     "lineart_anime_denoise": "lineart", "tile_resample": "tile", "tile_colorfix": "tile",
@@ -87,7 +88,7 @@ def _unit(job: DeforumImport, prefix: str, data: dict[str, Any]) -> dict[str, An
         return None
     unit: dict[str, Any] = {"model": model}
     module = str(s.get(f"{prefix}module") or "none").strip()
-    preprocessor = _MODULES.get(module)
+    preprocessor = EXTENSION_MODULES.get(module)
     if preprocessor is None:
         job.note(f"{prefix}module: flipbook has no {module!r} preprocessor (it has none, canny, lineart, tile, "
                  f"shuffle, depth, openpose), so the {model} unit is skipped")  # fmt: skip
