@@ -161,3 +161,9 @@ def test_the_light_list_of_resizers_is_the_upscale_modules():
     from flipbook.runs.hires import PIXEL_UPSCALERS
 
     assert tuple(RESIZERS) == PIXEL_UPSCALERS
+
+
+def test_every_hires_setting_has_its_a1111_field():
+    from flipbook.server.stills import HIRES_FIELDS
+
+    assert list(HIRES_FIELDS) == list(HiresSettings.model_fields)

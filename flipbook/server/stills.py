@@ -41,6 +41,12 @@ MAX_IMAGES = 64
 INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent_noise", 3: "latent_nothing"}
 SCHEDULERS = {"automatic": "", "uniform": "", "karras": " Karras"}
 """A1111's ``scheduler`` values flipbook has: the sampler's own schedule, or its Karras variant."""
+HIRES_FIELDS = {
+    "scale": "hr_scale", "resize_x": "hr_resize_x", "resize_y": "hr_resize_y", "upscaler": "hr_upscaler",
+    "steps": "hr_second_pass_steps", "denoising_strength": "denoising_strength", "sampler": "hr_sampler_name",
+    "prompt": "hr_prompt", "negative_prompt": "hr_negative_prompt",
+}  # fmt: skip
+"""Each hires setting (:class:`HiresSettings`) -> the A1111 txt2img field it comes from."""
 A1111_FIELDS = {
     "cfg": "cfg_scale",
     "strength": "denoising_strength",
@@ -48,15 +54,10 @@ A1111_FIELDS = {
     "noise_multiplier": "initial_noise_multiplier",
     "clip_skip": "override_settings.CLIP_stop_at_last_layers",
     "sampling.clip_skip": "override_settings.CLIP_stop_at_last_layers",
+    **{f"hires.{name}": field for name, field in HIRES_FIELDS.items()},
 }
-HIRES_FIELDS = {
-    "scale": "hr_scale", "resize_x": "hr_resize_x", "resize_y": "hr_resize_y", "upscaler": "hr_upscaler",
-    "steps": "hr_second_pass_steps", "denoising_strength": "denoising_strength", "sampler": "hr_sampler_name",
-    "prompt": "hr_prompt", "negative_prompt": "hr_negative_prompt",
-}  # fmt: skip
-"""Each hires setting (:class:`HiresSettings`) -> the A1111 txt2img field it comes from."""
-A1111_FIELDS |= {f"hires.{name}": field for name, field in HIRES_FIELDS.items()}
-"""FrameRequest's field -> the A1111 request field it comes from (errors name what the client sent)."""
+"""FrameRequest's (and the hires settings') field -> the A1111 request field it comes from (errors name what
+the client sent)."""
 SAME = ("", "Use same sampler", "Use same scheduler", "Use same checkpoint")
 """What A1111's UI sends for "as the first pass" in ``hr_sampler_name``, ``hr_scheduler``, ``hr_checkpoint_name``."""
 _A1111_HASH = re.compile(r"\s+\[[0-9a-fA-F]{6,}\]$")
