@@ -101,7 +101,8 @@ def test_extras_upscale_one_and_a_batch(api, init_image):
     ("extra", "field"),
     [({"upscaling_resize": 1000}, "upscaling_resize"), ({"upscaler_1": "/etc/passwd"}, "upscaler_1"),
      ({"upscaler_1": "Latent"}, "upscaler_1"), ({"resize_mode": 1, "upscaling_resize_w": 99999}, "upscaling_resize_w"),
-     ({"upscaler_2": "no-such-model", "extras_upscaler_2_visibility": 0.5}, "upscaler_2")],
+     ({"upscaler_2": "no-such-model", "extras_upscaler_2_visibility": 0.5}, "upscaler_2"),
+     ({"upscaler_1": "4x-Ultra"}, "upscaler_1")],
 )  # fmt: skip
 def test_extras_bad_requests_name_the_field(server, init_image, extra, field):
     body = {"image": _png(init_image), **extra}

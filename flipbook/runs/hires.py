@@ -204,7 +204,10 @@ def upscale_picture(
     from flipbook.post.upscale import upscale_to
 
     tw, th = target_size(hires, *image.size)
-    big = upscale_to(image, (tw, th), hires.upscaler, models_dir=models, device=device)
+    try:
+        big = upscale_to(image, (tw, th), hires.upscaler, models_dir=models, device=device)
+    except FlipbookError as error:  # the upscaler's loader names its own field
+        raise FlipbookError("hires.upscaler", error.value, error.allowed, detail=error.detail) from None
     big = big.crop((0, 0, tw // VAE_SCALE * VAE_SCALE, th // VAE_SCALE * VAE_SCALE))
     cut_x, cut_y = _overhang(hires, tw, th)
     left, top = cut_x // 2 * VAE_SCALE, cut_y // 2 * VAE_SCALE

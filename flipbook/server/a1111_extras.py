@@ -318,18 +318,28 @@ def _target(image: PIL.Image.Image, s: dict[str, Any]) -> tuple[tuple[int, int],
 
 def _upscale(image: PIL.Image.Image, s: dict[str, Any], server: ServerState) -> PIL.Image.Image:
     """One picture through ``upscaler_1`` (blended with ``upscaler_2``), then cut to the box."""
-    from flipbook.post.upscale import upscale_to
 
     size, box = _target(image, s)
-    models, rgb = server.settings.models_dir, image.convert("RGB")
-    result = upscale_to(rgb, size, s["upscaler_1"], models_dir=models, device="cpu")
+    rgb = image.convert("RGB")
+    result = _run_upscaler("upscaler_1", s, rgb, size, server)
     if s["visibility"] > 0 and s["upscaler_2"] != "None":
-        second = upscale_to(rgb, size, s["upscaler_2"], models_dir=models, device="cpu")
-        result = PIL.Image.blend(result, second, s["visibility"])
+        result = PIL.Image.blend(result, _run_upscaler("upscaler_2", s, rgb, size, server), s["visibility"])
     if box is not None:
         left, top = (size[0] - box[0]) // 2, (size[1] - box[1]) // 2
         result = result.crop((left, top, left + box[0], top + box[1]))
     return result
+
+
+def _run_upscaler(
+    field: str, s: dict[str, Any], image: PIL.Image.Image, size: tuple[int, int], server: ServerState
+) -> PIL.Image.Image:
+    """The upscaler the request names in ``field`` (its errors named so) on the CPU."""
+    from flipbook.post.upscale import upscale_to
+
+    try:
+        return upscale_to(image, size, s[field], models_dir=server.settings.models_dir, device="cpu")
+    except FlipbookError as error:  # the loader names its own field
+        raise FlipbookError(field, s[field], error.allowed, detail=error.detail) from None
 
 
 def _html_info(s: dict[str, Any]) -> str:
