@@ -118,8 +118,38 @@ def test_interrogate_is_a_501_naming_what_it_needs(api, init_image):
     assert response.status_code == 501 and "captioning model" in response.json()["detail"]
 
 
-def test_skip_when_idle_is_harmless(api):
-    assert api.skip() is None
+def test_skip_finishes_the_current_image_and_goes_on(api):
+    """A1111's skip: the first image stops early (so it differs from the same seed made in full), the second
+    is made in full."""
+    import threading
+    import time
+
+    assert api.skip() is None  # idle: nothing to skip
+    settings = {
+        "prompt": "a fox",
+        "width": 64,
+        "height": 64,
+        "steps": 10,
+        "sampler_name": "Euler",
+        "seed": 1,
+    }
+    results = []
+    worker = threading.Thread(target=lambda: results.append(api.txt2img(**settings, n_iter=2)))
+    worker.start()
+    deadline = time.monotonic() + 120
+    while api.get_progress()["state"]["sampling_step"] < 2:
+        assert time.monotonic() < deadline and worker.is_alive()
+        time.sleep(0.02)
+    api.skip()
+    worker.join(300)
+    result = results[0]
+    assert (
+        len(result.images) == 2 and result.info["all_seeds"] == [1, 2] and result.info["interrupted"] is False
+    )
+    second = api.txt2img(**{**settings, "seed": 2})
+    assert np.abs(np.asarray(second.image).astype(int) - np.asarray(result.images[1]).astype(int)).max() <= 2
+    first = api.txt2img(**settings)
+    assert np.abs(np.asarray(first.image).astype(int) - np.asarray(result.images[0]).astype(int)).mean() > 1
 
 
 def test_the_readme_lists_every_a1111_endpoint_the_server_has(tmp_path):

@@ -87,7 +87,9 @@ class SamplingCore:
 
     ``finish_on_cancel`` is A1111's interrupt (the still-image API): a cancel stops the batch being sampled
     at the step it reached and decodes it as it stands, no later batch starts, and :meth:`generate` returns
-    the images made so far (fewer than asked). Without it a cancel raises :class:`RenderCancelled`.
+    the images made so far (fewer than asked). Without it a cancel raises :class:`RenderCancelled`. With it a
+    skip (:meth:`Events.skip`, A1111's skip) finishes the batch being sampled the same way and goes on with
+    the next.
     """
 
     def __init__(
@@ -193,6 +195,8 @@ class SamplingCore:
             except RenderCancelled:
                 if not self.finish_on_cancel:
                     raise
+                break
+            if self.finish_on_cancel and self.events.take_skip():
                 break
 
         # 6. Decode and post-process

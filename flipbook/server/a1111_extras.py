@@ -119,12 +119,15 @@ def refresh_loras() -> None:
 
 @router.post("/skip")
 def skip(request: Request) -> None:
-    """A1111's skip: the image being sampled is finished as it stands. flipbook samples all of a request's
-    images as one job, so this stops the running A1111 request as ``/interrupt`` does (the images made so
-    far are returned)."""
-    from flipbook.server.a1111 import interrupt
+    """A1111's skip: the running A1111 request's current image (its batch) is finished as it stands, and the
+    request goes on with its next one. Renders are never skipped."""
+    from flipbook.server.stills import STILL_KINDS
 
-    interrupt(request)
+    server = server_state(request)
+    for job_id in server.hub.running():
+        record = server.store.get(job_id)
+        if record is not None and record.kind in STILL_KINDS:
+            server.hub.skip(job_id)
     return None
 
 
