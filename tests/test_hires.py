@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from test_upscale import spandrel_importable, tiny_esrgan_state_dict  # noqa: F401 (a fixture)
 
 from flipbook.errors import FlipbookError
 from flipbook.events import Events
@@ -167,3 +168,31 @@ def test_every_hires_setting_has_its_a1111_field():
     from flipbook.server.stills import HIRES_FIELDS
 
     assert list(HIRES_FIELDS) == list(HiresSettings.model_fields)
+
+
+@pytest.mark.usefixtures("spandrel_importable")
+def test_an_upscaling_model_from_the_models_folder(tiny_model, tmp_path):
+    """A pixel upscaler by name (an ESRGAN in models/ESRGAN): the first picture upscaled by the model, then
+    the second pass from it, as by hand."""
+    from safetensors.torch import save_file
+
+    from flipbook.models.folders import ModelsDir
+    from flipbook.post.upscale import load_upscaler, upscale_to
+
+    (tmp_path / "models" / "ESRGAN").mkdir(parents=True)
+    save_file(tiny_esrgan_state_dict(), str(tmp_path / "models" / "ESRGAN" / "tiny-esrgan.safetensors"))
+    hires = HiresSettings(upscaler="tiny-esrgan", steps=1, denoising_strength=0.5)
+    networks = ExtraNetworks(ModelsDir(tmp_path))
+    prepared = prepare_stills(StillSettings(**BASE, width=64, height=64, hires=hires), networks)
+    (tmp_path / "out").mkdir()
+    made = make_stills(prepared, tiny_model, networks, Events(), tmp_path / "out")
+    image = PIL.Image.open(made.stills[0].path).convert("RGB")
+    assert image.size == (128, 128) and "Hires upscaler: tiny-esrgan" in made.stills[0].infotext
+
+    core = SamplingCore(tiny_model, Events())
+    first = core.generate([prepared.requests[0]])[0]
+    upscaler = load_upscaler("tiny-esrgan", models_dir=tmp_path, device="cpu")
+    by_hand = core.generate([FrameRequest("a red fox", image=upscale_to(first, (128, 128), upscaler), seed=7,
+                                          num_inference_steps=2, guidance_scale=6.0, sampler="Euler", width=128,
+                                          height=128, strength=0.75)])[0]  # fmt: skip
+    assert np.abs(np.asarray(image).astype(int) - np.asarray(by_hand).astype(int)).max() <= 1

@@ -196,18 +196,26 @@ def _cut(latents: Any, cut_x: int, cut_y: int) -> Any:
     return latents[..., cut_y // 2 : height - (cut_y + 1) // 2, cut_x // 2 : width - (cut_x + 1) // 2]
 
 
-def upscale_picture(
-    hires: HiresSettings, image: PIL.Image.Image, models: ModelsDir | None, device: Any = None
-) -> PIL.Image.Image:
+def load_pixel_upscaler(hires: HiresSettings, models: ModelsDir | None, device: Any = None) -> Any:
+    """The pixel upscaler to run: a resizer's name as it is, or the upscaling model, loaded (once per run)."""
+    from flipbook.post.upscale import load_upscaler
+
+    if hires.upscaler in PIXEL_UPSCALERS:
+        return hires.upscaler
+    try:
+        return load_upscaler(hires.upscaler, models_dir=models, device=device)
+    except FlipbookError as error:  # the upscaler's loader names its own field
+        raise FlipbookError("hires.upscaler", error.value, error.allowed, detail=error.detail) from None
+
+
+def upscale_picture(hires: HiresSettings, image: PIL.Image.Image, upscaler: Any) -> PIL.Image.Image:
     """A decoded first-pass picture upscaled to the target size as A1111's ``resize_image`` does
-    (:func:`flipbook.post.upscale.upscale_to`), the overhang cut off the middle in whole latents."""
+    (:func:`flipbook.post.upscale.upscale_to` with ``upscaler`` from :func:`load_pixel_upscaler`), the
+    overhang cut off the middle in whole latents."""
     from flipbook.post.upscale import upscale_to
 
     tw, th = target_size(hires, *image.size)
-    try:
-        big = upscale_to(image, (tw, th), hires.upscaler, models_dir=models, device=device)
-    except FlipbookError as error:  # the upscaler's loader names its own field
-        raise FlipbookError("hires.upscaler", error.value, error.allowed, detail=error.detail) from None
+    big = upscale_to(image, (tw, th), upscaler)
     big = big.crop((0, 0, tw // VAE_SCALE * VAE_SCALE, th // VAE_SCALE * VAE_SCALE))
     cut_x, cut_y = _overhang(hires, tw, th)
     left, top = cut_x // 2 * VAE_SCALE, cut_y // 2 * VAE_SCALE
@@ -231,6 +239,7 @@ def second_pass(
 
     if core.finish_on_cancel and core.events.cancelled:  # A1111's interrupt skips the second pass
         return core.decode(firsts) if hires.latent else list(firsts)
+    upscaler = None if hires.latent else load_pixel_upscaler(hires, models, bundle.device)
     requests = []
     for template, first in zip(templates, firsts, strict=True):
         if hires.latent:
@@ -238,5 +247,5 @@ def second_pass(
             latents = upscale_latents(hires, first, width, height)
             requests.append(replace(template, init_latents=latents))
         else:
-            requests.append(replace(template, image=upscale_picture(hires, first, models, bundle.device)))
+            requests.append(replace(template, image=upscale_picture(hires, first, upscaler)))
     return core.generate(requests, batch_size=batch_size)
