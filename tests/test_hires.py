@@ -196,3 +196,20 @@ def test_an_upscaling_model_from_the_models_folder(tiny_model, tmp_path):
                                           num_inference_steps=2, guidance_scale=6.0, sampler="Euler", width=128,
                                           height=128, strength=0.75)])[0]  # fmt: skip
     assert np.abs(np.asarray(image).astype(int) - np.asarray(by_hand).astype(int)).max() <= 1
+
+
+def test_controlnet_units_act_in_both_passes(tiny_model, tmp_path):
+    """Still ControlNet units (the A1111 API's alwayson_scripts units) apply to the first and second pass."""
+    from flipbook.sampling.requests import Control
+
+    picture = PIL.Image.new("RGB", (64, 64), "white")
+    controls = (Control("tiny", picture, 2.0),)
+    prepared = prepare_stills(StillSettings(**BASE, hires=HiresSettings(steps=1), controls=controls), None)
+    assert all(r.controls == controls for r in (*prepared.requests, *prepared.hires_requests))
+    plain, _ = _make(tiny_model, tmp_path / "plain", width=64, height=64, hires=HiresSettings(steps=1))
+    guided, _ = _make(
+        tiny_model, tmp_path / "cn", width=64, height=64, hires=HiresSettings(steps=1), controls=controls
+    )
+    assert (
+        guided[0].shape == (128, 128, 3) and np.abs(guided[0].astype(int) - plain[0].astype(int)).mean() > 1
+    )
