@@ -465,8 +465,8 @@ def bench(
     case: Annotated[
         str,
         typer.Argument(
-            help="benchmark case: sampler, camera-2d, frame-interpolation, encode, server, or a mode's own "
-            "(interpolate, video, svd, animatediff)"
+            help="benchmark case: sampler, camera-2d, frame-interpolation, encode, server, propagation, or a "
+            "mode's own (interpolate, video, svd, animatediff)"
         ),
     ] = "sampler",
     model: ModelOpt = "tiny",
@@ -491,7 +491,8 @@ def bench(
     """Measure speed: the sampling core (sampler) or a 2D camera render (camera-2d) against plain diffusers;
     the latent walk (interpolate) and video restyling (video) batched against one frame per call;
     optical-flow frame interpolation (frame-interpolation) and the encoders (encode), where --size sets the
-    frame size."""
+    frame size; restyle's keyframe propagation (propagation: fidelity, speed at 512x512, flicker against the
+    video mode)."""
     from flipbook.bench import run_case
 
     width, height = parse_size(size)

@@ -123,3 +123,28 @@ def test_a_grid_diffuses_keyframes_together(whole, source, tmp_path):
     gridded, alone = frames(result), frames(whole)
     assert gridded[0].shape == (64, 64, 3)
     assert not np.array_equal(gridded[5], alone[5])  # diffused in one 128x128 image, not alone
+
+
+@pytest.mark.parametrize("grid", [1, 2])
+def test_keyframes_share_one_seed_and_take_their_control_from_their_source(
+    source, tmp_path, monkeypatch, grid
+):
+    """Only keyframes are diffused, all with frame 0's seed; a unit without an image is controlled by each
+    keyframe's source frame (by the grid of them, with a grid)."""
+    from flipbook.sampling.core import SamplingCore
+
+    seen = []
+    original = SamplingCore.run_batch
+
+    def spy(self, requests, **kwargs):
+        seen.extend(requests)
+        return original(self, requests, **kwargs)
+
+    monkeypatch.setattr(SamplingCore, "run_batch", spy)
+    unit = {"model": "tiny", "preprocessor": "none"}
+    data = make_spec(tmp_path, source, sampling={"seed_behavior": "iter"}, restyle={"grid": grid})
+    render(spec_from_data({**data.model_dump(mode="json"), "controlnet": [unit]}))
+    assert len(seen) == (4 if grid == 1 else 1)
+    assert {request.seed for request in seen} == {5}
+    assert all(np.array_equal(np.asarray(r.image), np.asarray(r.controls[0].image)) for r in seen)
+    assert {np.asarray(r.image).shape for r in seen} == {(64 * grid, 64 * grid, 3)}

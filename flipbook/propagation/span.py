@@ -168,21 +168,22 @@ def blend_two(a: torch.Tensor, b: torch.Tensor, share: torch.Tensor, *, blend: B
     mixed = a + share * (b - a)
     if blend == "linear":
         return mixed
-    mean_a, var_a = _local_stats(a)
-    mean_b, var_b = _local_stats(b)
-    mean_m, var_m = _local_stats(mixed)
+    means, squares = _box_means(torch.cat([a, b, mixed]))
+    var_a, var_b, var_m = (squares - means**2).clamp_min(0).chunk(3)
+    mean_m = means[2 * a.shape[0] :]
     target = (1 - share) * var_a + share * var_b
     gain = torch.sqrt(target / var_m.clamp_min(1e-6)).clamp(1.0, MAX_GAIN)
     return mean_m + gain * (mixed - mean_m)
 
 
-def _local_stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and variance over a STATS_WINDOW box around each pixel (edges replicated)."""
+def _box_means(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel means of ``images`` and of their squares over a STATS_WINDOW box around each pixel (edges
+    replicated), as two separable passes."""
     pad = STATS_WINDOW // 2
-    padded = F.pad(image[None], (pad, pad, pad, pad), mode="replicate")
-    mean = F.avg_pool2d(padded, STATS_WINDOW, stride=1)
-    square = F.avg_pool2d(padded**2, STATS_WINDOW, stride=1)
-    return mean[0], (square - mean**2).clamp_min(0)[0]
+    stacked = torch.cat([images, images**2])[None]
+    padded = F.pad(stacked, (pad, pad, pad, pad), mode="replicate")
+    box = F.avg_pool2d(F.avg_pool2d(padded, (1, STATS_WINDOW), stride=1), (STATS_WINDOW, 1), stride=1)[0]
+    return box.chunk(2)
 
 
 def _soften(seen: torch.Tensor) -> torch.Tensor:
