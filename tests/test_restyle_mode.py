@@ -148,3 +148,26 @@ def test_keyframes_share_one_seed_and_take_their_control_from_their_source(
     assert {request.seed for request in seen} == {5}
     assert all(np.array_equal(np.asarray(r.image), np.asarray(r.controls[0].image)) for r in seen)
     assert {np.asarray(r.image).shape for r in seen} == {(64 * grid, 64 * grid, 3)}
+
+
+def test_only_the_masked_part_is_restyled(whole, source, tmp_path):
+    """A still mask (init.mask) or a mask video: outside the white part every frame, keyframe or propagated,
+    is its source frame; inside, the unmasked render's keyframes."""
+    from flipbook.modes.restyle.render import source_frames
+
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, 32:] = 255
+    PIL.Image.fromarray(mask).save(tmp_path / "mask.png")
+    masked = frames(render(make_spec(tmp_path, source, "still", init={"mask": str(tmp_path / "mask.png")})))
+    src = source_frames(make_spec(tmp_path, source))
+    for out, original in zip(masked, src, strict=True):
+        assert np.array_equal(out[:, :32], original[:, :32])
+    assert np.array_equal(masked[5][:, 32:], frames(whole)[5][:, 32:])
+    moving = [np.zeros((64, 64, 3), np.uint8) for _ in range(12)]
+    for i, m in enumerate(moving):
+        m[:, : 4 * (i + 1)] = 255
+    mask_video = write_mp4(moving, tmp_path / "mask.mp4", fps=12, crf=0)
+    out = frames(render(make_spec(tmp_path, source, "moving", restyle={"mask_video": str(mask_video)})))
+    for i in (2, 5, 7):  # a propagated frame, a keyframe, the frame before the cut
+        untouched = 4 * (i + 1) + 2  # right of the white part, past the video codec's soft edge
+        assert np.abs(out[i][:, untouched:].astype(int) - src[i][:, untouched:]).max() <= 3

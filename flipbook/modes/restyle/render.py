@@ -38,8 +38,9 @@ def resume_every(spec: Spec) -> int:
 
 
 def check_inputs(spec: Spec) -> None:
-    """The source must cover every animation frame (read when the plan is built too)."""
+    """The source must cover every animation frame (read when the plan is built too); a mask video too."""
     read_source(spec)
+    _masks(spec)
 
 
 def resolve_spec(spec: Spec) -> Spec:
@@ -72,6 +73,7 @@ def source_frames(spec: Spec) -> list[np.ndarray]:
 def render(ctx: ModeContext) -> Iterator[Frame]:
     spec, n = ctx.spec, ctx.spec.animation.max_frames
     source = source_frames(spec)
+    masks = _masks(spec)
     keys, cuts = keyframes_of(ctx.plan)
     spans = list(zip(keys, [*keys[1:], None], strict=True))
     needed = set()
@@ -80,7 +82,7 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
             needed.add(a)
         if max(a, ctx.start) + 1 < (n if b is None else b):  # frames of this span to make
             needed |= {a} if b is None or b in cuts else {a, b}
-    styled = _stylised(ctx, source, keys, needed)
+    styled = _stylised(ctx, source, keys, needed, masks)
     device = _device(spec)
     for a, b in spans:
         if a > ctx.start:
@@ -102,14 +104,16 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
         )
         from_keys = f"{a} and {carried_to}" if carried_to is not None else f"{a}"
         for j in wanted:
-            yield Frame(j, PIL.Image.fromarray(made[j - a]), None, {"Propagated from keyframes": from_keys})
+            image = _masked(made[j - a], source[j], masks, j)
+            yield Frame(j, PIL.Image.fromarray(image), None, {"Propagated from keyframes": from_keys})
 
 
 def _stylised(
-    ctx: ModeContext, source: list[np.ndarray], keys: list[int], needed: set[int]
+    ctx: ModeContext, source: list[np.ndarray], keys: list[int], needed: set[int], masks=None
 ) -> dict[int, tuple[np.ndarray, FrameRequest | None, dict[str, str] | None]]:
-    """Each needed keyframe's stylised image (uint8) with its request: those before the resume point read
-    from disk, the others diffused (alone or in their grid group, groups fixed by the keyframe list)."""
+    """Each needed keyframe's stylised image (uint8, masked as its frame is) with its request: those before
+    the resume point read from disk, the others diffused (alone or in their grid group, groups fixed by the
+    keyframe list)."""
     styled: dict[int, tuple[np.ndarray, FrameRequest | None, dict[str, str] | None]] = {}
     for k in sorted(k for k in needed if k <= ctx.start):
         styled[k] = (np.asarray(ctx.run.load(k)), None, {"Stylised keyframe": "yes (read back on resume)"})
@@ -137,7 +141,8 @@ def _stylised(
                     + " ".join(map(str, group))
                 }
                 for k, tile in zip(group, tiles_of, strict=True):
-                    styled.setdefault(k, (tile, request, grid if len(group) > 1 else None))
+                    image = _masked(tile, source[k], masks, k)
+                    styled.setdefault(k, (image, request, grid if len(group) > 1 else None))
     return styled
 
 
@@ -174,6 +179,29 @@ def _cut(grid: np.ndarray, count: int, spec: Spec) -> list[np.ndarray]:
                                   (i % columns) * width : (i % columns + 1) * width])
         for i in range(count)
     ]  # fmt: skip
+
+
+def _masks(spec: Spec):
+    """A function frame -> float mask (1 = restyled), from ``restyle.mask_video`` (inverted and feathered as
+    ``init`` says) or ``init.mask``; None without either."""
+    from flipbook.imaging.masks import feather
+    from flipbook.modes.frame import animation_mask, frames_at_size
+
+    if spec.restyle.mask_video is None:
+        still = animation_mask(spec)
+        return None if still is None else (lambda index: still)
+    masks = []
+    for frame in frames_at_size(spec, spec.restyle.mask_video, "restyle.mask_video"):
+        mask = np.asarray(PIL.Image.fromarray(frame).convert("L"), dtype=np.float32) / 255.0
+        masks.append(feather(1.0 - mask if spec.init.mask_invert else mask, spec.init.mask_feather))
+    return lambda index: masks[index]
+
+
+def _masked(image: np.ndarray, source: np.ndarray, masks, index: int) -> np.ndarray:
+    """The restyled image where the mask is white, the source frame elsewhere."""
+    from flipbook.imaging.masks import composite
+
+    return image if masks is None else composite(image, source, masks(index))
 
 
 def _device(spec: Spec):

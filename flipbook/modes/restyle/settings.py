@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from flipbook.spec.fields import Section
+from flipbook.spec.fields import Section, VideoFile
 
 
 class RestyleSection(Section):
@@ -59,6 +59,11 @@ class RestyleSection(Section):
         "they disagree (a linear mix would wash it out mid-span); linear is a plain weighted mean",
     )
     batch_size: int = Field(4, ge=1, le=256, description="keyframes (or grids) per UNet call")
+    mask_video: VideoFile = Field(
+        None,
+        description="restyle only where this video is white, frame by frame (or init.mask for a still mask); "
+        "elsewhere the source shows",
+    )
     keep_audio: bool = Field(True, description="the source's audio becomes the soundtrack of video outputs")
 
     @field_validator("keyframe_list")
