@@ -8,6 +8,8 @@ from flipbook.bench.frame_interpolation import scene_frames
 from flipbook.bench.propagation import fidelity, stand_in, style
 from flipbook.errors import FlipbookError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_the_case_is_listed_and_refuses_too_few_frames(tmp_path):
     with pytest.raises(FlipbookError) as error:

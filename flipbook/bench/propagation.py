@@ -65,6 +65,8 @@ def run(*, out: Path, frames: int = 33, runs: int = 3, device: str = "auto", **i
     under ``out`` and return the markdown."""
     if frames < 2 * TIMED_SPACING + 1:
         raise FlipbookError("frames", frames, f"at least {2 * TIMED_SPACING + 1} (two spans of keyframes)")
+    import torch
+
     from flipbook.bench.sampler import _machine
     from flipbook.models.device import pick_device
 
@@ -76,6 +78,7 @@ def run(*, out: Path, frames: int = 33, runs: int = 3, device: str = "auto", **i
         "size": f"{SIZE}x{SIZE}",
         "device": torch_device.type,
         "machine": _machine(torch_device),
+        "torch_threads": torch.get_num_threads(),
         "fidelity": [fidelity(source, spacing, torch_device) for spacing in SPACINGS],
         "speed": speed(source, runs, torch_device),
         "flicker": flicker(frames, device),
@@ -207,7 +210,8 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def _markdown(r: dict) -> str:
     rows = [
-        f"Propagation on {r['machine']} ({r['device']}), {r['frames']} frames of a synthetic {r['size']} clip.",
+        f"Propagation on {r['machine']} ({r['device']}, {r['torch_threads']} torch threads), {r['frames']} "
+        f"frames of a synthetic {r['size']} clip.",
         "",
         "| keyframe every | keyframes | PSNR vs ideal (mean) | worst frame | temporal error | ideal's |",
         "|---|---|---|---|---|---|",

@@ -10,7 +10,9 @@ For a span of source frames ``a .. b`` whose ends are keyframes (stylised images
    (no blur piling up over the span). Steps run in torch, on the GPU when there is one.
 2. **Occlusion**: a pixel whose step fails forward-backward consistency (the flow there and the flow back from
    where it lands don't cancel: ``|f + g|² > 0.01 (|f|² + |g|²) + 0.5``, Sundaram et al. 2010) or leaves the
-   frame is not seen in the keyframe; it stays unseen for the rest of the chain.
+   frame is not seen in the keyframe; it stays unseen for the rest of the chain. So is a pixel where the
+   keyframe's *source*, warped the same way, doesn't reproduce the frame's source (a mean absolute difference
+   over 12 levels fades it out, 36 and more is unseen): what the style warp would put there is wrong too.
 3. **Blend**: weights ``(b - j) / (b - a)`` for ``A`` and ``(j - a) / (b - a)`` for ``B`` (so frames at and
    next to a keyframe are that keyframe's: the switch from one span to the next doesn't pop), each times
    the pixel's visibility in that keyframe (unseen: a thousandth), normalised. ``linear`` is that weighted
@@ -20,6 +22,11 @@ For a span of source frames ``a .. b`` whose ends are keyframes (stylised images
    is scaled up to the weighted mean of the two inputs' local variances (a gain from 1 to √2; exactly 1
    where they agree), per channel: the mean-and-variance form of histogram-preserving blending (Heitz and
    Neyret 2018, as EbSynth's temporal blending uses it), made safe for inputs that agree.
+
+4. **Fill**: pixels unseen in both keyframes (uncovered mid-span, or without a closing keyframe anything
+   uncovered or entering the frame) are synthesised from the nearer keyframe by guided patch synthesis
+   (:mod:`flipbook.propagation.patches`: PatchMatch on the source frames, the stylised keyframe voted through
+   the match: EbSynth's approach), mixed in by how unseen they are.
 
 Without a keyframe at the end (the last span, or a span that ends at a scene cut) frames are ``A`` carried
 forward alone. Frames come back as uint8 arrays.
@@ -36,12 +43,16 @@ import torch
 import torch.nn.functional as F
 
 from flipbook.motion.flow import optical_flow
+from flipbook.propagation.patches import PATCH, Exemplar, exemplar, nearest_patches, vote
 
 CONSISTENCY_RATIO = 0.01
 CONSISTENCY_PX2 = 0.5
 UNSEEN_WEIGHT = 1e-3
 STATS_WINDOW = 9
 MAX_GAIN = 2.0**0.5
+FILL_THRESHOLD = 0.5
+GUIDE_AGREES = 12.0
+GUIDE_DISAGREES = 36.0
 Blend = Literal["histogram", "linear"]
 
 
@@ -69,6 +80,7 @@ def propagate_span(
     blend: Blend = "histogram",
     wanted: Iterable[int] | None = None,
     flows: Flows | None = None,
+    fill: bool = True,
     device: torch.device | str | None = None,
 ) -> dict[int, np.ndarray]:
     """The frames between the span's keyframes, by position in ``frames``.
@@ -76,7 +88,8 @@ def propagate_span(
     ``frames`` are the source frames from keyframe ``a`` (position 0) on; ``first`` is ``a`` stylised. With
     ``last`` (the stylised keyframe at the last position) the in-betweens are positions 1 .. len - 2, made from
     both; without, positions 1 .. len - 1, carried from ``first`` alone. ``wanted`` limits which are returned
-    (a resumed span); ``flows`` may be given when already computed (:func:`source_flows` of ``frames``)."""
+    (a resumed span); ``flows`` may be given when already computed (:func:`source_flows` of ``frames``);
+    ``fill`` synthesises what the keyframes never saw from patches (:func:`fill_unseen`)."""
     count = len(frames)
     end = count - 1 if last is not None else count
     positions = sorted(set(range(1, end)) if wanted is None else set(wanted) & set(range(1, end)))
@@ -89,19 +102,70 @@ def propagate_span(
     style_a = _image(first, device)
     style_b = _image(last, device) if last is not None else None
     out: dict[int, np.ndarray] = {}
+    exemplars: dict[int, Exemplar] = {}
+    guide_a = _image(frames[0], device)
+    guide_b = _image(frames[-1], device) if last is not None else None
     for j, (where_a, seen_a) in steps.forward_from_start(max(positions)):
         if j not in positions:
             continue
+        guide = _image(frames[j], device)
         warped_a = sample(style_a, where_a)
+        seen_a = seen_a * guide_agrees(sample(guide_a, where_a), guide)
         if style_b is None:
-            out[j] = _uint8(warped_a)
-            continue
-        where_b, seen_b = ahead[j]
-        t = j / (count - 1)
-        weight_a, weight_b = (1 - t) * (seen_a + UNSEEN_WEIGHT), t * (seen_b + UNSEEN_WEIGHT)
-        mixed = blend_two(warped_a, sample(style_b, where_b), weight_b / (weight_a + weight_b), blend=blend)
-        out[j] = _uint8(mixed)
+            made, unseen, nearer = warped_a, 1 - seen_a, (0, style_a, where_a)
+        else:
+            where_b, seen_b = ahead[j]
+            seen_b = seen_b * guide_agrees(sample(guide_b, where_b), guide)
+            t = j / (count - 1)
+            weight_a, weight_b = (1 - t) * (seen_a + UNSEEN_WEIGHT), t * (seen_b + UNSEEN_WEIGHT)
+            share = weight_b / (weight_a + weight_b)
+            made = blend_two(warped_a, sample(style_b, where_b), share, blend=blend)
+            unseen = 1 - torch.maximum(seen_a, seen_b)
+            nearer = (0, style_a, where_a) if t <= 0.5 else (count - 1, style_b, where_b)
+        if fill:
+            key, style, where = nearer
+            if key not in exemplars:
+                exemplars[key] = exemplar(_image(frames[key], device), style)
+            made = fill_unseen(made, unseen, guide, exemplars[key], where, seed=j)
+        out[j] = _uint8(made)
     return out
+
+
+def guide_agrees(warped_guide: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+    """How far a keyframe's source, warped to a frame, reproduces that frame's source, per pixel (1 x H x W):
+    1 up to GUIDE_AGREES levels of mean absolute difference (3x3 mean), falling to 0 at GUIDE_DISAGREES. Where
+    the warp lands on the wrong content (a region uncovered that the flow smoothed over), so would the
+    style."""
+    error = (warped_guide - guide).abs().mean(0, keepdim=True)
+    error = F.avg_pool2d(F.pad(error[None], (1, 1, 1, 1), mode="replicate"), 3, stride=1)[0]
+    return ((GUIDE_DISAGREES - error) / (GUIDE_DISAGREES - GUIDE_AGREES)).clamp(0, 1)
+
+
+def fill_unseen(
+    made: torch.Tensor,
+    unseen: torch.Tensor,
+    guide: torch.Tensor,
+    key: Exemplar,
+    where: torch.Tensor,
+    seed: int,
+) -> torch.Tensor:
+    """``made`` with what the keyframe never saw (``unseen`` over FILL_THRESHOLD) synthesised from it by
+    guided patch synthesis (:mod:`flipbook.propagation.patches`): the frame's source (``guide``) matched to the
+    keyframe's (``key``), starting from the flow's positions (``where``), the stylised keyframe voted through
+    the match and mixed in by ``unseen``. Only the box around the unseen pixels is voted."""
+    wanted = unseen[0] > FILL_THRESHOLD
+    rows, cols = wanted.any(1).nonzero(), wanted.any(0).nonzero()
+    if rows.numel() == 0:
+        return made
+    height, width = wanted.shape
+    top, bottom = max(0, int(rows[0]) - PATCH), min(height, int(rows[-1]) + 1 + PATCH)
+    left, right = max(0, int(cols[0]) - PATCH), min(width, int(cols[-1]) + 1 + PATCH)
+    box = (slice(None), slice(top, bottom), slice(left, right))
+    start = where[[1, 0]][box].round().long().permute(1, 2, 0)  # (y, x) per pixel
+    field = nearest_patches(guide[box], key, start, wanted[top:bottom, left:right], seed=seed)
+    filled = made.clone()
+    filled[box] = made[box] + unseen[box] * (vote(key, field) - made[box])
+    return filled
 
 
 class _Steps:
