@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from flipbook.motion.flow import optical_flow
-from flipbook.propagation.patches import PATCH, Exemplar, exemplar, nearest_patches, vote
+from flipbook.propagation.patches import Exemplar, exemplar, nearest_patches, vote
 
 CONSISTENCY_RATIO = 0.01
 CONSISTENCY_PX2 = 0.5
@@ -152,19 +152,15 @@ def fill_unseen(
     """``made`` with what the keyframe never saw (``unseen`` over FILL_THRESHOLD) synthesised from it by
     guided patch synthesis (:mod:`flipbook.propagation.patches`): the frame's source (``guide``) matched to the
     keyframe's (``key``), starting from the flow's positions (``where``), the stylised keyframe voted through
-    the match and mixed in by ``unseen``. Only the box around the unseen pixels is voted."""
+    the match and mixed in by ``unseen``."""
     wanted = unseen[0] > FILL_THRESHOLD
-    rows, cols = wanted.any(1).nonzero(), wanted.any(0).nonzero()
-    if rows.numel() == 0:
+    if not wanted.any():
         return made
-    height, width = wanted.shape
-    top, bottom = max(0, int(rows[0]) - PATCH), min(height, int(rows[-1]) + 1 + PATCH)
-    left, right = max(0, int(cols[0]) - PATCH), min(width, int(cols[-1]) + 1 + PATCH)
-    box = (slice(None), slice(top, bottom), slice(left, right))
-    start = where[[1, 0]][box].round().long().permute(1, 2, 0)  # (y, x) per pixel
-    field = nearest_patches(guide[box], key, start, wanted[top:bottom, left:right], seed=seed)
+    start = where[[1, 0]].round().long().permute(1, 2, 0)  # (y, x) per pixel
+    field = nearest_patches(guide, key, start, wanted, seed=seed)
+    ys, xs = wanted.nonzero(as_tuple=True)
     filled = made.clone()
-    filled[box] = made[box] + unseen[box] * (vote(key, field) - made[box])
+    filled[:, ys, xs] = made[:, ys, xs] + unseen[:, ys, xs] * (vote(key, field, ys, xs) - made[:, ys, xs])
     return filled
 
 
@@ -241,13 +237,17 @@ def blend_two(a: torch.Tensor, b: torch.Tensor, share: torch.Tensor, *, blend: B
 
 
 def _box_means(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel means of ``images`` and of their squares over a STATS_WINDOW box around each pixel (edges
-    replicated), as two separable passes."""
-    pad = STATS_WINDOW // 2
+    """Per-channel means of ``images`` and of their squares over about a STATS_WINDOW box around each pixel:
+    taken at half resolution (a 2x2 mean, then a box of half the window, edges replicated) and scaled back up
+    bilinearly; local statistics are smooth, and this is a quarter of the work."""
     stacked = torch.cat([images, images**2])[None]
-    padded = F.pad(stacked, (pad, pad, pad, pad), mode="replicate")
-    box = F.avg_pool2d(F.avg_pool2d(padded, (1, STATS_WINDOW), stride=1), (STATS_WINDOW, 1), stride=1)[0]
-    return box.chunk(2)
+    height, width = stacked.shape[2:]
+    half = F.avg_pool2d(F.pad(stacked, (0, width % 2, 0, height % 2), mode="replicate"), 2)
+    window = STATS_WINDOW // 2 | 1  # odd
+    pad = window // 2
+    padded = F.pad(half, (pad, pad, pad, pad), mode="replicate")
+    box = F.avg_pool2d(F.avg_pool2d(padded, (1, window), stride=1), (window, 1), stride=1)
+    return F.interpolate(box, size=(height, width), mode="bilinear", align_corners=False)[0].chunk(2)
 
 
 def _soften(seen: torch.Tensor) -> torch.Tensor:
