@@ -4,8 +4,8 @@ The keyframes are in the plan (``restyle.keyframe``, chosen in ``rules.py`` from
 source frame goes through img2img with the plan's prompt, cfg, steps, sampler and strength but one seed for
 all of them (frame 0's), with the spec's ControlNet units (controlling with the source frame unless a unit
 has its own image), ``restyle.batch_size`` per UNet call; with ``restyle.grid`` > 1 keyframes are tiled
-grid x grid into one image, diffused together and cut back (the multi-frame trick: one image agrees with
-itself). Every other frame is made by :func:`flipbook.propagation.span.propagate_span` from the keyframes
+grid x grid into one image (with the prompt and strength of its first keyframe), diffused together and cut
+back (the multi-frame trick: one image agrees with itself). Every other frame is made by :func:`flipbook.propagation.span.propagate_span` from the keyframes
 before and after it (only the one before when the next is a scene cut or there is none), so frames at
 keyframes are exactly the stylised keyframes.
 
