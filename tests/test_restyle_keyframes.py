@@ -113,7 +113,9 @@ def test_the_cut_forces_a_keyframe_in_every_choice(cut_video):
     listed, _ = keyframes(restyle_spec(cut_video, keyframes="list", keyframe_list=[4, 11]))
     assert listed == [0, 4, 8, 11]
     auto, _ = keyframes(restyle_spec(cut_video, keyframes="auto", threshold=0.3, min_gap=2, max_gap=6))
-    assert auto == [0, 6, 8]
+    assert auto == [0, 6, 8]  # the gap reaches max_gap at 6, the cut at 8
+    drifted, _ = keyframes(restyle_spec(cut_video, keyframes="auto", threshold=0.04, min_gap=2, max_gap=30))
+    assert drifted == [0, 4, 8]  # the source has drifted past the threshold by frame 4
     uncut, _ = keyframes(restyle_spec(cut_video, keyframe_every=5, scene_cut=1.0))
     assert uncut == [0, 5, 10]
 
