@@ -263,6 +263,10 @@ DEPTH_MODEL = ModelReference("depth model", builtins=("flat", "tiny"), folders=(
 # checkpoints, motion modules and video models take their built-in names from the model-family registry
 MOTION_MODULE = ModelReference("motion module", folders=("motion_module",), hub=True)
 VIDEO_MODEL = ModelReference("video model", folders=("checkpoint",), hub=True)
+VIDEO_DIFFUSION_MODEL = ModelReference(
+    "video diffusion model", folders=("checkpoint", "diffusion_model"), hub=True
+)
+TEXT_ENCODER = ModelReference("text encoder", folders=("text_encoder",), hub=True)
 UPSCALER = ModelReference("upscaler", folders=("upscaler",))
 FILM_MODEL = ModelReference("FILM model", folders=("film",))
 RIFE_MODEL = ModelReference("RIFE model", folders=("rife",))
@@ -276,6 +280,8 @@ PreprocessorModel = Annotated[str | None, PREPROCESSOR_MODEL]
 DepthModel = Annotated[str, DEPTH_MODEL]
 MotionModule = Annotated[str, MOTION_MODULE]
 VideoModel = Annotated[str, VIDEO_MODEL]
+VideoDiffusionModel = Annotated[str, VIDEO_DIFFUSION_MODEL]
+TextEncoder = Annotated[str | None, TEXT_ENCODER]
 Upscaler = Annotated[str | None, UPSCALER]
 FilmModel = Annotated[Path | None, FILM_MODEL]
 RifeModel = Annotated[Path | None, RIFE_MODEL]

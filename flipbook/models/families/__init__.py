@@ -57,9 +57,9 @@ def _registry(families: Iterable[Family]) -> dict[str, Family]:
 
 
 def _declared() -> tuple[Family, ...]:
-    from flipbook.models.families import animatediff, sd, svd
+    from flipbook.models.families import animatediff, sd, svd, wan
 
-    return (*sd.FAMILIES, svd.FAMILY, animatediff.FAMILY)
+    return (*sd.FAMILIES, svd.FAMILY, animatediff.FAMILY, wan.FAMILY)
 
 
 FAMILIES: Mapping[str, Family] = _registry(_declared())
