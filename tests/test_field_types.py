@@ -91,8 +91,12 @@ def _data_with(location, value) -> dict | None:
     """A valid spec's data with ``value`` at ``location`` in the first mode that takes it; None if none."""
     for mode in MODES:
         data = {**copy.deepcopy(BASE), "animation": {"mode": mode, "max_frames": 2}}
-        if ANY_INDEX in location:  # a list item, with what it needs
-            data[location[0]] = [{"model": "tiny"}]
+        if ANY_INDEX in location:  # a list item, with what it needs (a top-level list's a model name)
+            at = location.index(ANY_INDEX)
+            parent = data
+            for part in location[: at - 1]:
+                parent = parent.setdefault(part, {})
+            parent[location[at - 1]] = [{"model": "tiny"} if at == 1 else {}]
         set_in_data(data, tuple(0 if part == ANY_INDEX else part for part in location), value)
         try:
             spec_from_data(data)

@@ -6,10 +6,14 @@ reads built-in names from it, never import torch. What a family declares:
 
 - ``capability``: what its models do, which decides the modes it serves and the spec field that names them
   (:data:`REFERENCE_KINDS`): ``image`` families (checkpoints: every mode built on txt2img/img2img/inpaint),
-  ``video`` (image-to-video models: the ``svd`` mode), ``motion`` (motion modules that attach to the image
+  ``video`` (image-to-video models: the ``svd`` mode), ``video diffusion`` (text/image-to-video transformers: the
+  ``videomodel`` mode), ``motion`` (motion modules that attach to the image
   families named in ``attaches_to``: the ``animatediff`` mode);
 - ``builtins``: names of models built in code (their builders are the package's, imported lazily);
 - ``default_size`` (width, height it was trained at) and ``prediction_type`` (its samplers' default);
+- for video diffusion families, ``frame_step`` (a clip has ``k * frame_step + 1`` frames: the VAE's temporal
+  factor) and ``side_multiple`` (width and height are multiples of it: the VAE's spatial factor times the
+  transformer's patch size), checked before any model loads;
 - hooks: ``detect_checkpoint(state) -> bool`` (a single file's keys, or keys with tensors/shapes),
   ``checkpoint_problem(state) -> str | None`` (why a file no family claims is recognisably unusable),
   ``detect_folder(model_index, unet_config) -> bool`` (a diffusers folder or hub id's configs), and for image

@@ -37,6 +37,8 @@ class Family:
     builtins: tuple[str, ...] = ()
     default_size: tuple[int, int] | None = None
     prediction_type: str | None = None
+    frame_step: int | None = None
+    side_multiple: int | None = None
     attaches_to: tuple[str, ...] = ()
     detect_checkpoint: Hook | None = None
     checkpoint_problem: Hook | None = None

@@ -14,6 +14,8 @@ FAMILY = Family(
     builtins=("tiny-wan", "tiny-wan-i2v", "tiny-wan-flf2v", "random-wan-1.3b"),
     default_size=(832, 480),
     prediction_type="flow_prediction",
+    frame_step=4,
+    side_multiple=16,
     detect_folder=Hook("flipbook.models.families.wan.loading", "is_wan_folder"),
     load=Hook("flipbook.models.families.wan.loading", "load_wan"),
 )

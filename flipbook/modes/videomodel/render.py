@@ -1,0 +1,204 @@
+"""``videomodel``: a video diffusion model makes the video in segments (see ``rules.py`` for the layout).
+
+Segment 0 is text to video, or image to video from ``init.image`` or a keyframe image at frame 0. Segment k
+(border ``b = k * S``) is conditioned on the ``overlap`` frames up to and including ``b`` (from memory, or
+from disk when resuming: the same uint8 images either way), on each keyframe image it makes (at its place in
+the segment: first-last-frame when the keyframe is its last frame), and for the last segment of a loop on
+frame 0 placed one frame after the last. It yields the frames after ``b`` up to the next border. Its prompt,
+negative prompt, cfg, steps, seed and shift are the plan's at ``b + 1`` (segment 0: at frame 0). A segment
+is as long as it needs to be (the model's frame rule, at most ``segment_frames``), so the last one is shorter
+when the video ends before it.
+
+A resumed render restarts at the last segment border on disk (``resume_every`` = S) and gives the same frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from functools import cache
+
+import PIL.Image
+import torch
+
+from flipbook.errors import FlipbookError, SpecError
+from flipbook.io.images import open_image
+from flipbook.modes.frame import Frame, ModeContext, init_image
+from flipbook.modes.videomodel.rules import (
+    check_frame_rules,
+    segment_begin,
+    segment_starts,
+    segment_step,
+)
+from flipbook.spec.model import Spec
+
+FIELD = "videomodel.model"
+
+
+def resume_every(spec: Spec) -> int:
+    """Segments start every S frames: a resume restarts at the last segment border on disk."""
+    return segment_step(spec)
+
+
+def check_inputs(spec: Spec) -> None:
+    """Open every keyframe image before any model loads."""
+    for index, keyframe in enumerate(spec.videomodel.keyframes):
+        open_image(keyframe.image, f"videomodel.keyframes[{index}].image")
+
+
+def render(ctx: ModeContext) -> Iterator[Frame]:
+    spec = ctx.spec
+    ctx.cores.release()  # the image model is never used here; keep the device's memory for the video model
+    bundle = _load(spec)
+    _check_bundle(spec, bundle)
+    keyframes = _keyframe_images(spec)
+    made: dict[int, PIL.Image.Image] = {}
+
+    def frame_image(index: int) -> PIL.Image.Image:
+        if index not in made:
+            made[index] = ctx.run.load(index)
+        return made[index]
+
+    step = segment_step(spec)
+    encode = _prompt_encoder(bundle, spec.videomodel.max_sequence_length)
+    for border in segment_starts(spec):
+        if ctx.start >= 0 and border + step <= ctx.start:
+            continue
+        known = _known(spec, border, keyframes, frame_image)
+        for frame in _segment(ctx, bundle, encode, border, known):
+            made[frame.index] = frame.image
+            if frame.index > ctx.start:
+                yield frame
+
+
+# ---- pieces ---------------------------------------------------------------------------------------------
+
+
+def _load(spec: Spec):
+    from flipbook.models.families.wan.loading import load_wan
+
+    m = spec.model
+    return load_wan(
+        spec.videomodel.model, field_name=FIELD, models_dir=m.models_dir, device=m.device, dtype=m.dtype,
+        seed=0,
+    )  # fmt: skip
+
+
+def _check_bundle(spec: Spec, bundle) -> None:
+    """The loaded model's own frame rules (built-ins were checked with the spec) and what it can condition
+    on: a text-to-video model makes one segment from the prompt, nothing else."""
+    check_frame_rules(spec, bundle.scale_temporal, bundle.side_multiple, f"this model ({bundle.name})")
+    if bundle.takes_images:
+        if spec.init.image is None and not any(k.frame == 0 for k in spec.videomodel.keyframes):
+            raise FlipbookError(
+                "init.image", None, "a start image (init.image, or a keyframe image at frame 0) for an "
+                f"image-to-video model ({bundle.name})",
+            )  # fmt: skip
+        return
+    v = spec.videomodel
+    needs = (
+        ("videomodel.keyframes", [k.frame for k in v.keyframes]) if v.keyframes else None,
+        ("videomodel.loop", True) if v.loop else None,
+        ("init.image", str(spec.init.image)) if spec.init.image is not None else None,
+        ("animation.max_frames", spec.animation.max_frames) if len(segment_starts(spec)) > 1 else None,
+    )
+    for need in needs:
+        if need is not None:
+            raise SpecError(
+                need[0], need[1], f"an image-to-video model in videomodel.model for this ({bundle.name} is "
+                "text to video: it makes one segment from the prompt, "
+                f"at most videomodel.segment_frames = {v.segment_frames} frames)",
+            )  # fmt: skip
+
+
+def _keyframe_images(spec: Spec) -> dict[int, PIL.Image.Image]:
+    """Keyframe images (and ``init.image`` as frame 0's) at the animation size."""
+    size = (spec.animation.width, spec.animation.height)
+    images = {
+        k.frame: open_image(k.image, f"videomodel.keyframes[{i}].image")
+        .convert("RGB")
+        .resize(size, PIL.Image.LANCZOS)
+        for i, k in enumerate(spec.videomodel.keyframes)
+    }
+    if spec.init.image is not None:
+        images[0] = init_image(spec)
+    return images
+
+
+def _known(
+    spec: Spec, border: int, keyframes: Mapping[int, PIL.Image.Image], frame_image
+) -> dict[int, PIL.Image.Image]:
+    """Segment positions -> the images they are conditioned on (see the module docstring)."""
+    begin, step, n = segment_begin(spec, border), segment_step(spec), spec.animation.max_frames
+    known: dict[int, PIL.Image.Image] = {}
+    if border == 0:
+        if 0 in keyframes:
+            known[0] = keyframes[0]
+    else:
+        known.update({index - begin: frame_image(index) for index in range(begin, border + 1)})
+    known.update({f - begin: image for f, image in keyframes.items() if border < f <= border + step})
+    if spec.videomodel.loop and border < n <= border + step:
+        known[n - begin] = frame_image(0)
+    return known
+
+
+def _segment_length(spec: Spec, bundle, border: int, known: Mapping[int, PIL.Image.Image]) -> int:
+    """The fewest frames (the model's rule) that reach the last frame this segment yields or is conditioned on."""
+    begin = segment_begin(spec, border)
+    last = min(border + segment_step(spec), spec.animation.max_frames - 1) - begin
+    needed = max([last, *known]) + 1
+    t = bundle.scale_temporal
+    return min(spec.videomodel.segment_frames, (needed - 1 + t - 1) // t * t + 1)
+
+
+def _prompt_encoder(bundle, max_sequence_length: int):
+    from flipbook.sampling.wan import encode_prompt
+
+    @cache
+    def encode(text: str) -> torch.Tensor:
+        return encode_prompt(bundle, text, max_sequence_length)
+
+    return encode
+
+
+def _segment(ctx: ModeContext, bundle, encode, border: int, known) -> Iterator[Frame]:
+    """The frames of the segment at ``border``: frame 0 (segment 0) and the frames after the border up to
+    the next one, trimmed at max_frames."""
+    from flipbook.sampling.wan import WanSettings, sample_segment
+
+    spec = ctx.spec
+    v, a = spec.videomodel, spec.animation
+    begin = segment_begin(spec, border)
+    plan = ctx.plan[0 if border == 0 else border + 1]
+    shift = plan.schedules.get("videomodel.shift", 0.0)
+    settings = WanSettings(
+        num_frames=_segment_length(spec, bundle, border, known), height=a.height, width=a.width,
+        num_inference_steps=plan.steps, guidance_scale=plan.cfg, guidance_scale_2=v.guidance_scale_2,
+        shift=shift or None, max_sequence_length=v.max_sequence_length,
+    )  # fmt: skip
+    last = min(border + segment_step(spec), a.max_frames - 1)
+    first = 0 if border == 0 else border + 1
+    indices = tuple(range(first, last + 1))
+    negative = encode(plan.negative_prompt) if settings.guided else None
+    frames = sample_segment(
+        bundle, encode(plan.prompt), negative, settings, generator=torch.Generator("cpu").manual_seed(plan.seed),
+        known=known, events=ctx.events, frames=indices,
+    )  # fmt: skip
+    pixels = (frames * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    parameters = _parameters(spec, bundle, border, plan, settings)
+    for index in indices:
+        yield Frame(index, PIL.Image.fromarray(pixels[index - begin]), None, parameters)
+
+
+def _parameters(spec: Spec, bundle, border: int, plan, settings) -> dict[str, str]:
+    """A1111-style keys saying how a frame was made."""
+    return {
+        "Video model": spec.videomodel.model,
+        "Segment": str(border // segment_step(spec)),
+        "Segment frames": str(settings.num_frames),
+        "Video prompt": plan.prompt,
+        "Video negative prompt": plan.negative_prompt,
+        "Video seed": str(plan.seed),
+        "Video steps": str(plan.steps),
+        "Video cfg": f"{plan.cfg:g}",
+        "Video shift": f"{settings.shift:g}" if settings.shift else "model's",
+    }
