@@ -197,3 +197,25 @@ def test_text_to_video_models_make_one_segment_only(tmp_path):
     with pytest.raises(FlipbookError) as error:
         render(spec)
     assert error.value.field == "animation.max_frames" and "image-to-video" in str(error.value)
+
+
+def test_a_diffusers_folder_loads_and_is_checked_from_its_configs(tmp_path):
+    """A saved WanImageToVideoPipeline folder: image-to-video is known from its configs before loading (a
+    spec with no start image is refused in prepare), and it loads to the same model."""
+    from flipbook.models.families.wan.loading import takes_images
+    from flipbook.runs.render import prepare
+
+    bundle = load_wan("tiny-wan-i2v", field_name="m", device="cpu")
+    folder = tmp_path / "wan-i2v"
+    diffusers_pipeline(bundle).save_pretrained(folder)
+    assert takes_images(str(folder), None, "videomodel.model") is True
+    with pytest.raises(FlipbookError) as error:
+        prepare(make_spec(tmp_path, videomodel={"model": str(folder)}))
+    assert error.value.field == "init.image"
+    loaded = load_wan(str(folder), field_name="m", device="cpu")
+    assert loaded.source == "folder" and loaded.takes_images
+    for name in ("transformer", "vae", "text_encoder", "image_encoder"):
+        ours, theirs = getattr(bundle, name).state_dict(), getattr(loaded, name).state_dict()
+        assert all(torch.equal(ours[key], theirs[key]) for key in ours), name
+    ids = bundle.tokenizer("a cat in the city").input_ids
+    assert loaded.tokenizer("a cat in the city").input_ids == ids

@@ -40,9 +40,16 @@ def resume_every(spec: Spec) -> int:
 
 
 def check_inputs(spec: Spec) -> None:
-    """Open every keyframe image before any model loads."""
+    """Open every keyframe image and, where the model's configs say it (built-ins, folders), check what it can
+    be conditioned on, before any model loads."""
+    from flipbook.models.families.wan.loading import takes_images
+
     for index, keyframe in enumerate(spec.videomodel.keyframes):
         open_image(keyframe.image, f"videomodel.keyframes[{index}].image")
+    m = spec.model
+    images = takes_images(spec.videomodel.model, m.models_dir, FIELD)
+    if images is not None:
+        _check_conditioning(spec, images, spec.videomodel.model)
 
 
 def render(ctx: ModeContext) -> Iterator[Frame]:
@@ -87,11 +94,16 @@ def _check_bundle(spec: Spec, bundle) -> None:
     """The loaded model's own frame rules (built-ins were checked with the spec) and what it can condition
     on: a text-to-video model makes one segment from the prompt, nothing else."""
     check_frame_rules(spec, bundle.scale_temporal, bundle.side_multiple, f"this model ({bundle.name})")
-    if bundle.takes_images:
+    _check_conditioning(spec, bundle.takes_images, bundle.name)
+
+
+def _check_conditioning(spec: Spec, takes_images: bool, name: str) -> None:
+    """An image-to-video model needs a start image; a text-to-video one makes one segment from the prompt."""
+    if takes_images:
         if spec.init.image is None and not any(k.frame == 0 for k in spec.videomodel.keyframes):
             raise FlipbookError(
                 "init.image", None, "a start image (init.image, or a keyframe image at frame 0) for an "
-                f"image-to-video model ({bundle.name})",
+                f"image-to-video model ({name})",
             )  # fmt: skip
         return
     v = spec.videomodel
@@ -104,7 +116,7 @@ def _check_bundle(spec: Spec, bundle) -> None:
     for need in needs:
         if need is not None:
             raise SpecError(
-                need[0], need[1], f"an image-to-video model in videomodel.model for this ({bundle.name} is "
+                need[0], need[1], f"an image-to-video model in videomodel.model for this ({name} is "
                 "text to video: it makes one segment from the prompt, "
                 f"at most videomodel.segment_frames = {v.segment_frames} frames)",
             )  # fmt: skip

@@ -4,14 +4,15 @@
 at 64x64 on a CPU; ``tiny-wan-i2v``: the same as an image-to-video model with a CLIP image encoder, as Wan 2.1 I2V;
 ``tiny-wan-flf2v``: one that cross-attends to a first and a last image, as Wan 2.1 FLF2V; ``random-wan-1.3b``: Wan 2.1 T2V 1.3B's exact architecture
 with random weights, for speed and memory measurements), a diffusers folder (``model_index.json`` of a
-``WanPipeline`` or ``WanImageToVideoPipeline``), a name in the models folder (a diffusers folder, or a
-transformer file in ``models/diffusion_models``: see ``single_file.py``), or a hub id in the local Hugging
-Face cache. Wan 2.2 A14B's second expert (``transformer_2``, switched in below ``boundary_ratio``) comes with
+``WanPipeline`` or ``WanImageToVideoPipeline``), a name in the models folder (a diffusers folder; a transformer file
+found in ``models/diffusion_models`` is refused with a clear error: single files are not loaded yet), or a hub
+id in the local Hugging Face cache. Wan 2.2 A14B's second expert (``transformer_2``, switched in below ``boundary_ratio``) comes with
 its folder.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -41,7 +42,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".gguf")
 ALLOWED = (
     f"a built-in ({', '.join(FAMILY.builtins)}), a diffusers Wan folder with model_index.json, a name in "
-    "model.models_dir (a diffusers folder, or a transformer file in models/diffusion_models), or a hub id "
+    "model.models_dir (a diffusers folder), or a hub id "
     "(e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers) in the local Hugging Face cache"
 )
 PIPELINES = ("WanPipeline", "WanImageToVideoPipeline")
@@ -196,12 +197,8 @@ def load_wan(
     device: str = "auto",
     dtype: str | None = None,
     seed: int = 0,
-    tokenizer: str | None = None,
-    text_encoder: str | None = None,
-    vae: str | None = None,
 ) -> WanBundle:
-    """Load the Wan model ``ref`` (see the module docstring) on the chosen device and dtype (bf16 on CUDA).
-    ``tokenizer``, ``text_encoder`` and ``vae`` name the parts a single transformer file lacks."""
+    """Load the Wan model ``ref`` (see the module docstring) on the chosen device and dtype (bf16 on CUDA)."""
     torch_device = pick_device(device)
     torch_dtype = torch.bfloat16 if dtype in (None, "auto") and torch_device.type != "cpu" else None
     torch_dtype = torch_dtype or pick_dtype(dtype, torch_device)
@@ -210,11 +207,9 @@ def load_wan(
     else:
         location, source = locate(ref, models_dir, field_name)
         if source == "single_file":
-            from flipbook.models.families.wan.single_file import single_file_parts
-
-            parts = single_file_parts(
-                Path(location), field_name=field_name, models_dir=models_dir, tokenizer=tokenizer,
-                text_encoder=text_encoder, vae=vae, dtype=torch_dtype,
+            raise FlipbookError(
+                field_name, ref, ALLOWED, detail="single Wan transformer files (ComfyUI's "
+                "models/diffusion_models, GGUF) are not loaded yet: use the model's diffusers folder or hub id",
             )  # fmt: skip
         else:
             parts = _from_pretrained(
@@ -228,9 +223,20 @@ def is_wan_folder(model_index: Mapping[str, Any], unet_config: Mapping[str, Any]
     return model_index.get("_class_name") in PIPELINES
 
 
-def builtin_sides(ref: str) -> int | None:
-    """The side multiple of a built-in (16: every Wan 2.1 model), None for other models (read at load)."""
-    return 16 if ref in BUILTINS else None
+def takes_images(ref: str, models_dir: str | Path | None, field_name: str) -> bool | None:
+    """Whether ``ref`` is an image-to-video model, from configs alone (no weights): a built-in's, a folder's
+    ``transformer/config.json``; None where that needs a download or a load (hub ids, single files)."""
+    if ref in BUILTINS:
+        return ref in ("tiny-wan-i2v", "tiny-wan-flf2v")
+    location, source = locate(ref, models_dir, field_name)
+    if source != "folder":
+        return None
+    try:
+        transformer = json.loads((Path(location) / "transformer" / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads((Path(location) / "vae" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # the load says what is wrong with the folder
+    return int(transformer.get("in_channels", 16)) > int(vae.get("z_dim", 16))
 
 
 def diffusers_pipeline(bundle: WanBundle):
