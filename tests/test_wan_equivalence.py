@@ -35,8 +35,8 @@ def _image(seed: int) -> PIL.Image.Image:
 
 
 def _ours(bundle, settings, seed, known=None):
-    embeds = encode_prompt(bundle, PROMPT, SEQ)
-    negative = encode_prompt(bundle, NEGATIVE, SEQ)
+    embeds = encode_prompt(bundle, PROMPT, settings.max_sequence_length)
+    negative = encode_prompt(bundle, NEGATIVE, settings.max_sequence_length)
     return sample_segment(
         bundle, embeds, negative, settings, generator=torch.Generator().manual_seed(seed), known=known
     ).numpy()
@@ -51,7 +51,8 @@ def _embeds(bundle):
         tokenizer=bundle.tokenizer, text_encoder=bundle.text_encoder, transformer=None, vae=bundle.vae,
         scheduler=bundle.scheduler, transformer_2=bundle.transformer,
     )  # fmt: skip
-    return pipe.encode_prompt(PROMPT, NEGATIVE, max_sequence_length=SEQ, device=bundle.device)
+    length = bundle.text_length or SEQ
+    return pipe.encode_prompt(PROMPT, NEGATIVE, max_sequence_length=length, device=bundle.device)
 
 
 def test_prompt_states_match_the_pipeline(t2v):
@@ -80,7 +81,7 @@ def test_image_to_video_matches_wan_i2v_pipeline(i2v, flf2v, last):
     bundle = flf2v if last else i2v
     first, end = _image(1), _image(2)
     settings = WanSettings(num_frames=9, height=64, width=64, num_inference_steps=2, guidance_scale=4.0,
-                           shift=5.0, max_sequence_length=SEQ)  # fmt: skip
+                           shift=5.0, max_sequence_length=bundle.text_length)  # fmt: skip
     known = {0: first, 8: end} if last else {0: first}
     ours = _ours(bundle, settings, 3, known)
     embeds, negative = _embeds(bundle)

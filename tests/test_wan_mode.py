@@ -36,6 +36,8 @@ def make_spec(tmp_path, name="wan", **sections):
             data[section] = values
         else:
             data.setdefault(section, {}).update(values)
+    if data["videomodel"]["model"] != "tiny-wan":  # image-to-video Wan models read 512 prompt tokens
+        data["videomodel"]["max_sequence_length"] = 512
     return spec_from_data(data)
 
 
@@ -61,7 +63,8 @@ def quantised(video):
 
 
 def _embeds(bundle, prompt, negative):
-    return encode_prompt(bundle, prompt, SEQ), encode_prompt(bundle, negative, SEQ)
+    length = bundle.text_length or SEQ
+    return encode_prompt(bundle, prompt, length), encode_prompt(bundle, negative, length)
 
 
 # ---- one segment is diffusers' pipeline ------------------------------------------------------------------
@@ -125,7 +128,7 @@ def test_each_segment_is_conditioned_on_the_last_frames_with_its_own_prompt_and_
     embeds, negative = _embeds(bundle, "a dog on the sea", "")
     seed = build_plan(spec)[4].seed
     settings = WanSettings(num_frames=5, height=64, width=64, num_inference_steps=2, guidance_scale=6.0,
-                           max_sequence_length=SEQ)  # fmt: skip
+                           max_sequence_length=512)  # fmt: skip
     segment = sample_segment(
         bundle, embeds, negative, settings, generator=torch.Generator().manual_seed(seed), known=known
     )
@@ -219,3 +222,11 @@ def test_a_diffusers_folder_loads_and_is_checked_from_its_configs(tmp_path):
         assert all(torch.equal(ours[key], theirs[key]) for key in ours), name
     ids = bundle.tokenizer("a cat in the city").input_ids
     assert loaded.tokenizer("a cat in the city").input_ids == ids
+
+
+def test_image_to_video_models_read_512_prompt_tokens(tmp_path):
+    spec = make_spec(tmp_path, init={"image": save(tmp_path, picture(1), "s.png")}, videomodel={"model": "tiny-wan-i2v"})
+    spec = spec.model_copy(update={"videomodel": spec.videomodel.model_copy(update={"max_sequence_length": 64})})
+    with pytest.raises(SpecError) as error:
+        render(spec)
+    assert error.value.field == "videomodel.max_sequence_length" and "512" in str(error.value)

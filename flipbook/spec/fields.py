@@ -266,7 +266,8 @@ VIDEO_MODEL = ModelReference("video model", folders=("checkpoint",), hub=True)
 VIDEO_DIFFUSION_MODEL = ModelReference(
     "video diffusion model", folders=("checkpoint", "diffusion_model"), hub=True
 )
-TEXT_ENCODER = ModelReference("text encoder", folders=("text_encoder",), hub=True)
+TEXT_ENCODER = ModelReference("text encoder", folders=("text_encoder",))
+TOKENIZER = ModelReference("tokenizer", folders=("text_encoder",), hub=True)
 UPSCALER = ModelReference("upscaler", folders=("upscaler",))
 FILM_MODEL = ModelReference("FILM model", folders=("film",))
 RIFE_MODEL = ModelReference("RIFE model", folders=("rife",))
@@ -282,6 +283,7 @@ MotionModule = Annotated[str, MOTION_MODULE]
 VideoModel = Annotated[str, VIDEO_MODEL]
 VideoDiffusionModel = Annotated[str, VIDEO_DIFFUSION_MODEL]
 TextEncoder = Annotated[str | None, TEXT_ENCODER]
+Tokenizer = Annotated[str | None, TOKENIZER]
 Upscaler = Annotated[str | None, UPSCALER]
 FilmModel = Annotated[Path | None, FILM_MODEL]
 RifeModel = Annotated[Path | None, RIFE_MODEL]

@@ -83,10 +83,10 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
 def _load(spec: Spec):
     from flipbook.models.families.wan.loading import load_wan
 
-    m = spec.model
+    m, v = spec.model, spec.videomodel
     return load_wan(
-        spec.videomodel.model, field_name=FIELD, models_dir=m.models_dir, device=m.device, dtype=m.dtype,
-        seed=0,
+        v.model, field_name=FIELD, models_dir=m.models_dir, device=m.device, dtype=m.dtype, seed=0,
+        text_encoder=v.text_encoder, vae=v.vae, tokenizer=v.tokenizer,
     )  # fmt: skip
 
 
@@ -94,6 +94,12 @@ def _check_bundle(spec: Spec, bundle) -> None:
     """The loaded model's own frame rules (built-ins were checked with the spec) and what it can condition
     on: a text-to-video model makes one segment from the prompt, nothing else."""
     check_frame_rules(spec, bundle.scale_temporal, bundle.side_multiple, f"this model ({bundle.name})")
+    length = spec.videomodel.max_sequence_length
+    if bundle.text_length is not None and length != bundle.text_length:
+        raise SpecError(
+            "videomodel.max_sequence_length", length, f"{bundle.text_length} for this model ({bundle.name}: its "
+            "image attention assumes that many prompt tokens)",
+        )  # fmt: skip
     _check_conditioning(spec, bundle.takes_images, bundle.name)
 
 

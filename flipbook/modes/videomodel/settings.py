@@ -7,7 +7,17 @@ from typing import Annotated
 
 from pydantic import Field
 
-from flipbook.spec.fields import ImageFile, Range, ScheduleValue, Section, Unit, VideoDiffusionModel
+from flipbook.spec.fields import (
+    ImageFile,
+    Range,
+    ScheduleValue,
+    Section,
+    TextEncoder,
+    Tokenizer,
+    Unit,
+    Vae,
+    VideoDiffusionModel,
+)
 
 SHIFT = Range(0.0, 50.0, "0 (the model's own shift) or a flow shift up to 50")
 
@@ -34,6 +44,14 @@ class VideoModelSection(Section):
         description="built-in (tiny-wan, tiny-wan-i2v, tiny-wan-flf2v, random-wan-1.3b), a diffusers folder or "
         "hub id (Wan-AI/Wan2.1-T2V-1.3B-Diffusers), or a name in the models folder; image-to-video models "
         "(I2V, FLF2V) are needed for more than one segment, keyframes and loops",
+    )
+    text_encoder: TextEncoder = Field(
+        None,
+        description="with a single transformer file: its text encoder file (ComfyUI's models/text_encoders)",
+    )
+    vae: Vae = Field(None, description="with a single transformer file: its VAE file (models/vae)")
+    tokenizer: Tokenizer = Field(
+        None, description="with a single text-encoder file: a tokenizer folder or hub id (google/umt5-xxl)"
     )
     segment_frames: int = Field(
         81, ge=1, le=1025, description="frames per segment: the model's rule (Wan: 4k+1, e.g. 33, 81)"

@@ -16,6 +16,7 @@ FAMILY = Family(
     prediction_type="flow_prediction",
     frame_step=4,
     side_multiple=16,
+    detect_checkpoint=Hook("flipbook.models.families.wan.single_file", "is_wan_transformer"),
     detect_folder=Hook("flipbook.models.families.wan.loading", "is_wan_folder"),
     load=Hook("flipbook.models.families.wan.loading", "load_wan"),
 )

@@ -4,9 +4,9 @@
 at 64x64 on a CPU; ``tiny-wan-i2v``: the same as an image-to-video model with a CLIP image encoder, as Wan 2.1 I2V;
 ``tiny-wan-flf2v``: one that cross-attends to a first and a last image, as Wan 2.1 FLF2V; ``random-wan-1.3b``: Wan 2.1 T2V 1.3B's exact architecture
 with random weights, for speed and memory measurements), a diffusers folder (``model_index.json`` of a
-``WanPipeline`` or ``WanImageToVideoPipeline``), a name in the models folder (a diffusers folder; a transformer file
-found in ``models/diffusion_models`` is refused with a clear error: single files are not loaded yet), or a hub
-id in the local Hugging Face cache. Wan 2.2 A14B's second expert (``transformer_2``, switched in below ``boundary_ratio``) comes with
+``WanPipeline`` or ``WanImageToVideoPipeline``), a name in the models folder (a diffusers folder, or a transformer file
+in ``models/diffusion_models`` with its text encoder and VAE files: ``single_file.py``), or a hub id in the
+local Hugging Face cache. Wan 2.2 A14B's second expert (``transformer_2``, switched in below ``boundary_ratio``) comes with
 its folder.
 """
 
@@ -39,10 +39,11 @@ from flipbook.models.pickles import refused_pickle
 from flipbook.models.weights import check_no_missing_weights, seeded
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-SINGLE_FILE_SUFFIXES = (".safetensors", ".gguf")
+SINGLE_FILE_SUFFIXES = (".safetensors", ".gguf")  # GGUF: found, then refused with a clear error
 ALLOWED = (
     f"a built-in ({', '.join(FAMILY.builtins)}), a diffusers Wan folder with model_index.json, a name in "
-    "model.models_dir (a diffusers folder), or a hub id "
+    "model.models_dir (a diffusers folder, or a transformer file in models/diffusion_models with its text "
+    "encoder and VAE files named beside it), or a hub id "
     "(e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers) in the local Hugging Face cache"
 )
 PIPELINES = ("WanPipeline", "WanImageToVideoPipeline")
@@ -94,7 +95,12 @@ TINY_TRANSFORMER_CONFIG: dict[str, Any] = {
 }
 TINY_IMAGE_SIZE, TINY_IMAGE_PATCH = 16, 4
 TINY_IMAGE_TOKENS = (TINY_IMAGE_SIZE // TINY_IMAGE_PATCH) ** 2 + 1
-TINY_I2V_TRANSFORMER_CONFIG: dict[str, Any] = {**TINY_TRANSFORMER_CONFIG, "in_channels": 36, "image_dim": 8}
+TINY_I2V_TRANSFORMER_CONFIG: dict[str, Any] = {
+    **TINY_TRANSFORMER_CONFIG,
+    "in_channels": 36,
+    "image_dim": 8,
+    "added_kv_proj_dim": 24,  # the image tokens' own keys and values, as Wan 2.1 I2V has them
+}
 TINY_FLF2V_TRANSFORMER_CONFIG: dict[str, Any] = {
     **TINY_I2V_TRANSFORMER_CONFIG,
     "pos_embed_seq_len": 2 * TINY_IMAGE_TOKENS,
@@ -176,6 +182,12 @@ class WanBundle:
         return 2 if self.transformer.config.pos_embed_seq_len else 1
 
     @property
+    def text_length(self) -> int | None:
+        """The prompt length the model requires: Wan 2.1 I2V/FLF2V split the image tokens off their context
+        by assuming 512 text tokens after them (diffusers' attention does too); None: any length."""
+        return 512 if self.transformer.config.added_kv_proj_dim else None
+
+    @property
     def scale_spatial(self) -> int:
         return int(self.vae.config.get("scale_factor_spatial") or 8)
 
@@ -197,8 +209,13 @@ def load_wan(
     device: str = "auto",
     dtype: str | None = None,
     seed: int = 0,
+    text_encoder: str | None = None,
+    vae: str | None = None,
+    tokenizer: str | None = None,
 ) -> WanBundle:
-    """Load the Wan model ``ref`` (see the module docstring) on the chosen device and dtype (bf16 on CUDA)."""
+    """Load the Wan model ``ref`` (see the module docstring) on the chosen device and dtype (bf16 on CUDA).
+    ``text_encoder``, ``vae`` and ``tokenizer`` name the parts a single transformer file comes without
+    (``single_file.py``); the field errors name ``<section>.text_encoder`` etc. beside ``field_name``."""
     torch_device = pick_device(device)
     torch_dtype = torch.bfloat16 if dtype in (None, "auto") and torch_device.type != "cpu" else None
     torch_dtype = torch_dtype or pick_dtype(dtype, torch_device)
@@ -207,14 +224,15 @@ def load_wan(
     else:
         location, source = locate(ref, models_dir, field_name)
         if source == "single_file":
-            raise FlipbookError(
-                field_name, ref, ALLOWED, detail="single Wan transformer files (ComfyUI's "
-                "models/diffusion_models, GGUF) are not loaded yet: use the model's diffusers folder or hub id",
+            from flipbook.models.families.wan.single_file import single_file_parts
+
+            section = field_name.rpartition(".")[0] or field_name
+            parts = single_file_parts(
+                Path(location), field_name=field_name, section=section, models_dir=models_dir,
+                text_encoder=text_encoder, vae=vae, tokenizer=tokenizer, dtype=torch_dtype,
             )  # fmt: skip
-        else:
-            parts = _from_pretrained(
-                location, ref, field_name, torch_dtype, local_files_only=source == "folder"
-            )
+            return _place(parts, ref, source, torch_device, torch_dtype)
+        parts = _from_pretrained(location, ref, field_name, torch_dtype, local_files_only=source == "folder")
     return _place(parts, ref, source, torch_device, torch_dtype)
 
 
