@@ -15,7 +15,7 @@ from transformers import UMT5Config, UMT5EncoderModel
 from flipbook.errors import FlipbookError
 from flipbook.models.families import detect_checkpoint
 from flipbook.models.families.wan.loading import TINY_VAE_CONFIG, load_wan
-from flipbook.models.families.wan.tokenizer import tiny_tokenizer
+from flipbook.models.toy_tokenizer import tiny_tokenizer
 from flipbook.models.weights import CONFIG_METADATA_KEY, seeded
 
 TRANSFORMER = {

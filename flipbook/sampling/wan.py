@@ -18,7 +18,6 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import PIL.Image
 import torch
@@ -27,25 +26,10 @@ from diffusers.video_processor import VideoProcessor
 
 from flipbook.events import Events, StepEvent
 from flipbook.models.families.wan.loading import WanBundle
+from flipbook.sampling.segments import SegmentSettings
 
-
-@dataclass(frozen=True)
-class WanSettings:
-    """One segment's sampling parameters (the pipeline's defaults where flipbook's spec has none)."""
-
-    num_frames: int
-    height: int
-    width: int
-    num_inference_steps: int = 50
-    guidance_scale: float = 5.0
-    guidance_scale_2: float | None = None
-    shift: float | None = None
-    max_sequence_length: int = 512
-
-    @property
-    def guided(self) -> bool:
-        """Classifier-free guidance (a second transformer call per step) only when the scale is above 1."""
-        return self.guidance_scale > 1.0
+WanSettings = SegmentSettings
+"""One Wan segment's sampling parameters (the shared :class:`SegmentSettings`)."""
 
 
 def clean_prompt(text: str) -> str:

@@ -19,7 +19,13 @@ reads built-in names from it, never import torch. What a family declares:
   ``detect_folder(model_index, unet_config) -> bool`` (a diffusers folder or hub id's configs), and for image
   families ``load(source, prediction_type=, seed=)`` (a :class:`~flipbook.models.source.ModelSource` to a
   diffusers pipeline), ``load_vae(vae, folders)`` and ``encoder(bundle, clip_skip)`` (the prompt encoder the
-  sampling loops call: :class:`~flipbook.sampling.conditioning.PromptConditioner`).
+  sampling loops call: :class:`~flipbook.sampling.conditioning.PromptConditioner`). Video diffusion families
+  declare ``load(ref, field_name=, models_dir=, device=, dtype=, seed=, text_encoder=, vae=, tokenizer=)`` (a
+  bundle with ``takes_images``, ``scale_temporal``, ``side_multiple``, ``text_length``), ``encoder(bundle,
+  text, max_sequence_length)`` (a prompt's states, as the family's sampler takes them), ``sample(bundle,
+  embeds, negative, settings, *, generator, known, events, frames)`` (one segment's frames conditioned on the
+  images ``known`` at positions: frames x H x W x 3 in [0, 1]) and ``takes_images(ref, models_dir,
+  field_name)`` (whether a model is conditioned on images, from configs alone; None where that needs a load).
 
 :func:`flipbook.models.loading.load_model` finds a model's family through :func:`detect_checkpoint`,
 :func:`detect_folder` and :func:`builtin_family`, and calls only its hooks. Adding a family means writing its

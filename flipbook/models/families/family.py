@@ -46,6 +46,8 @@ class Family:
     load: Hook | None = None
     load_vae: Hook | None = None
     encoder: Hook | None = None
+    sample: Hook | None = None
+    takes_images: Hook | None = None
 
     @property
     def reference_kind(self) -> str:

@@ -14,16 +14,20 @@ A resumed render restarts at the last segment border on disk (``resume_every`` =
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from functools import cache
+from pathlib import Path
 
 import PIL.Image
 import torch
 
 from flipbook.errors import FlipbookError, SpecError
 from flipbook.io.images import open_image
+from flipbook.models.families.family import Family
 from flipbook.modes.frame import Frame, ModeContext, init_image
 from flipbook.modes.videomodel.rules import (
+    CAPABILITY,
     check_frame_rules,
     segment_begin,
     segment_starts,
@@ -32,6 +36,11 @@ from flipbook.modes.videomodel.rules import (
 from flipbook.spec.model import Spec
 
 FIELD = "videomodel.model"
+ALLOWED = (
+    "a built-in video diffusion model, a diffusers folder, a name in model.models_dir (a diffusers folder or a "
+    "transformer file), or a hub id in the local Hugging Face cache"
+)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def resume_every(spec: Spec) -> int:
@@ -40,22 +49,35 @@ def resume_every(spec: Spec) -> int:
 
 
 def check_inputs(spec: Spec) -> None:
-    """Open every keyframe image and, where the model's configs say it (built-ins, folders), check what it can
-    be conditioned on, before any model loads."""
-    from flipbook.models.families.wan.loading import takes_images
-
+    """Open every keyframe image, find the model's family and, where its configs say it (built-ins, folders),
+    check what it can be conditioned on, before any model loads."""
     for index, keyframe in enumerate(spec.videomodel.keyframes):
         open_image(keyframe.image, f"videomodel.keyframes[{index}].image")
-    m = spec.model
-    images = takes_images(spec.videomodel.model, m.models_dir, FIELD)
+    family = family_of_model(spec)
+    images = family.takes_images(spec.videomodel.model, spec.model.models_dir, FIELD)
     if images is not None:
         _check_conditioning(spec, images, spec.videomodel.model)
+
+
+def family_of_model(spec: Spec) -> Family:
+    """The video diffusion family of ``videomodel.model``: a built-in's, a diffusers folder's or hub id's (its
+    ``model_index.json``), a single file's (its keys), as the registry says."""
+    from flipbook.models import families
+
+    ref, models_dir = spec.videomodel.model, spec.model.models_dir
+    family = families.builtin_family(ref, CAPABILITY)
+    if family is None:
+        family = _detect(_where(ref, models_dir), ref)
+    if family.capability != CAPABILITY:
+        raise FlipbookError(FIELD, ref, ALLOWED, detail=f"this is a {family.reference_kind} ({family.title})")
+    return family
 
 
 def render(ctx: ModeContext) -> Iterator[Frame]:
     spec = ctx.spec
     ctx.cores.release()  # the image model is never used here; keep the device's memory for the video model
-    bundle = _load(spec)
+    family = family_of_model(spec)
+    bundle = _load(spec, family)
     _check_bundle(spec, bundle)
     keyframes = _keyframe_images(spec)
     made: dict[int, PIL.Image.Image] = {}
@@ -66,12 +88,12 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
         return made[index]
 
     step = segment_step(spec)
-    encode = _prompt_encoder(bundle, spec.videomodel.max_sequence_length)
+    encode = _prompt_encoder(family, bundle, spec.videomodel.max_sequence_length)
     for border in segment_starts(spec):
         if ctx.start >= 0 and border + step <= ctx.start:
             continue
         known = _known(spec, border, keyframes, frame_image)
-        for frame in _segment(ctx, bundle, encode, border, known):
+        for frame in _segment(ctx, family, bundle, encode, border, known):
             made[frame.index] = frame.image
             if frame.index > ctx.start:
                 yield frame
@@ -80,14 +102,77 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
 # ---- pieces ---------------------------------------------------------------------------------------------
 
 
-def _load(spec: Spec):
-    from flipbook.models.families.wan.loading import load_wan
-
+def _load(spec: Spec, family: Family):
     m, v = spec.model, spec.videomodel
-    return load_wan(
+    return family.load(
         v.model, field_name=FIELD, models_dir=m.models_dir, device=m.device, dtype=m.dtype, seed=0,
         text_encoder=v.text_encoder, vae=v.vae, tokenizer=v.tokenizer,
     )  # fmt: skip
+
+
+def _where(ref: str, models_dir) -> Path | str:
+    """A path for a file or folder (as given, or found by name in the models folder), else the hub id."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        return path
+    if models_dir:
+        from flipbook.models.folders import ModelsDir
+
+        folders = ModelsDir(Path(models_dir))
+        for kind in ("checkpoint", "diffusion_model"):
+            try:
+                return folders.find(kind, ref)
+            except FlipbookError:
+                continue
+    if not _HUB_ID.match(ref):
+        raise FlipbookError(FIELD, ref, ALLOWED, detail="no such file, folder or model name")
+    return ref
+
+
+def _detect(where: Path | str, ref: str) -> Family:
+    """The family whose detector claims a folder's or hub id's ``model_index.json`` or a file's keys."""
+    from flipbook.models import families
+
+    if isinstance(where, Path) and where.is_file():
+        if where.suffix.lower() != ".safetensors":
+            raise FlipbookError(
+                FIELD, ref, ALLOWED, detail=f"{where.suffix} files are not loaded (GGUF-quantised transformers "
+                "not yet): a .safetensors transformer file",
+            )  # fmt: skip
+        from safetensors import safe_open
+
+        with safe_open(str(where), framework="pt") as handle:
+            keys = dict.fromkeys(handle.keys())
+        family = families.detect_checkpoint(keys)
+    else:
+        family = families.detect_folder(_model_index(where, ref), {})
+    if family is None:
+        raise FlipbookError(FIELD, ref, ALLOWED, detail="no video diffusion family flipbook knows claims it")
+    return family
+
+
+def _model_index(where: Path | str, ref: str) -> dict:
+    import json
+
+    if isinstance(where, Path):
+        index = where / "model_index.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            index = Path(hf_hub_download(where, "model_index.json", local_files_only=_offline()))
+        except Exception:  # huggingface_hub raises several unrelated types for "not there"
+            raise FlipbookError(FIELD, ref, ALLOWED, detail="not in the local Hugging Face cache") from None
+    try:
+        return json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise FlipbookError(FIELD, ref, ALLOWED, detail=f"model_index.json: {error}") from None
+
+
+def _offline() -> bool:
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
 def _check_bundle(spec: Spec, bundle) -> None:
@@ -168,36 +253,34 @@ def _segment_length(spec: Spec, bundle, border: int, known: Mapping[int, PIL.Ima
     return min(spec.videomodel.segment_frames, (needed - 1 + t - 1) // t * t + 1)
 
 
-def _prompt_encoder(bundle, max_sequence_length: int):
-    from flipbook.sampling.wan import encode_prompt
-
+def _prompt_encoder(family: Family, bundle, max_sequence_length: int):
     @cache
-    def encode(text: str) -> torch.Tensor:
-        return encode_prompt(bundle, text, max_sequence_length)
+    def encode(text: str):
+        return family.encoder(bundle, text, max_sequence_length)
 
     return encode
 
 
-def _segment(ctx: ModeContext, bundle, encode, border: int, known) -> Iterator[Frame]:
+def _segment(ctx: ModeContext, family: Family, bundle, encode, border: int, known) -> Iterator[Frame]:
     """The frames of the segment at ``border``: frame 0 (segment 0) and the frames after the border up to
     the next one, trimmed at max_frames."""
-    from flipbook.sampling.wan import WanSettings, sample_segment
+    from flipbook.sampling.segments import SegmentSettings
 
     spec = ctx.spec
     v, a = spec.videomodel, spec.animation
     begin = segment_begin(spec, border)
     plan = ctx.plan[0 if border == 0 else border + 1]
     shift = plan.schedules.get("videomodel.shift", 0.0)
-    settings = WanSettings(
+    settings = SegmentSettings(
         num_frames=_segment_length(spec, bundle, border, known), height=a.height, width=a.width,
         num_inference_steps=plan.steps, guidance_scale=plan.cfg, guidance_scale_2=v.guidance_scale_2,
-        shift=shift or None, max_sequence_length=v.max_sequence_length,
+        shift=shift or None, max_sequence_length=v.max_sequence_length, fps=a.fps,
     )  # fmt: skip
     last = min(border + segment_step(spec), a.max_frames - 1)
     first = 0 if border == 0 else border + 1
     indices = tuple(range(first, last + 1))
     negative = encode(plan.negative_prompt) if settings.guided else None
-    frames = sample_segment(
+    frames = family.sample(
         bundle, encode(plan.prompt), negative, settings, generator=torch.Generator("cpu").manual_seed(plan.seed),
         known=known, events=ctx.events, frames=indices,
     )  # fmt: skip

@@ -1,7 +1,7 @@
 """Wan 2.x (text/image to video, first-last-frame; 2.2's two experts): ``loading.py`` loads its parts
 (built-ins ``tiny-wan``, ``tiny-wan-i2v``, ``tiny-wan-flf2v`` and ``random-wan-1.3b``, diffusers folders, hub ids, and the split
-single files ComfyUI users keep, found by name in the models folder: ``single_file.py``), ``tokenizer.py``
-builds the toy UMT5 tokenizer of the tiny models in code."""
+single files ComfyUI users keep, found by name in the models folder: ``single_file.py``); the tiny models' toy
+UMT5 tokenizer is ``models/toy_tokenizer.py``'s."""
 
 from __future__ import annotations
 
@@ -19,4 +19,7 @@ FAMILY = Family(
     detect_checkpoint=Hook("flipbook.models.families.wan.single_file", "is_wan_transformer"),
     detect_folder=Hook("flipbook.models.families.wan.loading", "is_wan_folder"),
     load=Hook("flipbook.models.families.wan.loading", "load_wan"),
+    encoder=Hook("flipbook.sampling.wan", "encode_prompt"),
+    sample=Hook("flipbook.sampling.wan", "sample_segment"),
+    takes_images=Hook("flipbook.models.families.wan.loading", "takes_images"),
 )

@@ -33,9 +33,9 @@ from transformers import (
 from flipbook.errors import FlipbookError
 from flipbook.models.device import pick_device, pick_dtype
 from flipbook.models.families.wan import FAMILY
-from flipbook.models.families.wan.tokenizer import tiny_tokenizer
 from flipbook.models.folders import ModelsDir
 from flipbook.models.pickles import refused_pickle
+from flipbook.models.toy_tokenizer import tiny_tokenizer
 from flipbook.models.weights import check_no_missing_weights, seeded
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -1,6 +1,7 @@
-"""A toy UMT5/T5 tokenizer built in code (no download): a sentencepiece-style unigram vocabulary of the
+"""A toy T5/UMT5 tokenizer built in code (no download): a sentencepiece-style unigram vocabulary of the
 special tokens, the letters, digits and punctuation (each alone and after the word-start mark ``▁``) and a few
-common words, for the tiny built-in video models. Real models bring their own tokenizer (a folder's
+common words, for the tiny built-in video models of every family whose text encoder is a T5 (Wan's UMT5,
+LTX-Video's T5). Real models bring their own tokenizer (a folder's
 ``tokenizer/``, or the one named for a single-file text encoder)."""
 
 from __future__ import annotations
