@@ -21,11 +21,12 @@ reads built-in names from it, never import torch. What a family declares:
   diffusers pipeline), ``load_vae(vae, folders)`` and ``encoder(bundle, clip_skip)`` (the prompt encoder the
   sampling loops call: :class:`~flipbook.sampling.conditioning.PromptConditioner`). Video diffusion families
   declare ``load(ref, field_name=, models_dir=, device=, dtype=, seed=, text_encoder=, vae=, tokenizer=)`` (a
-  bundle with ``takes_images``, ``scale_temporal``, ``side_multiple``, ``text_length``), ``encoder(bundle,
+  bundle with ``conditioning``, ``scale_temporal``, ``side_multiple``, ``text_length``), ``encoder(bundle,
   text, max_sequence_length)`` (a prompt's states, as the family's sampler takes them), ``sample(bundle,
   embeds, negative, settings, *, generator, known, events, frames)`` (one segment's frames conditioned on the
-  images ``known`` at positions: frames x H x W x 3 in [0, 1]) and ``takes_images(ref, models_dir,
-  field_name)`` (whether a model is conditioned on images, from configs alone; None where that needs a load).
+  images ``known`` at positions: frames x H x W x 3 in [0, 1]) and ``conditioning(ref, models_dir,
+  field_name)`` ("none": text only, "optional": images at chosen frames, "required": a start image, from
+  configs alone; None where that needs a load).
 
 :func:`flipbook.models.loading.load_model` finds a model's family through :func:`detect_checkpoint`,
 :func:`detect_folder` and :func:`builtin_family`, and calls only its hooks. Adding a family means writing its
@@ -67,9 +68,9 @@ def _registry(families: Iterable[Family]) -> dict[str, Family]:
 
 
 def _declared() -> tuple[Family, ...]:
-    from flipbook.models.families import animatediff, sd, svd, wan
+    from flipbook.models.families import animatediff, ltx, sd, svd, wan
 
-    return (*sd.FAMILIES, svd.FAMILY, animatediff.FAMILY, wan.FAMILY)
+    return (*sd.FAMILIES, svd.FAMILY, animatediff.FAMILY, wan.FAMILY, ltx.FAMILY)
 
 
 FAMILIES: Mapping[str, Family] = _registry(_declared())

@@ -47,7 +47,7 @@ class Family:
     load_vae: Hook | None = None
     encoder: Hook | None = None
     sample: Hook | None = None
-    takes_images: Hook | None = None
+    conditioning: Hook | None = None
 
     @property
     def reference_kind(self) -> str:

@@ -54,9 +54,9 @@ def check_inputs(spec: Spec) -> None:
     for index, keyframe in enumerate(spec.videomodel.keyframes):
         open_image(keyframe.image, f"videomodel.keyframes[{index}].image")
     family = family_of_model(spec)
-    images = family.takes_images(spec.videomodel.model, spec.model.models_dir, FIELD)
-    if images is not None:
-        _check_conditioning(spec, images, spec.videomodel.model)
+    conditioning = family.conditioning(spec.videomodel.model, spec.model.models_dir, FIELD)
+    if conditioning is not None:
+        _check_conditioning(spec, conditioning, spec.videomodel.model)
 
 
 def family_of_model(spec: Spec) -> Family:
@@ -185,12 +185,14 @@ def _check_bundle(spec: Spec, bundle) -> None:
             "videomodel.max_sequence_length", length, f"{bundle.text_length} for this model ({bundle.name}: its "
             "image attention assumes that many prompt tokens)",
         )  # fmt: skip
-    _check_conditioning(spec, bundle.takes_images, bundle.name)
+    _check_conditioning(spec, bundle.conditioning, bundle.name)
 
 
-def _check_conditioning(spec: Spec, takes_images: bool, name: str) -> None:
+def _check_conditioning(spec: Spec, conditioning: str, name: str) -> None:
     """An image-to-video model needs a start image; a text-to-video one makes one segment from the prompt."""
-    if takes_images:
+    if conditioning == "optional":
+        return
+    if conditioning == "required":
         if spec.init.image is None and not any(k.frame == 0 for k in spec.videomodel.keyframes):
             raise FlipbookError(
                 "init.image", None, "a start image (init.image, or a keyframe image at frame 0) for an "

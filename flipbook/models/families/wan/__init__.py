@@ -21,5 +21,5 @@ FAMILY = Family(
     load=Hook("flipbook.models.families.wan.loading", "load_wan"),
     encoder=Hook("flipbook.sampling.wan", "encode_prompt"),
     sample=Hook("flipbook.sampling.wan", "sample_segment"),
-    takes_images=Hook("flipbook.models.families.wan.loading", "takes_images"),
+    conditioning=Hook("flipbook.models.families.wan.loading", "conditioning"),
 )

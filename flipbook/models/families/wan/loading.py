@@ -175,6 +175,11 @@ class WanBundle:
         return int(self.transformer.config.in_channels) > int(self.vae.config.z_dim)
 
     @property
+    def conditioning(self) -> str:
+        """ "required": image to video (a start image); "none": text to video."""
+        return "required" if self.takes_images else "none"
+
+    @property
     def image_embeddings(self) -> int:
         """CLIP images the transformer cross-attends to: 0 (T2V, Wan 2.2), 1 (I2V) or 2 (FLF2V: first, last)."""
         if self.transformer.config.image_dim is None:
@@ -239,6 +244,13 @@ def load_wan(
 def is_wan_folder(model_index: Mapping[str, Any], unet_config: Mapping[str, Any]) -> bool:
     """The family's folder detector: a WanPipeline or WanImageToVideoPipeline folder."""
     return model_index.get("_class_name") in PIPELINES
+
+
+def conditioning(ref: str, models_dir: str | Path | None, field_name: str) -> str | None:
+    """The family's ``conditioning`` hook: "required" for image-to-video models, "none" for text-to-video
+    ones, None where only a load can tell (see :func:`takes_images`)."""
+    images = takes_images(ref, models_dir, field_name)
+    return None if images is None else "required" if images else "none"
 
 
 def takes_images(ref: str, models_dir: str | Path | None, field_name: str) -> bool | None:
