@@ -77,7 +77,7 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     spec = ctx.spec
     ctx.cores.release()  # the image model is never used here; keep the device's memory for the video model
     family = family_of_model(spec)
-    bundle = _load(spec, family)
+    bundle = _switched(spec, _load(spec, family))
     _check_bundle(spec, bundle)
     keyframes = _keyframe_images(spec)
     made: dict[int, PIL.Image.Image] = {}
@@ -108,6 +108,24 @@ def _load(spec: Spec, family: Family):
         v.model, field_name=FIELD, models_dir=m.models_dir, device=m.device, dtype=m.dtype, seed=0,
         text_encoder=v.text_encoder, vae=v.vae, tokenizer=v.tokenizer,
     )  # fmt: skip
+
+
+def _switched(spec: Spec, bundle):
+    """The memory and speed switches set on the loaded model (``auto`` from the device's memory)."""
+    from flipbook.sampling import video_memory
+
+    v = spec.videomodel
+    switches = video_memory.memory_switches(
+        video_memory.device_memory(bundle.device), offload=v.offload, vae_tiling=v.vae_tiling,
+        attention_backend=v.attention_backend,
+    )  # fmt: skip
+    try:
+        return video_memory.apply(bundle, switches)
+    except ValueError as error:
+        raise FlipbookError(
+            "videomodel.attention_backend", v.attention_backend, "a backend this machine has (auto, native)",
+            detail=str(error),
+        ) from None  # fmt: skip
 
 
 def _where(ref: str, models_dir) -> Path | str:

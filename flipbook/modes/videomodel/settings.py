@@ -3,7 +3,7 @@ video, keyframes, long videos in segments, loops). Pure pydantic: no torch."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -72,3 +72,13 @@ class VideoModelSection(Section):
     loop: bool = Field(
         False, description="the frame after the last is conditioned on frame 0: a seamless loop"
     )
+    offload: Literal["auto", "none", "model"] = Field(
+        "auto",
+        description="model CPU offload: each model on the GPU only while it runs; auto: on GPUs under 24 GiB",
+    )
+    vae_tiling: bool | None = Field(
+        None, description="decode in tiles (less memory for large frames); default: on GPUs under 24 GiB"
+    )
+    attention_backend: Literal[
+        "auto", "native", "flash", "sage", "flex", "_native_cudnn", "_native_flash"
+    ] = Field("auto", description="diffusers' attention backend for the transformer (auto: its default)")
