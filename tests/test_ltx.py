@@ -116,3 +116,29 @@ def test_segments_chain_and_resume_identically_on_ltx(tmp_path):
     assert resumed.resumed_from == 7
     again = [np.asarray(PIL.Image.open(p)) for p in resumed.frames]
     assert all(np.array_equal(a, b) for a, b in zip(frames, again, strict=True))
+
+
+@pytest.mark.parametrize("model", ["tiny", "tiny-ltx"])
+def test_the_bench_case_times_flipbook_against_the_family_pipeline(tmp_path, model):
+    import json
+
+    from flipbook.bench import run_case
+
+    table = run_case("videomodel", model=model, width=64, height=64, steps=2, runs=1, sampler="Euler",
+                     device="cpu", dtype="auto", out=tmp_path, frames=None)  # fmt: skip
+    name = "tiny-wan" if model == "tiny" else model
+    assert name in table
+    result = json.loads(next(tmp_path.glob(f"videomodel-{name}-*.json")).read_text())
+    assert (
+        result["frames"] == 9
+        and result["flipbook_over_diffusers"] > 0
+        and 0 < result["transformer_share"] < 1
+    )
+
+
+def test_ltx_needs_two_steps_per_segment(tmp_path):
+    with pytest.raises(SpecError) as error:
+        from flipbook.spec.plan import build_plan
+
+        build_plan(make_spec(tmp_path, sampling={"steps": 1}))
+    assert error.value.field == "sampling.steps" and "LTX-Video" in str(error.value)

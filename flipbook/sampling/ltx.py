@@ -12,40 +12,39 @@ around it: prompt states encoded once per prompt and reused, progress and cancel
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import PIL.Image
 import torch
 
 from flipbook.events import Events, StepEvent
-from flipbook.models.families.ltx.loading import LtxBundle, diffusers_pipeline
+from flipbook.models.families.ltx.loading import LtxBundle
 from flipbook.sampling.segments import SegmentSettings
 
 
-@dataclass(frozen=True)
 class LtxPrompt:
-    """A prompt's states as each pipeline computes them: ``LTXPipeline`` runs T5 without the attention mask,
-    ``LTXConditionPipeline`` with it; ``mask`` is the tokens' mask both pass on to the transformer."""
+    """A prompt's states as each pipeline computes them, each encoded when first needed and then kept:
+    ``LTXPipeline`` runs T5 without the attention mask, ``LTXConditionPipeline`` with it; both pass the tokens'
+    mask on to the transformer."""
 
-    plain: torch.Tensor
-    masked: torch.Tensor
-    mask: torch.Tensor
+    def __init__(self, bundle: LtxBundle, prompt: str, max_sequence_length: int) -> None:
+        self._bundle, self._prompt, self._length = bundle, prompt, max_sequence_length
+        self._states: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def for_pipeline(self, conditioned: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        return (self.masked if conditioned else self.plain), self.mask
+        if conditioned not in self._states:
+            pipe = self._bundle.pipelines[conditioned]
+            with torch.inference_mode():
+                states, mask, _, _ = pipe.encode_prompt(
+                    self._prompt, do_classifier_free_guidance=False, max_sequence_length=self._length,
+                    device=self._bundle.device,
+                )  # fmt: skip
+            self._states[conditioned] = (states, mask)
+        return self._states[conditioned]
 
 
 def encode_prompt(bundle: LtxBundle, prompt: str, max_sequence_length: int = 128) -> LtxPrompt:
-    """One prompt's states for either pipeline (encoded once, reused by every segment with that prompt)."""
-    states = {}
-    with torch.inference_mode():
-        for conditioned in (False, True):
-            pipe = diffusers_pipeline(bundle, conditioned=conditioned)
-            states[conditioned], mask, _, _ = pipe.encode_prompt(
-                prompt, do_classifier_free_guidance=False, max_sequence_length=max_sequence_length,
-                device=bundle.device,
-            )  # fmt: skip
-    return LtxPrompt(plain=states[False], masked=states[True], mask=mask)
+    """One prompt's states for either pipeline (reused by every segment with that prompt)."""
+    return LtxPrompt(bundle, prompt, max_sequence_length)
 
 
 def sample_segment(
@@ -64,10 +63,11 @@ def sample_segment(
     from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 
     events = events or Events()
-    pipe = diffusers_pipeline(bundle, conditioned=bool(known))
+    pipe = bundle.pipelines[bool(known)]
+    config = dict(pipe.scheduler.config)
     if settings.shift is not None:
-        config = {**pipe.scheduler.config, "shift": settings.shift, "use_dynamic_shifting": False}
-        pipe.scheduler = type(pipe.scheduler).from_config(config)
+        config |= {"shift": settings.shift, "use_dynamic_shifting": False}
+    pipe.scheduler = type(pipe.scheduler).from_config(config)  # a fresh one per segment
 
     def report(pipeline, step, timestep, tensors):
         events.step(StepEvent(step=step + 1, total_steps=settings.num_inference_steps, frames=tuple(frames)))

@@ -13,7 +13,8 @@ reads built-in names from it, never import torch. What a family declares:
 - ``default_size`` (width, height it was trained at) and ``prediction_type`` (its samplers' default);
 - for video diffusion families, ``frame_step`` (a clip has ``k * frame_step + 1`` frames: the VAE's temporal
   factor) and ``side_multiple`` (width and height are multiples of it: the VAE's spatial factor times the
-  transformer's patch size), checked before any model loads;
+  transformer's patch size) and ``min_steps`` (the fewest sampling steps its scheduler takes), checked before any
+  model loads;
 - hooks: ``detect_checkpoint(state) -> bool`` (a single file's keys, or keys with tensors/shapes),
   ``checkpoint_problem(state) -> str | None`` (why a file no family claims is recognisably unusable),
   ``detect_folder(model_index, unet_config) -> bool`` (a diffusers folder or hub id's configs), and for image
@@ -26,7 +27,8 @@ reads built-in names from it, never import torch. What a family declares:
   embeds, negative, settings, *, generator, known, events, frames)`` (one segment's frames conditioned on the
   images ``known`` at positions: frames x H x W x 3 in [0, 1]) and ``conditioning(ref, models_dir,
   field_name)`` ("none": text only, "optional": images at chosen frames, "required": a start image, from
-  configs alone; None where that needs a load).
+  configs alone; None where that needs a load), and ``reference(bundle, prompt, negative, settings, seed)``
+  (the same text-to-video segment made by diffusers' own pipeline: benchmarks compare with it).
 
 :func:`flipbook.models.loading.load_model` finds a model's family through :func:`detect_checkpoint`,
 :func:`detect_folder` and :func:`builtin_family`, and calls only its hooks. Adding a family means writing its

@@ -39,6 +39,7 @@ class Family:
     prediction_type: str | None = None
     frame_step: int | None = None
     side_multiple: int | None = None
+    min_steps: int = 1
     attaches_to: tuple[str, ...] = ()
     detect_checkpoint: Hook | None = None
     checkpoint_problem: Hook | None = None
@@ -48,6 +49,7 @@ class Family:
     encoder: Hook | None = None
     sample: Hook | None = None
     conditioning: Hook | None = None
+    reference: Hook | None = None
 
     @property
     def reference_kind(self) -> str:

@@ -20,6 +20,7 @@ VIDEOMODEL = Mode(
     check_spec=check_spec,
     check_plan=check_plan,
     describe=describe,
+    bench="flipbook.modes.videomodel.bench",
     form=(
         FormField("videomodel_model", "videomodel.model", "Video model (tiny-wan, folder or hub id)"),
         FormField("segment_frames", "videomodel.segment_frames", "Frames per segment"),

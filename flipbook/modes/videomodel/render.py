@@ -29,6 +29,7 @@ from flipbook.modes.frame import Frame, ModeContext, init_image
 from flipbook.modes.videomodel.rules import (
     CAPABILITY,
     check_frame_rules,
+    check_steps,
     segment_begin,
     segment_starts,
     segment_step,
@@ -77,6 +78,7 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     spec = ctx.spec
     ctx.cores.release()  # the image model is never used here; keep the device's memory for the video model
     family = family_of_model(spec)
+    check_steps(spec, ctx.plan.frames, family)
     bundle = _switched(spec, _load(spec, family))
     _check_bundle(spec, bundle)
     keyframes = _keyframe_images(spec)

@@ -107,10 +107,27 @@ def check_frame_rules(spec: Spec, frame_step: int | None, side_multiple: int | N
             )
 
 
+def check_steps(spec: Spec, frames: Sequence[FramePlan], family: Family) -> None:
+    """Every segment's steps (the plan's at its first new frame) are at least the family's ``min_steps``."""
+    step = segment_step(spec)
+    for border in segment_starts(spec):
+        plan = frames[0 if border == 0 else min(border + 1, len(frames) - 1)]
+        if plan.steps < family.min_steps:
+            raise SpecError(
+                "sampling.steps", plan.steps, f"at least {family.min_steps} for {family.title}",
+                detail=f"segment {border // step}",
+            )  # fmt: skip
+
+
 def check_plan(spec: Spec, frames: Sequence[FramePlan]) -> None:
-    """Prompts are plain text (the model's own tokenizer: no composable parts); no ControlNet. (The model
-    samples with its own scheduler, whose shift is ``videomodel.shift``: ``sampling.sampler`` is not read.)"""
+    """Prompts are plain text (the model's own tokenizer: no composable parts); no ControlNet; the steps the
+    family's scheduler needs. (The model samples with its own scheduler, whose shift is
+    ``videomodel.shift``: ``sampling.sampler`` is not read.)"""
     from flipbook.prompting.grammar import split_composable
+
+    family = family_of(spec)
+    if family is not None:
+        check_steps(spec, frames, family)
 
     if spec.controlnet:
         raise SpecError(

@@ -17,9 +17,11 @@ FAMILY = Family(
     prediction_type="flow_prediction",
     frame_step=8,
     side_multiple=32,
+    min_steps=2,  # its shifted schedule of one step is empty (diffusers 0.42 fails on it)
     detect_folder=Hook(_LOADING, "is_ltx_folder"),
     load=Hook(_LOADING, "load_ltx"),
     encoder=Hook("flipbook.sampling.ltx", "encode_prompt"),
     sample=Hook("flipbook.sampling.ltx", "sample_segment"),
+    reference=Hook(_LOADING, "reference_frames"),
     conditioning=Hook(_LOADING, "conditioning"),
 )

@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,14 @@ class LtxBundle:
     def side_multiple(self) -> int:
         return self.scale_spatial * int(self.transformer.config.patch_size)
 
+    @cached_property
+    def pipelines(self) -> dict[bool, Any]:
+        """The parts as diffusers' pipelines, built once: ``False`` LTXPipeline, ``True`` LTXConditionPipeline
+        (each segment gives the one it calls a fresh scheduler)."""
+        return {
+            conditioned: diffusers_pipeline(self, conditioned=conditioned) for conditioned in (False, True)
+        }
+
 
 def load_ltx(
     ref: str,
@@ -176,6 +185,16 @@ def diffusers_pipeline(bundle: LtxBundle, *, conditioned: bool):
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def reference_frames(bundle: LtxBundle, prompt: str, negative: str, settings, seed: int):
+    """A text-to-video segment by diffusers' LTXPipeline (frames x H x W x 3 in [0, 1])."""
+    return diffusers_pipeline(bundle, conditioned=False)(
+        prompt=prompt, negative_prompt=negative, height=settings.height, width=settings.width,
+        num_frames=settings.num_frames, frame_rate=settings.fps, num_inference_steps=settings.num_inference_steps,
+        guidance_scale=settings.guidance_scale, generator=torch.Generator("cpu").manual_seed(seed),
+        output_type="np", max_sequence_length=settings.max_sequence_length,
+    ).frames[0]  # fmt: skip
 
 
 def tiny_ltx_components(seed: int = 0) -> dict[str, Any]:

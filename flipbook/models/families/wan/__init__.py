@@ -21,5 +21,6 @@ FAMILY = Family(
     load=Hook("flipbook.models.families.wan.loading", "load_wan"),
     encoder=Hook("flipbook.sampling.wan", "encode_prompt"),
     sample=Hook("flipbook.sampling.wan", "sample_segment"),
+    reference=Hook("flipbook.models.families.wan.loading", "reference_frames"),
     conditioning=Hook("flipbook.models.families.wan.loading", "conditioning"),
 )

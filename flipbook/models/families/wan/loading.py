@@ -291,6 +291,16 @@ def diffusers_pipeline(bundle: WanBundle):
     return pipe
 
 
+def reference_frames(bundle: WanBundle, prompt: str, negative: str, settings, seed: int):
+    """A text-to-video segment by diffusers' WanPipeline (frames x H x W x 3 in [0, 1])."""
+    return diffusers_pipeline(bundle)(
+        prompt=prompt, negative_prompt=negative, height=settings.height, width=settings.width,
+        num_frames=settings.num_frames, num_inference_steps=settings.num_inference_steps,
+        guidance_scale=settings.guidance_scale, generator=torch.Generator("cpu").manual_seed(seed),
+        output_type="np", max_sequence_length=settings.max_sequence_length,
+    ).frames[0]  # fmt: skip
+
+
 # ---- built-in models ------------------------------------------------------------------------------------
 
 
