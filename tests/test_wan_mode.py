@@ -225,8 +225,45 @@ def test_a_diffusers_folder_loads_and_is_checked_from_its_configs(tmp_path):
 
 
 def test_image_to_video_models_read_512_prompt_tokens(tmp_path):
-    spec = make_spec(tmp_path, init={"image": save(tmp_path, picture(1), "s.png")}, videomodel={"model": "tiny-wan-i2v"})
-    spec = spec.model_copy(update={"videomodel": spec.videomodel.model_copy(update={"max_sequence_length": 64})})
+    spec = make_spec(
+        tmp_path, init={"image": save(tmp_path, picture(1), "s.png")}, videomodel={"model": "tiny-wan-i2v"}
+    )
+    spec = spec.model_copy(
+        update={"videomodel": spec.videomodel.model_copy(update={"max_sequence_length": 64})}
+    )
     with pytest.raises(SpecError) as error:
         render(spec)
     assert error.value.field == "videomodel.max_sequence_length" and "512" in str(error.value)
+
+
+def test_keyframe_images_past_the_last_frame_are_not_used_and_the_summary_says_so(tmp_path):
+    from flipbook.spec.summary import summarize
+
+    image = save(tmp_path, picture(2), "k.png")
+    spec = make_spec(tmp_path, init={"image": save(tmp_path, picture(1), "s.png")},
+                     videomodel={"model": "tiny-wan-i2v", "keyframes": [{"frame": 20, "image": image}]})  # fmt: skip
+    assert "frames 20 are past the last frame (not used)" in summarize(spec)
+
+
+def test_a_one_segment_loop_ends_on_its_start_image(tmp_path, monkeypatch):
+    from flipbook.sampling import wan
+
+    calls = []
+    original = wan.sample_segment
+
+    def spy(*args, **kwargs):
+        calls.append(dict(kwargs["known"]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(wan, "sample_segment", spy)
+    start = picture(5)
+    spec = make_spec(tmp_path, init={"image": save(tmp_path, start, "s.png")}, animation={"max_frames": 8},
+                     videomodel={"model": "tiny-wan-flf2v", "loop": True})  # fmt: skip
+    assert len(frames(render(spec))) == 8
+    assert sorted(calls[0]) == [0, 8] and calls[0][8] is calls[0][0]
+
+
+def test_a_one_segment_loop_without_a_start_image_is_refused(tmp_path):
+    with pytest.raises(SpecError) as error:
+        make_spec(tmp_path, animation={"max_frames": 8}, videomodel={"model": "tiny-ltx", "loop": True})
+    assert error.value.field == "videomodel.loop"

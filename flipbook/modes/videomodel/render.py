@@ -243,6 +243,7 @@ def _keyframe_images(spec: Spec) -> dict[int, PIL.Image.Image]:
         .convert("RGB")
         .resize(size, PIL.Image.LANCZOS)
         for i, k in enumerate(spec.videomodel.keyframes)
+        if k.frame < spec.animation.max_frames  # later ones are past the end (the summary says so)
     }
     if spec.init.image is not None:
         images[0] = init_image(spec)
@@ -262,7 +263,8 @@ def _known(
         known.update({index - begin: frame_image(index) for index in range(begin, border + 1)})
     known.update({f - begin: image for f, image in keyframes.items() if border < f <= border + step})
     if spec.videomodel.loop and border < n <= border + step:
-        known[n - begin] = frame_image(0)
+        # frame 0 as written; a one-segment loop has not written it yet: its start image, as Wan FLF2V is used
+        known[n - begin] = frame_image(0) if border > 0 else keyframes[0]
     return known
 
 

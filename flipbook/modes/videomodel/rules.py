@@ -66,16 +66,16 @@ def check_spec(spec: Spec) -> None:
             "videomodel.overlap", v.overlap, f"fewer than videomodel.segment_frames ({v.segment_frames})"
         )
     frames = [k.frame for k in v.keyframes]
-    for frame in frames:
-        if frame >= n:
-            raise SpecError(
-                "videomodel.keyframes", frame, f"a frame from 0 to {n - 1} (animation.max_frames)"
-            )
     if len(set(frames)) != len(frames):
         raise SpecError("videomodel.keyframes", frames, "one image per frame")
     if 0 in frames and spec.init.image is not None:
         raise SpecError("videomodel.keyframes", 0, "no keyframe at frame 0 together with init.image")
     step = segment_step(spec)
+    if v.loop and len(segment_starts(spec)) == 1 and spec.init.image is None and 0 not in frames:
+        raise SpecError(
+            "videomodel.loop", True, "a start image (init.image, or a keyframe image at frame 0) for a loop of "
+            "one segment (its end is conditioned on frame 0, which the same segment would make)",
+        )  # fmt: skip
     if v.loop and n > 1 and (n - 1) % step == 0:
         raise SpecError(
             "animation.max_frames", n, f"a frame count that is not 1 more than a multiple of {step} with "
@@ -148,8 +148,12 @@ def describe(spec: Spec, plan: Plan) -> list[str]:
     starts = segment_starts(spec)
     start = f"from the init image {spec.init.image}" if spec.init.image else "from the prompt"
     extras = []
-    if v.keyframes:
-        extras.append("keyframe images at frames " + ", ".join(str(k.frame) for k in v.keyframes))
+    used = [k.frame for k in v.keyframes if k.frame < spec.animation.max_frames]
+    if used:
+        extras.append("keyframe images at frames " + ", ".join(map(str, used)))
+    if len(used) < len(v.keyframes):
+        late = [str(k.frame) for k in v.keyframes if k.frame >= spec.animation.max_frames]
+        extras.append(f"keyframe images at frames {', '.join(late)} are past the last frame (not used)")
     if v.loop:
         extras.append("looped: the frame after the last is conditioned on frame 0")
     return [

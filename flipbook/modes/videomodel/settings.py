@@ -67,7 +67,9 @@ class VideoModelSection(Section):
     )
     max_sequence_length: int = Field(512, ge=16, le=1024, description="prompt tokens (padded to this)")
     keyframes: list[KeyframeImage] = Field(
-        default_factory=list, description="images at chosen frames (frame 0: the start image)"
+        default_factory=list,
+        description="images at chosen frames (frame 0: the start image); those past the last frame are not "
+        "used, as prompt keyframes past it",
     )
     loop: bool = Field(
         False, description="the frame after the last is conditioned on frame 0: a seamless loop"
