@@ -13,14 +13,15 @@ transformer, the VAE decoder and the text encoder is measured for flipbook's run
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
+import time
 from pathlib import Path
 
 import torch
 
 from flipbook.bench.report import write_report
-from flipbook.bench.sampler import _machine
-from flipbook.bench.svd import _clock
 from flipbook.bench.timing import ModuleTimer
 from flipbook.errors import FlipbookError
 from flipbook.models.families import builtin_family
@@ -123,6 +124,25 @@ def _timed(ours, theirs, runs: int, timer: ModuleTimer, device: torch.device):
         times["diffusers"].append(_clock(theirs, device))
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return times, {net: statistics.median(s) for net, s in in_nets.items()}, peak
+
+
+def _clock(fn, device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def _markdown(r: dict) -> str:
