@@ -19,10 +19,11 @@ from flipbook.models.toy_tokenizer import tiny_tokenizer
 from flipbook.models.weights import CONFIG_METADATA_KEY, seeded
 
 TRANSFORMER = {
-    "patch_size": (1, 2, 2), "num_attention_heads": 2, "attention_head_dim": 128, "in_channels": 36,
+    "patch_size": (1, 2, 2), "num_attention_heads": 2, "attention_head_dim": 128, "in_channels": 16,
     "out_channels": 16, "text_dim": 32, "freq_dim": 256, "ffn_dim": 64, "num_layers": 2, "cross_attn_norm": True,
-    "qk_norm": "rms_norm_across_heads", "image_dim": 8, "added_kv_proj_dim": 256,
+    "qk_norm": "rms_norm_across_heads",
 }  # fmt: skip
+I2V = {**TRANSFORMER, "in_channels": 36, "image_dim": 8, "added_kv_proj_dim": 256}
 TEXT = {"vocab_size": 160, "d_model": 32, "d_kv": 8, "d_ff": 37, "num_layers": 2, "num_heads": 4,
         "relative_attention_num_buckets": 8, "feed_forward_proj": "gated-gelu"}  # fmt: skip
 
@@ -59,10 +60,11 @@ def comfy(tmp_path_factory):
     for folder in ("diffusion_models", "text_encoders", "vae"):
         (root / "models" / folder).mkdir(parents=True)
     transformer = seeded(1, lambda: WanTransformer3DModel(**TRANSFORMER))
-    state = {
-        f"model.diffusion_model.{_original(k)}": v.contiguous() for k, v in transformer.state_dict().items()
-    }
-    save_file(state, root / "models" / "diffusion_models" / "wan-toy-i2v.safetensors")
+    for name, module in (("wan-toy", transformer), ("wan-toy-i2v", WanTransformer3DModel(**I2V))):
+        state = {
+            f"model.diffusion_model.{_original(k)}": v.contiguous() for k, v in module.state_dict().items()
+        }
+        save_file(state, root / "models" / "diffusion_models" / f"{name}.safetensors")
     text = seeded(2, lambda: UMT5EncoderModel(UMT5Config(**TEXT)))
     text_state = {k: v for k, v in text.state_dict().items() if k != "encoder.embed_tokens.weight"}
     save_file(text_state, root / "models" / "text_encoders" / "umt5-toy.safetensors")
@@ -76,10 +78,10 @@ def comfy(tmp_path_factory):
 def test_the_split_files_load_by_name_with_configs_from_their_shapes(comfy):
     root, transformer, text, vae = comfy
     bundle = load_wan(
-        "wan-toy-i2v", field_name="videomodel.model", models_dir=root, device="cpu", text_encoder="umt5-toy",
+        "wan-toy", field_name="videomodel.model", models_dir=root, device="cpu", text_encoder="umt5-toy",
         vae="wan-toy-vae", tokenizer=str(root / "tokenizer"),
     )  # fmt: skip
-    assert bundle.source == "single_file" and bundle.takes_images and bundle.text_length == 512
+    assert bundle.source == "single_file" and not bundle.takes_images
     assert all(bundle.transformer.config[k] == v for k, v in TRANSFORMER.items())
     for ours, theirs in ((bundle.transformer, transformer), (bundle.text_encoder, text), (bundle.vae, vae)):
         expected = theirs.state_dict()
@@ -94,7 +96,7 @@ def test_a_wan_transformer_file_is_recognised_by_the_registry(comfy):
     from safetensors.torch import load_file
 
     root = comfy[0]
-    state = load_file(root / "models" / "diffusion_models" / "wan-toy-i2v.safetensors")
+    state = load_file(root / "models" / "diffusion_models" / "wan-toy.safetensors")
     family = detect_checkpoint(state)
     assert family is not None and family.capability == "video diffusion"
 
@@ -112,8 +114,33 @@ def test_each_missing_part_is_one_error_naming_what_to_pass(comfy, missing, fiel
     parts = {"text_encoder": "umt5-toy", "vae": "wan-toy-vae", "tokenizer": str(root / "tokenizer")}
     parts[missing] = None
     with pytest.raises(FlipbookError) as error:
-        load_wan("wan-toy-i2v", field_name="videomodel.model", models_dir=root, device="cpu", **parts)
+        load_wan("wan-toy", field_name="videomodel.model", models_dir=root, device="cpu", **parts)
     assert error.value.field == field
+
+
+def test_single_file_image_to_video_transformers_are_refused_clearly(comfy):
+    root = comfy[0]
+    with pytest.raises(FlipbookError, match="CLIP vision") as error:
+        load_wan("wan-toy-i2v", field_name="videomodel.model", models_dir=root, device="cpu",
+                 text_encoder="umt5-toy", vae="wan-toy-vae", tokenizer=str(root / "tokenizer"))  # fmt: skip
+    assert error.value.field == "videomodel.model"
+
+
+def test_a_spec_renders_from_the_split_files_named_in_the_models_folder(comfy, tmp_path):
+    """The mode finds the family from the file's keys and loads the parts by name: the same frames as the
+    modules the files were written from."""
+    from flipbook.runs.render import render
+    from flipbook.spec.load import spec_from_data
+
+    root = comfy[0]
+    spec = spec_from_data({
+        "model": {"device": "cpu", "models_dir": str(root)}, "sampling": {"steps": 2, "seed": 3},
+        "animation": {"mode": "videomodel", "max_frames": 5, "width": 32, "height": 32},
+        "videomodel": {"model": "wan-toy", "segment_frames": 5, "max_sequence_length": 16,
+                       "text_encoder": "umt5-toy", "vae": "wan-toy-vae", "tokenizer": str(root / "tokenizer")},
+        "prompts": {"0": "a cat"}, "output": {"dir": str(tmp_path), "name": "comfy", "formats": ["png"]},
+    })  # fmt: skip
+    assert len(render(spec).frames) == 5
 
 
 def test_gguf_files_are_found_and_refused_clearly(comfy, tmp_path):

@@ -62,6 +62,12 @@ def single_file_parts(
     if not is_wan_transformer(state):
         raise FlipbookError(field_name, str(path), "a Wan transformer file", detail="its keys are not Wan's")
     _refuse_scaled(state, field_name, path)
+    if any(".k_img." in key or "img_emb." in key for key in state):
+        raise FlipbookError(
+            field_name, str(path), "a text-to-video Wan transformer file, or the image-to-video model's diffusers "
+            "folder", detail="single-file image-to-video transformers need their CLIP vision encoder "
+            "(ComfyUI's models/clip_vision), which flipbook does not load yet",
+        )  # fmt: skip
     for name, value in (("text_encoder", text_encoder), ("vae", vae)):
         if value is None:
             raise FlipbookError(
