@@ -267,3 +267,39 @@ def test_a_one_segment_loop_without_a_start_image_is_refused(tmp_path):
     with pytest.raises(SpecError) as error:
         make_spec(tmp_path, animation={"max_frames": 8}, videomodel={"model": "tiny-ltx", "loop": True})
     assert error.value.field == "videomodel.loop"
+
+
+def test_fade_seam_adds_the_border_difference_back_with_falling_weights():
+    from flipbook.sampling.segments import fade_seam
+
+    frames = torch.full((6, 2, 2, 3), 0.5)
+    written = torch.full((2, 2, 3), 0.7)
+    out = fade_seam(frames, 1, written, 3)
+    assert torch.equal(out[:2], frames[:2])  # the overlap itself is not written again
+    assert torch.allclose(
+        out[2:5, 0, 0, 0], torch.tensor([0.5 + 0.2 * 3 / 4, 0.5 + 0.2 * 2 / 4, 0.5 + 0.2 / 4])
+    )
+    assert torch.equal(out[5], frames[5])
+
+
+def test_blend_frames_fade_out_the_jump_at_segment_borders(tmp_path):
+    """Segments of 5 frames (borders 4 and 8): with blend_frames the frame after each border is pulled toward
+    the border frame as written, so the jump there shrinks; segment 0 is untouched."""
+    start = save(tmp_path, picture(3), "s.png")
+
+    def video(blend):
+        spec = make_spec(tmp_path, name=f"blend{blend}", init={"image": start}, animation={"max_frames": 13},
+                         videomodel={"model": "tiny-wan-i2v", "segment_frames": 5, "blend_frames": blend})  # fmt: skip
+        result = render(spec)
+        return np.stack(frames(result)), result
+
+    (plain, _), (blended, result) = video(0), video(3)
+    assert np.array_equal(plain[:5], blended[:5])
+    for border in (4, 8):
+        jump = [np.abs(v[border + 1] - v[border]).mean() for v in (plain, blended)]
+        assert jump[1] < jump[0]
+    run = tmp_path / "run"  # a resume in the middle of segment 2 restarts at border 8 with the same frames
+    shutil.copytree(result.run_dir, run)
+    for path in sorted((run / "frames").glob("*.png"))[10:]:
+        path.unlink()
+    assert np.array_equal(np.stack(frames(resume(run))), blended)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 
 @dataclass(frozen=True)
 class SegmentSettings:
@@ -26,3 +28,19 @@ class SegmentSettings:
     def guided(self) -> bool:
         """Classifier-free guidance (an unconditional pass per step) only when the scale is above 1."""
         return self.guidance_scale > 1.0
+
+
+def fade_seam(frames: torch.Tensor, border: int, written: torch.Tensor, count: int) -> torch.Tensor:
+    """Blend a segment's frames after its ``border`` position back toward the video as written.
+
+    A later segment re-draws its overlap frames; where its border frame comes out differently from the frame
+    already written (``written``, H x W x 3 in [0, 1]), every frame after it would jump by that difference.
+    The difference is added back to the ``count`` frames after the border with weights falling linearly
+    (``count / (count + 1)`` down to ``1 / (count + 1)``), so the jump fades out instead. ``frames``: the
+    segment's (frames x H x W x 3 in [0, 1]); a copy is returned, clipped to [0, 1].
+    """
+    out = frames.clone()
+    offset = written - frames[border]
+    for j in range(1, min(count, frames.shape[0] - 1 - border) + 1):
+        out[border + j] = (out[border + j] + offset * (1 - j / (count + 1))).clamp(0, 1)
+    return out

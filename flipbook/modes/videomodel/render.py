@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import PIL.Image
 import torch
 
@@ -308,6 +309,11 @@ def _segment(ctx: ModeContext, family: Family, bundle, encode, border: int, know
         bundle, encode(plan.prompt), negative, settings, generator=torch.Generator("cpu").manual_seed(plan.seed),
         known=known, events=ctx.events, frames=indices,
     )  # fmt: skip
+    if border > 0 and v.blend_frames:
+        from flipbook.sampling.segments import fade_seam
+
+        written = torch.from_numpy(np.asarray(known[border - begin], dtype=np.float32) / 255)
+        frames = fade_seam(frames, border - begin, written, v.blend_frames)
     pixels = (frames * 255).round().clamp(0, 255).to(torch.uint8).numpy()
     parameters = _parameters(spec, bundle, border, plan, settings)
     for index in indices:

@@ -59,6 +59,13 @@ class VideoModelSection(Section):
     overlap: int = Field(
         1, ge=1, le=64, description="frames of the previous segment each later segment is conditioned on"
     )
+    blend_frames: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="frames after each segment border over which the segment's jump from the "
+        "frame as written fades out (0: none)",
+    )
     shift: Annotated[ScheduleValue, SHIFT, Unit("shift")] = Field(
         0.0, description="the flow-matching shift per segment (Wan: 3 at 480p, 5 at 720p); 0: the model's own"
     )
