@@ -466,7 +466,7 @@ def bench(
         str,
         typer.Argument(
             help="benchmark case: sampler, camera-2d, frame-interpolation, encode, server, or a mode's own "
-            "(interpolate, video, svd, animatediff)"
+            "(interpolate, video, svd, animatediff, videomodel)"
         ),
     ] = "sampler",
     model: ModelOpt = "tiny",
@@ -478,7 +478,8 @@ def bench(
         typer.Option(
             "--frames",
             help="camera-2d: frames timed after frame 0 (8); interpolate, video: frames (8); "
-            "frame-interpolation: source frames (30); encode: frames (120)",
+            "frame-interpolation: source frames (30); encode: frames (120); videomodel: frames per segment (9; "
+            "81 for random-wan-1.3b)",
         ),
     ] = None,
     sampler: Sampler = "Euler",
