@@ -94,3 +94,16 @@ def test_image_to_video_matches_wan_i2v_pipeline(i2v, flf2v, last):
     ).frames[0]  # fmt: skip
     assert ours.shape == theirs.shape == (9, 64, 64, 3)
     assert np.abs(ours - theirs).max() <= 1e-4
+
+
+def test_random_wan_1_3b_is_wan_2_1_t2v_1_3b_s_architecture():
+    """Built on the meta device (no memory): the 1.3B transformer, Wan's VAE and the UMT5-XXL encoder."""
+    from flipbook.models.families.wan.loading import random_wan_13b_components
+
+    parts = random_wan_13b_components(0, torch.device("meta"))
+    billions = {
+        name: sum(p.numel() for p in parts[name].parameters()) / 1e9
+        for name in ("transformer", "text_encoder")
+    }
+    assert 1.3 < billions["transformer"] < 1.5 and 5.6 < billions["text_encoder"] < 5.8
+    assert parts["transformer"].config.num_layers == 30 and parts["vae"].config.z_dim == 16
