@@ -1,0 +1,102 @@
+"""Size targets (``output.gif_max_mb``, ``webp_max_mb``, ``apng_max_mb``): the best encoding under a budget.
+
+Each format lists its settings as a ladder, best quality first and (by construction) smaller files further
+down: :func:`fit` bisects it for the first rung that fits, encoding only the rungs it looks at (about log2 of
+the ladder's length), and returns that rung, or the smallest rung tried when none fits. The caller says what
+it chose (:func:`fit_note`); nothing is dropped or changed without that line.
+
+Frames are resized (:func:`resize_frames`) and frame rates lowered (:func:`step_frames`, every n-th frame kept)
+only as rungs of a ladder; lowering the frame rate is on the ladder only when ``output.max_mb_allow_fps`` is
+set.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+R = TypeVar("R")  # a rung of a ladder: the settings of one encoding
+FRAME_STEPS = (1, 2, 3, 4)  # every n-th frame, when a size target may lower the frame rate
+MIN_SIDE = 16  # a size target never makes frames smaller than this many pixels on a side
+BYTES_PER_MB = 1_000_000  # sites state limits in decimal megabytes (Discord's 10 MB is 10,000,000 bytes)
+
+
+@dataclass(frozen=True)
+class Fit(Generic[R]):
+    """The rung chosen, its encoded bytes, whether they fit, and how many rungs were encoded."""
+
+    rung: R
+    data: bytes
+    fits: bool
+    tried: int
+
+
+def fit(ladder: Sequence[R], encode: Callable[[R], bytes], max_bytes: int) -> Fit[R]:
+    """Bisect ``ladder`` (best first, sizes falling) for the first rung whose encoding has at most
+    ``max_bytes``; of the rungs encoded, the best that fits wins, else the smallest."""
+    encoded: dict[int, bytes] = {}
+
+    def fits(index: int) -> bool:
+        if index not in encoded:
+            encoded[index] = encode(ladder[index])
+            logger.info("size target: %s -> %d bytes", ladder[index], len(encoded[index]))
+        return len(encoded[index]) <= max_bytes
+
+    bisect.bisect_left(range(len(ladder)), True, key=fits)
+    fitting = sorted(i for i, data in encoded.items() if len(data) <= max_bytes)
+    best = fitting[0] if fitting else min(encoded, key=lambda i: len(encoded[i]))
+    return Fit(ladder[best], encoded[best], bool(fitting), len(encoded))
+
+
+def scales_for(shape: tuple[int, ...], scales: Sequence[float]) -> list[float]:
+    """The scales that keep both sides at least MIN_SIDE pixels (1 always stays)."""
+    short = min(shape[:2])
+    return [s for s in scales if s == 1 or short * s >= MIN_SIDE]
+
+
+def frame_steps(allow_fps: bool, n_frames: int) -> list[int]:
+    """Frame steps a ladder may use: 1 only, unless lowering the frame rate is allowed (and leaves 2 frames)."""
+    if not allow_fps:
+        return [1]
+    return [step for step in FRAME_STEPS if step == 1 or math.ceil(n_frames / step) >= 2]
+
+
+def resize_frames(arrays: Sequence[np.ndarray], scale: float) -> list[np.ndarray]:
+    """Frames scaled by ``scale`` (Lanczos), rounded to whole pixels; unchanged at 1."""
+    if scale == 1:
+        return list(arrays)
+    height, width = arrays[0].shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return [np.asarray(Image.fromarray(a).resize(size, Image.Resampling.LANCZOS)) for a in arrays]
+
+
+def step_frames(arrays: Sequence[np.ndarray], step: int) -> list[np.ndarray]:
+    """Every ``step``-th frame, from the first."""
+    return list(arrays[::step])
+
+
+def fit_note(
+    fmt: str, max_mb: float, size_bytes: int, fits: bool, chosen: str, step: int, n_frames: int, fps: float
+) -> str:
+    """One line saying what a size target chose, or that nothing fits and by how much."""
+    mb = size_bytes / BYTES_PER_MB
+    if step > 1:
+        kept = math.ceil(n_frames / step)
+        chosen += f"; every {step}th frame ({kept} of {n_frames}, {fps / step:g} fps instead of {fps:g})"
+    if fits:
+        return f"{fmt} fits {max_mb:g} MB: {mb:.2f} MB with {chosen}"
+    over = mb - max_mb
+    hint = "" if step > 1 else "; output.max_mb_allow_fps = true lets it lower the frame rate"
+    return (
+        f"{fmt} does not fit {max_mb:g} MB: the smallest tried is {mb:.2f} MB ({over:.2f} MB over) with "
+        f"{chosen}{hint}"
+    )
