@@ -110,6 +110,8 @@ def render(
     for fmt, path in result.outputs.items():
         if fmt != "png":
             typer.echo(f"{fmt}: {path}")
+    for note in result.notes:
+        typer.echo(note)
     if "output" in result.metrics:
         source = result.metrics.get("source")
         baseline = f" (source: {source:.2f})" if source is not None else ""
@@ -427,8 +429,8 @@ def bench(
     case: Annotated[
         str,
         typer.Argument(
-            help="benchmark case: sampler, camera-2d, frame-interpolation, encode, server, or a mode's own "
-            "(interpolate, video, svd, animatediff)"
+            help="benchmark case: sampler, camera-2d, frame-interpolation, encode, gif-quality, server, or a "
+            "mode's own (interpolate, video, svd, animatediff)"
         ),
     ] = "sampler",
     model: ModelOpt = "tiny",
@@ -440,7 +442,7 @@ def bench(
         typer.Option(
             "--frames",
             help="camera-2d: frames timed after frame 0 (8); interpolate, video: frames (8); "
-            "frame-interpolation: source frames (30); encode: frames (120)",
+            "frame-interpolation: source frames (30); encode: frames (120); gif-quality: photo clip frames (48)",
         ),
     ] = None,
     sampler: Sampler = "Euler",

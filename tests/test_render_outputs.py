@@ -144,7 +144,7 @@ def test_missing_post_inputs_fail_before_any_frame(tmp_path):
 
 
 def test_spec_output_options_match_the_encoder():
-    from dataclasses import fields
+    from dataclasses import asdict, fields
 
     from flipbook.io.writers import (
         DEFAULT_X264_PRESET,
@@ -164,3 +164,4 @@ def test_spec_output_options_match_the_encoder():
     assert set(spec_fields["gif_palette"].annotation.__args__) == set(GIF_PALETTES)
     assert set(spec_fields["gif_dither"].annotation.__args__) == set(GIF_DITHERS)
     assert OutputSection().mp4_preset == DEFAULT_X264_PRESET
+    assert OutputSection().encode_options() == asdict(EncodeOptions())  # the same defaults

@@ -52,9 +52,11 @@ from flipbook.errors import FlipbookError
 from flipbook.io.sizefit import (
     BYTES_PER_MB,
     Fit,
-    fit,
+    best_fit,
+    decode_frames,
     fit_note,
     frame_steps,
+    psnr,
     resize_frames,
     scales_for,
     step_frames,
@@ -81,8 +83,10 @@ KMEANS_ITERATIONS = 16  # converged to within 0.02 dB on the bench clip
 FRAME_KMEANS_ITERATIONS = 4  # per_frame palettes start from the previous frame's, which is nearly right
 KMEANS_SEED = 0
 # A pixel keeps its shown colour while its source stays within this many levels (each channel) of the colour
-# it had when it was last drawn: sensor-like grain of +-2 levels no longer redraws (and re-dithers) it.
-STILL_TOLERANCE = 2
+# it had when it was last drawn, so +-1 level of noise (video decoding, JPEG) never redraws (or re-dithers) a
+# still pixel. Measured on the gif-quality clip (no still areas): tolerance 0 / 1 / 2 gave 37.49 / 37.45 /
+# 37.32 dB at 7.29 / 7.14 / 6.83 MB, temporal noise 2.46 / 2.44 / 2.46.
+STILL_TOLERANCE = 1
 # Ordered dithering spreads each pixel over the typical gap between palette colours (the median distance from
 # an entry to its nearest other entry): a gradient between two entries then mixes them in proportion.
 LOOKUP_BITS = 7
@@ -511,51 +515,41 @@ def lossy_pass(data: bytes, lossy: int) -> bytes:
 
 # --- size targets -------------------------------------------------------------------------------------------
 
-# The size ladder, best quality first, as (scale, colours, lossy). Measured on the gif-quality bench clip (48
-# frames of 512x512, PSNR after scaling back up): at 255 colours scale 0.85 gave 4.97 MB at 36.0 dB, while
-# full size with lossy 40 gave 5.78 MB at 35.0 dB and 128 colours 5.48 MB at 35.3 dB (and both shimmer more:
-# temporal noise 3.1 and 2.9 against 2.8). So smaller frames come first, fewer colours next, gifsicle's lossy
-# LZW last. The user's gif_colors and gif_lossy stay the floor of every rung.
-GIF_LADDER: tuple[tuple[float, int, int], ...] = (
-    (1.0, 255, 0),
-    (0.92, 255, 0),
-    (0.85, 255, 0),
-    (0.78, 255, 0),
-    (0.7, 255, 0),
-    (0.63, 255, 0),
-    (0.56, 255, 0),
-    (0.5, 255, 0),
-    (0.5, 128, 0),
-    (0.45, 128, 0),
-    (0.4, 128, 0),
-    (0.4, 64, 0),
-    (0.35, 64, 0),
-    (0.3, 64, 0),
-    (0.25, 64, 0),
-    (0.25, 64, 80),
-    (0.25, 32, 120),
-)
+# Size targets: one ladder per way of saving bytes, best quality first (see :mod:`flipbook.io.sizefit`); the
+# size search keeps, of each ladder's first rung that fits, the one closest to the source. Measured on the
+# gif-quality bench clip (48 frames of 512x512, PSNR after scaling back up): scale 0.85 gave 4.97 MB at 36.0
+# dB, 128 colours 5.48 MB at 35.3 dB, gifsicle lossy 40 5.78 MB at 35.0 dB (and more shimmer: temporal noise
+# 2.8, 2.9, 3.1); at 96x96 the same scale cost 11 dB, so no one order suits every size.
+GIF_SCALES = (1.0, 0.92, 0.85, 0.78, 0.7, 0.63, 0.56, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25)
+GIF_COLOR_STEPS = (255, 192, 128, 96, 64, 48, 32, 24, 16)
+GIF_LOSSY_STEPS = (0, 20, 40, 60, 80, 110, 150, 200)
+# When none of those fits: everything at once, smallest last.
+GIF_LAST_RESORT = ((0.5, 64, 80), (0.4, 48, 110), (0.3, 32, 150), (0.25, 16, 200))
 # When the frame rate may drop, a lower rate is tried before frames shrink below this scale.
 FPS_BEFORE_SCALE = 0.5
 
 
-def gif_ladder(settings: GifSettings, shape: tuple[int, ...]) -> list[GifSettings]:
-    """The rungs a GIF size target tries at one frame rate, best first."""
-    lossy_ok = gifsicle_path() is not None
-    rungs: list[GifSettings] = []
-    for scale in scales_for(shape, sorted({s for s, _, _ in GIF_LADDER}, reverse=True)):
-        for ladder_scale, colors, lossy in GIF_LADDER:
-            if ladder_scale != scale:
-                continue
-            rung = replace(
-                settings,
-                scale=scale,
-                colors=min(colors, settings.colors),
-                lossy=max(lossy, settings.lossy) if lossy_ok else settings.lossy,
-            )
-            if rung not in rungs:
-                rungs.append(rung)
-    return rungs
+def gif_ladders(
+    settings: GifSettings, shape: tuple[int, ...], min_scale: float = 0.0
+) -> list[list[GifSettings]]:
+    """The ladders a GIF size target tries at one frame rate: smaller frames, fewer colours, lossier LZW (when
+    gifsicle is installed), then all three at once. The user's colours and lossy level are the floor."""
+
+    def rung(scale: float, colors: int, lossy: int) -> GifSettings:
+        return replace(
+            settings, scale=scale, colors=min(colors, settings.colors), lossy=max(lossy, settings.lossy)
+        )
+
+    scales = [s for s in scales_for(shape, GIF_SCALES) if s >= min_scale]
+    ladders = [
+        [rung(s, GIF_MAX_COLORS, 0) for s in scales],
+        [rung(1.0, c, 0) for c in GIF_COLOR_STEPS],
+    ]
+    if gifsicle_path() is not None:
+        ladders.append([rung(1.0, GIF_MAX_COLORS, lossy) for lossy in GIF_LOSSY_STEPS])
+    last = [rung(s, c, lossy if gifsicle_path() else 0) for s, c, lossy in GIF_LAST_RESORT]
+    ladders.append([r for r in last if r.scale in scales_for(shape, [r.scale]) and r.scale >= min_scale])
+    return [list(dict.fromkeys(ladder)) for ladder in ladders]
 
 
 def fit_gif(
@@ -571,10 +565,9 @@ def fit_gif(
 ) -> GifResult:
     """The best GIF of at most ``max_mb`` MB (see :mod:`flipbook.io.sizefit`): at the full frame rate first;
     when allowed, every 2nd, 3rd, 4th frame before frames shrink below FPS_BEFORE_SCALE (the last frame step
-    tries the whole ladder). Frames are quantized once per (scale, colours, frame step); lossy levels rerun
-    only gifsicle."""
+    tries everything). Frames are quantized once per (scale, colours, frame step); lossy levels rerun only
+    gifsicle."""
     max_bytes = int(max_mb * BYTES_PER_MB)
-    full = gif_ladder(settings, arrays[0].shape)
     raw: dict[tuple[float, int, int], bytes] = {}
 
     def encode(rung: GifSettings) -> bytes:
@@ -585,12 +578,19 @@ def fit_gif(
             raw[key] = pillow_gif(frames, durations, rung, loop=loop, comment=comment)
         return lossy_pass(raw[key], rung.lossy)
 
+    def quality(rung: GifSettings, data: bytes) -> float:
+        source = step_frames(arrays, rung.frame_step)
+        return psnr(source, decode_frames(data, len(source)))
+
     steps = frame_steps(allow_fps, len(arrays))
     best: Fit[GifSettings] | None = None
     for index, step in enumerate(steps):
-        last = index == len(steps) - 1
-        ladder = [replace(r, frame_step=step) for r in full if last or r.scale >= FPS_BEFORE_SCALE]
-        found = fit(ladder, encode, max_bytes)
+        min_scale = 0.0 if index == len(steps) - 1 else FPS_BEFORE_SCALE
+        ladders = [
+            [replace(r, frame_step=step) for r in ladder]
+            for ladder in gif_ladders(settings, arrays[0].shape, min_scale)
+        ]
+        found = best_fit(ladders, encode, quality, max_bytes)
         if best is None or found.fits or len(found.data) < len(best.data):
             best = found
         if found.fits:
@@ -599,14 +599,6 @@ def fit_gif(
     chosen = best.rung
     height, width = resize_frames(arrays[:1], chosen.scale)[0].shape[:2]
     rate = fps / chosen.frame_step
-    note = fit_note(
-        "gif",
-        max_mb,
-        len(best.data),
-        best.fits,
-        chosen.describe((width, height), rate),
-        chosen.frame_step,
-        len(arrays),
-        fps,
-    )
+    described = chosen.describe((width, height), rate)
+    note = fit_note("gif", max_mb, len(best.data), best.fits, described, chosen.frame_step, len(arrays), fps)
     return GifResult(best.data, chosen, (width, height), rate, max_bytes, note)

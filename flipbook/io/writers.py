@@ -58,9 +58,11 @@ from flipbook.io.metadata import CONTAINER_KEY, embedded_payload, png_info, xmp_
 from flipbook.io.sizefit import (
     BYTES_PER_MB,
     Fit,
-    fit,
+    best_fit,
+    decode_frames,
     fit_note,
     frame_steps,
+    psnr,
     resize_frames,
     scales_for,
     step_frames,
@@ -570,7 +572,10 @@ def make_webp(
     first = _ImageRung(quality=quality, lossless=lossless)
     if max_mb is None:
         return Encoded(encode(first))
-    return _fit_image("webp", arrays, fps, max_mb, allow_fps, encode, _webp_ladder(first, arrays[0].shape))
+    shape = arrays[0].shape
+    return _fit_image(
+        "webp", arrays, fps, max_mb, allow_fps, encode, lambda low: _webp_ladders(first, shape, low)
+    )
 
 
 def _webp_bytes(
@@ -615,37 +620,34 @@ class _ImageRung:
         return f"{width}x{height}, {fps:g} fps, {what}"
 
 
-# WebP size ladder: lower qualities first (libwebp degrades gracefully down to ~50), then smaller frames at
-# quality 50 (or lower if asked for).
-WEBP_QUALITIES = (90, 80, 70, 60, 50)
-IMAGE_SCALES = (0.85, 0.7, 0.6, 0.5, 0.4, 0.33, 0.25)
-
-
-def _webp_ladder(first: _ImageRung, shape: tuple[int, ...]) -> list[_ImageRung]:
-    rungs = [first]
-    lossy_floor = min(first.quality, WEBP_QUALITIES[-1])
-    rungs += [_ImageRung(quality=q) for q in WEBP_QUALITIES if q < first.quality or first.lossless]
-    rungs += [_ImageRung(scale=s, quality=lossy_floor) for s in scales_for(shape, IMAGE_SCALES)]
-    return list(dict.fromkeys(rungs))
-
-
-# APNG size ladder: a palette of 256 colours first (a 512x512 photo frame: ~3x smaller than full colour), then
-# smaller frames, then fewer colours at half size.
+# Size ladders (see flipbook.io.sizefit): WebP trades quality, then frame size; APNG colours (a palette is
+# several times smaller than full colour), then frame size. Each ladder is best first.
+WEBP_QUALITIES = (90, 80, 70, 60, 50, 40, 30, 20, 10)
 APNG_COLORS = 256
-APNG_LADDER_COLORS = (128, 64)
+APNG_COLOR_STEPS = (256, 192, 128, 96, 64, 48, 32, 16)
+IMAGE_SCALES = (0.85, 0.7, 0.6, 0.5, 0.4, 0.33, 0.25)
+FALLBACK_QUALITY = 50  # WebP quality of the last-resort ladder (smaller frames and lossy)
+FALLBACK_COLORS = 64  # APNG colours of the last-resort ladder
 
 
-def _apng_ladder(first: _ImageRung, shape: tuple[int, ...]) -> list[_ImageRung]:
-    colors = first.colors or APNG_COLORS
-    rungs = [first, _ImageRung(colors=colors)]
-    rungs += [_ImageRung(scale=s, colors=colors) for s in scales_for(shape, IMAGE_SCALES) if s >= 0.5]
-    rungs += [_ImageRung(scale=0.5, colors=min(c, colors)) for c in APNG_LADDER_COLORS]
-    rungs += [
-        _ImageRung(scale=s, colors=min(APNG_LADDER_COLORS[-1], colors))
-        for s in scales_for(shape, IMAGE_SCALES)
-        if s < 0.5
+def _webp_ladders(first: _ImageRung, shape: tuple[int, ...], min_scale: float) -> list[list[_ImageRung]]:
+    scales = [s for s in scales_for(shape, (1.0, *IMAGE_SCALES)) if s >= min_scale]
+    qualities = [q for q in WEBP_QUALITIES if q < first.quality or first.lossless]
+    return [
+        [first, *(_ImageRung(quality=q) for q in qualities)],
+        [replace(first, scale=s) for s in scales],
+        [_ImageRung(scale=s, quality=min(first.quality, FALLBACK_QUALITY)) for s in scales],
     ]
-    return list(dict.fromkeys(r for r in rungs if min(shape[:2]) * r.scale >= 1))
+
+
+def _apng_ladders(first: _ImageRung, shape: tuple[int, ...], min_scale: float) -> list[list[_ImageRung]]:
+    scales = [s for s in scales_for(shape, (1.0, *IMAGE_SCALES)) if s >= min_scale]
+    colors = [c for c in APNG_COLOR_STEPS if not first.colors or c < first.colors]
+    return [
+        [first, *(_ImageRung(colors=c) for c in colors)],
+        [replace(first, scale=s) for s in scales],
+        [_ImageRung(scale=s, colors=min(first.colors or APNG_COLORS, FALLBACK_COLORS)) for s in scales],
+    ]
 
 
 def _fit_image(
@@ -655,17 +657,23 @@ def _fit_image(
     max_mb: float,
     allow_fps: bool,
     encode: Callable[[_ImageRung], bytes],
-    ladder: list[_ImageRung],
+    ladders: Callable[[float], list[list[_ImageRung]]],
 ) -> Encoded:
-    """The best rung under ``max_mb`` at the full frame rate, then (when allowed) at every 2nd, 3rd, 4th
-    frame, keeping frames at least half size until the last frame step; logged and noted."""
+    """The best rung under ``max_mb`` (:func:`flipbook.io.sizefit.best_fit`) at the full frame rate, then
+    (when allowed) at every 2nd, 3rd, 4th frame, keeping frames at least half size until the last frame
+    step; logged and noted."""
     max_bytes = int(max_mb * BYTES_PER_MB)
+
+    def quality(rung: _ImageRung, data: bytes) -> float:
+        source = step_frames(arrays, rung.frame_step)
+        return psnr(source, decode_frames(data, len(source)))
+
     steps = frame_steps(allow_fps, len(arrays))
     best: Fit[_ImageRung] | None = None
     for index, step in enumerate(steps):
-        last = index == len(steps) - 1
-        rungs = [replace(r, frame_step=step) for r in ladder if last or r.scale >= 0.5]
-        found = fit(rungs, encode, max_bytes)
+        min_scale = 0.0 if index == len(steps) - 1 else 0.5
+        stepped = [[replace(r, frame_step=step) for r in ladder] for ladder in ladders(min_scale)]
+        found = best_fit([list(dict.fromkeys(ladder)) for ladder in stepped], encode, quality, max_bytes)
         if best is None or found.fits or len(found.data) < len(best.data):
             best = found
         if found.fits:
@@ -762,7 +770,10 @@ def make_apng(
     first = _ImageRung(colors=colors)
     if max_mb is None:
         return Encoded(encode(first))
-    return _fit_image("apng", arrays, fps, max_mb, allow_fps, encode, _apng_ladder(first, arrays[0].shape))
+    shape = arrays[0].shape
+    return _fit_image(
+        "apng", arrays, fps, max_mb, allow_fps, encode, lambda low: _apng_ladders(first, shape, low)
+    )
 
 
 def _check_apng_colors(colors: object) -> None:
