@@ -235,3 +235,33 @@ def test_mp4_is_ready_to_share(tmp_path: Path, codec: str) -> None:
         stream = container.streams.video[0]
         assert stream.codec_context.pix_fmt == "yuv420p"
         assert (stream.codec_context.width, stream.codec_context.height) == (82, 68)
+
+
+# --- the size search ----------------------------------------------------------------------------------------
+
+
+def test_best_fit_keeps_the_closest_of_each_ways_first_fit() -> None:
+    """Rungs are (name, size, quality). Each ladder is bisected for its first fitting rung; of those, the one
+    of highest quality wins; the given settings win outright when they fit; the fallback comes next."""
+    from flipbook.io.sizefit import best_fit
+
+    encoded: list[str] = []
+
+    def encode(rung: tuple[str, int, float]) -> bytes:
+        encoded.append(rung[0])
+        return b"x" * rung[1]
+
+    def quality(rung: tuple[str, int, float], data: bytes) -> float:
+        return rung[2]
+
+    first = ("full", 100, 50.0)
+    scale = [first, ("s1", 90, 40.0), ("s2", 60, 35.0), ("s3", 40, 30.0), ("s4", 20, 20.0)]
+    colours = [first, ("c1", 80, 45.0), ("c2", 65, 38.0), ("c3", 50, 33.0)]
+    fallback = [("f1", 30, 10.0), ("f2", 5, 5.0)]
+    assert best_fit([scale, colours], encode, quality, 100).rung == first
+    assert encoded == ["full"]
+    chosen = best_fit([scale, colours], encode, quality, 60)
+    assert chosen.fits and chosen.rung[0] == "s2"  # s2 (35 dB) beats c3 (33 dB)
+    assert best_fit([scale, colours], encode, quality, 10, fallback).rung[0] == "f2"
+    none = best_fit([scale, colours], encode, quality, 1, fallback)
+    assert not none.fits and none.rung[0] == "f2"  # the smallest file encoded

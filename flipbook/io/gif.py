@@ -535,7 +535,7 @@ def gif_ladders(
     settings: GifSettings, shape: tuple[int, ...], min_scale: float = 0.0
 ) -> list[list[GifSettings]]:
     """The ladders a GIF size target tries at one frame rate: smaller frames, fewer colours, lossier LZW (when
-    gifsicle is installed), then all three at once. The user's colours and lossy level are the floor."""
+    gifsicle is installed). The user's colours and lossy level are the floor."""
 
     def rung(scale: float, colors: int, lossy: int) -> GifSettings:
         return replace(
@@ -549,9 +549,24 @@ def gif_ladders(
     ]
     if gifsicle_path() is not None:
         ladders.append([rung(1.0, GIF_MAX_COLORS, lossy) for lossy in GIF_LOSSY_STEPS])
-    last = [rung(s, c, lossy if gifsicle_path() else 0) for s, c, lossy in GIF_LAST_RESORT]
-    ladders.append([r for r in last if r.scale in scales_for(shape, [r.scale]) and r.scale >= min_scale])
     return [list(dict.fromkeys(ladder)) for ladder in ladders]
+
+
+def gif_last_resort(
+    settings: GifSettings, shape: tuple[int, ...], min_scale: float = 0.0
+) -> list[GifSettings]:
+    """Smaller frames, fewer colours and lossy LZW at once, for when no single way fits."""
+    lossy_ok = gifsicle_path() is not None
+    rungs = [
+        replace(
+            settings,
+            scale=s,
+            colors=min(c, settings.colors),
+            lossy=max(lossy if lossy_ok else 0, settings.lossy),
+        )
+        for s, c, lossy in GIF_LAST_RESORT
+    ]
+    return [r for r in rungs if r.scale in scales_for(shape, [r.scale]) and r.scale >= min_scale]
 
 
 def fit_gif(
@@ -592,7 +607,10 @@ def fit_gif(
             [replace(r, frame_step=step) for r in ladder]
             for ladder in gif_ladders(settings, arrays[0].shape, min_scale)
         ]
-        found = best_fit(ladders, encode, quality, max_bytes)
+        fallback = [
+            replace(r, frame_step=step) for r in gif_last_resort(settings, arrays[0].shape, min_scale)
+        ]
+        found = best_fit(ladders, encode, quality, max_bytes, fallback)
         if best is None or found.fits or len(found.data) < len(best.data):
             best = found
         if found.fits:

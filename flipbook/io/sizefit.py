@@ -53,7 +53,6 @@ def fit(ladder: Sequence[R], encode: Callable[[R], bytes], max_bytes: int) -> Fi
     def fits(index: int) -> bool:
         if index not in encoded:
             encoded[index] = encode(ladder[index])
-            logger.info("size target: %s -> %d bytes", ladder[index], len(encoded[index]))
         return len(encoded[index]) <= max_bytes
 
     bisect.bisect_left(range(len(ladder)), True, key=fits)
@@ -67,25 +66,37 @@ def best_fit(
     encode: Callable[[R], bytes],
     quality: Callable[[R, bytes], float],
     max_bytes: int,
+    fallback: Sequence[R] = (),
 ) -> Fit[R]:
-    """Of the first fitting rung of each ladder, the one with the highest ``quality``; the smallest file
-    encoded when none fits. Rungs shared between ladders are encoded once."""
+    """The rung to use: the first rung of the first ladder (the settings as given) when it fits; else, of the
+    first fitting rung of each ladder, the one with the highest ``quality``; else the first fitting rung of
+    ``fallback`` (everything at once); else the smallest file encoded. Rungs are encoded once."""
     cache: dict[R, bytes] = {}
 
     def cached(rung: R) -> bytes:
         if rung not in cache:
             cache[rung] = encode(rung)
+            logger.info("size target: %s -> %d bytes", rung, len(cache[rung]))
         return cache[rung]
 
-    found = [fit(ladder, cached, max_bytes) for ladder in ladders if ladder]
-    fitting = list(dict.fromkeys(f.rung for f in found if f.fits))
-    if not fitting:
-        smallest = min(cache, key=lambda rung: len(cache[rung]))
-        return Fit(smallest, cache[smallest], False, len(cache))
-    if len(fitting) == 1:
-        return Fit(fitting[0], cache[fitting[0]], True, len(cache))
-    best = max(fitting, key=lambda rung: quality(rung, cache[rung]))
-    return Fit(best, cache[best], True, len(cache))
+    def chosen(rung: R, fits: bool = True) -> Fit[R]:
+        return Fit(rung, cache[rung], fits, len(cache))
+
+    first = ladders[0][0]
+    if len(cached(first)) <= max_bytes:
+        return chosen(first)
+    fitting = list(
+        dict.fromkeys(f.rung for f in (fit(ladder, cached, max_bytes) for ladder in ladders) if f.fits)
+    )
+    if fitting:
+        return chosen(
+            max(fitting, key=lambda rung: quality(rung, cache[rung])) if len(fitting) > 1 else fitting[0]
+        )
+    if fallback:
+        last = fit(fallback, cached, max_bytes)
+        if last.fits:
+            return chosen(last.rung)
+    return chosen(min(cache, key=lambda rung: len(cache[rung])), fits=False)
 
 
 def psnr(source: Sequence[np.ndarray], shown: Sequence[np.ndarray]) -> float:

@@ -630,24 +630,27 @@ FALLBACK_QUALITY = 50  # WebP quality of the last-resort ladder (smaller frames 
 FALLBACK_COLORS = 64  # APNG colours of the last-resort ladder
 
 
-def _webp_ladders(first: _ImageRung, shape: tuple[int, ...], min_scale: float) -> list[list[_ImageRung]]:
+def _webp_ladders(first: _ImageRung, shape: tuple[int, ...], min_scale: float) -> _Ladders:
+    """Lower quality; the same quality at smaller sizes; and, last, quality 50 at smaller sizes."""
     scales = [s for s in scales_for(shape, (1.0, *IMAGE_SCALES)) if s >= min_scale]
     qualities = [q for q in WEBP_QUALITIES if q < first.quality or first.lossless]
     return [
         [first, *(_ImageRung(quality=q) for q in qualities)],
         [replace(first, scale=s) for s in scales],
-        [_ImageRung(scale=s, quality=min(first.quality, FALLBACK_QUALITY)) for s in scales],
-    ]
+    ], [_ImageRung(scale=s, quality=min(first.quality, FALLBACK_QUALITY)) for s in scales]
 
 
-def _apng_ladders(first: _ImageRung, shape: tuple[int, ...], min_scale: float) -> list[list[_ImageRung]]:
+def _apng_ladders(first: _ImageRung, shape: tuple[int, ...], min_scale: float) -> _Ladders:
+    """Fewer colours; the same colours at smaller sizes; and, last, 64 colours at smaller sizes."""
     scales = [s for s in scales_for(shape, (1.0, *IMAGE_SCALES)) if s >= min_scale]
     colors = [c for c in APNG_COLOR_STEPS if not first.colors or c < first.colors]
     return [
         [first, *(_ImageRung(colors=c) for c in colors)],
         [replace(first, scale=s) for s in scales],
-        [_ImageRung(scale=s, colors=min(first.colors or APNG_COLORS, FALLBACK_COLORS)) for s in scales],
-    ]
+    ], [_ImageRung(scale=s, colors=min(first.colors or APNG_COLORS, FALLBACK_COLORS)) for s in scales]
+
+
+_Ladders = tuple[list[list[_ImageRung]], list[_ImageRung]]  # ladders and the last resort
 
 
 def _fit_image(
@@ -657,7 +660,7 @@ def _fit_image(
     max_mb: float,
     allow_fps: bool,
     encode: Callable[[_ImageRung], bytes],
-    ladders: Callable[[float], list[list[_ImageRung]]],
+    ladders: Callable[[float], _Ladders],
 ) -> Encoded:
     """The best rung under ``max_mb`` (:func:`flipbook.io.sizefit.best_fit`) at the full frame rate, then
     (when allowed) at every 2nd, 3rd, 4th frame, keeping frames at least half size until the last frame
@@ -672,8 +675,10 @@ def _fit_image(
     best: Fit[_ImageRung] | None = None
     for index, step in enumerate(steps):
         min_scale = 0.0 if index == len(steps) - 1 else 0.5
-        stepped = [[replace(r, frame_step=step) for r in ladder] for ladder in ladders(min_scale)]
-        found = best_fit([list(dict.fromkeys(ladder)) for ladder in stepped], encode, quality, max_bytes)
+        ways, last = ladders(min_scale)
+        stepped = [list(dict.fromkeys(replace(r, frame_step=step) for r in ladder)) for ladder in ways]
+        fallback = [replace(r, frame_step=step) for r in last]
+        found = best_fit(stepped, encode, quality, max_bytes, fallback)
         if best is None or found.fits or len(found.data) < len(best.data):
             best = found
         if found.fits:
