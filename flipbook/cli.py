@@ -33,13 +33,12 @@ ModelsDirOpt = Annotated[
     ),
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder")]
+SPEC_HELP = "spec file: .toml, or JSON of any name (a flipbook spec, Deforum settings, a Parseq manifest)"
 
 
 @app.command()
 def render(
-    spec: Annotated[
-        Path | None, typer.Argument(help="spec file (.toml, .json or Deforum settings .txt)")
-    ] = None,
+    spec: Annotated[Path | None, typer.Argument(help=SPEC_HELP)] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override a field: animation.max_frames=48")
     ] = None,
@@ -120,7 +119,7 @@ def render(
 
 @app.command()
 def validate(
-    spec: Annotated[Path, typer.Argument(help="spec file (.toml, .json or Deforum settings .txt)")],
+    spec: Annotated[Path, typer.Argument(help=SPEC_HELP)],
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override a field: animation.max_frames=48")
     ] = None,
@@ -133,7 +132,7 @@ def validate(
 
 @app.command()
 def plan(
-    spec: Annotated[Path, typer.Argument(help="spec file (.toml, .json or Deforum settings .txt)")],
+    spec: Annotated[Path, typer.Argument(help=SPEC_HELP)],
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override a field: animation.max_frames=48")
     ] = None,
@@ -166,18 +165,57 @@ def plan(
 @app.command("import-deforum")
 def import_deforum(
     settings: Annotated[
-        Path, typer.Argument(help="a Deforum settings file (.txt, from the A1111 extension or notebook)")
+        Path,
+        typer.Argument(
+            help="a Deforum settings file of any era and name (.txt, .json: read by content; a Parseq manifest "
+            "works too)"
+        ),
     ],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="spec file to write (default: stdout)")
     ] = None,
 ) -> None:
-    """Convert Deforum settings to a flipbook spec (TOML); unused settings are listed, never dropped silently."""
-    from flipbook.spec.load import read_spec_data, spec_from_data
+    """Convert Deforum settings to a flipbook spec (TOML): values read as the Deforum that wrote the file reads
+    them, each difference and every unused setting listed on stderr, never dropped silently."""
+    from flipbook.spec.load import read_spec_data
+
+    _write_imported(*read_spec_data(settings), out)
+
+
+@app.command("import-parseq")
+def import_parseq(
+    manifest: Annotated[
+        Path, typer.Argument(help="a Parseq manifest (the JSON Parseq saves, with rendered_frames)")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="spec file to write (default: stdout)")
+    ] = None,
+) -> None:
+    """Convert a Parseq manifest to a flipbook spec (TOML): its rendered values as schedules, prompts and seeds,
+    the rest Deforum's defaults, as Deforum renders a manifest."""
+    from flipbook.spec.deforum import read_deforum_settings
+    from flipbook.spec.load import document_data, document_kind
+
+    try:
+        document = read_deforum_settings(manifest)
+    except FlipbookError as error:
+        raise FlipbookError(
+            "manifest", str(manifest), "a Parseq manifest (JSON)", detail=error.detail
+        ) from None
+    if document_kind(document) != "parseq":
+        raise FlipbookError(
+            "manifest", str(manifest), "a Parseq manifest (JSON with rendered_frames)",
+            detail="for Deforum settings use flipbook import-deforum",
+        )  # fmt: skip
+    _write_imported(*document_data(document, base=manifest.parent), out)
+
+
+def _write_imported(data: dict, warnings: list[str], out: Path | None) -> None:
+    """Validate imported spec data (the written spec must load), list the warnings, write TOML."""
+    from flipbook.spec.load import spec_from_data
     from flipbook.spec.toml_writer import spec_to_toml
 
-    data, warnings = read_spec_data(settings)
-    spec_from_data(data)  # the written spec must validate
+    spec_from_data(data)
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
     text = spec_to_toml(data)

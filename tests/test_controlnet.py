@@ -116,7 +116,7 @@ def test_shuffle_is_a_deterministic_remap_of_the_input():
 
 
 def test_depth_map_has_the_image_size(init_image):
-    from flipbook.motion.depth import DepthEstimator
+    from flipbook.imaging.depth import DepthEstimator
 
     out = preprocess("depth", init_image.resize((48, 40)), model=DepthEstimator.load("tiny", device="cpu"))
     array = np.asarray(out)
@@ -462,7 +462,7 @@ def square_png(tmp_path) -> Path:
 
 
 def test_control_units_load_the_depth_model_once(tmp_path, monkeypatch, square_png):
-    from flipbook.motion.depth import DepthEstimator
+    from flipbook.imaging.depth import DepthEstimator
 
     loads = []
     original = DepthEstimator.load
@@ -475,3 +475,36 @@ def test_control_units_load_the_depth_model_once(tmp_path, monkeypatch, square_p
     assert len(loads) == 1  # one depth model for both units and every frame
     assert all(c.image.size == (64, 64) for controls in frames for c in controls)
     assert not np.array_equal(np.asarray(frames[0][0].image), np.asarray(frames[0][1].image))  # own image
+
+
+@pytest.mark.parametrize(
+    "folder",
+    [
+        "models/ControlNetPreprocessor",  # Forge's preprocessor folder
+        "extensions/sd-webui-controlnet/annotator/downloads",  # sd-webui-controlnet's
+        "models/Deforum",  # a depth model in Deforum's folder serves the depth preprocessor too
+    ],
+)
+def test_the_depth_preprocessor_s_model_is_found_by_name_in_the_models_folder(tmp_path, square_png, folder):
+    from flipbook.imaging.depth import DepthEstimator, tiny_depth_model
+
+    webui = tmp_path / "webui"
+    (webui / "models" / "Stable-diffusion").mkdir(parents=True)
+    model, processor = tiny_depth_model()
+    model.save_pretrained(webui / folder / "my-dpt")
+    processor.save_pretrained(webui / folder / "my-dpt")
+    unit = {
+        "model": "tiny",
+        "image": str(square_png),
+        "preprocessor": "depth",
+        "preprocessor_model": "my-dpt",
+    }
+    spec = make_spec(tmp_path, [unit], "depth", model={**SPEC["model"], "models_dir": str(webui)})
+    control = ControlUnits(spec).preprocess(0, square(), seed=0)
+    expected = preprocess("depth", square(), model=DepthEstimator.load("tiny", device="cpu"))
+    np.testing.assert_array_equal(np.asarray(control), np.asarray(expected))  # the folder's weights: tiny's
+    missing = make_spec(tmp_path, [{**unit, "preprocessor_model": "other"}], "depth",
+                        model={**SPEC["model"], "models_dir": str(webui)})  # fmt: skip
+    with pytest.raises(SpecError) as error:
+        ControlUnits(missing).preprocess(0, square(), seed=0)
+    assert error.value.field == "controlnet[0].preprocessor_model" and "my-dpt" in error.value.allowed

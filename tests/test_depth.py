@@ -7,7 +7,7 @@ import PIL.Image
 import pytest
 
 from flipbook.errors import FlipbookError
-from flipbook.motion.depth import (
+from flipbook.imaging.depth import (
     DepthEstimator,
     depth_from_disparity,
     predicts_metric_depth,
@@ -139,3 +139,42 @@ def test_save_depth_map_constant_is_white_and_rejects_disparity(tmp_path):
         assert np.all(np.array(saved) == 65535)
     with pytest.raises(ValueError, match="positive"):
         save_depth_map(np.linspace(0, 1, 24).reshape(4, 6), tmp_path / "disparity.png")
+
+
+def _saved_tiny(folder) -> None:
+    model, processor = tiny_depth_model()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    ("install", "models"),
+    [
+        ("webui", "models/Deforum"),
+        ("ComfyUI", "models/depthanything"),
+    ],  # Deforum's and ComfyUI's depth folders
+)
+def test_a_depth_model_is_found_by_name_in_the_models_folder(tmp_path, tiny, image, install, models):
+    root = tmp_path / install
+    _saved_tiny(root / models / "my-dpt")
+    loaded = DepthEstimator.load("my-dpt", device="cpu", models_dir=root)
+    np.testing.assert_allclose(loaded(image), tiny(image), atol=1e-6)
+    with pytest.raises(FlipbookError) as caught:  # not there: the error lists what is
+        DepthEstimator.load("other-dpt", device="cpu", models_dir=root)
+    assert caught.value.field == "camera.depth_model" and "my-dpt" in caught.value.allowed
+
+
+def test_the_camera_loads_its_depth_model_from_the_spec_s_models_folder(tmp_path, tiny, image):
+    from flipbook.modes.camera.render import depth_estimator
+    from flipbook.spec.load import spec_from_data
+
+    _saved_tiny(tmp_path / "webui" / "models" / "Deforum" / "my-dpt")
+    spec = spec_from_data(
+        {
+            "prompts": {"0": "a cat"},
+            "model": {"device": "cpu", "models_dir": str(tmp_path / "webui")},
+            "animation": {"mode": "3d", "max_frames": 2},
+            "camera": {"depth_model": "my-dpt"},
+        }
+    )
+    np.testing.assert_allclose(depth_estimator(spec)(image), tiny(image), atol=1e-6)

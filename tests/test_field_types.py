@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from flipbook.errors import FlipbookError, SpecError
-from flipbook.models.folders import A1111_FOLDERS, EXTENSIONS, KINDS
+from flipbook.models.folders import A1111_FOLDERS, EXTENSIONS, FOLDER_MARKERS, KINDS
 from flipbook.modes import MODES
 from flipbook.server.security import check_model_reference
 from flipbook.server.settings import ServerSettings
@@ -40,12 +40,17 @@ def _concrete(location) -> str:
 
 @pytest.fixture()
 def webui(tmp_path):
-    """An A1111 install with one model of every models-folder kind, ``x-<kind>``."""
+    """An A1111 install with one model of every models-folder kind, ``x-<kind>``: a file, or for the kinds
+    whose models are folders (depth, preprocessor models) a folder with its marker."""
     root = tmp_path / "webui"
     for kind in KINDS:
         folder = root / A1111_FOLDERS[kind][0]
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"x-{kind}{EXTENSIONS[kind][0]}").write_bytes(b"weights")
+        if EXTENSIONS[kind]:
+            (folder / f"x-{kind}{EXTENSIONS[kind][0]}").write_bytes(b"weights")
+        else:
+            (folder / f"x-{kind}").mkdir()
+            (folder / f"x-{kind}" / FOLDER_MARKERS[kind][0]).write_text("{}")
     return root
 
 
@@ -54,9 +59,10 @@ def test_every_model_field_is_a_name_found_in_the_models_folder_through_its_type
     assert len(models) >= 14
     for location, marker in models:
         field = _concrete(location)
+        assert marker.folders, f"{field}: a model kind with no models-folder kind"
         for kind in marker.folders:  # the folder kinds the type names, found as the loaders find them
             found = marker.find(f"x-{kind}", webui)
-            assert found is not None and found.name.startswith(f"x-{kind}."), (field, kind)
+            assert found is not None and found.stem == f"x-{kind}", (field, kind)
             check_model_reference(field, f"x-{kind}", marker, webui)  # the server takes the name
             with pytest.raises(FlipbookError) as error:  # never the path to it
                 check_model_reference(field, str(found), marker, webui)
@@ -66,8 +72,7 @@ def test_every_model_field_is_a_name_found_in_the_models_folder_through_its_type
             if kind not in marker.builtins:
                 with pytest.raises(FlipbookError):
                     check_model_reference(field, f"x-{kind}", marker, webui)
-        if not marker.folders:  # nothing to look up: what the server takes instead is said
-            assert "--models-dir" not in marker.allowed(), field
+        assert "--models-dir" in marker.allowed(), field
 
 
 def test_every_model_and_input_file_field_has_a_widget():

@@ -40,6 +40,14 @@ def webui(tmp_path: Path) -> Path:
         "extensions/sd-webui-animatediff/model/mm_sd_v15_v2.ckpt",
         "models/ESRGAN/4x-UltraSharp.pth",
         "models/RealESRGAN/RealESRGAN_x4plus.pth",
+        "models/Deforum/dpt-hybrid-midas/config.json",  # a transformers depth model in Deforum's folder
+        "models/Deforum/dpt-hybrid-midas/model.safetensors",
+        "models/Deforum/dpt_large-midas-2f21e586.pt",  # Deforum's own MiDaS file: none of flipbook's kinds
+        "models/Deforum/RIFE46.pkl",
+        "models/Deforum/film_interpolation/film_net_fp16.pt",
+        "extensions/sd-webui-controlnet/annotator/downloads/openpose/body_pose_model.pth",
+        "extensions/sd-webui-controlnet/annotator/downloads/openpose/hand_pose_model.pth",
+        "models/ControlNetPreprocessor/depth-anything-small/config.json",
     )
     return root
 
@@ -57,6 +65,11 @@ def comfy(tmp_path: Path) -> Path:
         "models/animatediff_models/mm_sd_v15_v2.ckpt",
         "custom_nodes/ComfyUI-AnimateDiff-Evolved/models/v3_sd15_mm.ckpt",
         "models/upscale_models/4x-UltraSharp.pth",
+        "models/depthanything/depth-anything-v2-small-hf/config.json",
+        "models/depthanything/depth_anything_v2_vits.safetensors",  # the original layout: not a folder model
+        "custom_nodes/comfyui_controlnet_aux/ckpts/lllyasviel/Annotators/body_pose_model.pth",
+        "custom_nodes/ComfyUI-Frame-Interpolation/ckpts/film/film_net_fp32.pt",
+        "custom_nodes/ComfyUI-Frame-Interpolation/ckpts/rife/rife46.pth",
     )
     return root
 
@@ -75,6 +88,14 @@ def test_a1111_layout_lists_every_kind(webui: Path) -> None:
     assert set(models.list("controlnet")) == {"control_v11p_sd15_openpose"}
     assert set(models.list("motion_module")) == {"mm_sd_v15_v2"}
     assert set(models.list("upscaler")) == {"4x-UltraSharp", "RealESRGAN_x4plus"}
+    assert models.list("depth") == {"dpt-hybrid-midas": webui / "models/Deforum/dpt-hybrid-midas"}
+    assert set(models.list("annotator")) == {"openpose", "depth-anything-small"}
+    assert models.list("film") == {
+        "film_net_fp16": webui / "models/Deforum/film_interpolation/film_net_fp16.pt"
+    }
+    assert models.list("rife") == {
+        "RIFE46": webui / "models/Deforum/RIFE46.pkl"
+    }  # not the depth model's weights
 
 
 def test_comfyui_layout_lists_every_kind(comfy: Path) -> None:
@@ -87,6 +108,12 @@ def test_comfyui_layout_lists_every_kind(comfy: Path) -> None:
     assert set(models.list("controlnet")) == {"openpose"}
     assert set(models.list("motion_module")) == {"mm_sd_v15_v2", "v3_sd15_mm"}
     assert set(models.list("upscaler")) == {"4x-UltraSharp"}
+    assert set(models.list("depth")) == {"depth-anything-v2-small-hf"}
+    assert models.list("annotator") == {
+        "lllyasviel/Annotators": comfy / "custom_nodes/comfyui_controlnet_aux/ckpts/lllyasviel/Annotators"
+    }
+    assert set(models.list("film")) == {"film_net_fp32"}
+    assert set(models.list("rife")) == {"rife46"}
 
 
 @pytest.mark.parametrize("layout", ["webui", "comfy"])

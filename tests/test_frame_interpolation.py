@@ -1,4 +1,4 @@
-"""Frame interpolation (flipbook.post.interpolate, the ``interpolate`` command): synthetic scenes whose true
+"""Frame interpolation (flipbook.post.frame_interpolation, the ``interpolate`` command): synthetic scenes whose true
 in-betweens are known, exact checks of the kept frames, the cross-fade and the FILM interface."""
 
 import numpy as np
@@ -8,12 +8,12 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from flipbook.bench.interpolate import _paste, _texture
+from flipbook.bench.frame_interpolation import _paste, _texture
 from flipbook.commands.interpolate import register
 from flipbook.errors import FlipbookError
 from flipbook.io.writers import gif_durations_ms
-from flipbook.post import interpolate as interp
-from flipbook.post.interpolate import (
+from flipbook.post import frame_interpolation as interp
+from flipbook.post.frame_interpolation import (
     blend_weights,
     cross_fade,
     intermediate_flows,
@@ -254,6 +254,36 @@ def test_film_model_errors_name_interpolate_model(tmp_path):
         assert error.value.field == "interpolate.model"
 
 
+def test_film_weights_are_found_by_name_in_the_models_folder(tmp_path, film_file):
+    """ComfyUI-Frame-Interpolation's ckpts/film and Deforum's models/Deforum/film_interpolation: by name, with
+    or without the extension, as the file itself; the spec's post.film_model likewise with model.models_dir."""
+    from flipbook.runs.finish import check_post_inputs
+    from flipbook.spec.load import spec_from_data
+
+    comfy, webui = tmp_path / "ComfyUI", tmp_path / "webui"
+    (comfy / "models" / "checkpoints").mkdir(parents=True)
+    (comfy / "custom_nodes/ComfyUI-Frame-Interpolation/ckpts/film").mkdir(parents=True)
+    film_file.rename(comfy / "custom_nodes/ComfyUI-Frame-Interpolation/ckpts/film/film_net_fp32.pt")
+    (webui / "models/Deforum/film_interpolation").mkdir(parents=True)
+    torch.jit.save(
+        torch.jit.script(CrossFadeFilm()), str(webui / "models/Deforum/film_interpolation/film_net_fp16.pt")
+    )
+    frames = [square_frame(20), square_frame(30)]
+    expected = interpolate_frames(frames, method="blend")
+    for root, name in ((comfy, "film_net_fp32"), (comfy, "film_net_fp32.pt"), (webui, "film_net_fp16")):
+        out = interpolate_frames(frames, method="film", model_path=name, models_dir=root, device="cpu")
+        assert np.abs(out[1].astype(int) - expected[1]).max() <= 1, (root, name)
+        data = {"prompts": {"0": "x"}, "model": {"models_dir": str(root)},
+                "post": {"interpolate": 2, "interpolate_method": "film", "film_model": name}}  # fmt: skip
+        check_post_inputs(spec_from_data(data))
+    with pytest.raises(FlipbookError) as error:  # not there: the error names the field and lists what is
+        interpolate_frames(frames, method="film", model_path="film_net_fp64", models_dir=comfy, device="cpu")
+    assert error.value.field == "interpolate.model" and "film_net_fp32" in error.value.allowed
+    with pytest.raises(FlipbookError) as error:  # a name with no models folder is a missing file
+        interpolate_frames(frames, method="film", model_path="film_net_fp32", device="cpu")
+    assert error.value.field == "interpolate.model" and "no such file" in str(error.value)
+
+
 # --- the command --------------------------------------------------------------------------------------------
 
 
@@ -319,3 +349,17 @@ def test_cli_writes_png_frames_without_fps_and_refuses_other_suffixes(cli, frame
     assert len(list((tmp_path / "tweens").glob("*.png"))) == 10
     bad = cli(frame_folder, "--fps", "8", "-o", tmp_path / "out.avi")
     assert bad.exit_code != 0 and "--out" in str(bad.exception)
+
+
+def test_cli_takes_film_weights_by_name_with_models_dir(cli, frame_folder, film_file, tmp_path):
+    comfy = tmp_path / "ComfyUI"
+    (comfy / "models" / "checkpoints").mkdir(parents=True)
+    (comfy / "custom_nodes/ComfyUI-Frame-Interpolation/ckpts/film").mkdir(parents=True)
+    film_file.rename(comfy / "custom_nodes/ComfyUI-Frame-Interpolation/ckpts/film/film_net_fp32.pt")
+    target = tmp_path / "film"
+    args = ("--x", "2", "--method", "film", "--model", "film_net_fp32", "-o", target)
+    result = cli(frame_folder, *args, "--models-dir", comfy)
+    assert result.exit_code == 0, result.output
+    assert len(list(target.glob("*.png"))) == 7
+    refused = cli(frame_folder, *args)  # without the models folder the name is a missing file
+    assert isinstance(refused.exception, FlipbookError) and refused.exception.field == "interpolate.model"

@@ -22,7 +22,7 @@ from flipbook.inspire.vocabulary import (
     split_line,
     topics,
 )
-from flipbook.spec.travel import parse_prompt_lines, split_negative
+from flipbook.spec.prompt_keyframes import parse_prompt_lines, split_negative
 
 REQUIRED_TOPICS = {"ocean", "city", "forest", "space", "mountains", "desert", "winter", "fantasy", "sci-fi",
                    "underwater", "flowers", "architecture"}  # fmt: skip

@@ -16,7 +16,7 @@ from flipbook.io.readers import read_frames
 from flipbook.io.writers import write_mp4
 from flipbook.runs.render import render, resume
 from flipbook.sampling.core import SamplingCore
-from flipbook.sampling.noise import keyframe_noise, slerp
+from flipbook.sampling.noise import KeyframeWalk, keyframe_noise, slerp
 from flipbook.sampling.requests import FrameRequest
 from flipbook.spec.easing import energy_easing, sine_easing, walk_weights
 from flipbook.spec.load import spec_from_data
@@ -56,6 +56,33 @@ def frames(result):
 def test_linear_walk_weights_rise_to_each_keyframe_then_hold():
     w = walk_weights([2, 6, 8], 10, "linear")
     np.testing.assert_allclose(w, [0, 0, 0, 0.25, 0.5, 0.75, 0, 0.5, 0, 0])
+
+
+def test_a_closed_walk_runs_from_the_last_keyframe_back_to_the_first():
+    """The last keyframe's segment ends at frame n, the first frame of the next time round (the loop mode's
+    walk); frames before the first keyframe hold it; one keyframe has nothing to walk to."""
+    np.testing.assert_allclose(walk_weights([0, 4], 8, "linear", closed=True), [0, 0.25, 0.5, 0.75] * 2)
+    np.testing.assert_allclose(
+        walk_weights([2, 6], 8, "linear", closed=True), [0, 0, 0, 0.25, 0.5, 0.75, 0, 0.5]
+    )
+    np.testing.assert_allclose(walk_weights([3], 6, "linear", closed=True), np.zeros(6))
+    eased = walk_weights([0, 4], 8, "sine", closed=True)
+    np.testing.assert_allclose(eased[4:], eased[:4])  # the same easing on the way back
+    with pytest.raises(FlipbookError) as error:  # a list needs an easing for the closing segment too
+        walk_weights([0, 4], 8, ["linear"], closed=True, field="loop.easing")
+    assert error.value.field == "loop.easing" and "a list of 2" in error.value.allowed
+
+
+def test_a_keyframe_walk_slerps_toward_the_next_keyframe_and_closed_back_to_the_first():
+    seeds = {0: 11, 4: 22, 6: 33}
+    shape = (1, 4, 8, 8)
+    for closed in (False, True):
+        walk = KeyframeWalk([6, 0, 4, 0], seeds.__getitem__, closed=closed)
+        assert [walk.next_key(i, k) for i, k in ((1, 0), (5, 4), (7, 6))] == [4, 6, 0 if closed else None]
+        assert torch.equal(walk.noise(4, 4, 0.0, shape), keyframe_noise(22, shape))  # a keyframe is txt2img
+        expected = slerp(keyframe_noise(33, shape), keyframe_noise(11, shape), 0.5)
+        assert torch.equal(walk.noise(7, 6, 0.5, shape), expected if closed else keyframe_noise(33, shape))
+    assert KeyframeWalk([3], seeds.__getitem__, closed=True).next_key(5, 3) is None  # nowhere to go
 
 
 @pytest.mark.parametrize("frequency", [1, 2, 3])

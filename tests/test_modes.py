@@ -17,13 +17,17 @@ from flipbook.spec.model import Spec
 from flipbook.spec.references import InputFile, marked_fields, parse_field
 from flipbook.spec.summary import summarize
 
-NEEDS = {"video": {"video": "source.mp4"}, "variations": {"image": "init.png", "mask": "mask.png"}}
-"""The init files a mode can't be validated without (the summary never opens them)."""
+NEEDS = {
+    "video": {"init": {"video": "source.mp4"}},
+    "variations": {"init": {"image": "init.png", "mask": "mask.png"}},
+    "loop": {"prompts": {"0": "a lighthouse", "12": "a lighthouse at night"}},
+}
+"""What a mode can't be validated without: init files (the summary never opens them), a second keyframe."""
 
 
 def _data(mode: str) -> dict:
     data = {"prompts": {"0": "a lighthouse"}, "sampling": {"seed": 3}, "animation": {"mode": mode}}
-    return data | ({"init": NEEDS[mode]} if mode in NEEDS else {})
+    return data | NEEDS.get(mode, {})
 
 
 def test_the_schema_enumerates_the_modes_and_their_sections(run_cli):

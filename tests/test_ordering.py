@@ -1,9 +1,9 @@
-"""Ordering independent frames into a loop or a path with small steps (flipbook.motion.ordering): pure numpy."""
+"""Ordering independent frames into a loop or a path with small steps (flipbook.imaging.ordering): pure numpy."""
 
 import numpy as np
 import pytest
 
-from flipbook.motion.ordering import (
+from flipbook.imaging.ordering import (
     distance_matrix,
     downscale,
     nearest_neighbour,

@@ -64,7 +64,7 @@ def test_schedule_syntax_errors_are_caught_at_load_with_a_caret():
 @pytest.mark.parametrize(
     ("animation", "field", "frame"),
     [
-        ({"strength": "0:(0.5), 20:(1.5)"}, "animation.strength", 10),  # 0.5 + 0.05 t reaches 1
+        ({"strength": "0:(0.5), 20:(1.5)"}, "animation.strength", 11),  # 0.5 + 0.05 t passes 1 after frame 10
         ({"sampling": {"cfg": "0:(7), 30:(-1)"}}, "sampling.cfg", 27),
     ],
 )

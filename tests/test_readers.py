@@ -6,10 +6,10 @@ import pytest
 from PIL import Image
 
 from flipbook.errors import FlipbookError
+from flipbook.imaging.masks import load_mask
 from flipbook.io.images import open_image
 from flipbook.io.readers import natural_key, read_frames
 from flipbook.io.writers import write_gif, write_mp4
-from flipbook.motion.masks import load_mask
 
 
 def _frames(n=6, size=(48, 32)):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flipbook.errors import FlipbookError
-from flipbook.post.interpolate import interpolate_frames
+from flipbook.post.frame_interpolation import interpolate_frames
 from flipbook.post.rife import ALIGN, IFNet, RifeInterpolator, load_rife
 from flipbook.runs.finish import check_post_inputs, post_process
 from flipbook.spec.load import spec_from_data
@@ -288,3 +288,27 @@ def test_spec_post_rife_needs_and_uses_rife_model(tmp_path, weight_files):
     out = post_process(spec, frames)
     assert len(out) == 3 and out[0] is frames[0] and out[2] is frames[1]
     assert out[1].shape == (32, 48, 3)
+
+
+def test_rife_weights_are_found_by_name_in_the_models_folder(tmp_path, weight_files):
+    """Deforum's models/Deforum/RIFE46.pkl and ComfyUI-Frame-Interpolation's ckpts/rife/rife46.pth: the spec's
+    post.rife_model by name with model.models_dir, checked before any frame and used by the post-processing."""
+    webui, comfy = tmp_path / "webui", tmp_path / "ComfyUI"
+    (webui / "models/Deforum").mkdir(parents=True)
+    weight_files["pkl"].rename(webui / "models/Deforum/RIFE46.pkl")
+    (comfy / "models/checkpoints").mkdir(parents=True)
+    (comfy / "custom_nodes/ComfyUI-Frame-Interpolation/ckpts/rife").mkdir(parents=True)
+    weight_files["pth"].rename(comfy / "custom_nodes/ComfyUI-Frame-Interpolation/ckpts/rife/rife46.pth")
+    frames = [frames_pair(32, 48, seed)[0] for seed in range(2)]
+    outputs = []
+    for root, name in ((webui, "RIFE46"), (comfy, "rife46")):
+        spec = spec_with_post(tmp_path, interpolate=2, interpolate_method="rife", rife_model=name)
+        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"models_dir": root})})
+        check_post_inputs(spec)
+        outputs.append(post_process(spec, frames)[1])
+    np.testing.assert_array_equal(outputs[0], outputs[1])  # the same weights under both names
+    missing = spec_with_post(tmp_path, interpolate=2, interpolate_method="rife", rife_model="RIFE47")
+    missing = missing.model_copy(update={"model": missing.model.model_copy(update={"models_dir": webui})})
+    with pytest.raises(FlipbookError) as error:
+        check_post_inputs(missing)
+    assert error.value.field == "post.rife_model" and "RIFE46" in error.value.allowed

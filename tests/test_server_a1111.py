@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 DEFORUM_SETTINGS = {
     "W": 64, "H": 64, "max_frames": 2, "steps": 2, "seed": 9, "sampler": "Euler", "animation_mode": "None",
     "prompts": {"0": "a forest", "1": "a city"}, "strength_schedule": "0:(0.5)", "fps": 8,
-    "hybrid_motion": "None", "outdir": "/somewhere/else", "batch_name": "Deforum",
+    "midas_weight": 0.5, "outdir": "/somewhere/else", "batch_name": "Deforum",
 }  # fmt: skip
 
 
@@ -163,7 +163,7 @@ def test_deforum_batches_run_and_report_in_deforum_terms(server):
     body = response.json()
     assert body["message"] == "Job(s) accepted" and len(body["job_ids"]) == 2
     warnings = " ".join(body["warnings"][body["job_ids"][0]])
-    assert "hybrid_motion" in warnings and "eta_ddim" in warnings and "outdir" not in warnings
+    assert "midas_weight" in warnings and "eta_ddim" in warnings and "outdir" not in warnings
 
     for job_id in body["job_ids"]:
         status = _wait(server, f"/deforum_api/jobs/{job_id}", lambda s: s["status"] != "ACCEPTED")
@@ -181,12 +181,12 @@ def test_deforum_batches_run_and_report_in_deforum_terms(server):
 
 def test_a_bad_deforum_batch_queues_nothing(server):
     before = httpx.get(f"{server.url}/api/jobs").json()["total"]
-    bad = {**DEFORUM_SETTINGS, "W": 100}
+    bad = {**DEFORUM_SETTINGS, "animation_mode": "Interpolation"}
     response = httpx.post(
         f"{server.url}/deforum_api/batches", json={"deforum_settings": [DEFORUM_SETTINGS, bad]}
     )
     assert response.status_code == 422
-    assert response.json()["detail"].startswith("deforum_settings[1]: animation.width")
+    assert response.json()["detail"].startswith("deforum_settings[1]: animation_mode")
     assert httpx.get(f"{server.url}/api/jobs").json()["total"] == before
     assert httpx.post(f"{server.url}/deforum_api/batches", json={}).status_code == 400
     # each settings object is a job: one request may not queue an unbounded number of them

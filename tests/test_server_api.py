@@ -38,7 +38,7 @@ DEFORUM = """{
   // a hand-edited Deforum settings file: comments and a trailing comma are fine
   "W": 64, "H": 64, "max_frames": 2, "steps": 2, "seed": 5, "sampler": "euler",
   "animation_mode": "None", "prompts": {"0": "a forest"},
-  "hybrid_motion": "None",
+  "midas_weight": 0.5,
 }"""
 
 
@@ -146,7 +146,7 @@ def test_toml_deforum_text_and_multipart_uploads_are_accepted(tmp_path):
         assert toml.status_code == 201, toml.text
         deforum = client.post("/api/jobs", content=DEFORUM, headers={"content-type": "text/plain"})
         assert deforum.status_code == 201, deforum.text
-        assert any("hybrid_motion" in w for w in deforum.json()["warnings"])
+        assert any("midas_weight" in w for w in deforum.json()["warnings"])
         forced = client.post("/api/jobs?format=toml&set=animation.max_frames=5", content=TOML,
                              headers={"content-type": "text/plain"})  # fmt: skip
         assert forced.status_code == 201, forced.text

@@ -437,6 +437,23 @@ def test_model_names_built_ins_hub_ids_and_models_folder_names_are_accepted(tmp_
         assert lora.status_code == 422 and "not accepted over HTTP" in lora.json()["detail"]
 
 
+def test_frame_interpolation_weights_are_taken_by_their_name_in_the_models_folder(tmp_path, server_cwd):
+    """FILM and RIFE weights are files: over HTTP they are named as the server's --models-dir holds them
+    (Deforum's folders here), never by path."""
+    webui = tmp_path / "webui"
+    (webui / "models" / "Deforum" / "film_interpolation").mkdir(parents=True)
+    (webui / "models" / "Deforum" / "RIFE46.pkl").write_bytes(b"weights")
+    (webui / "models" / "Deforum" / "film_interpolation" / "film_net_fp16.pt").write_bytes(b"weights")
+    with client_for(tmp_path, models_dir=webui) as client:
+        for method, name in (("rife", "RIFE46"), ("film", "film_net_fp16")):
+            post = {"interpolate": 2, "interpolate_method": method, f"{method}_model": name}
+            job = client.post("/api/jobs", json={**SPEC, "post": post})
+            assert job.status_code == 201, job.text
+            for wrong in (f"{name}-missing", str(webui / "models" / "Deforum" / "RIFE46.pkl")):
+                refused = client.post("/api/jobs", json={**SPEC, "post": {**post, f"{method}_model": wrong}})
+                assert refused.status_code == 422 and refused.json()["field"] == f"post.{method}_model", wrong
+
+
 def test_a_control_image_is_uploaded_like_any_input(tmp_path):
     unit = b'\n[[controlnet]]\nmodel = "tiny"\n'
     with client_for(tmp_path) as client:

@@ -4,11 +4,13 @@ in Debian's Chromium through Playwright (skipped without /usr/bin/chromium).
 Renders use the built-in tiny model at 64x64 with 2 steps and 3 frames.
 """
 
+import dataclasses
 import json
 import shutil
 import socket
 import threading
 import time
+import typing
 from pathlib import Path
 
 import PIL.Image
@@ -16,7 +18,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from flipbook.errors import FlipbookError
+from flipbook.modes import MODES, REGISTERED
 from flipbook.server import ServerSettings, create_app, ui
+from flipbook.server.widgets import field_default, field_schema, form_value, shown_value, widget_for
 from flipbook.spec.load import spec_from_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -162,6 +166,102 @@ def test_form_to_toml_leaves_out_server_fields():
     assert error.value.field == "spec"
 
 
+# ---- the generated forms --------------------------------------------------------------------------------
+
+
+def _section_paths(mode) -> set[str]:
+    """Every field of the mode's section its tab should show (those another mode alone reads left out)."""
+    if mode.section is None:
+        return set()
+    paths = {f"{mode.section}.{name}" for name in mode.settings.model_fields}
+    return {p for p in paths if field_schema(p).get("x-flipbook", {}).get("only_in", mode.name) == mode.name}
+
+
+@pytest.mark.parametrize("mode", REGISTERED, ids=lambda m: m.name)
+def test_every_mode_tab_is_generated_from_its_settings_schema(mode):
+    """Every field of the mode's section and every input only some modes read is on its tab, with the widget
+    and default its schema gives; the descriptor's hints only order and label the first ones."""
+    entries = ui.mode_form(mode.name)
+    paths = [entry.path for entry in entries]
+    assert set(paths) == _section_paths(mode) | set(mode.inputs) | {hint.path for hint in mode.form}
+    assert len(paths) == len(set(paths)) == len({entry.key for entry in entries})
+    assert [entry.path for entry in entries[: len(mode.form)]] == [hint.path for hint in mode.form]
+    for entry in entries:
+        expected = widget_for(field_schema(entry.path), default=field_default(entry.path))
+        assert (entry.widget.kind, entry.widget.choices, entry.widget.default) == (
+            expected.kind, expected.choices, expected.default,
+        ), entry.path  # fmt: skip
+        assert (entry.widget.minimum, entry.widget.maximum) == (expected.minimum, expected.maximum)
+        assert entry.live == (entry.widget.kind == "schedule" or any(
+            hint.live for hint in mode.form if hint.path == entry.path
+        ))  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", [m for m in REGISTERED if m.section is not None], ids=lambda m: m.name)
+def test_a_mode_without_hints_still_gets_a_full_tab(mode):
+    bare = dataclasses.replace(mode, form=())
+    entries = ui.mode_form(bare)
+    assert {entry.path for entry in entries} == _section_paths(mode) | set(mode.inputs)
+    assert all(entry.shown for entry in entries)  # nothing hidden when there are no hints
+
+
+def test_formats_and_defaults_come_from_the_schema():
+    from flipbook.spec.model import OutputFormat, Spec
+
+    entries = {entry.path: entry for entry in ui.common_form()}
+    formats = entries["output.formats"].widget
+    assert formats.kind == "multichoice" and formats.choices == typing.get_args(OutputFormat)
+    defaults = json.loads(Spec.model_validate({"prompts": {"0": "x"}}).model_dump_json())
+    for path, entry in entries.items():
+        section, name = path.split(".") if "." in path else (None, path)
+        expected = defaults[name] if section is None else defaults[section][name]
+        assert entry.widget.default == expected, path
+    sampler = entries["sampling.sampler"].widget
+    assert sampler.kind == "choice" and sampler.custom and "DPM++ 2M Karras" in sampler.choices
+    assert set(ui.shared_paths()) <= set(entries)
+    assert not {"output.dir", "output.name", "model.models_dir", "animation.mode"} & set(entries)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_every_widget_gives_back_its_default(mode):
+    """What a box shows first converts back to the field's default (or to "unset"), so an untouched form is
+    the spec's defaults, and the fields under "More ..." are left out of the spec data."""
+    for entry in (*ui.common_form(), *ui.mode_form(mode)):
+        shown = shown_value(entry.widget, entry.widget.default)
+        value = form_value(entry.widget, shown, entry.path)
+        assert value == entry.widget.default or (value is None and entry.widget.default in (None, "")), entry
+    untouched = {e.key: shown_value(e.widget, e.widget.default) for e in ui.mode_form(mode) if not e.shown}
+    data = ui.mode_data(mode, COMMON, untouched)
+    assert ui.mode_data(mode, COMMON, {}) == data
+
+
+def test_lists_of_models_are_tables_and_numbers_lists():
+    entries = {entry.path: entry for entry in ui.mode_form("animatediff")}
+    loras = entries["animatediff.motion_loras"].widget
+    assert loras.kind == "table" and [name for name, _ in loras.columns] == ["name", "weight"]
+    assert (
+        dict(loras.columns)["name"].kind == "model" and "motion_lora" in dict(loras.columns)["name"].folders
+    )
+    fields = {"animatediff.motion_loras": [["v2_lora_ZoomIn", "0.8"], ["", ""], ["v2_lora_PanLeft", ""]],
+              "animatediff.adapter_lora": [["v3_sd15_adapter", "0.5"]], "animatediff.context_overlap": "2"}  # fmt: skip
+    spec, _ = ui.validate(ui.mode_data("animatediff", COMMON, fields))
+    assert [(lora.name, lora.weight) for lora in spec.animatediff.motion_loras] == [
+        ("v2_lora_ZoomIn", 0.8), ("v2_lora_PanLeft", 1.0),
+    ]  # fmt: skip
+    assert (spec.animatediff.adapter_lora.name, spec.animatediff.adapter_lora.weight) == (
+        "v3_sd15_adapter",
+        0.5,
+    )
+    assert spec.animatediff.context_overlap == 2
+    data = ui.mode_data(
+        "interpolate", COMMON, {"interpolate.sine_frequencies": "1, 3", "easing": '["linear", "sine"]'}
+    )
+    assert data["interpolate"] == {"sine_frequencies": [1, 3], "easing": ["linear", "sine"]}
+    with pytest.raises(FlipbookError) as error:  # a typo is the spec's error, naming the field
+        ui.validate(ui.mode_data("interpolate", COMMON, {"batch_size": "four"}))
+    assert error.value.field == "interpolate.batch_size"
+
+
 def test_hostile_spec_text_and_imports_are_one_error(tmp_path):
     """The Spec tab's text and imported files go through the same safe parsers as every other entry point:
     deep nesting, a 5000-digit integer and a lone surrogate are one FlipbookError, not RecursionError or
@@ -200,6 +300,10 @@ def test_ui_is_mounted_and_root_redirects(tmp_path):
         config = client.get("/ui/config").json()
         ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
         assert {"submit-travel", "submit-2d", "spec-toml", "queue-html", "gallery", "prompts-table"} <= ids
+        for mode in MODES:  # every mode's tab, with a component for each of its fields
+            assert {f"tab-{mode}", f"submit-{mode}"} <= ids
+            assert {f"{mode}-{entry.key.replace('.', '-')}" for entry in ui.mode_form(mode)} <= ids, mode
+        assert {entry.key.replace(".", "-") for entry in ui.common_form()} <= ids
         assert client.get("/api/health").json()["ok"]
         # same-origin POSTs from the page pass the Origin check; another origin is still refused
         other = client.post("/api/jobs/0123456789abcdef/cancel", headers={"Origin": "http://evil.example"})

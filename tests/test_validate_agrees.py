@@ -30,6 +30,7 @@ MODES = {
     "variations": {"init": {"image": "{image}", "mask": "{mask}"}},
     "animatediff": {},
     "svd": {"svd": {"num_frames": 2, "num_inference_steps": 1}},
+    "loop": {"prompts": {"0": "a lighthouse", "1": "a lighthouse at night"}},
 }
 EDGES = {
     "one step": {"sampling": {"steps": 1}},  # every feedback frame denoised fully (denoise 1)
@@ -46,6 +47,7 @@ REFUSED = {  # (mode, what): values a mode can't render, which validate must ref
     ("svd", "falling guidance"): {"svd": {"min_guidance_scale": 3.0, "max_guidance_scale": 1.0}},
     ("svd", "a second prompt"): {"prompts": {"0": "a", "1": "b"}},
     ("variations", "no mask"): {"init": {"mask": None}},
+    ("loop", "one keyframe"): {"prompts": {"0": "a lighthouse"}},
 }
 CASES = [
     (mode, edge, values)

@@ -7,9 +7,9 @@ import pytest
 
 from flipbook.errors import FlipbookError
 from flipbook.events import Events, RenderCancelled
+from flipbook.imaging.ordering import order_images
 from flipbook.modes.frame import animation_mask, init_image, keep_still
 from flipbook.modes.variations.render import variation_path
-from flipbook.motion.ordering import order_images
 from flipbook.runs.render import render, resume
 from flipbook.sampling.core import SamplingCore
 from flipbook.spec.load import spec_from_data

@@ -14,7 +14,7 @@ import numpy as np
 
 from flipbook.errors import FlipbookError
 from flipbook.spec.expressions import ExpressionError, compile_expression
-from flipbook.spec.travel import format_number
+from flipbook.spec.prompt_keyframes import format_number
 
 _MAP_ALLOWED = "an expression of x (the curve value, 0..1) and t (the frame index), e.g. 1 + 0.05*x"
 

@@ -38,7 +38,7 @@ _FRAME_SIZE = ("width", "height", "runs", "out")  # cases without a model: frame
 CASES: dict[str, Callable[..., str]] = {
     "sampler": _case("sampler", uses_frames=False),  # one image per run
     "camera-2d": _case("camera"),
-    "frame-interpolation": _case("interpolate", takes=_FRAME_SIZE),
+    "frame-interpolation": _case("frame_interpolation", takes=_FRAME_SIZE),
     "encode": _case("encode", takes=_FRAME_SIZE),
     "gif-quality": _case("gif_quality", takes=_FRAME_SIZE),
     "server": _case("server", takes=("runs", "out"), uses_frames=False),

@@ -40,12 +40,12 @@ from flipbook.bench.sampler import _machine, _sync
 from flipbook.bench.timing import ModuleTimer
 from flipbook.errors import FlipbookError
 from flipbook.events import Events, FrameEvent
+from flipbook.imaging.color import match_colors
+from flipbook.imaging.filters import add_noise, adjust_contrast, unsharp_mask
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.loading import load_model
 from flipbook.modes.camera import CAMERA_2D
 from flipbook.motion.camera2d import matrix_2d, warp_2d
-from flipbook.motion.color import match_colors
-from flipbook.motion.filters import add_noise, adjust_contrast, unsharp_mask
 from flipbook.runs.render import render
 from flipbook.samplers.schedulers import make_scheduler
 from flipbook.spec.model import Spec

@@ -1,6 +1,6 @@
 """``flipbook interpolate``: N times as many frames, for smoother or slower motion.
 
-A thin adapter over :mod:`flipbook.post.interpolate`: it reads any input that
+A thin adapter over :mod:`flipbook.post.frame_interpolation`: it reads any input that
 :func:`flipbook.io.readers.read_frames` accepts, works out the output's frame rate, interpolates, and writes
 by OUT's suffix: no suffix is a folder of PNG frames, ``.gif`` an animated GIF, ``.mp4`` an H.264 video. The
 output kind, method and model file are checked before any frame is read, the frame rate as soon as the
@@ -52,20 +52,30 @@ def interpolate(
     model: Annotated[
         Path | None,
         typer.Option(
-            "--model", help="FILM TorchScript file (film_net_fp32.pt) or RIFE 4.6 weights (flownet.pkl)"
+            "--model",
+            help="FILM TorchScript file (film_net_fp32.pt) or RIFE 4.6 weights (flownet.pkl), or its name in "
+            "--models-dir",
+        ),
+    ] = None,
+    models_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--models-dir",
+            envvar="FLIPBOOK_MODELS_DIR",
+            help="A1111 or ComfyUI install (or its models/ folder) whose FILM/RIFE folders --model names",
         ),
     ] = None,
 ) -> None:
     """Insert in-betweens (optical flow, cross-fade, FILM or RIFE) and write PNG frames, a GIF or an MP4."""
     from flipbook.io.readers import read_frames
-    from flipbook.post.interpolate import check_method, interpolate_frames, output_fps
+    from flipbook.post.frame_interpolation import check_method, interpolate_frames, output_fps
 
     kind = output_kind(out)
-    check_method(method, model)
+    weights = check_method(method, model, models_dir)
     clip = read_frames(source, field="IN")
     rate = fps if fps is not None else output_fps(clip.fps, factor, slowmo=slowmo)
     check_rate(rate, kind, source)
-    frames = interpolate_frames(clip.frames, factor=factor, loop=loop, method=method, model_path=model)
+    frames = interpolate_frames(clip.frames, factor=factor, loop=loop, method=method, model_path=weights)
     written = write(frames, out, kind, rate)
     timing = f" at {rate:g} fps" if kind != "png" else ""
     typer.echo(f"{len(clip.frames)} -> {len(frames)} frames{timing}: {written}")

@@ -2,7 +2,8 @@
 
 A unit's control image is its ``image`` file (opened once per render, at the animation size) or, without one,
 the image the frame itself starts from (the init image at frame 0, then whatever the mode feeds img2img); the
-unit's preprocessor runs on it for every frame. Weights are schedules, resolved per frame. The ControlNet
+unit's preprocessor runs on it for every frame. A frame with no image to control with (txt2img) needs the unit's
+weight to be 0 there: the unit is off for that frame (as Deforum's loopback units are at frame 0). Weights are schedules, resolved per frame. The ControlNet
 networks themselves are loaded by the sampling core (:class:`flipbook.models.controlnet.ControlNets`), once
 per run, on the checkpoint's device and dtype.
 """
@@ -10,15 +11,17 @@ per run, on the checkpoint's device and dtype.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import PIL.Image
 
-from flipbook.control.preprocess import load_openpose, preprocess
+from flipbook.control.preprocess import OPENPOSE_WEIGHTS, load_openpose, preprocess
 from flipbook.errors import FlipbookError, SpecError
 from flipbook.io.images import open_image
 from flipbook.sampling.requests import Control
+from flipbook.spec.fields import PREPROCESSOR_MODEL
 from flipbook.spec.model import ControlNetUnit, Spec
 from flipbook.spec.plan import FramePlan, resolve_value
 
@@ -54,8 +57,11 @@ class ControlUnits:
         self, index: int, unit: ControlNetUnit, frame: FramePlan, image: PIL.Image.Image | None
     ) -> Control:
         source = self._images.get(index, image)
+        weight = float(self.weights[index][frame.index])
         if source is None:
-            raise _needs_image(index, frame.index)
+            if weight != 0:
+                raise _needs_image(index, frame.index)
+            return _off(unit, self.spec)
         if index in self._images and unit.preprocessor != "shuffle":  # the same image every frame: once
             if index not in self._static:
                 self._static[index] = self.preprocess(index, source, seed=frame.seed)
@@ -65,7 +71,7 @@ class ControlUnits:
         return Control(
             model=unit.model,
             image=control_image,
-            conditioning_scale=float(self.weights[index][frame.index]),
+            conditioning_scale=weight,
             guidance_start=unit.guidance_start,
             guidance_end=unit.guidance_end,
         )
@@ -98,20 +104,37 @@ class ControlUnits:
 
 def _load_preprocessor_model(spec: Spec, index: int, unit: ControlNetUnit) -> Any:
     """A depth estimator (``preprocessor_model``, default the built-in ``tiny``) or controlnet_aux's OpenPose
-    detector, on the model section's device and dtype; errors name ``controlnet[i].preprocessor_model``."""
+    detector, on the model section's device and dtype; a name is looked up in ``model.models_dir`` among the
+    folders the field's type names first. Errors name ``controlnet[i].preprocessor_model``."""
+    models_dir = spec.model.models_dir
     try:
         if unit.preprocessor == "openpose":
-            return load_openpose(unit.preprocessor_model)
-        from flipbook.motion.depth import DepthEstimator
+            source = unit.preprocessor_model or OPENPOSE_WEIGHTS
+            found = _preprocessor_folder(source, models_dir)
+            return load_openpose(source if found is None else str(found))
+        from flipbook.imaging.depth import DepthEstimator
 
         name = unit.preprocessor_model or "tiny"
-        return DepthEstimator.load(name, device=spec.model.device, dtype=spec.model.dtype)
+        return DepthEstimator.load(
+            name, device=spec.model.device, dtype=spec.model.dtype, models_dir=models_dir,
+            folders=PREPROCESSOR_MODEL.folders,
+        )  # fmt: skip
     except FlipbookError as error:
+        if error.field == "models_dir":  # the models folder itself, not the unit
+            raise SpecError("model.models_dir", error.value, error.allowed, detail=error.detail) from None
         # load_openpose names "preprocessor" (package missing) or "preprocessor_model"; depth names its own
         leaf = error.field if error.field in ("preprocessor", "preprocessor_model") else "preprocessor_model"
         raise SpecError(
             f"controlnet[{index}].{leaf}", error.value, error.allowed, detail=error.detail
         ) from None
+
+
+def _preprocessor_folder(name: str, models_dir: Path | None) -> Path | None:
+    """The folder ``name`` names in the models folder (``PREPROCESSOR_MODEL.folders``), or None: then the name
+    is a folder or a hub id for controlnet_aux itself."""
+    if models_dir is None or Path(name).expanduser().exists():
+        return None
+    return PREPROCESSOR_MODEL.find(name, models_dir)
 
 
 def _weights(
@@ -134,27 +157,41 @@ def _open(spec: Spec, index: int, unit: ControlNetUnit) -> PIL.Image.Image:
     return image.resize(size, PIL.Image.LANCZOS)
 
 
+def _off(unit: ControlNetUnit, spec: Spec) -> Control:
+    """The unit switched off for one frame: weight 0 on a black image (no residual reaches the UNet)."""
+    size = (spec.animation.width, spec.animation.height)
+    return Control(
+        model=unit.model,
+        image=PIL.Image.new("RGB", size),
+        conditioning_scale=0.0,
+        guidance_start=unit.guidance_start,
+        guidance_end=unit.guidance_end,
+    )
+
+
 def _needs_image(index: int, frame: int) -> SpecError:
     return SpecError(
         f"controlnet[{index}].image",
         None,
         "a control image file for this unit",
-        detail=f"frame {frame} is txt2img (no init image), so it has no image of its own to control with",
+        detail=f"frame {frame} is txt2img (no init image), so it has no image of its own to control with "
+        "(or make the unit's weight 0 there)",
     )
 
 
 def check_controlnet(spec: Spec, variables: Mapping[str, np.ndarray] | None = None) -> None:
     """Everything about the ControlNet units that can fail, checked before any model loads: model names
-    resolve, image files open, weight schedules resolve in range, every txt2img frame has a control image,
-    and the openpose preprocessor's package is installed."""
+    resolve, image files open, weight schedules resolve in range, every txt2img frame has a control image
+    (or the unit's weight is 0 there), and the openpose preprocessor's package is installed."""
     if not spec.controlnet:
         return
     from flipbook.models.controlnet import locate_controlnet
 
-    ControlUnits(spec, variables)
+    units = ControlUnits(spec, variables)
     for index, unit in enumerate(spec.controlnet):
         locate_controlnet(unit.model, models_dir=spec.model.models_dir, field=f"controlnet[{index}].model")
-        if unit.image is None and spec.init.image is None and spec.init.video is None:
+        no_image = unit.image is None and spec.init.image is None and spec.init.video is None
+        if no_image and units.weights[index][0] != 0:
             raise _needs_image(index, 0)
         if unit.preprocessor == "openpose":
             try:

@@ -2,7 +2,7 @@
 
 Every function takes a PIL image (any mode) and returns an RGB PIL image of the same size; none downloads
 anything. ``canny``, ``lineart``, ``tile`` and ``shuffle`` need no weights at all; ``depth`` runs a
-:class:`~flipbook.motion.depth.DepthEstimator` the caller loaded; ``openpose`` needs the ``controlnet_aux``
+:class:`~flipbook.imaging.depth.DepthEstimator` the caller loaded; ``openpose`` needs the ``controlnet_aux``
 package and its annotator weights, which are the user's to install.
 
 Conventions follow the ControlNet 1.1 annotators (and sd-webui-controlnet, where most users meet them): edge
@@ -20,11 +20,14 @@ import PIL.Image
 from flipbook.errors import FlipbookError
 
 if TYPE_CHECKING:
-    from flipbook.motion.depth import DepthEstimator
+    from flipbook.imaging.depth import DepthEstimator
 
 PREPROCESSORS: tuple[str, ...] = ("none", "canny", "lineart", "tile", "shuffle", "depth", "openpose")
 """What ``[[controlnet]] preprocessor`` accepts ("none" passes the image through unchanged)."""
 
+OPENPOSE_WEIGHTS = "lllyasviel/Annotators"
+"""Where controlnet_aux's OpenPose weights come from by default: this hub repo (comfyui_controlnet_aux keeps a copy
+under ``ckpts/lllyasviel/Annotators``, which the models folder finds by this name)."""
 OPENPOSE_INSTALL = (
     "the controlnet_aux package with its annotator weights "
     "(pip install controlnet_aux; OpenPose weights from the lllyasviel/Annotators hub repo or a local copy)"
@@ -121,7 +124,7 @@ def openpose(image: PIL.Image.Image, annotator: Any) -> PIL.Image.Image:
 
 def load_openpose(source: str | None = None) -> Any:
     """controlnet_aux's OpenPose detector from ``source`` (its weights folder or hub id; default the
-    lllyasviel/Annotators repo, from the local cache when offline). Without the package, a FlipbookError
+    :data:`OPENPOSE_WEIGHTS` repo, from the local cache when offline). Without the package, a FlipbookError
     saying what to install."""
     try:
         from controlnet_aux import OpenposeDetector
@@ -129,7 +132,7 @@ def load_openpose(source: str | None = None) -> Any:
         raise FlipbookError(
             "preprocessor", "openpose", OPENPOSE_INSTALL, detail="controlnet_aux is not installed"
         ) from None
-    name = source or "lllyasviel/Annotators"
+    name = source or OPENPOSE_WEIGHTS
     try:
         return OpenposeDetector.from_pretrained(name)
     except Exception as error:  # any loading failure is the user's setup: one line saying so

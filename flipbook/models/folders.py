@@ -8,6 +8,14 @@ Both layouts' folders are searched whichever one the root looks like, so a Comfy
 A1111-style folders (or the reverse) still finds everything. Folder names are compared exactly as listed by
 the file system, so ``models/VAE`` (A1111) and ``models/vae`` (ComfyUI) are told apart on case-sensitive
 systems and found once on case-insensitive ones.
+
+Where a kind has no folder of its own in A1111 or ComfyUI, the folder of the extension or custom node that
+uses such models is searched: Deforum's ``models/Deforum`` (its RIFE weights, and depth models) and
+``models/Deforum/film_interpolation`` (FILM), sd-webui-controlnet's ``annotator/downloads`` and Forge's
+``models/ControlNetPreprocessor`` (preprocessor models), ComfyUI-DepthAnythingV2's ``models/depthanything``,
+comfyui_controlnet_aux's ``ckpts`` and ComfyUI-Frame-Interpolation's ``ckpts/film`` and ``ckpts/rife``. Depth
+and preprocessor models are folders (a transformers depth-estimation model with its ``config.json``, or
+controlnet_aux's OpenPose weights), listed by the folder's name.
 """
 
 from __future__ import annotations
@@ -31,6 +39,10 @@ A1111_FOLDERS: dict[str, tuple[str, ...]] = {
     "motion_module": ("extensions/sd-webui-animatediff/model", "models/AnimateDiff"),
     "motion_lora": ("models/Lora",),  # the A1111 extension loads motion LoRAs from the LoRA folder
     "upscaler": ("models/ESRGAN", "models/RealESRGAN"),
+    "depth": ("models/Deforum",),  # Deforum's depth models live here
+    "annotator": ("extensions/sd-webui-controlnet/annotator/downloads", "models/ControlNetPreprocessor"),
+    "film": ("models/Deforum/film_interpolation",),
+    "rife": ("models/Deforum",),  # Deforum keeps RIFE46.pkl here
 }
 COMFYUI_FOLDERS: dict[str, tuple[str, ...]] = {
     "checkpoint": ("models/checkpoints",),
@@ -41,6 +53,10 @@ COMFYUI_FOLDERS: dict[str, tuple[str, ...]] = {
     "motion_module": ("models/animatediff_models", "custom_nodes/ComfyUI-AnimateDiff-Evolved/models"),
     "motion_lora": ("models/animatediff_motion_lora", "custom_nodes/ComfyUI-AnimateDiff-Evolved/motion_lora"),
     "upscaler": ("models/upscale_models",),
+    "depth": ("models/depthanything",),
+    "annotator": ("custom_nodes/comfyui_controlnet_aux/ckpts",),
+    "film": ("custom_nodes/ComfyUI-Frame-Interpolation/ckpts/film",),
+    "rife": ("custom_nodes/ComfyUI-Frame-Interpolation/ckpts/rife",),
 }
 KINDS: tuple[str, ...] = tuple(A1111_FOLDERS)
 
@@ -55,16 +71,38 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "motion_module": (".safetensors", ".ckpt", ".pt", ".pth"),
     "motion_lora": (".safetensors", ".ckpt", ".pt", ".pth", ".bin"),
     "upscaler": (".safetensors", ".pth", ".pt"),
+    "depth": (),  # folders only (FOLDER_MARKERS)
+    "annotator": (),
+    "film": (".pt", ".pth"),  # TorchScript
+    "rife": (".safetensors", ".pkl", ".pth"),
 }
 DIFFUSERS_MARKER = "model_index.json"
-# A folder holding this file is one model of the kind (a diffusers pipeline; a diffusers ControlNet, whose
-# folder has config.json next to diffusion_pytorch_model.safetensors), listed by the folder's name.
-FOLDER_MARKERS: dict[str, str] = {"checkpoint": DIFFUSERS_MARKER, "controlnet": "config.json"}
+# A folder holding one of these files is one model of the kind, listed by the folder's name: a diffusers
+# pipeline; a diffusers ControlNet (config.json next to diffusion_pytorch_model.safetensors); a transformers
+# depth-estimation model (config.json); controlnet_aux's OpenPose weights (body_pose_model.pth).
+FOLDER_MARKERS: dict[str, tuple[str, ...]] = {
+    "checkpoint": (DIFFUSERS_MARKER,),
+    "controlnet": ("config.json",),
+    "depth": ("config.json",),
+    "annotator": ("config.json", "body_pose_model.pth"),
+}
+_ANY_MARKER = frozenset(marker for markers in FOLDER_MARKERS.values() for marker in markers)
 MAX_LISTED = 20
 
 # Subfolders of ``models/`` that only one of the tools creates; used to tell what a root is.
 _A1111_MARKERS = frozenset(
-    {"Stable-diffusion", "Lora", "LyCORIS", "VAE", "ESRGAN", "RealESRGAN", "VAE-approx", "ControlNet"}
+    {
+        "Stable-diffusion",
+        "Lora",
+        "LyCORIS",
+        "VAE",
+        "ESRGAN",
+        "RealESRGAN",
+        "VAE-approx",
+        "ControlNet",
+        "Deforum",
+        "ControlNetPreprocessor",
+    }
 )
 _COMFYUI_MARKERS = frozenset(
     {
@@ -77,6 +115,7 @@ _COMFYUI_MARKERS = frozenset(
         "animatediff_motion_lora",
         "diffusion_models",
         "controlnet",
+        "depthanything",
     }
 )
 _A1111_HASH = re.compile(
@@ -140,13 +179,16 @@ def _walk(folder: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
 
 
 def _scan(folder: Path, kind: str) -> dict[str, Path]:
-    """Name → path for one kind folder, preferred extension winning when two files share a name."""
+    """Name → path for one kind folder, preferred extension winning when two files share a name. A subfolder
+    holding a model-folder marker is one model: listed when the marker is this kind's, else left alone (the
+    weights of a depth model in ``models/Deforum`` are not RIFE files)."""
     extensions = EXTENSIONS[kind]
     found: dict[str, tuple[int, Path]] = {}
     for current, dirs, files in _walk(folder):
         relative = current.relative_to(folder)
-        if FOLDER_MARKERS.get(kind) in files and current != folder:
-            found.setdefault(relative.as_posix(), (-1, current))
+        if current != folder and not _ANY_MARKER.isdisjoint(files):
+            if any(marker in files for marker in FOLDER_MARKERS.get(kind, ())):
+                found.setdefault(relative.as_posix(), (-1, current))
             dirs[:] = []
             continue
         for file in files:
@@ -216,7 +258,7 @@ class ModelsDir:
         if not models:
             folders = self.folders(kind)
             searched = ", ".join(str(f) for f in folders) if folders else _missing_folders(self.install, kind)
-            return f"a {kind} file, but none was found in {searched}"
+            return f"a {kind} model, but none was found in {searched}"
         names = list(models)
         listed = ", ".join(names[:MAX_LISTED])
         more = f" (and {len(names) - MAX_LISTED} more)" if len(names) > MAX_LISTED else ""

@@ -21,6 +21,7 @@ from flipbook.modes.animatediff import ANIMATEDIFF
 from flipbook.modes.base import FormField, Mode
 from flipbook.modes.camera import CAMERA_2D, CAMERA_3D
 from flipbook.modes.interpolate import INTERPOLATE
+from flipbook.modes.loop import LOOP
 from flipbook.modes.svd import SVD
 from flipbook.modes.travel import TRAVEL
 from flipbook.modes.variations import VARIATIONS
@@ -40,6 +41,7 @@ REGISTERED: tuple[Mode, ...] = (
     VARIATIONS,
     SVD,
     ANIMATEDIFF,
+    LOOP,
 )
 """Every mode, in the order the schema, errors and the web UI list them."""
 DEFAULT_MODE = TRAVEL.name

@@ -42,15 +42,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class FormField:
-    """One field of a mode's form in the web UI: ``key`` names it among the form's values, ``path`` is the spec
-    field it sets (``camera.zoom``, ``init.video``); the widget comes from that field's schema
-    (:func:`flipbook.server.widgets.widget_for`). ``default`` is what the box shows first (None: the schema's
-    default); ``live`` re-plots the schedules as it changes (schedule fields always do)."""
+    """A web UI hint for one field of a mode's tab: ``key`` names it among the form's values, ``path`` is the
+    spec field it sets (``camera.zoom``, or outside the mode's section ``init.image``), ``label`` replaces the
+    schema's title, ``live`` re-plots the schedules as it changes (schedule fields always do). The tab is
+    generated from the mode's settings schema whatever the hints say: hinted fields come first, in the hints'
+    order, and the section's other fields follow; the widget and its default are the field's schema's
+    (:func:`flipbook.server.widgets.widget_for`)."""
 
     key: str
     path: str
     label: str | None = None
-    default: Any = None
     live: bool = False
 
 
@@ -102,7 +103,8 @@ class Mode:
     """The camera over the plan at a (width, height), with no model loaded: ``flipbook plan``'s and the web
     UI's motion preview. None: the mode has no camera to preview."""
     form: tuple[FormField, ...] = ()
-    """The mode's own fields in the web UI's tab (the common ones are every mode's)."""
+    """Optional hints for the mode's web UI tab (which fields come first, in what order, with what label):
+    the tab shows every field of ``settings`` and the ``inputs`` anyway, from their schema."""
     bench: str | None = None
     """A module with ``run(**options) -> str``: the mode's ``flipbook bench`` case, under the mode's name."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,8 +12,8 @@ import PIL.Image
 
 from flipbook.control import ControlUnits
 from flipbook.errors import FlipbookError
+from flipbook.imaging.masks import composite, feather, load_mask
 from flipbook.io.images import open_image
-from flipbook.motion.masks import composite, feather, load_mask
 from flipbook.sampling.requests import FrameRequest
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import FramePlan, Plan, denoise_for
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from flipbook.events import Events
     from flipbook.runs.cores import Cores
     from flipbook.runs.run_dir import RunDir
+    from flipbook.sampling.core import SamplingCore
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,33 @@ def still_image(ctx: ModeContext, first: PIL.Image.Image | None = None) -> PIL.I
     if ctx.spec.init.image is not None:
         return init_image(ctx.spec)
     return first if first is not None else ctx.run.load(0)
+
+
+def latent_shape(core: SamplingCore, spec: Spec) -> tuple[int, ...]:
+    """The shape of one frame's initial latents on ``core``'s model at the animation's size (a walk draws its
+    keyframes' noise in it)."""
+    model = core.model
+    scale = model.vae_scale_factor
+    channels = model.vae.config.latent_channels
+    return (1, channels, spec.animation.height // scale, spec.animation.width // scale)
+
+
+def independent_frames(
+    ctx: ModeContext,
+    frames: range,
+    batch_size: int,
+    request: Callable[[SamplingCore, FramePlan], FrameRequest],
+) -> Iterator[tuple[FramePlan, FrameRequest, PIL.Image.Image]]:
+    """Frames that depend on no other frame (a latent walk's), made ``batch_size`` per UNet call: batches
+    aligned to multiples of the batch size (:func:`aligned_batches`, so a resume batches as the first run
+    did), split where the checkpoint changes; ``request(core, frame)`` makes each frame's request on its
+    checkpoint's core. Yields each frame's plan, request and image in order."""
+    for batch in aligned_batches(frames, batch_size):
+        for checkpoint, group in by_checkpoint([ctx.plan[i] for i in batch]):
+            core = ctx.cores[checkpoint]
+            requests = [request(core, frame) for frame in group]
+            images = core.generate(requests, batch_size=len(requests))
+            yield from zip(group, requests, images, strict=True)
 
 
 def aligned_batches(frames: range, size: int) -> Iterator[list[int]]:

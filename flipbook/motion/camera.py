@@ -15,9 +15,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from flipbook.imaging.depth import depth_from_disparity
 from flipbook.motion.camera2d import PerspectiveFlip, compose, invert, matrix_2d, warp_2d
 from flipbook.motion.camera3d import camera_motion, compose_motions, invert_motion, warp_3d
-from flipbook.motion.depth import depth_from_disparity
 
 Values = Sequence[Mapping[str, float]]
 

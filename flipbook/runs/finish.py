@@ -19,6 +19,9 @@ from flipbook.io.gif import check_lossy
 from flipbook.io.writers import VIDEO_FORMATS, Soundtrack, check_h265_size, write_outputs
 from flipbook.spec.model import Spec
 
+MODEL_FIELDS = {"film": "film_model", "rife": "rife_model"}
+"""The ``[post]`` field naming the weights of each ``post.interpolate_method`` that needs them."""
+
 
 def output_fps(spec: Spec) -> float:
     """The frame rate of the outputs: ``animation.fps``, times ``post.interpolate`` unless ``post.slowmo``."""
@@ -27,14 +30,17 @@ def output_fps(spec: Spec) -> float:
 
 
 def check_post_inputs(spec: Spec) -> None:
-    """Open what post-processing will read (the FILM or RIFE model file, the upscaler) before any model loads."""
+    """Find what post-processing will read (the FILM or RIFE model file, the upscaler) before any model loads:
+    a file, or a name in ``model.models_dir``."""
     post = spec.post
-    if post.interpolate > 1 and post.interpolate_method == "film" and not Path(post.film_model).is_file():
-        raise SpecError("post.film_model", str(post.film_model), "an existing TorchScript film_net file")
-    if post.interpolate > 1 and post.interpolate_method == "rife" and not Path(post.rife_model).is_file():
-        raise SpecError(
-            "post.rife_model", str(post.rife_model), "an existing RIFE 4.6 weights file (flownet.pkl)"
-        )
+    field = MODEL_FIELDS.get(post.interpolate_method)
+    if post.interpolate > 1 and field is not None:
+        from flipbook.post.frame_interpolation import check_method
+
+        try:
+            check_method(post.interpolate_method, getattr(post, field), spec.model.models_dir)
+        except FlipbookError as error:
+            raise SpecError(f"post.{field}", error.value, error.allowed, detail=error.detail) from None
     if post.upscale != 1 and post.upscale_model is not None:
         from flipbook.post.upscale import resolve_upscaler_path
 
@@ -44,6 +50,12 @@ def check_post_inputs(spec: Spec) -> None:
             raise SpecError(
                 "post.upscale_model", post.upscale_model, error.allowed, detail=error.detail
             ) from None
+
+
+def _interpolation_model(spec: Spec) -> Path | None:
+    """The ``[post]`` value naming the weights ``post.interpolate_method`` needs (None for flow and blend)."""
+    field = MODEL_FIELDS.get(spec.post.interpolate_method)
+    return None if field is None else getattr(spec.post, field)
 
 
 def check_output_size(spec: Spec) -> None:
@@ -67,15 +79,16 @@ def post_process(spec: Spec, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
     post = spec.post
     arrays = list(frames)
     if post.interpolate > 1:
-        from flipbook.post.interpolate import interpolate_frames
+        from flipbook.post.frame_interpolation import interpolate_frames
 
         arrays = interpolate_frames(
             arrays,
             factor=post.interpolate,
             loop=post.loop,
             method=post.interpolate_method,
-            model_path=post.rife_model if post.interpolate_method == "rife" else post.film_model,
+            model_path=_interpolation_model(spec),
             device=spec.model.device,
+            models_dir=spec.model.models_dir,
         )
     if post.upscale != 1:
         from flipbook.post.upscale import upscale_frames

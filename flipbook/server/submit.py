@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -114,20 +113,24 @@ def format_for(content_type: str | None, filename: str | None = None, given: str
 
 
 def parse_spec(raw: bytes, fmt: str, source: str = "body") -> tuple[dict[str, Any], list[str]]:
-    """Spec data and warnings from a spec's bytes in ``fmt`` (json, toml or deforum)."""
+    """Spec data and warnings from a spec's bytes in ``fmt`` (json, toml or deforum). JSON (and Deforum's
+    lenient JSON) is told apart by content as files are (a flipbook spec, Deforum settings or a Parseq
+    manifest: :func:`flipbook.spec.load.document_data`); no local file a document names is read here."""
+    from flipbook.spec.load import document_data
+
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise SpecError("spec", source, "UTF-8 text", detail=str(error)) from None
     if fmt == "deforum":
-        return _deforum_text(text, source)
+        return document_data(_deforum_text(text, source), base=None)
     try:
         data = parse_json(text, source=source) if fmt == "json" else parse_toml(text, source=source)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise SpecError("spec", source, f"valid {fmt.upper()}", detail=str(error)) from None
     if not isinstance(data, dict):
         raise SpecError("spec", source, f"a {fmt.upper()} object of spec fields")
-    return data, []
+    return document_data(data, base=None) if fmt == "json" else (data, [])
 
 
 async def json_body(request: Request) -> dict[str, Any]:
@@ -197,18 +200,14 @@ def deforum_data(settings: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]
     return import_settings(dict(settings))
 
 
-def _deforum_text(text: str, source: str) -> tuple[dict[str, Any], list[str]]:
-    """Deforum settings text, read by flipbook's own lenient reader (comments, trailing commas, BOM)."""
-    from flipbook.spec.deforum import read_deforum_settings
+def _deforum_text(text: str, source: str) -> dict[str, Any]:
+    """Deforum settings text, read by flipbook's own lenient reader (comments, trailing commas, Python dicts)."""
+    from flipbook.spec.deforum import parse_settings_text
 
-    with tempfile.TemporaryDirectory(prefix="flipbook-deforum-") as folder:
-        path = Path(folder) / "settings.txt"
-        path.write_text(text, encoding="utf-8")
-        try:
-            settings = read_deforum_settings(path)
-        except FlipbookError as error:
-            raise SpecError(error.field, source, error.allowed, detail=error.detail) from None
-    return deforum_data(settings)
+    try:
+        return parse_settings_text(text, source)
+    except FlipbookError as error:
+        raise SpecError(error.field, source, error.allowed, detail=error.detail) from None
 
 
 # ---- preparing -------------------------------------------------------------------------------------------

@@ -3,8 +3,12 @@
 A thin shell over the job API: every form becomes spec data (the same dicts a TOML file holds), validated
 and queued by the server's own :func:`~flipbook.server.submit.prepare_render` and
 :meth:`~flipbook.server.app.ServerState.queue`, exactly as ``POST /api/jobs`` does. Nothing here renders.
-The functions that turn form values into spec data, charts, previews and TOML are plain functions (tested
-without a browser); :func:`build_ui` wires them to components and :func:`mount_ui` mounts the app.
+The forms are generated from the spec's schema: :func:`mode_form` lists a mode tab's fields (every field of the
+mode's settings section and the inputs only it reads, its descriptor's ``form`` hints first),
+:func:`common_form` the shared ones, each with the widget :func:`~flipbook.server.widgets.widget_for` gives its
+schema; so a new mode or field needs no code here. The functions that turn form values into spec data,
+charts, previews and TOML are plain functions (tested without a browser); :func:`build_ui` wires them to
+components and :func:`mount_ui` mounts the app.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ import json
 import os
 import tempfile
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flipbook.errors import FlipbookError
-from flipbook.modes import DEFAULT_MODE, MODES, FormField, camera_path_of, get_mode
-from flipbook.server.widgets import Widget, field_schema, form_value, schedule_value, widget_for
+from flipbook.modes import DEFAULT_MODE, MODES, FormField, Mode, camera_path_of, get_mode
+from flipbook.server.widgets import Widget, field_default, field_schema, form_value, shown_value, widget_for
 from flipbook.spec.references import parse_field, set_in_data
 from flipbook.spec.toml_writer import spec_to_toml
 
@@ -33,9 +38,28 @@ if TYPE_CHECKING:
     from flipbook.spec.model import Spec
 
 UI_PATH = "/ui"
-FORMATS = ("png", "gif", "mp4", "mp4-h265", "webm", "webp", "apng", "contact")
 JOB_LIST_LIMIT = 50
 POLL_S = 1.5
+ROW_WIDTH = 4  # widgets per row in a form
+TAB_FIELD = "animation.mode"
+"""The field each mode tab sets to its mode."""
+COMMON_FORM: tuple[FormField, ...] = (
+    FormField("negative", "negative_prompt", "Negative prompt"),
+    FormField("model", "model.name", "Model"),
+    FormField("sampler", "sampling.sampler", "Sampler"),
+    FormField("steps", "sampling.steps", "Steps"),
+    FormField("cfg", "sampling.cfg", "CFG"),
+    FormField("seed", "sampling.seed", "Seed (-1 random)"),
+    FormField("width", "animation.width", "Width"),
+    FormField("height", "animation.height", "Height"),
+    FormField("frames", "animation.max_frames", "Frames"),
+    FormField("fps", "animation.fps", "FPS"),
+    FormField("strength", "animation.strength", "Strength"),
+    FormField("formats", "output.formats", "Output formats"),
+)
+"""Layout hints for the Create tab's shared fields: which come first, in what order, under which key and label
+(the widgets, ranges, choices and defaults are the schema's). Every other field of the core sections that hold
+no input files follows under "More settings" (:func:`common_form`); the frame -> prompt table comes first."""
 
 
 # ---- form values -> spec data (plain functions) ------------------------------------------------------------
@@ -69,55 +93,136 @@ def _cell(value: Any) -> str:
     return str(value).strip()
 
 
+@dataclass(frozen=True)
+class FormEntry:
+    """One field of a form: ``key`` names its value among the form's values, ``path`` is the spec field it
+    sets, ``widget`` comes from the field's schema (:func:`~flipbook.server.widgets.widget_for`). ``shown``
+    fields come first (a hint placed them) and are always written into the spec; the others sit under the
+    form's "More ..." accordion and are written only when they differ from their default (so the spec, and
+    its TOML, say only what was changed there). ``live`` re-plots the schedules as it changes."""
+
+    key: str
+    path: str
+    widget: Widget
+    shown: bool = True
+    live: bool = False
+
+
+def form_entry(hint: FormField | str, *, shown: bool = True) -> FormEntry:
+    """The entry for a hint, or for a spec field by path (then its key is the path)."""
+    form_field = hint if isinstance(hint, FormField) else FormField(hint, hint)
+    schema = field_schema(form_field.path)
+    widget = widget_for(
+        schema, form_field.label or _label(form_field.path, schema), field_default(form_field.path)
+    )
+    live = form_field.live or widget.kind == "schedule"
+    return FormEntry(form_field.key, form_field.path, widget, shown, live)
+
+
+def _label(path: str, schema: dict[str, Any]) -> str:
+    """A field's label without a hint: its schema's title (an upload box, which shows no info text, its path;
+    an optional section, whose schema has no title, its name)."""
+    if "input_file" in schema.get("x-flipbook", {}):
+        return path
+    return schema.get("title") or path.rsplit(".", 1)[-1].replace("_", " ").capitalize()
+
+
+def common_form() -> tuple[FormEntry, ...]:
+    """The Create tab's shared fields: :data:`COMMON_FORM`, then every other field of the core sections that
+    hold no input files (input files are uploaded in the tabs of the modes that read them, or with the Spec
+    tab), except those the server sets and the mode (each tab sets it)."""
+    hinted = tuple(form_entry(hint) for hint in COMMON_FORM)
+    placed = {entry.path for entry in hinted}
+    rest = tuple(form_entry(path, shown=False) for path in shared_paths() if path not in placed)
+    return hinted + rest
+
+
+def shared_paths() -> list[str]:
+    """Every field of the spec's core sections (not a mode's, not a list) that hold no input file, in schema
+    order, without the server-owned fields and :data:`TAB_FIELD`."""
+    from flipbook.modes import sections
+    from flipbook.spec.model import Spec
+    from flipbook.spec.references import InputFile, ServerOwned, field_name, marked_fields
+
+    marked = list(marked_fields())
+    owned = {field_name(location) for location, marker in marked if isinstance(marker, ServerOwned)}
+    with_files = {location[0] for location, marker in marked if isinstance(marker, InputFile)}
+    paths = []
+    for name, info in Spec.model_fields.items():
+        section = _section_class(info.annotation)
+        if section is None or name in sections() or name in with_files:
+            continue
+        paths += [f"{name}.{field}" for field in section.model_fields]
+    return [path for path in paths if path not in owned and path != TAB_FIELD]
+
+
+def _section_class(annotation: Any) -> Any:
+    from pydantic import BaseModel
+
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def mode_form(mode: str | Mode) -> tuple[FormEntry, ...]:
+    """A mode tab's fields, from the mode's settings schema: its descriptor's ``form`` hints first (order,
+    labels, fields outside its section such as ``init.image``), then every other field of its section (those
+    another mode alone reads, ``x-flipbook.only_in``, left out) and the inputs only some modes read
+    (``init.video``). A mode with no hints shows all of them up front; otherwise the rest are under
+    "More ... settings"."""
+    descriptor = mode if isinstance(mode, Mode) else get_mode(mode)
+    hinted = tuple(form_entry(hint) for hint in descriptor.form)
+    placed = {entry.path for entry in hinted}
+    rest = tuple(form_entry(path, shown=not hinted) for path in mode_paths(descriptor) if path not in placed)
+    entries = hinted + rest
+    keys = [entry.key for entry in entries]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{descriptor.name}: two form fields share a key ({keys})")
+    return entries
+
+
+def mode_paths(descriptor: Mode) -> list[str]:
+    """The fields of a mode's own section it reads (in schema order) and the inputs only some modes read."""
+    paths = []
+    if descriptor.section is not None and descriptor.settings is not None:
+        for name in descriptor.settings.model_fields:
+            path = f"{descriptor.section}.{name}"
+            only = field_schema(path).get("x-flipbook", {}).get("only_in")
+            if only is None or only == descriptor.name:
+                paths.append(path)
+    return [*paths, *(path for path in descriptor.inputs if path not in paths)]
+
+
+def fill_data(data: dict[str, Any], entries: Sequence[FormEntry], values: Mapping[str, Any]) -> None:
+    """Set each entry's value from ``values`` (by key) into spec data: converted as its widget says
+    (:func:`~flipbook.server.widgets.form_value`), an empty box or a missing key left unset, and a field that
+    is not shown left unset while it holds its default."""
+    for entry in entries:
+        raw = values.get(entry.key)
+        if raw is None:
+            continue
+        value = form_value(entry.widget, raw, entry.path)
+        if value is None or (not entry.shown and value == entry.widget.default):
+            continue
+        set_in_data(data, parse_field(entry.path), value)
+
+
 def common_data(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Spec data from the fields every mode shares (keys as :data:`COMMON_FIELDS` names them)."""
-    size = (int(values.get("width") or 512), int(values.get("height") or 512))
-    data: dict[str, Any] = {
-        "version": 1,
-        "model": {"name": str(values.get("model") or "tiny").strip()},
-        "sampling": {
-            "sampler": values.get("sampler") or "Euler a",
-            "steps": int(values.get("steps") or 20),
-            "cfg": schedule_value(values.get("cfg", 7.0)),
-            "seed": int(values.get("seed") if values.get("seed") is not None else -1),
-        },
-        "animation": {
-            "max_frames": int(values.get("frames") or 1),
-            "fps": float(values.get("fps") or 12),
-            "width": size[0],
-            "height": size[1],
-        },
-        "prompts": prompts_from_table(values.get("prompts")),
-        "output": {"formats": list(values.get("formats") or ["gif"])},
-    }
-    if values.get("strength") not in (None, ""):
-        data["animation"]["strength"] = schedule_value(values["strength"])
-    if str(values.get("negative") or "").strip():
-        data["negative_prompt"] = str(values["negative"]).strip()
+    """Spec data from the fields every mode shares: the prompt table (key ``prompts``) and
+    :func:`common_form`'s fields (keys as :data:`COMMON_FORM` names them, the others by path); an empty box
+    leaves its field unset, so the spec's default applies."""
+    data: dict[str, Any] = {"prompts": prompts_from_table(values.get("prompts"))}
+    fill_data(data, common_form(), values)
     return data
 
 
 def mode_data(mode: str, common: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Spec data for one mode tab: the common fields plus the mode's own (its descriptor's ``form``: the
-    camera schedules for 2d/3d, easing, noise and batch size for interpolate, ...), each converted as its
-    field's widget says (:func:`flipbook.server.widgets.form_value`; an empty box leaves the field unset).
-    Upload fields (``init.image``, ``init.mask``, ``init.video``) hold the uploaded file's local path here;
-    :func:`submit` sends them as uploads."""
+    """Spec data for one mode tab: the common fields plus the mode's own (:func:`mode_form`: the camera
+    schedules for 2d/3d, easing, noise and batch size for interpolate, ...), each converted as its field's
+    widget says (an empty box leaves the field unset). Upload fields (``init.image``, ``init.mask``,
+    ``init.video``) hold the uploaded file's local path here; :func:`submit` sends them as uploads."""
     data = common_data(common)
-    data["animation"]["mode"] = get_mode(mode).name
-    for form_field, widget in form_widgets(mode):
-        value = form_value(widget, fields.get(form_field.key))
-        if value is not None:
-            set_in_data(data, parse_field(form_field.path), value)
+    set_in_data(data, parse_field(TAB_FIELD), get_mode(mode).name)
+    fill_data(data, mode_form(mode), fields)
     return data
-
-
-def form_widgets(mode: str) -> list[tuple[FormField, Widget]]:
-    """The mode's form fields, each with the widget its spec field's schema gives it."""
-    return [
-        (form_field, widget_for(field_schema(form_field.path), form_field.label, form_field.default))
-        for form_field in get_mode(mode).form
-    ]
 
 
 def upload_fields() -> tuple[str, ...]:
@@ -246,21 +351,16 @@ def import_file(path: str | Path) -> tuple[str, str]:
 
 
 def _import_text(path: Path) -> tuple[str, str]:
-    from flipbook.server.submit import deforum_data
+    """A JSON upload, told apart by content as the CLI tells files apart: a flipbook spec, Deforum settings
+    or a Parseq manifest (no local file it names is read)."""
     from flipbook.spec.deforum import read_deforum_settings
+    from flipbook.spec.load import document_data, document_kind
 
-    if path.suffix.lower() == ".json":
-        from flipbook.spec.safe_parse import parse_json
-
-        try:
-            data = parse_json(path.read_text(encoding="utf-8-sig"), source=path.name)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            data = None
-        if isinstance(data, dict) and isinstance(data.get("animation"), dict) and "prompts" in data:
-            return data_to_toml(data), f"Imported the flipbook spec {path.name}."
-    data, warnings = deforum_data(read_deforum_settings(path))
-    note = f"Imported Deforum settings {path.name}."
-    return data_to_toml(data), " ".join([note, *warnings])
+    document = read_deforum_settings(path)
+    kind = document_kind(document)
+    data, warnings = document_data(document, base=None)
+    what = {"spec": "the flipbook spec", "deforum": "Deforum settings", "parseq": "the Parseq manifest"}[kind]
+    return data_to_toml(data), " ".join([f"Imported {what} {path.name}.", *warnings])
 
 
 def _import_media(path: Path) -> tuple[str, str]:
@@ -282,14 +382,13 @@ def a1111_data(parameters: str) -> dict[str, Any]:
     p = parse_parameters(parameters)
     data: dict[str, Any] = {
         "version": 1,
-        "model": {"name": "tiny"},
         "sampling": {"sampler": p.sampler, "steps": p.steps, "cfg": p.cfg_scale, "seed": p.seed},
         "animation": {"mode": DEFAULT_MODE, "max_frames": 12, "width": p.width, "height": p.height},
         "prompts": {"0": p.prompt},
         "output": {"formats": ["gif"]},
     }
     if p.model_name:
-        data["model"]["name"] = p.model_name
+        data["model"] = {"name": p.model_name}
     if p.negative_prompt:
         data["negative_prompt"] = p.negative_prompt
     if p.clip_skip:
@@ -463,15 +562,21 @@ def _without_defaults(data: dict[str, Any]) -> str:
 
 
 def models(state: ServerState) -> list[str]:
-    """Built-in models and the checkpoints in ``--models-dir``."""
-    from flipbook.models.families import builtin_names
+    """Built-in checkpoints and the checkpoints in ``--models-dir``."""
+    return model_names(state, widget_for(field_schema("model.name")))
 
-    names = list(builtin_names("checkpoint") or ())
+
+def model_names(state: ServerState, widget: Widget) -> list[str]:
+    """What a model widget offers: the field's built-in names, then the names its models-folder kinds hold in
+    the server's ``--models-dir``."""
+    names = list(widget.choices)
     if state.settings.models_dir is not None:
-        try:
-            from flipbook.models.folders import ModelsDir
+        from flipbook.models.folders import ModelsDir
 
-            names += list(ModelsDir(state.settings.models_dir).list("checkpoint"))
+        try:
+            folders = ModelsDir(state.settings.models_dir)
+            for kind in widget.folders:
+                names += [name for name in folders.list(kind) if name not in names]
         except (FlipbookError, OSError):
             pass
     return names
@@ -494,15 +599,10 @@ def settings_markdown(state: ServerState) -> str:
 
 # ---- the Gradio app --------------------------------------------------------------------------------------
 
-COMMON_FIELDS = ("prompts", "negative", "model", "sampler", "steps", "cfg", "seed", "width", "height",
-                 "frames", "fps", "strength", "formats")  # fmt: skip
-
 
 def build_ui(state: ServerState) -> gr.Blocks:
-    """The Blocks app for one server's state."""
+    """The Blocks app for one server's state: a tab per registered mode, each generated from its form."""
     import gradio as gr
-
-    from flipbook.samplers.names import SAMPLER_NAMES
 
     scratch = Path(tempfile.mkdtemp(prefix="flipbook-ui-"))
 
@@ -510,7 +610,7 @@ def build_ui(state: ServerState) -> gr.Blocks:
         gr.Markdown("# flipbook")
         with gr.Tabs() as tabs:
             with gr.Tab("Create", id="create"):
-                common = _common_fields(gr, SAMPLER_NAMES, state)
+                common = _common_fields(gr, state)
                 to_spec = []
                 with gr.Tabs():
                     for mode in MODES:
@@ -529,7 +629,8 @@ def build_ui(state: ServerState) -> gr.Blocks:
     return demo
 
 
-def _common_fields(gr: Any, samplers: Sequence[str], state: ServerState) -> dict[str, Any]:
+def _common_fields(gr: Any, state: ServerState) -> dict[str, Any]:
+    """The prompt table and :func:`common_form`'s fields; components by form key."""
     with gr.Accordion("Common settings", open=True):
         prompts = gr.Dataframe(
             value=[["0", "a lighthouse at dusk, oil painting"], ["12", "a lighthouse at night, stars"]],
@@ -542,43 +643,57 @@ def _common_fields(gr: Any, samplers: Sequence[str], state: ServerState) -> dict
             label="Prompts (frame → prompt; a frame may be an expression in max_f)",
             elem_id="prompts-table",
         )
-        negative = gr.Textbox(label="Negative prompt", elem_id="negative")
-        with gr.Row():
-            model = gr.Dropdown(
-                choices=models(state), value=state.settings.default_model, allow_custom_value=True,
-                label="Model", elem_id="model",
-            )  # fmt: skip
-            sampler = gr.Dropdown(choices=list(samplers), value="Euler a", label="Sampler", elem_id="sampler")
-            steps = gr.Number(value=20, precision=0, minimum=1, maximum=1000, label="Steps", elem_id="steps")
-            cfg = gr.Textbox(value="7", label="CFG (number or schedule)", elem_id="cfg")
-            seed = gr.Number(value=-1, precision=0, label="Seed (-1 random)", elem_id="seed")
-        with gr.Row():
-            width = gr.Number(value=512, precision=0, step=8, label="Width", elem_id="width")
-            height = gr.Number(value=512, precision=0, step=8, label="Height", elem_id="height")
-            frames = gr.Number(value=24, precision=0, minimum=1, label="Frames", elem_id="frames")
-            fps = gr.Number(value=12, label="FPS", elem_id="fps")
-            strength = gr.Textbox(value="0.65", label="Strength (share kept; number or schedule)",
-                                  elem_id="strength")  # fmt: skip
-        formats = gr.CheckboxGroup(
-            choices=list(FORMATS), value=["png", "gif", "mp4"], label="Output formats", elem_id="formats"
-        )
-    return dict(zip(COMMON_FIELDS, (prompts, negative, model, sampler, steps, cfg, seed, width, height,
-                                     frames, fps, strength, formats), strict=True))  # fmt: skip
+        components = {"prompts": prompts}
+        entries = common_form()
+        _form(gr, state, [e for e in entries if e.shown], components, prefix="")
+        with gr.Accordion("More settings", open=False, elem_id="more-common"):
+            _form(gr, state, [e for e in entries if not e.shown], components, prefix="")
+    return components
+
+
+def _form(
+    gr: Any, state: ServerState, entries: Sequence[FormEntry], into: dict[str, Any], prefix: str
+) -> None:
+    """The entries' components in rows of :data:`ROW_WIDTH` (a table or prompt box on a row of its own), added
+    to ``into`` by key; element ids are ``prefix-key`` (``key`` alone without a prefix)."""
+    for row in _rows(entries):
+        with gr.Row(equal_height=False):
+            for entry in row:
+                elem_id = "-".join(filter(None, (prefix, entry.key.replace(".", "-"))))
+                into[entry.key] = _component(gr, state, entry.widget, elem_id)
+
+
+def _rows(entries: Sequence[FormEntry]) -> Iterator[list[FormEntry]]:
+    row: list[FormEntry] = []
+    for entry in entries:
+        wide = entry.widget.kind in ("table", "prompt")
+        if row and (wide or len(row) == ROW_WIDTH):
+            yield row
+            row = []
+        row.append(entry)
+        if wide:
+            yield row
+            row = []
+    if row:
+        yield row
 
 
 def _mode_tab(
     gr: Any, state: ServerState, mode: str, common: dict[str, Any], scratch: Path
 ) -> tuple[Any, Any, list[Any]]:
-    """One mode's fields (its descriptor's form, each with the widget its schema gives) and buttons; returns
-    its "Edit as TOML" button, form reader and inputs."""
-    gr.Markdown(get_mode(mode).description, elem_id=f"about-{mode}")
-    widgets = form_widgets(mode)
+    """One mode's tab, generated from :func:`mode_form` (each field with the widget its schema gives), and its
+    buttons; returns its "Edit as TOML" button, form reader and inputs."""
+    descriptor = get_mode(mode)
+    gr.Markdown(descriptor.description, elem_id=f"about-{mode}")
+    entries = mode_form(mode)
     own: dict[str, Any] = {}
-    with gr.Row():
-        for form_field, widget in widgets:
-            own[form_field.key] = _component(gr, widget, elem_id=f"{mode}-{form_field.key}")
-    uploads = {f.key: f.path for f, widget in widgets if widget.kind == "upload"}  # form key -> spec field
-    live = [f.key for f, widget in widgets if widget.kind == "schedule" or f.live]
+    _form(gr, state, [e for e in entries if e.shown], own, prefix=mode)
+    hidden = [e for e in entries if not e.shown]
+    if hidden:
+        with gr.Accordion(f"More {descriptor.section or mode} settings", open=False, elem_id=f"more-{mode}"):
+            _form(gr, state, hidden, own, prefix=mode)
+    everything = [*common_form(), *entries]
+    uploads = {e.key: e.path for e in entries if e.widget.kind == "upload"}  # form key -> spec field
     common_names, own_names = list(common), list(own)
     inputs = [*common.values(), *own.values()]
 
@@ -595,7 +710,7 @@ def _mode_tab(
         to_spec = gr.Button("Edit as TOML", elem_id=f"tospec-{mode}")
         preview_button = (
             gr.Button("Motion preview (no model)", elem_id=f"motion-{mode}")
-            if get_mode(mode).camera_path is not None
+            if descriptor.camera_path is not None
             else None
         )
     message = gr.Markdown(elem_id=f"message-{mode}")
@@ -627,40 +742,54 @@ def _mode_tab(
 
     submit_button.click(on_submit, inputs, message)
     plot_button.click(on_plot, inputs, [plot, message])
-    for name in live:  # re-plot when a schedule box changes
-        own[name].change(on_plot, inputs, [plot, message], trigger_mode="always_last", show_progress="hidden")
-    for name in ("cfg", "strength"):
-        common[name].change(
-            on_plot, inputs, [plot, message], trigger_mode="always_last", show_progress="hidden"
-        )
+    components = {**common, **own}
+    for entry in everything:  # re-plot when a schedule box changes
+        if entry.live:
+            components[entry.key].change(
+                on_plot, inputs, [plot, message], trigger_mode="always_last", show_progress="hidden"
+            )
     if preview_button is not None:
         preview_button.click(on_preview, inputs, [gif, message])
     return to_spec, gather, inputs
 
 
-def _component(gr: Any, widget: Widget, elem_id: str) -> Any:
-    """The Gradio component for a widget (see :mod:`flipbook.server.widgets`)."""
+def _component(gr: Any, state: ServerState, widget: Widget, elem_id: str) -> Any:
+    """The Gradio component for a widget (see :mod:`flipbook.server.widgets`), showing the field's default and
+    its description as info text."""
     label = f"{widget.label} ({widget.unit})" if widget.unit else widget.label
     common = {"label": label, "elem_id": elem_id}
+    info = {"info": widget.info} if widget.info else {}
+    value = shown_value(widget, widget.default)
     if widget.kind == "upload":
         if widget.file_types == ("image",):
             return gr.Image(type="filepath", **common)
         return gr.File(type="filepath", file_types=list(widget.file_types), **common)
+    if widget.kind == "table":
+        width = len(widget.columns)
+        return gr.Dataframe(
+            value=value, headers=[name for name, _ in widget.columns], datatype=["str"] * width, type="array",
+            interactive=True, column_count=width, **common,
+        )  # fmt: skip
     if widget.kind == "model":
-        return gr.Dropdown(
-            choices=list(widget.choices), value=widget.default, allow_custom_value=True, **common
-        )
+        names = model_names(state, widget)
+        return gr.Dropdown(choices=names, value=value, allow_custom_value=True, **common, **info)
     if widget.kind == "choice":
-        return gr.Dropdown(list(widget.choices), value=widget.default, **common)
+        return gr.Dropdown(
+            list(widget.choices), value=value, allow_custom_value=widget.custom, **common, **info
+        )
+    if widget.kind == "multichoice":
+        return gr.CheckboxGroup(choices=list(widget.choices), value=value, **common, **info)
     if widget.kind == "slider":
-        return gr.Slider(widget.minimum, widget.maximum, value=widget.default, step=widget.step, **common)
-    if widget.kind in ("integer", "number"):
+        return gr.Slider(widget.minimum, widget.maximum, value=value, step=widget.step, **common, **info)
+    if widget.kind in ("integer", "number") and widget.default is not None:  # a number box can't be empty
         whole = widget.kind == "integer"
-        return gr.Number(value=widget.default, precision=0 if whole else None, minimum=widget.minimum,
-                         maximum=widget.maximum, **common)  # fmt: skip
+        return gr.Number(value=value, precision=0 if whole else None, minimum=widget.minimum,
+                         maximum=widget.maximum, **common, **info)  # fmt: skip
     if widget.kind == "checkbox":
-        return gr.Checkbox(value=widget.default, **common)
-    return gr.Textbox(value="" if widget.default is None else str(widget.default), **common)
+        return gr.Checkbox(value=value, **common, **info)
+    if widget.kind == "prompt":
+        return gr.Textbox(value=value, lines=2, **common, **info)
+    return gr.Textbox(value=value, lines=1, max_lines=1, **common, **info)
 
 
 def _to_spec_handler(gather: Any):
@@ -682,7 +811,6 @@ def _spec_tab(gr: Any, state: ServerState) -> Any:
                 value=data_to_toml(
                     {
                         "version": 1,
-                        "model": {"name": "tiny"},
                         "animation": {"mode": DEFAULT_MODE, "max_frames": 12},
                         "prompts": {"0": "a red fox in the snow"},
                         "output": {"formats": ["gif"]},

@@ -2,7 +2,9 @@
 
 Pure functions. For a segment from keyframe a to keyframe b, frame i (a <= i < b) sits at ``u = (i - a) / (b -
 a)`` and gets the weight ``w`` toward b that the segment's easing gives; frame b itself starts the next segment
-at w = 0 (it *is* keyframe b). Frames before the first keyframe and from the last keyframe on hold (w = 0).
+at w = 0 (it *is* keyframe b). Frames before the first keyframe and from the last keyframe on hold (w = 0); in a
+closed walk (``closed``: a loop) the last keyframe's segment instead runs to frame ``n_frames``, which is frame 0
+of the next time round, so the last frame leads back into the first keyframe.
 
 - ``linear``: w = u.
 - ``sine``: the morph moves in f smooth pulses and rests between them: ``w = u - sin(2 pi f u) / (2 pi f)``,
@@ -25,16 +27,19 @@ from flipbook.errors import SpecError
 NAMED = ("linear", "sine", "audio")
 
 
-def segments(starts: Sequence[int], n_frames: int) -> list[tuple[int, int]]:
-    """``(a, b)`` for each pair of consecutive keyframes; frames a..b-1 belong to the segment."""
+def segments(starts: Sequence[int], n_frames: int, *, closed: bool = False) -> list[tuple[int, int]]:
+    """``(a, b)`` for each pair of consecutive keyframes; frames a..b-1 belong to the segment. ``closed`` (with
+    two keyframes or more) adds the segment from the last keyframe to ``n_frames``, the first frame of the next
+    time round."""
     keys = sorted(k for k in set(starts) if 0 <= k < n_frames)
-    return list(zip(keys, keys[1:], strict=False))
+    spans = list(zip(keys, keys[1:], strict=False))
+    return [*spans, (keys[-1], n_frames)] if closed and len(keys) > 1 else spans
 
 
-def segment_position(starts: Sequence[int], n_frames: int) -> np.ndarray:
+def segment_position(starts: Sequence[int], n_frames: int, *, closed: bool = False) -> np.ndarray:
     """``u`` per frame: the linear position in its segment, 0 outside every segment."""
     u = np.zeros(n_frames)
-    for a, b in segments(starts, n_frames):
+    for a, b in segments(starts, n_frames, closed=closed):
         u[a:b] = (np.arange(a, b) - a) / (b - a)
     return u
 
@@ -76,16 +81,19 @@ def walk_weights(
     frequencies: Sequence[int] = (1,),
     energy: np.ndarray | None = None,
     schedule: Callable[[str, np.ndarray], np.ndarray] | None = None,
+    closed: bool = False,
+    field: str = "easing",
 ) -> np.ndarray:
-    """The weight toward the next keyframe at every frame (0 outside segments).
+    """The weight toward the next keyframe at every frame (0 outside segments); ``closed``: the last keyframe
+    walks on to the first (see :func:`segments`).
 
-    ``easing`` is one easing for every segment or one per segment. ``energy`` (one value per frame) is needed
-    by ``audio``; ``schedule(text, u)`` resolves a schedule string over all frames with ``u`` available.
-    Problems raise SpecError naming ``interpolate.easing``.
+    ``easing`` is one easing for every segment or one per segment. ``energy`` (one value per frame, and one
+    after the last) is needed by ``audio``; ``schedule(text, u)`` resolves a schedule string over all frames
+    with ``u`` available. Problems raise SpecError naming ``field``.
     """
-    spans = segments(starts, n_frames)
-    per_segment = _per_segment(easing, len(spans))
-    u = segment_position(starts, n_frames)
+    spans = segments(starts, n_frames, closed=closed)
+    per_segment = _per_segment(easing, len(spans), field)
+    u = segment_position(starts, n_frames, closed=closed)
     weights = np.zeros(n_frames)
     resolved: dict[str, np.ndarray] = {}
     for (a, b), name in zip(spans, per_segment, strict=True):
@@ -94,30 +102,28 @@ def walk_weights(
         elif name == "sine":
             weights[a:b] = sine_easing(u[a:b], frequencies)
         elif name == "audio":
-            weights[a:b] = _audio_segment(energy, a, b, n_frames)
+            weights[a:b] = _audio_segment(energy, a, b, n_frames, field)
         else:
             if name not in resolved:
-                resolved[name] = _schedule_values(name, u, schedule)
+                resolved[name] = _schedule_values(name, u, schedule, field)
             weights[a:b] = resolved[name][a:b]
     return weights
 
 
-def _per_segment(easing: str | Sequence[str], count: int) -> list[str]:
+def _per_segment(easing: str | Sequence[str], count: int, field: str) -> list[str]:
     if isinstance(easing, str):
         return [easing] * count
     easing = list(easing)
     if len(easing) != count:
         raise SpecError(
-            "interpolate.easing",
-            easing,
-            f"one easing, or a list of {count} (one per segment between prompt keyframes)",
+            field, easing, f"one easing, or a list of {count} (one per segment between prompt keyframes)"
         )
     return easing
 
 
-def _audio_segment(energy: np.ndarray | None, a: int, b: int, n_frames: int) -> np.ndarray:
+def _audio_segment(energy: np.ndarray | None, a: int, b: int, n_frames: int, field: str) -> np.ndarray:
     if energy is None:
-        raise SpecError("interpolate.easing", "audio", "audio easing only with audio.file set")
+        raise SpecError(field, "audio", "audio easing only with audio.file set")
     padded = np.zeros(n_frames + 1)
     values = np.asarray(energy, dtype=np.float64)[: n_frames + 1]
     padded[: values.size] = values
@@ -125,7 +131,7 @@ def _audio_segment(energy: np.ndarray | None, a: int, b: int, n_frames: int) -> 
 
 
 def _schedule_values(
-    text: str, u: np.ndarray, schedule: Callable[[str, np.ndarray], np.ndarray] | None
+    text: str, u: np.ndarray, schedule: Callable[[str, np.ndarray], np.ndarray] | None, field: str
 ) -> np.ndarray:
     if schedule is None:
         raise ValueError("a schedule easing needs a schedule resolver")
@@ -134,7 +140,7 @@ def _schedule_values(
     if outside.size:
         frame = int(outside[0])
         raise SpecError(
-            "interpolate.easing",
+            field,
             text,
             "a schedule whose values lie in [0, 1]",
             detail=f"{values[frame]:g} at frame {frame}",

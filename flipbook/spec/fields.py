@@ -256,14 +256,16 @@ VAE = ModelReference("VAE", folders=("vae",))
 LORA = ModelReference("LoRA", folders=("lora", "motion_lora"))
 PROMPT_LORAS = ModelReference("LoRA", folders=("lora",), form="prompt_tags")
 CONTROLNET = ModelReference("ControlNet", builtins=("tiny",), folders=("controlnet",), hub=True)
-PREPROCESSOR_MODEL = ModelReference("preprocessor model", builtins=("flat", "tiny"), hub=True)
-DEPTH_MODEL = ModelReference("depth model", builtins=("flat", "tiny"), hub=True)
+PREPROCESSOR_MODEL = ModelReference(
+    "preprocessor model", builtins=("flat", "tiny"), folders=("annotator", "depth"), hub=True
+)
+DEPTH_MODEL = ModelReference("depth model", builtins=("flat", "tiny"), folders=("depth",), hub=True)
 # checkpoints, motion modules and video models take their built-in names from the model-family registry
 MOTION_MODULE = ModelReference("motion module", folders=("motion_module",), hub=True)
 VIDEO_MODEL = ModelReference("video model", folders=("checkpoint",), hub=True)
 UPSCALER = ModelReference("upscaler", folders=("upscaler",))
-FILM_MODEL = ModelReference("FILM model")
-RIFE_MODEL = ModelReference("RIFE model")
+FILM_MODEL = ModelReference("FILM model", folders=("film",))
+RIFE_MODEL = ModelReference("RIFE model", folders=("rife",))
 
 Checkpoint = Annotated[str, CHECKPOINT]
 Vae = Annotated[str | None, VAE]

@@ -1,4 +1,5 @@
-"""Read a spec from TOML or JSON, apply ``--set`` overrides, and report problems as FlipbookError.
+"""Read a spec from TOML or JSON (a flipbook spec, Deforum settings or a Parseq manifest, told apart by content),
+apply ``--set`` overrides, and report problems as FlipbookError.
 
 Input files a spec file names (``init.image``, ``audio.file``, ``controlnet[0].image``: every field the schema
 marks :class:`~flipbook.spec.references.InputFile`) are relative to the spec file's folder, as in any tool with
@@ -9,19 +10,18 @@ loaded, so the run folder's spec.json and the spec embedded in outputs name the 
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from flipbook.errors import SpecError
 from flipbook.spec.model import Spec, error_path
 from flipbook.spec.references import InputFile, Location, references, with_values
-from flipbook.spec.safe_parse import check_data, parse_json, parse_toml, size_errors
+from flipbook.spec.safe_parse import check_data, parse_toml, size_errors
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
@@ -30,8 +30,9 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
 
 
 def load_spec_and_warnings(path: str | Path, overrides: list[str] | None = None) -> tuple[Spec, list[str]]:
-    """Load a .toml/.json spec or a Deforum settings file (.txt); also return what the caller should tell the
-    user (for Deforum files: the settings flipbook has no meaning for yet, listed, never dropped silently)."""
+    """Load a spec file, Deforum settings file or Parseq manifest (told apart by content, see
+    :func:`read_spec_data`); also return what the caller should tell the user (for Deforum files: values read
+    otherwise than written, and the settings flipbook has no counterpart for, never dropped silently)."""
     path = Path(path)
     data, warnings = read_spec_data(path)
     for override in overrides or []:
@@ -42,32 +43,83 @@ def load_spec_and_warnings(path: str | Path, overrides: list[str] | None = None)
     return spec, warnings
 
 
+SPEC_FILES = (
+    "a .toml spec; JSON (a flipbook spec, Deforum settings or a Parseq manifest); or a flipbook output"
+)
+
+
 def read_spec_data(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """Spec data from a file, decided by what it holds, not its name: ``.toml`` is TOML; a flipbook output
+    carries its spec; anything else is JSON (with comments, trailing commas, a BOM, CRLF, or a Python dict
+    literal, as hand-edited Deforum files have) holding a flipbook spec, Deforum settings or a Parseq manifest
+    (see :func:`document_kind`), or else TOML."""
     if not path.is_file():
-        raise SpecError(
-            "spec",
-            str(path),
-            "an existing .toml, .json or Deforum settings (.txt) file, or a flipbook output",
-        )
+        raise SpecError("spec", str(path), SPEC_FILES)
     suffix = path.suffix.lower()
-    if suffix == ".txt":
-        return _deforum_data(path)
     if suffix in MEDIA_SUFFIXES:
         return _embedded_data(path), []
     text = _read_text(path)
-    try:
+    if suffix == ".toml":
+        return _toml(text, str(path)), []
+    from flipbook.spec.deforum import parse_lenient
+
+    document = parse_lenient(text, str(path), "settings" if suffix == ".txt" else "spec")
+    if isinstance(document, str):
         if suffix == ".json":
-            return parse_json(text, source=str(path)), []
-        if suffix == ".toml":
-            return parse_toml(text, source=str(path)), []
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
-        raise SpecError("spec", str(path), f"valid {suffix[1:].upper()}", detail=str(error)) from None
-    raise SpecError("spec", str(path), "a .toml, .json or Deforum settings (.txt) file, or a flipbook output")
+            raise SpecError("spec", str(path), "valid JSON", detail=document)
+        try:
+            return _toml(text, str(path)), []
+        except SpecError:
+            raise SpecError("spec", str(path), SPEC_FILES, detail=f"not JSON: {document}") from None
+    if not isinstance(document, dict):
+        raise SpecError("spec", str(path), SPEC_FILES, detail=f"the top level is a {type(document).__name__}")
+    return document_data(document, base=path.parent)
+
+
+def _toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return parse_toml(text, source=source)
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError("spec", source, "valid TOML", detail=str(error)) from None
+
+
+DocumentKind = Literal["spec", "deforum", "parseq"]
+
+
+def document_kind(document: dict[str, Any]) -> DocumentKind:
+    """What parsed JSON holds: a Parseq manifest (rendered frames, or Parseq's ``meta``); Deforum settings (a
+    key some Deforum writes that is no flipbook section: ``W``, ``animation_mode``, ``cn_1_model``...); else a
+    flipbook spec (whose validation then names any unknown key)."""
+    from flipbook.spec.deforum_keys import lookup
+    from flipbook.spec.parseq import is_parseq_manifest
+
+    if is_parseq_manifest(document):
+        return "parseq"
+    sections = Spec.model_fields.keys()
+    if any(isinstance(key, str) and key not in sections and lookup(key) is not None for key in document):
+        return "deforum"
+    return "spec"
+
+
+def document_data(document: dict[str, Any], *, base: Path | None) -> tuple[dict[str, Any], list[str]]:
+    """Spec data and warnings from parsed JSON, by :func:`document_kind`. ``base``: the folder files the
+    document names are read from (a Parseq manifest path in Deforum settings); None reads none."""
+    kind = document_kind(document)
+    if kind == "parseq":
+        from flipbook.spec.parseq import import_manifest
+
+        check_data(document, field="parseq_manifest")
+        return import_manifest(document)
+    if kind == "deforum":
+        from flipbook.spec.deforum import import_settings
+
+        return import_settings(document, base=base)
+    return document, []
 
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         detail = f"{error.reason} at byte {error.start}"
         raise SpecError("spec", str(path), "UTF-8 text", detail=detail) from None
@@ -91,12 +143,6 @@ def _embedded_data(path: Path) -> dict[str, Any]:
     return embedded.spec
 
 
-def _deforum_data(path: Path) -> tuple[dict[str, Any], list[str]]:
-    from flipbook.spec.deforum import import_settings, read_deforum_settings
-
-    return import_settings(read_deforum_settings(path))
-
-
 def resolve_input_files(spec: Spec, folder: Path, from_command_line: Sequence[tuple[str, ...]] = ()) -> Spec:
     """``spec`` with every relative input file made absolute: against ``folder`` (the spec file's) when the
     spec file names it, against the working directory when a ``--set`` key in ``from_command_line`` (as
@@ -118,7 +164,8 @@ def override_key(override: str) -> tuple[str, ...]:
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:
-    """``animation.max_frames=48``: the value is read as TOML (numbers, booleans, quoted or bare strings)."""
+    """``animation.max_frames=48``: the value is read as TOML (numbers, booleans, quoted or bare strings). A
+    number picks an item of a list of tables: ``controlnet.0.model=tiny``."""
     key, sep, raw = override.partition("=")
     shown = _shorten(override)  # errors quote the override, cut: it may be a hostile megabyte
     if not sep or not key.strip():
@@ -127,13 +174,26 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         value = parse_toml(f"v = {raw.strip()}", field="--set", source=shown)["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
-    *parents, leaf = key.strip().split(".")
-    node = data
+    *parents, leaf = (part.strip() for part in key.strip().split("."))
+    node: Any = data
     for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
+        node = _item(node, part, shown) if isinstance(node, list) else node.setdefault(part, {})
+        if not isinstance(node, dict | list):
             raise SpecError("--set", shown, f"a path through sections; {_shorten(part)!r} is a value")
-    node[leaf] = value
+    if isinstance(node, list):
+        node[_index(node, leaf, shown)] = value
+    else:
+        node[leaf] = value
+
+
+def _item(items: list[Any], part: str, override: str) -> Any:
+    return items[_index(items, part, override)]
+
+
+def _index(items: list[Any], part: str, override: str) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise SpecError("--set", override, f"an item number from 0 to {len(items) - 1} where {part!r} is")
+    return int(part)
 
 
 def spec_from_data(data: dict[str, Any]) -> Spec:

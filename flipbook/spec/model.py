@@ -27,6 +27,7 @@ from pydantic import (
 
 from flipbook.errors import FlipbookError, SpecError
 from flipbook.modes import DEFAULT_MODE, MODES, get_mode, mode_only_inputs, section_owners, sections
+from flipbook.samplers.names import SAMPLER_NAMES
 from flipbook.spec.fields import (
     AUDIO_NAMES,
     CHECKPOINT,
@@ -87,7 +88,9 @@ class ModelSection(Section):
 
 class SamplingSection(Section):
     sampler: str = Field(
-        "Euler a", description='A1111 sampler name, or a schedule: 0:("Euler a"), 30:("DDIM")'
+        "Euler a",
+        description='A1111 sampler name, or a schedule: 0:("Euler a"), 30:("DDIM")',
+        examples=list(SAMPLER_NAMES),
     )
     steps: StepsValue = Field(
         20, description='sampling steps 1-1000; a number or a schedule such as "0:(25), 60:(40)"'
@@ -154,7 +157,8 @@ class ControlNetUnit(Section):
         None,
         description='depth: a depth model as for camera.depth_model (default "tiny", random: name a real one, '
         "e.g. depth-anything/Depth-Anything-V2-Small-hf); openpose: controlnet_aux's annotator folder or hub id "
-        "(default lllyasviel/Annotators)",
+        "(default lllyasviel/Annotators); either may be a folder's name in model.models_dir's preprocessor or "
+        "depth folders",
     )
 
     @field_validator("weight")
@@ -217,7 +221,10 @@ class InitSection(Section):
 
     image: ImageFile = Field(None, description="frame 0 is this image through img2img")
     strength: float = Field(
-        0.65, ge=0, lt=1, description="Deforum strength for frame 0: share of the init image kept"
+        0.65,
+        ge=0,
+        le=1,
+        description="Deforum strength for frame 0: share of the init image kept (1: one denoising step, as A1111)",
     )
     mask: MaskFile = Field(None, description="white = animated, black = stays as the init image (or frame 0)")
     mask_invert: bool = Field(False, description="animate the black part instead")
@@ -270,12 +277,12 @@ class AnimationSection(Section):
     height: int = Field(512, ge=8, le=8192)
     strength: Annotated[
         ScheduleValue,
-        Range(0.0, 1.0, "a strength in [0, 1)", open_high=True),
+        Range(0.0, 1.0, "a strength in [0, 1]"),
         Unit("share of the previous frame"),
     ] = Field(
         0.65,
-        description="Deforum strength in [0, 1): share of the previous frame kept (denoise = 1 - strength); "
-        "a number or a schedule",
+        description="Deforum strength in [0, 1]: share of the previous frame kept (denoise = 1 - strength, at "
+        "least one step: 1 runs one step, as A1111 does); a number or a schedule",
     )
     prompt_interpolation: Literal["hold", "lerp", "slerp"] | None = Field(
         None,
@@ -405,9 +412,15 @@ class PostSection(Section):
         description="flow: OpenCV DIS optical flow, no weights; blend: cross-fade; film: FILM model; "
         "rife: RIFE 4.6 model",
     )
-    film_model: FilmModel = Field(None, description="interpolate_method film: a TorchScript film_net file")
+    film_model: FilmModel = Field(
+        None,
+        description="interpolate_method film: a TorchScript film_net file, or its name in model.models_dir's "
+        "FILM folders",
+    )
     rife_model: RifeModel = Field(
-        None, description="interpolate_method rife: RIFE 4.6 weights (flownet.pkl, .pth or .safetensors)"
+        None,
+        description="interpolate_method rife: RIFE 4.6 weights (flownet.pkl, .pth or .safetensors), or their "
+        "name in model.models_dir's RIFE folders",
     )
     slowmo: bool = Field(False, description="keep the fps, so motion is N times slower (else fps x N)")
     loop: bool = Field(False, description="the animation loops: interpolate the last -> first seam too")
@@ -503,7 +516,11 @@ class Spec(_SpecFields):
     @classmethod
     def _prompt_syntax(cls, value: dict[str, str] | str) -> dict[str, str] | str:
         """Check line syntax and backtick math now; keys that depend on max_f are checked in the plan."""
-        from flipbook.spec.travel import check_keyframe_count, compile_prompt_math, parse_prompt_lines
+        from flipbook.spec.prompt_keyframes import (
+            check_keyframe_count,
+            compile_prompt_math,
+            parse_prompt_lines,
+        )
 
         try:
             if isinstance(value, str):

@@ -25,9 +25,7 @@ from flipbook.spec.fields import (
     schedule_fields,
 )
 from flipbook.spec.model import AnimationSection, SamplingSection, Spec
-from flipbook.spec.schedules import ScheduleError, resolve_schedule, resolve_string_schedule
-from flipbook.spec.seeds import seed_sequence
-from flipbook.spec.travel import (
+from flipbook.spec.prompt_keyframes import (
     Keyframes,
     PromptKey,
     compose_line_prompt,
@@ -35,6 +33,8 @@ from flipbook.spec.travel import (
     parse_prompt_lines,
     prompt_at_frames,
 )
+from flipbook.spec.schedules import ScheduleError, resolve_schedule, resolve_string_schedule
+from flipbook.spec.seeds import seed_sequence
 
 
 @dataclass(frozen=True)

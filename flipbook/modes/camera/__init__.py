@@ -21,10 +21,9 @@ _RENDER = "flipbook.modes.camera.render"
 _HYBRID = ("camera.hybrid_video",)
 
 
-def _schedule_boxes(names: tuple[str, ...], shown: dict[str, str]) -> tuple[FormField, ...]:
-    return tuple(
-        FormField(name, f"camera.{name}", label=name, default=shown.get(name, "0:(0)")) for name in names
-    )
+def _schedule_boxes(names: tuple[str, ...]) -> tuple[FormField, ...]:
+    """The camera schedules the web UI's tab shows first (the others are under "More camera settings")."""
+    return tuple(FormField(name, f"camera.{name}") for name in names)
 
 
 CAMERA_2D = Mode(
@@ -39,7 +38,7 @@ CAMERA_2D = Mode(
     schedules=reads_2d,
     describe=describe_2d,
     camera_path=camera_path,
-    form=_schedule_boxes(("zoom", "angle", "translation_x", "translation_y"), {"zoom": "0:(1.02)"}),
+    form=_schedule_boxes(("zoom", "angle", "translation_x", "translation_y")),
 )
 
 CAMERA_3D = Mode(
@@ -63,8 +62,7 @@ CAMERA_3D = Mode(
                 "rotation_3d_x",
                 "rotation_3d_y",
                 "rotation_3d_z",
-            ),
-            {"translation_z": "0:(1)"},
+            )
         ),
         FormField("depth_model", "camera.depth_model", label="Depth model (flat, tiny, folder or hub id)"),
     ),

@@ -28,10 +28,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import PIL.Image
 
+from flipbook.imaging.color import VIDEO_COLOR_SPACE, match_colors, to_grayscale, video_color_frame
+from flipbook.imaging.filters import add_noise, adjust_contrast, unsharp_mask
 from flipbook.modes.camera.rules import camera_for, diffused_frames
 from flipbook.modes.camera.settings import TWO_D
 from flipbook.modes.frame import (
@@ -45,11 +48,13 @@ from flipbook.modes.frame import (
     still_image,
 )
 from flipbook.motion.camera import Camera
-from flipbook.motion.color import VIDEO_COLOR_SPACE, match_colors, to_grayscale, video_color_frame
-from flipbook.motion.filters import add_noise, adjust_contrast, unsharp_mask
 from flipbook.motion.flow import flow_tween
+from flipbook.spec.fields import DEPTH_MODEL
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import FramePlan
+
+if TYPE_CHECKING:
+    from flipbook.imaging.depth import DepthEstimator
 
 
 def resume_every(spec: Spec) -> int:
@@ -131,10 +136,7 @@ class _Hybrid:
         self.frames = hybrid_frames(ctx.spec)
         self.depth = None
         if ctx.spec.camera.hybrid_composite != "none" and ctx.spec.camera.hybrid_comp_mask_type == "depth":
-            from flipbook.motion.depth import DepthEstimator
-
-            c, m = ctx.spec.camera, ctx.spec.model
-            self.depth = DepthEstimator.load(c.depth_model, device=m.device, dtype=m.dtype)
+            self.depth = depth_estimator(ctx.spec)
 
     def before_generation(self, image: np.ndarray, before: int, index: int) -> np.ndarray:
         """The camera-warped frame ``image`` (diffused frame ``before`` brought to ``index``) moved like the
@@ -174,14 +176,26 @@ def hybrid_frames(spec: Spec) -> list[np.ndarray]:
     return frames_at_size(spec, spec.camera.hybrid_video, "camera.hybrid_video")
 
 
+def depth_estimator(spec: Spec) -> DepthEstimator:
+    """``camera.depth_model`` loaded on the model section's device and dtype: a built-in, a folder, a name in
+    ``model.models_dir`` (the folders its type names) or a hub id."""
+    from flipbook.imaging.depth import DepthEstimator
+
+    m = spec.model
+    return DepthEstimator.load(
+        spec.camera.depth_model, device=m.device, dtype=m.dtype, models_dir=m.models_dir,
+        folders=DEPTH_MODEL.folders,
+    )  # fmt: skip
+
+
 def make_camera(ctx: ModeContext) -> Camera:
     """The render's 2D or 3D camera; 3D loads its depth model here and saves depth maps when asked."""
     c = ctx.spec.camera
     if ctx.spec.animation.mode == TWO_D:
         return camera_for(ctx.spec, ctx.plan)
-    from flipbook.motion.depth import DepthEstimator, save_depth_map
+    from flipbook.imaging.depth import save_depth_map
 
-    estimator = DepthEstimator.load(c.depth_model, device=ctx.spec.model.device, dtype=ctx.spec.model.dtype)
+    estimator = depth_estimator(ctx.spec)
 
     def on_depth(index: int, depth: np.ndarray) -> None:
         if c.save_depth_maps:

@@ -3,7 +3,7 @@ owns; ``interpolate`` reads its 2D schedules with ``interpolate.motion``. Pure p
 
 Every schedule is planned in every mode (frames.csv shows each camera value); only those the mode reads are
 range-checked: a field marked :data:`ONLY_2D` or :data:`ONLY_3D` is read by that camera alone, the others by
-both (:func:`camera_schedules`).
+both (:func:`camera_schedules`); the web UI's tab of each camera shows the fields it reads.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class CameraSection(Section):
         0.0, description="2D: pixels per frame; 3D: scene units per frame"
     )
     translation_y: Annotated[ScheduleValue, Unit("pixels (2D) or scene units (3D) per frame")] = 0.0
-    border: Literal["replicate", "wrap", "reflect", "zeros"] = Field(
+    border: Annotated[Literal["replicate", "wrap", "reflect", "zeros"], ONLY_2D] = Field(
         "replicate", description="2D: how pixels that come into view are filled"
     )
     # 2D
@@ -84,7 +84,9 @@ class CameraSection(Section):
     transform_center_y: Annotated[ScheduleValue, ONLY_2D, Unit("share of the height")] = Field(
         0.5, description="2D: rotation/zoom centre, share of height"
     )
-    perspective_flip: bool = Field(False, description="2D: apply the perspective_flip_* schedules")
+    perspective_flip: Annotated[bool, ONLY_2D] = Field(
+        False, description="2D: apply the perspective_flip_* schedules"
+    )
     perspective_flip_theta: Annotated[ScheduleValue, ONLY_2D, Unit("degrees")] = Field(
         0.0, description="2D: degrees about the x axis"
     )
@@ -122,13 +124,17 @@ class CameraSection(Section):
     depth_model: DepthModel = Field(
         "depth-anything/Depth-Anything-V2-Small-hf",
         description='3D: "flat" (a plane at `near`), "tiny" (built-in, random) or a DPT / Depth Anything '
-        "folder or hub id",
+        "folder, its name in model.models_dir's depth folders, or a hub id",
     )
-    save_depth_maps: bool = Field(False, description="3D: write depth/depth_NNNNN.png per diffused frame")
-    padding_mode: Literal["border", "reflection", "zeros"] = Field(
+    save_depth_maps: Annotated[bool, ONLY_3D] = Field(
+        False, description="3D: write depth/depth_NNNNN.png per diffused frame"
+    )
+    padding_mode: Annotated[Literal["border", "reflection", "zeros"], ONLY_3D] = Field(
         "border", description="3D: how pixels that come into view are filled"
     )
-    sampling_mode: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
+    sampling_mode: Annotated[Literal["bicubic", "bilinear", "nearest"], ONLY_3D] = Field(
+        "bicubic", description="3D: how the moved picture is resampled"
+    )
     # every frame
     cadence: int = Field(1, ge=1, le=100, description="diffuse every Nth frame; warp and cross-fade between")
     optical_flow_cadence: Literal["none", "dis"] = Field(

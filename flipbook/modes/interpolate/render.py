@@ -26,20 +26,21 @@ import torch
 from flipbook.modes.frame import (
     Frame,
     ModeContext,
-    aligned_batches,
     animation_mask,
-    by_checkpoint,
     frame_request,
     frames_at_size,
+    independent_frames,
     init_image,
     keep_still,
+    latent_shape,
     still_image,
 )
 from flipbook.motion.camera2d import compose, warp_2d
-from flipbook.sampling.noise import keyframe_noise, slerp
+from flipbook.sampling.core import SamplingCore
+from flipbook.sampling.noise import KeyframeWalk
 from flipbook.sampling.requests import FrameRequest
 from flipbook.spec.model import Spec
-from flipbook.spec.plan import FramePlan, Plan
+from flipbook.spec.plan import FramePlan
 
 
 def resume_every(spec: Spec) -> int:
@@ -55,54 +56,22 @@ def check_inputs(spec: Spec) -> None:
 
 def render(ctx: ModeContext) -> Iterator[Frame]:
     spec, plan = ctx.spec, ctx.plan
-    walk = _Walk(plan, spec.interpolate.noise)
+    fixed = spec.interpolate.noise == "fixed"  # one noise latent, frame 0's, for every keyframe
+    walk = KeyframeWalk((f.prompt_key for f in plan.frames), lambda key: plan[0 if fixed else key].seed)
     inits = _InitFrames(ctx) if spec.init.image is not None or spec.init.video is not None else None
     mask = animation_mask(spec)
     still = still_image(ctx) if mask is not None and ctx.start >= 0 else None
-    for batch in aligned_batches(range(ctx.start + 1, len(plan)), spec.interpolate.batch_size):
-        frames = [plan[i] for i in batch]
-        for checkpoint, group in by_checkpoint(frames):
-            core = ctx.cores[checkpoint]
-            shape = _latent_shape(core, spec)
-            requests = [_request(ctx, frame, walk.noise(frame, shape), inits) for frame in group]
-            images = core.generate(requests, batch_size=len(requests))
-            for frame, request, image in zip(group, requests, images, strict=True):
-                if mask is not None:
-                    still = still if still is not None else still_image(ctx, image)
-                    image = keep_still(image, still, mask)
-                yield Frame(frame.index, image, request)
 
+    def request(core: SamplingCore, frame: FramePlan) -> FrameRequest:
+        noise = walk.noise(frame.index, frame.prompt_key, frame.blend, latent_shape(core, spec))
+        return _request(ctx, frame, noise, inits)
 
-# ---- the walk ------------------------------------------------------------------------------------------
-
-
-class _Walk:
-    """The noise of every frame: its keyframe's noise slerped toward the next keyframe's at the frame's w."""
-
-    def __init__(self, plan: Plan, noise: str) -> None:
-        self.plan = plan
-        self.keys = sorted({frame.prompt_key for frame in plan.frames})
-        self.fixed = noise == "fixed"
-        self._cache: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
-
-    def noise(self, frame: FramePlan, shape: tuple[int, ...]) -> torch.Tensor:
-        start = self._key_noise(frame.prompt_key, shape)
-        after = self._next_key(frame)
-        if after is None or frame.blend == 0.0:
-            return start
-        return slerp(start, self._key_noise(after, shape), frame.blend)
-
-    def _next_key(self, frame: FramePlan) -> int | None:
-        if frame.index < frame.prompt_key:  # before the first keyframe: it holds
-            return None
-        later = [k for k in self.keys if k > frame.prompt_key]
-        return later[0] if later else None
-
-    def _key_noise(self, key: int, shape: tuple[int, ...]) -> torch.Tensor:
-        seed = self.plan[0 if self.fixed else key].seed
-        if (seed, shape) not in self._cache:
-            self._cache[(seed, shape)] = keyframe_noise(seed, shape)
-        return self._cache[(seed, shape)]
+    frames = range(ctx.start + 1, len(plan))
+    for frame, request_made, image in independent_frames(ctx, frames, spec.interpolate.batch_size, request):
+        if mask is not None:
+            still = still if still is not None else still_image(ctx, image)
+            image = keep_still(image, still, mask)
+        yield Frame(frame.index, image, request_made)
 
 
 def _request(
@@ -111,13 +80,6 @@ def _request(
     if inits is None:
         return frame_request(ctx, frame, latents=noise)
     return frame_request(ctx, frame, inits.image(frame.index), latents=noise)
-
-
-def _latent_shape(core, spec: Spec) -> tuple[int, ...]:
-    model = core.model
-    scale = model.vae_scale_factor
-    channels = model.vae.config.latent_channels
-    return (1, channels, spec.animation.height // scale, spec.animation.width // scale)
 
 
 # ---- init image / video with motion ------------------------------------------------------------------

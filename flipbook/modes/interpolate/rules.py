@@ -44,6 +44,7 @@ def walk(spec: Spec, starts: Sequence[int], audio: AudioFeatures) -> np.ndarray:
         frequencies=spec.interpolate.sine_frequencies,
         energy=audio.energy,
         schedule=schedule,
+        field="interpolate.easing",
     )
 
 

@@ -3,7 +3,7 @@
 Variation k inpaints ``init.image`` where ``init.mask`` is white, at the low ``variations.denoise``, with the
 plan's seed, prompt, cfg, steps and sampler at frame k; ``animation.max_frames`` is the number of variations.
 They don't depend on each other, so they render ``variations.batch_size`` at a time. Once all exist they are
-ordered so neighbours differ least (``flipbook.motion.ordering``: a closed tour for "loop", an open path for
+ordered so neighbours differ least (``flipbook.imaging.ordering``: a closed tour for "loop", an open path for
 "path", generation order for "seed") and frame i is the variation at position i of that order, with every
 pixel outside the mask the init image's.
 
@@ -26,6 +26,7 @@ import numpy as np
 import PIL.Image
 from PIL.PngImagePlugin import PngInfo
 
+from flipbook.imaging.ordering import distance_matrix, order_for, route_length
 from flipbook.io.atomic import atomic_target
 from flipbook.modes.frame import (
     Frame,
@@ -37,7 +38,6 @@ from flipbook.modes.frame import (
     init_image,
     keep_still,
 )
-from flipbook.motion.ordering import distance_matrix, order_for, route_length
 from flipbook.runs.run_dir import RunDir
 from flipbook.sampling.requests import FrameRequest
 from flipbook.spec.model import Spec
@@ -158,7 +158,7 @@ def _load(path: Path, key: str) -> PIL.Image.Image | None:
 
 
 def _order(ctx: ModeContext, images: Sequence[PIL.Image.Image], mask: np.ndarray) -> list[int]:
-    """The play order (see ``flipbook.motion.ordering``), logged with its summed change so runs compare."""
+    """The play order (see ``flipbook.imaging.ordering``), logged with its summed change so runs compare."""
     how = ctx.spec.variations.order
     distances = distance_matrix([np.asarray(image) for image in images], mask)
     order = order_for(distances, how)

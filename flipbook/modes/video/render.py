@@ -27,6 +27,8 @@ import numpy as np
 import PIL.Image
 
 from flipbook.errors import SpecError
+from flipbook.imaging.color import match_colors
+from flipbook.imaging.masks import composite, feather
 from flipbook.modes.frame import (
     Frame,
     ModeContext,
@@ -35,9 +37,7 @@ from flipbook.modes.frame import (
     frame_request,
     frames_at_size,
 )
-from flipbook.motion.color import match_colors
 from flipbook.motion.flow import optical_flow, warp_by_flow
-from flipbook.motion.masks import composite, feather
 from flipbook.spec.model import Spec
 
 

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from flipbook.motion.color import match_colors, match_histograms, to_grayscale, video_color_frame
+from flipbook.imaging.color import match_colors, match_histograms, to_grayscale, video_color_frame
 
 
 def _image(seed: int = 0, shape: tuple[int, int] = (48, 64)) -> np.ndarray:

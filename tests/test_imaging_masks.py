@@ -2,7 +2,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from flipbook.motion.masks import composite, feather, load_mask
+from flipbook.imaging.masks import composite, feather, load_mask
 
 
 def _rgba() -> PIL.Image.Image:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flipbook.errors import FlipbookError
-from flipbook.spec.travel import (
+from flipbook.spec.prompt_keyframes import (
     PromptKey,
     compose_line_prompt,
     format_number,

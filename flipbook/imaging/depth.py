@@ -11,7 +11,9 @@ behaves. Models that predict metric depth instead (``depth_estimation_type: metr
 DepthPro) are inverted first, so every estimator speaks disparity.
 
 Accepted model names: ``flat`` (no model), ``tiny`` (a random-weight DPT built in code, for tests and demos),
-a depth-estimation model folder, or a hub id in the local Hugging Face cache (``HF_HUB_OFFLINE`` honoured).
+a depth-estimation model folder, its name in the models folder (the ``depth`` kind of
+:mod:`flipbook.models.folders`: Deforum's ``models/Deforum``, ComfyUI's ``models/depthanything``), or a hub id
+in the local Hugging Face cache (``HF_HUB_OFFLINE`` honoured).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from flipbook.models.device import pick_device, pick_dtype
 from flipbook.models.pickles import refused_pickle
 
 ALLOWED_DEPTH_MODELS = (
-    "'flat', 'tiny', a depth-estimation model folder (DPT / Depth Anything) or a cached hub id"
+    "'flat', 'tiny', a depth-estimation model folder (DPT / Depth Anything), its name in the models folder, "
+    "or a cached hub id"
 )
 TINY_IMAGE_SIZE = 32
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -63,8 +66,17 @@ class DepthEstimator:
             model.to(self.device, self.dtype).eval()
 
     @classmethod
-    def load(cls, name: str, *, device: str = "auto", dtype: str = "auto") -> DepthEstimator:
-        """``flat``, ``tiny``, a model folder or a hub id, on the chosen device and dtype."""
+    def load(
+        cls,
+        name: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        models_dir: str | Path | None = None,
+        folders: tuple[str, ...] = ("depth",),
+    ) -> DepthEstimator:
+        """``flat``, ``tiny``, a model folder, a folder's name among the ``folders`` kinds of the models folder
+        ``models_dir`` (an A1111 or ComfyUI install) or a hub id, on the chosen device and dtype."""
         torch_device = pick_device(device)
         torch_dtype = pick_dtype(dtype, torch_device)
         if name == "flat":
@@ -72,7 +84,7 @@ class DepthEstimator:
         if name == "tiny":
             model, processor = tiny_depth_model()
         else:
-            model, processor = _load_pretrained(name)
+            model, processor = _load_pretrained(name, models_dir, folders)
         return cls(name, model, processor, device=torch_device, dtype=torch_dtype)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
@@ -193,16 +205,49 @@ def tiny_processor() -> Any:
     )
 
 
-def _load_pretrained(name: str) -> tuple[torch.nn.Module, Any]:
-    """A model folder or a hub id through transformers' Auto classes; every failure is one FlipbookError."""
+def _load_pretrained(
+    name: str, models_dir: str | Path | None, folders: tuple[str, ...]
+) -> tuple[torch.nn.Module, Any]:
+    """A model folder, a name in the models folder or a hub id (in that order) through transformers' Auto
+    classes; every failure is one FlipbookError."""
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
             raise FlipbookError(_FIELD, name, ALLOWED_DEPTH_MODELS, detail="a file, not a model folder")
         return _from_pretrained(str(path), local_files_only=True, is_folder=True)
-    if not _HUB_ID.match(name):
+    hub_like = bool(_HUB_ID.match(name))
+    found = _in_models_dir(name, models_dir, folders, must_find=not hub_like)
+    if found is not None:
+        return _from_pretrained(str(found), local_files_only=True, is_folder=True)
+    if not hub_like:
         raise FlipbookError(_FIELD, name, ALLOWED_DEPTH_MODELS, detail="no such folder")
     return _from_pretrained(name, local_files_only=_hub_offline(), is_folder=False)
+
+
+def _in_models_dir(
+    name: str, models_dir: str | Path | None, folders: tuple[str, ...], *, must_find: bool
+) -> Path | None:
+    """The model folder ``name`` names in the first of ``folders`` (models-folder kinds) that has it; None
+    without a models folder, or when not found and the name may still be a hub id (else the models folder's
+    error: what it holds)."""
+    if models_dir is None:
+        return None
+    from flipbook.models.folders import ModelsDir
+
+    install = ModelsDir(models_dir)  # a bad models_dir is its own error, on model.models_dir
+    misses: list[tuple[str, FlipbookError]] = []
+    for kind in folders:
+        try:
+            return install.find(kind, name)
+        except FlipbookError as error:
+            misses.append((kind, error))
+    if must_find and misses:
+        there = "; ".join(f"{kind} models: {error.allowed}" for kind, error in misses)
+        detail = next((error.detail for _, error in misses if error.detail), None)  # an ambiguous name
+        raise FlipbookError(
+            _FIELD, name, f"{ALLOWED_DEPTH_MODELS}; in the models folder, {there}", detail=detail
+        )
+    return None
 
 
 def _from_pretrained(ref: str, *, local_files_only: bool, is_folder: bool) -> tuple[torch.nn.Module, Any]:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from flipbook.motion.filters import add_noise, adjust_contrast, perlin_noise, unsharp_mask
+from flipbook.imaging.filters import add_noise, adjust_contrast, perlin_noise, unsharp_mask
 
 
 def _image(seed: int = 0, shape: tuple[int, int] = (48, 64)) -> np.ndarray:

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from flipbook.bench.report import write_report
-from flipbook.post.interpolate import interpolate_frames
+from flipbook.post.frame_interpolation import interpolate_frames
 
 FACTORS = (2, 4)
 OBJECT_SPEED = (12.0, 2.0)  # pixels per input frame at 512x512, (x, y); scaled with the frame size

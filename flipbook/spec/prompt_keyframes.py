@@ -1,4 +1,4 @@
-"""Prompt travel as users already write it: Deforum JSON prompts, AnimateDiff ``N: prompt`` lines, and
+"""Prompt keyframes (prompt travel) as users already write them: Deforum JSON prompts, AnimateDiff ``N: prompt``
 backtick math inside a prompt (``(cherry:`1+t/max_f`)``).
 
 Pure text → keyframes and text → per-frame text; nothing here knows about models or encoders.

@@ -41,6 +41,11 @@ ALLOWED_MODEL = "a FILM TorchScript file (film_net_fp32.pt from the FILM repo or
 ALLOWED_RIFE_MODEL = (
     "a RIFE 4.6 (or 4.5) state dict: flownet.pkl from Practical-RIFE, rife46.pth or a .safetensors copy"
 )
+MODEL_KINDS: dict[str, tuple[str, str]] = {
+    "film": ("film", f"{ALLOWED_MODEL}, or its name in the models folder"),
+    "rife": ("rife", f"{ALLOWED_RIFE_MODEL}, or its name in the models folder"),
+}
+"""The methods that need weights: their models-folder kind and what the model may be."""
 
 # DIS preset MEDIUM. Measured on textured squares moving 6-48 px over a textured background (96x128 to
 # 512x512, x2 and x4), the in-between error near the object relative to a cross-fade's was 0.31 with MEDIUM,
@@ -82,18 +87,19 @@ def interpolate_frames(
     method: str = "flow",
     model_path: str | Path | None = None,
     device: str = "auto",
+    models_dir: str | Path | None = None,
 ) -> list[np.ndarray]:
     """``factor`` times as many frames: ``factor - 1`` in-betweens at ``s = k / factor`` after every frame.
 
     Returns ``(n - 1) * factor + 1`` frames, or ``n * factor`` with ``loop``, where the in-betweens after the
     last frame lead back to the first, so a looping GIF has no jump at its seam. The input frames (HxWx3
     uint8, one size) appear unchanged at every ``factor``-th place. ``method`` is ``"flow"``, ``"blend"``,
-    ``"film"`` or ``"rife"`` (then ``model_path`` names the FILM TorchScript file or the RIFE state dict and
-    ``device`` where it runs: auto, cpu, cuda, mps).
+    ``"film"`` or ``"rife"`` (then ``model_path`` names the FILM TorchScript file or the RIFE state dict, a
+    file or a name in the models folder ``models_dir``, and ``device`` where it runs: auto, cpu, cuda, mps).
     """
     frames = _check_frames(frames)
     factor = _check_factor(factor)
-    check_method(method, model_path)
+    model_path = check_method(method, model_path, models_dir)
     pairs = list(zip(frames, frames[1:], strict=False))
     if loop:
         pairs.append((frames[-1], frames[0]))
@@ -167,23 +173,37 @@ def _check_factor(factor: int) -> int:
     return int(factor)
 
 
-def check_method(method: str, model_path: str | Path | None) -> None:
-    """Fail early on an unknown or unsupported method, or FILM or RIFE without an existing model file; why
-    public: the CLI checks its flags before reading and interpolating frames."""
+def check_method(
+    method: str, model_path: str | Path | None, models_dir: str | Path | None = None
+) -> Path | None:
+    """Fail early on an unknown or unsupported method, or FILM or RIFE without a model file; why public: the
+    CLI checks its flags before reading and interpolating frames. Returns the model file (None for the
+    methods without one): see :func:`model_file`."""
     if method not in METHODS:
         raise FlipbookError(METHOD_FIELD, method, f"one of: {', '.join(METHODS)}")
-    if method == "film":
-        if model_path is None:
-            raise FlipbookError(MODEL_FIELD, None, ALLOWED_MODEL, detail="method 'film' needs a model file")
-        if not Path(model_path).is_file():
-            raise FlipbookError(MODEL_FIELD, str(model_path), ALLOWED_MODEL, detail="no such file")
-    if method == "rife":
-        if model_path is None:
-            raise FlipbookError(
-                MODEL_FIELD, None, ALLOWED_RIFE_MODEL, detail="method 'rife' needs a model file"
-            )
-        if not Path(model_path).is_file():
-            raise FlipbookError(MODEL_FIELD, str(model_path), ALLOWED_RIFE_MODEL, detail="no such file")
+    return model_file(method, model_path, models_dir) if method in MODEL_KINDS else None
+
+
+def model_file(method: str, model_path: str | Path | None, models_dir: str | Path | None = None) -> Path:
+    """The FILM or RIFE weights ``model_path`` names: an existing file, or a name found among the method's
+    folders of the A1111 or ComfyUI install ``models_dir`` (``film``: Deforum's
+    ``models/Deforum/film_interpolation``, ComfyUI-Frame-Interpolation's ``ckpts/film``; ``rife``:
+    ``models/Deforum``, ``ckpts/rife``; see :mod:`flipbook.models.folders`). FlipbookError naming
+    ``interpolate.model`` otherwise."""
+    kind, allowed = MODEL_KINDS[method]
+    if model_path is None:
+        raise FlipbookError(MODEL_FIELD, None, allowed, detail=f"method {method!r} needs a model file")
+    path = Path(model_path).expanduser()
+    if path.is_file():
+        return path
+    if models_dir is None:
+        raise FlipbookError(MODEL_FIELD, str(model_path), allowed, detail="no such file")
+    from flipbook.models.folders import ModelsDir
+
+    try:
+        return ModelsDir(models_dir).find(kind, str(model_path))
+    except FlipbookError as error:  # ModelsDir names the kind; users know the field
+        raise FlipbookError(MODEL_FIELD, error.value, error.allowed, detail=error.detail) from None
 
 
 def _all_tweens(
