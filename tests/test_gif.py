@@ -14,7 +14,7 @@ from PIL import Image, ImageSequence
 
 from flipbook.bench.gif_quality import hopper_clip, temporal_noise
 from flipbook.errors import FlipbookError
-from flipbook.io.gif import kmeans_palette, nearest_colors, scene_ranges
+from flipbook.io.gif import PaletteMap, kmeans_palette, nearest_colors, scene_ranges
 from flipbook.io.sizefit import psnr
 from flipbook.io.writers import make_apng, make_gif, make_webp, write_gif, write_mp4, write_outputs
 
@@ -43,11 +43,12 @@ def decoded(path_or_bytes: Path | bytes) -> list[np.ndarray]:
 
 
 def test_default_gif_is_faithful_and_steady_on_a_photo_clip(tmp_path: Path, photo: list[np.ndarray]) -> None:
-    """Measured: 37.5 dB and temporal noise 3.15 (the median-cut palette before gave 33.9 dB and 3.83)."""
+    """Measured: 37.66 dB and temporal noise 3.08 (one k-means++ candidate a step and the cell centre's entry
+    for every colour gave 37.58 dB and 3.14; the median-cut palette before that 33.9 dB and 3.83)."""
     path = write_gif(photo, tmp_path / "a.gif", fps=FPS)
     frames = decoded(path)
     assert len(frames) == len(photo)
-    assert psnr(photo, frames) >= 37.0
+    assert psnr(photo, frames) >= 37.62
     assert temporal_noise(photo, frames) <= 3.4
 
 
@@ -92,6 +93,25 @@ def test_kmeans_palette_is_exact_and_reproducible() -> None:
     rng = np.random.default_rng(0)
     clip = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
     assert np.array_equal(kmeans_palette(clip, 64), kmeans_palette([c.copy() for c in clip], 64))
+
+
+@pytest.mark.parametrize("colors", [1, 2, 3, 17, 255])
+def test_palette_map_finds_the_nearest_entry_of_every_colour(colors: int) -> None:
+    """Exact for every colour, not only for the centre of its lookup cell: the same answer as comparing each
+    pixel with every entry (squared RGB distance, the first entry on ties; repeated and equidistant entries
+    included)."""
+    rng = np.random.default_rng(colors)
+    palette = rng.integers(0, 256, (colors, 3)).astype(np.uint8)
+    if colors >= 3:
+        palette[1] = palette[0]  # a repeated entry: the first wins
+        palette[2] = np.clip(palette[0].astype(int) + [2, 0, 0], 0, 255)  # equidistant from some colours
+    image = rng.integers(0, 256, (64, 96, 3)).astype(np.uint8)
+    image[:32] = np.clip(palette[0].astype(int) + rng.integers(-3, 4, (32, 96, 3)), 0, 255)  # near entry 0
+    squared = ((image.reshape(-1, 1, 3).astype(np.int64) - palette[None].astype(np.int64)) ** 2).sum(axis=2)
+    expected = squared.argmin(axis=1).reshape(image.shape[:2])
+    mapping = PaletteMap(palette)
+    assert np.array_equal(mapping.indices(image), expected)
+    assert np.array_equal(mapping.indices(image[::-1]), expected[::-1])  # from the filled table too
 
 
 def test_same_frames_give_the_same_gif_bytes_for_every_option(
