@@ -314,20 +314,19 @@ class PaletteMap:
     def __init__(self, palette: np.ndarray) -> None:
         self.palette = palette
         self._doubled = 2 * palette.astype(np.float32)  # cell centres are half-integers: compare doubled
-        self._table = np.zeros(
-            1 << 24, np.uint16
-        )  # entry + 1 per colour, 0: not known yet (zero pages: lazy)
+        # Per colour the complement of its entry (never 0: at most 255 entries in uint8, 256 in uint16); 0 is
+        # not known yet, so the table starts as zero pages the system hands out only when written.
+        self._table = np.zeros(1 << 24, np.uint8 if len(palette) < 256 else np.uint16)
         self.spread = _typical_gap(palette)
 
     def indices(self, array: np.ndarray) -> np.ndarray:
         """H x W palette indices of an H x W x 3 uint8 image."""
-        colours = _cell_ids(array, 0)
-        found = self._table[colours]
-        missing = found == 0
-        if missing.any():
-            self._learn(np.unique(_cell_ids(array[missing], 8 - LOOKUP_BITS)))
-            found = self._table[colours]
-        return (found - 1).astype(np.uint8)
+        colours = _colour_ids(array)
+        found = np.take(self._table, colours)
+        if found.min() == 0:
+            self._learn(np.unique(_cell_ids(array[found == 0], 8 - LOOKUP_BITS)))
+            found = np.take(self._table, colours)
+        return np.invert(found).astype(np.uint8, copy=False)
 
     def _learn(self, cells: np.ndarray) -> None:
         """Fill the table for the 8 colours of each new cell."""
@@ -335,33 +334,42 @@ class PaletteMap:
         corners = np.stack(
             [(cells >> (2 * LOOKUP_BITS)) & mask, (cells >> LOOKUP_BITS) & mask, cells & mask], 1
         )
-        colours = 2 * corners[:, None, :] + _CELL_OFFSETS[None]  # cells x 8 x 3
-        ids = _cell_ids(colours, 0)
+        colours = (2 * corners[:, None, :] + _CELL_OFFSETS[None]).astype(np.uint8)  # cells x 8 x 3
+        ids = _colour_ids(colours)
         k = min(CELL_CANDIDATES, len(self.palette))
         if k < 2:
-            self._table[ids] = 1
+            self._store(ids, np.zeros_like(ids))
             return
         # Doubled coordinates: a cell's centre 2c+0.5 is 4c+1, and its colours lie within sqrt(3) of it.
         distances, nearest = cv2.batchDistance(
             (4 * corners + 1).astype(np.float32), self._doubled, cv2.CV_32F, normType=cv2.NORM_L2SQR, K=k
         )
         roots = np.sqrt(distances.astype(np.float64))
-        reach = roots[:, :1] + 2 * np.sqrt(3) + 1e-6  # no entry farther than this from the centre can win
-        certain = roots[:, 1] > reach[:, 0]
-        self._table[ids[certain]] = nearest[certain, :1] + 1
-        covered = ~certain & (roots[:, -1] > reach[:, 0]) if k < len(self.palette) else ~certain
+        reach = roots[:, 0] + 2 * np.sqrt(3) + 1e-6  # no entry farther than this from the centre can win
+        certain = roots[:, 1] > reach
+        self._store(ids[certain], np.repeat(nearest[certain, :1], 8, axis=1))
+        covered = ~certain & (roots[:, -1] > reach) if k < len(self.palette) else ~certain
         if covered.any():  # the nearest is among the candidates: compare each colour with them
             candidates = nearest[covered]  # m x k, by distance
             shades = colours[covered].astype(np.int64)  # m x 8 x 3
             entries = self.palette.astype(np.int64)[candidates]  # m x k x 3
             squared = ((shades[:, :, None, :] - entries[:, None, :, :]) ** 2).sum(axis=3)  # m x 8 x k
             keyed = squared * 256 + candidates[:, None, :]  # the nearest, then the first entry on ties
-            best = np.take_along_axis(candidates[:, None, :], keyed.argmin(axis=2)[..., None], axis=2)[..., 0]
-            self._table[ids[covered]] = best + 1
+            best = np.take_along_axis(candidates[:, None, :], keyed.argmin(axis=2)[..., None], axis=2)
+            self._store(ids[covered], best[..., 0])
         rest = ~certain & ~covered
         if rest.any():
-            flat = colours[rest].reshape(-1, 3)
-            self._table[ids[rest].ravel()] = nearest_colors(flat, self.palette) + 1
+            self._store(ids[rest].ravel(), nearest_colors(colours[rest].reshape(-1, 3), self.palette))
+
+    def _store(self, ids: np.ndarray, entries: np.ndarray) -> None:
+        self._table[ids] = np.invert(entries.astype(self._table.dtype))
+
+
+def _colour_ids(array: np.ndarray) -> np.ndarray:
+    """r + 256 g + 65536 b of each pixel of an H x W x 3 uint8 image (OpenCV adds a fourth byte, read as
+    one little-endian 32-bit number with that byte masked off: several times NumPy's shifts)."""
+    rgba = cv2.cvtColor(np.ascontiguousarray(array, np.uint8), cv2.COLOR_RGB2RGBA)
+    return np.bitwise_and(rgba.view("<u4")[..., 0], 0xFFFFFF)
 
 
 # --- quantizing a clip --------------------------------------------------------------------------------------
