@@ -285,3 +285,22 @@ def test_best_fit_keeps_the_closest_of_each_ways_first_fit() -> None:
     assert best_fit([scale, colours], encode, quality, 10, fallback).rung[0] == "f2"
     none = best_fit([scale, colours], encode, quality, 1, fallback)
     assert not none.fits and none.rung[0] == "f2"  # the smallest file encoded
+
+
+def test_gif_quality_benchmark_writes_its_report(tmp_path: Path) -> None:
+    """The benchmark is not judged here: a tiny run (no render clip) checks that every row still runs, is
+    measured on the decoded file and lands in both files with the targets' verdicts."""
+    import json
+
+    from flipbook.bench.gif_quality import encoders, run
+
+    table = run(out=tmp_path, frames=3, width=32, height=32, runs=1, render=False)
+    data = json.loads((tmp_path / "gif-quality-32x32.json").read_text())
+    rows = data["rows"]["photo"]
+    assert set(rows) == set(encoders())
+    assert all(
+        row["bytes"] > 0 and row["frames_decoded"] >= 1 and row["psnr_db"] > 0 for row in rows.values()
+    )
+    assert data["default_120_frames"]["frames"] == 120
+    assert (tmp_path / "gif-quality-32x32.md").read_text().strip() == table
+    assert "default PSNR >= 37.5 dB" in table
