@@ -351,10 +351,10 @@ class PaletteMap:
         covered = ~certain & (roots[:, -1] > reach) if k < len(self.palette) else ~certain
         if covered.any():  # the nearest is among the candidates: compare each colour with them
             candidates = nearest[covered]  # m x k, by distance
-            shades = colours[covered].astype(np.int64)  # m x 8 x 3
-            entries = self.palette.astype(np.int64)[candidates]  # m x k x 3
-            squared = ((shades[:, :, None, :] - entries[:, None, :, :]) ** 2).sum(axis=3)  # m x 8 x k
-            keyed = squared * 256 + candidates[:, None, :]  # the nearest, then the first entry on ties
+            shades = colours[covered].astype(np.int32)  # m x 8 x 3
+            entries = self.palette.astype(np.int32)[candidates]  # m x k x 3
+            squared = ((shades[:, :, None, :] - entries[:, None, :, :]) ** 2).sum(axis=3, dtype=np.int32)
+            keyed = squared * 256 + candidates[:, None, :]  # m x 8 x k: the nearest, the first entry on ties
             best = np.take_along_axis(candidates[:, None, :], keyed.argmin(axis=2)[..., None], axis=2)
             self._store(ids[covered], best[..., 0])
         rest = ~certain & ~covered
