@@ -145,6 +145,22 @@ def test_gif_size_target_fits_keeps_every_frame_and_says_so(
     assert b"spec" in fitted.data  # the comment (the embedded spec) survives
 
 
+def test_gif_size_target_that_fits_as_given_encodes_once(
+    small: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GIF already under the target is the GIF without one, quantized once (no ladder is searched)."""
+    import flipbook.io.gif as gif
+
+    plain = make_gif(small, fps=FPS, loop=0, comment=None, settings=_settings())
+    calls: list[int] = []
+    quantize = gif.quantize_clip
+    monkeypatch.setattr(gif, "quantize_clip", lambda *a, **k: calls.append(1) or quantize(*a, **k))
+    fitted = make_gif(small, fps=FPS, loop=0, comment=None, settings=_settings(), max_mb=10.0)
+    assert fitted.data == plain.data
+    assert calls == [1]
+    assert fitted.fits and "gif fits 10 MB" in fitted.note
+
+
 def test_gif_size_target_that_cannot_fit_writes_the_smallest_and_warns(
     small: list[np.ndarray], caplog: pytest.LogCaptureFixture
 ) -> None:
