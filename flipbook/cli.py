@@ -13,7 +13,7 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import typer  # noqa: E402
 
-from flipbook.errors import FlipbookError, LibraryError  # noqa: E402
+from flipbook.errors import FlipbookError, LibraryError, NumericError  # noqa: E402
 
 app = typer.Typer(
     help="Animated GIFs and videos with Stable Diffusion. `flipbook render SPEC` renders a spec file.",
@@ -617,7 +617,7 @@ def run_app(typer_app: typer.Typer) -> None:
     except FlipbookError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
-    except LibraryError as error:
+    except (LibraryError, NumericError) as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(1)
 

@@ -147,6 +147,12 @@ class ControlNetUnit(Section):
         "pose skeletons (needs controlnet_aux)",
     )
     image: ImageFile = Field(None, description="the control image; default: each frame's input image")
+    video: VideoFile = Field(
+        None,
+        description="a video (or animated image, or folder of frames) whose frame N is the control image of "
+        "frame N, from its first frame, every frame; past its end each frame's own input image (as "
+        "sd-webui-controlnet uses the img2img input when a unit has no image); not together with image",
+    )
     weight: ScheduleValue = Field(1.0, description="conditioning scale 0-10; a number or a schedule")
     guidance_start: float = Field(0.0, ge=0, lt=1, description="share of the steps before the unit starts")
     guidance_end: float = Field(1.0, gt=0, le=1, description="share of the steps after which it stops")
@@ -178,6 +184,10 @@ class ControlNetUnit(Section):
         if self.low_threshold > self.high_threshold:
             raise SpecError(
                 "low_threshold", self.low_threshold, f"at most high_threshold ({self.high_threshold})"
+            )
+        if self.image is not None and self.video is not None:
+            raise SpecError(
+                "video", str(self.video), "no video when the unit has an image (one or the other)"
             )
         return self
 
