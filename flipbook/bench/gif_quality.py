@@ -75,6 +75,7 @@ def hopper_clip(n: int = 48, size: int = 512) -> list[np.ndarray]:
 
 def render_clip(n: int = 24, size: int = 512) -> list[np.ndarray]:
     """A real flipbook render: the tiny model, 2D camera zooming in, 64x64, upscaled to ``size`` (Lanczos)."""
+    from flipbook.modes.camera import CAMERA_2D
     from flipbook.runs.render import render
     from flipbook.spec.load import spec_from_data
 
@@ -84,7 +85,7 @@ def render_clip(n: int = 24, size: int = 512) -> list[np.ndarray]:
                 "prompts": {"0": "a lighthouse on a cliff at sunset, oil painting"},
                 "model": {"name": "tiny", "device": "cpu"},
                 "sampling": {"steps": 4, "seed": 7},
-                "animation": {"mode": "2d", "max_frames": n, "width": 64, "height": 64, "fps": FPS},
+                "animation": {"mode": CAMERA_2D.name, "max_frames": n, "width": 64, "height": 64, "fps": FPS},
                 "camera": {"zoom": "0:(1.03)", "angle": "0:(0.5)", "cadence": 2},
                 "output": {"dir": folder, "name": "bench", "formats": ["png"]},
             }
