@@ -32,6 +32,10 @@ MODES = {
     "svd": {"svd": {"num_frames": 2, "num_inference_steps": 1}},
     "loop": {"prompts": {"0": "a lighthouse", "1": "a lighthouse at night"}},
     "restyle": {"init": {"video": "{frames}"}},
+    "videomodel": {
+        "videomodel": {"model": "tiny-wan-i2v", "segment_frames": 5},
+        "init": {"image": "{image}"},
+    },
 }
 EDGES = {
     "one step": {"sampling": {"steps": 1}},  # every feedback frame denoised fully (denoise 1)

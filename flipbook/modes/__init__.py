@@ -27,6 +27,7 @@ from flipbook.modes.svd import SVD
 from flipbook.modes.travel import TRAVEL
 from flipbook.modes.variations import VARIATIONS
 from flipbook.modes.video import VIDEO
+from flipbook.modes.videomodel import VIDEOMODEL
 
 if TYPE_CHECKING:
     from flipbook.motion.camera import Camera
@@ -44,6 +45,7 @@ REGISTERED: tuple[Mode, ...] = (
     ANIMATEDIFF,
     LOOP,
     RESTYLE,
+    VIDEOMODEL,
 )
 """Every mode, in the order the schema, errors and the web UI list them."""
 DEFAULT_MODE = TRAVEL.name
