@@ -13,7 +13,7 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import typer  # noqa: E402
 
-from flipbook.errors import FlipbookError, LibraryError  # noqa: E402
+from flipbook.errors import FlipbookError, LibraryError, NumericError  # noqa: E402
 
 app = typer.Typer(
     help="Animated GIFs and videos with Stable Diffusion. `flipbook render SPEC` renders a spec file.",
@@ -109,6 +109,8 @@ def render(
     for fmt, path in result.outputs.items():
         if fmt != "png":
             typer.echo(f"{fmt}: {path}")
+    for note in result.notes:
+        typer.echo(note)
     if "output" in result.metrics:
         source = result.metrics.get("source")
         baseline = f" (source: {source:.2f})" if source is not None else ""
@@ -512,8 +514,8 @@ def bench(
     case: Annotated[
         str,
         typer.Argument(
-            help="benchmark case: sampler, camera-2d, frame-interpolation, encode, server, or a mode's own "
-            "(interpolate, video, svd, animatediff)"
+            help="benchmark case: sampler, camera-2d, frame-interpolation, encode, gif-quality, server, "
+            "propagation, or a mode's own (interpolate, video, svd, animatediff, videomodel)"
         ),
     ] = "sampler",
     model: ModelOpt = "tiny",
@@ -525,7 +527,8 @@ def bench(
         typer.Option(
             "--frames",
             help="camera-2d: frames timed after frame 0 (8); interpolate, video: frames (8); "
-            "frame-interpolation: source frames (30); encode: frames (120)",
+            "frame-interpolation: source frames (30); encode: frames (120); gif-quality: photo clip frames (48); "
+            "videomodel: frames per segment (9; 81 for random-wan-1.3b)",
         ),
     ] = None,
     sampler: Sampler = "Euler",
@@ -538,7 +541,8 @@ def bench(
     """Measure speed: the sampling core (sampler) or a 2D camera render (camera-2d) against plain diffusers;
     the latent walk (interpolate) and video restyling (video) batched against one frame per call;
     optical-flow frame interpolation (frame-interpolation) and the encoders (encode), where --size sets the
-    frame size."""
+    frame size; restyle's keyframe propagation (propagation: fidelity, speed at 512x512, flicker against the
+    video mode)."""
     from flipbook.bench import run_case
 
     width, height = parse_size(size)
@@ -662,7 +666,7 @@ def run_app(typer_app: typer.Typer) -> None:
     except FlipbookError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
-    except LibraryError as error:
+    except (LibraryError, NumericError) as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(1)
 

@@ -29,6 +29,7 @@ from flipbook.sampling.conditioning import Conditioning, PromptConditioner, stac
 from flipbook.sampling.requests import Control, FrameRequest
 from flipbook.sampling.steps import (
     add_residuals,
+    check_finite,
     latents_preview,
     residual_kwargs,
     skip_to_strength,
@@ -451,7 +452,9 @@ class SamplingCore:
         if output_type == "latent":
             return list(latents)
         vae = self.model.vae
+        latents = check_finite(latents, "denoising (the UNet)")
         images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        images = check_finite(images, "the VAE's decode")
         images = self.image_processor.postprocess(images, output_type="np" if output_type == "np" else "pil")
         return list(images)
 

@@ -6,8 +6,13 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Capability = Literal["image", "video", "motion"]
-REFERENCE_KINDS: dict[str, str] = {"image": "checkpoint", "video": "video model", "motion": "motion module"}
+Capability = Literal["image", "video", "motion", "video diffusion"]
+REFERENCE_KINDS: dict[str, str] = {
+    "image": "checkpoint",
+    "video": "video model",
+    "motion": "motion module",
+    "video diffusion": "video diffusion model",
+}
 """Capability -> the kind of :class:`~flipbook.spec.references.ModelReference` whose names its models are."""
 
 
@@ -32,6 +37,9 @@ class Family:
     builtins: tuple[str, ...] = ()
     default_size: tuple[int, int] | None = None
     prediction_type: str | None = None
+    frame_step: int | None = None
+    side_multiple: int | None = None
+    min_steps: int = 1
     attaches_to: tuple[str, ...] = ()
     detect_checkpoint: Hook | None = None
     checkpoint_problem: Hook | None = None
@@ -39,6 +47,9 @@ class Family:
     load: Hook | None = None
     load_vae: Hook | None = None
     encoder: Hook | None = None
+    sample: Hook | None = None
+    conditioning: Hook | None = None
+    reference: Hook | None = None
 
     @property
     def reference_kind(self) -> str:
