@@ -7,12 +7,12 @@ import av
 import numpy as np
 import PIL.Image
 import pytest
+from test_restyle_keyframes import clip_with_cut  # tests/ is on sys.path (pytest prepend mode)
 
 from flipbook.events import Events, RenderCancelled
 from flipbook.io.writers import Soundtrack, write_mp4
 from flipbook.runs.render import render, resume
 from flipbook.spec.load import spec_from_data
-from tests.test_restyle_keyframes import clip_with_cut
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
