@@ -10,14 +10,17 @@ from pathlib import Path
 TESTS = Path(__file__).parent
 
 
+def _modules(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.ImportFrom):
+        return [node.module or ""]
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    return []
+
+
 def _imports_of_the_tests_package(path: Path) -> list[int]:
-    lines = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "tests":
-            lines.append(node.lineno)
-        elif isinstance(node, ast.Import) and any(a.name.split(".")[0] == "tests" for a in node.names):
-            lines.append(node.lineno)
-    return lines
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [n.lineno for n in ast.walk(tree) if any(m.split(".")[0] == "tests" for m in _modules(n))]
 
 
 def test_no_test_module_imports_the_tests_package():
