@@ -509,16 +509,16 @@ def test_browser_create_generate_gallery_and_import(live_server, tmp_path, monke
             )
             assert icon == "image/svg+xml"
             # defaults that fit the default model (tiny): 64x64, few steps
-            assert page.locator("#width input").input_value() == "64"
+            assert page.locator("#width input[type=number]").input_value() == "64"
             assert page.locator("#steps input, #steps textarea").first.input_value() == str(
                 ui.TEST_MODEL_STEPS
             )
             # another checkpoint brings its family's defaults; a depth model not here is flagged
             _pick(page, "#model", "random-sd15")
-            page.wait_for_function("() => document.querySelector('#width input').value === '512'")
+            page.wait_for_function("() => document.querySelector('#width input[type=number]').value === '512'")
             assert page.locator("#frames input").input_value() == "24"
             _pick(page, "#model", "tiny")
-            page.wait_for_function("() => document.querySelector('#width input').value === '64'")
+            page.wait_for_function("() => document.querySelector('#width input[type=number]').value === '64'")
             page.get_by_role("tab", name="3d").click()
             note = page.locator("[id='3d-depth_model-note']")
             assert "not available offline" in note.inner_text()
@@ -837,3 +837,14 @@ def test_travel_tab_takes_an_init_image_upload(tmp_path, init_image):
         assert (
             Path(spec["init"]["image"]).parent == Path(job_id) / "inputs" and spec["init"]["strength"] == 0.8
         )
+
+
+def test_sizes_are_sliders_in_steps_of_8_as_a1111_s():
+    """width/height declare ``multipleOf: 8`` in the schema (their validator's rule), so their widget is a
+    slider stepping by 8 over the schema's range, and what it gives back is a whole number."""
+    entries = {entry.path: entry for entry in ui.common_form()}
+    for path in ("animation.width", "animation.height"):
+        widget = entries[path].widget
+        assert (widget.kind, widget.step, widget.minimum, widget.maximum) == ("slider", 8, 8, 8192)
+        assert form_value(widget, 640.0, path) == 640 and isinstance(form_value(widget, 640.0, path), int)
+    assert entries["sampling.seed"].widget.kind != "slider"  # other whole numbers stay number boxes

@@ -174,12 +174,14 @@ def _table(
 
 def _number(node: dict[str, Any], label: str, default: Any, unit: str | None, info: str | None) -> Widget:
     """A whole number box, or for a number bounded on both sides (and with a default: a slider always holds a
-    value) a slider (an exclusive bound moved in by one step), else a number box."""
+    value) a slider (an exclusive bound moved in by one step), else a number box. A whole number that must be
+    a multiple (``multipleOf``: a width or height, as A1111's size sliders) is a slider in those steps."""
     whole = node.get("type") == "integer"
-    step = 1 if whole else 0.01
+    step = node.get("multipleOf", 1) if whole else 0.01
     low = node.get("minimum", _inside(node.get("exclusiveMinimum"), step))
     high = node.get("maximum", _inside(node.get("exclusiveMaximum"), -step))
-    if not whole and low is not None and high is not None and default is not None:
+    sliding = not whole or step > 1
+    if sliding and low is not None and high is not None and default is not None:
         return Widget("slider", label, default, minimum=low, maximum=high, step=step, unit=unit, info=info)
     kind = "integer" if whole else "number"
     return Widget(kind, label, default, minimum=low, maximum=high, unit=unit, info=info)
@@ -222,7 +224,7 @@ def form_value(widget: Widget, value: Any, field: str = "form") -> Any:
         return None
     if widget.kind == "schedule":
         return schedule_value(value, field)
-    if widget.kind == "integer":
+    if widget.kind == "integer" or (widget.kind == "slider" and isinstance(widget.step, int)):
         return _whole(value)
     if widget.kind in ("number", "slider"):
         return _float(value)

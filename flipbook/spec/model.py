@@ -283,8 +283,8 @@ class AnimationSection(Section):
     )
     max_frames: int = Field(24, ge=1, le=100_000)
     fps: float = Field(12, gt=0, le=240)
-    width: int = Field(512, ge=8, le=8192)
-    height: int = Field(512, ge=8, le=8192)
+    width: int = Field(512, ge=8, le=8192, json_schema_extra={"multipleOf": 8})  # checked in _multiple_of_8
+    height: int = Field(512, ge=8, le=8192, json_schema_extra={"multipleOf": 8})
     strength: Annotated[
         ScheduleValue,
         Range(0.0, 1.0, "a strength in [0, 1]"),
