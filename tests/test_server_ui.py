@@ -515,7 +515,9 @@ def test_browser_create_generate_gallery_and_import(live_server, tmp_path, monke
             )
             # another checkpoint brings its family's defaults; a depth model not here is flagged
             _pick(page, "#model", "random-sd15")
-            page.wait_for_function("() => document.querySelector('#width input[type=number]').value === '512'")
+            page.wait_for_function(
+                "() => document.querySelector('#width input[type=number]').value === '512'"
+            )
             assert page.locator("#frames input").input_value() == "24"
             _pick(page, "#model", "tiny")
             page.wait_for_function("() => document.querySelector('#width input[type=number]').value === '64'")
