@@ -220,7 +220,7 @@ class SamplingCore:
                 rows.append(len(cond_rows))
                 cond_rows.append(part)
             layout.append((uncond, rows, [w for _, w in parts], request.guidance_scale))
-        text = stack(uncond_rows + cond_rows, encoder)
+        text = encoder.at_size(stack(uncond_rows + cond_rows, encoder), requests[0].width, requests[0].height)
         offset = len(uncond_rows)
         guidance = [_Guidance(u, [offset + r for r in rows], weights, g) for u, rows, weights, g in layout]
         return text.to(self.model.device, self.model.unet.dtype), guidance
@@ -466,7 +466,11 @@ def _positive_parts(encoder: PromptConditioner, request: FrameRequest) -> list[t
 
 def _negative_conditioning(encoder: PromptConditioner, request: FrameRequest) -> Conditioning:
     return encoder.condition(
-        request.negative_prompt, request.blend_negative_prompt, request.blend_weight, request.blend_mode
+        request.negative_prompt,
+        request.blend_negative_prompt,
+        request.blend_weight,
+        request.blend_mode,
+        negative=True,
     )
 
 

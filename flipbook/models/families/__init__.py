@@ -57,9 +57,9 @@ def _registry(families: Iterable[Family]) -> dict[str, Family]:
 
 
 def _declared() -> tuple[Family, ...]:
-    from flipbook.models.families import animatediff, sd, svd
+    from flipbook.models.families import animatediff, sd, sdxl, svd
 
-    return (*sd.FAMILIES, svd.FAMILY, animatediff.FAMILY)
+    return (*sd.FAMILIES, sdxl.FAMILY, svd.FAMILY, animatediff.FAMILY)
 
 
 FAMILIES: Mapping[str, Family] = _registry(_declared())
