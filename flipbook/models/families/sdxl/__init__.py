@@ -28,6 +28,7 @@ FAMILY = Family(
     default_size=(1024, 1024),
     prediction_type="epsilon",
     detect_checkpoint=Hook(f"{_PACKAGE}.single_file", "is_sdxl"),
+    checkpoint_problem=Hook(f"{_PACKAGE}.single_file", "checkpoint_problem"),
     detect_folder=Hook(f"{_PACKAGE}.pipeline", "is_sdxl_folder"),
     load=Hook(f"{_PACKAGE}.pipeline", "load"),
     load_vae=Hook(f"{_PACKAGE}.pipeline", "load_vae"),

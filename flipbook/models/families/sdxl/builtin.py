@@ -32,6 +32,10 @@ SDXL_SCHEDULER_CONFIG: dict[str, Any] = {
 """SDXL 1.0 base's scheduler (Euler): the schedule every SDXL sampler is made from."""
 
 SDXL_VAE_SCALING = 0.13025
+CLIP_L_SIZES = (768, 12, 12, 3072, "quick_gelu", 768)
+CLIP_G_SIZES = (1280, 32, 20, 5120, "gelu", 1280)
+"""SDXL's text encoders (width, layers, heads, MLP width, activation, projection): OpenAI CLIP ViT-L/14 and
+OpenCLIP ViT-bigG/14."""
 _PAD_TOKENS = ("<|endoftext|>", "!")
 """CLIP ViT-L (SDXL's first encoder) pads with end-of-text, OpenCLIP ViT-bigG (the second) with ``!``."""
 
@@ -45,7 +49,8 @@ def sdxl_tokenizers() -> tuple[CLIPTokenizer, CLIPTokenizer]:
     )
 
 
-def _text_config(hidden: int, layers: int, heads: int, intermediate: int, act: str, projection: int):
+def text_config(hidden: int, layers: int, heads: int, intermediate: int, act: str, projection: int):
+    """A CLIP text encoder's config (SDXL's vocabulary and special tokens) with these sizes."""
     return CLIPTextConfig(
         vocab_size=49408,
         hidden_size=hidden,
@@ -66,8 +71,8 @@ def _components(seed: int, unet: Callable, vae: Callable, text: tuple, text_2: t
     return {
         "unet": seeded(seed, unet),
         "vae": seeded(seed + 1, vae),
-        "text_encoder": seeded(seed + 2, lambda: CLIPTextModel(_text_config(*text))),
-        "text_encoder_2": seeded(seed + 3, lambda: CLIPTextModelWithProjection(_text_config(*text_2))),
+        "text_encoder": seeded(seed + 2, lambda: CLIPTextModel(text_config(*text))),
+        "text_encoder_2": seeded(seed + 3, lambda: CLIPTextModelWithProjection(text_config(*text_2))),
         "tokenizer": tokenizer,
         "tokenizer_2": tokenizer_2,
     }
@@ -118,8 +123,8 @@ def random_sdxl_components(seed: int = 0) -> dict[str, Any]:
         seed,
         unet=lambda: UNet2DConditionModel(**SDXL_UNET_CONFIG),
         vae=lambda: AutoencoderKL(**SDXL_VAE_CONFIG),
-        text=(768, 12, 12, 3072, "quick_gelu", 768),
-        text_2=(1280, 32, 20, 5120, "gelu", 1280),
+        text=CLIP_L_SIZES,
+        text_2=CLIP_G_SIZES,
     )
 
 
