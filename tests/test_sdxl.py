@@ -256,3 +256,33 @@ def test_v_prediction_matches_diffusers(sampler):
     ).images  # fmt: skip
     got = core_images(model, [frame("a harbour at night", "day", seed=21, sampler=sampler)])
     assert np.abs(got - expected).max() <= TOL
+
+
+# ---- sizes -----------------------------------------------------------------------------------------------
+
+
+def test_a_spec_without_a_size_gets_the_built_in_family_s_and_a_given_size_is_kept():
+    from flipbook.spec.load import spec_from_data
+
+    def size(**animation):
+        data = {"prompts": {"0": "x"}, "model": {"name": "tiny-xl"}, "animation": animation}
+        spec = spec_from_data(data)
+        return spec.animation.width, spec.animation.height
+
+    assert size() == (1024, 1024)
+    assert size(width=832) == (832, 1024)
+    assert size(width=64, height=64) == (64, 64)
+    assert spec_from_data({"prompts": {"0": "x"}}).animation.width == 512  # tiny: SD 1.x's 512
+
+
+def test_a_size_far_from_sdxl_buckets_is_warned_about_naming_the_nearest(xl, caplog):
+    from flipbook.models.families.sdxl.buckets import size_note
+
+    assert size_note(1024, 1024) is None and size_note(832, 1216) is None and size_note(1216, 832) is None
+    assert "nearest for this aspect ratio is 1024x1024" in size_note(512, 512)
+    assert "1344x768" in size_note(1920, 1080)
+    core = SamplingCore(xl)
+    core.generate([frame("x", seed=1, num_inference_steps=1)] * 2)
+    warned = [r.getMessage() for r in caplog.records if "far from the sizes" in r.getMessage()]
+    assert warned == ["tiny-xl: 64x64 is far from the sizes SDXL models were trained at; the nearest for this "
+                      "aspect ratio is 1024x1024 (set animation.width/height)"]  # fmt: skip

@@ -10,6 +10,7 @@ weights inside one batch), and one events object for progress, preview and cance
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -34,6 +35,8 @@ from flipbook.sampling.steps import (
     skip_to_strength,
     step_kwargs,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -107,6 +110,7 @@ class SamplingCore:
             vae_scale_factor=scale, do_convert_rgb=True, do_normalize=False
         )
         self.stats = {"unet_calls": 0, "unet_rows": 0, "controlnet_calls": 0}
+        self._sizes_noted: set[tuple[int, int]] = set()
 
     # ---- public API -------------------------------------------------------------------------------------
 
@@ -116,6 +120,7 @@ class SamplingCore:
         """Sample every request; requests that share a batch key are denoised ``batch_size`` at a time."""
         for request in requests:
             request.validate(self.model.vae_scale_factor)
+            self._note_size(request.width, request.height)
         results: list = [None] * len(requests)
         for indices in _batches(requests, batch_size):
             images = self.run_batch(
@@ -179,6 +184,15 @@ class SamplingCore:
         if first.mask_image is not None and first.inpaint_overlay:
             images = [self._overlay(r, img) for r, img in zip(requests, images, strict=True)]
         return images
+
+    def _note_size(self, width: int, height: int) -> None:
+        """Log the family's warning for a size its models render badly (once per size and run)."""
+        note = get_family(self.model.family).size_note
+        if note is None or (width, height) in self._sizes_noted:
+            return
+        self._sizes_noted.add((width, height))
+        if (text := note(width, height)) is not None:
+            logger.warning("%s: %s", self.model.name, text)
 
     # ---- 1-2. LoRAs and prompts ------------------------------------------------------------------------
 

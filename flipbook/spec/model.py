@@ -86,6 +86,15 @@ class ModelSection(Section):
     vae_tiling: bool = False
 
 
+def _checkpoint_default_size(name: str) -> tuple[int, ...]:
+    """The default (width, height) of a built-in checkpoint's family, or () when the name is no built-in (a
+    file's family is known only once it is read: a size far from what it was trained at is warned about)."""
+    from flipbook.models.families import builtin_family
+
+    family = builtin_family(name, "image")
+    return family.default_size if family is not None and family.default_size else ()
+
+
 class SamplingSection(Section):
     sampler: str = Field(
         "Euler a",
@@ -500,12 +509,16 @@ class Spec(_SpecFields):
     @model_validator(mode="after")
     def _mode_defaults(self) -> Spec:
         """The ``animation`` defaults the mode's users expect, where the spec leaves them unset (the mode's
-        ``defaults``: AnimateDiff 8 fps, SVD 1024x576, ...); values the spec sets are kept as written. Then the
-        mode's own cross-field rules (``check_spec``)."""
+        ``defaults``: AnimateDiff 8 fps, SVD 1024x576, ...), then the size a built-in checkpoint's family was
+        trained at (SDXL's 1024x1024) where neither sets it; values the spec sets are kept as written. Then
+        the mode's own cross-field rules (``check_spec``)."""
         mode = get_mode(self.animation.mode)
         animation, unset = self.animation, self.animation.model_fields_set
         for name, value in (mode.defaults(self) if mode.defaults else {}).items():
             if name not in unset:
+                setattr(animation, name, value)
+        for name, value in zip(("width", "height"), _checkpoint_default_size(self.model.name), strict=False):
+            if name not in animation.model_fields_set:  # neither the spec nor the mode sets it
                 setattr(animation, name, value)
         if mode.check_spec is not None:
             mode.check_spec(self)

@@ -15,7 +15,9 @@ reads built-in names from it, never import torch. What a family declares:
   ``detect_folder(model_index, unet_config) -> bool`` (a diffusers folder or hub id's configs), and for image
   families ``load(source, prediction_type=, seed=)`` (a :class:`~flipbook.models.source.ModelSource` to a
   diffusers pipeline), ``load_vae(vae, folders)`` and ``encoder(bundle, clip_skip)`` (the prompt encoder the
-  sampling loops call: :class:`~flipbook.sampling.conditioning.PromptConditioner`).
+  sampling loops call: :class:`~flipbook.sampling.conditioning.PromptConditioner`); optionally
+  ``size_note(width, height) -> str | None``, a warning for an image size the family's models render badly
+  (SDXL: far from its training buckets), which the sampling core logs once per size.
 
 :func:`flipbook.models.loading.load_model` finds a model's family through :func:`detect_checkpoint`,
 :func:`detect_folder` and :func:`builtin_family`, and calls only its hooks. Adding a family means writing its

@@ -39,6 +39,7 @@ class Family:
     load: Hook | None = None
     load_vae: Hook | None = None
     encoder: Hook | None = None
+    size_note: Hook | None = None
 
     @property
     def reference_kind(self) -> str:

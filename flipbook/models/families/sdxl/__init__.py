@@ -33,4 +33,5 @@ FAMILY = Family(
     load=Hook(f"{_PACKAGE}.pipeline", "load"),
     load_vae=Hook(f"{_PACKAGE}.pipeline", "load_vae"),
     encoder=Hook(f"{_PACKAGE}.encoder", "prompt_encoder"),
+    size_note=Hook(f"{_PACKAGE}.buckets", "size_note"),
 )
