@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     Field,
+    PrivateAttr,
     ValidationError,
     WrapValidator,
     create_model,
@@ -28,6 +29,7 @@ from pydantic import (
 from flipbook.errors import FlipbookError, SpecError
 from flipbook.modes import DEFAULT_MODE, MODES, get_mode, mode_only_inputs, section_owners, sections
 from flipbook.samplers.names import SAMPLER_NAMES
+from flipbook.sampling.presets import PRESET_NAMES, PRESETS
 from flipbook.spec.fields import (
     AUDIO_NAMES,
     CHECKPOINT,
@@ -116,6 +118,27 @@ class SamplingSection(Section):
         None, description='seed_behavior "schedule": e.g. "0:(s), 1:(-1)" (-1 = random at that frame)'
     )
     clip_skip: int = Field(1, ge=1, le=12)
+    preset: Literal[PRESET_NAMES] = Field(  # type: ignore[valid-type]
+        "none",
+        description="distilled models: turbo (SDXL-/SD-Turbo), lightning (SDXL-Lightning), hyper (Hyper-SD), lcm "
+        "(LCM-LoRA): sets steps, cfg and sampler as the model card says, where the spec leaves them unset",
+    )
+    _preset_set: dict[str, object] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _preset_settings(self) -> SamplingSection:
+        """The preset's steps/cfg/sampler where the spec leaves them unset; what the spec writes is kept."""
+        if self.preset != "none":
+            for name, value in PRESETS[self.preset].settings().items():
+                if name not in self.model_fields_set:  # set as a default is: the field stays "unset"
+                    self.__dict__[name] = value
+                    self._preset_set[name] = value
+        return self
+
+    @property
+    def preset_settings(self) -> dict[str, object]:
+        """What the preset set (the fields the spec left unset), for ``flipbook validate``."""
+        return dict(self._preset_set)
 
     @field_validator("steps")
     @classmethod
