@@ -1,9 +1,9 @@
 """Load an image model (a checkpoint) from whatever the user has, through its model family.
 
-``model`` may be a built-in name (``tiny``, ``random-sd15``), a diffusers folder, a single ``.safetensors`` /
-``.ckpt`` checkpoint, a checkpoint name inside ``models_dir`` (A1111 or ComfyUI layout), or a hub id. Hub ids
-honour ``HF_HUB_OFFLINE`` and the local cache; when the hub can't be reached and the model isn't cached the
-user gets one line saying so and what to pass instead.
+``model`` may be a built-in name (``tiny``, ``random-sd15``, ``tiny-xl`` ...), a diffusers folder, a single
+``.safetensors`` / ``.ckpt`` checkpoint, a checkpoint name inside ``models_dir`` (A1111 or ComfyUI layout),
+or a hub id. Hub ids honour ``HF_HUB_OFFLINE`` and the local cache; when the hub can't be reached and the
+model isn't cached the user gets one line saying so and what to pass instead.
 
 Three steps, none of which names a family: :func:`locate` finds where the weights are (a
 :class:`~flipbook.models.source.ModelSource`; a single file is read here, once), :func:`identify` asks the

@@ -65,8 +65,9 @@ SPEC_VERSION = 1
 class ModelSection(Section):
     name: Checkpoint = Field(
         "tiny",
-        description="built-in (tiny, random-sd15), folder, .safetensors/.ckpt, models-dir name or hub id; "
-        'or a checkpoint schedule 0:("a.safetensors"), 60:("b.safetensors") that switches models mid-animation',
+        description="built-in (tiny, random-sd15, tiny-xl, random-sdxl), folder, .safetensors/.ckpt, models-dir "
+        'name or hub id; or a checkpoint schedule 0:("a.safetensors"), 60:("b.safetensors") that switches '
+        "models mid-animation",
     )
     models_dir: Annotated[Path | None, ServerOwned("--models-dir")] = Field(
         None, description="A1111 or ComfyUI install (or its models/ folder)"
