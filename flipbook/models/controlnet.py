@@ -400,7 +400,8 @@ def check_fits(controlnet: ControlNetModel, unet: torch.nn.Module, name: str, *,
             raise FlipbookError(
                 field,
                 name,
-                "a ControlNet made for this model's family (SD 1.x ControlNets for SD 1.x, SD 2.x for 2.x)",
+                "a ControlNet made for this model's family "
+                "(SD 1.x ControlNets for SD 1.x, SD 2.x for 2.x, SDXL for SDXL)",
                 detail=f"its {key} is {_plain(have)}, the model's is {_plain(want)}",
             )
 
