@@ -178,3 +178,25 @@ def test_the_sdxl_vae_stays_fp32_under_fp16_unless_it_is_the_fp16_fix(xl, tmp_pa
     (fixed / "config.json").write_text(json.dumps({**config, "force_upcast": False}))
     model = load_model("tiny-xl", device="cpu", dtype="fp16", vae=str(fixed))
     assert model.vae.dtype == torch.float16
+
+
+def test_png_parameters_name_the_model_and_its_hash_as_a1111_does(xl, tmp_path, run_cli):
+    import hashlib
+    from pathlib import Path
+
+    import PIL.Image
+
+    path = save_original_checkpoint(xl.pipe, tmp_path / "my_pony.safetensors")
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+    assert load_model(str(path), device="cpu").hash == expected and xl.hash is None
+    example = Path(__file__).parents[1] / "examples" / "quickstart.toml"
+    code, _, err = run_cli(
+        "render", example, "-o", tmp_path / "out", "--set", f"model.name={path}", "--set", "animation.max_frames=2",
+        "--set", "animation.width=64", "--set", "animation.height=64", "--set", "sampling.steps=2",
+        "--set", "output.formats=['png']",
+    )  # fmt: skip
+    assert code == 0, err
+    frame = sorted((tmp_path / "out").glob("*/frames/frame_*.png"))[0]
+    with PIL.Image.open(frame) as image:
+        parameters = image.info["parameters"]
+    assert f"Model hash: {expected}, Model: my_pony" in parameters

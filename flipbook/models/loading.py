@@ -14,6 +14,7 @@ the family's ``load_vae``, attention, device and dtype) is the same for every im
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -83,8 +84,18 @@ def load_model(
     if vae_tiling:
         pipe.vae.enable_tiling()
     return ModelBundle(
-        pipe=pipe, name=model, family=family.name, source=source.kind, device=torch_device, dtype=torch_dtype
-    )
+        pipe=pipe, name=model, family=family.name, source=source.kind, device=torch_device, dtype=torch_dtype,
+        hash=short_hash(source.path) if source.kind == "single_file" else None,
+    )  # fmt: skip
+
+
+def short_hash(path: Path) -> str:
+    """A1111's "Model hash" of a checkpoint file: the first 10 hex digits of its SHA-256."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()[:10]
 
 
 # ---- 1. where the weights are -----------------------------------------------------------------------------

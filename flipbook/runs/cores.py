@@ -30,6 +30,7 @@ class Cores:
         self._name: str | None = None
         self._core: SamplingCore | None = None
         self.loads = 0
+        self.hashes: dict[str, str | None] = {}  # checkpoint -> A1111's model hash, once it has loaded
         # ControlNets load on first use and stay for the whole run, across checkpoint switches
         self.controlnets = ControlNets(section.models_dir)
 
@@ -48,6 +49,7 @@ class Cores:
         )  # fmt: skip
         self._networks.load_embeddings_for(model.pipe, self._prompts)
         self.loads += 1
+        self.hashes[checkpoint] = model.hash
         return SamplingCore(model, self._events, controlnets=self.controlnets)
 
     def release(self) -> None:
