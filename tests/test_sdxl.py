@@ -286,3 +286,13 @@ def test_a_size_far_from_sdxl_buckets_is_warned_about_naming_the_nearest(xl, cap
     warned = [r.getMessage() for r in caplog.records if "far from the sizes" in r.getMessage()]
     assert warned == ["tiny-xl: 64x64 is far from the sizes SDXL models were trained at; the nearest for this "
                       "aspect ratio is 1024x1024 (set animation.width/height)"]  # fmt: skip
+
+
+def test_a_clip_skip_deeper_than_sdxl_s_encoders_is_one_clear_error(xl):
+    from flipbook.errors import FlipbookError
+
+    layers = xl.pipe.text_encoder.config.num_hidden_layers  # 5; SDXL counts from the penultimate layer
+    assert SamplingCore(xl).encoder(layers - 1).first.clip_skip == layers - 1
+    with pytest.raises(FlipbookError, match=f"at most {layers - 1}") as info:
+        SamplingCore(xl).encoder(layers)
+    assert info.value.field == "sampling.clip_skip"

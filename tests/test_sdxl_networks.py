@@ -117,3 +117,23 @@ def test_an_sd_embedding_on_sdxl_is_one_clear_error(tmp_path):
     with pytest.raises(FlipbookError, match="one-text-encoder model") as info:
         load_embeddings(model.pipe, ["sdstyle"], {"sdstyle": path})
     assert info.value.field == "embedding" and "clip_g of width 32" in info.value.allowed
+
+
+def test_an_inline_sdxl_lora_tag_renders_from_the_models_folder(lora_files, tmp_path, run_cli):
+    import shutil
+
+    loras = tmp_path / "webui" / "models" / "Lora"
+    loras.mkdir(parents=True)
+    shutil.copy(lora_files["kohya"], loras / "xl_style.safetensors")
+    example = Path(__file__).parents[1] / "examples" / "quickstart.toml"
+    frames = {}
+    for name, prompt in (("plain", "a red fox"), ("styled", "a red fox <lora:xl_style:0.8>")):
+        code, _, err = run_cli(
+            "render", example, "-o", tmp_path / name, "--set", "model.name=tiny-xl",
+            "--set", f"model.models_dir={tmp_path / 'webui'}", "--set", f"prompts={{0 = '{prompt}'}}",
+            "--set", "animation.max_frames=1", "--set", "animation.width=64", "--set", "animation.height=64",
+            "--set", "sampling.steps=2", "--set", "output.formats=['png']",
+        )  # fmt: skip
+        assert code == 0, err
+        frames[name] = next((tmp_path / name).glob("*/frames/frame_*.png")).read_bytes()
+    assert frames["plain"] != frames["styled"]
