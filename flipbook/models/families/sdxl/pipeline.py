@@ -100,9 +100,9 @@ def load_vae(vae: str, folders: ModelsDir | None) -> AutoencoderKL:
     upcast), a single file (no config) gets SDXL's: its scaling factor, and fp32 under fp16 (``force_upcast``)."""
     loaded = load_sd_vae(vae, folders)
     path = Path(vae).expanduser()
-    if not path.is_dir() and not (
-        folders is not None and not path.exists() and folders.find("vae", vae).is_dir()
-    ):
+    if not path.exists() and folders is not None:
+        path = folders.find("vae", vae)  # as load_sd_vae found it
+    if not path.is_dir():
         loaded.register_to_config(scaling_factor=SDXL_VAE_SCALING, force_upcast=True)
     return loaded
 
