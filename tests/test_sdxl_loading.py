@@ -200,3 +200,23 @@ def test_png_parameters_name_the_model_and_its_hash_as_a1111_does(xl, tmp_path, 
     with PIL.Image.open(frame) as image:
         parameters = image.info["parameters"]
     assert f"Model hash: {expected}, Model: my_pony" in parameters
+
+
+def test_zero_terminal_snr_is_a_setting_for_files_without_the_key(tmp_path, run_cli):
+    from pathlib import Path
+
+    from flipbook.spec.load import spec_from_data
+
+    assert load_model("tiny-xl", device="cpu", zero_terminal_snr=True).scheduler_config[
+        "rescale_betas_zero_snr"
+    ]
+    spec = spec_from_data({"prompts": {"0": "x"}, "model": {"name": "tiny-xl", "zero_terminal_snr": True}})
+    assert spec.model.zero_terminal_snr
+    example = Path(__file__).parents[1] / "examples" / "quickstart.toml"
+    code, _, err = run_cli(
+        "render", example, "-o", tmp_path, "--set", "model.name=tiny-xl", "--set", "model.zero_terminal_snr=true",
+        "--set", "model.prediction_type=v_prediction", "--set", "animation.max_frames=1",
+        "--set", "animation.width=64", "--set", "animation.height=64", "--set", "sampling.steps=2",
+        "--set", "output.formats=['png']",
+    )  # fmt: skip
+    assert code == 0, err

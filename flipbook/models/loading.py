@@ -59,11 +59,15 @@ def load_model(
     dtype: str | None = None,
     vae: str | None = None,
     prediction_type: str | None = None,
+    zero_terminal_snr: bool = False,
     vae_slicing: bool = False,
     vae_tiling: bool = False,
     seed: int = 0,
 ) -> ModelBundle:
-    """Load ``model`` and place it on the chosen device and dtype (see module docstring for what's accepted)."""
+    """Load ``model`` and place it on the chosen device and dtype (see module docstring for what's accepted).
+
+    ``prediction_type`` overrides what the model says; ``zero_terminal_snr`` rescales its noise schedule to zero
+    terminal SNR (a file that asks for it, as SDXL's ``ztsnr`` key does, needs no flag)."""
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
     folders = ModelsDir(Path(models_dir)) if models_dir else None
@@ -71,6 +75,8 @@ def load_model(
     source = locate(model, folders)
     family = identify(source)
     pipe = family.load(source, prediction_type=prediction_type, seed=seed)
+    if zero_terminal_snr:
+        pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, rescale_betas_zero_snr=True)
     if vae:
         pipe.vae = family.load_vae(vae, folders)
         _check_vae_fits(pipe, vae)

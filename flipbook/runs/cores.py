@@ -45,7 +45,8 @@ class Cores:
         m = self._section
         model = load_model(
             checkpoint, models_dir=m.models_dir, device=m.device, dtype=m.dtype, vae=m.vae,
-            prediction_type=m.prediction_type, vae_slicing=m.vae_slicing, vae_tiling=m.vae_tiling,
+            prediction_type=m.prediction_type, zero_terminal_snr=m.zero_terminal_snr, vae_slicing=m.vae_slicing,
+            vae_tiling=m.vae_tiling,
         )  # fmt: skip
         self._networks.load_embeddings_for(model.pipe, self._prompts)
         self.loads += 1

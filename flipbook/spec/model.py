@@ -83,6 +83,11 @@ class ModelSection(Section):
 
     loras: list[LoraRef] = Field(default_factory=list)
     prediction_type: Literal["epsilon", "v_prediction"] | None = None
+    zero_terminal_snr: bool = Field(
+        False,
+        description="rescale the noise schedule to zero terminal SNR (v-prediction models trained so, as NoobAI's "
+        "v-pred releases; files that carry a ztsnr key turn it on themselves)",
+    )
     device: str = "auto"
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     vae_slicing: bool = False
