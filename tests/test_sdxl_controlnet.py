@@ -68,3 +68,103 @@ def test_the_built_in_tiny_controlnet_fits_sdxl_and_an_sd_one_is_refused(xl, tin
         check_fits(sd_controlnet, xl.unet, "sd-canny")
     assert "cross_attention_dim" in info.value.detail
     assert ControlNets().get("tiny", xl).config.addition_embed_type == "text_time"
+
+
+def _union(unet_config, seed: int = 0):
+    """A random union ControlNet fitting tiny-xl, its zero-started convolutions made to steer (as tiny's)."""
+    from diffusers import ControlNetUnionModel, UNet2DConditionModel
+
+    from flipbook.models.weights import empty_weights
+
+    shape_only = empty_weights(lambda: UNet2DConditionModel.from_config(dict(unet_config)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        made = ControlNetUnionModel.from_unet(shape_only, load_weights_from_unet=False).config
+        config = {key: value for key, value in made.items() if not key.startswith("_")}
+        width = config["block_out_channels"][
+            0
+        ]  # the control-type transformer works at the first block's width
+        union = ControlNetUnionModel.from_config(
+            {**config, "num_trans_channel": width, "num_proj_channel": width, "num_trans_head": 4}
+        )
+        for conv in [
+            union.controlnet_cond_embedding.conv_out,
+            union.controlnet_mid_block,
+            *union.controlnet_down_blocks,
+        ]:
+            torch.nn.init.normal_(conv.weight, std=0.05)
+            torch.nn.init.normal_(conv.bias, std=0.05)
+    return union.eval()
+
+
+@pytest.mark.parametrize("mode", [1, 3])
+def test_a_union_controlnet_matches_the_sdxl_controlnet_union_pipeline(xl, control_image, mode):
+    from diffusers import StableDiffusionXLControlNetUnionPipeline
+
+    union = _union(xl.unet.config)
+    pipe = StableDiffusionXLControlNetUnionPipeline(**xl.pipe.components, controlnet=union)
+    pipe.scheduler = make_scheduler("Euler a", xl.scheduler_config)
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(
+        "a red fox", negative_prompt="blurry", control_image=[control_image], control_mode=[mode],
+        num_inference_steps=3, guidance_scale=6.0, height=64, width=64, controlnet_conditioning_scale=0.8,
+        generator=torch.Generator().manual_seed(8), output_type="np",
+    ).images  # fmt: skip
+    request = FrameRequest(
+        "a red fox", "blurry", seed=8, num_inference_steps=3, guidance_scale=6.0, width=64, height=64,
+        controls=(Control("union", control_image, 0.8, controlnet=union, control_type=mode),),
+    )  # fmt: skip
+    got = np.stack(SamplingCore(xl).generate([request], output_type="np"))
+    assert np.abs(got - expected).max() <= TOL
+    other = FrameRequest(
+        **{
+            **request.__dict__,
+            "controls": (Control("union", control_image, 0.8, controlnet=union, control_type=0),),
+        }
+    )
+    assert (
+        np.abs(np.stack(SamplingCore(xl).generate([other], output_type="np")) - got).max() > 1e-3
+    )  # the type steers
+
+
+def test_a_union_controlnet_needs_a_control_type_and_others_take_none(xl, control_image, tmp_path):
+    union = _union(xl.unet.config)
+    union.save_pretrained(tmp_path / "union")
+    from flipbook.models.controlnet import load_controlnet
+
+    assert type(load_controlnet(str(tmp_path / "union"))).__name__ == "ControlNetUnionModel"
+    cases = [
+        (Control("union", control_image, 1.0, controlnet=union), "is a union ControlNet"),
+        (Control("union", control_image, 1.0, controlnet=union, control_type=9), "control types"),
+        (Control("tiny", control_image, 1.0, control_type=2), "not a union model"),
+    ]
+    for control, says in cases:
+        request = FrameRequest("x", seed=1, num_inference_steps=1, width=64, height=64, controls=(control,))
+        with pytest.raises(FlipbookError, match=says) as info:
+            SamplingCore(xl).generate([request])
+        assert info.value.field.endswith("control_type")
+
+
+def test_a_spec_unit_names_its_control_type(tmp_path, run_cli, control_image):
+    from pathlib import Path
+
+    xl_ = load_model("tiny-xl", device="cpu")
+    _union(xl_.unet.config).save_pretrained(tmp_path / "union")
+    control_image.save(tmp_path / "control.png")
+    example = Path(__file__).parents[1] / "examples" / "quickstart.toml"
+    base = ["render", example, "--set", "model.name=tiny-xl", "--set", "animation.max_frames=1",
+            "--set", "animation.width=64", "--set", "animation.height=64", "--set", "sampling.steps=2",
+            "--set", "output.formats=['png']"]  # fmt: skip
+    unit = f"controlnet=[{{model = '{tmp_path / 'union'}', image = '{tmp_path / 'control.png'}', control_type = 'depth'}}]"
+    code, _, err = run_cli(*base, "-o", tmp_path / "a", "--set", unit)
+    assert code == 0, err
+    code, _, err = run_cli(*base, "-o", tmp_path / "b", "--set", unit.replace(", control_type = 'depth'", ""))
+    assert code == 2 and "controlnet[0].control_type" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists() or not list(
+        (tmp_path / "b").glob("*/frames/*.png")
+    )  # before any model
+    tiny_unit = "controlnet=[{model = 'tiny', control_type = 'canny'}]"
+    code, _, err = run_cli(
+        *base, "-o", tmp_path / "c", "--set", tiny_unit, "--set", f"init.image={tmp_path / 'control.png'}"
+    )
+    assert code == 2 and "controlnet[0].control_type" in err and "not a union ControlNet" in err

@@ -20,6 +20,7 @@ import PIL.Image
 import torch
 from diffusers.image_processor import VaeImageProcessor
 
+from flipbook.errors import FlipbookError
 from flipbook.events import Events, StepEvent
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.controlnet import ControlNets
@@ -60,6 +61,20 @@ class _ControlUnit:
     scales: list[float]
     starts: list[float]
     ends: list[float]
+    control_type: int | None = None  # a union ControlNet's control (diffusers' control_mode)
+
+    def union_kwargs(self, rows: int) -> dict:
+        """A union ControlNet's arguments (diffusers' ControlNetUnion pipeline, one control per call): the image
+        as a list, the one-hot control type per row and its index; empty for any other ControlNet."""
+        if self.control_type is None:
+            return {"controlnet_cond": self.images}
+        types = torch.zeros(rows, self.controlnet.config.num_control_type, dtype=self.controlnet.dtype)
+        types[:, self.control_type] = 1
+        return {
+            "controlnet_cond": [self.images],
+            "control_type": types.to(self.images.device),
+            "control_type_idx": [self.control_type],
+        }
 
     def scales_at(self, step: int, steps: int) -> list[float]:
         """Per-row ``conditioning_scale`` at ``step``: diffusers' ``controlnet_keep``, 1 while
@@ -361,6 +376,7 @@ class SamplingCore:
             # diffusers runs a global-pooling ControlNet (shuffle) on the conditional rows only ("guess mode")
             # and adds zeros to the unconditional ones: a weight of 0 on those rows does the same.
             pooled = bool(controlnet.config.get("global_pool_conditions", False))
+            _check_control_type(controlnet, per_request[0], self.controlnets.fields, j)
             units.append(
                 _ControlUnit(
                     controlnet=controlnet,
@@ -373,6 +389,7 @@ class SamplingCore:
                     ],
                     starts=[float(per_request[source].guidance_start) for source in sources],
                     ends=[float(per_request[source].guidance_end) for source in sources],
+                    control_type=per_request[0].control_type,
                 )
             )
         return units
@@ -402,11 +419,14 @@ class SamplingCore:
             scales = unit.scales_at(step, steps)
             if not any(scales):
                 continue
-            scale = torch.tensor(scales, dtype=unit.controlnet.dtype, device=control_input.device)
+            scale = torch.tensor(scales, dtype=unit.controlnet.dtype, device=control_input.device).view(
+                -1, 1, 1, 1
+            )
             self.stats["controlnet_calls"] += 1
             unit_down, unit_mid = unit.controlnet(
                 control_input.to(unit.controlnet.dtype), t, **text.unet_kwargs(),
-                controlnet_cond=unit.images, conditioning_scale=scale.view(-1, 1, 1, 1), guess_mode=False,
+                **unit.union_kwargs(control_input.shape[0]),
+                conditioning_scale=scale if unit.control_type is None else [scale], guess_mode=False,
                 return_dict=False,
             )  # fmt: skip
             down, mid = add_residuals((down, mid), (unit_down, unit_mid))
@@ -510,6 +530,24 @@ def _noise_multipliers(requests: Sequence[FrameRequest], noise_like: torch.Tenso
     """Per-row initial-noise multipliers shaped to broadcast over latents (1.0 leaves the noise unchanged)."""
     values = [r.noise_multiplier for r in requests]
     return torch.tensor(values, dtype=noise_like.dtype, device=noise_like.device).view(-1, 1, 1, 1)
+
+
+def _check_control_type(controlnet, control: Control, fields, index: int) -> None:
+    """A union ControlNet needs to be told which control a unit's image is; any other ControlNet takes none.
+    Errors name the spec's unit (``controlnet[i].control_type``) where the run knows it."""
+    union = "num_control_type" in controlnet.config
+    unit = fields.get(control.model, f"controls[{index}].model").removesuffix(".model")
+    field, value = f"{unit}.control_type", control.control_type
+    if not union and value is not None:
+        raise FlipbookError(field, value, "no control type: this ControlNet is not a union model")
+    if union and value is None:
+        raise FlipbookError(
+            field, None, f"the control this unit's image is: {control.model} is a union ControlNet"
+        )
+    if union and not 0 <= value < controlnet.config.num_control_type:
+        raise FlipbookError(
+            field, value, f"one of the model's {controlnet.config.num_control_type} control types"
+        )
 
 
 def _row_sources(guidance: Sequence[_Guidance], n_rows: int) -> torch.Tensor:

@@ -168,6 +168,12 @@ class SamplingSection(Section):
         return value
 
 
+UNION_CONTROL_TYPES = ("openpose", "depth", "softedge", "canny", "normal", "segment", "tile", "inpaint")
+"""The control types of a union ControlNet, in the order its task embeddings are indexed (xinsir's
+controlnet-union-sdxl-1.0 / ProMax and diffusers' ``control_mode``: 0 openpose ... 7 inpaint/repaint;
+softedge covers hed/pidi/scribble, canny covers lineart and mlsd)."""
+
+
 class ControlNetUnit(Section):
     """``[[controlnet]]``: one ControlNet unit, applied to every diffused frame. Its control image is ``image``
     or, without one, the frame's own input image (the init image at frame 0, then the image each frame starts
@@ -191,6 +197,11 @@ class ControlNetUnit(Section):
     low_threshold: int = Field(100, ge=0, le=255, description="canny: lower hysteresis threshold")
     high_threshold: int = Field(200, ge=0, le=255, description="canny: upper hysteresis threshold")
     tile_downscale: float = Field(4.0, ge=1, le=64, description="tile: how far the image is scaled down")
+    control_type: Literal[UNION_CONTROL_TYPES] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="a union ControlNet (one model, many controls: controlnet-union-sdxl-1.0): which control "
+        "this unit's image is; required for a union model, refused for any other",
+    )
     preprocessor_model: PreprocessorModel = Field(
         None,
         description='depth: a depth model as for camera.depth_model (default "tiny", random: name a real one, '
