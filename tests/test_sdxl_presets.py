@@ -38,6 +38,7 @@ def test_a_preset_sets_what_the_spec_leaves_unset_and_validate_says_so(name):
         1.5,
     ) and written.sampling.sampler == preset.sampler
     assert "steps 6" not in summarize(written) and f"sampler {preset.sampler}" in summarize(written)
+    assert f"the spec's steps kept (the card's: {preset.steps})" in summarize(written)
 
 
 def test_no_preset_changes_nothing():

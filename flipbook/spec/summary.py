@@ -27,12 +27,14 @@ def summarize(spec: Spec) -> str:
     ]
     if s.preset != "none":
         preset = PRESETS[s.preset]
-        set_by = (
-            ", ".join(f"{name} {value}" for name, value in s.preset_settings.items())
-            or "nothing (all written)"
-        )
+        parts = [
+            f"{name} {value}"
+            if name in s.preset_settings
+            else f"the spec's {name} kept (the card's: {value})"
+            for name, value in preset.settings().items()
+        ]
         note = f"; {preset.note}" if preset.note else ""
-        lines.append(f"preset {s.preset} ({preset.models}) set: {set_by}{note}")
+        lines.append(f"preset {s.preset} ({preset.models}) set: {', '.join(parts)}{note}")
     if mode.describe is not None:
         lines += mode.describe(spec, plan)
     lines.append("prompts (frame: prompt | negative, as at the keyframe):")
