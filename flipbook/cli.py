@@ -13,7 +13,7 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import typer  # noqa: E402
 
-from flipbook.errors import FlipbookError, LibraryError  # noqa: E402
+from flipbook.errors import FlipbookError, LibraryError, NumericError  # noqa: E402
 
 app = typer.Typer(
     help="Animated GIFs and videos with Stable Diffusion. `flipbook render SPEC` renders a spec file.",
@@ -113,6 +113,8 @@ def render(
     for fmt, path in result.outputs.items():
         if fmt != "png":
             typer.echo(f"{fmt}: {path}")
+    for note in result.notes:
+        typer.echo(note)
     if "output" in result.metrics:
         source = result.metrics.get("source")
         baseline = f" (source: {source:.2f})" if source is not None else ""
@@ -283,16 +285,25 @@ def _still_command(
     mask_blur: float = 0.0,
     masked_content: str = "original",
     overlay: bool = False,
+    **hires_options: object,
 ) -> None:
-    """txt2img, img2img and inpaint: the still-image pipeline (flipbook/runs/stills.py) the A1111 API runs too."""
+    """txt2img, img2img and inpaint: the still-image pipeline (flipbook/runs/stills.py) the A1111 API runs too.
+    ``hires_options`` are txt2img's ``--hires-*`` options (``hires_scale`` ...): any of them turns hires fix on."""
     from flipbook.io.images import open_image
     from flipbook.models.extra_networks import ExtraNetworks
     from flipbook.models.folders import ModelsDir
     from flipbook.models.loading import load_model
+    from flipbook.runs.hires import hires_settings
     from flipbook.runs.stills import StillSettings, make_stills, prepare_stills
 
     # 1. Check everything before loading the model
     width, height = parse_size(size)
+    given = {
+        name.removeprefix("hires_"): v
+        for name, v in hires_options.items()
+        if name != "hires" and v is not None
+    }
+    hires = hires_settings(given, _HIRES_FLAGS) if given or hires_options.get("hires") else None
     for name, value in (("--batch-count", batch_count), ("--batch-size", batch_size)):
         if value < 1:
             raise FlipbookError(name, value, "an integer >= 1")
@@ -301,10 +312,16 @@ def _still_command(
         width=width, height=height, count=batch_count, batch_size=batch_size,
         inits=(open_image(image, "--image"),) if image else (), strength=strength,
         mask=open_image(mask, "--mask") if mask else None, mask_blur=mask_blur, masked_content=masked_content,
-        overlay=overlay, clip_skip=clip_skip,
+        overlay=overlay, clip_skip=clip_skip, hires=hires,
     )  # fmt: skip
     networks = ExtraNetworks(ModelsDir(models_dir) if models_dir else None)
-    prepared = prepare_stills(settings, networks, seed_field="--seed")
+    try:
+        prepared = prepare_stills(settings, networks, seed_field="--seed")
+    except FlipbookError as error:  # hires settings are named by their options
+        field = _HIRES_FLAGS.get(error.field.removeprefix("hires."), error.field)
+        if not error.field.startswith("hires.") or field == error.field:
+            raise
+        raise FlipbookError(field, error.value, error.allowed, detail=error.detail) from None
     _create_output_folder(out)
 
     # 2. Load the model, sample, and save PNGs with A1111 parameters
@@ -380,6 +397,33 @@ _STILL_OPTIONS = [  # (name, annotated type, default) shared by txt2img, img2img
     ("dtype", Dtype, "auto"),
     ("vae", Vae, None),
 ]
+from flipbook.runs.hires import HiresSettings  # noqa: E402
+
+_HIRES_FLAGS = {name: f"--hires-{name.replace('_', '-')}" for name in HiresSettings.model_fields}
+"""Each hires setting's txt2img option."""
+
+
+def _hires_options() -> list[tuple[str, object, object]]:
+    """txt2img's ``--hires-*`` options, one per :class:`HiresSettings` field (its type and description)."""
+    options: list[tuple[str, object, object]] = [
+        ("hires", Annotated[bool, typer.Option("--hires", help="A1111's hires fix with its defaults")], False)
+    ]
+    for name, info in HiresSettings.model_fields.items():
+        kind = info.annotation if info.annotation in (int, float) else str
+        default = (
+            ""
+            if info.default in (None, "")
+            else f"; default {info.default:g}"
+            if kind is not str
+            else f"; default {info.default}"
+        )
+        text = f"hires fix: {info.description}{default}"
+        options.append(
+            (f"hires_{name}", Annotated[kind | None, typer.Option(_HIRES_FLAGS[name], help=text)], None)
+        )
+    return options
+
+
 _IMAGE = ("image", Annotated[Path, typer.Option("--image", "-i", help="init image")], inspect.Parameter.empty)
 
 
@@ -399,7 +443,12 @@ def _still(name: str, doc: str, extra: list[tuple[str, object, object]]) -> None
     app.command(name)(command)
 
 
-_still("txt2img", "Make still images from a prompt (PNG with A1111 parameters).", [])
+_still(
+    "txt2img",
+    "Make still images from a prompt (PNG with A1111 parameters); --hires or any --hires-* option adds A1111's "
+    "hires fix (a second, upscaled img2img pass).",
+    _hires_options(),
+)
 _still(
     "img2img",
     "Re-draw an image guided by a prompt.",
@@ -469,8 +518,8 @@ def bench(
     case: Annotated[
         str,
         typer.Argument(
-            help="benchmark case: sampler, camera-2d, frame-interpolation, encode, server, or a mode's own "
-            "(interpolate, video, svd, animatediff)"
+            help="benchmark case: sampler, camera-2d, frame-interpolation, encode, gif-quality, server, "
+            "propagation, or a mode's own (interpolate, video, svd, animatediff, videomodel)"
         ),
     ] = "sampler",
     model: ModelOpt = "tiny",
@@ -482,7 +531,8 @@ def bench(
         typer.Option(
             "--frames",
             help="camera-2d: frames timed after frame 0 (8); interpolate, video: frames (8); "
-            "frame-interpolation: source frames (30); encode: frames (120)",
+            "frame-interpolation: source frames (30); encode: frames (120); gif-quality: photo clip frames (48); "
+            "videomodel: frames per segment (9; 81 for random-wan-1.3b)",
         ),
     ] = None,
     sampler: Sampler = "Euler",
@@ -495,7 +545,8 @@ def bench(
     """Measure speed: the sampling core (sampler) or a 2D camera render (camera-2d) against plain diffusers;
     the latent walk (interpolate) and video restyling (video) batched against one frame per call;
     optical-flow frame interpolation (frame-interpolation) and the encoders (encode), where --size sets the
-    frame size."""
+    frame size; restyle's keyframe propagation (propagation: fidelity, speed at 512x512, flicker against the
+    video mode)."""
     from flipbook.bench import run_case
 
     width, height = parse_size(size)
@@ -619,7 +670,7 @@ def run_app(typer_app: typer.Typer) -> None:
     except FlipbookError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
-    except LibraryError as error:
+    except (LibraryError, NumericError) as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(1)
 

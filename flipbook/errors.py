@@ -58,3 +58,17 @@ class LibraryError(RuntimeError):
             f"known problem of the input, so check the install (installed: {versions}; `make install` installs "
             "the tested versions from the lock)"
         )
+
+
+class NumericError(RuntimeError):
+    """A model produced values that are not numbers (NaN) or infinite, so the frame would be black or garbage.
+    Said once, with what to try, instead of writing black frames (A1111 checks the same). Frames rendered
+    before it stay on disk. The CLI prints it as one line and exits with 1."""
+
+    def __init__(self, stage: str, bad: int, total: int):
+        self.stage = stage
+        super().__init__(
+            f"{stage} produced NaN or infinite values in {bad} of {total} images; nothing was written for them. "
+            "In half precision this is usually the VAE overflowing: use model.dtype = 'float32', or a VAE made "
+            "for half precision (model.vae); with very strong prompt weights, lower them"
+        )

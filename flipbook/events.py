@@ -55,9 +55,22 @@ class Events:
         self._on_preview = on_preview
         self.preview_every = preview_every
         self._cancelled = threading.Event()
+        self._skip = threading.Event()
 
     def cancel(self) -> None:
         self._cancelled.set()
+
+    def skip(self) -> None:
+        """Ask for A1111's skip: the image being sampled is finished as it stands and the next one starts
+        (only a sampler that takes skips acts on it: the still-image API's)."""
+        self._skip.set()
+
+    def take_skip(self) -> bool:
+        """Whether a skip was asked for since the last call (the request is used up)."""
+        if not self._skip.is_set():
+            return False
+        self._skip.clear()
+        return True
 
     @property
     def cancelled(self) -> bool:

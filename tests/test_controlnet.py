@@ -397,6 +397,33 @@ def test_travel_render_with_a_controlnet_unit(tmp_path, control_image):
     assert all(np.array_equal(a, b) for a, b in zip(weights["w0"], plain, strict=True))
 
 
+def test_a_unit_s_video_gives_frame_n_its_frame_n_and_its_end_hands_over_to_the_frame_s_input(tmp_path):
+    """``controlnet[i].video``: frame N is controlled by the video's frame N (at the animation size); past the
+    video's last frame by each frame's own input, as without a video; a render with it differs from one
+    controlled by the first picture alone."""
+    pictures = [square(64, 8 + 8 * i, 40 + 8 * i) for i in range(2)]
+    pictures[0].save(tmp_path / "control.gif", save_all=True, append_images=pictures[1:], duration=125)
+    spec = make_spec(
+        tmp_path, [{"model": "tiny", "video": str(tmp_path / "control.gif")}], "video"
+    ).with_seed()
+    units, plan = ControlUnits(spec), build_plan(spec)
+    own = square(64, 20, 30)
+    shown = [np.asarray(units.controls(plan[i], own)[0].image) for i in range(3)]
+    assert np.array_equal(shown[0], np.asarray(pictures[0])) and np.array_equal(
+        shown[1], np.asarray(pictures[1])
+    )
+    assert np.array_equal(shown[2], np.asarray(own))  # past the end: the frame's own input
+    with pytest.raises(SpecError) as error:
+        make_spec(tmp_path, [{"model": "tiny", "video": str(tmp_path / "control.gif"),
+                              "image": str(tmp_path / "control.gif")}], "both")  # fmt: skip
+    assert error.value.field == "controlnet[0].video"
+    pictures[0].save(tmp_path / "still.png")
+    still = make_spec(tmp_path, [{"model": "tiny", "image": str(tmp_path / "still.png")}], "still")
+    moving = make_spec(tmp_path, [{"model": "tiny", "video": str(tmp_path / "control.gif")}], "moving")
+    a, b = frames(render(still)), frames(render(moving))
+    assert np.array_equal(a[0], b[0]) and not np.array_equal(a[1], b[1])
+
+
 def test_frame_requests_control_with_the_frame_image(tmp_path, init_image):
     init_image.save(tmp_path / "init.png")
     spec = make_spec(tmp_path, [{"model": "tiny", "preprocessor": "shuffle", "weight": "0:(1), 2:(0.5)"},

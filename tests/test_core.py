@@ -117,3 +117,22 @@ def test_stochastic_samplers_give_each_frame_its_own_noise_in_a_batch(tiny_model
     one_by_one = images(tiny_model, reqs, batch_size=1)
     assert np.abs(together - one_by_one).max() <= 1e-4
     assert np.abs(together[0] - together[1]).max() > 1e-3
+
+
+def test_nan_from_the_vae_is_one_error_naming_the_stage_not_a_black_frame(tiny_model, monkeypatch):
+    """A VAE that overflows (SDXL's in fp16) gives NaN pixels; they are refused with what to try, as A1111's
+    NaN check does, instead of being written as black frames."""
+    from flipbook.errors import NumericError
+
+    decode = tiny_model.vae.decode
+
+    def overflowing(latents, *args, **kwargs):
+        out = decode(latents, *args, **kwargs)
+        out[0][-1] = float("nan")  # the last image of each decode
+        return out
+
+    monkeypatch.setattr(tiny_model.vae, "decode", overflowing)
+    with pytest.raises(NumericError) as error:
+        images(tiny_model, [request(seed=1), request(seed=2)])
+    assert "the VAE's decode" in str(error.value) and "1 of " in str(error.value)
+    assert "model.dtype" in str(error.value)

@@ -70,7 +70,14 @@ def test_control_images_from_vid_path():
     data, _ = import_settings({**BASE, **CANNY, "cn_1_vid_path": "pose.png"})
     assert data["controlnet"][0]["image"] == "pose.png"
     data, warnings = import_settings({**BASE, **CANNY, "cn_1_vid_path": "dance.mp4"})
-    assert "controlnet" not in data and any("is a video" in w and "skipped" in w for w in warnings)
+    assert data["controlnet"][0]["video"] == "dance.mp4" and "image" not in data["controlnet"][0]
+    assert not any("cn_1_vid_path" in w for w in warnings)
+    # the video controls frame 0 too, so the unit is not switched off there
+    assert data["controlnet"][0]["weight"] == "0:(1), 10:(0.5)"
+    video_input = {**BASE, **CANNY, "cn_1_vid_path": "dance.mp4", "animation_mode": "Video Input",
+                   "video_init_path": "source.mp4", "extract_nth_frame": 2}  # fmt: skip
+    _, warnings = import_settings(video_input)
+    assert any("cn_1_vid_path" in w and "extract_nth_frame 2" in w for w in warnings)
     data, warnings = import_settings({**BASE, **CANNY, "cn_1_vid_path": "https://example.com/pose.png"})
     assert any("a URL" in w and "--set controlnet.0.image=PATH" in w for w in warnings)
     data, _ = import_settings({**BASE, **CANNY, "cn_1_vid_path": "dance.mp4", "cn_1_loopback_mode": True})

@@ -341,8 +341,10 @@ def _real_overrides(path: Path, tmp_path: Path) -> list[str]:
     data, _ = deforum_to_spec_data(settings_)
     if data.get("camera", {}).get("hybrid_video"):
         overrides.append(f"camera.hybrid_video={_video(tmp_path)}")
-    for index, _unit in enumerate(data.get("controlnet", [])):
+    for index, unit in enumerate(data.get("controlnet", [])):
         overrides += [f"controlnet.{index}.model=tiny", f"controlnet.{index}.preprocessor=none"]
+        if "video" in unit:
+            overrides.append(f"controlnet.{index}.video={_video(tmp_path)}")
     return overrides
 
 
@@ -380,8 +382,9 @@ def test_real_files_read_as_their_deforum_reads_them():
     c = hybrid["camera"]
     assert (c["color_coherence"], c["hybrid_composite"], c["hybrid_flow_method"], c["zoom"]) == (
         "video", "before_motion", "dis", 0)  # fmt: skip
-    assert "controlnet" not in hybrid  # both units read a video
-    assert sum("is a video" in w for w in warnings) == 2 and any("RAFT" in w for w in warnings)
+    assert [unit["video"] for unit in hybrid["controlnet"]] == [hybrid["camera"]["hybrid_video"]] * 2
+    assert sum("--set controlnet." in w and ".video=PATH" in w for w in warnings) == 2
+    assert any("RAFT" in w for w in warnings)
     doubled, warnings = import_settings(read_deforum_settings(TESTDATA / DOUBLED_KEY))
     assert doubled["camera"]["rotation_3d_x"] == 0 and any("86921f79" in w for w in warnings)
     notebook, _ = import_settings(read_deforum_settings(TESTDATA / NOTEBOOK_ERA))

@@ -73,3 +73,13 @@ def test_chunks_without_comma_split_at_75():
 
 def test_empty_prompt_is_one_empty_chunk():
     assert _split_into_chunks([([], 1.0)], comma_id=1) == [_Chunk()]
+
+
+@torch.no_grad()
+def test_a_chunk_whose_weighted_mean_is_zero_stays_finite(encoder):
+    """The tiny model's CLIP ends in a layer norm with unit weight and no bias, so a chunk of padding has
+    mean exactly 0; A1111's mean restore divided 0 by 0 there and a long weighted negative prompt (Deforum's
+    default, 180 tokens) gave NaN conditioning and black frames."""
+    negative = ", ".join(["(worst quality, low quality:1.3)", "(depth of field, blurry:1.2)"] * 12)
+    assert torch.isfinite(encoder.encode(negative)).all()
+    assert torch.isfinite(encoder.encode("(a red fox:1.4)" + " BREAK" * 2)).all()

@@ -57,7 +57,7 @@ def test_folder_to_gif_mp4_webp(app: typer.Typer, png_folder: Path, tmp_path: Pa
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["shot.gif", "shot.mp4", "shot.webp"]
     assert "8 frames at 8 fps" in result.output
-    assert f"gif: {out / 'shot.gif'} (optimised with" in result.output
+    assert f"gif: {out / 'shot.gif'} (changed pixels only)" in result.output
     with Image.open(out / "shot.gif") as gif:
         assert gif.n_frames == 8
     with Image.open(out / "shot.webp") as webp:
@@ -93,7 +93,13 @@ def test_folder_without_fps_names_fps(app: typer.Typer, png_folder: Path, tmp_pa
     ("args", "flag"),
     [
         (["--gif-palette", "local"], "--gif-palette"),
-        (["--gif-dither", "ordered"], "--gif-dither"),
+        (["--gif-dither", "bayer"], "--gif-dither"),
+        (["--gif-colors", "256"], "--gif-colors"),
+        (["--gif-lossy", "300"], "--gif-lossy"),
+        (["--gif-max-mb", "0"], "--gif-max-mb"),
+        (["--webp-max-mb", "-1", "--to", "webp"], "--webp-max-mb"),
+        (["--apng-colors", "1", "--to", "apng"], "--apng-colors"),
+        (["--apng-max-mb", "nan", "--to", "apng"], "--apng-max-mb"),
         (["--crf", "60"], "--crf"),
         (["--webp-quality", "101", "--to", "webp"], "--webp-quality"),
         (["--to", "gif,avi"], "--to"),
@@ -115,6 +121,18 @@ def test_bad_flags_are_named_and_nothing_is_written(
     assert isinstance(result.exception, FlipbookError), result.output
     assert result.exception.field == flag
     assert list(out.iterdir()) == []
+
+
+def test_size_target_says_what_it_chose(app: typer.Typer, png_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    full = invoke(app, png_folder, "--to", "gif", "--fps", 8, "-o", out, "--name", "full")
+    assert full.exit_code == 0, full.output
+    budget = 0.6 * (out / "full.gif").stat().st_size / 1e6
+    result = invoke(app, png_folder, "--to", "gif", "--fps", 8, "-o", out, "--gif-max-mb", budget)
+    assert result.exit_code == 0, result.output
+    assert (out / "shot.gif").stat().st_size <= budget * 1e6
+    assert f"gif fits {budget:g} MB" in result.output
+    assert "colours" in result.output and "8 fps" in result.output
 
 
 def test_refuses_to_overwrite_the_input(app: typer.Typer, tmp_path: Path) -> None:

@@ -278,6 +278,19 @@ def test_caret_points_at_the_position() -> None:
     assert caret("1 + foo", 4) == "1 + foo\n    ^"
 
 
+@given(st.text(alphabet="0123456789+t() ", min_size=1, max_size=600), st.integers(0, 700))
+def test_caret_of_a_long_text_is_a_window_that_still_points_at_the_character(text, position) -> None:
+    """A 1000-character schedule's error shows at most about 100 characters, and the caret stays under the
+    character it names."""
+    shown, mark = caret(text, position).split("\n")
+    assert len(shown) <= 106 and mark.strip() == "^"
+    at = min(position, len(text))
+    if at < len(text):
+        assert shown[len(mark) - 1] == text[at]
+    if len(text) <= 100:
+        assert shown == text
+
+
 def test_function_list_is_the_documented_one() -> None:
     documented = "sin cos tan asin acos atan atan2 sinh cosh tanh exp log log10 sqrt abs floor ceil round min max clamp where"
     assert set(documented.split()) <= set(FUNCTIONS)

@@ -91,8 +91,12 @@ def _data_with(location, value) -> dict | None:
     """A valid spec's data with ``value`` at ``location`` in the first mode that takes it; None if none."""
     for mode in MODES:
         data = {**copy.deepcopy(BASE), "animation": {"mode": mode, "max_frames": 2}}
-        if ANY_INDEX in location:  # a list item, with what it needs
-            data[location[0]] = [{"model": "tiny"}]
+        if ANY_INDEX in location:  # a list item, with what it needs (a top-level list's a model name)
+            at = location.index(ANY_INDEX)
+            parent = data
+            for part in location[: at - 1]:
+                parent = parent.setdefault(part, {})
+            parent[location[at - 1]] = [{"model": "tiny"} if at == 1 else {}]
         set_in_data(data, tuple(0 if part == ANY_INDEX else part for part in location), value)
         try:
             spec_from_data(data)
@@ -115,6 +119,43 @@ def test_every_input_file_field_is_taken_only_as_an_upload(tmp_path):
         assert error.value.field == _concrete(location)
         concrete = tuple(0 if part == ANY_INDEX else part for part in location)
         check_references(spec, settings, {concrete})  # uploaded: taken
+
+
+def test_empty_text_for_an_input_file_is_an_error_not_the_current_folder():
+    """``--set camera.hybrid_video=''`` once read as ``.`` (the working folder); every input-file field refuses
+    empty text, naming the field."""
+    for location, _ in [(loc, m) for loc, m in marked_fields() if isinstance(m, InputFile)]:
+        data = _data_with(location, "/etc/hosts")
+        for empty in ("", "  "):
+            set_in_data(data, tuple(0 if part == ANY_INDEX else part for part in location), empty)
+            with pytest.raises(SpecError) as error:
+                spec_from_data(data)
+            named = str(error.value).replace("[0]", ".0")  # controlnet[0].image or a.list.0.image
+            assert _concrete(location).replace("[0]", ".0") in named and "not empty text" in named
+
+
+def _bool_fields() -> list[tuple[str, str]]:
+    found = []
+    for section, info in Spec.model_fields.items():
+        model = info.annotation
+        if isinstance(model, type) and hasattr(model, "model_fields"):
+            found += [
+                (section, n) for n, f in model.model_fields.items() if f.annotation in (bool, bool | None)
+            ]
+    return found
+
+
+@pytest.mark.parametrize("value", [1, 0, "yes", "true", 1.0])
+def test_a_true_false_field_takes_only_true_or_false(value):
+    """``post.slowmo = 1`` was read as true by pydantic's lax mode: a number or text in a true/false field is
+    an error naming the field, in every section."""
+    fields = _bool_fields()
+    assert len(fields) >= 10
+    for section, name in fields:
+        data = {**copy.deepcopy(BASE), section: {name: value}}
+        with pytest.raises(SpecError) as error:
+            spec_from_data(data)
+        assert f"{section}.{name}" in str(error.value) and "true or false" in str(error.value)
 
 
 def _ranged_schedules() -> list[tuple[str, str, Range]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -21,8 +22,10 @@ NEEDS = {
     "video": {"init": {"video": "source.mp4"}},
     "variations": {"init": {"image": "init.png", "mask": "mask.png"}},
     "loop": {"prompts": {"0": "a lighthouse", "12": "a lighthouse at night"}},
+    "restyle": {"init": {"video": str(Path(__file__).parents[1] / "examples/assets/bouncing-ball.mp4")}},
 }
-"""What a mode can't be validated without: init files (the summary never opens them), a second keyframe."""
+"""What a mode can't be validated without: init files (the summary never opens them, except restyle's source,
+which its keyframes are chosen from), a second keyframe."""
 
 
 def _data(mode: str) -> dict:

@@ -187,6 +187,6 @@ def test_the_web_uis_check_and_plot_charts_camera_schedules_too():
               "steps": 2, "cfg": "7", "seed": 3541512345, "width": 64, "height": 64, "frames": 6, "fps": 8,
               "strength": "0.5"}  # fmt: skip
     figure, message = ui.chart(ui.mode_data("2d", common, {"zoom": "0:(1.0), 5:(1.1)", "angle": "0:(2)"}))
-    assert message == "Valid."
+    assert figure is not None and "Valid." in message
     assert "zoom" in [ax.get_ylabel() for ax in panels(figure)]
     assert "angle 2" in figure.get_suptitle() and "seed 3541512345 + frame" in figure.get_suptitle()

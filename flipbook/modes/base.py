@@ -85,6 +85,10 @@ class Mode:
     schedules: Callable[[Spec], Mapping[str, Collection[str]]] | None = None
     """The section schedules the mode reads, by section (``{"camera": {"zoom", ...}}``): the plan range-checks
     those. None: every schedule of its own section."""
+    columns: Callable[[Spec], Mapping[str, Sequence[float]]] | None = None
+    """Per-frame values the mode derives from the spec and its inputs (restyle's keyframes, chosen from the
+    source video), by path (``restyle.keyframe``): planned beside the schedules (``FramePlan.schedules``,
+    frames.csv, ``flipbook plan``'s chart), so the render reads them from the plan."""
     check_plan: Callable[[Spec, Sequence[FramePlan]], None] | None = None
     """Rules that need the spec and its plan (one sampler for the whole clip, ...): ``validate``, the server and
     the render all refuse what this refuses, before any model loads."""

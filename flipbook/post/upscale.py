@@ -366,3 +366,39 @@ def upscale_frames(
         model if isinstance(model, Upscaler) else load_upscaler(model, models_dir=models_dir, device=device)
     )
     return [upscaler.upscale(frame, tile=tile, overlap=overlap, outscale=scale) for frame in frames]
+
+
+# ----------------------------------------------------------------------------------------- named upscalers
+
+RESIZERS: dict[str, PIL.Image.Resampling] = {
+    "None": PIL.Image.Resampling.LANCZOS,  # A1111's "None" upscaler only resizes, with Lanczos
+    "Lanczos": PIL.Image.Resampling.LANCZOS,
+    "Nearest": PIL.Image.Resampling.NEAREST,
+}
+"""A1111's upscalers without a model: name -> Pillow's resampling filter."""
+
+
+def upscale_to(
+    image: PIL.Image.Image,
+    size: tuple[int, int],
+    upscaler: str | Upscaler,
+    *,
+    models_dir: ModelsDir | str | Path | None = None,
+    device: str | torch.device | None = None,
+) -> PIL.Image.Image:
+    """``image`` at ``size`` as A1111's ``resize_image`` upscales with a named upscaler: a resizer of
+    :data:`RESIZERS` resizes directly; a model (a name in ``models_dir`` or a loaded :class:`Upscaler`) runs
+    at its own scale until the picture covers ``size`` (at most 3 times, as A1111 does), then Lanczos gives
+    exactly ``size``."""
+    if isinstance(upscaler, str) and upscaler in RESIZERS:
+        return image.resize(size, RESIZERS[upscaler])
+    model = (
+        upscaler
+        if isinstance(upscaler, Upscaler)
+        else load_upscaler(upscaler, models_dir=models_dir, device=device)
+    )
+    for _ in range(3):
+        if image.width >= size[0] and image.height >= size[1]:
+            break
+        image = model.upscale(image)
+    return image.resize(size, PIL.Image.Resampling.LANCZOS)

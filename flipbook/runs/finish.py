@@ -8,13 +8,14 @@ of frame 0 where its format allows (see :mod:`flipbook.io.metadata`), so ``flipb
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 
 from flipbook.errors import FlipbookError, SpecError
+from flipbook.io.gif import check_lossy
 from flipbook.io.writers import VIDEO_FORMATS, Soundtrack, check_h265_size, write_outputs
 from flipbook.spec.model import Spec
 
@@ -58,8 +59,11 @@ def _interpolation_model(spec: Spec) -> Path | None:
 
 
 def check_output_size(spec: Spec) -> None:
-    """Refuse an output format that cannot take the final frame size (after ``post.upscale``, padded to even)
-    before any model loads, rather than after the last frame: mp4-h265 needs at least 64x16."""
+    """Refuse an output the encoders cannot make before any model loads, rather than after the last frame:
+    mp4-h265 needs at least 64x16 (the final frame size, after ``post.upscale``, padded to even), and a lossy
+    GIF needs gifsicle."""
+    if "gif" in spec.output.formats:
+        check_lossy(spec.output.gif_lossy)
     if "mp4-h265" not in spec.output.formats:
         return
     width, height = spec.animation.width, spec.animation.height
@@ -109,10 +113,12 @@ def write_animation(
     parameters: str,
     *,
     soundtrack: tuple[Path, float] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
     """Post-process and encode ``frames`` (uint8 RGB arrays) into ``run_dir``; returns ``{format: path}``. Without post-processing the
     ``png`` output is the run's own ``frames/`` folder (nothing is copied). ``soundtrack`` (a file and an
-    offset) is the mode's own audio, used when ``audio.file`` is not set (a video's sound)."""
+    offset) is the mode's own audio, used when ``audio.file`` is not set (a video's sound). ``report`` gets
+    one line per size target (``output.*_max_mb``): what the encoder chose, or that nothing fits."""
     out = spec.output
     formats = list(out.formats)
     outputs: dict[str, Path] = {}
@@ -134,6 +140,7 @@ def write_animation(
             spec=spec.model_dump(mode="json"),
             options=out.encode_options(),
             audio=_soundtrack(spec, formats, soundtrack),
+            report=report,
         )
     )
     return outputs

@@ -30,6 +30,7 @@ class RenderResult:
     seed: int = 0
     resumed_from: int = -1  # the frame a resumed render continued from (-1: rendered from frame 0)
     metrics: dict[str, float] = field(default_factory=dict)  # temporal error of the output (and the source)
+    notes: list[str] = field(default_factory=list)  # what the encoders' size targets chose
 
 
 def render(spec: Spec, events: Events | None = None, *, overwrite: bool = False) -> RenderResult:
@@ -115,7 +116,11 @@ def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = Fa
     run.log("temporal error: " + ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items()))
     soundtrack = mode.soundtrack(spec)
     parameters = animation_parameters(spec, plan, result.metrics, cores.hashes.get(plan[0].checkpoint))
-    result.outputs = write_animation(spec, frames, run.path, parameters, soundtrack=soundtrack)
+    result.outputs = write_animation(
+        spec, frames, run.path, parameters, soundtrack=soundtrack, report=result.notes.append
+    )
+    for note in result.notes:
+        run.log(note)
     run.log("done: " + ", ".join(f"{kind} {path.name}" for kind, path in result.outputs.items()))
     result.frames = [run.frame_path(i) for i in range(n)]
     return result

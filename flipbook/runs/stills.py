@@ -24,10 +24,20 @@ from flipbook.errors import FlipbookError
 from flipbook.events import Events
 from flipbook.models.extra_networks import ExtraNetworks
 from flipbook.prompting.grammar import extract_loras
-from flipbook.sampling.requests import FrameRequest
+from flipbook.runs.hires import (
+    LATENT_UPSCALERS,
+    PIXEL_UPSCALERS,
+    HiresSettings,
+    final_size,
+    infotext_extras,
+    second_pass,
+    second_pass_schedule,
+)
+from flipbook.sampling.requests import Control, FrameRequest
 
 if TYPE_CHECKING:
     from flipbook.models.bundle import ModelBundle
+    from flipbook.models.controlnet import ControlNets
 
 SEEDS = 2**32
 """How many seeds there are: A1111's seeds (and the spec's ``sampling.seed``) are 32-bit."""
@@ -37,7 +47,9 @@ SEEDS = 2**32
 class StillSettings:
     """What to make: ``count`` images from ``seed``, ``batch_size`` per UNet call. With ``inits`` (img2img)
     image ``i`` starts from ``inits[i % len(inits)]`` at ``strength``; with a ``mask`` (white = repaint) it is
-    inpainted, and ``overlay`` keeps the unmasked pixels exactly. ``model`` is recorded in the PNGs."""
+    inpainted, and ``overlay`` keeps the unmasked pixels exactly. ``model`` is recorded in the PNGs. With
+    ``hires`` (txt2img only) each image gets A1111's hires fix (:mod:`flipbook.runs.hires`). ``controls`` are
+    ControlNet units (control images already preprocessed) on every image, in both hires passes."""
 
     prompt: str
     model: str
@@ -58,16 +70,21 @@ class StillSettings:
     overlay: bool = False
     noise_multiplier: float = 1.0
     clip_skip: int = 1
+    hires: HiresSettings | None = None
+    controls: tuple[Control, ...] = ()
 
 
 @dataclass(frozen=True)
 class PreparedStills:
-    """Checked settings: the seeds used, the requests, and the prompts without their LoRA tags."""
+    """Checked settings: the seeds used, the requests, and the prompts without their LoRA tags; with hires
+    fix also each image's second-pass request (``hires_requests``, without its start, which the first pass
+    makes) and the second pass's prompts."""
 
     settings: StillSettings
     seeds: tuple[int, ...]
     requests: tuple[FrameRequest, ...]
-    prompts: tuple[str, str]
+    prompts: tuple[str, ...]
+    hires_requests: tuple[FrameRequest, ...] = ()
 
     @property
     def uses_loras(self) -> bool:
@@ -156,29 +173,118 @@ def prepare_stills(
             noise_multiplier=s.noise_multiplier,
             clip_skip=s.clip_skip,
             loras=loras,
+            controls=s.controls,
         )  # fmt: skip
         for i, seed in enumerate(seeds)
     )
     for request in requests:
         request.validate()
-    return PreparedStills(settings, seeds, requests, (prompt, negative))
+    if s.hires is None:
+        return PreparedStills(settings, seeds, requests, (prompt, negative))
+    hires = _hires_requests(s, seeds, networks)
+    return PreparedStills(
+        settings, seeds, requests, (prompt, negative, hires[0].prompt, hires[0].negative_prompt), hires
+    )
+
+
+def _hires_requests(
+    s: StillSettings, seeds: tuple[int, ...], networks: ExtraNetworks | None
+) -> tuple[FrameRequest, ...]:
+    """Every image's second-pass request (checked; its start comes from the first pass): the upscaled size,
+    A1111's second-pass schedule, the hires sampler and prompts (their ``<lora:...>`` tags resolved as the
+    first pass's are)."""
+    from flipbook.samplers.names import resolve_sampler
+
+    h = s.hires
+    if s.inits:
+        raise FlipbookError("hires", "given", "hires fix with txt2img only (img2img sets its own size)")
+    _check_upscaler(h.upscaler, networks)
+    width, height = final_size(h, s.width, s.height)
+    schedule, strength = second_pass_schedule(h, s.steps)
+    sampler = h.sampler or s.sampler
+    try:
+        resolve_sampler(sampler)
+    except FlipbookError as error:
+        raise FlipbookError("hires.sampler", error.value, error.allowed) from None
+    texts = (h.prompt or s.prompt, h.negative_prompt or s.negative_prompt)
+    (prompt, _), (negative, _), loras = (
+        _tags(texts[0], "hires.prompt"),
+        _tags(texts[1], "hires.negative_prompt"),
+        (),
+    )
+    if networks is not None:
+        prompt, loras = networks.resolve(texts[0])
+        negative, _ = networks.resolve(texts[1])
+    requests = tuple(
+        FrameRequest(
+            prompt,
+            negative,
+            seed=seed,
+            num_inference_steps=schedule,
+            guidance_scale=s.cfg_scale,
+            sampler=sampler,
+            width=width,
+            height=height,
+            strength=strength,
+            clip_skip=s.clip_skip,
+            loras=loras,
+            controls=s.controls,
+        )  # fmt: skip
+        for seed in seeds
+    )
+    for request in requests:
+        request.validate()
+    return requests
+
+
+def _check_upscaler(name: str, networks: ExtraNetworks | None) -> None:
+    """A hires upscaler is built in, or (with a models folder) an upscaling model found there."""
+    if name in LATENT_UPSCALERS or name in PIXEL_UPSCALERS:
+        return
+    builtin = ", ".join([*LATENT_UPSCALERS, *PIXEL_UPSCALERS])
+    folders = networks.folders if networks is not None else None
+    if networks is None:  # checked again by the worker, which knows the models folder
+        return
+    if folders is None:
+        raise FlipbookError("hires.upscaler", name, f"{builtin}, or an upscaling model with --models-dir")
+    try:
+        folders.find("upscaler", name)
+    except FlipbookError as error:
+        raise FlipbookError(
+            "hires.upscaler", name, f"{builtin}, or {error.allowed}", detail=error.detail
+        ) from None
 
 
 def make_stills(
-    prepared: PreparedStills, bundle: ModelBundle, networks: ExtraNetworks, events: Events, folder: Path
+    prepared: PreparedStills,
+    bundle: ModelBundle,
+    networks: ExtraNetworks,
+    events: Events,
+    folder: Path,
+    *,
+    finish_on_cancel: bool = False,
+    controlnets: ControlNets | None = None,
 ) -> StillsMade:
     """Sample every image on ``bundle`` (the prompts' textual-inversion embeddings loaded into it first) and
     write each into ``folder`` as ``NNNNN-SEED.png`` (NNNNN counting the PNGs already there) with A1111's
-    parameters."""
+    parameters. ``finish_on_cancel``: a cancel is A1111's interrupt (the images made so far, the one being
+    sampled as it stands, are written and returned; see :class:`~flipbook.sampling.core.SamplingCore`)."""
     from flipbook.io.pnginfo import format_parameters, save_png
     from flipbook.sampling.core import SamplingCore
 
     embeddings = networks.load_embeddings_for(bundle.pipe, prepared.prompts)
-    images = SamplingCore(bundle, events).generate(
-        list(prepared.requests), batch_size=prepared.settings.batch_size
-    )
+    core = SamplingCore(bundle, events, controlnets, finish_on_cancel=finish_on_cancel)
+    batch_size, hires = prepared.settings.batch_size, prepared.settings.hires
+    if hires is None:
+        images = core.generate(list(prepared.requests), batch_size=batch_size)
+    else:  # the first pass's latents (a latent upscaler) or pictures, then the second pass from them
+        output = "latent" if hires.latent else "pil"
+        firsts = core.generate(list(prepared.requests), batch_size=batch_size, output_type=output)
+        images = second_pass(
+            hires, core, bundle, prepared.hires_requests, firsts, batch_size, networks.folders
+        )
     stills = []
-    for seed, image in zip(prepared.seeds, images, strict=True):
+    for seed, image in zip(prepared.seeds[: len(images)], images, strict=True):
         parameters = still_parameters(prepared.settings, seed)
         path = save_png(image, _next_free(folder, seed), parameters)
         stills.append(Still(seed=seed, path=path, infotext=format_parameters(parameters)))
@@ -191,11 +297,13 @@ def still_parameters(settings: StillSettings, seed: int):
     from flipbook.io.pnginfo import GenerationParameters
 
     s = settings
+    strength = s.strength if s.inits else s.hires.denoising_strength if s.hires else None
+    hires = infotext_extras(s.hires, s.sampler, s.prompt, s.negative_prompt) if s.hires else {}
     return GenerationParameters(
         prompt=s.prompt, negative_prompt=s.negative_prompt, steps=s.steps, sampler=s.sampler,
-        cfg_scale=s.cfg_scale, seed=seed, width=s.width, height=s.height,
-        denoising_strength=s.strength if s.inits else None, clip_skip=s.clip_skip if s.clip_skip > 1 else None,
-        model_name=s.model, extra={"Version": f"flipbook {__version__}"},
+        cfg_scale=s.cfg_scale, seed=seed, width=s.width, height=s.height, denoising_strength=strength,
+        clip_skip=s.clip_skip if s.clip_skip > 1 else None, model_name=s.model,
+        extra={**hires, "Version": f"flipbook {__version__}"},
     )  # fmt: skip
 
 

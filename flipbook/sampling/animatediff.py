@@ -37,6 +37,7 @@ from flipbook.samplers.schedulers import make_scheduler
 from flipbook.sampling.conditioning import Conditioning, PromptConditioner, concat
 from flipbook.sampling.steps import (
     add_residuals,
+    check_finite,
     latents_preview,
     residual_kwargs,
     skip_to_strength,
@@ -482,11 +483,13 @@ class AnimateDiffSampler:
         if output_type == "latent":
             return list(frames)
         vae = self.vae
+        frames = check_finite(frames, "denoising (the motion UNet)")
         decoded = [
             vae.decode(frames[i : i + DECODE_CHUNK].to(vae.dtype) / vae.config.scaling_factor).sample
             for i in range(0, frames.shape[0], DECODE_CHUNK)
         ]
-        images = self.image_processor.postprocess(torch.cat(decoded).float(), output_type=output_type)
+        decoded = check_finite(torch.cat(decoded), "the VAE's decode")
+        images = self.image_processor.postprocess(decoded.float(), output_type=output_type)
         return list(images)
 
 

@@ -21,7 +21,7 @@ import torch
 from diffusers.image_processor import VaeImageProcessor
 
 from flipbook.errors import FlipbookError
-from flipbook.events import Events, StepEvent
+from flipbook.events import Events, RenderCancelled, StepEvent
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.controlnet import ControlNets
 from flipbook.models.families import get_family
@@ -31,6 +31,7 @@ from flipbook.sampling.conditioning import Conditioning, PromptConditioner, stac
 from flipbook.sampling.requests import Control, FrameRequest
 from flipbook.sampling.steps import (
     add_residuals,
+    check_finite,
     latents_preview,
     residual_kwargs,
     skip_to_strength,
@@ -102,12 +103,24 @@ class SamplingCore:
     One instance serves one run: its prompt-embedding cache lives as long as it does. ``events`` carries
     progress, previews and cancellation; nothing global is read or written. ``controlnets`` loads the
     ControlNets that requests name (each once); pass the run's own to share them across checkpoints.
+
+    ``finish_on_cancel`` is A1111's interrupt (the still-image API): a cancel stops the batch being sampled
+    at the step it reached and decodes it as it stands, no later batch starts, and :meth:`generate` returns
+    the images made so far (fewer than asked). Without it a cancel raises :class:`RenderCancelled`. With it a
+    skip (:meth:`Events.skip`, A1111's skip) finishes the batch being sampled the same way and goes on with
+    the next.
     """
 
     def __init__(
-        self, model: ModelBundle, events: Events | None = None, controlnets: ControlNets | None = None
+        self,
+        model: ModelBundle,
+        events: Events | None = None,
+        controlnets: ControlNets | None = None,
+        *,
+        finish_on_cancel: bool = False,
     ) -> None:
         self.model = model
+        self.finish_on_cancel = finish_on_cancel
         self.events = events or Events()
         self.controlnets = controlnets if controlnets is not None else ControlNets()
         self.loras = LoraSet(model.pipe)
@@ -138,12 +151,18 @@ class SamplingCore:
             self._note_size(request.width, request.height)
         results: list = [None] * len(requests)
         for indices in _batches(requests, batch_size):
+            if self.finish_on_cancel and self.events.cancelled:
+                return [image for image in results if image is not None]
             images = self.run_batch(
                 [requests[i] for i in indices], output_type=output_type, ids=tuple(indices)
             )
             for i, image in zip(indices, images, strict=True):
                 results[i] = image
         return results
+
+    def decode(self, latents: Sequence[torch.Tensor]) -> list[PIL.Image.Image]:
+        """Latents from ``generate(..., output_type="latent")`` as pictures."""
+        return self._decode(torch.stack(list(latents)), "pil")
 
     @torch.no_grad()
     def run_batch(
@@ -167,7 +186,7 @@ class SamplingCore:
         )
         scheduler.set_timesteps(first.num_inference_steps, device=device)
         timesteps = scheduler.timesteps
-        if first.image is not None:
+        if first.img2img:
             timesteps = skip_to_strength(scheduler, first.num_inference_steps, first.strength)
 
         # 4. Prepare latents with one generator per request
@@ -189,10 +208,17 @@ class SamplingCore:
             latents = scheduler.step(noise_pred, t, latents, **stepping, return_dict=False)[0]
             if init.image_latents is not None:
                 latents = _blend_unmasked(scheduler, latents, init, timesteps, i)
-            self.events.step(
-                StepEvent(step=i + 1, total_steps=len(timesteps), frames=ids),
-                preview=lambda lat=latents: latents_preview(lat),
-            )
+            try:
+                self.events.step(
+                    StepEvent(step=i + 1, total_steps=len(timesteps), frames=ids),
+                    preview=lambda lat=latents: latents_preview(lat),
+                )
+            except RenderCancelled:
+                if not self.finish_on_cancel:
+                    raise
+                break
+            if self.finish_on_cancel and self.events.take_skip():
+                break
 
         # 6. Decode and post-process
         images = self._decode(latents, output_type)
@@ -273,12 +299,18 @@ class SamplingCore:
         first = requests[0]
         scale = self.model.vae_scale_factor
         shape = (1, self.model.vae.config.latent_channels, first.height // scale, first.width // scale)
-        if first.image is None:
+        if not first.img2img:
             noise = _initial_noise(requests, shape, generators, self.model.device, dtype)
             return _Latents(noise * scheduler.init_noise_sigma)
 
-        images = torch.cat([self._preprocess_image(r) for r in requests])
         latent_timestep = timesteps[:1].repeat(len(requests))
+        if first.init_latents is not None:  # img2img from latents (A1111's latent hires fix): no VAE encode
+            rows = [torch.as_tensor(r.init_latents, dtype=torch.float32).reshape(shape) for r in requests]
+            image_latents = torch.cat(rows).to(self.model.device, dtype)
+            noise = _initial_noise(requests, shape, generators, self.model.device, dtype)
+            noise = noise * _noise_multipliers(requests, noise_like=image_latents)
+            return _Latents(scheduler.add_noise(image_latents, noise, latent_timestep))
+        images = torch.cat([self._preprocess_image(r) for r in requests])
         if first.mask_image is None:
             image_latents = self._encode_images(images, generators)
             noise = _initial_noise(requests, shape, generators, self.model.device, dtype)
@@ -451,10 +483,12 @@ class SamplingCore:
     # ---- 6. decode -------------------------------------------------------------------------------------
 
     def _decode(self, latents: torch.Tensor, output_type: str) -> list:
-        vae = self.model.vae
-        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
         if output_type == "latent":
             return list(latents)
+        vae = self.model.vae
+        latents = check_finite(latents, "denoising (the UNet)")
+        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        images = check_finite(images, "the VAE's decode")
         images = self.image_processor.postprocess(images, output_type="np" if output_type == "np" else "pil")
         return list(images)
 

@@ -273,10 +273,15 @@ def slerp_embeddings(a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.T
 
 
 def _apply_weights(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Scale each token's hidden state by its weight, then restore the chunk's mean (A1111's emphasis)."""
+    """Scale each token's hidden state by its weight, then restore the chunk's mean (A1111's emphasis). Where
+    the weighted mean is exactly 0 no factor can restore it (A1111 would divide 0 by 0 and give NaN: a black
+    frame); the weighted states are kept as they are."""
     original_mean = hidden.float().mean()
     weighted = hidden * weights.reshape(1, -1, 1)
-    return weighted * (original_mean / weighted.float().mean()).to(hidden.dtype)
+    weighted_mean = weighted.float().mean()
+    if weighted_mean == 0:
+        return weighted
+    return weighted * (original_mean / weighted_mean).to(hidden.dtype)
 
 
 def _pooled_output(output) -> torch.Tensor:

@@ -111,16 +111,23 @@ class FrameRequest:
     blend_mode: BlendMode = "lerp"
     latents: Any = None
     controls: tuple[Control, ...] = ()
+    init_latents: Any = None
+
+    @property
+    def img2img(self) -> bool:
+        """Whether the request starts from a picture: ``image``, or ``init_latents`` (its VAE latents)."""
+        return self.image is not None or self.init_latents is not None
 
     def batch_key(self) -> tuple:
         """Requests with equal keys share timesteps and weights, so they can be denoised in one batch."""
         return (
             self.sampler,
             self.num_inference_steps,
-            self.strength if self.image is not None else 1.0,
+            self.strength if self.img2img else 1.0,
             self.width,
             self.height,
             self.image is not None,
+            self.init_latents is not None,
             self.mask_image is not None,
             self.masked_content,
             self.clip_skip,
@@ -141,7 +148,7 @@ class FrameRequest:
             raise FlipbookError("cfg", self.guidance_scale, "a number from 0 to 100")
         if not 0.0 < self.strength <= 1.0:
             raise FlipbookError("strength", self.strength, "a number in (0, 1]")
-        if self.image is not None and int(self.num_inference_steps * self.strength) < 1:
+        if self.img2img and int(self.num_inference_steps * self.strength) < 1:
             raise FlipbookError(
                 "strength",
                 self.strength,
@@ -164,6 +171,7 @@ class FrameRequest:
             raise FlipbookError("blend_weight", self.blend_weight, "a number from 0 to 1")
         self.prompt_parts()
         self._check_latents(vae_scale_factor)
+        self._check_init_latents(vae_scale_factor)
         for index, control in enumerate(self.controls):
             control.validate(index)
         if not -(2**63) <= self.seed < 2**64:
@@ -186,6 +194,20 @@ class FrameRequest:
         mixed = [(text, weight * (1.0 - w)) for text, weight in parts]
         mixed += [(text, weight * w) for text, weight in others]
         return [(text, weight) for text, weight in mixed if weight != 0.0], None
+
+    def _check_init_latents(self, vae_scale_factor: int) -> None:
+        """``init_latents`` replace ``image``: one latent image of this request's size, never with a mask."""
+        if self.init_latents is None:
+            return
+        if self.image is not None or self.mask_image is not None:
+            raise FlipbookError(
+                "init_latents", "given", "init latents instead of an init image, without a mask"
+            )
+        shape = tuple(getattr(self.init_latents, "shape", ()))
+        size = (self.height // vae_scale_factor, self.width // vae_scale_factor)
+        if len(shape) not in (3, 4) or (len(shape) == 4 and shape[0] != 1) or shape[-2:] != size:
+            allowed = f"a 1 x C x {size[0]} x {size[1]} latent tensor for {self.width}x{self.height}"
+            raise FlipbookError("init_latents", f"shape {shape}", allowed)
 
     def _check_latents(self, vae_scale_factor: int) -> None:
         """``latents`` must be one latent image of this request's size (any channel count: the model checks)."""

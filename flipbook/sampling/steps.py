@@ -62,3 +62,14 @@ def latents_preview(latents: torch.Tensor) -> PIL.Image.Image:
     rgb = torch.einsum("chw,cr->hwr", latents[0].float().cpu(), SD_LATENT_RGB)
     array = ((rgb + 1) * 127.5).clamp(0, 255).byte().numpy()
     return PIL.Image.fromarray(array)
+
+
+def check_finite(images: torch.Tensor, stage: str) -> torch.Tensor:
+    """``images`` (a batch, first axis) unchanged when every value is finite, else :class:`NumericError`
+    naming ``stage`` (the denoising loop's latents, the VAE's decode) and how many images are affected."""
+    bad = ~torch.isfinite(images.reshape(images.shape[0], -1)).all(dim=1)
+    if bool(bad.any()):
+        from flipbook.errors import NumericError
+
+        raise NumericError(stage, int(bad.sum()), images.shape[0])
+    return images

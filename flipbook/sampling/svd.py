@@ -33,7 +33,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from flipbook.events import Events, StepEvent
 from flipbook.models.families.svd.loading import SvdBundle
-from flipbook.sampling.steps import latents_preview
+from flipbook.sampling.steps import check_finite, latents_preview
 
 
 @dataclass(frozen=True)
@@ -154,14 +154,15 @@ def decode_frames(bundle: SvdBundle, latents: torch.Tensor, chunk: int | None = 
     flicker at chunk borders. Returns frames x 3 x H x W float32 in [0, 1] on the CPU."""
     vae = bundle.vae
     dtype = next(vae.decoder.parameters()).dtype
-    flat = (latents.flatten(0, 1) / vae.config.scaling_factor).to(dtype)
+    flat = check_finite(latents.flatten(0, 1), "denoising (the video UNet)")
+    flat = (flat / vae.config.scaling_factor).to(dtype)
     chunk = chunk or flat.shape[0]
     with torch.inference_mode():
         parts = [
             vae.decode(flat[i : i + chunk], num_frames=flat[i : i + chunk].shape[0]).sample
             for i in range(0, flat.shape[0], chunk)
         ]
-    return (torch.cat(parts).float() / 2 + 0.5).clamp(0, 1).cpu()
+    return (check_finite(torch.cat(parts), "the VAE's decode").float() / 2 + 0.5).clamp(0, 1).cpu()
 
 
 def to_images(frames: torch.Tensor) -> list[PIL.Image.Image]:

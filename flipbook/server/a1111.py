@@ -3,9 +3,10 @@
 ``txt2img`` and ``img2img`` take A1111's request fields (base64 images in and out) and answer ``images``,
 ``parameters`` (the request, images left out) and ``info`` (a JSON string with seed, all_seeds, infotexts,
 ...). Each request becomes a still job in the same queue as renders and waits for its turn on a worker, so
-a device is never used by two things at once; the images are also kept in the job's run folder. Settings
-flipbook does not have (hires fix, face restoration, ``inpaint_full_res``, ...) are ignored with a note in
-``info["notes"]``.
+a device is never used by two things at once; the images are also kept in the job's run folder. txt2img's
+hires fix (``enable_hr``, ``hr_*``) runs A1111's two passes (:mod:`flipbook.runs.hires`, shared with
+``flipbook txt2img --hires-*``). Settings flipbook does not have (face restoration, ``inpaint_full_res``, ...)
+are ignored with a note in ``info["notes"]``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from starlette.exceptions import HTTPException
 
 from flipbook import __version__
 from flipbook.errors import FlipbookError
+from flipbook.runs.hires import HiresSettings, infotext_extras
 from flipbook.server.app import ServerState, server_state
 from flipbook.server.security import check_model_reference, confined_file, public_path, public_text
 from flipbook.server.stills import (
@@ -63,7 +65,10 @@ WAIT_POLL_S = 5.0
 @router.post("/txt2img")
 async def txt2img(request: Request, body: Annotated[dict[str, Any], Depends(json_body)]) -> JSONResponse:
     """A1111 txt2img: ``prompt``, ``negative_prompt``, ``steps``, ``cfg_scale``, ``sampler_name``
-    (``scheduler``), ``seed``, ``width``, ``height``, ``batch_size``, ``n_iter``, ``override_settings``."""
+    (``scheduler``), ``seed``, ``width``, ``height``, ``batch_size``, ``n_iter``, ``override_settings``, and
+    hires fix: ``enable_hr``, ``hr_scale`` or ``hr_resize_x``/``hr_resize_y``, ``hr_upscaler``,
+    ``hr_second_pass_steps``, ``denoising_strength``, ``hr_sampler_name`` (``hr_scheduler``), ``hr_prompt``,
+    ``hr_negative_prompt``."""
     return await _still(request, body, TXT2IMG)
 
 
@@ -163,13 +168,28 @@ def a1111_info(record: JobRecord) -> dict[str, Any]:
         "steps": p["steps"], "batch_size": p["batch_size"], "restore_faces": False,
         "face_restoration_model": None, "sd_model_name": p["model"], "sd_model_hash": None,
         "sd_vae_name": None, "sd_vae_hash": None, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
-        "denoising_strength": p["strength"] if p["kind"] == IMG2IMG else None, "extra_generation_params": {},
+        "denoising_strength": _denoising_strength(p), "extra_generation_params": _extra_parameters(p),
         "index_of_first_image": 0, "infotexts": result.get("infotexts", []), "styles": [],
         "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(record.started_at or record.created_at)),
         "clip_skip": p["clip_skip"], "is_using_inpainting_conditioning": False,
         "version": f"flipbook {__version__}", "notes": p["notes"], "job_id": record.id,
-        "interrupted": record.state == CANCELLED,
+        "interrupted": record.state == CANCELLED or bool(result.get("interrupted")),
     }  # fmt: skip
+
+
+def _denoising_strength(p: dict[str, Any]) -> float | None:
+    """img2img's strength, or the hires pass's; None for a plain txt2img (as A1111 reports it)."""
+    if p["kind"] == IMG2IMG:
+        return p["strength"]
+    return p["hires"]["denoising_strength"] if p.get("hires") else None
+
+
+def _extra_parameters(p: dict[str, Any]) -> dict[str, Any]:
+    """A1111's ``extra_generation_params``: the hires fix's infotext keys."""
+    if not p.get("hires"):
+        return {}
+    hires = HiresSettings(**p["hires"])
+    return infotext_extras(hires, p["sampler"], p["prompt"], p["negative_prompt"])
 
 
 # ---- progress and control ----------------------------------------------------------------------------
@@ -266,8 +286,11 @@ def schedulers() -> list[dict[str, Any]]:
 
 @router.get("/scripts")
 def scripts() -> dict[str, list[str]]:
-    """No A1111 scripts or extensions (clients such as webuiapi look here)."""
-    return {"txt2img": [], "img2img": []}
+    """The always-on scripts flipbook takes in ``alwayson_scripts``: ControlNet (clients such as webuiapi
+    look here)."""
+    from flipbook.server.a1111_controlnet import SCRIPT
+
+    return {"txt2img": [SCRIPT], "img2img": [SCRIPT]}
 
 
 @router.get("/options")

@@ -127,7 +127,7 @@ def _lock_runs_dir(settings: ServerSettings) -> IO[str] | None:
 
 def create_app(settings: ServerSettings) -> FastAPI:
     """The server for ``settings`` (checked here: a non-loopback host without credentials is refused)."""
-    from flipbook.server import a1111, api, deforum_api
+    from flipbook.server import a1111, a1111_controlnet, a1111_extras, api, deforum_api
 
     settings = settings.checked()
     state = ServerState(settings)
@@ -149,6 +149,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.flipbook = state
     app.include_router(api.router)
     app.include_router(a1111.router)
+    app.include_router(a1111_extras.router)
+    app.include_router(a1111_controlnet.router)
     app.include_router(deforum_api.router)
     app.add_exception_handler(RejectedUpload, _error_handler(415))
     app.add_exception_handler(FlipbookError, _error_handler(422))

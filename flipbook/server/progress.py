@@ -197,6 +197,13 @@ class ProgressHub:
         if tracker is not None and tracker.events is not None:
             tracker.events.cancel()
 
+    def skip(self, job_id: str) -> None:
+        """A1111's skip for a running job: its current image is finished as it stands (Events.skip)."""
+        with self._lock:
+            tracker = self._trackers.get(job_id)
+        if tracker is not None and tracker.events is not None:
+            tracker.events.skip()
+
     def cancel_requested(self, job_id: str) -> bool:
         with self._lock:
             return job_id in self._cancelled

@@ -27,7 +27,9 @@ from pydantic import BaseModel, ValidationError
 
 from flipbook.errors import FlipbookError
 from flipbook.modes.variations.settings import VariationsSection
+from flipbook.runs.hires import HIRES_UPSCALER, HiresSettings, hires_settings
 from flipbook.runs.stills import StillSettings, make_stills, prepare_stills, resolve_seed
+from flipbook.server.a1111_fields import unknown_fields
 from flipbook.server.security import RejectedUpload, check_model_reference, sniff_image
 from flipbook.spec.load import shorten_repr
 from flipbook.spec.model import AnimationSection, SamplingSection, Spec
@@ -39,6 +41,12 @@ MAX_IMAGES = 64
 INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent_noise", 3: "latent_nothing"}
 SCHEDULERS = {"automatic": "", "uniform": "", "karras": " Karras"}
 """A1111's ``scheduler`` values flipbook has: the sampler's own schedule, or its Karras variant."""
+HIRES_FIELDS = {
+    "scale": "hr_scale", "resize_x": "hr_resize_x", "resize_y": "hr_resize_y", "upscaler": "hr_upscaler",
+    "steps": "hr_second_pass_steps", "denoising_strength": "denoising_strength", "sampler": "hr_sampler_name",
+    "prompt": "hr_prompt", "negative_prompt": "hr_negative_prompt",
+}  # fmt: skip
+"""Each hires setting (:class:`HiresSettings`) -> the A1111 txt2img field it comes from."""
 A1111_FIELDS = {
     "cfg": "cfg_scale",
     "strength": "denoising_strength",
@@ -46,8 +54,12 @@ A1111_FIELDS = {
     "noise_multiplier": "initial_noise_multiplier",
     "clip_skip": "override_settings.CLIP_stop_at_last_layers",
     "sampling.clip_skip": "override_settings.CLIP_stop_at_last_layers",
+    **{f"hires.{name}": field for name, field in HIRES_FIELDS.items()},
 }
-"""FrameRequest's field -> the A1111 request field it comes from (errors name what the client sent)."""
+"""FrameRequest's (and the hires settings') field -> the A1111 request field it comes from (errors name what
+the client sent)."""
+SAME = ("", "Use same sampler", "Use same scheduler", "Use same checkpoint")
+"""What A1111's UI sends for "as the first pass" in ``hr_sampler_name``, ``hr_scheduler``, ``hr_checkpoint_name``."""
 _A1111_HASH = re.compile(r"\s+\[[0-9a-fA-F]{6,}\]$")
 A1111_DEFAULTS: dict[str, Any] = {
     "prompt": "",
@@ -68,7 +80,6 @@ A1111_DEFAULTS: dict[str, Any] = {
     "send_images": True,
 }
 _UNSUPPORTED = {  # request field -> (value meaning "off", note when it is on)
-    "enable_hr": (False, "enable_hr: hires fix is not supported; the image is made at width x height"),
     "restore_faces": (False, "restore_faces: face restoration is not supported; ignored"),
     "tiling": (False, "tiling: tiling is not supported; ignored"),
     "subseed_strength": (0, "subseed_strength: variation seeds are not supported; ignored"),
@@ -90,6 +101,8 @@ class StillJob:
 def still_from_a1111(body: dict[str, Any], kind: str, default_model: str) -> StillJob:
     """Check an A1111 txt2img/img2img request and turn it into a still job payload (A1111's field names in,
     FrameRequest's out); images are decoded and sniffed here, so a bad one never reaches a worker."""
+    from flipbook.server.a1111_controlnet import controlnet_units  # it imports the app, which imports this
+
     check_data(body, field="body")
     r = A1111_DEFAULTS | {k: v for k, v in body.items() if v is not None}
     notes = [note for key, (off, note) in _UNSUPPORTED.items() if r.get(key, off) not in (off, None, "", [])]
@@ -98,31 +111,36 @@ def still_from_a1111(body: dict[str, Any], kind: str, default_model: str) -> Sti
     count = batch_size * _images("n_iter", r["n_iter"])
     if count > MAX_IMAGES:
         raise FlipbookError("batch_size", count, f"batch_size x n_iter from 1 to {MAX_IMAGES}")
-    fill = _integer("inpainting_fill", r["inpainting_fill"])
+    fill = as_integer("inpainting_fill", r["inpainting_fill"])
     if fill not in INPAINTING_FILL:
         allowed = "0 (fill), 1 (original), 2 (latent noise), 3 (latent nothing)"
         raise FlipbookError("inpainting_fill", fill, allowed)
     images: dict[str, PIL.Image.Image] = {}
     inits, mask = _img2img_images(r, images, notes) if kind == IMG2IMG else ([], None)
-    seed = _integer("seed", _spec_limited("seed", r["seed"], SamplingSection, "seed"))
+    controlnet, control_images = controlnet_units(r.get("alwayson_scripts"), kind == IMG2IMG, notes)
+    images |= control_images
+    notes += unknown_fields(body, kind)
+    seed = as_integer("seed", _spec_limited("seed", r["seed"], SamplingSection, "seed"))
     img2img = kind == IMG2IMG
     payload = {
         "kind": kind, "prompt": _text("prompt", r["prompt"]),
         "negative_prompt": _text("negative_prompt", r["negative_prompt"]),
-        "steps": _integer("steps", _spec_limited("steps", r["steps"], SamplingSection, "steps")),
-        "cfg_scale": _number("cfg_scale", r["cfg_scale"]),
+        "steps": as_integer("steps", _spec_limited("steps", r["steps"], SamplingSection, "steps")),
+        "cfg_scale": as_number("cfg_scale", r["cfg_scale"]),
         "sampler": _sampler(r.get("sampler_name") or r.get("sampler_index") or "Euler", r.get("scheduler")),
         "seed": resolve_seed(seed),
-        "width": _integer("width", _spec_limited("width", r["width"], AnimationSection, "width")),
-        "height": _integer("height", _spec_limited("height", r["height"], AnimationSection, "height")),
+        "width": as_integer("width", _spec_limited("width", r["width"], AnimationSection, "width")),
+        "height": as_integer("height", _spec_limited("height", r["height"], AnimationSection, "height")),
         "batch_size": batch_size, "count": count,
-        "strength": _number("denoising_strength", r["denoising_strength"]) if img2img else 1.0,
-        "mask_blur": _number("mask_blur", _spec_limited("mask_blur", r["mask_blur"], VariationsSection,
+        "strength": as_number("denoising_strength", r["denoising_strength"]) if img2img else 1.0,
+        "mask_blur": as_number("mask_blur", _spec_limited("mask_blur", r["mask_blur"], VariationsSection,
                                                         "mask_blur")),
         "masked_content": INPAINTING_FILL[fill],
         "mask_invert": bool(r["inpainting_mask_invert"]),
-        "noise_multiplier": _number("initial_noise_multiplier", r["initial_noise_multiplier"]) if img2img else 1.0,
+        "noise_multiplier": as_number("initial_noise_multiplier", r["initial_noise_multiplier"]) if img2img else 1.0,
         "clip_skip": clip_skip, "model": model, "inits": inits, "mask": mask, "notes": notes,
+        "hires": _hires(r, model, notes) if kind == TXT2IMG else None,
+        "controlnet": controlnet,
         "send_images": bool(r["send_images"]),
         "parameters": {k: v for k, v in body.items() if k not in ("init_images", "mask")},
     }  # fmt: skip
@@ -130,11 +148,38 @@ def still_from_a1111(body: dict[str, Any], kind: str, default_model: str) -> Sti
     return StillJob(kind=kind, payload=payload, images=images, notes=notes)
 
 
+def _hires(r: dict[str, Any], model: str, notes: list[str]) -> dict[str, Any] | None:
+    """A1111's hires fix fields (``enable_hr``, ``hr_*``, ``denoising_strength``) as :class:`HiresSettings`
+    values, checked; None when ``enable_hr`` is off."""
+    if not r.get("enable_hr"):
+        return None
+    checkpoint = r.get("hr_checkpoint_name")
+    if checkpoint not in (None, *SAME) and checkpoint_name(_text("hr_checkpoint_name", checkpoint)) != model:
+        notes.append("hr_checkpoint_name: a second checkpoint is not supported; both passes use " + model)
+    if r.get("firstphase_width") or r.get("firstphase_height"):
+        notes.append(
+            "firstphase_width, firstphase_height: the old hires API; width x height is the first pass"
+        )
+    sampler = r.get("hr_sampler_name")
+    if sampler in SAME or sampler is None:
+        sampler = None if r.get("hr_scheduler") in (None, *SAME) else r.get("sampler_name") or "Euler"
+    scheduler = r.get("hr_scheduler")
+    values = {
+        "scale": r.get("hr_scale", 2.0), "resize_x": r.get("hr_resize_x") or 0,
+        "resize_y": r.get("hr_resize_y") or 0, "upscaler": r.get("hr_upscaler") or "Latent",
+        "steps": r.get("hr_second_pass_steps") or 0, "denoising_strength": r["denoising_strength"],
+        "sampler": None if sampler is None else _sampler(sampler, None if scheduler in SAME else scheduler),
+        "prompt": r.get("hr_prompt") or "", "negative_prompt": r.get("hr_negative_prompt") or "",
+    }  # fmt: skip
+    return hires_settings(values, HIRES_FIELDS).model_dump()
+
+
 def check_still_models(payload: dict[str, Any], models_dir: Path | None) -> None:
     """Every model a still names, held to what the job API allows for the same spec fields (their markers in
     the spec schema): the checkpoint as ``model.name`` and the ``<lora:...>`` tags of both prompts as the
     spec's prompts' tags. Names only (a built-in, a name in ``models_dir`` or a hub id where the field takes
     one), never a path on the server: the worker would read it."""
+    from flipbook.spec.fields import CONTROLNET
     from flipbook.spec.model import CHECKPOINT, PROMPT_LORAS
 
     check_model_reference("override_settings.sd_model_checkpoint", payload["model"], CHECKPOINT, models_dir)
@@ -145,6 +190,10 @@ def check_still_models(payload: dict[str, Any], models_dir: Path | None) -> None
             raise FlipbookError(field, error.value, error.allowed, detail=error.detail) from None
         for name in names:
             check_model_reference(field, name, PROMPT_LORAS, models_dir)
+    if payload.get("hires"):
+        check_model_reference("hr_upscaler", payload["hires"]["upscaler"], HIRES_UPSCALER, models_dir)
+    for unit in payload.get("controlnet", ()):
+        check_model_reference(unit["field"], unit["model"], CONTROLNET, models_dir)
 
 
 def _model_options(overrides: Any, default_model: str, notes: list[str]) -> tuple[str, int]:
@@ -156,7 +205,7 @@ def _model_options(overrides: Any, default_model: str, notes: list[str]) -> tupl
     )
     check_model_reference("override_settings.sd_model_checkpoint", model)
     name = "CLIP_stop_at_last_layers"
-    clip_skip = _integer(name, _spec_limited(name, overrides.get(name, 1), SamplingSection, "clip_skip"))
+    clip_skip = as_integer(name, _spec_limited(name, overrides.get(name, 1), SamplingSection, "clip_skip"))
     known = ("sd_model_checkpoint", "CLIP_stop_at_last_layers")
     notes += [f"override_settings.{key}: not supported; ignored" for key in overrides if key not in known]
     return model, clip_skip
@@ -181,14 +230,17 @@ def a1111_names() -> Iterator[None]:
         raise FlipbookError(field, error.value, error.allowed, detail=error.detail) from None
 
 
-def _settings(p: dict[str, Any], inits: tuple[PIL.Image.Image, ...], mask: PIL.Image.Image | None):
-    """The still pipeline's settings for a payload (its images opened)."""
+def _settings(
+    p: dict[str, Any], inits: tuple[PIL.Image.Image, ...], mask: PIL.Image.Image | None, controls: tuple = ()
+):
+    """The still pipeline's settings for a payload (its images opened, its ControlNet units as controls)."""
     return StillSettings(
         p["prompt"], p["model"], negative_prompt=p["negative_prompt"], steps=p["steps"],
         cfg_scale=p["cfg_scale"], sampler=p["sampler"], seed=p["seed"], width=p["width"], height=p["height"],
         count=p["count"], batch_size=p["batch_size"], inits=inits, strength=p["strength"], mask=mask,
         mask_blur=p["mask_blur"], masked_content=p["masked_content"], overlay=True,
         noise_multiplier=p["noise_multiplier"], clip_skip=p["clip_skip"],
+        hires=HiresSettings(**p["hires"]) if p.get("hires") else None, controls=controls,
     )  # fmt: skip
 
 
@@ -213,7 +265,8 @@ def _sampler(name: str, scheduler: str | None) -> str:
     return name if not suffix or name.lower().endswith(suffix.lower()) else name + suffix
 
 
-def _integer(name: str, value: Any) -> int:
+def as_integer(name: str, value: Any) -> int:
+    """``value`` as a whole number, or one FlipbookError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise FlipbookError(name, value, "an integer")
     if int(value) != value:
@@ -221,7 +274,8 @@ def _integer(name: str, value: Any) -> int:
     return int(value)
 
 
-def _number(name: str, value: Any) -> float:
+def as_number(name: str, value: Any) -> float:
+    """``value`` as a finite number, or one FlipbookError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise FlipbookError(name, value, "a number")
     return float(value)
@@ -235,7 +289,7 @@ def _text(name: str, value: Any) -> str:
 
 def _images(name: str, value: Any) -> int:
     """``batch_size`` and ``n_iter``: whole numbers from 1 (their product is bounded by MAX_IMAGES)."""
-    count = _integer(name, value)
+    count = as_integer(name, value)
     if not 1 <= count <= MAX_IMAGES:
         raise FlipbookError(name, count, f"an integer from 1 to {MAX_IMAGES}")
     return count
@@ -321,12 +375,30 @@ class ModelCache:
             torch.cuda.empty_cache()
 
 
+def _controls(p: dict[str, Any], run_dir: Path, inits: tuple[PIL.Image.Image, ...]) -> tuple:
+    """The payload's ControlNet units as controls: each unit's image (or the first init image) at the
+    picture's size through its preprocessor."""
+    from flipbook.io.images import open_image
+    from flipbook.sampling.requests import Control
+    from flipbook.server.a1111_controlnet import preprocessed
+
+    controls = []
+    for unit in p.get("controlnet", ()):
+        image = open_image(run_dir / unit["image"], unit["field"]) if unit["image"] else inits[0]
+        control = preprocessed(unit, image, (p["width"], p["height"]))
+        controls.append(
+            Control(unit["model"], control, unit["weight"], unit["guidance_start"], unit["guidance_end"])
+        )
+    return tuple(controls)
+
+
 def run_still(
     payload: dict[str, Any], run_dir: Path, events, cache: ModelCache, models_dir: Path | None
 ) -> dict[str, Any]:
     """Sample a still payload on this worker and save PNGs with A1111 parameters into ``run_dir``; returns
     the file names, seeds and infotexts (what the A1111 response needs)."""
     from flipbook.io.images import open_image
+    from flipbook.models.controlnet import ControlNets
     from flipbook.models.extra_networks import ExtraNetworks
     from flipbook.models.folders import ModelsDir
 
@@ -337,11 +409,12 @@ def run_still(
     if mask is not None and p["mask_invert"]:
         mask = PIL.ImageOps.invert(mask)
     with a1111_names():
-        prepared = prepare_stills(_settings(p, inits, mask), networks)
+        prepared = prepare_stills(_settings(p, inits, mask, _controls(p, run_dir, inits)), networks)
         bundle = cache.get(p["model"], models_dir)
         made = None
         try:
-            made = make_stills(prepared, bundle, networks, events, run_dir)
+            made = make_stills(prepared, bundle, networks, events, run_dir, finish_on_cancel=True,
+                               controlnets=ControlNets(models_dir))  # fmt: skip
         finally:
             if prepared.uses_loras or made is None or made.embeddings:
                 cache.clear()  # LoRAs and embeddings change the pipe; the next request loads it clean
@@ -351,4 +424,5 @@ def run_still(
         "seeds": [still.seed for still in stills],
         "infotexts": [still.infotext for still in stills],
         "model": bundle.name,
+        "interrupted": events.cancelled,
     }

@@ -270,18 +270,36 @@ def validate(data: Mapping[str, Any]) -> tuple[Spec, Any]:
 
 
 def error_text(error: Exception, state: ServerState | None = None) -> str:
-    """A FlipbookError as the CLI prints it (naming the field); anything else with its type. With the
-    server's ``state``, server paths are shown relative to the runs or models folder."""
-    text = (
-        f"**{error.field}**: {error}"
-        if isinstance(error, FlipbookError)
-        else f"{type(error).__name__}: {error}"
-    )
+    """A FlipbookError as the CLI prints it, once (its message already begins with the field it names);
+    anything else with its type. With the server's ``state``, server paths are shown relative to the runs or
+    models folder."""
+    if isinstance(error, FlipbookError):
+        text = str(error)
+        if not text.startswith(f"{error.field}:"):  # a message of its own: say which field it is about
+            text = f"{error.field}: {text}"
+    else:
+        text = f"{type(error).__name__}: {error}"
     if state is None:
         return text
     from flipbook.server.security import public_text
 
     return public_text(text, state.settings)
+
+
+def message_html(text: str, *, error: bool = False) -> str:
+    """A note for a message box as HTML: an error in monospace with its line breaks and spaces kept (so a
+    schedule error's caret stays under the character it points at), escaped; plain notes as a paragraph
+    (text in backticks as code)."""
+    if error:
+        return f"<pre class='flipbook-error'>{html.escape(text)}</pre>"
+    parts = html.escape(text).split("`")
+    body = "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+    return f"<p class='flipbook-note'>{body}</p>"
+
+
+def failure_html(what: str, error: Exception, state: ServerState | None = None) -> str:
+    """``what`` ("Not valid", "Not queued") and the error, read once, in monospace."""
+    return message_html(f"{what}: {error_text(error, state)}", error=True)
 
 
 def chart(data: Mapping[str, Any]) -> tuple[Figure | None, str]:
@@ -291,8 +309,8 @@ def chart(data: Mapping[str, Any]) -> tuple[Figure | None, str]:
     try:
         spec, plan = validate(data)
     except Exception as error:  # noqa: BLE001 (shown to the user, naming the field)
-        return None, f"Not valid: {error_text(error)}"
-    return plan_figure(plan, title=f"{spec.animation.mode}: {len(plan)} frames"), "Valid."
+        return None, failure_html("Not valid", error)
+    return plan_figure(plan, title=f"{spec.animation.mode}: {len(plan)} frames"), message_html("Valid.")
 
 
 def motion_preview(data: Mapping[str, Any], folder: Path) -> Path:
@@ -312,10 +330,20 @@ def data_to_toml(data: Mapping[str, Any]) -> str:
     """TOML for spec data, without the fields the server sets (run folder, job name, models folder)."""
     from flipbook.spec.references import pop_in_data
 
-    data = json.loads(json.dumps(dict(data), default=str))
+    data = without_none(json.loads(json.dumps(dict(data), default=str)))
     for location in server_owned_fields():
         pop_in_data(data, location)
     return spec_to_toml(data)
+
+
+def without_none(data: Any) -> Any:
+    """Spec data with every None left out (TOML has no null; an unset optional field is its default: every
+    optional field of the spec defaults to None), in sections and in the sections of lists."""
+    if isinstance(data, dict):
+        return {key: without_none(value) for key, value in data.items() if value is not None}
+    if isinstance(data, list):
+        return [without_none(item) for item in data]
+    return data
 
 
 def toml_to_data(text: str) -> dict[str, Any]:
@@ -364,14 +392,31 @@ def _import_text(path: Path) -> tuple[str, str]:
 
 
 def _import_media(path: Path) -> tuple[str, str]:
+    """A flipbook output's embedded spec (as :func:`editable_toml` gives it) or a picture's A1111 parameters."""
     from flipbook.io.metadata import read_embedded
 
     embedded = read_embedded(path)
     if embedded.spec is not None:
-        return data_to_toml(embedded.spec), f"Imported the spec embedded in {path.name}."
+        text, dropped = editable_toml(embedded.spec)
+        note = f"Imported the spec embedded in {path.name}."
+        if dropped:
+            note += f" Upload its input files again: {', '.join(dropped)}."
+        return text, note
     if embedded.parameters:
         return data_to_toml(a1111_data(embedded.parameters)), f"Imported A1111 parameters from {path.name}."
     raise FlipbookError("import", path.name, "a file with a flipbook spec or A1111 parameters in it")
+
+
+def import_error(error: Exception, path: str | Path) -> str:
+    """An import's error for the user: the uploaded copy's server path shown as the file's name only (and its
+    folder, should the error name it, left out)."""
+    path = Path(path)
+    text = error_text(error).replace(str(path), path.name)
+    return (
+        text.replace(str(path.parent), "")
+        if path.is_absolute() and path.parent != path.parent.parent
+        else text
+    )
 
 
 def a1111_data(parameters: str) -> dict[str, Any]:
@@ -483,8 +528,106 @@ def live_preview(state: ServerState) -> Any:
         if view["state"] == "running":
             image = state.hub.preview(view["id"])
             if image is not None:
-                return image
+                return display_preview(image)
     return None
+
+
+VIDEO_OUTPUTS = ("mp4", "webm", "mov", "mkv")
+PICTURE_OUTPUTS = ("gif", "webp", "apng")
+
+
+@dataclass(frozen=True)
+class ResultView:
+    """What the Create tab's result panel shows for a job: ``key`` changes whenever anything shown changes (so
+    an unchanged poll sends nothing), ``waiting`` while it is queued or running (keep polling), the progress
+    bar and line, the newest preview while it runs, and the finished animation with its download links."""
+
+    key: tuple[Any, ...]
+    waiting: bool
+    progress_html: str
+    preview: Any
+    result_html: str
+
+
+def result_view(state: ServerState, job_id: str) -> ResultView:
+    """The result panel for ``job_id`` (see :class:`ResultView`), from the job view the API serves."""
+    from flipbook.server.api import job_view
+
+    record = state.store.get(job_id)
+    if record is None:
+        return ResultView(("gone", job_id), False, message_html(f"Job `{job_id}` is gone."), None, "")
+    view = job_view(state, record)
+    p = view.get("progress") or {}
+    line = " · ".join(filter(None, (view["state"], progress_text(view))))
+    fraction = 1.0 if view["state"] == "done" else float(p.get("fraction") or 0.0)
+    progress = (
+        f"<div class='flipbook-progress' data-state='{view['state']}'>"
+        f"<progress max='1' value='{fraction:.3f}'></progress> <span>{html.escape(line)}</span></div>"
+    )
+    waiting = view["state"] in ("queued", "running")
+    raw = state.hub.preview(job_id) if view["state"] == "running" else None
+    preview = None if raw is None else display_preview(raw)
+    key = (job_id, view["state"], p.get("frame"), p.get("step"), id(raw))
+    if view.get("error"):
+        result = message_html(view["error"]["message"], error=True)
+    else:
+        result = outputs_html(job_id, view["outputs"]) if view["state"] == "done" else ""
+    return ResultView(key, waiting, progress, preview, result)
+
+
+PREVIEW_PX = 384
+"""The long side a live preview is shown at (step previews are latent-sized: 8 px for a 64 px frame)."""
+
+
+def display_preview(image: Any, size: int = PREVIEW_PX) -> Any:
+    """A preview (PIL image) enlarged to ``size`` on its long side, pixels kept sharp (nearest neighbour) and
+    the aspect ratio kept; one already as large is returned as it is."""
+    import PIL.Image
+
+    width, height = image.size
+    scale = size / max(width, height)
+    if scale <= 1:
+        return image
+    return image.resize(
+        (max(1, round(width * scale)), max(1, round(height * scale))), PIL.Image.Resampling.NEAREST
+    )
+
+
+def outputs_html(job_id: str, outputs: Mapping[str, str]) -> str:
+    """A finished job's animation, playing (its GIF, WebP or APNG, else its video), and a download link per
+    output file."""
+    picture = next((outputs[kind] for kind in PICTURE_OUTPUTS if kind in outputs), None)
+    video = next((outputs[kind] for kind in VIDEO_OUTPUTS if kind in outputs), None)
+    if picture is not None:
+        media = (
+            f"<img src='{html.escape(picture)}' alt='the finished animation' class='flipbook-result-media'>"
+        )
+    elif video is not None:
+        media = (
+            f"<video src='{html.escape(video)}' class='flipbook-result-media' controls autoplay loop muted "
+            "playsinline></video>"
+        )
+    else:
+        media = ""
+    links = " ".join(
+        f"<a href='{html.escape(url)}' download class='flipbook-download'>{html.escape(kind)}</a>"
+        for kind, url in outputs.items()
+    )
+    return (
+        f"<div class='flipbook-result' data-job='{html.escape(job_id)}'>{media}"
+        f"<p class='flipbook-downloads'>Download: {links}</p></div>"
+    )
+
+
+def last_seed(state: ServerState, job_id: str | None) -> int | None:
+    """The seed last used: that of ``job_id`` (this page's last job) when it is known, else the newest job's
+    that has one (a random seed is known once its job starts)."""
+    from flipbook.server.api import job_view
+
+    record = state.store.get(job_id) if job_id else None
+    if record is not None and (seed := job_view(state, record)["seed"]) is not None:
+        return seed
+    return next((view["seed"] for view in _jobs(state) if view.get("seed") is not None), None)
 
 
 def cancel(state: ServerState, job_id: str | None) -> str:
@@ -500,41 +643,126 @@ def cancel(state: ServerState, job_id: str | None) -> str:
     return f"Job {job_id} has nothing to cancel."
 
 
-def gallery_items(state: ServerState) -> list[tuple[str, str]]:
-    """Finished renders as (GIF or first frame, job id), newest first: only regular files inside the job's run
-    folder (:func:`~flipbook.server.security.confined_file`; a link that leads out is never shown)."""
+GALLERY_STATES = ("done", "interrupted", "cancelled", "failed")
+"""Runs the gallery shows: finished ones and stopped ones with frames (those resume)."""
+
+
+@dataclass(frozen=True)
+class GalleryEntry:
+    """One run in the gallery: its picture (GIF or first frame, a file inside its run folder), job id,
+    state, and the caption (prompt, mode, model, date)."""
+
+    picture: str
+    job_id: str
+    state: str
+    caption: str
+
+
+def gallery_entries(state: ServerState, query: str = "") -> list[GalleryEntry]:
+    """Renders with a picture, newest first, whose caption or id holds ``query`` (any case): only regular
+    files inside the job's run folder (:func:`~flipbook.server.security.confined_file`; a link that leads
+    out is never shown)."""
     from flipbook.server.security import confined_file
 
-    records, _ = state.store.list(limit=JOB_LIST_LIMIT, offset=0, state="done", kind="render")
-    items = []
-    for record in records:
+    words = query.lower().split()
+    entries = []
+    for record in state.store.list(limit=JOB_LIST_LIMIT, offset=0, state=None, kind="render")[0]:
+        if record.state not in GALLERY_STATES:
+            continue
         run = state.settings.runs_dir / record.id
         gif = record.result.get("outputs", {}).get("gif")
         picture = confined_file(run, gif) if isinstance(gif, str) else None
         if picture is None:
             frames = sorted((run / "frames").glob("frame_*.png"))
             picture = confined_file(run, f"frames/{frames[0].name}") if frames else None
-        if picture is not None:
-            items.append((str(picture), record.id))
-    return items
+        caption = run_caption(record)
+        if picture is not None and all(word in f"{record.id} {caption}".lower() for word in words):
+            entries.append(GalleryEntry(str(picture), record.id, record.state, caption))
+    return entries
+
+
+def run_caption(record: Any) -> str:
+    """``prompt · mode · model · date`` (and the state of a run that did not finish)."""
+    import datetime
+
+    spec = record.payload
+    prompts = spec.get("prompts") or {}
+    first = str(next(iter(prompts.values()), "")) if isinstance(prompts, dict) else ""
+    prompt = first if len(first) <= 60 else first[:59] + "…"
+    when = datetime.datetime.fromtimestamp(record.created_at).strftime("%Y-%m-%d %H:%M")
+    parts = [prompt, spec.get("animation", {}).get("mode", ""), spec.get("model", {}).get("name", ""), when]
+    if record.state != "done":
+        parts.append(record.state)
+    return " · ".join(str(part) for part in parts if part)
+
+
+def gallery_items(state: ServerState, query: str = "") -> list[tuple[str, str]]:
+    """(picture, job id) of each run :func:`gallery_entries` lists."""
+    return [(entry.picture, entry.job_id) for entry in gallery_entries(state, query)]
+
+
+def gallery_pictures(state: ServerState, query: str = "") -> list[tuple[str, str]]:
+    """The gallery's (picture, caption) pairs for :func:`gallery_entries`."""
+    return [(entry.picture, entry.caption) for entry in gallery_entries(state, query)]
+
+
+def resume(state: ServerState, job_id: str | None) -> str:
+    """Queue a stopped render again as ``POST /api/jobs/{id}/resume`` does (it continues from its frames)."""
+    if not job_id:
+        return "Pick a run first."
+    if not state.store.requeue_for_resume(job_id):
+        return f"Run {job_id} did not stop part-way (only interrupted, cancelled or failed runs resume)."
+    if state.workers is not None:
+        state.workers.wake()
+    state.hub.publish(job_id, "state", {"id": job_id, "state": "queued"})
+    return f"Resuming {job_id} (see the Queue tab)."
+
+
+def delete(state: ServerState, job_id: str | None) -> str:
+    """Delete a run and its run folder as ``DELETE /api/jobs/{id}`` does (never one that is running)."""
+    from flipbook.server.api import DELETED
+    from flipbook.server.submit import remove_run_dir
+
+    if not job_id:
+        return "Pick a run first."
+    if not state.store.delete(job_id):
+        return f"Run {job_id} is running or gone: cancel it before deleting."
+    remove_run_dir(state.settings, job_id)
+    state.hub.publish(job_id, DELETED, {"id": job_id, "state": DELETED})
+    return f"Deleted {job_id}."
 
 
 def job_toml(state: ServerState, job_id: str) -> str:
-    """The spec a job rendered, as TOML for the Spec tab (server-owned fields and uploaded paths left out:
-    upload the inputs again to re-run)."""
-    from flipbook.server.submit import input_fields
-    from flipbook.spec.load import spec_from_data
-    from flipbook.spec.references import pattern_of, pop_in_data, references
+    """The spec a job rendered, as TOML for the Spec tab (:func:`editable_toml`: upload the inputs again to
+    re-run), with the seed it used (a random seed's value once the job started), so a re-run repeats it."""
+    from flipbook.server.api import job_view
 
     record = state.store.get(job_id)
     if record is None:
         raise FlipbookError("job", job_id, "a job in this server's queue")
     data = json.loads(json.dumps(record.payload))
+    seed = job_view(state, record)["seed"]
+    if seed is not None and record.kind == "render":
+        data.setdefault("sampling", {})["seed"] = seed
+    return editable_toml(data)[0]
+
+
+def editable_toml(data: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """A whole spec (a job's, or one embedded in an output, every field written out) as short TOML to edit:
+    the fields that differ from the defaults, without the server's fields and without the input files it
+    names (paths on the machine that rendered it: uploaded again to re-run); and the input fields left out."""
+    from flipbook.server.submit import input_fields
+    from flipbook.spec.load import spec_from_data
+    from flipbook.spec.references import field_name, pattern_of, pop_in_data, references
+
+    data = without_none(json.loads(json.dumps(dict(data))))
     inputs = input_fields()
-    for reference in references(spec_from_data(record.payload)):
+    dropped = []
+    for reference in references(spec_from_data(json.loads(json.dumps(data)))):
         if pattern_of(reference.location) in inputs:
             pop_in_data(data, reference.location)
-    return _without_defaults(data)
+            dropped.append(field_name(reference.location))
+    return _without_defaults(data), dropped
 
 
 def _without_defaults(data: dict[str, Any]) -> str:
@@ -582,6 +810,116 @@ def model_names(state: ServerState, widget: Widget) -> list[str]:
     return names
 
 
+# ---- the chosen model: its defaults and whether it is here -----------------------------------------------
+
+TEST_MODEL_STEPS = 4
+TEST_MODEL_FRAMES = 8
+"""Steps and frames for a built-in test model (one its family makes smaller than the family's size, such as
+``tiny``: random weights, so more steps or frames only take longer)."""
+HEADER_LIMIT = 100_000_000  # a safetensors header larger than this is no checkpoint's
+
+
+def model_family(state: ServerState, name: str) -> Any:
+    """The image family of the checkpoint ``name`` without loading it: a built-in's, a diffusers folder's (its
+    ``model_index.json`` and UNet config) or a single ``.safetensors`` file's (its header's tensor names),
+    found in the server's models folder; None when it is none of those or not recognised."""
+    from flipbook.models.families import builtin_family, detect_checkpoint, detect_folder
+
+    family = builtin_family(name, "image")
+    if family is not None:
+        return family
+    found = _in_models_folder(state, widget_for(field_schema("model.name")), name)
+    try:
+        if found is not None and found.is_dir():
+            index = json.loads((found / "model_index.json").read_text(encoding="utf-8"))
+            unet = found / "unet" / "config.json"
+            config = json.loads(unet.read_text(encoding="utf-8")) if unet.is_file() else {}
+            return detect_folder(index, config)
+        if found is not None and found.suffix == ".safetensors":
+            return detect_checkpoint(_safetensors_keys(found))
+    except (OSError, ValueError, FlipbookError):
+        return None
+    return None
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    """The tensor names in a safetensors file's header (8-byte length, then JSON), no tensor read."""
+    with path.open("rb") as file:
+        size = int.from_bytes(file.read(8), "little")
+        if not 0 < size < HEADER_LIMIT:
+            raise ValueError(f"{path.name}: not a safetensors header")
+        header = json.loads(file.read(size))
+    return [key for key in header if key != "__metadata__"]
+
+
+def model_defaults(state: ServerState, name: str) -> dict[str, int] | None:
+    """The Create tab's size, steps and frames that fit the checkpoint ``name`` (by spec field): its family's
+    size (a built-in's own), and for a built-in test model few steps and frames (:data:`TEST_MODEL_STEPS`);
+    otherwise the spec's defaults. None when the family is not known (the form is left as it is)."""
+    family = model_family(state, name)
+    size = None if family is None else family.size_of(name)
+    if size is None:
+        return None
+    test_model = (
+        family.default_size is not None
+        and size[0] * size[1] < family.default_size[0] * family.default_size[1]
+    )
+    return {
+        "animation.width": size[0],
+        "animation.height": size[1],
+        "sampling.steps": TEST_MODEL_STEPS if test_model else field_default("sampling.steps"),
+        "animation.max_frames": TEST_MODEL_FRAMES if test_model else field_default("animation.max_frames"),
+    }
+
+
+def _in_models_folder(state: ServerState, widget: Widget, name: str) -> Path | None:
+    """Where the models folder keeps ``name`` among the widget's models-folder kinds, or None."""
+    if state.settings.models_dir is None or not widget.folders:
+        return None
+    from flipbook.models.folders import ModelsDir
+
+    try:
+        folders = ModelsDir(state.settings.models_dir)
+    except (FlipbookError, OSError):
+        return None
+    for kind in widget.folders:
+        try:
+            return folders.find(kind, name)
+        except (FlipbookError, OSError):
+            continue
+    return None
+
+
+def hub_cached(repo_id: str) -> bool:
+    """Whether the hub cache holds a snapshot of ``repo_id`` (no network)."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    snapshots = Path(HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
+
+
+def model_note(state: ServerState, widget: Widget, name: Any) -> str:
+    """HTML flagging a model name the server cannot load offline (not built in, not in the models folder,
+    not in the hub cache), said when it is chosen rather than when the job fails; empty when it is here."""
+    name = str(name or "").strip()
+    if not name or name in widget.choices or _in_models_folder(state, widget, name) is not None:
+        return ""
+    if "/" in name and hub_cached(name):
+        return ""
+    where = [
+        "built in",
+        "in the models folder (--models-dir)" if widget.folders else None,
+        "in the hub cache",
+    ]
+    text = (
+        f"{widget.label}: {name!r} is not available offline: it is not "
+        + ", ".join(w for w in where if w).replace(", in the hub", " nor in the hub")
+        + ". The job would fail when it loads it: pick one of the names offered, or put the model in the "
+        "models folder."
+    )
+    return f"<p class='flipbook-warning'>{html.escape(text)}</p>"
+
+
 def settings_markdown(state: ServerState) -> str:
     s = state.settings
     models_dir = f"`{s.models_dir}`" if s.models_dir is not None else "not set"
@@ -600,22 +938,70 @@ def settings_markdown(state: ServerState) -> str:
 # ---- the Gradio app --------------------------------------------------------------------------------------
 
 
+UI_CSS = """
+.flipbook-error { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre-wrap;
+  margin: 0; padding: 0.5em 0.75em; border-radius: 6px; color: var(--error-text-color, #b91c1c);
+  background: var(--error-background-fill, #fef2f2); border: 1px solid var(--error-border-color, #fecaca); }
+.flipbook-warning { margin: 0; padding: 0.25em 0.5em; border-radius: 6px; color: var(--error-text-color, #92400e);
+  background: var(--error-background-fill, #fffbeb); font-size: 0.9em; }
+.flipbook-progress progress { width: 100%; height: 0.9em; }
+#generate-preview img, .flipbook-result-media { image-rendering: pixelated; }
+.flipbook-result-media { width: 100%; max-width: 512px; height: auto; display: block; margin: 0 auto; }
+#generate { min-height: 3em; font-size: 1.15em; }
+#seed-row button { max-width: 3em; min-width: 2.5em; }
+#result-column { position: sticky; top: 0.5em; align-self: flex-start; }
+#flipbook-queue { overflow-x: auto; display: block; }
+#gallery .grid-container { grid-template-columns: repeat(auto-fill, minmax(160px, 1fr)) !important; }
+#gallery .thumbnail-item img { object-fit: contain !important; image-rendering: pixelated; }
+#gallery .caption-label { white-space: normal; overflow: visible; max-width: 100%; font-size: 0.8em; }
+@media (max-width: 720px) {
+  #create-row, #spec-row { flex-direction: column; }
+  #create-row > .column, #spec-row > .column { min-width: 0 !important; width: 100%; }
+  #result-column { position: static; order: -1; }
+  .gradio-container .row, .gradio-container .form { flex-wrap: wrap; }
+  .gradio-container .row > *, .gradio-container .form > * { min-width: min(100%, 140px) !important; }
+}
+"""
+"""The web UI's own styles: errors in monospace keeping their spaces (a caret's column), the result column
+beside the form on a wide screen and under it on a phone, small previews enlarged without blurring."""
+
+FAVICON_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64">'
+    '<rect x="6" y="10" width="40" height="46" rx="5" fill="#fdba74"/>'
+    '<rect x="18" y="6" width="40" height="46" rx="5" fill="#f97316" stroke="#7c2d12" stroke-width="3"/>'
+    '<path d="M31 18 l15 11 -15 11z" fill="#fff"/></svg>'
+)
+"""The tab icon: two pages of a flip book and a play sign."""
+
+
 def build_ui(state: ServerState) -> gr.Blocks:
-    """The Blocks app for one server's state: a tab per registered mode, each generated from its form."""
+    """The Blocks app for one server's state: the Create tab (the prompts, a tab per registered mode with its
+    own controls, then the common settings; on the right Generate and the job's progress, live preview and
+    result), Spec, Queue, Gallery and Settings."""
     import gradio as gr
 
     scratch = Path(tempfile.mkdtemp(prefix="flipbook-ui-"))
 
     with gr.Blocks(title="flipbook", analytics_enabled=False) as demo:
-        gr.Markdown("# flipbook")
+        gr.Markdown("# flipbook", elem_id="title")
+        job = gr.State(None)  # this page's last job
         with gr.Tabs() as tabs:
             with gr.Tab("Create", id="create"):
-                common = _common_fields(gr, state)
-                to_spec = []
-                with gr.Tabs():
-                    for mode in MODES:
-                        with gr.Tab(mode, id=f"mode-{mode}", elem_id=f"tab-{mode}"):
-                            to_spec.append(_mode_tab(gr, state, mode, common, scratch))
+                with gr.Row(elem_id="create-row"):
+                    with gr.Column(scale=3, min_width=320):
+                        prompts = _prompt_table(gr)
+                        mode_state = gr.State(next(iter(MODES)))
+                        forms = {}
+                        with gr.Tabs(elem_id="mode-tabs"):
+                            for mode in MODES:
+                                with gr.Tab(mode, id=f"mode-{mode}", elem_id=f"tab-{mode}") as tab:
+                                    forms[mode] = _mode_tab(gr, state, mode, scratch)
+                                tab.select(lambda m=mode: m, None, mode_state)
+                        common = {"prompts": prompts, **_common_fields(gr, state, job)}
+                    with gr.Column(scale=2, min_width=300, elem_id="result-column"):
+                        _result_panel(gr, state, job, mode_state, common, forms)
+                for mode, form in forms.items():
+                    _wire_mode(gr, state, mode, form, common, scratch, mode_state)
             with gr.Tab("Spec", id="spec", elem_id="tab-spec"):
                 spec_box = _spec_tab(gr, state)
             with gr.Tab("Queue", id="queue", elem_id="tab-queue"):
@@ -624,43 +1010,93 @@ def build_ui(state: ServerState) -> gr.Blocks:
                 _gallery_tab(gr, state, gallery_tab, spec_box, tabs)
             with gr.Tab("Settings", id="settings", elem_id="tab-settings"):
                 gr.Markdown(lambda: settings_markdown(state))
-        for button, gather, inputs in to_spec:  # each mode's form as TOML in the Spec tab
-            button.click(_to_spec_handler(gather), inputs, [spec_box, tabs])
+        for form in forms.values():  # each mode's form as TOML in the Spec tab
+            form.to_spec.click(_to_spec_handler(form.gather(common)), form.inputs(common), [spec_box, tabs])
     return demo
 
 
-def _common_fields(gr: Any, state: ServerState) -> dict[str, Any]:
-    """The prompt table and :func:`common_form`'s fields; components by form key."""
-    with gr.Accordion("Common settings", open=True):
-        prompts = gr.Dataframe(
-            value=[["0", "a lighthouse at dusk, oil painting"], ["12", "a lighthouse at night, stars"]],
-            headers=["frame", "prompt"],
-            datatype=["str", "str"],
-            type="array",
-            interactive=True,
-            row_count=2,
-            column_count=2,
-            label="Prompts (frame → prompt; a frame may be an expression in max_f)",
-            elem_id="prompts-table",
-        )
-        components = {"prompts": prompts}
-        entries = common_form()
-        _form(gr, state, [e for e in entries if e.shown], components, prefix="")
+def _prompt_table(gr: Any) -> Any:
+    return gr.Dataframe(
+        value=[["0", "a lighthouse at dusk, oil painting"], ["12", "a lighthouse at night, stars"]],
+        headers=["frame", "prompt"],
+        datatype=["str", "str"],
+        type="array",
+        interactive=True,
+        row_count=2,
+        column_count=2,
+        label="Prompts (frame → prompt; a frame may be an expression in max_f)",
+        elem_id="prompts-table",
+    )
+
+
+def _common_fields(gr: Any, state: ServerState, job: Any) -> dict[str, Any]:
+    """:func:`common_form`'s fields; components by form key. The seed gets a dice (random) and a recycle (the
+    seed last used) button; choosing a checkpoint sets the size, steps and frames that fit it."""
+    components: dict[str, Any] = {}
+    entries = common_form()
+    fitting = model_defaults(state, str(field_default("model.name")))  # the default model's size, steps, ...
+    with gr.Accordion("Common settings", open=True, elem_id="common-settings"):
+        _form(gr, state, [e for e in entries if e.shown], components, prefix="", initial=fitting or {})
         with gr.Accordion("More settings", open=False, elem_id="more-common"):
             _form(gr, state, [e for e in entries if not e.shown], components, prefix="")
+    by_path = {entry.path: entry.key for entry in entries}
+    seed = components[by_path["sampling.seed"]]
+    dice, recycle = components.pop("_seed_buttons")
+    dice.click(lambda: -1, None, seed)
+    recycle.click(lambda job_id: last_seed(state, job_id) if last_seed(state, job_id) is not None else gr.skip(),
+                  job, seed)  # fmt: skip
+    model = components[by_path["model.name"]]
+    sized = [
+        path for path in ("animation.width", "animation.height", "sampling.steps", "animation.max_frames")
+    ]
+
+    def fit_model(name: str) -> list[Any]:
+        defaults = model_defaults(state, str(name or ""))
+        if defaults is None:
+            return [gr.skip()] * len(sized)
+        return [shown_value(form_entry(path).widget, defaults[path]) for path in sized]
+
+    model.input(fit_model, model, [components[by_path[path]] for path in sized])
     return components
 
 
 def _form(
-    gr: Any, state: ServerState, entries: Sequence[FormEntry], into: dict[str, Any], prefix: str
+    gr: Any,
+    state: ServerState,
+    entries: Sequence[FormEntry],
+    into: dict[str, Any],
+    prefix: str,
+    initial: Mapping[str, Any] | None = None,
 ) -> None:
     """The entries' components in rows of :data:`ROW_WIDTH` (a table or prompt box on a row of its own), added
-    to ``into`` by key; element ids are ``prefix-key`` (``key`` alone without a prefix)."""
+    to ``into`` by key; element ids are ``prefix-key`` (``key`` alone without a prefix). A model box gets a note
+    under it flagging a name the server does not have offline; the seed its dice and recycle buttons (in
+    ``into["_seed_buttons"]``). ``initial`` holds values to show instead of defaults, by spec field."""
+    initial = initial or {}
     for row in _rows(entries):
         with gr.Row(equal_height=False):
             for entry in row:
                 elem_id = "-".join(filter(None, (prefix, entry.key.replace(".", "-"))))
-                into[entry.key] = _component(gr, state, entry.widget, elem_id)
+                if entry.widget.kind == "model":
+                    with gr.Column(min_width=160):
+                        into[entry.key] = _component(gr, state, entry.widget, elem_id)
+                        note = gr.HTML(
+                            model_note(state, entry.widget, entry.widget.default), elem_id=f"{elem_id}-note"
+                        )
+                    into[entry.key].change(
+                        lambda name, w=entry.widget: model_note(state, w, name), into[entry.key], note,
+                        show_progress="hidden",
+                    )  # fmt: skip
+                elif entry.path == "sampling.seed":
+                    with gr.Row(elem_id="seed-row", equal_height=False):
+                        into[entry.key] = _component(gr, state, entry.widget, elem_id)
+                        with gr.Column(min_width=48, scale=0):
+                            into["_seed_buttons"] = (
+                                gr.Button("⚄", size="sm", elem_id="seed-random", min_width=40),
+                                gr.Button("♻", size="sm", elem_id="seed-recycle", min_width=40),
+                            )
+                else:
+                    into[entry.key] = _component(gr, state, entry.widget, elem_id, initial.get(entry.path))
 
 
 def _rows(entries: Sequence[FormEntry]) -> Iterator[list[FormEntry]]:
@@ -678,11 +1114,51 @@ def _rows(entries: Sequence[FormEntry]) -> Iterator[list[FormEntry]]:
         yield row
 
 
-def _mode_tab(
-    gr: Any, state: ServerState, mode: str, common: dict[str, Any], scratch: Path
-) -> tuple[Any, Any, list[Any]]:
-    """One mode's tab, generated from :func:`mode_form` (each field with the widget its schema gives), and its
-    buttons; returns its "Edit as TOML" button, form reader and inputs."""
+@dataclass
+class ModeTab:
+    """One mode tab's components: its own fields by form key, its buttons and outputs."""
+
+    mode: str
+    own: dict[str, Any]
+    entries: tuple[FormEntry, ...]
+    plot_button: Any
+    to_spec: Any
+    preview_button: Any
+    message: Any
+    plot: Any
+    gif: Any
+    keyframes: Any
+
+    def gather(self, common: Mapping[str, Any]) -> Any:
+        """The function turning the tab's inputs (:meth:`inputs`) into spec data."""
+        common_names, own_names = list(common), list(self.own)
+
+        def gather(*values: Any) -> dict[str, Any]:
+            return mode_data(
+                self.mode,
+                dict(zip(common_names, values[: len(common_names)], strict=True)),
+                dict(zip(own_names, values[len(common_names) :], strict=True)),
+            )
+
+        return gather
+
+    def inputs(self, common: Mapping[str, Any]) -> list[Any]:
+        return [*common.values(), *self.own.values()]
+
+    def uploads(self, values: Sequence[Any], common: Mapping[str, Any]) -> dict[str, str]:
+        """The files uploaded in the tab (spec field -> local path)."""
+        own_values = dict(zip(self.own, values[len(common) :], strict=True))
+        return {
+            e.path: own_values[e.key]
+            for e in self.entries
+            if e.widget.kind == "upload" and own_values.get(e.key)
+        }
+
+
+def _mode_tab(gr: Any, state: ServerState, mode: str, scratch: Path) -> ModeTab:
+    """One mode's tab, generated from :func:`mode_form` (each field with the widget its schema gives): its own
+    controls first, its buttons (check and plot, TOML, motion preview), the schedule chart and the keyframe
+    table."""
     descriptor = get_mode(mode)
     gr.Markdown(descriptor.description, elem_id=f"about-{mode}")
     entries = mode_form(mode)
@@ -692,74 +1168,176 @@ def _mode_tab(
     if hidden:
         with gr.Accordion(f"More {descriptor.section or mode} settings", open=False, elem_id=f"more-{mode}"):
             _form(gr, state, hidden, own, prefix=mode)
-    everything = [*common_form(), *entries]
-    uploads = {e.key: e.path for e in entries if e.widget.kind == "upload"}  # form key -> spec field
-    common_names, own_names = list(common), list(own)
-    inputs = [*common.values(), *own.values()]
-
-    def gather(*values: Any) -> dict[str, Any]:
-        return mode_data(
-            mode,
-            dict(zip(common_names, values[: len(common_names)], strict=True)),
-            dict(zip(own_names, values[len(common_names) :], strict=True)),
-        )
-
     with gr.Row():
-        submit_button = gr.Button(f"Queue {mode} job", variant="primary", elem_id=f"submit-{mode}")
-        plot_button = gr.Button("Check and plot schedules", elem_id=f"plot-{mode}")
-        to_spec = gr.Button("Edit as TOML", elem_id=f"tospec-{mode}")
+        plot_button = gr.Button("Check and plot schedules", elem_id=f"plot-{mode}", size="sm")
+        to_spec = gr.Button("Edit as TOML", elem_id=f"tospec-{mode}", size="sm")
         preview_button = (
-            gr.Button("Motion preview (no model)", elem_id=f"motion-{mode}")
+            gr.Button("Motion preview (no model)", elem_id=f"motion-{mode}", size="sm")
             if descriptor.camera_path is not None
             else None
         )
-    message = gr.Markdown(elem_id=f"message-{mode}")
+    message = gr.HTML(elem_id=f"message-{mode}")
     with gr.Row():
-        plot = gr.Plot(label="Schedules", elem_id=f"plot-out-{mode}")
-        gif = gr.Image(label="Motion preview", type="filepath", visible=preview_button is not None)
+        plot = gr.Plot(label="Schedules", elem_id=f"plot-out-{mode}", visible=False, scale=2)
+        gif = gr.Image(label="Motion preview", type="filepath", visible=preview_button is not None, scale=1)
+    schedules = [e for e in (*common_form(), *entries) if e.widget.kind == "schedule"]
+    with gr.Accordion("Keyframe table", open=False, elem_id=f"keyframes-{mode}"):
+        keyframes = (
+            gr.Dropdown([(e.widget.label, e.key) for e in schedules], value=None, label="Schedule to edit",
+                        elem_id=f"kf-field-{mode}"),
+            gr.Dataframe(headers=["frame", "value"], datatype=["str", "str"], type="array", interactive=True,
+                         column_count=2, row_count=1, label="Keyframes (frame → value)", elem_id=f"kf-table-{mode}"),
+            gr.Dropdown(["linear", "cubic", "step"], value="linear", label="Interpolation",
+                        elem_id=f"kf-interp-{mode}"),
+            gr.HTML(elem_id=f"kf-message-{mode}"),
+        )  # fmt: skip
+    return ModeTab(mode, own, entries, plot_button, to_spec, preview_button, message, plot, gif, keyframes)
 
-    def on_submit(*values: Any) -> str:
-        try:
-            own_values = dict(zip(own_names, values[len(common_names) :], strict=True))
-            files = {field: own_values.get(name) for name, field in uploads.items() if own_values.get(name)}
-            job_id = submit(state, gather(*values), files)
-        except Exception as error:  # noqa: BLE001 (shown in the tab)
-            return f"Not queued: {error_text(error, state)}"
-        return f"Queued job `{job_id}` (see the Queue tab)."
+
+def _wire_mode(
+    gr: Any,
+    state: ServerState,
+    mode: str,
+    tab: ModeTab,
+    common: dict[str, Any],
+    scratch: Path,
+    mode_state: Any,
+) -> None:
+    """A mode tab's events: check and plot (also live as a schedule changes: a common box re-plots only the
+    chosen tab's chart, ``mode_state``), the motion preview, and the keyframe table kept in sync with the
+    schedule box it edits."""
+    gather, inputs = tab.gather(common), tab.inputs(common)
+
+    def on_live_plot(chosen: str, *values: Any) -> tuple[Any, Any]:
+        return on_plot(*values) if chosen == mode else (gr.skip(), gr.skip())
 
     def on_plot(*values: Any) -> tuple[Any, str]:
         try:
-            data = gather(*values)
-        except Exception as error:  # noqa: BLE001
-            return None, f"Not valid: {error_text(error)}"
-        return chart(data)
+            figure, message = chart(gather(*values))
+        except Exception as error:  # noqa: BLE001 (shown in the tab)
+            figure, message = None, failure_html("Not valid", error)
+        return gr.Plot(figure, visible=figure is not None), message
 
     def on_preview(*values: Any) -> tuple[Any, str]:
         try:
-            return str(motion_preview(gather(*values), scratch)), "Motion preview written."
+            return str(motion_preview(gather(*values), scratch)), message_html("Motion preview written.")
         except Exception as error:  # noqa: BLE001
-            return None, f"No preview: {error_text(error)}"
+            return None, failure_html("No preview", error)
 
-    submit_button.click(on_submit, inputs, message)
-    plot_button.click(on_plot, inputs, [plot, message])
-    components = {**common, **own}
-    for entry in everything:  # re-plot when a schedule box changes
+    tab.plot_button.click(on_plot, inputs, [tab.plot, tab.message])
+    components = {**common, **tab.own}
+    entries = [*common_form(), *tab.entries]
+    for entry in entries:  # re-plot as a schedule box changes
         if entry.live:
             components[entry.key].change(
-                on_plot, inputs, [plot, message], trigger_mode="always_last", show_progress="hidden"
+                on_live_plot, [mode_state, *inputs], [tab.plot, tab.message], trigger_mode="always_last",
+                show_progress="hidden",
+            )  # fmt: skip
+    if tab.preview_button is not None:
+        tab.preview_button.click(on_preview, inputs, [tab.gif, tab.message])
+    _wire_keyframes(gr, tab, [e for e in entries if e.widget.kind == "schedule"], components, mode_state)
+
+
+def _wire_keyframes(
+    gr: Any, tab: ModeTab, entries: Sequence[FormEntry], components: Mapping[str, Any], mode_state: Any
+) -> None:
+    """The keyframe table edits the schedule picked above it: picking one (or typing in its box) fills the
+    table (:func:`~flipbook.server.widgets.schedule_rows`), editing the table or the interpolation writes the
+    box (:func:`~flipbook.server.widgets.rows_schedule`)."""
+    from flipbook.server.widgets import rows_schedule, schedule_rows
+
+    field, table, interpolation, message = tab.keyframes
+    labels = {entry.key: entry for entry in entries}  # by form key, as the dropdown's values
+    boxes = [components[entry.key] for entry in entries]
+
+    def load(label: str, *texts: Any) -> tuple[Any, Any, str]:
+        if label not in labels:
+            return gr.skip(), gr.skip(), ""
+        text = texts[list(labels).index(label)]
+        try:
+            rows, method = schedule_rows(text if text not in (None, "") else labels[label].widget.default)
+        except FlipbookError as error:
+            return gr.skip(), gr.skip(), failure_html("Not a keyframe schedule", error)
+        return rows, method, ""
+
+    def write(label: str, rows: Any, method: str) -> list[Any]:
+        if label not in labels:
+            return [gr.skip()] * len(boxes)
+        value = rows_schedule(rows, method or "linear")
+        return [value if name == label else gr.skip() for name in labels]
+
+    def reload(chosen: str, label: str, *texts: Any) -> tuple[Any, Any, str]:  # a box typed in: this tab's?
+        return load(label, *texts) if chosen == tab.mode else (gr.skip(), gr.skip(), gr.skip())
+
+    field.change(load, [field, *boxes], [table, interpolation, message])
+    for box in boxes:
+        box.input(
+            reload, [mode_state, field, *boxes], [table, interpolation, message], show_progress="hidden"
+        )
+    table.input(write, [field, table, interpolation], boxes, show_progress="hidden")
+    interpolation.input(write, [field, table, interpolation], boxes, show_progress="hidden")
+
+
+def _result_panel(
+    gr: Any,
+    state: ServerState,
+    job: Any,
+    mode_state: Any,
+    common: dict[str, Any],
+    forms: Mapping[str, ModeTab],
+) -> None:
+    """Generate (queues the chosen mode's form) and, right beside it, the job's progress with ETA, its live
+    preview while it runs and the finished animation with download links, polled every :data:`POLL_S`."""
+    generate = gr.Button("Generate", variant="primary", elem_id="generate")
+    message = gr.HTML(elem_id="generate-message")
+    progress = gr.HTML(elem_id="generate-progress")
+    result = gr.HTML(elem_id="generate-result")
+    preview = gr.Image(label="Live preview", type="pil", height=384, elem_id="generate-preview", interactive=False,
+                       visible=False)  # fmt: skip
+    shown = gr.State(None)
+    timer = gr.Timer(POLL_S, active=False)
+    modes = list(forms)
+    own_counts = [len(forms[mode].own) for mode in modes]
+    inputs = [mode_state, *common.values(), *(c for mode in modes for c in forms[mode].own.values())]
+
+    def on_generate(mode: str, *values: Any) -> tuple[Any, ...]:
+        start = len(common) + sum(own_counts[: modes.index(mode)])
+        tab = forms[mode]
+        mine = (*values[: len(common)], *values[start : start + len(tab.own)])
+        try:
+            job_id = submit(state, tab.gather(common)(*mine), tab.uploads(mine, common))
+        except Exception as error:  # noqa: BLE001 (shown beside the button)
+            return (
+                gr.skip(),
+                failure_html("Not queued", error, state),
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
             )
-    if preview_button is not None:
-        preview_button.click(on_preview, inputs, [gif, message])
-    return to_spec, gather, inputs
+        note = message_html(f"Queued {mode} job `{job_id}`.")
+        return job_id, note, "", gr.Image(None, visible=False), "", gr.Timer(active=True)
+
+    def on_tick(job_id: str | None, last: Any) -> tuple[Any, ...]:
+        if not job_id:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)
+        view = result_view(state, job_id)
+        if view.key == last:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        preview = gr.Image(view.preview, visible=view.preview is not None)
+        return view.key, view.progress_html, preview, view.result_html, gr.Timer(active=view.waiting)
+
+    generate.click(on_generate, inputs, [job, message, progress, preview, result, timer])
+    timer.tick(on_tick, [job, shown], [shown, progress, preview, result, timer], show_progress="hidden")
 
 
-def _component(gr: Any, state: ServerState, widget: Widget, elem_id: str) -> Any:
-    """The Gradio component for a widget (see :mod:`flipbook.server.widgets`), showing the field's default and
-    its description as info text."""
+def _component(gr: Any, state: ServerState, widget: Widget, elem_id: str, initial: Any = None) -> Any:
+    """The Gradio component for a widget (see :mod:`flipbook.server.widgets`), showing the field's default (or
+    ``initial``) and its description as info text."""
     label = f"{widget.label} ({widget.unit})" if widget.unit else widget.label
     common = {"label": label, "elem_id": elem_id}
     info = {"info": widget.info} if widget.info else {}
-    value = shown_value(widget, widget.default)
+    value = shown_value(widget, widget.default if initial is None else initial)
     if widget.kind == "upload":
         if widget.file_types == ("image",):
             return gr.Image(type="filepath", **common)
@@ -805,8 +1383,8 @@ def _to_spec_handler(gather: Any):
 
 
 def _spec_tab(gr: Any, state: ServerState) -> Any:
-    with gr.Row():
-        with gr.Column(scale=3):
+    with gr.Row(elem_id="spec-row"):
+        with gr.Column(scale=3, min_width=320):
             box = gr.Textbox(
                 value=data_to_toml(
                     {
@@ -821,12 +1399,14 @@ def _spec_tab(gr: Any, state: ServerState) -> Any:
                 label="Spec (TOML)",
                 elem_id="spec-toml",
             )
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, min_width=300):
             imported = gr.File(
-                label="Import: Deforum settings (.txt/.json), spec (.toml/.json), flipbook output or A1111 PNG",
+                label="Import: Deforum settings (.txt/.json), spec (.toml/.json), flipbook output "
+                "(GIF, MP4, WebP, ...) or A1111 PNG",
                 type="filepath",
                 elem_id="import-file",
             )
+            import_message = gr.HTML(elem_id="import-message")  # right under the import box
             with gr.Accordion("Input files (optional uploads)", open=True):
                 uploads = {
                     name: gr.File(label=name, type="filepath", elem_id=f"upload-{name.replace('.', '-')}")
@@ -835,7 +1415,7 @@ def _spec_tab(gr: Any, state: ServerState) -> Any:
     with gr.Row():
         submit_button = gr.Button("Queue this spec", variant="primary", elem_id="submit-spec")
         check_button = gr.Button("Check and plot schedules", elem_id="plot-spec")
-    message = gr.Markdown(elem_id="message-spec")
+    message = gr.HTML(elem_id="message-spec")
     plot = gr.Plot(label="Schedules")
 
     def files(paths: Sequence[Any]) -> dict[str, str]:
@@ -845,28 +1425,29 @@ def _spec_tab(gr: Any, state: ServerState) -> Any:
         try:
             job_id = submit(state, toml_to_data(text), files(paths))
         except Exception as error:  # noqa: BLE001
-            return f"Not queued: {error_text(error, state)}"
-        return f"Queued job `{job_id}` (see the Queue tab)."
+            return failure_html("Not queued", error, state)
+        return message_html(f"Queued job `{job_id}` (see the Queue tab).")
 
     def on_check(text: str, *paths: Any) -> tuple[Any, str]:
         try:
             spec = check_spec_files(state, toml_to_data(text), files(paths))
             return chart(json.loads(spec.model_dump_json()))
         except Exception as error:  # noqa: BLE001
-            return None, f"Not valid: {error_text(error, state)}"
+            return None, failure_html("Not valid", error, state)
 
     def on_import(path: Any, text: str) -> tuple[str, str]:
         if not path:
             return text, ""
         try:
-            return import_file(path)
+            imported_text, note = import_file(path)
         except Exception as error:  # noqa: BLE001
-            return text, f"Not imported: {error_text(error)}"
+            return text, message_html(f"Not imported: {import_error(error, path)}", error=True)
+        return imported_text, message_html(note)
 
     extra = list(uploads.values())
     submit_button.click(on_submit, [box, *extra], message, api_name="submit_spec")
     check_button.click(on_check, [box, *extra], [plot, message], api_name="check_spec")
-    imported.upload(on_import, [imported, box], [box, message], api_name="on_import")
+    imported.upload(on_import, [imported, box], [box, import_message], api_name="on_import")
     return box
 
 
@@ -879,7 +1460,7 @@ def _queue_tab(gr: Any, state: ServerState) -> None:
         )
         cancel_button = gr.Button("Cancel job", variant="stop", elem_id="cancel")
     note = gr.Markdown()
-    preview = gr.Image(label="Running job: latest preview", type="pil", elem_id="live-preview")
+    preview = gr.Image(label="Running job: latest preview", type="pil", height=256, elem_id="live-preview")
 
     def refresh(current: str | None) -> tuple[str, Any, Any]:
         ids = active_job_ids(state)
@@ -891,22 +1472,52 @@ def _queue_tab(gr: Any, state: ServerState) -> None:
 
 
 def _gallery_tab(gr: Any, state: ServerState, tab: Any, spec_box: Any, tabs: Any) -> None:
-    gr.Markdown("Finished renders, newest first. Click one to open its spec in the Spec tab.")
-    refresh_button = gr.Button("Refresh", elem_id="gallery-refresh")
-    gallery = gr.Gallery(columns=4, label="Runs", elem_id="gallery", allow_preview=False)
+    gr.Markdown("Renders, newest first. Pick one, then edit and re-run it (with the seed it used), resume it "
+                "(a stopped run) or delete it.")  # fmt: skip
+    with gr.Row():
+        query = gr.Textbox(label="Filter (prompt, mode, model, date, id)", elem_id="gallery-filter", scale=3)
+        refresh_button = gr.Button("Refresh", elem_id="gallery-refresh", scale=1)
+    gallery = gr.Gallery(columns=4, label="Runs", elem_id="gallery", allow_preview=False, object_fit="contain",
+                         height="auto")  # fmt: skip
+    picked = gr.State(None)
+    with gr.Row():
+        rerun = gr.Button("Edit and re-run", elem_id="gallery-rerun", variant="primary")
+        resume_button = gr.Button("Resume", elem_id="gallery-resume")
+        delete_button = gr.Button("Delete", elem_id="gallery-delete", variant="stop")
+    note = gr.HTML(elem_id="gallery-note")
 
-    def on_select(event):  # noqa: ANN001 (annotated below: gradio injects SelectData by annotation)
-        items = gallery_items(state)
-        if event.index is None or event.index >= len(items):
-            raise gr.Error("That run is gone; refresh the gallery.")
-        return job_toml(state, items[event.index][1]), gr.Tabs(selected="spec")
+    def on_select(text: str, event):  # noqa: ANN001 (annotated below: gradio injects SelectData by annotation)
+        entries = gallery_entries(state, text or "")
+        if event.index is None or event.index >= len(entries):
+            return None, message_html("That run is gone; refresh the gallery.", error=True)
+        entry = entries[event.index]
+        return entry.job_id, message_html(f"Picked `{entry.job_id}`: {entry.caption}")
 
     on_select.__annotations__ = {"event": gr.SelectData}
 
-    refresh_button.click(lambda: gallery_items(state), None, gallery)
-    tab.select(lambda: gallery_items(state), None, gallery)
-    gr.context.Context.root_block.load(lambda: gallery_items(state), None, gallery)
-    gallery.select(on_select, None, [spec_box, tabs])
+    def on_rerun(job_id: str | None) -> tuple[Any, Any, str]:
+        if not job_id:
+            return gr.skip(), gr.skip(), message_html("Pick a run first.")
+        try:
+            return job_toml(state, job_id), gr.Tabs(selected="spec"), ""
+        except FlipbookError as error:
+            return gr.skip(), gr.skip(), failure_html("Not found", error, state)
+
+    def act(action: Any) -> Any:
+        def handle(job_id: str | None, text: str) -> tuple[Any, str]:
+            return gallery_pictures(state, text or ""), message_html(action(state, job_id))
+
+        return handle
+
+    listing = (lambda text: gallery_pictures(state, text or ""), query, gallery)
+    refresh_button.click(*listing)
+    query.change(*listing, show_progress="hidden")
+    tab.select(*listing)
+    gr.context.Context.root_block.load(*listing)
+    gallery.select(on_select, query, [picked, note])
+    rerun.click(on_rerun, picked, [spec_box, tabs, note])
+    resume_button.click(act(resume), [picked, query], [gallery, note])
+    delete_button.click(act(delete), [picked, query], [gallery, note])
 
 
 def mount_ui(app: FastAPI, state: ServerState, path: str = UI_PATH) -> None:
@@ -920,7 +1531,7 @@ def mount_ui(app: FastAPI, state: ServerState, path: str = UI_PATH) -> None:
     import importlib.util
     import logging
 
-    from fastapi.responses import RedirectResponse
+    from fastapi.responses import RedirectResponse, Response
 
     if importlib.util.find_spec("gradio") is None:
         logging.getLogger("flipbook.server").warning("gradio is not installed: no web UI at %s", path)
@@ -933,6 +1544,11 @@ def mount_ui(app: FastAPI, state: ServerState, path: str = UI_PATH) -> None:
     def _root() -> RedirectResponse:
         return RedirectResponse(f"{path}/", status_code=307)
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    @app.get(f"{path}/favicon.ico", include_in_schema=False)
+    def _favicon() -> Response:
+        return Response(FAVICON_SVG, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
     demo = build_ui(state)
 
     def stored_by_gradio(named: str) -> bool:  # this server's uploads and the files its components cached
@@ -943,6 +1559,8 @@ def mount_ui(app: FastAPI, state: ServerState, path: str = UI_PATH) -> None:
         app,
         demo,
         path=path,
+        css=UI_CSS,
+        head='<link rel="icon" type="image/svg+xml" href="favicon.ico">',
         allowed_paths=[str(state.settings.runs_dir.resolve())],
         ssr_mode=False,
         show_error=True,

@@ -20,6 +20,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from flipbook.errors import FlipbookError
 from flipbook.spec.references import FILE_KINDS, parse_field
 
 WidgetKind = Literal[
@@ -173,12 +174,14 @@ def _table(
 
 def _number(node: dict[str, Any], label: str, default: Any, unit: str | None, info: str | None) -> Widget:
     """A whole number box, or for a number bounded on both sides (and with a default: a slider always holds a
-    value) a slider (an exclusive bound moved in by one step), else a number box."""
+    value) a slider (an exclusive bound moved in by one step), else a number box. A whole number that must be
+    a multiple (``multipleOf``: a width or height, as A1111's size sliders) is a slider in those steps."""
     whole = node.get("type") == "integer"
-    step = 1 if whole else 0.01
+    step = node.get("multipleOf", 1) if whole else 0.01
     low = node.get("minimum", _inside(node.get("exclusiveMinimum"), step))
     high = node.get("maximum", _inside(node.get("exclusiveMaximum"), -step))
-    if not whole and low is not None and high is not None and default is not None:
+    sliding = not whole or step > 1
+    if sliding and low is not None and high is not None and default is not None:
         return Widget("slider", label, default, minimum=low, maximum=high, step=step, unit=unit, info=info)
     kind = "integer" if whole else "number"
     return Widget(kind, label, default, minimum=low, maximum=high, unit=unit, info=info)
@@ -220,8 +223,8 @@ def form_value(widget: Widget, value: Any, field: str = "form") -> Any:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if widget.kind == "schedule":
-        return schedule_value(value)
-    if widget.kind == "integer":
+        return schedule_value(value, field)
+    if widget.kind == "integer" or (widget.kind == "slider" and isinstance(widget.step, int)):
         return _whole(value)
     if widget.kind in ("number", "slider"):
         return _float(value)
@@ -261,9 +264,10 @@ def shown_value(widget: Widget, value: Any) -> Any:
     return value
 
 
-def schedule_value(text: Any) -> Any:
-    """A schedule box's text as the spec takes it: a plain number becomes a number (whole numbers an int), anything
-    else (a Deforum schedule string) stays text."""
+def schedule_value(text: Any, field: str = "schedule") -> Any:
+    """A schedule box's text as the spec takes it: a plain number becomes a number (whole numbers an int), a JSON
+    object or array a table (``{"schedule": ..., "interpolation": "cubic"}``) or per-frame list (as the box
+    shows them), anything else (a Deforum schedule string) stays text."""
     if isinstance(text, int | float):
         return text
     text = str(text or "").strip()
@@ -272,7 +276,54 @@ def schedule_value(text: Any) -> Any:
             return number(text)
         except ValueError:
             continue
+    if text.startswith(("{", "[")):
+        from flipbook.spec.safe_parse import parse_json
+
+        return parse_json(text, field=field, source="the form")
     return text
+
+
+def schedule_rows(value: Any) -> tuple[list[list[str]], str]:
+    """A schedule (as the spec or its box holds it) as keyframe rows ``[frame, value]`` and its interpolation,
+    for the keyframe table: a number is one row at frame 0, a string its ``KEY:(VALUE)`` entries as written, a
+    table its schedule and interpolation. Raises FlipbookError naming ``schedule`` for text that is no
+    schedule and for a per-frame list (it has no keyframes)."""
+    from flipbook.spec.schedules import ScheduleError, parse_schedule
+
+    value = schedule_value(value) if isinstance(value, str) else value
+    interpolation = "linear"
+    if isinstance(value, dict):
+        value, interpolation = value.get("schedule"), str(value.get("interpolation", "linear"))
+    if isinstance(value, bool) or value is None:
+        raise FlipbookError("schedule", value, "a number, a schedule string or a table")
+    if isinstance(value, int | float):
+        return [["0", str(value)]], interpolation
+    if isinstance(value, list):
+        raise FlipbookError("schedule", "a per-frame list", "a schedule with keyframes to edit in the table")
+    try:
+        keyframes = parse_schedule(str(value))
+    except ScheduleError as error:
+        raise FlipbookError(
+            "schedule", value, "KEY:(VALUE) pairs like 0:(1.0), 30:(2.5)", detail=str(error)
+        ) from None
+    return [[keyframe.key, keyframe.value] for keyframe in keyframes], interpolation
+
+
+def rows_schedule(rows: Any, interpolation: str = "linear") -> Any:
+    """Keyframe rows ``[frame, value]`` (empty ones skipped) as the schedule box's value: ``0:(1.0), 30:(2.5)``,
+    or with another interpolation than linear the table ``{"schedule": ..., "interpolation": ...}`` (JSON, as
+    :func:`shown_value` shows a table). The inverse of :func:`schedule_rows`."""
+    if hasattr(rows, "values") and hasattr(rows, "columns"):  # a pandas DataFrame
+        rows = rows.values.tolist()
+    entries = []
+    for row in rows or []:
+        cells = [_cell_text(_blank_nan(cell)).strip() for cell in [*list(row), None, None][:2]]
+        if cells[1]:
+            entries.append(f"{cells[0] or '0'}:({cells[1]})")
+    text = ", ".join(entries)
+    if interpolation == "linear" or not text:
+        return text
+    return _json({"schedule": text, "interpolation": interpolation})
 
 
 def _whole(value: Any) -> Any:

@@ -5,9 +5,9 @@ Deforum hands each enabled unit to A1111's ControlNet extension with its module 
 A1111 shows, ``control_v11p_sd15_canny [d14c016b]``), weight and guidance start/end schedules, and a control
 image: frames of ``cn_N_vid_path`` (a picture: the same every frame), or with ``cn_N_loopback_mode`` the frame's
 own input (the init image at frame 0, then the previous frame). flipbook's unit takes a model looked up by name
-in the models folder (the ``[hash]`` is dropped), a preprocessor, one image or the frame's own input, a weight
-schedule and one guidance window. Where that differs the import says so: a video as control input or a module
-flipbook has no preprocessor for skips the unit; a varying guidance schedule keeps its frame-0 value.
+in the models folder (the ``[hash]`` is dropped), a preprocessor, one image, a video or the frame's own input, a
+weight schedule and one guidance window. Where that differs the import says so: a module flipbook has no
+preprocessor for skips the unit; a varying guidance schedule keeps its frame-0 value.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from flipbook.spec.schedules import ScheduleError, parse_schedule, resolve_sched
 if TYPE_CHECKING:
     from flipbook.spec.deforum import DeforumImport
 
-# Deforum (sd-webui-controlnet) module names -> flipbook preprocessors (and the depth model that matches).
-_MODULES: dict[str, str] = {
+# The sd-webui-controlnet extension's module names -> flipbook preprocessors (Deforum's units and the A1111 API's
+# alwayson_scripts units both name modules so; the depth model that matches is below).
+EXTENSION_MODULES: dict[str, str] = {
     "none": "none", "canny": "canny", "lineart": "lineart", "lineart_realistic": "lineart",
     "lineart_coarse": "lineart", "lineart_standard": "lineart", "lineart_anime": "lineart",
     "lineart_anime_denoise": "lineart", "tile_resample": "tile", "tile_colorfix": "tile",
@@ -87,7 +88,7 @@ def _unit(job: DeforumImport, prefix: str, data: dict[str, Any]) -> dict[str, An
         return None
     unit: dict[str, Any] = {"model": model}
     module = str(s.get(f"{prefix}module") or "none").strip()
-    preprocessor = _MODULES.get(module)
+    preprocessor = EXTENSION_MODULES.get(module)
     if preprocessor is None:
         job.note(f"{prefix}module: flipbook has no {module!r} preprocessor (it has none, canny, lineart, tile, "
                  f"shuffle, depth, openpose), so the {model} unit is skipped")  # fmt: skip
@@ -110,6 +111,7 @@ def _unit(job: DeforumImport, prefix: str, data: dict[str, Any]) -> dict[str, An
 
     if (
         "image" not in unit
+        and "video" not in unit
         and "image" not in data.get("init", {})
         and not deforum_mode_in(job.settings, "Video Input")
     ):
@@ -120,8 +122,12 @@ def _unit(job: DeforumImport, prefix: str, data: dict[str, Any]) -> dict[str, An
 
 
 def _control_image(job: DeforumImport, prefix: str, unit: dict[str, Any]) -> bool:
-    """The unit's image from ``vid_path``: a picture is the control image; a video can't be one (the unit is
-    skipped, noted). With loopback mode, or no path, the unit controls with each frame's own input."""
+    """The unit's image from ``vid_path``: a picture is the control image, a video's frame N controls frame N
+    (Deforum extracts every frame from the first; in Video Input mode it follows the init video's
+    ``extract_nth_frame``/``extract_from_frame``, which flipbook's unit doesn't: noted). With loopback mode,
+    or no path, the unit controls with each frame's own input."""
+    from flipbook.spec.deforum import deforum_mode_in
+
     s = job.settings
     key = f"{prefix}vid_path"
     path = s.get(key)
@@ -131,9 +137,12 @@ def _control_image(job: DeforumImport, prefix: str, unit: dict[str, Any]) -> boo
     if PurePath(path.strip().split("?")[0]).suffix.lower() in _PICTURES:
         unit["image"] = job.local_path(key, path, f"controlnet.{index}.image")
         return True
-    job.note(f"{key}: {path.strip()!r} is a video; flipbook's ControlNet units take one picture or each frame's "
-             f"own input, not a video's frames, so the {unit['model']} unit is skipped")  # fmt: skip
-    return False
+    unit["video"] = job.local_path(key, path, f"controlnet.{index}.video")
+    nth, start = s.get("extract_nth_frame", 1), s.get("extract_from_frame", 0)
+    if deforum_mode_in(s, "Video Input") and (nth, start) != (1, 0):
+        job.note(f"{key}: Deforum reads this video's frames as the init video's (extract_nth_frame {nth}, "
+                 f"extract_from_frame {start}); flipbook's unit reads frame N for frame N from the first frame")  # fmt: skip
+    return True
 
 
 def _guidance(job: DeforumImport, prefix: str, unit: dict[str, Any]) -> bool:

@@ -267,8 +267,9 @@ KEYS: dict[str, DeforumKey] = {
     "cn_N_guidance_end": DeforumKey("differs", "controlnet[i].guidance_end (as guidance_start)"),
     "cn_N_threshold_a": DeforumKey("mapped", "controlnet[i].low_threshold (canny)"),
     "cn_N_threshold_b": DeforumKey("mapped", "controlnet[i].high_threshold (canny)"),
-    "cn_N_vid_path": DeforumKey("differs", "controlnet[i].image for a picture; a video can't drive a unit: the "
-                                "unit is skipped with a warning"),
+    "cn_N_vid_path": DeforumKey("mapped", "controlnet[i].image for a picture, controlnet[i].video for a video "
+                                "(frame N controls frame N; in Video Input mode Deforum follows extract_nth_frame "
+                                "and extract_from_frame, flipbook does not: a warning says so)"),
     "cn_N_mask_vid_path": DeforumKey("unused", "ControlNet masks (not working in Deforum either)", neutral=_OFF, switch="cn_N_enabled"),
     "cn_N_loopback_mode": DeforumKey("mapped", "on: the unit controls with each frame's own input image "
                                      "(flipbook's default)", neutral=_OFF),

@@ -52,10 +52,21 @@ class ExpressionError(ValueError):
         self.position = position
 
 
-def caret(text: str, position: int) -> str:
-    """Two lines, the text and a ``^`` under ``position``, for error output (newlines shown as spaces)."""
+CARET_WIDTH = 100
+"""The most characters of the text :func:`caret` shows: a longer text is cut to a window around the caret."""
+
+
+def caret(text: str, position: int, width: int = CARET_WIDTH) -> str:
+    """Two lines, the text and a ``^`` under ``position``, for error output (newlines shown as spaces). A text
+    longer than ``width`` shows only a window of it around ``position``, ``...`` marking what is cut."""
     flat = text.replace("\r", " ").replace("\n", " ").replace("\t", " ")
-    return f"{flat}\n{' ' * max(0, min(position, len(flat)))}^"
+    position = max(0, min(position, len(flat)))
+    if len(flat) <= width:
+        return f"{flat}\n{' ' * position}^"
+    start = max(0, min(position - width // 2, len(flat) - width))
+    end = start + width
+    head, tail = ("..." if start else ""), ("..." if end < len(flat) else "")
+    return f"{head}{flat[start:end]}{tail}\n{' ' * (len(head) + position - start)}^"
 
 
 # ---------------------------------------------------------------------------------------------- functions

@@ -58,15 +58,21 @@ class Section(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_true_false_for_numbers(cls, value: object, info: ValidationInfo) -> object:
-        """true/false in a field that takes only numbers is a mistake, not 1 and 0 (pydantic's lax mode would
-        read it so). Fields that take a boolean, a choice or a schedule decide for themselves."""
-        annotation = cls.model_fields[info.field_name].annotation
+    def _no_lax_readings(cls, value: object, info: ValidationInfo) -> object:
+        """What pydantic's lax mode would quietly read as something else is a mistake: true/false in a field
+        that takes only numbers (not 1 and 0), 0/1/"yes" in a field that takes only true/false, empty text for
+        an input file (not the current folder). Fields that take a choice or a schedule decide for themselves."""
+        field = cls.model_fields[info.field_name]
+        annotation = field.annotation
         if get_origin(annotation) is list:
             if isinstance(value, list) and any(isinstance(v, bool) for v in value) and _numbers(annotation):
                 raise ValueError("numbers, not true or false")
         elif isinstance(value, bool) and _numbers(annotation):
             raise ValueError("a number, not true or false")
+        elif value is not None and not isinstance(value, bool) and _only_bool(annotation):
+            raise ValueError("true or false")
+        elif isinstance(value, str) and not value.strip() and _input_file(field.metadata):
+            raise ValueError("a file path, not empty text (leave the field out for none)")
         return value
 
     def check_in(self, spec: Any) -> None:
@@ -76,6 +82,18 @@ class Section(BaseModel):
     def check_frames(cls, values: dict[str, np.ndarray]) -> None:
         """Rules on this section's planned values (name -> per frame) where a mode reads them; may round values
         in place (what the render will use)."""
+
+
+def _only_bool(annotation: object) -> bool:
+    """Whether a field's type takes true/false and nothing else: ``bool`` or ``bool | None``."""
+    members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    members = tuple(m for m in members if m is not type(None))
+    return members == (bool,)
+
+
+def _input_file(metadata: list[object]) -> bool:
+    """Whether a field's metadata marks it as an input file (:class:`~flipbook.spec.references.InputFile`)."""
+    return any(isinstance(item, InputFile) for item in metadata)
 
 
 def _numbers(annotation: object) -> bool:
@@ -263,6 +281,11 @@ DEPTH_MODEL = ModelReference("depth model", builtins=("flat", "tiny"), folders=(
 # checkpoints, motion modules and video models take their built-in names from the model-family registry
 MOTION_MODULE = ModelReference("motion module", folders=("motion_module",), hub=True)
 VIDEO_MODEL = ModelReference("video model", folders=("checkpoint",), hub=True)
+VIDEO_DIFFUSION_MODEL = ModelReference(
+    "video diffusion model", folders=("checkpoint", "diffusion_model"), hub=True
+)
+TEXT_ENCODER = ModelReference("text encoder", folders=("text_encoder",))
+TOKENIZER = ModelReference("tokenizer", folders=("text_encoder",), hub=True)
 UPSCALER = ModelReference("upscaler", folders=("upscaler",))
 FILM_MODEL = ModelReference("FILM model", folders=("film",))
 RIFE_MODEL = ModelReference("RIFE model", folders=("rife",))
@@ -276,6 +299,9 @@ PreprocessorModel = Annotated[str | None, PREPROCESSOR_MODEL]
 DepthModel = Annotated[str, DEPTH_MODEL]
 MotionModule = Annotated[str, MOTION_MODULE]
 VideoModel = Annotated[str, VIDEO_MODEL]
+VideoDiffusionModel = Annotated[str, VIDEO_DIFFUSION_MODEL]
+TextEncoder = Annotated[str | None, TEXT_ENCODER]
+Tokenizer = Annotated[str | None, TOKENIZER]
 Upscaler = Annotated[str | None, UPSCALER]
 FilmModel = Annotated[Path | None, FILM_MODEL]
 RifeModel = Annotated[Path | None, RIFE_MODEL]

@@ -191,6 +191,12 @@ class ControlNetUnit(Section):
         "pose skeletons (needs controlnet_aux)",
     )
     image: ImageFile = Field(None, description="the control image; default: each frame's input image")
+    video: VideoFile = Field(
+        None,
+        description="a video (or animated image, or folder of frames) whose frame N is the control image of "
+        "frame N, from its first frame, every frame; past its end each frame's own input image (as "
+        "sd-webui-controlnet uses the img2img input when a unit has no image); not together with image",
+    )
     weight: ScheduleValue = Field(1.0, description="conditioning scale 0-10; a number or a schedule")
     guidance_start: float = Field(0.0, ge=0, lt=1, description="share of the steps before the unit starts")
     guidance_end: float = Field(1.0, gt=0, le=1, description="share of the steps after which it stops")
@@ -227,6 +233,10 @@ class ControlNetUnit(Section):
         if self.low_threshold > self.high_threshold:
             raise SpecError(
                 "low_threshold", self.low_threshold, f"at most high_threshold ({self.high_threshold})"
+            )
+        if self.image is not None and self.video is not None:
+            raise SpecError(
+                "video", str(self.video), "no video when the unit has an image (one or the other)"
             )
         return self
 
@@ -322,8 +332,8 @@ class AnimationSection(Section):
     )
     max_frames: int = Field(24, ge=1, le=100_000)
     fps: float = Field(12, gt=0, le=240)
-    width: int = Field(512, ge=8, le=8192)
-    height: int = Field(512, ge=8, le=8192)
+    width: int = Field(512, ge=8, le=8192, json_schema_extra={"multipleOf": 8})  # checked in _multiple_of_8
+    height: int = Field(512, ge=8, le=8192, json_schema_extra={"multipleOf": 8})
     strength: Annotated[
         ScheduleValue,
         Range(0.0, 1.0, "a strength in [0, 1]"),
@@ -380,11 +390,28 @@ class OutputSection(Section):
         None, description="file stem; defaults to the spec file's stem"
     )
     gif_loop: int = Field(0, ge=0, le=65535, description="0 loops forever")
-    gif_palette: Literal["global", "per_frame"] = Field(
-        "global", description="global: one palette, no shimmer; per_frame: better colour when scenes change"
+    gif_palette: Literal["per_scene", "global", "per_frame"] = Field(
+        "per_scene",
+        description="per_scene: one palette per scene, chosen from all its frames (no shimmer); global: one "
+        "for the clip; per_frame: one per frame, each started from the last",
     )
-    gif_dither: Literal["none", "floyd-steinberg"] = "none"
-    gif_optimize: bool = Field(True, description="gifsicle -O3 when installed, else Pillow's optimiser")
+    gif_dither: Literal["none", "ordered", "floyd-steinberg"] = Field(
+        "none",
+        description="ordered: a Bayer pattern fixed in place (smooth gradients, still where the picture is "
+        "still); floyd-steinberg: error diffusion",
+    )
+    gif_colors: int = Field(255, ge=2, le=255, description="colours per palette")
+    gif_lossy: int = Field(
+        0, ge=0, le=200, description="gifsicle lossy LZW level (0: off; 30-80 is typical): smaller, noisier"
+    )
+    gif_max_mb: float | None = Field(
+        None,
+        gt=0,
+        le=100_000,
+        description="fit the GIF in this many MB (10^6 bytes, e.g. 10 for Discord): smaller frames, fewer "
+        "colours, lossy; the choice is logged",
+    )
+    gif_optimize: bool = Field(True, description="store only the pixels that change from frame to frame")
     mp4_crf: int = Field(18, ge=0, le=51, description="H.264 quality: lower is better and bigger")
     mp4_preset: Literal[
         "ultrafast",
@@ -402,8 +429,32 @@ class OutputSection(Section):
     webm_crf: int = Field(32, ge=0, le=63)
     webp_quality: int = Field(90, ge=0, le=100)
     webp_lossless: bool = False
+    webp_max_mb: float | None = Field(
+        None, gt=0, le=100_000, description="fit the WebP in this many MB: lower quality, then smaller frames"
+    )
+    apng_colors: int = Field(
+        0, ge=0, le=256, description="0: every colour (lossless); 2-256: one palette, several times smaller"
+    )
+    apng_max_mb: float | None = Field(
+        None,
+        gt=0,
+        le=100_000,
+        description="fit the APNG in this many MB: a palette, smaller frames, fewer colours",
+    )
+    max_mb_allow_fps: bool = Field(
+        False,
+        description="size targets may also keep every 2nd, 3rd or 4th frame (a lower frame rate, reported); "
+        "off: frames are never dropped",
+    )
     loop: int = Field(0, ge=0, le=65535, description="WebP/APNG loop count, 0 loops forever")
     ping_pong: bool = Field(False, description="play forward then backward (0 1 2 3 2 1)")
+
+    @field_validator("apng_colors")
+    @classmethod
+    def _apng_colors_are_a_palette(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("0 (every colour) or 2-256 colours, not 1")
+        return value
 
     def encode_options(self) -> dict[str, object]:
         """The encoder settings, named as :class:`flipbook.io.writers.EncodeOptions` names them."""

@@ -160,6 +160,11 @@ def build_plan(spec: Spec, audio: AudioFeatures | None = None) -> Plan:
     sections = section_values(spec, variables)
     camera = sections.pop("camera", {})
     schedules = {f"{section}.{name}": v for section, values in sections.items() for name, v in values.items()}
+    mode = get_mode(spec.animation.mode)
+    if mode.columns is not None:
+        schedules.update(
+            {path: np.asarray(values, dtype=np.float64) for path, values in mode.columns(spec).items()}
+        )
     prompts = _prompts(spec, audio)
     frames = tuple(
         FramePlan(

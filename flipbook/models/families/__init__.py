@@ -6,16 +6,30 @@ reads built-in names from it, never import torch. What a family declares:
 
 - ``capability``: what its models do, which decides the modes it serves and the spec field that names them
   (:data:`REFERENCE_KINDS`): ``image`` families (checkpoints: every mode built on txt2img/img2img/inpaint),
-  ``video`` (image-to-video models: the ``svd`` mode), ``motion`` (motion modules that attach to the image
+  ``video`` (image-to-video models: the ``svd`` mode), ``video diffusion`` (text/image-to-video transformers: the
+  ``videomodel`` mode), ``motion`` (motion modules that attach to the image
   families named in ``attaches_to``: the ``animatediff`` mode);
 - ``builtins``: names of models built in code (their builders are the package's, imported lazily);
-- ``default_size`` (width, height it was trained at) and ``prediction_type`` (its samplers' default);
+- ``default_size`` (width, height it was trained at), ``builtin_sizes`` (built-ins made for another size: the
+  CPU-sized test models) and ``prediction_type`` (its samplers' default);
+- for video diffusion families, ``frame_step`` (a clip has ``k * frame_step + 1`` frames: the VAE's temporal
+  factor) and ``side_multiple`` (width and height are multiples of it: the VAE's spatial factor times the
+  transformer's patch size) and ``min_steps`` (the fewest sampling steps its scheduler takes), checked before any
+  model loads;
 - hooks: ``detect_checkpoint(state) -> bool`` (a single file's keys, or keys with tensors/shapes),
   ``checkpoint_problem(state) -> str | None`` (why a file no family claims is recognisably unusable),
   ``detect_folder(model_index, unet_config) -> bool`` (a diffusers folder or hub id's configs), and for image
   families ``load(source, prediction_type=, seed=)`` (a :class:`~flipbook.models.source.ModelSource` to a
   diffusers pipeline), ``load_vae(vae, folders)`` and ``encoder(bundle, clip_skip)`` (the prompt encoder the
-  sampling loops call: :class:`~flipbook.sampling.conditioning.PromptConditioner`); optionally
+  sampling loops call: :class:`~flipbook.sampling.conditioning.PromptConditioner`). Video diffusion families
+  declare ``load(ref, field_name=, models_dir=, device=, dtype=, seed=, text_encoder=, vae=, tokenizer=)`` (a
+  bundle with ``conditioning``, ``scale_temporal``, ``side_multiple``, ``text_length``), ``encoder(bundle,
+  text, max_sequence_length)`` (a prompt's states, as the family's sampler takes them), ``sample(bundle,
+  embeds, negative, settings, *, generator, known, events, frames)`` (one segment's frames conditioned on the
+  images ``known`` at positions: frames x H x W x 3 in [0, 1]) and ``conditioning(ref, models_dir,
+  field_name)`` ("none": text only, "optional": images at chosen frames, "required": a start image, from
+  configs alone; None where that needs a load), and ``reference(bundle, prompt, negative, settings, seed)``
+  (the same text-to-video segment made by diffusers' own pipeline: benchmarks compare with it). Optionally
   ``size_note(width, height) -> str | None``, a warning for an image size the family's models render badly
   (SDXL: far from its training buckets), which the sampling core logs once per size.
 
@@ -59,9 +73,9 @@ def _registry(families: Iterable[Family]) -> dict[str, Family]:
 
 
 def _declared() -> tuple[Family, ...]:
-    from flipbook.models.families import animatediff, sd, sdxl, svd
+    from flipbook.models.families import animatediff, ltx, sd, sdxl, svd, wan
 
-    return (*sd.FAMILIES, sdxl.FAMILY, svd.FAMILY, animatediff.FAMILY)
+    return (*sd.FAMILIES, sdxl.FAMILY, svd.FAMILY, animatediff.FAMILY, wan.FAMILY, ltx.FAMILY)
 
 
 FAMILIES: Mapping[str, Family] = _registry(_declared())

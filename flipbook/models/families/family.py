@@ -6,8 +6,13 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Capability = Literal["image", "video", "motion"]
-REFERENCE_KINDS: dict[str, str] = {"image": "checkpoint", "video": "video model", "motion": "motion module"}
+Capability = Literal["image", "video", "motion", "video diffusion"]
+REFERENCE_KINDS: dict[str, str] = {
+    "image": "checkpoint",
+    "video": "video model",
+    "motion": "motion module",
+    "video diffusion": "video diffusion model",
+}
 """Capability -> the kind of :class:`~flipbook.spec.references.ModelReference` whose names its models are."""
 
 
@@ -31,7 +36,11 @@ class Family:
     capability: Capability
     builtins: tuple[str, ...] = ()
     default_size: tuple[int, int] | None = None
+    builtin_sizes: tuple[tuple[str, tuple[int, int]], ...] = ()
     prediction_type: str | None = None
+    frame_step: int | None = None
+    side_multiple: int | None = None
+    min_steps: int = 1
     attaches_to: tuple[str, ...] = ()
     detect_checkpoint: Hook | None = None
     checkpoint_problem: Hook | None = None
@@ -40,6 +49,14 @@ class Family:
     load_vae: Hook | None = None
     encoder: Hook | None = None
     size_note: Hook | None = None
+    sample: Hook | None = None
+    conditioning: Hook | None = None
+    reference: Hook | None = None
+
+    def size_of(self, name: str) -> tuple[int, int] | None:
+        """The size (width, height) a model of this family is made for: a built-in's own (``builtin_sizes``:
+        the CPU-sized test models), else ``default_size``."""
+        return dict(self.builtin_sizes).get(name, self.default_size)
 
     @property
     def reference_kind(self) -> str:

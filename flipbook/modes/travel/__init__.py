@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flipbook.modes.base import Mode
+from flipbook.modes.base import FormField, Mode
 
 if TYPE_CHECKING:
     from flipbook.spec.model import Spec
@@ -28,4 +28,8 @@ TRAVEL = Mode(
     render_module="flipbook.modes.travel.render",
     deforum_modes=("None",),
     describe=describe,
+    form=(  # its web UI tab: the optional init image frame 0 starts from
+        FormField("image", "init.image", "Init image (optional: frame 0 from it)"),
+        FormField("init_strength", "init.strength", "Init strength"),
+    ),
 )

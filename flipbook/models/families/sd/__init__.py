@@ -19,13 +19,16 @@ from flipbook.models.families.family import Family, Hook
 _PACKAGE = "flipbook.models.families.sd"
 
 
-def _family(name: str, title: str, size: tuple[int, int], prediction: str, builtins=()) -> Family:
+def _family(
+    name: str, title: str, size: tuple[int, int], prediction: str, builtins=(), builtin_sizes=()
+) -> Family:
     return Family(
         name=name,
         title=title,
         capability="image",
         builtins=builtins,
         default_size=size,
+        builtin_sizes=builtin_sizes,
         prediction_type=prediction,
         detect_checkpoint=Hook(f"{_PACKAGE}.single_file", f"is_{name}"),
         checkpoint_problem=Hook(f"{_PACKAGE}.single_file", "checkpoint_problem"),
@@ -36,6 +39,13 @@ def _family(name: str, title: str, size: tuple[int, int], prediction: str, built
     )
 
 
-SD1 = _family("sd1", "Stable Diffusion 1.x", (512, 512), "epsilon", builtins=("tiny", "random-sd15"))
+SD1 = _family(
+    "sd1",
+    "Stable Diffusion 1.x",
+    (512, 512),
+    "epsilon",
+    builtins=("tiny", "random-sd15"),
+    builtin_sizes=(("tiny", (64, 64)),),  # a test model: fast at 64x64 on a CPU (builtin.py)
+)
 SD2 = _family("sd2", "Stable Diffusion 2.x", (768, 768), "v_prediction")
 FAMILIES = (SD1, SD2)

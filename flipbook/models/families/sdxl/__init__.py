@@ -26,6 +26,7 @@ FAMILY = Family(
     capability="image",
     builtins=("tiny-xl", "random-sdxl"),
     default_size=(1024, 1024),
+    builtin_sizes=(("tiny-xl", (64, 64)),),  # a test model: fast at 64x64 on a CPU (builtin.py)
     prediction_type="epsilon",
     detect_checkpoint=Hook(f"{_PACKAGE}.single_file", "is_sdxl"),
     checkpoint_problem=Hook(f"{_PACKAGE}.single_file", "checkpoint_problem"),

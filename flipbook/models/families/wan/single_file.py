@@ -1,0 +1,232 @@
+"""Wan from the split single files ComfyUI users keep: a transformer (``models/diffusion_models``), a text
+encoder (``models/text_encoders``) and a VAE (``models/vae``), each a path or a name in the models folder.
+
+The transformer may be in Wan's original layout (ComfyUI's repackaged files: converted with diffusers' own
+converter) or in diffusers' layout; its configuration is read from the tensor shapes (Wan's attention heads
+are 128 wide) unless flipbook embedded one. The text encoder is a transformers-layout UMT5 encoder, its
+configuration read from its shapes too. A single text-encoder file has no tokenizer: ``tokenizer`` names a
+folder or hub id (``google/umt5-xxl``), and without one the error says so. The VAE is the Wan 2.1 VAE (original
+or diffusers layout). Pickled files, fp8 "scaled" files and GGUF files are refused with one clear error each.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flipbook.errors import FlipbookError
+from flipbook.models.folders import ModelsDir
+from flipbook.models.weights import read_checkpoint
+
+HEAD_DIM = 128
+ALLOWED_PART = "a .safetensors file (a path, or a name in model.models_dir's {folder})"
+_PREFIX = "model.diffusion_model."
+
+
+def is_wan_transformer(state: Mapping[str, Any]) -> bool:
+    """The family's checkpoint detector: Wan's transformer keys, original or diffusers layout."""
+    keys = {key.removeprefix(_PREFIX) for key in state}
+    original = "patch_embedding.weight" in keys and "blocks.0.self_attn.q.weight" in keys
+    return original or ("patch_embedding.weight" in keys and "blocks.0.attn1.to_q.weight" in keys)
+
+
+def single_file_parts(
+    path: Path,
+    *,
+    field_name: str,
+    section: str,
+    models_dir: str | Path | None,
+    text_encoder: str | None,
+    vae: str | None,
+    tokenizer: str | None,
+    dtype: torch.dtype,
+) -> dict[str, Any]:
+    """The pipeline's parts from a transformer file and the text encoder, VAE and tokenizer named beside it."""
+    from diffusers import UniPCMultistepScheduler
+
+    from flipbook.models.families.wan.loading import SCHEDULER_CONFIG
+
+    suffix = path.suffix.lower()
+    if suffix == ".gguf":
+        raise FlipbookError(
+            field_name, str(path), "a .safetensors transformer file",
+            detail="GGUF-quantised Wan transformers are not loaded yet",
+        )  # fmt: skip
+    state, embedded = read_checkpoint(
+        path, suffixes=(".safetensors",), field=field_name, allowed=ALLOWED_PART
+    )
+    if not is_wan_transformer(state):
+        raise FlipbookError(field_name, str(path), "a Wan transformer file", detail="its keys are not Wan's")
+    _refuse_scaled(state, field_name, path)
+    if any(".k_img." in key or "img_emb." in key for key in state):
+        raise FlipbookError(
+            field_name, str(path), "a text-to-video Wan transformer file, or the image-to-video model's diffusers "
+            "folder", detail="single-file image-to-video transformers need their CLIP vision encoder "
+            "(ComfyUI's models/clip_vision), which flipbook does not load yet",
+        )  # fmt: skip
+    for name, value in (("text_encoder", text_encoder), ("vae", vae)):
+        if value is None:
+            raise FlipbookError(
+                f"{section}.{name}", None, f"the {name.replace('_', ' ')} that goes with the single transformer "
+                f"file {path.name} (a file, or a name in model.models_dir)",
+            )  # fmt: skip
+    return {
+        "transformer": transformer_from_state(state, (embedded or {}).get("transformer"), dtype),
+        "text_encoder": _text_encoder(
+            _find(text_encoder, "text_encoder", f"{section}.text_encoder", models_dir),
+            dtype,
+            f"{section}.text_encoder",
+        ),  # fmt: skip
+        "tokenizer": _tokenizer(tokenizer, f"{section}.tokenizer", models_dir),
+        "vae": _vae(_find(vae, "vae", f"{section}.vae", models_dir), f"{section}.vae"),
+        "scheduler": UniPCMultistepScheduler.from_config(SCHEDULER_CONFIG),
+    }
+
+
+def transformer_from_state(
+    state: dict[str, torch.Tensor], config: Mapping[str, Any] | None, dtype: torch.dtype
+) -> torch.nn.Module:
+    """A WanTransformer3DModel from a state dict in either layout, its config embedded or read from shapes."""
+    from diffusers import WanTransformer3DModel
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    state = {key.removeprefix(_PREFIX): value for key, value in state.items()}
+    if "blocks.0.self_attn.q.weight" in state:
+        state = convert_wan_transformer_to_diffusers(dict(state))
+    config = dict(config) if config else transformer_config(state)
+    return _build(lambda: WanTransformer3DModel(**config), state, dtype, "transformer")
+
+
+def transformer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """WanTransformer3DModel's config from a diffusers-layout state dict's shapes."""
+    patch = state["patch_embedding.weight"]
+    inner, in_channels = patch.shape[:2]
+    layers = 1 + max(int(m.group(1)) for key in state if (m := re.match(r"blocks\.(\d+)\.", key)))
+    config: dict[str, Any] = {
+        "patch_size": tuple(patch.shape[2:]),
+        "num_attention_heads": inner // HEAD_DIM,
+        "attention_head_dim": HEAD_DIM,
+        "in_channels": in_channels,
+        "out_channels": state["proj_out.weight"].shape[0] // int(torch.tensor(patch.shape[2:]).prod()),
+        "text_dim": state["condition_embedder.text_embedder.linear_1.weight"].shape[1],
+        "freq_dim": state["condition_embedder.time_embedder.linear_1.weight"].shape[1],
+        "ffn_dim": state["blocks.0.ffn.net.0.proj.weight"].shape[0],
+        "num_layers": layers,
+        "cross_attn_norm": "blocks.0.norm2.weight" in state,
+        "qk_norm": "rms_norm_across_heads",
+        "eps": 1e-6,
+    }
+    if "condition_embedder.image_embedder.norm1.weight" in state:
+        config["image_dim"] = state["condition_embedder.image_embedder.norm1.weight"].shape[0]
+    if "blocks.0.attn2.add_k_proj.weight" in state:
+        config["added_kv_proj_dim"] = state["blocks.0.attn2.add_k_proj.weight"].shape[1]
+    if "condition_embedder.image_embedder.pos_embed" in state:
+        config["pos_embed_seq_len"] = state["condition_embedder.image_embedder.pos_embed"].shape[1]
+    return config
+
+
+def text_encoder_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """UMT5's encoder config from a transformers-layout state dict's shapes."""
+    vocab, d_model = state["shared.weight"].shape
+    buckets, heads = state["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"].shape
+    layers = 1 + max(int(m.group(1)) for key in state if (m := re.match(r"encoder\.block\.(\d+)\.", key)))
+    return {
+        "vocab_size": vocab,
+        "d_model": d_model,
+        "d_kv": state["encoder.block.0.layer.0.SelfAttention.q.weight"].shape[0] // heads,
+        "d_ff": state["encoder.block.0.layer.1.DenseReluDense.wi_0.weight"].shape[0],
+        "num_layers": layers,
+        "num_heads": heads,
+        "relative_attention_num_buckets": buckets,
+        "feed_forward_proj": "gated-gelu",
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+    }
+
+
+# ---- pieces ---------------------------------------------------------------------------------------------
+
+
+def _find(ref: str, kind: str, field_name: str, models_dir: str | Path | None) -> Path:
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return path
+    if models_dir:
+        return ModelsDir(Path(models_dir)).find(kind, ref)
+    folder = "text_encoders" if kind == "text_encoder" else "vae"
+    raise FlipbookError(
+        field_name, ref, ALLOWED_PART.format(folder=f"models/{folder}"), detail="no such file"
+    )
+
+
+def _refuse_scaled(state: Mapping[str, Any], field_name: str, path: Path) -> None:
+    if "scaled_fp8" in state or any(
+        t.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) for t in state.values()
+    ):
+        raise FlipbookError(
+            field_name, str(path), "a bf16/fp16/fp32 file", detail="fp8 files are not loaded yet"
+        )
+
+
+def _text_encoder(path: Path, dtype: torch.dtype, field_name: str) -> torch.nn.Module:
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    state, _ = read_checkpoint(
+        path, suffixes=(".safetensors",), field=field_name,
+        allowed=ALLOWED_PART.format(folder="models/text_encoders"),
+    )  # fmt: skip
+    _refuse_scaled(state, field_name, path)
+    if "shared.weight" not in state or "encoder.block.0.layer.0.SelfAttention.q.weight" not in state:
+        raise FlipbookError(field_name, str(path), "a UMT5 encoder file (transformers layout)", detail="its keys "
+                            "are not a UMT5 encoder's")  # fmt: skip
+    config = UMT5Config(**text_encoder_config(state))
+    state.setdefault("encoder.embed_tokens.weight", state["shared.weight"])
+    return _build(lambda: UMT5EncoderModel(config), state, dtype, field_name, str(path))
+
+
+def _vae(path: Path, field_name: str) -> torch.nn.Module:
+    from diffusers import AutoencoderKLWan
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    state, embedded = read_checkpoint(
+        path, suffixes=(".safetensors",), field=field_name, allowed=ALLOWED_PART.format(folder="models/vae")
+    )
+    if "encoder.conv1.weight" in state and "encoder.conv_in.weight" not in state:
+        state = convert_wan_vae_to_diffusers(dict(state))
+    config = dict((embedded or {}).get("vae") or {})
+    return _build(lambda: AutoencoderKLWan(**config), state, torch.float32, field_name, str(path))
+
+
+def _tokenizer(ref: str | None, field_name: str, models_dir: str | Path | None):
+    from transformers import AutoTokenizer
+
+    allowed = "a tokenizer folder or hub id (e.g. google/umt5-xxl) for the single-file text encoder"
+    if ref is None:
+        raise FlipbookError(field_name, None, allowed, detail="a single text-encoder file has no tokenizer")
+    path = Path(ref).expanduser()
+    if not path.is_dir() and models_dir:
+        try:
+            path = ModelsDir(Path(models_dir)).find("text_encoder", ref)
+        except FlipbookError:
+            path = Path(ref)
+    try:
+        return AutoTokenizer.from_pretrained(str(path) if path.is_dir() else ref)
+    except (OSError, ValueError) as error:
+        raise FlipbookError(field_name, ref, allowed, detail=str(error).splitlines()[0][:200]) from None
+
+
+def _build(make, state, dtype, field_name: str | None = None, ref: str | None = None) -> torch.nn.Module:
+    """The module with parameters on the meta device, then the file's tensors assigned (every one needed)."""
+    from flipbook.models.weights import empty_weights
+
+    module = empty_weights(make)
+    result = module.load_state_dict(state, strict=False, assign=True)
+    missing = [key for key in result.missing_keys if key]
+    if missing or result.unexpected_keys:
+        detail = f"missing {missing[0]!r}" if missing else f"unexpected {result.unexpected_keys[0]!r}"
+        raise FlipbookError(field_name or "model", ref or "(file)", "a complete Wan part", detail=detail)
+    return (module if module.dtype == dtype else module.to(dtype)).eval()

@@ -1,0 +1,335 @@
+"""``videomodel``: a video diffusion model makes the video in segments (see ``rules.py`` for the layout).
+
+Segment 0 is text to video, or image to video from ``init.image`` or a keyframe image at frame 0. Segment k
+(border ``b = k * S``) is conditioned on the ``overlap`` frames up to and including ``b`` (from memory, or
+from disk when resuming: the same uint8 images either way), on each keyframe image it makes (at its place in
+the segment: first-last-frame when the keyframe is its last frame), and for the last segment of a loop on
+frame 0 placed one frame after the last. It yields the frames after ``b`` up to the next border. Its prompt,
+negative prompt, cfg, steps, seed and shift are the plan's at ``b + 1`` (segment 0: at frame 0). A segment
+is as long as it needs to be (the model's frame rule, at most ``segment_frames``), so the last one is shorter
+when the video ends before it.
+
+A resumed render restarts at the last segment border on disk (``resume_every`` = S) and gives the same frames.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+
+from flipbook.errors import FlipbookError, SpecError
+from flipbook.io.images import open_image
+from flipbook.models.families.family import Family
+from flipbook.modes.frame import Frame, ModeContext, init_image
+from flipbook.modes.videomodel.rules import (
+    CAPABILITY,
+    check_frame_rules,
+    check_steps,
+    segment_begin,
+    segment_starts,
+    segment_step,
+)
+from flipbook.spec.model import Spec
+
+FIELD = "videomodel.model"
+ALLOWED = (
+    "a built-in video diffusion model, a diffusers folder, a name in model.models_dir (a diffusers folder or a "
+    "transformer file), or a hub id in the local Hugging Face cache"
+)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resume_every(spec: Spec) -> int:
+    """Segments start every S frames: a resume restarts at the last segment border on disk."""
+    return segment_step(spec)
+
+
+def check_inputs(spec: Spec) -> None:
+    """Open every keyframe image, find the model's family and, where its configs say it (built-ins, folders),
+    check what it can be conditioned on, before any model loads."""
+    for index, keyframe in enumerate(spec.videomodel.keyframes):
+        open_image(keyframe.image, f"videomodel.keyframes[{index}].image")
+    family = family_of_model(spec)
+    conditioning = family.conditioning(spec.videomodel.model, spec.model.models_dir, FIELD)
+    if conditioning is not None:
+        _check_conditioning(spec, conditioning, spec.videomodel.model)
+
+
+def family_of_model(spec: Spec) -> Family:
+    """The video diffusion family of ``videomodel.model``: a built-in's, a diffusers folder's or hub id's (its
+    ``model_index.json``), a single file's (its keys), as the registry says."""
+    from flipbook.models import families
+
+    ref, models_dir = spec.videomodel.model, spec.model.models_dir
+    family = families.builtin_family(ref, CAPABILITY)
+    if family is None:
+        family = _detect(_where(ref, models_dir), ref)
+    if family.capability != CAPABILITY:
+        raise FlipbookError(FIELD, ref, ALLOWED, detail=f"this is a {family.reference_kind} ({family.title})")
+    return family
+
+
+def render(ctx: ModeContext) -> Iterator[Frame]:
+    spec = ctx.spec
+    ctx.cores.release()  # the image model is never used here; keep the device's memory for the video model
+    family = family_of_model(spec)
+    check_steps(spec, ctx.plan.frames, family)
+    bundle = _switched(spec, _load(spec, family))
+    _check_bundle(spec, bundle)
+    keyframes = _keyframe_images(spec)
+    made: dict[int, PIL.Image.Image] = {}
+
+    def frame_image(index: int) -> PIL.Image.Image:
+        if index not in made:
+            made[index] = ctx.run.load(index)
+        return made[index]
+
+    step = segment_step(spec)
+    encode = _prompt_encoder(family, bundle, spec.videomodel.max_sequence_length)
+    for border in segment_starts(spec):
+        if ctx.start >= 0 and border + step <= ctx.start:
+            continue
+        known = _known(spec, border, keyframes, frame_image)
+        for frame in _segment(ctx, family, bundle, encode, border, known):
+            made[frame.index] = frame.image
+            if frame.index > ctx.start:
+                yield frame
+
+
+# ---- pieces ---------------------------------------------------------------------------------------------
+
+
+def _load(spec: Spec, family: Family):
+    m, v = spec.model, spec.videomodel
+    return family.load(
+        v.model, field_name=FIELD, models_dir=m.models_dir, device=m.device, dtype=m.dtype, seed=0,
+        text_encoder=v.text_encoder, vae=v.vae, tokenizer=v.tokenizer,
+    )  # fmt: skip
+
+
+def _switched(spec: Spec, bundle):
+    """The memory and speed switches set on the loaded model (``auto`` from the device's memory)."""
+    from flipbook.sampling import video_memory
+
+    v = spec.videomodel
+    switches = video_memory.memory_switches(
+        video_memory.device_memory(bundle.device), offload=v.offload, vae_tiling=v.vae_tiling,
+        attention_backend=v.attention_backend,
+    )  # fmt: skip
+    try:
+        return video_memory.apply(bundle, switches)
+    except ValueError as error:
+        raise FlipbookError(
+            "videomodel.attention_backend", v.attention_backend, "a backend this machine has (auto, native)",
+            detail=str(error),
+        ) from None  # fmt: skip
+
+
+def _where(ref: str, models_dir) -> Path | str:
+    """A path for a file or folder (as given, or found by name in the models folder), else the hub id."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        return path
+    if models_dir:
+        from flipbook.models.folders import ModelsDir
+
+        folders = ModelsDir(Path(models_dir))
+        for kind in ("checkpoint", "diffusion_model"):
+            try:
+                return folders.find(kind, ref)
+            except FlipbookError:
+                continue
+    if not _HUB_ID.match(ref):
+        raise FlipbookError(FIELD, ref, ALLOWED, detail="no such file, folder or model name")
+    return ref
+
+
+def _detect(where: Path | str, ref: str) -> Family:
+    """The family whose detector claims a folder's or hub id's ``model_index.json`` or a file's keys."""
+    from flipbook.models import families
+
+    if isinstance(where, Path) and where.is_file():
+        if where.suffix.lower() != ".safetensors":
+            raise FlipbookError(
+                FIELD, ref, ALLOWED, detail=f"{where.suffix} files are not loaded (GGUF-quantised transformers "
+                "not yet): a .safetensors transformer file",
+            )  # fmt: skip
+        from safetensors import safe_open
+
+        with safe_open(str(where), framework="pt") as handle:
+            keys = dict.fromkeys(handle.keys())
+        family = families.detect_checkpoint(keys)
+    else:
+        family = families.detect_folder(_model_index(where, ref), {})
+    if family is None:
+        raise FlipbookError(FIELD, ref, ALLOWED, detail="no video diffusion family flipbook knows claims it")
+    return family
+
+
+def _model_index(where: Path | str, ref: str) -> dict:
+    import json
+
+    if isinstance(where, Path):
+        index = where / "model_index.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            index = Path(hf_hub_download(where, "model_index.json", local_files_only=_offline()))
+        except Exception:  # huggingface_hub raises several unrelated types for "not there"
+            raise FlipbookError(FIELD, ref, ALLOWED, detail="not in the local Hugging Face cache") from None
+    try:
+        return json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise FlipbookError(FIELD, ref, ALLOWED, detail=f"model_index.json: {error}") from None
+
+
+def _offline() -> bool:
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _check_bundle(spec: Spec, bundle) -> None:
+    """The loaded model's own frame rules (built-ins were checked with the spec) and what it can condition
+    on: a text-to-video model makes one segment from the prompt, nothing else."""
+    check_frame_rules(spec, bundle.scale_temporal, bundle.side_multiple, f"this model ({bundle.name})")
+    length = spec.videomodel.max_sequence_length
+    if bundle.text_length is not None and length != bundle.text_length:
+        raise SpecError(
+            "videomodel.max_sequence_length", length, f"{bundle.text_length} for this model ({bundle.name}: its "
+            "image attention assumes that many prompt tokens)",
+        )  # fmt: skip
+    _check_conditioning(spec, bundle.conditioning, bundle.name)
+
+
+def _check_conditioning(spec: Spec, conditioning: str, name: str) -> None:
+    """An image-to-video model needs a start image; a text-to-video one makes one segment from the prompt."""
+    if conditioning == "optional":
+        return
+    if conditioning == "required":
+        if spec.init.image is None and not any(k.frame == 0 for k in spec.videomodel.keyframes):
+            raise FlipbookError(
+                "init.image", None, "a start image (init.image, or a keyframe image at frame 0) for an "
+                f"image-to-video model ({name})",
+            )  # fmt: skip
+        return
+    v = spec.videomodel
+    needs = (
+        ("videomodel.keyframes", [k.frame for k in v.keyframes]) if v.keyframes else None,
+        ("videomodel.loop", True) if v.loop else None,
+        ("init.image", str(spec.init.image)) if spec.init.image is not None else None,
+        ("animation.max_frames", spec.animation.max_frames) if len(segment_starts(spec)) > 1 else None,
+    )
+    for need in needs:
+        if need is not None:
+            raise SpecError(
+                need[0], need[1], f"an image-to-video model in videomodel.model for this ({name} is "
+                "text to video: it makes one segment from the prompt, "
+                f"at most videomodel.segment_frames = {v.segment_frames} frames)",
+            )  # fmt: skip
+
+
+def _keyframe_images(spec: Spec) -> dict[int, PIL.Image.Image]:
+    """Keyframe images (and ``init.image`` as frame 0's) at the animation size."""
+    size = (spec.animation.width, spec.animation.height)
+    images = {
+        k.frame: open_image(k.image, f"videomodel.keyframes[{i}].image")
+        .convert("RGB")
+        .resize(size, PIL.Image.LANCZOS)
+        for i, k in enumerate(spec.videomodel.keyframes)
+        if k.frame < spec.animation.max_frames  # later ones are past the end (the summary says so)
+    }
+    if spec.init.image is not None:
+        images[0] = init_image(spec)
+    return images
+
+
+def _known(
+    spec: Spec, border: int, keyframes: Mapping[int, PIL.Image.Image], frame_image
+) -> dict[int, PIL.Image.Image]:
+    """Segment positions -> the images they are conditioned on (see the module docstring)."""
+    begin, step, n = segment_begin(spec, border), segment_step(spec), spec.animation.max_frames
+    known: dict[int, PIL.Image.Image] = {}
+    if border == 0:
+        if 0 in keyframes:
+            known[0] = keyframes[0]
+    else:
+        known.update({index - begin: frame_image(index) for index in range(begin, border + 1)})
+    known.update({f - begin: image for f, image in keyframes.items() if border < f <= border + step})
+    if spec.videomodel.loop and border < n <= border + step:
+        # frame 0 as written; a one-segment loop has not written it yet: its start image, as Wan FLF2V is used
+        known[n - begin] = frame_image(0) if border > 0 else keyframes[0]
+    return known
+
+
+def _segment_length(spec: Spec, bundle, border: int, known: Mapping[int, PIL.Image.Image]) -> int:
+    """The fewest frames (the model's rule) that reach the last frame this segment yields or is conditioned on."""
+    begin = segment_begin(spec, border)
+    last = min(border + segment_step(spec), spec.animation.max_frames - 1) - begin
+    needed = max([last, *known]) + 1
+    t = bundle.scale_temporal
+    return min(spec.videomodel.segment_frames, (needed - 1 + t - 1) // t * t + 1)
+
+
+def _prompt_encoder(family: Family, bundle, max_sequence_length: int):
+    @cache
+    def encode(text: str):
+        return family.encoder(bundle, text, max_sequence_length)
+
+    return encode
+
+
+def _segment(ctx: ModeContext, family: Family, bundle, encode, border: int, known) -> Iterator[Frame]:
+    """The frames of the segment at ``border``: frame 0 (segment 0) and the frames after the border up to
+    the next one, trimmed at max_frames."""
+    from flipbook.sampling.segments import SegmentSettings
+
+    spec = ctx.spec
+    v, a = spec.videomodel, spec.animation
+    begin = segment_begin(spec, border)
+    plan = ctx.plan[0 if border == 0 else border + 1]
+    shift = plan.schedules.get("videomodel.shift", 0.0)
+    settings = SegmentSettings(
+        num_frames=_segment_length(spec, bundle, border, known), height=a.height, width=a.width,
+        num_inference_steps=plan.steps, guidance_scale=plan.cfg, guidance_scale_2=v.guidance_scale_2,
+        shift=shift or None, max_sequence_length=v.max_sequence_length, fps=a.fps,
+    )  # fmt: skip
+    last = min(border + segment_step(spec), a.max_frames - 1)
+    first = 0 if border == 0 else border + 1
+    indices = tuple(range(first, last + 1))
+    negative = encode(plan.negative_prompt) if settings.guided else None
+    frames = family.sample(
+        bundle, encode(plan.prompt), negative, settings, generator=torch.Generator("cpu").manual_seed(plan.seed),
+        known=known, events=ctx.events, frames=indices,
+    )  # fmt: skip
+    if border > 0 and v.blend_frames:
+        from flipbook.sampling.segments import fade_seam
+
+        written = torch.from_numpy(np.asarray(known[border - begin], dtype=np.float32) / 255)
+        frames = fade_seam(frames, border - begin, written, v.blend_frames)
+    pixels = (frames * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    parameters = _parameters(spec, bundle, border, plan, settings)
+    for index in indices:
+        yield Frame(index, PIL.Image.fromarray(pixels[index - begin]), None, parameters)
+
+
+def _parameters(spec: Spec, bundle, border: int, plan, settings) -> dict[str, str]:
+    """A1111-style keys saying how a frame was made."""
+    return {
+        "Video model": spec.videomodel.model,
+        "Segment": str(border // segment_step(spec)),
+        "Segment frames": str(settings.num_frames),
+        "Video prompt": plan.prompt,
+        "Video negative prompt": plan.negative_prompt,
+        "Video seed": str(plan.seed),
+        "Video steps": str(plan.steps),
+        "Video cfg": f"{plan.cfg:g}",
+        "Video shift": f"{settings.shift:g}" if settings.shift else "model's",
+    }

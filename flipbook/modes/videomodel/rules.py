@@ -1,0 +1,163 @@
+"""What the ``videomodel`` mode fills in, checks and says with only the spec and its plan (no torch).
+
+Segments: with ``F = segment_frames`` and ``O = overlap`` each segment adds ``S = F - O`` frames. Segment 0
+makes frames ``0 .. S``; segment ``k >= 1`` covers frames ``k*S - O + 1 .. k*S + S``, the first ``O`` of them
+known (the video so far) and the rest new, so a resume restarts at a multiple of ``S``. The frame rules of the
+model's family (Wan: ``4k + 1`` frames, sides multiples of 16) are checked here for built-in models and when
+the model loads for others.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from flipbook.errors import SpecError
+
+if TYPE_CHECKING:
+    from flipbook.models.families.family import Family
+    from flipbook.spec.model import Spec
+    from flipbook.spec.plan import FramePlan, Plan
+
+CAPABILITY = "video diffusion"
+
+
+def segment_step(spec: Spec) -> int:
+    """Frames each segment adds: ``segment_frames - overlap``."""
+    v = spec.videomodel
+    return v.segment_frames - v.overlap
+
+
+def segment_starts(spec: Spec) -> range:
+    """The border frame of every segment (``k * S``): segment k makes the frames after it (segment 0 also
+    frame 0). With ``loop`` the segments also reach frame ``max_frames`` (frame 0 again, never written)."""
+    n, step = spec.animation.max_frames, segment_step(spec)
+    reach = n if spec.videomodel.loop else n - 1
+    return range(0, max(1, math.ceil(reach / step)) * step, step)
+
+
+def segment_begin(spec: Spec, border: int) -> int:
+    """The first frame a segment covers: 0 for the first, else ``border - overlap + 1``."""
+    return 0 if border == 0 else border - spec.videomodel.overlap + 1
+
+
+def family_of(spec: Spec) -> Family | None:
+    """The family of a built-in model (its frame rules are known before loading), else None."""
+    from flipbook.models.families import builtin_family
+
+    return builtin_family(spec.videomodel.model, CAPABILITY)
+
+
+def defaults(spec: Spec) -> dict[str, Any]:
+    """Wan's 16 fps and one segment (with ``loop``, one segment less its last frame, which is frame 0)."""
+    v = spec.videomodel
+    return {"fps": 16.0, "max_frames": v.segment_frames - 1 if v.loop else v.segment_frames}
+
+
+def check_spec(spec: Spec) -> None:
+    """Frame and size rules of the model's family, the overlap, keyframes and the loop's length."""
+    family = family_of(spec)
+    if family is not None:
+        check_frame_rules(spec, family.frame_step, family.side_multiple, family.title)
+    v, n = spec.videomodel, spec.animation.max_frames
+    if v.overlap >= v.segment_frames:
+        raise SpecError(
+            "videomodel.overlap", v.overlap, f"fewer than videomodel.segment_frames ({v.segment_frames})"
+        )
+    frames = [k.frame for k in v.keyframes]
+    if len(set(frames)) != len(frames):
+        raise SpecError("videomodel.keyframes", frames, "one image per frame")
+    if 0 in frames and spec.init.image is not None:
+        raise SpecError("videomodel.keyframes", 0, "no keyframe at frame 0 together with init.image")
+    step = segment_step(spec)
+    if v.loop and len(segment_starts(spec)) == 1 and spec.init.image is None and 0 not in frames:
+        raise SpecError(
+            "videomodel.loop", True, "a start image (init.image, or a keyframe image at frame 0) for a loop of "
+            "one segment (its end is conditioned on frame 0, which the same segment would make)",
+        )  # fmt: skip
+    if v.loop and n > 1 and (n - 1) % step == 0:
+        raise SpecError(
+            "animation.max_frames", n, f"a frame count that is not 1 more than a multiple of {step} with "
+            f"videomodel.loop (e.g. {n - 1} or {n + 1})",
+            detail="the loop's last frame would start a segment of its own, away from the one conditioned "
+            "on frame 0",
+        )  # fmt: skip
+
+
+def check_frame_rules(spec: Spec, frame_step: int | None, side_multiple: int | None, title: str) -> None:
+    """``segment_frames`` is ``k * frame_step + 1`` and the sides are multiples of ``side_multiple``; the
+    error gives the nearest valid values."""
+    v, a = spec.videomodel, spec.animation
+    if frame_step and (v.segment_frames - 1) % frame_step:
+        low = (v.segment_frames - 1) // frame_step * frame_step + 1
+        raise SpecError(
+            "videomodel.segment_frames", v.segment_frames,
+            f"{frame_step}k+1 frames for {title}: the nearest are {low} and {low + frame_step}",
+        )  # fmt: skip
+    for name in ("width", "height"):
+        value = getattr(a, name)
+        if side_multiple and value % side_multiple:
+            low = value // side_multiple * side_multiple
+            nearest = f"{low} and {low + side_multiple}" if low else str(side_multiple)
+            raise SpecError(
+                f"animation.{name}",
+                value,
+                f"a multiple of {side_multiple} for {title}: the nearest are {nearest}",
+            )
+
+
+def check_steps(spec: Spec, frames: Sequence[FramePlan], family: Family) -> None:
+    """Every segment's steps (the plan's at its first new frame) are at least the family's ``min_steps``."""
+    step = segment_step(spec)
+    for border in segment_starts(spec):
+        plan = frames[0 if border == 0 else min(border + 1, len(frames) - 1)]
+        if plan.steps < family.min_steps:
+            raise SpecError(
+                "sampling.steps", plan.steps, f"at least {family.min_steps} for {family.title}",
+                detail=f"segment {border // step}",
+            )  # fmt: skip
+
+
+def check_plan(spec: Spec, frames: Sequence[FramePlan]) -> None:
+    """Prompts are plain text (the model's own tokenizer: no composable parts); no ControlNet; the steps the
+    family's scheduler needs. (The model samples with its own scheduler, whose shift is
+    ``videomodel.shift``: ``sampling.sampler`` is not read.)"""
+    from flipbook.prompting.grammar import split_composable
+
+    family = family_of(spec)
+    if family is not None:
+        check_steps(spec, frames, family)
+
+    if spec.controlnet:
+        raise SpecError(
+            "controlnet", f"{len(spec.controlnet)} unit(s)", "no ControlNet units in videomodel mode"
+        )
+    for frame in frames:
+        for text in (frame.prompt, frame.negative_prompt):
+            if len(split_composable(text)) > 1:
+                raise SpecError(
+                    "prompts", text, "prompts without composable parts (AND, |) in videomodel mode",
+                    detail=f"at frame {frame.index}",
+                )  # fmt: skip
+
+
+def describe(spec: Spec, plan: Plan) -> list[str]:
+    """The model, the segments and what conditions them."""
+    v = spec.videomodel
+    starts = segment_starts(spec)
+    start = f"from the init image {spec.init.image}" if spec.init.image else "from the prompt"
+    extras = []
+    used = [k.frame for k in v.keyframes if k.frame < spec.animation.max_frames]
+    if used:
+        extras.append("keyframe images at frames " + ", ".join(map(str, used)))
+    if len(used) < len(v.keyframes):
+        late = [str(k.frame) for k in v.keyframes if k.frame >= spec.animation.max_frames]
+        extras.append(f"keyframe images at frames {', '.join(late)} are past the last frame (not used)")
+    if v.loop:
+        extras.append("looped: the frame after the last is conditioned on frame 0")
+    return [
+        f"videomodel: {v.model}, {len(starts)} segment(s) of {v.segment_frames} frames, each after the first "
+        f"conditioned on the last {v.overlap} frame(s) before it, with the model's own scheduler; segment 0 "
+        f"{start}" + ("; " + "; ".join(extras) if extras else "")
+    ]

@@ -1,0 +1,93 @@
+"""``[videomodel]``: the settings of the ``videomodel`` mode (video diffusion transformers: text and image to
+video, keyframes, long videos in segments, loops). Pure pydantic: no torch."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from flipbook.spec.fields import (
+    ImageFile,
+    Range,
+    ScheduleValue,
+    Section,
+    TextEncoder,
+    Tokenizer,
+    Unit,
+    Vae,
+    VideoDiffusionModel,
+)
+
+SHIFT = Range(0.0, 50.0, "0 (the model's own shift) or a flow shift up to 50")
+
+
+class KeyframeImage(Section):
+    """An image the video passes through at ``frame``."""
+
+    frame: int = Field(0, ge=0, description="the frame (0-based) this image is placed at; 0: the start image")
+    image: ImageFile = Field(description="the image (resized to the animation size)")
+
+
+class VideoModelSection(Section):
+    """``[videomodel]``: a video diffusion model (Wan 2.x) makes the frames in segments of ``segment_frames``.
+    The first segment is text to video, or image to video from ``init.image`` (or a keyframe image at frame
+    0); each later segment continues from the last ``overlap`` frames of the video so far (conditioned on them,
+    as written to disk: a resume restarts at a segment border with the same frames). Each segment takes its
+    prompt, negative prompt, cfg (``sampling.cfg``), steps (``sampling.steps``), seed and ``shift`` from the
+    plan at its first new frame, so prompt keyframes travel from segment to segment. ``keyframes`` put images
+    at chosen frames (the segment that makes a keyframe's frame is conditioned on it: first-last-frame when it
+    falls on a segment border); ``loop`` conditions the frame after the last on frame 0, so the video loops."""
+
+    model: VideoDiffusionModel = Field(
+        "tiny-wan",
+        description="built-in (tiny-wan, tiny-wan-i2v, tiny-wan-flf2v, random-wan-1.3b), a diffusers folder or "
+        "hub id (Wan-AI/Wan2.1-T2V-1.3B-Diffusers), or a name in the models folder; image-to-video models "
+        "(I2V, FLF2V) are needed for more than one segment, keyframes and loops",
+    )
+    text_encoder: TextEncoder = Field(
+        None,
+        description="with a single transformer file: its text encoder file (ComfyUI's models/text_encoders)",
+    )
+    vae: Vae = Field(None, description="with a single transformer file: its VAE file (models/vae)")
+    tokenizer: Tokenizer = Field(
+        None, description="with a single text-encoder file: a tokenizer folder or hub id (google/umt5-xxl)"
+    )
+    segment_frames: int = Field(
+        81, ge=1, le=1025, description="frames per segment: the model's rule (Wan: 4k+1, e.g. 33, 81)"
+    )
+    overlap: int = Field(
+        1, ge=1, le=64, description="frames of the previous segment each later segment is conditioned on"
+    )
+    blend_frames: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="frames after each segment border over which the segment's jump from the "
+        "frame as written fades out (0: none)",
+    )
+    shift: Annotated[ScheduleValue, SHIFT, Unit("shift")] = Field(
+        0.0, description="the flow-matching shift per segment (Wan: 3 at 480p, 5 at 720p); 0: the model's own"
+    )
+    guidance_scale_2: float | None = Field(
+        None, ge=0, le=100, description="cfg of Wan 2.2's low-noise expert; default sampling.cfg"
+    )
+    max_sequence_length: int = Field(512, ge=16, le=1024, description="prompt tokens (padded to this)")
+    keyframes: list[KeyframeImage] = Field(
+        default_factory=list,
+        description="images at chosen frames (frame 0: the start image); those past the last frame are not "
+        "used, as prompt keyframes past it",
+    )
+    loop: bool = Field(
+        False, description="the frame after the last is conditioned on frame 0: a seamless loop"
+    )
+    offload: Literal["auto", "none", "model"] = Field(
+        "auto",
+        description="model CPU offload: each model on the GPU only while it runs; auto: on GPUs under 24 GiB",
+    )
+    vae_tiling: bool | None = Field(
+        None, description="decode in tiles (less memory for large frames); default: on GPUs under 24 GiB"
+    )
+    attention_backend: Literal[
+        "auto", "native", "flash", "sage", "flex", "_native_cudnn", "_native_flash"
+    ] = Field("auto", description="diffusers' attention backend for the transformer (auto: its default)")
