@@ -24,7 +24,11 @@ app = typer.Typer(
 
 ModelOpt = Annotated[
     str,
-    typer.Option("--model", "-m", help="built-in (tiny, random-sd15), folder, checkpoint, name or hub id"),
+    typer.Option(
+        "--model",
+        "-m",
+        help="built-in (tiny, random-sd15, tiny-xl, random-sdxl), folder, checkpoint, name or hub id",
+    ),
 ]
 ModelsDirOpt = Annotated[
     Path | None,

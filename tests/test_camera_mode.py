@@ -199,7 +199,8 @@ def test_checkpoint_schedule_switches_models(tmp_path, shared_model):
     spec = make_spec(tmp_path, model={"name": '0:("tiny"), 2:("other.safetensors")'})
     result = render(spec)
     assert shared_model == ["tiny", "other.safetensors"]
-    assert [params(p).model_name for p in result.frames] == ["tiny", "tiny", "other.safetensors"]
+    # named as A1111 names a checkpoint: a file by its stem
+    assert [params(p).model_name for p in result.frames] == ["tiny", "tiny", "other"]
 
 
 def test_resume_point_respects_cadence():

@@ -49,7 +49,11 @@ def test_no_code_outside_a_family_package_names_the_family():
 
 
 def test_built_in_names_of_family_kinds_come_from_the_registry():
-    assert ModelReference("checkpoint").builtins == builtin_names("checkpoint") == ("tiny", "random-sd15")
+    assert (
+        ModelReference("checkpoint").builtins
+        == builtin_names("checkpoint")
+        == ("tiny", "random-sd15", "tiny-xl", "random-sdxl")
+    )
     assert ModelReference("video model").builtins == ("tiny", "random-svd")
     assert ModelReference("motion module").builtins == ("tiny", "random-sd15")
     assert ModelReference("ControlNet", builtins=("tiny",)).builtins == ("tiny",)  # not a family's kind
@@ -58,14 +62,14 @@ def test_built_in_names_of_family_kinds_come_from_the_registry():
 
 
 def test_families_declare_what_they_serve():
-    assert [f.name for f in with_capability("image")] == ["sd1", "sd2"]
+    assert [f.name for f in with_capability("image")] == ["sd1", "sd2", "sdxl"]
     motion = with_capability("motion")
     assert motion and all(get_family(name).capability == "image" for f in motion for name in f.attaches_to)
     assert (
         get_family("sd1").prediction_type == "epsilon" and get_family("sd2").prediction_type == "v_prediction"
     )
     with pytest.raises(FlipbookError, match="sd1"):
-        get_family("sdxl")
+        get_family("sd3")
 
 
 # ---- load_model asks the registry --------------------------------------------------------------------------
@@ -99,14 +103,14 @@ def test_a_folder_no_family_loads_is_one_clear_error(tmp_path):
     from flipbook.models.loading import load_model
 
     index = {
-        "_class_name": "StableDiffusionXLPipeline",
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
+        "_class_name": "StableDiffusion3Pipeline",
+        "transformer": ["diffusers", "SD3Transformer2DModel"],
+        "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
         "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
     }
     with pytest.raises(FlipbookError) as info:
-        load_model(str(_folder(tmp_path, index, {"cross_attention_dim": 2048})), device="cpu")
-    assert "StableDiffusionXLPipeline" in str(info.value) and "Stable Diffusion 1.x" in str(info.value)
+        load_model(str(_folder(tmp_path, index)), device="cpu")
+    assert "StableDiffusion3Pipeline" in str(info.value) and "Stable Diffusion 1.x" in str(info.value)
 
 
 def test_a_motion_module_given_as_checkpoint_is_named_for_what_it_is(tmp_path):
@@ -139,11 +143,14 @@ class _PooledEncoder:
     def __init__(self, inner) -> None:
         self.inner = inner
 
-    def condition(self, prompt, other=None, weight=0.0, mode="lerp"):
+    def condition(self, prompt, other=None, weight=0.0, mode="lerp", *, negative=False):
         from flipbook.sampling.conditioning import Conditioning
 
-        plain = self.inner.condition(prompt, other, weight, mode)
+        plain = self.inner.condition(prompt, other, weight, mode, negative=negative)
         return Conditioning(plain.embeds, {"text_embeds": torch.zeros(1, 7)})
+
+    def at_size(self, conditioning, width, height):
+        return conditioning.with_added(time_ids=torch.tensor([[height, width]]).repeat(conditioning.rows, 1))
 
     def pad(self, conditioning, length):
         from flipbook.sampling.conditioning import Conditioning
@@ -182,6 +189,7 @@ def test_the_core_conditions_the_unet_with_what_the_family_encoder_gives(tiny_mo
     for call in seen:
         added = call["added_cond_kwargs"]["text_embeds"]
         assert call["rows"] == 5 and added.shape == (5, 7)  # 2 unconds + 3 prompt parts, one pooled row each
+        assert call["added_cond_kwargs"]["time_ids"].tolist() == [[64, 64]] * 5  # the batch's size, every row
         assert call["encoder_hidden_states"].shape[0] == 5
 
 

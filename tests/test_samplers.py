@@ -166,5 +166,6 @@ def test_sampler_names_cover_the_a1111_list() -> None:
         "Euler", "Euler a", "Heun", "LMS", "LMS Karras", "DDIM", "PLMS", "DPM2", "DPM2 a", "DPM2 Karras",
         "DPM2 a Karras", "DPM++ 2S a", "DPM++ 2S a Karras", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ 2M SDE",
         "DPM++ 2M SDE Karras", "DPM++ SDE", "DPM++ SDE Karras", "UniPC", "DEIS", "LCM", "DDPM",
+        "Euler SGM Uniform", "Euler a SGM Uniform", "DDIM SGM Uniform",  # the distilled presets' samplers
     }  # fmt: skip
     assert set(SAMPLER_NAMES) == expected

@@ -315,8 +315,9 @@ def test_detect_family_from_keys_and_shapes():
         {ATTN2: (640, 2048)},
     ],
 )
-def test_sdxl_is_refused(keys):
-    with pytest.raises(FlipbookError, match="SDXL is not supported yet") as info:
+def test_sdxl_is_not_an_sd_checkpoint(keys):
+    """SDXL files are the SDXL family's (tests/test_sdxl_loading.py); the SD loader names what it is not."""
+    with pytest.raises(FlipbookError, match="no Stable Diffusion 1.x/2.x|SDXL UNet without") as info:
         detect_family(keys, path="/models/xl.safetensors")
     assert info.value.field == "model" and "/models/xl.safetensors" in str(info.value)
 
@@ -479,7 +480,7 @@ BAD_INPUTS = {
     "lfs-pointer": "Git LFS",
     "pickle-with-objects": "NotAWeight",
     "not-sd": "no Stable Diffusion",
-    "sdxl": "SDXL is not supported yet",
+    "sdxl": "no Stable Diffusion 1.x/2.x",
     "incomplete": "missing",
     "inpainting": "not supported",
     "wrong-shape": "shape",

@@ -1,4 +1,5 @@
-"""Benchmark ``sampler``: the sampling core against diffusers' StableDiffusionPipeline on the same work.
+"""Benchmark ``sampler``: the sampling core against diffusers' own pipeline for the model (the class the model
+loaded as: StableDiffusionPipeline, StableDiffusionXLPipeline) on the same work.
 
 Reports seconds per image for both, their ratio, and the share of the core's wall time spent inside the UNet,
 VAE and text encoder (the rest is the loop's own overhead). The VAE is timed through its encoder/decoder
@@ -15,7 +16,6 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionPipeline
 
 from flipbook.bench.timing import ModuleTimer
 from flipbook.models.loading import load_model
@@ -42,7 +42,7 @@ def run(
     bundle = load_model(model, device=device, dtype=dtype)
     request = FrameRequest(PROMPT, NEGATIVE, seed=1, num_inference_steps=steps, guidance_scale=7.0,
                            sampler=sampler, width=width, height=height)  # fmt: skip
-    pipe = StableDiffusionPipeline(**bundle.pipe.components)
+    pipe = type(bundle.pipe)(**bundle.pipe.components)  # a fresh pipeline of the family's class, same parts
     pipe.set_progress_bar_config(disable=True)
     nets = {
         "unet": bundle.unet,
@@ -50,6 +50,8 @@ def run(
         "vae_post_quant_conv": bundle.vae.post_quant_conv,
         "text_encoder": bundle.text_encoder,
     }
+    if getattr(bundle.pipe, "text_encoder_2", None) is not None:
+        nets["text_encoder_2"] = bundle.pipe.text_encoder_2
     timer = ModuleTimer(nets, bundle.device)
 
     def run_core() -> None:

@@ -23,7 +23,7 @@ from flipbook.errors import FlipbookError, SpecError
 from flipbook.io.images import open_image
 from flipbook.sampling.requests import Control
 from flipbook.spec.fields import PREPROCESSOR_MODEL
-from flipbook.spec.model import ControlNetUnit, Spec
+from flipbook.spec.model import UNION_CONTROL_TYPES, ControlNetUnit, Spec
 from flipbook.spec.plan import FramePlan, resolve_value
 
 MAX_WEIGHT = 10.0
@@ -81,6 +81,7 @@ class ControlUnits:
             conditioning_scale=weight,
             guidance_start=unit.guidance_start,
             guidance_end=unit.guidance_end,
+            control_type=_union_index(unit),
         )
 
     def preprocess(self, index: int, image: PIL.Image.Image, *, seed: int) -> PIL.Image.Image:
@@ -184,7 +185,13 @@ def _off(unit: ControlNetUnit, spec: Spec) -> Control:
         conditioning_scale=0.0,
         guidance_start=unit.guidance_start,
         guidance_end=unit.guidance_end,
+        control_type=_union_index(unit),
     )
+
+
+def _union_index(unit: ControlNetUnit) -> int | None:
+    """The unit's control type as a union ControlNet indexes it (None: not a union unit)."""
+    return None if unit.control_type is None else UNION_CONTROL_TYPES.index(unit.control_type)
 
 
 def _needs_image(index: int, frame: int) -> SpecError:
@@ -203,11 +210,24 @@ def check_controlnet(spec: Spec, variables: Mapping[str, np.ndarray] | None = No
     (or the unit's weight is 0 there), and the openpose preprocessor's package is installed."""
     if not spec.controlnet:
         return
-    from flipbook.models.controlnet import locate_controlnet
+    from flipbook.models.controlnet import is_union, locate_controlnet
 
     units = ControlUnits(spec, variables)
     for index, unit in enumerate(spec.controlnet):
-        locate_controlnet(unit.model, models_dir=spec.model.models_dir, field=f"controlnet[{index}].model")
+        kind, where = locate_controlnet(
+            unit.model, models_dir=spec.model.models_dir, field=f"controlnet[{index}].model"
+        )
+        union = is_union(kind, where)
+        if union is True and unit.control_type is None:
+            raise SpecError(
+                f"controlnet[{index}].control_type", None, "the control this unit's image is (" +
+                ", ".join(UNION_CONTROL_TYPES) + f"): {unit.model} is a union ControlNet",
+            )  # fmt: skip
+        if union is False and unit.control_type is not None:
+            raise SpecError(
+                f"controlnet[{index}].control_type", unit.control_type,
+                f"no control type: {unit.model} is not a union ControlNet",
+            )  # fmt: skip
         no_image = (
             unit.image is None and unit.video is None and spec.init.image is None and spec.init.video is None
         )

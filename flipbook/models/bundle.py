@@ -26,6 +26,9 @@ class ModelBundle:
     source: str  # builtin | folder | hub | single_file
     device: torch.device
     dtype: torch.dtype
+    hash: str | None = None
+    """A1111's short hash of a single-file checkpoint (the first 10 hex digits of the file's SHA-256, what its
+    PNG parameters call "Model hash"); None for built-ins, folders and hub ids."""
 
     @property
     def unet(self):

@@ -22,6 +22,7 @@ used because it fetches a config from the hub for every file, which fails offlin
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -82,6 +83,25 @@ def locate_controlnet(
     if hub_like:
         return "hub", name
     raise FlipbookError(field, name, ALLOWED_CONTROLNETS)
+
+
+def is_union(kind: str, where: str) -> bool | None:
+    """Whether a located ControlNet (:func:`locate_controlnet`) is a union model, from its folder's config alone;
+    None where that needs its weights (a file, a hub id): the sampling core checks those once loaded."""
+    if kind == "builtin":
+        return False
+    if kind != "folder":
+        return None
+    for config in (Path(where) / "config.json", Path(where) / "controlnet" / "config.json"):
+        if config.is_file():
+            try:
+                return (
+                    json.loads(config.read_text(encoding="utf-8")).get("_class_name")
+                    == "ControlNetUnionModel"
+                )
+            except (OSError, ValueError, AttributeError):
+                return None
+    return None
 
 
 def load_controlnet(
@@ -151,14 +171,15 @@ def tiny_controlnet(unet_config: Mapping[str, Any], seed: int = 0) -> ControlNet
 
 
 def _from_pretrained(ref: str, *, local_files_only: bool, field: str) -> ControlNetModel:
-    """A diffusers ControlNet folder (or a pipeline folder's ``controlnet/``), or a hub id."""
-    from diffusers import ControlNetModel
+    """A diffusers ControlNet folder (or a pipeline folder's ``controlnet/``), or a hub id; a union ControlNet
+    (``ControlNetUnionModel`` in its config) loads as one."""
+    from diffusers import ControlNetModel, ControlNetUnionModel
 
     subfolder = "controlnet" if (Path(ref) / "controlnet" / "config.json").is_file() else None
     try:
-        controlnet = ControlNetModel.from_pretrained(
-            ref, subfolder=subfolder, local_files_only=local_files_only
-        )
+        config = ControlNetModel.load_config(ref, subfolder=subfolder, local_files_only=local_files_only)
+        cls = ControlNetUnionModel if config.get("_class_name") == "ControlNetUnionModel" else ControlNetModel
+        controlnet = cls.from_pretrained(ref, subfolder=subfolder, local_files_only=local_files_only)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as error:
         if Path(ref).exists():
             detail = refused_pickle(error) or f"the folder could not be loaded: {_first_line(error)}"
@@ -400,7 +421,8 @@ def check_fits(controlnet: ControlNetModel, unet: torch.nn.Module, name: str, *,
             raise FlipbookError(
                 field,
                 name,
-                "a ControlNet made for this model's family (SD 1.x ControlNets for SD 1.x, SD 2.x for 2.x)",
+                "a ControlNet made for this model's family "
+                "(SD 1.x ControlNets for SD 1.x, SD 2.x for 2.x, SDXL for SDXL)",
                 detail=f"its {key} is {_plain(have)}, the model's is {_plain(want)}",
             )
 

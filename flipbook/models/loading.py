@@ -1,9 +1,9 @@
 """Load an image model (a checkpoint) from whatever the user has, through its model family.
 
-``model`` may be a built-in name (``tiny``, ``random-sd15``), a diffusers folder, a single ``.safetensors`` /
-``.ckpt`` checkpoint, a checkpoint name inside ``models_dir`` (A1111 or ComfyUI layout), or a hub id. Hub ids
-honour ``HF_HUB_OFFLINE`` and the local cache; when the hub can't be reached and the model isn't cached the
-user gets one line saying so and what to pass instead.
+``model`` may be a built-in name (``tiny``, ``random-sd15``, ``tiny-xl`` ...), a diffusers folder, a single
+``.safetensors`` / ``.ckpt`` checkpoint, a checkpoint name inside ``models_dir`` (A1111 or ComfyUI layout),
+or a hub id. Hub ids honour ``HF_HUB_OFFLINE`` and the local cache; when the hub can't be reached and the
+model isn't cached the user gets one line saying so and what to pass instead.
 
 Three steps, none of which names a family: :func:`locate` finds where the weights are (a
 :class:`~flipbook.models.source.ModelSource`; a single file is read here, once), :func:`identify` asks the
@@ -14,6 +14,7 @@ the family's ``load_vae``, attention, device and dtype) is the same for every im
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -58,11 +59,15 @@ def load_model(
     dtype: str | None = None,
     vae: str | None = None,
     prediction_type: str | None = None,
+    zero_terminal_snr: bool = False,
     vae_slicing: bool = False,
     vae_tiling: bool = False,
     seed: int = 0,
 ) -> ModelBundle:
-    """Load ``model`` and place it on the chosen device and dtype (see module docstring for what's accepted)."""
+    """Load ``model`` and place it on the chosen device and dtype (see module docstring for what's accepted).
+
+    ``prediction_type`` overrides what the model says; ``zero_terminal_snr`` rescales its noise schedule to zero
+    terminal SNR (a file that asks for it, as SDXL's ``ztsnr`` key does, needs no flag)."""
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
     folders = ModelsDir(Path(models_dir)) if models_dir else None
@@ -70,6 +75,8 @@ def load_model(
     source = locate(model, folders)
     family = identify(source)
     pipe = family.load(source, prediction_type=prediction_type, seed=seed)
+    if zero_terminal_snr:
+        pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, rescale_betas_zero_snr=True)
     if vae:
         pipe.vae = family.load_vae(vae, folders)
         _check_vae_fits(pipe, vae)
@@ -83,8 +90,18 @@ def load_model(
     if vae_tiling:
         pipe.vae.enable_tiling()
     return ModelBundle(
-        pipe=pipe, name=model, family=family.name, source=source.kind, device=torch_device, dtype=torch_dtype
-    )
+        pipe=pipe, name=model, family=family.name, source=source.kind, device=torch_device, dtype=torch_dtype,
+        hash=short_hash(source.path) if source.kind == "single_file" else None,
+    )  # fmt: skip
+
+
+def short_hash(path: Path) -> str:
+    """A1111's "Model hash" of a checkpoint file: the first 10 hex digits of its SHA-256."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()[:10]
 
 
 # ---- 1. where the weights are -----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from flipbook.models.pickles import load_torch_file, refused_pickle
 
 log = logging.getLogger(__name__)
 
-LORA_ALLOWED = "a LoRA trained for this model family (SD 1.x / SD 2.x)"
+LORA_ALLOWED = "a LoRA trained for this model family (SD 1.x / SD 2.x / SDXL)"
 LIBRARIES = ("diffusers", "peft", "transformers", "torch")
 _NO_MATCH = "none of its layers match this model"
 LoraEntry = tuple[Path | str, float] | tuple[Path | str, float, float | None]
@@ -231,19 +231,39 @@ def load_embeddings(
             del registry[token]
         _check_token_free(pipe, name, token)
         try:
-            pipe.load_textual_inversion(vectors, token=token)
+            for (_, tokenizer, text_encoder), part in zip(_text_encoders(pipe), vectors, strict=True):
+                pipe.load_textual_inversion(part, token=token, tokenizer=tokenizer, text_encoder=text_encoder)
         except Exception as error:
-            if token in pipe.tokenizer.added_tokens_encoder:
-                _unload_token(pipe, token)
+            _unload_token(pipe, token)
             raise _embedding_error(pipe, name, _short_reason(error)) from error
         registry[token] = path
         _install_case_insensitive_expansion(pipe)
     return used
 
 
+def _text_encoders(pipe: DiffusionPipeline) -> list[tuple[str | None, Any, Any]]:
+    """``(key in an embedding file, tokenizer, text encoder)`` for each text encoder of the pipeline: one
+    (key None: the file's single set of vectors), or SDXL's two, whose embeddings hold ``clip_l`` and
+    ``clip_g`` vectors (A1111's SDXL embedding layout)."""
+    if getattr(pipe, "text_encoder_2", None) is not None and getattr(pipe, "text_encoder", None) is not None:
+        return [
+            ("clip_l", pipe.tokenizer, pipe.text_encoder),
+            ("clip_g", pipe.tokenizer_2, pipe.text_encoder_2),
+        ]
+    return [(None, pipe.tokenizer, pipe.text_encoder)]
+
+
+def _width(text_encoder: Any) -> int:
+    return text_encoder.get_input_embeddings().weight.shape[-1]
+
+
 def _embedding_error(pipe: DiffusionPipeline, name: str, detail: str) -> FlipbookError:
-    width = pipe.text_encoder.get_input_embeddings().weight.shape[-1]
-    allowed = f"a textual-inversion embedding for this model's text encoder (vectors of width {width})"
+    encoders = _text_encoders(pipe)
+    if len(encoders) == 1:
+        allowed = f"a textual-inversion embedding for this model's text encoder (vectors of width {_width(encoders[0][2])})"
+    else:
+        widths = ", ".join(f"{key} of width {_width(te)}" for key, _, te in encoders)
+        allowed = f"a textual-inversion embedding for this model's text encoders ({widths})"
     return FlipbookError("embedding", name, allowed, detail=detail)
 
 
@@ -255,13 +275,23 @@ def _read_embedding_file(path: Path, fail: Callable[[str], FlipbookError]) -> An
     return load_torch_file(path, fail)
 
 
-def _vectors_from(data: Any) -> torch.Tensor:
-    """The embedding vectors out of the layouts in use: A1111 .pt / .safetensors, diffusers, bare tensor."""
+def _vectors_from(data: Any, key: str | None = None) -> torch.Tensor:
+    """The embedding vectors out of the layouts in use: A1111 .pt / .safetensors, diffusers, bare tensor;
+    with ``key`` (a two-encoder model) the file's ``key`` tensor (SDXL: ``clip_l`` / ``clip_g``)."""
+    sdxl_layout = isinstance(data, Mapping) and ("clip_l" in data or "clip_g" in data)
+    if key is not None:
+        if not sdxl_layout:
+            raise ValueError(
+                "an embedding for a one-text-encoder model (SD 1.x/2.x), not clip_l / clip_g vectors"
+            )
+        if not isinstance(data.get(key), torch.Tensor):
+            raise ValueError(f"it has no {key!r} vectors")
+        return data[key]
     if isinstance(data, torch.Tensor):
         return data
     if not isinstance(data, Mapping):
         raise ValueError("not a textual-inversion embedding")
-    if "clip_l" in data or "clip_g" in data:
+    if sdxl_layout:
         raise ValueError("an SDXL embedding (clip_l / clip_g)")
     if "string_to_param" in data:
         params = data["string_to_param"]
@@ -274,39 +304,49 @@ def _vectors_from(data: Any) -> torch.Tensor:
     raise ValueError("not a textual-inversion embedding")
 
 
-def _checked_vectors(pipe: DiffusionPipeline, name: str, path: Path) -> torch.Tensor:
-    """Read and validate before touching the model, so a bad file changes nothing."""
+def _checked_vectors(pipe: DiffusionPipeline, name: str, path: Path) -> list[torch.Tensor]:
+    """Read and validate before touching the model, so a bad file changes nothing: the vectors for each of
+    the pipeline's text encoders (:func:`_text_encoders`), the same number for each."""
     if not path.is_file():
         raise _embedding_error(pipe, name, f"no such file: {path}")
     try:
-        vectors = _vectors_from(_read_embedding_file(path, lambda d: _embedding_error(pipe, name, d)))
-        vectors = vectors.detach().float()
+        data = _read_embedding_file(path, lambda d: _embedding_error(pipe, name, d))
+        parts = [_vectors_from(data, key).detach().float() for key, _, _ in _text_encoders(pipe)]
     except FlipbookError:
         raise
     except ValueError as error:
         raise _embedding_error(pipe, name, str(error)) from error
     except Exception as error:
         raise _embedding_error(pipe, name, "truncated or corrupt file, or not a weights file") from error
-    if vectors.ndim == 1:
-        vectors = vectors.unsqueeze(0)
-    width = pipe.text_encoder.get_input_embeddings().weight.shape[-1]
-    if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[-1] != width:
-        raise _embedding_error(pipe, name, f"its vectors have shape {tuple(vectors.shape)}")
-    return vectors
+    parts = [vectors.unsqueeze(0) if vectors.ndim == 1 else vectors for vectors in parts]
+    for vectors, (key, _, text_encoder) in zip(parts, _text_encoders(pipe), strict=True):
+        if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[-1] != _width(text_encoder):
+            what = "its vectors" if key is None else f"its {key} vectors"
+            raise _embedding_error(pipe, name, f"{what} have shape {tuple(vectors.shape)}")
+    if len({vectors.shape[0] for vectors in parts}) > 1:
+        raise _embedding_error(pipe, name, "its clip_l and clip_g parts have different numbers of vectors")
+    return parts
 
 
 def _check_token_free(pipe: DiffusionPipeline, name: str, token: str) -> None:
-    """diffusers cannot add a token that already exists in the tokenizer's vocabulary."""
-    vocab = pipe.tokenizer.get_vocab()
-    if token in vocab or f"{token}_1" in vocab:
-        raise _embedding_error(pipe, name, "its name is already a token of the tokenizer; rename the file")
+    """diffusers cannot add a token that already exists in a tokenizer's vocabulary."""
+    for _, tokenizer, _ in _text_encoders(pipe):
+        vocab = tokenizer.get_vocab()
+        if token in vocab or f"{token}_1" in vocab:
+            raise _embedding_error(
+                pipe, name, "its name is already a token of the tokenizer; rename the file"
+            )
 
 
 def _unload_token(pipe: DiffusionPipeline, token: str) -> None:
-    """Remove an embedding's token and its extra-vector tokens (``token_1``...); diffusers leaves the latter."""
-    added = pipe.tokenizer.added_tokens_encoder
-    tokens = [token] + [t for t in added if re.fullmatch(rf"{re.escape(token)}_\d+", t)]
-    pipe.unload_textual_inversion(tokens=tokens)
+    """Remove an embedding's token and its extra-vector tokens (``token_1``...) from every tokenizer that has
+    it; diffusers leaves the extra ones."""
+    for _, tokenizer, text_encoder in _text_encoders(pipe):
+        added = tokenizer.added_tokens_encoder
+        if token not in added:
+            continue
+        tokens = [token] + [t for t in added if re.fullmatch(rf"{re.escape(token)}_\d+", t)]
+        pipe.unload_textual_inversion(tokens=tokens, tokenizer=tokenizer, text_encoder=text_encoder)
 
 
 def _install_case_insensitive_expansion(pipe: DiffusionPipeline) -> None:

@@ -30,6 +30,7 @@ class Cores:
         self._name: str | None = None
         self._core: SamplingCore | None = None
         self.loads = 0
+        self.hashes: dict[str, str | None] = {}  # checkpoint -> A1111's model hash, once it has loaded
         # ControlNets load on first use and stay for the whole run, across checkpoint switches
         self.controlnets = ControlNets(section.models_dir)
 
@@ -44,10 +45,12 @@ class Cores:
         m = self._section
         model = load_model(
             checkpoint, models_dir=m.models_dir, device=m.device, dtype=m.dtype, vae=m.vae,
-            prediction_type=m.prediction_type, vae_slicing=m.vae_slicing, vae_tiling=m.vae_tiling,
+            prediction_type=m.prediction_type, zero_terminal_snr=m.zero_terminal_snr, vae_slicing=m.vae_slicing,
+            vae_tiling=m.vae_tiling,
         )  # fmt: skip
         self._networks.load_embeddings_for(model.pipe, self._prompts)
         self.loads += 1
+        self.hashes[checkpoint] = model.hash
         return SamplingCore(model, self._events, controlnets=self.controlnets)
 
     def release(self) -> None:

@@ -96,7 +96,12 @@ def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = Fa
     try:
         for frame in mode.render(ctx):
             path = run.frame_path(frame.index)
-            save_png(frame.image, path, frame_parameters(frame, plan[frame.index], spec))
+            planned = plan[frame.index]
+            save_png(
+                frame.image,
+                path,
+                frame_parameters(frame, planned, spec, cores.hashes.get(planned.checkpoint)),
+            )
             result.frames.append(path)
             run.log(f"frame {frame.index}" + ("" if frame.request is not None else " (in-between)"))
             events.frame(FrameEvent(frame.index, n, frame.image))
@@ -110,7 +115,7 @@ def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = Fa
     run.write_metrics(result.metrics)
     run.log("temporal error: " + ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items()))
     soundtrack = mode.soundtrack(spec)
-    parameters = animation_parameters(spec, plan, result.metrics)
+    parameters = animation_parameters(spec, plan, result.metrics, cores.hashes.get(plan[0].checkpoint))
     result.outputs = write_animation(
         spec, frames, run.path, parameters, soundtrack=soundtrack, report=result.notes.append
     )
@@ -132,10 +137,13 @@ def _check_inputs(spec: Spec, plan: Plan) -> None:
     check_output_size(spec)
 
 
-def frame_parameters(frame: Frame, planned: FramePlan, spec: Spec) -> GenerationParameters:
+def frame_parameters(
+    frame: Frame, planned: FramePlan, spec: Spec, model_hash: str | None = None
+) -> GenerationParameters:
     """A1111-style parameters for one frame, so any frame can be re-made in another tool: what its request
     used (a mode may reorder frames, as variations does), or, for cadence in-betweens (no diffusion of their
-    own), the plan's values, saying so."""
+    own), the plan's values, saying so. The model is named as A1111 names it (a file by its stem) with its
+    ``model_hash`` (a single file's, once loaded)."""
     extra = {"Frame": str(frame.index), "Version": f"flipbook {__version__}"}
     r = frame.request
     if frame.parameters is not None:
@@ -155,9 +163,16 @@ def frame_parameters(frame: Frame, planned: FramePlan, spec: Spec) -> Generation
         height=spec.animation.height,
         denoising_strength=r.strength if r is not None and r.image is not None else None,
         clip_skip=spec.sampling.clip_skip if spec.sampling.clip_skip > 1 else None,
-        model_name=planned.checkpoint,
+        model_name=a1111_model_name(planned.checkpoint),
+        model_hash=model_hash,
         extra=extra,
     )
+
+
+def a1111_model_name(checkpoint: str) -> str:
+    """A checkpoint as A1111's "Model" names it: a file by its stem, anything else as written."""
+    path = Path(checkpoint)
+    return path.stem if path.suffix.lower() in (".safetensors", ".ckpt") else checkpoint
 
 
 def consistency_metrics(frames: list[np.ndarray], mode: Mode, spec: Spec) -> dict[str, float]:
@@ -175,7 +190,9 @@ def consistency_metrics(frames: list[np.ndarray], mode: Mode, spec: Spec) -> dic
     return metrics
 
 
-def animation_parameters(spec: Spec, plan: Plan, metrics: dict[str, float] | None = None) -> str:
+def animation_parameters(
+    spec: Spec, plan: Plan, metrics: dict[str, float] | None = None, model_hash: str | None = None
+) -> str:
     """A1111-style parameters for the whole animation (frame 0's settings, the mode and frame count), stored
     in every output next to the spec itself."""
     first = plan[0]
@@ -198,7 +215,8 @@ def animation_parameters(spec: Spec, plan: Plan, metrics: dict[str, float] | Non
             width=spec.animation.width,
             height=spec.animation.height,
             clip_skip=spec.sampling.clip_skip if spec.sampling.clip_skip > 1 else None,
-            model_name=first.checkpoint,
+            model_name=a1111_model_name(first.checkpoint),
+            model_hash=model_hash,
             extra=extra,
         )
     )

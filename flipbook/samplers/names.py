@@ -38,6 +38,7 @@ _KARRAS = {"use_karras_sigmas": True, "use_exponential_sigmas": False, "use_beta
 _NO_KARRAS = {"use_karras_sigmas": False, "use_exponential_sigmas": False, "use_beta_sigmas": False}
 _DPMPP = {"algorithm_type": "dpmsolver++", "solver_order": 2}
 _DPMPP_SDE = {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}
+_TRAILING = {"timestep_spacing": "trailing"}
 
 
 def _spec(
@@ -76,6 +77,11 @@ _A1111: tuple[SamplerSpec, ...] = (
     _spec("UniPC", "UniPCMultistepScheduler", _NO_KARRAS),
     _spec("DEIS", "DEISMultistepScheduler", _NO_KARRAS),
     _spec("LCM", "LCMScheduler", stochastic=True),
+    # "SGM Uniform" (A1111's and ComfyUI's schedule type): steps evenly spaced from the last training step,
+    # diffusers' timestep_spacing "trailing"; what distilled models (Turbo, Lightning, Hyper-SD) are sampled with.
+    _spec("Euler SGM Uniform", "EulerDiscreteScheduler", _NO_KARRAS, _TRAILING),
+    _spec("Euler a SGM Uniform", "EulerAncestralDiscreteScheduler", _TRAILING, ancestral=True),
+    _spec("DDIM SGM Uniform", "DDIMScheduler", _TRAILING),
     _spec("DDPM", "DDPMScheduler", stochastic=True),
 )
 

@@ -307,7 +307,9 @@ class AnimateDiffSampler:
             negative_next = (
                 frame.negative_prompt if frame.blend_negative_prompt is None else frame.blend_negative_prompt
             )
-            unconds.append(encoder.condition(frame.negative_prompt, negative_next, w, request.blend_mode))
+            unconds.append(
+                encoder.condition(frame.negative_prompt, negative_next, w, request.blend_mode, negative=True)
+            )
             part_weight = weight if weight == other_weight else (1.0 - w) * weight + w * other_weight
             scales.append(frame.guidance_scale * part_weight)
             guided.append(frame.guidance_scale > 1.0)

@@ -4,7 +4,8 @@ The sampling loops never build a text encoder themselves: a model's family gives
 :class:`PromptConditioner` (``Family.encoder``; for SD 1.x/2.x :class:`~flipbook.sampling.encode.PromptEncoder`)
 and they hand its :class:`Conditioning` to the UNet as :meth:`Conditioning.unet_kwargs`. A family whose UNet
 needs more than per-token states adds them as ``added`` (SDXL: its pooled text embedding ``text_embeds``
-from the second encoder and the size conditioning ``time_ids``), and the loops pass them on untouched.
+from the second encoder and the size conditioning ``time_ids``), and the loops pass them on untouched. The
+size conditioning comes from :meth:`PromptConditioner.at_size` once a batch's image size is known.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class Conditioning:
             self.embeds.to(device, dtype), {k: v.to(device, dtype) for k, v in self.added.items()}
         )
 
+    def with_added(self, **added: torch.Tensor) -> Conditioning:
+        """This conditioning with further (or replaced) ``added`` inputs."""
+        return Conditioning(self.embeds, {**self.added, **added})
+
     def select(self, index: torch.Tensor) -> Conditioning:
         """The rows ``index`` names, in that order."""
         return Conditioning(
@@ -72,14 +77,26 @@ class PromptConditioner(Protocol):
     """
 
     def condition(
-        self, prompt: str, other: str | None = None, weight: float = 0.0, mode: str = "lerp"
+        self,
+        prompt: str,
+        other: str | None = None,
+        weight: float = 0.0,
+        mode: str = "lerp",
+        *,
+        negative: bool = False,
     ) -> Conditioning:
         """``prompt``'s conditioning (one row), moved toward ``other``'s by ``weight`` with ``mode`` (lerp or
-        slerp) when ``other`` is given: prompt interpolation."""
+        slerp) when ``other`` is given: prompt interpolation. ``negative`` says it is a negative prompt, which
+        a family may encode differently (SDXL, as A1111 runs it, gives an empty negative prompt zeros)."""
         ...
 
     def pad(self, conditioning: Conditioning, length: int) -> Conditioning:
         """``conditioning`` padded to ``length`` tokens."""
+        ...
+
+    def at_size(self, conditioning: Conditioning, width: int, height: int) -> Conditioning:
+        """``conditioning`` completed with what depends on the image's size, for every row (SDXL: the added
+        time ids, original and target size and crop); unchanged for a family whose UNet does not take it."""
         ...
 
     def clear(self) -> None:

@@ -10,6 +10,7 @@ weights inside one batch), and one events object for progress, preview and cance
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ import PIL.Image
 import torch
 from diffusers.image_processor import VaeImageProcessor
 
+from flipbook.errors import FlipbookError
 from flipbook.events import Events, RenderCancelled, StepEvent
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.controlnet import ControlNets
@@ -35,6 +37,8 @@ from flipbook.sampling.steps import (
     skip_to_strength,
     step_kwargs,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,6 +62,20 @@ class _ControlUnit:
     scales: list[float]
     starts: list[float]
     ends: list[float]
+    control_type: int | None = None  # a union ControlNet's control (diffusers' control_mode)
+
+    def union_kwargs(self, rows: int) -> dict:
+        """A union ControlNet's arguments (diffusers' ControlNetUnion pipeline, one control per call): the image
+        as a list, the one-hot control type per row and its index; empty for any other ControlNet."""
+        if self.control_type is None:
+            return {"controlnet_cond": self.images}
+        types = torch.zeros(rows, self.controlnet.config.num_control_type, dtype=self.controlnet.dtype)
+        types[:, self.control_type] = 1
+        return {
+            "controlnet_cond": [self.images],
+            "control_type": types.to(self.images.device),
+            "control_type_idx": [self.control_type],
+        }
 
     def scales_at(self, step: int, steps: int) -> list[float]:
         """Per-row ``conditioning_scale`` at ``step``: diffusers' ``controlnet_keep``, 1 while
@@ -120,6 +138,7 @@ class SamplingCore:
             vae_scale_factor=scale, do_convert_rgb=True, do_normalize=False
         )
         self.stats = {"unet_calls": 0, "unet_rows": 0, "controlnet_calls": 0}
+        self._sizes_noted: set[tuple[int, int]] = set()
 
     # ---- public API -------------------------------------------------------------------------------------
 
@@ -129,6 +148,7 @@ class SamplingCore:
         """Sample every request; requests that share a batch key are denoised ``batch_size`` at a time."""
         for request in requests:
             request.validate(self.model.vae_scale_factor)
+            self._note_size(request.width, request.height)
         results: list = [None] * len(requests)
         for indices in _batches(requests, batch_size):
             if self.finish_on_cancel and self.events.cancelled:
@@ -206,6 +226,15 @@ class SamplingCore:
             images = [self._overlay(r, img) for r, img in zip(requests, images, strict=True)]
         return images
 
+    def _note_size(self, width: int, height: int) -> None:
+        """Log the family's warning for a size its models render badly (once per size and run)."""
+        note = get_family(self.model.family).size_note
+        if note is None or (width, height) in self._sizes_noted:
+            return
+        self._sizes_noted.add((width, height))
+        if (text := note(width, height)) is not None:
+            logger.warning("%s: %s", self.model.name, text)
+
     # ---- 1-2. LoRAs and prompts ------------------------------------------------------------------------
 
     def _activate_loras(self, loras: tuple) -> None:
@@ -246,7 +275,7 @@ class SamplingCore:
                 rows.append(len(cond_rows))
                 cond_rows.append(part)
             layout.append((uncond, rows, [w for _, w in parts], request.guidance_scale))
-        text = stack(uncond_rows + cond_rows, encoder)
+        text = encoder.at_size(stack(uncond_rows + cond_rows, encoder), requests[0].width, requests[0].height)
         offset = len(uncond_rows)
         guidance = [_Guidance(u, [offset + r for r in rows], weights, g) for u, rows, weights, g in layout]
         return text.to(self.model.device, self.model.unet.dtype), guidance
@@ -379,6 +408,7 @@ class SamplingCore:
             # diffusers runs a global-pooling ControlNet (shuffle) on the conditional rows only ("guess mode")
             # and adds zeros to the unconditional ones: a weight of 0 on those rows does the same.
             pooled = bool(controlnet.config.get("global_pool_conditions", False))
+            _check_control_type(controlnet, per_request[0], self.controlnets.fields, j)
             units.append(
                 _ControlUnit(
                     controlnet=controlnet,
@@ -391,6 +421,7 @@ class SamplingCore:
                     ],
                     starts=[float(per_request[source].guidance_start) for source in sources],
                     ends=[float(per_request[source].guidance_end) for source in sources],
+                    control_type=per_request[0].control_type,
                 )
             )
         return units
@@ -420,11 +451,14 @@ class SamplingCore:
             scales = unit.scales_at(step, steps)
             if not any(scales):
                 continue
-            scale = torch.tensor(scales, dtype=unit.controlnet.dtype, device=control_input.device)
+            scale = torch.tensor(scales, dtype=unit.controlnet.dtype, device=control_input.device).view(
+                -1, 1, 1, 1
+            )
             self.stats["controlnet_calls"] += 1
             unit_down, unit_mid = unit.controlnet(
                 control_input.to(unit.controlnet.dtype), t, **text.unet_kwargs(),
-                controlnet_cond=unit.images, conditioning_scale=scale.view(-1, 1, 1, 1), guess_mode=False,
+                **unit.union_kwargs(control_input.shape[0]),
+                conditioning_scale=scale if unit.control_type is None else [scale], guess_mode=False,
                 return_dict=False,
             )  # fmt: skip
             down, mid = add_residuals((down, mid), (unit_down, unit_mid))
@@ -500,7 +534,11 @@ def _positive_parts(encoder: PromptConditioner, request: FrameRequest) -> list[t
 
 def _negative_conditioning(encoder: PromptConditioner, request: FrameRequest) -> Conditioning:
     return encoder.condition(
-        request.negative_prompt, request.blend_negative_prompt, request.blend_weight, request.blend_mode
+        request.negative_prompt,
+        request.blend_negative_prompt,
+        request.blend_weight,
+        request.blend_mode,
+        negative=True,
     )
 
 
@@ -526,6 +564,24 @@ def _noise_multipliers(requests: Sequence[FrameRequest], noise_like: torch.Tenso
     """Per-row initial-noise multipliers shaped to broadcast over latents (1.0 leaves the noise unchanged)."""
     values = [r.noise_multiplier for r in requests]
     return torch.tensor(values, dtype=noise_like.dtype, device=noise_like.device).view(-1, 1, 1, 1)
+
+
+def _check_control_type(controlnet, control: Control, fields, index: int) -> None:
+    """A union ControlNet needs to be told which control a unit's image is; any other ControlNet takes none.
+    Errors name the spec's unit (``controlnet[i].control_type``) where the run knows it."""
+    union = "num_control_type" in controlnet.config
+    unit = fields.get(control.model, f"controls[{index}].model").removesuffix(".model")
+    field, value = f"{unit}.control_type", control.control_type
+    if not union and value is not None:
+        raise FlipbookError(field, value, "no control type: this ControlNet is not a union model")
+    if union and value is None:
+        raise FlipbookError(
+            field, None, f"the control this unit's image is: {control.model} is a union ControlNet"
+        )
+    if union and not 0 <= value < controlnet.config.num_control_type:
+        raise FlipbookError(
+            field, value, f"one of the model's {controlnet.config.num_control_type} control types"
+        )
 
 
 def _row_sources(guidance: Sequence[_Guidance], n_rows: int) -> torch.Tensor:

@@ -75,16 +75,18 @@ def _split_into_chunks(pieces: list[tuple[list[int], float] | None], comma_id: i
     return chunks
 
 
-def _checked_clip_skip(clip_skip: int, text_encoder) -> int:
-    """A1111's clip skip N takes the output of the N-th layer from the end; the text encoder's hidden states
-    (its embeddings and every layer) allow at most as many as it has layers. More is refused here, when the
-    model is loaded and before any frame, naming the field (a spec's ``sampling.clip_skip``)."""
+def _checked_clip_skip(clip_skip: int, text_encoder, layer_offset: int = 0) -> int:
+    """A1111's clip skip N takes the output of the N-th layer from the end (``layer_offset`` more for a family
+    that counts from an earlier layer); the text encoder's hidden states (its embeddings and every layer) allow
+    at most as many as it has layers. More is refused here, when the model is loaded and before any frame,
+    naming the field (a spec's ``sampling.clip_skip``)."""
     layers = getattr(getattr(text_encoder, "config", None), "num_hidden_layers", None)
-    if layers is not None and clip_skip > layers:
+    if layers is not None and clip_skip + layer_offset > layers:
+        most = layers - layer_offset
         raise FlipbookError(
             "sampling.clip_skip",
             clip_skip,
-            f"at most {layers} for this model (its text encoder has {layers} layers)",
+            f"at most {most} for this model (its text encoder has {layers} layers)",
         )
     return clip_skip
 
@@ -94,6 +96,11 @@ class PromptEncoder:
 
     ``clip_skip`` follows A1111 (1 = last layer, 2 = penultimate ...). ``convert_prompt`` lets diffusers'
     textual-inversion loader expand multi-vector embedding tokens before tokenising.
+
+    A family that reads another layer sets ``layer_offset`` (SDXL counts from the penultimate layer: offset 1,
+    so clip skip 1 reads the penultimate hidden states) and ``final_norm`` (whether a skipped layer's states
+    go through the final layer norm, as A1111 does for SD 1.x/2.x and SDXL does not). ``pooled`` keeps the
+    text encoder's pooled (projected) output of each prompt's first chunk, for :meth:`pooled`.
     """
 
     def __init__(
@@ -103,24 +110,40 @@ class PromptEncoder:
         *,
         clip_skip: int = 1,
         convert_prompt: Callable[[str], str] | None = None,
+        layer_offset: int = 0,
+        final_norm: bool = True,
+        pooled: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
-        self.clip_skip = _checked_clip_skip(clip_skip, text_encoder)
+        self.clip_skip = _checked_clip_skip(clip_skip, text_encoder, layer_offset)
         self.convert_prompt = convert_prompt
+        self.layer_offset = layer_offset
+        self.final_norm = final_norm
+        self.keeps_pooled = pooled
         self._cache: dict[str, torch.Tensor] = {}
+        self._pooled: dict[str, torch.Tensor] = {}
         self._comma_id = tokenizer.convert_tokens_to_ids(",</w>")
         self.calls = 0  # text-encoder forward passes, for tests and benchmarks
 
     def clear(self) -> None:
         """Forget cached embeddings (after the text encoder changed, e.g. a LoRA was switched)."""
         self._cache.clear()
+        self._pooled.clear()
 
     def encode(self, prompt: str) -> torch.Tensor:
         """The prompt's embedding, shape ``(1, 77 * chunks, hidden)``; cached per prompt text."""
         if prompt not in self._cache:
             self._cache[prompt] = self._encode_uncached(prompt)
         return self._cache[prompt]
+
+    def pooled(self, prompt: str) -> torch.Tensor:
+        """The pooled output, shape ``(1, width)``, of the prompt's first chunk (A1111 pools the first chunk),
+        unweighted; only for an encoder made with ``pooled=True``."""
+        if not self.keeps_pooled:
+            raise ValueError("this encoder was made without pooled=True")
+        self.encode(prompt)
+        return self._pooled[prompt]
 
     def empty_chunk(self) -> torch.Tensor:
         """The embedding of one empty chunk, used to pad a shorter prompt to a longer one's length."""
@@ -148,15 +171,26 @@ class PromptEncoder:
         return blend_embeddings(a, b, weight, mode)
 
     def condition(
-        self, prompt: str, other: str | None = None, weight: float = 0.0, mode: str = "lerp"
+        self,
+        prompt: str,
+        other: str | None = None,
+        weight: float = 0.0,
+        mode: str = "lerp",
+        *,
+        negative: bool = False,
     ) -> Conditioning:
-        """:meth:`encode` (or with ``other``, :meth:`encode_blend`) as the sampling loops take it."""
+        """:meth:`encode` (or with ``other``, :meth:`encode_blend`) as the sampling loops take it; a negative
+        prompt encodes as any other (A1111 for SD 1.x/2.x)."""
         embeds = self.encode(prompt) if other is None else self.encode_blend(prompt, other, weight, mode)
         return Conditioning(embeds)
 
     def pad(self, conditioning: Conditioning, length: int) -> Conditioning:
         """:meth:`pad_to` on a :class:`~flipbook.sampling.conditioning.Conditioning`."""
         return Conditioning(self.pad_to(conditioning.embeds, length))
+
+    def at_size(self, conditioning: Conditioning, width: int, height: int) -> Conditioning:
+        """SD 1.x/2.x UNets are not conditioned on the image size: ``conditioning`` unchanged."""
+        return conditioning
 
     def _encode_uncached(self, prompt: str) -> torch.Tensor:
         text = self.convert_prompt(prompt) if self.convert_prompt else prompt
@@ -165,27 +199,38 @@ class PromptEncoder:
             for piece, weight in parse_attention(text)
         ]
         chunks = _split_into_chunks(pieces, self._comma_id)
-        return torch.cat([self._encode_chunk(chunk) for chunk in chunks], dim=1)
+        encoded = [self._encode_chunk(chunk) for chunk in chunks]
+        if self.keeps_pooled:
+            self._pooled[prompt] = encoded[0][1]
+        return torch.cat([hidden for hidden, _ in encoded], dim=1)
 
     def _token_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False, truncation=False).input_ids
 
-    def _encode_chunk(self, chunk: _Chunk) -> torch.Tensor:
+    def _encode_chunk(self, chunk: _Chunk) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The chunk's weighted hidden states and, when kept, its pooled output."""
         tok = self.tokenizer
         padding = CHUNK_LENGTH - len(chunk.tokens)
         ids = [tok.bos_token_id, *chunk.tokens, tok.eos_token_id] + [tok.pad_token_id] * padding
         input_ids = torch.tensor([ids], device=self.text_encoder.device)
         self.calls += 1
-        if self.clip_skip <= 1:
+        layer = self.clip_skip + self.layer_offset
+        pooled = None
+        if layer <= 1 and not self.keeps_pooled:
             hidden = self.text_encoder(input_ids)[0]
         else:
-            states = self.text_encoder(input_ids, output_hidden_states=True).hidden_states
-            hidden = _final_layer_norm(self.text_encoder)(states[-self.clip_skip])
+            output = self.text_encoder(input_ids, output_hidden_states=layer > 1)
+            pooled = _pooled_output(output) if self.keeps_pooled else None
+            hidden = output.last_hidden_state
+            if layer > 1:
+                hidden = output.hidden_states[-layer]
+                if self.final_norm:
+                    hidden = _final_layer_norm(self.text_encoder)(hidden)
         hidden = hidden.to(self.text_encoder.dtype)
         weights = [1.0, *chunk.weights, 1.0] + [1.0] * padding
         if any(w != 1.0 for w in weights):
             hidden = _apply_weights(hidden, torch.tensor(weights, dtype=hidden.dtype, device=hidden.device))
-        return hidden
+        return hidden, pooled
 
 
 def blend_embeddings(a: torch.Tensor, b: torch.Tensor, weight: float, mode: str = "lerp") -> torch.Tensor:
@@ -237,6 +282,13 @@ def _apply_weights(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     if weighted_mean == 0:
         return weighted
     return weighted * (original_mean / weighted_mean).to(hidden.dtype)
+
+
+def _pooled_output(output) -> torch.Tensor:
+    """A text encoder's pooled output: the projected ``text_embeds`` of a CLIP with projection (SDXL's second
+    encoder), else the ``pooler_output``."""
+    embeds = getattr(output, "text_embeds", None)
+    return embeds if embeds is not None else output.pooler_output
 
 
 def _final_layer_norm(text_encoder) -> torch.nn.Module:

@@ -27,6 +27,8 @@ class Control:
     canny map, a depth map...); the core resizes it to the request's size as diffusers does.
     ``conditioning_scale`` is the unit's weight, ``guidance_start`` / ``guidance_end`` the share of the
     denoising steps it acts on (diffusers' ``control_guidance_start`` / ``control_guidance_end``).
+    ``control_type`` is, for a union ControlNet (``ControlNetUnionModel``), the index of the control the image
+    is (diffusers' ``control_mode``); None for any other ControlNet.
     """
 
     model: str
@@ -35,10 +37,12 @@ class Control:
     guidance_start: float = 0.0
     guidance_end: float = 1.0
     controlnet: Any = field(default=None, compare=False, repr=False)
+    control_type: int | None = None
 
     def batch_key(self) -> tuple:
-        """Which network this unit runs: requests batch only when every unit runs the same one."""
-        return (self.model, None if self.controlnet is None else id(self.controlnet))
+        """Which network this unit runs (and as which control): requests batch only when every unit runs the
+        same one."""
+        return (self.model, None if self.controlnet is None else id(self.controlnet), self.control_type)
 
     def validate(self, index: int) -> None:
         """Raise one FlipbookError naming ``controls[index].<field>``."""

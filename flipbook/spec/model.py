@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     Field,
+    PrivateAttr,
     ValidationError,
     WrapValidator,
     create_model,
@@ -28,6 +29,7 @@ from pydantic import (
 from flipbook.errors import FlipbookError, SpecError
 from flipbook.modes import DEFAULT_MODE, MODES, get_mode, mode_only_inputs, section_owners, sections
 from flipbook.samplers.names import SAMPLER_NAMES
+from flipbook.sampling.presets import PRESET_NAMES, PRESETS
 from flipbook.spec.fields import (
     AUDIO_NAMES,
     CHECKPOINT,
@@ -63,8 +65,9 @@ SPEC_VERSION = 1
 class ModelSection(Section):
     name: Checkpoint = Field(
         "tiny",
-        description="built-in (tiny, random-sd15), folder, .safetensors/.ckpt, models-dir name or hub id; "
-        'or a checkpoint schedule 0:("a.safetensors"), 60:("b.safetensors") that switches models mid-animation',
+        description="built-in (tiny, random-sd15, tiny-xl, random-sdxl), folder, .safetensors/.ckpt, models-dir "
+        'name or hub id; or a checkpoint schedule 0:("a.safetensors"), 60:("b.safetensors") that switches '
+        "models mid-animation",
     )
     models_dir: Annotated[Path | None, ServerOwned("--models-dir")] = Field(
         None, description="A1111 or ComfyUI install (or its models/ folder)"
@@ -80,10 +83,24 @@ class ModelSection(Section):
 
     loras: list[LoraRef] = Field(default_factory=list)
     prediction_type: Literal["epsilon", "v_prediction"] | None = None
+    zero_terminal_snr: bool = Field(
+        False,
+        description="rescale the noise schedule to zero terminal SNR (v-prediction models trained so, as NoobAI's "
+        "v-pred releases; files that carry a ztsnr key turn it on themselves)",
+    )
     device: str = "auto"
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     vae_slicing: bool = False
     vae_tiling: bool = False
+
+
+def _checkpoint_default_size(name: str) -> tuple[int, ...]:
+    """The default (width, height) of a built-in checkpoint's family, or () when the name is no built-in (a
+    file's family is known only once it is read: a size far from what it was trained at is warned about)."""
+    from flipbook.models.families import builtin_family
+
+    family = builtin_family(name, "image")
+    return family.default_size if family is not None and family.default_size else ()
 
 
 class SamplingSection(Section):
@@ -107,6 +124,27 @@ class SamplingSection(Section):
         None, description='seed_behavior "schedule": e.g. "0:(s), 1:(-1)" (-1 = random at that frame)'
     )
     clip_skip: int = Field(1, ge=1, le=12)
+    preset: Literal[PRESET_NAMES] = Field(  # type: ignore[valid-type]
+        "none",
+        description="distilled models: turbo (SDXL-/SD-Turbo), lightning (SDXL-Lightning), hyper (Hyper-SD), lcm "
+        "(LCM-LoRA): sets steps, cfg and sampler as the model card says, where the spec leaves them unset",
+    )
+    _preset_set: dict[str, object] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _preset_settings(self) -> SamplingSection:
+        """The preset's steps/cfg/sampler where the spec leaves them unset; what the spec writes is kept."""
+        if self.preset != "none":
+            for name, value in PRESETS[self.preset].settings().items():
+                if name not in self.model_fields_set:  # set as a default is: the field stays "unset"
+                    self.__dict__[name] = value
+                    self._preset_set[name] = value
+        return self
+
+    @property
+    def preset_settings(self) -> dict[str, object]:
+        """What the preset set (the fields the spec left unset), for ``flipbook validate``."""
+        return dict(self._preset_set)
 
     @field_validator("steps")
     @classmethod
@@ -128,6 +166,12 @@ class SamplingSection(Section):
             except FlipbookError as error:
                 raise ValueError(f"{name!r} is not a sampler; {error.allowed}") from None
         return value
+
+
+UNION_CONTROL_TYPES = ("openpose", "depth", "softedge", "canny", "normal", "segment", "tile", "inpaint")
+"""The control types of a union ControlNet, in the order its task embeddings are indexed (xinsir's
+controlnet-union-sdxl-1.0 / ProMax and diffusers' ``control_mode``: 0 openpose ... 7 inpaint/repaint;
+softedge covers hed/pidi/scribble, canny covers lineart and mlsd)."""
 
 
 class ControlNetUnit(Section):
@@ -159,6 +203,11 @@ class ControlNetUnit(Section):
     low_threshold: int = Field(100, ge=0, le=255, description="canny: lower hysteresis threshold")
     high_threshold: int = Field(200, ge=0, le=255, description="canny: upper hysteresis threshold")
     tile_downscale: float = Field(4.0, ge=1, le=64, description="tile: how far the image is scaled down")
+    control_type: Literal[UNION_CONTROL_TYPES] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="a union ControlNet (one model, many controls: controlnet-union-sdxl-1.0): which control "
+        "this unit's image is; required for a union model, refused for any other",
+    )
     preprocessor_model: PreprocessorModel = Field(
         None,
         description='depth: a depth model as for camera.depth_model (default "tiny", random: name a real one, '
@@ -551,12 +600,16 @@ class Spec(_SpecFields):
     @model_validator(mode="after")
     def _mode_defaults(self) -> Spec:
         """The ``animation`` defaults the mode's users expect, where the spec leaves them unset (the mode's
-        ``defaults``: AnimateDiff 8 fps, SVD 1024x576, ...); values the spec sets are kept as written. Then the
-        mode's own cross-field rules (``check_spec``)."""
+        ``defaults``: AnimateDiff 8 fps, SVD 1024x576, ...), then the size a built-in checkpoint's family was
+        trained at (SDXL's 1024x1024) where neither sets it; values the spec sets are kept as written. Then
+        the mode's own cross-field rules (``check_spec``)."""
         mode = get_mode(self.animation.mode)
         animation, unset = self.animation, self.animation.model_fields_set
         for name, value in (mode.defaults(self) if mode.defaults else {}).items():
             if name not in unset:
+                setattr(animation, name, value)
+        for name, value in zip(("width", "height"), _checkpoint_default_size(self.model.name), strict=False):
+            if name not in animation.model_fields_set:  # neither the spec nor the mode sets it
                 setattr(animation, name, value)
         if mode.check_spec is not None:
             mode.check_spec(self)

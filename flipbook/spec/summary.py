@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flipbook.modes import get_mode
+from flipbook.sampling.presets import PRESETS
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import Plan, build_plan
 
@@ -24,6 +25,16 @@ def summarize(spec: Spec) -> str:
         f"sampling: {_names(plan, 'sampler')}, {span(plan, 'steps')} steps, cfg {span(plan, 'cfg')}, "
         f"seed {seed}, clip skip {s.clip_skip}",
     ]
+    if s.preset != "none":
+        preset = PRESETS[s.preset]
+        parts = [
+            f"{name} {value}"
+            if name in s.preset_settings
+            else f"the spec's {name} kept (the card's: {value})"
+            for name, value in preset.settings().items()
+        ]
+        note = f"; {preset.note}" if preset.note else ""
+        lines.append(f"preset {s.preset} ({preset.models}) set: {', '.join(parts)}{note}")
     if mode.describe is not None:
         lines += mode.describe(spec, plan)
     lines.append("prompts (frame: prompt | negative, as at the keyframe):")

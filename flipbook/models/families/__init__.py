@@ -29,7 +29,9 @@ reads built-in names from it, never import torch. What a family declares:
   images ``known`` at positions: frames x H x W x 3 in [0, 1]) and ``conditioning(ref, models_dir,
   field_name)`` ("none": text only, "optional": images at chosen frames, "required": a start image, from
   configs alone; None where that needs a load), and ``reference(bundle, prompt, negative, settings, seed)``
-  (the same text-to-video segment made by diffusers' own pipeline: benchmarks compare with it).
+  (the same text-to-video segment made by diffusers' own pipeline: benchmarks compare with it). Optionally
+  ``size_note(width, height) -> str | None``, a warning for an image size the family's models render badly
+  (SDXL: far from its training buckets), which the sampling core logs once per size.
 
 :func:`flipbook.models.loading.load_model` finds a model's family through :func:`detect_checkpoint`,
 :func:`detect_folder` and :func:`builtin_family`, and calls only its hooks. Adding a family means writing its
@@ -71,9 +73,9 @@ def _registry(families: Iterable[Family]) -> dict[str, Family]:
 
 
 def _declared() -> tuple[Family, ...]:
-    from flipbook.models.families import animatediff, ltx, sd, svd, wan
+    from flipbook.models.families import animatediff, ltx, sd, sdxl, svd, wan
 
-    return (*sd.FAMILIES, svd.FAMILY, animatediff.FAMILY, wan.FAMILY, ltx.FAMILY)
+    return (*sd.FAMILIES, sdxl.FAMILY, svd.FAMILY, animatediff.FAMILY, wan.FAMILY, ltx.FAMILY)
 
 
 FAMILIES: Mapping[str, Family] = _registry(_declared())

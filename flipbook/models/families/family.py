@@ -48,6 +48,7 @@ class Family:
     load: Hook | None = None
     load_vae: Hook | None = None
     encoder: Hook | None = None
+    size_note: Hook | None = None
     sample: Hook | None = None
     conditioning: Hook | None = None
     reference: Hook | None = None

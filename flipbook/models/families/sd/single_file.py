@@ -9,7 +9,7 @@ How a file becomes a :class:`~diffusers.StableDiffusionPipeline`, with no hub ac
    ``"model"`` naming the path.
 2. **Family** (:func:`detect_family`): OpenCLIP text-encoder keys (``cond_stage_model.model.*``) or a
    cross-attention width of 1024 mean SD 2.x; OpenAI CLIP keys or a width of 768 mean SD 1.x. SDXL
-   (``conditioner.embedders.*``) is recognised and refused for now.
+   (``conditioner.embedders.*``) is left to the SDXL family.
 3. **Prediction type** (:func:`resolve_prediction_type`): the explicit argument, else an A1111-style
    ``<checkpoint>.yaml`` next to the file (``parameterization: "v"`` -> ``v_prediction``; a yaml without it
    -> ``epsilon``), else what a flipbook-written file records, else ``v_prediction`` for SD 2.x (most SD 2.x
@@ -162,8 +162,10 @@ def checkpoint_problem(keys_or_shapes: Mapping[str, Any] | Iterable[str]) -> str
     """Why a checkpoint no family claims is still recognisable, in words (an SDXL checkpoint, one diffusers
     component's weights), or None when it is nothing this package knows."""
     shapes = _as_shapes(keys_or_shapes)
-    if any(key.startswith(_SDXL_PREFIX) for key in shapes) or _context_dim(shapes) == 2048:
-        return "SDXL is not supported yet"
+    if any(key.startswith(_SDXL_PREFIX) for key in shapes):
+        return None  # SDXL's layout: the SDXL family says what is wrong with such a file
+    if _context_dim(shapes) == 2048:
+        return "an SDXL UNet without SDXL's two text encoders"
     if any(key.startswith(("down_blocks.", "text_model.", "encoder.down_blocks.")) for key in shapes):
         return "this looks like one diffusers component's weights, not a full single-file checkpoint"
     return None
@@ -172,7 +174,7 @@ def checkpoint_problem(keys_or_shapes: Mapping[str, Any] | Iterable[str]) -> str
 def detect_family(keys_or_shapes: Mapping[str, Any] | Iterable[str], *, path: object = None) -> Family:
     """``"sd1"`` or ``"sd2"`` from a checkpoint's keys (an iterable) or keys with tensors/shapes (a mapping).
 
-    Raises :class:`FlipbookError` for SDXL ("not supported yet") and for anything that is not an SD 1.x/2.x
+    Raises :class:`FlipbookError` for SDXL (another family's) and for anything that is not an SD 1.x/2.x
     checkpoint. ``path`` only names the source in the error.
     """
     if not isinstance(keys_or_shapes, Mapping):
