@@ -82,8 +82,26 @@ def _make(tiny_model, tmp_path, **settings):
     return [np.asarray(PIL.Image.open(s.path).convert("RGB")) for s in made.stills], made
 
 
+@pytest.fixture(scope="module")
+def tiny_xl():
+    from flipbook.models.loading import load_model
+
+    return load_model("tiny-xl", device="cpu")
+
+
 @pytest.mark.parametrize("upscaler", ["Latent", "Latent (nearest-exact)", "Lanczos"])
 def test_two_passes_equal_the_passes_by_hand_and_differ_from_a_plain_render(tiny_model, tmp_path, upscaler):
+    _two_passes_equal_the_passes_by_hand(tiny_model, tmp_path, upscaler)
+
+
+@pytest.mark.parametrize("upscaler", ["Latent", "Lanczos"])
+def test_hires_fix_on_sdxl_conditions_the_second_pass_on_its_own_size(tiny_xl, tmp_path, upscaler):
+    """SDXL's added time ids carry the image size: the second pass at 128 is conditioned on 128x128, exactly
+    as an img2img request of that size is."""
+    _two_passes_equal_the_passes_by_hand(tiny_xl, tmp_path, upscaler)
+
+
+def _two_passes_equal_the_passes_by_hand(tiny_model, tmp_path, upscaler):
     hires = HiresSettings(upscaler=upscaler, steps=2, denoising_strength=0.6)
     images, made = _make(tiny_model, tmp_path / "hires", width=64, height=64, hires=hires)
     assert images[0].shape == (128, 128, 3)
