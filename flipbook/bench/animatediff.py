@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from flipbook.bench.report import write_report
-from flipbook.bench.sampler import _machine, _sync
+from flipbook.bench.timing import machine, sync
 from flipbook.errors import FlipbookError
 
 PROMPTS = ("a lighthouse on a cliff, stormy sea, oil painting", "a lighthouse at night, aurora, oil painting")
@@ -56,17 +56,17 @@ def run(
     pipe = motion_pipeline(bundle, load_motion_adapter(MOTION_MODULES[model]))
     encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
     clip_sampler = AnimateDiffSampler(pipe.unet, pipe.vae, encoder, bundle.scheduler_config)
-    _sync(bundle.device)
+    sync(bundle.device)
     setup_seconds = time.perf_counter() - start
 
     request = _request(width, height, steps, sampler, frames, context_length)
     times = []
     for index in range(runs + 1):
         encoder.clear()  # every run encodes its prompts, as a render does
-        _sync(bundle.device)
+        sync(bundle.device)
         begin = time.perf_counter()
         clip_sampler.sample(request, output_type="np")
-        _sync(bundle.device)
+        sync(bundle.device)
         if index:  # the first run warms up
             times.append(time.perf_counter() - begin)
     seconds = statistics.median(times)
@@ -83,7 +83,7 @@ def run(
         "runs": runs,
         "device": str(bundle.device),
         "dtype": str(bundle.dtype).replace("torch.", ""),
-        "machine": _machine(bundle.device),
+        "machine": machine(bundle.device),
         "setup_s": setup_seconds,
         "s_per_clip": seconds,
         "frames_per_s": frames / seconds,

@@ -25,7 +25,7 @@ import numpy as np
 import PIL.Image
 
 from flipbook.bench.report import write_report
-from flipbook.bench.sampler import _machine, _sync
+from flipbook.bench.timing import machine, sync
 from flipbook.errors import FlipbookError
 from flipbook.models.loading import load_model
 from flipbook.runs.render import render
@@ -97,7 +97,7 @@ def _run(
         "runs": runs,
         "device": str(bundle.device),
         "dtype": str(bundle.dtype).replace("torch.", ""),
-        "machine": _machine(bundle.device),
+        "machine": machine(bundle.device),
         "batched_frames_per_s": frames / statistics.median(times[batch]),
         "single_frames_per_s": frames / statistics.median(times[1]),
         "batched_times": times[batch],
@@ -112,10 +112,10 @@ def _run(
 def _timed_render(spec: Spec, device) -> tuple[float, list[np.ndarray]]:
     with tempfile.TemporaryDirectory(prefix="flipbook-bench-") as folder:
         output = spec.output.model_copy(update={"dir": Path(folder)})
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         result = render(spec.model_copy(update={"output": output}))
-        _sync(device)
+        sync(device)
         seconds = time.perf_counter() - start
         frames = [np.asarray(PIL.Image.open(path)) for path in result.frames]
     return seconds, frames

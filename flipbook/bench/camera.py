@@ -36,8 +36,7 @@ import torch
 from diffusers import StableDiffusionImg2ImgPipeline
 
 from flipbook.bench.report import write_report
-from flipbook.bench.sampler import _machine, _sync
-from flipbook.bench.timing import ModuleTimer
+from flipbook.bench.timing import ModuleTimer, machine, sync
 from flipbook.errors import FlipbookError
 from flipbook.events import Events, FrameEvent
 from flipbook.imaging.color import match_colors
@@ -130,7 +129,7 @@ def flipbook_run(spec: Spec, timer: ModuleTimer) -> Timing:
 
     def on_frame(event: FrameEvent) -> None:
         nonlocal start
-        _sync(timer.device)
+        sync(timer.device)
         if event.index == 0:
             timer.reset()
             timing.first_frame = np.asarray(event.image)
@@ -166,13 +165,13 @@ class NaiveLoop:
             tempfile.TemporaryDirectory(prefix="flipbook-bench-naive-") as folder,
             vae_dtype_bridge(self.vae, self.unet_dtype),
         ):
-            _sync(timer.device)
+            sync(timer.device)
             timer.reset()
             start = time.perf_counter()
             for index in range(1, frames + 1):
                 image = self.frame(self.plan[index], image)
                 image.save(Path(folder) / f"frame_{index:05d}.png")
-            _sync(timer.device)
+            sync(timer.device)
             timing.seconds = time.perf_counter() - start
         timing.in_nets = dict(timer.seconds)
         timing.last_frame = np.asarray(image)
@@ -279,7 +278,7 @@ def _result(spec: Spec, bundle: ModelBundle, runs: int, flipbook: list[Timing], 
         "runs": runs,
         "device": str(bundle.device),
         "dtype": str(bundle.dtype).replace("torch.", ""),
-        "machine": _machine(bundle.device),
+        "machine": machine(bundle.device),
         "flipbook_frames_per_s": flipbook_fps,
         "naive_frames_per_s": naive_fps,
         "flipbook_over_naive": flipbook_fps / naive_fps,

@@ -67,7 +67,7 @@ def run(*, out: Path, frames: int = 33, runs: int = 3, device: str = "auto", **i
         raise FlipbookError("frames", frames, f"at least {2 * TIMED_SPACING + 1} (two spans of keyframes)")
     import torch
 
-    from flipbook.bench.sampler import _machine
+    from flipbook.bench.timing import machine
     from flipbook.models.device import pick_device
 
     torch_device = pick_device(device)
@@ -77,7 +77,7 @@ def run(*, out: Path, frames: int = 33, runs: int = 3, device: str = "auto", **i
         "frames": frames,
         "size": f"{SIZE}x{SIZE}",
         "device": torch_device.type,
-        "machine": _machine(torch_device),
+        "machine": machine(torch_device),
         "torch_threads": torch.get_num_threads(),
         "fidelity": [fidelity(source, spacing, torch_device) for spacing in SPACINGS],
         "speed": speed(source, runs, torch_device),

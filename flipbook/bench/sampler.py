@@ -9,15 +9,12 @@ modules, since the pipeline calls ``vae.decode`` rather than ``vae.forward``.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
-from flipbook.bench.timing import ModuleTimer
+from flipbook.bench.timing import ModuleTimer, clock, machine
 from flipbook.models.loading import load_model
 from flipbook.samplers.schedulers import make_scheduler
 from flipbook.sampling.core import SamplingCore
@@ -74,7 +71,7 @@ def run(
         "runs": runs,
         "device": str(bundle.device),
         "dtype": str(bundle.dtype).replace("torch.", ""),
-        "machine": _machine(bundle.device),
+        "machine": machine(bundle.device),
         "core_s_per_image": statistics.median(core_times),
         "diffusers_s_per_image": statistics.median(diffusers_times),
         "core_over_diffusers": statistics.median(core_times) / statistics.median(diffusers_times),
@@ -106,24 +103,9 @@ def _timed_interleaved(
         for _ in range(runs):
             for i, fn in enumerate(fns):
                 timer.reset()
-                _sync(device)
-                start = time.perf_counter()
-                fn()
-                _sync(device)
-                times[i].append(time.perf_counter() - start)
+                times[i].append(clock(fn, device))
                 in_nets[i] += timer.total
     return [(t, share / sum(t)) for t, share in zip(times, in_nets, strict=True)]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def _markdown(r: dict) -> str:

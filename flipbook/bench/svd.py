@@ -13,7 +13,6 @@ time in the UNet, the VAE decoder and the image encoder is measured for flipbook
 from __future__ import annotations
 
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +20,7 @@ import PIL.Image
 import torch
 
 from flipbook.bench.report import write_report
-from flipbook.bench.sampler import _machine, _sync
-from flipbook.bench.timing import ModuleTimer
+from flipbook.bench.timing import ModuleTimer, machine, timed_against
 from flipbook.errors import FlipbookError
 from flipbook.models.families.svd.loading import diffusers_pipeline, load_svd
 from flipbook.sampling.svd import SvdSettings, sample_clip
@@ -65,7 +63,7 @@ def run(
         pipe(image, height=height, width=width, num_frames=settings.num_frames, num_inference_steps=steps,
              generator=torch.Generator("cpu").manual_seed(SEED), output_type="np")  # fmt: skip
 
-    times, in_nets, peak = _timed(ours, theirs, runs, timer, bundle.device)
+    times, in_nets, peak = timed_against(ours, theirs, runs, timer, bundle.device)
     clip = statistics.median(times["flipbook"])
     result = {
         "case": "svd",
@@ -77,7 +75,7 @@ def run(
         "runs": runs,
         "device": str(bundle.device),
         "dtype": str(bundle.dtype).replace("torch.", ""),
-        "machine": _machine(bundle.device),
+        "machine": machine(bundle.device),
         "s_per_clip": clip,
         "frames_per_s": settings.num_frames / clip,
         "diffusers_s_per_clip": statistics.median(times["diffusers"]),
@@ -98,34 +96,6 @@ def _start_image(width: int, height: int) -> PIL.Image.Image:
     array[height // 3 : 2 * height // 3, width // 3 : width // 2] = (240, 200, 40)
     array += rng.normal(0, 8, array.shape)
     return PIL.Image.fromarray(array.clip(0, 255).astype(np.uint8))
-
-
-def _timed(ours, theirs, runs: int, timer: ModuleTimer, device: torch.device):
-    """Wall times of both after one warm-up each (taking turns), the median seconds inside each net for
-    ours, and the peak GPU memory over the timed runs of both (None off CUDA)."""
-    ours()
-    theirs()
-    times: dict[str, list[float]] = {"flipbook": [], "diffusers": []}
-    in_nets: dict[str, list[float]] = {}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(runs):
-        timer.reset()
-        with timer.attached():
-            times["flipbook"].append(_clock(ours, device))
-        for name, seconds in timer.seconds.items():
-            in_nets.setdefault(name, []).append(seconds)
-        times["diffusers"].append(_clock(theirs, device))
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return times, {name: statistics.median(s) for name, s in in_nets.items()}, peak
-
-
-def _clock(fn, device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def _markdown(r: dict) -> str:

@@ -1,7 +1,12 @@
-"""Time spent inside neural-network modules, measured with forward hooks (synchronising CUDA)."""
+"""Timing for the bench cases: time spent inside neural-network modules, measured with forward hooks
+(synchronising CUDA); a wall clock that waits for the device; one case's runs against a reference taking turns;
+the machine a result was measured on."""
 
 from __future__ import annotations
 
+import os
+import platform
+import statistics
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -20,8 +25,7 @@ class ModuleTimer:
         self._start: dict[str, float] = {}
 
     def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        sync(self.device)
 
     def _pre(self, name: str):
         def hook(module, args, kwargs=None):
@@ -57,3 +61,45 @@ class ModuleTimer:
     @property
     def total(self) -> float:
         return sum(self.seconds.values())
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so a clock reads finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def machine(device: torch.device) -> str:
+    """The GPU's name, or the CPU, its core count and torch's version."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def clock(fn, device: torch.device) -> float:
+    """Seconds ``fn()`` takes on ``device``, its queued work included."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def timed_against(ours, theirs, runs: int, timer: ModuleTimer, device: torch.device):
+    """Wall times of both after one warm-up each (taking turns), the median seconds inside each net for
+    ours, and the peak GPU memory over the timed runs of both (None off CUDA)."""
+    ours()
+    theirs()
+    times: dict[str, list[float]] = {"flipbook": [], "diffusers": []}
+    in_nets: dict[str, list[float]] = {}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(runs):
+        timer.reset()
+        with timer.attached():
+            times["flipbook"].append(clock(ours, device))
+        for name, seconds in timer.seconds.items():
+            in_nets.setdefault(name, []).append(seconds)
+        times["diffusers"].append(clock(theirs, device))
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return times, {name: statistics.median(s) for name, s in in_nets.items()}, peak

@@ -13,16 +13,13 @@ transformer, the VAE decoder and the text encoder is measured for flipbook's run
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from flipbook.bench.report import write_report
-from flipbook.bench.timing import ModuleTimer
+from flipbook.bench.timing import ModuleTimer, machine, timed_against
 from flipbook.errors import FlipbookError
 from flipbook.models.families import builtin_family
 from flipbook.modes.videomodel.rules import CAPABILITY
@@ -83,7 +80,7 @@ def run(
         "text_encoder": bundle.text_encoder,
     }
     timer = ModuleTimer(nets, bundle.device)
-    times, in_nets, peak = _timed(ours, theirs, runs, timer, bundle.device)
+    times, in_nets, peak = timed_against(ours, theirs, runs, timer, bundle.device)
     clip = statistics.median(times["flipbook"])
     result = {
         "case": "videomodel",
@@ -95,7 +92,7 @@ def run(
         "runs": runs,
         "device": str(bundle.device),
         "dtype": str(bundle.dtype).replace("torch.", ""),
-        "machine": _machine(bundle.device),
+        "machine": machine(bundle.device),
         "s_per_clip": clip,
         "diffusers_s_per_clip": statistics.median(times["diffusers"]),
         "flipbook_over_diffusers": clip / statistics.median(times["diffusers"]),
@@ -106,43 +103,6 @@ def run(
     }
     stem = f"videomodel-{name}-{width}x{height}-{result['device'].split(':')[0]}"
     return write_report(result, out, stem, _markdown(result))
-
-
-def _timed(ours, theirs, runs: int, timer: ModuleTimer, device: torch.device):
-    ours()
-    theirs()
-    times: dict[str, list[float]] = {"flipbook": [], "diffusers": []}
-    in_nets: dict[str, list[float]] = {}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(runs):
-        timer.reset()
-        with timer.attached():
-            times["flipbook"].append(_clock(ours, device))
-        for net, seconds in timer.seconds.items():
-            in_nets.setdefault(net, []).append(seconds)
-        times["diffusers"].append(_clock(theirs, device))
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return times, {net: statistics.median(s) for net, s in in_nets.items()}, peak
-
-
-def _clock(fn, device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def _markdown(r: dict) -> str:
