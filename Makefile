@@ -10,7 +10,7 @@ LOCK := requirements.lock
 # CUDA build of several GB), and the upscale extra's spandrel without torchvision (no CPU build for this torch;
 # the ESRGAN code flipbook uses does not need it).
 TORCH := torch==2.13.0
-LOCK_FLAGS := --strip-extras --all-build-deps --extra test --extra upscale --unsafe-package torchvision \
+LOCK_FLAGS := --strip-extras --all-build-deps --extra test --extra upscale --extra farm --unsafe-package torchvision \
 	--no-emit-index-url --no-emit-find-links
 
 .PHONY: demo test install install-test lock lock-upgrade lint format bench clean
