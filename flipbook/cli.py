@@ -27,7 +27,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="built-in (tiny, random-sd15, tiny-xl, random-sdxl), folder, checkpoint, name or hub id",
+        help="built-in (tiny, random-sd15, shapes, tiny-xl, random-sdxl), folder, checkpoint, name or hub id",
     ),
 ]
 ModelsDirOpt = Annotated[
@@ -649,13 +649,14 @@ class _stop_on_ctrl_c:
 def _register_command_groups() -> None:
     """Commands that live in ``flipbook/commands/``, one module per group (each imports its heavy libraries
     only when it runs)."""
-    from flipbook.commands import audio, encode, inspire, interpolate, serve, upscale
+    from flipbook.commands import audio, encode, inspire, interpolate, serve, toy, upscale
 
     app.add_typer(audio.app, name="audio")
     encode.register(app)
     inspire.register(app)
     interpolate.register(app)
     serve.register(app)
+    toy.register(app)
     upscale.register(app)
 
 

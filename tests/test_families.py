@@ -52,7 +52,7 @@ def test_built_in_names_of_family_kinds_come_from_the_registry():
     assert (
         ModelReference("checkpoint").builtins
         == builtin_names("checkpoint")
-        == ("tiny", "random-sd15", "tiny-xl", "random-sdxl")
+        == ("tiny", "random-sd15", "shapes", "tiny-xl", "random-sdxl")
     )
     assert ModelReference("video model").builtins == ("tiny", "random-svd")
     assert ModelReference("motion module").builtins == ("tiny", "random-sd15")

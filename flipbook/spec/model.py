@@ -65,7 +65,7 @@ SPEC_VERSION = 1
 class ModelSection(Section):
     name: Checkpoint = Field(
         "tiny",
-        description="built-in (tiny, random-sd15, tiny-xl, random-sdxl), folder, .safetensors/.ckpt, models-dir "
+        description="built-in (tiny, random-sd15, shapes, tiny-xl, random-sdxl), folder, .safetensors/.ckpt, models-dir "
         'name or hub id; or a checkpoint schedule 0:("a.safetensors"), 60:("b.safetensors") that switches '
         "models mid-animation",
     )

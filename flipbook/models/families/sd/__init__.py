@@ -8,7 +8,7 @@ come from the same code, and a flipbook-written checkpoint records which one it 
   (built-ins, diffusers folders and hub ids, single files), separate VAEs, the folder detectors;
 - ``single_file.py`` + ``configs/`` + ``convert.py``: original-layout single files, offline (detection from
   the keys, sizes from the tensor shapes, the shipped diffusers configs, the key map both ways);
-- ``builtin.py``: ``tiny`` and ``random-sd15``; ``tokenizer.py`` + ``data/``: CLIP's tokenisers, offline;
+- ``builtin.py``: ``tiny``, ``random-sd15`` and the trained ``shapes``; ``tokenizer.py`` + ``data/``: CLIP's tokenisers, offline;
 - ``encoder.py``: the prompt encoder the sampling loops get (one CLIP, A1111 weights, 75-token chunks).
 """
 
@@ -44,8 +44,9 @@ SD1 = _family(
     "Stable Diffusion 1.x",
     (512, 512),
     "epsilon",
-    builtins=("tiny", "random-sd15"),
-    builtin_sizes=(("tiny", (64, 64)),),  # a test model: fast at 64x64 on a CPU (builtin.py)
+    builtins=("tiny", "random-sd15", "shapes"),
+    # test and demo models: fast at 64x64 on a CPU (builtin.py)
+    builtin_sizes=(("tiny", (64, 64)), ("shapes", (64, 64))),
 )
 SD2 = _family("sd2", "Stable Diffusion 2.x", (768, 768), "v_prediction")
 FAMILIES = (SD1, SD2)

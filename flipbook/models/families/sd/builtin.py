@@ -1,6 +1,10 @@
-"""Models built in code, no download: ``tiny`` for demos and tests, ``random-sd15`` for speed measurements.
+"""Built-in models, no download: ``tiny`` for tests, ``random-sd15`` for speed measurements, ``shapes`` for demos.
 
-Both follow Stable Diffusion's block layout (4 UNet levels, 4 VAE levels), so they convert to and from the
+``tiny`` and ``random-sd15`` are built in code with random weights. ``shapes`` is ``tiny``'s kind of model
+trained on the toy world of coloured shapes (:mod:`flipbook.toy`; ``flipbook train-toy`` reproduces it): its
+weights ship in ``data/shapes.safetensors``, a single-file checkpoint in the original layout read through the
+same offline path as any other, so it is an ordinary SD 1.x model to every mode, LoRA and export. All three
+follow Stable Diffusion's block layout (4 UNet levels, 4 VAE levels), so they convert to and from the
 original single-file checkpoint layout exactly like a real SD 1.5 checkpoint. Weights are random but
 deterministic: the same seed always builds the same model, and the global torch RNG is left untouched.
 """
@@ -113,7 +117,61 @@ def random_sd15_components(seed: int = 0) -> dict[str, Any]:
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": clip_tokenizer("sd1")}
 
 
+SHAPES_FILE = "shapes.safetensors"
+SHAPES_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": _DOWN,
+    "up_block_types": _UP,
+    "block_out_channels": (32, 64, 64, 64),
+    "layers_per_block": 1,
+    "attention_head_dim": 4,
+    "norm_num_groups": 8,
+    "cross_attention_dim": 32,
+}
+"""``shapes``' UNet: SD 1.5's block layout, small enough to train on a CPU in minutes (8x8x4 latents)."""
+SHAPES_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": _VAE_DOWN,
+    "up_block_types": _VAE_UP,
+    "block_out_channels": (8, 16, 32, 32),
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 2,  # several channels per group: a group norm of one channel would erase flat colours
+    "sample_size": 64,
+}
+"""``shapes``' VAE: 64x64 pixels <-> 8x8x4 latents (its ``scaling_factor`` is set from the trained latents)."""
+SHAPES_TEXT_ENCODER = {"hidden": 32, "layers": 2, "heads": 4, "intermediate": 64}
+"""``shapes``' CLIP text encoder (CLIP's tokenizer and vocabulary: only the toy grammar's words are trained)."""
+
+
+def untrained_shapes_components(seed: int = 0) -> dict[str, Any]:
+    """``shapes``' architecture with random weights: where its training starts."""
+    return {
+        "unet": seeded(seed, lambda: UNet2DConditionModel(**SHAPES_UNET_CONFIG)),
+        "vae": seeded(seed + 1, lambda: AutoencoderKL(**SHAPES_VAE_CONFIG)),
+        "text_encoder": _text_encoder(seed + 2, **SHAPES_TEXT_ENCODER),
+        "tokenizer": clip_tokenizer("sd1"),
+    }
+
+
+def shapes_components(seed: int = 0) -> dict[str, Any]:
+    """The trained ``shapes`` model (``seed`` is unused: its weights are the shipped ones)."""
+    from importlib import resources
+
+    from flipbook.models.families.sd.single_file import pipeline_from_checkpoint
+    from flipbook.models.weights import read_checkpoint
+
+    with resources.as_file(resources.files("flipbook.models.families.sd.data").joinpath(SHAPES_FILE)) as path:
+        state, embedded = read_checkpoint(path)
+        pipe = pipeline_from_checkpoint(state, embedded, path)
+    return {name: getattr(pipe, name) for name in ("unet", "vae", "text_encoder", "tokenizer")}
+
+
 BUILTIN_MODELS: dict[str, Callable[[int], dict[str, Any]]] = {
     "tiny": tiny_components,
     "random-sd15": random_sd15_components,
+    "shapes": shapes_components,
 }

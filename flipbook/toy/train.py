@@ -1,0 +1,239 @@
+"""Trains the ``shapes`` model on the toy world: the VAE first, then the text encoder and UNet together.
+
+Deterministic given the seed: every batch's scenes come from a numpy generator seeded with (seed, phase,
+step), torch's generator is seeded per phase and deterministic algorithms are on (one CPU thread by
+default: a different thread count may change the float rounding). The diffusion phase trains on latents of a
+fixed set of training scenes (held-out combinations never appear), with each optional attribute of a caption
+left out at random and the whole caption dropped (``""``, what an empty negative prompt encodes) for
+classifier-free guidance; epsilon prediction with SD 1.5's noise schedule, Min-SNR loss weights and an
+exponential moving average of the weights, which is what is saved. The result is a single-file SD 1.x
+checkpoint (fp16 safetensors, configs embedded) that loads like any other.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flipbook.toy.world import random_caption, render, sample_scene
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    seed: int = 0
+    vae_steps: int = 1000
+    vae_batch: int = 16
+    vae_crop: int = 32
+    vae_lr: float = 8e-3
+    initial_logvar: float = -10.0
+    kl_weight: float = 1e-5
+    steps: int = 1500
+    batch: int = 32
+    lr: float = 1.5e-3
+    warmup: int = 50
+    scenes: int = 6144
+    attribute_drop: float = 0.3
+    caption_dropout: float = 0.1
+    min_snr: float = 5.0
+    ema: float = 0.998
+    threads: int = 1
+
+
+def _rng(settings: TrainSettings, phase: int, step: int) -> np.random.Generator:
+    return np.random.default_rng([settings.seed, phase, step])
+
+
+def _pixels(images: list[np.ndarray]) -> torch.Tensor:
+    """uint8 HxWx3 images as a float batch in [-1, 1]."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def _lr(settings: TrainSettings, step: int, total: int, peak: float) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < settings.warmup:
+        return peak * (step + 1) / settings.warmup
+    progress = (step - settings.warmup) / max(total - settings.warmup, 1)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class Progress:
+    """Logs a phase's step, loss, elapsed time and ETA every ``every`` steps."""
+
+    def __init__(self, phase: str, total: int, log: Log, every: int = 25) -> None:
+        self.phase, self.total, self.log, self.every = phase, total, log, every
+        self.start = time.monotonic()
+        self.losses: list[float] = []
+
+    def step(self, index: int, loss: float) -> None:
+        self.losses.append(loss)
+        done = index + 1
+        if done % self.every and done != self.total:
+            return
+        elapsed = time.monotonic() - self.start
+        eta = elapsed / done * (self.total - done)
+        recent = float(np.mean(self.losses[-self.every :]))
+        self.log(
+            f"{self.phase} {done}/{self.total} loss {recent:.4f} elapsed {elapsed:.0f}s "
+            f"ETA {eta:.0f}s ({time.strftime('%H:%M:%S', time.localtime(time.time() + eta))})"
+        )
+
+
+def train_vae(vae, settings: TrainSettings, log: Log) -> None:
+    """Reconstruction (MSE) plus a small KL term, on random crops (the VAE is convolutional: crops cost less)."""
+    with torch.no_grad():  # start with nearly deterministic latents: the decoder sees the code, not noise
+        vae.quant_conv.bias[vae.config.latent_channels :] = settings.initial_logvar
+    vae.train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
+    progress = Progress("vae", settings.vae_steps, log)
+    crop, cells = settings.vae_crop, (64 - settings.vae_crop) // 8 + 1
+    for step in range(settings.vae_steps):
+        rng = _rng(settings, 1, step)
+        images = []
+        for _ in range(settings.vae_batch):
+            y, x = rng.integers(cells, size=2) * 8
+            images.append(render(sample_scene(rng))[y : y + crop, x : x + crop])
+        batch = _pixels(images)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(settings, step, settings.vae_steps, settings.vae_lr)
+        posterior = vae.encode(batch).latent_dist
+        reconstruction = vae.decode(posterior.sample()).sample
+        loss = (
+            torch.nn.functional.mse_loss(reconstruction, batch) + settings.kl_weight * posterior.kl().mean()
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        progress.step(step, loss.item())
+    vae.eval()
+
+
+@torch.no_grad()
+def encode_scenes(vae, settings: TrainSettings, log: Log) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Latent means and standard deviations of ``settings.scenes`` training scenes, and the scenes."""
+    rng = _rng(settings, 2, 0)
+    scenes = [sample_scene(rng, held_out=False) for _ in range(settings.scenes)]
+    means, stds = [], []
+    for start in range(0, len(scenes), 256):
+        posterior = vae.encode(_pixels([render(s) for s in scenes[start : start + 256]])).latent_dist
+        means.append(posterior.mean)
+        stds.append(posterior.std)
+    log(f"encoded {len(scenes)} scenes")
+    return torch.cat(means), torch.cat(stds), scenes
+
+
+def _batches(settings: TrainSettings, scenes: list) -> Iterator[tuple[np.ndarray, list[str]]]:
+    for step in range(settings.steps):
+        rng = _rng(settings, 3, step)
+        index = rng.integers(len(scenes), size=settings.batch)
+        captions = [
+            ""
+            if rng.random() < settings.caption_dropout
+            else random_caption(scenes[i], rng, settings.attribute_drop)
+            for i in index
+        ]
+        yield index, captions
+
+
+def _ema_update(average: list[torch.Tensor], params: list[torch.Tensor], decay: float) -> None:
+    torch._foreach_mul_(average, decay)
+    torch._foreach_add_(average, params, alpha=1 - decay)
+
+
+def train_diffusion(components: dict, settings: TrainSettings, log: Log) -> None:
+    """Text encoder and UNet together on the VAE's latents; the EMA weights are left in the modules."""
+    from diffusers import DDPMScheduler
+
+    from flipbook.models.families.sd.builtin import SD15_SCHEDULER_CONFIG
+
+    unet, text_encoder, tokenizer, vae = (components[k] for k in ("unet", "text_encoder", "tokenizer", "vae"))
+    means, stds, scenes = encode_scenes(vae, settings, log)
+    generator = torch.Generator().manual_seed(settings.seed)
+    scale = 1.0 / float((means + stds * torch.randn(means.shape, generator=generator)).std())
+    vae.register_to_config(scaling_factor=scale)
+    log(f"latent scaling factor {scale:.4f}")
+
+    schedule = DDPMScheduler.from_config(SD15_SCHEDULER_CONFIG)
+    alphas = schedule.alphas_cumprod
+    snr = alphas / (1 - alphas)
+    weights = torch.clamp(snr, max=settings.min_snr) / snr
+
+    modules = [unet, text_encoder]
+    params = [p for m in modules for p in m.parameters()]
+    average = [p.detach().clone() for p in params]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+    for module in modules:
+        module.train()
+    progress = Progress("diffusion", settings.steps, log)
+    token_cache: dict[str, list[int]] = {}
+    for step, (index, captions) in enumerate(_batches(settings, scenes)):
+        for caption in captions:
+            if caption not in token_cache:
+                token_cache[caption] = tokenizer(caption, padding="max_length", max_length=77).input_ids
+        ids = torch.tensor([token_cache[c] for c in captions])
+        at = torch.from_numpy(index)
+        latents = (means[at] + stds[at] * torch.randn(means[at].shape, generator=generator)) * scale
+        noise = torch.randn(latents.shape, generator=generator)
+        timesteps = torch.randint(0, len(alphas), (len(index),), generator=generator)
+        noisy = schedule.add_noise(latents, noise, timesteps)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(settings, step, settings.steps, settings.lr)
+        states = text_encoder(ids).last_hidden_state
+        predicted = unet(noisy, timesteps, states).sample
+        per_sample = ((predicted - noise) ** 2).mean(dim=(1, 2, 3))
+        loss = (per_sample * weights[timesteps]).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        decay = min(settings.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            _ema_update(average, [p.detach() for p in params], decay)
+        progress.step(step, per_sample.mean().item())
+    with torch.no_grad():
+        for param, value in zip(params, average, strict=True):
+            param.copy_(value)
+    for module in modules:
+        module.eval()
+
+
+def train(settings: TrainSettings, output: Path, log: Log = print) -> Path:
+    """Train ``shapes`` from scratch and write it to ``output`` (a .safetensors single file); returns it."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+
+    from flipbook.models.families.sd.builtin import SD15_SCHEDULER_CONFIG, untrained_shapes_components
+    from flipbook.models.families.sd.convert import save_original_checkpoint
+
+    torch.set_num_threads(settings.threads)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(settings.seed)
+    log(f"training shapes: {asdict(settings)}")
+    components = untrained_shapes_components(settings.seed)
+    started = time.monotonic()
+    train_vae(components["vae"], settings, log)
+    train_diffusion(components, settings, log)
+    pipe = StableDiffusionPipeline(
+        **components,
+        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    path = save_original_checkpoint(pipe, output, dtype=torch.float16)
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    log(
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.monotonic() - started:.0f}s (load {load})"
+    )
+    return path
+
+
+def _log_to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
