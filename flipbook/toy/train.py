@@ -37,15 +37,17 @@ class TrainSettings:
     vae_lr: float = 8e-3
     initial_logvar: float = -10.0
     kl_weight: float = 1e-5
-    steps: int = 1500
-    batch: int = 32
+    decoder_steps: int = 800
+    decoder_lr: float = 4e-3
+    steps: int = 320
+    batch: int = 24
     lr: float = 1.5e-3
     warmup: int = 50
     scenes: int = 6144
     attribute_drop: float = 0.3
     caption_dropout: float = 0.1
     min_snr: float = 5.0
-    ema: float = 0.998
+    ema: float = 0.99
     threads: int = 1
 
 
@@ -110,6 +112,35 @@ def train_vae(vae, settings: TrainSettings, log: Log) -> None:
         loss = (
             torch.nn.functional.mse_loss(reconstruction, batch) + settings.kl_weight * posterior.kl().mean()
         )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        progress.step(step, loss.item())
+    vae.eval()
+
+
+def train_decoder(vae, settings: TrainSettings, log: Log) -> None:
+    """The decoder alone, on the encoder's (frozen) latent means: sharper pictures, the same latents.
+
+    As Stable Diffusion's fine-tuned decoders: the diffusion model only ever sees the encoder's latents, so
+    this phase changes nothing it learns, and no random draw happens here.
+    """
+    vae.train()
+    optimizer = torch.optim.AdamW(vae.decoder.parameters(), lr=settings.decoder_lr, weight_decay=0.0)
+    progress = Progress("decoder", settings.decoder_steps, log)
+    crop, cells = settings.vae_crop, (64 - settings.vae_crop) // 8 + 1
+    for step in range(settings.decoder_steps):
+        rng = _rng(settings, 4, step)
+        images = []
+        for _ in range(settings.vae_batch):
+            y, x = rng.integers(cells, size=2) * 8
+            images.append(render(sample_scene(rng))[y : y + crop, x : x + crop])
+        batch = _pixels(images)
+        with torch.no_grad():
+            latents = vae.encode(batch).latent_dist.mean
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(settings, step, settings.decoder_steps, settings.decoder_lr)
+        loss = torch.nn.functional.mse_loss(vae.decode(latents).sample, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -219,6 +250,7 @@ def train(settings: TrainSettings, output: Path, log: Log = print) -> Path:
     components = untrained_shapes_components(settings.seed)
     started = time.monotonic()
     train_vae(components["vae"], settings, log)
+    train_decoder(components["vae"], settings, log)
     train_diffusion(components, settings, log)
     pipe = StableDiffusionPipeline(
         **components,
