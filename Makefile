@@ -29,7 +29,7 @@ $(VENV)/.installed: $(BIN)/python $(LOCK) pyproject.toml
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed
 
-## make demo: set up and render examples/quickstart.toml on the built-in tiny model
+## make demo: set up and render examples/quickstart.toml on the built-in shapes model (trained on coloured shapes)
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/flipbook render examples/quickstart.toml --overwrite
 

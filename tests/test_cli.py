@@ -139,7 +139,7 @@ def test_a_clip_skip_deeper_than_the_model_is_one_error_before_any_frame(run_cli
     """sampling.clip_skip is bounded by the model's text encoder (tiny: 5 layers), known when it loads."""
     code, _, err = run_cli(
         "render", "examples/quickstart.toml", "-o", tmp_path, "--set", "animation.max_frames=2",
-        "--set", "sampling.steps=2", "--set", "sampling.clip_skip=12",
+        "--set", "sampling.steps=2", "--set", "sampling.clip_skip=12", "--set", "model.name=tiny",
     )  # fmt: skip
     assert code == 2 and "sampling.clip_skip: 12 is not valid; at most 5" in err
     assert "Traceback" not in err and not list(tmp_path.rglob("frame_*.png"))

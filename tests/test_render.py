@@ -134,7 +134,7 @@ def test_validate_and_schema_commands(monkeypatch, capsys, tmp_path):
         return exit_.value.code, capsys.readouterr().out
 
     code, out = run("validate", "examples/quickstart.toml")
-    assert code == 0 and out.startswith("ok: travel animation, 12 frames at 8 fps")
+    assert code == 0 and out.startswith("ok: 2d animation, 12 frames at 6 fps")
     code, _ = run("schema", "-o", str(tmp_path / "schema.json"))
     schema = json.loads((tmp_path / "schema.json").read_text())
     assert code == 0 and "animation" in schema["properties"] and "prompts" in schema["required"]
