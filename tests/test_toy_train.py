@@ -16,7 +16,9 @@ from flipbook.toy.train import TrainSettings, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FEW = replace(TrainSettings(), vae_steps=2, vae_batch=2, steps=2, batch=4, scenes=8, warmup=1)
+FEW = replace(
+    TrainSettings(), vae_steps=2, vae_batch=2, decoder_steps=2, steps=2, batch=4, scenes=8, warmup=1
+)
 
 
 def test_a_few_training_steps_write_a_loadable_deterministic_model(tmp_path):
