@@ -13,6 +13,7 @@ from flipbook.events import Events, FrameEvent
 from flipbook.io.pnginfo import GenerationParameters, format_parameters, save_png
 from flipbook.models.extra_networks import ExtraNetworks
 from flipbook.models.folders import ModelsDir
+from flipbook.models.performance import Performance
 from flipbook.modes import Mode, get_mode
 from flipbook.modes.frame import Frame, ModeContext, animation_mask, init_image
 from flipbook.runs.cores import Cores
@@ -89,7 +90,13 @@ def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = Fa
     else:
         run.start(spec, plan, overwrite=overwrite)
     run.log(f"resume from frame {start}" if resuming else f"start: {n} frames, seed {spec.sampling.seed}")
-    cores = Cores(spec.model, events, networks, [clean for clean, _ in prompts.values()])
+    cores = Cores(
+        spec.model,
+        events,
+        networks,
+        [clean for clean, _ in prompts.values()],
+        Performance.of(spec.performance),
+    )
     ctx = ModeContext(spec, plan, cores, events, prompts, run, start)
 
     # 3. Render frames, writing each one as it arrives

@@ -115,6 +115,7 @@ def _load(spec: Spec, family: Family):
 
 def _switched(spec: Spec, bundle):
     """The memory and speed switches set on the loaded model (``auto`` from the device's memory)."""
+    from flipbook.models.performance import Performance, prepare
     from flipbook.sampling import video_memory
 
     v = spec.videomodel
@@ -123,12 +124,13 @@ def _switched(spec: Spec, bundle):
         attention_backend=v.attention_backend,
     )  # fmt: skip
     try:
-        return video_memory.apply(bundle, switches)
+        bundle = video_memory.apply(bundle, switches)
     except ValueError as error:
         raise FlipbookError(
             "videomodel.attention_backend", v.attention_backend, "a backend this machine has (auto, native)",
             detail=str(error),
         ) from None  # fmt: skip
+    return prepare(bundle, Performance.of(spec.performance))
 
 
 def _where(ref: str, models_dir) -> Path | str:
