@@ -41,6 +41,7 @@ from flipbook.models.families import (
 from flipbook.models.folders import ModelsDir
 from flipbook.models.performance import Performance, prepare
 from flipbook.models.source import ModelSource
+from flipbook.models.tiny_vae import load_tiny_vae
 from flipbook.models.weights import read_checkpoint
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
@@ -96,7 +97,15 @@ def load_model(
         pipe=pipe, name=model, family=family.name, source=source.kind, device=torch_device, dtype=torch_dtype,
         hash=short_hash(source.path) if source.kind == "single_file" else None,
     )  # fmt: skip
-    return prepare(bundle, performance) if performance is not None else bundle
+    if performance is None:
+        return bundle
+    if performance.tiny_vae is not None:
+        bundle.tiny_vae = load_tiny_vae(
+            performance.tiny_vae, folders=folders, device=torch_device, dtype=pipe.vae.dtype,
+            latent_channels=pipe.vae.config.latent_channels,
+        )  # fmt: skip
+        bundle.decode_with_tiny_vae = performance.tiny_vae_decode
+    return prepare(bundle, performance)
 
 
 def short_hash(path: Path) -> str:

@@ -52,6 +52,8 @@ class Performance:
     cache_interval: int = 3
     transformer_cache: str = "none"
     cache_threshold: float = 0.05
+    tiny_vae: str | None = None
+    tiny_vae_decode: bool = False
 
     @classmethod
     def of(cls, section: Any) -> Performance:

@@ -211,7 +211,7 @@ class SamplingCore:
             try:
                 self.events.step(
                     StepEvent(step=i + 1, total_steps=len(timesteps), frames=ids),
-                    preview=lambda lat=latents: latents_preview(lat),
+                    preview=lambda lat=latents: latents_preview(lat, self.model.tiny_vae),
                 )
             except RenderCancelled:
                 if not self.finish_on_cancel:
@@ -485,7 +485,7 @@ class SamplingCore:
     def _decode(self, latents: torch.Tensor, output_type: str) -> list:
         if output_type == "latent":
             return list(latents)
-        vae = self.model.vae
+        vae = self.model.tiny_vae if self.model.decode_with_tiny_vae else self.model.vae
         latents = check_finite(latents, "denoising (the UNet)")
         images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
         images = check_finite(images, "the VAE's decode")

@@ -271,6 +271,7 @@ def string_schedule_values(value: str) -> list[str]:
 
 CHECKPOINT = ModelReference("checkpoint", folders=("checkpoint",), hub=True, form="schedule")
 VAE = ModelReference("VAE", folders=("vae",))
+TINY_VAE = ModelReference("tiny VAE", builtins=("tiny",), folders=("vae_approx",), hub=True)
 LORA = ModelReference("LoRA", folders=("lora", "motion_lora"))
 PROMPT_LORAS = ModelReference("LoRA", folders=("lora",), form="prompt_tags")
 CONTROLNET = ModelReference("ControlNet", builtins=("tiny",), folders=("controlnet",), hub=True)
@@ -292,6 +293,7 @@ RIFE_MODEL = ModelReference("RIFE model", folders=("rife",))
 
 Checkpoint = Annotated[str, CHECKPOINT]
 Vae = Annotated[str | None, VAE]
+TinyVae = Annotated[str | None, TINY_VAE]
 LoraName = Annotated[str, LORA]
 PromptText = Annotated[str, PROMPT_LORAS]
 ControlNetModel = Annotated[str, CONTROLNET]

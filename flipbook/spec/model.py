@@ -49,6 +49,7 @@ from flipbook.spec.fields import (
     ScheduleValue,
     Section,
     StepsValue,
+    TinyVae,
     Unit,
     Upscaler,
     Vae,
@@ -133,6 +134,14 @@ class PerformanceSection(Section):
         0.05, gt=0, le=1, description="first-block: the relative change of the first block's output below "
         "which the other blocks are skipped (higher: faster, less exact)",
     )  # fmt: skip
+    tiny_vae: TinyVae = Field(
+        None,
+        description="a tiny autoencoder (TAESD: madebyollin/taesd, madebyollin/taesdxl for SDXL, a folder, or "
+        "taesd_decoder.pth in models/VAE-approx) for live previews every step",
+    )
+    tiny_vae_decode: bool = Field(
+        False, description="decode the frames with tiny_vae too: much faster, slightly softer frames"
+    )
 
     def check_in(self, spec: Any) -> None:
         """Fused projections replace the query, key and value layers a LoRA patches: not both."""
@@ -141,6 +150,10 @@ class PerformanceSection(Section):
                 "performance.fuse_qkv", True, "false when the spec uses LoRAs (model.loras or <lora:...> tags)",
                 detail="a LoRA patches the separate query, key and value layers that fused projections replace",
             )  # fmt: skip
+        if self.tiny_vae_decode and self.tiny_vae is None:
+            raise SpecError(
+                "performance.tiny_vae_decode", True, "false unless performance.tiny_vae names one"
+            )
 
 
 def _prompt_loras(spec: Any) -> bool:
