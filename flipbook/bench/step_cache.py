@@ -1,8 +1,8 @@
 """Benchmark ``cache``: the step caches of ``[performance]`` against exact sampling, on the same requests.
 
 For the image model (``--model``, a UNet): DeepCache with full steps every 2, 3 and 5 steps. For a video
-diffusion transformer (tiny-wan on the CPU; ``random-wan-1.3b`` when ``--model random-sd15`` asks for full-size
-nets): first-block cache, FasterCache and pyramid attention broadcast, each on a freshly loaded transformer
+diffusion transformer (tiny-wan; ``random-wan-1.3b`` at 832x480 when ``--model random-sd15`` asks for full-size
+nets on a GPU): first-block cache, FasterCache and pyramid attention broadcast, each on a freshly loaded transformer
 (diffusers enables one cache per model). Each row: seconds per image or clip (median of ``runs`` after a
 warm-up), the speed-up over exact, and the mean and largest absolute difference from the exact frames (pixel
 values in [0, 1]).
@@ -42,7 +42,8 @@ def run(
     frames: int | None = None,
 ) -> str:
     rows = _unet_rows(model, width, height, steps, runs, sampler, device, dtype)
-    rows += _transformer_rows(model, steps, runs, device, dtype, frames or 9)
+    full_size = model.startswith("random") and rows[0]["device"].startswith("cuda")
+    rows += _transformer_rows(full_size, steps, runs, device, dtype, frames or 9)
     result = {
         "case": "cache",
         "model": model,
@@ -76,11 +77,11 @@ def _image(bundle, request) -> np.ndarray:
     return SamplingCore(bundle).generate([request], output_type="np")[0]
 
 
-def _transformer_rows(model, steps, runs, device, dtype, frames) -> list[dict]:
+def _transformer_rows(full_size: bool, steps, runs, device, dtype, frames) -> list[dict]:
     from flipbook.models.families import builtin_family
     from flipbook.sampling.segments import SegmentSettings
 
-    name = "random-wan-1.3b" if model.startswith("random") else "tiny-wan"
+    name = "random-wan-1.3b" if full_size else "tiny-wan"
     family = builtin_family(name, "video diffusion")
     size = (832, 480) if name.startswith("random") else (64, 64)
 
