@@ -123,3 +123,13 @@ def test_the_web_ui_offers_every_switch():
     from flipbook.server.ui import shared_paths
 
     assert {f"performance.{name}" for name in PerformanceSection.model_fields} <= set(shared_paths())
+
+
+def test_motion_modules_refuse_fused_projections():
+    from flipbook.errors import FlipbookError
+    from flipbook.models.families.animatediff.builtin import tiny_motion_adapter
+    from flipbook.sampling.animatediff import motion_pipeline
+
+    with pytest.raises(FlipbookError) as error:
+        motion_pipeline(_load(fuse_qkv=True), tiny_motion_adapter())
+    assert error.value.field == "performance.fuse_qkv"

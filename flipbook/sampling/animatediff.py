@@ -179,6 +179,11 @@ def motion_pipeline(bundle: ModelBundle, adapter: MotionAdapter) -> AnimateDiffP
         raise FlipbookError(
             "model.loras", "loaded", "a checkpoint without LoRAs loaded into it when building the motion UNet"
         )
+    if getattr(bundle.unet, "original_attn_processors", None) is not None:  # diffusers' mark of fused QKV
+        raise FlipbookError(
+            "performance.fuse_qkv", True, "false with motion modules",
+            detail="the motion UNet is built from the checkpoint's separate query, key and value layers",
+        )  # fmt: skip
     unet = UNetMotionModel.from_unet2d(bundle.unet, adapter)
     unet.to(bundle.device, bundle.unet.dtype)
     unet.eval()
