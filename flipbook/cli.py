@@ -519,7 +519,8 @@ def bench(
         str,
         typer.Argument(
             help="benchmark case: sampler, camera-2d, frame-interpolation, encode, gif-quality, server, "
-            "propagation, or a mode's own (interpolate, video, svd, animatediff, videomodel)"
+            "propagation, overhead (the render loop outside the nets, at 512x512 and 1024x1024), or a mode's own "
+            "(interpolate, video, svd, animatediff, videomodel)"
         ),
     ] = "sampler",
     model: ModelOpt = "tiny",
