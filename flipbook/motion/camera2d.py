@@ -23,6 +23,8 @@ from typing import Literal
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 Border = Literal["replicate", "wrap", "reflect", "zeros"]
 
@@ -111,6 +113,65 @@ def warp_2d(image: np.ndarray, matrix: np.ndarray, border: Border = "replicate")
         borderValue=0,
     )
     return warped.reshape(image.shape).astype(image.dtype, copy=False)
+
+
+# grid_sample's padding per border mode; "wrap" pads the image with its own first row and column instead
+_PADDING: dict[str, str] = {
+    "replicate": "border",
+    "reflect": "reflection",
+    "zeros": "zeros",
+    "wrap": "border",
+}
+TENSOR_WARP_TOLERANCE = (
+    2  # max difference (0-255 levels) of warp_2d_tensor from warp_2d (OpenCV's fixed point)
+)
+
+
+def warp_2d_tensor(image: torch.Tensor, matrix: np.ndarray, border: Border = "replicate") -> torch.Tensor:
+    """:func:`warp_2d` of a uint8 H x W x C tensor on its device (bilinear ``grid_sample``, float32).
+
+    Each destination pixel samples the source at ``matrix``'s inverse applied to it, as
+    ``cv2.warpPerspective`` does; OpenCV's fixed-point arithmetic (1/32-pixel positions, 15-bit weights) is
+    not copied, so values may differ by :data:`TENSOR_WARP_TOLERANCE` levels. Border modes as in
+    :func:`warp_2d`. A singular matrix (``zoom = 0``) is handed to :func:`warp_2d`, whose OpenCV call
+    defines what Deforum shows then.
+    """
+    if border not in _BORDERS:
+        raise ValueError(f"border must be one of {', '.join(map(repr, _BORDERS))}; got {border!r}")
+    matrix = _as_matrix(matrix, 3)
+    if not np.isfinite(matrix).all() or abs(np.linalg.det(matrix)) < 1e-12:
+        return torch.from_numpy(warp_2d(image.cpu().numpy(), matrix, border)).to(image.device)
+    height, width, channels = image.shape
+    inverse = torch.tensor(np.linalg.inv(matrix), dtype=torch.float64, device=image.device)
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64, device=image.device),
+        torch.arange(width, dtype=torch.float64, device=image.device),
+        indexing="ij",
+    )
+    source = inverse[:, 0, None, None] * xs + inverse[:, 1, None, None] * ys + inverse[:, 2, None, None]
+    x, y = source[0] / source[2], source[1] / source[2]
+    planes = image.permute(2, 0, 1)[None].to(torch.float32)
+    if border == "wrap":  # one more row and column, the first ones, so the last pixels blend into them
+        x, y = torch.remainder(x, width), torch.remainder(y, height)
+        planes = torch.cat([planes, planes[..., :1, :]], dim=2)
+        planes = torch.cat([planes, planes[..., :1]], dim=3)
+        height, width = height + 1, width + 1
+    grid = torch.stack([x * (2 / max(width - 1, 1)) - 1, y * (2 / max(height - 1, 1)) - 1], dim=-1)
+    warped = F.grid_sample(
+        planes,
+        grid[None].to(torch.float32),
+        mode="bilinear",
+        padding_mode=_PADDING[border],
+        align_corners=True,
+    )
+    return (
+        warped[0]
+        .permute(1, 2, 0)
+        .round_()
+        .clamp_(0, 255)
+        .to(torch.uint8)
+        .reshape(image.shape[0], -1, channels)
+    )
 
 
 def compose(*matrices: np.ndarray) -> np.ndarray:
