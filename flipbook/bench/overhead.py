@@ -8,8 +8,8 @@ step around them runs: image to tensor, latents, scheduler, tensor to image, PNG
 new prompt is encoded once; its time is counted as in the nets). Nothing else is changed.
 
 For each case and size (512x512 and 1024x1024) it reports milliseconds per frame outside the nets on the
-render's critical path (the frame-0 event to the end of ``render()``, frames 1..N, minus the stand-ins' own
-time), and split by stage: the wall time spent in the functions each stage names (:data:`STAGES`), on the
+render's critical path (frame 0 handed to the background writer to the end of ``render()``, frames 1..N,
+minus the stand-ins' own time), and split by stage: the wall time spent in the functions each stage names (:data:`STAGES`), on the
 render's thread ("critical path") or on other threads (the background writer: off the critical path).
 """
 
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from flipbook.bench.report import write_report
 from flipbook.bench.timing import ModuleTimer, machine
 from flipbook.errors import FlipbookError
-from flipbook.events import Events, FrameEvent
+from flipbook.events import Events
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.loading import load_model
 from flipbook.runs.render import render
@@ -52,15 +52,22 @@ STAGES: dict[str, tuple[str, ...]] = {
         "flipbook.motion.camera:Camera2D.warp",
         "flipbook.motion.camera:Camera3D.warp",
     ),
-    "colour": ("flipbook.modes.camera.render:match_colors",),
+    "colour": (
+        "flipbook.imaging.color_torch:ColorReference.match",
+        "flipbook.modes.camera.render:match_colors",
+    ),
     "contrast": ("flipbook.modes.camera.render:adjust_contrast",),
     "unsharp": ("flipbook.modes.camera.render:unsharp_mask",),
-    "noise": ("flipbook.modes.camera.render:add_noise",),
+    "noise": (
+        "flipbook.modes.camera.render:add_noise",
+        "flipbook.modes.camera.render:noise_field",  # drawn ahead on a helper thread
+        "flipbook.modes.camera.render:_NoiseAhead.take",  # waiting for it
+    ),
     "image to latents": ("flipbook.sampling.core:SamplingCore._preprocess_image",),
     "latents to image": ("diffusers.image_processor:VaeImageProcessor.postprocess",),
-    "png write": ("flipbook.runs.render:save_png",),
+    "png write": ("flipbook.runs.writer:save_png",),
     "frame event": ("flipbook.events:Events.frame",),
-    "consistency score": ("flipbook.runs.render:consistency_metrics",),
+    "consistency score": ("flipbook.runs.writer:pair_error", "flipbook.runs.render:consistency_metrics"),
     "outputs": ("flipbook.runs.render:write_animation",),
 }
 
@@ -195,30 +202,47 @@ def _resolve(target: str) -> tuple[object | None, str]:
 
 
 def time_render(spec: Spec, bundle: ModelBundle) -> dict:
-    """One render into a temporary folder: seconds from the frame-0 event to the end of ``render()``, the
-    stand-ins' seconds within them, and the stages' seconds."""
+    """One render into a temporary folder: seconds from frame 0's hand-over to the writer to the end of
+    ``render()``, the stand-ins' seconds within them, and the stages' seconds."""
     clock = StageClock()
     timer = ModuleTimer({"unet": bundle.unet, "text_encoder": bundle.text_encoder}, bundle.device)
     start = 0.0
 
-    def on_frame(event: FrameEvent) -> None:
+    def on_frame_zero() -> None:
         nonlocal start
-        if event.index == 0 and not clock.on:
-            clock.on, start = True, time.perf_counter()
-            timer.reset()
-            _NET_SECONDS.total = 0.0
+        clock.on, start = True, time.perf_counter()
+        timer.reset()
+        _NET_SECONDS.total = 0.0
 
     with (
         tempfile.TemporaryDirectory(prefix="flipbook-overhead-") as folder,
         clock.attached(),
         timer.attached(),
+        frame_zero_handed_over(on_frame_zero),
     ):
         output = spec.output.model_copy(update={"dir": Path(folder)})
-        render(spec.model_copy(update={"output": output}), Events(on_frame=on_frame))
+        render(spec.model_copy(update={"output": output}), Events())
         seconds = time.perf_counter() - start
     nets = timer.total + getattr(_NET_SECONDS, "total", 0.0)
     return {"seconds": seconds, "nets": nets, "critical": dict(clock.critical),
             "background": dict(clock.background)}  # fmt: skip
+
+
+@contextmanager
+def frame_zero_handed_over(callback: Callable[[], None]) -> Iterator[None]:
+    """Call ``callback`` when the render hands frame 0 to its background writer (frame events come later:
+    after the frame is on disk, from the render's thread)."""
+    from flipbook.runs.writer import FrameWriter
+
+    put = FrameWriter.put
+
+    def watched(writer, index, *args, **kwargs):
+        if index == 0:
+            callback()
+        return put(writer, index, *args, **kwargs)
+
+    with mock.patch.object(FrameWriter, "put", watched):
+        yield
 
 
 def _row(case: str, width: int, height: int, frames: int, timings: list[dict]) -> dict:

@@ -19,6 +19,10 @@ weighted by where j lies between them, so in-betweens sit on the camera path and
 Deforum the in-betweens trail the diffused frames). With ``optical_flow_cadence = "dis"`` the in-betweens
 follow the optical flow between a and b instead.
 
+The warp and the treatment before img2img run as torch ops on the render's device (``imaging/color_torch.py``,
+``imaging/filters_torch.py``, ``motion/camera2d.py`` ``warp_2d_tensor``); a frame's noise field is numpy's draw
+for its seed, made on a helper thread while the frame before it is diffused.
+
 Everything a frame needs comes from the plan (its schedules' values and seed) and from the images of earlier
 diffused frames as written to the run folder, so a resumed run continues from the last diffused frame on disk
 and produces the same frames as an uninterrupted run.
