@@ -128,19 +128,26 @@ TENSOR_WARP_TOLERANCE = (
 
 
 def warp_2d_tensor(image: torch.Tensor, matrix: np.ndarray, border: Border = "replicate") -> torch.Tensor:
-    """:func:`warp_2d` of a uint8 H x W x C tensor on its device (bilinear ``grid_sample``, float32).
+    """:func:`warp_2d` of a uint8 H x W x C tensor on its device, same kind out.
 
-    Each destination pixel samples the source at ``matrix``'s inverse applied to it, as
-    ``cv2.warpPerspective`` does; OpenCV's fixed-point arithmetic (1/32-pixel positions, 15-bit weights) is
-    not copied, so values may differ by :data:`TENSOR_WARP_TOLERANCE` levels. Border modes as in
-    :func:`warp_2d`. A singular matrix (``zoom = 0``) is handed to :func:`warp_2d`, whose OpenCV call
-    defines what Deforum shows then.
+    On a GPU (any device but the CPU) :func:`grid_sample_warp`: each destination pixel samples the source
+    bilinearly at ``matrix``'s inverse applied to it, as ``cv2.warpPerspective`` does; OpenCV's fixed-point
+    arithmetic (1/32-pixel positions, 15-bit weights) is not copied, so values may differ by
+    :data:`TENSOR_WARP_TOLERANCE` levels. On the CPU OpenCV's own kernel runs on the tensor's memory (it is
+    several times faster there than ``grid_sample``), as does a singular matrix (``zoom = 0``), whose OpenCV
+    call defines what Deforum shows then. Border modes as in :func:`warp_2d`.
     """
     if border not in _BORDERS:
         raise ValueError(f"border must be one of {', '.join(map(repr, _BORDERS))}; got {border!r}")
     matrix = _as_matrix(matrix, 3)
-    if not np.isfinite(matrix).all() or abs(np.linalg.det(matrix)) < 1e-12:
+    singular = not np.isfinite(matrix).all() or abs(np.linalg.det(matrix)) < 1e-12
+    if singular or image.device.type == "cpu":  # on the CPU OpenCV's kernel is the faster one, on a view
         return torch.from_numpy(warp_2d(image.cpu().numpy(), matrix, border)).to(image.device)
+    return grid_sample_warp(image, matrix, border)
+
+
+def grid_sample_warp(image: torch.Tensor, matrix: np.ndarray, border: Border = "replicate") -> torch.Tensor:
+    """:func:`warp_2d_tensor`'s kernel off the CPU (an invertible ``matrix``): bilinear ``grid_sample``."""
     height, width, channels = image.shape
     inverse = torch.tensor(np.linalg.inv(matrix), dtype=torch.float64, device=image.device)
     ys, xs = torch.meshgrid(
