@@ -519,7 +519,7 @@ def bench(
         str,
         typer.Argument(
             help="benchmark case: sampler, camera-2d, frame-interpolation, encode, gif-quality, server, "
-            "propagation, or a mode's own (interpolate, video, svd, animatediff, videomodel)"
+            "propagation, stream, or a mode's own (interpolate, video, svd, animatediff, videomodel)"
         ),
     ] = "sampler",
     model: ModelOpt = "tiny",
@@ -532,7 +532,7 @@ def bench(
             "--frames",
             help="camera-2d: frames timed after frame 0 (8); interpolate, video: frames (8); "
             "frame-interpolation: source frames (30); encode: frames (120); gif-quality: photo clip frames (48); "
-            "videomodel: frames per segment (9; 81 for random-wan-1.3b)",
+            "videomodel: frames per segment (9; 81 for random-wan-1.3b); stream: frames (16)",
         ),
     ] = None,
     sampler: Sampler = "Euler",
@@ -546,7 +546,7 @@ def bench(
     the latent walk (interpolate) and video restyling (video) batched against one frame per call;
     optical-flow frame interpolation (frame-interpolation) and the encoders (encode), where --size sets the
     frame size; restyle's keyframe propagation (propagation: fidelity, speed at 512x512, flicker against the
-    video mode)."""
+    video mode); video restyling with StreamDiffusion's stream batch against per-frame batches (stream)."""
     from flipbook.bench import run_case
 
     width, height = parse_size(size)
