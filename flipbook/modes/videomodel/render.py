@@ -120,7 +120,7 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     ctx.cores.release()  # the image model is never used here; keep the device's memory for the video model
     family = family_of_model(spec)
     check_steps(spec, ctx.plan.frames, family)
-    bundle = _switched(spec, _load(spec, family))
+    bundle = _switched(spec, _load(spec, family), ctx.run.log)
     _check_bundle(spec, bundle)
     source = None
     if spec.init.video is not None:
@@ -161,15 +161,21 @@ def _load(spec: Spec, family: Family):
     )  # fmt: skip
 
 
-def _switched(spec: Spec, bundle):
-    """The memory and speed switches set on the loaded model (``auto`` from the device's memory)."""
+def _switched(spec: Spec, bundle, log=None):
+    """The memory and speed switches set on the loaded model (``auto`` from the device's memory and the
+    model's weights: sampling/video_memory.py); ``log`` is told which were chosen."""
     from flipbook.sampling import video_memory
 
     v = spec.videomodel
     switches = video_memory.memory_switches(
         video_memory.device_memory(bundle.device), offload=v.offload, vae_tiling=v.vae_tiling,
-        attention_backend=v.attention_backend,
+        attention_backend=v.attention_backend, fp8_storage=v.fp8_storage, weights=video_memory.weights_of(bundle),
     )  # fmt: skip
+    if log is not None:
+        log(
+            f"video model switches: offload {switches.offload}, fp8 storage {switches.fp8_storage}, "
+            f"VAE tiling {switches.vae_tiling}, attention {switches.attention_backend or 'default'}"
+        )
     try:
         return video_memory.apply(bundle, switches)
     except ValueError as error:

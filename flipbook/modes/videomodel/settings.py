@@ -91,9 +91,18 @@ class VideoModelSection(Section):
         "source); per segment, a schedule",
     )
     keep_audio: bool = Field(True, description="with init.video: its audio becomes the outputs' soundtrack")
-    offload: Literal["auto", "none", "model"] = Field(
+    offload: Literal["auto", "none", "model", "block", "leaf"] = Field(
         "auto",
-        description="model CPU offload: each model on the GPU only while it runs; auto: on GPUs under 24 GiB",
+        description="keep the weights on the CPU between uses: model (each whole model on the GPU while it "
+        "runs), block (diffusers' group offload: one transformer block at a time, the next copied on a CUDA "
+        "stream meanwhile), leaf (one layer at a time: least memory, slowest); auto: from the GPU's memory "
+        "and the model's weights (none if all fit, model if the largest fits, else block)",
+    )
+    fp8_storage: bool | None = Field(
+        None,
+        description="store the transformer's weights in float8_e4m3fn, each layer computed in the model's "
+        "dtype (about half the memory of bf16; slightly different pictures); default: only where that lets "
+        "the transformer fit the GPU whole (with offload auto)",
     )
     vae_tiling: bool | None = Field(
         None, description="decode in tiles (less memory for large frames); default: on GPUs under 24 GiB"
