@@ -219,8 +219,11 @@ def describe(spec: Spec, plan: Plan) -> list[str]:
         extras.append(f"keyframe images at frames {', '.join(late)} are past the last frame (not used)")
     if v.loop:
         extras.append("looped: the frame after the last is conditioned on frame 0")
+    chained = f"conditioned on the last {v.overlap} frame(s) before it"
+    if spec.init.video is not None:  # a text-to-video model restyles each segment on its own
+        chained += " (image-to-video models)"
     return [
         f"videomodel: {v.model}, {len(starts)} segment(s) of {v.segment_frames} frames, each after the first "
-        f"conditioned on the last {v.overlap} frame(s) before it, with the model's own scheduler; segment 0 "
-        f"{start}" + ("; " + "; ".join(extras) if extras else "")
+        f"{chained}, with the model's own scheduler; segment 0 {start}"
+        + ("; " + "; ".join(extras) if extras else "")
     ]
