@@ -224,13 +224,17 @@ def test_a_source_too_short_for_the_segments_names_max_frames_with_the_nearest_c
 
 
 @pytest.mark.parametrize(
-    ("sections", "field"),
+    ("sections", "field", "allowed"),
     [
-        ({"videomodel": {"strength": 0.2}}, "videomodel.strength"),  # int(4 * 0.2) = 0 steps
-        ({"videomodel": {"loop": True}}, "videomodel.loop"),
+        (
+            {"videomodel": {"strength": 0.2}},
+            "videomodel.strength",
+            "at least 1/steps = 0.25",
+        ),  # int(4 * 0.2) = 0
+        ({"videomodel": {"loop": True}}, "videomodel.loop", "false with init.video"),
     ],
 )
-def test_restyle_rules_are_one_error_naming_the_field(tmp_path, source, sections, field):
+def test_restyle_rules_are_one_error_naming_the_field(tmp_path, source, sections, field, allowed):
     with pytest.raises(SpecError) as error:
         prepare(make_spec(tmp_path, source, **sections))
-    assert error.value.field == field
+    assert error.value.field == field and allowed in str(error.value)
