@@ -203,6 +203,26 @@ def test_ltx_restyle_is_ltx_condition_pipeline_editing_the_source(tmp_path, sour
     assert not np.array_equal(np.stack(ours), np.stack(plain))
 
 
+def test_ltx_restyle_runs_in_segments_each_from_its_source_frames(tmp_path, source):
+    """Segment 1 (frames 9..15, conditioned on frame 8 as written) reads source frames 8..16: changing one
+    of them changes its frames only."""
+
+    def restyled(clip, name):
+        spec = make_spec(tmp_path, clip, name, sampling={"steps": 4, "cfg": 1.0}, animation={"max_frames": 16},
+                         videomodel={"model": "tiny-ltx", "strength": 0.5})  # fmt: skip
+        return frames_of(render(spec))
+
+    changed = moving_square(17)
+    changed[12] = 255 - changed[12]
+    ours, again = (
+        restyled(source, "ltx"),
+        restyled(write_mp4(changed, tmp_path / "c.mp4", fps=12, crf=0), "c"),
+    )
+    assert len(ours) == 16
+    assert all(np.array_equal(a, b) for a, b in zip(ours[:9], again[:9], strict=True))
+    assert not np.array_equal(ours[12], again[12])
+
+
 # ---- checked before any model loads ----------------------------------------------------------------------
 
 
