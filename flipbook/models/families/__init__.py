@@ -29,7 +29,9 @@ reads built-in names from it, never import torch. What a family declares:
   images ``known`` at positions: frames x H x W x 3 in [0, 1]) and ``conditioning(ref, models_dir,
   field_name)`` ("none": text only, "optional": images at chosen frames, "required": a start image, from
   configs alone; None where that needs a load), and ``reference(bundle, prompt, negative, settings, seed)``
-  (the same text-to-video segment made by diffusers' own pipeline: benchmarks compare with it). Optionally
+  (the same text-to-video segment made by diffusers' own pipeline: benchmarks compare with it), and
+  ``lora_problem(path) -> str | None`` (why a LoRA file is not one for the family's transformer, read before
+  any model loads; a loaded bundle's ``loras`` switches them). Optionally
   ``size_note(width, height) -> str | None``, a warning for an image size the family's models render badly
   (SDXL: far from its training buckets), which the sampling core logs once per size.
 

@@ -80,6 +80,7 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     ctx.cores.release()  # the image model is never used here; keep the device's memory for the video model
     family = family_of_model(spec)
     check_steps(spec, ctx.plan.frames, family)
+    _check_loras(family, ctx.prompts)
     bundle = _switched(spec, _load(spec, family))
     _check_bundle(spec, bundle)
     keyframes = _keyframe_images(spec)
@@ -111,6 +112,13 @@ def _load(spec: Spec, family: Family):
         v.model, field_name=FIELD, models_dir=m.models_dir, device=m.device, dtype=m.dtype, seed=0,
         text_encoder=v.text_encoder, vae=v.vae, tokenizer=v.tokenizer,
     )  # fmt: skip
+
+
+def _check_loras(family: Family, prompts) -> None:
+    """The LoRAs of ``model.loras`` and the prompts' ``<lora:...>`` tags are the family's, before it loads."""
+    from flipbook.models.video_loras import check_loras
+
+    check_loras(family, (entry[0] for _, loras in prompts.values() for entry in loras))
 
 
 def _switched(spec: Spec, bundle):
@@ -304,9 +312,11 @@ def _segment(ctx: ModeContext, family: Family, bundle, encode, border: int, know
     last = min(border + segment_step(spec), a.max_frames - 1)
     first = 0 if border == 0 else border + 1
     indices = tuple(range(first, last + 1))
-    negative = encode(plan.negative_prompt) if settings.guided else None
+    prompt, loras = ctx.prompts[plan.prompt]  # its <lora:...> tags (and model.loras) are this segment's
+    bundle.loras.activate(loras)
+    negative = encode(ctx.prompts[plan.negative_prompt][0]) if settings.guided else None
     frames = family.sample(
-        bundle, encode(plan.prompt), negative, settings, generator=torch.Generator("cpu").manual_seed(plan.seed),
+        bundle, encode(prompt), negative, settings, generator=torch.Generator("cpu").manual_seed(plan.seed),
         known=known, events=ctx.events, frames=indices,
     )  # fmt: skip
     if border > 0 and v.blend_frames:

@@ -24,4 +24,5 @@ FAMILY = Family(
     sample=Hook("flipbook.sampling.ltx", "sample_segment"),
     reference=Hook(_LOADING, "reference_frames"),
     conditioning=Hook(_LOADING, "conditioning"),
+    lora_problem=Hook(_LOADING, "lora_problem"),
 )

@@ -115,6 +115,15 @@ class LtxBundle:
         return self.scale_spatial * int(self.transformer.config.patch_size)
 
     @cached_property
+    def loras(self):
+        """The LoRAs loaded into the transformer and the active ones (:class:`~flipbook.models.lora.LoraSet`
+        on LTXPipeline: its loader converts ComfyUI's ``diffusion_model.*`` layout; both pipelines share the
+        transformer)."""
+        from flipbook.models.video_loras import lora_set
+
+        return lora_set(self.pipelines[False], FAMILY.title)
+
+    @cached_property
     def pipelines(self) -> dict[bool, Any]:
         """The parts as diffusers' pipelines, built once: ``False`` LTXPipeline, ``True`` LTXConditionPipeline
         (each segment gives the one it calls a fresh scheduler)."""
@@ -165,6 +174,21 @@ def is_ltx_folder(model_index: Mapping[str, Any], unet_config: Mapping[str, Any]
 def conditioning(ref: str, models_dir: str | Path | None, field_name: str) -> str:
     """Every LTX-Video model makes video from text alone or conditioned on images (``LTXConditionPipeline``)."""
     return "optional"
+
+
+def lora_problem(path: Path) -> str | None:
+    """The family's ``lora_problem`` hook: why a LoRA file is not an LTX-Video transformer's (see
+    :mod:`flipbook.models.video_loras`), compared with the tiny transformer's layers on the meta device."""
+    from diffusers import LTXPipeline
+
+    from flipbook.models.video_loras import lora_problem as problem
+    from flipbook.models.weights import empty_weights
+
+    def layers():
+        reference = empty_weights(lambda: LTXVideoTransformer3DModel(**TINY_TRANSFORMER_CONFIG))
+        return [name for name, _ in reference.named_modules()]
+
+    return problem(path, LTXPipeline, layers)
 
 
 def diffusers_pipeline(bundle: LtxBundle, *, conditioned: bool):

@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,16 @@ class WanBundle:
         """Width and height must be multiples of this (VAE factor x patch size: 16 for Wan 2.1)."""
         return self.scale_spatial * int(self.transformer.config.patch_size[1])
 
+    @cached_property
+    def loras(self):
+        """The LoRAs loaded into the transformer and the active ones (:class:`~flipbook.models.lora.LoraSet`
+        on diffusers' Wan pipeline of these parts: its loader converts every layout it reads; a text-to-video
+        LoRA on an image-to-video model gets zero image layers, as diffusers does). Wan 2.2 A14B's second
+        expert takes none (its LoRAs come as a pair, one per expert)."""
+        from flipbook.models.video_loras import lora_set
+
+        return lora_set(diffusers_pipeline(self), FAMILY.title)
+
 
 def load_wan(
     ref: str,
@@ -267,6 +278,22 @@ def takes_images(ref: str, models_dir: str | Path | None, field_name: str) -> bo
     except (OSError, ValueError):
         return None  # the load says what is wrong with the folder
     return int(transformer.get("in_channels", 16)) > int(vae.get("z_dim", 16))
+
+
+def lora_problem(path: Path) -> str | None:
+    """The family's ``lora_problem`` hook: why a LoRA file is not a Wan transformer's (see
+    :mod:`flipbook.models.video_loras`); the layers compared with are those of a Wan transformer with every
+    optional part (image tokens and their position embedding), built on the meta device."""
+    from diffusers import WanPipeline
+
+    from flipbook.models.video_loras import lora_problem as problem
+    from flipbook.models.weights import empty_weights
+
+    def layers():
+        reference = empty_weights(lambda: WanTransformer3DModel(**TINY_FLF2V_TRANSFORMER_CONFIG))
+        return [name for name, _ in reference.named_modules()]
+
+    return problem(path, WanPipeline, layers)
 
 
 def diffusers_pipeline(bundle: WanBundle):
