@@ -163,15 +163,20 @@ def _detect(where: Path | str, ref: str) -> Family:
     from flipbook.models import families
 
     if isinstance(where, Path) and where.is_file():
-        if where.suffix.lower() != ".safetensors":
-            raise FlipbookError(
-                FIELD, ref, ALLOWED, detail=f"{where.suffix} files are not loaded (GGUF-quantised transformers "
-                "not yet): a .safetensors transformer file",
-            )  # fmt: skip
-        from safetensors import safe_open
+        if where.suffix.lower() == ".gguf":  # GGUF-quantised transformers (ComfyUI-GGUF's)
+            from flipbook.models.gguf_files import tensor_names
 
-        with safe_open(str(where), framework="pt") as handle:
-            keys = dict.fromkeys(handle.keys())
+            keys = dict.fromkeys(tensor_names(where))
+        elif where.suffix.lower() != ".safetensors":
+            raise FlipbookError(
+                FIELD, ref, ALLOWED, detail=f"{where.suffix} files are not loaded: a .safetensors or a "
+                "GGUF-quantised .gguf transformer file",
+            )  # fmt: skip
+        else:
+            from safetensors import safe_open
+
+            with safe_open(str(where), framework="pt") as handle:
+                keys = dict.fromkeys(handle.keys())
         family = families.detect_checkpoint(keys)
     else:
         family = families.detect_folder(_model_index(where, ref), {})

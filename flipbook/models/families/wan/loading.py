@@ -40,7 +40,7 @@ from flipbook.models.toy_tokenizer import tiny_tokenizer
 from flipbook.models.weights import check_no_missing_weights, seeded
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-SINGLE_FILE_SUFFIXES = (".safetensors", ".gguf")  # GGUF: found, then refused with a clear error
+SINGLE_FILE_SUFFIXES = (".safetensors", ".gguf")  # GGUF: quantised, through diffusers' GGUF support
 ALLOWED = (
     f"a built-in ({', '.join(FAMILY.builtins)}), a diffusers Wan folder with model_index.json, a name in "
     "model.models_dir (a diffusers folder, or a transformer file in models/diffusion_models with its text "
@@ -507,6 +507,8 @@ def _place(
             continue
         module.eval().requires_grad_(False).to(device)
         wanted = torch.float32 if name == "vae" else dtype
+        if getattr(module, "is_quantized", False):  # GGUF: its weights stay quantised, computing in dtype
+            continue
         if module.dtype != wanted:  # diffusers warns on every dtype cast, even a no-op one
             module.to(wanted)
     return WanBundle(**parts, name=ref, source=source, device=device, dtype=dtype)

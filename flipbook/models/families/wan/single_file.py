@@ -6,7 +6,9 @@ converter) or in diffusers' layout; its configuration is read from the tensor sh
 are 128 wide) unless flipbook embedded one. The text encoder is a transformers-layout UMT5 encoder, its
 configuration read from its shapes too. A single text-encoder file has no tokenizer: ``tokenizer`` names a
 folder or hub id (``google/umt5-xxl``), and without one the error says so. The VAE is the Wan 2.1 VAE (original
-or diffusers layout). Pickled files, fp8 "scaled" files and GGUF files are refused with one clear error each.
+or diffusers layout). A GGUF-quantised transformer (``.gguf``, ComfyUI-GGUF's) stays quantised through
+diffusers' GGUF support (:func:`gguf_transformer`). Pickled files and fp8 "scaled" files are refused with one
+clear error each.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from flipbook.models.weights import read_checkpoint
 
 HEAD_DIM = 128
 ALLOWED_PART = "a .safetensors file (a path, or a name in model.models_dir's {folder})"
+ALLOWED_TRANSFORMER = (
+    "a Wan transformer file: .safetensors, or GGUF-quantised (.gguf) as ComfyUI-GGUF writes it"
+)
 _PREFIX = "model.diffusion_model."
 
 
@@ -50,15 +55,15 @@ def single_file_parts(
 
     from flipbook.models.families.wan.loading import SCHEDULER_CONFIG
 
-    suffix = path.suffix.lower()
-    if suffix == ".gguf":
-        raise FlipbookError(
-            field_name, str(path), "a .safetensors transformer file",
-            detail="GGUF-quantised Wan transformers are not loaded yet",
-        )  # fmt: skip
-    state, embedded = read_checkpoint(
-        path, suffixes=(".safetensors",), field=field_name, allowed=ALLOWED_PART
-    )
+    quantised = path.suffix.lower() == ".gguf"
+    if quantised:
+        from flipbook.models.gguf_files import read_gguf
+
+        state, embedded = read_gguf(path, field_name, ALLOWED_TRANSFORMER), None
+    else:
+        state, embedded = read_checkpoint(
+            path, suffixes=(".safetensors",), field=field_name, allowed=ALLOWED_PART
+        )
     if not is_wan_transformer(state):
         raise FlipbookError(field_name, str(path), "a Wan transformer file", detail="its keys are not Wan's")
     _refuse_scaled(state, field_name, path)
@@ -74,8 +79,11 @@ def single_file_parts(
                 f"{section}.{name}", None, f"the {name.replace('_', ' ')} that goes with the single transformer "
                 f"file {path.name} (a file, or a name in model.models_dir)",
             )  # fmt: skip
+    config = (embedded or {}).get("transformer")
     return {
-        "transformer": transformer_from_state(state, (embedded or {}).get("transformer"), dtype),
+        "transformer": gguf_transformer(state, dtype)
+        if quantised
+        else transformer_from_state(state, config, dtype),
         "text_encoder": _text_encoder(
             _find(text_encoder, "text_encoder", f"{section}.text_encoder", models_dir),
             dtype,
@@ -99,6 +107,34 @@ def transformer_from_state(
         state = convert_wan_transformer_to_diffusers(dict(state))
     config = dict(config) if config else transformer_config(state)
     return _build(lambda: WanTransformer3DModel(**config), state, dtype, "transformer")
+
+
+def gguf_transformer(state: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.nn.Module:
+    """A WanTransformer3DModel whose weights stay GGUF-quantised (dequantised per layer into ``dtype`` as they
+    are used), built by diffusers' ``from_single_file`` with its GGUF quantiser and its Wan converter; the
+    config is read from the tensors' logical shapes and handed over as a local config folder (offline)."""
+    import json
+    import tempfile
+
+    from diffusers import WanTransformer3DModel
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    from flipbook.models.gguf_files import logical_shapes, quantization_config
+
+    state = {key.removeprefix(_PREFIX): value for key, value in state.items()}
+    shapes = logical_shapes(state)
+    if "blocks.0.self_attn.q.weight" in shapes:
+        shapes = convert_wan_transformer_to_diffusers(dict(shapes))
+    config = transformer_config(shapes)
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "config.json").write_text(
+            json.dumps({"_class_name": "WanTransformer3DModel", **config}), encoding="utf-8"
+        )
+        model = WanTransformer3DModel.from_single_file(
+            state, config=folder, quantization_config=quantization_config(dtype), torch_dtype=dtype,
+            local_files_only=True,
+        )  # fmt: skip
+    return model.eval()
 
 
 def transformer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
