@@ -7,8 +7,9 @@ are 128 wide) unless flipbook embedded one. The text encoder is a transformers-l
 configuration read from its shapes too. A single text-encoder file has no tokenizer: ``tokenizer`` names a
 folder or hub id (``google/umt5-xxl``), and without one the error says so. The VAE is the Wan 2.1 VAE (original
 or diffusers layout). A GGUF-quantised transformer (``.gguf``, ComfyUI-GGUF's) stays quantised through
-diffusers' GGUF support (:func:`gguf_transformer`). Pickled files and fp8 "scaled" files are refused with one
-clear error each.
+diffusers' GGUF support (:func:`gguf_transformer`). fp8 transformer and text-encoder files (plain
+``*_fp8_e4m3fn`` and ComfyUI's scaled fp8 with ``scale_weight`` keys) are upcast into the compute dtype at load
+(:mod:`flipbook.models.fp8_files`). Pickled files are refused with one clear error.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def single_file_parts(
         )
     if not is_wan_transformer(state):
         raise FlipbookError(field_name, str(path), "a Wan transformer file", detail="its keys are not Wan's")
-    _refuse_scaled(state, field_name, path)
+    state = _upcast(state, dtype)
     if any(".k_img." in key or "img_emb." in key for key in state):
         raise FlipbookError(
             field_name, str(path), "a text-to-video Wan transformer file, or the image-to-video model's diffusers "
@@ -199,13 +200,11 @@ def _find(ref: str, kind: str, field_name: str, models_dir: str | Path | None) -
     )
 
 
-def _refuse_scaled(state: Mapping[str, Any], field_name: str, path: Path) -> None:
-    if "scaled_fp8" in state or any(
-        t.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) for t in state.values()
-    ):
-        raise FlipbookError(
-            field_name, str(path), "a bf16/fp16/fp32 file", detail="fp8 files are not loaded yet"
-        )
+def _upcast(state: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
+    """An fp8 file's weights (plain, or ComfyUI's scaled fp8) dequantised into the compute dtype at load."""
+    from flipbook.models.fp8_files import is_fp8, upcast_fp8
+
+    return upcast_fp8(state, dtype) if is_fp8(state) else state
 
 
 def _text_encoder(path: Path, dtype: torch.dtype, field_name: str) -> torch.nn.Module:
@@ -215,7 +214,7 @@ def _text_encoder(path: Path, dtype: torch.dtype, field_name: str) -> torch.nn.M
         path, suffixes=(".safetensors",), field=field_name,
         allowed=ALLOWED_PART.format(folder="models/text_encoders"),
     )  # fmt: skip
-    _refuse_scaled(state, field_name, path)
+    state = _upcast(state, dtype)
     if "shared.weight" not in state or "encoder.block.0.layer.0.SelfAttention.q.weight" not in state:
         raise FlipbookError(field_name, str(path), "a UMT5 encoder file (transformers layout)", detail="its keys "
                             "are not a UMT5 encoder's")  # fmt: skip
@@ -265,4 +264,5 @@ def _build(make, state, dtype, field_name: str | None = None, ref: str | None = 
     if missing or result.unexpected_keys:
         detail = f"missing {missing[0]!r}" if missing else f"unexpected {result.unexpected_keys[0]!r}"
         raise FlipbookError(field_name or "model", ref or "(file)", "a complete Wan part", detail=detail)
-    return (module if module.dtype == dtype else module.to(dtype)).eval()
+    mixed = any(tensor.dtype != dtype for tensor in module.parameters())  # fp8 files keep norms in bf16
+    return (module.to(dtype) if mixed else module).eval()
