@@ -143,7 +143,7 @@ def test_a_spec_renders_from_the_split_files_named_in_the_models_folder(comfy, t
     assert len(render(spec).frames) == 5
 
 
-def test_gguf_files_are_found_and_refused_clearly(comfy, tmp_path):
+def test_a_file_that_is_not_really_gguf_is_one_clear_error(comfy, tmp_path):
     path = tmp_path / "wan-q4.gguf"
     path.write_bytes(b"GGUF")
     with pytest.raises(FlipbookError, match="GGUF") as error:

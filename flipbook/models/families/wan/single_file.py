@@ -22,11 +22,17 @@ from typing import Any
 import torch
 
 from flipbook.errors import FlipbookError
-from flipbook.models.folders import ModelsDir
+from flipbook.models.split_files import (
+    ALLOWED_PART,
+    build_module,
+    find_part,
+    t5_encoder,
+    tokenizer_for,
+    upcast,
+)
 from flipbook.models.weights import read_checkpoint
 
 HEAD_DIM = 128
-ALLOWED_PART = "a .safetensors file (a path, or a name in model.models_dir's {folder})"
 ALLOWED_TRANSFORMER = (
     "a Wan transformer file: .safetensors, or GGUF-quantised (.gguf) as ComfyUI-GGUF writes it"
 )
@@ -67,7 +73,7 @@ def single_file_parts(
         )
     if not is_wan_transformer(state):
         raise FlipbookError(field_name, str(path), "a Wan transformer file", detail="its keys are not Wan's")
-    state = _upcast(state, dtype)
+    state = upcast(state, dtype)
     if any(".k_img." in key or "img_emb." in key for key in state):
         raise FlipbookError(
             field_name, str(path), "a text-to-video Wan transformer file, or the image-to-video model's diffusers "
@@ -86,12 +92,12 @@ def single_file_parts(
         if quantised
         else transformer_from_state(state, config, dtype),
         "text_encoder": _text_encoder(
-            _find(text_encoder, "text_encoder", f"{section}.text_encoder", models_dir),
+            find_part(text_encoder, "text_encoder", f"{section}.text_encoder", models_dir),
             dtype,
             f"{section}.text_encoder",
         ),  # fmt: skip
-        "tokenizer": _tokenizer(tokenizer, f"{section}.tokenizer", models_dir),
-        "vae": _vae(_find(vae, "vae", f"{section}.vae", models_dir), f"{section}.vae"),
+        "tokenizer": tokenizer_for(tokenizer, f"{section}.tokenizer", models_dir, "google/umt5-xxl"),
+        "vae": _vae(find_part(vae, "vae", f"{section}.vae", models_dir), f"{section}.vae"),
         "scheduler": UniPCMultistepScheduler.from_config(SCHEDULER_CONFIG),
     }
 
@@ -107,7 +113,7 @@ def transformer_from_state(
     if "blocks.0.self_attn.q.weight" in state:
         state = convert_wan_transformer_to_diffusers(dict(state))
     config = dict(config) if config else transformer_config(state)
-    return _build(lambda: WanTransformer3DModel(**config), state, dtype, "transformer")
+    return build_module(lambda: WanTransformer3DModel(**config), state, dtype, "transformer")
 
 
 def gguf_transformer(state: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.nn.Module:
@@ -166,61 +172,16 @@ def transformer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     return config
 
 
-def text_encoder_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """UMT5's encoder config from a transformers-layout state dict's shapes."""
-    vocab, d_model = state["shared.weight"].shape
-    buckets, heads = state["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"].shape
-    layers = 1 + max(int(m.group(1)) for key in state if (m := re.match(r"encoder\.block\.(\d+)\.", key)))
-    return {
-        "vocab_size": vocab,
-        "d_model": d_model,
-        "d_kv": state["encoder.block.0.layer.0.SelfAttention.q.weight"].shape[0] // heads,
-        "d_ff": state["encoder.block.0.layer.1.DenseReluDense.wi_0.weight"].shape[0],
-        "num_layers": layers,
-        "num_heads": heads,
-        "relative_attention_num_buckets": buckets,
-        "feed_forward_proj": "gated-gelu",
-        "pad_token_id": 0,
-        "eos_token_id": 1,
-    }
-
-
 # ---- pieces ---------------------------------------------------------------------------------------------
 
 
-def _find(ref: str, kind: str, field_name: str, models_dir: str | Path | None) -> Path:
-    path = Path(ref).expanduser()
-    if path.is_file():
-        return path
-    if models_dir:
-        return ModelsDir(Path(models_dir)).find(kind, ref)
-    folder = "text_encoders" if kind == "text_encoder" else "vae"
-    raise FlipbookError(
-        field_name, ref, ALLOWED_PART.format(folder=f"models/{folder}"), detail="no such file"
-    )
-
-
-def _upcast(state: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
-    """An fp8 file's weights (plain, or ComfyUI's scaled fp8) dequantised into the compute dtype at load."""
-    from flipbook.models.fp8_files import is_fp8, upcast_fp8
-
-    return upcast_fp8(state, dtype) if is_fp8(state) else state
-
-
 def _text_encoder(path: Path, dtype: torch.dtype, field_name: str) -> torch.nn.Module:
-    from transformers import UMT5Config, UMT5EncoderModel
+    def classes():
+        from transformers import UMT5Config, UMT5EncoderModel
 
-    state, _ = read_checkpoint(
-        path, suffixes=(".safetensors",), field=field_name,
-        allowed=ALLOWED_PART.format(folder="models/text_encoders"),
-    )  # fmt: skip
-    state = _upcast(state, dtype)
-    if "shared.weight" not in state or "encoder.block.0.layer.0.SelfAttention.q.weight" not in state:
-        raise FlipbookError(field_name, str(path), "a UMT5 encoder file (transformers layout)", detail="its keys "
-                            "are not a UMT5 encoder's")  # fmt: skip
-    config = UMT5Config(**text_encoder_config(state))
-    state.setdefault("encoder.embed_tokens.weight", state["shared.weight"])
-    return _build(lambda: UMT5EncoderModel(config), state, dtype, field_name, str(path))
+        return UMT5EncoderModel, UMT5Config
+
+    return t5_encoder(path, dtype, field_name, "UMT5", classes)
 
 
 def _vae(path: Path, field_name: str) -> torch.nn.Module:
@@ -233,36 +194,4 @@ def _vae(path: Path, field_name: str) -> torch.nn.Module:
     if "encoder.conv1.weight" in state and "encoder.conv_in.weight" not in state:
         state = convert_wan_vae_to_diffusers(dict(state))
     config = dict((embedded or {}).get("vae") or {})
-    return _build(lambda: AutoencoderKLWan(**config), state, torch.float32, field_name, str(path))
-
-
-def _tokenizer(ref: str | None, field_name: str, models_dir: str | Path | None):
-    from transformers import AutoTokenizer
-
-    allowed = "a tokenizer folder or hub id (e.g. google/umt5-xxl) for the single-file text encoder"
-    if ref is None:
-        raise FlipbookError(field_name, None, allowed, detail="a single text-encoder file has no tokenizer")
-    path = Path(ref).expanduser()
-    if not path.is_dir() and models_dir:
-        try:
-            path = ModelsDir(Path(models_dir)).find("text_encoder", ref)
-        except FlipbookError:
-            path = Path(ref)
-    try:
-        return AutoTokenizer.from_pretrained(str(path) if path.is_dir() else ref)
-    except (OSError, ValueError) as error:
-        raise FlipbookError(field_name, ref, allowed, detail=str(error).splitlines()[0][:200]) from None
-
-
-def _build(make, state, dtype, field_name: str | None = None, ref: str | None = None) -> torch.nn.Module:
-    """The module with parameters on the meta device, then the file's tensors assigned (every one needed)."""
-    from flipbook.models.weights import empty_weights
-
-    module = empty_weights(make)
-    result = module.load_state_dict(state, strict=False, assign=True)
-    missing = [key for key in result.missing_keys if key]
-    if missing or result.unexpected_keys:
-        detail = f"missing {missing[0]!r}" if missing else f"unexpected {result.unexpected_keys[0]!r}"
-        raise FlipbookError(field_name or "model", ref or "(file)", "a complete Wan part", detail=detail)
-    mixed = any(tensor.dtype != dtype for tensor in module.parameters())  # fp8 files keep norms in bf16
-    return (module.to(dtype) if mixed else module).eval()
+    return build_module(lambda: AutoencoderKLWan(**config), state, torch.float32, field_name, str(path))
