@@ -22,8 +22,9 @@ reads built-in names from it, never import torch. What a family declares:
   families ``load(source, prediction_type=, seed=)`` (a :class:`~flipbook.models.source.ModelSource` to a
   diffusers pipeline), ``load_vae(vae, folders)`` and ``encoder(bundle, clip_skip)`` (the prompt encoder the
   sampling loops call: :class:`~flipbook.sampling.conditioning.PromptConditioner`). Video diffusion families
-  declare ``load(ref, field_name=, models_dir=, device=, dtype=, seed=, text_encoder=, vae=, tokenizer=)`` (a
-  bundle with ``conditioning``, ``scale_temporal``, ``side_multiple``, ``text_length``), ``encoder(bundle,
+  declare ``load(ref, field_name=, models_dir=, device=, dtype=, seed=, text_encoder=, vae=, tokenizer=,
+  image_encoder=)`` (a bundle with ``conditioning``, ``scale_temporal``, ``side_multiple``, ``text_length``),
+  ``encoder(bundle,
   text, max_sequence_length)`` (a prompt's states, as the family's sampler takes them), ``sample(bundle,
   embeds, negative, settings, *, generator, known, events, frames)`` (one segment's frames conditioned on the
   images ``known`` at positions: frames x H x W x 3 in [0, 1]) and ``conditioning(ref, models_dir,

@@ -110,7 +110,7 @@ def _load(spec: Spec, family: Family):
     m, v = spec.model, spec.videomodel
     return family.load(
         v.model, field_name=FIELD, models_dir=m.models_dir, device=m.device, dtype=m.dtype, seed=0,
-        text_encoder=v.text_encoder, vae=v.vae, tokenizer=v.tokenizer,
+        text_encoder=v.text_encoder, vae=v.vae, tokenizer=v.tokenizer, image_encoder=v.image_encoder,
     )  # fmt: skip
 
 

@@ -145,6 +145,7 @@ def load_ltx(
     text_encoder: str | None = None,
     vae: str | None = None,
     tokenizer: str | None = None,
+    image_encoder: str | None = None,
 ) -> LtxBundle:
     """Load the LTX-Video model ``ref`` (bf16 on a GPU, the VAE too, as LTX's own code runs it)."""
     torch_device = pick_device(device)
@@ -155,9 +156,9 @@ def load_ltx(
         parts, source = tiny_ltx_components(seed), "builtin"
     else:
         location, source = _locate(ref, models_dir, field_name)
-    named = {"text_encoder": text_encoder, "vae": vae, "tokenizer": tokenizer}
+    named = {"text_encoder": text_encoder, "vae": vae, "tokenizer": tokenizer, "image_encoder": image_encoder}
     for name, value in named.items():
-        if value is not None and (source != "single_file" or name == "vae"):
+        if value is not None and (source != "single_file" or name in ("vae", "image_encoder")):
             brings = "its folder brings" if source != "single_file" else "the single file holds its VAE and"
             raise FlipbookError(
                 f"{section}.{name}", value, f"unset for this LTX-Video model ({brings} every part it needs)"

@@ -228,26 +228,33 @@ def load_wan(
     text_encoder: str | None = None,
     vae: str | None = None,
     tokenizer: str | None = None,
+    image_encoder: str | None = None,
 ) -> WanBundle:
     """Load the Wan model ``ref`` (see the module docstring) on the chosen device and dtype (bf16 on CUDA).
     ``text_encoder``, ``vae`` and ``tokenizer`` name the parts a single transformer file comes without
-    (``single_file.py``); the field errors name ``<section>.text_encoder`` etc. beside ``field_name``."""
+    (``single_file.py``; ``image_encoder``: an image-to-video file's CLIP vision encoder); the field errors name
+    ``<section>.text_encoder`` etc. beside ``field_name``."""
     torch_device = pick_device(device)
     torch_dtype = torch.bfloat16 if dtype in (None, "auto") and torch_device.type != "cpu" else None
     torch_dtype = torch_dtype or pick_dtype(dtype, torch_device)
-    if ref in BUILTINS:
-        parts, source = BUILTINS[ref](seed, torch_device), "builtin"
-    else:
-        location, source = locate(ref, models_dir, field_name)
-        if source == "single_file":
-            from flipbook.models.families.wan.single_file import single_file_parts
+    section = field_name.rpartition(".")[0] or field_name
+    location, source = (None, "builtin") if ref in BUILTINS else locate(ref, models_dir, field_name)
+    if image_encoder is not None and source != "single_file":
+        raise FlipbookError(
+            f"{section}.image_encoder", image_encoder, "unset for this Wan model (only a single image-to-video "
+            "transformer file comes without its image encoder)",
+        )  # fmt: skip
+    if source == "builtin":
+        parts = BUILTINS[ref](seed, torch_device)
+    elif source == "single_file":
+        from flipbook.models.families.wan.single_file import single_file_parts
 
-            section = field_name.rpartition(".")[0] or field_name
-            parts = single_file_parts(
-                Path(location), field_name=field_name, section=section, models_dir=models_dir,
-                text_encoder=text_encoder, vae=vae, tokenizer=tokenizer, dtype=torch_dtype,
-            )  # fmt: skip
-            return _place(parts, ref, source, torch_device, torch_dtype)
+        parts = single_file_parts(
+            Path(location), field_name=field_name, section=section, models_dir=models_dir,
+            text_encoder=text_encoder, vae=vae, tokenizer=tokenizer, image_encoder=image_encoder,
+            dtype=torch_dtype,
+        )  # fmt: skip
+    else:
         parts = _from_pretrained(location, ref, field_name, torch_dtype, local_files_only=source == "folder")
     return _place(parts, ref, source, torch_device, torch_dtype)
 

@@ -6,10 +6,12 @@ converter) or in diffusers' layout; its configuration is read from the tensor sh
 are 128 wide) unless flipbook embedded one. The text encoder is a transformers-layout UMT5 encoder, its
 configuration read from its shapes too. A single text-encoder file has no tokenizer: ``tokenizer`` names a
 folder or hub id (``google/umt5-xxl``), and without one the error says so. The VAE is the Wan 2.1 VAE (original
-or diffusers layout). A GGUF-quantised transformer (``.gguf``, ComfyUI-GGUF's) stays quantised through
-diffusers' GGUF support (:func:`gguf_transformer`). fp8 transformer and text-encoder files (plain
-``*_fp8_e4m3fn`` and ComfyUI's scaled fp8 with ``scale_weight`` keys) are upcast into the compute dtype at load
-(:mod:`flipbook.models.fp8_files`). Pickled files are refused with one clear error.
+or diffusers layout). An image-to-video transformer takes its CLIP vision encoder from ``models/clip_vision``
+(transformers' layout, config from shapes: :func:`clip_vision_parts`). A GGUF-quantised transformer
+(``.gguf``, ComfyUI-GGUF's) stays quantised through diffusers' GGUF support (:func:`gguf_transformer`). fp8
+transformer and text-encoder files (plain ``*_fp8_e4m3fn`` and ComfyUI's scaled fp8 with ``scale_weight``
+keys) are upcast into the compute dtype at load (:mod:`flipbook.models.fp8_files`). Pickled files are refused
+with one clear error.
 """
 
 from __future__ import annotations
@@ -56,8 +58,10 @@ def single_file_parts(
     vae: str | None,
     tokenizer: str | None,
     dtype: torch.dtype,
+    image_encoder: str | None = None,
 ) -> dict[str, Any]:
-    """The pipeline's parts from a transformer file and the text encoder, VAE and tokenizer named beside it."""
+    """The pipeline's parts from a transformer file and the text encoder, VAE and tokenizer named beside it
+    (and, for an image-to-video transformer, its CLIP vision encoder)."""
     from diffusers import UniPCMultistepScheduler
 
     from flipbook.models.families.wan.loading import SCHEDULER_CONFIG
@@ -74,11 +78,17 @@ def single_file_parts(
     if not is_wan_transformer(state):
         raise FlipbookError(field_name, str(path), "a Wan transformer file", detail="its keys are not Wan's")
     state = upcast(state, dtype)
-    if any(".k_img." in key or "img_emb." in key for key in state):
+    images = any(".k_img." in key or "img_emb." in key or "image_embedder." in key for key in state)
+    if images and image_encoder is None:
         raise FlipbookError(
-            field_name, str(path), "a text-to-video Wan transformer file, or the image-to-video model's diffusers "
-            "folder", detail="single-file image-to-video transformers need their CLIP vision encoder "
-            "(ComfyUI's models/clip_vision), which flipbook does not load yet",
+            f"{section}.image_encoder", None, f"the CLIP vision encoder that goes with the image-to-video "
+            f"transformer file {path.name} (a file, or a name in model.models_dir: ComfyUI's models/clip_vision, "
+            "e.g. clip_vision_h)",
+        )  # fmt: skip
+    if image_encoder is not None and not images:
+        raise FlipbookError(
+            f"{section}.image_encoder", image_encoder, f"unset for {path.name} (a text-to-video transformer: it "
+            "reads no image tokens)",
         )  # fmt: skip
     for name, value in (("text_encoder", text_encoder), ("vae", vae)):
         if value is None:
@@ -87,7 +97,14 @@ def single_file_parts(
                 f"file {path.name} (a file, or a name in model.models_dir)",
             )  # fmt: skip
     config = (embedded or {}).get("transformer")
+    vision = {}
+    if images:
+        encoder_field = f"{section}.image_encoder"
+        vision = clip_vision_parts(
+            find_part(image_encoder, "clip_vision", encoder_field, models_dir), encoder_field
+        )
     return {
+        **vision,
         "transformer": gguf_transformer(state, dtype)
         if quantised
         else transformer_from_state(state, config, dtype),
@@ -99,6 +116,53 @@ def single_file_parts(
         "tokenizer": tokenizer_for(tokenizer, f"{section}.tokenizer", models_dir, "google/umt5-xxl"),
         "vae": _vae(find_part(vae, "vae", f"{section}.vae", models_dir), f"{section}.vae"),
         "scheduler": UniPCMultistepScheduler.from_config(SCHEDULER_CONFIG),
+    }
+
+
+def clip_vision_parts(path: Path, field_name: str) -> dict[str, Any]:
+    """An image-to-video transformer's image encoder and processor from a CLIP vision file in transformers'
+    layout (ComfyUI's ``clip_vision_h.safetensors``), its config read from the shapes (or embedded by
+    flipbook)."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    allowed = (
+        "a CLIP vision encoder file in transformers' layout (ComfyUI's models/clip_vision, clip_vision_h)"
+    )
+    state, embedded = read_checkpoint(path, suffixes=(".safetensors",), field=field_name, allowed=allowed)
+    if "vision_model.embeddings.patch_embedding.weight" not in state:
+        raise FlipbookError(field_name, str(path), allowed, detail="its keys are not a CLIP vision encoder's")
+    state = upcast(state, torch.float32)
+    config = CLIPVisionConfig(**dict((embedded or {}).get("image_encoder") or clip_vision_config(state)))
+    encoder = build_module(
+        lambda: CLIPVisionModelWithProjection(config), state, torch.float32, field_name, str(path)
+    )
+    side = int(config.image_size)
+    return {
+        "image_encoder": encoder,
+        "image_processor": CLIPImageProcessor(crop_size=side, size={"shortest_edge": side}),
+    }
+
+
+def clip_vision_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """CLIPVisionConfig from a transformers-layout state dict's shapes. Heads are 64 wide except ViT-H/14's
+    (1280 wide, 16 heads of 80: Wan's open-clip XLM-RoBERTa ViT-H), and the activation is GELU as in
+    open-clip's ViTs."""
+    patch = state["vision_model.embeddings.patch_embedding.weight"]
+    hidden, _, size, _ = patch.shape
+    positions = state["vision_model.embeddings.position_embedding.weight"].shape[0]
+    layers = 1 + max(
+        int(m.group(1)) for key in state if (m := re.match(r"vision_model\.encoder\.layers\.(\d+)\.", key))
+    )
+    return {
+        "hidden_size": hidden,
+        "intermediate_size": state["vision_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
+        "projection_dim": state["visual_projection.weight"].shape[0],
+        "num_hidden_layers": layers,
+        "num_attention_heads": 16 if hidden == 1280 else hidden // 64,
+        "patch_size": size,
+        "image_size": round((positions - 1) ** 0.5) * size,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-5,
     }
 
 
