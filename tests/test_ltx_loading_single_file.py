@@ -81,6 +81,10 @@ def comfy(tmp_path_factory):
     metadata = {CONFIG_METADATA_KEY: json.dumps({"vae": TINY_VAE_CONFIG})}
     save_file(state, root / "models" / "checkpoints" / "ltx-toy.safetensors", metadata=metadata)
     save_file(state, root / "models" / "checkpoints" / "ltx-toy-no-config.safetensors")
+    fp8 = {
+        k: v.to(torch.float8_e4m3fn) if k.endswith(".weight") and v.ndim == 2 else v for k, v in state.items()
+    }
+    save_file(fp8, root / "models" / "checkpoints" / "ltx-toy_fp8_e4m3fn.safetensors", metadata=metadata)
     text = seeded(3, lambda: T5EncoderModel(T5Config(**TINY_TEXT_CONFIG)))
     text_state = {k: v for k, v in text.state_dict().items() if k != "encoder.embed_tokens.weight"}
     save_file(text_state, root / "models" / "text_encoders" / "t5-toy.safetensors")
@@ -165,3 +169,17 @@ def test_a_vae_of_a_version_whose_configuration_does_not_ship_is_one_error(comfy
     with pytest.raises(FlipbookError) as error:
         _vae_config(state, "videomodel.model", comfy[0] / "ltx-video-2b-v0.9.5.safetensors")
     assert "0.9.5" in error.value.detail and "diffusers folder" in error.value.allowed
+
+
+def test_an_fp8_single_file_is_upcast_at_load(comfy):
+    from safetensors.torch import load_file
+
+    root = comfy[0]
+    stored = load_file(root / "models" / "checkpoints" / "ltx-toy_fp8_e4m3fn.safetensors")
+    bundle = load_ltx(
+        "ltx-toy_fp8_e4m3fn", field_name="videomodel.model", models_dir=root, device="cpu", text_encoder="t5-toy",
+        tokenizer=str(root / "tokenizer"),
+    )  # fmt: skip
+    raw = stored["model.diffusion_model.transformer_blocks.0.attn1.to_q.weight"]
+    assert raw.dtype == torch.float8_e4m3fn
+    assert torch.equal(bundle.transformer.transformer_blocks[0].attn1.to_q.weight, raw.float())
