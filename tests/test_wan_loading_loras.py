@@ -147,6 +147,27 @@ def test_a_wan_lora_equals_wan_pipeline_with_the_file_loaded_by_diffusers(files)
     assert np.abs(ours - theirs).max() <= 1e-4
 
 
+def test_a_tag_holds_for_the_segments_whose_prompt_carries_it(tmp_path, files):
+    """Two segments of an image-to-video model (a Wan text-to-video LoRA gets zero image layers): the tag on the
+    second segment's prompt changes only its frames."""
+    start = tmp_path / "start.png"
+    PIL.Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3)).astype(np.uint8)).save(start)
+
+    def spec(name, later):
+        data = make_spec(tmp_path, name, model="tiny-wan-i2v", models_dir=files["root"]).model_dump(
+            mode="json"
+        )
+        data["videomodel"] |= {"segment_frames": 5, "max_sequence_length": 512}
+        data["init"]["image"] = str(start)
+        data["prompts"] = {"0": PROMPT, "5": later}
+        return spec_from_data(data)
+
+    plain = frames(render(spec("two-plain", PROMPT)))
+    tagged = frames(render(spec("two-tagged", f"{PROMPT} <lora:wan-style:1>")))
+    assert np.array_equal(tagged[:5], plain[:5])
+    assert np.abs(tagged[5:] - plain[5:]).mean() > 2
+
+
 def test_a_text_to_video_lora_loads_into_an_image_to_video_model(files):
     bundle = load_wan("tiny-wan-i2v", field_name="m", device="cpu")
     bundle.loras.activate([(files["wan"], 1.0)])
