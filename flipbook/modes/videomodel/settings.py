@@ -50,9 +50,14 @@ class VideoModelSection(Section):
         None,
         description="with a single transformer file: its text encoder file (ComfyUI's models/text_encoders)",
     )
-    vae: Vae = Field(None, description="with a single transformer file: its VAE file (models/vae)")
+    vae: Vae = Field(
+        None,
+        description="with a single Wan transformer file: its VAE file (models/vae; LTX-Video's holds it)",
+    )
     tokenizer: Tokenizer = Field(
-        None, description="with a single text-encoder file: a tokenizer folder or hub id (google/umt5-xxl)"
+        None,
+        description="with a single text-encoder file: a tokenizer folder or hub id (Wan: google/umt5-xxl, "
+        "LTX-Video: google/t5-v1_1-xxl)",
     )
     image_encoder: ImageEncoder = Field(
         None,
