@@ -121,6 +121,22 @@ def test_a_wan_lora_changes_the_frames_and_weight_zero_gives_them_back(tmp_path,
     assert np.array_equal(off, plain)
 
 
+def test_every_lora_is_loaded_before_the_memory_switches_are_set(tmp_path, files, monkeypatch):
+    """diffusers' group offload moves only the layers it was applied to: LoRA layers must exist by then."""
+    from flipbook.sampling import video_memory
+
+    seen = []
+    apply = video_memory.apply
+
+    def recording(bundle, switches):
+        seen.append(set(bundle.loras.loaded))
+        return apply(bundle, switches)
+
+    monkeypatch.setattr(video_memory, "apply", recording)
+    render(make_spec(tmp_path, "order", prompt=f"{PROMPT} <lora:wan-style:0.5>", models_dir=files["root"]))
+    assert seen == [{files["wan"].resolve()}]
+
+
 def test_an_inline_tag_from_the_models_folder_is_the_same_as_a_spec_entry(tmp_path, files):
     tagged = make_spec(tmp_path, "tag", prompt=f"{PROMPT} <lora:wan-style:0.8>", models_dir=files["root"])
     listed = make_spec(tmp_path, "listed", loras=[(files["wan"], 0.8)])

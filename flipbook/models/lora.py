@@ -78,6 +78,14 @@ class LoraSet:
         self._apply(target)
         self._active = target
 
+    def load(self, paths: Iterable[Path | str]) -> None:
+        """Load these files as adapters now, inactive until :meth:`activate` names them: before hooks that move
+        a model's layers between devices see the model (diffusers' group offload moves only the layers it was
+        applied to, so a LoRA loaded after it would stay behind)."""
+        for path in paths:
+            self._ensure_loaded(path)
+        self._apply(self._active)
+
     def clear(self) -> None:
         """Unload every LoRA, freeing their memory and restoring the plain model."""
         if self._names:

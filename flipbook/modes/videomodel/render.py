@@ -80,8 +80,10 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     ctx.cores.release()  # the image model is never used here; keep the device's memory for the video model
     family = family_of_model(spec)
     check_steps(spec, ctx.plan.frames, family)
-    _check_loras(family, ctx.prompts)
-    bundle = _switched(spec, _load(spec, family))
+    loras = _lora_files(family, ctx.prompts)
+    bundle = _load(spec, family)
+    bundle.loras.load(loras)  # before the memory switches: group offload moves only the layers it saw
+    bundle = _switched(spec, bundle)
     _check_bundle(spec, bundle)
     keyframes = _keyframe_images(spec)
     made: dict[int, PIL.Image.Image] = {}
@@ -114,11 +116,14 @@ def _load(spec: Spec, family: Family):
     )  # fmt: skip
 
 
-def _check_loras(family: Family, prompts) -> None:
-    """The LoRAs of ``model.loras`` and the prompts' ``<lora:...>`` tags are the family's, before it loads."""
+def _lora_files(family: Family, prompts) -> list[Path]:
+    """The LoRA files of ``model.loras`` and the prompts' ``<lora:...>`` tags, checked to be the family's
+    before it loads."""
     from flipbook.models.video_loras import check_loras
 
-    check_loras(family, (entry[0] for _, loras in prompts.values() for entry in loras))
+    files = sorted({entry[0] for _, loras in prompts.values() for entry in loras})
+    check_loras(family, files)
+    return files
 
 
 def _switched(spec: Spec, bundle):
