@@ -121,6 +121,22 @@ def test_a_wan_lora_changes_the_frames_and_weight_zero_gives_them_back(tmp_path,
     assert np.array_equal(off, plain)
 
 
+def test_a_diffusers_layout_file_is_the_same_lora_as_the_kohya_one(tmp_path, files):
+    """The same LoRA saved in diffusers' layout (``transformer.blocks.N.attn1.to_q.lora_A``), as diffusers'
+    own converter writes it from the ComfyUI/kohya file: the same frames."""
+    from diffusers import WanPipeline
+    from safetensors.torch import load_file
+
+    converted = WanPipeline.lora_state_dict(load_file(files["wan"]))
+    assert all(key.startswith("transformer.blocks.") for key in converted)
+    diffusers_file = tmp_path / "wan-style-diffusers.safetensors"
+    save_file({k: v.contiguous() for k, v in converted.items()}, diffusers_file)
+    kohya = frames(render(make_spec(tmp_path, "kohya", loras=[(files["wan"], 0.9)])))
+    ours = frames(render(make_spec(tmp_path, "diffusers", loras=[(diffusers_file, 0.9)])))
+    assert np.array_equal(kohya, ours)
+    assert not np.array_equal(ours, frames(render(make_spec(tmp_path, "without"))))
+
+
 def test_every_lora_is_loaded_before_the_memory_switches_are_set(tmp_path, files, monkeypatch):
     """diffusers' group offload moves only the layers it was applied to: LoRA layers must exist by then."""
     from flipbook.sampling import video_memory
