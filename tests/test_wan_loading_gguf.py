@@ -140,6 +140,15 @@ def test_a_spec_renders_from_a_gguf_file_in_models_unet_close_to_the_unquantised
     assert np.abs(quantised - plain).max() <= 4
 
 
+def test_fp8_storage_is_refused_on_a_gguf_transformer_and_auto_leaves_it_off(comfy, tmp_path):
+    spec = _spec(comfy, tmp_path, "wan-toy-Q8_0")
+    fp8 = spec.model_copy(update={"videomodel": spec.videomodel.model_copy(update={"fp8_storage": True})})
+    with pytest.raises(FlipbookError) as error:
+        render(fp8)
+    assert error.value.field == "videomodel.fp8_storage"
+    assert "quantised" in error.value.allowed
+
+
 def test_a_damaged_gguf_file_is_one_error_naming_the_field(comfy):
     broken = comfy / "models" / "unet" / "broken-Q8_0.gguf"
     broken.write_bytes((comfy / "models" / "unet" / "wan-toy-Q8_0.gguf").read_bytes()[:4000])
