@@ -139,7 +139,7 @@ def encode(
     with _named_by_flags():
         options = EncodeOptions.from_mapping(values)
         soundtrack = _soundtrack(audio, audio_offset)
-    source = read_frames(frames, field="FRAMES")
+    source = read_frames(frames, field="FRAMES", lazy=True)  # a folder stays on disk: memory flat in length
     rate = fps if fps is not None else source.fps
     if rate is None:
         detail = f"{frames} stores no frame rate (a folder or a still image)"
