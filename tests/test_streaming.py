@@ -175,3 +175,71 @@ def test_lossy_gif_written_to_a_file_is_the_lossy_gif_in_memory(tmp_path: Path) 
         == make_gif(frames, fps=FPS, loop=0, comment=None, settings=gif.GifSettings(lossy=40)).data
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gif"]
+
+
+def _post_spec(tmp_path: Path, formats: list[str]):
+    from flipbook.spec.load import spec_from_data
+
+    return spec_from_data(
+        {
+            "model": {"name": "tiny", "device": "cpu"},
+            "animation": {"mode": "interpolate", "max_frames": 4, "fps": 8, "width": 64, "height": 64},
+            "prompts": {"0": "a forest", "3": "a city"},
+            "output": {"dir": str(tmp_path), "name": "out", "formats": formats},
+            "post": {"interpolate": 3, "loop": True, "upscale": 1.5},
+        }
+    )
+
+
+def test_post_processing_streams_from_disk_to_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interpolation and upscaling in the finish of a render: frames on disk give the same files as frames in
+    memory, the in-betweens pass through a scratch folder that is removed, and few frames are alive at once."""
+    from flipbook.runs.finish import post_process, write_animation
+
+    formats = ["gif", "mp4", "png"]
+    frames = _clip(8)
+    spec = _post_spec(tmp_path, formats)
+    made = {}
+    for name, source in (("memory", frames), ("disk", _on_disk(frames, tmp_path / "frames"))):
+        (tmp_path / name).mkdir()
+        written = write_animation(spec, source, tmp_path / name, "params")
+        made[name] = {fmt: _read_all(path) for fmt, path in written.items()}
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["out.gif", "out.mp4", "out_frames"]
+    assert made["disk"] == made["memory"]
+    assert len(made["disk"]["png"]) == len(frames) * 3
+    from flipbook.post import frame_interpolation
+
+    monkeypatch.setattr(frame_interpolation, "_cores", lambda: 2)  # flow threads: pairs in flight
+    most = []
+    for length in (20, 40):
+        counted = _Counted(_clip(length))
+        (tmp_path / f"counted-{length}").mkdir()
+        write_animation(spec, counted, tmp_path / f"counted-{length}", "params")
+        most.append(counted.most)
+    assert most[0] == most[1] <= 2 * (2 * frame_interpolation.FLOW_BATCH + 1) + 1  # whatever the length
+    expected = post_process(spec, frames)  # the list form: the same frames
+    np.testing.assert_array_equal(read_frames(tmp_path / "disk" / "out_frames").frames[5], expected[5])
+
+
+def test_interpolate_command_streams_and_writes_what_it_wrote_from_memory(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flipbook.cli import app
+    from flipbook.io.writers import write_gif, write_png_frames
+    from flipbook.post.frame_interpolation import interpolate_frames
+
+    frames = _clip(6)
+    _on_disk(frames, tmp_path / "in")
+    runner = CliRunner()
+    for out in ("frames", "a.gif"):
+        done = runner.invoke(app, ["interpolate", str(tmp_path / "in"), "--out", str(tmp_path / "out" / out),
+                                   "--x", "3", "--fps", "10"])  # fmt: skip
+        assert done.exit_code == 0, done.output
+        assert f"{len(frames)} -> {3 * len(frames) - 2} frames" in done.output
+    expected = interpolate_frames(frames, factor=3)
+    reference = write_png_frames(expected, tmp_path / "ref")
+    assert [p.read_bytes() for p in reference] == _read_all(tmp_path / "out" / "frames")
+    assert write_gif(expected, tmp_path / "ref.gif", fps=10).read_bytes() == _read_all(
+        tmp_path / "out" / "a.gif"
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.gif", "frames"]  # no scratch left

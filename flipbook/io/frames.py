@@ -13,7 +13,7 @@ and several passes (scenes, palettes, quantisation); code written for a list of 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import overload
 
@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from flipbook.errors import FlipbookError
+from flipbook.io.atomic import atomic_target
 from flipbook.io.images import rgb_array
 
 
@@ -128,3 +129,28 @@ def mapped(
     if isinstance(frames, FrameSequence):
         return Mapped(frames, function)
     return [function(frame) for frame in frames]
+
+
+SCRATCH_PNG_LEVEL = 1  # frames written only to be read back (post-processing): lossless, fastest zlib level
+
+
+def save_frames(
+    frames: Iterable[np.ndarray],
+    folder: Path,
+    *,
+    pattern: str = "frame_{:05d}.png",
+    compress_level: int = SCRATCH_PNG_LEVEL,
+    field: str = "frames",
+) -> FrameFiles:
+    """Write frames (HxWx3 uint8) as PNGs into ``folder`` (created) as they arrive, each atomically, and
+    return them as :class:`FrameFiles`: how a stream of made frames (in-betweens, upscales) reaches encoders
+    that read it more than once, without holding it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for index, frame in enumerate(frames):
+        path = folder / pattern.format(index)
+        with atomic_target(path) as tmp:
+            Image.fromarray(frame).save(tmp, format="PNG", compress_level=compress_level)
+        files.append(path)
+    return FrameFiles(files, field=field)
