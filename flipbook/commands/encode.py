@@ -4,7 +4,9 @@ A thin adapter over :func:`flipbook.io.writers.write_outputs`: FRAMES is anythin
 :func:`flipbook.io.readers.read_frames` accepts (a folder of images, an animated GIF/WebP/PNG, a video). The
 frame rate is the source's unless ``--fps`` is given; a folder or a still has none, so it then needs ``--fps``.
 When FRAMES is a file carrying an embedded spec or A1111 parameters (see :mod:`flipbook.io.metadata`), they
-are carried over into every output. Errors name the command-line flag, not the library's field.
+are carried over into every output. Errors name the command-line flag, not the library's field. A folder of
+frames is read one frame at a time by each encoder (see :mod:`flipbook.io.frames`), so memory does not grow
+with the number of frames; an animated image or a video is decoded into memory first.
 """
 
 from __future__ import annotations
