@@ -1,0 +1,169 @@
+"""LTX-2 on the tiny built-in: the segment sampler against diffusers' LTX2Pipeline and LTX2ConditionPipeline
+(video and audio, max abs difference <= 1e-4, float32, same seeds), the known frames as LTX-2's latent-frame
+conditions, its frame/size rules (8k+1 frames, multiples of 32) checked up front, folder detection, and the
+videomodel mode's segments and resume on it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from flipbook.errors import FlipbookError, SpecError
+from flipbook.models.families.ltx2.loading import GUIDANCE, diffusers_pipeline, load_ltx2
+from flipbook.runs.render import render, resume
+from flipbook.sampling.ltx2 import encode_prompt, latent_conditions, sample_with_audio
+from flipbook.sampling.segments import SegmentSettings
+from flipbook.spec.load import spec_from_data
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SEQ = 32
+PROMPT = "a cat in the city"
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_ltx2("tiny-ltx2", field_name="m", device="cpu")
+
+
+def picture(seed=0, width=64, height=64):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    array = np.stack([x * 4, y * 4, (x + y) * 2], axis=-1) + rng.integers(0, 30, (height, width, 3))
+    return PIL.Image.fromarray(array.clip(0, 255).astype(np.uint8))
+
+
+def _ours(bundle, settings, seed, known=None):
+    embeds, negative = encode_prompt(bundle, PROMPT, SEQ), encode_prompt(bundle, "blurry", SEQ)
+    frames, audio = sample_with_audio(
+        bundle, embeds, negative, settings, generator=torch.Generator().manual_seed(seed), known=known
+    )
+    return frames.numpy(), audio.numpy()
+
+
+@pytest.mark.parametrize("guidance", [3.0, 1.0])
+def test_text_to_video_matches_ltx2_pipeline(bundle, guidance):
+    settings = SegmentSettings(num_frames=9, height=64, width=96, num_inference_steps=2, guidance_scale=guidance,
+                               max_sequence_length=SEQ, fps=24)  # fmt: skip
+    ours, our_audio = _ours(bundle, settings, 4)
+    theirs = diffusers_pipeline(bundle, conditioned=False)(
+        prompt=PROMPT, negative_prompt="blurry", height=64, width=96, num_frames=9, frame_rate=24,
+        num_inference_steps=2, guidance_scale=guidance, generator=torch.Generator().manual_seed(4),
+        output_type="np", max_sequence_length=SEQ, **GUIDANCE,
+    )  # fmt: skip
+    assert ours.shape == theirs.frames[0].shape == (9, 64, 96, 3)
+    assert np.abs(ours - theirs.frames[0]).max() <= 1e-4
+    audio = np.asarray(theirs.audio[0], dtype=np.float32)
+    assert our_audio.shape == audio.shape and our_audio.shape[0] == 2
+    assert np.abs(our_audio - audio).max() <= 1e-4
+    # the audio lasts about as long as the video (the tiny vocoder's rate matches its hop)
+    assert abs(our_audio.shape[1] / bundle.audio_rate - 9 / 24) < 0.1
+
+
+def test_images_at_frames_match_ltx2_condition_pipeline(bundle):
+    """Images at frames 0 and 9 of 17: LTX-2's conditions at latent frames 0 and 2."""
+    from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+
+    first, later = picture(1), picture(2)
+    settings = SegmentSettings(num_frames=17, height=64, width=64, num_inference_steps=2, guidance_scale=3.0,
+                               max_sequence_length=SEQ, fps=25)  # fmt: skip
+    ours, _ = _ours(bundle, settings, 6, {0: first, 9: later})
+    theirs = diffusers_pipeline(bundle, conditioned=True)(
+        conditions=[LTX2VideoCondition(frames=[first], index=0), LTX2VideoCondition(frames=[later], index=2)],
+        prompt=PROMPT, negative_prompt="blurry", height=64, width=64, num_frames=17, frame_rate=25,
+        num_inference_steps=2, guidance_scale=3.0, generator=torch.Generator().manual_seed(6),
+        output_type="np", max_sequence_length=SEQ, **GUIDANCE,
+    ).frames[0]  # fmt: skip
+    assert np.abs(ours - theirs).max() <= 1e-4
+    unconditioned, _ = _ours(bundle, settings, 6)
+    assert np.abs(ours - unconditioned).max() > 1e-3  # the images changed the video
+
+
+def test_known_frames_become_latent_frame_conditions():
+    a, b, c = picture(1), picture(2), picture(3)
+    assert latent_conditions({0: a}, 8) == {0: [a]}
+    assert latent_conditions({0: a, 1: b}, 8) == {0: [a], 1: [b]}  # overlap 2: frame 1 starts latent frame 1
+    assert latent_conditions({0: a, 17: c}, 8) == {0: [a], 3: [c]}
+    nine = {p: a for p in range(9)}
+    assert latent_conditions(nine, 8) == {0: [a] * 9}
+    with pytest.raises(FlipbookError) as error:
+        latent_conditions({0: a, 5: b}, 8)
+    assert error.value.field == "videomodel" and "[5]" in str(error.value) and "8k+1" in str(error.value)
+    with pytest.raises(FlipbookError):
+        latent_conditions({0: a, 1: b, 2: c}, 8)  # overlap 3: frame 2 starts no latent frame
+
+
+def make_spec(tmp_path, **sections):
+    data = {
+        "model": {"device": "cpu"},
+        "sampling": {"steps": 2, "seed": 5, "cfg": 3.0},
+        "animation": {"mode": "videomodel", "max_frames": 9, "width": 64, "height": 64, "fps": 25},
+        "videomodel": {"model": "tiny-ltx2", "segment_frames": 9, "max_sequence_length": SEQ},
+        "prompts": {"0": PROMPT},
+        "output": {"dir": str(tmp_path), "name": "ltx2", "formats": ["png"]},
+    }
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    return spec_from_data(data)
+
+
+@pytest.mark.parametrize(
+    ("sections", "field", "nearest"),
+    [
+        ({"videomodel": {"segment_frames": 13}}, "videomodel.segment_frames", "9 and 17"),
+        ({"animation": {"width": 48}}, "animation.width", "32 and 64"),
+    ],
+)
+def test_ltx2_frame_and_size_rules(tmp_path, sections, field, nearest):
+    with pytest.raises(SpecError) as error:
+        make_spec(tmp_path, **sections)
+    assert error.value.field == field and "LTX-2" in str(error.value) and nearest in str(error.value)
+
+
+def test_ltx2_needs_two_steps_per_segment(tmp_path):
+    from flipbook.spec.plan import build_plan
+
+    with pytest.raises(SpecError) as error:
+        build_plan(make_spec(tmp_path, sampling={"steps": 1}))
+    assert error.value.field == "sampling.steps" and "LTX-2" in str(error.value)
+
+
+def test_a_diffusers_ltx2_folder_is_found_by_its_model_index(tmp_path):
+    from flipbook.modes.videomodel.render import family_of_model
+
+    folder = tmp_path / "ltx2-folder"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "LTX2Pipeline"}))
+    family = family_of_model(make_spec(tmp_path, videomodel={"model": str(folder)}))
+    assert family.title == "LTX-2"
+
+
+def test_a_saved_ltx2_folder_loads_the_same_model(bundle, tmp_path):
+    diffusers_pipeline(bundle, conditioned=False).save_pretrained(tmp_path / "saved", safe_serialization=True)
+    loaded = load_ltx2(str(tmp_path / "saved"), field_name="videomodel.model", device="cpu")
+    assert loaded.source == "folder"
+    for name in ("transformer", "vae", "audio_vae", "text_encoder", "connectors", "vocoder"):
+        ours, theirs = getattr(bundle, name).state_dict(), getattr(loaded, name).state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert loaded.tokenizer("a cat").input_ids == bundle.tokenizer("a cat").input_ids
+
+
+def test_segments_chain_and_resume_identically_on_ltx2(tmp_path):
+    """Text to video for segment 0, then segments of 9 frames conditioned on the last frame; a resume from the
+    middle gives the same frames."""
+    spec = make_spec(tmp_path, animation={"max_frames": 16})
+    result = render(spec)
+    frames = [np.asarray(PIL.Image.open(p)) for p in result.frames]
+    assert len(frames) == 16
+    run = tmp_path / "run"
+    shutil.copytree(result.run_dir, run)
+    for path in sorted((run / "frames").glob("*.png"))[10:]:
+        path.unlink()
+    resumed = resume(run)
+    assert resumed.resumed_from == 8
+    again = [np.asarray(PIL.Image.open(p)) for p in resumed.frames]
+    assert all(np.array_equal(a, b) for a, b in zip(frames, again, strict=True))
