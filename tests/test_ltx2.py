@@ -167,3 +167,45 @@ def test_segments_chain_and_resume_identically_on_ltx2(tmp_path):
     assert resumed.resumed_from == 8
     again = [np.asarray(PIL.Image.open(p)) for p in resumed.frames]
     assert all(np.array_equal(a, b) for a, b in zip(frames, again, strict=True))
+
+
+def test_the_segment_hook_returns_the_frames_and_says_the_audio_is_dropped(bundle, caplog):
+    from flipbook.sampling.ltx2 import sample_segment
+
+    settings = SegmentSettings(num_frames=9, height=64, width=64, num_inference_steps=2, guidance_scale=1.0,
+                               max_sequence_length=SEQ, fps=24)  # fmt: skip
+    with caplog.at_level("WARNING", logger="flipbook.sampling.ltx2"):
+        frames = sample_segment(
+            bundle, encode_prompt(bundle, PROMPT, SEQ), None, settings, generator=torch.Generator().manual_seed(1),
+            frames=range(9),
+        )  # fmt: skip
+    expected, _ = _ours(bundle, settings, 1)
+    assert np.array_equal(frames.numpy(), expected)
+    assert "audio is dropped" in caplog.text and "frames 0-8" in caplog.text
+
+
+def test_ltx2_does_not_restyle_a_source_video(bundle):
+    from flipbook.sampling.ltx2 import sample_segment
+
+    settings = SegmentSettings(num_frames=9, height=64, width=64, num_inference_steps=2, guidance_scale=1.0,
+                               max_sequence_length=SEQ)  # fmt: skip
+    with pytest.raises(FlipbookError) as error:
+        sample_segment(
+            bundle, encode_prompt(bundle, PROMPT, SEQ), None, settings, generator=torch.Generator(),
+            video=[picture()] * 9,
+        )  # fmt: skip
+    assert error.value.field == "init.video"
+
+
+def test_the_bench_case_times_flipbook_against_ltx2_pipeline(tmp_path):
+    from flipbook.bench import run_case
+
+    table = run_case("videomodel", model="tiny-ltx2", width=64, height=64, steps=2, runs=1, sampler="Euler",
+                     device="cpu", dtype="auto", out=tmp_path, frames=None)  # fmt: skip
+    assert "tiny-ltx2" in table
+    result = json.loads(next(tmp_path.glob("videomodel-tiny-ltx2-*.json")).read_text())
+    assert (
+        result["frames"] == 9
+        and result["flipbook_over_diffusers"] > 0
+        and 0 < result["transformer_share"] < 1
+    )

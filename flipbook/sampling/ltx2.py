@@ -8,12 +8,16 @@ What flipbook adds is around it: prompt states encoded once per prompt and reuse
 pipeline runs its own connectors on them), progress and cancel per step through :class:`~flipbook.events.Events`,
 the flow shift overridden per segment, the segments themselves.
 
-LTX-2 makes audio with the video; a segment's sampler returns only the frames (the mode's ``sample`` hook), and
-:func:`sample_with_audio` gives both.
+LTX-2 makes audio with the video. :func:`sample_with_audio` gives both; the ``videomodel`` mode's ``sample`` hook
+(:func:`sample_segment`) returns only the frames and logs a warning that the segment's audio is dropped: the
+mode's soundtrack hook sees the spec alone (not the run folder a resumed render would keep each segment's audio
+in), and every segment's audio is made afresh (the conditions are images only), so segments joined would jump
+at each border.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import PIL.Image
@@ -23,6 +27,8 @@ from flipbook.errors import FlipbookError
 from flipbook.events import Events, StepEvent
 from flipbook.models.families.ltx2.loading import GUIDANCE, Ltx2Bundle
 from flipbook.sampling.segments import SegmentSettings
+
+logger = logging.getLogger(__name__)
 
 
 class Ltx2Prompt:
@@ -61,10 +67,16 @@ def sample_segment(
     video: Sequence[PIL.Image.Image] | None = None,
 ) -> torch.Tensor:
     """``settings.num_frames`` frames (frames x H x W x 3, float32 in [0, 1], on the CPU), conditioned on the
-    images ``known`` at their positions in the segment."""
-    pictures, _ = sample_with_audio(
+    images ``known`` at their positions in the segment; the audio LTX-2 makes with them is dropped (a warning
+    says so: see the module docstring)."""
+    pictures, audio = sample_with_audio(
         bundle, prompt_embeds, negative_embeds, settings, generator=generator, known=known, events=events,
         frames=frames, video=video,
+    )  # fmt: skip
+    span = f"frames {frames[0]}-{frames[-1]}" if frames else f"{settings.num_frames} frames"
+    logger.warning(
+        "LTX-2 made %.2f s of audio with %s; the videomodel mode writes video only: the audio is dropped",
+        audio.shape[-1] / bundle.audio_rate, span,
     )  # fmt: skip
     return pictures
 
