@@ -209,3 +209,19 @@ def test_the_bench_case_times_flipbook_against_ltx2_pipeline(tmp_path):
         and result["flipbook_over_diffusers"] > 0
         and 0 < result["transformer_share"] < 1
     )
+
+
+def test_a_keyframe_ltx2_cannot_place_is_one_clear_error(tmp_path):
+    """Frame 5 starts no latent frame of LTX-2 (0, 1, 9, 17, ...): the render stops with one error naming the
+    segment positions; a keyframe at frame 9 is a condition at latent frame 2 and renders."""
+    image = tmp_path / "key.png"
+    picture(7).save(image)
+    spec = make_spec(tmp_path, videomodel={"keyframes": [{"frame": 5, "image": str(image)}]})
+    with pytest.raises(FlipbookError) as error:
+        render(spec)
+    assert error.value.field == "videomodel" and "[5]" in str(error.value)
+    spec = make_spec(
+        tmp_path, animation={"max_frames": 12}, output={"name": "ok"},
+        videomodel={"keyframes": [{"frame": 9, "image": str(image)}], "segment_frames": 17},
+    )  # fmt: skip
+    assert len(render(spec).frames) == 12
