@@ -50,7 +50,7 @@ def test_text_to_video_matches_ltx2_pipeline(bundle, guidance):
     settings = SegmentSettings(num_frames=9, height=64, width=96, num_inference_steps=2, guidance_scale=guidance,
                                max_sequence_length=SEQ, fps=24)  # fmt: skip
     ours, our_audio = _ours(bundle, settings, 4)
-    theirs = diffusers_pipeline(bundle, conditioned=False)(
+    theirs = diffusers_pipeline(bundle)(
         prompt=PROMPT, negative_prompt="blurry", height=64, width=96, num_frames=9, frame_rate=24,
         num_inference_steps=2, guidance_scale=guidance, generator=torch.Generator().manual_seed(4),
         output_type="np", max_sequence_length=SEQ, **GUIDANCE,
@@ -72,7 +72,7 @@ def test_images_at_frames_match_ltx2_condition_pipeline(bundle):
     settings = SegmentSettings(num_frames=17, height=64, width=64, num_inference_steps=2, guidance_scale=3.0,
                                max_sequence_length=SEQ, fps=25)  # fmt: skip
     ours, _ = _ours(bundle, settings, 6, {0: first, 9: later})
-    theirs = diffusers_pipeline(bundle, conditioned=True)(
+    theirs = diffusers_pipeline(bundle, "conditions")(
         conditions=[LTX2VideoCondition(frames=[first], index=0), LTX2VideoCondition(frames=[later], index=2)],
         prompt=PROMPT, negative_prompt="blurry", height=64, width=64, num_frames=17, frame_rate=25,
         num_inference_steps=2, guidance_scale=3.0, generator=torch.Generator().manual_seed(6),
@@ -81,6 +81,22 @@ def test_images_at_frames_match_ltx2_condition_pipeline(bundle):
     assert np.abs(ours - theirs).max() <= 1e-4
     unconditioned, _ = _ours(bundle, settings, 6)
     assert np.abs(ours - unconditioned).max() > 1e-3  # the images changed the video
+
+
+def test_a_start_image_matches_ltx2_image_to_video_pipeline(bundle):
+    """A start image alone (segment 0 from init.image, a later segment on the previous one's last frame) is
+    LTX-2's image to video."""
+    start = picture(3, width=96)
+    settings = SegmentSettings(num_frames=9, height=64, width=96, num_inference_steps=2, guidance_scale=3.0,
+                               max_sequence_length=SEQ, fps=24)  # fmt: skip
+    ours, our_audio = _ours(bundle, settings, 5, {0: start})
+    theirs = diffusers_pipeline(bundle, "image")(
+        image=start, prompt=PROMPT, negative_prompt="blurry", height=64, width=96, num_frames=9, frame_rate=24,
+        num_inference_steps=2, guidance_scale=3.0, generator=torch.Generator().manual_seed(5),
+        output_type="np", max_sequence_length=SEQ, **GUIDANCE,
+    )  # fmt: skip
+    assert np.abs(ours - theirs.frames[0]).max() <= 1e-4
+    assert np.abs(our_audio - np.asarray(theirs.audio[0], dtype=np.float32)).max() <= 1e-4
 
 
 def test_known_frames_become_latent_frame_conditions():
@@ -143,7 +159,7 @@ def test_a_diffusers_ltx2_folder_is_found_by_its_model_index(tmp_path):
 
 
 def test_a_saved_ltx2_folder_loads_the_same_model(bundle, tmp_path):
-    diffusers_pipeline(bundle, conditioned=False).save_pretrained(tmp_path / "saved", safe_serialization=True)
+    diffusers_pipeline(bundle).save_pretrained(tmp_path / "saved", safe_serialization=True)
     loaded = load_ltx2(str(tmp_path / "saved"), field_name="videomodel.model", device="cpu")
     assert loaded.source == "folder"
     for name in ("transformer", "vae", "audio_vae", "text_encoder", "connectors", "vocoder"):

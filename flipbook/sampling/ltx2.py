@@ -1,8 +1,10 @@
 """LTX-2 sampling: one segment from prompt states and any frames already known.
 
 As for LTX-Video 0.9 (``sampling/ltx.py``), diffusers' own pipelines already condition on images at any frames
-(``LTX2ConditionPipeline``: one condition per known frame, strength 1), so a segment is diffusers' pipeline
-called with the segment's values: ``LTX2Pipeline`` with no known frames, ``LTX2ConditionPipeline`` with them.
+(``LTX2ConditionPipeline``: conditions at latent frames, strength 1), so a segment is diffusers' pipeline
+called with the segment's values: ``LTX2Pipeline`` with no known frames, ``LTX2ImageToVideoPipeline`` with a
+start image alone (segment 0 from an init image; a later segment on the previous one's last frame, the
+default ``overlap`` of 1), ``LTX2ConditionPipeline`` with other known frames (:func:`latent_conditions`).
 Guidance is plain classifier-free guidance for video and audio (``GUIDANCE`` in the family's loading module).
 What flipbook adds is around it: prompt states encoded once per prompt and reused (the Gemma states; each
 pipeline runs its own connectors on them), progress and cancel per step through :class:`~flipbook.events.Events`,
@@ -41,7 +43,7 @@ class Ltx2Prompt:
     def states(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._states is None:
             with torch.inference_mode():
-                states, mask, _, _ = self._bundle.pipelines[False].encode_prompt(
+                states, mask, _, _ = self._bundle.pipelines["text"].encode_prompt(
                     self._prompt, do_classifier_free_guidance=False, max_sequence_length=self._length,
                     device=self._bundle.device,
                 )  # fmt: skip
@@ -102,8 +104,8 @@ def sample_with_audio(
             "init.video", "a source video", "unset for an LTX-2 model (no video to video yet)"
         )
     events = events or Events()
-    conditioned = bool(known)
-    pipe = bundle.pipelines[conditioned]
+    kind = pipeline_kind(known)
+    pipe = bundle.pipelines[kind]
     config = dict(pipe.scheduler.config)
     if settings.shift is not None:
         config |= {"shift": settings.shift, "use_dynamic_shifting": False}
@@ -116,7 +118,9 @@ def sample_with_audio(
     positive = prompt_embeds.states()
     negative = negative_embeds.states() if settings.guided and negative_embeds else (None, None)
     extra = {}
-    if known:
+    if kind == "image":
+        extra["image"] = known[0]
+    elif kind == "conditions":
         extra["conditions"] = [
             LTX2VideoCondition(frames=images, index=index, strength=1.0)
             for index, images in latent_conditions(known, bundle.scale_temporal).items()
@@ -131,6 +135,14 @@ def sample_with_audio(
     )  # fmt: skip
     pictures = out.frames[0].permute(0, 2, 3, 1).float().cpu()
     return pictures, out.audio[0].float().cpu()
+
+
+def pipeline_kind(known: Mapping[int, PIL.Image.Image] | None) -> str:
+    """Which pipeline makes a segment (``KINDS``): text alone, LTX-2's image to video for a start image alone
+    (segment 0 from ``init.image``, a later one on the previous segment's last frame), else conditions."""
+    if not known:
+        return "text"
+    return "image" if set(known) == {0} else "conditions"
 
 
 def latent_conditions(

@@ -33,7 +33,13 @@ from flipbook.models.folders import ModelsDir
 from flipbook.models.pickles import refused_pickle
 from flipbook.models.weights import check_no_missing_weights, seeded
 
-PIPELINES = ("LTX2Pipeline", "LTX2ImageToVideoPipeline", "LTX2ConditionPipeline")
+KINDS = {
+    "text": "LTX2Pipeline",
+    "image": "LTX2ImageToVideoPipeline",
+    "conditions": "LTX2ConditionPipeline",
+}
+"""The pipeline a segment is made by: text alone, a start image alone (LTX-2's image to video), or known frames
+anywhere (images at latent frames)."""
 PARTS = ("transformer", "vae", "audio_vae", "text_encoder", "connectors", "vocoder")
 """The modules of an LTX-2 model (besides its tokenizer and scheduler)."""
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -185,12 +191,10 @@ class Ltx2Bundle:
         return int(self.vocoder.config.output_sampling_rate)
 
     @cached_property
-    def pipelines(self) -> dict[bool, Any]:
-        """The parts as diffusers' pipelines, built once: ``False`` LTX2Pipeline, ``True``
-        LTX2ConditionPipeline (each segment gives the one it calls a fresh scheduler)."""
-        return {
-            conditioned: diffusers_pipeline(self, conditioned=conditioned) for conditioned in (False, True)
-        }
+    def pipelines(self) -> dict[str, Any]:
+        """The parts as diffusers' pipelines, built once, by what a segment is conditioned on (``KINDS``; each
+        segment gives the one it calls a fresh scheduler)."""
+        return {kind: diffusers_pipeline(self, kind) for kind in KINDS}
 
 
 def load_ltx2(
@@ -229,21 +233,19 @@ def load_ltx2(
 
 def is_ltx2_folder(model_index: Mapping[str, Any], unet_config: Mapping[str, Any]) -> bool:
     """The family's folder detector: an LTX-2 pipeline folder."""
-    return model_index.get("_class_name") in PIPELINES
+    return model_index.get("_class_name") in KINDS.values()
 
 
 def conditioning(ref: str, models_dir: str | Path | None, field_name: str) -> str:
-    """Every LTX-2 model makes video from text alone or conditioned on images (``LTX2ConditionPipeline``)."""
+    """Every LTX-2 model makes video from text alone or conditioned on images (``LTX2ImageToVideoPipeline``, ``LTX2ConditionPipeline``)."""
     return "optional"
 
 
-def diffusers_pipeline(bundle: Ltx2Bundle, *, conditioned: bool):
-    """The bundle's parts as ``LTX2ConditionPipeline`` (``conditioned``) or ``LTX2Pipeline``, with a fresh
-    scheduler."""
-    from diffusers import LTX2ConditionPipeline, LTX2Pipeline
+def diffusers_pipeline(bundle: Ltx2Bundle, kind: str = "text"):
+    """The bundle's parts as the diffusers pipeline of ``kind`` (``KINDS``), with a fresh scheduler."""
+    import diffusers
 
-    kind = LTX2ConditionPipeline if conditioned else LTX2Pipeline
-    pipe = kind(
+    pipe = getattr(diffusers, KINDS[kind])(
         scheduler=FlowMatchEulerDiscreteScheduler.from_config(bundle.scheduler.config),
         **{name: getattr(bundle, name) for name in (*PARTS, "tokenizer")},
     )
@@ -253,7 +255,7 @@ def diffusers_pipeline(bundle: Ltx2Bundle, *, conditioned: bool):
 
 def reference_frames(bundle: Ltx2Bundle, prompt: str, negative: str, settings, seed: int):
     """A text-to-video segment by diffusers' LTX2Pipeline (frames x H x W x 3 in [0, 1])."""
-    return diffusers_pipeline(bundle, conditioned=False)(
+    return diffusers_pipeline(bundle)(
         prompt=prompt, negative_prompt=negative, height=settings.height, width=settings.width,
         num_frames=settings.num_frames, frame_rate=settings.fps, num_inference_steps=settings.num_inference_steps,
         guidance_scale=settings.guidance_scale, generator=torch.Generator("cpu").manual_seed(seed),
@@ -317,7 +319,7 @@ def _from_pretrained(
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         detail = refused_pickle(error) or first
         raise FlipbookError(field_name, ref, ALLOWED, detail=detail) from None
-    if type(pipe).__name__ not in PIPELINES:
+    if type(pipe).__name__ not in KINDS.values():
         raise FlipbookError(field_name, ref, ALLOWED, detail=f"a {type(pipe).__name__} folder")
     for name in PARTS:
         check_no_missing_weights(getattr(pipe, name), field_name, ref, ALLOWED)
