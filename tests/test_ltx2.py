@@ -12,6 +12,8 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flipbook.errors import FlipbookError, SpecError
 from flipbook.models.families.ltx2.loading import GUIDANCE, diffusers_pipeline, load_ltx2
@@ -241,3 +243,34 @@ def test_a_keyframe_ltx2_cannot_place_is_one_clear_error(tmp_path):
         videomodel={"keyframes": [{"frame": 9, "image": str(image)}], "segment_frames": 17},
     )  # fmt: skip
     assert len(render(spec).frames) == 12
+
+
+@given(st.sets(st.integers(0, 40), max_size=8))
+def test_latent_conditions_place_every_known_frame_where_it_is_or_refuse(positions):
+    """Each condition at latent frame ``l`` covers the pixel frames from ``(l - 1) * 8 + 1`` (0 for ``l = 0``)
+    on, one per image: together exactly the known positions, each with its own image; else one error."""
+    known = {p: picture(p, width=4, height=4) for p in positions}
+    try:
+        conditions = latent_conditions(known, 8)
+    except FlipbookError as error:
+        assert error.value is not None and error.field == "videomodel"
+        return
+    placed = {
+        (0 if index == 0 else (index - 1) * 8 + 1) + offset: image
+        for index, images in conditions.items()
+        for offset, image in enumerate(images)
+    }
+    assert placed == known
+    assert all(len(images) == 1 or index == 0 for index, images in conditions.items())
+
+
+def test_an_ltx2_loop_conditions_its_last_segment_on_frame_0(tmp_path):
+    """25 frames in segments of 17: the last segment starts at frame 16, and the frame after the last (25) is
+    its frame 9, the start of latent frame 2."""
+    image = tmp_path / "start.png"
+    picture(8).save(image)
+    spec = make_spec(
+        tmp_path, animation={"max_frames": 25}, init={"image": str(image)},
+        videomodel={"segment_frames": 17, "loop": True},
+    )  # fmt: skip
+    assert len(render(spec).frames) == 25
