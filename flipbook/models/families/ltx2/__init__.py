@@ -25,3 +25,8 @@ FAMILY = Family(
     reference=Hook(_LOADING, "reference_frames"),
     conditioning=Hook(_LOADING, "conditioning"),
 )
+"""LTX-2 models: the built-in ``tiny-ltx2`` (random weights, the real structures at toy size, its toy Gemma
+tokenizer built in code), or a diffusers folder / hub id of ``LTX2Pipeline``, ``LTX2ImageToVideoPipeline`` or
+``LTX2ConditionPipeline`` (one model serves text to video, a start image and images at latent frames). The
+audio it makes is returned by ``sampling/ltx2.py``'s ``sample_with_audio``; the mode's segment hook drops it
+with a warning. Single files are refused with a clear error (not loaded yet)."""
