@@ -120,7 +120,10 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     ctx.cores.release()  # the image model is never used here; keep the device's memory for the video model
     family = family_of_model(spec)
     check_steps(spec, ctx.plan.frames, family)
-    bundle = _switched(spec, _load(spec, family), ctx.run.log)
+    loras = _lora_files(family, ctx.prompts)
+    bundle = _load(spec, family)
+    bundle.loras.load(loras)  # before the memory switches: group offload moves only the layers it saw
+    bundle = _switched(spec, bundle, ctx.run.log)
     _check_bundle(spec, bundle)
     source = None
     if spec.init.video is not None:
@@ -157,8 +160,18 @@ def _load(spec: Spec, family: Family):
     m, v = spec.model, spec.videomodel
     return family.load(
         v.model, field_name=FIELD, models_dir=m.models_dir, device=m.device, dtype=m.dtype, seed=0,
-        text_encoder=v.text_encoder, vae=v.vae, tokenizer=v.tokenizer,
+        text_encoder=v.text_encoder, vae=v.vae, tokenizer=v.tokenizer, image_encoder=v.image_encoder,
     )  # fmt: skip
+
+
+def _lora_files(family: Family, prompts) -> list[Path]:
+    """The LoRA files of ``model.loras`` and the prompts' ``<lora:...>`` tags, checked to be the family's
+    before it loads."""
+    from flipbook.models.video_loras import check_loras
+
+    files = sorted({entry[0] for _, loras in prompts.values() for entry in loras})
+    check_loras(family, files)
+    return files
 
 
 def _switched(spec: Spec, bundle, log=None):
@@ -167,9 +180,10 @@ def _switched(spec: Spec, bundle, log=None):
     from flipbook.sampling import video_memory
 
     v = spec.videomodel
+    fp8_storage = _fp8_storage(v.fp8_storage, bundle)
     switches = video_memory.memory_switches(
         video_memory.device_memory(bundle.device), offload=v.offload, vae_tiling=v.vae_tiling,
-        attention_backend=v.attention_backend, fp8_storage=v.fp8_storage, weights=video_memory.weights_of(bundle),
+        attention_backend=v.attention_backend, fp8_storage=fp8_storage, weights=video_memory.weights_of(bundle),
     )  # fmt: skip
     if log is not None:
         log(
@@ -183,6 +197,23 @@ def _switched(spec: Spec, bundle, log=None):
             "videomodel.attention_backend", v.attention_backend, "a backend this machine has (auto, native)",
             detail=str(error),
         ) from None  # fmt: skip
+
+
+def _fp8_storage(asked: bool | None, bundle) -> bool | None:
+    """fp8 storage as asked, but never for a transformer that is already quantised (a GGUF file): casting its
+    packed weights to fp8 would destroy them, so ``auto`` leaves it off and an explicit ``true`` is an error."""
+    quantised = any(
+        getattr(getattr(bundle, name, None), "is_quantized", False)
+        for name in ("transformer", "transformer_2")
+    )
+    if not quantised:
+        return asked
+    if asked:
+        raise FlipbookError(
+            "videomodel.fp8_storage", True, "false or auto for a quantised (GGUF) transformer",
+            detail="its weights are already stored quantised",
+        )  # fmt: skip
+    return False
 
 
 def _where(ref: str, models_dir) -> Path | str:
@@ -209,15 +240,20 @@ def _detect(where: Path | str, ref: str) -> Family:
     from flipbook.models import families
 
     if isinstance(where, Path) and where.is_file():
-        if where.suffix.lower() != ".safetensors":
-            raise FlipbookError(
-                FIELD, ref, ALLOWED, detail=f"{where.suffix} files are not loaded (GGUF-quantised transformers "
-                "not yet): a .safetensors transformer file",
-            )  # fmt: skip
-        from safetensors import safe_open
+        if where.suffix.lower() == ".gguf":  # GGUF-quantised transformers (ComfyUI-GGUF's)
+            from flipbook.models.gguf_files import tensor_names
 
-        with safe_open(str(where), framework="pt") as handle:
-            keys = dict.fromkeys(handle.keys())
+            keys = dict.fromkeys(tensor_names(where))
+        elif where.suffix.lower() != ".safetensors":
+            raise FlipbookError(
+                FIELD, ref, ALLOWED, detail=f"{where.suffix} files are not loaded: a .safetensors or a "
+                "GGUF-quantised .gguf transformer file",
+            )  # fmt: skip
+        else:
+            from safetensors import safe_open
+
+            with safe_open(str(where), framework="pt") as handle:
+                keys = dict.fromkeys(handle.keys())
         family = families.detect_checkpoint(keys)
     else:
         family = families.detect_folder(_model_index(where, ref), {})
@@ -392,9 +428,11 @@ def _segment(
     last = min(border + segment_step(spec), a.max_frames - 1)
     first = 0 if border == 0 else border + 1
     indices = tuple(range(first, last + 1))
-    negative = encode(plan.negative_prompt) if settings.guided else None
+    prompt, loras = ctx.prompts[plan.prompt]  # its <lora:...> tags (and model.loras) are this segment's
+    bundle.loras.activate(loras)
+    negative = encode(ctx.prompts[plan.negative_prompt][0]) if settings.guided else None
     frames = family.sample(
-        bundle, encode(plan.prompt), negative, settings, generator=torch.Generator("cpu").manual_seed(plan.seed),
+        bundle, encode(prompt), negative, settings, generator=torch.Generator("cpu").manual_seed(plan.seed),
         known=known, events=ctx.events, frames=indices, video=video,
     )  # fmt: skip
     if seam is not None:

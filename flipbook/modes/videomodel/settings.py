@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from flipbook.spec.fields import (
+    ImageEncoder,
     ImageFile,
     Range,
     ScheduleValue,
@@ -52,9 +53,19 @@ class VideoModelSection(Section):
         None,
         description="with a single transformer file: its text encoder file (ComfyUI's models/text_encoders)",
     )
-    vae: Vae = Field(None, description="with a single transformer file: its VAE file (models/vae)")
+    vae: Vae = Field(
+        None,
+        description="with a single Wan transformer file: its VAE file (models/vae; LTX-Video's holds it)",
+    )
     tokenizer: Tokenizer = Field(
-        None, description="with a single text-encoder file: a tokenizer folder or hub id (google/umt5-xxl)"
+        None,
+        description="with a single text-encoder file: a tokenizer folder or hub id (Wan: google/umt5-xxl, "
+        "LTX-Video: google/t5-v1_1-xxl)",
+    )
+    image_encoder: ImageEncoder = Field(
+        None,
+        description="with a single image-to-video transformer file: its CLIP vision encoder file (ComfyUI's "
+        "models/clip_vision, e.g. clip_vision_h)",
     )
     segment_frames: int = Field(
         81, ge=1, le=1025, description="frames per segment: the model's rule (Wan: 4k+1, e.g. 33, 81)"

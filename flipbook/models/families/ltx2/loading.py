@@ -191,6 +191,14 @@ class Ltx2Bundle:
         return int(self.vocoder.config.output_sampling_rate)
 
     @cached_property
+    def loras(self):
+        """The LoRA switcher on LTX2Pipeline (the parts are shared by every kind's pipeline). The family has no
+        LoRA check yet, so the mode refuses every LoRA before loading and this set stays empty."""
+        from flipbook.models.video_loras import lora_set
+
+        return lora_set(self.pipelines["text"], FAMILY.title)
+
+    @cached_property
     def pipelines(self) -> dict[str, Any]:
         """The parts as diffusers' pipelines, built once, by what a segment is conditioned on (``KINDS``; each
         segment gives the one it calls a fresh scheduler)."""
@@ -208,12 +216,14 @@ def load_ltx2(
     text_encoder: str | None = None,
     vae: str | None = None,
     tokenizer: str | None = None,
+    image_encoder: str | None = None,
 ) -> Ltx2Bundle:
     """Load the LTX-2 model ``ref`` (bf16 on a GPU, as LTX-2's own code runs it)."""
     torch_device = pick_device(device)
     torch_dtype = torch.bfloat16 if dtype in (None, "auto") and torch_device.type != "cpu" else None
     torch_dtype = torch_dtype or pick_dtype(dtype, torch_device)
-    for name, value in (("text_encoder", text_encoder), ("vae", vae), ("tokenizer", tokenizer)):
+    named = {"text_encoder": text_encoder, "vae": vae, "tokenizer": tokenizer, "image_encoder": image_encoder}
+    for name, value in named.items():
         if value is not None:
             section = field_name.rpartition(".")[0] or field_name
             raise FlipbookError(
