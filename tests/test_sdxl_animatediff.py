@@ -123,6 +123,35 @@ def test_prompt_travel_conditions_each_frame_on_its_own_pooled_embedding(parts):
     assert np.abs(moving - still).max() > 1e-3
 
 
+def test_controlnet_units_and_a_start_image_condition_an_sdxl_clip(parts):
+    """An SDXL ControlNet steers every frame (its per-row added inputs are the frames' pooled embeddings and
+    time ids) and a start image is held in the initial latents, as on SD 1.5."""
+    import PIL.Image
+
+    from flipbook.models.controlnet import tiny_controlnet
+    from flipbook.sampling.animatediff import ControlFrames, ImageHold
+
+    bundle, _ = parts
+    sampler = sampler_for(parts)
+    base = dict(
+        prompts=tuple(FramePrompt("a lighthouse", "blurry", guidance_scale=5.0) for _ in range(3)),
+        seeds=(4, 5, 6), steps=2, sampler="Euler", width=64, height=64,
+    )  # fmt: skip
+    plain = np.stack(sampler.sample(ClipRequest(**base), output_type="np"))
+    circle = np.zeros((64, 64, 3), dtype=np.uint8)
+    circle[16:48, 16:48] = 255
+    unit = ControlFrames(
+        controlnet=tiny_controlnet(bundle.unet.config), images=sampler.control_images([circle] * 3, 64, 64),
+        scales=(1.0, 1.0, 1.0),
+    )  # fmt: skip
+    controlled = np.stack(sampler.sample(ClipRequest(**base, controls=(unit,)), output_type="np"))
+    start = PIL.Image.fromarray(np.full((64, 64, 3), (200, 40, 40), dtype=np.uint8))
+    held = ClipRequest(**base, hold=ImageHold(start=start), strength=0.5)
+    from_image = np.stack(sampler.sample(held, output_type="np"))
+    assert np.abs(controlled - plain).max() > 1e-3 and np.abs(from_image - plain).max() > 1e-3
+    assert from_image[0, ..., 0].mean() > from_image[0, ..., 2].mean()  # the red start image shows
+
+
 # ---- motion-module files and families --------------------------------------------------------------------
 
 
