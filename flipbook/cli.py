@@ -518,7 +518,7 @@ def bench(
     case: Annotated[
         str,
         typer.Argument(
-            help="benchmark case: sampler, camera-2d, frame-interpolation, encode, gif-quality, server, "
+            help="benchmark case: sampler, camera-2d, frame-interpolation, encode, gif-quality, memory, server, "
             "propagation, stream, or a mode's own (interpolate, video, svd, animatediff, videomodel)"
         ),
     ] = "sampler",
@@ -532,6 +532,7 @@ def bench(
             "--frames",
             help="camera-2d: frames timed after frame 0 (8); interpolate, video: frames (8); "
             "frame-interpolation: source frames (30); encode: frames (120); gif-quality: photo clip frames (48); "
+            "memory: the long clip's frames (1200; the short clip has 1/8); "
             "videomodel: frames per segment (9; 81 for random-wan-1.3b); stream: frames (16)",
         ),
     ] = None,

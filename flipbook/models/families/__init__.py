@@ -76,9 +76,9 @@ def _registry(families: Iterable[Family]) -> dict[str, Family]:
 
 
 def _declared() -> tuple[Family, ...]:
-    from flipbook.models.families import animatediff, ltx, sd, sdxl, svd, wan
+    from flipbook.models.families import animatediff, ltx, ltx2, sd, sdxl, svd, wan
 
-    return (*sd.FAMILIES, sdxl.FAMILY, svd.FAMILY, animatediff.FAMILY, wan.FAMILY, ltx.FAMILY)
+    return (*sd.FAMILIES, sdxl.FAMILY, svd.FAMILY, *animatediff.FAMILIES, wan.FAMILY, ltx.FAMILY, ltx2.FAMILY)
 
 
 FAMILIES: Mapping[str, Family] = _registry(_declared())
