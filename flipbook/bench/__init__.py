@@ -41,9 +41,11 @@ CASES: dict[str, Callable[..., str]] = {
     "frame-interpolation": _case("frame_interpolation", takes=_FRAME_SIZE),
     "encode": _case("encode", takes=_FRAME_SIZE),
     "gif-quality": _case("gif_quality", takes=_FRAME_SIZE),
+    "memory": _case("memory", takes=("width", "height", "out")),
     "server": _case("server", takes=("runs", "out"), uses_frames=False),
     "propagation": _case("propagation", takes=("runs", "out", "device")),
     "overhead": _case("overhead", takes=("runs", "out", "device")),
+    "stream": _case("stream"),
     **{mode.name: _case(mode.bench) for mode in REGISTERED if mode.bench is not None},
 }
 
