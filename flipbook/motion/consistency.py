@@ -30,10 +30,11 @@ def temporal_error(
         return None
     known = known or {}
     errors = []
-    for i in range(1, len(frames)):
-        if i not in known:
-            known = {**known, i: pair_error(downscale(frames[i - 1], size), downscale(frames[i], size))}
-        errors.append(known[i])
+    for i in range(1, len(frames)):  # pair by pair: frames may be read from disk one at a time
+        error = known.get(i)
+        if error is None:
+            error = pair_error(downscale(frames[i - 1], size), downscale(frames[i], size))
+        errors.append(error)
     return float(np.mean(errors))
 
 

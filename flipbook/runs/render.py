@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 from flipbook import __version__
 from flipbook.control import check_controlnet
 from flipbook.events import Events, FrameEvent
+from flipbook.io.frames import FrameFiles
 from flipbook.io.pnginfo import GenerationParameters, format_parameters
 from flipbook.models.extra_networks import ExtraNetworks
 from flipbook.models.folders import ModelsDir
@@ -120,7 +122,7 @@ def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = Fa
 
     # 4. Measure flicker (the pairs the writer scored are not measured again), then post-process and encode
     # the animation from every frame on disk
-    frames = [np.asarray(run.load(i).convert("RGB")) for i in range(n)]
+    frames = FrameFiles([run.frame_path(i) for i in range(n)])  # read one at a time: memory flat in length
     result.metrics = consistency_metrics(frames, mode, spec, known=writer.pair_errors)
     run.write_metrics(result.metrics)
     run.log("temporal error: " + ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items()))
@@ -186,7 +188,7 @@ def a1111_model_name(checkpoint: str) -> str:
 
 
 def consistency_metrics(
-    frames: list[np.ndarray], mode: Mode, spec: Spec, known: dict[int, float] | None = None
+    frames: Sequence[np.ndarray], mode: Mode, spec: Spec, known: dict[int, float] | None = None
 ) -> dict[str, float]:
     """The temporal-consistency score (flow-compensated frame-to-frame error, 0-255) of the output and, for
     modes with a source (video), of the source, so flicker is a number next to its baseline. ``known``: the
