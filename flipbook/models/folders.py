@@ -45,6 +45,7 @@ A1111_FOLDERS: dict[str, tuple[str, ...]] = {
     "rife": ("models/Deforum",),  # Deforum keeps RIFE46.pkl here
     "diffusion_model": ("models/diffusion_models",),  # Forge keeps Wan/LTX transformers as ComfyUI does
     "text_encoder": ("models/text_encoder",),
+    "clip_vision": ("models/clip_vision",),  # Forge's folder for CLIP vision encoders, as ComfyUI's
     "vae_approx": ("models/VAE-approx",),  # TAESD decoders for live previews
 }
 COMFYUI_FOLDERS: dict[str, tuple[str, ...]] = {
@@ -62,6 +63,7 @@ COMFYUI_FOLDERS: dict[str, tuple[str, ...]] = {
     "rife": ("custom_nodes/ComfyUI-Frame-Interpolation/ckpts/rife",),
     "diffusion_model": ("models/diffusion_models", "models/unet"),  # video transformers (Wan, LTX), GGUF too
     "text_encoder": ("models/text_encoders", "models/clip"),  # UMT5/T5 encoders (ComfyUI's older folder)
+    "clip_vision": ("models/clip_vision",),  # CLIP vision encoders (Wan image-to-video's clip_vision_h)
     "vae_approx": ("models/vae_approx",),
 }
 KINDS: tuple[str, ...] = tuple(A1111_FOLDERS)
@@ -83,6 +85,7 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "rife": (".safetensors", ".pkl", ".pth"),
     "diffusion_model": (".safetensors", ".gguf"),
     "text_encoder": (".safetensors",),
+    "clip_vision": (".safetensors",),
     "vae_approx": (".safetensors", ".pth", ".pt"),
 }
 DIFFUSERS_MARKER = "model_index.json"

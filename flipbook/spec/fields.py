@@ -287,6 +287,7 @@ VIDEO_DIFFUSION_MODEL = ModelReference(
 )
 TEXT_ENCODER = ModelReference("text encoder", folders=("text_encoder",))
 TOKENIZER = ModelReference("tokenizer", folders=("text_encoder",), hub=True)
+IMAGE_ENCODER = ModelReference("image encoder", folders=("clip_vision",))
 UPSCALER = ModelReference("upscaler", folders=("upscaler",))
 FILM_MODEL = ModelReference("FILM model", folders=("film",))
 RIFE_MODEL = ModelReference("RIFE model", folders=("rife",))
@@ -304,6 +305,7 @@ VideoModel = Annotated[str, VIDEO_MODEL]
 VideoDiffusionModel = Annotated[str, VIDEO_DIFFUSION_MODEL]
 TextEncoder = Annotated[str | None, TEXT_ENCODER]
 Tokenizer = Annotated[str | None, TOKENIZER]
+ImageEncoder = Annotated[str | None, IMAGE_ENCODER]
 Upscaler = Annotated[str | None, UPSCALER]
 FilmModel = Annotated[Path | None, FILM_MODEL]
 RifeModel = Annotated[Path | None, RIFE_MODEL]
