@@ -13,6 +13,7 @@ from flipbook.events import Events
 from flipbook.models.controlnet import ControlNets
 from flipbook.models.extra_networks import ExtraNetworks
 from flipbook.models.loading import load_model
+from flipbook.models.performance import Performance
 from flipbook.sampling.core import SamplingCore
 from flipbook.spec.model import ModelSection
 
@@ -21,9 +22,15 @@ class Cores:
     """``cores[checkpoint]`` gives the :class:`SamplingCore` for that checkpoint, loading it on first use."""
 
     def __init__(
-        self, section: ModelSection, events: Events, networks: ExtraNetworks, prompts: list[str]
+        self,
+        section: ModelSection,
+        events: Events,
+        networks: ExtraNetworks,
+        prompts: list[str],
+        performance: Performance | None = None,
     ) -> None:
         self._section = section
+        self._performance = performance
         self._events = events
         self._networks = networks
         self._prompts = prompts
@@ -46,7 +53,7 @@ class Cores:
         model = load_model(
             checkpoint, models_dir=m.models_dir, device=m.device, dtype=m.dtype, vae=m.vae,
             prediction_type=m.prediction_type, zero_terminal_snr=m.zero_terminal_snr, vae_slicing=m.vae_slicing,
-            vae_tiling=m.vae_tiling,
+            vae_tiling=m.vae_tiling, performance=self._performance,
         )  # fmt: skip
         self._networks.load_embeddings_for(model.pipe, self._prompts)
         self.loads += 1
