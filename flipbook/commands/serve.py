@@ -52,6 +52,18 @@ def serve(
             help="seconds a worker may stay silent before it is killed and its job re-queued (once)",
         ),
     ] = 60.0,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="render on Ray actors: 'local' (a Ray instance started here), 'auto' (the cluster `ray start` "
+            "made on this machine) or a cluster's address; --workers is then how many jobs run at once",
+        ),
+    ] = None,
+    ray_actors: Annotated[
+        int, typer.Option("--ray-actors", help="with --ray on a cluster without GPUs: how many CPU actors")
+    ] = 2,
     auth: Annotated[
         str | None, typer.Option("--auth", envvar="FLIPBOOK_AUTH", help="USER:PASSWORD for HTTP Basic auth")
     ] = None,
@@ -87,7 +99,7 @@ def serve(
     settings = ServerSettings(
         runs_dir=runs_dir, host=host, port=port, models_dir=models_dir, workers=workers, auth=parse_auth(auth),
         token=token, allow_origins=tuple(allow_origin or ()), allow_hosts=tuple(allow_host or ()),
-        max_upload_mb=max_upload_mb, heartbeat_timeout_s=heartbeat_timeout,
+        max_upload_mb=max_upload_mb, heartbeat_timeout_s=heartbeat_timeout, ray=ray, ray_actors=ray_actors,
     ).checked()  # fmt: skip
     import uvicorn
 

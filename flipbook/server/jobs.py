@@ -41,9 +41,11 @@ class Workers:
         models_dir: Path | None,
         count: int,
         worker_id: str | None = None,
+        farm: Any = None,
     ) -> None:
         self.store, self.hub = store, hub
         self.worker_id = worker_id  # recorded with every job it claims (the supervisor's heartbeat check)
+        self.farm = farm  # a flipbook.farm Farm: renders go to its Ray actors (stills stay here)
         self.runs_dir, self.models_dir = runs_dir, models_dir
         self.count = count
         self._threads: list[threading.Thread] = []
@@ -149,6 +151,8 @@ class Workers:
         events = self.hub.start(
             job.id, total, done=done, persist=lambda p: self.store.save_progress(job.id, p)
         )
+        if self.farm is not None:
+            render, resume = self.farm.render, self.farm.resume
         result = resume(run_dir, events) if resuming else render(spec_from_data(job.payload), events)
         outputs = {kind: _relative(path, run_dir) for kind, path in result.outputs.items()}
         return {"seed": result.seed, "resumed_from": result.resumed_from, "frames": len(result.frames),

@@ -23,8 +23,13 @@ work is done by worker processes, one per GPU by default (each pinned to its GPU
 - **Shutdown** sends ``stop``: running jobs are cancelled and recorded ``interrupted`` (resumable); a
   worker still busy after the grace period (a model load cannot be cancelled) is killed and its job
   recorded ``interrupted`` by the supervisor.
-- **If the server process dies**, each worker sees its pipe close and stops the same way; the next start
-  marks what was running ``interrupted``.
+- **If the server process dies**, each worker sees its pipe close and exits at once (no frame is written
+  after its server is gone, so a new server on the same runs folder never shares a job with it); the next
+  start marks what was running ``interrupted``, as after any crash.
+- **With Ray** (``serve --ray ADDRESS``) one worker process drives the render farm
+  (:mod:`flipbook.farm`): it runs ``--workers`` jobs at once as threads, each sending its frames to the
+  cluster's actors (shared by all its jobs, so a job finds the actor that has its checkpoint loaded); still
+  images run in that process. Heartbeats, re-queueing and progress are the same.
 
 Workers start from a fork server that imports the engine once (torch, diffusers: seconds), so a worker
 (and a replacement for a dead one) starts in a fraction of a second.
@@ -76,6 +81,9 @@ class WorkerConfig:
     threads: int  # torch's CPU threads
     heartbeat_s: float
     stop_timeout_s: float
+    jobs: int = 1  # jobs it runs at once (threads): 1, or with Ray the server's --workers
+    ray: str | None = None  # drive a render farm on this Ray cluster
+    ray_actors: int = 2
 
 
 def worker_id(slot: int, pid: int) -> str:
@@ -141,7 +149,8 @@ def worker_main(config: WorkerConfig, connection: multiprocessing.connection.Con
     me = worker_id(config.slot, os.getpid())
     store = JobStore(config.db_path)
     hub = ProgressHub(relay=lambda kind, job_id, payload: pipe.send((kind, job_id, payload)))
-    workers = Workers(store, hub, config.runs_dir, config.models_dir, 1, worker_id=me)
+    farm = _farm(config)
+    workers = Workers(store, hub, config.runs_dir, config.models_dir, config.jobs, worker_id=me, farm=farm)
     beating = threading.Event()
     heart = threading.Thread(
         target=_beat, args=(store, me, config.heartbeat_s, beating), name="flipbook-heartbeat", daemon=True
@@ -152,8 +161,8 @@ def worker_main(config: WorkerConfig, connection: multiprocessing.connection.Con
         while True:
             try:
                 kind, job_id = connection.recv()
-            except (EOFError, OSError):  # the server process is gone
-                break
+            except (EOFError, OSError):  # the server process died: so does its worker, at once (a crash)
+                os._exit(1)
             if kind == "stop":
                 break
             if kind == "cancel":
@@ -168,6 +177,19 @@ def worker_main(config: WorkerConfig, connection: multiprocessing.connection.Con
         heart.join()
         if stopped:
             store.close()
+        if farm is not None:
+            farm.close()
+
+
+def _farm(config: WorkerConfig) -> Any:
+    """The render farm this worker drives (``serve --ray``), started; None without Ray."""
+    if config.ray is None:
+        return None
+    from flipbook.farm.farm import Farm, FarmSettings
+
+    farm = Farm(FarmSettings(address=config.ray, cpu_actors=config.ray_actors))
+    farm.start()
+    return farm
 
 
 def _beat(store: JobStore, me: str, every_s: float, stop: threading.Event) -> None:
@@ -199,7 +221,8 @@ class WorkerProcesses:
 
     def __init__(self, store: JobStore, hub: ProgressHub, settings: ServerSettings) -> None:
         self.store, self.hub, self.settings = store, hub, settings
-        self.count = settings.workers
+        # with Ray one process drives the farm and runs --workers jobs at once on its actors
+        self.count = 1 if settings.ray is not None else settings.workers
         self._gpus = visible_gpus()
         self._context = _context()
         self._slots: list[_Slot] = []
@@ -270,12 +293,13 @@ class WorkerProcesses:
 
     def _config(self, index: int) -> WorkerConfig:
         s = self.settings
-        gpu = self._gpus[index % len(self._gpus)] if self._gpus else None
+        gpu = self._gpus[index % len(self._gpus)] if self._gpus and s.ray is None else None
         cpus = os.cpu_count() or 1
         threads = max(1, cpus // max(self.count, 1)) if gpu is None else max(1, min(4, cpus))
         return WorkerConfig(
             slot=index, db_path=s.db_path, runs_dir=s.runs_dir, models_dir=s.models_dir, gpu=gpu,
             threads=threads, heartbeat_s=s.heartbeat_s, stop_timeout_s=s.graceful_shutdown_s,
+            jobs=s.workers if s.ray is not None else 1, ray=s.ray, ray_actors=s.ray_actors,
         )  # fmt: skip
 
     # ---- what a worker reports -------------------------------------------------------------------------
