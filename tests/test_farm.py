@@ -169,3 +169,19 @@ def test_the_server_renders_on_the_cluster(farm, tmp_path):
     assert job["state"] == "done", job["error"]
     assert frame_bytes(tmp_path / "runs" / job_id) == frame_bytes(single.run_dir)
     assert "start on the farm" in (tmp_path / "runs" / job_id / "render.log").read_text()
+
+
+def test_the_cli_renders_on_the_farm_and_refuses_bad_farm_options(farm, tmp_path, run_cli):
+    import json
+
+    spec_file = tmp_path / "walk.json"
+    spec_file.write_text(json.dumps(make_data(tmp_path, "cli", frames=4)))
+    code, out, err = run_cli(
+        "render", spec_file, "--ray", "local", "--ray-actors", "2", "--preview-every", "0"
+    )
+    assert code == 0, err
+    single = render(make_spec(tmp_path, "single", frames=4))
+    assert frame_bytes(tmp_path / "cli") == frame_bytes(single.run_dir)
+
+    code, out, err = run_cli("render", spec_file, "--ray", "local", "--ray-actors", "0")
+    assert code == 2 and "--ray-actors" in err and "Traceback" not in err

@@ -130,3 +130,16 @@ def test_heartbeats_mark_only_the_workers_own_jobs(tmp_path):
     assert store.stale_workers(cutoff) == ["w2"]
     assert store.held_by("w1") == ["a"]
     store.close()
+
+
+def test_one_worker_per_gpu_each_pinned_to_its_own(tmp_path, monkeypatch):
+    from flipbook.server.processes import WorkerProcesses, default_worker_count, visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2,-1,3")  # CUDA stops at the first invalid entry
+    assert visible_gpus() == ["0", "2"] and default_worker_count() == 2
+    supervisor = WorkerProcesses(None, None, ServerSettings(runs_dir=tmp_path, workers=2))
+    assert [supervisor._config(i).gpu for i in range(2)] == ["0", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == [] and default_worker_count() == 1
+    cpu = WorkerProcesses(None, None, ServerSettings(runs_dir=tmp_path, workers=2))
+    assert cpu._config(1).gpu is None and cpu._config(1).threads >= 1

@@ -43,6 +43,7 @@ CASES: dict[str, Callable[..., str]] = {
     "gif-quality": _case("gif_quality", takes=_FRAME_SIZE),
     "server": _case("server", takes=("runs", "out"), uses_frames=False),
     "propagation": _case("propagation", takes=("runs", "out", "device")),
+    "farm": _case("farm", takes=("runs", "out", "model", "width", "height", "steps")),
     **{mode.name: _case(mode.bench) for mode in REGISTERED if mode.bench is not None},
 }
 
