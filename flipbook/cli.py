@@ -548,8 +548,10 @@ def bench(
     case: Annotated[
         str,
         typer.Argument(
-            help="benchmark case: sampler, camera-2d, frame-interpolation, encode, gif-quality, server, "
-            "propagation, farm, or a mode's own (interpolate, video, svd, animatediff, videomodel)"
+            help="benchmark case: sampler, camera-2d, frame-interpolation, encode, gif-quality, memory, server, "
+            "propagation, overhead (the render loop outside the nets, at 512x512 and 1024x1024), stream, compile, "
+            "cache, gpu (every GPU case in one run), farm, or a mode's own (interpolate, video, svd, animatediff, "
+            "videomodel)"
         ),
     ] = "sampler",
     model: ModelOpt = "tiny",
@@ -562,7 +564,9 @@ def bench(
             "--frames",
             help="camera-2d: frames timed after frame 0 (8); interpolate, video: frames (8); "
             "frame-interpolation: source frames (30); encode: frames (120); gif-quality: photo clip frames (48); "
-            "videomodel: frames per segment (9; 81 for random-wan-1.3b); farm: frames of the split job (24)",
+            "memory: the long clip's frames (1200; the short clip has 1/8); "
+            "videomodel: frames per segment (9; 81 for random-wan-1.3b); stream: frames (16); "
+            "farm: frames of the split job (24)",
         ),
     ] = None,
     sampler: Sampler = "Euler",
@@ -571,18 +575,23 @@ def bench(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for results JSON and markdown")] = Path(
         "benchmarks"
     ),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="gpu: list the cases, their settings and budgets; run nothing")
+    ] = False,
 ) -> None:
     """Measure speed: the sampling core (sampler) or a 2D camera render (camera-2d) against plain diffusers;
     the latent walk (interpolate) and video restyling (video) batched against one frame per call;
     optical-flow frame interpolation (frame-interpolation) and the encoders (encode), where --size sets the
     frame size; restyle's keyframe propagation (propagation: fidelity, speed at 512x512, flicker against the
-    video mode); the render farm on a local Ray instance (farm: 1 against 2 actors, overhead against
-    in-process)."""
+    video mode); video restyling with StreamDiffusion's stream batch against per-frame batches (stream);
+    torch.compile against eager (compile); the step caches' speed-up and difference (cache); every GPU case in
+    one run of at most 8 minutes, one JSON + markdown report (gpu; refused without a CUDA GPU, --dry-run lists
+    it); the render farm on a local Ray instance (farm: 1 against 2 actors, overhead against in-process)."""
     from flipbook.bench import run_case
 
     width, height = parse_size(size)
     report = run_case(case, model=model, width=width, height=height, steps=steps, runs=runs, sampler=sampler,
-                      device=device, dtype=dtype, out=out, frames=frames)  # fmt: skip
+                      device=device, dtype=dtype, out=out, frames=frames, dry_run=dry_run)  # fmt: skip
     typer.echo(report)
 
 

@@ -9,7 +9,7 @@ from flipbook.events import Events, RenderCancelled
 from flipbook.io.pnginfo import parse_parameters, read_png_parameters
 from flipbook.modes.camera import diffused_frames
 from flipbook.runs.render import render, resume
-from flipbook.runs.run_dir import resume_point
+from flipbook.runs.run_dir import RunDir, resume_point
 from flipbook.spec.load import spec_from_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -224,6 +224,8 @@ def test_resume_after_cancel_gives_identical_frames(tmp_path, cadence, stop_afte
     stopped = spec.model_copy(update={"output": spec.output.model_copy(update={"name": "part"})})
     with pytest.raises(RenderCancelled):
         render(stopped, events)
+    # the background writer leaves exactly the frames up to the one whose event cancelled
+    assert RunDir(tmp_path / "part").completed(8) == stop_after + 1
     result = resume(tmp_path / "part")
     assert result.resumed_from == resume_point(stop_after + 1, cadence)
     assert all(np.array_equal(a, b) for a, b in zip(whole, frames(result), strict=True))

@@ -55,7 +55,7 @@ def test_built_in_names_of_family_kinds_come_from_the_registry():
         == ("tiny", "random-sd15", "tiny-xl", "random-sdxl")
     )
     assert ModelReference("video model").builtins == ("tiny", "random-svd")
-    assert ModelReference("motion module").builtins == ("tiny", "random-sd15")
+    assert ModelReference("motion module").builtins == ("tiny", "random-sd15", "random-sdxl")
     assert ModelReference("ControlNet", builtins=("tiny",)).builtins == ("tiny",)  # not a family's kind
     with pytest.raises(ValueError, match="model families"):
         ModelReference("checkpoint", builtins=("tiny",))  # no second list of a family's built-ins

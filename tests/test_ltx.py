@@ -134,6 +134,10 @@ def test_the_bench_case_times_flipbook_against_the_family_pipeline(tmp_path, mod
         and result["flipbook_over_diffusers"] > 0
         and 0 < result["transformer_share"] < 1
     )
+    from flipbook.modes.videomodel.bench import SWITCHES
+
+    assert set(result["switches"]) == set(SWITCHES) and "| group offload, blocks |" in table
+    assert all(s["s_per_clip"] > 0 and s["peak_gib"] > 0 for s in result["switches"].values())
 
 
 def test_ltx_needs_two_steps_per_segment(tmp_path):

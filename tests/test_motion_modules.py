@@ -361,10 +361,10 @@ def _wrong_files(tmp_path: Path, v3: MotionAdapter) -> dict[str, tuple[Path, str
         _write(tmp_path / "v3_sd15_sparsectrl_rgb.ckpt", {"controlnet": sparse}),
         "SparseCtrl",
     )
-    sdxl = {k: v for k, v in original.items() if not k.startswith(("down_blocks.3.", "up_blocks.3."))}
-    files["sdxl"] = (_write(tmp_path / "mm_sdxl_v10_beta.safetensors", sdxl), "SDXL")
+    two_levels = {k: v for k, v in original.items() if k.startswith(("down_blocks.0.", "up_blocks.0."))}
+    files["two_levels"] = (_write(tmp_path / "mm_two.safetensors", two_levels), "SD 1.5 has 4, SDXL 3")
     hotshot = {"down_blocks.0.temporal_attentions.0.transformer_blocks.0.attention_blocks.0.to_q.weight": t}
-    files["hotshot"] = (_write(tmp_path / "hsxl_temporal_layers.safetensors", hotshot), "HotShot-XL")
+    files["hotshot"] = (_write(tmp_path / "hsxl_temporal_layers.safetensors", hotshot), "no up-block")
     lora = {
         "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.processor.to_q_lora.down.weight": t
     }
@@ -406,7 +406,7 @@ def test_wrong_files_are_rejected_naming_the_field(
         error = info.value
         assert error.field == FIELD, name
         assert error.value == str(path), name
-        assert "SD 1.5 motion module" in error.allowed, name
+        assert "AnimateDiff motion module" in error.allowed, name
         assert phrase in str(error), (name, str(error))
 
 

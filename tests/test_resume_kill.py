@@ -69,8 +69,11 @@ def test_sigkill_at_a_random_frame_then_resume_gives_identical_frames(tmp_path):
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert killed.returncode == -signal.SIGKILL, f"the render ended before frame {kill_at} was written"
-    written = len(list((tmp_path / "out" / "part" / "frames").glob("frame_*.png")))
+    on_disk = sorted(p.name for p in (tmp_path / "out" / "part" / "frames").glob("frame_*.png"))
+    written = len(on_disk)
     assert written < 9 and not list((tmp_path / "out" / "part").glob("*.gif"))
+    # the background writer writes in order: what a kill leaves is always frames 0..k, never a gap
+    assert on_disk == [f"frame_{i:05d}.png" for i in range(written)]
 
     subprocess.run(flipbook("render", "--resume", str(tmp_path / "out" / "part")), env=env(), check=True)
     subprocess.run(flipbook("render", str(spec), "--set", "output.name='whole'"), env=env(), check=True)

@@ -70,7 +70,7 @@ def test_the_built_in_tiny_controlnet_fits_sdxl_and_an_sd_one_is_refused(xl, tin
     assert ControlNets().get("tiny", xl).config.addition_embed_type == "text_time"
 
 
-def _union(unet_config, seed: int = 0):
+def _union(unet_config, seed: int = 0, heads: int = 4):
     """A random union ControlNet fitting tiny-xl, its zero-started convolutions made to steer (as tiny's)."""
     from diffusers import ControlNetUnionModel, UNet2DConditionModel
 
@@ -85,7 +85,7 @@ def _union(unet_config, seed: int = 0):
             0
         ]  # the control-type transformer works at the first block's width
         union = ControlNetUnionModel.from_config(
-            {**config, "num_trans_channel": width, "num_proj_channel": width, "num_trans_head": 4}
+            {**config, "num_trans_channel": width, "num_proj_channel": width, "num_trans_head": heads}
         )
         for conv in [
             union.controlnet_cond_embedding.conv_out,
@@ -168,3 +168,132 @@ def test_a_spec_unit_names_its_control_type(tmp_path, run_cli, control_image):
         *base, "-o", tmp_path / "c", "--set", tiny_unit, "--set", f"init.image={tmp_path / 'control.png'}"
     )
     assert code == 2 and "controlnet[0].control_type" in err and "not a union ControlNet" in err
+
+
+# ---- single files (A1111/ComfyUI models/ControlNet) ------------------------------------------------------
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _sdxl_original_layout(controlnet) -> dict[str, torch.Tensor]:
+    """An SDXL ControlNet under the original keys (``control_model.`` + SDXL's LDM names, ``label_emb`` for
+    the added embedding), as the A1111/ComfyUI single files of the original SDXL ControlNet layout have them."""
+    from flipbook.models.families.sdxl.convert import UNET_PREFIX, unet_locator
+
+    locate = unet_locator({**controlnet.config, "up_block_types": ["UpBlock2D"] * 3})
+    renamed = {}
+    for key, value in controlnet.state_dict().items():
+        module, _, leaf = key.rpartition(".")
+        if key.startswith("controlnet_down_blocks."):
+            original = f"zero_convs.{module.split('.')[1]}.0.{leaf}"
+        elif module == "controlnet_mid_block":
+            original = f"middle_block_out.0.{leaf}"
+        elif module == "controlnet_cond_embedding.conv_in":
+            original = f"input_hint_block.0.{leaf}"
+        elif module == "controlnet_cond_embedding.conv_out":
+            original = f"input_hint_block.14.{leaf}"
+        elif module.startswith("controlnet_cond_embedding.blocks."):
+            original = f"input_hint_block.{2 * (int(module.split('.')[-1]) + 1)}.{leaf}"
+        else:
+            original = locate(key).key.removeprefix(UNET_PREFIX)
+        renamed["control_model." + original] = value.clone().contiguous()
+    return renamed
+
+
+def test_sdxl_controlnet_single_files_round_trip_in_both_layouts(xl, control_image, tmp_path):
+    """A ControlNet for tiny-xl written as a single file, in diffusers' layout and in the original one (with
+    ``label_emb``), loads offline as the same network and steers the core exactly as the network it came from."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from flipbook.models.controlnet import load_controlnet
+    from flipbook.models.weights import CONFIG_METADATA_KEY
+
+    controlnet = tiny_controlnet(xl.unet.config, seed=2)
+    embedded = {CONFIG_METADATA_KEY: json.dumps({"controlnet": dict(controlnet.config)})}
+    state = {k: v.contiguous() for k, v in controlnet.state_dict().items()}
+    save_file(state, str(tmp_path / "diffusers_xl_tiny.safetensors"), metadata=embedded)
+    save_file(_sdxl_original_layout(controlnet), str(tmp_path / "xl_tiny.safetensors"), metadata=embedded)
+    for name in ("diffusers_xl_tiny", "xl_tiny"):
+        loaded = load_controlnet(str(tmp_path / f"{name}.safetensors"))
+        assert _same_weights(loaded, controlnet), name
+        assert loaded.config.addition_embed_type == "text_time"
+    request = FrameRequest("a fox", seed=3, num_inference_steps=2, width=64, height=64,
+                           controls=(Control(str(tmp_path / "xl_tiny.safetensors"), control_image, 1.0),))  # fmt: skip
+    from_file = SamplingCore(xl, controlnets=ControlNets()).generate([request], output_type="np")[0]
+    pipe = StableDiffusionXLControlNetPipeline(**xl.pipe.components, controlnet=controlnet)
+    pipe.scheduler = make_scheduler("Euler a", xl.scheduler_config)
+    pipe.set_progress_bar_config(disable=True)
+    reference = pipe(
+        "a fox", image=control_image, num_inference_steps=2, width=64, height=64, guidance_scale=7.0,
+        generator=torch.Generator().manual_seed(3), output_type="np",
+    ).images[0]  # fmt: skip
+    assert np.abs(from_file - reference).max() <= TOL
+
+
+def test_sdxl_base_s_controlnet_architecture_is_read_from_shapes_alone():
+    """SDXL ControlNet files carry no config: its architecture (three levels, 1/2/10 transformer blocks,
+    2048-wide text, the added embedding) comes from the tensor shapes over SDXL base's shipped config; checked
+    on meta tensors of the real size, in both layouts."""
+    from diffusers import ControlNetModel
+
+    from flipbook.models.controlnet import diffusers_controlnet_state, infer_controlnet_config
+    from flipbook.models.families.sdxl.builtin import SDXL_UNET_CONFIG
+
+    with torch.device("meta"):
+        controlnet = ControlNetModel.from_unet(
+            __import__("diffusers").UNet2DConditionModel(**SDXL_UNET_CONFIG)
+        )
+    for state in (controlnet.state_dict(), _sdxl_original_layout(controlnet)):
+        config = infer_controlnet_config(diffusers_controlnet_state(state))
+        for key in ("block_out_channels", "transformer_layers_per_block", "attention_head_dim",
+                    "cross_attention_dim", "addition_embed_type", "addition_time_embed_dim",
+                    "projection_class_embeddings_input_dim", "use_linear_projection", "down_block_types"):  # fmt: skip
+            expected = controlnet.config[key]
+            got = config[key]
+            same = list(got) == list(expected) if isinstance(expected, (list, tuple)) else got == expected
+            assert same, (key, got, expected)
+
+
+def test_a_union_controlnet_single_file_loads_as_a_union_model_from_its_shapes(xl, control_image, tmp_path):
+    """xinsir's union file (diffusers' key layout, no config): a ControlNetUnionModel with its control types,
+    transformer and projection sizes read from the shapes; written with its config, it steers as the network
+    it came from."""
+    from safetensors.torch import save_file
+
+    from flipbook.models.controlnet import load_controlnet
+
+    union = _union(
+        xl.unet.config, seed=1, heads=8
+    )  # 8 heads, as every published union model (no shape shows them)
+    path = tmp_path / "controlnet-union-tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in union.state_dict().items()}, str(path))
+    loaded = load_controlnet(str(path))
+    assert type(loaded).__name__ == "ControlNetUnionModel" and _same_weights(loaded, union)
+    for key in (
+        "num_control_type",
+        "num_trans_channel",
+        "num_trans_layer",
+        "num_proj_channel",
+        "num_trans_head",
+    ):
+        assert loaded.config[key] == union.config[key], key
+    # GroupNorm groups show in no shape (tiny-xl's are 8, SDXL's 32): a flipbook-written file embeds them
+    import json
+
+    from flipbook.models.weights import CONFIG_METADATA_KEY
+
+    embedded = {CONFIG_METADATA_KEY: json.dumps({"controlnet": dict(union.config)})}
+    save_file({k: v.contiguous() for k, v in union.state_dict().items()}, str(path), metadata=embedded)
+    request = FrameRequest("a fox", seed=2, num_inference_steps=2, width=64, height=64,
+                           controls=(Control("union", control_image, 0.9, controlnet=union, control_type=3),))  # fmt: skip
+    from_file = Control(str(path), control_image, 0.9, control_type=3)
+    expected = SamplingCore(xl).generate([request], output_type="np")[0]
+    got = SamplingCore(xl, controlnets=ControlNets()).generate(
+        [FrameRequest(**{**request.__dict__, "controls": (from_file,)})], output_type="np"
+    )[0]
+    assert np.abs(got - expected).max() <= TOL

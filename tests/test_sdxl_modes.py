@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flipbook.models.families import builtin_family, with_capability
+from flipbook.models.families import builtin_family
 from flipbook.modes import MODES
 from flipbook.spec.load import load_spec
 
@@ -15,7 +15,6 @@ EXAMPLES = {
     load_spec(path).animation.mode: path for path in Path(__file__).parents[1].glob("examples/*.toml")
 }
 SDXL = builtin_family("tiny-xl", "image").name
-MOTION_FITS_SDXL = any(SDXL in family.attaches_to for family in with_capability("motion"))
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -25,9 +24,6 @@ def test_every_mode_renders_four_frames_on_tiny_xl(mode, tmp_path, run_cli):
         "--set", "animation.max_frames=4", "--set", "animation.width=64", "--set", "animation.height=64",
         "--set", "sampling.steps=2", "--set", "output.formats=['png']",
     )  # fmt: skip
-    if code == 2 and "a checkpoint that motion modules fit" in err and not MOTION_FITS_SDXL:
-        assert "Stable Diffusion XL" in err and len(err.strip().splitlines()) == 1  # one clear error
-        pytest.skip("no motion module family attaches to SDXL yet")
     assert code == 0, err
     assert len(list(tmp_path.glob("*/frames/frame_*.png"))) == 4
 

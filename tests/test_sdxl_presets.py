@@ -100,3 +100,33 @@ def test_every_preset_renders_on_tiny_xl(name, tmp_path, run_cli):
     )  # fmt: skip
     assert code == 0, err
     assert len(list(tmp_path.glob("*/frames/frame_*.png"))) == 2
+
+
+def test_turbo_img2img_with_no_step_left_is_one_clear_error_before_any_model_loads(
+    tmp_path, run_cli, monkeypatch
+):
+    """SDXL-Turbo's 1 step at strength 0.5 leaves int(1 x 0.5) = 0 steps: diffusers' img2img pipelines refuse it
+    (and the model card asks for steps x strength >= 1); flipbook says so naming strength and the least that
+    works, before loading the model."""
+    import PIL.Image
+
+    import flipbook.models.loading as loading
+    from flipbook.errors import FlipbookError
+
+    def no_load(name, **kwargs):
+        raise FlipbookError("model.name", name, "no model loaded in this test", detail="the load was reached")
+
+    monkeypatch.setattr(loading, "load_model", no_load)
+    image = tmp_path / "init.png"
+    PIL.Image.new("RGB", (64, 64), (120, 30, 200)).save(image)
+    code, _, err = run_cli(
+        "img2img", "a fox", "-i", image, "--strength", "0.5", "--steps", "1", "--cfg", "1",
+        "--size", "64x64", "-m", "random-sdxl", "--seed", "1", "-o", tmp_path / "out",
+    )  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "the load was reached" not in err
+    assert "strength" in err and "0.5" in err and "at least 1 with 1 steps" in err
+    code, _, err = run_cli(
+        "img2img", "a fox", "-i", image, "--strength", "0.5", "--steps", "2", "--cfg", "1",
+        "--size", "64x64", "-m", "random-sdxl", "--seed", "1", "-o", tmp_path / "out",
+    )  # fmt: skip
+    assert "the load was reached" in err and "at least" not in err  # 2 x 0.5 = 1 step: accepted

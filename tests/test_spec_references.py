@@ -115,14 +115,19 @@ def _deref(schema, node):
 
 def test_built_in_names_match_the_loaders():
     from flipbook.models.controlnet import BUILTIN_CONTROLNETS
-    from flipbook.models.families.animatediff.builtin import BUILTIN_MOTION_MODULES
+    from flipbook.models.families.animatediff.builtin import (
+        BUILTIN_MOTION_MODULES,
+        BUILTIN_SDXL_MOTION_MODULES,
+    )
     from flipbook.models.families.sd.builtin import BUILTIN_MODELS
     from flipbook.models.families.sdxl.builtin import BUILTIN_MODELS as BUILTIN_SDXL_MODELS
     from flipbook.models.families.svd.loading import BUILTIN_SVD_MODELS
 
     marked = {field_name(loc): marker for loc, marker in marked_fields()}
     assert set(marked["model.name"].builtins) == set(BUILTIN_MODELS) | set(BUILTIN_SDXL_MODELS)
-    assert set(marked["animatediff.motion_module"].builtins) == set(BUILTIN_MOTION_MODULES)
+    assert set(marked["animatediff.motion_module"].builtins) == set(BUILTIN_MOTION_MODULES) | set(
+        BUILTIN_SDXL_MOTION_MODULES
+    )
     assert set(marked["svd.model"].builtins) == set(BUILTIN_SVD_MODELS)
     assert set(marked["controlnet[i].model"].builtins) == set(BUILTIN_CONTROLNETS)
     from flipbook.models.folders import KINDS

@@ -223,13 +223,15 @@ def test_gif_failed_write_keeps_previous_file(tmp_path: Path, monkeypatch: pytes
     path = write_gif(moving_square(3), tmp_path / "keep.gif", fps=10)
     before = path.read_bytes()
 
-    real_write = Path.write_bytes
+    from flipbook.io import gif
 
-    def broken_write(self: Path, data: bytes) -> int:
-        real_write(self, data[:10])
+    real_write = gif._write_gif_frame
+
+    def broken_write(fp, *frame) -> None:  # the first frame reaches the file, then the disk is full
+        real_write(fp, *frame)
         raise OSError("disk full")
 
-    monkeypatch.setattr(Path, "write_bytes", broken_write)
+    monkeypatch.setattr(gif, "_write_gif_frame", broken_write)
     with pytest.raises(OSError, match="disk full"):
         write_gif(moving_square(4), path, fps=10)
     assert path.read_bytes() == before

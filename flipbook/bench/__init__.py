@@ -22,7 +22,11 @@ def _case(
     arguments of the case's own (``case="video"``).
     """
 
-    def run(frames: int | None = None, **options: object) -> str:
+    def run(frames: int | None = None, dry_run: bool = False, **options: object) -> str:
+        if dry_run:
+            if takes is None or "dry_run" not in takes:
+                raise FlipbookError("--dry-run", True, "only with a case that has a plan to list (gpu)")
+            options["dry_run"] = True
         if takes is not None:
             options = {name: value for name, value in options.items() if name in takes}
         if uses_frames and frames is not None:
@@ -41,8 +45,14 @@ CASES: dict[str, Callable[..., str]] = {
     "frame-interpolation": _case("frame_interpolation", takes=_FRAME_SIZE),
     "encode": _case("encode", takes=_FRAME_SIZE),
     "gif-quality": _case("gif_quality", takes=_FRAME_SIZE),
+    "memory": _case("memory", takes=("width", "height", "out")),
     "server": _case("server", takes=("runs", "out"), uses_frames=False),
     "propagation": _case("propagation", takes=("runs", "out", "device")),
+    "overhead": _case("overhead", takes=("runs", "out", "device")),
+    "stream": _case("stream"),
+    "compile": _case("compiled", uses_frames=False),
+    "cache": _case("step_cache"),
+    "gpu": _case("gpu", takes=("out", "dry_run"), uses_frames=False),
     "farm": _case("farm", takes=("runs", "out", "model", "width", "height", "steps")),
     **{mode.name: _case(mode.bench) for mode in REGISTERED if mode.bench is not None},
 }

@@ -1,8 +1,9 @@
 """Benchmark ``animatediff``: one AnimateDiff clip (``frames`` frames in one context window by default) sampled
 by the animatediff mode's sampler, seconds per clip and frames per second.
 
-The motion module is the built-in that fits the model (``tiny`` for the tiny model, ``random-sd15`` for
-random-sd15: random weights of the real architectures, so the timing is a real one). Setting up (loading the
+The motion module is the built-in that fits the model (``tiny`` for the tiny models, ``random-sd15`` for
+random-sd15 and ``random-sdxl`` for random-sdxl: random weights of the real architectures, so the timing is a
+real one). Setting up (loading the
 model and assembling the motion UNet) is timed once and reported apart; the clock per run covers what a render
 repeats for every clip: prompt encoding (per-frame travel between two keyframes), every denoising step with
 classifier-free guidance, and decoding every frame. One warm-up run first; the median of ``runs`` is reported.
@@ -22,7 +23,12 @@ PROMPTS = ("a lighthouse on a cliff, stormy sea, oil painting", "a lighthouse at
 NEGATIVE = "blurry, lowres"
 SEED = 1234
 CFG = 7.5
-MOTION_MODULES = {"tiny": "tiny", "random-sd15": "random-sd15"}
+MOTION_MODULES = {
+    "tiny": "tiny",
+    "random-sd15": "random-sd15",
+    "tiny-xl": "tiny",
+    "random-sdxl": "random-sdxl",
+}
 
 
 def run(
@@ -40,10 +46,10 @@ def run(
     context_length: int = 16,
 ) -> str:
     """Time ``frames`` frames of AnimateDiff on ``model``; write JSON and markdown under ``out``."""
+    from flipbook.models.families import get_family
     from flipbook.models.families.animatediff.loading import load_motion_adapter
     from flipbook.models.loading import load_model
     from flipbook.sampling.animatediff import AnimateDiffSampler, motion_pipeline
-    from flipbook.sampling.encode import PromptEncoder
 
     if frames < 2:
         raise FlipbookError("frames", frames, "at least 2")
@@ -53,8 +59,8 @@ def run(
         )
     start = time.perf_counter()
     bundle = load_model(model, device=device, dtype=dtype)
-    pipe = motion_pipeline(bundle, load_motion_adapter(MOTION_MODULES[model]))
-    encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
+    pipe = motion_pipeline(bundle, load_motion_adapter(MOTION_MODULES[model], image_family=bundle.family))
+    encoder = get_family(bundle.family).encoder(bundle, 1)  # the family's prompt encoder, as a render's
     clip_sampler = AnimateDiffSampler(pipe.unet, pipe.vae, encoder, bundle.scheduler_config)
     sync(bundle.device)
     setup_seconds = time.perf_counter() - start

@@ -10,6 +10,8 @@ import statistics
 import time
 from collections import defaultdict
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -103,3 +105,27 @@ def timed_against(ours, theirs, runs: int, timer: ModuleTimer, device: torch.dev
         times["diffusers"].append(clock(theirs, device))
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return times, {name: statistics.median(s) for name, s in in_nets.items()}, peak
+
+
+@dataclass(frozen=True)
+class TimedRuns:
+    """``runs`` timed calls of one function after a warm-up: the median seconds, each run's, the warm-up's
+    (a compiled net compiles in it), the last output, and the peak GPU memory over the timed runs (None off
+    CUDA)."""
+
+    seconds: float
+    times: list[float]
+    warmup: float
+    output: Any
+    peak_gib: float | None
+
+
+def timed_runs(fn, runs: int, device: torch.device) -> TimedRuns:
+    """Time ``fn()`` (see :class:`TimedRuns`)."""
+    outputs = []
+    warmup = clock(lambda: outputs.append(fn()), device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = [clock(lambda: outputs.append(fn()), device) for _ in range(runs)]
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return TimedRuns(statistics.median(times), times, warmup, outputs[-1], peak)

@@ -4,7 +4,9 @@ A thin adapter over :func:`flipbook.io.writers.write_outputs`: FRAMES is anythin
 :func:`flipbook.io.readers.read_frames` accepts (a folder of images, an animated GIF/WebP/PNG, a video). The
 frame rate is the source's unless ``--fps`` is given; a folder or a still has none, so it then needs ``--fps``.
 When FRAMES is a file carrying an embedded spec or A1111 parameters (see :mod:`flipbook.io.metadata`), they
-are carried over into every output. Errors name the command-line flag, not the library's field.
+are carried over into every output. Errors name the command-line flag, not the library's field. A folder of
+frames is read one frame at a time by each encoder (see :mod:`flipbook.io.frames`), so memory does not grow
+with the number of frames; an animated image or a video is decoded into memory first.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ def encode(
     with _named_by_flags():
         options = EncodeOptions.from_mapping(values)
         soundtrack = _soundtrack(audio, audio_offset)
-    source = read_frames(frames, field="FRAMES")
+    source = read_frames(frames, field="FRAMES", lazy=True)  # a folder stays on disk: memory flat in length
     rate = fps if fps is not None else source.fps
     if rate is None:
         detail = f"{frames} stores no frame rate (a folder or a still image)"

@@ -10,12 +10,17 @@ dict) fails before interpolation starts.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from flipbook.errors import FlipbookError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 OUTPUT_KINDS = {"": "png", ".gif": "gif", ".mp4": "mp4"}
 
@@ -68,17 +73,17 @@ def interpolate(
 ) -> None:
     """Insert in-betweens (optical flow, cross-fade, FILM or RIFE) and write PNG frames, a GIF or an MP4."""
     from flipbook.io.readers import read_frames
-    from flipbook.post.frame_interpolation import check_method, interpolate_frames, output_fps
+    from flipbook.post.frame_interpolation import check_method, interpolated_frames, output_fps
 
     kind = output_kind(out)
     weights = check_method(method, model, models_dir)
-    clip = read_frames(source, field="IN")
+    clip = read_frames(source, field="IN", lazy=True)  # a folder stays on disk: memory flat in length
     rate = fps if fps is not None else output_fps(clip.fps, factor, slowmo=slowmo)
     check_rate(rate, kind, source)
-    frames = interpolate_frames(clip.frames, factor=factor, loop=loop, method=method, model_path=weights)
-    written = write(frames, out, kind, rate)
+    frames = interpolated_frames(clip.frames, factor=factor, loop=loop, method=method, model_path=weights)
+    written, count = write(frames, out, kind, rate)
     timing = f" at {rate:g} fps" if kind != "png" else ""
-    typer.echo(f"{len(clip.frames)} -> {len(frames)} frames{timing}: {written}")
+    typer.echo(f"{len(clip.frames)} -> {count} frames{timing}: {written}")
 
 
 def output_kind(out: Path) -> str:
@@ -107,13 +112,16 @@ def check_rate(rate: float | None, kind: str, source: Path) -> None:
         raise FlipbookError("--fps", rate, f"at most {GIF_MAX_FPS} for a GIF", detail=detail)
 
 
-def write(frames: list, out: Path, kind: str, fps: float | None) -> Path:
-    """Write ``frames`` as OUT's kind with the writers every flipbook output goes through."""
-    from flipbook.io.writers import write_gif, write_mp4, write_png_frames
+def write(frames: Iterable[np.ndarray], out: Path, kind: str, fps: float | None) -> tuple[Path, int]:
+    """Write ``frames`` as OUT's kind with the writers every flipbook output goes through, as they are made:
+    PNG frames straight into OUT, a GIF or MP4 from a scratch folder of them beside OUT (removed after), so
+    the clip is never held in memory. Returns OUT and the number of frames."""
+    from flipbook.io.frames import save_frames
+    from flipbook.io.writers import PNG_COMPRESS_LEVEL, write_gif, write_mp4
 
     if kind == "png":
-        write_png_frames(frames, out)
-        return out
-    if kind == "gif":
-        return write_gif(frames, out, fps=fps)
-    return write_mp4(frames, out, fps=fps)
+        return out, len(save_frames(frames, out, compress_level=PNG_COMPRESS_LEVEL, field="--out"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}-", dir=out.parent) as scratch:
+        made = save_frames(frames, Path(scratch))
+        return (write_gif if kind == "gif" else write_mp4)(made, out, fps=fps), len(made)

@@ -44,26 +44,28 @@ import os
 import shutil
 import subprocess
 import sysconfig
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import GifImagePlugin, Image
 
 from flipbook.errors import FlipbookError
+from flipbook.io.frames import picked
 from flipbook.io.sizefit import (
     BYTES_PER_MB,
     Fit,
     best_fit,
-    decode_frames,
     fit_note,
     frame_steps,
     psnr,
     resize_frames,
     scales_for,
+    shown_frames,
     step_frames,
 )
 
@@ -409,35 +411,64 @@ def _squared_norm(diff: np.ndarray) -> np.ndarray:
     return cv2.transform(cv2.LUT(diff, _SQUARES), _CHANNEL_SUM)
 
 
-def quantize_clip(
-    arrays: Sequence[np.ndarray], palette: str, dither: str, colors: int, optimize: bool = True
-) -> list[Image.Image]:
-    """P-mode frames, each with its palette; with ``optimize``, pixels that keep what is shown (see
-    :class:`_Stillness`) get the transparent index."""
-    images: list[Image.Image] = []
-    still: _Stillness | None = None
-    for scene in scene_ranges(arrays) if palette != "global" else [range(len(arrays))]:
-        mapping = (
-            None if palette == "per_frame" else PaletteMap(kmeans_palette([arrays[i] for i in scene], colors))
-        )
+def clip_palettes(arrays: Sequence[np.ndarray], palette: str, colors: int) -> list[np.ndarray]:
+    """Every frame's palette (K x 3 uint8; the frames of a scene share one array), chosen before any frame is
+    quantized: ``global`` one for the clip, ``per_scene`` one per scene from its frames, ``per_frame`` each
+    started from the previous frame's within a scene. Why first: the file's header says whether every frame
+    uses one colour table, and this reads the frames (from disk, one at a time) instead of keeping them."""
+    if palette == "global":
+        return [kmeans_palette(arrays, colors)] * len(arrays)
+    palettes: list[np.ndarray] = []
+    for scene in scene_ranges(arrays):
+        if palette != "per_frame":
+            palettes.extend([kmeans_palette(picked(arrays, scene), colors)] * len(scene))
+            continue
+        start = None
         for i in scene:
-            if palette == "per_frame":  # its own palette, started from the previous frame's within a scene
-                start = mapping.palette if mapping is not None else None
-                mapping = PaletteMap(_frame_palette(arrays[i], colors, start))
-            assert mapping is not None
-            indices = _map_frame(arrays[i], mapping, dither)
-            new = _rgb(indices, mapping.palette)
-            if still is None:
-                still = _Stillness(new.copy(), arrays[i].copy())
-            elif optimize:
-                # Where the palette changes every frame, a colour already shown may be the closer one.
-                keep = still.keep(arrays[i], new, closest_wins=palette == "per_frame" and dither == "none")
-                if keep.all():  # nothing changes: the same image again, which Pillow merges into the last
-                    images.append(images[-1])
-                    continue
-                np.copyto(indices, np.uint8(len(mapping.palette)), where=keep)
-            images.append(_palette_image(indices, mapping.palette))
-    return images
+            start = _frame_palette(arrays[i], colors, start)
+            palettes.append(start)
+    return palettes
+
+
+def shared_palette(palettes: Sequence[np.ndarray]) -> np.ndarray | None:
+    """The one palette every frame uses, or None when they differ."""
+    first = palettes[0]
+    return first if all(p is first or np.array_equal(p, first) for p in palettes) else None
+
+
+def quantize_clip(
+    arrays: Sequence[np.ndarray],
+    palette: str,
+    dither: str,
+    colors: int,
+    optimize: bool = True,
+    palettes: Sequence[np.ndarray] | None = None,
+) -> Iterator[Image.Image]:
+    """P-mode frames, each with its palette, one at a time as the frames are read; with ``optimize``, pixels
+    that keep what is shown (see :class:`_Stillness`) get the transparent index. ``palettes``: each frame's
+    (:func:`clip_palettes`, computed when not given)."""
+    if palettes is None:
+        palettes = clip_palettes(arrays, palette, colors)
+    still: _Stillness | None = None
+    mapping: PaletteMap | None = None
+    previous: Image.Image | None = None
+    # Where the palette changes every frame, a colour already shown may be the closer one.
+    closest_wins = palette == "per_frame" and dither == "none"
+    for array, colours in zip(arrays, palettes, strict=True):
+        if mapping is None or mapping.palette is not colours:
+            mapping = PaletteMap(colours)
+        indices = _map_frame(array, mapping, dither)
+        new = _rgb(indices, mapping.palette)
+        if still is None:
+            still = _Stillness(new.copy(), array.copy())
+        elif optimize:
+            keep = still.keep(array, new, closest_wins=closest_wins)
+            if keep.all() and previous is not None:  # the same image again, which Pillow merges into the last
+                yield previous
+                continue
+            np.copyto(indices, np.uint8(len(mapping.palette)), where=keep)
+        previous = _palette_image(indices, mapping.palette)
+        yield previous
 
 
 def _frame_palette(array: np.ndarray, colors: int, start: np.ndarray | None) -> np.ndarray:
@@ -504,7 +535,7 @@ def _indexed(indices: np.ndarray) -> Image.Image:
 def _palette_image(indices: np.ndarray, palette: np.ndarray) -> Image.Image:
     """A P image of ``indices`` with ``palette`` plus one more entry, the transparent index."""
     image = _indexed(indices)
-    image.putpalette(np.vstack([palette, [[0, 0, 0]]]).astype(np.uint8).tobytes())
+    image.putpalette(_with_transparent(palette).tobytes())
     image.info["transparency"] = len(palette)
     return image
 
@@ -545,8 +576,26 @@ def encode_gif(
     loop: int,
     comment: str | None,
 ) -> bytes:
-    """The GIF's bytes: quantized and written by Pillow, then through gifsicle when ``lossy`` is set."""
+    """The GIF's bytes: quantized and written as Pillow writes them, then through gifsicle when ``lossy`` is
+    set."""
     return lossy_pass(pillow_gif(arrays, durations, settings, loop=loop, comment=comment), settings.lossy)
+
+
+def save_gif(
+    arrays: Sequence[np.ndarray],
+    durations: Sequence[int],
+    settings: GifSettings,
+    path: Path,
+    *,
+    loop: int,
+    comment: str | None,
+) -> None:
+    """:func:`encode_gif` into the file ``path``, written as the frames are quantized (one frame in memory
+    at a time when ``arrays`` reads them from disk), gifsicle run on the file."""
+    with open(path, "wb") as fp:
+        stream_gif(fp, arrays, durations, settings, loop=loop, comment=comment)
+    if settings.lossy:
+        lossy_file(path, settings.lossy)
 
 
 def pillow_gif(
@@ -557,23 +606,123 @@ def pillow_gif(
     loop: int,
     comment: str | None,
 ) -> bytes:
-    """Quantize and write the frames with Pillow (disposal 1: each frame draws over the previous one; Pillow
-    crops it to the rectangle that changed and merges identical frames).
-
-    Why not Pillow's ``optimize`` or gifsicle ``-O3`` on top: on the gif-quality bench clip both saved under
-    0.5% after the changed-pixels pass, and -O3 took 1.6 s for 48 frames (gifsicle -O1 and -O2 made the file
-    bigger).
-    """
-    images = quantize_clip(arrays, settings.palette, settings.dither, settings.colors, settings.optimize)
-    options: dict[str, object] = {"duration": list(durations), "loop": loop, "disposal": 1, "optimize": False}
-    palettes = {image.palette.tobytes() for image in images if image.palette is not None}
-    if len(palettes) == 1:  # one colour table for the file; else Pillow gives each frame its own
-        options["palette"] = palettes.pop()
-    if comment:
-        options["comment"] = comment
+    """The bytes :func:`stream_gif` writes, before gifsicle."""
     out = BytesIO()
-    images[0].save(out, format="GIF", save_all=True, append_images=images[1:], **options)
+    stream_gif(out, arrays, durations, settings, loop=loop, comment=comment)
     return out.getvalue()
+
+
+def stream_gif(
+    fp: BinaryIO,
+    arrays: Sequence[np.ndarray],
+    durations: Sequence[int],
+    settings: GifSettings,
+    *,
+    loop: int,
+    comment: str | None,
+) -> None:
+    """Quantize the frames and write them into ``fp`` one at a time (disposal 1: each frame draws over the
+    previous one, cropped to the rectangle that changed; identical frames merged into one longer frame).
+
+    The palettes come first (:func:`clip_palettes`), so the header can carry one colour table for the file
+    when every frame shares it. Why not Pillow's ``optimize`` or gifsicle ``-O3`` on top: on the gif-quality
+    bench clip both saved under 0.5% after the changed-pixels pass, and -O3 took 1.6 s for 48 frames (gifsicle
+    -O1 and -O2 made the file bigger).
+    """
+    palettes = clip_palettes(arrays, settings.palette, settings.colors)
+    shared = shared_palette(palettes)
+    images = quantize_clip(
+        arrays, settings.palette, settings.dither, settings.colors, settings.optimize, palettes=palettes
+    )
+    table = None if shared is None else _with_transparent(shared).tobytes()
+    write_gif_frames(fp, images, durations, loop=loop, comment=comment, palette=table)
+
+
+def write_gif_frames(
+    fp: BinaryIO,
+    images: Iterable[Image.Image],
+    durations: Sequence[int],
+    *,
+    loop: int,
+    comment: str | None,
+    palette: bytes | None,
+) -> None:
+    """Write P-mode frames as an animated GIF, byte for byte what Pillow's ``save(save_all=True,
+    append_images=..., duration=durations, loop=loop, disposal=1, optimize=False, palette=palette,
+    comment=comment)`` writes, but streaming: Pillow keeps every frame until the last is seen, this keeps
+    one, held back only until the next frame says whether it repeats it (then it lasts longer).
+
+    Built from Pillow's own GIF functions (the frame header, palette and LZW code are Pillow's);
+    ``tests/test_gif.py`` checks the bytes against Pillow's ``save`` so that a Pillow upgrade that changes
+    them is caught.
+    """
+    plugin = GifImagePlugin
+    base: dict[str, object] = {"duration": list(durations), "loop": loop, "disposal": 1, "optimize": False}
+    if palette is not None:
+        base["palette"] = palette
+    if comment:
+        base["comment"] = comment
+    first: Image.Image | None = None
+    pending: tuple[Image.Image, tuple[int, int, int, int] | None, dict] | None = None
+    previous: Image.Image | None = None
+    started = False
+    for index, image in enumerate(images):
+        frame = plugin._normalize_mode(image.copy())
+        if first is None:
+            first = image
+            for key, value in frame.info.items():
+                if key != "transparency" and isinstance(key, str):
+                    base.setdefault(key, value)
+        info = dict(base)
+        if "transparency" in frame.info:
+            info.setdefault("transparency", frame.info["transparency"])
+        frame = plugin._normalize_palette(frame, palette, info)
+        info["duration"] = durations[index]
+        bbox = None
+        if pending is not None:
+            bbox = plugin._getbbox(previous, frame)[1]
+            if not bbox:  # the same picture again: the frame held back lasts longer
+                if info.get("duration"):
+                    pending[2]["duration"] += info["duration"]
+                continue
+            _write_gif_frame(fp, *pending, palette)
+            started = True
+        previous, pending = frame, (frame, bbox, info)
+    if first is None or pending is None:
+        raise FlipbookError("frames", [], "at least one frame")
+    if not started:  # one picture: Pillow writes a still with the whole duration
+        first.save(fp, format="GIF", **{**base, "duration": pending[2]["duration"]})
+        return
+    _write_gif_frame(fp, *pending, palette)
+    fp.write(b";")
+
+
+def _write_gif_frame(
+    fp: BinaryIO,
+    frame: Image.Image,
+    bbox: tuple[int, int, int, int] | None,
+    info: dict,
+    palette: bytes | None,
+) -> None:
+    """One frame as Pillow's multi-frame writer writes it: the first with the file's header, the others
+    cropped to ``bbox`` with their own colour table unless the file has one."""
+    plugin = GifImagePlugin
+    if not bbox:
+        for chunk in plugin._get_global_header(frame, info):
+            fp.write(chunk)
+        offset = (0, 0)
+    else:
+        if not palette:
+            info["include_color_table"] = True
+        if bbox != (0, 0) + frame.size:
+            frame = frame.crop(bbox)
+        offset = bbox[:2]
+    plugin._write_frame_data(fp, frame, offset, info)
+
+
+def _with_transparent(palette: np.ndarray) -> np.ndarray:
+    """The palette plus one more entry, the transparent index (see :func:`_palette_image`)."""
+    return np.vstack([palette, [[0, 0, 0]]]).astype(np.uint8)
 
 
 def lossy_pass(data: bytes, lossy: int) -> bytes:
@@ -584,17 +733,36 @@ def lossy_pass(data: bytes, lossy: int) -> bytes:
     if not lossy:
         return data
     check_lossy(lossy)
+    return _gifsicle(lossy, data)
+
+
+def _gifsicle(lossy: int, data: bytes | BinaryIO, output: BinaryIO | None = None) -> bytes:
+    """Run gifsicle's lossy LZW from ``data`` (bytes, or a file open for reading) to its output (returned,
+    or written into the file ``output``)."""
     # -O1 makes gifsicle re-encode every frame (with --lossy alone it kept some frames' LZW data as it was)
     command = [str(gifsicle_path()), "--no-warnings", "-O1", f"--lossy={lossy}"]
+    streams: dict[str, object] = {"input": data} if isinstance(data, bytes) else {"stdin": data}
+    streams.update({"stdout": output, "stderr": subprocess.PIPE} if output else {"capture_output": True})
     try:
-        done = subprocess.run(
-            command, input=data, check=True, capture_output=True, timeout=GIFSICLE_TIMEOUT_S
-        )
+        done = subprocess.run(command, check=True, timeout=GIFSICLE_TIMEOUT_S, **streams)  # type: ignore[call-overload]
     except (OSError, subprocess.SubprocessError) as error:
         stderr = getattr(error, "stderr", b"") or b""
         detail = f"gifsicle failed: {error} {stderr.decode(errors='replace').strip()}".strip()
         raise FlipbookError("output.gif_lossy", lossy, "a level gifsicle can apply", detail=detail) from None
-    return done.stdout
+    return done.stdout or b""
+
+
+def lossy_file(path: Path, lossy: int) -> None:
+    """:func:`lossy_pass` on a GIF file, in place: gifsicle reads the file and writes a sibling that then
+    replaces it, so the GIF is never held in memory here."""
+    check_lossy(lossy)
+    staged = path.with_name(path.name + ".lossy")
+    try:
+        with open(path, "rb") as source, open(staged, "wb") as target:
+            _gifsicle(lossy, source, target)
+        os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 # --- size targets -------------------------------------------------------------------------------------------
@@ -679,7 +847,7 @@ def fit_gif(
 
     def quality(rung: GifSettings, data: bytes) -> float:
         source = step_frames(arrays, rung.frame_step)
-        return psnr(source, decode_frames(data, len(source)))
+        return psnr(source, shown_frames(data, len(source)))
 
     steps = frame_steps(allow_fps, len(arrays))
     best: Fit[GifSettings] | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 from flipbook.errors import FlipbookError
+from flipbook.io.frames import FrameFiles
 from flipbook.io.images import rgb_array
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -29,16 +31,25 @@ _ALLOWED = "a folder of images, an image, an animated GIF/WebP/PNG or a video (m
 class FrameSource:
     """Frames as HxWx3 uint8 arrays; ``fps`` is None for a folder or a still image (no timing stored)."""
 
-    frames: list[np.ndarray]
+    frames: Sequence[np.ndarray]  # a list, or with ``lazy`` a folder's files read when needed (FrameFiles)
     fps: float | None = None
     durations_ms: list[int] | None = None  # per frame, for animated images
 
 
-def read_frames(path: str | Path, *, field: str = "input", limit: int | None = None) -> FrameSource:
+def read_frames(
+    path: str | Path, *, field: str = "input", limit: int | None = None, lazy: bool = False
+) -> FrameSource:
     """Every frame of ``path`` (the first ``limit`` when given: a video is decoded no further); errors name
-    ``field`` (the CLI argument or spec field that gave the path)."""
+    ``field`` (the CLI argument or spec field that gave the path). With ``lazy`` a folder's frames are a
+    :class:`~flipbook.io.frames.FrameFiles` (sizes checked from the headers, each file decoded when read), so
+    a long animation is never in memory at once; animated images and videos are decoded up front either way."""
     path = Path(path)
     if path.is_dir():
+        if lazy:
+            files = image_files(path)[:limit]
+            if not files:
+                raise FlipbookError(field, str(path), _ALLOWED, detail="the folder holds no images")
+            return FrameSource(FrameFiles(files, field=field))
         return _read_folder(path, field, limit)
     if not path.is_file():
         raise FlipbookError(field, str(path), _ALLOWED, detail="no such file or folder")

@@ -20,12 +20,14 @@ import bisect
 import io
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
 from PIL import Image, ImageSequence
+
+from flipbook.io.frames import mapped, picked
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +101,9 @@ def best_fit(
     return chosen(min(cache, key=lambda rung: len(cache[rung])), fits=False)
 
 
-def psnr(source: Sequence[np.ndarray], shown: Sequence[np.ndarray]) -> float:
+def psnr(source: Sequence[np.ndarray], shown: Iterable[np.ndarray]) -> float:
     """Mean per-frame PSNR in dB of ``shown`` against ``source``; frames of another size are scaled to the
-    source's first (bicubic), so detail lost to a smaller scale counts."""
+    source's first (bicubic), so detail lost to a smaller scale counts. Both are read one frame at a time."""
     height, width = source[0].shape[:2]
     values = []
     for a, b in zip(source, shown, strict=True):
@@ -116,15 +118,36 @@ def decode_frames(data: bytes, count: int | None = None) -> list[np.ndarray]:
     """The frames of an animated GIF, WebP or PNG as shown (composited, RGB). With ``count``, the picture
     shown in the middle of each of ``count`` equal frame times, so a file whose encoder merged identical
     frames into one longer frame still lines up with its source (and rounded delays do not shift it)."""
+    return list(shown_frames(data, count))
+
+
+def shown_frames(data: bytes, count: int | None = None) -> Iterator[np.ndarray]:
+    """:func:`decode_frames` one frame at a time (a first pass reads the frame times, a second decodes), so
+    a size target's quality check holds two frames, not the clip."""
+    starts, clock = _frame_starts(data)
     with Image.open(io.BytesIO(data)) as image:
-        frames, starts, clock = [], [], 0.0
-        for frame in ImageSequence.Iterator(image):
-            frames.append(np.asarray(frame.convert("RGB")))
+        decoded = (np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image))
+        if count is None or count == len(starts) or clock <= 0:
+            yield from decoded
+            return
+        wanted = [bisect.bisect_right(starts, (i + 0.5) * clock / count) - 1 for i in range(count)]
+        position, current = -1, None
+        for index in wanted:  # never decreasing: each file frame is decoded once
+            while position < index:
+                current, position = next(decoded), position + 1
+            assert current is not None
+            yield current
+
+
+def _frame_starts(data: bytes) -> tuple[list[float], float]:
+    """When each frame of an animated image starts (ms) and the total time."""
+    starts, clock = [], 0.0
+    with Image.open(io.BytesIO(data)) as image:
+        for index in range(getattr(image, "n_frames", 1)):
+            image.seek(index)
             starts.append(clock)
-            clock += float(frame.info.get("duration") or 0)
-    if count is None or count == len(frames) or clock <= 0:
-        return frames
-    return [frames[bisect.bisect_right(starts, (i + 0.5) * clock / count) - 1] for i in range(count)]
+            clock += float(image.info.get("duration") or 0)
+    return starts, clock
 
 
 def scales_for(shape: tuple[int, ...], scales: Sequence[float]) -> list[float]:
@@ -140,18 +163,19 @@ def frame_steps(allow_fps: bool, n_frames: int) -> list[int]:
     return [step for step in FRAME_STEPS if step == 1 or math.ceil(n_frames / step) >= 2]
 
 
-def resize_frames(arrays: Sequence[np.ndarray], scale: float) -> list[np.ndarray]:
-    """Frames scaled by ``scale`` (Lanczos), rounded to whole pixels; unchanged at 1."""
+def resize_frames(arrays: Sequence[np.ndarray], scale: float) -> Sequence[np.ndarray]:
+    """Frames scaled by ``scale`` (Lanczos), rounded to whole pixels; unchanged at 1. Frames on disk are
+    resized as they are read (a lazy view), a list at once."""
     if scale == 1:
-        return list(arrays)
+        return arrays
     height, width = arrays[0].shape[:2]
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return [np.asarray(Image.fromarray(a).resize(size, Image.Resampling.LANCZOS)) for a in arrays]
+    return mapped(arrays, lambda a: np.asarray(Image.fromarray(a).resize(size, Image.Resampling.LANCZOS)))
 
 
-def step_frames(arrays: Sequence[np.ndarray], step: int) -> list[np.ndarray]:
-    """Every ``step``-th frame, from the first."""
-    return list(arrays[::step])
+def step_frames(arrays: Sequence[np.ndarray], step: int) -> Sequence[np.ndarray]:
+    """Every ``step``-th frame, from the first (a view of frames on disk)."""
+    return picked(arrays, range(0, len(arrays), step))
 
 
 def fit_note(

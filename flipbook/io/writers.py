@@ -39,6 +39,7 @@ from PIL import Image
 
 from flipbook.errors import FlipbookError
 from flipbook.io.atomic import atomic_target
+from flipbook.io.frames import FrameSequence, picked
 from flipbook.io.gif import (
     GIF_DITHERS,
     GIF_MAX_COLORS,
@@ -50,6 +51,7 @@ from flipbook.io.gif import (
     encode_gif,
     fit_gif,
     palette_frames,
+    save_gif,
 )
 from flipbook.io.gif import (
     gif_optimizer as gif_optimizer_name,
@@ -59,12 +61,12 @@ from flipbook.io.sizefit import (
     BYTES_PER_MB,
     Fit,
     best_fit,
-    decode_frames,
     fit_note,
     frame_steps,
     psnr,
     resize_frames,
     scales_for,
+    shown_frames,
     step_frames,
 )
 
@@ -103,6 +105,7 @@ IMAGE_ANIMATION_MAX_FPS = 1000
 WEBP_MAX_DELAY_MS = (1 << 24) - 1  # the ANMF duration field is 24 bits
 # libwebp effort 0-6: measured at 512x512, method 2 is ~2.3x faster than Pillow's default 4 for the same size.
 WEBP_METHOD = 2
+WEBP_ALPHA_QUALITY = 100  # Pillow's default (the frames are RGB: there is no alpha to code)
 APNG_MAX_DELAY = 65535  # seconds: the delay numerator is 16 bits
 # 10000 keeps NTSC rates exact (30000/1001) and decimal rates like 29.97 as 2997/100.
 FPS_MAX_DENOMINATOR = 10_000
@@ -243,11 +246,17 @@ def _check_bool(name: str, value: object) -> None:
 # --- validation and normalisation -------------------------------------------------------------------------
 
 
-def normalise_frames(frames: Iterable[Frame]) -> list[np.ndarray]:
+def normalise_frames(frames: Iterable[Frame]) -> Sequence[np.ndarray]:
     """Return the frames as HxWx3 uint8 arrays of one size; raise FlipbookError for anything else.
 
-    Why arrays: the video encoders need them anyway and the GIF palette is built from all pixels at once.
+    Why arrays: the video encoders need them anyway and the GIF palette is built from all pixels at once. A
+    :class:`~flipbook.io.frames.FrameSequence` (frames read from disk when needed, checked when it was made)
+    is returned as it is, so the encoders read one frame at a time instead of holding them all.
     """
+    if isinstance(frames, FrameSequence):
+        if not len(frames):
+            raise FlipbookError("frames", [], "at least one frame")
+        return frames
     arrays = [_as_rgb_array(frame, index) for index, frame in enumerate(frames)]
     if not arrays:
         raise FlipbookError("frames", [], "at least one frame")
@@ -290,13 +299,14 @@ def _video_rate(fps: float) -> Fraction:
     return rate
 
 
-def ping_pong(frames: Sequence[T]) -> list[T]:
+def ping_pong(frames: Sequence[T]) -> Sequence[T]:
     """Frames forward then backward without repeating either end (0 1 2 3 -> 0 1 2 3 2 1), so it loops smoothly.
 
-    Why skip the ends: the loop returns to frame 0 by itself, and a repeated end frame reads as a stall.
+    Why skip the ends: the loop returns to frame 0 by itself, and a repeated end frame reads as a stall. A list
+    gives a list; frames on disk a view of them in that order (nothing read).
     """
-    items = list(frames)
-    return items + items[-2:0:-1]
+    count = len(frames)
+    return picked(frames, [*range(count), *range(count - 2, 0, -1)])
 
 
 # --- PNG ----------------------------------------------------------------------------------------------------
@@ -420,21 +430,40 @@ def write_gif(
     ``allow_fps``, lower frame rates; what it chose is logged (see :func:`make_gif`). ``loop`` 0 repeats
     forever; n > 0 is written as the GIF loop count. ``comment`` goes into a GIF comment extension (UTF-8).
     ``optimize`` stores only the pixels that changed. Consecutive identical frames are merged into one
-    longer frame, so the file may hold fewer frames with the same total time.
+    longer frame, so the file may hold fewer frames with the same total time. Without ``max_mb`` the GIF is
+    written to the file as its frames are quantized (frames on disk are read one at a time).
     """
-    result = make_gif(
-        frames,
-        fps=fps,
-        loop=loop,
-        comment=comment,
-        settings=GifSettings(palette, dither, colors, lossy, optimize),
-        max_mb=max_mb,
+    settings = GifSettings(palette, dither, colors, lossy, optimize)
+    save_or_make_gif(
+        frames, Path(path), fps=fps, loop=loop, comment=comment, settings=settings, max_mb=max_mb,
         allow_fps=allow_fps,
-    )
-    path = Path(path)
+    )  # fmt: skip
+    return Path(path)
+
+
+def save_or_make_gif(
+    frames: Iterable[Frame],
+    path: Path,
+    *,
+    fps: float,
+    loop: int,
+    comment: str | None,
+    settings: GifSettings,
+    max_mb: float | None,
+    allow_fps: bool,
+) -> GifResult | None:
+    """Write the GIF to ``path``: streamed into the file (None returned) without a size target, else the
+    size search's choice (:func:`make_gif`, returned for its note). Arguments are checked before writing."""
+    arrays, durations = _gif_arguments(frames, fps, loop, settings, max_mb, allow_fps)
+    if max_mb is not None:
+        result = make_gif(
+            arrays, fps=fps, loop=loop, comment=comment, settings=settings, max_mb=max_mb, allow_fps=allow_fps
+        )
+        _write_bytes(path, result.data)
+        return result
     with atomic_target(path) as tmp:
-        tmp.write_bytes(result.data)
-    return path
+        save_gif(arrays, durations, settings, tmp, loop=loop, comment=comment)
+    return None
 
 
 def make_gif(
@@ -449,13 +478,7 @@ def make_gif(
 ) -> GifResult:
     """The GIF's bytes, checked arguments first; with ``max_mb`` the size search's choice, which is logged
     (a warning when nothing fits) and kept in the result's ``note``."""
-    arrays = normalise_frames(frames)
-    durations = gif_durations_ms(len(arrays), fps)
-    _check_loop(loop)
-    _check_gif_settings(settings)
-    check_lossy(settings.lossy)
-    _check_mb("output.gif_max_mb", max_mb)
-    _check_bool("output.max_mb_allow_fps", allow_fps)
+    arrays, durations = _gif_arguments(frames, fps, loop, settings, max_mb, allow_fps)
     if max_mb is None:
         data = encode_gif(arrays, durations, settings, loop=loop, comment=comment)
         height, width = arrays[0].shape[:2]
@@ -472,6 +495,25 @@ def make_gif(
     )
     (logger.info if result.fits else logger.warning)("%s", result.note)
     return result
+
+
+def _gif_arguments(
+    frames: Iterable[Frame],
+    fps: float,
+    loop: int,
+    settings: GifSettings,
+    max_mb: float | None,
+    allow_fps: bool,
+) -> tuple[Sequence[np.ndarray], list[int]]:
+    """The frames and their durations, every argument of a GIF checked."""
+    arrays = normalise_frames(frames)
+    durations = gif_durations_ms(len(arrays), fps)
+    _check_loop(loop)
+    _check_gif_settings(settings)
+    check_lossy(settings.lossy)
+    _check_mb("output.gif_max_mb", max_mb)
+    _check_bool("output.max_mb_allow_fps", allow_fps)
+    return arrays, durations
 
 
 def _check_gif_settings(settings: GifSettings) -> None:
@@ -586,19 +628,36 @@ def _webp_bytes(
     loop: int,
     comment: str | None,
 ) -> bytes:
-    images = [Image.fromarray(array) for array in arrays]
-    options: dict[str, object] = {
-        "duration": durations,
-        "loop": loop,
-        "quality": quality,
-        "lossless": lossless,
-        "method": WEBP_METHOD,
-    }
-    if comment:
-        options["xmp"] = xmp_packet(comment)
-    out = BytesIO()
-    images[0].save(out, format="WEBP", save_all=True, append_images=images[1:], **options)
-    return out.getvalue()
+    """An animated WebP, byte for byte what Pillow's ``save(save_all=True, ...)`` writes, but fed one frame at
+    a time: Pillow's writer takes a list of every frame, this hands libwebp's animation encoder (through
+    Pillow's binding, the one Pillow's writer uses) each frame as it is read. What stays in memory is
+    libwebp's: the compressed frames until the file is assembled, not the raw ones. One frame is a still
+    WebP (Pillow's own path). ``tests/test_writers.py`` checks the bytes against Pillow's ``save``.
+    """
+    xmp = xmp_packet(comment) if comment else ""
+    if len(arrays) == 1:
+        out = BytesIO()
+        Image.fromarray(arrays[0]).save(
+            out, format="WEBP", quality=quality, lossless=lossless, method=WEBP_METHOD, xmp=xmp
+        )
+        return out.getvalue()
+    from PIL import _webp
+
+    height, width = arrays[0].shape[:2]
+    kmin, kmax = (9, 17) if lossless else (3, 5)  # Pillow's defaults (gif2webp's)
+    encoder = _webp.WebPAnimEncoder((width, height), 0, loop, False, kmin, kmax, False, False)
+    timestamp = 0
+    for array, duration in zip(arrays, durations, strict=True):
+        image = Image.fromarray(array)
+        encoder.add(image.getim(), timestamp, lossless, quality, WEBP_ALPHA_QUALITY, WEBP_METHOD)
+        timestamp += duration
+    encoder.add(None, timestamp, lossless, quality, WEBP_ALPHA_QUALITY, 0)
+    data = encoder.assemble("", "", xmp)
+    if data is None:
+        raise FlipbookError(
+            "output.formats", "webp", "frames libwebp can encode", detail="it returned nothing"
+        )
+    return data
 
 
 @dataclass(frozen=True)
@@ -669,7 +728,7 @@ def _fit_image(
 
     def quality(rung: _ImageRung, data: bytes) -> float:
         source = step_frames(arrays, rung.frame_step)
-        return psnr(source, decode_frames(data, len(source)))
+        return psnr(source, shown_frames(data, len(source)))
 
     steps = frame_steps(allow_fps, len(arrays))
     best: Fit[_ImageRung] | None = None
@@ -1189,8 +1248,8 @@ class _Job:
     """Everything one output format needs, checked and prepared by :func:`write_outputs` before writing."""
 
     formats: list[str]
-    frames: list[np.ndarray]  # in playing order (ping-pong applied)
-    originals: list[np.ndarray]  # as given, for the contact sheet
+    frames: Sequence[np.ndarray]  # in playing order (ping-pong applied); frames on disk stay there
+    originals: Sequence[np.ndarray]  # as given, for the contact sheet
     out_dir: Path
     stem: str
     fps: float
@@ -1327,8 +1386,9 @@ def _write_png(job: _Job, path: Path) -> Path:
 
 def _write_gif(job: _Job, path: Path) -> Path:
     o = job.options
-    result = make_gif(
+    result = save_or_make_gif(
         job.frames,
+        path,
         fps=job.fps,
         loop=o.gif_loop,
         comment=job.comment,
@@ -1336,9 +1396,9 @@ def _write_gif(job: _Job, path: Path) -> Path:
         max_mb=o.gif_max_mb,
         allow_fps=o.max_mb_allow_fps,
     )
-    if result.note:
+    if result is not None and result.note:
         job.report(result.note)
-    return _write_bytes(path, result.data)
+    return path
 
 
 def _write_h264(job: _Job, path: Path) -> Path:

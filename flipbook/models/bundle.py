@@ -29,6 +29,11 @@ class ModelBundle:
     hash: str | None = None
     """A1111's short hash of a single-file checkpoint (the first 10 hex digits of the file's SHA-256, what its
     PNG parameters call "Model hash"); None for built-ins, folders and hub ids."""
+    tiny_vae: Any = None
+    """A tiny autoencoder (:mod:`flipbook.models.tiny_vae`) for live previews, or None (a linear map of the
+    latents to RGB)."""
+    decode_with_tiny_vae: bool = False
+    """Decode the frames with ``tiny_vae`` instead of the VAE (fast; the VAE still encodes init images)."""
 
     @property
     def unet(self):

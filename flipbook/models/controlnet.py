@@ -6,15 +6,16 @@
 * a diffusers ControlNet folder (``config.json`` + ``diffusion_pytorch_model.safetensors``), or a whole
   diffusers folder with a ``controlnet/`` subfolder;
 * a single file (``.safetensors``, ``.pth``, ``.pt``, ``.bin``, ``.ckpt``) in the original ControlNet layout
-  (``control_model.input_blocks...``, lllyasviel's ``control_v11p_sd15_*.pth``, with or without the prefix) or
-  in diffusers' layout (a renamed ``diffusion_pytorch_model.safetensors``);
+  (``control_model.input_blocks...``, lllyasviel's ``control_v11p_sd15_*.pth``, with or without the prefix;
+  SDXL's with ``label_emb``) or in diffusers' layout (a renamed ``diffusion_pytorch_model.safetensors``, as
+  most SDXL ControlNet files are, union ones included: ``ControlNetUnionModel``, told by ``task_embedding``);
 * a ControlNet name in the models folder (A1111 ``models/ControlNet``, the sd-webui-controlnet extension's
   ``extensions/sd-webui-controlnet/models``, ComfyUI ``models/controlnet``);
 * a hub id (``lllyasviel/control_v11p_sd15_canny``), from the local cache when ``HF_HUB_OFFLINE`` is set.
 
 Single files load fully offline the way :mod:`flipbook.models.families.sd.single_file` loads checkpoints: read safely
 (safetensors, or ``torch.load(weights_only=True)``), original keys renamed with diffusers' own converter,
-the architecture taken from the tensor shapes over SD 1.5's / SD 2's shipped UNet config (the few values no
+the architecture taken from the tensor shapes over SD 1.5's / SD 2's / SDXL base's UNet config (the few values no
 shape reveals -- GroupNorm groups, attention heads -- come from that template, or from a config a
 flipbook-written file embeds), weights loaded strictly. diffusers' ``ControlNetModel.from_single_file`` is not
 used because it fetches a config from the hub for every file, which fails offline.
@@ -49,6 +50,8 @@ ALLOWED_CONTROLNETS = (
 )
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _ORIGINAL_PREFIX = "control_model."
+_LABEL_EMB = {"0": "add_embedding.linear_1", "2": "add_embedding.linear_2"}
+"""An SDXL ControlNet's original ``label_emb.0.N`` (the added size/pooled embedding's MLP) in diffusers' names."""
 _GLOBAL_POOLING = re.compile(r"^\s*global_average_pooling\s*:\s*(true|True|TRUE)\b", re.MULTILINE)
 
 
@@ -234,11 +237,11 @@ def diffusers_controlnet_state(
 
     Original files (``control_model.*``, or the same keys without the prefix as lllyasviel's ``.pth`` files
     have them) are renamed with diffusers' ``convert_controlnet_checkpoint``; diffusers-layout files pass as
-    they are. Anything else (an SD checkpoint, a ControlNet-LoRA, an SDXL ControlNet) is a FlipbookError.
+    they are. SDXL ControlNets (``label_emb``: the added size/pooled embedding) are read the same way, their
+    ``label_emb.0.{0,2}`` renamed to diffusers' ``add_embedding.linear_{1,2}`` (which diffusers' converter
+    leaves out). Anything else (an SD checkpoint, a ControlNet-LoRA) is a FlipbookError.
     """
     if "controlnet_cond_embedding.conv_in.weight" in state:
-        if "add_embedding.linear_1.weight" in state:
-            raise _not_supported(path, field, "SDXL ControlNets are not supported yet")
         return dict(state)
     if any(key.startswith(_ORIGINAL_PREFIX) for key in state):
         state = {
@@ -252,15 +255,18 @@ def diffusers_controlnet_state(
             else "no ControlNet weights (input_hint_block / controlnet_cond_embedding) found"
         )
         raise _not_supported(path, field, detail)
-    if "label_emb.0.0.weight" in state:
-        raise _not_supported(path, field, "SDXL ControlNets are not supported yet")
     from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 
     blocks = sorted({int(m[1]) for key in state if (m := re.match(r"input_blocks\.(\d+)\.", key))})
     downsamples = [i for i in blocks if f"input_blocks.{i}.0.op.weight" in state]
     layers = downsamples[0] - 1 if downsamples else len(blocks) - 1
+    added = {
+        _LABEL_EMB[m[1]] + m[2]: value
+        for key, value in state.items()
+        if (m := re.fullmatch(r"label_emb\.0\.([02])(\..+)", key))
+    }
     converted = convert_controlnet_checkpoint(dict(state), {"layers_per_block": layers})
-    return {key: value for key, value in converted.items() if value is not None}
+    return {key: value for key, value in {**converted, **added}.items() if value is not None}
 
 
 def _not_supported(path: object, field: str, detail: str) -> FlipbookError:
@@ -317,12 +323,22 @@ def infer_controlnet_config(
         config["global_pool_conditions"] = bool(template["global_pool_conditions"])
     proj_in = next((k for k in state if k.endswith(".proj_in.weight")), None)
     if proj_in is not None:
-        prefix = proj_in.removesuffix("proj_in.weight")
-        depth = {
-            m[1] for k in state if (m := re.match(rf"{re.escape(prefix)}transformer_blocks\.(\d+)\.", k))
-        }
+        depths = [
+            _transformer_depth(state, level) if a else 1 for level, a in zip(levels, attention, strict=True)
+        ]
         config.update(
-            use_linear_projection=state[proj_in].ndim == 2, transformer_layers_per_block=max(len(depth), 1)
+            use_linear_projection=state[proj_in].ndim == 2,
+            transformer_layers_per_block=depths[0] if len(set(depths)) == 1 else depths,
+        )
+    if _UNION_KEY in state:
+        config.update(_union_config(state, template or {}, shape))
+    if "add_embedding.linear_1.weight" in state:  # SDXL: pooled text embedding + 6 size numbers
+        config.update(
+            addition_embed_type="text_time",
+            addition_time_embed_dim=config.get(
+                "addition_time_embed_dim", base.get("addition_time_embed_dim", 256)
+            ),
+            projection_class_embeddings_input_dim=shape("add_embedding.linear_1.weight")[1],
         )
     if not template:
         config["attention_head_dim"] = head_counts(widths, config.get("attention_head_dim", 8))
@@ -331,10 +347,42 @@ def infer_controlnet_config(
     return config
 
 
-def _shipped_unet_config(cross_attention_dim: int) -> dict[str, Any]:
-    """SD 1.5's UNet config for 768-wide text, SD 2's (base) for 1024: the template for what shapes hide."""
-    from flipbook.models.families.sd.single_file import unet_template
+_UNION_KEY = "task_embedding"
+"""A union ControlNet (``ControlNetUnionModel``, xinsir's controlnet-union-sdxl) has, besides a ControlNet's
+weights, a control-type embedding and a small transformer over the controls."""
 
+
+def _union_config(state: Mapping[str, torch.Tensor], template: Mapping[str, Any], shape) -> dict[str, Any]:
+    """A union ControlNet's own sizes from its shapes: control types and transformer width from
+    ``task_embedding``, layers from ``transformer_layes.N``, the projection from ``spatial_ch_projs``; the
+    control-type time embedding's width is ``control_add_embedding``'s input over the control types. Heads (no
+    shape shows them) from ``template``, else 8 as in every published union model."""
+    types, channels = shape(_UNION_KEY)
+    layers = {m[1] for key in state if (m := re.match(r"transformer_layes\.(\d+)\.", key))}
+    return {
+        "num_control_type": types,
+        "num_trans_channel": channels,
+        "num_trans_layer": len(layers),
+        "num_trans_head": int(template.get("num_trans_head", 8)),
+        "num_proj_channel": shape("spatial_ch_projs.weight")[0],
+        "addition_time_embed_dim": shape("control_add_embedding.linear_1.weight")[1] // types,
+    }
+
+
+def _transformer_depth(state: Mapping[str, torch.Tensor], level: int) -> int:
+    """Transformer blocks in the first attention of down level ``level`` (SDXL: 2 and 10)."""
+    pattern = re.compile(rf"down_blocks\.{level}\.attentions\.0\.transformer_blocks\.(\d+)\.")
+    return max(len({m[1] for key in state if (m := pattern.match(key))}), 1)
+
+
+def _shipped_unet_config(cross_attention_dim: int) -> dict[str, Any]:
+    """SD 1.5's UNet config for 768-wide text, SD 2's (base) for 1024, SDXL base's for 2048: the template for
+    what shapes hide."""
+    from flipbook.models.families.sd.single_file import unet_template
+    from flipbook.models.families.sdxl.builtin import SDXL_UNET_CONFIG
+
+    if cross_attention_dim == SDXL_UNET_CONFIG["cross_attention_dim"]:
+        return dict(SDXL_UNET_CONFIG)
     return unet_template(cross_attention_dim)
 
 
@@ -350,11 +398,12 @@ def _yaml_says_global_pooling(path: Path) -> bool:
 
 def _build(state: Mapping[str, torch.Tensor], config: dict[str, Any]) -> ControlNetModel:
     """The model on the meta device, then every parameter from ``state``, strictly (extra keys ignored)."""
-    from diffusers import ControlNetModel
+    from diffusers import ControlNetModel, ControlNetUnionModel
 
     from flipbook.models.weights import empty_weights
 
-    controlnet = empty_weights(lambda: ControlNetModel.from_config(config))
+    cls = ControlNetUnionModel if _UNION_KEY in state else ControlNetModel
+    controlnet = empty_weights(lambda: cls.from_config(config))
     weights: dict[str, torch.Tensor] = {}
     for key, target in controlnet.state_dict().items():
         tensor = state.get(key)

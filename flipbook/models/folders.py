@@ -45,6 +45,8 @@ A1111_FOLDERS: dict[str, tuple[str, ...]] = {
     "rife": ("models/Deforum",),  # Deforum keeps RIFE46.pkl here
     "diffusion_model": ("models/diffusion_models",),  # Forge keeps Wan/LTX transformers as ComfyUI does
     "text_encoder": ("models/text_encoder",),
+    "clip_vision": ("models/clip_vision",),  # Forge's folder for CLIP vision encoders, as ComfyUI's
+    "vae_approx": ("models/VAE-approx",),  # TAESD decoders for live previews
 }
 COMFYUI_FOLDERS: dict[str, tuple[str, ...]] = {
     "checkpoint": ("models/checkpoints",),
@@ -61,6 +63,8 @@ COMFYUI_FOLDERS: dict[str, tuple[str, ...]] = {
     "rife": ("custom_nodes/ComfyUI-Frame-Interpolation/ckpts/rife",),
     "diffusion_model": ("models/diffusion_models", "models/unet"),  # video transformers (Wan, LTX), GGUF too
     "text_encoder": ("models/text_encoders", "models/clip"),  # UMT5/T5 encoders (ComfyUI's older folder)
+    "clip_vision": ("models/clip_vision",),  # CLIP vision encoders (Wan image-to-video's clip_vision_h)
+    "vae_approx": ("models/vae_approx",),
 }
 KINDS: tuple[str, ...] = tuple(A1111_FOLDERS)
 
@@ -81,6 +85,8 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "rife": (".safetensors", ".pkl", ".pth"),
     "diffusion_model": (".safetensors", ".gguf"),
     "text_encoder": (".safetensors",),
+    "clip_vision": (".safetensors",),
+    "vae_approx": (".safetensors", ".pth", ".pt"),
 }
 DIFFUSERS_MARKER = "model_index.json"
 # A folder holding one of these files is one model of the kind, listed by the folder's name: a diffusers
@@ -91,6 +97,7 @@ FOLDER_MARKERS: dict[str, tuple[str, ...]] = {
     "controlnet": ("config.json",),
     "depth": ("config.json",),
     "annotator": ("config.json", "body_pose_model.pth"),
+    "vae_approx": ("config.json",),
 }
 _ANY_MARKER = frozenset(marker for markers in FOLDER_MARKERS.values() for marker in markers)
 MAX_LISTED = 20

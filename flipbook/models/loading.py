@@ -39,7 +39,9 @@ from flipbook.models.families import (
     with_capability,
 )
 from flipbook.models.folders import ModelsDir
+from flipbook.models.performance import Performance, prepare
 from flipbook.models.source import ModelSource
+from flipbook.models.tiny_vae import load_tiny_vae
 from flipbook.models.weights import read_checkpoint
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
@@ -63,11 +65,13 @@ def load_model(
     vae_slicing: bool = False,
     vae_tiling: bool = False,
     seed: int = 0,
+    performance: Performance | None = None,
 ) -> ModelBundle:
     """Load ``model`` and place it on the chosen device and dtype (see module docstring for what's accepted).
 
     ``prediction_type`` overrides what the model says; ``zero_terminal_snr`` rescales its noise schedule to zero
-    terminal SNR (a file that asks for it, as SDXL's ``ztsnr`` key does, needs no flag)."""
+    terminal SNR (a file that asks for it, as SDXL's ``ztsnr`` key does, needs no flag); ``performance``: the
+    speed switches (:mod:`flipbook.models.performance`), set once the model is on its device."""
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
     folders = ModelsDir(Path(models_dir)) if models_dir else None
@@ -89,10 +93,19 @@ def load_model(
         pipe.vae.enable_slicing()
     if vae_tiling:
         pipe.vae.enable_tiling()
-    return ModelBundle(
+    bundle = ModelBundle(
         pipe=pipe, name=model, family=family.name, source=source.kind, device=torch_device, dtype=torch_dtype,
         hash=short_hash(source.path) if source.kind == "single_file" else None,
     )  # fmt: skip
+    if performance is None:
+        return bundle
+    if performance.tiny_vae is not None:
+        bundle.tiny_vae = load_tiny_vae(
+            performance.tiny_vae, folders=folders, device=torch_device, dtype=pipe.vae.dtype,
+            latent_channels=pipe.vae.config.latent_channels,
+        )  # fmt: skip
+        bundle.decode_with_tiny_vae = performance.tiny_vae_decode
+    return prepare(bundle, performance)
 
 
 def short_hash(path: Path) -> str:

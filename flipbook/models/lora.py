@@ -37,10 +37,15 @@ LoraEntry = tuple[Path | str, float] | tuple[Path | str, float, float | None]
 
 
 class LoraSet:
-    """The LoRAs loaded into one pipeline, and which of them are active with which weights."""
+    """The LoRAs loaded into one pipeline, and which of them are active with which weights.
 
-    def __init__(self, pipe: DiffusionPipeline):
+    ``denoiser`` is the pipeline's component that takes A1111's UNet weight (``unet``; ``transformer`` for
+    video diffusion transformers), ``allowed`` what the errors say a fitting LoRA is."""
+
+    def __init__(self, pipe: DiffusionPipeline, *, denoiser: str = "unet", allowed: str = LORA_ALLOWED):
         self.pipe = pipe
+        self.denoiser = denoiser
+        self.allowed = allowed
         self._names: dict[Path, str] = {}  # resolved file -> adapter name
         self._active: tuple[tuple[str, float, float], ...] = ()
 
@@ -73,6 +78,14 @@ class LoraSet:
         self._apply(target)
         self._active = target
 
+    def load(self, paths: Iterable[Path | str]) -> None:
+        """Load these files as adapters now, inactive until :meth:`activate` names them: before hooks that move
+        a model's layers between devices see the model (diffusers' group offload moves only the layers it was
+        applied to, so a LoRA loaded after it would stay behind)."""
+        for path in paths:
+            self._ensure_loaded(path)
+        self._apply(self._active)
+
     def clear(self) -> None:
         """Unload every LoRA, freeing their memory and restoring the plain model."""
         if self._names:
@@ -90,7 +103,7 @@ class LoraSet:
             return
         parts = self.pipe.get_list_adapters()
         names = [name for name, _, _ in target]
-        weights = [_weights_for(name, unet, te, parts) for name, unet, te in target]
+        weights = [_weights_for(name, unet, te, parts, self.denoiser) for name, unet, te in target]
         self.pipe.enable_lora()
         self.pipe.set_adapters(names, adapter_weights=weights)
 
@@ -99,7 +112,7 @@ class LoraSet:
         file = Path(path).expanduser()
         label = file.stem
         if not file.is_file():
-            raise FlipbookError("lora", label, LORA_ALLOWED, detail=f"no such file: {file}")
+            raise FlipbookError("lora", label, self.allowed, detail=f"no such file: {file}")
         key = file.resolve()
         if key in self._names:
             return self._names[key]
@@ -115,7 +128,7 @@ class LoraSet:
             reason = _file_reason(error)
             if reason is None:
                 raise LibraryError(f"loading the LoRA {label!r}", error, LIBRARIES) from error
-            raise FlipbookError("lora", label, LORA_ALLOWED, detail=reason) from error
+            raise FlipbookError("lora", label, self.allowed, detail=reason) from error
         self._names[key] = name
         return name
 
@@ -140,13 +153,14 @@ def _unpack(entry: LoraEntry) -> tuple[Path | str, float, float | None]:
 
 
 def _weights_for(
-    name: str, unet: float, te: float, parts: Mapping[str, list[str]]
+    name: str, unet: float, te: float, parts: Mapping[str, list[str]], denoiser: str = "unet"
 ) -> float | dict[str, float]:
-    """One weight, or a per-component dict when the text encoder gets its own weight and the LoRA has one."""
-    te_parts = [part for part, names in parts.items() if part != "unet" and name in names]
+    """One weight, or a per-component dict when the text encoder gets its own weight and the LoRA has one
+    (``denoiser``: the component that takes the UNet weight)."""
+    te_parts = [part for part, names in parts.items() if part != denoiser and name in names]
     if te == unet or not te_parts:
         return unet
-    return {"unet": unet, **dict.fromkeys(te_parts, te)}
+    return {denoiser: unet, **dict.fromkeys(te_parts, te)}
 
 
 def _adapter_name(path: Path, taken: set[str]) -> str:

@@ -16,16 +16,19 @@ import numpy as np
 import torch
 
 from flipbook.imaging.depth import depth_from_disparity
-from flipbook.motion.camera2d import PerspectiveFlip, compose, invert, matrix_2d, warp_2d
+from flipbook.motion.camera2d import PerspectiveFlip, compose, invert, matrix_2d, warp_2d, warp_2d_tensor
 from flipbook.motion.camera3d import camera_motion, compose_motions, invert_motion, warp_3d
 
 Values = Sequence[Mapping[str, float]]
+Image = np.ndarray | torch.Tensor  # uint8 H x W x 3: numpy, or a tensor on the render's device
 
 
 class Camera(Protocol):
-    def warp(self, image: np.ndarray, at: int, frames: range) -> np.ndarray: ...
+    """Warps take a numpy image or a uint8 tensor and give back the same kind (a tensor on its device)."""
 
-    def warp_back(self, image: np.ndarray, at: int, frames: range) -> np.ndarray: ...
+    def warp(self, image: Image, at: int, frames: range) -> Image: ...
+
+    def warp_back(self, image: Image, at: int, frames: range) -> Image: ...
 
 
 class Camera2D:
@@ -59,15 +62,21 @@ class Camera2D:
     def path(self, frames: range) -> np.ndarray:
         return compose(np.eye(3), *(self.matrix(i) for i in frames))
 
-    def warp(self, image: np.ndarray, at: int, frames: range) -> np.ndarray:
-        return warp_2d(image, self.path(frames), self.border) if len(frames) else image
+    def _warp(self, image: Image, matrix: np.ndarray) -> Image:
+        """A numpy image with OpenCV, a tensor on its device with ``grid_sample``."""
+        if torch.is_tensor(image):
+            return warp_2d_tensor(image, matrix, self.border)
+        return warp_2d(image, matrix, self.border)
 
-    def warp_back(self, image: np.ndarray, at: int, frames: range) -> np.ndarray:
+    def warp(self, image: Image, at: int, frames: range) -> Image:
+        return self._warp(image, self.path(frames)) if len(frames) else image
+
+    def warp_back(self, image: Image, at: int, frames: range) -> Image:
         """The inverse path; a zoom-0 frame (a collapse to one point) can't be undone, so across one the
         image is left as it is."""
         if not len(frames) or any(self.values[i]["zoom"] == 0 for i in frames):
             return image
-        return warp_2d(image, invert(self.path(frames)), self.border)
+        return self._warp(image, invert(self.path(frames)))
 
 
 class Camera3D:
@@ -100,12 +109,13 @@ class Camera3D:
             rotation_z=v["rotation_3d_z"],
         )
 
-    def depth(self, image: np.ndarray, at: int) -> np.ndarray:
+    def depth(self, image: Image, at: int) -> np.ndarray:
         """Scene depth of ``image``, the picture shown at frame ``at`` (one per frame in a render), estimated
         once; the two most recent frames' depths are kept (a diffused frame is warped back, then forward)."""
         if at not in self._depths:
             v = self.values[at]
-            depth = depth_from_disparity(self.disparity(image), v["near"], v["far"])
+            pixels = image.cpu().numpy() if torch.is_tensor(image) else image
+            depth = depth_from_disparity(self.disparity(pixels), v["near"], v["far"])
             if self.on_depth is not None:
                 self.on_depth(at, depth)
             if len(self._depths) >= 2:
@@ -113,30 +123,32 @@ class Camera3D:
             self._depths[at] = depth
         return self._depths[at]
 
-    def warp(self, image: np.ndarray, at: int, frames: range) -> np.ndarray:
+    def warp(self, image: Image, at: int, frames: range) -> Image:
         if not len(frames):
             return image
         motion = compose_motions(*(self.motion(i) for i in frames))
         return self._warp(image, self.depth(image, at), motion, fov=self.values[frames[-1]]["fov"])
 
-    def warp_back(self, image: np.ndarray, at: int, frames: range) -> np.ndarray:
+    def warp_back(self, image: Image, at: int, frames: range) -> Image:
         if not len(frames):
             return image
         motion = invert_motion(compose_motions(*(self.motion(i) for i in frames)))
         return self._warp(image, self.depth(image, at), motion, fov=self.values[frames[0] - 1]["fov"])
 
-    def _warp(self, image: np.ndarray, depth: np.ndarray, motion: np.ndarray, *, fov: float) -> np.ndarray:
-        tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
+    def _warp(self, image: Image, depth: np.ndarray, motion: np.ndarray, *, fov: float) -> Image:
+        on_device = torch.is_tensor(image)
+        pixels = image if on_device else torch.from_numpy(np.array(image))
+        tensor = pixels.permute(2, 0, 1).float() / 255.0
         out = warp_3d(
             tensor,
-            torch.from_numpy(depth).float(),
+            torch.from_numpy(depth).float().to(tensor.device),
             motion,
             fov=fov,
             padding_mode=self.padding_mode,
             sampling_mode=self.sampling_mode,
         )
-        pixels = (out.clamp(0, 1) * 255.0).round().to(torch.uint8)
-        return pixels.permute(1, 2, 0).contiguous().numpy()
+        pixels = (out.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+        return pixels if on_device else pixels.numpy()
 
 
 def camera_for(

@@ -23,6 +23,8 @@ from typing import Literal
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 Border = Literal["replicate", "wrap", "reflect", "zeros"]
 
@@ -111,6 +113,72 @@ def warp_2d(image: np.ndarray, matrix: np.ndarray, border: Border = "replicate")
         borderValue=0,
     )
     return warped.reshape(image.shape).astype(image.dtype, copy=False)
+
+
+# grid_sample's padding per border mode; "wrap" pads the image with its own first row and column instead
+_PADDING: dict[str, str] = {
+    "replicate": "border",
+    "reflect": "reflection",
+    "zeros": "zeros",
+    "wrap": "border",
+}
+TENSOR_WARP_TOLERANCE = (
+    2  # max difference (0-255 levels) of warp_2d_tensor from warp_2d (OpenCV's fixed point)
+)
+
+
+def warp_2d_tensor(image: torch.Tensor, matrix: np.ndarray, border: Border = "replicate") -> torch.Tensor:
+    """:func:`warp_2d` of a uint8 H x W x C tensor on its device, same kind out.
+
+    On a GPU (any device but the CPU) :func:`grid_sample_warp`: each destination pixel samples the source
+    bilinearly at ``matrix``'s inverse applied to it, as ``cv2.warpPerspective`` does; OpenCV's fixed-point
+    arithmetic (1/32-pixel positions, 15-bit weights) is not copied, so values may differ by
+    :data:`TENSOR_WARP_TOLERANCE` levels. On the CPU OpenCV's own kernel runs on the tensor's memory (it is
+    several times faster there than ``grid_sample``), as does a singular matrix (``zoom = 0``), whose OpenCV
+    call defines what Deforum shows then. Border modes as in :func:`warp_2d`.
+    """
+    if border not in _BORDERS:
+        raise ValueError(f"border must be one of {', '.join(map(repr, _BORDERS))}; got {border!r}")
+    matrix = _as_matrix(matrix, 3)
+    singular = not np.isfinite(matrix).all() or abs(np.linalg.det(matrix)) < 1e-12
+    if singular or image.device.type == "cpu":  # on the CPU OpenCV's kernel is the faster one, on a view
+        return torch.from_numpy(warp_2d(image.cpu().numpy(), matrix, border)).to(image.device)
+    return grid_sample_warp(image, matrix, border)
+
+
+def grid_sample_warp(image: torch.Tensor, matrix: np.ndarray, border: Border = "replicate") -> torch.Tensor:
+    """:func:`warp_2d_tensor`'s kernel off the CPU (an invertible ``matrix``): bilinear ``grid_sample``."""
+    height, width, channels = image.shape
+    inverse = torch.tensor(np.linalg.inv(matrix), dtype=torch.float64, device=image.device)
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64, device=image.device),
+        torch.arange(width, dtype=torch.float64, device=image.device),
+        indexing="ij",
+    )
+    source = inverse[:, 0, None, None] * xs + inverse[:, 1, None, None] * ys + inverse[:, 2, None, None]
+    x, y = source[0] / source[2], source[1] / source[2]
+    planes = image.permute(2, 0, 1)[None].to(torch.float32)
+    if border == "wrap":  # one more row and column, the first ones, so the last pixels blend into them
+        x, y = torch.remainder(x, width), torch.remainder(y, height)
+        planes = torch.cat([planes, planes[..., :1, :]], dim=2)
+        planes = torch.cat([planes, planes[..., :1]], dim=3)
+        height, width = height + 1, width + 1
+    grid = torch.stack([x * (2 / max(width - 1, 1)) - 1, y * (2 / max(height - 1, 1)) - 1], dim=-1)
+    warped = F.grid_sample(
+        planes,
+        grid[None].to(torch.float32),
+        mode="bilinear",
+        padding_mode=_PADDING[border],
+        align_corners=True,
+    )
+    return (
+        warped[0]
+        .permute(1, 2, 0)
+        .round_()
+        .clamp_(0, 255)
+        .to(torch.uint8)
+        .reshape(image.shape[0], -1, channels)
+    )
 
 
 def compose(*matrices: np.ndarray) -> np.ndarray:

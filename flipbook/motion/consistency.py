@@ -10,7 +10,7 @@ figure for a video mode's source says how much of the score the source's own mot
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -20,12 +20,21 @@ from flipbook.motion.flow import optical_flow, warp_by_flow
 ANALYSIS_SIZE = 256
 
 
-def temporal_error(frames: Sequence[np.ndarray], *, size: int = ANALYSIS_SIZE) -> float | None:
-    """Mean flow-compensated difference between consecutive frames (0-255); None for fewer than two."""
+def temporal_error(
+    frames: Sequence[np.ndarray], *, size: int = ANALYSIS_SIZE, known: Mapping[int, float] | None = None
+) -> float | None:
+    """Mean flow-compensated difference between consecutive frames (0-255); None for fewer than two.
+    ``known`` holds pair errors already measured (i: frames i-1 and i, at ``size``, as the background writer
+    scores them while it writes), which are not measured again."""
     if len(frames) < 2:
         return None
-    small = [_downscale(np.asarray(frame), size) for frame in frames]
-    errors = [pair_error(a, b) for a, b in zip(small, small[1:], strict=False)]
+    known = known or {}
+    errors = []
+    for i in range(1, len(frames)):  # pair by pair: frames may be read from disk one at a time
+        error = known.get(i)
+        if error is None:
+            error = pair_error(downscale(frames[i - 1], size), downscale(frames[i], size))
+        errors.append(error)
     return float(np.mean(errors))
 
 
@@ -35,7 +44,9 @@ def pair_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(moved.astype(np.float32) - b.astype(np.float32)).mean())
 
 
-def _downscale(frame: np.ndarray, size: int) -> np.ndarray:
+def downscale(frame: np.ndarray, size: int) -> np.ndarray:
+    """``frame`` (RGB, extra channels dropped) scaled down so its long side is at most ``size`` pixels."""
+    frame = np.asarray(frame)
     height, width = frame.shape[:2]
     scale = size / max(height, width)
     if scale >= 1:

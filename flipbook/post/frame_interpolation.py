@@ -22,9 +22,10 @@ made. A flow is float32 H x W x 2 holding (dx, dy), as in :mod:`flipbook.motion.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,9 @@ FILM_ALIGN = 64  # FILM's pyramid needs sizes divisible by 64
 # In-betweens per FILM call: one batch holds the pair's images once per in-between, so x8 at 1080p in one
 # call would need several GB of activations; 4 keeps memory bounded and still batches x2 to x5 whole.
 FILM_MAX_BATCH = 4
+# Pairs per flow thread handed out at a time: enough to keep the threads busy, few enough that the frames in
+# flight stay a handful however long the clip.
+FLOW_BATCH = 2
 
 
 # --- public API ---------------------------------------------------------------------------------------------
@@ -96,22 +100,69 @@ def interpolate_frames(
     uint8, one size) appear unchanged at every ``factor``-th place. ``method`` is ``"flow"``, ``"blend"``,
     ``"film"`` or ``"rife"`` (then ``model_path`` names the FILM TorchScript file or the RIFE state dict, a
     file or a name in the models folder ``models_dir``, and ``device`` where it runs: auto, cpu, cuda, mps).
+    The frames as a list: :func:`interpolated_frames` gives them one at a time.
     """
+    return list(
+        interpolated_frames(
+            frames,
+            factor=factor,
+            loop=loop,
+            method=method,
+            model_path=model_path,
+            device=device,
+            models_dir=models_dir,
+        )
+    )
+
+
+def interpolated_frames(
+    frames: Sequence[np.ndarray],
+    *,
+    factor: int = 2,
+    loop: bool = False,
+    method: str = "flow",
+    model_path: str | Path | None = None,
+    device: str = "auto",
+    models_dir: str | Path | None = None,
+) -> Iterator[np.ndarray]:
+    """The frames of :func:`interpolate_frames`, made and handed out one pair at a time (the pairs' in-betweens
+    in small batches, for flow's threads): with frames on disk (a
+    :class:`~flipbook.io.frames.FrameSequence`, read in order) memory does not grow with the clip's length.
+    Every argument is checked, and a FILM or RIFE model loaded, before the first frame is handed out."""
     frames = _check_frames(frames)
     factor = _check_factor(factor)
     model_path = check_method(method, model_path, models_dir)
-    pairs = list(zip(frames, frames[1:], strict=False))
-    if loop:
-        pairs.append((frames[-1], frames[0]))
     times = [k / factor for k in range(1, factor)]
-    tweens = _all_tweens(pairs, times, method, model_path, device) if times else [[] for _ in pairs]
-    out: list[np.ndarray] = []
-    for frame, between in zip(frames, tweens, strict=False):
-        out.append(frame)
-        out.extend(between)
+    tweens = _tween_maker(method, model_path, device) if times else None
+    return _interleaved(frames, loop, times, tweens)
+
+
+def _interleaved(
+    frames: Sequence[np.ndarray], loop: bool, times: list[float], tweens: _Tweens | None
+) -> Iterator[np.ndarray]:
+    """Each frame followed by its in-betweens towards the next (the first, after the last, with ``loop``)."""
+    pairs = _pairs(frames, loop)
+    made = tweens(pairs, times) if tweens is not None else ((pair, []) for pair in pairs)
+    for (first, _), between in made:
+        yield first
+        yield from between
     if not loop:
-        out.append(frames[-1])
-    return out
+        yield frames[-1]
+
+
+def _pairs(frames: Sequence[np.ndarray], loop: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Consecutive frames, each read once, and with ``loop`` the last with the first."""
+    items = iter(frames)
+    first = previous = next(items)
+    for frame in items:
+        yield previous, frame
+        previous = frame
+    if loop:
+        yield previous, first
+
+
+_Pair = tuple[np.ndarray, np.ndarray]
+_Tweens = Callable[[Iterable[_Pair], list[float]], Iterator[tuple[_Pair, list[np.ndarray]]]]
 
 
 def slow_motion(
@@ -144,8 +195,13 @@ def cross_fade(first: np.ndarray, second: np.ndarray, s: float) -> np.ndarray:
 # --- argument checks ----------------------------------------------------------------------------------------
 
 
-def _check_frames(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """The frames as a list of HxWx3 uint8 arrays of one size; why: every method indexes them as such."""
+def _check_frames(frames: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
+    """The frames as a list of HxWx3 uint8 arrays of one size; why: every method indexes them as such. Frames
+    on disk (a :class:`~flipbook.io.frames.FrameSequence`, checked when it was made) stay there."""
+    from flipbook.io.frames import FrameSequence
+
+    if isinstance(frames, FrameSequence) and len(frames):
+        return frames
     frames = list(frames)
     if not frames:
         raise FlipbookError("interpolate.frames", [], "at least one frame")
@@ -206,48 +262,52 @@ def model_file(method: str, model_path: str | Path | None, models_dir: str | Pat
         raise FlipbookError(MODEL_FIELD, error.value, error.allowed, detail=error.detail) from None
 
 
-def _all_tweens(
-    pairs: list[tuple[np.ndarray, np.ndarray]],
-    times: list[float],
-    method: str,
-    model_path: str | Path | None,
-    device: str,
-) -> list[list[np.ndarray]]:
-    """The in-betweens at ``times`` of every pair, in order; a FILM or RIFE model is loaded once for all
-    pairs."""
+def _tween_maker(method: str, model_path: str | Path | None, device: str) -> _Tweens:
+    """What makes the in-betweens of a stream of pairs: each pair with its in-betweens at ``times``, in order.
+    A FILM or RIFE model is loaded here, once for all pairs."""
     if method == "flow":
-        return _flow_tweens(pairs, times)
+        return _flow_tweens
     if method == "blend":
-        return [[cross_fade(first, second, s) for s in times] for first, second in pairs]
+        return lambda pairs, times: ((p, [cross_fade(p[0], p[1], s) for s in times]) for p in pairs)
     from flipbook.models.device import pick_device
 
     target = pick_device(device)
     if method == "rife":
         from flipbook.post.rife import RifeInterpolator, load_rife
 
-        rife = RifeInterpolator(load_rife(model_path, device=target), target)
-        return [rife.tweens(first, second, times) for first, second in pairs]
-    film = FilmInterpolator(load_film(model_path, device=str(target)), target)
-    return [film.tweens(first, second, times) for first, second in pairs]
+        model = RifeInterpolator(load_rife(model_path, device=target), target)
+    else:
+        model = FilmInterpolator(load_film(model_path, device=str(target)), target)
+    return lambda pairs, times: ((p, model.tweens(p[0], p[1], times)) for p in pairs)
 
 
-def _flow_tweens(pairs: list[tuple[np.ndarray, np.ndarray]], times: list[float]) -> list[list[np.ndarray]]:
-    """Flow in-betweens with pairs spread over one thread per core, each thread with its own
-    :class:`FlowInterpolator` (a DIS object is not thread-safe). Why threads: OpenCV releases the GIL, and
-    its own parallel loops gain little at these sizes; measured at 512x512 on 2 cores, 17 ms per pair with
-    one thread, 12 ms with two."""
+def _flow_tweens(pairs: Iterable[_Pair], times: list[float]) -> Iterator[tuple[_Pair, list[np.ndarray]]]:
+    """Flow in-betweens with pairs spread over one thread per core, FLOW_BATCH pairs per thread at a time (so
+    the frames in flight stay few), each thread with its own :class:`FlowInterpolator` (a DIS object is not
+    thread-safe). Why threads: OpenCV releases the GIL, and its own parallel loops gain little at these
+    sizes; measured at 512x512 on 2 cores, 17 ms per pair with one thread, 12 ms with two."""
     local = threading.local()
 
-    def tweens(pair: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
+    def tweens(pair: _Pair) -> list[np.ndarray]:
         if not hasattr(local, "interpolator"):
             local.interpolator = FlowInterpolator()
         return local.interpolator.tweens(pair[0], pair[1], times)
 
-    workers = min(len(pairs), _cores())
+    workers = _cores()
     if workers <= 1:
-        return [tweens(pair) for pair in pairs]
+        yield from ((pair, tweens(pair)) for pair in pairs)
+        return
     with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(tweens, pairs))
+        for batch in _batches(pairs, workers * FLOW_BATCH):
+            yield from zip(batch, pool.map(tweens, batch), strict=True)
+            batch.clear()  # let these frames go before the next batch is read
+
+
+def _batches(items: Iterable[_Pair], size: int) -> Iterator[list[_Pair]]:
+    """Consecutive lists of at most ``size`` items."""
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
 
 
 def _cores() -> int:

@@ -15,6 +15,7 @@ from flipbook.events import Events
 from flipbook.models.controlnet import ControlNets
 from flipbook.models.extra_networks import ExtraNetworks
 from flipbook.models.loading import load_model
+from flipbook.models.performance import Performance
 from flipbook.sampling.core import SamplingCore
 from flipbook.spec.model import ModelSection
 
@@ -28,9 +29,11 @@ class Cores:
         events: Events,
         networks: ExtraNetworks,
         prompts: list[str],
+        performance: Performance | None = None,
         loader: Callable[..., Any] | None = None,
     ) -> None:
         self._section = section
+        self._performance = performance
         self._loader = loader  # None: load_model; or a cache in front of it (a farm actor keeps its models)
         self._events = events
         self._networks = networks
@@ -54,7 +57,7 @@ class Cores:
         model = (self._loader or load_model)(
             checkpoint, models_dir=m.models_dir, device=m.device, dtype=m.dtype, vae=m.vae,
             prediction_type=m.prediction_type, zero_terminal_snr=m.zero_terminal_snr, vae_slicing=m.vae_slicing,
-            vae_tiling=m.vae_tiling,
+            vae_tiling=m.vae_tiling, performance=self._performance,
         )  # fmt: skip
         self._networks.load_embeddings_for(model.pipe, self._prompts)
         self.loads += 1

@@ -8,13 +8,15 @@ of frame 0 where its format allows (see :mod:`flipbook.io.metadata`), so ``flipb
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 
 from flipbook.errors import FlipbookError, SpecError
+from flipbook.io.frames import save_frames
 from flipbook.io.gif import check_lossy
 from flipbook.io.writers import VIDEO_FORMATS, Soundtrack, check_h265_size, write_outputs
 from flipbook.spec.model import Spec
@@ -75,14 +77,22 @@ def check_output_size(spec: Spec) -> None:
 
 
 def post_process(spec: Spec, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """``[post]`` on the rendered frames: frame interpolation x N, then upscaling; unchanged when both are off."""
-    post = spec.post
-    arrays = list(frames)
-    if post.interpolate > 1:
-        from flipbook.post.frame_interpolation import interpolate_frames
+    """``[post]`` on the rendered frames: frame interpolation x N, then upscaling; unchanged when both are off.
+    As a list: :func:`post_processed` gives the frames one at a time."""
+    return list(post_processed(spec, frames))
 
-        arrays = interpolate_frames(
-            arrays,
+
+def post_processed(spec: Spec, frames: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+    """``[post]`` one frame at a time: in-betweens as each pair of frames is read (frames on disk are read in
+    order, once), each frame upscaled as it comes; a model (FILM, RIFE, an upscaler) is loaded once, before
+    the first frame."""
+    post = spec.post
+    stream: Iterable[np.ndarray] = frames
+    if post.interpolate > 1:
+        from flipbook.post.frame_interpolation import interpolated_frames
+
+        stream = interpolated_frames(
+            frames,
             factor=post.interpolate,
             loop=post.loop,
             method=post.interpolate_method,
@@ -91,19 +101,26 @@ def post_process(spec: Spec, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
             models_dir=spec.model.models_dir,
         )
     if post.upscale != 1:
-        from flipbook.post.upscale import upscale_frames
+        stream = _upscaled(spec, stream)
+    return iter(stream)
 
-        images = [PIL.Image.fromarray(a) for a in arrays]
-        upscaled = upscale_frames(
-            images,
-            scale=post.upscale,
-            model=post.upscale_model,
-            models_dir=spec.model.models_dir,
-            tile=post.upscale_tile,
-            device=spec.model.device,
+
+def _upscaled(spec: Spec, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """Each frame upscaled by ``post.upscale`` (Lanczos, or ``post.upscale_model`` loaded here, once)."""
+    from flipbook.post.upscale import load_upscaler, upscale_frames
+
+    post = spec.post
+    model = post.upscale_model
+    if model is not None:
+        model = load_upscaler(model, models_dir=spec.model.models_dir, device=spec.model.device)
+    return (
+        np.asarray(
+            upscale_frames([PIL.Image.fromarray(a)], scale=post.upscale, model=model, tile=post.upscale_tile)[
+                0
+            ].convert("RGB")
         )
-        arrays = [np.asarray(image.convert("RGB")) for image in upscaled]
-    return arrays
+        for a in frames
+    )
 
 
 def write_animation(
@@ -128,22 +145,39 @@ def write_animation(
         formats.remove("png")
     if not formats:
         return outputs
-    arrays = post_process(spec, frames)
-    outputs.update(
-        write_outputs(
-            arrays,
-            run_dir,
-            stem=out.name or "flipbook",
-            fps=output_fps(spec),
-            formats=formats,
-            parameters=parameters,
-            spec=spec.model_dump(mode="json"),
-            options=out.encode_options(),
-            audio=_soundtrack(spec, formats, soundtrack),
-            report=report,
-        )
-    )
+    if not processed:
+        outputs.update(_encode(spec, frames, run_dir, formats, parameters, soundtrack, report))
+        return outputs
+    # Post-processed frames go to a scratch folder in the run folder as they are made: the encoders read
+    # them from there (several passes, several formats) without the clip being held in memory.
+    with tempfile.TemporaryDirectory(prefix=".post-", dir=run_dir) as scratch:
+        processed_frames = save_frames(post_processed(spec, frames), Path(scratch))
+        outputs.update(_encode(spec, processed_frames, run_dir, formats, parameters, soundtrack, report))
     return outputs
+
+
+def _encode(
+    spec: Spec,
+    frames: Sequence[np.ndarray],
+    run_dir: Path,
+    formats: list[str],
+    parameters: str,
+    soundtrack: tuple[Path, float] | None,
+    report: Callable[[str], None] | None,
+) -> dict[str, Path]:
+    out = spec.output
+    return write_outputs(
+        frames,
+        run_dir,
+        stem=out.name or "flipbook",
+        fps=output_fps(spec),
+        formats=formats,
+        parameters=parameters,
+        spec=spec.model_dump(mode="json"),
+        options=out.encode_options(),
+        audio=_soundtrack(spec, formats, soundtrack),
+        report=report,
+    )
 
 
 def _soundtrack(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,14 +11,17 @@ import numpy as np
 from flipbook import __version__
 from flipbook.control import check_controlnet
 from flipbook.events import Events, FrameEvent
-from flipbook.io.pnginfo import GenerationParameters, format_parameters, save_png
+from flipbook.io.frames import FrameFiles
+from flipbook.io.pnginfo import GenerationParameters, format_parameters
 from flipbook.models.extra_networks import ExtraNetworks
 from flipbook.models.folders import ModelsDir
+from flipbook.models.performance import Performance
 from flipbook.modes import Mode, get_mode
 from flipbook.modes.frame import Frame, ModeContext, animation_mask, init_image
 from flipbook.runs.cores import Cores
 from flipbook.runs.finish import check_output_size, check_post_inputs, write_animation
 from flipbook.runs.run_dir import RunDir, resume_point
+from flipbook.runs.writer import FrameWriter, Written
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import FramePlan, Plan, build_plan
 
@@ -89,29 +93,44 @@ def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = Fa
     else:
         run.start(spec, plan, overwrite=overwrite)
     run.log(f"resume from frame {start}" if resuming else f"start: {n} frames, seed {spec.sampling.seed}")
-    cores = Cores(spec.model, events, networks, [clean for clean, _ in prompts.values()])
+    cores = Cores(
+        spec.model,
+        events,
+        networks,
+        [clean for clean, _ in prompts.values()],
+        Performance.of(spec.performance),
+    )
     ctx = ModeContext(spec, plan, cores, events, prompts, run, start)
 
-    # 3. Render frames, writing each one as it arrives
-    try:
-        for frame in mode.render(ctx):
-            path = run.frame_path(frame.index)
-            planned = plan[frame.index]
-            save_png(
-                frame.image,
-                path,
-                frame_parameters(frame, planned, spec, cores.hashes.get(planned.checkpoint)),
-            )
-            result.frames.append(path)
-            run.log(f"frame {frame.index}" + ("" if frame.request is not None else " (in-between)"))
+    # 3. Render frames; the background writer writes each one (PNG, atomically, in order) while the mode makes
+    # the next; once it has, the frames before it are on disk and are logged and reported here, on the render's
+    # thread (a cancel from a frame's event stops before the next frame is handed over)
+    in_betweens = set()
+
+    def report(written: list[Written]) -> None:
+        for frame in written:
+            result.frames.append(frame.path)
+            run.log(f"frame {frame.index}" + (" (in-between)" if frame.index in in_betweens else ""))
             events.frame(FrameEvent(frame.index, n, frame.image))
+
+    try:
+        with FrameWriter() as writer:
+            for frame in mode.render(ctx):
+                planned = plan[frame.index]
+                if frame.request is None:
+                    in_betweens.add(frame.index)
+                parameters = frame_parameters(frame, planned, spec, cores.hashes.get(planned.checkpoint))
+                report(writer.wait())
+                writer.put(frame.index, frame.image, run.frame_path(frame.index), parameters)
+            report(writer.close())
     except BaseException as error:
         run.log(f"stopped: {type(error).__name__}: {error}".rstrip(": "))
         raise
 
-    # 4. Measure flicker, then post-process and encode the animation from every frame on disk
-    frames = [np.asarray(run.load(i).convert("RGB")) for i in range(n)]
-    result.metrics = consistency_metrics(frames, mode, spec)
+    # 4. Measure flicker (the pairs the writer scored are not measured again), then post-process and encode
+    # the animation from every frame on disk
+    frames = FrameFiles([run.frame_path(i) for i in range(n)])  # read one at a time: memory flat in length
+    result.metrics = consistency_metrics(frames, mode, spec, known=writer.pair_errors)
     run.write_metrics(result.metrics)
     run.log("temporal error: " + ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items()))
     soundtrack = mode.soundtrack(spec)
@@ -175,13 +194,16 @@ def a1111_model_name(checkpoint: str) -> str:
     return path.stem if path.suffix.lower() in (".safetensors", ".ckpt") else checkpoint
 
 
-def consistency_metrics(frames: list[np.ndarray], mode: Mode, spec: Spec) -> dict[str, float]:
+def consistency_metrics(
+    frames: Sequence[np.ndarray], mode: Mode, spec: Spec, known: dict[int, float] | None = None
+) -> dict[str, float]:
     """The temporal-consistency score (flow-compensated frame-to-frame error, 0-255) of the output and, for
-    modes with a source (video), of the source, so flicker is a number next to its baseline."""
+    modes with a source (video), of the source, so flicker is a number next to its baseline. ``known``: the
+    output's pair errors already measured (by the background writer)."""
     from flipbook.motion.consistency import temporal_error
 
     metrics = {}
-    output = temporal_error(frames)
+    output = temporal_error(frames, known=known)
     if output is not None:
         metrics["output"] = output
         source = mode.source_frames(spec)

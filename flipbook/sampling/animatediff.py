@@ -18,13 +18,14 @@ every frame row, as diffusers' AnimateDiffControlNetPipeline applies a 2D Contro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import AnimateDiffPipeline, MotionAdapter, UNetMotionModel
+from diffusers import AnimateDiffPipeline, AnimateDiffSDXLPipeline, MotionAdapter, UNetMotionModel
 from diffusers.image_processor import VaeImageProcessor
 
 from flipbook.clips.windows import ContextOptions, context_windows, fuse_weights
@@ -168,26 +169,71 @@ class ClipRequest:
 # ---- the motion UNet --------------------------------------------------------------------------------------
 
 
-def motion_pipeline(bundle: ModelBundle, adapter: MotionAdapter) -> AnimateDiffPipeline:
-    """An AnimateDiffPipeline over the checkpoint's VAE, text encoder and tokenizer with a new UNetMotionModel
-    (the checkpoint's UNet copied, the adapter's motion modules added) on the checkpoint's device and dtype.
+def motion_pipeline(
+    bundle: ModelBundle, adapter: MotionAdapter
+) -> AnimateDiffPipeline | AnimateDiffSDXLPipeline:
+    """An AnimateDiff pipeline over the checkpoint's VAE, text encoders and tokenizers with a new
+    UNetMotionModel (the checkpoint's UNet copied, the adapter's motion modules added) on the checkpoint's
+    device and dtype: AnimateDiffSDXLPipeline for a checkpoint with a second text encoder (SDXL), else
+    AnimateDiffPipeline.
 
     Why a pipeline and not only the UNet: diffusers' LoRA loading (and so :class:`~flipbook.models.lora.LoraSet`)
     works on a pipeline; the pipeline also serves as the reference the tests compare with."""
     _check_attaches(bundle)
+    _check_fits(bundle, adapter)
     if getattr(bundle.unet, "peft_config", None):
         raise FlipbookError(
             "model.loras", "loaded", "a checkpoint without LoRAs loaded into it when building the motion UNet"
         )
+    if getattr(bundle.unet, "original_attn_processors", None) is not None:  # diffusers' mark of fused QKV
+        raise FlipbookError(
+            "performance.fuse_qkv", True, "false with motion modules",
+            detail="the motion UNet is built from the checkpoint's separate query, key and value layers",
+        )  # fmt: skip
     unet = UNetMotionModel.from_unet2d(bundle.unet, adapter)
+    _copy_top_level(bundle.unet, unet)
     unet.to(bundle.device, bundle.unet.dtype)
     unet.eval()
-    pipe = AnimateDiffPipeline(
-        vae=bundle.vae, text_encoder=bundle.text_encoder, tokenizer=bundle.tokenizer, unet=unet,
-        motion_adapter=adapter, scheduler=bundle.pipe.scheduler,
-    )  # fmt: skip
+    parts = {
+        "vae": bundle.vae, "text_encoder": bundle.text_encoder, "tokenizer": bundle.tokenizer, "unet": unet,
+        "motion_adapter": adapter, "scheduler": bundle.pipe.scheduler,
+    }  # fmt: skip
+    second = getattr(bundle.pipe, "text_encoder_2", None)
+    if second is not None:
+        pipe = AnimateDiffSDXLPipeline(**parts, text_encoder_2=second, tokenizer_2=bundle.pipe.tokenizer_2)
+    else:
+        pipe = AnimateDiffPipeline(**parts)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _copy_top_level(image_unet, motion_unet: UNetMotionModel) -> None:
+    """The image UNet's top-level modules outside the blocks (``conv_in``, the time embeddings, SDXL's
+    ``add_embedding``...) copied into the motion UNet. diffusers' ``from_unet2d`` copies the blocks, ``conv_in``
+    and ``time_embedding`` but not SDXL's added-conditioning embedding, which it leaves at a fresh random
+    initialisation; copying every module both have (where the shapes agree) makes the motion UNet the
+    checkpoint's."""
+    blocks = {"down_blocks", "up_blocks", "mid_block", "conv_in"}
+    motion = dict(motion_unet.named_children())
+    for name, module in image_unet.named_children():
+        target = motion.get(name)
+        if name in blocks or target is None or not list(module.state_dict()):
+            continue
+        target.load_state_dict(module.state_dict())
+
+
+def _check_fits(bundle: ModelBundle, adapter: MotionAdapter) -> None:
+    """The motion module has a motion layer per UNet level, as wide as the checkpoint's: an SD 1.5 module on
+    an SDXL checkpoint (or the other way round) is one error naming both, not a shape error deep in torch."""
+    module = tuple(adapter.config.block_out_channels)
+    unet = tuple(bundle.unet.config.block_out_channels)
+    if module != unet:
+        raise FlipbookError(
+            "animatediff.motion_module", f"a motion module for UNet widths {list(module)}",
+            f"a motion module of the checkpoint's family ({get_family(bundle.family).title}, UNet widths "
+            f"{list(unet)})",
+            detail="SD 1.5 motion modules fit SD 1.5 checkpoints, SDXL ones (mm_sdxl_v10_beta, Hotshot-XL) SDXL",
+        )  # fmt: skip
 
 
 def _check_attaches(bundle: ModelBundle) -> None:
@@ -316,7 +362,8 @@ class AnimateDiffSampler:
         length = max(c.tokens for c in conds + unconds)
 
         def rows(parts: list[Conditioning]) -> Conditioning:
-            return concat([encoder.pad(part, length) for part in parts]).to(self.device, self.dtype)
+            padded = concat([encoder.pad(part, length) for part in parts])
+            return encoder.at_size(padded, request.width, request.height).to(self.device, self.dtype)
 
         return _Conditioning(
             positive=rows(conds),
@@ -433,7 +480,9 @@ class AnimateDiffSampler:
         residuals = self._control_residuals(sample, t, text, index, request, step, steps)
         self.stats["unet_calls"] += 1
         self.stats["unet_frames"] += sample.shape[0] * sample.shape[2]
-        out = self.unet(sample, t, **text.unet_kwargs(), return_dict=False, **residuals)[0]
+        kwargs, per_frame = _per_video_inputs(text, sample.shape[0], sample.shape[2])
+        with frame_added_embeddings(self.unet, per_frame):
+            out = self.unet(sample, t, **kwargs, return_dict=False, **residuals)[0]
         if conditioning.negative is None:
             return out
         uncond, cond = out.chunk(2)
@@ -491,6 +540,54 @@ class AnimateDiffSampler:
         decoded = check_finite(torch.cat(decoded), "the VAE's decode")
         images = self.image_processor.postprocess(decoded.float(), output_type=output_type)
         return list(images)
+
+
+# ---- added conditioning per frame ---------------------------------------------------------------------
+
+
+def _per_video_inputs(text: Conditioning, videos: int, frames: int) -> tuple[dict, dict | None]:
+    """The motion UNet's conditioning arguments for ``videos x frames`` rows of ``text``.
+
+    diffusers' UNetMotionModel takes per-frame token states but its added inputs (SDXL's pooled embedding and
+    time ids) once per video, as AnimateDiffSDXLPipeline gives them. Where every frame of a video has the same
+    added inputs they go in so (exactly diffusers' computation); where they differ (prompt travel blends the
+    pooled embeddings per frame, as A1111 conditions every frame) the per-frame rows come back as the second
+    value, for :func:`frame_added_embeddings`."""
+    kwargs = text.unet_kwargs()
+    if not text.added:
+        return kwargs, None
+    grouped = {key: value.reshape(videos, frames, *value.shape[1:]) for key, value in text.added.items()}
+    kwargs["added_cond_kwargs"] = {key: value[:, 0] for key, value in grouped.items()}
+    same = all(torch.equal(value, value[:, :1].expand_as(value)) for value in grouped.values())
+    return kwargs, None if same else dict(text.added)
+
+
+@contextmanager
+def frame_added_embeddings(unet: UNetMotionModel, added: dict | None) -> Iterator[None]:
+    """While the motion UNet runs, each frame row gets the added embedding of its own ``added`` row (``text_
+    embeds``, ``time_ids``: one row per video frame) instead of its video's: the UNet's own per-video added
+    embedding is replaced by zeros and every block's time embedding gets the frame's, computed as the UNet
+    computes it (``add_time_proj``, ``add_embedding``). Nothing changes when ``added`` is None."""
+    if added is None:
+        yield
+        return
+    text_embeds, time_ids = added["text_embeds"], added["time_ids"]
+    time_embeds = unet.add_time_proj(time_ids.flatten()).reshape(text_embeds.shape[0], -1)
+    frame_embeds = unet.add_embedding(torch.cat([text_embeds, time_embeds], dim=-1).to(unet.dtype))
+
+    def add_frames(module, args, kwargs):
+        if "temb" in kwargs:
+            return args, {**kwargs, "temb": kwargs["temb"] + frame_embeds.to(kwargs["temb"].dtype)}
+        return (args[0], args[1] + frame_embeds.to(args[1].dtype), *args[2:]), kwargs
+
+    blocks = [*unet.down_blocks, *([unet.mid_block] if unet.mid_block is not None else []), *unet.up_blocks]
+    handles = [unet.add_embedding.register_forward_hook(lambda module, args, out: torch.zeros_like(out))]
+    handles += [block.register_forward_pre_hook(add_frames, with_kwargs=True) for block in blocks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 # ---- helpers ------------------------------------------------------------------------------------------

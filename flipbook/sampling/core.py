@@ -95,6 +95,7 @@ class _Latents:
     image_latents: torch.Tensor | None = None
     mask: torch.Tensor | None = None  # at latent size, 1 = repaint
     masked_image_latents: torch.Tensor | None = None
+    source_latents: torch.Tensor | None = None  # img2img: the init image's latents, before noise
 
 
 class SamplingCore:
@@ -170,7 +171,6 @@ class SamplingCore:
     ) -> list:
         """Denoise requests that share one batch key together, in one UNet call per step."""
         first = requests[0]
-        device, dtype = self.model.device, self.model.unet.dtype
         ids = ids or tuple(range(len(requests)))
 
         # 1. Activate the batch's LoRAs (a no-op when unchanged)
@@ -179,19 +179,8 @@ class SamplingCore:
         # 2. Encode prompts (cached) and lay out the UNet batch rows
         text, guidance = self._prepare_conditioning(requests, first.clip_skip)
 
-        # 3. Prepare timesteps
-        # DPM++ SDE draws its Brownian noise from its own sampler: one tree per request, from its own seed
-        scheduler = make_scheduler(
-            first.sampler, self.model.scheduler_config, noise_seed=[r.seed for r in requests]
-        )
-        scheduler.set_timesteps(first.num_inference_steps, device=device)
-        timesteps = scheduler.timesteps
-        if first.img2img:
-            timesteps = skip_to_strength(scheduler, first.num_inference_steps, first.strength)
-
-        # 4. Prepare latents with one generator per request
-        generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
-        init = self._prepare_latents(requests, scheduler, timesteps, generators, dtype)
+        # 3-4. Prepare timesteps, and latents with one generator per request
+        scheduler, timesteps, generators, init = self.start_batch(requests)
         latents = init.latents
 
         # 5. Denoising loop (ControlNet units add their residuals to the same UNet call)
@@ -211,7 +200,7 @@ class SamplingCore:
             try:
                 self.events.step(
                     StepEvent(step=i + 1, total_steps=len(timesteps), frames=ids),
-                    preview=lambda lat=latents: latents_preview(lat),
+                    preview=lambda lat=latents: latents_preview(lat, self.model.tiny_vae),
                 )
             except RenderCancelled:
                 if not self.finish_on_cancel:
@@ -225,6 +214,22 @@ class SamplingCore:
         if first.mask_image is not None and first.inpaint_overlay:
             images = [self._overlay(r, img) for r, img in zip(requests, images, strict=True)]
         return images
+
+    def start_batch(self, requests: Sequence[FrameRequest]) -> tuple:
+        """Stages 3-4 of :meth:`run_batch` for requests that share a batch key: their scheduler, the timesteps
+        they run (img2img: from ``strength`` on), one generator per request and the initial latents."""
+        first = requests[0]
+        # DPM++ SDE draws its Brownian noise from its own sampler: one tree per request, from its own seed
+        scheduler = make_scheduler(
+            first.sampler, self.model.scheduler_config, noise_seed=[r.seed for r in requests]
+        )
+        scheduler.set_timesteps(first.num_inference_steps, device=self.model.device)
+        timesteps = scheduler.timesteps
+        if first.img2img:
+            timesteps = skip_to_strength(scheduler, first.num_inference_steps, first.strength)
+        generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
+        init = self._prepare_latents(requests, scheduler, timesteps, generators, self.model.unet.dtype)
+        return scheduler, timesteps, generators, init
 
     def _note_size(self, width: int, height: int) -> None:
         """Log the family's warning for a size its models render badly (once per size and run)."""
@@ -309,13 +314,15 @@ class SamplingCore:
             image_latents = torch.cat(rows).to(self.model.device, dtype)
             noise = _initial_noise(requests, shape, generators, self.model.device, dtype)
             noise = noise * _noise_multipliers(requests, noise_like=image_latents)
-            return _Latents(scheduler.add_noise(image_latents, noise, latent_timestep))
+            latents = scheduler.add_noise(image_latents, noise, latent_timestep)
+            return _Latents(latents, source_latents=image_latents)
         images = torch.cat([self._preprocess_image(r) for r in requests])
         if first.mask_image is None:
             image_latents = self._encode_images(images, generators)
             noise = _initial_noise(requests, shape, generators, self.model.device, dtype)
             noise = noise * _noise_multipliers(requests, noise_like=image_latents)
-            return _Latents(scheduler.add_noise(image_latents, noise, latent_timestep))
+            latents = scheduler.add_noise(image_latents, noise, latent_timestep)
+            return _Latents(latents, source_latents=image_latents)
         return self._prepare_inpaint_latents(
             requests, images, scheduler, latent_timestep, generators, shape, dtype
         )
@@ -485,7 +492,7 @@ class SamplingCore:
     def _decode(self, latents: torch.Tensor, output_type: str) -> list:
         if output_type == "latent":
             return list(latents)
-        vae = self.model.vae
+        vae = self.model.tiny_vae if self.model.decode_with_tiny_vae else self.model.vae
         latents = check_finite(latents, "denoising (the UNet)")
         images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
         images = check_finite(images, "the VAE's decode")

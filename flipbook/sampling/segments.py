@@ -12,7 +12,9 @@ import torch
 @dataclass(frozen=True)
 class SegmentSettings:
     """One segment's sampling parameters. ``shift`` None: the model's scheduler's own; ``guidance_scale_2``:
-    a second expert's cfg (Wan 2.2 A14B); ``fps``: the frame rate the model is told (LTX-Video's rope scale)."""
+    a second expert's cfg (Wan 2.2 A14B); ``fps``: the frame rate the model is told (LTX-Video's rope scale);
+    ``strength``: with a source video (video to video), the share of the steps run from its latents noised to
+    that point (diffusers' rule: ``int(steps * strength)`` steps), unread without one."""
 
     num_frames: int
     height: int
@@ -23,11 +25,18 @@ class SegmentSettings:
     shift: float | None = None
     max_sequence_length: int = 512
     fps: float = 16.0
+    strength: float = 1.0
 
     @property
     def guided(self) -> bool:
         """Classifier-free guidance (an unconditional pass per step) only when the scale is above 1."""
         return self.guidance_scale > 1.0
+
+    @property
+    def skipped_steps(self) -> int:
+        """The steps a video-to-video segment leaves out at the start (its source is noised to the next one)."""
+        steps = self.num_inference_steps
+        return steps - min(int(steps * self.strength), steps)
 
 
 def fade_seam(frames: torch.Tensor, border: int, written: torch.Tensor, count: int) -> torch.Tensor:

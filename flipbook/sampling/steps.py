@@ -57,8 +57,15 @@ def residual_kwargs(residuals: tuple[list[torch.Tensor], torch.Tensor] | None) -
     return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
 
-def latents_preview(latents: torch.Tensor) -> PIL.Image.Image:
-    """A cheap RGB preview of the first latent in a batch (no VAE call)."""
+def latents_preview(latents: torch.Tensor, tiny_vae=None) -> PIL.Image.Image:
+    """A cheap RGB preview of the first latent in a batch: decoded by ``tiny_vae`` (TAESD) when there is one,
+    else a linear map of the latent channels to RGB (no VAE call)."""
+    if tiny_vae is not None:
+        from flipbook.models.tiny_vae import decode
+
+        image = decode(tiny_vae, latents[:1])[0].float().cpu()
+        array = ((image.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+        return PIL.Image.fromarray(array)
     rgb = torch.einsum("chw,cr->hwr", latents[0].float().cpu(), SD_LATENT_RGB)
     array = ((rgb + 1) * 127.5).clamp(0, 255).byte().numpy()
     return PIL.Image.fromarray(array)

@@ -9,6 +9,10 @@ frame exactly as the pipeline lays out its first and last frame, so {0} and {0, 
 own cases. The CLIP image embedding is the first known frame's (and for first-last-frame models, which
 cross-attend to two images, the last known frame's: the first again when only the start is known).
 
+Video to video (a ``video`` of the segment's source frames): the source's latents noised to the first of the
+last ``int(steps * strength)`` timesteps start the loop, as diffusers' ``WanVideoToVideoPipeline`` does it
+(<= 1e-4 of it for a text-to-video model); an image-to-video model is conditioned on its known frames too.
+
 Random draws: one CPU generator per segment draws the initial latents in float32, as the pipelines do, so a
 segment's frames depend only on its seed and inputs.
 """
@@ -68,16 +72,17 @@ def sample_segment(
     known: Mapping[int, PIL.Image.Image] | None = None,
     events: Events | None = None,
     frames: Sequence[int] = (),
+    video: Sequence[PIL.Image.Image] | None = None,
 ) -> torch.Tensor:
     """``settings.num_frames`` frames (frames x H x W x 3, float32 in [0, 1], on the CPU).
 
     ``known`` maps positions in the segment to images (at the segment's size) an image-to-video model is
     conditioned on; a text-to-video model takes none. ``frames`` names the segment's frames in the animation
-    for progress events.
+    for progress events. ``video``: the segment's source frames to restyle (``settings.strength``).
     """
     latents = denoise_segment(
         bundle, prompt_embeds, negative_embeds, settings, generator=generator, known=known or {},
-        events=events, frames=frames,
+        events=events, frames=frames, video=video,
     )  # fmt: skip
     return decode(bundle, latents)
 
@@ -92,6 +97,7 @@ def denoise_segment(
     known: Mapping[int, PIL.Image.Image],
     events: Events | None = None,
     frames: Sequence[int] = (),
+    video: Sequence[PIL.Image.Image] | None = None,
 ) -> torch.Tensor:
     """The denoised latents of one segment (1 x C x latent frames x h x w, normalised as the model sees them)."""
     events = events or Events()
@@ -102,14 +108,17 @@ def denoise_segment(
     with torch.inference_mode():
         scheduler = _scheduler(bundle, settings.shift)
         scheduler.set_timesteps(settings.num_inference_steps, device=bundle.device)
-        timesteps = scheduler.timesteps
+        begin = settings.skipped_steps * scheduler.order if video is not None else 0
+        timesteps = scheduler.timesteps[begin:]
+        scheduler.set_begin_index(begin)
 
         shape = _latent_shape(bundle, settings)
         latents = randn_tensor(shape, generator=generator, device=bundle.device, dtype=torch.float32)
+        if video is not None:
+            latents = scheduler.add_noise(_source_latents(bundle, video, settings), latents, timesteps[:1])
         condition = _condition(bundle, known, settings) if bundle.takes_images else None
         image_embeds = _image_embeds(bundle, known) if bundle.image_embeddings else None
 
-        scheduler.set_begin_index(0)
         boundary = (
             bundle.boundary_ratio * scheduler.config.num_train_timesteps
             if bundle.boundary_ratio is not None
@@ -169,6 +178,21 @@ def _latent_stats(bundle: WanBundle, like: torch.Tensor) -> tuple[torch.Tensor, 
     mean = torch.tensor(bundle.vae.config.latents_mean).view(1, z, 1, 1, 1).to(like.device, like.dtype)
     inverse_std = 1.0 / torch.tensor(bundle.vae.config.latents_std).view(1, z, 1, 1, 1)
     return mean, inverse_std.to(like.device, like.dtype)
+
+
+def _source_latents(
+    bundle: WanBundle, video: Sequence[PIL.Image.Image], settings: WanSettings
+) -> torch.Tensor:
+    """The source frames' normalised latents (the VAE's mode), as WanVideoToVideoPipeline.prepare_latents."""
+    if len(video) != settings.num_frames:
+        raise ValueError(f"a source of {settings.num_frames} frames for the segment, not {len(video)}")
+    pixels = _video_processor(bundle).preprocess_video(
+        list(video), height=settings.height, width=settings.width
+    )
+    vae = bundle.vae
+    latent = vae.encode(pixels.to(bundle.device, vae.dtype)).latent_dist.mode().to(torch.float32)
+    mean, inverse_std = _latent_stats(bundle, latent)
+    return (latent - mean) * inverse_std
 
 
 def _condition(

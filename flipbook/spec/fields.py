@@ -271,6 +271,7 @@ def string_schedule_values(value: str) -> list[str]:
 
 CHECKPOINT = ModelReference("checkpoint", folders=("checkpoint",), hub=True, form="schedule")
 VAE = ModelReference("VAE", folders=("vae",))
+TINY_VAE = ModelReference("tiny VAE", builtins=("tiny",), folders=("vae_approx",), hub=True)
 LORA = ModelReference("LoRA", folders=("lora", "motion_lora"))
 PROMPT_LORAS = ModelReference("LoRA", folders=("lora",), form="prompt_tags")
 CONTROLNET = ModelReference("ControlNet", builtins=("tiny",), folders=("controlnet",), hub=True)
@@ -286,12 +287,14 @@ VIDEO_DIFFUSION_MODEL = ModelReference(
 )
 TEXT_ENCODER = ModelReference("text encoder", folders=("text_encoder",))
 TOKENIZER = ModelReference("tokenizer", folders=("text_encoder",), hub=True)
+IMAGE_ENCODER = ModelReference("image encoder", folders=("clip_vision",))
 UPSCALER = ModelReference("upscaler", folders=("upscaler",))
 FILM_MODEL = ModelReference("FILM model", folders=("film",))
 RIFE_MODEL = ModelReference("RIFE model", folders=("rife",))
 
 Checkpoint = Annotated[str, CHECKPOINT]
 Vae = Annotated[str | None, VAE]
+TinyVae = Annotated[str | None, TINY_VAE]
 LoraName = Annotated[str, LORA]
 PromptText = Annotated[str, PROMPT_LORAS]
 ControlNetModel = Annotated[str, CONTROLNET]
@@ -302,6 +305,7 @@ VideoModel = Annotated[str, VIDEO_MODEL]
 VideoDiffusionModel = Annotated[str, VIDEO_DIFFUSION_MODEL]
 TextEncoder = Annotated[str | None, TEXT_ENCODER]
 Tokenizer = Annotated[str | None, TOKENIZER]
+ImageEncoder = Annotated[str | None, IMAGE_ENCODER]
 Upscaler = Annotated[str | None, UPSCALER]
 FilmModel = Annotated[Path | None, FILM_MODEL]
 RifeModel = Annotated[Path | None, RIFE_MODEL]

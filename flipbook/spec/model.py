@@ -49,6 +49,7 @@ from flipbook.spec.fields import (
     ScheduleValue,
     Section,
     StepsValue,
+    TinyVae,
     Unit,
     Upscaler,
     Vae,
@@ -92,6 +93,78 @@ class ModelSection(Section):
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     vae_slicing: bool = False
     vae_tiling: bool = False
+
+
+class PerformanceSection(Section):
+    """``[performance]``: speed switches diffusers users know, applied to every model a render loads (the
+    UNet or transformer and the VAE) right after loading (:mod:`flipbook.models.performance`). All are off by
+    default; none changes what a spec means, only how fast (compile, channels-last, fused QKV and the attention
+    kernel give the same frames within float rounding; the step caches trade a small difference for speed)."""
+
+    compile: Literal["none", "default", "max-autotune", "reduce-overhead"] = Field(
+        "none",
+        description="torch.compile the UNet/transformer and the VAE decoder: default, max-autotune (slow to "
+        "compile, fastest kernels), reduce-overhead (CUDA graphs: best where sizes and batches stay the same)",
+    )
+    compile_vae: bool = Field(True, description="with compile: compile the VAE's decoder too")
+    channels_last: bool = Field(
+        False, description="UNet and VAE in the channels-last memory layout (faster convolutions on GPUs)"
+    )
+    fuse_qkv: bool = Field(
+        False, description="fuse each attention's query, key and value projections into one matrix multiply"
+    )
+    attention_backend: Literal["auto", "math", "efficient", "flash", "cudnn"] = Field(
+        "auto",
+        description="PyTorch's scaled-dot-product attention kernel for UNets (auto: PyTorch picks; video "
+        "diffusion transformers have videomodel.attention_backend)",
+    )
+    unet_cache: Literal["none", "deepcache"] = Field(
+        "none",
+        description="reuse a UNet's deep features between steps (DeepCache): faster, frames differ slightly",
+    )
+    cache_interval: int = Field(
+        3, ge=2, le=10, description="deepcache: the full UNet runs every this many steps, the rest reuse it"
+    )
+    transformer_cache: Literal["none", "first-block", "faster-cache", "pyramid"] = Field(
+        "none",
+        description="diffusers' step caches for video diffusion transformers: first-block cache, FasterCache, "
+        "pyramid attention broadcast; faster, frames differ slightly",
+    )
+    cache_threshold: float = Field(
+        0.05, gt=0, le=1, description="first-block: the relative change of the first block's output below "
+        "which the other blocks are skipped (higher: faster, less exact)",
+    )  # fmt: skip
+    tiny_vae: TinyVae = Field(
+        None,
+        description="a tiny autoencoder (TAESD: madebyollin/taesd, madebyollin/taesdxl for SDXL, a folder, or "
+        "taesd_decoder.pth in models/VAE-approx) for live previews every step",
+    )
+    tiny_vae_decode: bool = Field(
+        False, description="decode the frames with tiny_vae too: much faster, slightly softer frames"
+    )
+
+    def check_in(self, spec: Any) -> None:
+        """Fused projections replace the query, key and value layers a LoRA patches: not both."""
+        if self.fuse_qkv and (spec.model.loras or _prompt_loras(spec)):
+            raise SpecError(
+                "performance.fuse_qkv", True, "false when the spec uses LoRAs (model.loras or <lora:...> tags)",
+                detail="a LoRA patches the separate query, key and value layers that fused projections replace",
+            )  # fmt: skip
+        if self.tiny_vae_decode and self.tiny_vae is None:
+            raise SpecError(
+                "performance.tiny_vae_decode", True, "false unless performance.tiny_vae names one"
+            )
+
+
+def _prompt_loras(spec: Any) -> bool:
+    """Whether any prompt of ``spec`` has a LoRA tag (tags that don't parse are the prompts' own error)."""
+    from flipbook.prompting.grammar import extract_loras
+
+    prompts = spec.prompts if isinstance(spec.prompts, str) else " ".join(spec.prompts.values())
+    try:
+        return bool(extract_loras(" ".join([prompts, spec.positive_prompt, spec.negative_prompt]))[1])
+    except FlipbookError:
+        return False
 
 
 def _checkpoint_default_size(name: str) -> tuple[int, ...]:
@@ -528,6 +601,7 @@ _SpecFields = create_model(
     __module__=__name__,
     version=(int, SPEC_VERSION),
     model=(ModelSection, Field(default_factory=ModelSection)),
+    performance=(PerformanceSection, Field(default_factory=PerformanceSection)),
     sampling=(SamplingSection, Field(default_factory=SamplingSection)),
     animation=(AnimationSection, Field(default_factory=AnimationSection)),
     prompts=(
@@ -693,6 +767,7 @@ __all__ = [
     "ModelSection",
     "OutputFormat",
     "OutputSection",
+    "PerformanceSection",
     "PostSection",
     "SamplingSection",
     "ScheduleTable",

@@ -22,14 +22,17 @@ reads built-in names from it, never import torch. What a family declares:
   families ``load(source, prediction_type=, seed=)`` (a :class:`~flipbook.models.source.ModelSource` to a
   diffusers pipeline), ``load_vae(vae, folders)`` and ``encoder(bundle, clip_skip)`` (the prompt encoder the
   sampling loops call: :class:`~flipbook.sampling.conditioning.PromptConditioner`). Video diffusion families
-  declare ``load(ref, field_name=, models_dir=, device=, dtype=, seed=, text_encoder=, vae=, tokenizer=)`` (a
-  bundle with ``conditioning``, ``scale_temporal``, ``side_multiple``, ``text_length``), ``encoder(bundle,
+  declare ``load(ref, field_name=, models_dir=, device=, dtype=, seed=, text_encoder=, vae=, tokenizer=,
+  image_encoder=)`` (a bundle with ``conditioning``, ``scale_temporal``, ``side_multiple``, ``text_length``),
+  ``encoder(bundle,
   text, max_sequence_length)`` (a prompt's states, as the family's sampler takes them), ``sample(bundle,
   embeds, negative, settings, *, generator, known, events, frames)`` (one segment's frames conditioned on the
   images ``known`` at positions: frames x H x W x 3 in [0, 1]) and ``conditioning(ref, models_dir,
   field_name)`` ("none": text only, "optional": images at chosen frames, "required": a start image, from
   configs alone; None where that needs a load), and ``reference(bundle, prompt, negative, settings, seed)``
-  (the same text-to-video segment made by diffusers' own pipeline: benchmarks compare with it). Optionally
+  (the same text-to-video segment made by diffusers' own pipeline: benchmarks compare with it), and
+  ``lora_problem(path) -> str | None`` (why a LoRA file is not one for the family's transformer, read before
+  any model loads; a loaded bundle's ``loras`` switches them). Optionally
   ``size_note(width, height) -> str | None``, a warning for an image size the family's models render badly
   (SDXL: far from its training buckets), which the sampling core logs once per size.
 
@@ -73,9 +76,9 @@ def _registry(families: Iterable[Family]) -> dict[str, Family]:
 
 
 def _declared() -> tuple[Family, ...]:
-    from flipbook.models.families import animatediff, ltx, sd, sdxl, svd, wan
+    from flipbook.models.families import animatediff, ltx, ltx2, sd, sdxl, svd, wan
 
-    return (*sd.FAMILIES, sdxl.FAMILY, svd.FAMILY, animatediff.FAMILY, wan.FAMILY, ltx.FAMILY)
+    return (*sd.FAMILIES, sdxl.FAMILY, svd.FAMILY, *animatediff.FAMILIES, wan.FAMILY, ltx.FAMILY, ltx2.FAMILY)
 
 
 FAMILIES: Mapping[str, Family] = _registry(_declared())

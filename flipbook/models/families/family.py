@@ -52,6 +52,7 @@ class Family:
     sample: Hook | None = None
     conditioning: Hook | None = None
     reference: Hook | None = None
+    lora_problem: Hook | None = None
 
     def size_of(self, name: str) -> tuple[int, int] | None:
         """The size (width, height) a model of this family is made for: a built-in's own (``builtin_sizes``:

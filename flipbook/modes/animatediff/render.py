@@ -118,10 +118,10 @@ def check_plan(spec: Spec, plan: Plan, prompts: dict | None = None) -> ClipSetti
 def _check_motion_module(ref: str) -> None:
     """A reference written as a path (absolute, ``./``, ``../``, ``~``) must exist; built-ins, names in the
     models folder and hub ids are resolved when the render loads the module (reading its weights waits)."""
-    from flipbook.models.families.animatediff.builtin import BUILTIN_MOTION_MODULES
+    from flipbook.models.families.animatediff.builtin import BUILTIN_NAMES
     from flipbook.models.families.animatediff.detect import ALLOWED_MOTION_MODULES
 
-    if ref in BUILTIN_MOTION_MODULES:
+    if ref in BUILTIN_NAMES:
         return
     path = Path(ref).expanduser()
     written_as_path = path.is_absolute() or ref.startswith(("./", "../", "~", ".\\", "..\\"))
@@ -175,7 +175,7 @@ def _sample(ctx: ModeContext, clip: ClipSettings) -> list[PIL.Image.Image]:
 
     spec = ctx.spec
     core = ctx.cores[clip.checkpoint]
-    pipe = motion_pipeline(core.model, load_adapter(spec))
+    pipe = motion_pipeline(core.model, load_adapter(spec, core.model.family))
     _merge_adapter_lora(spec, pipe.unet)
     encoder = core.encoder(spec.sampling.clip_skip)
     loras = LoraSet(pipe)
@@ -191,12 +191,15 @@ def _sample(ctx: ModeContext, clip: ClipSettings) -> list[PIL.Image.Image]:
         encoder.clear()
 
 
-def load_adapter(spec: Spec):
-    """The motion module with the spec's motion LoRAs merged into it."""
+def load_adapter(spec: Spec, image_family: str | None = None):
+    """The motion module with the spec's motion LoRAs merged into it; a built-in name means the one for the
+    checkpoint's family (``image_family``)."""
     from flipbook.models.families.animatediff.loading import load_motion_adapter
 
     settings = spec.animatediff
-    adapter = load_motion_adapter(settings.motion_module, models_dir=spec.model.models_dir)
+    adapter = load_motion_adapter(
+        settings.motion_module, models_dir=spec.model.models_dir, image_family=image_family
+    )
     if settings.motion_loras:
         from flipbook.models.families.animatediff.loras import merge_motion_loras
 

@@ -19,6 +19,10 @@ weighted by where j lies between them, so in-betweens sit on the camera path and
 Deforum the in-betweens trail the diffused frames). With ``optical_flow_cadence = "dis"`` the in-betweens
 follow the optical flow between a and b instead.
 
+The warp and the treatment before img2img run as torch ops on the render's device (``imaging/color_torch.py``,
+``imaging/filters_torch.py``, ``motion/camera2d.py`` ``warp_2d_tensor``); a frame's noise field is numpy's draw
+for its seed, made on a helper thread while the frame before it is diffused.
+
 Everything a frame needs comes from the plan (its schedules' values and seed) and from the images of earlier
 diffused frames as written to the run folder, so a resumed run continues from the last diffused frame on disk
 and produces the same frames as an uninterrupted run.
@@ -27,14 +31,24 @@ and produces the same frames as an uninterrupted run.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import PIL.Image
+import torch
 
-from flipbook.imaging.color import VIDEO_COLOR_SPACE, match_colors, to_grayscale, video_color_frame
-from flipbook.imaging.filters import add_noise, adjust_contrast, unsharp_mask
+from flipbook.imaging.color import VIDEO_COLOR_SPACE, match_colors, video_color_frame
+from flipbook.imaging.color_torch import ColorReference
+from flipbook.imaging.filters_torch import (
+    add_noise,
+    adjust_contrast,
+    noise_field,
+    to_grayscale,
+    to_uint8,
+    unsharp_mask,
+)
 from flipbook.modes.camera.rules import camera_for, diffused_frames
 from flipbook.modes.camera.settings import TWO_D
 from flipbook.modes.frame import (
@@ -81,6 +95,13 @@ class _Keyframe:
 
 
 def render(ctx: ModeContext) -> Iterator[Frame]:
+    """The frames after ``ctx.start``; each diffused frame's noise field is drawn on a helper thread while
+    the frame before it is diffused (it needs only its seed)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="flipbook-noise") as pool:
+        yield from _render(ctx, _NoiseAhead(ctx, pool))
+
+
+def _render(ctx: ModeContext, noise: _NoiseAhead) -> Iterator[Frame]:
     spec = ctx.spec
     camera = make_camera(ctx)
     mask = animation_mask(spec)
@@ -105,15 +126,25 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
         reference = _color_reference(ctx, previous.image, hybrid, schedule)
 
     # 2. Each diffused frame from the one before; then the in-betweens that need both
-    for index in (i for i in schedule if i > previous.index):
+    todo = [i for i in schedule if i > previous.index]
+    device = ctx.cores[ctx.plan[todo[0]].checkpoint].model.device if todo else torch.device("cpu")
+    colors = _ColorReferences(ctx, device)
+    tensor_mask = torch.from_numpy(mask).to(device) if mask is not None else None
+    noise.ahead(todo[:1])
+    for position, index in enumerate(todo):
         frame = ctx.plan[index]
         span = range(previous.index + 1, index + 1)
-        warped = camera.warp(previous.image, previous.index, span)
+        warped = camera.warp(_tensor(previous.image, device), previous.index, span)
         if hybrid is not None:
-            warped = hybrid.before_generation(warped, previous.index, index)
-        prepared = _prepare(ctx, frame, warped, reference(index), mask)
+            warped = _tensor(hybrid.before_generation(warped.cpu().numpy(), previous.index, index), device)
+        unit_noise = noise.take(index, device)
+        noise.ahead(todo[position + 1 : position + 2])  # drawn while this frame is diffused
+        prepared = _prepare(ctx, frame, warped, colors(reference(index)), tensor_mask, unit_noise)
         request = frame_request(
-            ctx, frame, PIL.Image.fromarray(prepared), noise_multiplier=frame.camera["noise_multiplier"]
+            ctx,
+            frame,
+            PIL.Image.fromarray(prepared.cpu().numpy()),
+            noise_multiplier=frame.camera["noise_multiplier"],
         )
         image = ctx.cores[frame.checkpoint].generate([request])[0]
         if hybrid is not None:
@@ -121,7 +152,7 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
         image = keep_still(image, still, mask)
         current = _Keyframe(index, np.asarray(image))
         for j in range(previous.index + 1, index):
-            yield Frame(j, PIL.Image.fromarray(_in_between(ctx, camera, previous, current, j)))
+            yield Frame(j, PIL.Image.fromarray(_in_between(ctx, camera, previous, current, j, device)))
         yield Frame(index, image, request)
         previous = current
 
@@ -204,15 +235,69 @@ def make_camera(ctx: ModeContext) -> Camera:
     return camera_for(ctx.spec, ctx.plan, disparity=estimator, on_depth=on_depth)
 
 
+class _NoiseAhead:
+    """Each diffused frame's unit noise field (numpy's draws for its seed, as
+    :func:`flipbook.imaging.filters.add_noise` makes them), drawn on ``pool``'s thread ahead of its frame."""
+
+    def __init__(self, ctx: ModeContext, pool: ThreadPoolExecutor) -> None:
+        self.ctx, self.pool = ctx, pool
+        self.pending: dict[int, Future] = {}
+
+    def ahead(self, indices: Sequence[int]) -> None:
+        """Start drawing the noise of frames ``indices`` (those with noise) on the helper thread."""
+        c, a = self.ctx.spec.camera, self.ctx.spec.animation
+        for index in indices:
+            frame = self.ctx.plan[index]
+            if frame.camera["noise"] != 0 and index not in self.pending:
+                self.pending[index] = self.pool.submit(
+                    noise_field, a.height, a.width, 3, seed=frame.seed, noise_type=c.noise_type,
+                    octaves=c.perlin_octaves, persistence=c.perlin_persistence,
+                )  # fmt: skip
+
+    def take(self, index: int, device: torch.device) -> torch.Tensor | None:
+        """Frame ``index``'s noise on ``device`` (None when it adds none)."""
+        self.ahead([index])
+        future = self.pending.pop(index, None)
+        return None if future is None else torch.from_numpy(future.result()).to(device)
+
+
+class _ColorReferences:
+    """The colour reference of each diffused frame as a :class:`ColorReference` on the render's device, made
+    once per reference image (frame 0, the colour image, or each sampled video frame)."""
+
+    def __init__(self, ctx: ModeContext, device: torch.device) -> None:
+        c = ctx.spec.camera
+        self.space = VIDEO_COLOR_SPACE if c.color_coherence == "video" else c.color_coherence
+        self.device = device
+        self.last: tuple[np.ndarray, ColorReference] | None = None
+
+    def __call__(self, reference: np.ndarray | None) -> ColorReference | None:
+        if reference is None:
+            return None
+        if self.last is None or self.last[0] is not reference:
+            self.last = (reference, ColorReference.of(_tensor(reference, self.device), self.space))
+        return self.last[1]
+
+
+def _tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A uint8 H x W x 3 image as a tensor on ``device`` (a copy: frames from PIL are read-only)."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).to(device)
+
+
 def _prepare(
-    ctx: ModeContext, frame: FramePlan, warped: np.ndarray, reference: np.ndarray | None, mask
-) -> np.ndarray:
-    """Deforum's treatment of the warped frame before img2img: colours, contrast, anti-blur, noise."""
+    ctx: ModeContext,
+    frame: FramePlan,
+    warped: torch.Tensor,
+    reference: ColorReference | None,
+    mask: torch.Tensor | None,
+    noise: torch.Tensor | None,
+) -> torch.Tensor:
+    """Deforum's treatment of the warped frame before img2img, on the render's device: colours, contrast,
+    anti-blur, noise (``noise``: the frame's unit noise field, None when it adds none)."""
     c, v = ctx.spec.camera, frame.camera
     image = warped
     if reference is not None:
-        space = VIDEO_COLOR_SPACE if c.color_coherence == "video" else c.color_coherence
-        image = match_colors(image, reference, space)
+        image = reference.match(image)
     if c.color_force_grayscale:
         image = to_grayscale(image)
     image = adjust_contrast(image, v["contrast"])
@@ -223,29 +308,21 @@ def _prepare(
         sigma=v["antiblur_sigma"],
         threshold=v["antiblur_threshold"],
     )
-    return add_noise(
-        image,
-        v["noise"],
-        seed=frame.seed,
-        noise_type=c.noise_type,
-        octaves=c.perlin_octaves,
-        persistence=c.perlin_persistence,
-        mask=mask,
-    )
+    return image if noise is None else add_noise(image, v["noise"], noise, mask)
 
 
 def _in_between(
-    ctx: ModeContext, camera: Camera, before: _Keyframe, after: _Keyframe, index: int
+    ctx: ModeContext, camera: Camera, before: _Keyframe, after: _Keyframe, index: int, device: torch.device
 ) -> np.ndarray:
     """Frame ``index`` between two diffused frames: both brought to it and cross-faded."""
     weight = (index - before.index) / (after.index - before.index)
     if ctx.spec.camera.optical_flow_cadence == "dis":
         factor = ctx.plan[index].camera["cadence_flow_factor"]
         return flow_tween(before.image, after.image, weight, flow_factor=factor)
-    forward = camera.warp(before.image, before.index, range(before.index + 1, index + 1))
-    backward = camera.warp_back(after.image, after.index, range(index + 1, after.index + 1))
-    blend = forward.astype(np.float32) * (1.0 - weight) + backward.astype(np.float32) * weight
-    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+    forward = camera.warp(_tensor(before.image, device), before.index, range(before.index + 1, index + 1))
+    backward = camera.warp_back(_tensor(after.image, device), after.index, range(index + 1, after.index + 1))
+    blend = forward.to(torch.float32) * (1.0 - weight) + backward.to(torch.float32) * weight
+    return to_uint8(blend).cpu().numpy()
 
 
 def _color_reference(

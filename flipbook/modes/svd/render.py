@@ -109,9 +109,11 @@ def _first_frame(ctx: ModeContext) -> Frame:
 
 def _load(spec: Spec):
     from flipbook.models.families.svd.loading import load_svd
+    from flipbook.models.performance import Performance, prepare
 
     m = spec.model
-    return load_svd(spec.svd.model, models_dir=m.models_dir, device=m.device, dtype=m.dtype)
+    bundle = load_svd(spec.svd.model, models_dir=m.models_dir, device=m.device, dtype=m.dtype)
+    return prepare(bundle, Performance.of(spec.performance))
 
 
 def _settings(spec: Spec):

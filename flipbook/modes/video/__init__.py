@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from flipbook.modes.base import FormField, Mode
-from flipbook.modes.video.rules import describe, frame_count, needs_a_source
+from flipbook.modes.video.rules import check, describe, frame_count
 from flipbook.modes.video.settings import VideoSection
 
 VIDEO = Mode(
@@ -16,7 +16,7 @@ VIDEO = Mode(
     settings=VideoSection,
     inputs=("init.video",),
     deforum_modes=("Video Input",),
-    check_spec=needs_a_source,
+    check_spec=check,
     frame_count=frame_count,
     describe=describe,
     form=(

@@ -11,7 +11,9 @@ sampler and strength (Deforum's: the share of the source frame kept). Steadiness
 - a mask (``init.mask``, or ``video.mask_video`` frame by frame): only the white part is restyled; elsewhere the
   source frame shows through, feathered by ``init.mask_feather``.
 
-Without feedback, frames are independent and render ``video.batch_size`` at a time. The source's audio becomes
+Without feedback, frames are independent and render ``video.batch_size`` at a time, or, with
+``video.stream_batch``, stream through a pipeline where each UNet call advances several frames at different
+steps (StreamDiffusion's stream batch, :mod:`flipbook.sampling.stream`). The source's audio becomes
 the outputs' soundtrack (``video.keep_audio``; mov2mov drops it), and unless ``animation.fps`` is given the
 output keeps the source's timing.
 """
@@ -51,8 +53,9 @@ class Source:
 
 
 def resume_every(spec: Spec) -> int:
-    """Each frame needs at most the previous output (feedback), which is on disk: resume anywhere."""
-    return 1
+    """Each frame needs at most the previous output (feedback), which is on disk: resume anywhere; stream
+    batched frames restart at a stream's first frame, so the UNet sees the same batches as the first run."""
+    return spec.video.batch_size if spec.video.stream_batch else 1
 
 
 def check_inputs(spec: Spec) -> None:
@@ -92,8 +95,9 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     feedback = [frame.schedules["video.feedback"] for frame in ctx.plan.frames]  # resolved and checked there
     masks = _masks(spec, n)
     if not any(share > 0 for share in feedback[1:]):
+        run = _stream_batch if spec.video.stream_batch else _render_batch
         for batch in aligned_batches(range(ctx.start + 1, n), spec.video.batch_size):
-            yield from _render_batch(ctx, source, masks, batch)
+            yield from run(ctx, source, masks, batch)
         return
     previous = np.asarray(ctx.run.load(ctx.start)) if ctx.start >= 0 else None
     for index in range(ctx.start + 1, n):
@@ -109,23 +113,42 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
 
 def _render_batch(ctx, source: Source, masks, batch: Sequence[int], inputs=None) -> list[Frame]:
     """img2img of the frames in ``batch`` (one checkpoint at a time), then colour match and mask."""
-    plan, spec = ctx.plan, ctx.spec
     frames: list[Frame] = []
-    for checkpoint, group in by_checkpoint([plan[i] for i in batch]):
-        requests = [
-            frame_request(
-                ctx,
-                f,
-                PIL.Image.fromarray((inputs or {}).get(f.index, source.frames[f.index])),
-                noise_multiplier=f.schedules["video.noise_multiplier"],
-            )
-            for f in group
-        ]
+    for checkpoint, group in by_checkpoint([ctx.plan[i] for i in batch]):
+        requests = _requests(ctx, source, group, inputs or {})
         images = ctx.cores[checkpoint].generate(requests, batch_size=len(requests))
         for f, request, image in zip(group, requests, images, strict=True):
-            result = _finish(spec, np.asarray(image), source.frames[f.index], masks, f.index)
-            frames.append(Frame(f.index, PIL.Image.fromarray(result), request))
+            frames.append(_frame(ctx.spec, f.index, request, image, source, masks))
     return frames
+
+
+def _stream_batch(ctx, source: Source, masks, batch: Sequence[int]) -> Iterator[Frame]:
+    """The frames of ``batch`` through one stream (:mod:`flipbook.sampling.stream`), each as it finishes."""
+    from flipbook.sampling.stream import stream_generate
+
+    for checkpoint, group in by_checkpoint([ctx.plan[i] for i in batch]):
+        requests = _requests(ctx, source, group, {})
+        stream = stream_generate(ctx.cores[checkpoint], requests, residual_cfg=ctx.spec.video.residual_cfg)
+        for position, image in stream:
+            yield _frame(ctx.spec, group[position].index, requests[position], image, source, masks)
+
+
+def _requests(ctx, source: Source, group, inputs: dict) -> list:
+    """img2img of each planned frame from its source frame (or the frame ``inputs`` gives for it)."""
+    return [
+        frame_request(
+            ctx,
+            f,
+            PIL.Image.fromarray(inputs.get(f.index, source.frames[f.index])),
+            noise_multiplier=f.schedules["video.noise_multiplier"],
+        )
+        for f in group
+    ]
+
+
+def _frame(spec: Spec, index: int, request, image, source: Source, masks) -> Frame:
+    result = _finish(spec, np.asarray(image), source.frames[index], masks, index)
+    return Frame(index, PIL.Image.fromarray(result), request)
 
 
 def _finish(spec: Spec, image: np.ndarray, source: np.ndarray, masks, index: int) -> np.ndarray:

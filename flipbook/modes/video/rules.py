@@ -11,9 +11,14 @@ if TYPE_CHECKING:
     from flipbook.spec.plan import Plan
 
 
-def needs_a_source(spec: Spec) -> None:
+def check(spec: Spec) -> None:
+    """A source video, and stream batching only where its frames can share a pipeline."""
     if spec.init.video is None:
         raise SpecError("init.video", None, "the source video for video mode (a video, GIF or frame folder)")
+    if spec.video.stream_batch and spec.controlnet:
+        raise SpecError(
+            "video.stream_batch", True, "no ControlNet units (their weights follow each frame's own step)"
+        )
 
 
 def frame_count(spec: Spec) -> str | None:
@@ -34,6 +39,8 @@ def describe(spec: Spec, plan: Plan) -> list[str]:
     )
     end = f" to {v.end_frame}" if v.end_frame is not None else ""
     steady = [f"feedback {v.feedback}" if v.feedback != 0 else "", f"colour coherence {v.color_coherence}"]
+    if v.stream_batch:
+        steady.append("stream batched" + (" with residual guidance" if v.residual_cfg else ""))
     mask = " masked" if spec.init.mask or v.mask_video else ""
     line = (
         f"video: {spec.init.video}, {pick} from frame {v.start_frame}{end}, {v.resize_mode}{mask}; "

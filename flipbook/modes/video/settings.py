@@ -42,7 +42,23 @@ class VideoSection(Section):
         None, description="restyle only where this video is white (or use init.mask for a still mask)"
     )
     keep_audio: bool = Field(True, description="the source's audio becomes the soundtrack of video outputs")
-    batch_size: int = Field(4, ge=1, le=256, description="frames per UNet call when feedback is 0")
+    batch_size: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="frames per UNet call when feedback is 0; with stream_batch the frames of one stream (a "
+        "resume restarts at a multiple of it)",
+    )
+    stream_batch: bool = Field(
+        False,
+        description="StreamDiffusion's stream batch: one UNet call advances several frames, each at its own "
+        "denoising step (up to one per step); frames equal the unpipelined ones; needs feedback 0",
+    )
+    residual_cfg: bool = Field(
+        False,
+        description="StreamDiffusion's residual guidance (self-negative) with stream_batch: cfg without the "
+        "negative prompt's UNet row (half the rows; an approximation, epsilon-prediction models)",
+    )
 
     @model_validator(mode="after")
     def _one_way_to_pick_frames(self) -> VideoSection:
@@ -50,4 +66,10 @@ class VideoSection(Section):
             raise ValueError("either fps (resampling) or every_nth, not both")
         if self.end_frame is not None and self.end_frame <= self.start_frame:
             raise ValueError(f"end_frame must be after start_frame ({self.start_frame})")
+        if self.stream_batch and self.feedback != 0:
+            raise ValueError(
+                "stream_batch needs feedback = 0 (with feedback each frame waits for the previous output)"
+            )
+        if self.residual_cfg and not self.stream_batch:
+            raise ValueError("residual_cfg works inside stream_batch: set stream_batch = true")
         return self

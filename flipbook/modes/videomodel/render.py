@@ -9,6 +9,12 @@ negative prompt, cfg, steps, seed and shift are the plan's at ``b + 1`` (segment
 is as long as it needs to be (the model's frame rule, at most ``segment_frames``), so the last one is shorter
 when the video ends before it.
 
+With ``init.video`` (video to video) frame ``i`` restyles source frame ``i``: each segment's initial latents
+are its source frames' noised to the segment's ``strength`` (diffusers' WanVideoToVideoPipeline; LTX-Video's
+LTXConditionPipeline editing its source latents), conditioned as above where the model takes images (a
+text-to-video model restyles each segment on its own, its border faded by ``blend_frames``); the output keeps
+the source's frame rate and audio.
+
 A resumed render restarts at the last segment border on disk (``resume_every`` = S) and gives the same frames.
 """
 
@@ -30,10 +36,13 @@ from flipbook.modes.frame import Frame, ModeContext, init_image
 from flipbook.modes.videomodel.rules import (
     CAPABILITY,
     check_frame_rules,
+    check_source_length,
     check_steps,
+    family_of,
     segment_begin,
     segment_starts,
     segment_step,
+    source_frames_needed,
 )
 from flipbook.spec.model import Spec
 
@@ -59,6 +68,37 @@ def check_inputs(spec: Spec) -> None:
     conditioning = family.conditioning(spec.videomodel.model, spec.model.models_dir, FIELD)
     if conditioning is not None:
         _check_conditioning(spec, conditioning, spec.videomodel.model)
+    builtin = family_of(spec)
+    if spec.init.video is not None and builtin is not None:
+        check_source_length(spec, len(_source_times(spec)), builtin.frame_step or 1, builtin.title)
+
+
+def resolve_spec(spec: Spec) -> Spec:
+    """With ``init.video`` and no ``animation.fps`` the output keeps the source's frame rate (frame for frame,
+    so its audio stays in step), recorded in the run's spec."""
+    if spec.init.video is None or "fps" in spec.animation.model_fields_set:
+        return spec
+    from flipbook.io.readers import source_rate
+
+    fps = round(source_rate(_source_times(spec)), 6)
+    return spec.model_copy(update={"animation": spec.animation.model_copy(update={"fps": fps})})
+
+
+def soundtrack(spec: Spec) -> tuple[Path, float] | None:
+    """The source's audio from its first frame (video to video with ``keep_audio``), when it has any."""
+    from flipbook.io.readers import has_audio
+
+    video = spec.init.video
+    if video is None or not spec.videomodel.keep_audio or not has_audio(video):
+        return None
+    return Path(video), 0.0
+
+
+def source_frames(spec: Spec) -> list[np.ndarray] | None:
+    """The source frames restyled (the consistency score's baseline); None without ``init.video``."""
+    if spec.init.video is None:
+        return None
+    return [np.asarray(image) for image in _source_video(spec, spec.animation.max_frames)]
 
 
 def family_of_model(spec: Spec) -> Family:
@@ -80,8 +120,18 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     ctx.cores.release()  # the image model is never used here; keep the device's memory for the video model
     family = family_of_model(spec)
     check_steps(spec, ctx.plan.frames, family)
-    bundle = _switched(spec, _load(spec, family))
+    loras = _lora_files(family, ctx.prompts)
+    bundle = _load(spec, family)
+    bundle.loras.load(loras)  # before the memory switches: group offload moves only the layers it saw
+    bundle = _switched(spec, bundle, ctx.run.log)
     _check_bundle(spec, bundle)
+    source = None
+    if spec.init.video is not None:
+        v = spec.videomodel
+        count = source_frames_needed(
+            spec.animation.max_frames, v.segment_frames, v.overlap, bundle.scale_temporal
+        )
+        source = _source_video(spec, count)
     keyframes = _keyframe_images(spec)
     made: dict[int, PIL.Image.Image] = {}
 
@@ -95,8 +145,9 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     for border in segment_starts(spec):
         if ctx.start >= 0 and border + step <= ctx.start:
             continue
-        known = _known(spec, border, keyframes, frame_image)
-        for frame in _segment(ctx, family, bundle, encode, border, known):
+        known = _known(spec, border, keyframes, frame_image, bundle.conditioning != "none")
+        seam = frame_image(border) if border > 0 and spec.videomodel.blend_frames else None
+        for frame in _segment(ctx, family, bundle, encode, border, known, source, seam):
             made[frame.index] = frame.image
             if frame.index > ctx.start:
                 yield frame
@@ -109,26 +160,62 @@ def _load(spec: Spec, family: Family):
     m, v = spec.model, spec.videomodel
     return family.load(
         v.model, field_name=FIELD, models_dir=m.models_dir, device=m.device, dtype=m.dtype, seed=0,
-        text_encoder=v.text_encoder, vae=v.vae, tokenizer=v.tokenizer,
+        text_encoder=v.text_encoder, vae=v.vae, tokenizer=v.tokenizer, image_encoder=v.image_encoder,
     )  # fmt: skip
 
 
-def _switched(spec: Spec, bundle):
-    """The memory and speed switches set on the loaded model (``auto`` from the device's memory)."""
+def _lora_files(family: Family, prompts) -> list[Path]:
+    """The LoRA files of ``model.loras`` and the prompts' ``<lora:...>`` tags, checked to be the family's
+    before it loads."""
+    from flipbook.models.video_loras import check_loras
+
+    files = sorted({entry[0] for _, loras in prompts.values() for entry in loras})
+    check_loras(family, files)
+    return files
+
+
+def _switched(spec: Spec, bundle, log=None):
+    """The memory and speed switches set on the loaded model (``auto`` from the device's memory and the
+    model's weights: sampling/video_memory.py); ``log`` is told which were chosen."""
+    from flipbook.models.performance import Performance, prepare
     from flipbook.sampling import video_memory
 
     v = spec.videomodel
+    fp8_storage = _fp8_storage(v.fp8_storage, bundle)
     switches = video_memory.memory_switches(
         video_memory.device_memory(bundle.device), offload=v.offload, vae_tiling=v.vae_tiling,
-        attention_backend=v.attention_backend,
+        attention_backend=v.attention_backend, fp8_storage=fp8_storage, weights=video_memory.weights_of(bundle),
     )  # fmt: skip
+    if log is not None:
+        log(
+            f"video model switches: offload {switches.offload}, fp8 storage {switches.fp8_storage}, "
+            f"VAE tiling {switches.vae_tiling}, attention {switches.attention_backend or 'default'}"
+        )
     try:
-        return video_memory.apply(bundle, switches)
+        bundle = video_memory.apply(bundle, switches)
     except ValueError as error:
         raise FlipbookError(
             "videomodel.attention_backend", v.attention_backend, "a backend this machine has (auto, native)",
             detail=str(error),
         ) from None  # fmt: skip
+    return prepare(bundle, Performance.of(spec.performance))
+
+
+def _fp8_storage(asked: bool | None, bundle) -> bool | None:
+    """fp8 storage as asked, but never for a transformer that is already quantised (a GGUF file): casting its
+    packed weights to fp8 would destroy them, so ``auto`` leaves it off and an explicit ``true`` is an error."""
+    quantised = any(
+        getattr(getattr(bundle, name, None), "is_quantized", False)
+        for name in ("transformer", "transformer_2")
+    )
+    if not quantised:
+        return asked
+    if asked:
+        raise FlipbookError(
+            "videomodel.fp8_storage", True, "false or auto for a quantised (GGUF) transformer",
+            detail="its weights are already stored quantised",
+        )  # fmt: skip
+    return False
 
 
 def _where(ref: str, models_dir) -> Path | str:
@@ -155,15 +242,20 @@ def _detect(where: Path | str, ref: str) -> Family:
     from flipbook.models import families
 
     if isinstance(where, Path) and where.is_file():
-        if where.suffix.lower() != ".safetensors":
-            raise FlipbookError(
-                FIELD, ref, ALLOWED, detail=f"{where.suffix} files are not loaded (GGUF-quantised transformers "
-                "not yet): a .safetensors transformer file",
-            )  # fmt: skip
-        from safetensors import safe_open
+        if where.suffix.lower() == ".gguf":  # GGUF-quantised transformers (ComfyUI-GGUF's)
+            from flipbook.models.gguf_files import tensor_names
 
-        with safe_open(str(where), framework="pt") as handle:
-            keys = dict.fromkeys(handle.keys())
+            keys = dict.fromkeys(tensor_names(where))
+        elif where.suffix.lower() != ".safetensors":
+            raise FlipbookError(
+                FIELD, ref, ALLOWED, detail=f"{where.suffix} files are not loaded: a .safetensors or a "
+                "GGUF-quantised .gguf transformer file",
+            )  # fmt: skip
+        else:
+            from safetensors import safe_open
+
+            with safe_open(str(where), framework="pt") as handle:
+                keys = dict.fromkeys(handle.keys())
         family = families.detect_checkpoint(keys)
     else:
         family = families.detect_folder(_model_index(where, ref), {})
@@ -199,7 +291,10 @@ def _offline() -> bool:
 def _check_bundle(spec: Spec, bundle) -> None:
     """The loaded model's own frame rules (built-ins were checked with the spec) and what it can condition
     on: a text-to-video model makes one segment from the prompt, nothing else."""
-    check_frame_rules(spec, bundle.scale_temporal, bundle.side_multiple, f"this model ({bundle.name})")
+    title = f"this model ({bundle.name})"
+    check_frame_rules(spec, bundle.scale_temporal, bundle.side_multiple, title)
+    if spec.init.video is not None:
+        check_source_length(spec, len(_source_times(spec)), bundle.scale_temporal, title)
     length = spec.videomodel.max_sequence_length
     if bundle.text_length is not None and length != bundle.text_length:
         raise SpecError(
@@ -210,7 +305,8 @@ def _check_bundle(spec: Spec, bundle) -> None:
 
 
 def _check_conditioning(spec: Spec, conditioning: str, name: str) -> None:
-    """An image-to-video model needs a start image; a text-to-video one makes one segment from the prompt."""
+    """An image-to-video model needs a start image; a text-to-video one makes one segment from the prompt (or
+    restyles a source video, each segment on its own)."""
     if conditioning == "optional":
         return
     if conditioning == "required":
@@ -225,7 +321,9 @@ def _check_conditioning(spec: Spec, conditioning: str, name: str) -> None:
         ("videomodel.keyframes", [k.frame for k in v.keyframes]) if v.keyframes else None,
         ("videomodel.loop", True) if v.loop else None,
         ("init.image", str(spec.init.image)) if spec.init.image is not None else None,
-        ("animation.max_frames", spec.animation.max_frames) if len(segment_starts(spec)) > 1 else None,
+        ("animation.max_frames", spec.animation.max_frames)
+        if len(segment_starts(spec)) > 1 and spec.init.video is None
+        else None,
     )
     for need in needs:
         if need is not None:
@@ -251,10 +349,33 @@ def _keyframe_images(spec: Spec) -> dict[int, PIL.Image.Image]:
     return images
 
 
+def _source_times(spec: Spec) -> list[float]:
+    from flipbook.io.readers import frame_times
+
+    return frame_times(spec.init.video, field="init.video")
+
+
+def _source_video(spec: Spec, count: int) -> list[PIL.Image.Image]:
+    """The first ``count`` frames of ``init.video`` at the animation size."""
+    from flipbook.io.readers import read_frames
+
+    size = (spec.animation.width, spec.animation.height)
+    frames = read_frames(spec.init.video, field="init.video", limit=count).frames
+    if len(frames) < count:  # the packets counted more frames than decode: a damaged file
+        raise FlipbookError(
+            "init.video", str(spec.init.video), f"a video with at least {count} frames",
+            detail=f"{len(frames)} decode",
+        )  # fmt: skip
+    return [PIL.Image.fromarray(frame).convert("RGB").resize(size, PIL.Image.LANCZOS) for frame in frames]
+
+
 def _known(
-    spec: Spec, border: int, keyframes: Mapping[int, PIL.Image.Image], frame_image
+    spec: Spec, border: int, keyframes: Mapping[int, PIL.Image.Image], frame_image, takes_images: bool = True
 ) -> dict[int, PIL.Image.Image]:
-    """Segment positions -> the images they are conditioned on (see the module docstring)."""
+    """Segment positions -> the images they are conditioned on (see the module docstring); none for a model
+    that takes no images (a text-to-video model restyling a source)."""
+    if not takes_images:
+        return {}
     begin, step, n = segment_begin(spec, border), segment_step(spec), spec.animation.max_frames
     known: dict[int, PIL.Image.Image] = {}
     if border == 0:
@@ -286,9 +407,12 @@ def _prompt_encoder(family: Family, bundle, max_sequence_length: int):
     return encode
 
 
-def _segment(ctx: ModeContext, family: Family, bundle, encode, border: int, known) -> Iterator[Frame]:
+def _segment(
+    ctx: ModeContext, family: Family, bundle, encode, border: int, known, source=None, seam=None
+) -> Iterator[Frame]:
     """The frames of the segment at ``border``: frame 0 (segment 0) and the frames after the border up to
-    the next one, trimmed at max_frames."""
+    the next one, trimmed at max_frames; restyled from ``source`` (the source video's frames) when given.
+    ``seam``: the border frame as written, which the frames after it fade from (``blend_frames``)."""
     from flipbook.sampling.segments import SegmentSettings
 
     spec = ctx.spec
@@ -296,23 +420,27 @@ def _segment(ctx: ModeContext, family: Family, bundle, encode, border: int, know
     begin = segment_begin(spec, border)
     plan = ctx.plan[0 if border == 0 else border + 1]
     shift = plan.schedules.get("videomodel.shift", 0.0)
+    strength = plan.schedules.get("videomodel.strength", 1.0) if source is not None else 1.0
     settings = SegmentSettings(
         num_frames=_segment_length(spec, bundle, border, known), height=a.height, width=a.width,
         num_inference_steps=plan.steps, guidance_scale=plan.cfg, guidance_scale_2=v.guidance_scale_2,
-        shift=shift or None, max_sequence_length=v.max_sequence_length, fps=a.fps,
+        shift=shift or None, max_sequence_length=v.max_sequence_length, fps=a.fps, strength=strength,
     )  # fmt: skip
+    video = None if source is None else source[begin : begin + settings.num_frames]
     last = min(border + segment_step(spec), a.max_frames - 1)
     first = 0 if border == 0 else border + 1
     indices = tuple(range(first, last + 1))
-    negative = encode(plan.negative_prompt) if settings.guided else None
+    prompt, loras = ctx.prompts[plan.prompt]  # its <lora:...> tags (and model.loras) are this segment's
+    bundle.loras.activate(loras)
+    negative = encode(ctx.prompts[plan.negative_prompt][0]) if settings.guided else None
     frames = family.sample(
-        bundle, encode(plan.prompt), negative, settings, generator=torch.Generator("cpu").manual_seed(plan.seed),
-        known=known, events=ctx.events, frames=indices,
+        bundle, encode(prompt), negative, settings, generator=torch.Generator("cpu").manual_seed(plan.seed),
+        known=known, events=ctx.events, frames=indices, video=video,
     )  # fmt: skip
-    if border > 0 and v.blend_frames:
+    if seam is not None:
         from flipbook.sampling.segments import fade_seam
 
-        written = torch.from_numpy(np.asarray(known[border - begin], dtype=np.float32) / 255)
+        written = torch.from_numpy(np.asarray(seam, dtype=np.float32) / 255)
         frames = fade_seam(frames, border - begin, written, v.blend_frames)
     pixels = (frames * 255).round().clamp(0, 255).to(torch.uint8).numpy()
     parameters = _parameters(spec, bundle, border, plan, settings)
@@ -332,4 +460,4 @@ def _parameters(spec: Spec, bundle, border: int, plan, settings) -> dict[str, st
         "Video steps": str(plan.steps),
         "Video cfg": f"{plan.cfg:g}",
         "Video shift": f"{settings.shift:g}" if settings.shift else "model's",
-    }
+    } | ({"Video strength": f"{settings.strength:g}"} if spec.init.video is not None else {})

@@ -5,6 +5,11 @@ makes frames ``0 .. S``; segment ``k >= 1`` covers frames ``k*S - O + 1 .. k*S +
 known (the video so far) and the rest new, so a resume restarts at a multiple of ``S``. The frame rules of the
 model's family (Wan: ``4k + 1`` frames, sides multiples of 16) are checked here for built-in models and when
 the model loads for others.
+
+Video to video (``init.video``): frame ``i`` restyles source frame ``i``, so every segment's frames come from
+the source, the last segment's too, whose length is rounded up to the model's rule: a clip of ``n`` frames
+takes :func:`source_frames_needed` source frames, which the source must have (checked when its file is opened,
+the error giving the nearest frame counts that fit).
 """
 
 from __future__ import annotations
@@ -50,9 +55,11 @@ def family_of(spec: Spec) -> Family | None:
 
 
 def defaults(spec: Spec) -> dict[str, Any]:
-    """Wan's 16 fps and one segment (with ``loop``, one segment less its last frame, which is frame 0)."""
+    """Wan's 16 fps (with ``init.video``: the source's, filled in at render) and one segment (with ``loop``,
+    one segment less its last frame, which is frame 0)."""
     v = spec.videomodel
-    return {"fps": 16.0, "max_frames": v.segment_frames - 1 if v.loop else v.segment_frames}
+    fps = {} if spec.init.video is not None else {"fps": 16.0}
+    return fps | {"max_frames": v.segment_frames - 1 if v.loop else v.segment_frames}
 
 
 def check_spec(spec: Spec) -> None:
@@ -71,6 +78,10 @@ def check_spec(spec: Spec) -> None:
     if 0 in frames and spec.init.image is not None:
         raise SpecError("videomodel.keyframes", 0, "no keyframe at frame 0 together with init.image")
     step = segment_step(spec)
+    if v.loop and spec.init.video is not None:
+        raise SpecError(
+            "videomodel.loop", True, "false with init.video (a restyled source keeps its own ending)"
+        )
     if v.loop and len(segment_starts(spec)) == 1 and spec.init.image is None and 0 not in frames:
         raise SpecError(
             "videomodel.loop", True, "a start image (init.image, or a keyframe image at frame 0) for a loop of "
@@ -107,15 +118,60 @@ def check_frame_rules(spec: Spec, frame_step: int | None, side_multiple: int | N
             )
 
 
+def source_frames_needed(frames: int, segment_frames: int, overlap: int, frame_step: int) -> int:
+    """Source frames a video-to-video clip of ``frames`` frames reads: up to the end of its last segment,
+    whose length is the model's ``frame_step * k + 1`` frames (at most ``segment_frames``)."""
+    step = segment_frames - overlap
+    border = (max(1, math.ceil((frames - 1) / step)) - 1) * step
+    begin = 0 if border == 0 else border - overlap + 1
+    length = (frames - begin - 1 + frame_step - 1) // frame_step * frame_step + 1
+    return begin + min(segment_frames, length)
+
+
+def check_source_length(spec: Spec, available: int, frame_step: int, title: str) -> None:
+    """The source has every frame the segments read; else one error naming ``animation.max_frames`` with the
+    nearest frame counts the source allows."""
+    v, n = spec.videomodel, spec.animation.max_frames
+    needed = source_frames_needed(n, v.segment_frames, v.overlap, frame_step)
+    if needed <= available:
+        return
+
+    def fits(count: int) -> bool:
+        return source_frames_needed(count, v.segment_frames, v.overlap, frame_step) <= available
+
+    below = next((c for c in range(min(n, available), 0, -1) if fits(c)), None)
+    above = next((c for c in range(n + 1, available + 1) if fits(c)), None)
+    nearest = " and ".join(str(c) for c in (below, above) if c is not None) or "none"
+    raise SpecError(
+        "animation.max_frames", n, f"a frame count whose segments ({frame_step}k+1 frames each for {title}) "
+        f"stay within the {available} frames of init.video: the nearest are {nearest}",
+        detail=f"{n} frames read {needed} source frames",
+    )  # fmt: skip
+
+
 def check_steps(spec: Spec, frames: Sequence[FramePlan], family: Family) -> None:
     """Every segment's steps (the plan's at its first new frame) are at least the family's ``min_steps``."""
-    step = segment_step(spec)
-    for border in segment_starts(spec):
-        plan = frames[0 if border == 0 else min(border + 1, len(frames) - 1)]
+    for index, plan in enumerate(segment_plans(spec, frames)):
         if plan.steps < family.min_steps:
             raise SpecError(
                 "sampling.steps", plan.steps, f"at least {family.min_steps} for {family.title}",
-                detail=f"segment {border // step}",
+                detail=f"segment {index}",
+            )  # fmt: skip
+
+
+def segment_plans(spec: Spec, frames: Sequence[FramePlan]) -> list[FramePlan]:
+    """Each segment's plan: the plan's at its first new frame (segment 0: at frame 0)."""
+    return [frames[0 if border == 0 else min(border + 1, len(frames) - 1)] for border in segment_starts(spec)]
+
+
+def check_strength(spec: Spec, frames: Sequence[FramePlan]) -> None:
+    """Video to video runs ``int(steps * strength)`` steps per segment (diffusers' rule): at least one."""
+    for index, plan in enumerate(segment_plans(spec, frames)):
+        strength = plan.schedules["videomodel.strength"]
+        if int(plan.steps * strength) < 1:
+            raise SpecError(
+                "videomodel.strength", strength, f"at least 1/steps = {1 / plan.steps:.3g} (one step of "
+                f"sampling.steps = {plan.steps} from the noised source)", detail=f"segment {index}",
             )  # fmt: skip
 
 
@@ -128,6 +184,8 @@ def check_plan(spec: Spec, frames: Sequence[FramePlan]) -> None:
     family = family_of(spec)
     if family is not None:
         check_steps(spec, frames, family)
+    if spec.init.video is not None:
+        check_strength(spec, frames)
 
     if spec.controlnet:
         raise SpecError(
@@ -148,6 +206,11 @@ def describe(spec: Spec, plan: Plan) -> list[str]:
     starts = segment_starts(spec)
     start = f"from the init image {spec.init.image}" if spec.init.image else "from the prompt"
     extras = []
+    if spec.init.video is not None:
+        extras.append(
+            f"restyling {spec.init.video} frame for frame (video to video, strength {v.strength}"
+            + ("; its audio kept)" if v.keep_audio else ")")
+        )
     used = [k.frame for k in v.keyframes if k.frame < spec.animation.max_frames]
     if used:
         extras.append("keyframe images at frames " + ", ".join(map(str, used)))
@@ -156,8 +219,11 @@ def describe(spec: Spec, plan: Plan) -> list[str]:
         extras.append(f"keyframe images at frames {', '.join(late)} are past the last frame (not used)")
     if v.loop:
         extras.append("looped: the frame after the last is conditioned on frame 0")
+    chained = f"conditioned on the last {v.overlap} frame(s) before it"
+    if spec.init.video is not None:  # a text-to-video model restyles each segment on its own
+        chained += " (image-to-video models)"
     return [
         f"videomodel: {v.model}, {len(starts)} segment(s) of {v.segment_frames} frames, each after the first "
-        f"conditioned on the last {v.overlap} frame(s) before it, with the model's own scheduler; segment 0 "
-        f"{start}" + ("; " + "; ".join(extras) if extras else "")
+        f"{chained}, with the model's own scheduler; segment 0 {start}"
+        + ("; " + "; ".join(extras) if extras else "")
     ]

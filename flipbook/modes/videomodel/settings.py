@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from flipbook.spec.fields import (
+    ImageEncoder,
     ImageFile,
     Range,
     ScheduleValue,
@@ -20,6 +21,7 @@ from flipbook.spec.fields import (
 )
 
 SHIFT = Range(0.0, 50.0, "0 (the model's own shift) or a flow shift up to 50")
+SHARE = Range(0.0, 1.0, "a share from 0 to 1")
 
 
 class KeyframeImage(Section):
@@ -37,7 +39,9 @@ class VideoModelSection(Section):
     prompt, negative prompt, cfg (``sampling.cfg``), steps (``sampling.steps``), seed and ``shift`` from the
     plan at its first new frame, so prompt keyframes travel from segment to segment. ``keyframes`` put images
     at chosen frames (the segment that makes a keyframe's frame is conditioned on it: first-last-frame when it
-    falls on a segment border); ``loop`` conditions the frame after the last on frame 0, so the video loops."""
+    falls on a segment border); ``loop`` conditions the frame after the last on frame 0, so the video loops.
+    With ``init.video`` the video is a restyle of that source (video to video): each segment starts from its
+    source frames noised to ``strength``, and the source's audio is kept (``keep_audio``)."""
 
     model: VideoDiffusionModel = Field(
         "tiny-wan",
@@ -49,9 +53,19 @@ class VideoModelSection(Section):
         None,
         description="with a single transformer file: its text encoder file (ComfyUI's models/text_encoders)",
     )
-    vae: Vae = Field(None, description="with a single transformer file: its VAE file (models/vae)")
+    vae: Vae = Field(
+        None,
+        description="with a single Wan transformer file: its VAE file (models/vae; LTX-Video's holds it)",
+    )
     tokenizer: Tokenizer = Field(
-        None, description="with a single text-encoder file: a tokenizer folder or hub id (google/umt5-xxl)"
+        None,
+        description="with a single text-encoder file: a tokenizer folder or hub id (Wan: google/umt5-xxl, "
+        "LTX-Video: google/t5-v1_1-xxl)",
+    )
+    image_encoder: ImageEncoder = Field(
+        None,
+        description="with a single image-to-video transformer file: its CLIP vision encoder file (ComfyUI's "
+        "models/clip_vision, e.g. clip_vision_h)",
     )
     segment_frames: int = Field(
         81, ge=1, le=1025, description="frames per segment: the model's rule (Wan: 4k+1, e.g. 33, 81)"
@@ -81,9 +95,25 @@ class VideoModelSection(Section):
     loop: bool = Field(
         False, description="the frame after the last is conditioned on frame 0: a seamless loop"
     )
-    offload: Literal["auto", "none", "model"] = Field(
+    strength: Annotated[ScheduleValue, SHARE, Unit("share")] = Field(
+        0.8,
+        description="with init.video (video to video): the share of each segment's steps run from its source "
+        "frames noised to that point (diffusers' strength: 1 redraws everything, lower keeps more of the "
+        "source); per segment, a schedule",
+    )
+    keep_audio: bool = Field(True, description="with init.video: its audio becomes the outputs' soundtrack")
+    offload: Literal["auto", "none", "model", "block", "leaf"] = Field(
         "auto",
-        description="model CPU offload: each model on the GPU only while it runs; auto: on GPUs under 24 GiB",
+        description="keep the weights on the CPU between uses: model (each whole model on the GPU while it "
+        "runs), block (diffusers' group offload: one transformer block at a time, the next copied on a CUDA "
+        "stream meanwhile), leaf (one layer at a time: least memory, slowest); auto: from the GPU's memory "
+        "and the model's weights (none if all fit, model if the largest fits, else block)",
+    )
+    fp8_storage: bool | None = Field(
+        None,
+        description="store the transformer's weights in float8_e4m3fn, each layer computed in the model's "
+        "dtype (about half the memory of bf16; slightly different pictures); default: only where that lets "
+        "the transformer fit the GPU whole (with offload auto)",
     )
     vae_tiling: bool | None = Field(
         None, description="decode in tiles (less memory for large frames); default: on GPUs under 24 GiB"

@@ -43,14 +43,15 @@ Modules: ``loading`` (:func:`load_motion_adapter`: single files, folders, hub id
 built-ins), ``files`` (reading and writing weights files), ``keys`` (original <-> diffusers key names),
 ``detect`` (version and layout), ``architecture`` (shipped configs, configs from shapes), ``lora_layout``
 (LoRA key layouts, per-layer updates), ``loras`` (the merges), ``presets`` (the scheduler presets; pure, the
-plan reads them). This ``__init__`` only declares the family (pure, as the registry needs): its modules attach
-to the SD 1.x family's UNets.
+plan reads them). This ``__init__`` only declares the families (pure, as the registry needs): SD 1.5 motion
+modules attach to the SD 1.x family's UNets, SDXL ones (``mm_sdxl_v10_beta``, Hotshot-XL) to SDXL's.
 """
 
 from __future__ import annotations
 
 from flipbook.models.families.family import Family, Hook
 from flipbook.models.families.sd import SD1
+from flipbook.models.families.sdxl import FAMILY as SDXL
 
 FAMILY = Family(
     name="animatediff-sd15",
@@ -61,3 +62,16 @@ FAMILY = Family(
     detect_checkpoint=Hook("flipbook.models.families.animatediff.detect", "is_motion_module"),
     load=Hook("flipbook.models.families.animatediff.loading", "load_motion_adapter"),
 )
+SDXL_FAMILY = Family(
+    name="animatediff-sdxl",
+    title="AnimateDiff motion modules for SDXL",
+    capability="motion",
+    builtins=("tiny", "random-sdxl"),
+    attaches_to=(SDXL.name,),
+    load=Hook("flipbook.models.families.animatediff.loading", "load_motion_adapter"),
+)
+"""SDXL's motion modules (AnimateDiff's ``mm_sdxl_v10_beta``, Hotshot-XL's temporal layers): the same
+MotionAdapter shape over SDXL's three UNet levels. Their files are told apart from SD 1.5's by the keys (one
+detector, :data:`FAMILY`'s, claims both); the built-in ``tiny`` of each family fits that family's tiny model."""
+
+FAMILIES = (FAMILY, SDXL_FAMILY)

@@ -20,7 +20,8 @@ NO_ENCODING_MAX_LENGTH = 64
 
 
 def shipped_motion_config(version: str) -> dict[str, Any]:
-    """The shipped MotionAdapter config of AnimateDiff SD 1.5 ``version`` (v1, v2 or v3), without ``_`` keys."""
+    """The shipped MotionAdapter config of ``version`` (SD 1.5's v1, v2, v3; SDXL's sdxl-beta, hotshot-xl), without
+    ``_`` keys."""
     source = resources.files("flipbook.models.families.animatediff").joinpath(
         "configs", version, "config.json"
     )
@@ -45,8 +46,11 @@ def infer_motion_config(
     state: Mapping[str, torch.Tensor],
     template: Mapping[str, Any],
     fail: Callable[[str], FlipbookError],
+    *,
+    no_encoding_length: int = NO_ENCODING_MAX_LENGTH,
 ) -> dict[str, Any]:
-    """``template`` with every size the (diffusers-layout) tensors reveal replaced by the real one."""
+    """``template`` with every size the (diffusers-layout) tensors reveal replaced by the real one;
+    ``no_encoding_length`` is the encoding length of a module whose file stores none."""
 
     def shape(key: str) -> tuple[int, ...]:
         if key not in state:
@@ -82,7 +86,7 @@ def infer_motion_config(
             mid_transformer_layers[0] if len(set(mid_transformer_layers)) == 1 else mid_transformer_layers
         )
     pe = next((state[key] for key in state if key.endswith("pos_embed.pe")), None)
-    config["motion_max_seq_length"] = int(pe.shape[1]) if pe is not None else NO_ENCODING_MAX_LENGTH
+    config["motion_max_seq_length"] = int(pe.shape[1]) if pe is not None else no_encoding_length
     heads = template.get("motion_num_attention_heads", 8)
     per_level = list(heads) if isinstance(heads, (list, tuple)) else [heads] * len(widths)
     if len(per_level) != len(widths) or any(w % h for w, h in zip(widths, per_level, strict=False)):

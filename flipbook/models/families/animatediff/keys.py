@@ -17,6 +17,8 @@ _BLOCK_PART = re.compile(r"transformer_blocks\.(\d+)\.(attn1|attn2|norm1|norm2|n
 _ORIGINAL_BLOCK_PART = re.compile(
     r"transformer_blocks\.(\d+)\.(attention_blocks\.\d+|norms\.\d+|ff_norm)\.(.+)"
 )
+_HOTSHOT_KEY = re.compile(r"((?:down_blocks|up_blocks)\.\d+|mid_block)\.temporal_attentions\.(\d+)\.(.+)")
+_HOTSHOT_ENCODING = ".pos_encoder.positional_encoding"
 _TO_ORIGINAL = {
     "attn1": "attention_blocks.0",
     "attn2": "attention_blocks.1",
@@ -65,6 +67,24 @@ def motion_diffusers_key(original: str) -> str | None:
     if module not in _FROM_ORIGINAL:
         return None
     return f"{prefix}transformer_blocks.{block}.{_FROM_ORIGINAL[module]}.{leaf}"
+
+
+def hotshot_original_key(key: str) -> str | None:
+    """The original AnimateDiff name of a Hotshot-XL temporal-layer key, or None when it is not one.
+
+    Hotshot-XL's ``TransformerTemporal`` is AnimateDiff's ``TemporalTransformer3DModel`` under other names: the
+    layers sit in ``temporal_attentions.N`` of each block (AnimateDiff: ``motion_modules.N.temporal_transformer``)
+    and each attention's sinusoidal encoding is ``pos_encoder.positional_encoding`` (AnimateDiff:
+    ``pos_encoder.pe``); the modules inside (``norm``, ``proj_in``, ``transformer_blocks.K.attention_blocks.{0,1}``,
+    ``norms``, ``ff``, ``ff_norm``, ``proj_out``) have the same names and shapes.
+    """
+    m = _HOTSHOT_KEY.fullmatch(key)
+    if m is None:
+        return None
+    rest = m[3]
+    if rest.endswith(_HOTSHOT_ENCODING):
+        rest = rest.removesuffix(_HOTSHOT_ENCODING) + ".pos_encoder.pe"
+    return f"{m[1]}.motion_modules.{m[2]}.temporal_transformer.{rest}"
 
 
 def plain_config(adapter: MotionAdapter) -> dict[str, Any]:

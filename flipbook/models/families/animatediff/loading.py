@@ -12,19 +12,25 @@ from diffusers import MotionAdapter
 
 from flipbook.errors import FlipbookError
 from flipbook.models.families.animatediff.architecture import (
+    NO_ENCODING_MAX_LENGTH,
     _build,
     _computed_encodings,
     infer_motion_config,
     shipped_motion_config,
 )
-from flipbook.models.families.animatediff.builtin import BUILTIN_MOTION_MODULES
+from flipbook.models.families.animatediff.builtin import BUILTIN_NAMES, builtin_motion_adapter
 from flipbook.models.families.animatediff.detect import (
     ALLOWED_MOTION_MODULES,
     MotionModuleInfo,
     detect_motion_module,
 )
 from flipbook.models.families.animatediff.files import read_weights
-from flipbook.models.families.animatediff.keys import _MOTION_KEY, motion_diffusers_key, motion_original_keys
+from flipbook.models.families.animatediff.keys import (
+    _MOTION_KEY,
+    hotshot_original_key,
+    motion_diffusers_key,
+    motion_original_keys,
+)
 from flipbook.models.folders import ModelsDir, models_dir_from_env
 from flipbook.models.pickles import refused_pickle
 
@@ -35,12 +41,14 @@ MOTION_MODULE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 def _to_diffusers(
     state: Mapping[str, torch.Tensor], info: MotionModuleInfo, fail: Callable[[str], FlipbookError]
 ) -> dict[str, torch.Tensor]:
-    """Original-layout keys renamed to diffusers'; the two encodings of a block must agree (diffusers keeps one)."""
+    """Original-layout keys (and Hotshot-XL's, renamed to the original ones first) renamed to diffusers'; the
+    two encodings of a block must agree (diffusers keeps one)."""
     if info.layout == "diffusers":
         return dict(state)
     converted: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
-        new = motion_diffusers_key(key)
+        original = hotshot_original_key(key) if info.layout == "hotshot" else key
+        new = motion_diffusers_key(original) if original is not None else None
         if new is None:
             raise fail(f"weight {key!r} has no place in a motion module")
         if new in converted:
@@ -69,10 +77,18 @@ def load_motion_module_file(
     raw = weights.state
     if raw and all(key.startswith("module.") for key in raw):
         raw = {key.removeprefix("module."): tensor for key, tensor in raw.items()}
-    info = detect_motion_module(raw, field=field, value=value, wrapper=weights.wrapper)
+    embedded = weights.embedded if isinstance(weights.embedded, dict) else None
+    info = detect_motion_module(
+        raw, field=field, value=value, wrapper=weights.wrapper, embedded=embedded is not None
+    )
     state = _to_diffusers(raw, info, fail)
-    template = weights.embedded if isinstance(weights.embedded, dict) else shipped_motion_config(info.version)
-    adapter = _build(infer_motion_config(state, template, fail), fail)
+    template = embedded or shipped_motion_config(info.version)
+    no_encoding = (
+        template.get("motion_max_seq_length", NO_ENCODING_MAX_LENGTH)
+        if info.layout == "hotshot"
+        else NO_ENCODING_MAX_LENGTH
+    )
+    adapter = _build(infer_motion_config(state, template, fail, no_encoding_length=no_encoding), fail)
     expected = adapter.state_dict()
     encodings = [key for key in expected if key.endswith("pos_embed.pe")]
     if not any(key in state for key in encodings):  # AnimateLCM: no stored encodings at all
@@ -113,17 +129,19 @@ def load_motion_adapter(
     models_dir: ModelsDir | str | Path | None = None,
     field: str = "animatediff.motion_module",
     seed: int = 0,
+    image_family: str | None = None,
 ) -> MotionAdapter:
     """The motion module ``ref`` names, on the CPU in float32 (the caller moves the assembled UNet).
 
-    ``ref``: a built-in (``tiny``, ``random-sd15``), a motion-module file or diffusers MotionAdapter folder,
+    ``ref``: a built-in (``tiny``: the one for ``image_family``, the family of the checkpoint it will attach
+    to; ``random-sd15``, ``random-sdxl``), a motion-module file or diffusers MotionAdapter folder,
     a motion-module name in ``models_dir`` (default ``FLIPBOOK_MODELS_DIR``; with or without extension), or a
     hub id in the local Hugging Face cache. See the module docstring for the files that load.
     """
     if not isinstance(ref, str) or not ref.strip():
         raise FlipbookError(field, ref, ALLOWED_MOTION_MODULES)
-    if ref in BUILTIN_MOTION_MODULES:
-        return BUILTIN_MOTION_MODULES[ref](seed)
+    if ref in BUILTIN_NAMES:
+        return builtin_motion_adapter(ref, seed, image_family, field=field)
     path = Path(ref).expanduser()
     if path.is_dir():
         return _from_pretrained(str(path), ref, field, local_files_only=True)

@@ -1,8 +1,8 @@
 """LTX-Video models: the built-in ``tiny-ltx`` (random weights, the real structures at toy size: a 1-block
 transformer, a VAE with LTX's 32x spatial and 8x temporal compression, a 2-layer T5 and the toy tokenizer), or
 a diffusers folder / hub id of ``LTXPipeline``, ``LTXImageToVideoPipeline`` or ``LTXConditionPipeline`` (one
-model serves text to video and conditioning on images). Single files are refused with a clear error (not
-loaded yet)."""
+model serves text to video and conditioning on images), or ComfyUI's single file with its T5 text encoder and
+tokenizer named beside it (``single_file.py``)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,10 @@ from flipbook.models.weights import check_no_missing_weights, seeded
 PIPELINES = ("LTXPipeline", "LTXImageToVideoPipeline", "LTXConditionPipeline")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 ALLOWED = (
-    f"a built-in ({', '.join(FAMILY.builtins)}), a diffusers LTX-Video folder with model_index.json, a folder "
-    "name in model.models_dir, or a hub id (e.g. Lightricks/LTX-Video) in the local Hugging Face cache"
+    f"a built-in ({', '.join(FAMILY.builtins)}), a diffusers LTX-Video folder with model_index.json, a "
+    "single file (transformer and VAE, ComfyUI's ltx-video-2b-v0.9.x.safetensors) with its text encoder and "
+    "tokenizer named, a name in model.models_dir, or a hub id (e.g. Lightricks/LTX-Video) in the local Hugging "
+    "Face cache"
 )
 SCHEDULER_CONFIG: dict[str, Any] = {
     "num_train_timesteps": 1000,
@@ -115,6 +117,15 @@ class LtxBundle:
         return self.scale_spatial * int(self.transformer.config.patch_size)
 
     @cached_property
+    def loras(self):
+        """The LoRAs loaded into the transformer and the active ones (:class:`~flipbook.models.lora.LoraSet`
+        on LTXPipeline: its loader converts ComfyUI's ``diffusion_model.*`` layout; both pipelines share the
+        transformer)."""
+        from flipbook.models.video_loras import lora_set
+
+        return lora_set(self.pipelines[False], FAMILY.title)
+
+    @cached_property
     def pipelines(self) -> dict[bool, Any]:
         """The parts as diffusers' pipelines, built once: ``False`` LTXPipeline, ``True`` LTXConditionPipeline
         (each segment gives the one it calls a fresh scheduler)."""
@@ -134,21 +145,32 @@ def load_ltx(
     text_encoder: str | None = None,
     vae: str | None = None,
     tokenizer: str | None = None,
+    image_encoder: str | None = None,
 ) -> LtxBundle:
     """Load the LTX-Video model ``ref`` (bf16 on a GPU, the VAE too, as LTX's own code runs it)."""
     torch_device = pick_device(device)
     torch_dtype = torch.bfloat16 if dtype in (None, "auto") and torch_device.type != "cpu" else None
     torch_dtype = torch_dtype or pick_dtype(dtype, torch_device)
-    for name, value in (("text_encoder", text_encoder), ("vae", vae), ("tokenizer", tokenizer)):
-        if value is not None:
-            section = field_name.rpartition(".")[0] or field_name
-            raise FlipbookError(
-                f"{section}.{name}", value, "unset for an LTX-Video model (its folder brings every part)"
-            )
+    section = field_name.rpartition(".")[0] or field_name
     if ref == "tiny-ltx":
         parts, source = tiny_ltx_components(seed), "builtin"
     else:
         location, source = _locate(ref, models_dir, field_name)
+    named = {"text_encoder": text_encoder, "vae": vae, "tokenizer": tokenizer, "image_encoder": image_encoder}
+    for name, value in named.items():
+        if value is not None and (source != "single_file" or name in ("vae", "image_encoder")):
+            brings = "its folder brings" if source != "single_file" else "the single file holds its VAE and"
+            raise FlipbookError(
+                f"{section}.{name}", value, f"unset for this LTX-Video model ({brings} every part it needs)"
+            )
+    if source == "single_file":
+        from flipbook.models.families.ltx.single_file import single_file_parts
+
+        parts = single_file_parts(
+            Path(location), field_name=field_name, section=section, models_dir=models_dir,
+            text_encoder=text_encoder, tokenizer=tokenizer, dtype=torch_dtype,
+        )  # fmt: skip
+    elif source != "builtin":
         parts = _from_pretrained(location, ref, field_name, torch_dtype, local_files_only=source == "folder")
     for name in ("transformer", "vae", "text_encoder"):
         module = parts[name].eval().requires_grad_(False).to(torch_device)
@@ -165,6 +187,21 @@ def is_ltx_folder(model_index: Mapping[str, Any], unet_config: Mapping[str, Any]
 def conditioning(ref: str, models_dir: str | Path | None, field_name: str) -> str:
     """Every LTX-Video model makes video from text alone or conditioned on images (``LTXConditionPipeline``)."""
     return "optional"
+
+
+def lora_problem(path: Path) -> str | None:
+    """The family's ``lora_problem`` hook: why a LoRA file is not an LTX-Video transformer's (see
+    :mod:`flipbook.models.video_loras`), compared with the tiny transformer's layers on the meta device."""
+    from diffusers import LTXPipeline
+
+    from flipbook.models.video_loras import lora_problem as problem
+    from flipbook.models.weights import empty_weights
+
+    def layers():
+        reference = empty_weights(lambda: LTXVideoTransformer3DModel(**TINY_TRANSFORMER_CONFIG))
+        return [name for name, _ in reference.named_modules()]
+
+    return problem(path, LTXPipeline, layers)
 
 
 def diffusers_pipeline(bundle: LtxBundle, *, conditioned: bool):
@@ -210,18 +247,35 @@ def tiny_ltx_components(seed: int = 0) -> dict[str, Any]:
 
 
 def _locate(ref: str, models_dir: str | Path | None, field_name: str) -> tuple[str, str]:
+    """(path, "folder"), (path, "single_file") or (hub id, "hub"); anything else is an error."""
     path = Path(ref).expanduser()
     if path.is_file():
-        raise FlipbookError(field_name, ref, ALLOWED, detail="single LTX-Video files are not loaded yet")
+        return _single_file(path, ref, field_name), "single_file"
     if path.is_dir():
         return str(path), "folder"
     if models_dir:
-        found = ModelsDir(Path(models_dir)).list("checkpoint")
-        if ref in found and found[ref].is_dir():
-            return str(found[ref]), "folder"
+        folders = ModelsDir(Path(models_dir))
+        for kind in ("checkpoint", "diffusion_model"):
+            found = folders.list(kind)
+            if ref in found or any(Path(name).stem == ref for name in found):
+                hit = folders.find(kind, ref)
+                return (
+                    (str(hit), "folder")
+                    if hit.is_dir()
+                    else (_single_file(hit, ref, field_name), "single_file")
+                )
     if _HUB_ID.match(ref):
         return ref, "hub"
     raise FlipbookError(field_name, ref, ALLOWED, detail="no such folder")
+
+
+def _single_file(path: Path, ref: str, field_name: str) -> str:
+    if path.suffix.lower() != ".safetensors":
+        raise FlipbookError(
+            field_name, ref, ALLOWED, detail=f"a {path.suffix or 'suffix-less'} file: LTX-Video single files are "
+            ".safetensors",
+        )  # fmt: skip
+    return str(path)
 
 
 def _from_pretrained(

@@ -23,4 +23,5 @@ FAMILY = Family(
     sample=Hook("flipbook.sampling.wan", "sample_segment"),
     reference=Hook("flipbook.models.families.wan.loading", "reference_frames"),
     conditioning=Hook("flipbook.models.families.wan.loading", "conditioning"),
+    lora_problem=Hook("flipbook.models.families.wan.loading", "lora_problem"),
 )

@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from flipbook.models.toy_tokenizer import tiny_tokenizer
 from flipbook.models.weights import check_no_missing_weights, seeded
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-SINGLE_FILE_SUFFIXES = (".safetensors", ".gguf")  # GGUF: found, then refused with a clear error
+SINGLE_FILE_SUFFIXES = (".safetensors", ".gguf")  # GGUF: quantised, through diffusers' GGUF support
 ALLOWED = (
     f"a built-in ({', '.join(FAMILY.builtins)}), a diffusers Wan folder with model_index.json, a name in "
     "model.models_dir (a diffusers folder, or a transformer file in models/diffusion_models with its text "
@@ -205,6 +206,16 @@ class WanBundle:
         """Width and height must be multiples of this (VAE factor x patch size: 16 for Wan 2.1)."""
         return self.scale_spatial * int(self.transformer.config.patch_size[1])
 
+    @cached_property
+    def loras(self):
+        """The LoRAs loaded into the transformer and the active ones (:class:`~flipbook.models.lora.LoraSet`
+        on diffusers' Wan pipeline of these parts: its loader converts every layout it reads; a text-to-video
+        LoRA on an image-to-video model gets zero image layers, as diffusers does). Wan 2.2 A14B's second
+        expert takes none (its LoRAs come as a pair, one per expert)."""
+        from flipbook.models.video_loras import lora_set
+
+        return lora_set(diffusers_pipeline(self), FAMILY.title)
+
 
 def load_wan(
     ref: str,
@@ -217,26 +228,33 @@ def load_wan(
     text_encoder: str | None = None,
     vae: str | None = None,
     tokenizer: str | None = None,
+    image_encoder: str | None = None,
 ) -> WanBundle:
     """Load the Wan model ``ref`` (see the module docstring) on the chosen device and dtype (bf16 on CUDA).
     ``text_encoder``, ``vae`` and ``tokenizer`` name the parts a single transformer file comes without
-    (``single_file.py``); the field errors name ``<section>.text_encoder`` etc. beside ``field_name``."""
+    (``single_file.py``; ``image_encoder``: an image-to-video file's CLIP vision encoder); the field errors name
+    ``<section>.text_encoder`` etc. beside ``field_name``."""
     torch_device = pick_device(device)
     torch_dtype = torch.bfloat16 if dtype in (None, "auto") and torch_device.type != "cpu" else None
     torch_dtype = torch_dtype or pick_dtype(dtype, torch_device)
-    if ref in BUILTINS:
-        parts, source = BUILTINS[ref](seed, torch_device), "builtin"
-    else:
-        location, source = locate(ref, models_dir, field_name)
-        if source == "single_file":
-            from flipbook.models.families.wan.single_file import single_file_parts
+    section = field_name.rpartition(".")[0] or field_name
+    location, source = (None, "builtin") if ref in BUILTINS else locate(ref, models_dir, field_name)
+    if image_encoder is not None and source != "single_file":
+        raise FlipbookError(
+            f"{section}.image_encoder", image_encoder, "unset for this Wan model (only a single image-to-video "
+            "transformer file comes without its image encoder)",
+        )  # fmt: skip
+    if source == "builtin":
+        parts = BUILTINS[ref](seed, torch_device)
+    elif source == "single_file":
+        from flipbook.models.families.wan.single_file import single_file_parts
 
-            section = field_name.rpartition(".")[0] or field_name
-            parts = single_file_parts(
-                Path(location), field_name=field_name, section=section, models_dir=models_dir,
-                text_encoder=text_encoder, vae=vae, tokenizer=tokenizer, dtype=torch_dtype,
-            )  # fmt: skip
-            return _place(parts, ref, source, torch_device, torch_dtype)
+        parts = single_file_parts(
+            Path(location), field_name=field_name, section=section, models_dir=models_dir,
+            text_encoder=text_encoder, vae=vae, tokenizer=tokenizer, image_encoder=image_encoder,
+            dtype=torch_dtype,
+        )  # fmt: skip
+    else:
         parts = _from_pretrained(location, ref, field_name, torch_dtype, local_files_only=source == "folder")
     return _place(parts, ref, source, torch_device, torch_dtype)
 
@@ -267,6 +285,22 @@ def takes_images(ref: str, models_dir: str | Path | None, field_name: str) -> bo
     except (OSError, ValueError):
         return None  # the load says what is wrong with the folder
     return int(transformer.get("in_channels", 16)) > int(vae.get("z_dim", 16))
+
+
+def lora_problem(path: Path) -> str | None:
+    """The family's ``lora_problem`` hook: why a LoRA file is not a Wan transformer's (see
+    :mod:`flipbook.models.video_loras`); the layers compared with are those of a Wan transformer with every
+    optional part (image tokens and their position embedding), built on the meta device."""
+    from diffusers import WanPipeline
+
+    from flipbook.models.video_loras import lora_problem as problem
+    from flipbook.models.weights import empty_weights
+
+    def layers():
+        reference = empty_weights(lambda: WanTransformer3DModel(**TINY_FLF2V_TRANSFORMER_CONFIG))
+        return [name for name, _ in reference.named_modules()]
+
+    return problem(path, WanPipeline, layers)
 
 
 def diffusers_pipeline(bundle: WanBundle):
@@ -480,6 +514,8 @@ def _place(
             continue
         module.eval().requires_grad_(False).to(device)
         wanted = torch.float32 if name == "vae" else dtype
+        if getattr(module, "is_quantized", False):  # GGUF: its weights stay quantised, computing in dtype
+            continue
         if module.dtype != wanted:  # diffusers warns on every dtype cast, even a no-op one
             module.to(wanted)
     return WanBundle(**parts, name=ref, source=source, device=device, dtype=dtype)

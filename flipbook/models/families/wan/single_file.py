@@ -6,7 +6,12 @@ converter) or in diffusers' layout; its configuration is read from the tensor sh
 are 128 wide) unless flipbook embedded one. The text encoder is a transformers-layout UMT5 encoder, its
 configuration read from its shapes too. A single text-encoder file has no tokenizer: ``tokenizer`` names a
 folder or hub id (``google/umt5-xxl``), and without one the error says so. The VAE is the Wan 2.1 VAE (original
-or diffusers layout). Pickled files, fp8 "scaled" files and GGUF files are refused with one clear error each.
+or diffusers layout). An image-to-video transformer takes its CLIP vision encoder from ``models/clip_vision``
+(transformers' layout, config from shapes: :func:`clip_vision_parts`). A GGUF-quantised transformer
+(``.gguf``, ComfyUI-GGUF's) stays quantised through diffusers' GGUF support (:func:`gguf_transformer`). fp8
+transformer and text-encoder files (plain ``*_fp8_e4m3fn`` and ComfyUI's scaled fp8 with ``scale_weight``
+keys) are upcast into the compute dtype at load (:mod:`flipbook.models.fp8_files`). Pickled files are refused
+with one clear error.
 """
 
 from __future__ import annotations
@@ -19,11 +24,20 @@ from typing import Any
 import torch
 
 from flipbook.errors import FlipbookError
-from flipbook.models.folders import ModelsDir
+from flipbook.models.split_files import (
+    ALLOWED_PART,
+    build_module,
+    find_part,
+    t5_encoder,
+    tokenizer_for,
+    upcast,
+)
 from flipbook.models.weights import read_checkpoint
 
 HEAD_DIM = 128
-ALLOWED_PART = "a .safetensors file (a path, or a name in model.models_dir's {folder})"
+ALLOWED_TRANSFORMER = (
+    "a Wan transformer file: .safetensors, or GGUF-quantised (.gguf) as ComfyUI-GGUF writes it"
+)
 _PREFIX = "model.diffusion_model."
 
 
@@ -44,29 +58,37 @@ def single_file_parts(
     vae: str | None,
     tokenizer: str | None,
     dtype: torch.dtype,
+    image_encoder: str | None = None,
 ) -> dict[str, Any]:
-    """The pipeline's parts from a transformer file and the text encoder, VAE and tokenizer named beside it."""
+    """The pipeline's parts from a transformer file and the text encoder, VAE and tokenizer named beside it
+    (and, for an image-to-video transformer, its CLIP vision encoder)."""
     from diffusers import UniPCMultistepScheduler
 
     from flipbook.models.families.wan.loading import SCHEDULER_CONFIG
 
-    suffix = path.suffix.lower()
-    if suffix == ".gguf":
-        raise FlipbookError(
-            field_name, str(path), "a .safetensors transformer file",
-            detail="GGUF-quantised Wan transformers are not loaded yet",
-        )  # fmt: skip
-    state, embedded = read_checkpoint(
-        path, suffixes=(".safetensors",), field=field_name, allowed=ALLOWED_PART
-    )
+    quantised = path.suffix.lower() == ".gguf"
+    if quantised:
+        from flipbook.models.gguf_files import read_gguf
+
+        state, embedded = read_gguf(path, field_name, ALLOWED_TRANSFORMER), None
+    else:
+        state, embedded = read_checkpoint(
+            path, suffixes=(".safetensors",), field=field_name, allowed=ALLOWED_PART
+        )
     if not is_wan_transformer(state):
         raise FlipbookError(field_name, str(path), "a Wan transformer file", detail="its keys are not Wan's")
-    _refuse_scaled(state, field_name, path)
-    if any(".k_img." in key or "img_emb." in key for key in state):
+    state = upcast(state, dtype)
+    images = any(".k_img." in key or "img_emb." in key or "image_embedder." in key for key in state)
+    if images and image_encoder is None:
         raise FlipbookError(
-            field_name, str(path), "a text-to-video Wan transformer file, or the image-to-video model's diffusers "
-            "folder", detail="single-file image-to-video transformers need their CLIP vision encoder "
-            "(ComfyUI's models/clip_vision), which flipbook does not load yet",
+            f"{section}.image_encoder", None, f"the CLIP vision encoder that goes with the image-to-video "
+            f"transformer file {path.name} (a file, or a name in model.models_dir: ComfyUI's models/clip_vision, "
+            "e.g. clip_vision_h)",
+        )  # fmt: skip
+    if image_encoder is not None and not images:
+        raise FlipbookError(
+            f"{section}.image_encoder", image_encoder, f"unset for {path.name} (a text-to-video transformer: it "
+            "reads no image tokens)",
         )  # fmt: skip
     for name, value in (("text_encoder", text_encoder), ("vae", vae)):
         if value is None:
@@ -74,16 +96,73 @@ def single_file_parts(
                 f"{section}.{name}", None, f"the {name.replace('_', ' ')} that goes with the single transformer "
                 f"file {path.name} (a file, or a name in model.models_dir)",
             )  # fmt: skip
+    config = (embedded or {}).get("transformer")
+    vision = {}
+    if images:
+        encoder_field = f"{section}.image_encoder"
+        vision = clip_vision_parts(
+            find_part(image_encoder, "clip_vision", encoder_field, models_dir), encoder_field
+        )
     return {
-        "transformer": transformer_from_state(state, (embedded or {}).get("transformer"), dtype),
+        **vision,
+        "transformer": gguf_transformer(state, dtype)
+        if quantised
+        else transformer_from_state(state, config, dtype),
         "text_encoder": _text_encoder(
-            _find(text_encoder, "text_encoder", f"{section}.text_encoder", models_dir),
+            find_part(text_encoder, "text_encoder", f"{section}.text_encoder", models_dir),
             dtype,
             f"{section}.text_encoder",
         ),  # fmt: skip
-        "tokenizer": _tokenizer(tokenizer, f"{section}.tokenizer", models_dir),
-        "vae": _vae(_find(vae, "vae", f"{section}.vae", models_dir), f"{section}.vae"),
+        "tokenizer": tokenizer_for(tokenizer, f"{section}.tokenizer", models_dir, "google/umt5-xxl"),
+        "vae": _vae(find_part(vae, "vae", f"{section}.vae", models_dir), f"{section}.vae"),
         "scheduler": UniPCMultistepScheduler.from_config(SCHEDULER_CONFIG),
+    }
+
+
+def clip_vision_parts(path: Path, field_name: str) -> dict[str, Any]:
+    """An image-to-video transformer's image encoder and processor from a CLIP vision file in transformers'
+    layout (ComfyUI's ``clip_vision_h.safetensors``), its config read from the shapes (or embedded by
+    flipbook)."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    allowed = (
+        "a CLIP vision encoder file in transformers' layout (ComfyUI's models/clip_vision, clip_vision_h)"
+    )
+    state, embedded = read_checkpoint(path, suffixes=(".safetensors",), field=field_name, allowed=allowed)
+    if "vision_model.embeddings.patch_embedding.weight" not in state:
+        raise FlipbookError(field_name, str(path), allowed, detail="its keys are not a CLIP vision encoder's")
+    state = upcast(state, torch.float32)
+    config = CLIPVisionConfig(**dict((embedded or {}).get("image_encoder") or clip_vision_config(state)))
+    encoder = build_module(
+        lambda: CLIPVisionModelWithProjection(config), state, torch.float32, field_name, str(path)
+    )
+    side = int(config.image_size)
+    return {
+        "image_encoder": encoder,
+        "image_processor": CLIPImageProcessor(crop_size=side, size={"shortest_edge": side}),
+    }
+
+
+def clip_vision_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """CLIPVisionConfig from a transformers-layout state dict's shapes. Heads are 64 wide except ViT-H/14's
+    (1280 wide, 16 heads of 80: Wan's open-clip XLM-RoBERTa ViT-H), and the activation is GELU as in
+    open-clip's ViTs."""
+    patch = state["vision_model.embeddings.patch_embedding.weight"]
+    hidden, _, size, _ = patch.shape
+    positions = state["vision_model.embeddings.position_embedding.weight"].shape[0]
+    layers = 1 + max(
+        int(m.group(1)) for key in state if (m := re.match(r"vision_model\.encoder\.layers\.(\d+)\.", key))
+    )
+    return {
+        "hidden_size": hidden,
+        "intermediate_size": state["vision_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
+        "projection_dim": state["visual_projection.weight"].shape[0],
+        "num_hidden_layers": layers,
+        "num_attention_heads": 16 if hidden == 1280 else hidden // 64,
+        "patch_size": size,
+        "image_size": round((positions - 1) ** 0.5) * size,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-5,
     }
 
 
@@ -98,7 +177,35 @@ def transformer_from_state(
     if "blocks.0.self_attn.q.weight" in state:
         state = convert_wan_transformer_to_diffusers(dict(state))
     config = dict(config) if config else transformer_config(state)
-    return _build(lambda: WanTransformer3DModel(**config), state, dtype, "transformer")
+    return build_module(lambda: WanTransformer3DModel(**config), state, dtype, "transformer")
+
+
+def gguf_transformer(state: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.nn.Module:
+    """A WanTransformer3DModel whose weights stay GGUF-quantised (dequantised per layer into ``dtype`` as they
+    are used), built by diffusers' ``from_single_file`` with its GGUF quantiser and its Wan converter; the
+    config is read from the tensors' logical shapes and handed over as a local config folder (offline)."""
+    import json
+    import tempfile
+
+    from diffusers import WanTransformer3DModel
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    from flipbook.models.gguf_files import logical_shapes, quantization_config
+
+    state = {key.removeprefix(_PREFIX): value for key, value in state.items()}
+    shapes = logical_shapes(state)
+    if "blocks.0.self_attn.q.weight" in shapes:
+        shapes = convert_wan_transformer_to_diffusers(dict(shapes))
+    config = transformer_config(shapes)
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "config.json").write_text(
+            json.dumps({"_class_name": "WanTransformer3DModel", **config}), encoding="utf-8"
+        )
+        model = WanTransformer3DModel.from_single_file(
+            state, config=folder, quantization_config=quantization_config(dtype), torch_dtype=dtype,
+            local_files_only=True,
+        )  # fmt: skip
+    return model.eval()
 
 
 def transformer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -129,63 +236,16 @@ def transformer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     return config
 
 
-def text_encoder_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """UMT5's encoder config from a transformers-layout state dict's shapes."""
-    vocab, d_model = state["shared.weight"].shape
-    buckets, heads = state["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"].shape
-    layers = 1 + max(int(m.group(1)) for key in state if (m := re.match(r"encoder\.block\.(\d+)\.", key)))
-    return {
-        "vocab_size": vocab,
-        "d_model": d_model,
-        "d_kv": state["encoder.block.0.layer.0.SelfAttention.q.weight"].shape[0] // heads,
-        "d_ff": state["encoder.block.0.layer.1.DenseReluDense.wi_0.weight"].shape[0],
-        "num_layers": layers,
-        "num_heads": heads,
-        "relative_attention_num_buckets": buckets,
-        "feed_forward_proj": "gated-gelu",
-        "pad_token_id": 0,
-        "eos_token_id": 1,
-    }
-
-
 # ---- pieces ---------------------------------------------------------------------------------------------
 
 
-def _find(ref: str, kind: str, field_name: str, models_dir: str | Path | None) -> Path:
-    path = Path(ref).expanduser()
-    if path.is_file():
-        return path
-    if models_dir:
-        return ModelsDir(Path(models_dir)).find(kind, ref)
-    folder = "text_encoders" if kind == "text_encoder" else "vae"
-    raise FlipbookError(
-        field_name, ref, ALLOWED_PART.format(folder=f"models/{folder}"), detail="no such file"
-    )
-
-
-def _refuse_scaled(state: Mapping[str, Any], field_name: str, path: Path) -> None:
-    if "scaled_fp8" in state or any(
-        t.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) for t in state.values()
-    ):
-        raise FlipbookError(
-            field_name, str(path), "a bf16/fp16/fp32 file", detail="fp8 files are not loaded yet"
-        )
-
-
 def _text_encoder(path: Path, dtype: torch.dtype, field_name: str) -> torch.nn.Module:
-    from transformers import UMT5Config, UMT5EncoderModel
+    def classes():
+        from transformers import UMT5Config, UMT5EncoderModel
 
-    state, _ = read_checkpoint(
-        path, suffixes=(".safetensors",), field=field_name,
-        allowed=ALLOWED_PART.format(folder="models/text_encoders"),
-    )  # fmt: skip
-    _refuse_scaled(state, field_name, path)
-    if "shared.weight" not in state or "encoder.block.0.layer.0.SelfAttention.q.weight" not in state:
-        raise FlipbookError(field_name, str(path), "a UMT5 encoder file (transformers layout)", detail="its keys "
-                            "are not a UMT5 encoder's")  # fmt: skip
-    config = UMT5Config(**text_encoder_config(state))
-    state.setdefault("encoder.embed_tokens.weight", state["shared.weight"])
-    return _build(lambda: UMT5EncoderModel(config), state, dtype, field_name, str(path))
+        return UMT5EncoderModel, UMT5Config
+
+    return t5_encoder(path, dtype, field_name, "UMT5", classes)
 
 
 def _vae(path: Path, field_name: str) -> torch.nn.Module:
@@ -198,35 +258,4 @@ def _vae(path: Path, field_name: str) -> torch.nn.Module:
     if "encoder.conv1.weight" in state and "encoder.conv_in.weight" not in state:
         state = convert_wan_vae_to_diffusers(dict(state))
     config = dict((embedded or {}).get("vae") or {})
-    return _build(lambda: AutoencoderKLWan(**config), state, torch.float32, field_name, str(path))
-
-
-def _tokenizer(ref: str | None, field_name: str, models_dir: str | Path | None):
-    from transformers import AutoTokenizer
-
-    allowed = "a tokenizer folder or hub id (e.g. google/umt5-xxl) for the single-file text encoder"
-    if ref is None:
-        raise FlipbookError(field_name, None, allowed, detail="a single text-encoder file has no tokenizer")
-    path = Path(ref).expanduser()
-    if not path.is_dir() and models_dir:
-        try:
-            path = ModelsDir(Path(models_dir)).find("text_encoder", ref)
-        except FlipbookError:
-            path = Path(ref)
-    try:
-        return AutoTokenizer.from_pretrained(str(path) if path.is_dir() else ref)
-    except (OSError, ValueError) as error:
-        raise FlipbookError(field_name, ref, allowed, detail=str(error).splitlines()[0][:200]) from None
-
-
-def _build(make, state, dtype, field_name: str | None = None, ref: str | None = None) -> torch.nn.Module:
-    """The module with parameters on the meta device, then the file's tensors assigned (every one needed)."""
-    from flipbook.models.weights import empty_weights
-
-    module = empty_weights(make)
-    result = module.load_state_dict(state, strict=False, assign=True)
-    missing = [key for key in result.missing_keys if key]
-    if missing or result.unexpected_keys:
-        detail = f"missing {missing[0]!r}" if missing else f"unexpected {result.unexpected_keys[0]!r}"
-        raise FlipbookError(field_name or "model", ref or "(file)", "a complete Wan part", detail=detail)
-    return (module if module.dtype == dtype else module.to(dtype)).eval()
+    return build_module(lambda: AutoencoderKLWan(**config), state, torch.float32, field_name, str(path))

@@ -1,0 +1,191 @@
+"""LTX-Video from the single files ComfyUI users keep: ``ltx-video-2b-v0.9.x.safetensors`` (the transformer and
+the VAE in one file, LTX's original layout, ``models/checkpoints`` or ``models/diffusion_models``), with the T5
+text encoder (``models/text_encoders``, transformers layout, fp8 too) and the tokenizer named beside it.
+
+The file is told from its keys (:func:`is_ltx_checkpoint`); both parts are converted to diffusers' layout by
+diffusers' own converters. The transformer's configuration is read from its shapes (LTX-Video's 32 attention
+heads); the VAE's is the one its version needs, which diffusers would download: the configs of 0.9.0 and
+0.9.1 (2B) ship here (``VAE_CONFIGS``, diffusers' conversion script's), a file flipbook wrote carries its own,
+and a VAE of another version is one error saying to use the diffusers folder. Every tensor must fit the
+configuration (a strict load), so a wrong one is an error, never a silently half-loaded model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flipbook.errors import FlipbookError
+from flipbook.models.split_files import (
+    build_module,
+    find_part,
+    t5_encoder,
+    tokenizer_for,
+    upcast,
+)
+from flipbook.models.weights import read_checkpoint
+
+HEADS = 32  # every LTX-Video 0.9 transformer (2B: 32 x 64, 13B: 32 x 128)
+_PREFIX = "model.diffusion_model."
+ALLOWED = "an LTX-Video single file (transformer and VAE, e.g. ltx-video-2b-v0.9.1.safetensors)"
+_VAE_COMMON: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 128,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": (4, 3, 3, 3, 4),
+    "spatio_temporal_scaling": (True, True, True, False),
+    "patch_size": 4,
+    "patch_size_t": 1,
+    "resnet_norm_eps": 1e-6,
+    "scaling_factor": 1.0,
+    "encoder_causal": True,
+    "decoder_causal": False,
+}
+VAE_CONFIGS: dict[str, dict[str, Any]] = {
+    "ltx-video": {
+        **_VAE_COMMON,
+        "decoder_block_out_channels": (128, 256, 512, 512),
+        "decoder_layers_per_block": (4, 3, 3, 3, 4),
+        "decoder_spatio_temporal_scaling": (True, True, True, False),
+        "decoder_inject_noise": (False, False, False, False, False),
+        "upsample_residual": (False, False, False, False),
+        "upsample_factor": (1, 1, 1, 1),
+        "timestep_conditioning": False,
+    },
+    "ltx-video-0.9.1": {
+        **_VAE_COMMON,
+        "decoder_block_out_channels": (256, 512, 1024),
+        "decoder_layers_per_block": (5, 6, 7, 8),
+        "decoder_spatio_temporal_scaling": (True, True, True),
+        "decoder_inject_noise": (True, True, True, False),
+        "upsample_residual": (True, True, True),
+        "upsample_factor": (2, 2, 2),
+        "timestep_conditioning": True,
+    },
+}
+"""The VAE configurations of LTX-Video 0.9.0 and 0.9.1, by diffusers' name for the version
+(``infer_diffusers_model_type``)."""
+
+
+def is_ltx_checkpoint(state: Mapping[str, Any]) -> bool:
+    """The family's checkpoint detector: LTX-Video's transformer keys (original or diffusers layout)."""
+    keys = {key.removeprefix(_PREFIX) for key in state}
+    block = (
+        "transformer_blocks.0.attn1.to_q.weight" in keys and "transformer_blocks.0.scale_shift_table" in keys
+    )
+    return block and ("patchify_proj.weight" in keys or "proj_in.weight" in keys)
+
+
+def single_file_parts(
+    path: Path,
+    *,
+    field_name: str,
+    section: str,
+    models_dir: str | Path | None,
+    text_encoder: str | None,
+    tokenizer: str | None,
+    dtype: torch.dtype,
+) -> dict[str, Any]:
+    """LTXPipeline's parts from the single file and the text encoder and tokenizer named beside it."""
+    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler
+
+    from flipbook.models.families.ltx.loading import SCHEDULER_CONFIG
+
+    state, embedded = read_checkpoint(path, suffixes=(".safetensors",), field=field_name, allowed=ALLOWED)
+    if not is_ltx_checkpoint(state):
+        raise FlipbookError(field_name, str(path), ALLOWED, detail="its keys are not LTX-Video's")
+    state = upcast(state, dtype)
+    embedded = embedded or {}
+    if not any(key.startswith("vae.") for key in state):
+        raise FlipbookError(field_name, str(path), ALLOWED, detail="it holds no VAE (vae.* keys)")
+    if text_encoder is None:
+        raise FlipbookError(
+            f"{section}.text_encoder", None, f"the T5 text encoder that goes with the single file {path.name} "
+            "(a file, or a name in model.models_dir: ComfyUI's models/text_encoders, e.g. t5xxl_fp16)",
+        )  # fmt: skip
+    vae_config = dict(embedded.get("vae") or _vae_config(state, field_name, path))
+    transformer, vae = _split(state)
+
+    def t5_classes():
+        from transformers import T5Config, T5EncoderModel
+
+        return T5EncoderModel, T5Config
+
+    encoder_field = f"{section}.text_encoder"
+    return {
+        "transformer": transformer_from_state(
+            transformer, embedded.get("transformer"), dtype, field_name, path
+        ),
+        "vae": build_module(lambda: AutoencoderKLLTXVideo(**vae_config), vae, dtype, field_name, str(path)),
+        "text_encoder": t5_encoder(
+            find_part(text_encoder, "text_encoder", encoder_field, models_dir),
+            dtype,
+            encoder_field,
+            "T5",
+            t5_classes,
+        ),  # fmt: skip
+        "tokenizer": tokenizer_for(tokenizer, f"{section}.tokenizer", models_dir, "google/t5-v1_1-xxl"),
+        "scheduler": FlowMatchEulerDiscreteScheduler.from_config(SCHEDULER_CONFIG),
+    }
+
+
+def transformer_from_state(
+    state: dict[str, torch.Tensor], config: Mapping[str, Any] | None, dtype: torch.dtype, field_name, path
+) -> torch.nn.Module:
+    """An LTXVideoTransformer3DModel from diffusers-layout tensors, its config embedded or read from shapes."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    config = dict(config) if config else transformer_config(state)
+    return build_module(lambda: LTXVideoTransformer3DModel(**config), state, dtype, field_name, str(path))
+
+
+def transformer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """LTXVideoTransformer3DModel's config from a diffusers-layout state dict's shapes."""
+    inner, in_channels = state["proj_in.weight"].shape
+    layers = 1 + max(int(m.group(1)) for key in state if (m := re.match(r"transformer_blocks\.(\d+)\.", key)))
+    return {
+        "in_channels": in_channels,
+        "out_channels": state["proj_out.weight"].shape[0],
+        "patch_size": 1,
+        "patch_size_t": 1,
+        "num_attention_heads": HEADS,
+        "attention_head_dim": inner // HEADS,
+        "cross_attention_dim": state["transformer_blocks.0.attn2.to_k.weight"].shape[1],
+        "num_layers": layers,
+        "caption_channels": state["caption_projection.linear_1.weight"].shape[1],
+    }
+
+
+def _split(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(transformer, VAE) tensors in diffusers' layout, through diffusers' converters (they take the keys they
+    convert out of the dict they are given)."""
+    from diffusers.loaders.single_file_utils import (
+        convert_ltx_transformer_checkpoint_to_diffusers,
+        convert_ltx_vae_checkpoint_to_diffusers,
+    )
+
+    original = {
+        key if key.startswith("vae.") else _PREFIX + key.removeprefix(_PREFIX): v for key, v in state.items()
+    }
+    vae = convert_ltx_vae_checkpoint_to_diffusers(dict(original))
+    transformer = convert_ltx_transformer_checkpoint_to_diffusers(
+        {key: value for key, value in original.items() if not key.startswith("vae.")}
+    )
+    return transformer, vae
+
+
+def _vae_config(state: Mapping[str, torch.Tensor], field_name: str, path: Path) -> dict[str, Any]:
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+
+    version = infer_diffusers_model_type(state)
+    if version not in VAE_CONFIGS:
+        raise FlipbookError(
+            field_name, str(path), "an LTX-Video 0.9.0 or 0.9.1 single file, or the model's diffusers folder",
+            detail=f"its VAE is {version}'s, whose configuration does not ship with flipbook",
+        )  # fmt: skip
+    return VAE_CONFIGS[version]

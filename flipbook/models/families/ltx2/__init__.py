@@ -1,0 +1,32 @@
+"""LTX-2 (Lightricks' audio-video model; text to video, images at any frames, and the audio it makes with the
+video): ``loading.py`` loads its parts (built-in ``tiny-ltx2``, diffusers folders, hub ids); its sampler is
+``sampling/ltx2.py``. The tiny model's toy Gemma tokenizer is built in ``loading.py``."""
+
+from __future__ import annotations
+
+from flipbook.models.families.family import Family, Hook
+
+_LOADING = "flipbook.models.families.ltx2.loading"
+
+FAMILY = Family(
+    name="ltx-2",
+    title="LTX-2",
+    capability="video diffusion",
+    builtins=("tiny-ltx2",),
+    default_size=(768, 512),
+    prediction_type="flow_prediction",
+    frame_step=8,
+    side_multiple=32,
+    min_steps=2,
+    detect_folder=Hook(_LOADING, "is_ltx2_folder"),
+    load=Hook(_LOADING, "load_ltx2"),
+    encoder=Hook("flipbook.sampling.ltx2", "encode_prompt"),
+    sample=Hook("flipbook.sampling.ltx2", "sample_segment"),
+    reference=Hook(_LOADING, "reference_frames"),
+    conditioning=Hook(_LOADING, "conditioning"),
+)
+"""LTX-2 models: the built-in ``tiny-ltx2`` (random weights, the real structures at toy size, its toy Gemma
+tokenizer built in code), or a diffusers folder / hub id of ``LTX2Pipeline``, ``LTX2ImageToVideoPipeline`` or
+``LTX2ConditionPipeline`` (one model serves text to video, a start image and images at latent frames). The
+audio it makes is returned by ``sampling/ltx2.py``'s ``sample_with_audio``; the mode's segment hook drops it
+with a warning. Single files are refused with a clear error (not loaded yet)."""

@@ -1,0 +1,164 @@
+"""The torch versions of the feedback loop's pixel operations against the numpy/OpenCV ones (the reference),
+within the tolerances their modules state."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flipbook.imaging import filters as reference_filters
+from flipbook.imaging import filters_torch as tf
+from flipbook.imaging.color import match_colors, to_grayscale
+from flipbook.imaging.color_torch import MEAN_TOLERANCE, TOLERANCE, ColorReference
+from flipbook.imaging.masks import composite
+from flipbook.motion.camera2d import (
+    TENSOR_WARP_TOLERANCE,
+    PerspectiveFlip,
+    grid_sample_warp,
+    matrix_2d,
+    warp_2d,
+    warp_2d_tensor,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _image(seed: int, shape=(48, 64), scale=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """A smooth colourful image, its channels scaled (a colour cast)."""
+    noise = np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    smooth = cv2.normalize(cv2.GaussianBlur(noise, (0, 0), 2), None, 0, 255, cv2.NORM_MINMAX)
+    return (smooth * np.array(scale)).astype(np.uint8)
+
+
+def _diff(a, b) -> np.ndarray:
+    a = a.numpy() if torch.is_tensor(a) else a
+    return np.abs(a.astype(np.int16) - b.astype(np.int16))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    scale=st.tuples(*[st.floats(0.2, 1.0)] * 3),
+    size=st.sampled_from([(48, 64), (61, 47), (64, 64)]),
+)
+def test_lab_and_rgb_matching_equal_the_numpy_reference(seed, scale, size):
+    image, reference = _image(seed, size), _image(seed + 1, (48, 40), scale)
+    rgb = ColorReference.of(torch.from_numpy(reference), "rgb").match(torch.from_numpy(image))
+    assert _diff(rgb, match_colors(image, reference, "rgb")).max() == 0  # one bin per level: exact
+    lab = ColorReference.of(torch.from_numpy(reference), "lab").match(torch.from_numpy(image))
+    difference = _diff(lab, match_colors(image, reference, "lab"))
+    assert difference.mean() < MEAN_TOLERANCE
+    assert np.mean(difference <= TOLERANCE) >= 0.995
+
+
+def test_hsv_matching_equals_the_numpy_reference_but_where_hue_jumps():
+    """Hue is matched as a plain channel (Deforum's way): where the reference's hue histogram has a gap, a
+    float rounding difference in the conversion sends a pixel to the other side of it, in numpy as here."""
+    image, reference = _image(3, (96, 96)), _image(4, (64, 64), (1.0, 0.6, 0.3))
+    hsv = ColorReference.of(torch.from_numpy(reference), "hsv").match(torch.from_numpy(image))
+    difference = _diff(hsv, match_colors(image, reference, "hsv"))
+    assert np.mean(difference <= TOLERANCE) >= 0.99 and difference.mean() < MEAN_TOLERANCE
+
+
+def test_a_reference_is_made_once_and_matched_many_times():
+    reference = ColorReference.of(torch.from_numpy(_image(5)), "lab")
+    first, second = _image(6), _image(7)
+    out = [reference.match(torch.from_numpy(image)) for image in (first, second, first)]
+    assert torch.equal(out[0], out[2])
+    assert _diff(out[1], match_colors(second, _image(5), "lab")).mean() < MEAN_TOLERANCE
+
+
+def test_matching_an_image_to_itself_keeps_it():
+    image = _image(8)
+    for space in ("rgb", "hsv", "lab"):
+        out = ColorReference.of(torch.from_numpy(image), space).match(torch.from_numpy(image))
+        assert _diff(out, image).max() <= (0 if space == "rgb" else 1), space
+
+
+def test_unknown_colour_space_is_refused():
+    with pytest.raises(ValueError, match="video"):
+        ColorReference.of(torch.zeros(4, 4, 3, dtype=torch.uint8), "video")
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    contrast=st.floats(0.0, 3.0),
+    amount=st.floats(0.0, 3.0),
+    kernel=st.sampled_from([0, 1, 3, 5, 9]),
+    sigma=st.floats(0.0, 3.0),
+    threshold=st.sampled_from([0.0, 2.0, 10.0]),
+)
+def test_contrast_and_unsharp_equal_the_numpy_reference(seed, contrast, amount, kernel, sigma, threshold):
+    if kernel == 0 and sigma <= 0:
+        sigma = 1.0
+    image = _image(seed)
+    tensor = torch.from_numpy(image)
+    assert (
+        _diff(tf.adjust_contrast(tensor, contrast), reference_filters.adjust_contrast(image, contrast)).max()
+        == 0
+    )
+    kwargs = {"amount": amount, "kernel_size": kernel, "sigma": sigma, "threshold": threshold}
+    expected = reference_filters.unsharp_mask(image, **kwargs)
+    assert _diff(tf.unsharp_mask(tensor, **kwargs), expected).max() <= tf.UNSHARP_TOLERANCE
+
+
+@pytest.mark.parametrize(("kernel", "sigma"), [(5, 1.0), (0, 2.0), (7, 0.0), (3, 0.5), (1, 1.0)])
+def test_the_torch_blur_kernel_equals_opencvs(kernel, sigma):
+    """The blur GPUs run (the CPU runs OpenCV's own): within float rounding of ``cv2.GaussianBlur``."""
+    image = _image(14).astype(np.float32)
+    blurred = tf.gaussian_blur(torch.from_numpy(image), kernel, sigma, on_cpu_use_opencv=False)
+    assert np.abs(blurred.numpy() - cv2.GaussianBlur(image, (kernel, kernel), sigma)).max() < 1e-3
+
+
+def test_unsharp_checks_its_kernel_as_the_numpy_one_does():
+    with pytest.raises(ValueError, match="odd"):
+        tf.unsharp_mask(
+            torch.zeros(8, 8, 3, dtype=torch.uint8), amount=1, kernel_size=4, sigma=1, threshold=0
+        )
+
+
+@pytest.mark.parametrize("noise_type", ["gaussian", "perlin"])
+def test_noise_is_the_numpy_draws_byte_for_byte(noise_type):
+    image = _image(9)
+    mask = np.random.default_rng(1).random(image.shape[:2]).astype(np.float32)
+    field = tf.noise_field(*image.shape, seed=42, noise_type=noise_type)
+    out = tf.add_noise(torch.from_numpy(image), 0.3, torch.from_numpy(field), torch.from_numpy(mask))
+    expected = reference_filters.add_noise(image, 0.3, seed=42, noise_type=noise_type, mask=mask)
+    assert _diff(out, expected).max() == 0
+
+
+def test_grayscale_and_composite_equal_the_reference_byte_for_byte():
+    image, other = _image(10), _image(11)
+    mask = np.random.default_rng(2).random(image.shape[:2]).astype(np.float32)
+    assert _diff(tf.to_grayscale(torch.from_numpy(image)), to_grayscale(image)).max() == 0
+    blended = tf.composite(torch.from_numpy(image), torch.from_numpy(other), torch.from_numpy(mask))
+    assert _diff(blended, composite(image, other, mask)).max() == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    border=st.sampled_from(["replicate", "wrap", "reflect", "zeros"]),
+    zoom=st.floats(0.5, 1.5),
+    angle=st.floats(-30, 30),
+    tx=st.floats(-40, 40),
+    ty=st.floats(-40, 40),
+    flip=st.booleans(),
+)
+def test_tensor_warp_equals_opencvs(border, zoom, angle, tx, ty, flip):
+    image = _image(12, (40, 56))
+    perspective = PerspectiveFlip(theta=3, phi=8, gamma=-5) if flip else None
+    matrix = matrix_2d(width=56, height=40, zoom=zoom, angle=angle, translation_x=tx, translation_y=ty,
+                       perspective_flip=perspective)  # fmt: skip
+    expected = warp_2d(image, matrix, border)
+    difference = _diff(grid_sample_warp(torch.from_numpy(image), matrix, border), expected)  # a GPU's kernel
+    assert difference.max() <= TENSOR_WARP_TOLERANCE and difference.mean() < 0.05
+    assert _diff(warp_2d_tensor(torch.from_numpy(image), matrix, border), expected).max() == 0  # the CPU's
+
+
+def test_a_singular_warp_is_opencvs_flat_frame():
+    image = _image(13)
+    matrix = matrix_2d(width=64, height=48, zoom=0)
+    assert _diff(warp_2d_tensor(torch.from_numpy(image), matrix), warp_2d(image, matrix)).max() == 0

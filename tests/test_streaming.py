@@ -1,0 +1,245 @@
+"""Memory independent of length: encoders read frames on disk one at a time, and write what they wrote before.
+
+Each encoder is run on the same short clip from a list in memory and from PNG files on disk
+(:class:`flipbook.io.frames.FrameFiles`); the files must be the same bytes. A frame sequence that counts the
+frames alive at once shows that no encoder holds the clip.
+"""
+
+from __future__ import annotations
+
+import weakref
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flipbook.errors import FlipbookError
+from flipbook.io import gif
+from flipbook.io.frames import FrameFiles, FrameSequence
+from flipbook.io.readers import read_frames
+from flipbook.io.writers import FORMATS, EncodeOptions, make_gif, make_webp, write_outputs
+
+FPS = 12
+SIZE = 64
+
+
+def _clip(n: int = 10, size: int = SIZE, seed: int = 0) -> list[np.ndarray]:
+    """Moving gradients with grain, a repeated frame (merged by GIF and APNG) and a cut (a new GIF scene)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    frames = []
+    for i in range(n):
+        base = np.stack([(x * 3 + 9 * i) % 256, (y * 2 + 5 * i) % 256, (x + y + i) % 256], -1)
+        frames.append(np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8))
+    frames.insert(4, frames[3].copy())
+    frames.append(np.full_like(frames[0], 200))
+    return frames
+
+
+def _on_disk(frames: list[np.ndarray], folder: Path) -> FrameFiles:
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"frame_{i:05d}.png")
+    return read_frames(folder, lazy=True).frames
+
+
+def _read_all(path: Path) -> bytes | list[bytes]:
+    if path.is_dir():
+        return [p.read_bytes() for p in sorted(path.iterdir())]
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("ping_pong", [False, True])
+def test_every_format_from_disk_is_the_same_file_as_from_memory(tmp_path: Path, ping_pong: bool) -> None:
+    frames = _clip()
+    files = _on_disk(frames, tmp_path / "frames")
+    assert isinstance(files, FrameFiles) and len(files) == len(frames)
+    options = EncodeOptions(ping_pong=ping_pong, gif_palette="per_scene", apng_colors=0)
+    made = {}
+    for name, source in (("memory", frames), ("disk", files)):
+        written = write_outputs(
+            source, tmp_path / name, stem="a", fps=FPS, formats=FORMATS, options=options, spec={"x": 1}
+        )
+        made[name] = {fmt: _read_all(path) for fmt, path in written.items()}
+    for fmt in FORMATS:
+        assert made["disk"][fmt] == made["memory"][fmt], fmt
+
+
+class _Counted(FrameSequence):
+    """Synthetic frames made when read, counting how many are alive at once."""
+
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        self.frames, self.alive, self.most = frames, 0, 0
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def _frame(self, index: int) -> np.ndarray:
+        frame = self.frames[index].copy()
+        self.alive += 1
+        self.most = max(self.most, self.alive)
+        weakref.finalize(frame, self._freed)
+        return frame
+
+    def _freed(self) -> None:
+        self.alive -= 1
+
+
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "apng"])
+def test_encoders_hold_a_few_frames_whatever_the_length(tmp_path: Path, fmt: str) -> None:
+    """40 frames, at most 3 alive at any time (a frame, the one before for GIF's still pixels, a first)."""
+    frames = _Counted(_clip(40))
+    write_outputs(frames, tmp_path, stem="a", fps=FPS, formats=[fmt], options=EncodeOptions(ping_pong=True))
+    assert frames.most <= 3, f"{fmt} held {frames.most} frames"
+
+
+def test_gif_size_target_holds_a_few_frames(tmp_path: Path) -> None:
+    frames = _Counted(_clip(30))
+    options = EncodeOptions(gif_max_mb=0.02, max_mb_allow_fps=True)
+    write_outputs(frames, tmp_path, stem="a", fps=FPS, formats=["gif"], options=options)
+    assert frames.most <= 3
+
+
+@pytest.mark.parametrize("palette", ["per_scene", "global", "per_frame"])
+@pytest.mark.parametrize("dither", ["none", "ordered"])
+def test_streamed_gif_is_what_pillow_writes_from_every_frame(palette: str, dither: str) -> None:
+    """The streaming GIF writer against Pillow's own ``save`` of the whole list of quantized frames (what the
+    encoder did before it streamed): the same bytes, so a Pillow upgrade that changes them fails here."""
+    frames = _clip()
+    settings = gif.GifSettings(palette, dither, 64)
+    durations = [80, 90, 80] * 4
+    images = list(gif.quantize_clip(frames, palette, dither, 64))
+    options: dict[str, object] = {"duration": durations, "loop": 0, "disposal": 1, "optimize": False}
+    palettes = {image.palette.tobytes() for image in images}
+    if len(palettes) == 1:
+        options["palette"] = palettes.pop()
+    reference = BytesIO()
+    images[0].save(reference, format="GIF", save_all=True, append_images=images[1:], comment="c", **options)
+    streamed = gif.pillow_gif(frames, durations, settings, loop=0, comment="c")
+    assert streamed == reference.getvalue()
+
+
+def test_streamed_gif_of_one_picture_is_a_still_with_the_whole_duration() -> None:
+    frames = [_clip()[0]] * 3
+    data = make_gif(frames, fps=10, loop=0, comment=None, settings=gif.GifSettings()).data
+    with Image.open(BytesIO(data)) as image:
+        assert getattr(image, "n_frames", 1) == 1
+        assert image.info["duration"] == 300
+
+
+@pytest.mark.parametrize("lossless", [False, True])
+def test_streamed_webp_is_what_pillow_writes_from_every_frame(lossless: bool) -> None:
+    frames = _clip()
+    streamed = make_webp(frames, fps=FPS, quality=80, lossless=lossless, comment="c").data
+    from flipbook.io.metadata import xmp_packet
+    from flipbook.io.writers import WEBP_METHOD, webp_durations_ms
+
+    images = [Image.fromarray(f) for f in frames]
+    reference = BytesIO()
+    images[0].save(
+        reference, format="WEBP", save_all=True, append_images=images[1:], quality=80, lossless=lossless,
+        method=WEBP_METHOD, duration=webp_durations_ms(len(frames), FPS), loop=0, xmp=xmp_packet("c"),
+    )  # fmt: skip
+    assert streamed == reference.getvalue()
+
+
+def test_frame_files_refuse_mixed_sizes_from_headers(tmp_path: Path) -> None:
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    Image.new("RGB", (8, 9)).save(tmp_path / "b.png")
+    with pytest.raises(FlipbookError) as error:
+        read_frames(tmp_path, field="FRAMES", lazy=True)
+    assert error.value.field == "FRAMES" and "b.png" in str(error.value.value)
+
+
+def test_frame_files_are_a_sequence(tmp_path: Path) -> None:
+    frames = _clip(4)
+    files = _on_disk(frames, tmp_path / "f")
+    np.testing.assert_array_equal(files[-1], frames[-1])
+    assert [f.shape for f in files[1::2]] == [(SIZE, SIZE, 3)] * 3
+    with pytest.raises(IndexError):
+        files[len(files)]
+
+
+def test_lossy_gif_written_to_a_file_is_the_lossy_gif_in_memory(tmp_path: Path) -> None:
+    """gifsicle on the streamed file gives the bytes it gives from standard input."""
+    if gif.gifsicle_path() is None:
+        pytest.skip("gifsicle is not installed")
+    from flipbook.io.writers import write_gif
+
+    frames = _clip()
+    path = write_gif(frames, tmp_path / "a.gif", fps=FPS, lossy=40)
+    assert (
+        path.read_bytes()
+        == make_gif(frames, fps=FPS, loop=0, comment=None, settings=gif.GifSettings(lossy=40)).data
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gif"]
+
+
+def _post_spec(tmp_path: Path, formats: list[str]):
+    from flipbook.spec.load import spec_from_data
+
+    return spec_from_data(
+        {
+            "model": {"name": "tiny", "device": "cpu"},
+            "animation": {"mode": "interpolate", "max_frames": 4, "fps": 8, "width": 64, "height": 64},
+            "prompts": {"0": "a forest", "3": "a city"},
+            "output": {"dir": str(tmp_path), "name": "out", "formats": formats},
+            "post": {"interpolate": 3, "loop": True, "upscale": 1.5},
+        }
+    )
+
+
+def test_post_processing_streams_from_disk_to_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interpolation and upscaling in the finish of a render: frames on disk give the same files as frames in
+    memory, the in-betweens pass through a scratch folder that is removed, and few frames are alive at once."""
+    from flipbook.runs.finish import post_process, write_animation
+
+    formats = ["gif", "mp4", "png"]
+    frames = _clip(8)
+    spec = _post_spec(tmp_path, formats)
+    made = {}
+    for name, source in (("memory", frames), ("disk", _on_disk(frames, tmp_path / "frames"))):
+        (tmp_path / name).mkdir()
+        written = write_animation(spec, source, tmp_path / name, "params")
+        made[name] = {fmt: _read_all(path) for fmt, path in written.items()}
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["out.gif", "out.mp4", "out_frames"]
+    assert made["disk"] == made["memory"]
+    assert len(made["disk"]["png"]) == len(frames) * 3
+    from flipbook.post import frame_interpolation
+
+    monkeypatch.setattr(frame_interpolation, "_cores", lambda: 2)  # flow threads: pairs in flight
+    most = []
+    for length in (20, 40):
+        counted = _Counted(_clip(length))
+        (tmp_path / f"counted-{length}").mkdir()
+        write_animation(spec, counted, tmp_path / f"counted-{length}", "params")
+        most.append(counted.most)
+    assert most[0] == most[1] <= 2 * (2 * frame_interpolation.FLOW_BATCH + 1) + 1  # whatever the length
+    expected = post_process(spec, frames)  # the list form: the same frames
+    np.testing.assert_array_equal(read_frames(tmp_path / "disk" / "out_frames").frames[5], expected[5])
+
+
+def test_interpolate_command_streams_and_writes_what_it_wrote_from_memory(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flipbook.cli import app
+    from flipbook.io.writers import write_gif, write_png_frames
+    from flipbook.post.frame_interpolation import interpolate_frames
+
+    frames = _clip(6)
+    _on_disk(frames, tmp_path / "in")
+    runner = CliRunner()
+    for out in ("frames", "a.gif"):
+        done = runner.invoke(app, ["interpolate", str(tmp_path / "in"), "--out", str(tmp_path / "out" / out),
+                                   "--x", "3", "--fps", "10"])  # fmt: skip
+        assert done.exit_code == 0, done.output
+        assert f"{len(frames)} -> {3 * len(frames) - 2} frames" in done.output
+    expected = interpolate_frames(frames, factor=3)
+    reference = write_png_frames(expected, tmp_path / "ref")
+    assert [p.read_bytes() for p in reference] == _read_all(tmp_path / "out" / "frames")
+    assert write_gif(expected, tmp_path / "ref.gif", fps=10).read_bytes() == _read_all(
+        tmp_path / "out" / "a.gif"
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.gif", "frames"]  # no scratch left
