@@ -53,6 +53,7 @@ class FrameWorker:
         from flipbook.io.pnginfo import save_png
         from flipbook.models.extra_networks import ExtraNetworks
         from flipbook.models.folders import ModelsDir
+        from flipbook.models.performance import Performance
         from flipbook.modes.frame import ModeContext
         from flipbook.runs.cores import Cores
         from flipbook.runs.render import frame_parameters, prepare
@@ -73,7 +74,14 @@ class FrameWorker:
             for t in (f.prompt, f.negative_prompt, f.next_prompt, f.next_negative_prompt)
         }
         prompts = {text: networks.resolve(text) for text in sorted(texts)}
-        cores = Cores(spec.model, events, networks, [clean for clean, _ in prompts.values()], self._load)
+        cores = Cores(
+            spec.model,
+            events,
+            networks,
+            [clean for clean, _ in prompts.values()],
+            Performance.of(spec.performance),
+            loader=self._load,
+        )
         ctx = ModeContext(spec, plan, cores, events, prompts, RunDir(Path(run_path)), after)
         try:
             with tempfile.TemporaryDirectory(prefix="flipbook-farm-") as scratch:
