@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import sys
@@ -66,11 +67,25 @@ def render(
         int,
         typer.Option("--preview-every", min=0, help="write RUN_DIR/preview.png every N frames (0: never)"),
     ] = 1,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="render on Ray actors: 'local' (a Ray instance started here), 'auto' (the cluster `ray start` "
+            "made on this machine) or a cluster's address (host:port); one actor per GPU, the job split where "
+            "its frames are independent (interpolate, loop)",
+        ),
+    ] = None,
+    ray_actors: Annotated[
+        int, typer.Option("--ray-actors", help="with --ray on a cluster without GPUs: how many CPU actors")
+    ] = 2,
 ) -> None:
     """Render an animation spec to PNG frames, GIF and MP4; Ctrl-C stops cleanly, --resume continues, --overwrite
     replaces an earlier run.
 
     A run folder (output.dir/output.name) that holds a run needs --resume (continue) or --overwrite (replace).
+    With --ray the frames are rendered on a Ray cluster's actors and written here; the result is the same.
     """
     from flipbook.runs.render import render as run_render
     from flipbook.runs.render import resume as run_resume
@@ -96,13 +111,19 @@ def render(
             loaded = loaded.model_copy(update={"output": loaded.output.model_copy(update={"dir": out})})
         run_dir = Path(loaded.output.dir) / (loaded.output.name or "flipbook")
     preview = run_dir / PREVIEW_FILE if preview_every else None
+    farm = _farm(ray, ray_actors)
     with (
         _ProgressEvents(
             loaded.animation.max_frames, "frames", preview=preview, preview_every=preview_every
         ) as events,
         _stop_on_ctrl_c(events, run_dir),
+        farm or contextlib.nullcontext(),
     ):
-        if resume is not None:
+        if farm is not None:
+            result = (
+                farm.resume(resume, events) if resume else farm.render(loaded, events, overwrite=overwrite)
+            )
+        elif resume is not None:
             result = run_resume(resume, events)
         else:
             result = run_render(loaded, events, overwrite=overwrite)
@@ -119,6 +140,15 @@ def render(
         source = result.metrics.get("source")
         baseline = f" (source: {source:.2f})" if source is not None else ""
         typer.echo(f"temporal error: {result.metrics['output']:.2f}{baseline}  (flow-compensated, 0-255)")
+
+
+def _farm(address: str | None, actors: int):
+    """The render farm for ``--ray`` (None without), its options checked before anything starts."""
+    if address is None:
+        return None
+    from flipbook.farm.farm import Farm, FarmSettings
+
+    return Farm(FarmSettings(address=address, cpu_actors=actors))
 
 
 @app.command()
@@ -520,7 +550,7 @@ def bench(
         typer.Argument(
             help="benchmark case: sampler, camera-2d, frame-interpolation, encode, gif-quality, memory, server, "
             "propagation, overhead (the render loop outside the nets, at 512x512 and 1024x1024), stream, compile, "
-            "cache, gpu (every GPU case in one run), or a mode's own (interpolate, video, svd, animatediff, "
+            "cache, gpu (every GPU case in one run), farm, or a mode's own (interpolate, video, svd, animatediff, "
             "videomodel)"
         ),
     ] = "sampler",
@@ -535,7 +565,8 @@ def bench(
             help="camera-2d: frames timed after frame 0 (8); interpolate, video: frames (8); "
             "frame-interpolation: source frames (30); encode: frames (120); gif-quality: photo clip frames (48); "
             "memory: the long clip's frames (1200; the short clip has 1/8); "
-            "videomodel: frames per segment (9; 81 for random-wan-1.3b); stream: frames (16)",
+            "videomodel: frames per segment (9; 81 for random-wan-1.3b); stream: frames (16); "
+            "farm: frames of the split job (24)",
         ),
     ] = None,
     sampler: Sampler = "Euler",
@@ -555,7 +586,7 @@ def bench(
     video mode); video restyling with StreamDiffusion's stream batch against per-frame batches (stream);
     torch.compile against eager (compile); the step caches' speed-up and difference (cache); every GPU case in
     one run of at most 8 minutes, one JSON + markdown report (gpu; refused without a CUDA GPU, --dry-run lists
-    it)."""
+    it); the render farm on a local Ray instance (farm: 1 against 2 actors, overhead against in-process)."""
     from flipbook.bench import run_case
 
     width, height = parse_size(size)

@@ -434,7 +434,9 @@ def live_server(tmp_path):
 
     port = _free_port()
     runs = tmp_path / "runs"
-    app = create_app(ServerSettings(runs_dir=runs, port=port, workers=1))
+    # a worker thread, not a process: the browser test holds the render after its first frame through the
+    # in-process Tracker (a worker process would go on rendering while the page looks at the preview)
+    app = create_app(ServerSettings(runs_dir=runs, port=port, workers=1, worker_processes=False))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

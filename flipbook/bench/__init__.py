@@ -53,6 +53,7 @@ CASES: dict[str, Callable[..., str]] = {
     "compile": _case("compiled", uses_frames=False),
     "cache": _case("step_cache"),
     "gpu": _case("gpu", takes=("out", "dry_run"), uses_frames=False),
+    "farm": _case("farm", takes=("runs", "out", "model", "width", "height", "steps")),
     **{mode.name: _case(mode.bench) for mode in REGISTERED if mode.bench is not None},
 }
 

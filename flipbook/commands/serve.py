@@ -38,8 +38,32 @@ def serve(
         typer.Option("--runs-dir", help="where jobs render (<runs-dir>/<job id>/) and flipbook.db lives"),
     ] = Path("runs"),
     workers: Annotated[
-        int, typer.Option("--workers", help="jobs run at once: one per device (0: queue only, run nothing)")
-    ] = 1,
+        int | None,
+        typer.Option(
+            "--workers",
+            help="worker processes, jobs run at once (default: one per GPU, each pinned to its GPU; one "
+            "without GPUs; 0: queue only, run nothing)",
+        ),
+    ] = None,
+    heartbeat_timeout: Annotated[
+        float,
+        typer.Option(
+            "--heartbeat-timeout",
+            help="seconds a worker may stay silent before it is killed and its job re-queued (once)",
+        ),
+    ] = 60.0,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="render on Ray actors: 'local' (a Ray instance started here), 'auto' (the cluster `ray start` "
+            "made on this machine) or a cluster's address; --workers is then how many jobs run at once",
+        ),
+    ] = None,
+    ray_actors: Annotated[
+        int, typer.Option("--ray-actors", help="with --ray on a cluster without GPUs: how many CPU actors")
+    ] = 2,
     auth: Annotated[
         str | None, typer.Option("--auth", envvar="FLIPBOOK_AUTH", help="USER:PASSWORD for HTTP Basic auth")
     ] = None,
@@ -65,11 +89,17 @@ def serve(
     """Serve flipbook over HTTP: a job queue for specs (JSON, TOML, Deforum settings) with progress events,
     the AUTOMATIC1111 API subset clients use (/sdapi/v1/txt2img, img2img, progress, sd-models, ...) and the
     Deforum batch API (/deforum_api). Jobs and their state live in <runs-dir>/flipbook.db and survive
-    restarts; a job running when the server died is marked interrupted and can be resumed."""
+    restarts; a job running when the server died is marked interrupted and can be resumed. Jobs run in
+    worker processes, never in the server's: a worker that dies or stops answering has its job re-queued once
+    and resumed from its frames on disk."""
+    if workers is None:
+        from flipbook.server.processes import default_worker_count
+
+        workers = default_worker_count()
     settings = ServerSettings(
         runs_dir=runs_dir, host=host, port=port, models_dir=models_dir, workers=workers, auth=parse_auth(auth),
         token=token, allow_origins=tuple(allow_origin or ()), allow_hosts=tuple(allow_host or ()),
-        max_upload_mb=max_upload_mb,
+        max_upload_mb=max_upload_mb, heartbeat_timeout_s=heartbeat_timeout, ray=ray, ray_actors=ray_actors,
     ).checked()  # fmt: skip
     import uvicorn
 

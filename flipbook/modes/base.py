@@ -12,6 +12,8 @@ the render module is imported when a render needs it.
 The render module (``render_module``) has ``render(ctx: ModeContext) -> Iterator[Frame]`` (see
 ``modes/frame.py``), ``resume_every(spec)`` (a resumed render restarts at a multiple of this) and
 ``check_inputs(spec)`` (opens the mode's own input files before any model loads), and optionally
+``split_every(spec) -> int | None`` (where the render farm may split a job: frames independent in runs that
+start at multiples of it),
 ``resolve_spec(spec) -> Spec`` (fill in values that come from the mode's inputs, such as a source video's frame
 rate, before the plan is built and recorded), ``soundtrack(spec) -> (path, offset) | None`` (audio to mux when
 ``audio.file`` is not set) and ``source_frames(spec)`` (frames the output is compared with in the run's
@@ -136,6 +138,13 @@ class Mode:
 
     def check_inputs(self, spec: Spec) -> None:
         self.renderer().check_inputs(spec)
+
+    def split_every(self, spec: Spec) -> int | None:
+        """Where a job may be split across workers (the render farm): any run of frames that starts at a
+        multiple of this renders on its own (``ctx.start`` one before it) exactly as in one uninterrupted
+        render; None (the render module has no ``split_every``) when frames depend on the ones before."""
+        hook = getattr(self.renderer(), "split_every", None)
+        return None if hook is None else hook(spec)
 
     def resolve_spec(self, spec: Spec) -> Spec:
         hook = getattr(self.renderer(), "resolve_spec", None)

@@ -8,6 +8,8 @@ next, so a schedule never needs memory for two models.
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
+from typing import Any
 
 from flipbook.events import Events
 from flipbook.models.controlnet import ControlNets
@@ -28,9 +30,11 @@ class Cores:
         networks: ExtraNetworks,
         prompts: list[str],
         performance: Performance | None = None,
+        loader: Callable[..., Any] | None = None,
     ) -> None:
         self._section = section
         self._performance = performance
+        self._loader = loader  # None: load_model; or a cache in front of it (a farm actor keeps its models)
         self._events = events
         self._networks = networks
         self._prompts = prompts
@@ -50,7 +54,7 @@ class Cores:
 
     def _load(self, checkpoint: str) -> SamplingCore:
         m = self._section
-        model = load_model(
+        model = (self._loader or load_model)(
             checkpoint, models_dir=m.models_dir, device=m.device, dtype=m.dtype, vae=m.vae,
             prediction_type=m.prediction_type, zero_terminal_snr=m.zero_terminal_snr, vae_slicing=m.vae_slicing,
             vae_tiling=m.vae_tiling, performance=self._performance,

@@ -84,6 +84,8 @@ def job_view(state: ServerState, record: JobRecord, *, detail: bool = False) -> 
         "finished_at": record.finished_at,
         "updated_at": record.updated_at,
         "attempts": record.attempts,
+        "worker": record.worker,
+        "requeues": record.requeues,
         "cancel_requested": record.cancel_requested,
         "resumable": record.kind == RENDER and record.state in RESUMABLE,
         "progress": live or record.progress,

@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 from flipbook import __version__
 from flipbook.errors import FlipbookError
 from flipbook.server.jobs import Workers
+from flipbook.server.processes import WorkerProcesses
 from flipbook.server.progress import ProgressHub
 from flipbook.server.security import RejectedUpload, SecurityMiddleware, public_text
 from flipbook.server.settings import ServerSettings
@@ -43,7 +44,7 @@ class ServerState:
         self.settings = settings
         self.hub = ProgressHub()
         self._store: JobStore | None = None
-        self.workers: Workers | None = None
+        self.workers: Workers | WorkerProcesses | None = None
         self._lock: IO[str] | None = None
 
     @property
@@ -67,7 +68,10 @@ class ServerState:
         s = self.settings
         if s.workers > 0:
             _import_engine()
-        self.workers = Workers(self._store, self.hub, s.runs_dir, s.models_dir, s.workers)
+        if s.worker_processes and s.workers > 0:
+            self.workers = WorkerProcesses(self._store, self.hub, s)
+        else:
+            self.workers = Workers(self._store, self.hub, s.runs_dir, s.models_dir, s.workers)
         self.workers.start()
 
     def close(self) -> None:
@@ -97,8 +101,9 @@ class ServerState:
 
 
 def _import_engine() -> None:
-    """Import the render engine (torch, diffusers: seconds) before serving, not inside the first job, where
-    the import would hold up requests being answered meanwhile."""
+    """Import the render engine (torch, diffusers: seconds) before serving, not inside the first job or
+    request, where the import would hold up requests being answered meanwhile (the server prepares every
+    render before queueing it, with worker processes too)."""
     import flipbook.runs.render  # noqa: F401
     import flipbook.sampling.core  # noqa: F401
 

@@ -1,4 +1,8 @@
-"""Workers: ``--workers`` threads that take the oldest queued job and run it through flipbook's engine.
+"""Workers: threads that take the oldest queued job and run it through flipbook's engine.
+
+``flipbook serve`` runs each worker in a process of its own (:mod:`flipbook.server.processes`: one of these
+loops with one thread in every worker process), so a render never holds the server's GIL; the threads alone
+(``ServerSettings(worker_processes=False)``) serve embedding and tests that need no isolation.
 
 A worker is a loop: claim a job in SQLite (atomic, see :meth:`JobStore.claim`), run it (a render through
 ``render()``/``resume()``, a still through the sampling core), record how it ended. Renders and A1111 stills
@@ -30,9 +34,18 @@ class Workers:
     """The worker threads of one server, and the wake-up signal new jobs send them."""
 
     def __init__(
-        self, store: JobStore, hub: ProgressHub, runs_dir: Path, models_dir: Path | None, count: int
+        self,
+        store: JobStore,
+        hub: ProgressHub,
+        runs_dir: Path,
+        models_dir: Path | None,
+        count: int,
+        worker_id: str | None = None,
+        farm: Any = None,
     ) -> None:
         self.store, self.hub = store, hub
+        self.worker_id = worker_id  # recorded with every job it claims (the supervisor's heartbeat check)
+        self.farm = farm  # a flipbook.farm Farm: renders go to its Ray actors (stills stay here)
         self.runs_dir, self.models_dir = runs_dir, models_dir
         self.count = count
         self._threads: list[threading.Thread] = []
@@ -72,7 +85,7 @@ class Workers:
             with self._wake:
                 generation = self._generation
             try:
-                job = self.store.claim()
+                job = self.store.claim(self.worker_id)
             except Exception:  # the database went away under us (shutdown): stop quietly
                 if self._stopping.is_set():
                     break
@@ -138,6 +151,8 @@ class Workers:
         events = self.hub.start(
             job.id, total, done=done, persist=lambda p: self.store.save_progress(job.id, p)
         )
+        if self.farm is not None:
+            render, resume = self.farm.render, self.farm.resume
         result = resume(run_dir, events) if resuming else render(spec_from_data(job.payload), events)
         outputs = {kind: _relative(path, run_dir) for kind, path in result.outputs.items()}
         return {"seed": result.seed, "resumed_from": result.resumed_from, "frames": len(result.frames),

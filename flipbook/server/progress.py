@@ -5,6 +5,11 @@ thread; HTTP handlers read the latest snapshot (polling) or subscribe to a :clas
 event loop fills. Frames and state changes are delivered one by one; steps are coalesced to the latest one,
 so a slow client never makes memory grow with the number of steps. Progress also goes to SQLite at every
 frame (the worker does that), so a restart shows how far a job got.
+
+Worker processes (:mod:`flipbook.server.processes`) each have a hub of their own, made with a ``relay``: it
+sends every tracked event (start, step, frame, preview, stop) and every publication to the server process,
+whose hub replays them (so polling, SSE and previews read the server's hub as with threads), and a job's
+``control`` callback sends cancel and skip requests the other way.
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flipbook.events import Events, FrameEvent, StepEvent
+
+Relay = Callable[[str, str, Any], None]
+"""``relay(kind, job_id, payload)``: a worker process's hub hands what happens to the server process."""
+Control = Callable[[str], None]
+"""``control("cancel" | "skip")``: a request for a job that runs in another process."""
 
 
 @dataclass
@@ -40,6 +50,7 @@ class Tracker:
     start_fraction: float = 0.0
     preview: Any = None
     events: Events | None = None
+    control: Control | None = None
 
     def on_step(self, event: StepEvent) -> None:
         self.phase = "generating"
@@ -120,7 +131,8 @@ class Mailbox:
 class ProgressHub:
     """Trackers of running jobs, cancel handles, and the SSE subscribers of every job."""
 
-    def __init__(self) -> None:
+    def __init__(self, relay: Relay | None = None) -> None:
+        self._relay = relay
         self._lock = threading.Lock()
         self._trackers: dict[str, Tracker] = {}
         self._cancelled: set[str] = set()
@@ -142,37 +154,59 @@ class ProgressHub:
         done: int = 0,
         stills: bool = False,
         persist: Callable[[dict[str, Any]], None] | None = None,
+        control: Control | None = None,
     ) -> Events:
         """Track a job that a worker is about to run; the returned Events feed the tracker, and ``persist``
-        gets the progress after every frame (the worker writes it to SQLite). A cancel that arrived between
-        the claim and now takes effect at once."""
-        tracker = Tracker(total=max(total, 1), done=done, steps_finish_units=stills)
+        gets the progress after every frame (the worker writes it to SQLite). ``control`` gets the cancel
+        and skip requests of a job that runs in another process. A cancel that arrived between the claim
+        and now takes effect at once."""
+        tracker = Tracker(total=max(total, 1), done=done, steps_finish_units=stills, control=control)
         tracker.start_fraction = tracker.fraction = done / tracker.total
+        self._relayed("start", job_id, (total, done, stills))
 
         def on_frame(event: FrameEvent) -> None:
+            self._relayed("frame", job_id, event)
             self._update(job_id, tracker.on_frame, event, "frame")
             if persist is not None:
                 persist(tracker.snapshot())
 
-        events = Events(
-            on_step=lambda e: self._update(job_id, tracker.on_step, e, "step"),
-            on_frame=on_frame,
-            on_preview=lambda image: setattr(tracker, "preview", image),
-            preview_every=1,
-        )
+        def on_step(event: StepEvent) -> None:
+            self._relayed("step", job_id, event)
+            self._update(job_id, tracker.on_step, event, "step")
+
+        def on_preview(image: Any) -> None:
+            self._relayed("preview", job_id, image)
+            tracker.preview = image
+
+        events = Events(on_step=on_step, on_frame=on_frame, on_preview=on_preview, preview_every=1)
         tracker.events = events
         with self._lock:
             self._trackers[job_id] = tracker
-            if job_id in self._cancelled:
-                events.cancel()
+            cancelled = job_id in self._cancelled
+        if cancelled:
+            events.cancel()
+            if control is not None:
+                control("cancel")
         return events
 
     def _update(self, job_id: str, apply, event, name: str) -> None:
         apply(event)
-        self.publish(job_id, name, {"id": job_id, "progress": self.progress(job_id)})
+        self._broadcast(job_id, name, {"id": job_id, "progress": self.progress(job_id)})
+
+    def _relayed(self, kind: str, job_id: str, payload: Any) -> None:
+        if self._relay is not None:
+            self._relay(kind, job_id, payload)
+
+    def show_preview(self, job_id: str, image: Any) -> None:
+        """A preview of a job running in another process (its tracker shows it from now on)."""
+        with self._lock:
+            tracker = self._trackers.get(job_id)
+        if tracker is not None:
+            tracker.preview = image
 
     def stop(self, job_id: str) -> None:
         """The job's run ended: forget its tracker and any cancel request."""
+        self._relayed("stop", job_id, None)
         with self._lock:
             self._trackers.pop(job_id, None)
             self._cancelled.discard(job_id)
@@ -194,15 +228,15 @@ class ProgressHub:
         with self._lock:
             self._cancelled.add(job_id)
             tracker = self._trackers.get(job_id)
-        if tracker is not None and tracker.events is not None:
-            tracker.events.cancel()
+        if tracker is not None:
+            _request(tracker, "cancel")
 
     def skip(self, job_id: str) -> None:
         """A1111's skip for a running job: its current image is finished as it stands (Events.skip)."""
         with self._lock:
             tracker = self._trackers.get(job_id)
-        if tracker is not None and tracker.events is not None:
-            tracker.events.skip()
+        if tracker is not None:
+            _request(tracker, "skip")
 
     def cancel_requested(self, job_id: str) -> bool:
         with self._lock:
@@ -213,8 +247,7 @@ class ProgressHub:
         with self._lock:
             trackers = dict(self._trackers)
         for tracker in trackers.values():
-            if tracker.events is not None:
-                tracker.events.cancel()
+            _request(tracker, "cancel")
         return list(trackers)
 
     def running(self) -> list[str]:
@@ -240,6 +273,10 @@ class ProgressHub:
 
     def publish(self, job_id: str, name: str, data: dict[str, Any]) -> None:
         """Send an event to the job's subscribers, from any thread."""
+        self._relayed("publish", job_id, (name, data))
+        self._broadcast(job_id, name, data)
+
+    def _broadcast(self, job_id: str, name: str, data: dict[str, Any]) -> None:
         with self._lock:
             boxes = list(self._subscribers.get(job_id, ()))
             item = (next(self._seq), name, data)
@@ -251,3 +288,11 @@ class ProgressHub:
                 loop.call_soon_threadsafe(box.put, item)
             except RuntimeError:  # the loop has closed: the server is gone, so are the streams
                 return
+
+
+def _request(tracker: Tracker, what: str) -> None:
+    """Cancel or skip a tracked job: its Events here, and the process that runs it when that is another."""
+    if tracker.events is not None:
+        getattr(tracker.events, what)()
+    if tracker.control is not None:
+        tracker.control(what)

@@ -26,6 +26,11 @@ class ServerSettings:
     port: int = DEFAULT_PORT
     models_dir: Path | None = None
     workers: int = 1
+    worker_processes: bool = True  # each worker in a process of its own (False: threads of the server)
+    heartbeat_s: float = 2.0  # how often a worker process says it is alive
+    heartbeat_timeout_s: float = 60.0  # silence after which its job is taken back (the process killed first)
+    ray: str | None = None  # render on Ray actors (local, auto or an address): one farm-driver process
+    ray_actors: int = 2  # CPU actors when the Ray cluster has no GPU
     auth: tuple[str, str] | None = None  # HTTP Basic user and password
     token: str | None = None  # Bearer token
     allow_origins: tuple[str, ...] = ()  # extra origins allowed to POST/DELETE (and CORS)
@@ -63,7 +68,15 @@ class ServerSettings:
         if not 0 <= self.port <= 65535:
             raise FlipbookError("--port", self.port, "a port number from 0 to 65535")
         if self.workers < 0:
-            raise FlipbookError("--workers", self.workers, "0 (queue only) or more worker threads")
+            raise FlipbookError("--workers", self.workers, "0 (queue only) or more worker processes")
+        if self.ray is not None and not self.worker_processes:
+            raise FlipbookError("--ray", self.ray, "worker processes (the farm's driver runs in one)")
+        if not 0 < self.heartbeat_s < self.heartbeat_timeout_s:
+            raise FlipbookError(
+                "--heartbeat-timeout",
+                self.heartbeat_timeout_s,
+                f"more seconds than the heartbeat interval ({self.heartbeat_s:g} s)",
+            )
         if not self.max_upload_mb > 0:
             raise FlipbookError("--max-upload-mb", self.max_upload_mb, "a size in megabytes above 0")
         if self.token is not None and not self.token.strip():

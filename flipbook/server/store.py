@@ -35,6 +35,12 @@ FINISHED = frozenset({DONE, FAILED, CANCELLED, INTERRUPTED})
 """States in which nothing is running for the job (an interrupted job waits for a resume request)."""
 RESUMABLE = frozenset({INTERRUPTED, CANCELLED, FAILED})
 RENDER = "render"
+MAX_REQUEUES = 1
+"""How often a job whose worker died is queued again before it is left ``interrupted`` (for a person to
+resume): once, so a job that kills its worker every time (out of memory, a driver crash) cannot take the
+workers down one after another for ever."""
+_ADDED_COLUMNS = {"worker": "TEXT", "heartbeat_at": "REAL", "requeues": "INTEGER NOT NULL DEFAULT 0"}
+"""Columns added after the first release: a database from before gets them when opened."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -53,6 +59,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_field TEXT,
     error_type TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    heartbeat_at REAL,
+    requeues INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     queued_at REAL NOT NULL,
     started_at REAL,
@@ -134,6 +143,9 @@ class JobRecord:
     error_field: str | None
     error_type: str | None
     attempts: int
+    worker: str | None
+    heartbeat_at: float | None
+    requeues: int
     created_at: float
     queued_at: float
     started_at: float | None
@@ -163,6 +175,7 @@ class JobStore:
         db = self._db()
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
+        _add_missing_columns(db)
 
     # ---- connections -----------------------------------------------------------------------------------
 
@@ -250,17 +263,18 @@ class JobStore:
             return None
         return FirstRequest(json.loads(row[1]), row[2], row[0] == key.fingerprint)
 
-    def claim(self) -> JobRecord | None:
-        """Take the oldest queued job and mark it running, atomically: the guarded UPDATE means a job is
-        claimed by one worker only, however many poll at once."""
+    def claim(self, worker: str | None = None) -> JobRecord | None:
+        """Take the oldest queued job and mark it running by ``worker``, atomically: the guarded UPDATE means
+        a job is claimed by one worker only, however many poll at once (threads or processes). The claim is
+        the worker's first heartbeat."""
         now = time.time()
         rows = (
             self._db()
             .execute(
                 "UPDATE jobs SET state = 'running', started_at = ?, updated_at = ?, finished_at = NULL, "
-                "attempts = attempts + 1 WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' "
-                "ORDER BY queued_at, seq LIMIT 1) AND state = 'queued' RETURNING *",
-                (now, now),
+                "attempts = attempts + 1, worker = ?, heartbeat_at = ? WHERE seq = (SELECT seq FROM jobs "
+                "WHERE state = 'queued' ORDER BY queued_at, seq LIMIT 1) AND state = 'queued' RETURNING *",
+                (now, now, worker, now),
             )
             .fetchall()  # to the end: the statement (and its write lock) is finished before returning
         )
@@ -297,6 +311,54 @@ class JobStore:
         )
         return cursor.rowcount == 1
 
+    def heartbeat(self, worker: str) -> int:
+        """``worker`` is alive: its running jobs' heartbeat is now (the supervisor re-queues a job whose
+        heartbeat is older than its timeout). Returns how many jobs it holds."""
+        cursor = self._db().execute(
+            "UPDATE jobs SET heartbeat_at = ? WHERE worker = ? AND state = 'running'", (time.time(), worker)
+        )
+        return cursor.rowcount
+
+    def held_by(self, worker: str) -> list[str]:
+        """The jobs ``worker`` is running."""
+        rows = self._db().execute(
+            "SELECT id FROM jobs WHERE worker = ? AND state = 'running' ORDER BY seq", (worker,)
+        )
+        return [r[0] for r in rows]
+
+    def stale_workers(self, older_than: float) -> list[str]:
+        """Workers holding a running job whose last heartbeat is older than ``older_than`` (a time)."""
+        rows = self._db().execute(
+            "SELECT DISTINCT worker FROM jobs WHERE state = 'running' AND worker IS NOT NULL "
+            "AND heartbeat_at < ?",
+            (older_than,),
+        )
+        return [r[0] for r in rows]
+
+    def requeue_dead(self, job_id: str, worker: str, why: str) -> str | None:
+        """The job's worker is dead (its process is gone; the caller made sure): queue the job again to
+        continue from its frames on disk (a render resumes, a still image starts again), at the front of the
+        queue, at most :data:`MAX_REQUEUES` times; after that it is ``interrupted``. Guarded by the worker,
+        so a job another worker has claimed since is never touched. Returns the new state, or None."""
+        now = time.time()
+        rows = (
+            self._db()
+            .execute(
+                "UPDATE jobs SET state = CASE WHEN requeues < ? THEN 'queued' ELSE 'interrupted' END, "
+                "resume = CASE WHEN requeues < ? AND kind = ? THEN 1 ELSE resume END, "
+                "finished_at = CASE WHEN requeues < ? THEN NULL ELSE ? END, "
+                "error = CASE WHEN requeues < ? THEN NULL ELSE ? END, "
+                "error_type = CASE WHEN requeues < ? THEN NULL ELSE 'interrupted' END, "
+                "requeues = MIN(requeues + 1, ?), worker = NULL, cancel_requested = 0, updated_at = ? "
+                "WHERE id = ? AND worker = ? AND state = 'running' RETURNING state",
+                (MAX_REQUEUES, MAX_REQUEUES, RENDER, MAX_REQUEUES, now, MAX_REQUEUES,
+                 f"{why}, a second time: resume it to try again", MAX_REQUEUES, MAX_REQUEUES + 1, now,
+                 job_id, worker),
+            )
+            .fetchall()
+        )  # fmt: skip
+        return rows[0][0] if rows else None
+
     def save_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         """Flush a running job's progress (called at every frame)."""
         self._db().execute(
@@ -326,7 +388,7 @@ class JobStore:
         """Queue a stopped render again, to continue from its frames on disk (it goes to the back)."""
         now = time.time()
         cursor = self._db().execute(
-            "UPDATE jobs SET state = 'queued', resume = 1, cancel_requested = 0, error = NULL, "
+            "UPDATE jobs SET state = 'queued', resume = 1, cancel_requested = 0, error = NULL, requeues = 0, "
             "error_field = NULL, error_type = NULL, finished_at = NULL, queued_at = ?, updated_at = ? "
             "WHERE id = ? AND kind = ? AND state IN ('interrupted', 'cancelled', 'failed')",
             (now, now, job_id, RENDER),
@@ -431,3 +493,11 @@ class JobStore:
             "INSERT INTO options (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, json.dumps(value)),
         )
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a database written by an older flipbook up to this schema (new columns only)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    for name, declaration in _ADDED_COLUMNS.items():
+        if name not in present:
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")

@@ -48,6 +48,13 @@ def resume_every(spec: Spec) -> int:
     return 1
 
 
+def split_every(spec: Spec) -> int | None:
+    """Frames are independent: a job splits at multiples of the batch size, so every frame is made in the
+    same batch as in one uninterrupted render (batching can move a pixel by one level) (without a mask: a masked
+    run keeps frame 0's pixels outside it, read from disk)."""
+    return None if spec.init.mask is not None else spec.interpolate.batch_size
+
+
 def check_inputs(spec: Spec) -> None:
     """The init video must exist, be readable and have a frame for every animation frame."""
     if spec.init.video is not None:

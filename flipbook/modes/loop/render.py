@@ -26,6 +26,12 @@ def resume_every(spec: Spec) -> int:
     return 1
 
 
+def split_every(spec: Spec) -> int | None:
+    """Frames are independent: a job splits at multiples of the batch size, so every frame is made in the
+    same batch as in one uninterrupted render (batching can move a pixel by one level)."""
+    return spec.loop.batch_size
+
+
 def check_inputs(spec: Spec) -> None:
     """The walk reads no input file."""
 

@@ -1,0 +1,278 @@
+""":class:`Farm`: renders jobs on Ray actors from the head node (see :mod:`flipbook.farm`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+import threading
+from collections.abc import Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from flipbook.errors import FlipbookError
+from flipbook.events import Events, FrameEvent, RenderCancelled
+from flipbook.farm.segments import segments
+from flipbook.io.atomic import atomic_target
+
+log = logging.getLogger("flipbook.farm")
+LOCAL = "local"
+SEGMENTS_PER_ACTOR = 2
+"""A split job is cut into about this many runs per actor, so a fast actor takes over a slow one's share."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FarmSettings:
+    """Where the cluster is and what actors to start: ``address`` ``local`` (a Ray instance started here,
+    stopped with the farm), ``auto`` (the cluster ``ray start`` made on this machine) or ``ray://host:port`` /
+    ``host:port``; one actor per GPU of the cluster, or ``cpu_actors`` on a cluster without GPUs."""
+
+    address: str = LOCAL
+    cpu_actors: int = 2
+    threads_per_actor: int = 1
+
+    def checked(self) -> FarmSettings:
+        if not self.address.strip():
+            raise FlipbookError(
+                "--ray", self.address, "local, auto, or a Ray address (host:port, ray://host:port)"
+            )
+        if self.cpu_actors < 1:
+            raise FlipbookError("--ray-actors", self.cpu_actors, "1 or more CPU actors")
+        if self.threads_per_actor < 1:
+            raise FlipbookError("--ray-threads", self.threads_per_actor, "1 or more threads per actor")
+        return self
+
+
+class _Actors:
+    """The farm's actors: idle ones are handed out preferring one that holds the wanted checkpoint."""
+
+    def __init__(self, handles: list[Any]) -> None:
+        self._idle = list(handles)
+        self._loaded: dict[int, set[str]] = {id(h): set() for h in handles}
+        self._ready = threading.Condition()
+
+    @contextmanager
+    def one(self, checkpoint: str) -> Iterator[Any]:
+        with self._ready:
+            self._ready.wait_for(lambda: bool(self._idle))
+            handle = next((h for h in self._idle if checkpoint in self._loaded[id(h)]), self._idle[0])
+            self._idle.remove(handle)
+        try:
+            yield handle
+            self._loaded[id(handle)] = {checkpoint}
+        except BaseException:
+            self._loaded[id(handle)] = set()  # it may have died and restarted empty
+            raise
+        finally:
+            with self._ready:
+                self._idle.append(handle)
+                self._ready.notify()
+
+
+class Farm:
+    """``with Farm(settings) as farm: farm.render(spec, events)``: jobs on Ray actors, frames written here."""
+
+    def __init__(self, settings: FarmSettings | None = None) -> None:
+        self.settings = (settings or FarmSettings()).checked()
+        self._started_ray = False
+        self.handles: list[Any] = []
+        self._actors: _Actors | None = None
+
+    # ---- the cluster -----------------------------------------------------------------------------------
+
+    def __enter__(self) -> Farm:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        import ray
+
+        from flipbook.farm.worker import FrameWorker
+
+        s = self.settings
+        if not ray.is_initialized():
+            if s.address == LOCAL:
+                ray.init(num_cpus=s.cpu_actors * s.threads_per_actor, include_dashboard=False,
+                         log_to_driver=False)  # fmt: skip
+            else:
+                ray.init(address=s.address, include_dashboard=False, log_to_driver=False)
+            self._started_ray = True
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        options = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": s.threads_per_actor}
+        actor = ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=2, **options)(FrameWorker)
+        self.handles = [actor.remote(s.threads_per_actor) for _ in range(gpus or s.cpu_actors)]
+        ray.get([h.pid.remote() for h in self.handles])  # started (models load with the first task)
+        self._actors = _Actors(self.handles)
+
+    def close(self) -> None:
+        import ray
+
+        for handle in self.handles:
+            ray.kill(handle)
+        self.handles, self._actors = [], None
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+
+    def pids(self) -> list[int]:
+        import ray
+
+        return ray.get([h.pid.remote() for h in self.handles])
+
+    # ---- a job -----------------------------------------------------------------------------------------
+
+    def render(self, spec: Any, events: Events | None = None, *, overwrite: bool = False) -> Any:
+        """``render(spec)`` on the farm: the same checks first, the same run folder, the same frames (a job
+        split where its mode allows, see :meth:`Mode.split_every`), the same outputs."""
+        from flipbook.runs.render import prepare
+        from flipbook.runs.run_dir import RunDir
+
+        spec, plan, mode = prepare(spec)
+        run = RunDir(Path(spec.output.dir) / (spec.output.name or "flipbook"))
+        run.start(spec, plan, overwrite=overwrite)
+        run.log(
+            f"start on the farm: {len(plan)} frames, seed {spec.sampling.seed}, {len(self.handles)} actors"
+        )
+        return self._run(spec, plan, mode, run, events or Events(), resumed_from=-1)
+
+    def resume(self, run_dir: str | Path, events: Events | None = None) -> Any:
+        """``resume(run_dir)`` on the farm: the frames not on disk, then the outputs."""
+        from flipbook.runs.render import prepare
+        from flipbook.runs.run_dir import RunDir, resume_point
+
+        run = RunDir(Path(run_dir))
+        spec, plan, mode = prepare(run.read_spec())
+        run.reopen(spec, plan)
+        start = resume_point(run.completed(len(plan)), mode.resume_every(spec))
+        return self._run(spec, plan, mode, run, events or Events(), resumed_from=start)
+
+    def _run(self, spec: Any, plan: Any, mode: Any, run: Any, events: Events, resumed_from: int) -> Any:
+        from flipbook.runs.render import resume
+
+        job = _Job(spec, plan, mode, run, events, self._actors)
+        parts = segments(
+            resumed_from + 1, len(plan), mode.split_every(spec), len(self.handles) * SEGMENTS_PER_ACTOR
+        )
+        with ThreadPoolExecutor(
+            max_workers=max(1, len(self.handles)), thread_name_prefix="flipbook-farm"
+        ) as pool:
+            futures = [pool.submit(job.run_segment, part) for part in parts]
+            while True:  # a cancel (from any thread) or a failed segment stops the job's other tasks at once
+                done, waiting = wait(futures, timeout=0.1, return_when=FIRST_EXCEPTION)
+                if events.cancelled or any(f.exception() is not None for f in done):
+                    job.stop()
+                if not waiting:
+                    break
+            for future in futures:
+                future.result()  # the first failure (a cancel: RenderCancelled) is raised here
+        result = resume(run.path, Events())  # every frame is on disk: only the outputs are made
+        return dataclasses.replace(result, resumed_from=resumed_from)
+
+
+class _Job:
+    """One job on the farm: its segments' tasks, the frames written (each once), cancel."""
+
+    def __init__(self, spec: Any, plan: Any, mode: Any, run: Any, events: Events, actors: _Actors) -> None:
+        self.spec, self.plan, self.mode, self.run, self.events, self.actors = (
+            spec,
+            plan,
+            mode,
+            run,
+            events,
+            actors,
+        )
+        self.data = spec.model_dump(mode="json")
+        self.token = secrets.token_hex(8)  # names the job's tasks on the actors (for cancel)
+        self.total = len(plan)
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._running: set[Any] = set()
+
+    def run_segment(self, part: range) -> None:
+        """Render ``part`` on an actor; when the actor dies mid-way, the frames not yet here go to the next
+        free actor (a restarted one, or another), continuing as a resume does."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        after = part.start - 1
+        while not self._stopped.is_set():
+            missing = [i for i in part if not self.run.done(i)]
+            if not missing:
+                return
+            after = self._restart_point(part, missing[0])
+            with self.actors.one(self.plan[missing[0]].checkpoint) as actor:
+                if self._stopped.is_set():
+                    break
+                with self._lock:
+                    self._running.add(actor)
+                try:
+                    stream = actor.frames.options(num_returns="streaming").remote(
+                        self.token, self.data, str(self.run.path), after, part.stop
+                    )
+                    for ref in stream:
+                        index, png = ray.get(ref)
+                        self._write(index, png)
+                        self.events.check_cancelled()
+                    return
+                except RayActorError as error:
+                    if self._stopped.is_set():
+                        break
+                    log.warning("a farm actor died during frames %d-%d (%s): re-running the rest",
+                                part.start, part.stop - 1, type(error).__name__)  # fmt: skip
+                    self.run.log(
+                        f"an actor died during frames {part.start}-{part.stop - 1}: re-running the rest"
+                    )
+                except RenderCancelled:
+                    self.stop()
+                    raise
+                except ray.exceptions.RayTaskError as error:
+                    self.stop()
+                    raise error.as_instanceof_cause() from None
+                finally:
+                    with self._lock:
+                        self._running.discard(actor)
+        self.events.check_cancelled()
+        raise RenderCancelled("render cancelled")
+
+    def _restart_point(self, part: range, first_missing: int) -> int:
+        """The frame to continue after: right before the first missing one where frames are independent;
+        where the mode continues from frames on disk, its resume point (cadence-aligned)."""
+        from flipbook.runs.run_dir import resume_point
+
+        if self.mode.split_every(self.spec) is not None:
+            return first_missing - 1
+        return max(part.start - 1, resume_point(first_missing, self.mode.resume_every(self.spec)))
+
+    def _write(self, index: int, png: bytes) -> None:
+        """A frame from an actor into the run folder, atomically and once (a re-run after a dead actor may
+        make a frame that is already here again: it is the same frame and is not written twice)."""
+        path = self.run.frame_path(index)
+        with self._lock:
+            if self.run.done(index):
+                return
+            with atomic_target(path) as temporary:
+                temporary.write_bytes(png)
+        self.run.log(f"frame {index}")
+        self.events.frame(FrameEvent(index, self.total, _image(png)))
+
+    def stop(self) -> None:
+        """Cancel every task of the job (the actors raise RenderCancelled at their next step)."""
+        self._stopped.set()
+        with self._lock:
+            running = list(self._running)
+        for actor in running:
+            actor.cancel.remote(self.token)
+
+
+def _image(png: bytes) -> Any:
+    import io
+
+    import PIL.Image
+
+    with PIL.Image.open(io.BytesIO(png)) as image:
+        return image.convert("RGB")
