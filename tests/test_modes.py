@@ -59,7 +59,7 @@ def test_the_spec_is_the_core_sections_and_every_modes_section():
         assert fields[key].annotation is model
     assert list(fields)[:9] == ["version", "model", "sampling", "animation", "prompts", "positive_prompt",
                                 "negative_prompt", "controlnet", "init"]  # fmt: skip
-    assert list(fields)[-3:] == ["audio", "post", "output"]
+    assert list(fields)[-4:] == ["performance", "audio", "post", "output"]
     with pytest.raises(Exception, match="one of: " + ", ".join(MODES)):
         spec_from_data({"prompts": {"0": "x"}, "animation": {"mode": "4d"}})
 

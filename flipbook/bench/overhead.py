@@ -36,14 +36,16 @@ from flipbook.errors import FlipbookError
 from flipbook.events import Events
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.loading import load_model
+from flipbook.modes.camera import CAMERA_2D, CAMERA_3D
+from flipbook.modes.travel import TRAVEL
 from flipbook.runs.render import render
 from flipbook.spec.model import Spec
 
 LABEL = "nets replaced by stand-ins"
 SIZES = ((512, 512), (1024, 1024))
 STEPS, STRENGTH, SEED = 4, 0.65, 1
-CAMERA_2D = {"zoom": 1.02, "angle": 0.5, "color_coherence": "lab", "noise": 0.02, "cadence": 1}
-CAMERA_3D = {"translation_z": 2.0, "rotation_3d_y": 0.5, "color_coherence": "lab", "noise": 0.02,
+CAMERA_2D_SETTINGS = {"zoom": 1.02, "angle": 0.5, "color_coherence": "lab", "noise": 0.02, "cadence": 1}
+CAMERA_3D_SETTINGS = {"translation_z": 2.0, "rotation_3d_y": 0.5, "color_coherence": "lab", "noise": 0.02,
              "depth_model": "flat", "cadence": 1}  # fmt: skip
 
 # stage -> the functions ("module:qualname") whose wall time counts as that stage
@@ -72,9 +74,9 @@ STAGES: dict[str, tuple[str, ...]] = {
 }
 
 CASES: dict[str, dict] = {
-    "camera-2d": {"animation": {"mode": "2d"}, "camera": CAMERA_2D},
-    "camera-3d": {"animation": {"mode": "3d"}, "camera": CAMERA_3D},
-    "travel": {"animation": {"mode": "travel"}},
+    "camera-2d": {"animation": {"mode": CAMERA_2D.name}, "camera": CAMERA_2D_SETTINGS},
+    "camera-3d": {"animation": {"mode": CAMERA_3D.name}, "camera": CAMERA_3D_SETTINGS},
+    "travel": {"animation": {"mode": TRAVEL.name}},
 }
 
 

@@ -185,7 +185,7 @@ class SamplingCore:
 
         # 5. Denoising loop (ControlNet units add their residuals to the same UNet call)
         stepping = step_kwargs(scheduler, generators, first.eta)
-        rows = _row_sources(guidance, text.rows)
+        rows = row_sources(guidance, text.rows)
         extra_channels = None
         if self.model.unet.config.in_channels == 9:  # an inpainting UNet also sees the mask and masked image
             extra_channels = torch.cat([init.mask, init.masked_image_latents], dim=1)[rows]
@@ -485,7 +485,7 @@ class SamplingCore:
         out = self.model.unet(
             unet_input, t, **text.unet_kwargs(), return_dict=False, **residual_kwargs(residuals)
         )[0]
-        return torch.cat([_guide(out, c).unsqueeze(0) for c in guidance])
+        return torch.cat([guide_noise(out, c).unsqueeze(0) for c in guidance])
 
     # ---- 6. decode -------------------------------------------------------------------------------------
 
@@ -591,7 +591,7 @@ def _check_control_type(controlnet, control: Control, fields, index: int) -> Non
         )
 
 
-def _row_sources(guidance: Sequence[_Guidance], n_rows: int) -> torch.Tensor:
+def row_sources(guidance: Sequence[_Guidance], n_rows: int) -> torch.Tensor:
     """For each UNet row, which request's latent it denoises."""
     sources = [0] * n_rows
     for request_index, c in enumerate(guidance):
@@ -600,7 +600,7 @@ def _row_sources(guidance: Sequence[_Guidance], n_rows: int) -> torch.Tensor:
     return torch.tensor(sources)
 
 
-def _guide(out: torch.Tensor, c: _Guidance) -> torch.Tensor:
+def guide_noise(out: torch.Tensor, c: _Guidance) -> torch.Tensor:
     """Classifier-free guidance, with composable prompts: uncond + cfg * sum_i w_i (cond_i - uncond)."""
     if c.uncond_row is None:
         return out[c.cond_rows[0]]

@@ -28,7 +28,7 @@ import torch
 
 from flipbook.errors import FlipbookError
 from flipbook.events import StepEvent
-from flipbook.sampling.core import SamplingCore, _guide, _row_sources
+from flipbook.sampling.core import SamplingCore, guide_noise, row_sources
 from flipbook.sampling.requests import FrameRequest
 from flipbook.sampling.steps import latents_preview, step_kwargs
 
@@ -133,7 +133,7 @@ def _tick(core: SamplingCore, active: list[_InFlight], residual_cfg: bool) -> No
     """One UNet call for every frame in flight (each at its own timestep), then one scheduler step each."""
     requests = [frame.request for frame in active]
     text, guidance = core._prepare_conditioning(requests, requests[0].clip_skip)
-    sources = _row_sources(guidance, text.rows)
+    sources = row_sources(guidance, text.rows)
     inputs = torch.cat([frame.scheduler.scale_model_input(frame.latents, frame.t) for frame in active])
     times = torch.stack([frame.t for frame in active])
     negatives = {c.uncond_row: i for i, c in enumerate(guidance) if c.uncond_row is not None}
@@ -149,7 +149,7 @@ def _tick(core: SamplingCore, active: list[_InFlight], residual_cfg: bool) -> No
         for row, i in negatives.items():
             out[row] = _virtual_residual(active[i])[0].to(out.dtype)
     for frame, c in zip(active, guidance, strict=True):
-        noise = _guide(out, c).unsqueeze(0)
+        noise = guide_noise(out, c).unsqueeze(0)
         frame.latents = frame.scheduler.step(
             noise, frame.t, frame.latents, **frame.stepping, return_dict=False
         )[0]

@@ -601,7 +601,6 @@ _SpecFields = create_model(
     __module__=__name__,
     version=(int, SPEC_VERSION),
     model=(ModelSection, Field(default_factory=ModelSection)),
-    performance=(PerformanceSection, Field(default_factory=PerformanceSection)),
     sampling=(SamplingSection, Field(default_factory=SamplingSection)),
     animation=(AnimationSection, Field(default_factory=AnimationSection)),
     prompts=(
@@ -629,6 +628,7 @@ _SpecFields = create_model(
     ),
     init=(InitSection, Field(default_factory=InitSection)),
     **_mode_sections(),
+    performance=(PerformanceSection, Field(default_factory=PerformanceSection)),
     audio=(AudioSection, Field(default_factory=AudioSection)),
     post=(PostSection, Field(default_factory=PostSection)),
     output=(OutputSection, Field(default_factory=OutputSection)),
