@@ -185,3 +185,17 @@ def test_the_cli_renders_on_the_farm_and_refuses_bad_farm_options(farm, tmp_path
 
     code, out, err = run_cli("render", spec_file, "--ray", "local", "--ray-actors", "0")
     assert code == 2 and "--ray-actors" in err and "Traceback" not in err
+
+
+def test_the_farm_checks_a_job_as_render_does_before_its_run_folder(farm, tmp_path):
+    """The head runs render()'s own preparation (runs/setup.py): a LoRA tag naming no file is refused with
+    one error naming it, before the run folder is made and before any actor gets a task."""
+    from flipbook.errors import FlipbookError
+
+    spec = make_spec(tmp_path, "lora", prompts={"0": "a forest <lora:nowhere:0.8>", "7": "a city"})
+    with pytest.raises(FlipbookError) as single:
+        render(spec)
+    with pytest.raises(FlipbookError) as farmed:
+        farm.render(spec)
+    assert str(farmed.value) == str(single.value) and "nowhere" in str(farmed.value)
+    assert not (tmp_path / "lora").exists()

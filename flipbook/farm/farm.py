@@ -129,12 +129,11 @@ class Farm:
     def render(self, spec: Any, events: Events | None = None, *, overwrite: bool = False) -> Any:
         """``render(spec)`` on the farm: the same checks first, the same run folder, the same frames (a job
         split where its mode allows, see :meth:`Mode.split_every`), the same outputs."""
-        from flipbook.runs.render import prepare
-        from flipbook.runs.run_dir import RunDir
+        from flipbook.runs.setup import open_run, prepare, resolve_prompts
 
         spec, plan, mode = prepare(spec)
-        run = RunDir(Path(spec.output.dir) / (spec.output.name or "flipbook"))
-        run.start(spec, plan, overwrite=overwrite)
+        resolve_prompts(spec, plan)  # a missing LoRA fails here, as in render(), before the run folder
+        run, _ = open_run(spec, plan, mode, overwrite=overwrite)
         run.log(
             f"start on the farm: {len(plan)} frames, seed {spec.sampling.seed}, {len(self.handles)} actors"
         )
@@ -142,13 +141,13 @@ class Farm:
 
     def resume(self, run_dir: str | Path, events: Events | None = None) -> Any:
         """``resume(run_dir)`` on the farm: the frames not on disk, then the outputs."""
-        from flipbook.runs.render import prepare
-        from flipbook.runs.run_dir import RunDir, resume_point
+        from flipbook.runs.run_dir import RunDir
+        from flipbook.runs.setup import open_run, prepare, resolve_prompts
 
         run = RunDir(Path(run_dir))
         spec, plan, mode = prepare(run.read_spec())
-        run.reopen(spec, plan)
-        start = resume_point(run.completed(len(plan)), mode.resume_every(spec))
+        resolve_prompts(spec, plan)
+        run, start = open_run(spec, plan, mode, run)
         return self._run(spec, plan, mode, run, events or Events(), resumed_from=start)
 
     def _run(self, spec: Any, plan: Any, mode: Any, run: Any, events: Events, resumed_from: int) -> Any:

@@ -51,13 +51,9 @@ class FrameWorker:
     ) -> Iterator[tuple]:
         """Render the frames ``after+1 .. stop-1`` of ``job``'s spec; yields ``(index, png_bytes)`` per frame."""
         from flipbook.io.pnginfo import save_png
-        from flipbook.models.extra_networks import ExtraNetworks
-        from flipbook.models.folders import ModelsDir
-        from flipbook.models.performance import Performance
-        from flipbook.modes.frame import ModeContext
-        from flipbook.runs.cores import Cores
-        from flipbook.runs.render import frame_parameters, prepare
+        from flipbook.runs.render import frame_parameters
         from flipbook.runs.run_dir import RunDir
+        from flipbook.runs.setup import mode_context, prepare
         from flipbook.spec.load import spec_from_data
 
         spec, plan, mode = prepare(spec_from_data(spec_data))
@@ -66,23 +62,8 @@ class FrameWorker:
             self._running = (job, events)
             if job in self._cancelled:
                 events.cancel()
-        folders = ModelsDir(spec.model.models_dir) if spec.model.models_dir else None
-        networks = ExtraNetworks(folders, [(lora.name, lora.weight) for lora in spec.model.loras])
-        texts = {
-            t
-            for f in plan.frames
-            for t in (f.prompt, f.negative_prompt, f.next_prompt, f.next_negative_prompt)
-        }
-        prompts = {text: networks.resolve(text) for text in sorted(texts)}
-        cores = Cores(
-            spec.model,
-            events,
-            networks,
-            [clean for clean, _ in prompts.values()],
-            Performance.of(spec.performance),
-            loader=self._load,
-        )
-        ctx = ModeContext(spec, plan, cores, events, prompts, RunDir(Path(run_path)), after)
+        ctx = mode_context(spec, plan, events, RunDir(Path(run_path)), after, loader=self._load)
+        cores = ctx.cores
         try:
             with tempfile.TemporaryDirectory(prefix="flipbook-farm-") as scratch:
                 target = Path(scratch) / "frame.png"

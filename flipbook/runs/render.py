@@ -9,21 +9,19 @@ from pathlib import Path
 import numpy as np
 
 from flipbook import __version__
-from flipbook.control import check_controlnet
 from flipbook.events import Events, FrameEvent
 from flipbook.io.frames import FrameFiles
 from flipbook.io.pnginfo import GenerationParameters, format_parameters
-from flipbook.models.extra_networks import ExtraNetworks
-from flipbook.models.folders import ModelsDir
-from flipbook.models.performance import Performance
-from flipbook.modes import Mode, get_mode
-from flipbook.modes.frame import Frame, ModeContext, animation_mask, init_image
-from flipbook.runs.cores import Cores
-from flipbook.runs.finish import check_output_size, check_post_inputs, write_animation
-from flipbook.runs.run_dir import RunDir, resume_point
+from flipbook.modes import Mode
+from flipbook.modes.frame import Frame
+from flipbook.runs.finish import write_animation
+from flipbook.runs.run_dir import RunDir
+from flipbook.runs.setup import mode_context, open_run, prepare, resolve_prompts
 from flipbook.runs.writer import FrameWriter, Written
 from flipbook.spec.model import Spec
-from flipbook.spec.plan import FramePlan, Plan, build_plan
+from flipbook.spec.plan import FramePlan, Plan
+
+__all__ = ["RenderResult", "prepare", "render", "resume"]  # prepare: the shared preparation (runs/setup.py)
 
 
 @dataclass
@@ -58,49 +56,19 @@ def resume(run_dir: str | Path, events: Events | None = None) -> RenderResult:
     return _render(run.read_spec(), events or Events(), run=run)
 
 
-def prepare(spec: Spec) -> tuple[Spec, Plan, Mode]:
-    """Everything a render resolves and checks before any model loads, in the render's order: the seed, what
-    the mode fills in from its inputs (``resolve_spec``: a source video's frame rate), the plan, every input
-    file all modes read and the mode's own (videos decoded, ...). The server runs this before queueing a job,
-    so a file the render would refuse (a truncated MP4) is refused at submission."""
-    spec = spec.with_seed()
-    mode = get_mode(spec.animation.mode)
-    spec = mode.resolve_spec(spec)
-    plan = build_plan(spec)
-    _check_inputs(spec, plan)
-    mode.check_inputs(spec)
-    return spec, plan, mode
-
-
 def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = False) -> RenderResult:
     # 1. Resolve everything random or named and read every input file, before any model is loaded
     spec, plan, mode = prepare(spec)
-    resuming = run is not None
-    run = run or RunDir(Path(spec.output.dir) / (spec.output.name or "flipbook"))
-    folders = ModelsDir(spec.model.models_dir) if spec.model.models_dir else None
-    networks = ExtraNetworks(folders, [(lora.name, lora.weight) for lora in spec.model.loras])
-    texts = {
-        t for f in plan.frames for t in (f.prompt, f.negative_prompt, f.next_prompt, f.next_negative_prompt)
-    }
-    prompts = {text: networks.resolve(text) for text in sorted(texts)}
+    networks, prompts = resolve_prompts(spec, plan)
     n = spec.animation.max_frames
-    start = resume_point(run.completed(n), mode.resume_every(spec)) if resuming else -1
-    result = RenderResult(run_dir=run.path, seed=spec.sampling.seed, resumed_from=start)
 
     # 2. Start (or continue) the run folder; models load when the first frame needs one
-    if resuming:
-        run.reopen(spec, plan)
-    else:
-        run.start(spec, plan, overwrite=overwrite)
+    resuming = run is not None
+    run, start = open_run(spec, plan, mode, run, overwrite=overwrite)
+    result = RenderResult(run_dir=run.path, seed=spec.sampling.seed, resumed_from=start)
     run.log(f"resume from frame {start}" if resuming else f"start: {n} frames, seed {spec.sampling.seed}")
-    cores = Cores(
-        spec.model,
-        events,
-        networks,
-        [clean for clean, _ in prompts.values()],
-        Performance.of(spec.performance),
-    )
-    ctx = ModeContext(spec, plan, cores, events, prompts, run, start)
+    ctx = mode_context(spec, plan, events, run, start, networks=networks, prompts=prompts)
+    cores = ctx.cores
 
     # 3. Render frames; the background writer writes each one (PNG, atomically, in order) while the mode makes
     # the next; once it has, the frames before it are on disk and are logged and reported here, on the render's
@@ -143,17 +111,6 @@ def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = Fa
     run.log("done: " + ", ".join(f"{kind} {path.name}" for kind, path in result.outputs.items()))
     result.frames = [run.frame_path(i) for i in range(n)]
     return result
-
-
-def _check_inputs(spec: Spec, plan: Plan) -> None:
-    """Open the input files every mode reads (init image, mask, ControlNet images) now: a missing file fails
-    before any model is loaded, with the field that names it (a mode checks its own in ``check_inputs``)."""
-    if spec.init.image is not None:
-        init_image(spec)
-    animation_mask(spec)
-    check_controlnet(spec, plan.variables)
-    check_post_inputs(spec)
-    check_output_size(spec)
 
 
 def frame_parameters(
