@@ -13,7 +13,6 @@ import pytest
 
 from flipbook.events import Events, RenderCancelled
 from flipbook.farm.farm import Farm, FarmSettings
-from flipbook.farm.segments import segments
 from flipbook.runs.render import render
 from flipbook.spec.load import spec_from_data
 
@@ -72,17 +71,6 @@ class Recorder:
         self.frames.append(event.index)
         if self.cancel_after is not None and len(self.frames) >= self.cancel_after:
             self.events.cancel()
-
-
-def test_segments_start_at_multiples_of_the_split_and_cover_every_frame():
-    assert segments(0, 10, 2, 4) == [range(0, 4), range(4, 8), range(8, 10)]
-    assert segments(3, 10, 2, 4) == [range(3, 4), range(4, 6), range(6, 8), range(8, 10)]
-    assert segments(0, 10, None, 4) == [range(0, 10)]
-    assert segments(10, 10, 2, 4) == []
-    for first, total, every, parts in [(0, 17, 3, 5), (5, 40, 4, 3), (0, 1, 1, 8)]:
-        runs = segments(first, total, every, parts)
-        assert [i for r in runs for i in r] == list(range(first, total))
-        assert all(r.start % every == 0 for r in runs[1:])
 
 
 def test_a_split_interpolate_job_gives_the_single_process_frames(farm, tmp_path):

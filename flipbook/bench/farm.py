@@ -106,7 +106,7 @@ def _split_mode():
     """The first registered mode whose jobs split across actors (the latent walk, ``interpolate``)."""
     from flipbook.modes import REGISTERED
 
-    return next(mode for mode in REGISTERED if hasattr(mode.renderer(), "split_every"))
+    return next(mode for mode in REGISTERED if hasattr(mode.renderer(), "split"))
 
 
 def _timed(call) -> float:

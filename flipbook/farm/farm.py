@@ -128,7 +128,7 @@ class Farm:
 
     def render(self, spec: Any, events: Events | None = None, *, overwrite: bool = False) -> Any:
         """``render(spec)`` on the farm: the same checks first, the same run folder, the same frames (a job
-        split where its mode allows, see :meth:`Mode.split_every`), the same outputs."""
+        split where its mode allows, see :class:`~flipbook.modes.base.Split`), the same outputs."""
         from flipbook.runs.setup import open_run, prepare, resolve_prompts
 
         spec, plan, mode = prepare(spec)
@@ -151,40 +151,47 @@ class Farm:
         return self._run(spec, plan, mode, run, events or Events(), resumed_from=start)
 
     def _run(self, spec: Any, plan: Any, mode: Any, run: Any, events: Events, resumed_from: int) -> Any:
+        """The job's tasks on the actors (see :class:`~flipbook.modes.base.Split`): runs of frames; or, for a
+        job split into parts, runs of parts first and then one task that makes the frames from them."""
         from flipbook.runs.render import resume
 
-        job = _Job(spec, plan, mode, run, events, self._actors)
-        parts = segments(
-            resumed_from + 1, len(plan), mode.split_every(spec), len(self.handles) * SEGMENTS_PER_ACTOR
-        )
+        split = mode.split(spec, plan)
+        pieces = len(self.handles) * SEGMENTS_PER_ACTOR
+        if split is not None and split.parts:
+            if resumed_from < len(plan) - 1:
+                parts = _Job(spec, plan, mode, run, events, self._actors, split)
+                self._tasks(parts, parts.run_parts, segments(0, len(plan), split, pieces))
+            split = None  # the frames: one task, reading every part
+        job = _Job(spec, plan, mode, run, events, self._actors, split)
+        self._tasks(job, job.run_segment, segments(resumed_from + 1, len(plan), split, pieces))
+        result = resume(run.path, Events())  # every frame is on disk: only the outputs are made
+        return dataclasses.replace(result, resumed_from=resumed_from)
+
+    def _tasks(self, job: _Job, task: Any, pieces: list[range]) -> None:
+        """``task(piece)`` for every piece, at most one per actor at a time; a cancel (from any thread) or a
+        failed task stops the job's other tasks at once, and the first failure is raised."""
         with ThreadPoolExecutor(
             max_workers=max(1, len(self.handles)), thread_name_prefix="flipbook-farm"
         ) as pool:
-            futures = [pool.submit(job.run_segment, part) for part in parts]
-            while True:  # a cancel (from any thread) or a failed segment stops the job's other tasks at once
+            futures = [pool.submit(task, piece) for piece in pieces]
+            while True:
                 done, waiting = wait(futures, timeout=0.1, return_when=FIRST_EXCEPTION)
-                if events.cancelled or any(f.exception() is not None for f in done):
+                if job.events.cancelled or any(f.exception() is not None for f in done):
                     job.stop()
                 if not waiting:
                     break
             for future in futures:
                 future.result()  # the first failure (a cancel: RenderCancelled) is raised here
-        result = resume(run.path, Events())  # every frame is on disk: only the outputs are made
-        return dataclasses.replace(result, resumed_from=resumed_from)
 
 
 class _Job:
-    """One job on the farm: its segments' tasks, the frames written (each once), cancel."""
+    """One job on the farm: its tasks, the frames written (each once), progress and cancel."""
 
-    def __init__(self, spec: Any, plan: Any, mode: Any, run: Any, events: Events, actors: _Actors) -> None:
-        self.spec, self.plan, self.mode, self.run, self.events, self.actors = (
-            spec,
-            plan,
-            mode,
-            run,
-            events,
-            actors,
-        )
+    def __init__(
+        self, spec: Any, plan: Any, mode: Any, run: Any, events: Events, actors: _Actors, split: Any
+    ) -> None:
+        self.spec, self.plan, self.mode, self.run, self.events = spec, plan, mode, run, events
+        self.actors, self.split = actors, split
         self.data = spec.model_dump(mode="json")
         self.token = secrets.token_hex(8)  # names the job's tasks on the actors (for cancel)
         self.total = len(plan)
@@ -195,56 +202,81 @@ class _Job:
     def run_segment(self, part: range) -> None:
         """Render ``part`` on an actor; when the actor dies mid-way, the frames not yet here go to the next
         free actor (a restarted one, or another), continuing as a resume does."""
-        import ray
-        from ray.exceptions import RayActorError
-
-        after = part.start - 1
         while not self._stopped.is_set():
             missing = [i for i in part if not self.run.done(i)]
             if not missing:
                 return
             after = self._restart_point(part, missing[0])
-            with self.actors.one(self.plan[missing[0]].checkpoint) as actor:
+            checkpoint = self.plan[missing[0]].checkpoint
+            if self._on_actor(checkpoint, part, "frames", after, part.stop):
+                return
+        self._cancelled()
+
+    def run_parts(self, units: range) -> None:
+        """Make and store the parts ``units`` on an actor; when it dies, the same task goes to the next free
+        actor (the mode reuses the parts stored before)."""
+        while not self._stopped.is_set():
+            if self._on_actor(self.plan[units.start].checkpoint, units, "parts", units.start, units.stop):
+                return
+        self._cancelled()
+
+    def _on_actor(self, checkpoint: str, part: range, method: str, *span: int) -> bool:
+        """One try of a task on a free actor, relaying its steps and frames: True when it ran to its end,
+        False when the actor died (the caller tries again)."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        with self.actors.one(checkpoint) as actor:
+            if self._stopped.is_set():
+                return False
+            with self._lock:
+                self._running.add(actor)
+            self.run.log(f"task: {method} {span[0] + 1 if method == 'frames' else span[0]}-{span[1] - 1}")
+            try:
+                call = getattr(actor, method).options(num_returns="streaming")
+                for ref in call.remote(self.token, self.data, str(self.run.path), *span):
+                    self._relay(ray.get(ref))
+                return True
+            except RayActorError as error:
                 if self._stopped.is_set():
-                    break
+                    return False
+                log.warning("a farm actor died during %s %d-%d (%s): re-running the rest",
+                            method, part.start, part.stop - 1, type(error).__name__)  # fmt: skip
+                self.run.log(
+                    f"an actor died during {method} {part.start}-{part.stop - 1}: re-running the rest"
+                )
+                return False
+            except RenderCancelled:
+                self.stop()
+                raise
+            except ray.exceptions.RayTaskError as error:
+                self.stop()
+                raise error.as_instanceof_cause() from None
+            finally:
                 with self._lock:
-                    self._running.add(actor)
-                try:
-                    stream = actor.frames.options(num_returns="streaming").remote(
-                        self.token, self.data, str(self.run.path), after, part.stop
-                    )
-                    for ref in stream:
-                        index, png = ray.get(ref)
-                        self._write(index, png)
-                        self.events.check_cancelled()
-                    return
-                except RayActorError as error:
-                    if self._stopped.is_set():
-                        break
-                    log.warning("a farm actor died during frames %d-%d (%s): re-running the rest",
-                                part.start, part.stop - 1, type(error).__name__)  # fmt: skip
-                    self.run.log(
-                        f"an actor died during frames {part.start}-{part.stop - 1}: re-running the rest"
-                    )
-                except RenderCancelled:
-                    self.stop()
-                    raise
-                except ray.exceptions.RayTaskError as error:
-                    self.stop()
-                    raise error.as_instanceof_cause() from None
-                finally:
-                    with self._lock:
-                        self._running.discard(actor)
+                    self._running.discard(actor)
+
+    def _relay(self, message: tuple) -> None:
+        """An actor's message into the job: a step reported (per-step progress from every actor, through the
+        job's one ``Events``), a frame written; a cancel raises RenderCancelled here."""
+        if message[0] == "step":
+            self.events.step(message[1])
+        else:
+            self._write(message[1], message[2])
+        self.events.check_cancelled()
+
+    def _cancelled(self) -> None:
         self.events.check_cancelled()
         raise RenderCancelled("render cancelled")
 
     def _restart_point(self, part: range, first_missing: int) -> int:
-        """The frame to continue after: right before the first missing one where frames are independent;
-        where the mode continues from frames on disk, its resume point (cadence-aligned)."""
+        """The frame to continue after: right before the last place a task may start at or before the first
+        missing frame, where frames are independent (a batch is never cut); where the mode continues from
+        frames on disk, its resume point (cadence-aligned)."""
         from flipbook.runs.run_dir import resume_point
 
-        if self.mode.split_every(self.spec) is not None:
-            return first_missing - 1
+        if self.split is not None:
+            return max(part.start, self.split.restart(first_missing)) - 1
         return max(part.start - 1, resume_point(first_missing, self.mode.resume_every(self.spec)))
 
     def _write(self, index: int, png: bytes) -> None:

@@ -3,20 +3,26 @@
 A task is "the frames after ``after`` up to ``stop`` of this spec": the mode renders from ``ctx.start =
 after`` (as a resume does) and the task stops taking frames at ``stop``. Each frame is encoded exactly as
 ``render()`` writes it (the same PNG with the same parameters) and streamed back as bytes; the driver writes
-it into the run folder. A mode that continues from a frame on disk (``after >= 0`` in a feedback mode) reads
+it into the run folder. Every denoising step is streamed back too, as it happens (the mode runs on a thread
+of the task), so the driver reports per-step progress. For a job split into parts (variations) a task makes
+and stores a run of the parts instead (``parts``). A mode that continues from a frame on disk (``after >= 0`` in a feedback mode) reads
 it from the run folder, which is therefore shared (the head's, or a shared filesystem).
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from flipbook.events import Events
+
+_DONE = object()
+"""The end of a task's messages."""
 
 
 class FrameWorker:
@@ -27,6 +33,7 @@ class FrameWorker:
         import torch
 
         torch.set_num_threads(threads)
+        self._threads = threads
         self._models: dict[tuple, Any] = {}
         self._running: tuple[str, Events] | None = None  # the running task's job and Events
         self._cancelled: set[str] = set()  # jobs cancelled (a cancel may arrive before the job's task)
@@ -49,32 +56,77 @@ class FrameWorker:
     def frames(
         self, job: str, spec_data: dict[str, Any], run_path: str, after: int, stop: int
     ) -> Iterator[tuple]:
-        """Render the frames ``after+1 .. stop-1`` of ``job``'s spec; yields ``(index, png_bytes)`` per frame."""
-        from flipbook.io.pnginfo import save_png
-        from flipbook.runs.render import frame_parameters
-        from flipbook.runs.run_dir import RunDir
-        from flipbook.runs.setup import mode_context, prepare
-        from flipbook.spec.load import spec_from_data
+        """Render the frames ``after+1 .. stop-1`` of ``job``'s spec; yields ``("step", StepEvent)`` at every
+        denoising step and ``("frame", index, png_bytes)`` per frame."""
 
-        spec, plan, mode = prepare(spec_from_data(spec_data))
-        events = Events()
-        with self._lock:
-            self._running = (job, events)
-            if job in self._cancelled:
-                events.cancel()
-        ctx = mode_context(spec, plan, events, RunDir(Path(run_path)), after, loader=self._load)
-        cores = ctx.cores
-        try:
+        def work(ctx: Any, mode: Any, put: Callable[[tuple], None]) -> None:
+            from flipbook.io.pnginfo import save_png
+            from flipbook.runs.render import frame_parameters
+
             with tempfile.TemporaryDirectory(prefix="flipbook-farm-") as scratch:
                 target = Path(scratch) / "frame.png"
                 for frame in mode.render(ctx):
                     if frame.index >= stop:
                         break
-                    planned = plan[frame.index]
-                    parameters = frame_parameters(frame, planned, spec, cores.hashes.get(planned.checkpoint))
-                    save_png(frame.image, target, parameters)
-                    yield frame.index, target.read_bytes()
+                    planned = ctx.plan[frame.index]
+                    checkpoint_hash = ctx.cores.hashes.get(planned.checkpoint)
+                    save_png(frame.image, target, frame_parameters(frame, planned, ctx.spec, checkpoint_hash))
+                    put(("frame", frame.index, target.read_bytes()))
+
+        yield from self._task(job, spec_data, run_path, after, work)
+
+    def parts(
+        self, job: str, spec_data: dict[str, Any], run_path: str, first: int, stop: int
+    ) -> Iterator[tuple]:
+        """Make and store the parts ``first .. stop-1`` of a job split into parts (``Split.parts``: variations,
+        into the run folder); yields ``("step", StepEvent)`` at every denoising step."""
+
+        def work(ctx: Any, mode: Any, put: Callable[[tuple], None]) -> None:
+            mode.make_parts(ctx, range(first, stop))
+
+        yield from self._task(job, spec_data, run_path, -1, work)
+
+    def _task(
+        self, job: str, spec_data: dict[str, Any], run_path: str, after: int, work: Callable
+    ) -> Iterator:
+        """Run ``work(ctx, mode, put)`` on a thread of its own with the context ``render()`` builds (the
+        shared preparation, :mod:`flipbook.runs.setup`), yielding what it puts and every step as it happens;
+        its error is raised here. When the stream is closed early the work is cancelled at its next step."""
+        import torch
+
+        from flipbook.runs.run_dir import RunDir
+        from flipbook.runs.setup import mode_context, prepare
+        from flipbook.spec.load import spec_from_data
+
+        spec, plan, mode = prepare(spec_from_data(spec_data))
+        messages: queue.Queue = queue.Queue()
+        events = Events(on_step=lambda event: messages.put(("step", event)))
+        with self._lock:
+            self._running = (job, events)
+            if job in self._cancelled:
+                events.cancel()
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            torch.set_num_threads(self._threads)  # torch's thread count is per thread
+            try:
+                ctx = mode_context(spec, plan, events, RunDir(Path(run_path)), after, loader=self._load)
+                work(ctx, mode, messages.put)
+            except BaseException as error:
+                failed.append(error)
+            finally:
+                messages.put(_DONE)
+
+        thread = threading.Thread(target=run, name=f"flipbook-task-{job}", daemon=True)
+        thread.start()
+        try:
+            while (message := messages.get()) is not _DONE:
+                yield message
+            if failed:
+                raise failed[0]
         finally:
+            events.cancel()  # a no-op once the work is done; else it stops at its next step
+            thread.join()
             with self._lock:
                 self._running = None
 

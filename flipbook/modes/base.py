@@ -12,8 +12,8 @@ the render module is imported when a render needs it.
 The render module (``render_module``) has ``render(ctx: ModeContext) -> Iterator[Frame]`` (see
 ``modes/frame.py``), ``resume_every(spec)`` (a resumed render restarts at a multiple of this) and
 ``check_inputs(spec)`` (opens the mode's own input files before any model loads), and optionally
-``split_every(spec) -> int | None`` (where the render farm may split a job: frames independent in runs that
-start at multiples of it),
+``split(spec, plan) -> Split | None`` (where the render farm may split a job into tasks that run apart: see
+:class:`Split`) with, for a split into stored parts, ``make_parts(ctx, units)``,
 ``resolve_spec(spec) -> Spec`` (fill in values that come from the mode's inputs, such as a source video's frame
 rate, before the plan is built and recorded), ``soundtrack(spec) -> (path, offset) | None`` (audio to mux when
 ``audio.file`` is not set) and ``source_frames(spec)`` (frames the output is compared with in the run's
@@ -55,6 +55,32 @@ class FormField:
     path: str
     label: str | None = None
     live: bool = False
+
+
+@dataclass(frozen=True)
+class Split:
+    """Where a job's work divides into tasks that run apart (on the render farm's actors) and still give the
+    frames of one uninterrupted render: tasks start at frame 0 and at ``offset + k * every`` (a batch, a
+    stream or a segment is never cut).
+
+    Without ``parts`` a task renders a run of frames, continuing after the frame before it (``ctx.start``) as a
+    resume does. With ``parts`` the tasks make the mode's stored parts (``make_parts(ctx, units)``: variations
+    kept in the run folder, one unit per frame index), and one last task then renders every frame from them (a
+    frame needs all of them: variations are ordered once all exist)."""
+
+    every: int
+    offset: int = 0
+    parts: bool = False
+
+    def starts(self, total: int) -> list[int]:
+        """The frames (or units) among ``0..total-1`` where a task may start."""
+        return [0, *(s for s in range(self.offset, total, self.every) if s > 0)]
+
+    def restart(self, index: int) -> int:
+        """The last place a task may start at or before ``index`` (where a dead actor's run is taken up)."""
+        if index < max(self.offset, 1):
+            return 0
+        return max(0, index - (index - self.offset) % self.every)
 
 
 @dataclass(frozen=True)
@@ -139,12 +165,15 @@ class Mode:
     def check_inputs(self, spec: Spec) -> None:
         self.renderer().check_inputs(spec)
 
-    def split_every(self, spec: Spec) -> int | None:
-        """Where a job may be split across workers (the render farm): any run of frames that starts at a
-        multiple of this renders on its own (``ctx.start`` one before it) exactly as in one uninterrupted
-        render; None (the render module has no ``split_every``) when frames depend on the ones before."""
-        hook = getattr(self.renderer(), "split_every", None)
-        return None if hook is None else hook(spec)
+    def split(self, spec: Spec, plan: Plan) -> Split | None:
+        """Where a job may be split across workers (the render farm, see :class:`Split`); None (the render
+        module has no ``split``, or it says None for this spec) when frames depend on the ones before."""
+        hook = getattr(self.renderer(), "split", None)
+        return None if hook is None else hook(spec, plan)
+
+    def make_parts(self, ctx: ModeContext, units: range) -> None:
+        """Make and store the parts ``units`` of a job split into parts (``Split.parts``)."""
+        self.renderer().make_parts(ctx, units)
 
     def resolve_spec(self, spec: Spec) -> Spec:
         hook = getattr(self.renderer(), "resolve_spec", None)

@@ -23,6 +23,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from flipbook.modes.base import Split
 from flipbook.modes.frame import (
     Frame,
     ModeContext,
@@ -40,7 +41,7 @@ from flipbook.sampling.core import SamplingCore
 from flipbook.sampling.noise import KeyframeWalk
 from flipbook.sampling.requests import FrameRequest
 from flipbook.spec.model import Spec
-from flipbook.spec.plan import FramePlan
+from flipbook.spec.plan import FramePlan, Plan
 
 
 def resume_every(spec: Spec) -> int:
@@ -48,11 +49,11 @@ def resume_every(spec: Spec) -> int:
     return 1
 
 
-def split_every(spec: Spec) -> int | None:
+def split(spec: Spec, plan: Plan) -> Split | None:
     """Frames are independent: a job splits at multiples of the batch size, so every frame is made in the
     same batch as in one uninterrupted render (batching can move a pixel by one level) (without a mask: a masked
     run keeps frame 0's pixels outside it, read from disk)."""
-    return None if spec.init.mask is not None else spec.interpolate.batch_size
+    return None if spec.init.mask is not None else Split(spec.interpolate.batch_size)
 
 
 def check_inputs(spec: Spec) -> None:

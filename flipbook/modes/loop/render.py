@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from flipbook.modes.base import Split
 from flipbook.modes.frame import Frame, ModeContext, frame_request, independent_frames, latent_shape
 from flipbook.sampling.core import SamplingCore
 from flipbook.sampling.noise import KeyframeWalk
 from flipbook.sampling.requests import FrameRequest
 from flipbook.spec.model import Spec
-from flipbook.spec.plan import FramePlan
+from flipbook.spec.plan import FramePlan, Plan
 
 
 def resume_every(spec: Spec) -> int:
@@ -26,10 +27,10 @@ def resume_every(spec: Spec) -> int:
     return 1
 
 
-def split_every(spec: Spec) -> int | None:
+def split(spec: Spec, plan: Plan) -> Split | None:
     """Frames are independent: a job splits at multiples of the batch size, so every frame is made in the
     same batch as in one uninterrupted render (batching can move a pixel by one level)."""
-    return spec.loop.batch_size
+    return Split(spec.loop.batch_size)
 
 
 def check_inputs(spec: Spec) -> None:

@@ -12,14 +12,15 @@ No frame can be written before every variation exists, so each variation is kept
 the ones whose fingerprint matches and makes only the missing ones; a fresh render into the same folder with a
 changed spec makes them again. Batches are aligned to multiples of the batch size from variation 0 and a batch
 with any variation missing is made whole, so every variation comes from the same batch as in an uninterrupted
-render (batching can move a pixel by one level).
+render (batching can move a pixel by one level). On the render farm the variations are made in runs by
+several actors (``split``/``make_parts``: each run stored as above), and one last task orders them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from flipbook.imaging.ordering import distance_matrix, order_for, route_length
 from flipbook.io.atomic import atomic_target
+from flipbook.modes.base import Split
 from flipbook.modes.frame import (
     Frame,
     ModeContext,
@@ -41,7 +43,7 @@ from flipbook.modes.frame import (
 from flipbook.runs.run_dir import RunDir
 from flipbook.sampling.requests import FrameRequest
 from flipbook.spec.model import Spec
-from flipbook.spec.plan import FramePlan, denoise_for
+from flipbook.spec.plan import FramePlan, Plan, denoise_for
 
 FINGERPRINT_KEY = "flipbook-variation"
 """PNG text chunk holding the fingerprint of the request (and model settings) a stored variation came from."""
@@ -51,6 +53,21 @@ def resume_every(spec: Spec) -> int:
     """Any frame: a resume reloads the stored variations (the same seeds made them) and orders them again,
     which gives the same order because ordering is a pure function of those lossless files."""
     return 1
+
+
+def split(spec: Spec, plan: Plan) -> Split:
+    """The variations are independent, but no frame can be made before all exist: a job splits into runs of
+    variations (at multiples of the batch size, so each is made in the same batch as in one render), each
+    stored in the run folder (:func:`make_parts`), and one last task orders them and makes the frames."""
+    return Split(spec.variations.batch_size, parts=True)
+
+
+def make_parts(ctx: ModeContext, units: range) -> None:
+    """Variations ``units`` made (or reused, when stored with the same fingerprint) and stored in
+    ``RUN/variations/``."""
+    mask = animation_mask(ctx.spec)
+    still = init_image(ctx.spec)
+    _variations(ctx, {k: _request(ctx, ctx.plan[k], still, mask) for k in units})
 
 
 def check_inputs(spec: Spec) -> None:
@@ -65,7 +82,8 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     mask = animation_mask(ctx.spec)
     still = init_image(ctx.spec)
     requests = [_request(ctx, frame, still, mask) for frame in ctx.plan.frames]
-    images = _variations(ctx, requests)
+    made = _variations(ctx, dict(enumerate(requests)))
+    images = [made[k] for k in range(count)]
     order = _order(ctx, images, mask)
     for i in range(ctx.start + 1, count):
         yield Frame(i, keep_still(images[order[i]], still, mask), requests[order[i]])
@@ -98,13 +116,14 @@ def _request(ctx: ModeContext, frame: FramePlan, still: PIL.Image.Image, mask: n
 # ---- generating and storing --------------------------------------------------------------------------
 
 
-def _variations(ctx: ModeContext, requests: Sequence[FrameRequest]) -> list[PIL.Image.Image]:
-    """Every variation: from the run folder where a stored one matches, else made, batch by aligned batch."""
+def _variations(ctx: ModeContext, requests: Mapping[int, FrameRequest]) -> dict[int, PIL.Image.Image]:
+    """The variations ``requests`` names (a run of them): from the run folder where a stored one matches, else
+    made, batch by aligned batch."""
     plan, run = ctx.plan, ctx.run.path
-    keys = [_fingerprint(ctx, frame, request) for frame, request in zip(plan.frames, requests, strict=True)]
-    images = [_load(variation_path(run, k), key) for k, key in enumerate(keys)]
-    ctx.run.log(f"variations: {sum(image is not None for image in images)} of {len(images)} reused")
-    for batch in aligned_batches(range(len(plan)), ctx.spec.variations.batch_size):
+    keys = {k: _fingerprint(ctx, plan[k], request) for k, request in requests.items()}
+    images = {k: _load(variation_path(run, k), key) for k, key in keys.items()}
+    ctx.run.log(f"variations: {sum(image is not None for image in images.values())} of {len(images)} reused")
+    for batch in aligned_batches(range(min(requests), max(requests) + 1), ctx.spec.variations.batch_size):
         if all(images[k] is not None for k in batch):
             continue
         for checkpoint, group in by_checkpoint([plan[k] for k in batch]):

@@ -31,6 +31,7 @@ import PIL.Image
 from flipbook.errors import SpecError
 from flipbook.imaging.color import match_colors
 from flipbook.imaging.masks import composite, feather
+from flipbook.modes.base import Split
 from flipbook.modes.frame import (
     Frame,
     ModeContext,
@@ -41,6 +42,7 @@ from flipbook.modes.frame import (
 )
 from flipbook.motion.flow import optical_flow, warp_by_flow
 from flipbook.spec.model import Spec
+from flipbook.spec.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,15 @@ def resume_every(spec: Spec) -> int:
     """Each frame needs at most the previous output (feedback), which is on disk: resume anywhere; stream
     batched frames restart at a stream's first frame, so the UNet sees the same batches as the first run."""
     return spec.video.batch_size if spec.video.stream_batch else 1
+
+
+def split(spec: Spec, plan: Plan) -> Split | None:
+    """Without feedback every frame is made from its own source frame alone (colour coherence matches it to
+    that source frame, a mask video's frame is its own), so a job splits at multiples of the batch size (a
+    batch, or a stream, is never cut); with feedback on any frame, each frame depends on the one before."""
+    if _feeds_back(plan):
+        return None
+    return Split(spec.video.batch_size)
 
 
 def check_inputs(spec: Spec) -> None:
@@ -94,7 +105,7 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     n = spec.animation.max_frames
     feedback = [frame.schedules["video.feedback"] for frame in ctx.plan.frames]  # resolved and checked there
     masks = _masks(spec, n)
-    if not any(share > 0 for share in feedback[1:]):
+    if not _feeds_back(ctx.plan):
         run = _stream_batch if spec.video.stream_batch else _render_batch
         for batch in aligned_batches(range(ctx.start + 1, n), spec.video.batch_size):
             yield from run(ctx, source, masks, batch)
@@ -109,6 +120,11 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
         (frame,) = _render_batch(ctx, source, masks, [index], inputs={index: start})
         previous = np.asarray(frame.image)
         yield frame
+
+
+def _feeds_back(plan: Plan) -> bool:
+    """Whether any frame after the first blends in the previous output (``video.feedback`` above 0)."""
+    return any(frame.schedules["video.feedback"] > 0 for frame in plan.frames[1:])
 
 
 def _render_batch(ctx, source: Source, masks, batch: Sequence[int], inputs=None) -> list[Frame]:

@@ -32,6 +32,7 @@ import torch
 from flipbook.errors import FlipbookError, SpecError
 from flipbook.io.images import open_image
 from flipbook.models.families.family import Family
+from flipbook.modes.base import Split
 from flipbook.modes.frame import Frame, ModeContext, init_image
 from flipbook.modes.videomodel.rules import (
     CAPABILITY,
@@ -45,6 +46,7 @@ from flipbook.modes.videomodel.rules import (
     source_frames_needed,
 )
 from flipbook.spec.model import Spec
+from flipbook.spec.plan import Plan
 
 FIELD = "videomodel.model"
 ALLOWED = (
@@ -57,6 +59,22 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 def resume_every(spec: Spec) -> int:
     """Segments start every S frames: a resume restarts at the last segment border on disk."""
     return segment_step(spec)
+
+
+def split(spec: Spec, plan: Plan) -> Split | None:
+    """Segments that depend on no other: a source video restyled by a text-to-video model (each segment
+    from its own source frames, conditioned on nothing) without ``blend_frames`` (which fades from the frame
+    the segment before wrote). A job then splits at segment starts (frame 0, then each border + 1). Every
+    other segment is conditioned on frames the one before made (even where a keyframe image is its last
+    frame, the next segment continues from the frames as made), so such a clip is one task."""
+    v = spec.videomodel
+    if spec.init.video is None or v.blend_frames:
+        return None
+    family = family_of_model(spec)
+    if family.conditioning(v.model, spec.model.models_dir, FIELD) != "none":
+        return None  # takes images (or unknown until loaded): later segments continue from earlier ones
+    step = segment_step(spec)
+    return Split(step, offset=step + 1)
 
 
 def check_inputs(spec: Spec) -> None:
