@@ -74,7 +74,8 @@ def render(
             metavar="ADDRESS",
             help="render on Ray actors: 'local' (a Ray instance started here), 'auto' (the cluster `ray start` "
             "made on this machine) or a cluster's address (host:port); one actor per GPU, the job split where "
-            "its frames are independent (interpolate, loop)",
+            "its frames are independent (interpolate, loop, variations, video without feedback, videomodel "
+            "restyles by a text-to-video model), a sweep's runs side by side",
         ),
     ] = None,
     ray_actors: Annotated[
@@ -86,6 +87,8 @@ def render(
 
     A run folder (output.dir/output.name) that holds a run needs --resume (continue) or --overwrite (replace).
     With --ray the frames are rendered on a Ray cluster's actors and written here; the result is the same.
+    A spec with a [sweep] section renders every combination of its values as a run of its own
+    (output.dir/output.name/<values>) and a contact sheet of them, labelled with the values.
     """
     from flipbook.runs.render import render as run_render
     from flipbook.runs.render import resume as run_resume
@@ -110,6 +113,9 @@ def render(
         if out:
             loaded = loaded.model_copy(update={"output": loaded.output.model_copy(update={"dir": out})})
         run_dir = Path(loaded.output.dir) / (loaded.output.name or "flipbook")
+    if resume is None and loaded.sweep:
+        _render_sweep(loaded, _farm(ray, ray_actors), overwrite)
+        return
     preview = run_dir / PREVIEW_FILE if preview_every else None
     farm = _farm(ray, ray_actors)
     with (
@@ -140,6 +146,27 @@ def render(
         source = result.metrics.get("source")
         baseline = f" (source: {source:.2f})" if source is not None else ""
         typer.echo(f"temporal error: {result.metrics['output']:.2f}{baseline}  (flow-compensated, 0-255)")
+
+
+def _render_sweep(spec, farm, overwrite: bool) -> None:
+    """A spec's ``[sweep]``: every run of its grid (side by side on the farm's actors with --ray), then the
+    contact sheet; prints each run's folder."""
+    from flipbook.runs.sweep import render_sweep, sweep_summary
+    from flipbook.spec.sweep import run_count
+
+    total = spec.animation.max_frames * run_count(spec.sweep)
+    run_dir = Path(spec.output.dir) / (spec.output.name or "flipbook")
+    with (
+        _ProgressEvents(total, "frames") as events,
+        _stop_on_ctrl_c(events, run_dir),
+        farm or contextlib.nullcontext(),
+    ):
+        if farm is not None:
+            result = farm.render_sweep(spec, events, overwrite=overwrite)
+        else:
+            result = render_sweep(spec, events, overwrite=overwrite)
+    for line in sweep_summary(result):
+        typer.echo(line)
 
 
 def _farm(address: str | None, actors: int):

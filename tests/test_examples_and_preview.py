@@ -11,6 +11,7 @@ from flipbook.modes.camera import camera_for
 from flipbook.motion.preview import motion_pattern, motion_preview
 from flipbook.spec.load import load_spec, spec_from_data
 from flipbook.spec.plan import build_plan
+from flipbook.spec.sweep import run_count
 
 EXAMPLES = sorted(Path(__file__).parents[1].glob("examples/*.toml"))
 
@@ -42,7 +43,11 @@ def test_example_renders_a_short_cut(example, tmp_path, run_cli):
         "--set", "animation.height=64", "--set", "sampling.steps=2", "--set", "output.formats=['png']",
     )  # fmt: skip
     assert code == 0, err
-    assert len(list(tmp_path.glob("*/frames/frame_*.png"))) == 3
+    runs = max(1, run_count(load_spec(example).sweep))  # a sweep's runs are folders in its own
+    assert (
+        len(list(tmp_path.glob("*/frames/frame_*.png")) + list(tmp_path.glob("*/*/frames/frame_*.png")))
+        == 3 * runs
+    )
 
 
 def preview(camera_settings, mode="2d", frames=3):

@@ -5,6 +5,7 @@
 One module-scoped farm, so the module pays Ray's start once."""
 
 import numpy as np
+import PIL.Image
 import pytest
 
 from flipbook.farm.farm import Farm, FarmSettings
@@ -171,3 +172,20 @@ def test_a_split_videomodel_restyle_gives_the_single_process_frames(farm, tmp_pa
                      videomodel={"model": "tiny-wan", "segment_frames": 9, "max_sequence_length": 32,
                                  "strength": 0.5})  # fmt: skip
     assert_split_render_is_the_single_render(farm, spec, ["frames 0-8", "frames 9-16"])
+
+
+def test_a_sweep_on_the_farm_runs_side_by_side_and_gives_the_in_process_grid(farm, tmp_path):
+    from flipbook.runs.sweep import CONTACT_FILE, render_sweep
+
+    def grid(name):
+        return make_spec(tmp_path, name, "interpolate", 2, interpolate={"batch_size": 1},
+                         sweep={"sampling.seed": [1, 2]})  # fmt: skip
+
+    single = render_sweep(grid("single"))
+    farmed = farm.render_sweep(grid("farm"))
+    assert [run.label for run, _ in farmed.runs] == [run.label for run, _ in single.runs]
+    for (run, ours), (_, theirs) in zip(farmed.runs, single.runs, strict=True):
+        assert frame_bytes(ours.run_dir) == frame_bytes(theirs.run_dir), run.label
+        assert ours.run_dir == tmp_path / "farm" / run.label
+    sheets = [np.asarray(PIL.Image.open(tmp_path / name / CONTACT_FILE)) for name in ("farm", "single")]
+    assert np.array_equal(*sheets)  # the same pixels (the spec each embeds names its own folder)

@@ -8,7 +8,7 @@ the sheet stays readable for long animations.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +35,18 @@ def contact_indices(n_frames: int, max_cells: int = MAX_CELLS) -> list[int]:
 
 
 def contact_sheet(
-    frames: Iterable[Frame], *, columns: int | None = None, thumb_width: int = 256, label: bool = True
+    frames: Iterable[Frame],
+    *,
+    columns: int | None = None,
+    thumb_width: int = 256,
+    label: bool = True,
+    labels: Sequence[str] | None = None,
 ) -> Image.Image:
     """An RGB image: a grid of thumbnails ``thumb_width`` wide, row by row, with :data:`GAP` pixels between.
 
     ``columns`` defaults to a near-square grid (``ceil(sqrt(cells))``). Thumbnail height keeps the frames'
     aspect ratio. With ``label`` the frame index is drawn small in each cell's bottom-left corner in Pillow's
-    default font on a dark box, so it reads on any picture.
+    default font on a dark box, so it reads on any picture; ``labels`` (one per frame) replace the indices.
     """
     arrays = normalise_frames(frames)
     indices = contact_indices(len(arrays))
@@ -62,7 +67,8 @@ def contact_sheet(
         y = GAP + (cell // columns) * (thumb_height + GAP)
         sheet.paste(thumb, (x, y))
         if font is not None:
-            _draw_label(ImageDraw.Draw(sheet), str(index), (x, y + thumb_height), font)
+            text = str(index) if labels is None else labels[index]
+            _draw_label(ImageDraw.Draw(sheet), text, (x, y + thumb_height), font)
     return sheet
 
 
@@ -73,11 +79,12 @@ def write_contact_sheet(
     columns: int | None = None,
     thumb_width: int = 256,
     label: bool = True,
+    labels: Sequence[str] | None = None,
     pnginfo_text: str | None = None,
     spec: dict | None = None,
 ) -> Path:
     """Save :func:`contact_sheet` as a PNG (atomically) with the ``parameters`` and ``flipbook_spec`` chunks."""
-    sheet = contact_sheet(frames, columns=columns, thumb_width=thumb_width, label=label)
+    sheet = contact_sheet(frames, columns=columns, thumb_width=thumb_width, label=label, labels=labels)
     info = png_info(spec, pnginfo_text)
     path = Path(path)
     with atomic_target(path) as tmp:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from flipbook.control import check_controlnet
+from flipbook.errors import SpecError
 from flipbook.events import Events
 from flipbook.models.extra_networks import ExtraNetworks
 from flipbook.models.folders import ModelsDir
@@ -36,7 +37,13 @@ def prepare(spec: Spec) -> tuple[Spec, Plan, Mode]:
     """Everything a render resolves and checks before any model loads, in the render's order: the seed, what
     the mode fills in from its inputs (``resolve_spec``: a source video's frame rate), the plan, every input
     file all modes read and the mode's own (videos decoded, ...). The server runs this before queueing a job,
-    so a file the render would refuse (a truncated MP4) is refused at submission."""
+    so a file the render would refuse (a truncated MP4) is refused at submission. A spec with a ``[sweep]``
+    is a grid of renders, not one: refused here (:func:`flipbook.runs.sweep.render_sweep` renders it)."""
+    if spec.sweep:
+        raise SpecError(
+            "sweep", ", ".join(spec.sweep), "no sweep in a single render: `flipbook render SPEC` renders a "
+            "sweep's grid of runs (flipbook.runs.sweep.render_sweep from Python)",
+        )  # fmt: skip
     spec = spec.with_seed()
     mode = get_mode(spec.animation.mode)
     spec = mode.resolve_spec(spec)

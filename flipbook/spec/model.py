@@ -59,6 +59,7 @@ from flipbook.spec.fields import (
     string_schedule_values,
 )
 from flipbook.spec.references import ServerOwned
+from flipbook.spec.sweep import MAX_RUNS, SweepValues, check_sweep
 
 SPEC_VERSION = 1
 
@@ -627,6 +628,14 @@ _SpecFields = create_model(
         ),
     ),
     init=(InitSection, Field(default_factory=InitSection)),
+    sweep=(
+        SweepValues,
+        Field(
+            default_factory=dict,
+            description='a grid of runs: values per field by dotted path ("sampling.seed" = [1, 2, 3]), every '
+            f"combination rendered as a run of its own with a contact sheet of them (at most {MAX_RUNS} runs)",
+        ),
+    ),
     **_mode_sections(),
     performance=(PerformanceSection, Field(default_factory=PerformanceSection)),
     audio=(AudioSection, Field(default_factory=AudioSection)),
@@ -734,6 +743,13 @@ class Spec(_SpecFields):
                 "post.interpolate", post.interpolate, f"at most {most} output frames",
                 detail=f"animation.max_frames {animation.max_frames} x {post.interpolate} = {frames}",
             )  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
+    def _sweep(self) -> Spec:
+        """Every swept value is one its field takes and the grid is bounded (``flipbook.spec.sweep``)."""
+        if self.sweep:
+            check_sweep(self)
         return self
 
     def with_seed(self) -> Spec:
