@@ -187,3 +187,43 @@ def test_the_farm_checks_a_job_as_render_does_before_its_run_folder(farm, tmp_pa
         farm.render(spec)
     assert str(farmed.value) == str(single.value) and "nowhere" in str(farmed.value)
     assert not (tmp_path / "lora").exists()
+
+
+def test_every_step_of_every_actor_is_reported_as_it_happens(farm, tmp_path):
+    """Per-step progress from the actors through the job's one Events: every batch's steps, arriving as they
+    happen (before the batch's frames, and while other frames are written), from both actors' tasks."""
+    seen = []
+    events = Events(
+        on_step=lambda e: seen.append(("step", e.step, e.total_steps, e.frames)),
+        on_frame=lambda e: seen.append(("frame", e.index)),
+    )
+    farm.render(make_spec(tmp_path, "steps", interpolate={"batch_size": 2}), events)
+    steps = [i for i, entry in enumerate(seen) if entry[0] == "step"]
+    frames = [i for i, entry in enumerate(seen) if entry[0] == "frame"]
+    alone = []
+    render(make_spec(tmp_path, "alone", interpolate={"batch_size": 2}), Events(on_step=alone.append))
+    assert len(steps) == len(alone) and all(seen[i][2] == alone[0].total_steps for i in steps)  # every step
+    assert sorted(seen[i][1] for i in frames) == list(range(8))
+    assert len([i for i in steps if i < frames[0]]) >= 2  # a batch's steps before its frames
+    assert frames[0] < steps[-1]  # and steps keep coming while frames are written: live, not replayed
+    assert "task: frames 0-1" in (tmp_path / "steps" / "render.log").read_text()
+
+
+def test_a_cancel_at_a_step_stops_every_task_and_frees_the_actors(farm, tmp_path):
+    """A cancel during sampling (no frame yet) stops both actors' tasks at their next step: no frame is
+    written after it, and no actor still runs a task of the job."""
+    steps = []
+    events = Events(on_step=lambda e: (steps.append(e), len(steps) >= 3 and events.cancel()))
+    with pytest.raises(RenderCancelled):
+        farm.render(make_spec(tmp_path, "stopped", frames=16, interpolate={"batch_size": 1}), events)
+    frames = tmp_path / "stopped" / "frames"
+    on_disk = len(list(frames.glob("*.png")))
+    assert on_disk < 16
+    time.sleep(1.0)
+    assert len(list(frames.glob("*.png"))) == on_disk  # nothing keeps rendering after the cancel
+    import ray
+
+    deadline = time.monotonic() + 10  # a task ends at its next step: one step of the tiny model
+    while ray.get([handle.running.remote() for handle in farm.handles]) != [None, None]:
+        assert time.monotonic() < deadline, "a task of the cancelled job still runs"
+        time.sleep(0.05)

@@ -46,6 +46,11 @@ class FrameWorker:
         """The checkpoints this actor holds."""
         return [key[0] for key in self._models]
 
+    def running(self) -> str | None:
+        """The job whose task runs here now (None: idle)."""
+        with self._lock:
+            return None if self._running is None else self._running[0]
+
     def cancel(self, job: str) -> None:
         """Stop ``job``'s task at its next step (it raises RenderCancelled), and any task of it still to come."""
         with self._lock:
@@ -65,13 +70,15 @@ class FrameWorker:
 
             with tempfile.TemporaryDirectory(prefix="flipbook-farm-") as scratch:
                 target = Path(scratch) / "frame.png"
-                for frame in mode.render(ctx):
-                    if frame.index >= stop:
+                for frame in mode.render(ctx):  # frames come in order: stop after the task's last one, so
+                    if frame.index >= stop:  # the mode never starts the batch after it
                         break
                     planned = ctx.plan[frame.index]
                     checkpoint_hash = ctx.cores.hashes.get(planned.checkpoint)
                     save_png(frame.image, target, frame_parameters(frame, planned, ctx.spec, checkpoint_hash))
                     put(("frame", frame.index, target.read_bytes()))
+                    if frame.index >= stop - 1:
+                        break
 
         yield from self._task(job, spec_data, run_path, after, work)
 
