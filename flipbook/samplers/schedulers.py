@@ -19,6 +19,7 @@ config that happens to come from, say, a Karras scheduler does not leak Karras s
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -66,8 +67,15 @@ def _accepted(cls: type[SchedulerMixin], options: Mapping[str, Any]) -> dict[str
     A model's config carries options of its own scheduler class (PNDM's ``skip_prk_steps``) that other classes
     ignore anyway but log a warning about on every build; and an older diffusers may lack a variant option.
     """
-    params = inspect.signature(cls.__init__).parameters
+    params = _init_parameters(cls)
     return {key: value for key, value in options.items() if key in params}
+
+
+@functools.cache
+def _init_parameters(cls: type[SchedulerMixin]) -> frozenset[str]:
+    """The names ``cls.__init__`` takes (read once per class: a signature costs milliseconds, and a render
+    makes a scheduler per frame)."""
+    return frozenset(inspect.signature(cls.__init__).parameters)
 
 
 def make_scheduler(

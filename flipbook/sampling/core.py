@@ -11,6 +11,7 @@ weights inside one batch), and one events object for progress, preview and cance
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -140,6 +141,7 @@ class SamplingCore:
         )
         self.stats = {"unet_calls": 0, "unet_rows": 0, "controlnet_calls": 0}
         self._sizes_noted: set[tuple[int, int]] = set()
+        self._dtypes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # ---- public API -------------------------------------------------------------------------------------
 
@@ -228,8 +230,17 @@ class SamplingCore:
         if first.img2img:
             timesteps = skip_to_strength(scheduler, first.num_inference_steps, first.strength)
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
-        init = self._prepare_latents(requests, scheduler, timesteps, generators, self.model.unet.dtype)
+        init = self._prepare_latents(
+            requests, scheduler, timesteps, generators, self.net_dtype(self.model.unet)
+        )
         return scheduler, timesteps, generators, init
+
+    def net_dtype(self, net: torch.nn.Module) -> torch.dtype:
+        """``net.dtype``, looked up once per net: diffusers walks every submodule to answer it (milliseconds a
+        call, several calls a frame), and a loaded net keeps its dtype."""
+        if net not in self._dtypes:
+            self._dtypes[net] = net.dtype
+        return self._dtypes[net]
 
     def _note_size(self, width: int, height: int) -> None:
         """Log the family's warning for a size its models render badly (once per size and run)."""
@@ -283,7 +294,7 @@ class SamplingCore:
         text = encoder.at_size(stack(uncond_rows + cond_rows, encoder), requests[0].width, requests[0].height)
         offset = len(uncond_rows)
         guidance = [_Guidance(u, [offset + r for r in rows], weights, g) for u, rows, weights, g in layout]
-        return text.to(self.model.device, self.model.unet.dtype), guidance
+        return text.to(self.model.device, self.net_dtype(self.model.unet)), guidance
 
     @torch.no_grad()
     def prompt_embeddings(
@@ -391,10 +402,10 @@ class SamplingCore:
         """VAE-encode each image with its own generator (a latent sample, as diffusers draws it)."""
         vae = self.model.vae
         latents = [
-            vae.encode(images[i : i + 1].to(vae.dtype)).latent_dist.sample(generators[i])
+            vae.encode(images[i : i + 1].to(self.net_dtype(vae))).latent_dist.sample(generators[i])
             for i in range(images.shape[0])
         ]
-        return (vae.config.scaling_factor * torch.cat(latents)).to(self.model.unet.dtype)
+        return (vae.config.scaling_factor * torch.cat(latents)).to(self.net_dtype(self.model.unet))
 
     # ---- 5. ControlNet units ----------------------------------------------------------------------------
 
@@ -494,7 +505,7 @@ class SamplingCore:
             return list(latents)
         vae = self.model.tiny_vae if self.model.decode_with_tiny_vae else self.model.vae
         latents = check_finite(latents, "denoising (the UNet)")
-        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        images = vae.decode(latents.to(self.net_dtype(vae)) / vae.config.scaling_factor, return_dict=False)[0]
         images = check_finite(images, "the VAE's decode")
         images = self.image_processor.postprocess(images, output_type="np" if output_type == "np" else "pil")
         return list(images)
