@@ -114,9 +114,9 @@ def add_noise(
     image itself."""
     if amount == 0:
         return image
-    if mask is not None:
-        noise = noise * mask.to(torch.float32)[..., None]
-    return to_uint8(image.to(torch.float32) + noise * float(np.float32(amount * 127.5)))
+    values = noise * mask.to(torch.float32)[..., None] if mask is not None else noise
+    values = values * float(np.float32(amount * 127.5))  # one new buffer, then everything in place in it
+    return values.add_(image).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def composite(animated: torch.Tensor, still: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
