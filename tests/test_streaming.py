@@ -18,8 +18,18 @@ from PIL import Image
 from flipbook.errors import FlipbookError
 from flipbook.io import gif
 from flipbook.io.frames import FrameFiles, FrameSequence
+from flipbook.io.metadata import png_info
 from flipbook.io.readers import read_frames
-from flipbook.io.writers import FORMATS, EncodeOptions, make_gif, make_webp, write_outputs
+from flipbook.io.writers import (
+    FORMATS,
+    PNG_COMPRESS_LEVEL,
+    EncodeOptions,
+    apng_delay,
+    make_apng,
+    make_gif,
+    make_webp,
+    write_outputs,
+)
 
 FPS = 12
 SIZE = 64
@@ -87,12 +97,59 @@ class _Counted(FrameSequence):
         self.alive -= 1
 
 
-@pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "apng"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_encoders_hold_a_few_frames_whatever_the_length(tmp_path: Path, fmt: str) -> None:
-    """40 frames, at most 3 alive at any time (a frame, the one before for GIF's still pixels, a first)."""
+    """40 frames, at most 3 alive at any time (a frame, the one before for GIF's still pixels and APNG's
+    changed rectangle, a first)."""
     frames = _Counted(_clip(40))
     write_outputs(frames, tmp_path, stem="a", fps=FPS, formats=[fmt], options=EncodeOptions(ping_pong=True))
     assert frames.most <= 3, f"{fmt} held {frames.most} frames"
+
+
+@pytest.mark.parametrize("colors", [0, 32])
+def test_apng_holds_a_few_pictures_whatever_the_length(tmp_path: Path, monkeypatch, colors: int) -> None:
+    """The frames' pictures (PIL images, what Pillow's own APNG writer kept all of) alive at once: a few."""
+    alive: set[int] = set()
+    most = [0]
+
+    def counted(make):
+        def made(*args, **kwargs):
+            image = make(*args, **kwargs)
+            if id(image) not in alive:  # fromarray makes its picture with frombytes
+                alive.add(id(image))
+                most[0] = max(most[0], len(alive))
+                weakref.finalize(image, alive.discard, id(image))
+            return image
+
+        return made
+
+    monkeypatch.setattr(Image, "fromarray", counted(Image.fromarray))
+    monkeypatch.setattr(Image, "frombytes", counted(Image.frombytes))
+    options = EncodeOptions(apng_colors=colors)
+    write_outputs(_clip(40), tmp_path, stem="a", fps=FPS, formats=["apng"], options=options)
+    assert 0 < most[0] <= 3
+
+
+@pytest.mark.parametrize("colors", [0, 16])
+@pytest.mark.parametrize("clip", ["moving", "one picture", "one frame", "ping-pong"])
+def test_streamed_apng_is_what_pillow_writes_from_every_frame(colors: int, clip: str) -> None:
+    """The streaming APNG writer against Pillow's own ``save`` of the whole list (what the encoder did before
+    it streamed): the same bytes, repeated frames merged, changed rectangles, text chunks, loop, delays."""
+    frames = {"moving": _clip(), "one picture": [_clip()[0]] * 3, "one frame": _clip()[:1],
+              "ping-pong": _clip() + _clip()[::-1]}[clip]  # fmt: skip
+    streamed = make_apng(frames, fps=FPS, loop=2, colors=colors, spec={"a": 1}, pnginfo_text="p").data
+    if colors:
+        frame = gif.palette_frames(frames, colors)
+        images = [frame(i) for i in range(len(frames))]
+    else:
+        images = [Image.fromarray(array) for array in frames]
+    reference = BytesIO()
+    images[0].save(
+        reference, format="PNG", save_all=True, append_images=images[1:],
+        duration=[apng_delay(FPS) * 1000] * len(images), loop=2, default_image=False,
+        pnginfo=png_info({"a": 1}, "p"), compress_level=PNG_COMPRESS_LEVEL,
+    )  # fmt: skip
+    assert streamed == reference.getvalue()
 
 
 def test_gif_size_target_holds_a_few_frames(tmp_path: Path) -> None:

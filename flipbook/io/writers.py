@@ -30,7 +30,7 @@ from fractions import Fraction
 from io import BytesIO
 from numbers import Integral, Real
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import av
 import numpy as np
@@ -38,6 +38,7 @@ from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTr
 from PIL import Image
 
 from flipbook.errors import FlipbookError
+from flipbook.io.apng import write_apng as write_apng_frames
 from flipbook.io.atomic import atomic_target
 from flipbook.io.frames import FrameSequence, picked
 from flipbook.io.gif import (
@@ -794,7 +795,7 @@ def write_apng(
     frames, fewer colours, then (only with ``allow_fps``) lower frame rates; the choice is logged. Identical
     consecutive frames are merged by Pillow.
     """
-    encoded = make_apng(
+    output = _apng_output(
         frames,
         fps=fps,
         loop=loop,
@@ -804,7 +805,7 @@ def write_apng(
         max_mb=max_mb,
         allow_fps=allow_fps,
     )
-    return _write_bytes(path, encoded.data)
+    return _write_output(path, output)
 
 
 def make_apng(
@@ -819,6 +820,49 @@ def make_apng(
     allow_fps: bool = False,
 ) -> Encoded:
     """The APNG's bytes (arguments checked first); with ``max_mb``, the size search's choice."""
+    output = _apng_output(
+        frames,
+        fps=fps,
+        loop=loop,
+        pnginfo_text=pnginfo_text,
+        spec=spec,
+        colors=colors,
+        max_mb=max_mb,
+        allow_fps=allow_fps,
+    )
+    if isinstance(output, Encoded):
+        return output
+    out = BytesIO()
+    output(out)
+    return Encoded(out.getvalue())
+
+
+Streamed = Callable[[BinaryIO], None]  # writes a file frame by frame to the open file it is given
+
+
+def _write_output(path: Path, output: Encoded | Streamed) -> Path:
+    """``output`` written atomically to ``path``: its bytes, or streamed into the file frame by frame."""
+    if isinstance(output, Encoded):
+        return _write_bytes(path, output.data)
+    path = Path(path)
+    with atomic_target(path) as tmp, open(tmp, "wb") as file:
+        output(file)
+    return path
+
+
+def _apng_output(
+    frames: Iterable[Frame],
+    *,
+    fps: float,
+    loop: int = 0,
+    pnginfo_text: str | None = None,
+    spec: dict | None = None,
+    colors: int = 0,
+    max_mb: float | None = None,
+    allow_fps: bool = False,
+) -> Encoded | Streamed:
+    """The APNG (arguments checked first): with ``max_mb`` the size search's choice (bytes), else a writer
+    that reads the frames and writes the file one frame at a time."""
     arrays = normalise_frames(frames)
     apng_delay(fps)
     _check_loop(loop)
@@ -833,7 +877,7 @@ def make_apng(
 
     first = _ImageRung(colors=colors)
     if max_mb is None:
-        return Encoded(encode(first))
+        return lambda file: _write_apng_frames(file, arrays, apng_delay(fps), colors, loop, info)
     shape = arrays[0].shape
     return _fit_image(
         "apng", arrays, fps, max_mb, allow_fps, encode, lambda low: _apng_ladders(first, shape, low)
@@ -848,21 +892,21 @@ def _check_apng_colors(colors: object) -> None:
 
 
 def _apng_bytes(arrays: Sequence[np.ndarray], delay: Fraction, colors: int, loop: int, info: object) -> bytes:
-    """APNG bytes; with ``colors`` the frames share one palette from the whole clip (PNG has one PLTE)."""
-    images = palette_frames(arrays, colors) if colors else [Image.fromarray(array) for array in arrays]
+    """APNG bytes (:func:`_write_apng_frames` into memory: the size search's tries)."""
     out = BytesIO()
-    images[0].save(
-        out,
-        format="PNG",
-        save_all=True,
-        append_images=images[1:],
-        duration=[delay * 1000] * len(images),
-        loop=loop,
-        default_image=False,
-        pnginfo=info,
-        compress_level=PNG_COMPRESS_LEVEL,
-    )
+    _write_apng_frames(out, arrays, delay, colors, loop, info)
     return out.getvalue()
+
+
+def _write_apng_frames(
+    file: BinaryIO, arrays: Sequence[np.ndarray], delay: Fraction, colors: int, loop: int, info: object
+) -> None:
+    """The APNG Pillow's ``save(save_all=True)`` writes, frame by frame (:mod:`flipbook.io.apng`); with
+    ``colors`` the frames share one palette from the whole clip (PNG has one PLTE)."""
+    image = palette_frames(arrays, colors) if colors else (lambda index: Image.fromarray(arrays[index]))
+    write_apng_frames(
+        file, image, len(arrays), delay=delay, loop=loop, pnginfo=info, compress_level=PNG_COMPRESS_LEVEL
+    )
 
 
 # --- video --------------------------------------------------------------------------------------------------
@@ -1441,7 +1485,7 @@ def _write_webp(job: _Job, path: Path) -> Path:
 
 def _write_apng(job: _Job, path: Path) -> Path:
     o = job.options
-    encoded = make_apng(
+    output = _apng_output(
         job.frames,
         fps=job.fps,
         loop=o.loop,
@@ -1451,7 +1495,9 @@ def _write_apng(job: _Job, path: Path) -> Path:
         max_mb=o.apng_max_mb,
         allow_fps=o.max_mb_allow_fps,
     )
-    return _reported(job, path, encoded)
+    if isinstance(output, Encoded):
+        return _reported(job, path, output)
+    return _write_output(path, output)
 
 
 def _reported(job: _Job, path: Path, encoded: Encoded) -> Path:
