@@ -18,16 +18,18 @@ from PIL import Image
 from flipbook.errors import FlipbookError
 from flipbook.io import gif
 from flipbook.io.frames import FrameFiles, FrameSequence
-from flipbook.io.metadata import png_info
+from flipbook.io.metadata import png_info, xmp_packet
 from flipbook.io.readers import read_frames
 from flipbook.io.writers import (
     FORMATS,
     PNG_COMPRESS_LEVEL,
+    WEBP_METHOD,
     EncodeOptions,
     apng_delay,
     make_apng,
     make_gif,
     make_webp,
+    webp_durations_ms,
     write_outputs,
 )
 
@@ -187,19 +189,53 @@ def test_streamed_gif_of_one_picture_is_a_still_with_the_whole_duration() -> Non
 
 
 @pytest.mark.parametrize("lossless", [False, True])
-def test_streamed_webp_is_what_pillow_writes_from_every_frame(lossless: bool) -> None:
+def test_streamed_webp_shows_each_frame_as_libwebp_codes_it(lossless: bool) -> None:
+    """The WebP written frame by frame: every frame as libwebp's still encoder codes it at the same settings
+    (lossless: the frame itself), a repeated frame merged into the one before it (durations added), the loop
+    count and the XMP packet; a frame that changes in part stores only that part."""
     frames = _clip()
-    streamed = make_webp(frames, fps=FPS, quality=80, lossless=lossless, comment="c").data
-    from flipbook.io.metadata import xmp_packet
-    from flipbook.io.writers import WEBP_METHOD, webp_durations_ms
+    frames[6] = frames[5].copy()
+    frames[6][20:30, 11:40] = 0  # a change in a rectangle: its corner on even pixels, (10, 20)
+    data = make_webp(frames, fps=FPS, quality=80, lossless=lossless, loop=3, comment="c").data
+    durations = webp_durations_ms(len(frames), FPS)
+    with Image.open(BytesIO(data)) as image:
+        assert image.info["loop"] == 3 and image.info["xmp"] == xmp_packet("c")
+        shown, lasting = [], []
+        for index in range(image.n_frames):
+            image.seek(index)
+            shown.append(np.asarray(image.convert("RGB")))
+            lasting.append(image.info["duration"])
+    kept = [0, 1, 2, 3, *range(5, len(frames))]  # frame 4 repeats frame 3
+    assert lasting == [durations[0], durations[1], durations[2], durations[3] + durations[4], *durations[5:]]
+    for picture, index in zip(shown, kept, strict=True):
+        if lossless:
+            assert np.array_equal(picture, frames[index])
+        elif index != 6:
+            still = BytesIO()
+            Image.fromarray(frames[index]).save(still, format="WEBP", quality=80, method=WEBP_METHOD)
+            assert np.array_equal(picture, np.asarray(Image.open(still).convert("RGB")))
+    outside = np.ones(frames[0].shape[:2], bool)
+    outside[20:30, 10:40] = False  # the stored rectangle
+    assert np.array_equal(shown[5][outside], shown[4][outside])
 
-    images = [Image.fromarray(f) for f in frames]
-    reference = BytesIO()
-    images[0].save(
-        reference, format="WEBP", save_all=True, append_images=images[1:], quality=80, lossless=lossless,
-        method=WEBP_METHOD, duration=webp_durations_ms(len(frames), FPS), loop=0, xmp=xmp_packet("c"),
-    )  # fmt: skip
-    assert streamed == reference.getvalue()
+
+def test_webp_frames_reach_the_file_as_they_are_read() -> None:
+    """Each frame is in the file before the one after the next is read (libwebp's animation encoder kept
+    every compressed frame until the end)."""
+    from flipbook.io.webp import write_animated_webp
+
+    frames, out, written = _clip(12), BytesIO(), []
+
+    def frame(index: int) -> np.ndarray:
+        written.append(out.tell())
+        return frames[index]
+
+    write_animated_webp(
+        out, frame, [80] * len(frames), quality=80, lossless=False, method=WEBP_METHOD, loop=0
+    )
+    # the first read gives the size; then frame i is read with frames before i - 1 written
+    assert all(written[i + 1] < written[i + 2] for i in range(1, len(frames) - 1) if i != 4)
+    assert written[-1] < len(out.getvalue())
 
 
 def test_frame_files_refuse_mixed_sizes_from_headers(tmp_path: Path) -> None:
