@@ -47,6 +47,48 @@ def segment_begin(spec: Spec, border: int) -> int:
     return 0 if border == 0 else border - spec.videomodel.overlap + 1
 
 
+OVERLAP = "videomodel.overlap"
+LOOP_END = "animation.max_frames"
+
+
+def known_positions(spec: Spec, border: int) -> dict[int, str]:
+    """The positions in the segment at ``border`` that it is conditioned on (see ``render.py``), each with the
+    field that put an image there: a keyframe's (``init.image`` for frame 0), ``OVERLAP`` for the frames of
+    the video so far, ``LOOP_END`` for a loop's frame after the last (frame 0 again)."""
+    v, n = spec.videomodel, spec.animation.max_frames
+    begin, step = segment_begin(spec, border), segment_step(spec)
+    known = dict.fromkeys(range(border + 1 - begin), OVERLAP) if border > 0 else {}
+    if border == 0 and spec.init.image is not None:
+        known[0] = "init.image"
+    for index, keyframe in enumerate(v.keyframes):
+        if keyframe.frame < n and (keyframe.frame == border == 0 or border < keyframe.frame <= border + step):
+            known[keyframe.frame - begin] = f"videomodel.keyframes[{index}].frame"
+    if v.loop and border < n <= border + step:
+        known[n - begin] = LOOP_END
+    return known
+
+
+def check_placement(spec: Spec, family: Family) -> None:
+    """Every image a segment is conditioned on sits where the family's models can take it (its
+    ``known_problem``, LTX-2's latent frames), checked before any model loads: one error naming the keyframe,
+    overlap or frame count that put it elsewhere."""
+    if family.known_problem is None:
+        return
+    for index, border in enumerate(segment_starts(spec)):
+        known = known_positions(spec, border)
+        problem = family.known_problem(sorted(known), family.frame_step)
+        if problem is None:
+            continue
+        misplaced, allowed = problem
+        position, begin = misplaced[0], segment_begin(spec, border)
+        field = known[position]
+        values = {OVERLAP: spec.videomodel.overlap, LOOP_END: spec.animation.max_frames, "init.image": 0}
+        raise SpecError(
+            field, values.get(field, begin + position), f"{allowed} for {family.title}",
+            detail=f"segment {index} starts at frame {begin}, so this image would be its frame {position}",
+        )  # fmt: skip
+
+
 def family_of(spec: Spec) -> Family | None:
     """The family of a built-in model (its frame rules are known before loading), else None."""
     from flipbook.models.families import builtin_family
@@ -94,6 +136,8 @@ def check_spec(spec: Spec) -> None:
             detail="the loop's last frame would start a segment of its own, away from the one conditioned "
             "on frame 0",
         )  # fmt: skip
+    if family is not None:
+        check_placement(spec, family)
 
 
 def check_frame_rules(spec: Spec, frame_step: int | None, side_multiple: int | None, title: str) -> None:
