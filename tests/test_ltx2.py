@@ -407,3 +407,35 @@ def test_an_ltx2_loop_conditions_its_last_segment_on_frame_0(tmp_path):
     )  # fmt: skip
     assert len(render(spec).frames) == 25
 
+
+@pytest.mark.parametrize("switch", ["model", "block", "leaf", "fp8"])
+def test_each_memory_switch_covers_every_module_of_tiny_ltx2(switch):
+    """Offload (model, group by blocks or leaf layers) reaches every module of LTX-2: the text connectors, the
+    audio VAE and the vocoder too; fp8 storage the transformer and the connectors (``FP8_MODULES``)."""
+    from diffusers.hooks.group_offloading import _is_group_offload_enabled
+    from diffusers.hooks.layerwise_casting import _is_layerwise_casting_active
+
+    from flipbook.models.families.ltx2.loading import PARTS
+    from flipbook.sampling.video_memory import FP8_MODULES, MemorySwitches, apply, weights_of
+
+    bundle = load_ltx2("tiny-ltx2", field_name="m", device="cpu")
+    assert set(weights_of(bundle).bytes) == set(PARTS)
+    offload = "none" if switch == "fp8" else switch
+    apply(bundle, MemorySwitches(offload, False, None, fp8_storage=switch == "fp8"))
+    modules = {name: getattr(bundle, name) for name in PARTS}
+    if switch == "model":
+        assert all(hasattr(module, "_hf_hook") for module in modules.values())
+    elif switch in ("block", "leaf"):
+        assert all(_is_group_offload_enabled(module) for module in modules.values())
+    else:
+        cast = {name for name, module in modules.items() if _is_layerwise_casting_active(module)}
+        assert cast == set(FP8_MODULES) & set(PARTS) == {"transformer", "connectors"}
+
+
+@pytest.mark.parametrize("offload", ["model", "leaf"])
+def test_offloaded_ltx2_makes_the_same_frames_and_audio(tmp_path, offload):
+    plain = render(make_spec(tmp_path, output={"name": "plain"}))
+    moved = render(make_spec(tmp_path, output={"name": offload}, videomodel={"offload": offload}))
+    for a, b in zip(plain.frames, moved.frames, strict=True):
+        assert np.array_equal(np.asarray(PIL.Image.open(a)), np.asarray(PIL.Image.open(b)))
+    assert np.array_equal(_wav(plain.run_dir / "plain.wav")[0], _wav(moved.run_dir / f"{offload}.wav")[0])
