@@ -39,6 +39,7 @@ from flipbook.modes.videomodel.rules import (
     OVERLAP,
     check_frame_rules,
     check_placement,
+    check_positions,
     check_source_length,
     check_steps,
     family_of,
@@ -325,6 +326,9 @@ def _check_bundle(spec: Spec, bundle) -> None:
             "image attention assumes that many prompt tokens)",
         )  # fmt: skip
     _check_conditioning(spec, bundle.conditioning, bundle.name)
+    known_problem = getattr(bundle, "known_problem", None)  # where this model takes images (Wan 2.2 TI2V)
+    if known_problem is not None:
+        check_positions(spec, known_problem, title)
 
 
 def _check_conditioning(spec: Spec, conditioning: str, name: str) -> None:

@@ -15,7 +15,7 @@ the error giving the nearest frame counts that fit).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flipbook.errors import SpecError
@@ -72,11 +72,20 @@ def check_placement(spec: Spec, family: Family) -> None:
     """Every image a segment is conditioned on sits where the family's models can take it (its
     ``known_problem``, LTX-2's latent frames), checked before any model loads: one error naming the keyframe,
     overlap or frame count that put it elsewhere."""
-    if family.known_problem is None:
-        return
+    if family.known_problem is not None:
+        check_positions(
+            spec, lambda positions: family.known_problem(positions, family.frame_step), family.title
+        )
+
+
+def check_positions(
+    spec: Spec, known_problem: Callable[[list[int]], tuple[list[int], str] | None], title: str
+) -> None:
+    """Every segment's known positions (:func:`known_positions`) through ``known_problem`` (the misplaced
+    positions and what is allowed, or None): the first misplaced one is an error naming its field."""
     for index, border in enumerate(segment_starts(spec)):
         known = known_positions(spec, border)
-        problem = family.known_problem(sorted(known), family.frame_step)
+        problem = known_problem(sorted(known))
         if problem is None:
             continue
         misplaced, allowed = problem
@@ -84,7 +93,7 @@ def check_placement(spec: Spec, family: Family) -> None:
         field = known[position]
         values = {OVERLAP: spec.videomodel.overlap, LOOP_END: spec.animation.max_frames, "init.image": 0}
         raise SpecError(
-            field, values.get(field, begin + position), f"{allowed} for {family.title}",
+            field, values.get(field, begin + position), f"{allowed} for {title}",
             detail=f"segment {index} starts at frame {begin}, so this image would be its frame {position}",
         )  # fmt: skip
 

@@ -47,7 +47,8 @@ class VideoModelSection(Section):
         "tiny-wan",
         description="built-in (tiny-wan, tiny-wan-i2v, tiny-wan-flf2v, random-wan-1.3b), a diffusers folder or "
         "hub id (Wan-AI/Wan2.1-T2V-1.3B-Diffusers), or a name in the models folder; image-to-video models "
-        "(I2V, FLF2V) are needed for more than one segment, keyframes and loops",
+        "(I2V, FLF2V) are needed for more than one segment, keyframes and loops (Wan 2.2 TI2V: a start image "
+        "and more segments)",
     )
     text_encoder: TextEncoder = Field(
         None,
