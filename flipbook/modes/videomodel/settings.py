@@ -56,7 +56,8 @@ class VideoModelSection(Section):
     )
     vae: Vae = Field(
         None,
-        description="with a single Wan transformer file: its VAE file (models/vae; LTX-Video's holds it)",
+        description="with a single Wan transformer file or a GGUF LTX-Video one: its VAE file (models/vae; for "
+        "LTX-Video also its single file, which holds one; a .safetensors LTX-Video single file holds its own)",
     )
     tokenizer: Tokenizer = Field(
         None,
