@@ -408,10 +408,11 @@ def test_an_ltx2_loop_conditions_its_last_segment_on_frame_0(tmp_path):
     assert len(render(spec).frames) == 25
 
 
-@pytest.mark.parametrize("switch", ["model", "block", "leaf", "fp8"])
+@pytest.mark.parametrize("switch", ["model", "block", "leaf", "fp8", "attention"])
 def test_each_memory_switch_covers_every_module_of_tiny_ltx2(switch):
     """Offload (model, group by blocks or leaf layers) reaches every module of LTX-2: the text connectors, the
-    audio VAE and the vocoder too; fp8 storage the transformer and the connectors (``FP8_MODULES``)."""
+    audio VAE and the vocoder too; fp8 storage and the attention backend the transformer and the connectors
+    (``FP8_MODULES``), VAE tiling the video VAE."""
     from diffusers.hooks.group_offloading import _is_group_offload_enabled
     from diffusers.hooks.layerwise_casting import _is_layerwise_casting_active
 
@@ -420,16 +421,26 @@ def test_each_memory_switch_covers_every_module_of_tiny_ltx2(switch):
 
     bundle = load_ltx2("tiny-ltx2", field_name="m", device="cpu")
     assert set(weights_of(bundle).bytes) == set(PARTS)
-    offload = "none" if switch == "fp8" else switch
-    apply(bundle, MemorySwitches(offload, False, None, fp8_storage=switch == "fp8"))
+    offload = switch if switch in ("model", "block", "leaf") else "none"
+    backend = "native" if switch == "attention" else None
+    apply(bundle, MemorySwitches(offload, switch == "attention", backend, fp8_storage=switch == "fp8"))
     modules = {name: getattr(bundle, name) for name in PARTS}
     if switch == "model":
         assert all(hasattr(module, "_hf_hook") for module in modules.values())
     elif switch in ("block", "leaf"):
         assert all(_is_group_offload_enabled(module) for module in modules.values())
-    else:
+    elif switch == "fp8":
         cast = {name for name, module in modules.items() if _is_layerwise_casting_active(module)}
         assert cast == set(FP8_MODULES) & set(PARTS) == {"transformer", "connectors"}
+    else:
+        for name in ("transformer", "connectors"):
+            backends = {
+                getattr(module.processor, "_attention_backend", None)
+                for module in modules[name].modules()
+                if hasattr(module, "processor")
+            }
+            assert backends == {"native"}, name  # diffusers' backend names are str enums
+        assert bundle.vae.use_tiling
 
 
 @pytest.mark.parametrize("offload", ["model", "leaf"])

@@ -24,7 +24,7 @@ transformer(s) (``block_level`` one block per group, or ``leaf_level``; streams 
 vocoder); fp8 storage is ``enable_layerwise_casting`` (weights stored as ``float8_e4m3fn``, each layer computed
 in the model's dtype; norms and embeddings kept as the model's ``_skip_layerwise_casting_patterns`` say) on the
 transformer(s) and LTX-2's connectors (``FP8_MODULES``); ``vae.enable_tiling``;
-``transformer.set_attention_backend`` (diffusers' attention dispatcher: flash, sage, flex, ...).
+``set_attention_backend`` on the same modules (diffusers' attention dispatcher: flash, sage, flex, ...).
 """
 
 from __future__ import annotations
@@ -52,9 +52,10 @@ MODULES = (
 its audio VAE and vocoder, which decode the audio after the video)."""
 TRANSFORMERS = ("transformer", "transformer_2")
 FP8_MODULES = (*TRANSFORMERS, "connectors")
-"""The modules fp8 storage casts: the transformer(s) and LTX-2's text connectors (transformer blocks too). The
-encoders and decoders (text and image encoders, VAEs, the vocoder) keep their dtype: they are small next to the
-transformer, and their outputs (the prompt's states, pixels, sound) would carry fp8's rounding unfiltered."""
+"""The modules fp8 storage casts and the attention backend is set on: the transformer(s) and LTX-2's text
+connectors (transformer blocks too, with diffusers' attention). The encoders and decoders (text and image
+encoders, VAEs, the vocoder) keep their dtype: they are small next to the transformer, and their outputs (the
+prompt's states, pixels, sound) would carry fp8's rounding unfiltered."""
 OFFLOADS = ("none", "model", "block", "leaf")
 
 
@@ -144,9 +145,9 @@ def _auto_offload(total_memory: int | None, weights: Weights | None, fp8: bool |
 def apply(bundle, switches: MemorySwitches):
     """The bundle with the switches set (offloaded modules wait on the CPU; the bundle's device stays the
     execution device). Raises ValueError when diffusers refuses the attention backend on this machine."""
-    transformers = [m for m in (getattr(bundle, n, None) for n in TRANSFORMERS) if m is not None]
+    blocks = [m for m in (getattr(bundle, n, None) for n in FP8_MODULES) if m is not None]
     if switches.attention_backend is not None:
-        for module in transformers:
+        for module in blocks:
             try:
                 module.set_attention_backend(switches.attention_backend)
             except (ImportError, RuntimeError, ValueError) as error:  # its library is missing or unusable
@@ -155,7 +156,7 @@ def apply(bundle, switches: MemorySwitches):
     if switches.vae_tiling:
         bundle.vae.enable_tiling()
     if switches.fp8_storage:
-        for module in (m for m in (getattr(bundle, n, None) for n in FP8_MODULES) if m is not None):
+        for module in blocks:
             module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=bundle.dtype)
     if switches.offload == "model":
         _model_offload(bundle)

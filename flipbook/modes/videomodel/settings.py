@@ -122,4 +122,8 @@ class VideoModelSection(Section):
     )
     attention_backend: Literal[
         "auto", "native", "flash", "sage", "flex", "_native_cudnn", "_native_flash"
-    ] = Field("auto", description="diffusers' attention backend for the transformer (auto: its default)")
+    ] = Field(
+        "auto",
+        description="diffusers' attention backend for the transformer and LTX-2's text connectors (auto: its "
+        "default)",
+    )
