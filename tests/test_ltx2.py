@@ -263,6 +263,16 @@ def test_segments_join_their_audio_across_the_overlap_and_resume_identically(tmp
     assert np.array_equal(_wav(run / "run.wav")[0], joined)
 
 
+def test_the_summary_says_the_model_s_audio_becomes_the_soundtrack(tmp_path):
+    from flipbook.spec.summary import summarize
+
+    assert "joined into the soundtrack (NAME.wav)" in summarize(make_spec(tmp_path))
+    wan = make_spec(
+        tmp_path, videomodel={"model": "tiny-wan", "segment_frames": 9}, animation={"max_frames": 9}
+    )
+    assert "soundtrack" not in summarize(wan)
+
+
 def test_joined_audio_crossfades_the_overlap_and_cuts_at_the_end():
     from flipbook.modes.videomodel.audio import join_segments
 

@@ -272,6 +272,9 @@ def describe(spec: Spec, plan: Plan) -> list[str]:
         extras.append(f"keyframe images at frames {', '.join(late)} are past the last frame (not used)")
     if v.loop:
         extras.append("looped: the frame after the last is conditioned on frame 0")
+    family = family_of(spec)
+    if family is not None and family.sample_with_audio is not None and spec.init.video is None:
+        extras.append("the audio the model makes with each segment joined into the soundtrack (NAME.wav)")
     chained = f"conditioned on the last {v.overlap} frame(s) before it"
     if spec.init.video is not None:  # a text-to-video model restyles each segment on its own
         chained += " (image-to-video models)"
