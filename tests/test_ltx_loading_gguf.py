@@ -1,6 +1,6 @@
-"""GGUF-quantised LTX-Video transformer files (ComfyUI-GGUF's ``ltx-video-2b-v0.9.1-Q8_0.gguf`` in models/unet or
-models/diffusion_models: the transformer alone, in LTX's original layout without the ``model.diffusion_model.``
-prefix), written here with the ``gguf`` package from a tiny LTX transformer, with the VAE named beside it (a
+"""GGUF-quantised LTX-Video transformer files (ComfyUI-GGUF's ``ltx-video-2b-v0.9.1-Q8_0.gguf`` in models/unet
+or models/diffusion_models: the transformer alone, in LTX's original layout without the
+``model.diffusion_model.`` prefix), written here with the ``gguf`` package from a tiny LTX transformer, with the VAE named beside it (a
 VAE file, or the LTX single file that holds one), loaded offline through diffusers' GGUF support."""
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def comfy(tmp_path_factory):
     save_file(
         original | vae_state, root / "models" / "checkpoints" / "ltx-toy.safetensors", metadata=metadata
     )
-    write_gguf(root / "models" / "unet" / "ltx-toy-Q8_0.gguf", {k.removeprefix(PREFIX): v for k, v in original.items()},
-               flatten=True)  # fmt: skip
+    bare = {k.removeprefix(PREFIX): v for k, v in original.items()}  # ComfyUI-GGUF drops the prefix
+    write_gguf(root / "models" / "unet" / "ltx-toy-Q8_0.gguf", bare, flatten=True)
     bare_vae = {k.removeprefix("vae."): v for k, v in vae_state.items()}  # a VAE file: no vae. prefix
     save_file(bare_vae, root / "models" / "vae" / "ltx-toy-vae.safetensors", metadata=metadata)
     text = seeded(3, lambda: T5EncoderModel(T5Config(**TINY_TEXT_CONFIG)))

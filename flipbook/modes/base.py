@@ -15,9 +15,9 @@ The render module (``render_module``) has ``render(ctx: ModeContext) -> Iterator
 ``split_every(spec) -> int | None`` (where the render farm may split a job: frames independent in runs that
 start at multiples of it),
 ``resolve_spec(spec) -> Spec`` (fill in values that come from the mode's inputs, such as a source video's frame
-rate, before the plan is built and recorded), ``soundtrack(spec, run_dir) -> (path, offset) | None`` (audio to mux when
-``audio.file`` is not set: a source video's, or audio the mode made and keeps in the run folder) and ``source_frames(spec)`` (frames the output is compared with in the run's
-temporal-consistency score).
+rate, before the plan is built and recorded), ``soundtrack(spec, run_dir) -> (path, offset) | None`` (audio
+to mux when ``audio.file`` is not set: a source video's, or audio the mode made and keeps in the run folder)
+and ``source_frames(spec)`` (frames the output is compared with in the run's temporal-consistency score).
 """
 
 from __future__ import annotations

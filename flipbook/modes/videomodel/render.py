@@ -409,7 +409,7 @@ def _known(
         if field == OVERLAP:
             known[position] = frame_image(begin + position)
         elif field == LOOP_END:
-            # frame 0 as written; a one-segment loop has not written it yet: its start image, as Wan FLF2V is used
+            # frame 0 as written; a one-segment loop has not written it yet: its start image (Wan FLF2V's use)
             known[position] = frame_image(0) if border > 0 else keyframes[0]
         else:
             known[position] = keyframes[begin + position]
@@ -459,16 +459,14 @@ def _segment(
     prompt, loras = ctx.prompts[plan.prompt]  # its <lora:...> tags (and model.loras) are this segment's
     bundle.loras.activate(loras)
     negative = encode(ctx.prompts[plan.negative_prompt][0]) if settings.guided else None
-    sample = family.sample_with_audio or family.sample
-    made = sample(
-        bundle, encode(prompt), negative, settings, generator=torch.Generator("cpu").manual_seed(plan.seed),
-        known=known, events=ctx.events, frames=indices, video=video,
+    generator = torch.Generator("cpu").manual_seed(plan.seed)
+    frames, sound = _sample(
+        family, bundle, encode(prompt), negative, settings, generator=generator, known=known, events=ctx.events,
+        frames=indices, video=video,
     )  # fmt: skip
-    frames = made
-    if family.sample_with_audio is not None:  # the model's audio, kept for the soundtrack (audio.py)
+    if sound is not None:  # the model's audio, kept for the soundtrack (audio.py)
         from flipbook.modes.videomodel.audio import write_clip
 
-        frames, sound = made
         write_clip(ctx.run.audio_path(begin), sound.numpy(), bundle.audio_rate)
     if seam is not None:
         from flipbook.sampling.segments import fade_seam
@@ -479,6 +477,13 @@ def _segment(
     parameters = _parameters(spec, bundle, border, plan, settings)
     for index in indices:
         yield Frame(index, PIL.Image.fromarray(pixels[index - begin]), None, parameters)
+
+
+def _sample(family: Family, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A segment's frames and the audio the model made with them (None for models that make none)."""
+    if family.sample_with_audio is not None:
+        return family.sample_with_audio(*args, **kwargs)
+    return family.sample(*args, **kwargs), None
 
 
 def _parameters(spec: Spec, bundle, border: int, plan, settings) -> dict[str, str]:

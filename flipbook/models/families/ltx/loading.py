@@ -31,7 +31,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 ALLOWED = (
     f"a built-in ({', '.join(FAMILY.builtins)}), a diffusers LTX-Video folder with model_index.json, a "
     "single file (transformer and VAE, ComfyUI's ltx-video-2b-v0.9.x.safetensors) with its text encoder and "
-    "tokenizer named, a GGUF-quantised transformer (.gguf) with its VAE, text encoder and tokenizer named, a name in model.models_dir, or a hub id (e.g. Lightricks/LTX-Video) in the local Hugging "
+    "tokenizer named, a GGUF-quantised transformer (.gguf) with its VAE, text encoder and tokenizer named, "
+    "a name in model.models_dir, or a hub id (e.g. Lightricks/LTX-Video) in the local Hugging "
     "Face cache"
 )
 SCHEDULER_CONFIG: dict[str, Any] = {
