@@ -335,9 +335,11 @@ def test_a_keyframe_ltx2_cannot_place_is_one_clear_error(tmp_path):
     image = tmp_path / "key.png"
     picture(7).save(image)
     with pytest.raises(SpecError) as error:
-        make_spec(tmp_path, videomodel={"keyframes": [{"frame": 5, "image": str(image)}]})
+        make_spec(tmp_path, animation={"max_frames": 17},
+                  videomodel={"keyframes": [{"frame": 5, "image": str(image)}], "segment_frames": 17})  # fmt: skip
     assert error.value.field == "videomodel.keyframes[0].frame" and error.value.value == 5
     assert "8k+1" in str(error.value) and "LTX-2" in str(error.value)
+    assert "could go at frame 1 or 9" in error.value.detail  # segment 0 of 17 frames: positions 1 and 9
     spec = make_spec(
         tmp_path, animation={"max_frames": 12}, output={"name": "ok"},
         videomodel={"keyframes": [{"frame": 9, "image": str(image)}], "segment_frames": 17},

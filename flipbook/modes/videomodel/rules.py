@@ -82,7 +82,8 @@ def check_positions(
     spec: Spec, known_problem: Callable[[list[int]], tuple[list[int], str] | None], title: str
 ) -> None:
     """Every segment's known positions (:func:`known_positions`) through ``known_problem`` (the misplaced
-    positions and what is allowed, or None): the first misplaced one is an error naming its field."""
+    positions and what is allowed, naming the model, or None): the first misplaced one is an error naming its
+    field (for a keyframe, with the nearest frames the same segment could take it at)."""
     for index, border in enumerate(segment_starts(spec)):
         known = known_positions(spec, border)
         problem = known_problem(sorted(known))
@@ -92,10 +93,17 @@ def check_positions(
         position, begin = misplaced[0], segment_begin(spec, border)
         field = known[position]
         values = {OVERLAP: spec.videomodel.overlap, LOOP_END: spec.animation.max_frames, "init.image": 0}
-        raise SpecError(
-            field, values.get(field, begin + position), f"{allowed} for {title}",
-            detail=f"segment {index} starts at frame {begin}, so this image would be its frame {position}",
-        )  # fmt: skip
+        detail = f"segment {index} starts at frame {begin}, so this image would be its frame {position}"
+        if field not in values:
+            others = sorted(set(known) - {position})
+            fits = [
+                p for p in range(1, spec.videomodel.segment_frames) if known_problem([*others, p]) is None
+            ]
+            nearest = sorted(fits, key=lambda p: (abs(p - position), p))[:2]
+            if nearest:
+                frames = " or ".join(str(begin + p) for p in sorted(nearest))
+                detail += f"; in this segment it could go at frame {frames}"
+        raise SpecError(field, values.get(field, begin + position), allowed, detail=f"{title}: {detail}")
 
 
 def family_of(spec: Spec) -> Family | None:
