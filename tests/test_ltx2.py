@@ -347,6 +347,20 @@ def test_a_keyframe_ltx2_cannot_place_is_one_clear_error(tmp_path):
     assert len(render(spec).frames) == 12
 
 
+def test_the_frames_suggested_for_a_keyframe_stay_in_its_segment_and_the_video(tmp_path):
+    """16 frames in segments of 9: a keyframe at 12 is segment 1's frame 4 (it starts at 8); frame 9 takes it,
+    frame 17 (the segment's other choice) is past the end."""
+    image = tmp_path / "key.png"
+    picture(7).save(image)
+    with pytest.raises(SpecError) as error:
+        make_spec(
+            tmp_path,
+            animation={"max_frames": 16},
+            videomodel={"keyframes": [{"frame": 12, "image": str(image)}]},
+        )
+    assert error.value.value == 12 and error.value.detail.endswith("could go at frame 9")
+
+
 @pytest.mark.parametrize(
     ("sections", "field", "value"),
     [

@@ -96,9 +96,8 @@ def check_positions(
         detail = f"segment {index} starts at frame {begin}, so this image would be its frame {position}"
         if field not in values:
             others = sorted(set(known) - {position})
-            fits = [
-                p for p in range(1, spec.videomodel.segment_frames) if known_problem([*others, p]) is None
-            ]
+            reach = min(spec.videomodel.segment_frames, spec.animation.max_frames - begin)
+            fits = [p for p in range(1, reach) if known_problem([*others, p]) is None]
             nearest = sorted(fits, key=lambda p: (abs(p - position), p))[:2]
             if nearest:
                 frames = " or ".join(str(begin + p) for p in sorted(nearest))
