@@ -185,6 +185,13 @@ def test_a_refiner_that_does_not_fit_is_one_error(model, refiner, detail):
     assert "refine" in info.value.allowed and "\n" not in str(info.value)
 
 
+def test_the_refiner_hub_id_is_looked_up_in_the_cache_only(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FlipbookError, match="not in the local Hugging Face cache") as info:
+        load_model("tiny-xl", device="cpu", refiner="stabilityai/stable-diffusion-xl-refiner-1.0")
+    assert info.value.field == "model.refiner"
+
+
 def test_a_refiner_given_as_the_model_is_one_error():
     with pytest.raises(FlipbookError, match="this is a refiner") as info:
         load_model("tiny-xl-refiner", device="cpu")

@@ -173,3 +173,12 @@ def test_the_txt2img_command_takes_a_refiner(tmp_path, run_cli):
     assert code == 2 and "--refiner" in err and "Traceback" not in err
     code, _, err = run_cli("txt2img", *common, "--refiner", "tiny-xl-refiner", "--refiner-switch-at", "1")
     assert code == 2 and "--refiner-switch-at" in err
+
+
+def test_validate_names_the_refiner_and_its_switch(run_cli):
+    code, out, err = run_cli(
+        "validate", EXAMPLES["2d"], "--set", "model.name=tiny-xl", "--set", "model.refiner=tiny-xl-refiner",
+        "--set", "model.refiner_switch_at=0.7",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "model: tiny-xl, refiner tiny-xl-refiner after 0.7 of the steps" in out
