@@ -227,12 +227,12 @@ class SamplingCore:
     def _denoise(
         self, stage: _Stage, latents, init: _Latents, guidance, rows, ids: tuple, done: int, total: int
     ) -> tuple[torch.Tensor, bool]:
-        """One denoiser's steps; ``done`` steps of ``total`` came before (progress counts them all). Returns the
-        latents and whether an A1111 interrupt or skip stopped the batch here."""
+        """One denoiser's steps; ``done`` steps of ``total`` came before (progress and ControlNet guidance ranges
+        count them all). Returns the latents and whether an A1111 interrupt or skip stopped the batch here."""
         scheduler, timesteps, text = stage.scheduler, stage.timesteps, stage.text
         for i, t in enumerate(timesteps):
             model_input = scheduler.scale_model_input(latents, t)
-            residuals = self._control_residuals(stage.controls, model_input[rows], t, text, i, len(timesteps))
+            residuals = self._control_residuals(stage.controls, model_input[rows], t, text, done + i, total)
             noise_pred = self._predict_noise(
                 model_input, t, text, guidance, rows, stage.extra_channels, residuals, unet=stage.unet
             )
