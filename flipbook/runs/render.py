@@ -135,7 +135,7 @@ def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = Fa
     result.metrics = consistency_metrics(frames, mode, spec, known=writer.pair_errors)
     run.write_metrics(result.metrics)
     run.log("temporal error: " + ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items()))
-    soundtrack = mode.soundtrack(spec)
+    soundtrack = mode.soundtrack(spec, run.path)
     parameters = animation_parameters(spec, plan, result.metrics, cores.hashes.get(plan[0].checkpoint))
     result.outputs = write_animation(
         spec, frames, run.path, parameters, soundtrack=soundtrack, report=result.notes.append

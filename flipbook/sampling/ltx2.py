@@ -10,16 +10,14 @@ What flipbook adds is around it: prompt states encoded once per prompt and reuse
 pipeline runs its own connectors on them), progress and cancel per step through :class:`~flipbook.events.Events`,
 the flow shift overridden per segment, the segments themselves.
 
-LTX-2 makes audio with the video. :func:`sample_with_audio` gives both; the ``videomodel`` mode's ``sample`` hook
-(:func:`sample_segment`) returns only the frames and logs a warning that the segment's audio is dropped: the
-mode's soundtrack hook sees the spec alone (not the run folder a resumed render would keep each segment's audio
-in), and every segment's audio is made afresh (the conditions are images only), so segments joined would jump
-at each border.
+LTX-2 makes audio with the video: :func:`sample_with_audio` (the family's ``sample_with_audio`` hook, what the
+``videomodel`` mode calls) gives both, the audio decoded by the pipeline (its audio VAE, then the vocoder);
+the mode keeps each segment's in the run folder and joins them into the video's soundtrack
+(``modes/videomodel/audio.py``). :func:`sample_segment` gives the frames alone (benchmarks).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 
 import PIL.Image
@@ -28,9 +26,8 @@ import torch
 from flipbook.errors import FlipbookError
 from flipbook.events import Events, StepEvent
 from flipbook.models.families.ltx2.loading import GUIDANCE, Ltx2Bundle
+from flipbook.models.families.ltx2.placement import latent_frames
 from flipbook.sampling.segments import SegmentSettings
-
-logger = logging.getLogger(__name__)
 
 
 class Ltx2Prompt:
@@ -69,18 +66,12 @@ def sample_segment(
     video: Sequence[PIL.Image.Image] | None = None,
 ) -> torch.Tensor:
     """``settings.num_frames`` frames (frames x H x W x 3, float32 in [0, 1], on the CPU), conditioned on the
-    images ``known`` at their positions in the segment; the audio LTX-2 makes with them is dropped (a warning
-    says so: see the module docstring)."""
-    pictures, audio = sample_with_audio(
+    images ``known`` at their positions in the segment (the audio made with them is not returned: see
+    :func:`sample_with_audio`)."""
+    return sample_with_audio(
         bundle, prompt_embeds, negative_embeds, settings, generator=generator, known=known, events=events,
         frames=frames, video=video,
-    )  # fmt: skip
-    span = f"frames {frames[0]}-{frames[-1]}" if frames else f"{settings.num_frames} frames"
-    logger.warning(
-        "LTX-2 made %.2f s of audio with %s; the videomodel mode writes video only: the audio is dropped",
-        audio.shape[-1] / bundle.audio_rate, span,
-    )  # fmt: skip
-    return pictures
+    )[0]  # fmt: skip
 
 
 def sample_with_audio(
@@ -149,21 +140,13 @@ def latent_conditions(
     known: Mapping[int, PIL.Image.Image], scale_temporal: int
 ) -> dict[int, list[PIL.Image.Image]]:
     """Known frames (segment positions -> images) as ``LTX2ConditionPipeline`` takes them: latent frame index ->
-    the images from its first pixel frame on. LTX-2 places conditions at latent frames, whose first pixel frames
-    are 0 and ``k * t + 1`` (``t``: the VAE's temporal factor): the frames known from position 0 on (a segment's
-    overlap with the previous one) become one condition at latent frame 0 (``k * t + 1`` of them, as the
-    pipeline keeps), every other known frame one at its latent frame. A known frame anywhere else is refused
-    (moving it would put the image where the spec did not)."""
-    positions = sorted(known)
-    run = next((n for n in range(len(positions)) if positions[n] != n), len(positions))
-    start = (run - 1) // scale_temporal * scale_temporal + 1 if run else 0
-    conditions = {0: [known[p] for p in positions[:start]]} if start else {}
-    misplaced = [p for p in positions[start:] if (p - 1) % scale_temporal]
+    the images from its first pixel frame on (the family's ``placement.latent_frames``). A known frame no
+    latent frame starts with is refused (the mode checks the spec's with the same rule before loading)."""
+    placed, misplaced = latent_frames(known, scale_temporal)
     if misplaced:
         raise FlipbookError(
             "videomodel", f"images at segment frames {misplaced}", f"LTX-2 conditioning frames: a segment's "
             f"first {scale_temporal}k+1 frames (videomodel.overlap), or a frame {scale_temporal}k+1 after a "
             "segment's start (keyframes, a loop's last frame)",
         )  # fmt: skip
-    conditions |= {(p - 1) // scale_temporal + 1: [known[p]] for p in positions[start:]}
-    return conditions
+    return {index: [known[p] for p in positions] for index, positions in placed.items()}

@@ -28,8 +28,12 @@ reads built-in names from it, never import torch. What a family declares:
   ``encoder(bundle,
   text, max_sequence_length)`` (a prompt's states, as the family's sampler takes them), ``sample(bundle,
   embeds, negative, settings, *, generator, known, events, frames)`` (one segment's frames conditioned on the
-  images ``known`` at positions: frames x H x W x 3 in [0, 1]) and ``conditioning(ref, models_dir,
-  field_name)`` ("none": text only, "optional": images at chosen frames, "required": a start image, from
+  images ``known`` at positions: frames x H x W x 3 in [0, 1]), for families whose models make audio with the
+  video ``sample_with_audio`` (the same arguments; the frames and the audio, channels x samples at the
+  bundle's ``audio_rate``: the mode keeps it as the video's soundtrack), where the family's models take
+  images at some positions of a segment only ``known_problem(positions, frame_step) -> (misplaced, allowed)
+  | None`` (pure: the segment positions they cannot be conditioned on and what they can; the mode checks
+  every segment before any model loads), and ``conditioning(ref, models_dir, field_name)`` ("none": text only, "optional": images at chosen frames, "required": a start image, from
   configs alone; None where that needs a load), and ``reference(bundle, prompt, negative, settings, seed)``
   (the same text-to-video segment made by diffusers' own pipeline: benchmarks compare with it), and
   ``lora_problem(path) -> str | None`` (why a LoRA file is not one for the family's transformer, read before

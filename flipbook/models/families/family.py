@@ -51,6 +51,8 @@ class Family:
     encoder: Hook | None = None
     size_note: Hook | None = None
     sample: Hook | None = None
+    sample_with_audio: Hook | None = None
+    known_problem: Hook | None = None
     conditioning: Hook | None = None
     reference: Hook | None = None
     lora_problem: Hook | None = None

@@ -47,7 +47,8 @@ class VideoModelSection(Section):
         "tiny-wan",
         description="built-in (tiny-wan, tiny-wan-i2v, tiny-wan-flf2v, random-wan-1.3b), a diffusers folder or "
         "hub id (Wan-AI/Wan2.1-T2V-1.3B-Diffusers), or a name in the models folder; image-to-video models "
-        "(I2V, FLF2V) are needed for more than one segment, keyframes and loops",
+        "(I2V, FLF2V) are needed for more than one segment, keyframes and loops (Wan 2.2 TI2V: a start image "
+        "and more segments)",
     )
     text_encoder: TextEncoder = Field(
         None,
@@ -55,7 +56,8 @@ class VideoModelSection(Section):
     )
     vae: Vae = Field(
         None,
-        description="with a single Wan transformer file: its VAE file (models/vae; LTX-Video's holds it)",
+        description="with a single Wan transformer file or a GGUF LTX-Video one: its VAE file (models/vae; for "
+        "LTX-Video also its single file, which holds one; a .safetensors LTX-Video single file holds its own)",
     )
     tokenizer: Tokenizer = Field(
         None,
@@ -120,4 +122,8 @@ class VideoModelSection(Section):
     )
     attention_backend: Literal[
         "auto", "native", "flash", "sage", "flex", "_native_cudnn", "_native_flash"
-    ] = Field("auto", description="diffusers' attention backend for the transformer (auto: its default)")
+    ] = Field(
+        "auto",
+        description="diffusers' attention backend for the transformer and LTX-2's text connectors (auto: its "
+        "default)",
+    )
