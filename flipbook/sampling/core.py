@@ -284,7 +284,7 @@ class SamplingCore:
         timesteps = second_expert_timesteps(scheduler, cutoff, earliest=begin)
         text, _ = self._prepare_conditioning(requests, first.clip_skip, model=refiner)
         second = _Stage(
-            refiner.unet, scheduler, timesteps, text.to(self.model.device, refiner.unet.dtype),
+            refiner.unet, scheduler, timesteps, text.to(self.model.device, self.net_dtype(refiner.unet)),
             step_kwargs(scheduler, generators, first.eta), [], None,
         )  # fmt: skip
         return [base, second]
