@@ -181,10 +181,14 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
 
 
 def _load(spec: Spec, family: Family):
+    """The model loaded with its modules on the CPU unless ``offload`` is ``none``: offload hooks move them
+    (``auto`` decides from the loaded weights), so a model larger than the GPU loads; ``_switched`` moves them
+    to the device where nothing is offloaded."""
     m, v = spec.model, spec.videomodel
     return family.load(
         v.model, field_name=FIELD, models_dir=m.models_dir, device=m.device, dtype=m.dtype, seed=0,
         text_encoder=v.text_encoder, vae=v.vae, tokenizer=v.tokenizer, image_encoder=v.image_encoder,
+        on_cpu=v.offload != "none",
     )  # fmt: skip
 
 
