@@ -8,7 +8,8 @@ reads built-in names from it, never import torch. What a family declares:
   (:data:`REFERENCE_KINDS`): ``image`` families (checkpoints: every mode built on txt2img/img2img/inpaint),
   ``video`` (image-to-video models: the ``svd`` mode), ``video diffusion`` (text/image-to-video transformers: the
   ``videomodel`` mode), ``motion`` (motion modules that attach to the image
-  families named in ``attaches_to``: the ``animatediff`` mode);
+  families named in ``attaches_to``: the ``animatediff`` mode), ``refiner`` (a second denoiser that takes over
+  the last part of an image family's schedule, for the families in ``attaches_to``: SDXL's refiner);
 - ``builtins``: names of models built in code (their builders are the package's, imported lazily);
 - ``default_size`` (width, height it was trained at), ``builtin_sizes`` (built-ins made for another size: the
   CPU-sized test models) and ``prediction_type`` (its samplers' default);
@@ -82,7 +83,15 @@ def _registry(families: Iterable[Family]) -> dict[str, Family]:
 def _declared() -> tuple[Family, ...]:
     from flipbook.models.families import animatediff, ltx, ltx2, sd, sdxl, svd, wan
 
-    return (*sd.FAMILIES, sdxl.FAMILY, svd.FAMILY, *animatediff.FAMILIES, wan.FAMILY, ltx.FAMILY, ltx2.FAMILY)
+    return (
+        *sd.FAMILIES,
+        *sdxl.FAMILIES,
+        svd.FAMILY,
+        *animatediff.FAMILIES,
+        wan.FAMILY,
+        ltx.FAMILY,
+        ltx2.FAMILY,
+    )
 
 
 FAMILIES: Mapping[str, Family] = _registry(_declared())

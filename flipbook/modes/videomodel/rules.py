@@ -121,7 +121,13 @@ def defaults(spec: Spec) -> dict[str, Any]:
 
 
 def check_spec(spec: Spec) -> None:
-    """Frame and size rules of the model's family, the overlap, keyframes and the loop's length."""
+    """Frame and size rules of the model's family, the overlap, keyframes and the loop's length; no refiner."""
+    if spec.model.refiner is not None:
+        raise SpecError(
+            "model.refiner",
+            spec.model.refiner,
+            "none in videomodel mode (a refiner refines image checkpoints)",
+        )
     family = family_of(spec)
     if family is not None:
         check_frame_rules(spec, family.frame_step, family.side_multiple, family.title)
