@@ -302,19 +302,6 @@ def test_a_run_with_audio_is_replaced_by_overwrite(tmp_path):
     assert run.foreign_files() == [run.path / "audio" / "mine.wav"]
 
 
-def test_ltx2_does_not_restyle_a_source_video(bundle):
-    from flipbook.sampling.ltx2 import sample_segment
-
-    settings = SegmentSettings(num_frames=9, height=64, width=64, num_inference_steps=2, guidance_scale=1.0,
-                               max_sequence_length=SEQ)  # fmt: skip
-    with pytest.raises(FlipbookError) as error:
-        sample_segment(
-            bundle, encode_prompt(bundle, PROMPT, SEQ), None, settings, generator=torch.Generator(),
-            video=[picture()] * 9,
-        )  # fmt: skip
-    assert error.value.field == "init.video"
-
-
 def test_the_bench_case_times_flipbook_against_ltx2_pipeline(tmp_path):
     from flipbook.bench import run_case
 

@@ -4,7 +4,9 @@ As for LTX-Video 0.9 (``sampling/ltx.py``), diffusers' own pipelines already con
 (``LTX2ConditionPipeline``: conditions at latent frames, strength 1), so a segment is diffusers' pipeline
 called with the segment's values: ``LTX2Pipeline`` with no known frames, ``LTX2ImageToVideoPipeline`` with a
 start image alone (segment 0 from an init image; a later segment on the previous one's last frame, the
-default ``overlap`` of 1), ``LTX2ConditionPipeline`` with other known frames (:func:`latent_conditions`).
+default ``overlap`` of 1), ``LTX2ConditionPipeline`` with other known frames (:func:`latent_conditions`), and
+for video to video with the source frames' latents and the schedule's last sigmas too (:func:`restyle_inputs`:
+diffusers has no LTX-2 video-to-video pipeline; this is its condition pipeline's path for given latents).
 Guidance is plain classifier-free guidance for video and audio (``GUIDANCE`` in the family's loading module).
 What flipbook adds is around it: prompt states encoded once per prompt and reused (the Gemma states; each
 pipeline runs its own connectors on them), progress and cancel per step through :class:`~flipbook.events.Events`,
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import PIL.Image
 import torch
 
@@ -90,28 +93,25 @@ def sample_with_audio(
     at ``bundle.audio_rate``)."""
     from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
 
-    if video is not None:
-        raise FlipbookError(
-            "init.video", "a source video", "unset for an LTX-2 model (no video to video yet)"
-        )
     events = events or Events()
-    kind = pipeline_kind(known)
+    kind = "conditions" if video is not None else pipeline_kind(known)
     pipe = bundle.pipelines[kind]
     config = dict(pipe.scheduler.config)
     if settings.shift is not None:
         config |= {"shift": settings.shift, "use_dynamic_shifting": False}
     pipe.scheduler = type(pipe.scheduler).from_config(config)  # a fresh one per segment
+    extra = {} if video is None else restyle_inputs(bundle, pipe, video, settings)
+    total = len(extra.get("sigmas", ())) or settings.num_inference_steps
 
     def report(pipeline, step, timestep, tensors):
-        events.step(StepEvent(step=step + 1, total_steps=settings.num_inference_steps, frames=tuple(frames)))
+        events.step(StepEvent(step=step + 1, total_steps=total, frames=tuple(frames)))
         return {}
 
     positive = prompt_embeds.states()
     negative = negative_embeds.states() if settings.guided and negative_embeds else (None, None)
-    extra = {}
     if kind == "image":
         extra["image"] = known[0]
-    elif kind == "conditions":
+    elif kind == "conditions" and known:
         extra["conditions"] = [
             LTX2VideoCondition(frames=images, index=index, strength=1.0)
             for index, images in latent_conditions(known, bundle.scale_temporal).items()
@@ -126,6 +126,38 @@ def sample_with_audio(
     )  # fmt: skip
     pictures = out.frames[0].permute(0, 2, 3, 1).float().cpu()
     return pictures, out.audio[0].float().cpu()
+
+
+def restyle_inputs(
+    bundle: Ltx2Bundle, pipe, video: Sequence[PIL.Image.Image], settings: SegmentSettings
+) -> dict[str, object]:
+    """What ``LTX2ConditionPipeline`` takes to restyle a segment's source frames (video to video, SDEdit as
+    diffusers' ``strength`` counts it): the frames' latents (the video VAE's mode, unnormalised: the pipeline
+    normalises them), the last ``int(steps * strength)`` sigmas of the segment's schedule (as the pipeline
+    spaces them, before the scheduler's shift) and, as ``noise_scale``, the first of them as the scheduler
+    shifts it: the source is noised to the level the first kept step starts at. A dynamically shifting scheduler
+    shifts by the sequence length, counted here from the segment's own latent tokens (conditions the pipeline
+    appends after frame 0 lengthen its sequence, so its shift may differ slightly there)."""
+    from diffusers.pipelines.ltx2.pipeline_ltx2_condition import calculate_shift, retrieve_timesteps
+
+    if len(video) != settings.num_frames:
+        raise ValueError(f"a source of {settings.num_frames} frames for the segment, not {len(video)}")
+    pixels = pipe.video_processor.preprocess_video(list(video), settings.height, settings.width)
+    vae = bundle.vae
+    with torch.inference_mode():
+        latents = vae.encode(pixels.to(bundle.device, vae.dtype)).latent_dist.mode().to(torch.float32)
+    steps = settings.num_inference_steps
+    kept = max(1, min(int(steps * settings.strength), steps))
+    sigmas = np.linspace(1.0, 1 / steps, steps)[steps - kept :]
+    tokens = latents.shape[2] * latents.shape[3] * latents.shape[4]  # LTX-2's patches are one latent pixel
+    config = pipe.scheduler.config
+    mu = calculate_shift(
+        tokens, config.get("base_image_seq_len", 1024), config.get("max_image_seq_len", 4096),
+        config.get("base_shift", 0.95), config.get("max_shift", 2.05),
+    )  # fmt: skip
+    scheduler = type(pipe.scheduler).from_config(config)
+    retrieve_timesteps(scheduler, kept, bundle.device, None, sigmas=sigmas, mu=mu)
+    return {"latents": latents, "sigmas": sigmas, "noise_scale": float(scheduler.sigmas[0])}
 
 
 def pipeline_kind(known: Mapping[int, PIL.Image.Image] | None) -> str:

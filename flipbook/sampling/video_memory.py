@@ -16,7 +16,9 @@ VAE's decode and CUDA's own):
 keeps it off). VAE tiling defaults to on for GPUs under :data:`SMALL_DEVICE_BYTES`. Not a GPU (the CPU):
 ``auto`` is nothing; an explicit switch is still applied (the CPU tests run every one).
 
-:func:`apply` sets them on a loaded bundle (its modules by the pipelines' names): ``model`` chains accelerate's
+:func:`apply` sets them on a loaded bundle (its modules by the pipelines' names, loaded on the CPU with the
+loaders' ``on_cpu`` where something is offloaded: the hooks below need the modules there, and a module moved
+to the GPU first would not fit if it is larger; ``none`` moves them to the device): ``model`` chains accelerate's
 ``cpu_offload_with_hook`` through every module in ``MODULES`` order, as diffusers' ``enable_model_cpu_offload``
 does; ``block`` and ``leaf`` are diffusers' ``enable_group_offload`` on the
 transformer(s) (``block_level`` one block per group, or ``leaf_level``; streams on CUDA) and
@@ -144,7 +146,10 @@ def _auto_offload(total_memory: int | None, weights: Weights | None, fp8: bool |
 
 def apply(bundle, switches: MemorySwitches):
     """The bundle with the switches set (offloaded modules wait on the CPU; the bundle's device stays the
-    execution device). Raises ValueError when diffusers refuses the attention backend on this machine."""
+    execution device). The bundle may come with its modules on the CPU (loaded with ``on_cpu``): the offload
+    hooks then move them, and no module is on the GPU before its hook is there, so weights larger than the
+    GPU load; without offload they are moved to the device here, after fp8 storage cast them. Raises
+    ValueError when diffusers refuses the attention backend on this machine."""
     blocks = [m for m in (getattr(bundle, n, None) for n in FP8_MODULES) if m is not None]
     if switches.attention_backend is not None:
         for module in blocks:
@@ -158,13 +163,23 @@ def apply(bundle, switches: MemorySwitches):
     if switches.fp8_storage:
         for module in blocks:
             module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=bundle.dtype)
-    if switches.offload == "model":
+    if switches.offload == "none":
+        _place(bundle)
+    elif switches.offload == "model":
         _model_offload(bundle)
     elif switches.offload in ("block", "leaf"):
         _group_offload(bundle, switches.offload)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return bundle
+
+
+def _place(bundle) -> None:
+    """Every module on the bundle's device (a no-op for those already there)."""
+    for name in MODULES:
+        module = getattr(bundle, name, None)
+        if module is not None:
+            module.to(bundle.device)
 
 
 def _model_offload(bundle) -> None:

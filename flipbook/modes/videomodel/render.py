@@ -20,6 +20,7 @@ A resumed render restarts at the last segment border on disk (``resume_every`` =
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
 from functools import cache
@@ -145,8 +146,12 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     family = family_of_model(spec)
     check_steps(spec, ctx.plan.frames, family)
     loras = _lora_files(family, ctx.prompts)
+    _check_lora_experts(spec, loras)
+    _check_second_expert(spec)
     bundle = _load(spec, family)
-    bundle.loras.load(loras)  # before the memory switches: group offload moves only the layers it saw
+    _check_second_expert(spec, bundle)
+    # before the memory switches: group offload moves only the layers it saw
+    bundle.loras.load(loras, experts={entry.name: entry.expert for entry in spec.videomodel.lora_experts})
     bundle = _switched(spec, bundle, ctx.run.log)
     _check_bundle(spec, bundle)
     source = None
@@ -181,10 +186,14 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
 
 
 def _load(spec: Spec, family: Family):
+    """The model loaded with its modules on the CPU unless ``offload`` is ``none``: offload hooks move them
+    (``auto`` decides from the loaded weights), so a model larger than the GPU loads; ``_switched`` moves them
+    to the device where nothing is offloaded."""
     m, v = spec.model, spec.videomodel
     return family.load(
         v.model, field_name=FIELD, models_dir=m.models_dir, device=m.device, dtype=m.dtype, seed=0,
         text_encoder=v.text_encoder, vae=v.vae, tokenizer=v.tokenizer, image_encoder=v.image_encoder,
+        on_cpu=v.offload != "none",
     )  # fmt: skip
 
 
@@ -196,6 +205,53 @@ def _lora_files(family: Family, prompts) -> list[Path]:
     files = sorted({entry[0] for _, loras in prompts.values() for entry in loras})
     check_loras(family, files)
     return files
+
+
+def _check_lora_experts(spec: Spec, files: list[Path]) -> None:
+    """Every name in ``videomodel.lora_experts`` is one of the LoRAs the spec uses (by file stem), once."""
+    used = sorted({Path(file).stem for file in files})
+    named = [entry.name for entry in spec.videomodel.lora_experts]
+    for name in {name for name in named if named.count(name) > 1}:
+        raise FlipbookError("videomodel.lora_experts", name, "each LoRA once (high_noise, low_noise or both)")
+    for entry in spec.videomodel.lora_experts:
+        if entry.name not in used:
+            raise FlipbookError(
+                "videomodel.lora_experts", entry.name, "the name of a LoRA the spec uses (model.loras or a "
+                f"<lora:NAME:w> tag): {', '.join(used) if used else 'it uses none'}",
+            )  # fmt: skip
+
+
+def _check_second_expert(spec: Spec, bundle=None) -> None:
+    """A LoRA sent to the low-noise expert needs a model that has one (Wan 2.2 A14B's ``transformer_2``): from
+    the loaded ``bundle``, or before loading from what a built-in or a folder's ``model_index.json`` says."""
+    has_one = _second_expert(spec) if bundle is None else getattr(bundle, "transformer_2", None) is not None
+    if has_one is not False:  # None: only the load tells
+        return
+    for entry in spec.videomodel.lora_experts:
+        if entry.expert != "high_noise":
+            raise FlipbookError(
+                "videomodel.lora_experts", f"{entry.name} = {entry.expert}", "high_noise: this model has one "
+                "transformer (only Wan 2.2 A14B has a low-noise expert)",
+            )  # fmt: skip
+
+
+def _second_expert(spec: Spec) -> bool | None:
+    """Whether the model has a second (low-noise) transformer, where its configuration tells without loading
+    (no built-in has one; a folder's ``model_index.json`` lists it); None where only a load can tell."""
+    from flipbook.models import families
+
+    ref, models_dir = spec.videomodel.model, spec.model.models_dir
+    if families.builtin_family(ref, CAPABILITY) is not None:
+        return False
+    where = _where(ref, models_dir)
+    index = Path(where) / "model_index.json" if isinstance(where, Path) else None
+    if index is None or not index.is_file():
+        return None
+    try:
+        entry = json.loads(index.read_text(encoding="utf-8")).get("transformer_2")
+    except (OSError, ValueError):
+        return None  # the load says what is wrong with the folder
+    return isinstance(entry, list) and entry[0] is not None
 
 
 def _switched(spec: Spec, bundle, log=None):

@@ -31,6 +31,19 @@ class KeyframeImage(Section):
     image: ImageFile = Field(description="the image (resized to the animation size)")
 
 
+class LoraExpert(Section):
+    """Which of Wan 2.2 A14B's experts the LoRA ``name`` goes into."""
+
+    name: str = Field(
+        description="the LoRA's name: its file name without the suffix, as in <lora:NAME:w> or model.loras"
+    )
+    expert: Literal["high_noise", "low_noise", "both"] = Field(
+        "low_noise",
+        description="high_noise (the first transformer, where LoRAs go by default), low_noise (the second, "
+        "used below the boundary step) or both",
+    )
+
+
 class VideoModelSection(Section):
     """``[videomodel]``: a video diffusion model (Wan 2.x) makes the frames in segments of ``segment_frames``.
     The first segment is text to video, or image to video from ``init.image`` (or a keyframe image at frame
@@ -104,6 +117,11 @@ class VideoModelSection(Section):
         "source); per segment, a schedule",
     )
     keep_audio: bool = Field(True, description="with init.video: its audio becomes the outputs' soundtrack")
+    lora_experts: list[LoraExpert] = Field(
+        default_factory=list,
+        description="Wan 2.2 A14B: the expert a LoRA goes into, for LoRAs that go elsewhere than the first "
+        "(high-noise) transformer",
+    )
     offload: Literal["auto", "none", "model", "block", "leaf"] = Field(
         "auto",
         description="keep the weights on the CPU between uses: model (each whole model on the GPU while it "

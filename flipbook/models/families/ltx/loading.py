@@ -147,8 +147,10 @@ def load_ltx(
     vae: str | None = None,
     tokenizer: str | None = None,
     image_encoder: str | None = None,
+    on_cpu: bool = False,
 ) -> LtxBundle:
-    """Load the LTX-Video model ``ref`` (bf16 on a GPU, the VAE too, as LTX's own code runs it)."""
+    """Load the LTX-Video model ``ref`` (bf16 on a GPU, the VAE too, as LTX's own code runs it); ``on_cpu``:
+    the modules stay on the CPU for offload hooks to move (as ``load_wan``'s)."""
     torch_device = pick_device(device)
     torch_dtype = torch.bfloat16 if dtype in (None, "auto") and torch_device.type != "cpu" else None
     torch_dtype = torch_dtype or pick_dtype(dtype, torch_device)
@@ -177,7 +179,7 @@ def load_ltx(
     elif source != "builtin":
         parts = _from_pretrained(location, ref, field_name, torch_dtype, local_files_only=source == "folder")
     for name in ("transformer", "vae", "text_encoder"):
-        module = parts[name].eval().requires_grad_(False).to(torch_device)
+        module = parts[name].eval().requires_grad_(False).to("cpu" if on_cpu else torch_device)
         if getattr(module, "is_quantized", False):  # GGUF: its weights stay quantised, computing in dtype
             continue
         if module.dtype != torch_dtype:

@@ -7,9 +7,10 @@ weights stay quantised through diffusers' GGUF support (:func:`gguf_transformer`
 
 The file is told from its keys (:func:`is_ltx_checkpoint`); both parts are converted to diffusers' layout by
 diffusers' own converters. The transformer's configuration is read from its shapes (LTX-Video's 32 attention
-heads); the VAE's is the one its version needs, which diffusers would download: the configs of 0.9.0 and
-0.9.1 (2B) ship here (``VAE_CONFIGS``, diffusers' conversion script's), a file flipbook wrote carries its own,
-and a VAE of another version is one error saying to use the diffusers folder. Every tensor must fit the
+heads); the VAE's is the one its version needs, which diffusers would download: the configs of 0.9.0, 0.9.1
+and 0.9.5 and later ship here (``VAE_CONFIGS``, the version told as diffusers' single-file loader tells it), a
+file flipbook wrote carries its own, and a VAE of another version is one error saying to use the diffusers
+folder. Every tensor must fit the
 configuration (a strict load), so a wrong one is an error, never a silently half-loaded model.
 """
 
@@ -80,8 +81,32 @@ VAE_CONFIGS: dict[str, dict[str, Any]] = {
         "timestep_conditioning": True,
     },
 }
-"""The VAE configurations of LTX-Video 0.9.0 and 0.9.1, by diffusers' name for the version
-(``infer_diffusers_model_type``)."""
+VAE_095: dict[str, Any] = {
+    **_VAE_COMMON,
+    "block_out_channels": (128, 256, 512, 1024, 2048),
+    "down_block_types": ("LTXVideo095DownBlock3D",) * 4,
+    "downsample_type": ("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+    "layers_per_block": (4, 6, 6, 2, 2),
+    "spatio_temporal_scaling": (True, True, True, True),
+    "decoder_block_out_channels": (256, 512, 1024),
+    "decoder_layers_per_block": (5, 5, 5, 5),
+    "decoder_spatio_temporal_scaling": (True, True, True),
+    "decoder_inject_noise": (False, False, False, False),
+    "upsample_residual": (True, True, True),
+    "upsample_factor": (2, 2, 2),
+    "spatial_compression_ratio": 32,
+    "temporal_compression_ratio": 8,
+    "timestep_conditioning": True,
+}
+VAE_CONFIGS["ltx-video-0.9.5"] = VAE_095
+VAE_CONFIGS["ltx-video-0.9.7"] = VAE_095
+"""The VAE configurations by diffusers' name for the version (``infer_diffusers_model_type``, which tells them
+apart by keys and shapes: 0.9.7 by its 48 transformer blocks, 0.9.5 by its encoder's 2048 channels, 0.9.1 by
+the decoder's timestep embedder): 0.9.0's and 0.9.1's as diffusers' conversion script has them, 0.9.5's as its
+diffusers release ships it (0.9.6 and 0.9.8 files are detected as 0.9.5, 0.9.7 13B as 0.9.7: the same VAE
+layout). From 0.9.5 on, whether the decoder is conditioned on the timestep is read from the file's keys (its
+timestep embedder), not assumed."""
+TIME_EMBEDDER = "vae.decoder.last_time_embedder.timestep_embedder.linear_1.weight"
 
 
 def is_ltx_checkpoint(state: Mapping[str, Any]) -> bool:
@@ -268,7 +293,10 @@ def _vae_config(state: Mapping[str, torch.Tensor], field_name: str, path: Path) 
     version = infer_diffusers_model_type(state)
     if version not in VAE_CONFIGS:
         raise FlipbookError(
-            field_name, str(path), "an LTX-Video 0.9.0 or 0.9.1 single file, or the model's diffusers folder",
+            field_name, str(path), "an LTX-Video 0.9.x single file, or the model's diffusers folder",
             detail=f"its VAE is {version}'s, whose configuration does not ship with flipbook",
         )  # fmt: skip
-    return VAE_CONFIGS[version]
+    config = VAE_CONFIGS[version]
+    if config is VAE_095:
+        config = {**config, "timestep_conditioning": TIME_EMBEDDER in state}
+    return config

@@ -259,11 +259,14 @@ def load_wan(
     vae: str | None = None,
     tokenizer: str | None = None,
     image_encoder: str | None = None,
+    on_cpu: bool = False,
 ) -> WanBundle:
     """Load the Wan model ``ref`` (see the module docstring) on the chosen device and dtype (bf16 on CUDA).
     ``text_encoder``, ``vae`` and ``tokenizer`` name the parts a single transformer file comes without
     (``single_file.py``; ``image_encoder``: an image-to-video file's CLIP vision encoder); the field errors name
-    ``<section>.text_encoder`` etc. beside ``field_name``."""
+    ``<section>.text_encoder`` etc. beside ``field_name``. ``on_cpu``: the modules stay on the CPU (the
+    bundle's device is still the one they run on) for offload hooks to move, or
+    :func:`flipbook.sampling.video_memory.apply` to place them: weights larger than the GPU load."""
     torch_device = pick_device(device)
     torch_dtype = torch.bfloat16 if dtype in (None, "auto") and torch_device.type != "cpu" else None
     torch_dtype = torch_dtype or pick_dtype(dtype, torch_device)
@@ -275,7 +278,7 @@ def load_wan(
             "transformer file comes without its image encoder)",
         )  # fmt: skip
     if source == "builtin":
-        parts = BUILTINS[ref](seed, torch_device)
+        parts = BUILTINS[ref](seed, torch.device("cpu") if on_cpu else torch_device)
     elif source == "single_file":
         from flipbook.models.families.wan.single_file import single_file_parts
 
@@ -286,7 +289,7 @@ def load_wan(
         )  # fmt: skip
     else:
         parts = _from_pretrained(location, ref, field_name, torch_dtype, local_files_only=source == "folder")
-    return _place(parts, ref, source, torch_device, torch_dtype)
+    return _place(parts, ref, source, torch_device, torch_dtype, on_cpu)
 
 
 def is_wan_folder(model_index: Mapping[str, Any], unet_config: Mapping[str, Any]) -> bool:
@@ -554,14 +557,14 @@ _PART_NAMES = (
 
 
 def _place(
-    parts: dict[str, Any], ref: str, source: str, device: torch.device, dtype: torch.dtype
+    parts: dict[str, Any], ref: str, source: str, device: torch.device, dtype: torch.dtype, on_cpu: bool
 ) -> WanBundle:
-    """Move the parts to ``device``: the VAE in float32, the rest in ``dtype``."""
+    """Move the parts to ``device`` (the CPU with ``on_cpu``): the VAE in float32, the rest in ``dtype``."""
     for name in ("transformer", "transformer_2", "text_encoder", "image_encoder", "vae"):
         module = parts.get(name)
         if module is None:
             continue
-        module.eval().requires_grad_(False).to(device)
+        module.eval().requires_grad_(False).to("cpu" if on_cpu else device)
         wanted = torch.float32 if name == "vae" else dtype
         if getattr(module, "is_quantized", False):  # GGUF: its weights stay quantised, computing in dtype
             continue
