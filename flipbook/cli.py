@@ -336,6 +336,8 @@ def _still_command(
     device: str,
     dtype: str,
     vae: str | None,
+    refiner: str | None = None,
+    refiner_switch_at: float = 0.8,
     image: Path | None = None,
     strength: float = 1.0,
     mask: Path | None = None,
@@ -369,12 +371,14 @@ def _still_command(
         width=width, height=height, count=batch_count, batch_size=batch_size,
         inits=(open_image(image, "--image"),) if image else (), strength=strength,
         mask=open_image(mask, "--mask") if mask else None, mask_blur=mask_blur, masked_content=masked_content,
-        overlay=overlay, clip_skip=clip_skip, hires=hires,
+        overlay=overlay, clip_skip=clip_skip, hires=hires, refiner=refiner, refiner_switch_at=refiner_switch_at,
     )  # fmt: skip
     networks = ExtraNetworks(ModelsDir(models_dir) if models_dir else None)
     try:
         prepared = prepare_stills(settings, networks, seed_field="--seed")
-    except FlipbookError as error:  # hires settings are named by their options
+    except FlipbookError as error:  # hires and refiner settings are named by their options
+        if error.field == "refiner_switch_at":
+            raise FlipbookError("--refiner-switch-at", error.value, error.allowed) from None
         field = _HIRES_FLAGS.get(error.field.removeprefix("hires."), error.field)
         if not error.field.startswith("hires.") or field == error.field:
             raise
@@ -382,7 +386,14 @@ def _still_command(
     _create_output_folder(out)
 
     # 2. Load the model, sample, and save PNGs with A1111 parameters
-    bundle = load_model(model, models_dir=models_dir, device=device, dtype=dtype, vae=vae)
+    try:
+        bundle = load_model(
+            model, models_dir=models_dir, device=device, dtype=dtype, vae=vae, refiner=refiner
+        )
+    except FlipbookError as error:
+        if error.field != "model.refiner":
+            raise
+        raise FlipbookError("--refiner", error.value, error.allowed, detail=error.detail) from None
     with _ProgressEvents(batch_count * steps, "steps", per_step=True) as events:
         made = make_stills(prepared, bundle, networks, events, out)
     for still in made.stills:
@@ -436,6 +447,16 @@ ClipSkip = Annotated[int, typer.Option("--clip-skip", help="A1111 clip skip (1 =
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps")]
 Dtype = Annotated[str, typer.Option("--dtype", help="auto, fp32, fp16, bf16")]
 Vae = Annotated[str | None, typer.Option("--vae", help="separate VAE: file, folder or name in --models-dir")]
+RefinerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--refiner", help="SDXL refiner (tiny-xl-refiner, file, folder, name in --models-dir or hub id)"
+    ),
+]
+RefinerSwitch = Annotated[
+    float,
+    typer.Option("--refiner-switch-at", help="with --refiner: the share of the steps it takes over after"),
+]
 
 
 _STILL_OPTIONS = [  # (name, annotated type, default) shared by txt2img, img2img and inpaint
@@ -453,6 +474,8 @@ _STILL_OPTIONS = [  # (name, annotated type, default) shared by txt2img, img2img
     ("device", Device, "auto"),
     ("dtype", Dtype, "auto"),
     ("vae", Vae, None),
+    ("refiner", RefinerOpt, None),
+    ("refiner_switch_at", RefinerSwitch, 0.8),
 ]
 from flipbook.runs.hires import HiresSettings  # noqa: E402
 

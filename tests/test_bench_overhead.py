@@ -25,6 +25,11 @@ def test_overhead_case_reports_every_case_by_stage(tmp_path):
     assert {"warp", "colour", "noise"} <= set(camera["critical_ms_per_frame"])
     written = set(camera["critical_ms_per_frame"]) | set(camera["background_ms_per_frame"])
     assert "png write" in written
+    # the render's waits for the writer are told apart from making the frame
+    assert "writer wait" in camera["critical_ms_per_frame"]
+    waits = camera["critical_ms_per_frame"]["writer wait"]
+    assert camera["ms_per_frame_making"] == pytest.approx(camera["ms_per_frame_outside_nets"] - waits)
+    assert "making the frame" in table
 
 
 def test_every_stage_names_a_function_that_exists():

@@ -44,6 +44,23 @@ def test_prompts_are_encoded_once_per_run(tiny_model):
     assert core.encoder(1).calls == 2  # the prompt and the empty negative
 
 
+def test_the_nets_dtypes_are_looked_up_once_per_run_not_per_frame(tiny_model, init_image, monkeypatch):
+    """diffusers answers ``net.dtype`` by walking every submodule (milliseconds a call on SD 1.5): a feedback
+    loop's frames must not pay for it each time."""
+    from diffusers.models import modeling_utils
+
+    lookups = []
+    original = modeling_utils.get_parameter_dtype
+    monkeypatch.setattr(modeling_utils, "get_parameter_dtype", lambda m: lookups.append(m) or original(m))
+    core = SamplingCore(tiny_model)
+    frame = request(image=init_image, strength=0.5, num_inference_steps=4)
+    core.generate([frame], output_type="np")
+    first = len(lookups)
+    core.generate([frame, frame], output_type="np")
+    unet_calls = core.stats["unet_calls"]
+    assert len(lookups) - first < unet_calls / 2  # only what the UNet's own forward asks, none per frame
+
+
 def test_mixed_requests_are_grouped_by_batch_key(tiny_model):
     core = SamplingCore(tiny_model)
     reqs = [request(seed=1), request(seed=2), request(seed=3, num_inference_steps=3), request(seed=4)]

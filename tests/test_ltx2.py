@@ -187,32 +187,119 @@ def test_segments_chain_and_resume_identically_on_ltx2(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(frames, again, strict=True))
 
 
-def test_the_segment_hook_returns_the_frames_and_says_the_audio_is_dropped(bundle, caplog):
+def test_the_frames_only_hook_gives_the_frames_of_sample_with_audio(bundle):
     from flipbook.sampling.ltx2 import sample_segment
 
     settings = SegmentSettings(num_frames=9, height=64, width=64, num_inference_steps=2, guidance_scale=1.0,
                                max_sequence_length=SEQ, fps=24)  # fmt: skip
-    with caplog.at_level("WARNING", logger="flipbook.sampling.ltx2"):
-        frames = sample_segment(
-            bundle, encode_prompt(bundle, PROMPT, SEQ), None, settings, generator=torch.Generator().manual_seed(1),
-            frames=range(9),
-        )  # fmt: skip
+    frames = sample_segment(
+        bundle, encode_prompt(bundle, PROMPT, SEQ), None, settings, generator=torch.Generator().manual_seed(1),
+        frames=range(9),
+    )  # fmt: skip
     expected, _ = _ours(bundle, settings, 1)
     assert np.array_equal(frames.numpy(), expected)
-    assert "audio is dropped" in caplog.text and "frames 0-8" in caplog.text
 
 
-def test_ltx2_does_not_restyle_a_source_video(bundle):
-    from flipbook.sampling.ltx2 import sample_segment
+def _wav(path):
+    from flipbook.modes.videomodel.audio import read_clip
 
-    settings = SegmentSettings(num_frames=9, height=64, width=64, num_inference_steps=2, guidance_scale=1.0,
-                               max_sequence_length=SEQ)  # fmt: skip
-    with pytest.raises(FlipbookError) as error:
-        sample_segment(
-            bundle, encode_prompt(bundle, PROMPT, SEQ), None, settings, generator=torch.Generator(),
-            video=[picture()] * 9,
-        )  # fmt: skip
-    assert error.value.field == "init.video"
+    return read_clip(path)
+
+
+def test_one_segment_writes_the_audio_ltx2_pipeline_makes(bundle, tmp_path):
+    """Frames-only output: the audio is NAME.wav next to the frames, equal to diffusers' LTX2Pipeline audio for
+    the same seed (cut at the last frame's end)."""
+    result = render(make_spec(tmp_path))
+    samples, rate = _wav(result.run_dir / "ltx2.wav")
+    theirs = diffusers_pipeline(bundle)(
+        prompt=PROMPT, negative_prompt="", height=64, width=64, num_frames=9, frame_rate=25,
+        num_inference_steps=2, guidance_scale=3.0, generator=torch.Generator().manual_seed(5),
+        output_type="np", max_sequence_length=SEQ, **GUIDANCE,
+    )  # fmt: skip
+    audio = np.asarray(theirs.audio[0], dtype=np.float32)
+    frames = np.stack([np.asarray(PIL.Image.open(p), dtype=np.float32) / 255 for p in result.frames])
+    assert np.abs(frames - theirs.frames[0]).max() <= 1 / 255  # the same run (frames rounded to uint8)
+    assert rate == bundle.audio_rate and samples.shape == (2, round(9 / 25 * rate))
+    # LTX-2's audio VAE decodes L latent frames into 4L - 3 mel frames: a few ms short of the video, left silent
+    assert samples.shape[1] - rate // 20 < audio.shape[1] <= samples.shape[1]
+    assert np.abs(samples[:, : audio.shape[1]] - audio).max() <= 1e-4
+    assert np.all(samples[:, audio.shape[1] :] == 0) and np.abs(audio).max() > 1e-3
+
+
+def test_segments_join_their_audio_across_the_overlap_and_resume_identically(tmp_path):
+    """16 frames in segments of 9 (overlap 1): segment 1 covers frames 8-15; its audio crossfades with segment
+    0's over frame 8 and is alone after it; the MP4 carries the joined audio; a resume rewrites the same."""
+    import av
+
+    from flipbook.modes.videomodel.audio import join_segments
+
+    result = render(make_spec(tmp_path, animation={"max_frames": 16}, output={"formats": ["png", "mp4"]}))
+    joined, rate = _wav(result.run_dir / "ltx2.wav")
+    first, _ = _wav(result.run_dir / "audio" / "audio_00000.wav")
+    second, _ = _wav(result.run_dir / "audio" / "audio_00008.wav")
+    assert joined.shape[1] == round(16 / 25 * rate)
+    border, faded = round(8 * rate / 25), first.shape[1]  # crossfaded where both have audio
+    assert border < faded <= round(9 * rate / 25)
+    assert np.array_equal(joined[:, :border], first[:, :border])
+    assert np.array_equal(joined[:, faded:], second[:, faded - border : joined.shape[1] - border])
+    both = joined[:, border:faded]
+    assert not np.array_equal(both, first[:, border:]) and not np.array_equal(
+        both, second[:, : faded - border]
+    )
+    assert np.array_equal(joined, join_segments([(0, first), (8, second)], rate, 25, 16))
+    with av.open(str(result.outputs["mp4"])) as container:
+        stream = container.streams.audio[0]
+        assert abs(float(stream.duration * stream.time_base) - 16 / 25) < 0.05
+    run = tmp_path / "run"
+    shutil.copytree(result.run_dir, run)
+    for path in [
+        *sorted((run / "frames").glob("*.png"))[10:],
+        run / "audio" / "audio_00008.wav",
+        run / "run.wav",
+    ]:
+        path.unlink(missing_ok=True)
+    resumed = resume(run)
+    assert resumed.resumed_from == 8
+    assert np.array_equal(_wav(run / "run.wav")[0], joined)
+
+
+def test_the_summary_says_the_model_s_audio_becomes_the_soundtrack(tmp_path):
+    from flipbook.spec.summary import summarize
+
+    assert "joined into the soundtrack (NAME.wav)" in summarize(make_spec(tmp_path))
+    wan = make_spec(
+        tmp_path, videomodel={"model": "tiny-wan", "segment_frames": 9}, animation={"max_frames": 9}
+    )
+    assert "soundtrack" not in summarize(wan)
+
+
+def test_joined_audio_crossfades_the_overlap_and_cuts_at_the_end():
+    from flipbook.modes.videomodel.audio import join_segments
+
+    a = np.ones((2, 100), np.float32)
+    b = np.full((1, 100), -1.0, np.float32)  # mono is spread over both channels
+    joined = join_segments([(0, a), (2, b)], rate=50, fps=1.0, frames=3)  # b from 2 s (sample 100) on
+    assert joined.shape == (2, 150)
+    assert np.array_equal(joined[:, :100], a) and np.all(joined[:, 100:] == -1)  # no overlap: no fade
+    joined = join_segments([(0, a), (1, b)], rate=50, fps=1.0, frames=3)  # overlap over samples 50-99
+    fade = joined[0, 50:100]
+    assert np.all(np.diff(fade) < 0) and 0 < fade[0] < 1 and -1 < fade[-1] < 0
+    assert np.all(joined[:, 100:] == -1) and np.all(joined[:, :50] == 1)
+    short = join_segments([(0, a[:, :40])], rate=50, fps=1.0, frames=1)
+    assert np.array_equal(short[:, :40], a[:, :40]) and np.all(short[:, 40:] == 0)
+
+
+def test_a_run_with_audio_is_replaced_by_overwrite(tmp_path):
+    from flipbook.runs.run_dir import RunDir
+
+    run = RunDir(tmp_path / "r")
+    (run.path / "frames").mkdir(parents=True)
+    run.audio_path(0).parent.mkdir()
+    for path in (run.audio_path(0), run.soundtrack_path(), run.frame_path(0)):
+        path.write_bytes(b"x")
+    assert run.holds_run() and run.foreign_files() == []
+    (run.path / "audio" / "mine.wav").write_bytes(b"x")
+    assert run.foreign_files() == [run.path / "audio" / "mine.wav"]
 
 
 def test_the_bench_case_times_flipbook_against_ltx2_pipeline(tmp_path):
@@ -230,19 +317,77 @@ def test_the_bench_case_times_flipbook_against_ltx2_pipeline(tmp_path):
 
 
 def test_a_keyframe_ltx2_cannot_place_is_one_clear_error(tmp_path):
-    """Frame 5 starts no latent frame of LTX-2 (0, 1, 9, 17, ...): the render stops with one error naming the
-    segment positions; a keyframe at frame 9 is a condition at latent frame 2 and renders."""
+    """Frame 5 starts no latent frame of LTX-2 (0, 1, 9, 17, ...): the spec is refused when it is read, with
+    one error naming the keyframe; a keyframe at frame 9 is a condition at latent frame 2 and renders."""
     image = tmp_path / "key.png"
     picture(7).save(image)
-    spec = make_spec(tmp_path, videomodel={"keyframes": [{"frame": 5, "image": str(image)}]})
-    with pytest.raises(FlipbookError) as error:
-        render(spec)
-    assert error.value.field == "videomodel" and "[5]" in str(error.value)
+    with pytest.raises(SpecError) as error:
+        make_spec(tmp_path, animation={"max_frames": 17},
+                  videomodel={"keyframes": [{"frame": 5, "image": str(image)}], "segment_frames": 17})  # fmt: skip
+    assert error.value.field == "videomodel.keyframes[0].frame" and error.value.value == 5
+    assert "8k+1" in str(error.value) and "LTX-2" in str(error.value)
+    assert "could go at frame 1 or 9" in error.value.detail  # segment 0 of 17 frames: positions 1 and 9
     spec = make_spec(
         tmp_path, animation={"max_frames": 12}, output={"name": "ok"},
         videomodel={"keyframes": [{"frame": 9, "image": str(image)}], "segment_frames": 17},
     )  # fmt: skip
     assert len(render(spec).frames) == 12
+
+
+def test_the_frames_suggested_for_a_keyframe_stay_in_its_segment_and_the_video(tmp_path):
+    """16 frames in segments of 9: a keyframe at 12 is segment 1's frame 4 (it starts at 8); frame 9 takes it,
+    frame 17 (the segment's other choice) is past the end."""
+    image = tmp_path / "key.png"
+    picture(7).save(image)
+    with pytest.raises(SpecError) as error:
+        make_spec(
+            tmp_path,
+            animation={"max_frames": 16},
+            videomodel={"keyframes": [{"frame": 12, "image": str(image)}]},
+        )
+    assert error.value.value == 12 and error.value.detail.endswith("could go at frame 9")
+
+
+@pytest.mark.parametrize(
+    ("sections", "field", "value"),
+    [
+        ({"videomodel": {"overlap": 3}, "animation": {"max_frames": 16}}, "videomodel.overlap", 3),
+        # a loop of 21 in segments of 17: frame 21 (frame 0 again) is the last segment's frame 5
+        ({"videomodel": {"segment_frames": 17, "loop": True}, "animation": {"max_frames": 21}},
+         "animation.max_frames", 21),
+    ],
+)  # fmt: skip
+def test_overlaps_and_loop_ends_ltx2_cannot_place_are_refused_up_front(tmp_path, sections, field, value):
+    image = tmp_path / "start.png"
+    picture(8).save(image)
+    with pytest.raises(SpecError) as error:
+        make_spec(tmp_path, init={"image": str(image)}, **sections)
+    assert error.value.field == field and error.value.value == value and "LTX-2" in str(error.value)
+
+
+def test_an_ltx2_folder_keyframe_is_refused_before_its_model_loads(tmp_path, monkeypatch):
+    """Not a built-in: the folder's model_index.json names the family, whose rule refuses the keyframe in
+    prepare(), before any model loads (the folder has no weights: loading it would fail otherwise)."""
+    from flipbook.models.families.ltx2 import loading
+    from flipbook.runs.render import prepare
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(loading, "load_ltx2", no_load)
+    folder = tmp_path / "ltx2-folder"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "LTX2Pipeline"}))
+    image = tmp_path / "key.png"
+    picture(7).save(image)
+    spec = make_spec(
+        tmp_path, videomodel={"model": str(folder), "keyframes": [{"frame": 5, "image": str(image)}]}
+    )
+    with pytest.raises(SpecError) as error:
+        prepare(spec)
+    assert error.value.field == "videomodel.keyframes[0].frame" and error.value.value == 5
+    with pytest.raises(SpecError):
+        render(spec)
 
 
 @given(st.sets(st.integers(0, 40), max_size=8))
@@ -274,3 +419,47 @@ def test_an_ltx2_loop_conditions_its_last_segment_on_frame_0(tmp_path):
         videomodel={"segment_frames": 17, "loop": True},
     )  # fmt: skip
     assert len(render(spec).frames) == 25
+
+
+@pytest.mark.parametrize("switch", ["model", "block", "leaf", "fp8", "attention"])
+def test_each_memory_switch_covers_every_module_of_tiny_ltx2(switch):
+    """Offload (model, group by blocks or leaf layers) reaches every module of LTX-2: the text connectors, the
+    audio VAE and the vocoder too; fp8 storage and the attention backend the transformer and the connectors
+    (``FP8_MODULES``), VAE tiling the video VAE."""
+    from diffusers.hooks.group_offloading import _is_group_offload_enabled
+    from diffusers.hooks.layerwise_casting import _is_layerwise_casting_active
+
+    from flipbook.models.families.ltx2.loading import PARTS
+    from flipbook.sampling.video_memory import FP8_MODULES, MemorySwitches, apply, weights_of
+
+    bundle = load_ltx2("tiny-ltx2", field_name="m", device="cpu")
+    assert set(weights_of(bundle).bytes) == set(PARTS)
+    offload = switch if switch in ("model", "block", "leaf") else "none"
+    backend = "native" if switch == "attention" else None
+    apply(bundle, MemorySwitches(offload, switch == "attention", backend, fp8_storage=switch == "fp8"))
+    modules = {name: getattr(bundle, name) for name in PARTS}
+    if switch == "model":
+        assert all(hasattr(module, "_hf_hook") for module in modules.values())
+    elif switch in ("block", "leaf"):
+        assert all(_is_group_offload_enabled(module) for module in modules.values())
+    elif switch == "fp8":
+        cast = {name for name, module in modules.items() if _is_layerwise_casting_active(module)}
+        assert cast == set(FP8_MODULES) & set(PARTS) == {"transformer", "connectors"}
+    else:
+        for name in ("transformer", "connectors"):
+            backends = {
+                getattr(module.processor, "_attention_backend", None)
+                for module in modules[name].modules()
+                if hasattr(module, "processor")
+            }
+            assert backends == {"native"}, name  # diffusers' backend names are str enums
+        assert bundle.vae.use_tiling
+
+
+@pytest.mark.parametrize("offload", ["model", "leaf"])
+def test_offloaded_ltx2_makes_the_same_frames_and_audio(tmp_path, offload):
+    plain = render(make_spec(tmp_path, output={"name": "plain"}))
+    moved = render(make_spec(tmp_path, output={"name": offload}, videomodel={"offload": offload}))
+    for a, b in zip(plain.frames, moved.frames, strict=True):
+        assert np.array_equal(np.asarray(PIL.Image.open(a)), np.asarray(PIL.Image.open(b)))
+    assert np.array_equal(_wav(plain.run_dir / "plain.wav")[0], _wav(moved.run_dir / f"{offload}.wav")[0])

@@ -159,16 +159,70 @@ def test_a_vae_that_does_not_fit_the_shipped_configuration_is_one_error(comfy):
     assert error.value.field == "videomodel.model" and "shapes do not fit" in error.value.detail
 
 
-def test_a_vae_of_a_version_whose_configuration_does_not_ship_is_one_error(comfy):
-    """LTX-Video 0.9.5's VAE (diffusers tells it from its 2048-channel encoder output): the diffusers folder."""
-    from flipbook.models.families.ltx.single_file import _vae_config
+# diffusers' VAE block names back to LTX-Video 0.9.5's (the converter's 0.9.5 table, reversed; first match wins)
+_VAE_095_BLOCKS_BACK = [
+    ("decoder.mid_block.", "decoder.up_blocks.0."),
+    ("decoder.up_blocks.0.upsamplers.0.", "decoder.up_blocks.1."), ("decoder.up_blocks.0.", "decoder.up_blocks.2."),
+    ("decoder.up_blocks.1.upsamplers.0.", "decoder.up_blocks.3."), ("decoder.up_blocks.1.", "decoder.up_blocks.4."),
+    ("decoder.up_blocks.2.upsamplers.0.", "decoder.up_blocks.5."), ("decoder.up_blocks.2.", "decoder.up_blocks.6."),
+    ("encoder.down_blocks.0.downsamplers.0.", "encoder.down_blocks.1."),
+    ("encoder.down_blocks.1.downsamplers.0.", "encoder.down_blocks.3."), ("encoder.down_blocks.1.", "encoder.down_blocks.2."),
+    ("encoder.down_blocks.2.downsamplers.0.", "encoder.down_blocks.5."), ("encoder.down_blocks.2.", "encoder.down_blocks.4."),
+    ("encoder.down_blocks.3.downsamplers.0.", "encoder.down_blocks.7."), ("encoder.down_blocks.3.", "encoder.down_blocks.6."),
+    ("encoder.mid_block.", "encoder.down_blocks.8."),
+]  # fmt: skip
+_VAE_095_NAMES_BACK = [*_VAE_NAMES_BACK, ("decoder.time_embedder.", "decoder.last_time_embedder."),
+                       ("decoder.scale_shift_table", "decoder.last_scale_shift_table")]  # fmt: skip
 
-    keys = {"model.diffusion_model.patchify_proj.weight": (2048, 128), "vae.encoder.conv_in.conv.bias": (128,),
-            "vae.encoder.conv_out.conv.weight": (129, 2048, 3, 3, 3), "vae.decoder.last_scale_shift_table": (2, 128)}  # fmt: skip
-    state = {key: torch.empty(shape, device="meta") for key, shape in keys.items()}
-    with pytest.raises(FlipbookError) as error:
-        _vae_config(state, "videomodel.model", comfy[0] / "ltx-video-2b-v0.9.5.safetensors")
-    assert "0.9.5" in error.value.detail and "diffusers folder" in error.value.allowed
+
+def _original_vae_095(key: str) -> str:
+    for new, old in _VAE_095_BLOCKS_BACK:
+        if key.startswith(new):
+            key = old + key[len(new) :]
+            break
+    for new, old in _VAE_095_NAMES_BACK:
+        key = key.replace(new, old)
+    return f"vae.{key}"
+
+
+def _file_095(blocks: int = 28) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """An LTX-Video 0.9.5-layout single file's tensors on the meta device (shapes only: the real sizes, which
+    are what tells the version), from the shipped configuration's VAE written back in the original layout,
+    with a transformer's block keys; and the VAE's own state."""
+    from flipbook.models.families.ltx.single_file import VAE_095
+    from flipbook.models.weights import empty_weights
+
+    vae = empty_weights(lambda: AutoencoderKLLTXVideo(**VAE_095)).state_dict()
+    meta = {"device": "meta"}
+    state = {_original_vae_095(key): value for key, value in vae.items()}
+    state |= {
+        "vae.per_channel_statistics.channel": torch.empty(128, **meta),
+        "vae.per_channel_statistics.mean-of-stds": torch.empty(128, **meta),
+        "model.diffusion_model.patchify_proj.weight": torch.empty(2048, 128, **meta),
+        f"model.diffusion_model.transformer_blocks.{blocks - 1}.scale_shift_table": torch.empty(
+            6, 2048, **meta
+        ),
+    }
+    return state, vae
+
+
+@pytest.mark.parametrize(("blocks", "version"), [(28, "0.9.5"), (48, "0.9.7")])
+def test_a_vae_of_0_9_5_and_later_gets_the_shipped_configuration_that_its_tensors_fit(comfy, blocks, version):
+    """LTX-Video 0.9.5 and later (told as diffusers tells them: 2048 encoder channels, 48 blocks for 0.9.7
+    13B): the shipped configuration is chosen, and diffusers' converter turns the file's VAE tensors into
+    exactly that configuration's (names and shapes, at full size on the meta device); a decoder without the
+    timestep embedder gets a configuration without timestep conditioning."""
+    from flipbook.models.families.ltx.single_file import VAE_095, _split, _vae_config
+
+    state, vae = _file_095(blocks)
+    path = comfy[0] / f"ltx-video-v{version}.safetensors"
+    assert _vae_config(state, "videomodel.model", path) == VAE_095
+    _, converted = _split(dict(state))
+    assert {k: tuple(v.shape) for k, v in converted.items()} == {k: tuple(v.shape) for k, v in vae.items()}
+    untimed = {
+        k: v for k, v in state.items() if "last_time_embedder" not in k and "last_scale_shift" not in k
+    }
+    assert _vae_config(untimed, "videomodel.model", path) == {**VAE_095, "timestep_conditioning": False}
 
 
 def test_an_fp8_single_file_is_upcast_at_load(comfy):

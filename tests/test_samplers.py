@@ -89,6 +89,30 @@ def test_make_scheduler_returns_a_new_instance_each_call() -> None:
     assert second.num_inference_steps is None
 
 
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_a_scheduler_is_built_from_its_config_once_then_copied(name: str, monkeypatch) -> None:
+    """A render makes a scheduler per frame: ``from_config`` (milliseconds of signature reading) runs once per
+    sampler and config, each later one is a copy of an unused one, equal in every attribute."""
+    cls = scheduler_class(name)
+    config = {**SD15_SCHEDULER_CONFIG, "steps_offset": 1 + len(name)}  # a config no other test built
+    fresh = make_scheduler(name, config)
+    built = []
+    original = cls.from_config.__func__
+    monkeypatch.setattr(
+        cls, "from_config", classmethod(lambda c, *a, **k: built.append(c) or original(c, *a, **k))
+    )
+    again = make_scheduler(name, config)
+    assert not built and again is not fresh
+    for key, value in vars(fresh).items():
+        other = vars(again)[key]
+        if torch.is_tensor(value):
+            assert torch.allclose(value, other, rtol=0, atol=0, equal_nan=True), key
+        elif isinstance(value, np.ndarray):
+            assert np.array_equal(value, other), key
+        else:
+            assert repr(value) == repr(other), key
+
+
 @pytest.mark.parametrize("name", [n for n in SAMPLER_NAMES if "Karras" in n])
 def test_karras_variants_use_karras_sigmas(name: str) -> None:
     assert make_scheduler(name, SD15_SCHEDULER_CONFIG).config.use_karras_sigmas is True

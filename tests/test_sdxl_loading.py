@@ -133,13 +133,13 @@ def test_an_incomplete_sdxl_file_is_one_clear_error(xl, tmp_path):
         load_model(str(path), device="cpu")
 
 
-def test_a_refiner_is_named_for_what_it_is(tmp_path):
+def test_a_refiner_given_as_the_model_is_named_for_what_it_is(tmp_path):
     path = tmp_path / "refiner.safetensors"
     save_file(
         {"conditioner.embedders.0.model.ln_final.weight": torch.zeros(4),
          "model.diffusion_model.label_emb.0.0.weight": torch.zeros(4, 4)}, str(path),
     )  # fmt: skip
-    with pytest.raises(FlipbookError, match="SDXL refiner"):
+    with pytest.raises(FlipbookError, match="a refiner .Stable Diffusion XL refiner., not a checkpoint"):
         load_model(str(path), device="cpu")
 
 
@@ -152,7 +152,7 @@ def test_folder_detection():
     }
     assert detect_folder(index, {"addition_embed_type": "text_time"}) is SDXL
     refiner = {**index, "_class_name": "StableDiffusionXLImg2ImgPipeline", "text_encoder": [None, None]}
-    assert detect_folder(refiner, {"addition_embed_type": "text_time"}) is None
+    assert detect_folder(refiner, {"addition_embed_type": "text_time"}) is not SDXL  # the refiner's family
 
 
 def test_separate_vae_file_gets_sdxl_scaling_and_upcast(xl, tmp_path):

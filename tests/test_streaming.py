@@ -18,8 +18,20 @@ from PIL import Image
 from flipbook.errors import FlipbookError
 from flipbook.io import gif
 from flipbook.io.frames import FrameFiles, FrameSequence
+from flipbook.io.metadata import png_info, xmp_packet
 from flipbook.io.readers import read_frames
-from flipbook.io.writers import FORMATS, EncodeOptions, make_gif, make_webp, write_outputs
+from flipbook.io.writers import (
+    FORMATS,
+    PNG_COMPRESS_LEVEL,
+    WEBP_METHOD,
+    EncodeOptions,
+    apng_delay,
+    make_apng,
+    make_gif,
+    make_webp,
+    webp_durations_ms,
+    write_outputs,
+)
 
 FPS = 12
 SIZE = 64
@@ -87,12 +99,59 @@ class _Counted(FrameSequence):
         self.alive -= 1
 
 
-@pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "apng"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_encoders_hold_a_few_frames_whatever_the_length(tmp_path: Path, fmt: str) -> None:
-    """40 frames, at most 3 alive at any time (a frame, the one before for GIF's still pixels, a first)."""
+    """40 frames, at most 3 alive at any time (a frame, the one before for GIF's still pixels and APNG's
+    changed rectangle, a first)."""
     frames = _Counted(_clip(40))
     write_outputs(frames, tmp_path, stem="a", fps=FPS, formats=[fmt], options=EncodeOptions(ping_pong=True))
     assert frames.most <= 3, f"{fmt} held {frames.most} frames"
+
+
+@pytest.mark.parametrize("colors", [0, 32])
+def test_apng_holds_a_few_pictures_whatever_the_length(tmp_path: Path, monkeypatch, colors: int) -> None:
+    """The frames' pictures (PIL images, what Pillow's own APNG writer kept all of) alive at once: a few."""
+    alive: set[int] = set()
+    most = [0]
+
+    def counted(make):
+        def made(*args, **kwargs):
+            image = make(*args, **kwargs)
+            if id(image) not in alive:  # fromarray makes its picture with frombytes
+                alive.add(id(image))
+                most[0] = max(most[0], len(alive))
+                weakref.finalize(image, alive.discard, id(image))
+            return image
+
+        return made
+
+    monkeypatch.setattr(Image, "fromarray", counted(Image.fromarray))
+    monkeypatch.setattr(Image, "frombytes", counted(Image.frombytes))
+    options = EncodeOptions(apng_colors=colors)
+    write_outputs(_clip(40), tmp_path, stem="a", fps=FPS, formats=["apng"], options=options)
+    assert 0 < most[0] <= 3
+
+
+@pytest.mark.parametrize("colors", [0, 16])
+@pytest.mark.parametrize("clip", ["moving", "one picture", "one frame", "ping-pong"])
+def test_streamed_apng_is_what_pillow_writes_from_every_frame(colors: int, clip: str) -> None:
+    """The streaming APNG writer against Pillow's own ``save`` of the whole list (what the encoder did before
+    it streamed): the same bytes, repeated frames merged, changed rectangles, text chunks, loop, delays."""
+    frames = {"moving": _clip(), "one picture": [_clip()[0]] * 3, "one frame": _clip()[:1],
+              "ping-pong": _clip() + _clip()[::-1]}[clip]  # fmt: skip
+    streamed = make_apng(frames, fps=FPS, loop=2, colors=colors, spec={"a": 1}, pnginfo_text="p").data
+    if colors:
+        frame = gif.palette_frames(frames, colors)
+        images = [frame(i) for i in range(len(frames))]
+    else:
+        images = [Image.fromarray(array) for array in frames]
+    reference = BytesIO()
+    images[0].save(
+        reference, format="PNG", save_all=True, append_images=images[1:],
+        duration=[apng_delay(FPS) * 1000] * len(images), loop=2, default_image=False,
+        pnginfo=png_info({"a": 1}, "p"), compress_level=PNG_COMPRESS_LEVEL,
+    )  # fmt: skip
+    assert streamed == reference.getvalue()
 
 
 def test_gif_size_target_holds_a_few_frames(tmp_path: Path) -> None:
@@ -130,19 +189,53 @@ def test_streamed_gif_of_one_picture_is_a_still_with_the_whole_duration() -> Non
 
 
 @pytest.mark.parametrize("lossless", [False, True])
-def test_streamed_webp_is_what_pillow_writes_from_every_frame(lossless: bool) -> None:
+def test_streamed_webp_shows_each_frame_as_libwebp_codes_it(lossless: bool) -> None:
+    """The WebP written frame by frame: every frame as libwebp's still encoder codes it at the same settings
+    (lossless: the frame itself), a repeated frame merged into the one before it (durations added), the loop
+    count and the XMP packet; a frame that changes in part stores only that part."""
     frames = _clip()
-    streamed = make_webp(frames, fps=FPS, quality=80, lossless=lossless, comment="c").data
-    from flipbook.io.metadata import xmp_packet
-    from flipbook.io.writers import WEBP_METHOD, webp_durations_ms
+    frames[6] = frames[5].copy()
+    frames[6][20:30, 11:40] = 0  # a change in a rectangle: its corner on even pixels, (10, 20)
+    data = make_webp(frames, fps=FPS, quality=80, lossless=lossless, loop=3, comment="c").data
+    durations = webp_durations_ms(len(frames), FPS)
+    with Image.open(BytesIO(data)) as image:
+        assert image.info["loop"] == 3 and image.info["xmp"] == xmp_packet("c")
+        shown, lasting = [], []
+        for index in range(image.n_frames):
+            image.seek(index)
+            shown.append(np.asarray(image.convert("RGB")))
+            lasting.append(image.info["duration"])
+    kept = [0, 1, 2, 3, *range(5, len(frames))]  # frame 4 repeats frame 3
+    assert lasting == [durations[0], durations[1], durations[2], durations[3] + durations[4], *durations[5:]]
+    for picture, index in zip(shown, kept, strict=True):
+        if lossless:
+            assert np.array_equal(picture, frames[index])
+        elif index != 6:
+            still = BytesIO()
+            Image.fromarray(frames[index]).save(still, format="WEBP", quality=80, method=WEBP_METHOD)
+            assert np.array_equal(picture, np.asarray(Image.open(still).convert("RGB")))
+    outside = np.ones(frames[0].shape[:2], bool)
+    outside[20:30, 10:40] = False  # the stored rectangle
+    assert np.array_equal(shown[5][outside], shown[4][outside])
 
-    images = [Image.fromarray(f) for f in frames]
-    reference = BytesIO()
-    images[0].save(
-        reference, format="WEBP", save_all=True, append_images=images[1:], quality=80, lossless=lossless,
-        method=WEBP_METHOD, duration=webp_durations_ms(len(frames), FPS), loop=0, xmp=xmp_packet("c"),
-    )  # fmt: skip
-    assert streamed == reference.getvalue()
+
+def test_webp_frames_reach_the_file_as_they_are_read() -> None:
+    """Each frame is in the file before the one after the next is read (libwebp's animation encoder kept
+    every compressed frame until the end)."""
+    from flipbook.io.webp import write_animated_webp
+
+    frames, out, written = _clip(12), BytesIO(), []
+
+    def frame(index: int) -> np.ndarray:
+        written.append(out.tell())
+        return frames[index]
+
+    write_animated_webp(
+        out, frame, [80] * len(frames), quality=80, lossless=False, method=WEBP_METHOD, loop=0
+    )
+    # the first read gives the size; then frame i is read with frames before i - 1 written
+    assert all(written[i + 1] < written[i + 2] for i in range(1, len(frames) - 1) if i != 4)
+    assert written[-1] < len(out.getvalue())
 
 
 def test_frame_files_refuse_mixed_sizes_from_headers(tmp_path: Path) -> None:

@@ -7,12 +7,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
+from flipbook.models.families.sd.builtin import untrained_shapes_components
 from flipbook.models.loading import load_model
 from flipbook.sampling.core import SamplingCore
 from flipbook.sampling.requests import FrameRequest
-from flipbook.toy.train import TrainSettings, train
+from flipbook.toy.train import TrainSettings, train, train_vae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,3 +43,15 @@ def test_a_few_training_steps_write_a_loadable_deterministic_model(tmp_path):
 def test_train_toy_refuses_a_bad_output_path(run_cli, tmp_path):
     code, out, err = run_cli("train-toy", str(tmp_path / "model.ckpt"))
     assert code == 2 and "OUT" in err and ".safetensors" in err and "Traceback" not in err
+
+
+def test_the_vae_trains_to_deterministic_latents():
+    """Its posterior has a fixed, negligible variance after training, so a sample is its mean: the diffusion
+    model learns the latents the decoder reads."""
+    vae = untrained_shapes_components(0)["vae"]
+    train_vae(vae, FEW, log=lambda line: None)
+    pictures = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        posterior = vae.encode(pictures).latent_dist
+    assert posterior.std.max() < 1e-3
+    assert torch.allclose(posterior.sample(), posterior.mean, atol=1e-3)

@@ -15,6 +15,7 @@ from flipbook.toy.world import (
     SIZES,
     Scene,
     caption,
+    coverage,
     is_held_out,
     parse_caption,
     render,
@@ -101,3 +102,16 @@ def test_the_judge_notices_what_is_wrong():
     verdict = judge(picture, "a small green star on the right, yellow background")
     assert not any(verdict.values())
     assert look(np.zeros((64, 64, 3), np.uint8)).shape is None  # no shape in a plain picture
+
+
+@settings(max_examples=40)
+@given(scenes)
+def test_coverage_is_where_the_picture_shows_the_shape(scene):
+    """The shape's coverage is 1 inside it, 0 on the background, and pixels it fully covers have its colour."""
+    picture, covered = render(scene).astype(int), coverage(scene)
+    assert covered.shape == picture.shape[:2] and covered.min() >= 0.0 and covered.max() == 1.0
+    inside = covered == 1.0
+    assert (picture[inside] == COLOURS[scene.colour]).all()
+    outside = picture[covered == 0.0]
+    colours = np.array([COLOURS[name] for name in scene.background])
+    assert (outside[:, None, :] == colours[None]).all(axis=-1).any(axis=-1).mean() > 0.99

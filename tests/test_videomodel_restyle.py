@@ -1,7 +1,8 @@
 """Video to video in the ``videomodel`` mode: a source clip (``init.video``) restyled by Wan (equal to
-diffusers' WanVideoToVideoPipeline on tiny-wan) and by LTX-Video (LTXConditionPipeline editing the source's
-latents), in segments, the source's frame rate and audio kept, its frame count checked against the model's rule
-before any model loads."""
+diffusers' WanVideoToVideoPipeline on tiny-wan), by LTX-Video (LTXConditionPipeline editing the source's
+latents) and by LTX-2 (LTX2ConditionPipeline from the source's latents and the schedule's last sigmas), in
+segments, the source's frame rate and audio kept, its frame count checked against the model's rule before any
+model loads."""
 
 from __future__ import annotations
 
@@ -201,6 +202,52 @@ def test_ltx_restyle_is_ltx_condition_pipeline_editing_the_source(tmp_path, sour
     plain = frames_of(render(make_spec(tmp_path, source, "plain", sampling={"steps": 4, "cfg": 1.0},
                                        videomodel={"model": "tiny-ltx", "strength": 1.0})))  # fmt: skip
     assert not np.array_equal(np.stack(ours), np.stack(plain))
+
+
+def test_ltx2_restyle_is_ltx2_condition_pipeline_from_the_source_latents(tmp_path, source):
+    """LTX-2 restyles as diffusers' LTX2ConditionPipeline does given latents and sigmas: the source's VAE
+    latents noised to the first of the schedule's last ``int(steps * strength)`` sigmas (its own default
+    ``noise_scale``), then those steps; the frames are the pipeline's, and strength 1 (every step, from
+    noise) gives others."""
+    from flipbook.models.families.ltx2.loading import GUIDANCE, diffusers_pipeline, load_ltx2
+
+    def spec(name, strength):
+        return make_spec(
+            tmp_path, source, name, sampling={"steps": 4, "cfg": 1.0},
+            videomodel={"model": "tiny-ltx2", "max_sequence_length": SEQ, "strength": strength},
+        )  # fmt: skip
+
+    ours = frames_of(render(spec("ltx2", 0.5)))
+    bundle = load_ltx2("tiny-ltx2", field_name="m", device="cpu")
+    pipe = diffusers_pipeline(bundle, "conditions")
+    pixels = pipe.video_processor.preprocess_video(decoded(source, 9), 64, 64)
+    latents = bundle.vae.encode(pixels).latent_dist.mode()
+    theirs = pipe(
+        prompt=PROMPT, height=64, width=64, num_frames=9, frame_rate=12, guidance_scale=1.0,
+        sigmas=np.linspace(1.0, 0.25, 4)[2:], latents=latents, generator=torch.Generator().manual_seed(9),
+        output_type="np", max_sequence_length=SEQ, **GUIDANCE,
+    ).frames[0]  # fmt: skip
+    assert np.abs(np.stack(ours) - (theirs * 255).round()).max() <= 1
+    plain = frames_of(render(spec("ltx2-plain", 1.0)))
+    assert not np.array_equal(np.stack(ours), np.stack(plain))
+
+
+def test_ltx2_restyles_in_segments_each_from_its_source_frames(tmp_path, source):
+    """Two LTX-2 segments (frames 0..8, then 9..15 on frame 8 as written: a condition at latent frame 0 with
+    the source's latents): changing a source frame of the later segment changes its frames only."""
+
+    def restyled(clip, name):
+        spec = make_spec(tmp_path, clip, name, sampling={"steps": 4, "cfg": 1.0}, animation={"max_frames": 16},
+                         videomodel={"model": "tiny-ltx2", "strength": 0.5})  # fmt: skip
+        return frames_of(render(spec))
+
+    changed = moving_square(17)
+    changed[14] = 255 - changed[14]
+    base = restyled(source, "ltx2-segments")
+    edited = restyled(write_mp4(changed, tmp_path / "changed.mp4", fps=12, crf=0), "ltx2-segments-changed")
+    assert len(base) == 16
+    assert np.array_equal(np.stack(base[:9]), np.stack(edited[:9]))
+    assert not np.array_equal(np.stack(base[9:]), np.stack(edited[9:]))
 
 
 def test_ltx_restyle_runs_in_segments_each_from_its_source_frames(tmp_path, source):

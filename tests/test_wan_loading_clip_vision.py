@@ -75,6 +75,48 @@ def test_the_clip_vision_encoder_loads_by_name_with_its_config_from_shapes(comfy
     assert all(torch.equal(t, expected[k]) for k, t in bundle.image_encoder.state_dict().items())
 
 
+def _open_clip_layout(vision) -> dict[str, torch.Tensor]:
+    """transformers' CLIPVisionModelWithProjection tensors as an open_clip checkpoint names them (written here
+    from open_clip's VisionTransformer: conv1, class_embedding, positional_embedding, ln_pre, resblocks with a
+    fused in_proj, ln_post, proj as width x output), with a text tower's tensors beside them, as a whole
+    open_clip checkpoint has them."""
+    state = vision.state_dict()
+    converted = {
+        "visual.conv1.weight": state["vision_model.embeddings.patch_embedding.weight"],
+        "visual.class_embedding": state["vision_model.embeddings.class_embedding"],
+        "visual.positional_embedding": state["vision_model.embeddings.position_embedding.weight"],
+        "visual.proj": state["visual_projection.weight"].t().contiguous(),
+    }
+    for ours, theirs in (("pre_layrnorm", "ln_pre"), ("post_layernorm", "ln_post")):
+        for leaf in ("weight", "bias"):
+            converted[f"visual.{theirs}.{leaf}"] = state[f"vision_model.{ours}.{leaf}"]
+    names = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "self_attn.out_proj": "attn.out_proj",
+             "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}  # fmt: skip
+    for n in range(VISION["num_hidden_layers"]):
+        ours, theirs = f"vision_model.encoder.layers.{n}", f"visual.transformer.resblocks.{n}"
+        for leaf in ("weight", "bias"):
+            qkv = [state[f"{ours}.self_attn.{part}_proj.{leaf}"] for part in "qkv"]
+            converted[f"{theirs}.attn.in_proj_{leaf}"] = torch.cat(qkv)
+            for module, name in names.items():
+                converted[f"{theirs}.{name}.{leaf}"] = state[f"{ours}.{module}.{leaf}"]
+    text = {"token_embedding.weight": torch.zeros(8, 4), "transformer.resblocks.0.ln_1.weight": torch.ones(4)}
+    return {key: value.contiguous() for key, value in (converted | text).items()}
+
+
+def test_a_clip_vision_file_in_open_clips_layout_is_the_same_encoder(comfy):
+    root, vision = comfy
+    save_file(_open_clip_layout(vision), root / "models" / "clip_vision" / "clip-toy-open-clip.safetensors")
+    bundle = load_wan(
+        "wan-toy-i2v", field_name="videomodel.model", models_dir=root, device="cpu",
+        image_encoder="clip-toy-open-clip", tokenizer=str(root / "tokenizer"), **PARTS,
+    )  # fmt: skip
+    assert all(bundle.image_encoder.config.to_dict()[k] == v for k, v in VISION.items())
+    expected = vision.state_dict()
+    loaded = bundle.image_encoder.state_dict()
+    assert loaded.keys() == expected.keys()
+    assert all(torch.equal(t, expected[k]) for k, t in loaded.items())
+
+
 def test_a_spec_renders_image_to_video_from_the_single_files_as_wan_i2v_pipeline(comfy, tmp_path):
     root = comfy[0]
     start = tmp_path / "start.png"

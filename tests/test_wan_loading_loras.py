@@ -6,10 +6,13 @@ one error before any model loads."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import PIL.Image
 import pytest
 import torch
+from diffusers import WanTransformer3DModel
 from safetensors.torch import save_file
 
 from flipbook.errors import FlipbookError
@@ -218,6 +221,80 @@ def test_a_lora_of_another_family_is_one_error_before_the_model_loads(tmp_path, 
         render(make_spec(tmp_path, f"wrong-{other}", loras=[(files[other], 1.0)]))
     assert error.value.field == "lora" and error.value.value == f"{other}-style"
     assert "Wan" in error.value.allowed
+
+
+# ---- Wan 2.2 A14B's two experts -------------------------------------------------------------------------
+
+
+def _two_experts():
+    """tiny-wan with a second (low-noise) transformer of other weights, switched in below 0.9 * 1000: with 3
+    steps at shift 3 (timesteps 1000, 857, 600) the last two steps run on it."""
+    from flipbook.models.families.wan.loading import TINY_TRANSFORMER_CONFIG
+    from flipbook.models.weights import seeded
+
+    bundle = load_wan("tiny-wan", field_name="m", device="cpu")
+    second = seeded(11, lambda: WanTransformer3DModel(**TINY_TRANSFORMER_CONFIG)).eval().requires_grad_(False)
+    return dataclasses.replace(bundle, transformer_2=second, boundary_ratio=0.9)
+
+
+def _sample(bundle):
+    settings = SegmentSettings(num_frames=5, height=32, width=32, num_inference_steps=3, guidance_scale=4.0,
+                               max_sequence_length=SEQ)  # fmt: skip
+    embeds = wan_sampling.encode_prompt(bundle, PROMPT, SEQ)
+    negative = wan_sampling.encode_prompt(bundle, "", SEQ)
+    generator = torch.Generator().manual_seed(3)
+    return wan_sampling.sample_segment(bundle, embeds, negative, settings, generator=generator).numpy()
+
+
+@pytest.mark.parametrize(("expert", "parts"), [("low_noise", ["transformer_2"]),
+                                               ("both", ["transformer", "transformer_2"])])  # fmt: skip
+def test_a_lora_for_the_low_noise_expert_equals_diffusers_loading_it_into_transformer_2(files, expert, parts):
+    """``videomodel.lora_experts`` sends a LoRA to Wan 2.2's second expert: the frames are WanPipeline's with
+    the file loaded by diffusers with ``load_into_transformer_2=True`` (and into the first too for both)."""
+    plain = _sample(_two_experts())
+    ours_bundle = _two_experts()
+    ours_bundle.loras.load([files["wan"]], experts={"wan-style": expert})
+    ours_bundle.loras.activate([(files["wan"], 0.7)])
+    assert sorted(ours_bundle.loras.pipe.get_list_adapters()) == parts
+    ours = _sample(ours_bundle)
+    pipe = diffusers_pipeline(_two_experts())
+    for part in parts:
+        into = {"load_into_transformer_2": True} if part == "transformer_2" else {}
+        pipe.load_lora_weights(
+            str(files["wan"].parent), weight_name=files["wan"].name, adapter_name="s", **into
+        )
+    pipe.set_adapters(["s"], adapter_weights=[0.7])
+    theirs = pipe(
+        prompt=PROMPT, negative_prompt="", height=32, width=32, num_frames=5, num_inference_steps=3,
+        guidance_scale=4.0, generator=torch.Generator().manual_seed(3), output_type="np", max_sequence_length=SEQ,
+    ).frames[0]  # fmt: skip
+    assert np.abs(ours - theirs).max() <= 1e-4
+    assert np.abs(ours - plain).max() > 1e-2
+
+
+def test_an_expert_for_a_lora_the_spec_does_not_use_is_one_error(tmp_path, files):
+    data = make_spec(tmp_path, "x", loras=[(files["wan"], 1.0)]).model_dump(mode="json")
+    data["videomodel"]["lora_experts"] = [{"name": "wan-stlye", "expert": "low_noise"}]
+    with pytest.raises(FlipbookError) as error:
+        render(spec_from_data(data))
+    assert error.value.field == "videomodel.lora_experts" and error.value.value == "wan-stlye"
+    assert "wan-style" in error.value.allowed
+
+
+def test_the_low_noise_expert_on_a_model_without_one_is_one_error_before_it_loads(
+    tmp_path, files, monkeypatch
+):
+    from flipbook.models.families import wan
+
+    def no_load(*args, **kwargs):  # pragma: no cover - reached only if the check came too late
+        raise AssertionError("the model was loaded before the LoRA's expert was checked")
+
+    monkeypatch.setattr(wan.loading, "load_wan", no_load)
+    data = make_spec(tmp_path, "x", loras=[(files["wan"], 1.0)]).model_dump(mode="json")
+    data["videomodel"]["lora_experts"] = [{"name": "wan-style", "expert": "both"}]
+    with pytest.raises(FlipbookError) as error:
+        render(spec_from_data(data))
+    assert error.value.field == "videomodel.lora_experts" and error.value.value == "wan-style = both"
 
 
 # ---- LTX-Video ------------------------------------------------------------------------------------------

@@ -5,9 +5,12 @@ them within a stated tolerance."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 
 from flipbook.errors import FlipbookError
 from flipbook.models.families.wan.loading import load_wan
@@ -103,3 +106,62 @@ def test_a_backend_the_machine_lacks_is_one_error_naming_the_field(tmp_path):
     with pytest.raises(FlipbookError) as error:
         render(_spec(tmp_path, "sage", attention_backend="sage"))
     assert error.value.field == "videomodel.attention_backend"
+
+
+def _loader(family: str):
+    import importlib
+
+    return importlib.import_module(f"flipbook.models.families.{family}.loading")
+
+
+def _parameter_devices(bundle) -> set[str]:
+    from flipbook.sampling.video_memory import MODULES
+
+    modules = [getattr(bundle, name, None) for name in MODULES]
+    return {p.device.type for m in modules if m is not None for p in m.parameters()}
+
+
+@pytest.mark.parametrize(
+    ("family", "model"), [("wan", "tiny-wan"), ("ltx", "tiny-ltx"), ("ltx2", "tiny-ltx2")]
+)
+@pytest.mark.parametrize("offload", ["model", "block", "leaf"])
+def test_offloaded_weights_never_reach_the_device_before_their_hooks(monkeypatch, family, model, offload):
+    """A model larger than the GPU must load with offload: its modules stay on the CPU until the offload hooks
+    move them. A fake execution device (meta: any tensor moved there loses its values) tells the two apart on
+    the CPU: after load every weight is still on the CPU, and after the switches too, each module with its hook
+    (group offload's on the CPU as onload device); without offload the modules move to the device."""
+    loading = _loader(family)
+    monkeypatch.setattr(loading, "pick_device", lambda name: torch.device("meta"))
+    load = getattr(loading, f"load_{family}")
+    bundle = load(model, field_name="m", device="cpu", dtype="fp32", on_cpu=True)
+    assert bundle.device.type == "meta" and _parameter_devices(bundle) == {"cpu"}
+    if offload != "model":  # group offload asks torch for the device's module (torch.cuda), which meta lacks
+        bundle = dataclasses.replace(bundle, device=torch.device("cpu"))
+    apply(bundle, MemorySwitches(offload, False, None))
+    assert _parameter_devices(bundle) == {"cpu"}
+    hooked = "_hf_hook" if offload == "model" else "_diffusers_hook"
+    assert all(
+        any(hasattr(m, hooked) for m in module.modules()) for module in (bundle.transformer, bundle.vae)
+    )
+    placed = apply(load(model, field_name="m", device="cpu", dtype="fp32", on_cpu=True),
+                   MemorySwitches("none", False, None))  # fmt: skip
+    assert _parameter_devices(placed) == {"meta"}
+
+
+class _Asked(Exception):
+    pass
+
+
+def test_the_mode_loads_on_the_cpu_when_it_offloads(tmp_path, monkeypatch):
+    """The videomodel mode asks for the modules on the CPU whenever something may be offloaded (explicitly, or
+    ``auto``, which decides from the loaded weights), and on the device with ``offload = "none"``."""
+    from flipbook.models.families.wan import loading
+
+    def load_wan(*args, **kwargs):
+        raise _Asked(kwargs["on_cpu"])
+
+    monkeypatch.setattr(loading, "load_wan", load_wan)
+    for offload, on_cpu in (("auto", True), ("model", True), ("block", True), ("none", False)):
+        with pytest.raises(_Asked) as asked:
+            render(_spec(tmp_path, offload, offload=offload))
+        assert asked.value.args == (on_cpu,)

@@ -75,7 +75,10 @@ class FrameWorker:
                         break
                     planned = ctx.plan[frame.index]
                     checkpoint_hash = ctx.cores.hashes.get(planned.checkpoint)
-                    save_png(frame.image, target, frame_parameters(frame, planned, ctx.spec, checkpoint_hash))
+                    parameters = frame_parameters(
+                        frame, planned, ctx.spec, checkpoint_hash, ctx.cores.refiner_hash
+                    )
+                    save_png(frame.image, target, parameters)
                     put(("frame", frame.index, target.read_bytes()))
                     if frame.index >= stop - 1:
                         break

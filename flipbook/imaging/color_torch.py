@@ -12,12 +12,19 @@ one quantile per distinct value) stays as the reference in the tests: frames agr
 
 Colour conversions follow OpenCV's float ``RGB2Lab``/``Lab2RGB`` (sRGB, D65) and ``RGB2HSV``/``HSV2RGB``
 (hue in degrees), on images scaled to [0, 1]. Images are uint8 tensors H x W x 3 (RGB) in and out.
+
+On the CPU the same algorithm runs on the tensor's memory with OpenCV's own conversions (the numpy reference's,
+so LAB frames differ from it by the bins alone: within a level) and numpy's histogram passes: several times
+faster there than torch's elementwise kernels, which GPUs run (and the tests hold to the reference with
+``on_cpu_use_opencv=False``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
 
 from flipbook.imaging.color import ColorCoherence
@@ -61,25 +68,78 @@ class ColorReference:
     quantiles: tuple[torch.Tensor, ...]  # per channel: the share of pixels at or below each value (float64)
 
     @classmethod
-    def of(cls, reference: torch.Tensor, space: ColorCoherence) -> ColorReference:
-        """``reference`` (uint8 H x W x 3 tensor) in ``space`` ("rgb", "hsv" or "lab")."""
+    def of(
+        cls, reference: torch.Tensor, space: ColorCoherence, *, on_cpu_use_opencv: bool = True
+    ) -> ColorReference:
+        """``reference`` (uint8 H x W x 3 tensor) in ``space`` ("rgb", "hsv" or "lab"); on the CPU converted
+        by OpenCV unless ``on_cpu_use_opencv`` is False (as :meth:`match` converts frames)."""
         if space not in _RANGES:
             raise ValueError(f"color coherence mode {space!r} is not one of {tuple(_RANGES)}")
         values, quantiles = [], []
-        for plane in to_space(reference, space):
+        if on_cpu_use_opencv and reference.device.type == "cpu":
+            planes = list(torch.from_numpy(_cv_to_space(reference.numpy(), space)).unbind(-1))
+        else:
+            planes = to_space(reference, space)
+        for plane in planes:
             distinct, counts = torch.unique(plane, sorted=True, return_counts=True)
             values.append(distinct)
             quantiles.append(torch.cumsum(counts, 0).to(torch.float64).div(plane.numel()))
         return cls(space, tuple(values), tuple(quantiles))
 
-    def match(self, image: torch.Tensor) -> torch.Tensor:
-        """``image`` (uint8 H x W x 3 tensor) with each channel's histogram matched to the reference's."""
+    def match(self, image: torch.Tensor, *, on_cpu_use_opencv: bool = True) -> torch.Tensor:
+        """``image`` (uint8 H x W x 3 tensor) with each channel's histogram matched to the reference's.
+
+        On the CPU (unless ``on_cpu_use_opencv`` is False: the tests hold the torch kernel, what GPUs run, to
+        the reference) the colour conversions are OpenCV's own, the numpy reference's, and the histogram
+        passes numpy's, on the tensor's memory: several times faster there than torch's elementwise ops."""
+        if on_cpu_use_opencv and image.device.type == "cpu":
+            return torch.from_numpy(self._match_on_cpu(image.numpy()))
         planes = [
             _match_channel(plane, self.values[c], self.quantiles[c], _RANGES[self.space][c],
                            _BIN_COUNTS[self.space], exact_levels=self.space == "rgb")
             for c, plane in enumerate(to_space(image, self.space))
         ]  # fmt: skip
         return from_space(planes, self.space)
+
+    def _match_on_cpu(self, image: np.ndarray) -> np.ndarray:
+        """:meth:`match` on the CPU: one OpenCV conversion each way, the bins of all three channels in one
+        pass, then per channel a histogram (``bincount``), its CDF looked up in the reference's
+        (``np.interp`` over the bins, not the pixels) and the bins' values gathered."""
+        space, bins = self.space, _BIN_COUNTS[self.space]
+        planes = _cv_to_space(image, space)
+        low = tuple(span[0] for span in _RANGES[space])
+        scale = tuple(bins / (high - low) for low, high in _RANGES[space])
+        index = cv2.multiply(cv2.subtract(planes, (*low, 0.0)), (*scale, 0.0)).astype(np.int32)
+        np.clip(index, 0, bins - 1, out=index)
+        matched = []
+        for c, channel in enumerate(cv2.split(index)):
+            counts = np.bincount(channel.ravel(), minlength=bins)
+            share = np.cumsum(counts) / channel.size
+            table = np.interp(share, self.quantiles[c].numpy(), self.values[c].numpy().astype(np.float64))
+            # RGB levels are rounded from the float64 values, as numpy does (a float32 step could cross a .5)
+            table = (np.rint(table) if space == "rgb" else table).astype(np.float32)
+            matched.append(np.take(table, channel))
+        return _cv_from_space(cv2.merge(matched), space)
+
+
+def _cv_to_space(image: np.ndarray, space: str) -> np.ndarray:
+    """uint8 RGB H x W x 3 -> float32 H x W x 3 in ``space`` with OpenCV's float conversions of the image /
+    255, exactly as :func:`flipbook.imaging.color.match_colors` makes them (RGB: the levels as floats)."""
+    rgb = np.ascontiguousarray(image, dtype=np.uint8).astype(np.float32)
+    if space == "rgb":
+        return rgb
+    code = cv2.COLOR_RGB2Lab if space == "lab" else cv2.COLOR_RGB2HSV
+    return cv2.cvtColor(np.divide(rgb, np.float32(255), out=rgb), code)
+
+
+def _cv_from_space(planes: np.ndarray, space: str) -> np.ndarray:
+    """float32 H x W x 3 in ``space`` -> uint8 RGB, rounded half to even and clipped (OpenCV's float
+    conversion back times 255, as :func:`flipbook.imaging.color.match_colors`)."""
+    if space != "rgb":
+        code = cv2.COLOR_Lab2RGB if space == "lab" else cv2.COLOR_HSV2RGB
+        planes = np.multiply(cv2.cvtColor(planes, code), np.float32(255))
+    np.rint(planes, out=planes)
+    return np.clip(planes, 0, 255, out=planes).astype(np.uint8)
 
 
 def _match_channel(

@@ -51,12 +51,12 @@ def unsharp_mask(
         raise ValueError(f"unsharp mask sigma must be positive when kernel_size is 0, got {sigma!r}")
     if amount == 0:
         return image
-    original = image.to(torch.float32)
+    original = image.to(torch.float32, copy=True)  # both buffers are scaled in place below
     blurred = gaussian_blur(original, kernel_size, sigma)
-    sharpened = to_uint8(original * float(np.float32(1 + amount)) - blurred * float(np.float32(amount)))
-    if threshold > 0:
-        sharpened = torch.where((original - blurred).abs() < threshold, image, sharpened)
-    return sharpened
+    low_contrast = (original - blurred).abs_() < threshold if threshold > 0 else None
+    values = original.mul_(float(np.float32(1 + amount))).sub_(blurred.mul_(float(np.float32(amount))))
+    sharpened = values.round_().clamp_(0, 255).to(torch.uint8)
+    return sharpened if low_contrast is None else torch.where(low_contrast, image, sharpened)
 
 
 def gaussian_blur(
@@ -114,9 +114,9 @@ def add_noise(
     image itself."""
     if amount == 0:
         return image
-    if mask is not None:
-        noise = noise * mask.to(torch.float32)[..., None]
-    return to_uint8(image.to(torch.float32) + noise * float(np.float32(amount * 127.5)))
+    values = noise * mask.to(torch.float32)[..., None] if mask is not None else noise
+    values = values * float(np.float32(amount * 127.5))  # one new buffer, then everything in place in it
+    return values.add_(image).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def composite(animated: torch.Tensor, still: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

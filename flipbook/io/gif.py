@@ -479,17 +479,19 @@ def _frame_palette(array: np.ndarray, colors: int, start: np.ndarray | None) -> 
     )
 
 
-def palette_frames(arrays: Sequence[np.ndarray], colors: int) -> list[Image.Image]:
-    """P-mode frames sharing one palette of at most ``colors`` (up to 256) chosen from the whole clip, each
-    pixel mapped to its nearest entry (for formats with one palette, such as APNG)."""
+def palette_frames(arrays: Sequence[np.ndarray], colors: int) -> Callable[[int], Image.Image]:
+    """Frame ``i`` as a P-mode image, every frame on one palette of at most ``colors`` (up to 256) chosen from
+    the whole clip, each pixel mapped to its nearest entry (for formats with one palette, such as APNG); a
+    frame is read and mapped when asked for."""
     palette = kmeans_palette(arrays, colors)
     mapping = PaletteMap(palette)
-    images = []
-    for array in arrays:
-        image = _indexed(mapping.indices(array))
+
+    def frame(index: int) -> Image.Image:
+        image = _indexed(mapping.indices(arrays[index]))
         image.putpalette(palette.tobytes())
-        images.append(image)
-    return images
+        return image
+
+    return frame
 
 
 def _map_frame(array: np.ndarray, mapping: PaletteMap, dither: str) -> np.ndarray:

@@ -119,6 +119,17 @@ class GenerationParameters:
 # --- writing ------------------------------------------------------------------------------------------------
 
 
+def refiner_parameters(name: str, short_hash: str | None, switch_at: float) -> dict[str, str]:
+    """The infotext keys A1111 writes for its refiner: ``Refiner: sd_xl_refiner_1.0 [7440042bbd], Refiner
+    switch at: 0.8`` (a file named by its stem, with A1111's short hash when it is a single file)."""
+    path = Path(name)
+    stem = path.stem if path.suffix.lower() in (".safetensors", ".ckpt") else name
+    return {
+        "Refiner": stem if short_hash is None else f"{stem} [{short_hash}]",
+        "Refiner switch at": f"{switch_at:g}",
+    }
+
+
 def format_parameters(p: GenerationParameters) -> str:
     """The infotext A1111 would write for ``p``: prompt, ``Negative prompt:`` line (only when there is one),
     then ``Key: value`` pairs joined by ``", "`` in A1111's key order.

@@ -30,7 +30,7 @@ from fractions import Fraction
 from io import BytesIO
 from numbers import Integral, Real
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import av
 import numpy as np
@@ -38,6 +38,7 @@ from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTr
 from PIL import Image
 
 from flipbook.errors import FlipbookError
+from flipbook.io.apng import write_apng as write_apng_frames
 from flipbook.io.atomic import atomic_target
 from flipbook.io.frames import FrameSequence, picked
 from flipbook.io.gif import (
@@ -69,6 +70,7 @@ from flipbook.io.sizefit import (
     shown_frames,
     step_frames,
 )
+from flipbook.io.webp import write_animated_webp
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +107,6 @@ IMAGE_ANIMATION_MAX_FPS = 1000
 WEBP_MAX_DELAY_MS = (1 << 24) - 1  # the ANMF duration field is 24 bits
 # libwebp effort 0-6: measured at 512x512, method 2 is ~2.3x faster than Pillow's default 4 for the same size.
 WEBP_METHOD = 2
-WEBP_ALPHA_QUALITY = 100  # Pillow's default (the frames are RGB: there is no alpha to code)
 APNG_MAX_DELAY = 65535  # seconds: the delay numerator is 16 bits
 # 10000 keeps NTSC rates exact (30000/1001) and decimal rates like 29.97 as 2997/100.
 FPS_MAX_DENOMINATOR = 10_000
@@ -554,6 +555,26 @@ class Encoded:
     note: str | None = None
 
 
+Streamed = Callable[[BinaryIO], None]  # writes a file frame by frame to the open file it is given
+
+
+def _write_output(path: Path, output: Encoded | Streamed) -> Path:
+    """``output`` written atomically to ``path``: its bytes, or streamed into the file frame by frame."""
+    if isinstance(output, Encoded):
+        return _write_bytes(path, output.data)
+    path = Path(path)
+    with atomic_target(path) as tmp, open(tmp, "wb") as file:
+        output(file)
+    return path
+
+
+def _in_memory(output: Streamed) -> Encoded:
+    """``output`` written into memory: its bytes."""
+    out = BytesIO()
+    output(out)
+    return Encoded(out.getvalue())
+
+
 def write_webp(
     frames: Iterable[Frame],
     path: Path,
@@ -573,7 +594,7 @@ def write_webp(
     most that many MB, trying lower qualities, then smaller frames, then (only with ``allow_fps``) lower frame
     rates; the choice is logged (see :func:`make_webp`).
     """
-    encoded = make_webp(
+    output = _webp_output(
         frames,
         fps=fps,
         quality=quality,
@@ -583,7 +604,7 @@ def write_webp(
         max_mb=max_mb,
         allow_fps=allow_fps,
     )
-    return _write_bytes(path, encoded.data)
+    return _write_output(path, output)
 
 
 def make_webp(
@@ -598,6 +619,32 @@ def make_webp(
     allow_fps: bool = False,
 ) -> Encoded:
     """The WebP's bytes (arguments checked first); with ``max_mb``, the size search's choice."""
+    output = _webp_output(
+        frames,
+        fps=fps,
+        quality=quality,
+        lossless=lossless,
+        loop=loop,
+        comment=comment,
+        max_mb=max_mb,
+        allow_fps=allow_fps,
+    )
+    return output if isinstance(output, Encoded) else _in_memory(output)
+
+
+def _webp_output(
+    frames: Iterable[Frame],
+    *,
+    fps: float,
+    quality: int,
+    lossless: bool,
+    loop: int,
+    comment: str | None,
+    max_mb: float | None,
+    allow_fps: bool,
+) -> Encoded | Streamed:
+    """The WebP (arguments checked first): with ``max_mb`` the size search's choice (bytes), else a writer
+    that reads the frames and writes the file one frame at a time."""
     arrays = normalise_frames(frames)
     webp_durations_ms(len(arrays), fps)
     _check_int("output.webp_quality", quality, 0, 100, "an integer from 0 to 100")
@@ -606,58 +653,44 @@ def make_webp(
     _check_mb("output.webp_max_mb", max_mb)
     _check_bool("output.max_mb_allow_fps", allow_fps)
 
-    def encode(rung: _ImageRung) -> bytes:
+    def write(file: BinaryIO, rung: _ImageRung) -> None:
         shown = resize_frames(step_frames(arrays, rung.frame_step), rung.scale)
         durations = webp_durations_ms(len(shown), fps / rung.frame_step)
-        return _webp_bytes(shown, durations, rung.quality, rung.lossless, loop, comment)
+        _write_webp_frames(file, shown, durations, rung.quality, rung.lossless, loop, comment)
+
+    def encode(rung: _ImageRung) -> bytes:
+        return _in_memory(functools.partial(write, rung=rung)).data
 
     first = _ImageRung(quality=quality, lossless=lossless)
     if max_mb is None:
-        return Encoded(encode(first))
+        return functools.partial(write, rung=first)
     shape = arrays[0].shape
     return _fit_image(
         "webp", arrays, fps, max_mb, allow_fps, encode, lambda low: _webp_ladders(first, shape, low)
     )
 
 
-def _webp_bytes(
+def _write_webp_frames(
+    file: BinaryIO,
     arrays: Sequence[np.ndarray],
     durations: list[int],
     quality: int,
     lossless: bool,
     loop: int,
     comment: str | None,
-) -> bytes:
-    """An animated WebP, byte for byte what Pillow's ``save(save_all=True, ...)`` writes, but fed one frame at
-    a time: Pillow's writer takes a list of every frame, this hands libwebp's animation encoder (through
-    Pillow's binding, the one Pillow's writer uses) each frame as it is read. What stays in memory is
-    libwebp's: the compressed frames until the file is assembled, not the raw ones. One frame is a still
-    WebP (Pillow's own path). ``tests/test_writers.py`` checks the bytes against Pillow's ``save``.
-    """
-    xmp = xmp_packet(comment) if comment else ""
+) -> None:
+    """An animated WebP written frame by frame (:mod:`flipbook.io.webp`); one frame is a still WebP
+    (Pillow's own path)."""
+    xmp = xmp_packet(comment) if comment else b""
     if len(arrays) == 1:
-        out = BytesIO()
         Image.fromarray(arrays[0]).save(
-            out, format="WEBP", quality=quality, lossless=lossless, method=WEBP_METHOD, xmp=xmp
+            file, format="WEBP", quality=quality, lossless=lossless, method=WEBP_METHOD, xmp=xmp
         )
-        return out.getvalue()
-    from PIL import _webp
-
-    height, width = arrays[0].shape[:2]
-    kmin, kmax = (9, 17) if lossless else (3, 5)  # Pillow's defaults (gif2webp's)
-    encoder = _webp.WebPAnimEncoder((width, height), 0, loop, False, kmin, kmax, False, False)
-    timestamp = 0
-    for array, duration in zip(arrays, durations, strict=True):
-        image = Image.fromarray(array)
-        encoder.add(image.getim(), timestamp, lossless, quality, WEBP_ALPHA_QUALITY, WEBP_METHOD)
-        timestamp += duration
-    encoder.add(None, timestamp, lossless, quality, WEBP_ALPHA_QUALITY, 0)
-    data = encoder.assemble("", "", xmp)
-    if data is None:
-        raise FlipbookError(
-            "output.formats", "webp", "frames libwebp can encode", detail="it returned nothing"
-        )
-    return data
+        return
+    write_animated_webp(
+        file, arrays.__getitem__, durations, quality=quality, lossless=lossless, method=WEBP_METHOD,
+        loop=loop, xmp=xmp,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -794,7 +827,7 @@ def write_apng(
     frames, fewer colours, then (only with ``allow_fps``) lower frame rates; the choice is logged. Identical
     consecutive frames are merged by Pillow.
     """
-    encoded = make_apng(
+    output = _apng_output(
         frames,
         fps=fps,
         loop=loop,
@@ -804,7 +837,7 @@ def write_apng(
         max_mb=max_mb,
         allow_fps=allow_fps,
     )
-    return _write_bytes(path, encoded.data)
+    return _write_output(path, output)
 
 
 def make_apng(
@@ -819,6 +852,32 @@ def make_apng(
     allow_fps: bool = False,
 ) -> Encoded:
     """The APNG's bytes (arguments checked first); with ``max_mb``, the size search's choice."""
+    output = _apng_output(
+        frames,
+        fps=fps,
+        loop=loop,
+        pnginfo_text=pnginfo_text,
+        spec=spec,
+        colors=colors,
+        max_mb=max_mb,
+        allow_fps=allow_fps,
+    )
+    return output if isinstance(output, Encoded) else _in_memory(output)
+
+
+def _apng_output(
+    frames: Iterable[Frame],
+    *,
+    fps: float,
+    loop: int = 0,
+    pnginfo_text: str | None = None,
+    spec: dict | None = None,
+    colors: int = 0,
+    max_mb: float | None = None,
+    allow_fps: bool = False,
+) -> Encoded | Streamed:
+    """The APNG (arguments checked first): with ``max_mb`` the size search's choice (bytes), else a writer
+    that reads the frames and writes the file one frame at a time."""
     arrays = normalise_frames(frames)
     apng_delay(fps)
     _check_loop(loop)
@@ -833,7 +892,7 @@ def make_apng(
 
     first = _ImageRung(colors=colors)
     if max_mb is None:
-        return Encoded(encode(first))
+        return lambda file: _write_apng_frames(file, arrays, apng_delay(fps), colors, loop, info)
     shape = arrays[0].shape
     return _fit_image(
         "apng", arrays, fps, max_mb, allow_fps, encode, lambda low: _apng_ladders(first, shape, low)
@@ -848,21 +907,21 @@ def _check_apng_colors(colors: object) -> None:
 
 
 def _apng_bytes(arrays: Sequence[np.ndarray], delay: Fraction, colors: int, loop: int, info: object) -> bytes:
-    """APNG bytes; with ``colors`` the frames share one palette from the whole clip (PNG has one PLTE)."""
-    images = palette_frames(arrays, colors) if colors else [Image.fromarray(array) for array in arrays]
+    """APNG bytes (:func:`_write_apng_frames` into memory: the size search's tries)."""
     out = BytesIO()
-    images[0].save(
-        out,
-        format="PNG",
-        save_all=True,
-        append_images=images[1:],
-        duration=[delay * 1000] * len(images),
-        loop=loop,
-        default_image=False,
-        pnginfo=info,
-        compress_level=PNG_COMPRESS_LEVEL,
-    )
+    _write_apng_frames(out, arrays, delay, colors, loop, info)
     return out.getvalue()
+
+
+def _write_apng_frames(
+    file: BinaryIO, arrays: Sequence[np.ndarray], delay: Fraction, colors: int, loop: int, info: object
+) -> None:
+    """The APNG Pillow's ``save(save_all=True)`` writes, frame by frame (:mod:`flipbook.io.apng`); with
+    ``colors`` the frames share one palette from the whole clip (PNG has one PLTE)."""
+    image = palette_frames(arrays, colors) if colors else (lambda index: Image.fromarray(arrays[index]))
+    write_apng_frames(
+        file, image, len(arrays), delay=delay, loop=loop, pnginfo=info, compress_level=PNG_COMPRESS_LEVEL
+    )
 
 
 # --- video --------------------------------------------------------------------------------------------------
@@ -1426,7 +1485,7 @@ def _write_video(job: _Job, path: Path, video: _VideoCodec) -> Path:
 
 def _write_webp(job: _Job, path: Path) -> Path:
     o = job.options
-    encoded = make_webp(
+    output = _webp_output(
         job.frames,
         fps=job.fps,
         quality=o.webp_quality,
@@ -1436,12 +1495,12 @@ def _write_webp(job: _Job, path: Path) -> Path:
         max_mb=o.webp_max_mb,
         allow_fps=o.max_mb_allow_fps,
     )
-    return _reported(job, path, encoded)
+    return _reported(job, path, output)
 
 
 def _write_apng(job: _Job, path: Path) -> Path:
     o = job.options
-    encoded = make_apng(
+    output = _apng_output(
         job.frames,
         fps=job.fps,
         loop=o.loop,
@@ -1451,13 +1510,13 @@ def _write_apng(job: _Job, path: Path) -> Path:
         max_mb=o.apng_max_mb,
         allow_fps=o.max_mb_allow_fps,
     )
-    return _reported(job, path, encoded)
+    return _reported(job, path, output)
 
 
-def _reported(job: _Job, path: Path, encoded: Encoded) -> Path:
-    if encoded.note:
-        job.report(encoded.note)
-    return _write_bytes(path, encoded.data)
+def _reported(job: _Job, path: Path, output: Encoded | Streamed) -> Path:
+    if isinstance(output, Encoded) and output.note:
+        job.report(output.note)
+    return _write_output(path, output)
 
 
 def _write_contact(job: _Job, path: Path) -> Path:

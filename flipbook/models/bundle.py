@@ -34,6 +34,9 @@ class ModelBundle:
     latents to RGB)."""
     decode_with_tiny_vae: bool = False
     """Decode the frames with ``tiny_vae`` instead of the VAE (fast; the VAE still encodes init images)."""
+    refiner: ModelBundle | None = None
+    """A second denoiser for the end of the schedule (SDXL's refiner), a bundle of its own family whose
+    ``pipe.vae`` is this bundle's VAE; None without one. Requests with ``refiner_switch_at`` use it."""
 
     @property
     def unet(self):

@@ -9,7 +9,9 @@ Three steps, none of which names a family: :func:`locate` finds where the weight
 :class:`~flipbook.models.source.ModelSource`; a single file is read here, once), :func:`identify` asks the
 family registry (:mod:`flipbook.models.families`) whose they are (a built-in's name, a single file's keys, a
 folder's configs), and that family's ``load`` hook builds the pipeline. What follows (a separate VAE through
-the family's ``load_vae``, attention, device and dtype) is the same for every image family.
+the family's ``load_vae``, attention, device and dtype) is the same for every image family. A refiner
+(``refiner=``: a second denoiser for the end of the schedule, SDXL's) is located and identified the same way,
+among the ``refiner`` families, and checked to fit the model's family before either loads.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -30,12 +33,16 @@ from flipbook.errors import FlipbookError
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.device import pick_device, pick_dtype
 from flipbook.models.families import (
+    FAMILIES,
+    REFERENCE_KINDS,
+    Capability,
     Family,
     builtin_family,
     builtin_names,
     checkpoint_problem,
     detect_checkpoint,
     detect_folder,
+    get_family,
     with_capability,
 )
 from flipbook.models.folders import ModelsDir
@@ -51,6 +58,7 @@ ALLOWED_MODELS = (
     "checkpoint, a checkpoint name in --models-dir, or a hub id (org/name) in the local Hugging Face cache"
 )
 _NOT_CACHED = "not in the local Hugging Face cache and the hub can't be reached"
+REFINER_FIELD = "model.refiner"
 
 
 def load_model(
@@ -66,18 +74,22 @@ def load_model(
     vae_tiling: bool = False,
     seed: int = 0,
     performance: Performance | None = None,
+    refiner: str | None = None,
 ) -> ModelBundle:
     """Load ``model`` and place it on the chosen device and dtype (see module docstring for what's accepted).
 
     ``prediction_type`` overrides what the model says; ``zero_terminal_snr`` rescales its noise schedule to zero
     terminal SNR (a file that asks for it, as SDXL's ``ztsnr`` key does, needs no flag); ``performance``: the
-    speed switches (:mod:`flipbook.models.performance`), set once the model is on its device."""
+    speed switches (:mod:`flipbook.models.performance`), set once the model is on its device. ``refiner``: a
+    refiner's name (built-in, folder, file, models-dir name, hub id), loaded as ``bundle.refiner`` (a bundle of
+    its own that shares the model's VAE)."""
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
     folders = ModelsDir(Path(models_dir)) if models_dir else None
 
     source = locate(model, folders)
     family = identify(source)
+    second = _refiner_source(refiner, folders, family) if refiner else None
     pipe = family.load(source, prediction_type=prediction_type, seed=seed)
     if zero_terminal_snr:
         pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, rescale_betas_zero_snr=True)
@@ -97,6 +109,8 @@ def load_model(
         pipe=pipe, name=model, family=family.name, source=source.kind, device=torch_device, dtype=torch_dtype,
         hash=short_hash(source.path) if source.kind == "single_file" else None,
     )  # fmt: skip
+    if second is not None:
+        bundle.refiner = _load_refiner(second, bundle, prediction_type, zero_terminal_snr, seed)
     if performance is None:
         return bundle
     if performance.tiny_vae is not None:
@@ -105,7 +119,46 @@ def load_model(
             latent_channels=pipe.vae.config.latent_channels,
         )  # fmt: skip
         bundle.decode_with_tiny_vae = performance.tiny_vae_decode
+    if bundle.refiner is not None:
+        prepare(
+            SimpleNamespace(unet=bundle.refiner.unet), performance
+        )  # the VAE is the model's, prepared once
     return prepare(bundle, performance)
+
+
+def _refiner_source(refiner: str, folders: ModelsDir | None, family: Family) -> tuple[ModelSource, Family]:
+    """Where the refiner's weights are and its family, checked to attach to the model's ``family``."""
+    source = locate(refiner, folders, capability="refiner", field=REFINER_FIELD)
+    refiner_family = identify(source, capability="refiner", field=REFINER_FIELD)
+    if family.name not in refiner_family.attaches_to:
+        fitting = ", ".join(get_family(name).title for name in refiner_family.attaches_to)
+        fits = [f.title for f in with_capability("refiner") if family.name in f.attaches_to]
+        allowed = f"a {' or '.join(fits)}" if fits else f"none: no refiner refines {family.title} models"
+        raise FlipbookError(
+            REFINER_FIELD,
+            refiner,
+            allowed,
+            detail=f"it is a {refiner_family.title}, which refines {fitting} models",
+        )
+    return source, refiner_family
+
+
+def _load_refiner(
+    second: tuple[ModelSource, Family], base: ModelBundle, prediction_type: str | None, ztsnr: bool, seed: int
+) -> ModelBundle:
+    """The refiner as a bundle on the model's device and dtype, decoding with the model's VAE."""
+    source, family = second
+    pipe = family.load(source, prediction_type=prediction_type, seed=seed)
+    if ztsnr:
+        pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, rescale_betas_zero_snr=True)
+    pipe.unet.set_attn_processor(AttnProcessor2_0())
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(base.device, base.dtype)
+    pipe.vae = base.vae
+    return ModelBundle(
+        pipe=pipe, name=source.ref, family=family.name, source=source.kind, device=base.device,
+        dtype=base.dtype, hash=short_hash(source.path) if source.kind == "single_file" else None,
+    )  # fmt: skip
 
 
 def short_hash(path: Path) -> str:
@@ -120,33 +173,49 @@ def short_hash(path: Path) -> str:
 # ---- 1. where the weights are -----------------------------------------------------------------------------
 
 
-def locate(model: str, folders: ModelsDir | None) -> ModelSource:
-    """Where ``model`` is: a built-in, a path, a checkpoint name in the models folder, or a hub id."""
-    if builtin_family(model, "image") is not None:
+def locate(
+    model: str, folders: ModelsDir | None, *, capability: Capability = "image", field: str = "model"
+) -> ModelSource:
+    """Where ``model`` is: a built-in (of a family with ``capability``), a path, a checkpoint name in the models
+    folder, or a hub id. Errors name ``field``."""
+    if builtin_family(model, capability) is not None:
         return ModelSource("builtin", model)
+    allowed = _allowed(capability)
     path = Path(model).expanduser()
     if path.exists():
-        return _path_source(path)
+        return _path_source(path, field, allowed)
+    other = next((family for family in FAMILIES.values() if model in family.builtins), None)
+    if other is not None:
+        raise FlipbookError(field, model, allowed, detail=_not_a(other, capability))
     if path.suffix.lower() in CHECKPOINT_SUFFIXES or os.sep in model and not _HUB_ID.match(model):
-        raise FlipbookError("model", model, ALLOWED_MODELS, detail="no such file or folder")
+        raise FlipbookError(field, model, allowed, detail="no such file or folder")
     if folders is not None:
         found = folders.list("checkpoint")
         if model in found or Path(model).stem in {Path(n).stem for n in found}:
-            return _path_source(folders.find("checkpoint", model))
+            return _path_source(folders.find("checkpoint", model), field, allowed)
     if _HUB_ID.match(model):
         return ModelSource("hub", model, local_files_only=_offline())
-    raise FlipbookError("model", model, ALLOWED_MODELS)
+    raise FlipbookError(field, model, allowed)
 
 
-def _path_source(path: Path) -> ModelSource:
+def _allowed(capability: Capability) -> str:
+    """What a model of ``capability`` may be named by, for errors (checkpoints: :data:`ALLOWED_MODELS`)."""
+    if capability == "image":
+        return ALLOWED_MODELS
+    kind = REFERENCE_KINDS[capability]
+    return (
+        f"a built-in {kind} ({', '.join(builtin_names(kind) or ())}), a diffusers folder, a .safetensors/.ckpt "
+        f"file, a {kind} name in --models-dir, or a hub id (org/name) in the local Hugging Face cache"
+    )
+
+
+def _path_source(path: Path, field: str = "model", allowed: str = ALLOWED_MODELS) -> ModelSource:
     if path.is_dir():
         if not (path / "model_index.json").exists():
-            raise FlipbookError(
-                "model", str(path), ALLOWED_MODELS, detail="the folder has no model_index.json"
-            )
+            raise FlipbookError(field, str(path), allowed, detail="the folder has no model_index.json")
         return ModelSource("folder", str(path))
     if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
-        raise FlipbookError("model", str(path), ALLOWED_MODELS, detail=f"unknown file type {path.suffix!r}")
+        raise FlipbookError(field, str(path), allowed, detail=f"unknown file type {path.suffix!r}")
     return ModelSource("single_file", str(path), checkpoint=read_checkpoint(path))
 
 
@@ -157,49 +226,59 @@ def _offline() -> bool:
 # ---- 2. whose they are ------------------------------------------------------------------------------------
 
 
-def identify(source: ModelSource) -> Family:
-    """The image family ``source`` belongs to, from the registry; a model of another kind (a motion module, a
-    video model) or of no family flipbook knows is one :class:`FlipbookError` on ``model`` saying which."""
+def identify(source: ModelSource, *, capability: Capability = "image", field: str = "model") -> Family:
+    """The family (of ``capability``: image families for a checkpoint) ``source`` belongs to, from the registry;
+    a model of another kind (a motion module, a video model, a refiner) or of no family flipbook knows is one
+    :class:`FlipbookError` on ``field`` saying which."""
+    allowed = _allowed(capability)
     if source.kind == "builtin":
-        family = builtin_family(source.ref, "image")
+        family = builtin_family(source.ref, capability)
     elif source.kind == "single_file":
         state = source.checkpoint[0]
         family = detect_checkpoint(state)
         if family is None:
             detail = checkpoint_problem(state) or (
-                "its weights are no model flipbook knows (" + ", ".join(_image_titles()) + ")"
+                "its weights are no model flipbook knows (" + ", ".join(_titles(capability)) + ")"
             )
-            raise FlipbookError("model", source.ref, ALLOWED_MODELS, detail=detail)
+            raise FlipbookError(field, source.ref, allowed, detail=detail)
     else:
-        model_index, unet_config = _folder_configs(source)
+        model_index, unet_config = _folder_configs(source, field, allowed)
         family = detect_folder(model_index, unet_config)
         if family is None:
             kind = model_index.get("_class_name", "diffusers")
             raise FlipbookError(
-                "model", source.ref, ALLOWED_MODELS,
+                field, source.ref, allowed,
                 detail=f"a {kind} folder, which no model family flipbook knows loads ("
-                + ", ".join(_image_titles()) + ")",
+                + ", ".join(_titles(capability)) + ")",
             )  # fmt: skip
-    if family.capability != "image":
+    if family.capability != capability:
         raise FlipbookError(
-            "model", source.ref, ALLOWED_MODELS,
-            detail=f"this is a {family.reference_kind} ({family.title}), not a checkpoint",
+            field, source.ref, allowed,
+            detail=_not_a(family, capability),
         )  # fmt: skip
     return family
 
 
-def _image_titles() -> list[str]:
-    return [family.title for family in with_capability("image")]
+def _not_a(family: Family, capability: Capability) -> str:
+    return f"this is a {family.reference_kind} ({family.title}), not a {REFERENCE_KINDS[capability]}"
 
 
-def _folder_configs(source: ModelSource) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+def _titles(capability: Capability) -> list[str]:
+    return [family.title for family in with_capability(capability)]
+
+
+def _folder_configs(
+    source: ModelSource, field: str = "model", allowed: str = ALLOWED_MODELS
+) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     """A folder's or hub id's ``model_index.json`` and ``unet/config.json`` (empty when it has none): what
     families tell their folders apart by. Only these small files are read (from the cache for a hub id)."""
-    model_index = _read_config(source, "model_index.json", required=True)
-    return model_index, _read_config(source, "unet/config.json", required=False)
+    model_index = _read_config(source, "model_index.json", required=True, field=field, allowed=allowed)
+    return model_index, _read_config(source, "unet/config.json", required=False, field=field, allowed=allowed)
 
 
-def _read_config(source: ModelSource, name: str, *, required: bool) -> dict[str, Any]:
+def _read_config(
+    source: ModelSource, name: str, *, required: bool, field: str = "model", allowed: str = ALLOWED_MODELS
+) -> dict[str, Any]:
     if source.kind == "folder":
         path = source.path / name
         if not path.is_file():
@@ -212,15 +291,13 @@ def _read_config(source: ModelSource, name: str, *, required: bool) -> dict[str,
         except Exception:  # huggingface_hub raises several unrelated types for "not there"
             if not required:
                 return {}
-            raise FlipbookError("model", source.ref, ALLOWED_MODELS, detail=_NOT_CACHED) from None
+            raise FlipbookError(field, source.ref, allowed, detail=_NOT_CACHED) from None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise FlipbookError(
-            "model", source.ref, ALLOWED_MODELS, detail=f"{name}: {_first_line(error)}"
-        ) from None
+        raise FlipbookError(field, source.ref, allowed, detail=f"{name}: {_first_line(error)}") from None
     if not isinstance(data, dict):
-        raise FlipbookError("model", source.ref, ALLOWED_MODELS, detail=f"{name} is not a JSON object")
+        raise FlipbookError(field, source.ref, allowed, detail=f"{name} is not a JSON object")
     return data
 
 

@@ -40,9 +40,16 @@ class LoraSet:
     """The LoRAs loaded into one pipeline, and which of them are active with which weights.
 
     ``denoiser`` is the pipeline's component that takes A1111's UNet weight (``unet``; ``transformer`` for
-    video diffusion transformers), ``allowed`` what the errors say a fitting LoRA is."""
+    video diffusion transformers; several, such as Wan 2.2's two experts, as a tuple), ``allowed`` what the
+    errors say a fitting LoRA is."""
 
-    def __init__(self, pipe: DiffusionPipeline, *, denoiser: str = "unet", allowed: str = LORA_ALLOWED):
+    def __init__(
+        self,
+        pipe: DiffusionPipeline,
+        *,
+        denoiser: str | tuple[str, ...] = "unet",
+        allowed: str = LORA_ALLOWED,
+    ):
         self.pipe = pipe
         self.denoiser = denoiser
         self.allowed = allowed
@@ -118,9 +125,7 @@ class LoraSet:
             return self._names[key]
         name = _adapter_name(key, set(self._names.values()) | self._present())
         try:
-            self.pipe.load_lora_weights(
-                str(key.parent), weight_name=key.name, adapter_name=name, local_files_only=True
-            )
+            self._load_file(key, name)
             if name not in self._present():
                 raise ValueError(_NO_MATCH)
         except Exception as error:  # diffusers/peft raise many types; most mean "this file does not fit"
@@ -131,6 +136,12 @@ class LoraSet:
             raise FlipbookError("lora", label, self.allowed, detail=reason) from error
         self._names[key] = name
         return name
+
+    def _load_file(self, file: Path, name: str) -> None:
+        """Load one file into the pipeline as the adapter ``name`` (subclasses choose where it goes)."""
+        self.pipe.load_lora_weights(
+            str(file.parent), weight_name=file.name, adapter_name=name, local_files_only=True
+        )
 
     def _discard(self, name: str) -> None:
         """Remove a half-loaded adapter and put the previous adapter state back."""
@@ -153,14 +164,19 @@ def _unpack(entry: LoraEntry) -> tuple[Path | str, float, float | None]:
 
 
 def _weights_for(
-    name: str, unet: float, te: float, parts: Mapping[str, list[str]], denoiser: str = "unet"
+    name: str,
+    unet: float,
+    te: float,
+    parts: Mapping[str, list[str]],
+    denoiser: str | tuple[str, ...] = "unet",
 ) -> float | dict[str, float]:
     """One weight, or a per-component dict when the text encoder gets its own weight and the LoRA has one
-    (``denoiser``: the component that takes the UNet weight)."""
-    te_parts = [part for part, names in parts.items() if part != denoiser and name in names]
+    (``denoiser``: the component or components that take the UNet weight)."""
+    denoisers = (denoiser,) if isinstance(denoiser, str) else denoiser
+    te_parts = [part for part, names in parts.items() if part not in denoisers and name in names]
     if te == unet or not te_parts:
         return unet
-    return {denoiser: unet, **dict.fromkeys(te_parts, te)}
+    return {**dict.fromkeys(denoisers, unet), **dict.fromkeys(te_parts, te)}
 
 
 def _adapter_name(path: Path, taken: set[str]) -> str:

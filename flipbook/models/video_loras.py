@@ -8,8 +8,9 @@ Lightning) are such files. Before any model loads, :func:`check_loras` reads eac
 the family (its ``lora_problem`` hook, :func:`lora_problem` with the family's pipeline and transformer) whether
 every layer it targets is one of the family's transformer layers (block numbers aside: sizes differ from model
 to model, shapes are checked when it loads), so a LoRA of another family is one error naming it. A loaded
-model switches LoRAs per segment through :class:`~flipbook.models.lora.LoraSet` (:func:`lora_set`), with the
-transformer taking A1111's UNet weight.
+model switches LoRAs per segment through :class:`VideoLoraSet` (:func:`lora_set`), with the transformer(s)
+taking A1111's UNet weight; Wan 2.2 A14B's LoRAs go into the expert ``videomodel.lora_experts`` names for them
+(:data:`EXPERTS`: the high-noise one by default, the low-noise one, or both).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from flipbook.errors import FlipbookError
 from flipbook.models.families.family import Family
+from flipbook.models.lora import LoraSet
 
 _BLOCK = re.compile(r"\.\d+\.")
 _PREFIX = "transformer."
@@ -34,11 +36,47 @@ def allowed(title: str) -> str:
     )
 
 
-def lora_set(pipe: Any, title: str):
-    """The LoRA switcher for a family's diffusers pipeline (its transformer takes the UNet weight)."""
-    from flipbook.models.lora import LoraSet
+EXPERTS: dict[str, tuple[str, ...]] = {
+    "high_noise": ("transformer",),
+    "low_noise": ("transformer_2",),
+    "both": ("transformer", "transformer_2"),
+}
+"""``videomodel.lora_experts``' values: the transformers of Wan 2.2 A14B a LoRA is loaded into (the high-noise
+expert is the pipeline's ``transformer``, the low-noise one, used below the boundary, its ``transformer_2``)."""
 
-    return LoraSet(pipe, denoiser="transformer", allowed=allowed(title))
+
+def lora_set(pipe: Any, title: str):
+    """The LoRA switcher for a family's diffusers pipeline (its transformer(s) take the UNet weight): a
+    :class:`VideoLoraSet`."""
+    return VideoLoraSet(pipe, denoiser=tuple(EXPERTS["both"]), allowed=allowed(title))
+
+
+class VideoLoraSet(LoraSet):
+    """:class:`~flipbook.models.lora.LoraSet` for video diffusion transformers: each LoRA goes into the
+    experts ``load`` was told for it (by file stem; the high-noise one, the pipeline's ``transformer``, unless
+    told), through diffusers' own ``load_lora_weights`` (``load_into_transformer_2`` for Wan 2.2's low-noise
+    expert; the same adapter name in both for ``both``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._experts: dict[str, str] = {}
+
+    def load(self, paths: Iterable[Path | str], experts: dict[str, str] | None = None) -> None:
+        """Load these files now (see :meth:`LoraSet.load`); ``experts``: file stem -> a key of
+        :data:`EXPERTS`, for the files that go elsewhere than the high-noise expert."""
+        self._experts = dict(experts or {})
+        super().load(paths)
+
+    def _load_file(self, file: Path, name: str) -> None:
+        for component in EXPERTS[self._experts.get(file.stem, "high_noise")]:
+            into_second = {"load_into_transformer_2": True} if component == "transformer_2" else {}
+            self.pipe.load_lora_weights(
+                str(file.parent),
+                weight_name=file.name,
+                adapter_name=name,
+                local_files_only=True,
+                **into_second,
+            )
 
 
 def check_loras(family: Family, paths: Iterable[Path]) -> None:

@@ -15,9 +15,9 @@ The render module (``render_module``) has ``render(ctx: ModeContext) -> Iterator
 ``split(spec, plan) -> Split | None`` (where the render farm may split a job into tasks that run apart: see
 :class:`Split`) with, for a split into stored parts, ``make_parts(ctx, units)``,
 ``resolve_spec(spec) -> Spec`` (fill in values that come from the mode's inputs, such as a source video's frame
-rate, before the plan is built and recorded), ``soundtrack(spec) -> (path, offset) | None`` (audio to mux when
-``audio.file`` is not set) and ``source_frames(spec)`` (frames the output is compared with in the run's
-temporal-consistency score).
+rate, before the plan is built and recorded), ``soundtrack(spec, run_dir) -> (path, offset) | None`` (audio
+to mux when ``audio.file`` is not set: a source video's, or audio the mode made and keeps in the run folder)
+and ``source_frames(spec)`` (frames the output is compared with in the run's temporal-consistency score).
 """
 
 from __future__ import annotations
@@ -179,9 +179,9 @@ class Mode:
         hook = getattr(self.renderer(), "resolve_spec", None)
         return spec if hook is None else hook(spec)
 
-    def soundtrack(self, spec: Spec) -> tuple[Path, float] | None:
+    def soundtrack(self, spec: Spec, run_dir: Path) -> tuple[Path, float] | None:
         hook = getattr(self.renderer(), "soundtrack", None)
-        return None if hook is None else hook(spec)
+        return None if hook is None else hook(spec, run_dir)
 
     def source_frames(self, spec: Spec) -> list[np.ndarray] | None:
         hook = getattr(self.renderer(), "source_frames", None)

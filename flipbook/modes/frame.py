@@ -97,6 +97,7 @@ def frame_request(
         height=spec.animation.height,
         clip_skip=spec.sampling.clip_skip,
         loras=loras,
+        refiner_switch_at=spec.model.refiner_switch_at if spec.model.refiner else None,
         **extra,
     )
     if image is None:

@@ -42,6 +42,7 @@ class Cores:
         self._core: SamplingCore | None = None
         self.loads = 0
         self.hashes: dict[str, str | None] = {}  # checkpoint -> A1111's model hash, once it has loaded
+        self.refiner_hash: str | None = None  # the refiner's (model.refiner), once it has loaded
         # ControlNets load on first use and stay for the whole run, across checkpoint switches
         self.controlnets = ControlNets(section.models_dir)
 
@@ -57,11 +58,12 @@ class Cores:
         model = (self._loader or load_model)(
             checkpoint, models_dir=m.models_dir, device=m.device, dtype=m.dtype, vae=m.vae,
             prediction_type=m.prediction_type, zero_terminal_snr=m.zero_terminal_snr, vae_slicing=m.vae_slicing,
-            vae_tiling=m.vae_tiling, performance=self._performance,
+            vae_tiling=m.vae_tiling, performance=self._performance, refiner=m.refiner,
         )  # fmt: skip
         self._networks.load_embeddings_for(model.pipe, self._prompts)
         self.loads += 1
         self.hashes[checkpoint] = model.hash
+        self.refiner_hash = model.refiner.hash if model.refiner is not None else None
         return SamplingCore(model, self._events, controlnets=self.controlnets)
 
     def release(self) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 from flipbook import __version__
 from flipbook.events import Events, FrameEvent
 from flipbook.io.frames import FrameFiles
-from flipbook.io.pnginfo import GenerationParameters, format_parameters
+from flipbook.io.pnginfo import GenerationParameters, format_parameters, refiner_parameters
 from flipbook.modes import Mode
 from flipbook.modes.frame import Frame
 from flipbook.runs.finish import write_animation
@@ -87,7 +87,9 @@ def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = Fa
                 planned = plan[frame.index]
                 if frame.request is None:
                     in_betweens.add(frame.index)
-                parameters = frame_parameters(frame, planned, spec, cores.hashes.get(planned.checkpoint))
+                parameters = frame_parameters(
+                    frame, planned, spec, cores.hashes.get(planned.checkpoint), cores.refiner_hash
+                )
                 report(writer.wait())
                 writer.put(frame.index, frame.image, run.frame_path(frame.index), parameters)
             report(writer.close())
@@ -101,7 +103,7 @@ def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = Fa
     result.metrics = consistency_metrics(frames, mode, spec, known=writer.pair_errors)
     run.write_metrics(result.metrics)
     run.log("temporal error: " + ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items()))
-    soundtrack = mode.soundtrack(spec)
+    soundtrack = mode.soundtrack(spec, run.path)
     parameters = animation_parameters(spec, plan, result.metrics, cores.hashes.get(plan[0].checkpoint))
     result.outputs = write_animation(
         spec, frames, run.path, parameters, soundtrack=soundtrack, report=result.notes.append
@@ -114,12 +116,16 @@ def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = Fa
 
 
 def frame_parameters(
-    frame: Frame, planned: FramePlan, spec: Spec, model_hash: str | None = None
+    frame: Frame,
+    planned: FramePlan,
+    spec: Spec,
+    model_hash: str | None = None,
+    refiner_hash: str | None = None,
 ) -> GenerationParameters:
     """A1111-style parameters for one frame, so any frame can be re-made in another tool: what its request
     used (a mode may reorder frames, as variations does), or, for cadence in-betweens (no diffusion of their
     own), the plan's values, saying so. The model is named as A1111 names it (a file by its stem) with its
-    ``model_hash`` (a single file's, once loaded)."""
+    ``model_hash`` (a single file's, once loaded), and so is the refiner with ``refiner_hash``."""
     extra = {"Frame": str(frame.index), "Version": f"flipbook {__version__}"}
     r = frame.request
     if frame.parameters is not None:
@@ -128,6 +134,8 @@ def frame_parameters(
         extra["Diffused"] = "no (cadence in-between)"
     elif r.blend_weight > 0:
         extra["Prompt blend"] = f"{r.blend_mode} {r.blend_weight:.4g} toward: {r.blend_prompt}"
+    if r is not None and r.refiner_switch_at is not None and spec.model.refiner is not None:
+        extra.update(refiner_parameters(spec.model.refiner, refiner_hash, r.refiner_switch_at))
     return GenerationParameters(
         prompt=planned.prompt if r is None else r.prompt,
         negative_prompt=planned.negative_prompt if r is None else r.negative_prompt,

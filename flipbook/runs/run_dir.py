@@ -10,6 +10,8 @@
       frames/frame_NNNNN.png   each frame as soon as it exists (A1111 parameters inside), written atomically
       depth/depth_NNNNN.png    3D depth maps, when asked for
       variations/var_NNNNN.png the variations mode's stored variations
+      audio/audio_NNNNN.wav    audio a model made with a segment's frames (from frame NNNNN on), when it does
+      NAME.wav                 that audio joined into the video's soundtrack
       metrics.json, preview.png  the temporal-consistency score; the CLI's live preview
       NAME.gif, NAME.mp4, ...  the animation, encoded from frames/ at the end (NAME: the folder's name)
 
@@ -45,9 +47,18 @@ PREVIEW_FILE = "preview.png"
 FRAMES_FOLDER = "frames"
 DEPTH_FOLDER = "depth"
 VARIATIONS_FOLDER = "variations"
-# Folders of numbered PNGs a render writes, with each file's name prefix ("<stem>_frames" is the png output
-# after [post] processing, named by :data:`flipbook.io.writers.OUTPUT_NAMES`).
-_NUMBERED = {FRAMES_FOLDER: "frame_", DEPTH_FOLDER: "depth_", VARIATIONS_FOLDER: "var_"}
+AUDIO_FOLDER = "audio"
+SOUNDTRACK_NAME = "{stem}.wav"
+# Folders of numbered files a render writes, with each file's name prefix ("<stem>_frames" is the png output
+# after [post] processing, named by :data:`flipbook.io.writers.OUTPUT_NAMES`); the files are PNGs but for the
+# prefixes in _NUMBERED_SUFFIX.
+_NUMBERED = {
+    FRAMES_FOLDER: "frame_",
+    DEPTH_FOLDER: "depth_",
+    VARIATIONS_FOLDER: "var_",
+    AUDIO_FOLDER: "audio_",
+}
+_NUMBERED_SUFFIX = {"audio_": ".wav"}
 _RUN_FILES = (SPEC_FILE, PLAN_FILE, LOG_FILE, METRICS_FILE, PREVIEW_FILE)
 # Kept when a run is replaced: each stored variation carries the fingerprint of the request that made it and
 # is reused only when the new run's request matches exactly (modes/variations.py), so it is a cache, not state.
@@ -112,7 +123,7 @@ class RunDir:
             if entry.name in own_folders and entry.is_dir() and not entry.is_symlink():
                 prefix = own_folders[entry.name]
                 foreign += [
-                    p for p in sorted(entry.iterdir()) if not _numbered_png(p, prefix) and not is_partial(p)
+                    p for p in sorted(entry.iterdir()) if not _numbered(p, prefix) and not is_partial(p)
                 ]
             elif not (entry.name in self._own_names() and entry.is_file()) and not is_partial(entry):
                 foreign.append(entry)
@@ -152,7 +163,7 @@ class RunDir:
         from flipbook.io.writers import OUTPUT_NAMES
 
         outputs = {name.format(stem=self.path.name) for fmt, name in OUTPUT_NAMES.items() if fmt != "png"}
-        return {*_RUN_FILES, *outputs}
+        return {*_RUN_FILES, *outputs, SOUNDTRACK_NAME.format(stem=self.path.name)}
 
     def _own_folders(self) -> dict[str, str]:
         """Folders of numbered PNGs a render writes, with their files' name prefix."""
@@ -172,7 +183,7 @@ class RunDir:
             folder = self.path / name
             if folder.is_dir() and not folder.is_symlink():
                 for entry in folder.iterdir():
-                    if entry.is_file() and (_numbered_png(entry, prefix) or is_partial(entry)):
+                    if entry.is_file() and (_numbered(entry, prefix) or is_partial(entry)):
                         yield entry
 
     def _describe_run(self) -> str:
@@ -194,6 +205,14 @@ class RunDir:
 
     def variation_path(self, index: int) -> Path:
         return self.path / VARIATIONS_FOLDER / f"{_NUMBERED[VARIATIONS_FOLDER]}{index:05d}.png"
+
+    def audio_path(self, index: int) -> Path:
+        """The audio a model made with the frames from ``index`` on (one segment's)."""
+        return self.path / AUDIO_FOLDER / f"{_NUMBERED[AUDIO_FOLDER]}{index:05d}.wav"
+
+    def soundtrack_path(self) -> Path:
+        """``NAME.wav``: the audio a model made, joined into the video's soundtrack."""
+        return self.path / SOUNDTRACK_NAME.format(stem=self.path.name)
 
     def log(self, message: str) -> None:
         """Append one timestamped line to render.log (appends are line-sized, so a kill loses at most one)."""
@@ -292,13 +311,16 @@ def _write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-_NUMBERED_NAME = re.compile(r"[0-9]+\.png")
+_NUMBERED_NAME = re.compile(r"[0-9]+")
 
 
-def _numbered_png(path: Path, prefix: str) -> bool:
-    """``<prefix>NNNNN.png``: a file name a render gives its numbered frames (never a user's own name)."""
-    name = path.name
-    return name.startswith(prefix) and _NUMBERED_NAME.fullmatch(name[len(prefix) :]) is not None
+def _numbered(path: Path, prefix: str) -> bool:
+    """``<prefix>NNNNN.png`` (``.wav`` for audio): a file name a render gives its numbered files (never a
+    user's own name)."""
+    name, suffix = path.name, _NUMBERED_SUFFIX.get(prefix, ".png")
+    if not (name.startswith(prefix) and name.endswith(suffix)):
+        return False
+    return _NUMBERED_NAME.fullmatch(name[len(prefix) : len(name) - len(suffix)]) is not None
 
 
 @contextlib.contextmanager

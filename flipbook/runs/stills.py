@@ -49,7 +49,9 @@ class StillSettings:
     image ``i`` starts from ``inits[i % len(inits)]`` at ``strength``; with a ``mask`` (white = repaint) it is
     inpainted, and ``overlay`` keeps the unmasked pixels exactly. ``model`` is recorded in the PNGs. With
     ``hires`` (txt2img only) each image gets A1111's hires fix (:mod:`flipbook.runs.hires`). ``controls`` are
-    ControlNet units (control images already preprocessed) on every image, in both hires passes."""
+    ControlNet units (control images already preprocessed) on every image, in both hires passes. With a
+    ``refiner`` (its name; the model must be loaded with it) the refiner takes over each image after
+    ``refiner_switch_at`` of its steps (the first pass only, with hires fix)."""
 
     prompt: str
     model: str
@@ -72,6 +74,8 @@ class StillSettings:
     clip_skip: int = 1
     hires: HiresSettings | None = None
     controls: tuple[Control, ...] = ()
+    refiner: str | None = None
+    refiner_switch_at: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,12 @@ def prepare_stills(
         if getattr(s, name) < 1:
             raise FlipbookError(name, getattr(s, name), "an integer >= 1")
     seeds = still_seeds(resolve_seed(s.seed, seed_field), s.count)
+    if s.refiner is None and s.refiner_switch_at != StillSettings.refiner_switch_at:
+        raise FlipbookError(
+            "refiner_switch_at",
+            s.refiner_switch_at,
+            f"{StillSettings.refiner_switch_at:g} (unused) without a refiner",
+        )
     if networks is None:
         (prompt, _), (negative, _), loras = (
             _tags(s.prompt, "prompt"),
@@ -174,6 +184,7 @@ def prepare_stills(
             clip_skip=s.clip_skip,
             loras=loras,
             controls=s.controls,
+            refiner_switch_at=s.refiner_switch_at if s.refiner else None,
         )  # fmt: skip
         for i, seed in enumerate(seeds)
     )
@@ -284,21 +295,25 @@ def make_stills(
             hires, core, bundle, prepared.hires_requests, firsts, batch_size, networks.folders
         )
     stills = []
+    refiner_hash = bundle.refiner.hash if bundle.refiner is not None else None
     for seed, image in zip(prepared.seeds[: len(images)], images, strict=True):
-        parameters = still_parameters(prepared.settings, seed)
+        parameters = still_parameters(prepared.settings, seed, refiner_hash)
         path = save_png(image, _next_free(folder, seed), parameters)
         stills.append(Still(seed=seed, path=path, infotext=format_parameters(parameters)))
     return StillsMade(tuple(stills), tuple(embeddings))
 
 
-def still_parameters(settings: StillSettings, seed: int):
-    """A1111 parameters of one still, written into its PNG (and returned by the API as its infotext)."""
+def still_parameters(settings: StillSettings, seed: int, refiner_hash: str | None = None):
+    """A1111 parameters of one still, written into its PNG (and returned by the API as its infotext); the
+    refiner named with its ``refiner_hash`` (a single file's) as A1111 names it."""
     from flipbook import __version__
-    from flipbook.io.pnginfo import GenerationParameters
+    from flipbook.io.pnginfo import GenerationParameters, refiner_parameters
 
     s = settings
     strength = s.strength if s.inits else s.hires.denoising_strength if s.hires else None
     hires = infotext_extras(s.hires, s.sampler, s.prompt, s.negative_prompt) if s.hires else {}
+    if s.refiner is not None:
+        hires |= refiner_parameters(s.refiner, refiner_hash, s.refiner_switch_at)
     return GenerationParameters(
         prompt=s.prompt, negative_prompt=s.negative_prompt, steps=s.steps, sampler=s.sampler,
         cfg_scale=s.cfg_scale, seed=seed, width=s.width, height=s.height, denoising_strength=strength,

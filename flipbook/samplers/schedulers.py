@@ -19,7 +19,10 @@ config that happens to come from, say, a Karras scheduler does not leak Karras s
 
 from __future__ import annotations
 
+import copy
+import functools
 import inspect
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,8 +69,15 @@ def _accepted(cls: type[SchedulerMixin], options: Mapping[str, Any]) -> dict[str
     A model's config carries options of its own scheduler class (PNDM's ``skip_prk_steps``) that other classes
     ignore anyway but log a warning about on every build; and an older diffusers may lack a variant option.
     """
-    params = inspect.signature(cls.__init__).parameters
+    params = _init_parameters(cls)
     return {key: value for key, value in options.items() if key in params}
+
+
+@functools.cache
+def _init_parameters(cls: type[SchedulerMixin]) -> frozenset[str]:
+    """The names ``cls.__init__`` takes (read once per class: a signature costs milliseconds, and a render
+    makes a scheduler per frame)."""
+    return frozenset(inspect.signature(cls.__init__).parameters)
 
 
 def make_scheduler(
@@ -85,7 +95,22 @@ def make_scheduler(
     kwargs = dict(resolve_sampler(name).kwargs)
     if noise_seed is not None and cls is DPMSolverSDEScheduler:
         kwargs["noise_sampler_seed"] = _seed_value(noise_seed)
-    return cls.from_config(_accepted(cls, base_config), **_accepted(cls, kwargs))
+        return cls.from_config(_accepted(cls, base_config), **_accepted(cls, kwargs))  # one per seed
+    config, options = _accepted(cls, base_config), _accepted(cls, kwargs)
+    try:
+        key = json.dumps([config, options], sort_keys=True)
+    except TypeError:  # a value JSON cannot hold: built from the config, as always
+        return cls.from_config(config, **options)
+    return copy.deepcopy(_unused_scheduler(cls, key))
+
+
+@functools.lru_cache(maxsize=32)
+def _unused_scheduler(cls: type[SchedulerMixin], key: str) -> SchedulerMixin:
+    """A scheduler of ``cls`` built from the JSON ``[config, options]`` and never stepped: copied for each use
+    (``from_config`` reads ``inspect.signature`` of the class and its parents: milliseconds, and a render
+    makes a scheduler per frame; a copy is a fraction of that)."""
+    config, options = json.loads(key)
+    return cls.from_config(config, **options)
 
 
 def _seed_value(noise_seed: int | Sequence[int]) -> int | list[int]:

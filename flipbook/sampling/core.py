@@ -11,8 +11,9 @@ weights inside one batch), and one events object for progress, preview and cance
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -32,10 +33,13 @@ from flipbook.sampling.requests import Control, FrameRequest
 from flipbook.sampling.steps import (
     add_residuals,
     check_finite,
+    first_expert_steps,
     latents_preview,
     residual_kwargs,
+    second_expert_timesteps,
     skip_to_strength,
     step_kwargs,
+    switch_timestep,
 )
 
 logger = logging.getLogger(__name__)
@@ -87,6 +91,21 @@ class _ControlUnit:
 
 
 @dataclass
+class _Stage:
+    """One denoiser's share of a batch's schedule: its UNet, scheduler and timesteps, the batch's conditioning
+    as its encoder gives it (rows laid out alike), its scheduler's step arguments, its ControlNet units and an
+    inpainting UNet's extra input channels."""
+
+    unet: torch.nn.Module
+    scheduler: object
+    timesteps: torch.Tensor
+    text: Conditioning
+    stepping: dict
+    controls: list[_ControlUnit]
+    extra_channels: torch.Tensor | None
+
+
+@dataclass
 class _Latents:
     """Initial latents of a batch and, for inpainting, what the loop blends back outside the mask."""
 
@@ -125,7 +144,7 @@ class SamplingCore:
         self.events = events or Events()
         self.controlnets = controlnets if controlnets is not None else ControlNets()
         self.loras = LoraSet(model.pipe)
-        self._encoders: dict[int, PromptConditioner] = {}
+        self._encoders: dict[tuple[int, int], PromptConditioner] = {}
         self._active_loras: tuple = ()
         scale = model.vae_scale_factor
         self.image_processor = VaeImageProcessor(vae_scale_factor=scale)
@@ -140,6 +159,7 @@ class SamplingCore:
         )
         self.stats = {"unet_calls": 0, "unet_rows": 0, "controlnet_calls": 0}
         self._sizes_noted: set[tuple[int, int]] = set()
+        self._dtypes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # ---- public API -------------------------------------------------------------------------------------
 
@@ -183,30 +203,21 @@ class SamplingCore:
         scheduler, timesteps, generators, init = self.start_batch(requests)
         latents = init.latents
 
-        # 5. Denoising loop (ControlNet units add their residuals to the same UNet call)
-        stepping = step_kwargs(scheduler, generators, first.eta)
+        # 5. Denoising loop (ControlNet units add their residuals to the same UNet call); with a refiner
+        #    switch, the model runs the first share of the schedule and the refiner the rest
         rows = row_sources(guidance, text.rows)
-        extra_channels = None
-        if self.model.unet.config.in_channels == 9:  # an inpainting UNet also sees the mask and masked image
-            extra_channels = torch.cat([init.mask, init.masked_image_latents], dim=1)[rows]
-        controls = self._prepare_controls(requests, guidance, rows)
-        for i, t in enumerate(timesteps):
-            model_input = scheduler.scale_model_input(latents, t)
-            residuals = self._control_residuals(controls, model_input[rows], t, text, i, len(timesteps))
-            noise_pred = self._predict_noise(model_input, t, text, guidance, rows, extra_channels, residuals)
-            latents = scheduler.step(noise_pred, t, latents, **stepping, return_dict=False)[0]
-            if init.image_latents is not None:
-                latents = _blend_unmasked(scheduler, latents, init, timesteps, i)
-            try:
-                self.events.step(
-                    StepEvent(step=i + 1, total_steps=len(timesteps), frames=ids),
-                    preview=lambda lat=latents: latents_preview(lat, self.model.tiny_vae),
-                )
-            except RenderCancelled:
-                if not self.finish_on_cancel:
-                    raise
-                break
-            if self.finish_on_cancel and self.events.take_skip():
+        stage = _Stage(
+            self.model.unet, scheduler, timesteps, text, step_kwargs(scheduler, generators, first.eta),
+            self._prepare_controls(requests, guidance, rows), self._extra_channels(self.model.unet, init, rows),
+        )  # fmt: skip
+        stages = (
+            [stage] if first.refiner_switch_at is None else self._expert_stages(stage, requests, generators)
+        )
+        done, total = 0, sum(len(stage.timesteps) for stage in stages)
+        for stage in stages:
+            latents, stopped = self._denoise(stage, latents, init, guidance, rows, ids, done, total)
+            done += len(stage.timesteps)
+            if stopped:
                 break
 
         # 6. Decode and post-process
@@ -214,6 +225,69 @@ class SamplingCore:
         if first.mask_image is not None and first.inpaint_overlay:
             images = [self._overlay(r, img) for r, img in zip(requests, images, strict=True)]
         return images
+
+    def _denoise(
+        self, stage: _Stage, latents, init: _Latents, guidance, rows, ids: tuple, done: int, total: int
+    ) -> tuple[torch.Tensor, bool]:
+        """One denoiser's steps; ``done`` steps of ``total`` came before (progress and ControlNet guidance ranges
+        count them all). Returns the latents and whether an A1111 interrupt or skip stopped the batch here."""
+        scheduler, timesteps, text = stage.scheduler, stage.timesteps, stage.text
+        for i, t in enumerate(timesteps):
+            model_input = scheduler.scale_model_input(latents, t)
+            residuals = self._control_residuals(stage.controls, model_input[rows], t, text, done + i, total)
+            noise_pred = self._predict_noise(
+                model_input, t, text, guidance, rows, stage.extra_channels, residuals, unet=stage.unet
+            )
+            latents = scheduler.step(noise_pred, t, latents, **stage.stepping, return_dict=False)[0]
+            if init.image_latents is not None:
+                latents = _blend_unmasked(scheduler, latents, init, timesteps, i)
+            try:
+                self.events.step(
+                    StepEvent(step=done + i + 1, total_steps=total, frames=ids),
+                    preview=lambda lat=latents: latents_preview(lat, self.model.tiny_vae),
+                )
+            except RenderCancelled:
+                if not self.finish_on_cancel:
+                    raise
+                return latents, True
+            if self.finish_on_cancel and self.events.take_skip():
+                return latents, True
+        return latents, False
+
+    def _extra_channels(self, unet, init: _Latents, rows) -> torch.Tensor | None:
+        """An inpainting UNet's (9 input channels) mask and masked image per row; None for any other UNet."""
+        if unet.config.in_channels != 9:
+            return None
+        return torch.cat([init.mask, init.masked_image_latents], dim=1)[rows]
+
+    def _expert_stages(
+        self, stage: _Stage, requests: Sequence[FrameRequest], generators: Sequence[torch.Generator]
+    ) -> list[_Stage]:
+        """The model's share of ``stage`` and the refiner's, as diffusers' ensemble of expert denoisers splits
+        a schedule (``denoising_end`` on the base, ``denoising_start`` on the refiner): the model runs the
+        timesteps at or above the switch, then the refiner, with a scheduler of its own and the prompts
+        encoded by its own encoder, runs those below it from the model's latents. The requests' generators go
+        on drawing (stochastic samplers) and ControlNet units, made for the model's UNet, act on its share."""
+        first, refiner = requests[0], self.model.refiner
+        if refiner is None:
+            raise FlipbookError(
+                "model.refiner", None, "a refiner for requests with refiner_switch_at",
+                detail=f"{self.model.name} was loaded without one",
+            )  # fmt: skip
+        cutoff = switch_timestep(stage.scheduler, first.refiner_switch_at)
+        base = replace(stage, timesteps=stage.timesteps[: first_expert_steps(stage.timesteps, cutoff)])
+        scheduler = make_scheduler(
+            first.sampler, refiner.scheduler_config, noise_seed=[r.seed for r in requests]
+        )
+        scheduler.set_timesteps(first.num_inference_steps, device=self.model.device)
+        begin = len(stage.scheduler.timesteps) - len(stage.timesteps)
+        timesteps = second_expert_timesteps(scheduler, cutoff, earliest=begin)
+        text, _ = self._prepare_conditioning(requests, first.clip_skip, model=refiner)
+        second = _Stage(
+            refiner.unet, scheduler, timesteps, text.to(self.model.device, self.net_dtype(refiner.unet)),
+            step_kwargs(scheduler, generators, first.eta), [], None,
+        )  # fmt: skip
+        return [base, second]
 
     def start_batch(self, requests: Sequence[FrameRequest]) -> tuple:
         """Stages 3-4 of :meth:`run_batch` for requests that share a batch key: their scheduler, the timesteps
@@ -228,8 +302,17 @@ class SamplingCore:
         if first.img2img:
             timesteps = skip_to_strength(scheduler, first.num_inference_steps, first.strength)
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
-        init = self._prepare_latents(requests, scheduler, timesteps, generators, self.model.unet.dtype)
+        init = self._prepare_latents(
+            requests, scheduler, timesteps, generators, self.net_dtype(self.model.unet)
+        )
         return scheduler, timesteps, generators, init
+
+    def net_dtype(self, net: torch.nn.Module) -> torch.dtype:
+        """``net.dtype``, looked up once per net: diffusers walks every submodule to answer it (milliseconds a
+        call, several calls a frame), and a loaded net keeps its dtype."""
+        if net not in self._dtypes:
+            self._dtypes[net] = net.dtype
+        return self._dtypes[net]
 
     def _note_size(self, width: int, height: int) -> None:
         """Log the family's warning for a size its models render badly (once per size and run)."""
@@ -249,22 +332,26 @@ class SamplingCore:
             for encoder in self._encoders.values():
                 encoder.clear()  # a LoRA may change the text encoder
 
-    def encoder(self, clip_skip: int) -> PromptConditioner:
-        """The model family's prompt encoder for ``clip_skip`` (one per value, each with its cache)."""
-        if clip_skip not in self._encoders:
-            self._encoders[clip_skip] = get_family(self.model.family).encoder(self.model, clip_skip)
-        return self._encoders[clip_skip]
+    def encoder(self, clip_skip: int, model: ModelBundle | None = None) -> PromptConditioner:
+        """The prompt encoder of ``model``'s family (the core's model; or its refiner) for ``clip_skip`` (one
+        per model and value, each with its cache)."""
+        model = model or self.model
+        key = (id(model), clip_skip)
+        if key not in self._encoders:
+            self._encoders[key] = get_family(model.family).encoder(model, clip_skip)
+        return self._encoders[key]
 
     def _prepare_conditioning(
-        self, requests: Sequence[FrameRequest], clip_skip: int
+        self, requests: Sequence[FrameRequest], clip_skip: int, model: ModelBundle | None = None
     ) -> tuple[Conditioning, list[_Guidance]]:
         """All rows of the UNet batch: unconditional rows first, then every request's prompt parts.
 
         This is diffusers' ``cat([uncond, cond])`` order, extended to composable prompts. Classifier-free
         guidance is skipped for a request with cfg <= 1 and a single prompt part. Blended requests (prompt
-        interpolation) get their mixed embeddings in the same rows, so they batch with any others.
+        interpolation) get their mixed embeddings in the same rows, so they batch with any others. ``model``:
+        whose encoder (default the core's model; the layout is the same for its refiner).
         """
-        encoder = self.encoder(clip_skip)
+        encoder = self.encoder(clip_skip) if model is None else self.encoder(clip_skip, model)
         uncond_rows: list[Conditioning] = []
         cond_rows: list[Conditioning] = []
         layout: list[tuple[int | None, list[int], list[float], float]] = []
@@ -283,7 +370,7 @@ class SamplingCore:
         text = encoder.at_size(stack(uncond_rows + cond_rows, encoder), requests[0].width, requests[0].height)
         offset = len(uncond_rows)
         guidance = [_Guidance(u, [offset + r for r in rows], weights, g) for u, rows, weights, g in layout]
-        return text.to(self.model.device, self.model.unet.dtype), guidance
+        return text.to(self.model.device, self.net_dtype(self.model.unet)), guidance
 
     @torch.no_grad()
     def prompt_embeddings(
@@ -391,10 +478,10 @@ class SamplingCore:
         """VAE-encode each image with its own generator (a latent sample, as diffusers draws it)."""
         vae = self.model.vae
         latents = [
-            vae.encode(images[i : i + 1].to(vae.dtype)).latent_dist.sample(generators[i])
+            vae.encode(images[i : i + 1].to(self.net_dtype(vae))).latent_dist.sample(generators[i])
             for i in range(images.shape[0])
         ]
-        return (vae.config.scaling_factor * torch.cat(latents)).to(self.model.unet.dtype)
+        return (vae.config.scaling_factor * torch.cat(latents)).to(self.net_dtype(self.model.unet))
 
     # ---- 5. ControlNet units ----------------------------------------------------------------------------
 
@@ -474,15 +561,16 @@ class SamplingCore:
     # ---- 5. one denoising step -------------------------------------------------------------------------
 
     def _predict_noise(
-        self, model_input, t, text: Conditioning, guidance, rows, extra_channels, residuals=None
+        self, model_input, t, text: Conditioning, guidance, rows, extra_channels, residuals=None, unet=None
     ) -> torch.Tensor:
-        """One UNet call for every row of the batch (with ControlNet residuals), then guidance per request."""
+        """One UNet call (the model's, or ``unet``) for every row of the batch (with ControlNet residuals), then
+        guidance per request."""
         unet_input = model_input[rows]
         if extra_channels is not None:
             unet_input = torch.cat([unet_input, extra_channels], dim=1)
         self.stats["unet_calls"] += 1
         self.stats["unet_rows"] += unet_input.shape[0]
-        out = self.model.unet(
+        out = (unet or self.model.unet)(
             unet_input, t, **text.unet_kwargs(), return_dict=False, **residual_kwargs(residuals)
         )[0]
         return torch.cat([guide_noise(out, c).unsqueeze(0) for c in guidance])
@@ -494,7 +582,7 @@ class SamplingCore:
             return list(latents)
         vae = self.model.tiny_vae if self.model.decode_with_tiny_vae else self.model.vae
         latents = check_finite(latents, "denoising (the UNet)")
-        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        images = vae.decode(latents.to(self.net_dtype(vae)) / vae.config.scaling_factor, return_dict=False)[0]
         images = check_finite(images, "the VAE's decode")
         images = self.image_processor.postprocess(images, output_type="np" if output_type == "np" else "pil")
         return list(images)

@@ -4,33 +4,33 @@ As for LTX-Video 0.9 (``sampling/ltx.py``), diffusers' own pipelines already con
 (``LTX2ConditionPipeline``: conditions at latent frames, strength 1), so a segment is diffusers' pipeline
 called with the segment's values: ``LTX2Pipeline`` with no known frames, ``LTX2ImageToVideoPipeline`` with a
 start image alone (segment 0 from an init image; a later segment on the previous one's last frame, the
-default ``overlap`` of 1), ``LTX2ConditionPipeline`` with other known frames (:func:`latent_conditions`).
+default ``overlap`` of 1), ``LTX2ConditionPipeline`` with other known frames (:func:`latent_conditions`), and
+for video to video with the source frames' latents and the schedule's last sigmas too (:func:`restyle_inputs`:
+diffusers has no LTX-2 video-to-video pipeline; this is its condition pipeline's path for given latents).
 Guidance is plain classifier-free guidance for video and audio (``GUIDANCE`` in the family's loading module).
 What flipbook adds is around it: prompt states encoded once per prompt and reused (the Gemma states; each
 pipeline runs its own connectors on them), progress and cancel per step through :class:`~flipbook.events.Events`,
 the flow shift overridden per segment, the segments themselves.
 
-LTX-2 makes audio with the video. :func:`sample_with_audio` gives both; the ``videomodel`` mode's ``sample`` hook
-(:func:`sample_segment`) returns only the frames and logs a warning that the segment's audio is dropped: the
-mode's soundtrack hook sees the spec alone (not the run folder a resumed render would keep each segment's audio
-in), and every segment's audio is made afresh (the conditions are images only), so segments joined would jump
-at each border.
+LTX-2 makes audio with the video: :func:`sample_with_audio` (the family's ``sample_with_audio`` hook, what the
+``videomodel`` mode calls) gives both, the audio decoded by the pipeline (its audio VAE, then the vocoder);
+the mode keeps each segment's in the run folder and joins them into the video's soundtrack
+(``modes/videomodel/audio.py``). :func:`sample_segment` gives the frames alone (benchmarks).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import PIL.Image
 import torch
 
 from flipbook.errors import FlipbookError
 from flipbook.events import Events, StepEvent
 from flipbook.models.families.ltx2.loading import GUIDANCE, Ltx2Bundle
+from flipbook.models.families.ltx2.placement import latent_frames
 from flipbook.sampling.segments import SegmentSettings
-
-logger = logging.getLogger(__name__)
 
 
 class Ltx2Prompt:
@@ -69,18 +69,12 @@ def sample_segment(
     video: Sequence[PIL.Image.Image] | None = None,
 ) -> torch.Tensor:
     """``settings.num_frames`` frames (frames x H x W x 3, float32 in [0, 1], on the CPU), conditioned on the
-    images ``known`` at their positions in the segment; the audio LTX-2 makes with them is dropped (a warning
-    says so: see the module docstring)."""
-    pictures, audio = sample_with_audio(
+    images ``known`` at their positions in the segment (the audio made with them is not returned: see
+    :func:`sample_with_audio`)."""
+    return sample_with_audio(
         bundle, prompt_embeds, negative_embeds, settings, generator=generator, known=known, events=events,
         frames=frames, video=video,
-    )  # fmt: skip
-    span = f"frames {frames[0]}-{frames[-1]}" if frames else f"{settings.num_frames} frames"
-    logger.warning(
-        "LTX-2 made %.2f s of audio with %s; the videomodel mode writes video only: the audio is dropped",
-        audio.shape[-1] / bundle.audio_rate, span,
-    )  # fmt: skip
-    return pictures
+    )[0]  # fmt: skip
 
 
 def sample_with_audio(
@@ -99,28 +93,25 @@ def sample_with_audio(
     at ``bundle.audio_rate``)."""
     from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
 
-    if video is not None:
-        raise FlipbookError(
-            "init.video", "a source video", "unset for an LTX-2 model (no video to video yet)"
-        )
     events = events or Events()
-    kind = pipeline_kind(known)
+    kind = "conditions" if video is not None else pipeline_kind(known)
     pipe = bundle.pipelines[kind]
     config = dict(pipe.scheduler.config)
     if settings.shift is not None:
         config |= {"shift": settings.shift, "use_dynamic_shifting": False}
     pipe.scheduler = type(pipe.scheduler).from_config(config)  # a fresh one per segment
+    extra = {} if video is None else restyle_inputs(bundle, pipe, video, settings)
+    total = len(extra.get("sigmas", ())) or settings.num_inference_steps
 
     def report(pipeline, step, timestep, tensors):
-        events.step(StepEvent(step=step + 1, total_steps=settings.num_inference_steps, frames=tuple(frames)))
+        events.step(StepEvent(step=step + 1, total_steps=total, frames=tuple(frames)))
         return {}
 
     positive = prompt_embeds.states()
     negative = negative_embeds.states() if settings.guided and negative_embeds else (None, None)
-    extra = {}
     if kind == "image":
         extra["image"] = known[0]
-    elif kind == "conditions":
+    elif kind == "conditions" and known:
         extra["conditions"] = [
             LTX2VideoCondition(frames=images, index=index, strength=1.0)
             for index, images in latent_conditions(known, bundle.scale_temporal).items()
@@ -137,6 +128,38 @@ def sample_with_audio(
     return pictures, out.audio[0].float().cpu()
 
 
+def restyle_inputs(
+    bundle: Ltx2Bundle, pipe, video: Sequence[PIL.Image.Image], settings: SegmentSettings
+) -> dict[str, object]:
+    """What ``LTX2ConditionPipeline`` takes to restyle a segment's source frames (video to video, SDEdit as
+    diffusers' ``strength`` counts it): the frames' latents (the video VAE's mode, unnormalised: the pipeline
+    normalises them), the last ``int(steps * strength)`` sigmas of the segment's schedule (as the pipeline
+    spaces them, before the scheduler's shift) and, as ``noise_scale``, the first of them as the scheduler
+    shifts it: the source is noised to the level the first kept step starts at. A dynamically shifting scheduler
+    shifts by the sequence length, counted here from the segment's own latent tokens (conditions the pipeline
+    appends after frame 0 lengthen its sequence, so its shift may differ slightly there)."""
+    from diffusers.pipelines.ltx2.pipeline_ltx2_condition import calculate_shift, retrieve_timesteps
+
+    if len(video) != settings.num_frames:
+        raise ValueError(f"a source of {settings.num_frames} frames for the segment, not {len(video)}")
+    pixels = pipe.video_processor.preprocess_video(list(video), settings.height, settings.width)
+    vae = bundle.vae
+    with torch.inference_mode():
+        latents = vae.encode(pixels.to(bundle.device, vae.dtype)).latent_dist.mode().to(torch.float32)
+    steps = settings.num_inference_steps
+    kept = max(1, min(int(steps * settings.strength), steps))
+    sigmas = np.linspace(1.0, 1 / steps, steps)[steps - kept :]
+    tokens = latents.shape[2] * latents.shape[3] * latents.shape[4]  # LTX-2's patches are one latent pixel
+    config = pipe.scheduler.config
+    mu = calculate_shift(
+        tokens, config.get("base_image_seq_len", 1024), config.get("max_image_seq_len", 4096),
+        config.get("base_shift", 0.95), config.get("max_shift", 2.05),
+    )  # fmt: skip
+    scheduler = type(pipe.scheduler).from_config(config)
+    retrieve_timesteps(scheduler, kept, bundle.device, None, sigmas=sigmas, mu=mu)
+    return {"latents": latents, "sigmas": sigmas, "noise_scale": float(scheduler.sigmas[0])}
+
+
 def pipeline_kind(known: Mapping[int, PIL.Image.Image] | None) -> str:
     """Which pipeline makes a segment (``KINDS``): text alone, LTX-2's image to video for a start image alone
     (segment 0 from ``init.image``, a later one on the previous segment's last frame), else conditions."""
@@ -149,21 +172,13 @@ def latent_conditions(
     known: Mapping[int, PIL.Image.Image], scale_temporal: int
 ) -> dict[int, list[PIL.Image.Image]]:
     """Known frames (segment positions -> images) as ``LTX2ConditionPipeline`` takes them: latent frame index ->
-    the images from its first pixel frame on. LTX-2 places conditions at latent frames, whose first pixel frames
-    are 0 and ``k * t + 1`` (``t``: the VAE's temporal factor): the frames known from position 0 on (a segment's
-    overlap with the previous one) become one condition at latent frame 0 (``k * t + 1`` of them, as the
-    pipeline keeps), every other known frame one at its latent frame. A known frame anywhere else is refused
-    (moving it would put the image where the spec did not)."""
-    positions = sorted(known)
-    run = next((n for n in range(len(positions)) if positions[n] != n), len(positions))
-    start = (run - 1) // scale_temporal * scale_temporal + 1 if run else 0
-    conditions = {0: [known[p] for p in positions[:start]]} if start else {}
-    misplaced = [p for p in positions[start:] if (p - 1) % scale_temporal]
+    the images from its first pixel frame on (the family's ``placement.latent_frames``). A known frame no
+    latent frame starts with is refused (the mode checks the spec's with the same rule before loading)."""
+    placed, misplaced = latent_frames(known, scale_temporal)
     if misplaced:
         raise FlipbookError(
             "videomodel", f"images at segment frames {misplaced}", f"LTX-2 conditioning frames: a segment's "
             f"first {scale_temporal}k+1 frames (videomodel.overlap), or a frame {scale_temporal}k+1 after a "
             "segment's start (keyframes, a loop's last frame)",
         )  # fmt: skip
-    conditions |= {(p - 1) // scale_temporal + 1: [known[p]] for p in positions[start:]}
-    return conditions
+    return {index: [known[p] for p in positions] for index, positions in placed.items()}

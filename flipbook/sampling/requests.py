@@ -85,6 +85,10 @@ class FrameRequest:
     ``controls``: ControlNet units (:class:`Control`), their residuals summed as diffusers' MultiControlNet
     sums them. Requests batch together when they run the same ControlNets; images, weights and guidance
     ranges may differ per request.
+
+    ``refiner_switch_at``: the share of the schedule after which the model's refiner (``ModelBundle.refiner``)
+    takes over from the model, as diffusers' ``denoising_end`` / ``denoising_start`` split it; None: the model
+    alone. Requests batch together only with the same switch.
     """
 
     prompt: str
@@ -112,6 +116,7 @@ class FrameRequest:
     latents: Any = None
     controls: tuple[Control, ...] = ()
     init_latents: Any = None
+    refiner_switch_at: float | None = None
 
     @property
     def img2img(self) -> bool:
@@ -134,6 +139,7 @@ class FrameRequest:
             self.eta,
             self.loras,
             tuple(control.batch_key() for control in self.controls),
+            self.refiner_switch_at,
         )
 
     def validate(self, vae_scale_factor: int = 8) -> None:
@@ -169,6 +175,11 @@ class FrameRequest:
             raise FlipbookError("blend_mode", self.blend_mode, f"one of: {', '.join(BLEND_MODES)}")
         if not isinstance(self.blend_weight, numbers.Real) or not 0.0 <= self.blend_weight <= 1.0:
             raise FlipbookError("blend_weight", self.blend_weight, "a number from 0 to 1")
+        switch = self.refiner_switch_at
+        if switch is not None and (
+            isinstance(switch, bool) or not isinstance(switch, numbers.Real) or not 0.0 < switch < 1.0
+        ):
+            raise FlipbookError("refiner_switch_at", switch, "a share of the steps in (0, 1), or none")
         self.prompt_parts()
         self._check_latents(vae_scale_factor)
         self._check_init_latents(vae_scale_factor)

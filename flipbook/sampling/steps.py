@@ -28,6 +28,35 @@ def skip_to_strength(scheduler, steps: int, strength: float) -> torch.Tensor:
     return scheduler.timesteps[t_start * scheduler.order :]
 
 
+def switch_timestep(scheduler, share: float) -> int:
+    """The timestep where a second denoiser takes over after ``share`` of the schedule: diffusers'
+    ``discrete_timestep_cutoff`` of ``denoising_end`` / ``denoising_start`` (the first expert runs the
+    timesteps at or above it, the second those below)."""
+    train = scheduler.config.num_train_timesteps
+    return int(round(train - share * train))
+
+
+def first_expert_steps(timesteps: torch.Tensor, cutoff: int) -> int:
+    """How many of ``timesteps`` (descending) the first expert runs: those at or above ``cutoff`` (diffusers'
+    ``denoising_end`` filter; Wan 2.2's high-noise expert takes ``t >= boundary`` the same way)."""
+    return int((timesteps >= cutoff).sum().item())
+
+
+def second_expert_timesteps(scheduler, cutoff: int, earliest: int = 0) -> torch.Tensor:
+    """The timesteps a second expert runs with its own ``scheduler`` (timesteps set): those below ``cutoff``, as
+    diffusers' ``get_timesteps`` with ``denoising_start`` counts them (a second-order scheduler never stops
+    between its two evaluations), from index ``earliest`` at the soonest (img2img: where the first expert
+    began); the scheduler's begin index is set there."""
+    timesteps = scheduler.timesteps
+    count = int((timesteps < cutoff).sum().item())
+    if scheduler.order == 2 and count % 2 == 0:
+        count += 1
+    start = max(len(timesteps) - count, earliest)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+    return timesteps[start:]
+
+
 def step_kwargs(scheduler, generators: Sequence[torch.Generator], eta: float) -> dict:
     """The keyword arguments ``scheduler.step`` takes of ``eta`` and ``generator`` (one generator per row)."""
     params = set(inspect.signature(scheduler.step).parameters)

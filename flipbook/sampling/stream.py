@@ -103,6 +103,8 @@ def _check(core: SamplingCore, requests: Sequence[FrameRequest], residual_cfg: b
         )
     if first.controls or first.mask_image is not None or not first.img2img:
         raise FlipbookError("video.stream_batch", True, "img2img frames without ControlNet units or masks")
+    if first.refiner_switch_at is not None:
+        raise FlipbookError("video.stream_batch", True, "frames without a refiner (model.refiner)")
     prediction = core.model.scheduler_config.get("prediction_type", "epsilon")
     if residual_cfg and prediction != "epsilon":
         raise FlipbookError(

@@ -16,14 +16,17 @@ VAE's decode and CUDA's own):
 keeps it off). VAE tiling defaults to on for GPUs under :data:`SMALL_DEVICE_BYTES`. Not a GPU (the CPU):
 ``auto`` is nothing; an explicit switch is still applied (the CPU tests run every one).
 
-:func:`apply` sets them on a loaded bundle (its modules by the pipelines' names): ``model`` chains accelerate's
-``cpu_offload_with_hook`` through text encoder, image encoder, transformer(s) and VAE, as diffusers'
-``enable_model_cpu_offload`` does; ``block`` and ``leaf`` are diffusers' ``enable_group_offload`` on the
+:func:`apply` sets them on a loaded bundle (its modules by the pipelines' names, loaded on the CPU with the
+loaders' ``on_cpu`` where something is offloaded: the hooks below need the modules there, and a module moved
+to the GPU first would not fit if it is larger; ``none`` moves them to the device): ``model`` chains accelerate's
+``cpu_offload_with_hook`` through every module in ``MODULES`` order, as diffusers' ``enable_model_cpu_offload``
+does; ``block`` and ``leaf`` are diffusers' ``enable_group_offload`` on the
 transformer(s) (``block_level`` one block per group, or ``leaf_level``; streams on CUDA) and
-``apply_group_offloading`` at leaf level on the encoders and the VAE; fp8 storage is ``enable_layerwise_casting``
-(weights stored as ``float8_e4m3fn``, each layer computed in the model's dtype; norms and embeddings kept as
-the model's ``_skip_layerwise_casting_patterns`` say) on the transformer(s); ``vae.enable_tiling``;
-``transformer.set_attention_backend`` (diffusers' attention dispatcher: flash, sage, flex, ...).
+``apply_group_offloading`` at leaf level on the other modules (encoders, LTX-2's connectors, the VAEs, the
+vocoder); fp8 storage is ``enable_layerwise_casting`` (weights stored as ``float8_e4m3fn``, each layer computed
+in the model's dtype; norms and embeddings kept as the model's ``_skip_layerwise_casting_patterns`` say) on the
+transformer(s) and LTX-2's connectors (``FP8_MODULES``); ``vae.enable_tiling``;
+``set_attention_backend`` on the same modules (diffusers' attention dispatcher: flash, sage, flex, ...).
 """
 
 from __future__ import annotations
@@ -36,9 +39,25 @@ import torch
 SMALL_DEVICE_BYTES = 24 * 2**30
 HEADROOM_BYTES = 6 * 2**30
 HEADROOM_SHARE = 0.2
-MODULES = ("text_encoder", "image_encoder", "transformer", "transformer_2", "vae")
-"""A bundle's modules in the order a segment uses them (the offload chain's order)."""
+MODULES = (
+    "text_encoder",
+    "connectors",
+    "image_encoder",
+    "transformer",
+    "transformer_2",
+    "vae",
+    "audio_vae",
+    "vocoder",
+)
+"""A bundle's modules in the order a segment uses them (the offload chain's order): Wan's and LTX-Video's
+(text encoder, image encoder, transformer(s), VAE), LTX-2's too (its text connectors after the text encoder;
+its audio VAE and vocoder, which decode the audio after the video)."""
 TRANSFORMERS = ("transformer", "transformer_2")
+FP8_MODULES = (*TRANSFORMERS, "connectors")
+"""The modules fp8 storage casts and the attention backend is set on: the transformer(s) and LTX-2's text
+connectors (transformer blocks too, with diffusers' attention). The encoders and decoders (text and image
+encoders, VAEs, the vocoder) keep their dtype: they are small next to the transformer, and their outputs (the
+prompt's states, pixels, sound) would carry fp8's rounding unfiltered."""
 OFFLOADS = ("none", "model", "block", "leaf")
 
 
@@ -58,9 +77,9 @@ class Weights:
     params: Mapping[str, int]
 
     def sizes(self, fp8: bool) -> dict[str, int]:
-        """Bytes per module, the transformers at one byte a parameter when ``fp8``."""
+        """Bytes per module, those fp8 storage casts (``FP8_MODULES``) at one byte a parameter when ``fp8``."""
         return {
-            name: self.params[name] if fp8 and name in TRANSFORMERS else size
+            name: self.params[name] if fp8 and name in FP8_MODULES else size
             for name, size in self.bytes.items()
         }
 
@@ -127,10 +146,13 @@ def _auto_offload(total_memory: int | None, weights: Weights | None, fp8: bool |
 
 def apply(bundle, switches: MemorySwitches):
     """The bundle with the switches set (offloaded modules wait on the CPU; the bundle's device stays the
-    execution device). Raises ValueError when diffusers refuses the attention backend on this machine."""
-    transformers = [m for m in (getattr(bundle, n, None) for n in TRANSFORMERS) if m is not None]
+    execution device). The bundle may come with its modules on the CPU (loaded with ``on_cpu``): the offload
+    hooks then move them, and no module is on the GPU before its hook is there, so weights larger than the
+    GPU load; without offload they are moved to the device here, after fp8 storage cast them. Raises
+    ValueError when diffusers refuses the attention backend on this machine."""
+    blocks = [m for m in (getattr(bundle, n, None) for n in FP8_MODULES) if m is not None]
     if switches.attention_backend is not None:
-        for module in transformers:
+        for module in blocks:
             try:
                 module.set_attention_backend(switches.attention_backend)
             except (ImportError, RuntimeError, ValueError) as error:  # its library is missing or unusable
@@ -139,15 +161,25 @@ def apply(bundle, switches: MemorySwitches):
     if switches.vae_tiling:
         bundle.vae.enable_tiling()
     if switches.fp8_storage:
-        for module in transformers:
+        for module in blocks:
             module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=bundle.dtype)
-    if switches.offload == "model":
+    if switches.offload == "none":
+        _place(bundle)
+    elif switches.offload == "model":
         _model_offload(bundle)
     elif switches.offload in ("block", "leaf"):
         _group_offload(bundle, switches.offload)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return bundle
+
+
+def _place(bundle) -> None:
+    """Every module on the bundle's device (a no-op for those already there)."""
+    for name in MODULES:
+        module = getattr(bundle, name, None)
+        if module is not None:
+            module.to(bundle.device)
 
 
 def _model_offload(bundle) -> None:

@@ -28,6 +28,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
+from flipbook.errors import FlipbookError
 from flipbook.events import Events, StepEvent
 from flipbook.models.families.wan.loading import WanBundle
 from flipbook.sampling.segments import SegmentSettings
@@ -101,10 +102,13 @@ def denoise_segment(
 ) -> torch.Tensor:
     """The denoised latents of one segment (1 x C x latent frames x h x w, normalised as the model sees them)."""
     events = events or Events()
-    if known and not bundle.takes_images:
+    if known and not (bundle.takes_images or bundle.replaces_first_frames):
         raise ValueError("a text-to-video model takes no known frames")
     if bundle.takes_images and 0 not in known:
         raise ValueError("an image-to-video model needs the segment's first frame")
+    problem = bundle.known_problem(known)
+    if problem is not None:
+        raise FlipbookError("videomodel", f"images at segment frames {problem[0]}", problem[1])
     with torch.inference_mode():
         scheduler = _scheduler(bundle, settings.shift)
         scheduler.set_timesteps(settings.num_inference_steps, device=bundle.device)
@@ -117,6 +121,7 @@ def denoise_segment(
         if video is not None:
             latents = scheduler.add_noise(_source_latents(bundle, video, settings), latents, timesteps[:1])
         condition = _condition(bundle, known, settings) if bundle.takes_images else None
+        first = _first_frames(bundle, known, latents) if bundle.replaces_first_frames else None
         image_embeds = _image_embeds(bundle, known) if bundle.image_embeddings else None
 
         boundary = (
@@ -132,12 +137,13 @@ def denoise_segment(
             model = bundle.transformer if high_noise else bundle.transformer_2
             scale = settings.guidance_scale if high_noise else guidance_2
             noise_pred = _predict(
-                model, latents, condition, t, prompt_embeds, negative_embeds if settings.guided else None,
-                image_embeds, scale, bundle,
+                model, _replaced(latents, first), condition, t, prompt_embeds,
+                negative_embeds if settings.guided else None, image_embeds, scale, bundle,
+                None if first is None else first[1],
             )  # fmt: skip
             latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
             events.step(StepEvent(step=i + 1, total_steps=len(timesteps), frames=tuple(frames)))
-    return latents
+    return _replaced(latents, first)
 
 
 def decode(bundle: WanBundle, latents: torch.Tensor) -> torch.Tensor:
@@ -219,6 +225,40 @@ def _condition(
     return torch.cat([mask, latent], dim=1)
 
 
+def _first_frames(
+    bundle: WanBundle, known: Mapping[int, PIL.Image.Image], like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Wan 2.2 TI2V: the known first frames' normalised latents and the mask that is 0 on the latent frames
+    they fill (1 elsewhere), as ``WanImageToVideoPipeline.prepare_latents`` makes them for ``expand_timesteps``
+    models (its one start image; here also a segment's first ``4k+1`` frames, whole latent frames); None
+    without known frames."""
+    if not known:
+        return None
+    _, _, frames, h, w = like.shape
+    processor = _video_processor(bundle)
+    height, width = h * bundle.scale_spatial, w * bundle.scale_spatial
+    pixels = torch.stack(
+        [processor.preprocess(known[p], height=height, width=width)[0] for p in sorted(known)], dim=1
+    )[None]
+    vae = bundle.vae
+    latent = vae.encode(pixels.to(bundle.device, vae.dtype)).latent_dist.mode().to(torch.float32)
+    mean, inverse_std = _latent_stats(bundle, latent)
+    latent = (latent - mean) * inverse_std
+    mask = torch.ones(1, 1, frames, h, w, device=like.device)
+    mask[:, :, : latent.shape[2]] = 0
+    filled = torch.zeros_like(like)
+    filled[:, :, : latent.shape[2]] = latent
+    return filled, mask
+
+
+def _replaced(latents: torch.Tensor, first: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """The latents with the known first latent frames put back (TI2V), as the pipeline blends them."""
+    if first is None:
+        return latents
+    condition, mask = first
+    return (1 - mask) * condition + mask * latents
+
+
 def _image_embeds(bundle: WanBundle, known: Mapping[int, PIL.Image.Image]) -> torch.Tensor:
     """CLIP's penultimate hidden states of the first known frame (and the last one, for two-image models)."""
     first, last = known[min(known)], known[max(known)]
@@ -228,12 +268,12 @@ def _image_embeds(bundle: WanBundle, known: Mapping[int, PIL.Image.Image]) -> to
     return states.to(bundle.dtype)
 
 
-def _predict(model, latents, condition, t, embeds, negative, image_embeds, scale, bundle):
+def _predict(model, latents, condition, t, embeds, negative, image_embeds, scale, bundle, mask=None):
     """One step's noise prediction: conditional, and with guidance the unconditional mixed in."""
     dtype = bundle.dtype
     x = latents if condition is None else torch.cat([latents, condition], dim=1)
     x = x.to(dtype)
-    timestep = _timestep(bundle, latents, t)
+    timestep = _timestep(bundle, latents, t, mask)
     extra = {} if image_embeds is None else {"encoder_hidden_states_image": image_embeds}
     prediction = model(
         hidden_states=x, timestep=timestep, encoder_hidden_states=embeds, return_dict=False, **extra
@@ -247,11 +287,17 @@ def _predict(model, latents, condition, t, embeds, negative, image_embeds, scale
     return unconditional + scale * (prediction - unconditional)
 
 
-def _timestep(bundle: WanBundle, latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """The timestep per sample, or per token for models that take one per token (Wan 2.2 TI2V)."""
+def _timestep(
+    bundle: WanBundle, latents: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The timestep per sample, or per token for models that take one per token (Wan 2.2 TI2V): 0 on the
+    tokens of known first frames (``mask`` 0 there), as the pipelines compute it."""
     if not bundle.expand_timesteps:
         return t.expand(latents.shape[0])
     _, _, frames, h, w = latents.shape
     patch = bundle.transformer.config.patch_size
-    tokens = frames * (h // patch[1]) * (w // patch[2])
-    return t.expand(latents.shape[0], tokens)
+    if mask is None:
+        tokens = frames * (h // patch[1]) * (w // patch[2])
+        return t.expand(latents.shape[0], tokens)
+    per_token = (mask[0][0][:, :: patch[1], :: patch[2]] * t).flatten()
+    return per_token.unsqueeze(0).expand(latents.shape[0], -1)

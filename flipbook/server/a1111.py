@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 
 from flipbook import __version__
 from flipbook.errors import FlipbookError
+from flipbook.io.pnginfo import refiner_parameters
 from flipbook.runs.hires import HiresSettings, infotext_extras
 from flipbook.server.app import ServerState, server_state
 from flipbook.server.security import check_model_reference, confined_file, public_path, public_text
@@ -168,7 +169,7 @@ def a1111_info(record: JobRecord) -> dict[str, Any]:
         "steps": p["steps"], "batch_size": p["batch_size"], "restore_faces": False,
         "face_restoration_model": None, "sd_model_name": p["model"], "sd_model_hash": None,
         "sd_vae_name": None, "sd_vae_hash": None, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
-        "denoising_strength": _denoising_strength(p), "extra_generation_params": _extra_parameters(p),
+        "denoising_strength": _denoising_strength(p), "extra_generation_params": _extra_parameters(p, result),
         "index_of_first_image": 0, "infotexts": result.get("infotexts", []), "styles": [],
         "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(record.started_at or record.created_at)),
         "clip_skip": p["clip_skip"], "is_using_inpainting_conditioning": False,
@@ -184,12 +185,15 @@ def _denoising_strength(p: dict[str, Any]) -> float | None:
     return p["hires"]["denoising_strength"] if p.get("hires") else None
 
 
-def _extra_parameters(p: dict[str, Any]) -> dict[str, Any]:
-    """A1111's ``extra_generation_params``: the hires fix's infotext keys."""
-    if not p.get("hires"):
-        return {}
-    hires = HiresSettings(**p["hires"])
-    return infotext_extras(hires, p["sampler"], p["prompt"], p["negative_prompt"])
+def _extra_parameters(p: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """A1111's ``extra_generation_params``: the hires fix's and the refiner's infotext keys."""
+    extra: dict[str, Any] = {}
+    if p.get("hires"):
+        hires = HiresSettings(**p["hires"])
+        extra |= infotext_extras(hires, p["sampler"], p["prompt"], p["negative_prompt"])
+    if p.get("refiner"):
+        extra |= refiner_parameters(p["refiner"], result.get("refiner_hash"), p["refiner_switch_at"])
+    return extra
 
 
 # ---- progress and control ----------------------------------------------------------------------------

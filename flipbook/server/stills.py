@@ -32,7 +32,7 @@ from flipbook.runs.stills import StillSettings, make_stills, prepare_stills, res
 from flipbook.server.a1111_fields import unknown_fields
 from flipbook.server.security import RejectedUpload, check_model_reference, sniff_image
 from flipbook.spec.load import shorten_repr
-from flipbook.spec.model import AnimationSection, SamplingSection, Spec
+from flipbook.spec.model import AnimationSection, ModelSection, SamplingSection, Spec
 from flipbook.spec.safe_parse import check_data
 
 TXT2IMG, IMG2IMG = "txt2img", "img2img"
@@ -53,6 +53,7 @@ A1111_FIELDS = {
     "masked_content": "inpainting_fill",
     "noise_multiplier": "initial_noise_multiplier",
     "clip_skip": "override_settings.CLIP_stop_at_last_layers",
+    "model.refiner": "refiner_checkpoint",
     "sampling.clip_skip": "override_settings.CLIP_stop_at_last_layers",
     **{f"hires.{name}": field for name, field in HIRES_FIELDS.items()},
 }
@@ -139,6 +140,7 @@ def still_from_a1111(body: dict[str, Any], kind: str, default_model: str) -> Sti
         "mask_invert": bool(r["inpainting_mask_invert"]),
         "noise_multiplier": as_number("initial_noise_multiplier", r["initial_noise_multiplier"]) if img2img else 1.0,
         "clip_skip": clip_skip, "model": model, "inits": inits, "mask": mask, "notes": notes,
+        **_refiner(r, notes),
         "hires": _hires(r, model, notes) if kind == TXT2IMG else None,
         "controlnet": controlnet,
         "send_images": bool(r["send_images"]),
@@ -174,15 +176,39 @@ def _hires(r: dict[str, Any], model: str, notes: list[str]) -> dict[str, Any] | 
     return hires_settings(values, HIRES_FIELDS).model_dump()
 
 
+NO_REFINER = ("", "None", "none")
+"""What A1111's UI sends for "no refiner" in ``refiner_checkpoint``."""
+
+
+def _refiner(r: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """A1111's ``refiner_checkpoint`` and ``refiner_switch_at`` as the still's ``refiner`` and switch (held to
+    the spec's ``model.refiner_switch_at``); without a refiner the switch is noted as ignored, as is a missing
+    switch (A1111's default, 0.8, is used)."""
+    name, switch = r.get("refiner_checkpoint"), r.get("refiner_switch_at")
+    if name is None or name in NO_REFINER:
+        if switch is not None:
+            notes.append("refiner_switch_at: ignored without refiner_checkpoint")
+        return {"refiner": None, "refiner_switch_at": None}
+    refiner = checkpoint_name(_text("refiner_checkpoint", name))
+    check_model_reference("refiner_checkpoint", refiner)
+    if switch is None:
+        switch = ModelSection.model_fields["refiner_switch_at"].default
+        notes.append(f"refiner_switch_at: not given; the refiner takes over at {switch:g}")
+    switch = _spec_limited("refiner_switch_at", switch, ModelSection, "refiner_switch_at")
+    return {"refiner": refiner, "refiner_switch_at": as_number("refiner_switch_at", switch)}
+
+
 def check_still_models(payload: dict[str, Any], models_dir: Path | None) -> None:
     """Every model a still names, held to what the job API allows for the same spec fields (their markers in
     the spec schema): the checkpoint as ``model.name`` and the ``<lora:...>`` tags of both prompts as the
     spec's prompts' tags. Names only (a built-in, a name in ``models_dir`` or a hub id where the field takes
     one), never a path on the server: the worker would read it."""
-    from flipbook.spec.fields import CONTROLNET
+    from flipbook.spec.fields import CONTROLNET, REFINER
     from flipbook.spec.model import CHECKPOINT, PROMPT_LORAS
 
     check_model_reference("override_settings.sd_model_checkpoint", payload["model"], CHECKPOINT, models_dir)
+    if payload.get("refiner"):
+        check_model_reference("refiner_checkpoint", payload["refiner"], REFINER, models_dir)
     for field in ("prompt", "negative_prompt"):
         try:
             names = PROMPT_LORAS.names(payload[field])
@@ -241,6 +267,7 @@ def _settings(
         mask_blur=p["mask_blur"], masked_content=p["masked_content"], overlay=True,
         noise_multiplier=p["noise_multiplier"], clip_skip=p["clip_skip"],
         hires=HiresSettings(**p["hires"]) if p.get("hires") else None, controls=controls,
+        refiner=p.get("refiner"), refiner_switch_at=p.get("refiner_switch_at") or 0.8,
     )  # fmt: skip
 
 
@@ -350,16 +377,17 @@ class ModelCache:
     before a render, which loads its own, so a device never holds two."""
 
     def __init__(self) -> None:
-        self._key: tuple[str, str] | None = None
+        self._key: tuple[str, str, str | None] | None = None
         self._bundle = None
 
-    def get(self, name: str, models_dir: Path | None):
+    def get(self, name: str, models_dir: Path | None, refiner: str | None = None):
+        """The model ``name`` (with ``refiner``, when given), loaded unless it is the one held."""
         from flipbook.models.loading import load_model
 
-        key = (name, str(models_dir))
+        key = (name, str(models_dir), refiner)
         if key != self._key or self._bundle is None:
             self.clear()
-            self._bundle = load_model(name, models_dir=models_dir)
+            self._bundle = load_model(name, models_dir=models_dir, refiner=refiner)
             self._key = key
         return self._bundle
 
@@ -410,7 +438,7 @@ def run_still(
         mask = PIL.ImageOps.invert(mask)
     with a1111_names():
         prepared = prepare_stills(_settings(p, inits, mask, _controls(p, run_dir, inits)), networks)
-        bundle = cache.get(p["model"], models_dir)
+        bundle = cache.get(p["model"], models_dir, p.get("refiner"))
         made = None
         try:
             made = make_stills(prepared, bundle, networks, events, run_dir, finish_on_cancel=True,
@@ -424,5 +452,6 @@ def run_still(
         "seeds": [still.seed for still in stills],
         "infotexts": [still.infotext for still in stills],
         "model": bundle.name,
+        "refiner_hash": bundle.refiner.hash if bundle.refiner is not None else None,
         "interrupted": events.cancelled,
     }

@@ -279,9 +279,10 @@ PREPROCESSOR_MODEL = ModelReference(
     "preprocessor model", builtins=("flat", "tiny"), folders=("annotator", "depth"), hub=True
 )
 DEPTH_MODEL = ModelReference("depth model", builtins=("flat", "tiny"), folders=("depth",), hub=True)
-# checkpoints, motion modules and video models take their built-in names from the model-family registry
+# checkpoints, motion modules, video models and refiners take their built-in names from the model-family registry
 MOTION_MODULE = ModelReference("motion module", folders=("motion_module",), hub=True)
 VIDEO_MODEL = ModelReference("video model", folders=("checkpoint",), hub=True)
+REFINER = ModelReference("refiner", folders=("checkpoint",), hub=True)
 VIDEO_DIFFUSION_MODEL = ModelReference(
     "video diffusion model", folders=("checkpoint", "diffusion_model"), hub=True
 )
@@ -294,6 +295,7 @@ RIFE_MODEL = ModelReference("RIFE model", folders=("rife",))
 
 Checkpoint = Annotated[str, CHECKPOINT]
 Vae = Annotated[str | None, VAE]
+Refiner = Annotated[str | None, REFINER]
 TinyVae = Annotated[str | None, TINY_VAE]
 LoraName = Annotated[str, LORA]
 PromptText = Annotated[str, PROMPT_LORAS]

@@ -34,6 +34,7 @@ from flipbook.spec.fields import (
     AUDIO_NAMES,
     CHECKPOINT,
     PROMPT_LORAS,
+    REFINER,
     AudioFile,
     Checkpoint,
     ControlNetModel,
@@ -44,6 +45,7 @@ from flipbook.spec.fields import (
     PreprocessorModel,
     PromptText,
     Range,
+    Refiner,
     RifeModel,
     ScheduleTable,
     ScheduleValue,
@@ -94,6 +96,42 @@ class ModelSection(Section):
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     vae_slicing: bool = False
     vae_tiling: bool = False
+    refiner: Refiner = Field(
+        None,
+        description="SDXL refiner (tiny-xl-refiner, file, folder, models-dir name or hub id "
+        "stabilityai/stable-diffusion-xl-refiner-1.0): denoises the last part of every frame's schedule",
+    )
+    refiner_switch_at: float = Field(
+        0.8, gt=0, lt=1, description="with a refiner: the share of the steps after which it takes over"
+    )
+
+    def check_in(self, spec: Any) -> None:
+        """A refiner's switch set only with a refiner; a refiner that refines the (built-in) checkpoints' family,
+        and no checkpoint named as the refiner (files are checked when read, before any model loads)."""
+        if self.refiner is None:
+            default = type(self).model_fields["refiner_switch_at"].default
+            if self.refiner_switch_at != default:  # the default is written into every saved spec
+                raise SpecError(
+                    "model.refiner_switch_at",
+                    self.refiner_switch_at,
+                    f"{default:g} (unused) without model.refiner",
+                )
+            return
+        from flipbook.models.families import builtin_family
+
+        refiner = builtin_family(self.refiner, "refiner")
+        if refiner is None and (other := builtin_family(self.refiner, "image")) is not None:
+            raise SpecError(
+                "model.refiner", self.refiner, f"a refiner (built-in: {', '.join(REFINER.builtins)})",
+                detail=f"{self.refiner} is a checkpoint ({other.title})",
+            )  # fmt: skip
+        for name in CHECKPOINT.names(self.name):
+            base = builtin_family(name, "image")
+            if refiner is not None and base is not None and base.name not in refiner.attaches_to:
+                raise SpecError(
+                    "model.refiner", self.refiner, f"none with {name}: no refiner refines {base.title} models",
+                    detail=f"{self.refiner} is a {refiner.title}",
+                )  # fmt: skip
 
 
 class PerformanceSection(Section):

@@ -21,7 +21,9 @@ def summarize(spec: Spec) -> str:
         count = f"{a.max_frames} frames at {a.fps:g} fps ({a.max_frames / a.fps:.2f} s)"
     lines = [
         f"ok: {a.mode} animation, {count}, {a.width}x{a.height}",
-        f"model: {_names(plan, 'checkpoint')}" + (f" (models dir {m.models_dir})" if m.models_dir else ""),
+        f"model: {_names(plan, 'checkpoint')}"
+        + (f", refiner {m.refiner} after {m.refiner_switch_at:g} of the steps" if m.refiner else "")
+        + (f" (models dir {m.models_dir})" if m.models_dir else ""),
         f"sampling: {_names(plan, 'sampler')}, {span(plan, 'steps')} steps, cfg {span(plan, 'cfg')}, "
         f"seed {seed}, clip skip {s.clip_skip}",
     ]

@@ -1,13 +1,18 @@
 """Trains the ``shapes`` model on the toy world: the VAE first, then the text encoder and UNet together.
 
 Deterministic given the seed: every batch's scenes come from a numpy generator seeded with (seed, phase,
-step), torch's generator is seeded per phase and deterministic algorithms are on (one CPU thread by
-default: a different thread count may change the float rounding). The diffusion phase trains on latents of a
-fixed set of training scenes (held-out combinations never appear), with each optional attribute of a caption
-left out at random and the whole caption dropped (``""``, what an empty negative prompt encodes) for
-classifier-free guidance; epsilon prediction with SD 1.5's noise schedule, Min-SNR loss weights and an
-exponential moving average of the weights, which is what is saved. The result is a single-file SD 1.x
-checkpoint (fp16 safetensors, configs embedded) that loads like any other.
+step), torch's generator is seeded per phase and deterministic algorithms are on (two CPU threads by
+default: a different thread count may change the float rounding).
+
+The VAE's posterior variance is fixed near zero (:func:`_fix_variance`), so its latents are the encoder's
+means: the diffusion model learns exactly the latents the decoder was trained to read, not samples whose
+noise can swamp them. Its reconstruction error is weighted towards the shape, which is small in every picture
+and what every caption is about. The diffusion phase trains on the latents of a fixed set of training scenes
+(held-out combinations never appear), with each optional attribute of a caption left out at random and the
+whole caption dropped (``""``, what an empty negative prompt encodes) for classifier-free guidance; epsilon
+prediction with SD 1.5's noise schedule, Min-SNR loss weights and an exponential moving average of the
+weights, which is what is saved. The result is a single-file SD 1.x checkpoint (fp16 safetensors, configs
+embedded) that loads like any other.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flipbook.toy.world import random_caption, render, sample_scene
+from flipbook.toy.world import coverage, random_caption, render, sample_scene
 
 Log = Callable[[str], None]
 
@@ -31,24 +36,25 @@ Log = Callable[[str], None]
 @dataclass(frozen=True)
 class TrainSettings:
     seed: int = 0
-    vae_steps: int = 1000
+    vae_steps: int = 3000
     vae_batch: int = 16
     vae_crop: int = 32
-    vae_lr: float = 8e-3
-    initial_logvar: float = -10.0
-    kl_weight: float = 1e-5
-    decoder_steps: int = 800
-    decoder_lr: float = 4e-3
-    steps: int = 320
+    vae_lr: float = 1e-3
+    logvar: float = -20.0
+    shape_weight: float = 9.0
+    latent_penalty: float = 1e-4
+    decoder_steps: int = 1000
+    decoder_lr: float = 5e-4
+    steps: int = 4500
     batch: int = 24
-    lr: float = 1.5e-3
+    lr: float = 1e-3
     warmup: int = 50
     scenes: int = 6144
     attribute_drop: float = 0.3
     caption_dropout: float = 0.1
     min_snr: float = 5.0
     ema: float = 0.99
-    threads: int = 1
+    threads: int = 2
 
 
 def _rng(settings: TrainSettings, phase: int, step: int) -> np.random.Generator:
@@ -90,28 +96,45 @@ class Progress:
         )
 
 
+def _scenes(settings: TrainSettings, phase: int, step: int, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of pictures (cropped at random 8-aligned offsets unless ``crop`` is 64) and their loss weights:
+    1 on the background, ``1 + shape_weight`` where the shape covers the pixel."""
+    rng = _rng(settings, phase, step)
+    cells = (64 - crop) // 8 + 1
+    images, weights = [], []
+    for _ in range(settings.vae_batch):
+        y, x = rng.integers(cells, size=2) * 8
+        scene = sample_scene(rng)
+        images.append(render(scene)[y : y + crop, x : x + crop])
+        weights.append(1.0 + settings.shape_weight * coverage(scene)[y : y + crop, x : x + crop])
+    return _pixels(images), torch.from_numpy(np.stack(weights))[:, None]
+
+
+def _fix_variance(vae, logvar: float) -> None:
+    """Make the posterior's log-variance the constant ``logvar`` (its half of ``quant_conv`` zero weights and
+    that bias). No loss below depends on it, so it gets no gradient and stays: the latents are the
+    encoder's means, deterministic, and the diffusion model learns exactly what the decoder reads."""
+    channels = vae.config.latent_channels
+    with torch.no_grad():
+        vae.quant_conv.weight[channels:] = 0.0
+        vae.quant_conv.bias[channels:] = logvar
+
+
 def train_vae(vae, settings: TrainSettings, log: Log) -> None:
-    """Reconstruction (MSE) plus a small KL term, on random crops (the VAE is convolutional: crops cost less)."""
-    with torch.no_grad():  # start with nearly deterministic latents: the decoder sees the code, not noise
-        vae.quant_conv.bias[vae.config.latent_channels :] = settings.initial_logvar
+    """Encoder and decoder on random crops (the VAE is convolutional: crops cost less): a reconstruction
+    error weighted towards the shape (the background is most of every picture, the shape what a caption is
+    about) plus a small penalty on the latents' size that keeps them near unit scale."""
+    _fix_variance(vae, settings.logvar)
     vae.train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
     progress = Progress("vae", settings.vae_steps, log)
-    crop, cells = settings.vae_crop, (64 - settings.vae_crop) // 8 + 1
     for step in range(settings.vae_steps):
-        rng = _rng(settings, 1, step)
-        images = []
-        for _ in range(settings.vae_batch):
-            y, x = rng.integers(cells, size=2) * 8
-            images.append(render(sample_scene(rng))[y : y + crop, x : x + crop])
-        batch = _pixels(images)
+        batch, weights = _scenes(settings, 1, step, settings.vae_crop)
         for group in optimizer.param_groups:
             group["lr"] = _lr(settings, step, settings.vae_steps, settings.vae_lr)
-        posterior = vae.encode(batch).latent_dist
-        reconstruction = vae.decode(posterior.sample()).sample
-        loss = (
-            torch.nn.functional.mse_loss(reconstruction, batch) + settings.kl_weight * posterior.kl().mean()
-        )
+        latents = vae.encode(batch).latent_dist.mean
+        error = (vae.decode(latents).sample - batch).pow(2) * weights
+        loss = error.mean() + settings.latent_penalty * latents.pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -120,27 +143,18 @@ def train_vae(vae, settings: TrainSettings, log: Log) -> None:
 
 
 def train_decoder(vae, settings: TrainSettings, log: Log) -> None:
-    """The decoder alone, on the encoder's (frozen) latent means: sharper pictures, the same latents.
-
-    As Stable Diffusion's fine-tuned decoders: the diffusion model only ever sees the encoder's latents, so
-    this phase changes nothing it learns, and no random draw happens here.
-    """
+    """The decoder alone on whole pictures, the encoder frozen: what the crops never showed (the picture's
+    border, the whole layout) without changing a single latent the diffusion model learns from."""
     vae.train()
     optimizer = torch.optim.AdamW(vae.decoder.parameters(), lr=settings.decoder_lr, weight_decay=0.0)
     progress = Progress("decoder", settings.decoder_steps, log)
-    crop, cells = settings.vae_crop, (64 - settings.vae_crop) // 8 + 1
     for step in range(settings.decoder_steps):
-        rng = _rng(settings, 4, step)
-        images = []
-        for _ in range(settings.vae_batch):
-            y, x = rng.integers(cells, size=2) * 8
-            images.append(render(sample_scene(rng))[y : y + crop, x : x + crop])
-        batch = _pixels(images)
+        batch, weights = _scenes(settings, 4, step, 64)
         with torch.no_grad():
             latents = vae.encode(batch).latent_dist.mean
         for group in optimizer.param_groups:
             group["lr"] = _lr(settings, step, settings.decoder_steps, settings.decoder_lr)
-        loss = torch.nn.functional.mse_loss(vae.decode(latents).sample, batch)
+        loss = ((vae.decode(latents).sample - batch).pow(2) * weights).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -149,17 +163,15 @@ def train_decoder(vae, settings: TrainSettings, log: Log) -> None:
 
 
 @torch.no_grad()
-def encode_scenes(vae, settings: TrainSettings, log: Log) -> tuple[torch.Tensor, torch.Tensor, list]:
-    """Latent means and standard deviations of ``settings.scenes`` training scenes, and the scenes."""
+def encode_scenes(vae, settings: TrainSettings, log: Log) -> tuple[torch.Tensor, list]:
+    """The latents (the encoder's means) of ``settings.scenes`` training scenes, and the scenes."""
     rng = _rng(settings, 2, 0)
     scenes = [sample_scene(rng, held_out=False) for _ in range(settings.scenes)]
-    means, stds = [], []
+    latents = []
     for start in range(0, len(scenes), 256):
-        posterior = vae.encode(_pixels([render(s) for s in scenes[start : start + 256]])).latent_dist
-        means.append(posterior.mean)
-        stds.append(posterior.std)
+        latents.append(vae.encode(_pixels([render(s) for s in scenes[start : start + 256]])).latent_dist.mean)
     log(f"encoded {len(scenes)} scenes")
-    return torch.cat(means), torch.cat(stds), scenes
+    return torch.cat(latents), scenes
 
 
 def _batches(settings: TrainSettings, scenes: list) -> Iterator[tuple[np.ndarray, list[str]]]:
@@ -187,9 +199,9 @@ def train_diffusion(components: dict, settings: TrainSettings, log: Log) -> None
     from flipbook.models.families.sd.builtin import SD15_SCHEDULER_CONFIG
 
     unet, text_encoder, tokenizer, vae = (components[k] for k in ("unet", "text_encoder", "tokenizer", "vae"))
-    means, stds, scenes = encode_scenes(vae, settings, log)
+    means, scenes = encode_scenes(vae, settings, log)
     generator = torch.Generator().manual_seed(settings.seed)
-    scale = 1.0 / float((means + stds * torch.randn(means.shape, generator=generator)).std())
+    scale = 1.0 / float(means.std())
     vae.register_to_config(scaling_factor=scale)
     log(f"latent scaling factor {scale:.4f}")
 
@@ -212,7 +224,7 @@ def train_diffusion(components: dict, settings: TrainSettings, log: Log) -> None
                 token_cache[caption] = tokenizer(caption, padding="max_length", max_length=77).input_ids
         ids = torch.tensor([token_cache[c] for c in captions])
         at = torch.from_numpy(index)
-        latents = (means[at] + stds[at] * torch.randn(means[at].shape, generator=generator)) * scale
+        latents = means[at] * scale
         noise = torch.randn(latents.shape, generator=generator)
         timesteps = torch.randint(0, len(alphas), (len(index),), generator=generator)
         noisy = schedule.add_noise(latents, noise, timesteps)

@@ -179,6 +179,14 @@ def shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[floa
     return [(cx + ra * np.cos(a), cy + ra * np.sin(a)) for a, ra in zip(angles, radii, strict=True)]
 
 
+def _outline(scene: Scene, size: int) -> list[tuple[float, float]]:
+    """The shape's outline in the 4x drawing's pixels."""
+    x, y = POSITIONS[scene.position]
+    unit = _SCALE * size / SIZE
+    r = (SIZES[scene.size] + scene.dr) * unit
+    return shape_polygon(scene.shape, (x + scene.dx) * unit, (y + scene.dy) * unit, r)
+
+
 def render(scene: Scene, size: int = SIZE) -> np.ndarray:
     """The scene as a ``size`` x ``size`` RGB uint8 array."""
     big = size * _SCALE
@@ -186,9 +194,13 @@ def render(scene: Scene, size: int = SIZE) -> np.ndarray:
     draw = ImageDraw.Draw(image)
     if len(scene.background) == 2:
         draw.rectangle((0, big // 2, big, big), fill=COLOURS[scene.background[1]])
-    x, y = POSITIONS[scene.position]
-    unit = _SCALE * size / SIZE
-    r = (SIZES[scene.size] + scene.dr) * unit
-    points = shape_polygon(scene.shape, (x + scene.dx) * unit, (y + scene.dy) * unit, r)
-    draw.polygon(points, fill=COLOURS[scene.colour])
+    draw.polygon(_outline(scene, size), fill=COLOURS[scene.colour])
     return np.asarray(image.resize((size, size), Image.Resampling.BOX), dtype=np.uint8)
+
+
+def coverage(scene: Scene, size: int = SIZE) -> np.ndarray:
+    """How much of each pixel the shape covers, in [0, 1]: a ``size`` x ``size`` float32 array."""
+    big = size * _SCALE
+    image = Image.new("L", (big, big), 0)
+    ImageDraw.Draw(image).polygon(_outline(scene, size), fill=255)
+    return np.asarray(image.resize((size, size), Image.Resampling.BOX), dtype=np.float32) / 255.0

@@ -8,7 +8,8 @@ reads built-in names from it, never import torch. What a family declares:
   (:data:`REFERENCE_KINDS`): ``image`` families (checkpoints: every mode built on txt2img/img2img/inpaint),
   ``video`` (image-to-video models: the ``svd`` mode), ``video diffusion`` (text/image-to-video transformers: the
   ``videomodel`` mode), ``motion`` (motion modules that attach to the image
-  families named in ``attaches_to``: the ``animatediff`` mode);
+  families named in ``attaches_to``: the ``animatediff`` mode), ``refiner`` (a second denoiser that takes over
+  the last part of an image family's schedule, for the families in ``attaches_to``: SDXL's refiner);
 - ``builtins``: names of models built in code (their builders are the package's, imported lazily);
 - ``default_size`` (width, height it was trained at), ``builtin_sizes`` (built-ins made for another size: the
   CPU-sized test models) and ``prediction_type`` (its samplers' default);
@@ -27,8 +28,12 @@ reads built-in names from it, never import torch. What a family declares:
   ``encoder(bundle,
   text, max_sequence_length)`` (a prompt's states, as the family's sampler takes them), ``sample(bundle,
   embeds, negative, settings, *, generator, known, events, frames)`` (one segment's frames conditioned on the
-  images ``known`` at positions: frames x H x W x 3 in [0, 1]) and ``conditioning(ref, models_dir,
-  field_name)`` ("none": text only, "optional": images at chosen frames, "required": a start image, from
+  images ``known`` at positions: frames x H x W x 3 in [0, 1]), for families whose models make audio with the
+  video ``sample_with_audio`` (the same arguments; the frames and the audio, channels x samples at the
+  bundle's ``audio_rate``: the mode keeps it as the video's soundtrack), where the family's models take
+  images at some positions of a segment only ``known_problem(positions, frame_step) -> (misplaced, allowed)
+  | None`` (pure: the segment positions they cannot be conditioned on and what they can; the mode checks
+  every segment before any model loads), and ``conditioning(ref, models_dir, field_name)`` ("none": text only, "optional": images at chosen frames, "required": a start image, from
   configs alone; None where that needs a load), and ``reference(bundle, prompt, negative, settings, seed)``
   (the same text-to-video segment made by diffusers' own pipeline: benchmarks compare with it), and
   ``lora_problem(path) -> str | None`` (why a LoRA file is not one for the family's transformer, read before
@@ -78,7 +83,15 @@ def _registry(families: Iterable[Family]) -> dict[str, Family]:
 def _declared() -> tuple[Family, ...]:
     from flipbook.models.families import animatediff, ltx, ltx2, sd, sdxl, svd, wan
 
-    return (*sd.FAMILIES, sdxl.FAMILY, svd.FAMILY, *animatediff.FAMILIES, wan.FAMILY, ltx.FAMILY, ltx2.FAMILY)
+    return (
+        *sd.FAMILIES,
+        *sdxl.FAMILIES,
+        svd.FAMILY,
+        *animatediff.FAMILIES,
+        wan.FAMILY,
+        ltx.FAMILY,
+        ltx2.FAMILY,
+    )
 
 
 FAMILIES: Mapping[str, Family] = _registry(_declared())

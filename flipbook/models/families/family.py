@@ -6,12 +6,13 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Capability = Literal["image", "video", "motion", "video diffusion"]
+Capability = Literal["image", "video", "motion", "video diffusion", "refiner"]
 REFERENCE_KINDS: dict[str, str] = {
     "image": "checkpoint",
     "video": "video model",
     "motion": "motion module",
     "video diffusion": "video diffusion model",
+    "refiner": "refiner",
 }
 """Capability -> the kind of :class:`~flipbook.spec.references.ModelReference` whose names its models are."""
 
@@ -50,6 +51,8 @@ class Family:
     encoder: Hook | None = None
     size_note: Hook | None = None
     sample: Hook | None = None
+    sample_with_audio: Hook | None = None
+    known_problem: Hook | None = None
     conditioning: Hook | None = None
     reference: Hook | None = None
     lora_problem: Hook | None = None

@@ -26,6 +26,11 @@ def check_plan(spec: Spec, frames: Sequence[FramePlan]) -> None:
         raise SpecError(
             "init.image", str(spec.init.image), "no init image together with init.video in animatediff mode"
         )
+    if spec.model.refiner is not None:
+        raise SpecError(
+            "model.refiner", spec.model.refiner, "none in animatediff mode",
+            detail="every frame is denoised together by the motion UNet; a refiner has no motion module",
+        )  # fmt: skip
     values = {
         "model.name": [f.checkpoint for f in frames],
         "sampling.steps": [f.steps for f in frames],

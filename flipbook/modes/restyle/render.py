@@ -52,8 +52,9 @@ def resolve_spec(spec: Spec) -> Spec:
     return spec.model_copy(update={"animation": spec.animation.model_copy(update={"fps": round(fps, 6)})})
 
 
-def soundtrack(spec: Spec) -> tuple[Path, float] | None:
-    """The source's own audio from the first chosen frame, when it has any and ``keep_audio`` is on."""
+def soundtrack(spec: Spec, run_dir: Path) -> tuple[Path, float] | None:
+    """The source's own audio from the first chosen frame, when it has any and ``keep_audio`` is on (the run
+    folder holds none of it)."""
     from flipbook.io.readers import has_audio
 
     if not spec.restyle.keep_audio or not has_audio(spec.init.video):

@@ -19,6 +19,10 @@ def check(spec: Spec) -> None:
         raise SpecError(
             "video.stream_batch", True, "no ControlNet units (their weights follow each frame's own step)"
         )
+    if spec.video.stream_batch and spec.model.refiner:
+        raise SpecError(
+            "video.stream_batch", True, "no refiner (model.refiner): frames stream through one UNet"
+        )
 
 
 def frame_count(spec: Spec) -> str | None:

@@ -20,6 +20,7 @@ A resumed render restarts at the last segment border on disk (``resume_every`` =
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
 from functools import cache
@@ -36,15 +37,21 @@ from flipbook.modes.base import Split
 from flipbook.modes.frame import Frame, ModeContext, init_image
 from flipbook.modes.videomodel.rules import (
     CAPABILITY,
+    LOOP_END,
+    OVERLAP,
     check_frame_rules,
+    check_placement,
+    check_positions,
     check_source_length,
     check_steps,
     family_of,
+    known_positions,
     segment_begin,
     segment_starts,
     segment_step,
     source_frames_needed,
 )
+from flipbook.runs.run_dir import RunDir
 from flipbook.spec.model import Spec
 from flipbook.spec.plan import Plan
 
@@ -83,6 +90,7 @@ def check_inputs(spec: Spec) -> None:
     for index, keyframe in enumerate(spec.videomodel.keyframes):
         open_image(keyframe.image, f"videomodel.keyframes[{index}].image")
     family = family_of_model(spec)
+    check_placement(spec, family)
     conditioning = family.conditioning(spec.videomodel.model, spec.model.models_dir, FIELD)
     if conditioning is not None:
         _check_conditioning(spec, conditioning, spec.videomodel.model)
@@ -102,14 +110,31 @@ def resolve_spec(spec: Spec) -> Spec:
     return spec.model_copy(update={"animation": spec.animation.model_copy(update={"fps": fps})})
 
 
-def soundtrack(spec: Spec) -> tuple[Path, float] | None:
-    """The source's audio from its first frame (video to video with ``keep_audio``), when it has any."""
+def soundtrack(spec: Spec, run_dir: Path) -> tuple[Path, float] | None:
+    """The source's audio from its first frame (video to video with ``keep_audio``), when it has any; else the
+    audio the model made with the frames (LTX-2), its segments' joined into the run folder's ``NAME.wav``."""
     from flipbook.io.readers import has_audio
 
     video = spec.init.video
-    if video is None or not spec.videomodel.keep_audio or not has_audio(video):
+    if video is not None:
+        return (Path(video), 0.0) if spec.videomodel.keep_audio and has_audio(video) else None
+    if family_of_model(spec).sample_with_audio is None:
         return None
-    return Path(video), 0.0
+    return _joined_audio(spec, RunDir(run_dir))
+
+
+def _joined_audio(spec: Spec, run: RunDir) -> tuple[Path, float] | None:
+    """The segments' audio on disk joined into ``NAME.wav`` (see ``audio.py``); None when none is there."""
+    from flipbook.modes.videomodel import audio
+
+    paths = [(segment_begin(spec, b), run.audio_path(segment_begin(spec, b))) for b in segment_starts(spec)]
+    clips = [(first, *audio.read_clip(path)) for first, path in paths if path.is_file()]
+    if not clips:
+        return None
+    rate = clips[0][2]
+    joined = audio.join_segments([(first, samples) for first, samples, _ in clips], rate, spec.animation.fps,
+                                 spec.animation.max_frames)  # fmt: skip
+    return audio.write_clip(run.soundtrack_path(), joined, rate), 0.0
 
 
 def source_frames(spec: Spec) -> list[np.ndarray] | None:
@@ -139,8 +164,12 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     family = family_of_model(spec)
     check_steps(spec, ctx.plan.frames, family)
     loras = _lora_files(family, ctx.prompts)
+    _check_lora_experts(spec, loras)
+    _check_second_expert(spec)
     bundle = _load(spec, family)
-    bundle.loras.load(loras)  # before the memory switches: group offload moves only the layers it saw
+    _check_second_expert(spec, bundle)
+    # before the memory switches: group offload moves only the layers it saw
+    bundle.loras.load(loras, experts={entry.name: entry.expert for entry in spec.videomodel.lora_experts})
     bundle = _switched(spec, bundle, ctx.run.log)
     _check_bundle(spec, bundle)
     source = None
@@ -175,10 +204,14 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
 
 
 def _load(spec: Spec, family: Family):
+    """The model loaded with its modules on the CPU unless ``offload`` is ``none``: offload hooks move them
+    (``auto`` decides from the loaded weights), so a model larger than the GPU loads; ``_switched`` moves them
+    to the device where nothing is offloaded."""
     m, v = spec.model, spec.videomodel
     return family.load(
         v.model, field_name=FIELD, models_dir=m.models_dir, device=m.device, dtype=m.dtype, seed=0,
         text_encoder=v.text_encoder, vae=v.vae, tokenizer=v.tokenizer, image_encoder=v.image_encoder,
+        on_cpu=v.offload != "none",
     )  # fmt: skip
 
 
@@ -190,6 +223,53 @@ def _lora_files(family: Family, prompts) -> list[Path]:
     files = sorted({entry[0] for _, loras in prompts.values() for entry in loras})
     check_loras(family, files)
     return files
+
+
+def _check_lora_experts(spec: Spec, files: list[Path]) -> None:
+    """Every name in ``videomodel.lora_experts`` is one of the LoRAs the spec uses (by file stem), once."""
+    used = sorted({Path(file).stem for file in files})
+    named = [entry.name for entry in spec.videomodel.lora_experts]
+    for name in {name for name in named if named.count(name) > 1}:
+        raise FlipbookError("videomodel.lora_experts", name, "each LoRA once (high_noise, low_noise or both)")
+    for entry in spec.videomodel.lora_experts:
+        if entry.name not in used:
+            raise FlipbookError(
+                "videomodel.lora_experts", entry.name, "the name of a LoRA the spec uses (model.loras or a "
+                f"<lora:NAME:w> tag): {', '.join(used) if used else 'it uses none'}",
+            )  # fmt: skip
+
+
+def _check_second_expert(spec: Spec, bundle=None) -> None:
+    """A LoRA sent to the low-noise expert needs a model that has one (Wan 2.2 A14B's ``transformer_2``): from
+    the loaded ``bundle``, or before loading from what a built-in or a folder's ``model_index.json`` says."""
+    has_one = _second_expert(spec) if bundle is None else getattr(bundle, "transformer_2", None) is not None
+    if has_one is not False:  # None: only the load tells
+        return
+    for entry in spec.videomodel.lora_experts:
+        if entry.expert != "high_noise":
+            raise FlipbookError(
+                "videomodel.lora_experts", f"{entry.name} = {entry.expert}", "high_noise: this model has one "
+                "transformer (only Wan 2.2 A14B has a low-noise expert)",
+            )  # fmt: skip
+
+
+def _second_expert(spec: Spec) -> bool | None:
+    """Whether the model has a second (low-noise) transformer, where its configuration tells without loading
+    (no built-in has one; a folder's ``model_index.json`` lists it); None where only a load can tell."""
+    from flipbook.models import families
+
+    ref, models_dir = spec.videomodel.model, spec.model.models_dir
+    if families.builtin_family(ref, CAPABILITY) is not None:
+        return False
+    where = _where(ref, models_dir)
+    index = Path(where) / "model_index.json" if isinstance(where, Path) else None
+    if index is None or not index.is_file():
+        return None
+    try:
+        entry = json.loads(index.read_text(encoding="utf-8")).get("transformer_2")
+    except (OSError, ValueError):
+        return None  # the load says what is wrong with the folder
+    return isinstance(entry, list) and entry[0] is not None
 
 
 def _switched(spec: Spec, bundle, log=None):
@@ -320,6 +400,9 @@ def _check_bundle(spec: Spec, bundle) -> None:
             "image attention assumes that many prompt tokens)",
         )  # fmt: skip
     _check_conditioning(spec, bundle.conditioning, bundle.name)
+    known_problem = getattr(bundle, "known_problem", None)  # where this model takes images (Wan 2.2 TI2V)
+    if known_problem is not None:
+        check_positions(spec, known_problem, title)
 
 
 def _check_conditioning(spec: Spec, conditioning: str, name: str) -> None:
@@ -394,17 +477,16 @@ def _known(
     that takes no images (a text-to-video model restyling a source)."""
     if not takes_images:
         return {}
-    begin, step, n = segment_begin(spec, border), segment_step(spec), spec.animation.max_frames
+    begin = segment_begin(spec, border)
     known: dict[int, PIL.Image.Image] = {}
-    if border == 0:
-        if 0 in keyframes:
-            known[0] = keyframes[0]
-    else:
-        known.update({index - begin: frame_image(index) for index in range(begin, border + 1)})
-    known.update({f - begin: image for f, image in keyframes.items() if border < f <= border + step})
-    if spec.videomodel.loop and border < n <= border + step:
-        # frame 0 as written; a one-segment loop has not written it yet: its start image, as Wan FLF2V is used
-        known[n - begin] = frame_image(0) if border > 0 else keyframes[0]
+    for position, field in known_positions(spec, border).items():
+        if field == OVERLAP:
+            known[position] = frame_image(begin + position)
+        elif field == LOOP_END:
+            # frame 0 as written; a one-segment loop has not written it yet: its start image (Wan FLF2V's use)
+            known[position] = frame_image(0) if border > 0 else keyframes[0]
+        else:
+            known[position] = keyframes[begin + position]
     return known
 
 
@@ -451,10 +533,15 @@ def _segment(
     prompt, loras = ctx.prompts[plan.prompt]  # its <lora:...> tags (and model.loras) are this segment's
     bundle.loras.activate(loras)
     negative = encode(ctx.prompts[plan.negative_prompt][0]) if settings.guided else None
-    frames = family.sample(
-        bundle, encode(prompt), negative, settings, generator=torch.Generator("cpu").manual_seed(plan.seed),
-        known=known, events=ctx.events, frames=indices, video=video,
+    generator = torch.Generator("cpu").manual_seed(plan.seed)
+    frames, sound = _sample(
+        family, bundle, encode(prompt), negative, settings, generator=generator, known=known, events=ctx.events,
+        frames=indices, video=video,
     )  # fmt: skip
+    if sound is not None:  # the model's audio, kept for the soundtrack (audio.py)
+        from flipbook.modes.videomodel.audio import write_clip
+
+        write_clip(ctx.run.audio_path(begin), sound.numpy(), bundle.audio_rate)
     if seam is not None:
         from flipbook.sampling.segments import fade_seam
 
@@ -464,6 +551,13 @@ def _segment(
     parameters = _parameters(spec, bundle, border, plan, settings)
     for index in indices:
         yield Frame(index, PIL.Image.fromarray(pixels[index - begin]), None, parameters)
+
+
+def _sample(family: Family, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A segment's frames and the audio the model made with them (None for models that make none)."""
+    if family.sample_with_audio is not None:
+        return family.sample_with_audio(*args, **kwargs)
+    return family.sample(*args, **kwargs), None
 
 
 def _parameters(spec: Spec, bundle, border: int, plan, settings) -> dict[str, str]:

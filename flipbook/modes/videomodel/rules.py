@@ -15,7 +15,7 @@ the error giving the nearest frame counts that fit).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flipbook.errors import SpecError
@@ -47,6 +47,64 @@ def segment_begin(spec: Spec, border: int) -> int:
     return 0 if border == 0 else border - spec.videomodel.overlap + 1
 
 
+OVERLAP = "videomodel.overlap"
+LOOP_END = "animation.max_frames"
+
+
+def known_positions(spec: Spec, border: int) -> dict[int, str]:
+    """The positions in the segment at ``border`` that it is conditioned on (see ``render.py``), each with the
+    field that put an image there: a keyframe's (``init.image`` for frame 0), ``OVERLAP`` for the frames of
+    the video so far, ``LOOP_END`` for a loop's frame after the last (frame 0 again)."""
+    v, n = spec.videomodel, spec.animation.max_frames
+    begin, step = segment_begin(spec, border), segment_step(spec)
+    known = dict.fromkeys(range(border + 1 - begin), OVERLAP) if border > 0 else {}
+    if border == 0 and spec.init.image is not None:
+        known[0] = "init.image"
+    for index, keyframe in enumerate(v.keyframes):
+        if keyframe.frame < n and (keyframe.frame == border == 0 or border < keyframe.frame <= border + step):
+            known[keyframe.frame - begin] = f"videomodel.keyframes[{index}].frame"
+    if v.loop and border < n <= border + step:
+        known[n - begin] = LOOP_END
+    return known
+
+
+def check_placement(spec: Spec, family: Family) -> None:
+    """Every image a segment is conditioned on sits where the family's models can take it (its
+    ``known_problem``, LTX-2's latent frames), checked before any model loads: one error naming the keyframe,
+    overlap or frame count that put it elsewhere."""
+    if family.known_problem is not None:
+        check_positions(
+            spec, lambda positions: family.known_problem(positions, family.frame_step), family.title
+        )
+
+
+def check_positions(
+    spec: Spec, known_problem: Callable[[list[int]], tuple[list[int], str] | None], title: str
+) -> None:
+    """Every segment's known positions (:func:`known_positions`) through ``known_problem`` (the misplaced
+    positions and what is allowed, naming the model, or None): the first misplaced one is an error naming its
+    field (for a keyframe, with the nearest frames the same segment could take it at)."""
+    for index, border in enumerate(segment_starts(spec)):
+        known = known_positions(spec, border)
+        problem = known_problem(sorted(known))
+        if problem is None:
+            continue
+        misplaced, allowed = problem
+        position, begin = misplaced[0], segment_begin(spec, border)
+        field = known[position]
+        values = {OVERLAP: spec.videomodel.overlap, LOOP_END: spec.animation.max_frames, "init.image": 0}
+        detail = f"segment {index} starts at frame {begin}, so this image would be its frame {position}"
+        if field not in values:
+            others = sorted(set(known) - {position})
+            reach = min(spec.videomodel.segment_frames, spec.animation.max_frames - begin)
+            fits = [p for p in range(1, reach) if known_problem([*others, p]) is None]
+            nearest = sorted(fits, key=lambda p: (abs(p - position), p))[:2]
+            if nearest:
+                frames = " or ".join(str(begin + p) for p in sorted(nearest))
+                detail += f"; in this segment it could go at frame {frames}"
+        raise SpecError(field, values.get(field, begin + position), allowed, detail=f"{title}: {detail}")
+
+
 def family_of(spec: Spec) -> Family | None:
     """The family of a built-in model (its frame rules are known before loading), else None."""
     from flipbook.models.families import builtin_family
@@ -63,7 +121,13 @@ def defaults(spec: Spec) -> dict[str, Any]:
 
 
 def check_spec(spec: Spec) -> None:
-    """Frame and size rules of the model's family, the overlap, keyframes and the loop's length."""
+    """Frame and size rules of the model's family, the overlap, keyframes and the loop's length; no refiner."""
+    if spec.model.refiner is not None:
+        raise SpecError(
+            "model.refiner",
+            spec.model.refiner,
+            "none in videomodel mode (a refiner refines image checkpoints)",
+        )
     family = family_of(spec)
     if family is not None:
         check_frame_rules(spec, family.frame_step, family.side_multiple, family.title)
@@ -94,6 +158,8 @@ def check_spec(spec: Spec) -> None:
             detail="the loop's last frame would start a segment of its own, away from the one conditioned "
             "on frame 0",
         )  # fmt: skip
+    if family is not None:
+        check_placement(spec, family)
 
 
 def check_frame_rules(spec: Spec, frame_step: int | None, side_multiple: int | None, title: str) -> None:
@@ -219,6 +285,9 @@ def describe(spec: Spec, plan: Plan) -> list[str]:
         extras.append(f"keyframe images at frames {', '.join(late)} are past the last frame (not used)")
     if v.loop:
         extras.append("looped: the frame after the last is conditioned on frame 0")
+    family = family_of(spec)
+    if family is not None and family.sample_with_audio is not None and spec.init.video is None:
+        extras.append("the audio the model makes with each segment joined into the soundtrack (NAME.wav)")
     chained = f"conditioned on the last {v.overlap} frame(s) before it"
     if spec.init.video is not None:  # a text-to-video model restyles each segment on its own
         chained += " (image-to-video models)"

@@ -31,6 +31,19 @@ class KeyframeImage(Section):
     image: ImageFile = Field(description="the image (resized to the animation size)")
 
 
+class LoraExpert(Section):
+    """Which of Wan 2.2 A14B's experts the LoRA ``name`` goes into."""
+
+    name: str = Field(
+        description="the LoRA's name: its file name without the suffix, as in <lora:NAME:w> or model.loras"
+    )
+    expert: Literal["high_noise", "low_noise", "both"] = Field(
+        "low_noise",
+        description="high_noise (the first transformer, where LoRAs go by default), low_noise (the second, "
+        "used below the boundary step) or both",
+    )
+
+
 class VideoModelSection(Section):
     """``[videomodel]``: a video diffusion model (Wan 2.x) makes the frames in segments of ``segment_frames``.
     The first segment is text to video, or image to video from ``init.image`` (or a keyframe image at frame
@@ -47,7 +60,8 @@ class VideoModelSection(Section):
         "tiny-wan",
         description="built-in (tiny-wan, tiny-wan-i2v, tiny-wan-flf2v, random-wan-1.3b), a diffusers folder or "
         "hub id (Wan-AI/Wan2.1-T2V-1.3B-Diffusers), or a name in the models folder; image-to-video models "
-        "(I2V, FLF2V) are needed for more than one segment, keyframes and loops",
+        "(I2V, FLF2V) are needed for more than one segment, keyframes and loops (Wan 2.2 TI2V: a start image "
+        "and more segments)",
     )
     text_encoder: TextEncoder = Field(
         None,
@@ -55,7 +69,8 @@ class VideoModelSection(Section):
     )
     vae: Vae = Field(
         None,
-        description="with a single Wan transformer file: its VAE file (models/vae; LTX-Video's holds it)",
+        description="with a single Wan transformer file or a GGUF LTX-Video one: its VAE file (models/vae; for "
+        "LTX-Video also its single file, which holds one; a .safetensors LTX-Video single file holds its own)",
     )
     tokenizer: Tokenizer = Field(
         None,
@@ -102,6 +117,11 @@ class VideoModelSection(Section):
         "source); per segment, a schedule",
     )
     keep_audio: bool = Field(True, description="with init.video: its audio becomes the outputs' soundtrack")
+    lora_experts: list[LoraExpert] = Field(
+        default_factory=list,
+        description="Wan 2.2 A14B: the expert a LoRA goes into, for LoRAs that go elsewhere than the first "
+        "(high-noise) transformer",
+    )
     offload: Literal["auto", "none", "model", "block", "leaf"] = Field(
         "auto",
         description="keep the weights on the CPU between uses: model (each whole model on the GPU while it "
@@ -120,4 +140,8 @@ class VideoModelSection(Section):
     )
     attention_backend: Literal[
         "auto", "native", "flash", "sage", "flex", "_native_cudnn", "_native_flash"
-    ] = Field("auto", description="diffusers' attention backend for the transformer (auto: its default)")
+    ] = Field(
+        "auto",
+        description="diffusers' attention backend for the transformer and LTX-2's text connectors (auto: its "
+        "default)",
+    )

@@ -2,7 +2,7 @@
 transformer, a VAE with LTX's 32x spatial and 8x temporal compression, a 2-layer T5 and the toy tokenizer), or
 a diffusers folder / hub id of ``LTXPipeline``, ``LTXImageToVideoPipeline`` or ``LTXConditionPipeline`` (one
 model serves text to video and conditioning on images), or ComfyUI's single file with its T5 text encoder and
-tokenizer named beside it (``single_file.py``)."""
+tokenizer named beside it, or a GGUF-quantised transformer file with its VAE named too (``single_file.py``)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 ALLOWED = (
     f"a built-in ({', '.join(FAMILY.builtins)}), a diffusers LTX-Video folder with model_index.json, a "
     "single file (transformer and VAE, ComfyUI's ltx-video-2b-v0.9.x.safetensors) with its text encoder and "
-    "tokenizer named, a name in model.models_dir, or a hub id (e.g. Lightricks/LTX-Video) in the local Hugging "
+    "tokenizer named, a GGUF-quantised transformer (.gguf) with its VAE, text encoder and tokenizer named, "
+    "a name in model.models_dir, or a hub id (e.g. Lightricks/LTX-Video) in the local Hugging "
     "Face cache"
 )
 SCHEDULER_CONFIG: dict[str, Any] = {
@@ -146,8 +147,10 @@ def load_ltx(
     vae: str | None = None,
     tokenizer: str | None = None,
     image_encoder: str | None = None,
+    on_cpu: bool = False,
 ) -> LtxBundle:
-    """Load the LTX-Video model ``ref`` (bf16 on a GPU, the VAE too, as LTX's own code runs it)."""
+    """Load the LTX-Video model ``ref`` (bf16 on a GPU, the VAE too, as LTX's own code runs it); ``on_cpu``:
+    the modules stay on the CPU for offload hooks to move (as ``load_wan``'s)."""
     torch_device = pick_device(device)
     torch_dtype = torch.bfloat16 if dtype in (None, "auto") and torch_device.type != "cpu" else None
     torch_dtype = torch_dtype or pick_dtype(dtype, torch_device)
@@ -156,9 +159,12 @@ def load_ltx(
         parts, source = tiny_ltx_components(seed), "builtin"
     else:
         location, source = _locate(ref, models_dir, field_name)
+    quantised = source == "single_file" and Path(location).suffix.lower() == ".gguf"
     named = {"text_encoder": text_encoder, "vae": vae, "tokenizer": tokenizer, "image_encoder": image_encoder}
     for name, value in named.items():
-        if value is not None and (source != "single_file" or name in ("vae", "image_encoder")):
+        if value is not None and (
+            source != "single_file" or name == "image_encoder" or (name == "vae" and not quantised)
+        ):
             brings = "its folder brings" if source != "single_file" else "the single file holds its VAE and"
             raise FlipbookError(
                 f"{section}.{name}", value, f"unset for this LTX-Video model ({brings} every part it needs)"
@@ -168,12 +174,14 @@ def load_ltx(
 
         parts = single_file_parts(
             Path(location), field_name=field_name, section=section, models_dir=models_dir,
-            text_encoder=text_encoder, tokenizer=tokenizer, dtype=torch_dtype,
+            text_encoder=text_encoder, tokenizer=tokenizer, dtype=torch_dtype, vae=vae,
         )  # fmt: skip
     elif source != "builtin":
         parts = _from_pretrained(location, ref, field_name, torch_dtype, local_files_only=source == "folder")
     for name in ("transformer", "vae", "text_encoder"):
-        module = parts[name].eval().requires_grad_(False).to(torch_device)
+        module = parts[name].eval().requires_grad_(False).to("cpu" if on_cpu else torch_device)
+        if getattr(module, "is_quantized", False):  # GGUF: its weights stay quantised, computing in dtype
+            continue
         if module.dtype != torch_dtype:
             module.to(torch_dtype)
     return LtxBundle(**parts, name=ref, source=source, device=torch_device, dtype=torch_dtype)
@@ -270,10 +278,10 @@ def _locate(ref: str, models_dir: str | Path | None, field_name: str) -> tuple[s
 
 
 def _single_file(path: Path, ref: str, field_name: str) -> str:
-    if path.suffix.lower() != ".safetensors":
+    if path.suffix.lower() not in (".safetensors", ".gguf"):
         raise FlipbookError(
             field_name, ref, ALLOWED, detail=f"a {path.suffix or 'suffix-less'} file: LTX-Video single files are "
-            ".safetensors",
+            ".safetensors (transformer and VAE), or a GGUF-quantised transformer (.gguf)",
         )  # fmt: skip
     return str(path)
 

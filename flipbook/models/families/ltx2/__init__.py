@@ -1,6 +1,7 @@
 """LTX-2 (Lightricks' audio-video model; text to video, images at any frames, and the audio it makes with the
 video): ``loading.py`` loads its parts (built-in ``tiny-ltx2``, diffusers folders, hub ids); its sampler is
-``sampling/ltx2.py``. The tiny model's toy Gemma tokenizer is built in ``loading.py``."""
+``sampling/ltx2.py``; ``placement.py`` says where in a segment it takes images (pure). The tiny model's toy Gemma
+tokenizer is built in ``loading.py``."""
 
 from __future__ import annotations
 
@@ -22,11 +23,14 @@ FAMILY = Family(
     load=Hook(_LOADING, "load_ltx2"),
     encoder=Hook("flipbook.sampling.ltx2", "encode_prompt"),
     sample=Hook("flipbook.sampling.ltx2", "sample_segment"),
+    sample_with_audio=Hook("flipbook.sampling.ltx2", "sample_with_audio"),
+    known_problem=Hook("flipbook.models.families.ltx2.placement", "known_problem"),
     reference=Hook(_LOADING, "reference_frames"),
     conditioning=Hook(_LOADING, "conditioning"),
 )
 """LTX-2 models: the built-in ``tiny-ltx2`` (random weights, the real structures at toy size, its toy Gemma
 tokenizer built in code), or a diffusers folder / hub id of ``LTX2Pipeline``, ``LTX2ImageToVideoPipeline`` or
 ``LTX2ConditionPipeline`` (one model serves text to video, a start image and images at latent frames). The
-audio it makes is returned by ``sampling/ltx2.py``'s ``sample_with_audio``; the mode's segment hook drops it
-with a warning. Single files are refused with a clear error (not loaded yet)."""
+audio it makes comes with the frames from ``sampling/ltx2.py``'s ``sample_with_audio``; the videomodel mode
+makes it the video's soundtrack. Images go where LTX-2 can place them (``placement.py``), checked before any
+model loads. Single files are refused with a clear error (not loaded yet)."""

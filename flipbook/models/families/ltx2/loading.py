@@ -217,8 +217,10 @@ def load_ltx2(
     vae: str | None = None,
     tokenizer: str | None = None,
     image_encoder: str | None = None,
+    on_cpu: bool = False,
 ) -> Ltx2Bundle:
-    """Load the LTX-2 model ``ref`` (bf16 on a GPU, as LTX-2's own code runs it)."""
+    """Load the LTX-2 model ``ref`` (bf16 on a GPU, as LTX-2's own code runs it); ``on_cpu``: the modules stay
+    on the CPU for offload hooks to move (as ``load_wan``'s)."""
     torch_device = pick_device(device)
     torch_dtype = torch.bfloat16 if dtype in (None, "auto") and torch_device.type != "cpu" else None
     torch_dtype = torch_dtype or pick_dtype(dtype, torch_device)
@@ -235,7 +237,7 @@ def load_ltx2(
         location, source = _locate(ref, models_dir, field_name)
         parts = _from_pretrained(location, ref, field_name, torch_dtype, local_files_only=source == "folder")
     for name in PARTS:
-        module = parts[name].eval().requires_grad_(False).to(torch_device)
+        module = parts[name].eval().requires_grad_(False).to("cpu" if on_cpu else torch_device)
         if module.dtype != torch_dtype:
             module.to(torch_dtype)
     return Ltx2Bundle(**parts, name=ref, source=source, device=torch_device, dtype=torch_dtype)

@@ -11,7 +11,10 @@ penultimate hidden states side by side) plus the second's pooled output and the 
 - ``builtin.py``: ``tiny-xl`` and ``random-sdxl``, SDXL's tokenisers (offline);
 - ``encoder.py``: the prompt encoder the sampling loops get (both encoders, A1111 weights and chunks, pooled
   embeddings and size conditioning);
-- ``buckets.py``: SDXL's training resolutions, for the nearest-bucket warning.
+- ``buckets.py``: SDXL's training resolutions, for the nearest-bucket warning;
+- ``refiner.py``: the ``sdxl-refiner`` family (SDXL's refiner, a second denoiser for the end of an SDXL model's
+  schedule: ``tiny-xl-refiner``, single files, folders, hub ids, its one-encoder prompt encoder with the
+  aesthetic score).
 """
 
 from __future__ import annotations
@@ -36,3 +39,18 @@ FAMILY = Family(
     encoder=Hook(f"{_PACKAGE}.encoder", "prompt_encoder"),
     size_note=Hook(f"{_PACKAGE}.buckets", "size_note"),
 )
+
+REFINER = Family(
+    name="sdxl-refiner",
+    title="Stable Diffusion XL refiner",
+    capability="refiner",
+    builtins=("tiny-xl-refiner",),
+    attaches_to=(FAMILY.name,),
+    prediction_type="epsilon",
+    detect_checkpoint=Hook(f"{_PACKAGE}.single_file", "is_sdxl_refiner"),
+    detect_folder=Hook(f"{_PACKAGE}.refiner", "is_refiner_folder"),
+    load=Hook(f"{_PACKAGE}.refiner", "load"),
+    encoder=Hook(f"{_PACKAGE}.refiner", "prompt_encoder"),
+)
+
+FAMILIES = (FAMILY, REFINER)

@@ -165,3 +165,63 @@ BUILTIN_MODELS: dict[str, Callable[[int], dict[str, Any]]] = {
     "tiny-xl": tiny_xl_components,
     "random-sdxl": random_sdxl_components,
 }
+
+AESTHETIC_TIME_IDS = 5
+"""The refiner's size conditioning: original size, crop top-left and the aesthetic score (no target size)."""
+
+
+def tiny_xl_refiner_components(seed: int = 0) -> dict[str, Any]:
+    """A tiny SDXL refiner, ``tiny-xl``'s companion: the refiner's structure at toy size (after diffusers' own
+    refiner tests): only the second text encoder (OpenCLIP's place; ``tiny-xl``'s second encoder's sizes),
+    cross-attention over its states alone, the ``text_time`` embedding of its pooled output and five size
+    numbers with the aesthetic score, a UNet whose first and last levels have no attention (as the refiner's),
+    and ``tiny-xl``'s VAE (the same seed builds the same weights). Random weights."""
+    text_2 = (32, 5, 4, 37, "gelu", 32)
+    tokenizer_2 = sdxl_tokenizers()[1]
+    return {
+        "unet": seeded(
+            seed,
+            lambda: UNet2DConditionModel(
+                sample_size=8,
+                in_channels=4,
+                out_channels=4,
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                block_out_channels=(32, 64, 64),
+                layers_per_block=2,
+                attention_head_dim=(2, 4, 4),
+                use_linear_projection=True,
+                addition_embed_type="text_time",
+                addition_time_embed_dim=8,
+                transformer_layers_per_block=(1, 2, 2),
+                projection_class_embeddings_input_dim=AESTHETIC_TIME_IDS * 8 + text_2[-1],
+                cross_attention_dim=text_2[0],
+                norm_num_groups=8,
+            ),
+        ),
+        "vae": tiny_xl_components(seed)["vae"],
+        "text_encoder_2": seeded(seed + 3, lambda: CLIPTextModelWithProjection(text_config(*text_2))),
+        "tokenizer_2": tokenizer_2,
+    }
+
+
+SDXL_REFINER_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 128,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "block_out_channels": (384, 768, 1536, 1536),
+    "layers_per_block": 2,
+    "attention_head_dim": (6, 12, 24, 24),
+    "use_linear_projection": True,
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2560,
+    "transformer_layers_per_block": 4,
+    "cross_attention_dim": 1280,
+}
+"""SDXL 1.0 refiner's UNet (Stability's ``sd_xl_refiner.yaml``: 384 channels x (1, 2, 4, 4), attention at the
+middle two levels, 64-wide heads, depth 4, OpenCLIP's 1280-wide states, 5 x 256 + 1280 added inputs)."""
+
+REFINER_MODELS: dict[str, Callable[[int], dict[str, Any]]] = {"tiny-xl-refiner": tiny_xl_refiner_components}

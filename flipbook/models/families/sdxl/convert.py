@@ -9,6 +9,9 @@ An SDXL single file stores its networks under fixed prefixes:
 * second text encoder (OpenCLIP ViT-bigG): ``conditioner.embedders.1.model.*``, fused q/k/v ``in_proj``
   weights and a ``text_projection`` matrix (the transpose of diffusers' projection layer).
 
+The refiner's file has no OpenAI CLIP: its one text encoder, OpenCLIP ViT-bigG, is ``conditioner.embedders.0
+.model.*`` (:data:`REFINER_LOCATORS`); its UNet and VAE are stored as the base's are.
+
 The map is one function per component from a diffusers parameter name to where it lives in the file
 (:class:`Place`: the original name, which third of a fused tensor, whether transposed); the writer
 (:func:`save_original_checkpoint`) and the reader (:mod:`~flipbook.models.families.sdxl.single_file`) both use
@@ -40,7 +43,9 @@ UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_L_PREFIX = "conditioner.embedders.0.transformer.text_model."
 CLIP_G_PREFIX = "conditioner.embedders.1.model."
+REFINER_CLIP_G_PREFIX = "conditioner.embedders.0.model."
 FAMILY_NAME = "sdxl"
+REFINER_FAMILY_NAME = "sdxl-refiner"
 _ADD_EMBEDDING = {"add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
 
 
@@ -85,14 +90,18 @@ def clip_l_locator(_config: Any = None) -> Locator:
     return lambda key: Place(CLIP_L_PREFIX + clip_original_key(key))
 
 
-def clip_g_locator(_config: Any = None) -> Locator:
+def clip_g_locator(_config: Any = None, prefix: str = CLIP_G_PREFIX) -> Locator:
     def locate(key: str) -> Place:
         if key == "text_projection.weight":
-            return Place(CLIP_G_PREFIX + "text_projection", transposed=True)
+            return Place(prefix + "text_projection", transposed=True)
         original, part = openclip_original_key(key)
-        return Place(CLIP_G_PREFIX + original, part=part)
+        return Place(prefix + original, part=part)
 
     return locate
+
+
+def refiner_clip_g_locator(config: Any = None) -> Locator:
+    return clip_g_locator(config, REFINER_CLIP_G_PREFIX)
 
 
 LOCATORS: dict[str, Callable[[Any], Locator]] = {
@@ -102,6 +111,22 @@ LOCATORS: dict[str, Callable[[Any], Locator]] = {
     "text_encoder_2": clip_g_locator,
 }
 """Each component of the pipeline and how its parameters are found in the file."""
+
+REFINER_LOCATORS: dict[str, Callable[[Any], Locator]] = {
+    "unet": unet_locator,
+    "vae": vae_locator,
+    "text_encoder_2": refiner_clip_g_locator,
+}
+"""The same for a refiner (no first text encoder; OpenCLIP is embedder 0)."""
+
+
+def is_refiner_pipeline(pipe: Any) -> bool:
+    """A refiner pipeline: SDXL's second text encoder without the first."""
+    return getattr(pipe, "text_encoder", None) is None and getattr(pipe, "text_encoder_2", None) is not None
+
+
+def locators_of(pipe: Any) -> dict[str, Callable[[Any], Locator]]:
+    return REFINER_LOCATORS if is_refiner_pipeline(pipe) else LOCATORS
 
 
 def _to_file(value: torch.Tensor, place: Place, dtype: torch.dtype | None) -> torch.Tensor:
@@ -120,9 +145,10 @@ def _to_file(value: torch.Tensor, place: Place, dtype: torch.dtype | None) -> to
 def pipeline_to_original_state_dict(
     pipe: Any, *, dtype: torch.dtype | None = None
 ) -> dict[str, torch.Tensor]:
-    """An SDXL pipeline's UNet, VAE and both text encoders as one state dict in the original layout."""
+    """An SDXL pipeline's UNet, VAE and both text encoders (a refiner's one) as one state dict in the original
+    layout."""
     state: dict[str, torch.Tensor] = {}
-    for name, locator in LOCATORS.items():
+    for name, locator in locators_of(pipe).items():
         module = getattr(pipe, name)
         locate = locator(module.config)
         fused: dict[str, list[torch.Tensor | None]] = {}
@@ -151,13 +177,14 @@ def _text_config(text_encoder: Any) -> dict[str, Any]:
 
 def pipeline_configs(pipe: Any) -> dict[str, Any]:
     """The components' configs, as flipbook embeds them in the SDXL files it writes."""
+    refiner = is_refiner_pipeline(pipe)
+    texts = {name: _text_config(getattr(pipe, name)) for name in locators_of(pipe) if name.startswith("text")}
     return {
         "version": 1,
-        "family": FAMILY_NAME,
+        "family": REFINER_FAMILY_NAME if refiner else FAMILY_NAME,
         "unet": _plain(pipe.unet.config),
         "vae": _plain(pipe.vae.config),
-        "text_encoder": _text_config(pipe.text_encoder),
-        "text_encoder_2": _text_config(pipe.text_encoder_2),
+        **texts,
         "scheduler": {**_plain(pipe.scheduler.config), "_class_name": type(pipe.scheduler).__name__},
     }
 

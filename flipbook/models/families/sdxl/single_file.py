@@ -2,8 +2,8 @@
 
 1. **Detection** (:func:`is_sdxl`): both SDXL text encoders' keys (``conditioner.embedders.0`` OpenAI CLIP,
    ``.1`` OpenCLIP bigG) next to a UNet with the added (``label_emb``) embedding; so ``--model
-   my_pony.safetensors`` needs no flag. A refiner (only the OpenCLIP encoder) is recognised and named
-   (:func:`checkpoint_problem`).
+   my_pony.safetensors`` needs no flag. A refiner (only the OpenCLIP encoder, as ``conditioner.embedders.0``)
+   is the ``sdxl-refiner`` family's (:func:`is_sdxl_refiner`, :func:`refiner_from_checkpoint`).
 2. **Configs, shipped**: every SDXL fine-tune has SDXL base's architecture, so its configs are the package's
    (:data:`~flipbook.models.families.sdxl.builtin.SDXL_UNET_CONFIG` ...), with ``in_channels`` from the first
    convolution (9 for inpainting models); a file flipbook wrote carries its own exact configs instead.
@@ -28,6 +28,7 @@ from flipbook.errors import FlipbookError
 from flipbook.models.families.sdxl.builtin import (
     CLIP_G_SIZES,
     CLIP_L_SIZES,
+    SDXL_REFINER_UNET_CONFIG,
     SDXL_UNET_CONFIG,
     SDXL_VAE_CONFIG,
     sdxl_tokenizers,
@@ -38,6 +39,9 @@ from flipbook.models.families.sdxl.convert import (
     CLIP_L_PREFIX,
     FAMILY_NAME,
     LOCATORS,
+    REFINER_CLIP_G_PREFIX,
+    REFINER_FAMILY_NAME,
+    REFINER_LOCATORS,
     UNET_PREFIX,
     Locator,
 )
@@ -46,6 +50,7 @@ from flipbook.models.weights import empty_weights
 logger = logging.getLogger(__name__)
 
 ALLOWED_MODEL = "an SDXL single-file checkpoint (.safetensors, or a .ckpt holding only tensors)"
+ALLOWED_REFINER = "an SDXL refiner single file (.safetensors, or a .ckpt holding only tensors)"
 _EMBEDDERS = "conditioner.embedders."
 V_PRED_KEY, ZTSNR_KEY = "v_pred", "ztsnr"
 
@@ -60,16 +65,23 @@ def is_sdxl(keys_or_shapes: Mapping[str, Any] | Iterable[str]) -> bool:
     )
 
 
+def is_sdxl_refiner(keys_or_shapes: Mapping[str, Any] | Iterable[str]) -> bool:
+    """The ``sdxl-refiner`` family's detector: OpenCLIP as the first (and only) embedder next to a UNet with the
+    added embedding, and no second embedder."""
+    keys = list(keys_or_shapes)
+    return (
+        any(key.startswith(REFINER_CLIP_G_PREFIX) for key in keys)
+        and not any(key.startswith(_EMBEDDERS + "1.") for key in keys)
+        and any(key.startswith(UNET_PREFIX + "label_emb.") for key in keys)
+    )
+
+
 def checkpoint_problem(keys_or_shapes: Mapping[str, Any] | Iterable[str]) -> str | None:
-    """An SDXL-layout file that is no SDXL base model, in words (a refiner; one without text encoders)."""
+    """An SDXL-layout file that is no SDXL model (base or refiner), in words."""
     keys = list(keys_or_shapes)
     if not any(key.startswith(_EMBEDDERS) for key in keys):
         return None
-    if any(key.startswith("conditioner.embedders.0.model.") for key in keys):
-        return (
-            "an SDXL refiner (one OpenCLIP text encoder), not a base model; the refiner is not supported yet"
-        )
-    return "an SDXL-layout file without both of SDXL's text encoders"
+    return "an SDXL-layout file without both of SDXL's text encoders (nor a refiner's OpenCLIP encoder)"
 
 
 def prediction_settings(
@@ -86,9 +98,20 @@ def prediction_settings(
     return settings
 
 
-def _configs(state: Mapping[str, torch.Tensor], embedded: Mapping[str, Any] | None) -> dict[str, dict]:
-    if embedded is not None and embedded.get("family") == FAMILY_NAME:
-        return {name: dict(embedded[name]) for name in (*LOCATORS, "scheduler")}
+def _configs(
+    state: Mapping[str, torch.Tensor], embedded: Mapping[str, Any] | None, refiner: bool = False
+) -> dict[str, dict]:
+    family, locators = (REFINER_FAMILY_NAME, REFINER_LOCATORS) if refiner else (FAMILY_NAME, LOCATORS)
+    if embedded is not None and embedded.get("family") == family:
+        return {name: dict(embedded[name]) for name in (*locators, "scheduler")}
+    if refiner:
+        if embedded is not None:
+            logger.warning("ignoring embedded configs written for %s", embedded.get("family"))
+        return {
+            "unet": dict(SDXL_REFINER_UNET_CONFIG),
+            "text_encoder_2": text_config(*CLIP_G_SIZES).to_dict(),
+            "scheduler": {},
+        }
     if embedded is not None:
         logger.warning("ignoring embedded configs written for %s", embedded.get("family"))
     first_conv = state.get(UNET_PREFIX + "input_blocks.0.0.weight")
@@ -123,6 +146,7 @@ def _fill(
     locate: Locator,
     dtype: torch.dtype,
     path: Path,
+    allowed: str = ALLOWED_MODEL,
 ) -> None:
     """Every parameter of ``module`` (on the meta device) from the file, strictly."""
     weights: dict[str, torch.Tensor] = {}
@@ -130,7 +154,7 @@ def _fill(
         place = locate(key)
         tensor = state.get(place.key)
         if tensor is None:
-            raise _error(path, f"not a complete SDXL checkpoint: weight {place.key!r} missing")
+            raise _error(path, f"not a complete SDXL checkpoint: weight {place.key!r} missing", allowed)
         if place.part is not None:
             tensor = tensor.chunk(3, dim=0)[place.part]
         if place.transposed:
@@ -141,14 +165,39 @@ def _fill(
             raise _error(
                 path,
                 f"weight {place.key!r} has shape {tuple(tensor.shape)}, the model needs {tuple(target.shape)}",
+                allowed,
             )
         weights[key] = (tensor.to(dtype) if tensor.is_floating_point() else tensor).contiguous()
     module.load_state_dict(weights, strict=True, assign=True)
     module.eval()
 
 
-def _error(path: object, detail: str) -> FlipbookError:
-    return FlipbookError("model", str(path), ALLOWED_MODEL, detail=detail)
+def _error(path: object, detail: str, allowed: str = ALLOWED_MODEL) -> FlipbookError:
+    field = "model.refiner" if allowed == ALLOWED_REFINER else "model"
+    return FlipbookError(field, str(path), allowed, detail=detail)
+
+
+def _parts(
+    state: Mapping[str, torch.Tensor],
+    configs: dict[str, dict],
+    names: Mapping[str, Any],
+    torch_dtype: torch.dtype,
+    path: Path,
+    allowed: str,
+) -> dict[str, torch.nn.Module]:
+    """The networks ``names`` (component -> locator) built from ``configs`` and filled from the file."""
+    parts: dict[str, torch.nn.Module] = {}
+    try:
+        for name, locator in names.items():
+            module = _build(name, configs[name])
+            _fill(module, state, locator(configs[name]), torch_dtype, path, allowed)
+            parts[name] = module
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        what = "an SDXL refiner" if allowed == ALLOWED_REFINER else "an SDXL model"
+        raise _error(
+            path, f"the weights do not form {what} ({str(exc).splitlines()[0][:200]})", allowed
+        ) from exc
+    return parts
 
 
 def pipeline_from_checkpoint(
@@ -165,19 +214,35 @@ def pipeline_from_checkpoint(
     from flipbook.models.families.sdxl.pipeline import scheduler_config
 
     configs = _configs(state, embedded)
-    parts: dict[str, Any] = {}
-    try:
-        for name, locator in LOCATORS.items():
-            module = _build(name, configs[name])
-            _fill(module, state, locator(configs[name]), torch_dtype, path)
-            parts[name] = module
-    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-        raise _error(
-            path, f"the weights do not form an SDXL model ({str(exc).splitlines()[0][:200]})"
-        ) from exc
+    parts = _parts(state, configs, LOCATORS, torch_dtype, path, ALLOWED_MODEL)
     settings = prediction_settings(state, embedded, prediction_type)
     scheduler = EulerDiscreteScheduler.from_config(scheduler_config(**settings))
     tokenizer, tokenizer_2 = sdxl_tokenizers()
     return StableDiffusionXLPipeline(
         **parts, tokenizer=tokenizer, tokenizer_2=tokenizer_2, scheduler=scheduler
     )
+
+
+def refiner_from_checkpoint(
+    state: Mapping[str, torch.Tensor],
+    embedded: Mapping[str, Any] | None,
+    path: Path,
+    *,
+    prediction_type: str | None = None,
+    torch_dtype: torch.dtype = torch.float32,
+):
+    """An SDXL refiner pipeline from a single file's tensors: its UNet and OpenCLIP encoder. The file's VAE, if
+    it has one, is not read: the refiner continues the base model's latents, which the base's VAE decodes."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline
+
+    from flipbook.models.families.sdxl.pipeline import scheduler_config
+
+    configs = _configs(state, embedded, refiner=True)
+    names = {name: locator for name, locator in REFINER_LOCATORS.items() if name != "vae"}
+    parts = _parts(state, configs, names, torch_dtype, path, ALLOWED_REFINER)
+    settings = prediction_settings(state, embedded, prediction_type)
+    return StableDiffusionXLImg2ImgPipeline(
+        vae=None, text_encoder=None, tokenizer=None, tokenizer_2=sdxl_tokenizers()[1],
+        scheduler=EulerDiscreteScheduler.from_config(scheduler_config(**settings)),
+        requires_aesthetics_score=True, force_zeros_for_empty_prompt=True, add_watermarker=False, **parts,
+    )  # fmt: skip

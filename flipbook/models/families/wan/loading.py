@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -176,9 +176,32 @@ class WanBundle:
         return int(self.transformer.config.in_channels) > int(self.vae.config.z_dim)
 
     @property
+    def replaces_first_frames(self) -> bool:
+        """Wan 2.2 TI2V-5B: no image channels, but a timestep per token, so the latents of the segment's first
+        frames replace its first latent frames (their timestep 0), as ``WanImageToVideoPipeline`` does for
+        ``expand_timesteps`` models: text to video, or image to video from a start image."""
+        return self.expand_timesteps and not self.takes_images
+
+    @property
     def conditioning(self) -> str:
-        """ "required": image to video (a start image); "none": text to video."""
-        return "required" if self.takes_images else "none"
+        """ "required": image to video (a start image); "optional": text or a start image (TI2V); "none":
+        text to video."""
+        return "required" if self.takes_images else "optional" if self.replaces_first_frames else "none"
+
+    def known_problem(self, positions: Collection[int]) -> tuple[list[int], str] | None:
+        """The segment positions this model cannot condition on (with what it can), or None: a TI2V model
+        takes a segment's first ``4k+1`` frames only (whole latent frames from the first)."""
+        if not self.replaces_first_frames:
+            return None
+        misplaced = sorted(positions)[first_frames_taken(positions, self.scale_temporal) :]
+        if not misplaced:
+            return None
+        t = self.scale_temporal
+        return misplaced, (
+            f"a frame a Wan 2.2 TI2V model can condition on: a segment's first {t}k+1 frames (init.image or a "
+            f"keyframe at frame 0, the videomodel.overlap frames: 1, {t + 1}, {2 * t + 1}, ...), no keyframes "
+            "later in a segment and no loop"
+        )
 
     @property
     def image_embeddings(self) -> int:
@@ -217,6 +240,13 @@ class WanBundle:
         return lora_set(diffusers_pipeline(self), FAMILY.title)
 
 
+def first_frames_taken(positions: Collection[int], scale_temporal: int) -> int:
+    """How many of the known positions (from 0 on without a gap, ``k * scale_temporal + 1`` of them: whole
+    latent frames) a TI2V model's first latent frames take."""
+    run = next((n for n in range(len(positions) + 1) if n not in positions), len(positions))
+    return (run - 1) // scale_temporal * scale_temporal + 1 if run else 0
+
+
 def load_wan(
     ref: str,
     *,
@@ -229,11 +259,14 @@ def load_wan(
     vae: str | None = None,
     tokenizer: str | None = None,
     image_encoder: str | None = None,
+    on_cpu: bool = False,
 ) -> WanBundle:
     """Load the Wan model ``ref`` (see the module docstring) on the chosen device and dtype (bf16 on CUDA).
     ``text_encoder``, ``vae`` and ``tokenizer`` name the parts a single transformer file comes without
     (``single_file.py``; ``image_encoder``: an image-to-video file's CLIP vision encoder); the field errors name
-    ``<section>.text_encoder`` etc. beside ``field_name``."""
+    ``<section>.text_encoder`` etc. beside ``field_name``. ``on_cpu``: the modules stay on the CPU (the
+    bundle's device is still the one they run on) for offload hooks to move, or
+    :func:`flipbook.sampling.video_memory.apply` to place them: weights larger than the GPU load."""
     torch_device = pick_device(device)
     torch_dtype = torch.bfloat16 if dtype in (None, "auto") and torch_device.type != "cpu" else None
     torch_dtype = torch_dtype or pick_dtype(dtype, torch_device)
@@ -245,7 +278,7 @@ def load_wan(
             "transformer file comes without its image encoder)",
         )  # fmt: skip
     if source == "builtin":
-        parts = BUILTINS[ref](seed, torch_device)
+        parts = BUILTINS[ref](seed, torch.device("cpu") if on_cpu else torch_device)
     elif source == "single_file":
         from flipbook.models.families.wan.single_file import single_file_parts
 
@@ -256,7 +289,7 @@ def load_wan(
         )  # fmt: skip
     else:
         parts = _from_pretrained(location, ref, field_name, torch_dtype, local_files_only=source == "folder")
-    return _place(parts, ref, source, torch_device, torch_dtype)
+    return _place(parts, ref, source, torch_device, torch_dtype, on_cpu)
 
 
 def is_wan_folder(model_index: Mapping[str, Any], unet_config: Mapping[str, Any]) -> bool:
@@ -265,10 +298,26 @@ def is_wan_folder(model_index: Mapping[str, Any], unet_config: Mapping[str, Any]
 
 
 def conditioning(ref: str, models_dir: str | Path | None, field_name: str) -> str | None:
-    """The family's ``conditioning`` hook: "required" for image-to-video models, "none" for text-to-video
-    ones, None where only a load can tell (see :func:`takes_images`)."""
+    """The family's ``conditioning`` hook: "required" for image-to-video models, "optional" for Wan 2.2 TI2V
+    (``expand_timesteps`` in a folder's ``model_index.json``), "none" for text-to-video ones, None where only
+    a load can tell (see :func:`takes_images`)."""
     images = takes_images(ref, models_dir, field_name)
-    return None if images is None else "required" if images else "none"
+    if images is None:
+        return None
+    if images:
+        return "required"
+    if ref in BUILTINS:
+        return "none"
+    return "optional" if _expands_timesteps(locate(ref, models_dir, field_name)[0]) else "none"
+
+
+def _expands_timesteps(folder: str) -> bool:
+    """Whether a diffusers folder's pipeline takes a timestep per token (Wan 2.2 TI2V)."""
+    try:
+        index = json.loads((Path(folder) / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(index.get("expand_timesteps", False))
 
 
 def takes_images(ref: str, models_dir: str | Path | None, field_name: str) -> bool | None:
@@ -303,8 +352,10 @@ def lora_problem(path: Path) -> str | None:
     return problem(path, WanPipeline, layers)
 
 
-def diffusers_pipeline(bundle: WanBundle):
-    """The bundle's parts as diffusers' own pipeline (a fresh scheduler), to compare outputs with."""
+def diffusers_pipeline(bundle: WanBundle, with_images: bool | None = None):
+    """The bundle's parts as diffusers' own pipeline (a fresh scheduler), to compare outputs with:
+    ``WanImageToVideoPipeline`` for image-to-video models, or with ``with_images`` (Wan 2.2 TI2V from a start
+    image), else ``WanPipeline``."""
     from diffusers import WanImageToVideoPipeline, WanPipeline
 
     common = {
@@ -314,13 +365,14 @@ def diffusers_pipeline(bundle: WanBundle):
         "vae": bundle.vae,
         "scheduler": type(bundle.scheduler).from_config(bundle.scheduler.config),
     }
-    if bundle.takes_images:
+    common |= {"transformer_2": bundle.transformer_2, "expand_timesteps": bundle.expand_timesteps}
+    if bundle.takes_images if with_images is None else with_images:
         pipe = WanImageToVideoPipeline(
             **common, image_encoder=bundle.image_encoder, image_processor=bundle.image_processor,
-            transformer_2=bundle.transformer_2, boundary_ratio=bundle.boundary_ratio,
+            boundary_ratio=bundle.boundary_ratio,
         )  # fmt: skip
     else:
-        pipe = WanPipeline(**common, transformer_2=bundle.transformer_2, boundary_ratio=bundle.boundary_ratio)
+        pipe = WanPipeline(**common, boundary_ratio=bundle.boundary_ratio)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -505,14 +557,14 @@ _PART_NAMES = (
 
 
 def _place(
-    parts: dict[str, Any], ref: str, source: str, device: torch.device, dtype: torch.dtype
+    parts: dict[str, Any], ref: str, source: str, device: torch.device, dtype: torch.dtype, on_cpu: bool
 ) -> WanBundle:
-    """Move the parts to ``device``: the VAE in float32, the rest in ``dtype``."""
+    """Move the parts to ``device`` (the CPU with ``on_cpu``): the VAE in float32, the rest in ``dtype``."""
     for name in ("transformer", "transformer_2", "text_encoder", "image_encoder", "vae"):
         module = parts.get(name)
         if module is None:
             continue
-        module.eval().requires_grad_(False).to(device)
+        module.eval().requires_grad_(False).to("cpu" if on_cpu else device)
         wanted = torch.float32 if name == "vae" else dtype
         if getattr(module, "is_quantized", False):  # GGUF: its weights stay quantised, computing in dtype
             continue

@@ -7,7 +7,7 @@ are 128 wide) unless flipbook embedded one. The text encoder is a transformers-l
 configuration read from its shapes too. A single text-encoder file has no tokenizer: ``tokenizer`` names a
 folder or hub id (``google/umt5-xxl``), and without one the error says so. The VAE is the Wan 2.1 VAE (original
 or diffusers layout). An image-to-video transformer takes its CLIP vision encoder from ``models/clip_vision``
-(transformers' layout, config from shapes: :func:`clip_vision_parts`). A GGUF-quantised transformer
+(transformers' layout or open_clip's, config from shapes: :func:`clip_vision_parts`). A GGUF-quantised transformer
 (``.gguf``, ComfyUI-GGUF's) stays quantised through diffusers' GGUF support (:func:`gguf_transformer`). fp8
 transformer and text-encoder files (plain ``*_fp8_e4m3fn`` and ComfyUI's scaled fp8 with ``scale_weight``
 keys) are upcast into the compute dtype at load (:mod:`flipbook.models.fp8_files`). Pickled files are refused
@@ -121,14 +121,17 @@ def single_file_parts(
 
 def clip_vision_parts(path: Path, field_name: str) -> dict[str, Any]:
     """An image-to-video transformer's image encoder and processor from a CLIP vision file in transformers'
-    layout (ComfyUI's ``clip_vision_h.safetensors``), its config read from the shapes (or embedded by
-    flipbook)."""
+    layout (ComfyUI's ``clip_vision_h.safetensors``) or open_clip's (``visual.*``: its keys renamed by
+    :func:`open_clip_to_transformers`), its config read from the shapes (or embedded by flipbook)."""
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     allowed = (
-        "a CLIP vision encoder file in transformers' layout (ComfyUI's models/clip_vision, clip_vision_h)"
+        "a CLIP vision encoder file in transformers' layout (ComfyUI's models/clip_vision, clip_vision_h) or "
+        "open_clip's (visual.* keys)"
     )
     state, embedded = read_checkpoint(path, suffixes=(".safetensors",), field=field_name, allowed=allowed)
+    if OPEN_CLIP_PATCH in state:
+        state = open_clip_to_transformers(state)
     if "vision_model.embeddings.patch_embedding.weight" not in state:
         raise FlipbookError(field_name, str(path), allowed, detail="its keys are not a CLIP vision encoder's")
     state = upcast(state, torch.float32)
@@ -141,6 +144,57 @@ def clip_vision_parts(path: Path, field_name: str) -> dict[str, Any]:
         "image_encoder": encoder,
         "image_processor": CLIPImageProcessor(crop_size=side, size={"shortest_edge": side}),
     }
+
+
+OPEN_CLIP_PATCH = "visual.conv1.weight"
+_OPEN_CLIP_NAMES = {
+    "class_embedding": "vision_model.embeddings.class_embedding",
+    "conv1.weight": "vision_model.embeddings.patch_embedding.weight",
+    "ln_pre.weight": "vision_model.pre_layrnorm.weight",
+    "ln_pre.bias": "vision_model.pre_layrnorm.bias",
+    "ln_post.weight": "vision_model.post_layernorm.weight",
+    "ln_post.bias": "vision_model.post_layernorm.bias",
+}
+_OPEN_CLIP_LAYER_NAMES = {
+    "ln_1": "layer_norm1",
+    "ln_2": "layer_norm2",
+    "attn.out_proj": "self_attn.out_proj",
+    "mlp.c_fc": "mlp.fc1",
+    "mlp.c_proj": "mlp.fc2",
+}
+"""open_clip's ViT tower names (``visual.*``) -> transformers' CLIPVisionModelWithProjection's: per model, and
+per residual block (``visual.transformer.resblocks.N.*`` -> ``vision_model.encoder.layers.N.*``)."""
+
+
+def open_clip_to_transformers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An open_clip ViT's vision tower (the ``visual.*`` tensors of an open_clip checkpoint; any text tower is
+    left out) in transformers' CLIPVisionModelWithProjection layout: the fused ``in_proj`` split into q, k
+    and v, the position embedding a table, and the ``proj`` matrix transposed into ``visual_projection``. A
+    tensor it does not know keeps its name, so the strict load names it."""
+    converted: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if not key.startswith("visual."):
+            continue
+        name = key.removeprefix("visual.")
+        block = re.match(r"transformer\.resblocks\.(\d+)\.(.+)$", name)
+        if name in _OPEN_CLIP_NAMES:
+            converted[_OPEN_CLIP_NAMES[name]] = tensor
+        elif name == "positional_embedding":
+            converted["vision_model.embeddings.position_embedding.weight"] = tensor
+        elif name == "proj":
+            converted["visual_projection.weight"] = tensor.t().contiguous()
+        elif block is None:
+            converted[key] = tensor
+        else:
+            layer, rest = f"vision_model.encoder.layers.{block.group(1)}", block.group(2)
+            if rest.startswith("attn.in_proj_"):
+                kind = rest.removeprefix("attn.in_proj_")
+                for part, chunk in zip("qkv", tensor.chunk(3, dim=0), strict=True):
+                    converted[f"{layer}.self_attn.{part}_proj.{kind}"] = chunk.contiguous()
+                continue
+            module, _, leaf = rest.rpartition(".")
+            converted[f"{layer}.{_OPEN_CLIP_LAYER_NAMES.get(module, module)}.{leaf}"] = tensor
+    return converted
 
 
 def clip_vision_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
