@@ -17,7 +17,9 @@ from flipbook.spec.load import load_spec, spec_from_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EXAMPLES = {
-    load_spec(path).animation.mode: path for path in Path(__file__).parents[1].glob("examples/*.toml")
+    spec.animation.mode: path
+    for path in sorted(Path(__file__).parents[1].glob("examples/*.toml"))
+    if not (spec := load_spec(path)).sweep  # a sweep example renders a grid of runs, not one mode's run
 }
 
 
