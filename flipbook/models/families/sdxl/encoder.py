@@ -26,7 +26,30 @@ POOLED = "text_embeds"
 TIME_IDS = "time_ids"
 
 
-class SdxlPromptEncoder:
+class PooledBlend:
+    """Prompt interpolation for encoders with a pooled output: a subclass gives ``encode(prompt, negative=)``
+    -> ``(hidden states, pooled)`` and ``_pad_to(hidden states, length)``."""
+
+    def blended(
+        self, prompt: str, other: str | None, weight: float, mode: str, *, negative: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``prompt``'s hidden states and pooled output moved ``weight`` of the way toward ``other``'s (both
+        padded to the longer one's chunks, as A1111 pads)."""
+        embeds, pooled = self.encode(prompt, negative=negative)
+        if other is None or other == prompt or weight <= 0.0:
+            return embeds, pooled
+        other_embeds, other_pooled = self.encode(other, negative=negative)
+        length = max(embeds.shape[1], other_embeds.shape[1])
+        embeds, other_embeds = self._pad_to(embeds, length), self._pad_to(other_embeds, length)
+        if weight >= 1.0:
+            return other_embeds, other_pooled
+        return (
+            blend_embeddings(embeds, other_embeds, weight, mode),
+            blend_embeddings(pooled, other_pooled, weight, mode),
+        )
+
+
+class SdxlPromptEncoder(PooledBlend):
     """A :class:`~flipbook.sampling.conditioning.PromptConditioner` over SDXL's two text encoders."""
 
     def __init__(self, first: PromptEncoder, second: PromptEncoder) -> None:
@@ -58,18 +81,8 @@ class SdxlPromptEncoder:
         *,
         negative: bool = False,
     ) -> Conditioning:
-        embeds, pooled = self.encode(prompt, negative=negative)
-        if other is None or other == prompt or weight <= 0.0:
-            return Conditioning(embeds, {POOLED: pooled})
-        other_embeds, other_pooled = self.encode(other, negative=negative)
-        length = max(embeds.shape[1], other_embeds.shape[1])
-        embeds, other_embeds = self._pad_to(embeds, length), self._pad_to(other_embeds, length)
-        if weight >= 1.0:
-            return Conditioning(other_embeds, {POOLED: other_pooled})
-        return Conditioning(
-            blend_embeddings(embeds, other_embeds, weight, mode),
-            {POOLED: blend_embeddings(pooled, other_pooled, weight, mode)},
-        )
+        embeds, pooled = self.blended(prompt, other, weight, mode, negative=negative)
+        return Conditioning(embeds, {POOLED: pooled})
 
     def pad(self, conditioning: Conditioning, length: int) -> Conditioning:
         return Conditioning(self._pad_to(conditioning.embeds, length), conditioning.added)

@@ -26,10 +26,10 @@ import torch
 
 from flipbook.errors import FlipbookError
 from flipbook.models.bundle import ModelBundle
-from flipbook.models.families.sdxl.encoder import POOLED, TIME_IDS
+from flipbook.models.families.sdxl.encoder import POOLED, TIME_IDS, PooledBlend
 from flipbook.models.source import ModelSource
 from flipbook.sampling.conditioning import Conditioning
-from flipbook.sampling.encode import PromptEncoder, blend_embeddings
+from flipbook.sampling.encode import PromptEncoder
 
 AESTHETIC_SCORE = 6.0
 NEGATIVE_AESTHETIC_SCORE = 2.5
@@ -109,7 +109,7 @@ def from_pretrained(ref: str, prediction_type: str | None, *, local_files_only: 
     return pipe
 
 
-class SdxlRefinerEncoder:
+class SdxlRefinerEncoder(PooledBlend):
     """A :class:`~flipbook.sampling.conditioning.PromptConditioner` over the refiner's one text encoder, read as
     SDXL's second encoder is (A1111 weights and chunks, penultimate layer, pooled output of the first chunk; an
     empty negative prompt gives zeros), with the aesthetic score per row."""
@@ -140,16 +140,7 @@ class SdxlRefinerEncoder:
         negative: bool = False,
     ) -> Conditioning:
         score = torch.tensor([[NEGATIVE_AESTHETIC_SCORE if negative else AESTHETIC_SCORE]])
-        embeds, pooled = self.encode(prompt, negative=negative)
-        if other is not None and other != prompt and weight > 0.0:
-            other_embeds, other_pooled = self.encode(other, negative=negative)
-            length = max(embeds.shape[1], other_embeds.shape[1])
-            embeds, other_embeds = self._pad_to(embeds, length), self._pad_to(other_embeds, length)
-            if weight >= 1.0:
-                embeds, pooled = other_embeds, other_pooled
-            else:
-                embeds = blend_embeddings(embeds, other_embeds, weight, mode)
-                pooled = blend_embeddings(pooled, other_pooled, weight, mode)
+        embeds, pooled = self.blended(prompt, other, weight, mode, negative=negative)
         return Conditioning(embeds, {POOLED: pooled, SCORE: score.to(embeds.dtype)})
 
     def pad(self, conditioning: Conditioning, length: int) -> Conditioning:
