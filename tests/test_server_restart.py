@@ -10,8 +10,11 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
+import psutil
+import pytest
 
 from flipbook.server.store import JobStore, NewJob
 
@@ -68,6 +71,35 @@ class Server:
             time.sleep(0.05)
 
 
+def worker_pid(runs, job_id: str) -> int:
+    """The process id of the worker that claimed ``job_id`` (its worker id is ``worker<slot>-<pid>``)."""
+    with sqlite3.connect(runs / "flipbook.db") as db:
+        (worker,) = db.execute("SELECT worker FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return int(worker.rsplit("-", 1)[1])
+
+
+def ended(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` has ended (or is a zombie) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def files(folder) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder`` (temporary ones included) with its size and modification time."""
+    return {
+        p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
 def test_sigkill_during_a_render_then_restart_keeps_every_job(tmp_path):
     runs = tmp_path / "runs"
     first = Server(runs)
@@ -82,6 +114,9 @@ def test_sigkill_during_a_render_then_restart_keeps_every_job(tmp_path):
     finally:
         first.process.send_signal(signal.SIGKILL)
         first.process.wait()
+    left = files(runs / long)  # what the run folder holds the moment the server is gone
+    assert ended(worker_pid(runs, long), 10), "the worker outlived its server"
+    assert files(runs / long) == left  # its worker wrote nothing after the server died
     frames = runs / long / "frames"
     kept = {p.name: p.stat().st_mtime_ns for p in frames.glob("frame_*.png")}
     assert 3 <= len(kept) < 24
@@ -126,6 +161,40 @@ def test_sigkill_during_a_render_then_restart_keeps_every_job(tmp_path):
         waiting[0]: 1,
         waiting[1]: 1,
     }  # nothing ran twice, the resume once more
+
+
+def pending_signals(pid: int) -> set[int]:
+    """The signals pending for process ``pid`` (Linux: its threads' and the process's)."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    mask = int(status["SigPnd"], 16) | int(status["ShdPnd"], 16)
+    return {bit + 1 for bit in range(64) if mask >> bit & 1}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel ends the worker on Linux")
+def test_a_worker_frozen_when_its_server_is_killed_never_runs_again(tmp_path):
+    """The worker is stopped (SIGSTOP) mid-render and its server SIGKILLed: the server's death itself
+    sentences the worker (a fatal signal pending before it runs again: no thread of it can finish a frame
+    or start another); continued, it ends at once, and its run folder stays as the server's death left it."""
+    runs = tmp_path / "runs"
+    server = Server(runs)
+    pid = None
+    try:
+        job = server.post("/api/jobs", json=spec(24, 5)).json()["id"]
+        server.wait(job, lambda j: j["state"] == "running" and j["progress"].get("frame", 0) >= 2)
+        pid = worker_pid(runs, job)
+        os.kill(pid, signal.SIGSTOP)
+    finally:
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+    left = files(runs / job)
+    try:
+        assert signal.SIGIO in pending_signals(pid), "nothing ends the worker before it runs again"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        if not ended(pid, 10):
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("the worker outlived its server")
+    assert files(runs / job) == left
 
 
 def test_concurrent_claims_take_every_job_exactly_once(tmp_path):

@@ -23,9 +23,12 @@ work is done by worker processes, one per GPU by default (each pinned to its GPU
 - **Shutdown** sends ``stop``: running jobs are cancelled and recorded ``interrupted`` (resumable); a
   worker still busy after the grace period (a model load cannot be cancelled) is killed and its job
   recorded ``interrupted`` by the supervisor.
-- **If the server process dies**, each worker sees its pipe close and exits at once (no frame is written
-  after its server is gone, so a new server on the same runs folder never shares a job with it); the next
-  start marks what was running ``interrupted``, as after any crash.
+- **If the server process dies** (SIGKILL included), its workers die with it, at once: each holds a
+  :class:`~flipbook.server.lifeline.Lifeline` whose other end only the server holds; on Linux its closing
+  (the server's exit) has the kernel end the worker before another instruction of it runs, and everywhere
+  the worker checks it at every step and frame it reports and exits when its message pipe closes. So no
+  frame is written after the server is gone, and a new server on the same runs folder never shares a run
+  folder with a stale worker; the next start marks what was running ``interrupted``, as after any crash.
 - **With Ray** (``serve --ray ADDRESS``) one worker process drives the render farm
   (:mod:`flipbook.farm`): it runs ``--workers`` jobs at once as threads, each sending its frames to the
   cluster's actors (shared by all its jobs, so a job finds the actor that has its checkpoint loaded); still
@@ -52,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from flipbook.events import Events, RenderCancelled
+from flipbook.server.lifeline import ORPHANED_EXIT, Lifeline
 from flipbook.server.progress import ProgressHub
 from flipbook.server.settings import ServerSettings
 from flipbook.server.store import INTERRUPTED, JobStore
@@ -135,9 +139,13 @@ class _Pipe:
             self.connection.send(message)
 
 
-def worker_main(config: WorkerConfig, connection: multiprocessing.connection.Connection) -> None:
+def worker_main(
+    config: WorkerConfig, connection: multiprocessing.connection.Connection, lifeline: Lifeline
+) -> None:
     """A worker process: one Workers loop on the queue, a heartbeat thread, and the pipe's messages
-    (``cancel``/``skip`` a job, ``wake``, ``stop``) on the main thread until ``stop`` or the server is gone."""
+    (``cancel``/``skip`` a job, ``wake``, ``stop``) on the main thread until ``stop`` or the server is gone
+    (then it ends at once: ``lifeline``)."""
+    lifeline.bind()
     if config.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = config.gpu  # before torch sees a GPU
     import torch
@@ -148,7 +156,7 @@ def worker_main(config: WorkerConfig, connection: multiprocessing.connection.Con
     pipe = _Pipe(connection)
     me = worker_id(config.slot, os.getpid())
     store = JobStore(config.db_path)
-    hub = ProgressHub(relay=lambda kind, job_id, payload: pipe.send((kind, job_id, payload)))
+    hub = ProgressHub(relay=functools.partial(_relay, pipe, lifeline))
     farm = _farm(config)
     workers = Workers(store, hub, config.runs_dir, config.models_dir, config.jobs, worker_id=me, farm=farm)
     beating = threading.Event()
@@ -162,7 +170,7 @@ def worker_main(config: WorkerConfig, connection: multiprocessing.connection.Con
             try:
                 kind, job_id = connection.recv()
             except (EOFError, OSError):  # the server process died: so does its worker, at once (a crash)
-                os._exit(1)
+                os._exit(ORPHANED_EXIT)
             if kind == "stop":
                 break
             if kind == "cancel":
@@ -179,6 +187,13 @@ def worker_main(config: WorkerConfig, connection: multiprocessing.connection.Con
             store.close()
         if farm is not None:
             farm.close()
+
+
+def _relay(pipe: _Pipe, lifeline: Lifeline, kind: str, job_id: str, payload: Any) -> None:
+    """A job's event to the server; run at every step and frame, it first ends the worker if the server is
+    gone (where the kernel does not do it at once: :meth:`Lifeline.bind`)."""
+    lifeline.check()
+    pipe.send((kind, job_id, payload))
 
 
 def _farm(config: WorkerConfig) -> Any:
@@ -211,6 +226,7 @@ class _Slot:
     process: Any  # a multiprocessing Process of the fork-server context
     pipe: _Pipe
     worker: str
+    lifeline: multiprocessing.connection.Connection  # the write end, held open while the worker lives
     started: float = field(default_factory=time.monotonic)
     reader: threading.Thread | None = None
 
@@ -279,12 +295,15 @@ class WorkerProcesses:
     def _spawn(self, index: int) -> _Slot:
         config = self._config(index)
         ours, theirs = self._context.Pipe()
+        line, held = self._context.Pipe(duplex=False)
         process = self._context.Process(
-            target=worker_main, args=(config, theirs), name=f"flipbook-worker-{index}", daemon=True
-        )
+            target=worker_main, args=(config, theirs, Lifeline(line)), name=f"flipbook-worker-{index}",
+            daemon=True,
+        )  # fmt: skip
         process.start()
         theirs.close()
-        slot = _Slot(index, process, _Pipe(ours), worker_id(index, process.pid))
+        line.close()
+        slot = _Slot(index, process, _Pipe(ours), worker_id(index, process.pid), held)
         slot.reader = threading.Thread(
             target=self._read, args=(slot,), name=f"flipbook-relay-{index}", daemon=True
         )
@@ -397,6 +416,8 @@ class WorkerProcesses:
     def _close(slot: _Slot) -> None:
         with suppress(OSError):
             slot.pipe.connection.close()
+        with suppress(OSError):
+            slot.lifeline.close()
 
 
 def _control(pipe: _Pipe, job_id: str, what: str) -> None:
