@@ -45,14 +45,17 @@ class Server:
         command = [sys.executable, "-m", "flipbook.server", "--runs-dir", str(runs_dir), "--port", str(self.port),
                    "--workers", "1", "--log-level", "warning"]  # fmt: skip
         self.process = subprocess.Popen(command, env=env)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a busy machine takes its time importing the engine
         while True:
             try:
                 if httpx.get(f"{self.url}/api/health").status_code == 200:
                     return
             except httpx.TransportError:
                 pass
-            assert self.process.poll() is None and time.monotonic() < deadline, "the server did not start"
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()  # never left running when the test fails here
+                self.process.wait()
+                pytest.fail("the server did not start")
             time.sleep(0.1)
 
     def get(self, path: str) -> dict:
