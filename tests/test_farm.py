@@ -139,17 +139,29 @@ def test_cancel_stops_every_task_of_the_job(farm, tmp_path):
 
 
 def test_the_server_renders_on_the_cluster(farm, tmp_path):
+    """A render job, and an A1111 still request whose iterations are made on the cluster's actors: the
+    images and infotexts one worker gives, in the same order."""
+    import base64
+    import json
+
     import httpx
 
     from flipbook.server import ServerSettings
     from flipbook.server.background import BackgroundServer
+    from flipbook.server.stills import ModelCache, run_still, still_from_a1111
 
     single = render(make_spec(tmp_path, "single", interpolate={"batch_size": 2}))
     body = make_data(tmp_path, "x", interpolate={"batch_size": 2})
     del body["output"]["dir"], body["output"]["name"]
+    still = {"prompt": "a fox", "steps": 2, "sampler_name": "Euler", "seed": 9, "width": 64, "height": 64,
+             "n_iter": 3}  # fmt: skip
+    (tmp_path / "still").mkdir()
+    alone = run_still(still_from_a1111(still, "txt2img", "tiny").payload, tmp_path / "still", Events(),
+                      ModelCache(), None)  # fmt: skip
     settings = ServerSettings(runs_dir=tmp_path / "runs", workers=2, ray="auto", ray_actors=2)
-    with BackgroundServer(settings) as server, httpx.Client(base_url=server.url, timeout=120) as client:
+    with BackgroundServer(settings) as server, httpx.Client(base_url=server.url, timeout=600) as client:
         job_id = client.post("/api/jobs", json=body).json()["id"]
+        answer = client.post("/sdapi/v1/txt2img", json=still)
         deadline = time.monotonic() + 600
         while (job := client.get(f"/api/jobs/{job_id}").json())["state"] in ("queued", "running"):
             assert time.monotonic() < deadline, job
@@ -157,6 +169,10 @@ def test_the_server_renders_on_the_cluster(farm, tmp_path):
     assert job["state"] == "done", job["error"]
     assert frame_bytes(tmp_path / "runs" / job_id) == frame_bytes(single.run_dir)
     assert "start on the farm" in (tmp_path / "runs" / job_id / "render.log").read_text()
+    assert answer.status_code == 200, answer.text
+    images = [base64.b64decode(image) for image in answer.json()["images"]]
+    assert images == [(tmp_path / "still" / name).read_bytes() for name in alone["images"]]
+    assert json.loads(answer.json()["info"])["infotexts"] == alone["infotexts"]
 
 
 def test_the_cli_renders_on_the_farm_and_refuses_bad_farm_options(farm, tmp_path, run_cli):

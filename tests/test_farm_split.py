@@ -189,3 +189,48 @@ def test_a_sweep_on_the_farm_runs_side_by_side_and_gives_the_in_process_grid(far
         assert ours.run_dir == tmp_path / "farm" / run.label
     sheets = [np.asarray(PIL.Image.open(tmp_path / name / CONTACT_FILE)) for name in ("farm", "single")]
     assert np.array_equal(*sheets)  # the same pixels (the spec each embeds names its own folder)
+
+
+# ---- still images (the A1111 API's batch count) --------------------------------------------------------------
+
+
+def a1111_still(body: dict, kind: str, run_dir, farm=None) -> dict:
+    """An A1111 request through the server's still path (checked, then run on a worker: on its own, or
+    with the farm, as ``serve --ray`` runs it)."""
+    from flipbook.events import Events
+    from flipbook.server.stills import ModelCache, run_still, still_from_a1111
+
+    job = still_from_a1111(body, kind, "tiny")
+    run_dir.mkdir()
+    for name, image in job.images.items():
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        image.save(run_dir / name)
+    return run_still(job.payload, run_dir, Events(), ModelCache(), None, farm)
+
+
+@pytest.mark.parametrize("kind, batch_size, tasks", [
+    ("txt2img", 1, ["units 0-0", "units 1-1", "units 2-2", "units 3-3"]),
+    ("img2img", 2, ["units 0-1", "units 2-3"]),
+])  # fmt: skip
+def test_still_iterations_split_across_actors_give_the_single_process_images(
+    farm, tmp_path, init_image, caplog, kind, batch_size, tasks
+):
+    import base64
+    import io
+    import logging
+
+    body = {"prompt": "a fox", "steps": 2, "sampler_name": "Euler", "seed": 7, "width": 64, "height": 64,
+            "batch_size": batch_size, "n_iter": 4 // batch_size}  # fmt: skip
+    if kind == "img2img":
+        png = io.BytesIO()
+        init_image.save(png, format="PNG")
+        body |= {"init_images": [base64.b64encode(png.getvalue()).decode()], "denoising_strength": 0.6}
+    single = a1111_still(body, kind, tmp_path / "single")
+    with caplog.at_level(logging.INFO, logger="flipbook.farm"):
+        farmed = a1111_still(body, kind, tmp_path / "farm", farm)
+    assert sorted(m.split("task: ")[1] for m in caplog.messages if "task: " in m) == tasks
+    assert farmed == single  # names, seeds, infotexts, in the same order
+    assert len(single["images"]) == 4
+    for name in single["images"]:
+        assert (tmp_path / "farm" / name).read_bytes() == (tmp_path / "single" / name).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "farm").glob("*.png")) == sorted(single["images"])

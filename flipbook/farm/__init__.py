@@ -7,7 +7,9 @@
   the actors and sends a job's segments to them, preferring an actor that has the job's checkpoint loaded;
   writes every frame into the run folder (atomically, once), re-runs the unfinished frames of an actor that
   died, aggregates progress and cancels through the job's ``Events``, and finishes the run (outputs) with
-  ``resume()``, which finds every frame on disk.
+  ``resume()``, which finds every frame on disk. Work that is not a spec's render but splits the same way
+  (a still request's batches) runs through :meth:`Farm.run_units`: the actor calls the function the work
+  names, and the head receives each unit.
 
 Ray is imported only here (the ``farm`` extra).
 """

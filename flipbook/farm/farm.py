@@ -8,7 +8,7 @@ import secrets
 import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,23 @@ class FarmSettings:
         if self.threads_per_actor < 1:
             raise FlipbookError("--ray-threads", self.threads_per_actor, "1 or more threads per actor")
         return self
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitWork:
+    """A job of independent units that is not a spec's render (a still request's images), for
+    :meth:`Farm.run_units`: ``total`` units split as ``split`` says; an actor makes a run of them with
+    ``function`` (``module:name``, see :meth:`~flipbook.farm.worker.FrameWorker.units`) from ``data`` and
+    the folder ``run_path`` (on the head, or shared), loading ``checkpoint``; the head hands each unit to
+    ``receive(index, value)`` (once), whose answers :meth:`Farm.run_units` returns by index."""
+
+    function: str
+    data: dict[str, Any]
+    run_path: str
+    total: int
+    split: Any  # flipbook.modes.base.Split
+    checkpoint: str
+    receive: Any  # Callable[[int, Any], Any]
 
 
 class _Actors:
@@ -159,6 +176,16 @@ class Farm:
         run, start = open_run(spec, plan, mode, run)
         return self._run(spec, plan, mode, run, events or Events(), resumed_from=start)
 
+    def run_units(self, work: UnitWork, events: Events | None = None) -> dict[int, Any]:
+        """``work``'s units split across the actors as its ``split`` allows (a batch is never cut), each
+        made once (an actor that dies has its unmade units re-run elsewhere); per-step progress through
+        ``events``; a cancel stops every task at its next step and keeps what was made. Returns what
+        ``work.receive`` answered for each unit made, by index."""
+        job = _UnitsJob(work, events or Events(), self._actors)
+        pieces = segments(0, work.total, work.split, len(self.handles) * SEGMENTS_PER_ACTOR)
+        self._tasks(job, job.run_units, pieces)
+        return dict(sorted(job.made.items()))
+
     def _run(self, spec: Any, plan: Any, mode: Any, run: Any, events: Events, resumed_from: int) -> Any:
         """The job's tasks on the actors (see :class:`~flipbook.modes.base.Split`): runs of frames; or, for a
         job split into parts, runs of parts first and then one task that makes the frames from them."""
@@ -176,7 +203,7 @@ class Farm:
         result = resume(run.path, Events())  # every frame is on disk: only the outputs are made
         return dataclasses.replace(result, resumed_from=resumed_from)
 
-    def _tasks(self, job: _Job, task: Any, pieces: list[range]) -> None:
+    def _tasks(self, job: _Tasks, task: Any, pieces: list[range]) -> None:
         """``task(piece)`` for every piece, at most one per actor at a time; a cancel (from any thread) or a
         failed task stops the job's other tasks at once, and the first failure is raised."""
         with ThreadPoolExecutor(
@@ -193,45 +220,19 @@ class Farm:
                 future.result()  # the first failure (a cancel: RenderCancelled) is raised here
 
 
-class _Job:
-    """One job on the farm: its tasks, the frames written (each once), progress and cancel."""
+class _Tasks:
+    """What every job on the farm shares: its tasks on actors, their messages relayed, cancel."""
 
-    def __init__(
-        self, spec: Any, plan: Any, mode: Any, run: Any, events: Events, actors: _Actors, split: Any
-    ) -> None:
-        self.spec, self.plan, self.mode, self.run, self.events = spec, plan, mode, run, events
-        self.actors, self.split = actors, split
-        self.data = spec.model_dump(mode="json")
+    def __init__(self, events: Events, actors: _Actors, log: Any) -> None:
+        self.events, self.actors, self.log = events, actors, log
         self.token = secrets.token_hex(8)  # names the job's tasks on the actors (for cancel)
-        self.total = len(plan)
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._running: set[Any] = set()
 
-    def run_segment(self, part: range) -> None:
-        """Render ``part`` on an actor; when the actor dies mid-way, the frames not yet here go to the next
-        free actor (a restarted one, or another), continuing as a resume does."""
-        while not self._stopped.is_set():
-            missing = [i for i in part if not self.run.done(i)]
-            if not missing:
-                return
-            after = self._restart_point(part, missing[0])
-            checkpoint = self.plan[missing[0]].checkpoint
-            if self._on_actor(checkpoint, part, "frames", after, part.stop):
-                return
-        self._cancelled()
-
-    def run_parts(self, units: range) -> None:
-        """Make and store the parts ``units`` on an actor; when it dies, the same task goes to the next free
-        actor (the mode reuses the parts stored before)."""
-        while not self._stopped.is_set():
-            if self._on_actor(self.plan[units.start].checkpoint, units, "parts", units.start, units.stop):
-                return
-        self._cancelled()
-
-    def _on_actor(self, checkpoint: str, part: range, method: str, *span: int) -> bool:
-        """One try of a task on a free actor, relaying its steps and frames: True when it ran to its end,
-        False when the actor died (the caller tries again)."""
+    def _on_actor(self, checkpoint: str, label: str, method: str, *args: Any) -> bool:
+        """One try of a task (the actor's ``method(token, *args)``) on a free actor, relaying its steps and
+        what it makes: True when it ran to its end, False when the actor died (the caller tries again)."""
         import ray
         from ray.exceptions import RayActorError
 
@@ -240,20 +241,18 @@ class _Job:
                 return False
             with self._lock:
                 self._running.add(actor)
-            self.run.log(f"task: {method} {span[0] + 1 if method == 'frames' else span[0]}-{span[1] - 1}")
+            self.log(f"task: {label}")
             try:
                 call = getattr(actor, method).options(num_returns="streaming")
-                for ref in call.remote(self.token, self.data, str(self.run.path), *span):
+                for ref in call.remote(self.token, *args):
                     self._relay(ray.get(ref))
                 return True
             except RayActorError as error:
                 if self._stopped.is_set():
                     return False
-                log.warning("a farm actor died during %s %d-%d (%s): re-running the rest",
-                            method, part.start, part.stop - 1, type(error).__name__)  # fmt: skip
-                self.run.log(
-                    f"an actor died during {method} {part.start}-{part.stop - 1}: re-running the rest"
-                )
+                log.warning("a farm actor died during %s (%s): re-running the rest", label,
+                            type(error).__name__)  # fmt: skip
+                self.log(f"an actor died during {label}: re-running the rest")
                 return False
             except RenderCancelled:
                 self.stop()
@@ -264,6 +263,55 @@ class _Job:
             finally:
                 with self._lock:
                     self._running.discard(actor)
+
+    def _relay(self, message: tuple) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Cancel every task of the job (the actors stop at their next step)."""
+        self._stopped.set()
+        with self._lock:
+            running = list(self._running)
+        for actor in running:
+            actor.cancel.remote(self.token)
+
+
+class _Job(_Tasks):
+    """One render on the farm: its tasks, the frames written (each once), progress and cancel."""
+
+    def __init__(
+        self, spec: Any, plan: Any, mode: Any, run: Any, events: Events, actors: _Actors, split: Any
+    ) -> None:
+        super().__init__(events, actors, run.log)
+        self.spec, self.plan, self.mode, self.run = spec, plan, mode, run
+        self.split = split
+        self.data = spec.model_dump(mode="json")
+        self.total = len(plan)
+
+    def run_segment(self, part: range) -> None:
+        """Render ``part`` on an actor; when the actor dies mid-way, the frames not yet here go to the next
+        free actor (a restarted one, or another), continuing as a resume does."""
+        while not self._stopped.is_set():
+            missing = [i for i in part if not self.run.done(i)]
+            if not missing:
+                return
+            after = self._restart_point(part, missing[0])
+            if self._task(self.plan[missing[0]].checkpoint, part, "frames", after, part.stop):
+                return
+        self._cancelled()
+
+    def run_parts(self, units: range) -> None:
+        """Make and store the parts ``units`` on an actor; when it dies, the same task goes to the next free
+        actor (the mode reuses the parts stored before)."""
+        while not self._stopped.is_set():
+            if self._task(self.plan[units.start].checkpoint, units, "parts", units.start, units.stop):
+                return
+        self._cancelled()
+
+    def _task(self, checkpoint: str, part: range, method: str, *span: int) -> bool:
+        label = f"{method} {span[0] + 1 if method == 'frames' else span[0]}-{span[1] - 1}"
+        data = (self.data, str(self.run.path), *span)
+        return self._on_actor(checkpoint, label, method, *data)
 
     def _relay(self, message: tuple) -> None:
         """An actor's message into the job: a step reported (per-step progress from every actor, through the
@@ -300,13 +348,41 @@ class _Job:
         self.run.log(f"frame {index}")
         self.events.frame(FrameEvent(index, self.total, _image(png)))
 
-    def stop(self) -> None:
-        """Cancel every task of the job (the actors raise RenderCancelled at their next step)."""
-        self._stopped.set()
+
+class _UnitsJob(_Tasks):
+    """A job of independent units that is not a spec's render (see :meth:`Farm.run_units`)."""
+
+    def __init__(self, work: UnitWork, events: Events, actors: _Actors) -> None:
+        super().__init__(events, actors, lambda text: log.info("%s: %s", work.function, text))
+        self.work = work
+        self.made: dict[int, Any] = {}
+
+    def run_units(self, units: range) -> None:
+        """Make ``units`` on an actor; when it dies, the units not yet made go to the next free actor, from
+        the last place a task may start before them (a batch is never cut). After a cancel, nothing more."""
+        while not self._stopped.is_set():
+            missing = [i for i in units if i not in self.made]
+            if not missing:
+                return
+            first = max(units.start, self.work.split.restart(missing[0]))
+            w = self.work
+            label = f"units {first}-{units.stop - 1}"
+            if self._on_actor(
+                w.checkpoint, label, "units", w.function, w.data, w.run_path, first, units.stop
+            ):
+                return
+
+    def _relay(self, message: tuple) -> None:
+        """A step into the job's ``Events``; a unit to ``work.receive`` (each once). A cancel does not
+        raise here: the actors finish as their work does on a cancel, and what they made is kept."""
+        if message[0] == "step":
+            with suppress(RenderCancelled):
+                self.events.step(message[1])
+            return
         with self._lock:
-            running = list(self._running)
-        for actor in running:
-            actor.cancel.remote(self.token)
+            if message[1] in self.made:
+                return
+            self.made[message[1]] = self.work.receive(message[1], message[2])
 
 
 def _image(png: bytes) -> Any:

@@ -96,19 +96,46 @@ class FrameWorker:
 
         yield from self._task(job, spec_data, run_path, -1, work)
 
+    def units(
+        self, job: str, function: str, data: dict[str, Any], run_path: str, first: int, stop: int
+    ) -> Iterator[tuple]:
+        """Run the units ``first .. stop-1`` of a job that is not a spec's render but splits the same way (a
+        still request's images): ``function`` names flipbook's function (``module:name``) that makes them,
+        ``function(data, run_dir, units, events, load, forget)`` yielding ``(index, value)`` per unit, with
+        this actor's kept model (``load``; ``forget`` drops it when the work changed it). Yields
+        ``("step", StepEvent)`` at every denoising step and ``("unit", index, value)`` per unit."""
+        make = _flipbook_function(function)
+
+        def work(events: Events, put: Callable[[tuple], None]) -> None:
+            units = range(first, stop)
+            for index, value in make(data, Path(run_path), units, events, self._load, self._models.clear):
+                put(("unit", index, value))
+
+        yield from self._stream(job, work)
+
     def _task(
         self, job: str, spec_data: dict[str, Any], run_path: str, after: int, work: Callable
     ) -> Iterator:
-        """Run ``work(ctx, mode, put)`` on a thread of its own with the context ``render()`` builds (the
-        shared preparation, :mod:`flipbook.runs.setup`), yielding what it puts and every step as it happens;
-        its error is raised here. When the stream is closed early the work is cancelled at its next step."""
-        import torch
-
+        """Run ``work(ctx, mode, put)`` with the context ``render()`` builds (the shared preparation,
+        :mod:`flipbook.runs.setup`), as :meth:`_stream` runs its work."""
         from flipbook.runs.run_dir import RunDir
         from flipbook.runs.setup import mode_context, prepare
         from flipbook.spec.load import spec_from_data
 
         spec, plan, mode = prepare(spec_from_data(spec_data))
+
+        def in_context(events: Events, put: Callable[[tuple], None]) -> None:
+            ctx = mode_context(spec, plan, events, RunDir(Path(run_path)), after, loader=self._load)
+            work(ctx, mode, put)
+
+        yield from self._stream(job, in_context)
+
+    def _stream(self, job: str, work: Callable[[Events, Callable[[tuple], None]], None]) -> Iterator:
+        """Run ``work(events, put)`` on a thread of its own, yielding what it puts and every step as it
+        happens; its error is raised here. When the stream is closed early the work is cancelled at its next
+        step, as it is by :meth:`cancel`."""
+        import torch
+
         messages: queue.Queue = queue.Queue()
         events = Events(on_step=lambda event: messages.put(("step", event)))
         with self._lock:
@@ -120,8 +147,7 @@ class FrameWorker:
         def run() -> None:
             torch.set_num_threads(self._threads)  # torch's thread count is per thread
             try:
-                ctx = mode_context(spec, plan, events, RunDir(Path(run_path)), after, loader=self._load)
-                work(ctx, mode, messages.put)
+                work(events, messages.put)
             except BaseException as error:
                 failed.append(error)
             finally:
@@ -149,3 +175,13 @@ class FrameWorker:
             self._models.clear()
             self._models[key] = load_model(checkpoint, **options)
         return self._models[key]
+
+
+def _flipbook_function(name: str) -> Callable:
+    """The function ``module:name`` of flipbook's own modules (the head names it; never a user's text)."""
+    import importlib
+
+    module, _, function = name.partition(":")
+    if module.split(".")[0] != "flipbook" or not function:
+        raise ValueError(f"not a flipbook function: {name}")
+    return getattr(importlib.import_module(module), function)

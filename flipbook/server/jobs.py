@@ -45,7 +45,7 @@ class Workers:
     ) -> None:
         self.store, self.hub = store, hub
         self.worker_id = worker_id  # recorded with every job it claims (the supervisor's heartbeat check)
-        self.farm = farm  # a flipbook.farm Farm: renders go to its Ray actors (stills stay here)
+        self.farm = farm  # a flipbook.farm Farm: renders and stills go to its Ray actors
         self.runs_dir, self.models_dir = runs_dir, models_dir
         self.count = count
         self._threads: list[threading.Thread] = []
@@ -162,7 +162,7 @@ class Workers:
         if job.kind not in STILL_KINDS:
             raise FlipbookError("kind", job.kind, f"one of: {RENDER}, {', '.join(STILL_KINDS)}")
         events = self.hub.start(job.id, int(job.payload["count"]), stills=True)
-        return run_still(job.payload, self.runs_dir / job.id, events, cache, self.models_dir)
+        return run_still(job.payload, self.runs_dir / job.id, events, cache, self.models_dir, self.farm)
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -31,8 +31,8 @@ work is done by worker processes, one per GPU by default (each pinned to its GPU
   folder with a stale worker; the next start marks what was running ``interrupted``, as after any crash.
 - **With Ray** (``serve --ray ADDRESS``) one worker process drives the render farm
   (:mod:`flipbook.farm`): it runs ``--workers`` jobs at once as threads, each sending its frames to the
-  cluster's actors (shared by all its jobs, so a job finds the actor that has its checkpoint loaded); still
-  images run in that process. Heartbeats, re-queueing and progress are the same.
+  cluster's actors (shared by all its jobs, so a job finds the actor that has its checkpoint loaded); a
+  still request's batches are made across the actors too. Heartbeats, re-queueing and progress are the same.
 
 Workers start from a fork server that imports the engine once (torch, diffusers: seconds), so a worker
 (and a replacement for a dead one) starts in a fraction of a second.

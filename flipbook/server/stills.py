@@ -421,23 +421,23 @@ def _controls(p: dict[str, Any], run_dir: Path, inits: tuple[PIL.Image.Image, ..
 
 
 def run_still(
-    payload: dict[str, Any], run_dir: Path, events, cache: ModelCache, models_dir: Path | None
+    payload: dict[str, Any],
+    run_dir: Path,
+    events,
+    cache: ModelCache,
+    models_dir: Path | None,
+    farm: Any = None,
 ) -> dict[str, Any]:
     """Sample a still payload on this worker and save PNGs with A1111 parameters into ``run_dir``; returns
-    the file names, seeds and infotexts (what the A1111 response needs)."""
-    from flipbook.io.images import open_image
+    the file names, seeds and infotexts (what the A1111 response needs). With a render ``farm`` (``serve
+    --ray``) its batches (A1111's iterations) are made on the farm's actors, side by side."""
+    if farm is not None:
+        return _run_on_farm(payload, run_dir, events, models_dir, farm)
     from flipbook.models.controlnet import ControlNets
-    from flipbook.models.extra_networks import ExtraNetworks
-    from flipbook.models.folders import ModelsDir
 
     p = payload
-    networks = ExtraNetworks(ModelsDir(models_dir) if models_dir else None)
-    inits = tuple(open_image(run_dir / name, "init_images") for name in p["inits"])
-    mask = open_image(run_dir / p["mask"], "mask").convert("L") if p["mask"] else None
-    if mask is not None and p["mask_invert"]:
-        mask = PIL.ImageOps.invert(mask)
+    networks, prepared = _prepared(p, run_dir, models_dir)
     with a1111_names():
-        prepared = prepare_stills(_settings(p, inits, mask, _controls(p, run_dir, inits)), networks)
         bundle = cache.get(p["model"], models_dir, p.get("refiner"))
         made = None
         try:
@@ -455,3 +455,98 @@ def run_still(
         "refiner_hash": bundle.refiner.hash if bundle.refiner is not None else None,
         "interrupted": events.cancelled,
     }
+
+
+def _prepared(p: dict[str, Any], run_dir: Path, models_dir: Path | None) -> tuple[Any, Any]:
+    """The models folder's extra networks and the payload's prepared stills (its images opened from
+    ``run_dir``), with errors named by A1111's fields."""
+    from flipbook.io.images import open_image
+    from flipbook.models.extra_networks import ExtraNetworks
+    from flipbook.models.folders import ModelsDir
+
+    networks = ExtraNetworks(ModelsDir(models_dir) if models_dir else None)
+    inits = tuple(open_image(run_dir / name, "init_images") for name in p["inits"])
+    mask = open_image(run_dir / p["mask"], "mask").convert("L") if p["mask"] else None
+    if mask is not None and p["mask_invert"]:
+        mask = PIL.ImageOps.invert(mask)
+    with a1111_names():
+        return networks, prepare_stills(_settings(p, inits, mask, _controls(p, run_dir, inits)), networks)
+
+
+# ---- on a render farm ------------------------------------------------------------------------------------
+
+
+def _run_on_farm(
+    payload: dict[str, Any], run_dir: Path, events, models_dir: Path | None, farm: Any
+) -> dict[str, Any]:
+    """:func:`run_still` on the farm's actors: the request's images split at batch starts (a batch, one of
+    A1111's iterations, is never cut, so every image is the one a single worker makes), each actor making
+    its batches (:func:`make_still_units`) and streaming every PNG back; the PNGs are written here, named
+    as :func:`~flipbook.runs.stills.make_stills` names them, and listed in the images' order. A cancel is
+    A1111's interrupt, as on one worker: the images made are kept."""
+    from flipbook.farm.farm import UnitWork
+    from flipbook.io.atomic import atomic_target
+    from flipbook.modes.base import Split
+
+    p = payload
+    _prepared(p, run_dir, models_dir)  # every check on the head, before any actor loads a model
+    existing = len(list(run_dir.glob("*.png")))
+
+    def receive(index: int, made: tuple) -> tuple:
+        png, seed, *rest = made
+        name = f"{existing + index:05d}-{seed}.png"
+        with atomic_target(run_dir / name) as temporary:
+            temporary.write_bytes(png)
+        return name, seed, *rest
+
+    work = UnitWork(
+        function=f"{__name__}:make_still_units",
+        data={"payload": p, "models_dir": None if models_dir is None else str(models_dir)},
+        run_path=str(run_dir), total=p["count"], split=Split(p["batch_size"]), checkpoint=p["model"],
+        receive=receive,
+    )  # fmt: skip
+    with a1111_names():
+        made = list(farm.run_units(work, events).values())
+    return {
+        "images": [still[0] for still in made],
+        "seeds": [still[1] for still in made],
+        "infotexts": [still[2] for still in made],
+        "model": made[0][3] if made else p["model"],
+        "refiner_hash": made[0][4] if made else None,
+        "interrupted": events.cancelled,
+    }
+
+
+def make_still_units(
+    data: dict[str, Any], run_dir: Path, units: range, events, load, forget
+) -> Iterator[tuple[int, tuple]]:
+    """A farm actor's share of a still request: the images ``units`` (whole batches) made exactly as
+    :func:`run_still` makes them, with the actor's kept model (``load``; ``forget`` drops it when LoRAs or
+    embeddings changed it); yields ``(index, (png_bytes, seed, infotext, model name, refiner hash))`` per
+    image."""
+    import dataclasses
+    import tempfile
+
+    from flipbook.models.controlnet import ControlNets
+
+    p = data["payload"]
+    models_dir = None if data["models_dir"] is None else Path(data["models_dir"])
+    networks, prepared = _prepared(p, run_dir, models_dir)
+    share = slice(units.start, units.stop)
+    prepared = dataclasses.replace(
+        prepared, seeds=prepared.seeds[share], requests=prepared.requests[share],
+        hires_requests=prepared.hires_requests[share],
+    )  # fmt: skip
+    made = None
+    with a1111_names(), tempfile.TemporaryDirectory(prefix="flipbook-stills-") as scratch:
+        try:
+            bundle = load(p["model"], models_dir=models_dir, refiner=p.get("refiner"))
+            made = make_stills(prepared, bundle, networks, events, Path(scratch), finish_on_cancel=True,
+                               controlnets=ControlNets(models_dir))  # fmt: skip
+        finally:
+            if prepared.uses_loras or made is None or made.embeddings:
+                forget()  # LoRAs and embeddings change the pipe; the next task loads it clean
+        refiner_hash = bundle.refiner.hash if bundle.refiner is not None else None
+        for offset, still in enumerate(made.stills):
+            yield units.start + offset, (still.path.read_bytes(), still.seed, still.infotext, bundle.name,
+                                         refiner_hash)  # fmt: skip
