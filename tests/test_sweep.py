@@ -125,7 +125,7 @@ def test_a_single_render_refuses_a_sweep_as_the_server_does(tmp_path):
     assert caught.value.field == "sweep" and "flipbook render" in str(caught.value)
 
 
-def test_the_server_refuses_a_grid_too_large_and_a_sweep_it_does_not_render(tmp_path):
+def test_the_server_refuses_a_grid_too_large_before_queueing_it(tmp_path):
     from fastapi.testclient import TestClient
 
     from flipbook.server import ServerSettings, create_app
@@ -136,9 +136,75 @@ def test_the_server_refuses_a_grid_too_large_and_a_sweep_it_does_not_render(tmp_
         del body["output"]["dir"], body["output"]["name"]
         answer = client.post("/api/jobs", json=body)
         assert answer.status_code == 422 and answer.json()["field"] == "sweep"
-        body["sweep"] = {"sampling.seed": [1, 2]}
-        answer = client.post("/api/jobs", json=body)
-        assert answer.status_code == 422 and answer.json()["field"] == "sweep"
+        body["sweep"] = {"sampling.seed": [1, 2], "animation.width": [64, 65]}
+        answer = client.post("/api/jobs", json=body)  # a value one run refuses: named with the sweep
+        assert answer.status_code == 422 and answer.json()["field"] == "sweep.animation.width"
+        assert not any((tmp_path / "runs").glob("*/"))  # nothing queued, no run folder left
+
+
+def serve_threads(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from flipbook.server import ServerSettings, create_app
+
+    settings = ServerSettings(runs_dir=tmp_path / "runs", workers=1, worker_processes=False)
+    return TestClient(create_app(settings), base_url="http://127.0.0.1")
+
+
+def wait_job(client, job_id, done, timeout=300.0) -> dict:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not done(job := client.get(f"/api/jobs/{job_id}").json()):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    return job
+
+
+def test_the_server_renders_a_sweep_as_one_job_with_its_grid_in_its_run_folder(tmp_path, shared_model):
+    body = make_data(tmp_path, {"sampling.seed": [1, 2]}, output={"formats": ["png", "gif"]})
+    del body["output"]["dir"], body["output"]["name"]
+    with serve_threads(tmp_path) as client:
+        job_id = client.post("/api/jobs", json=body).json()["id"]
+        job = wait_job(client, job_id, lambda j: j["state"] not in ("queued", "running"))
+        assert job["state"] == "done", job["error"]
+        assert job["progress"]["frames"] == 4 and job["progress"]["frame"] == 4  # 2 runs of 2 frames
+        outputs = job["outputs"]
+        assert sorted(outputs) == ["0_seed-1/gif", "1_seed-2/gif", "contact_sheet"]
+        sheet = client.get(outputs["contact_sheet"])
+        assert sheet.status_code == 200 and sheet.content.startswith(b"\x89PNG")
+        assert client.get(outputs["1_seed-2/gif"]).content.startswith(b"GIF8")
+    folder = tmp_path / "runs" / job_id
+    assert (folder / CONTACT_FILE).is_file()
+    alone = render(spec_from_data(make_data(tmp_path / "alone", {}, sampling={"seed": 2})))
+    assert frame_bytes(folder / "1_seed-2") == frame_bytes(alone.run_dir)
+
+
+def test_a_cancelled_sweep_job_stops_every_run_and_resumes_to_the_whole_grid(tmp_path, shared_model):
+    grid = {"sampling.seed": [1, 2]}
+    data = make_data(tmp_path, grid, animation={"max_frames": 12})
+    data["prompts"] = {"0": "a forest", "11": "a city"}
+    body = json.loads(json.dumps(data))
+    del body["output"]["dir"], body["output"]["name"]
+    with serve_threads(tmp_path) as client:
+        job_id = client.post("/api/jobs", json=body).json()["id"]
+        wait_job(client, job_id, lambda j: j["state"] == "running" and j["progress"].get("frame", 0) >= 1)
+        assert client.post(f"/api/jobs/{job_id}/cancel").status_code == 202
+        job = wait_job(client, job_id, lambda j: j["state"] not in ("queued", "running"))
+        assert job["state"] == "cancelled" and job["resumable"]
+        folder = tmp_path / "runs" / job_id
+        kept = {p: p.stat().st_mtime_ns for p in folder.glob("*/frames/*.png")}
+        assert 1 <= len(kept) < 12  # the first run stopped, the second never started
+        assert not (folder / "1_seed-2").exists() and not (folder / CONTACT_FILE).exists()
+
+        assert client.post(f"/api/jobs/{job_id}/resume").status_code == 202
+        job = wait_job(client, job_id, lambda j: j["state"] not in ("queued", "running"))
+        assert job["state"] == "done", job["error"]
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # continued from its frames on disk
+    alone = render_sweep(spec_from_data(data))
+    for run, rendered in alone.runs:
+        assert frame_bytes(folder / run.label) == frame_bytes(rendered.run_dir)
+        assert len(frame_bytes(rendered.run_dir)) == 12
 
 
 # ---- rendering -------------------------------------------------------------------------------------------------

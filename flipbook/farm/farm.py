@@ -156,14 +156,17 @@ class Farm:
         )
         return self._run(spec, plan, mode, run, events or Events(), resumed_from=-1)
 
-    def render_sweep(self, spec: Any, events: Events | None = None, *, overwrite: bool = False) -> Any:
+    def render_sweep(
+        self, spec: Any, events: Events | None = None, *, overwrite: bool = False, resuming: bool = False
+    ) -> Any:
         """A spec's ``[sweep]`` grid on the farm: as many runs side by side as there are actors, each run's
         job split where its mode allows; then the contact sheet (:func:`flipbook.runs.sweep.render_sweep`)."""
         from flipbook.runs.sweep import render_sweep
 
         return render_sweep(
-            spec, events, overwrite=overwrite, render_run=self.render, parallel=max(1, len(self.handles))
-        )
+            spec, events, overwrite=overwrite, render_run=self.render, parallel=max(1, len(self.handles)),
+            resuming=resuming, resume_run=self.resume,
+        )  # fmt: skip
 
     def resume(self, run_dir: str | Path, events: Events | None = None) -> Any:
         """``resume(run_dir)`` on the farm: the frames not on disk, then the outputs."""

@@ -19,9 +19,11 @@ from pathlib import Path
 
 from flipbook.errors import FlipbookError, SpecError
 from flipbook.events import Events, FrameEvent, StepEvent
-from flipbook.runs.render import RenderResult, render
+from flipbook.runs.render import RenderResult, render, resume
+from flipbook.runs.run_dir import SPEC_FILE
 from flipbook.runs.setup import prepare, resolve_prompts
 from flipbook.spec.model import Spec
+from flipbook.spec.plan import Plan
 from flipbook.spec.sweep import SweepRun, describe, sweep_runs
 
 CONTACT_FILE = "sweep_contact.png"
@@ -41,17 +43,23 @@ def render_sweep(
     overwrite: bool = False,
     render_run: Callable[..., RenderResult] = render,
     parallel: int = 1,
+    resuming: bool = False,
+    resume_run: Callable[..., RenderResult] = resume,
 ) -> SweepResult:
-    """Render every run of ``spec``'s sweep (see the module docstring)."""
+    """Render every run of ``spec``'s sweep (see the module docstring). ``resuming`` (a sweep interrupted,
+    then resumed): a run whose folder holds its spec continues from its frames on disk (``resume_run``; a
+    finished run only makes its outputs again), the others render."""
     events = events or Events()
-    runs = sweep_runs(spec)
-    for run in runs:  # everything every run's render checks, before the first loads a model
-        check_run(run)
+    runs = check_runs(spec)
     frames = spec.animation.max_frames
     total = frames * len(runs)
+    folder = sweep_folder(spec)
 
     def one(number: int) -> RenderResult:
         run_events = _RunEvents(events, number * frames, total)
+        run_dir = folder / runs[number].label
+        if resuming and (run_dir / SPEC_FILE).is_file():
+            return resume_run(run_dir, run_events)
         return render_run(runs[number].spec, run_events, overwrite=overwrite)
 
     if parallel > 1 and len(runs) > 1:
@@ -64,17 +72,31 @@ def render_sweep(
                 raise
     else:
         results = [one(number) for number in range(len(runs))]
-    folder = Path(spec.output.dir) / (spec.output.name or "flipbook")
     contact = write_sweep_sheet(spec, runs, results, folder / CONTACT_FILE)
     return SweepResult(folder, list(zip(runs, results, strict=True)), contact)
 
 
-def check_run(run: SweepRun) -> None:
+def sweep_folder(spec: Spec) -> Path:
+    """The folder that holds a sweep's runs and its contact sheet (``output.dir/output.name``)."""
+    return Path(spec.output.dir) / (spec.output.name or "flipbook")
+
+
+def check_runs(spec: Spec) -> list[SweepRun]:
+    """The sweep's runs, each checked as its render checks it (:func:`check_run`), before any model loads."""
+    runs = sweep_runs(spec)
+    for run in runs:
+        check_run(run)
+    return runs
+
+
+def check_run(run: SweepRun) -> Plan:
     """What the run's render checks before loading a model (plan: schedules at every frame, input files,
-    prompts' LoRAs); a problem with a swept field is one error naming ``sweep.<path>`` and the run's value."""
+    prompts' LoRAs), and its plan; a problem with a swept field is one error naming ``sweep.<path>`` and the
+    run's value."""
     try:
         checked, plan, _ = prepare(run.spec)
         resolve_prompts(checked, plan)
+        return plan
     except FlipbookError as error:
         swept = dict(run.values)
         if error.field not in swept:
@@ -133,4 +155,12 @@ def sweep_summary(result: SweepResult) -> list[str]:
     return [*lines, f"contact sheet: {result.contact}"]
 
 
-__all__ = ["CONTACT_FILE", "SweepResult", "render_sweep", "sweep_summary", "write_sweep_sheet"]
+__all__ = [
+    "CONTACT_FILE",
+    "SweepResult",
+    "check_runs",
+    "render_sweep",
+    "sweep_folder",
+    "sweep_summary",
+    "write_sweep_sheet",
+]

@@ -145,6 +145,8 @@ class Workers:
         from flipbook.spec.load import spec_from_data
 
         run_dir = self.runs_dir / job.id
+        if job.payload.get("sweep"):
+            return self._sweep(job, run_dir)
         total = int(job.payload["animation"]["max_frames"])
         resuming = job.resume and (run_dir / SPEC_FILE).is_file()
         done = RunDir(run_dir).completed(total) if resuming else 0
@@ -157,6 +159,30 @@ class Workers:
         outputs = {kind: _relative(path, run_dir) for kind, path in result.outputs.items()}
         return {"seed": result.seed, "resumed_from": result.resumed_from, "frames": len(result.frames),
                 "outputs": outputs}  # fmt: skip
+
+    def _sweep(self, job: JobRecord, run_dir: Path) -> dict[str, Any]:
+        """A spec with a ``[sweep]``: its grid of runs (:func:`~flipbook.runs.sweep.render_sweep`, on the farm
+        side by side), each a run folder inside the job's, and the contact sheet; progress counts the runs'
+        frames one after another, a cancel stops every run. A resumed sweep continues each run from its
+        frames on disk. Outputs: the contact sheet and each run's, under the run's label."""
+        from flipbook.runs.sweep import render_sweep
+        from flipbook.spec.load import spec_from_data
+        from flipbook.spec.sweep import sweep_runs
+
+        spec = spec_from_data(job.payload)
+        total = int(spec.animation.max_frames) * len(sweep_runs(spec))
+        events = self.hub.start(job.id, total, persist=lambda p: self.store.save_progress(job.id, p))
+        if self.farm is not None:
+            result = self.farm.render_sweep(spec, events, resuming=job.resume)
+        else:
+            result = render_sweep(spec, events, resuming=job.resume)
+        outputs = {"contact_sheet": _relative(result.contact, run_dir)}
+        for run, rendered in result.runs:
+            outputs |= {
+                f"{run.label}/{kind}": _relative(path, run_dir) for kind, path in rendered.outputs.items()
+            }
+        return {"seed": result.runs[0][1].seed, "resumed_from": -1, "frames": total, "outputs": outputs,
+                "runs": [{"label": run.label, "values": dict(run.values)} for run, _ in result.runs]}  # fmt: skip
 
     def _still(self, job: JobRecord, cache: ModelCache) -> dict[str, Any]:
         if job.kind not in STILL_KINDS:

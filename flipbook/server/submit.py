@@ -227,6 +227,8 @@ def prepare_render(
     warnings += _server_owned_fields(data, settings, job_id)
     saved = place_uploads(data, submission.uploads, run_dir)
     spec = spec_from_data(data)
+    if spec.sweep:  # a grid's one seed is drawn now, so a re-queued or resumed sweep renders the same grid
+        spec = spec.with_seed()
     check_references(spec, settings, {location for location, _ in saved.values()})
     try:
         _write_files({path: content for path, (_, content) in saved.items()})
@@ -338,10 +340,15 @@ def _write_files(files: dict[Path, bytes]) -> None:
 def _check_plan(spec: Spec) -> Plan:
     """Everything the render checks before it loads a model (:func:`flipbook.runs.render.prepare`): the plan
     as ``flipbook validate`` builds it (every schedule at every frame, the audio analysed) and every input
-    file opened and decoded as the render reads it (a truncated video is refused here, not in the worker)."""
+    file opened and decoded as the render reads it (a truncated video is refused here, not in the worker);
+    for a sweep, every run of its grid (the first run's plan returned, for its warnings)."""
     from flipbook.runs.render import prepare
+    from flipbook.runs.sweep import check_run
+    from flipbook.spec.sweep import sweep_runs
 
     try:
+        if spec.sweep:  # a grid of runs, each checked as its render checks it
+            return [check_run(run) for run in sweep_runs(spec)][0]
         _, plan, _ = prepare(spec)
     except FlipbookError:
         raise
