@@ -158,7 +158,10 @@ def test_the_server_renders_on_the_cluster(farm, tmp_path):
     (tmp_path / "still").mkdir()
     alone = run_still(still_from_a1111(still, "txt2img", "tiny").payload, tmp_path / "still", Events(),
                       ModelCache(), None)  # fmt: skip
-    settings = ServerSettings(runs_dir=tmp_path / "runs", workers=2, ray="auto", ray_actors=2)
+    import ray
+
+    address = ray.get_runtime_context().gcs_address  # this module's cluster ("auto" is the newest one here)
+    settings = ServerSettings(runs_dir=tmp_path / "runs", workers=2, ray=address, ray_actors=2)
     with BackgroundServer(settings) as server, httpx.Client(base_url=server.url, timeout=600) as client:
         job_id = client.post("/api/jobs", json=body).json()["id"]
         answer = client.post("/sdapi/v1/txt2img", json=still)

@@ -457,9 +457,12 @@ def run_still(
     }
 
 
-def _prepared(p: dict[str, Any], run_dir: Path, models_dir: Path | None) -> tuple[Any, Any]:
+def _prepared(
+    p: dict[str, Any], run_dir: Path, models_dir: Path | None, *, controls: bool = True
+) -> tuple[Any, Any]:
     """The models folder's extra networks and the payload's prepared stills (its images opened from
-    ``run_dir``), with errors named by A1111's fields."""
+    ``run_dir``; its ControlNet images preprocessed unless ``controls`` is False: a check only), with errors
+    named by A1111's fields."""
     from flipbook.io.images import open_image
     from flipbook.models.extra_networks import ExtraNetworks
     from flipbook.models.folders import ModelsDir
@@ -470,7 +473,8 @@ def _prepared(p: dict[str, Any], run_dir: Path, models_dir: Path | None) -> tupl
     if mask is not None and p["mask_invert"]:
         mask = PIL.ImageOps.invert(mask)
     with a1111_names():
-        return networks, prepare_stills(_settings(p, inits, mask, _controls(p, run_dir, inits)), networks)
+        units = _controls(p, run_dir, inits) if controls else ()
+        return networks, prepare_stills(_settings(p, inits, mask, units), networks)
 
 
 # ---- on a render farm ------------------------------------------------------------------------------------
@@ -489,7 +493,7 @@ def _run_on_farm(
     from flipbook.modes.base import Split
 
     p = payload
-    _prepared(p, run_dir, models_dir)  # every check on the head, before any actor loads a model
+    _prepared(p, run_dir, models_dir, controls=False)  # checked on the head, before any actor loads a model
     existing = len(list(run_dir.glob("*.png")))
 
     def receive(index: int, made: tuple) -> tuple:
