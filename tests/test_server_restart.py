@@ -222,3 +222,17 @@ def test_concurrent_claims_take_every_job_exactly_once(tmp_path):
     assert sorted(claimed) == [f"{i:016x}" for i in range(300)]
     assert store.counts()["done"] == 300
     store.close()
+
+
+def test_a_lifeline_reads_as_gone_once_the_server_end_closes():
+    """The portable check a worker makes at every step and frame it reports."""
+    import multiprocessing
+
+    from flipbook.server.lifeline import Lifeline
+
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    line = Lifeline(reader)
+    assert not line.gone()
+    writer.close()
+    assert line.gone()
+    reader.close()

@@ -18,10 +18,8 @@ kernel does while the server exits, before anyone can wait for it; so
 
 from __future__ import annotations
 
-import fcntl
 import multiprocessing.connection
 import os
-import select
 import signal
 from dataclasses import dataclass
 
@@ -42,8 +40,10 @@ class Lifeline:
 
     def gone(self) -> bool:
         """Whether the server is gone (its end closed: the pipe reads as at its end), without waiting."""
-        readable, _, _ = select.select([self.read_fd], [], [], 0)
-        return bool(readable)
+        try:
+            return self.reader.poll(0)  # nothing is ever written: readable means the other end closed
+        except (OSError, EOFError):
+            return True
 
     def check(self) -> None:
         """End this process at once when the server is gone (no clean-up: nothing more may be written)."""
@@ -56,6 +56,8 @@ class Lifeline:
         Call from the main thread (it resets SIGIO to its default action)."""
         if not hasattr(signal, "SIGIO") or not hasattr(os, "O_ASYNC"):
             return False
+        import fcntl  # POSIX only
+
         try:
             signal.signal(signal.SIGIO, signal.SIG_DFL)
             fcntl.fcntl(self.read_fd, fcntl.F_SETOWN, os.getpid())
