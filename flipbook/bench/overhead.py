@@ -64,8 +64,8 @@ STAGES: dict[str, tuple[str, ...]] = {
     "contrast": ("flipbook.modes.camera.render:adjust_contrast",),
     "unsharp": ("flipbook.modes.camera.render:unsharp_mask",),
     "noise": (
-        "flipbook.modes.camera.render:add_noise",
-        "flipbook.modes.camera.render:noise_field",  # drawn ahead on a helper thread
+        "flipbook.modes.camera.render:add_scaled_noise",
+        "flipbook.modes.camera.render:_frame_noise",  # drawn and scaled ahead on a helper thread
         "flipbook.modes.camera.render:_NoiseAhead.take",  # waiting for it
     ),
     "image to latents": ("flipbook.sampling.core:SamplingCore._preprocess_image",),

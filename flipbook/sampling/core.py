@@ -454,6 +454,10 @@ class SamplingCore:
         )
 
     def _preprocess_image(self, request: FrameRequest) -> torch.Tensor:
+        """The init image as the VAE takes it (1 x 3 x H x W in [-1, 1], float32, on the model's device)."""
+        levels = _rgb_levels(request.image, request.width, request.height)
+        if levels is not None:
+            return _normalized(levels.to(self.model.device))
         image = self.image_processor.preprocess(request.image, height=request.height, width=request.width)
         return image.to(self.model.device, torch.float32)
 
@@ -703,6 +707,27 @@ def _blend_unmasked(scheduler, latents, init: _Latents, timesteps, i: int) -> to
     if i < len(timesteps) - 1:
         proper = scheduler.add_noise(proper, init.noise, torch.tensor([timesteps[i + 1]]))
     return (1 - init.mask) * proper + init.mask * latents
+
+
+def _rgb_levels(image, width: int, height: int) -> torch.Tensor | None:
+    """An RGB picture of the request's size (PIL, or uint8 H x W x 3) as a uint8 H x W x 3 tensor (on the CPU
+    sharing its memory where it can); None for anything diffusers' image processor has to resize or convert."""
+    if isinstance(image, PIL.Image.Image):
+        if image.mode != "RGB" or image.size != (width, height):
+            return None
+        return torch.from_numpy(np.asarray(image).copy())
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(image)
+    if torch.is_tensor(image) and image.dtype == torch.uint8 and tuple(image.shape) == (height, width, 3):
+        return image
+    return None
+
+
+def _normalized(levels: torch.Tensor) -> torch.Tensor:
+    """uint8 H x W x 3 -> 1 x 3 x H x W float32 in [-1, 1] with diffusers' image processor's arithmetic
+    (``levels / 255``, then ``2 x - 1``, in float32: the same values), without its PIL and numpy copies."""
+    image = levels.permute(2, 0, 1).unsqueeze(0).to(torch.float32).div_(255.0)
+    return image.mul_(2.0).sub_(1.0)
 
 
 def _to_latent_size(mask: torch.Tensor, shape) -> torch.Tensor:
