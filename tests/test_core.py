@@ -202,3 +202,17 @@ def test_an_init_image_is_normalised_as_diffusers_image_processor_does(kind):
     assert torch.equal(_normalized(_rgb_levels(given_image, 40, 24)), expected)
     assert _rgb_levels(given_image, 48, 24) is None  # another size: diffusers resizes it
     assert _rgb_levels(picture.convert("RGBA"), 40, 24) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_decoded_images_become_the_pictures_diffusers_image_processor_makes(dtype):
+    """The same bytes as the image processor's postprocess to PIL, values past [-1, 1] and ties included."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    from flipbook.sampling.core import _rgb_pictures
+
+    images = (torch.randn(2, 3, 24, 40) * 0.8).to(dtype)
+    images[0, 0, 0, :4] = torch.tensor([-1.5, 1.5, 3.0 / 255 - 1, 2 * 0.5 / 255 - 1])  # clipped, x.5 levels
+    expected = VaeImageProcessor(vae_scale_factor=8).postprocess(images, output_type="pil")
+    got = _rgb_pictures(images)
+    assert all(np.array_equal(np.asarray(e), g) for e, g in zip(expected, got, strict=True))
