@@ -69,7 +69,10 @@ STAGES: dict[str, tuple[str, ...]] = {
         "flipbook.modes.camera.render:_NoiseAhead.take",  # waiting for it
     ),
     "image to latents": ("flipbook.sampling.core:SamplingCore._preprocess_image",),
-    "latents to image": ("diffusers.image_processor:VaeImageProcessor.postprocess",),
+    "latents to image": (
+        "diffusers.image_processor:VaeImageProcessor.postprocess",
+        "flipbook.sampling.core:_rgb_pictures",
+    ),
     "png write": ("flipbook.runs.writer:save_png",),
     # the render's thread waiting for the background writer (frame k's write overlaps making frame k+1)
     "writer wait": (
