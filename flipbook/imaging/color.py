@@ -76,9 +76,8 @@ def match_colors(image: np.ndarray, reference: np.ndarray, mode: ColorCoherence)
     return match_to_cdfs(image, channel_cdfs(to_space(reference, mode)), mode)
 
 
-ChannelCDFs = tuple[
-    tuple[np.ndarray, np.ndarray], ...
-]  # per channel: its levels present, their cumulative share
+# per channel: the levels present (ascending), the share of pixels at or below each
+ChannelCDFs = tuple[tuple[np.ndarray, np.ndarray], ...]
 
 
 def to_space(image: np.ndarray, space: str) -> np.ndarray:
