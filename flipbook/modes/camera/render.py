@@ -141,10 +141,7 @@ def _render(ctx: ModeContext, mask: np.ndarray | None, noise: _NoiseAhead) -> It
         noise.ahead(todo[position + 1 : position + 2])  # drawn while this frame is diffused
         prepared = _prepare(ctx, frame, warped, colors(reference(index)), frame_noise)
         request = frame_request(
-            ctx,
-            frame,
-            PIL.Image.fromarray(prepared.cpu().numpy()),
-            noise_multiplier=frame.camera["noise_multiplier"],
+            ctx, frame, _init_image(ctx, prepared), noise_multiplier=frame.camera["noise_multiplier"]
         )
         image = ctx.cores[frame.checkpoint].generate([request])[0]
         if hybrid is not None:
@@ -317,6 +314,13 @@ def _prepare(
         threshold=v["antiblur_threshold"],
     )
     return image if noise is None else add_scaled_noise(image, noise)
+
+
+def _init_image(ctx: ModeContext, prepared: torch.Tensor) -> torch.Tensor | PIL.Image.Image:
+    """The prepared frame as img2img's init image: the tensor itself (the sampling core normalises it where it
+    is, no picture made and read back), or a picture when ControlNet units take their control image from it
+    (their preprocessors read pictures)."""
+    return prepared if ctx.controls is None else PIL.Image.fromarray(prepared.cpu().numpy())
 
 
 def _in_between(
