@@ -218,6 +218,7 @@ def load_ltx2(
     tokenizer: str | None = None,
     image_encoder: str | None = None,
     on_cpu: bool = False,
+    keep_fp8: bool = False,
 ) -> Ltx2Bundle:
     """Load the LTX-2 model ``ref`` (bf16 on a GPU, as LTX-2's own code runs it); ``on_cpu``: the modules stay
     on the CPU for offload hooks to move (as ``load_wan``'s)."""
