@@ -111,12 +111,14 @@ TIME_EMBEDDER = "vae.decoder.last_time_embedder.timestep_embedder.linear_1.weigh
 
 
 def is_ltx_checkpoint(state: Mapping[str, Any]) -> bool:
-    """The family's checkpoint detector: LTX-Video's transformer keys (original or diffusers layout)."""
+    """The family's checkpoint detector: LTX-Video's transformer keys (original or diffusers layout), and no
+    audio stream (LTX-2's transformer has the same video keys and an audio patchify projection)."""
     keys = {key.removeprefix(_PREFIX) for key in state}
     block = (
         "transformer_blocks.0.attn1.to_q.weight" in keys and "transformer_blocks.0.scale_shift_table" in keys
     )
-    return block and ("patchify_proj.weight" in keys or "proj_in.weight" in keys)
+    audio = "audio_patchify_proj.weight" in keys or "audio_proj_in.weight" in keys
+    return block and not audio and ("patchify_proj.weight" in keys or "proj_in.weight" in keys)
 
 
 def single_file_parts(
