@@ -59,28 +59,16 @@ def _connectors_key(key: str) -> str:
 
 def _vae_key(key: str) -> str:
     """diffusers' video VAE names -> LTX-2's (encoder: stage i at 2i, its downsampler at 2i+1, the middle at
-    8; decoder: the middle at 0, stage i's upsampler at 2i+1 and its blocks at 2i+2)."""
+    8; decoder: the middle at 0, stage i's upsampler at 2i+1 and the rest of it at 2i+2)."""
     key = _STATISTICS.get(key, key)
-    key = re.sub(
-        r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.",
-        lambda m: f"encoder.down_blocks.{2 * int(m[1]) + 1}.",
-        key,
+    stage = re.match(
+        r"^(encoder\.down|decoder\.up)_blocks\.(\d+)\.(downsamplers\.0\.|upsamplers\.0\.)?(.*)$", key
     )
-    key = re.sub(
-        r"^encoder\.down_blocks\.(\d+)\.resnets\.",
-        lambda m: f"encoder.down_blocks.{2 * int(m[1])}.resnets.",
-        key,
-    )
-    key = re.sub(
-        r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
-        lambda m: f"decoder.up_blocks.{2 * int(m[1]) + 1}.",
-        key,
-    )
-    key = re.sub(
-        r"^decoder\.up_blocks\.(\d+)\.resnets\.",
-        lambda m: f"decoder.up_blocks.{2 * int(m[1]) + 2}.resnets.",
-        key,
-    )
+    if stage is not None:
+        side, index, sampler, rest = stage[1], int(stage[2]), stage[3], stage[4]
+        position = 2 * index + (1 if sampler else 0 if side == "encoder.down" else 2)
+        key = f"{side}_blocks.{position}.{rest}"
+    key = re.sub(r"^decoder\.(time_embedder\.|scale_shift_table$)", r"decoder.last_\1", key)
     key = re.sub(r"^encoder\.mid_block\.", "encoder.down_blocks.8.", key)
     key = re.sub(r"^decoder\.mid_block\.", "decoder.up_blocks.0.", key)
     return "vae." + key.replace(".resnets.", ".res_blocks.")
@@ -301,3 +289,28 @@ def test_an_fp8_single_file_keeps_its_transformer_in_fp8_with_the_same_frames(fi
                                max_sequence_length=32, fps=25)  # fmt: skip
     frames = [reference_frames(bundle, "a cat", "", settings, 2) for bundle in (kept, upcast)]
     assert np.array_equal(frames[0], frames[1])
+
+
+def test_a_timestep_conditioned_decoder_is_read_from_its_keys():
+    """LTX-2.0's shipped VAE configuration with the decoder's timestep conditioning when the file has its
+    embedder (``last_time_embedder``), without it otherwise: names and shapes, at full size on the meta
+    device."""
+    from pathlib import Path
+
+    from diffusers import AutoencoderKLLTX2Video
+    from diffusers.loaders.single_file_utils import convert_ltx2_vae_to_diffusers
+
+    from flipbook.models.families.ltx2.single_file import DECODER_TIME_NAMES, _configs, _renamed
+    from flipbook.models.weights import empty_weights
+
+    for timed in (True, False):
+        config = _configs(None, Path("ltx-2-19b-dev.safetensors"), timed=timed)["vae"]
+        vae = empty_weights(lambda c=config: AutoencoderKLLTX2Video.from_config(c))
+        original = {_vae_key(k): v for k, v in vae.state_dict().items()}
+        assert any("last_time_embedder" in k for k in original) == timed
+        converted = convert_ltx2_vae_to_diffusers(
+            {f"vae.{_renamed(k.removeprefix('vae.'), DECODER_TIME_NAMES)}": v for k, v in original.items()}
+        )
+        assert {k: tuple(v.shape) for k, v in converted.items()} == {
+            k: tuple(v.shape) for k, v in vae.state_dict().items()
+        }

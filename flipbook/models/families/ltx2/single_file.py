@@ -4,22 +4,21 @@ encoder named beside it.
 
 The file holds five of the pipeline's parts, told apart by key prefix:
 
-=============================  =================================================================================
-``model.diffusion_model.*``    the audio-video transformer; diffusers' own converter
-                               (``convert_ltx2_transformer_to_diffusers``) renames it
-``model.diffusion_model.``     the text connectors (``LTX2TextConnectors``), stored with the transformer:
-``{video,audio}_embeddings_``  ``{video,audio}_embeddings_connector`` -> ``{video,audio}_connector``,
-``connector.*`` and            ``transformer_1d_blocks`` -> ``transformer_blocks``, ``q_norm``/``k_norm`` ->
-``text_embedding_projection``  ``norm_q``/``norm_k``, ``text_embedding_projection.aggregate_embed`` ->
-``.aggregate_embed.*``         ``text_proj_in`` (found with or without the transformer's prefix)
-``vae.*``                      the video VAE; diffusers' ``convert_ltx2_vae_to_diffusers``
-``audio_vae.*``                the audio VAE; diffusers' ``convert_ltx2_audio_vae_to_diffusers``
-``vocoder.*``                  the vocoder (LTX-2.0's HiFi-GAN style ``LTX2Vocoder``): ``conv_pre`` -> ``conv_in``,
-                               ``conv_post`` -> ``conv_out``, ``ups`` -> ``upsamplers``, ``resblocks`` ->
-                               ``resnets``
-=============================  =================================================================================
+- ``model.diffusion_model.*``: the audio-video transformer, renamed by diffusers' own converter
+  (``convert_ltx2_transformer_to_diffusers``);
+- ``model.diffusion_model.{video,audio}_embeddings_connector.*`` and
+  ``text_embedding_projection.aggregate_embed.*`` (with or without the transformer's prefix): the text
+  connectors (``LTX2TextConnectors``), stored with the transformer: ``{video,audio}_embeddings_connector`` ->
+  ``{video,audio}_connector``, ``transformer_1d_blocks`` -> ``transformer_blocks``, ``q_norm``/``k_norm`` -> ``norm_q``/``norm_k``, the aggregate projection ->
+  ``text_proj_in``;
+- ``vae.*``: the video VAE, diffusers' ``convert_ltx2_vae_to_diffusers`` (a decoder conditioned on the
+  timestep keeps ``last_time_embedder``/``last_scale_shift_table``: renamed as diffusers' conversion script
+  does, and the configuration's ``timestep_conditioning`` read from them);
+- ``audio_vae.*``: the audio VAE, diffusers' ``convert_ltx2_audio_vae_to_diffusers``;
+- ``vocoder.*``: LTX-2.0's vocoder (``LTX2Vocoder``): ``conv_pre`` -> ``conv_in``, ``conv_post`` ->
+  ``conv_out``, ``ups`` -> ``upsamplers``, ``resblocks`` -> ``resnets``.
 
-diffusers ships converters for the first, third and fourth only; the connectors' and the vocoder's names are
+diffusers ships converters for the transformer and the VAEs only; the connectors' and the vocoder's names are
 those of diffusers' LTX-2 conversion script (``scripts/convert_ltx2_to_diffusers.py``, LTX-2.0's tables), read
 here as :data:`CONNECTOR_NAMES` and :data:`VOCODER_NAMES`. Every key goes to exactly one part and each part is
 built strictly (a key no part takes, or a missing one, is one error naming it). Configurations: the ones
@@ -31,8 +30,8 @@ bandwidth extension) are refused by name: diffusers' folder of that release is t
 
 The file has no text encoder: ``text_encoder`` names a Gemma 3 folder in transformers' layout
 (``Gemma3ForConditionalGeneration``, e.g. a download of ``google/gemma-3-12b-it``: a folder, a name in the
-models folder's text encoders, or a hub id in the local cache), and the tokenizer comes from that folder unless
-``tokenizer`` names another. ComfyUI's single Gemma files (``gemma_3_12B_it.safetensors``) are refused with
+models folder's text encoders, or a hub id in the local cache), and the tokenizer comes from that folder
+unless ``tokenizer`` names another. ComfyUI's single Gemma files (``gemma_3_12B_it.safetensors``) are refused with
 that advice: their layout is not read. An fp8 file's transformer stays fp8 in memory with ``keep_fp8``
 (:mod:`flipbook.models.fp8_files`); its other parts are upcast at load.
 """
@@ -50,7 +49,10 @@ from flipbook.models.split_files import build_module, transformer_tensors, upcas
 from flipbook.models.weights import read_checkpoint
 
 PREFIX = "model.diffusion_model."
-ALLOWED = "an LTX-2 single file (.safetensors in Lightricks' layout: model.diffusion_model.*, vae.*, audio_vae.*, vocoder.*)"
+ALLOWED = (
+    "an LTX-2 single file (.safetensors in Lightricks' layout: model.diffusion_model.*, vae.*, audio_vae.*, "
+    "vocoder.*)"
+)
 CONNECTOR_PREFIXES = (
     "video_embeddings_connector.",
     "audio_embeddings_connector.",
@@ -70,6 +72,10 @@ VOCODER_NAMES = {"conv_pre": "conv_in", "conv_post": "conv_out", "ups": "upsampl
 """The vocoder's original top-level module names -> diffusers' (LTX-2.0)."""
 LTX23_KEYS = ("text_embedding_projection.video_aggregate_embed.weight", "prompt_adaln_single.linear.weight")
 """Keys only LTX-2.3's files have (per-modality text projections, prompt modulation)."""
+DECODER_TIME_NAMES = {"decoder.last_time_embedder.": "decoder.time_embedder.",
+                      "decoder.last_scale_shift_table": "decoder.scale_shift_table"}  # fmt: skip
+"""A timestep-conditioned video decoder's own names -> diffusers' (as diffusers' conversion script renames
+them; its converter in the installed release does not)."""
 CONFIGS: dict[str, dict[str, Any]] = {
     "transformer": {
         "in_channels": 128, "out_channels": 128, "patch_size": 1, "patch_size_t": 1, "num_attention_heads": 32,
@@ -222,13 +228,15 @@ def single_file_parts(
             f"{section}.text_encoder", None, f"the Gemma 3 text encoder that goes with the single file {path.name}: "
             "a transformers folder (e.g. google/gemma-3-12b-it's), a name in model.models_dir, or a hub id",
         )  # fmt: skip
-    configs = _configs(embedded, path)
+    configs = _configs(embedded, path, timed=any("decoder.last_time_embedder." in key for key in state))
     parts = split_parts(state, field_name, ref)
     transformer, scales = transformer_tensors(
         parts["transformer"], dtype, keep_fp8, lambda s: convert_ltx2_transformer_to_diffusers(dict(s))
     )
     converted = {
-        "vae": convert_ltx2_vae_to_diffusers({f"vae.{k}": v for k, v in upcast(parts["vae"], dtype).items()}),
+        "vae": convert_ltx2_vae_to_diffusers(
+            {f"vae.{_renamed(k, DECODER_TIME_NAMES)}": v for k, v in upcast(parts["vae"], dtype).items()}
+        ),
         "audio_vae": convert_ltx2_audio_vae_to_diffusers(
             {f"audio_vae.{k}": v for k, v in upcast(parts["audio_vae"], dtype).items()}
         ),
@@ -259,12 +267,14 @@ def single_file_parts(
     }
 
 
-def _configs(embedded: Mapping[str, Any] | None, path: Path) -> dict[str, dict[str, Any]]:
-    """Each part's configuration: the one flipbook embedded, else LTX-2.0's (the distilled scheduler for a
-    file named so)."""
+def _configs(embedded: Mapping[str, Any] | None, path: Path, *, timed: bool) -> dict[str, dict[str, Any]]:
+    """Each part's configuration: the one flipbook embedded, else LTX-2.0's (the decoder conditioned on the
+    timestep when the file has its embedder, ``timed``; the distilled scheduler for a file named so)."""
+    distilled = "distilled" in path.name.lower()
     shipped = {
         **CONFIGS,
-        "scheduler": DISTILLED_SCHEDULER if "distilled" in path.name.lower() else CONFIGS["scheduler"],
+        "vae": {**CONFIGS["vae"], "timestep_conditioning": timed},
+        "scheduler": DISTILLED_SCHEDULER if distilled else CONFIGS["scheduler"],
     }
     return {name: dict((embedded or {}).get(name) or config) for name, config in shipped.items()}
 
