@@ -135,3 +135,26 @@ def test_a_converter_that_rebuilds_a_scaled_weight_means_upcast_at_load():
     kept = scaled_weights(state, dict)
     assert kept is not None and set(kept[0]) == {"a.weight", "a.bias"} and set(kept[1]) == {"a.weight"}
     assert scaled_weights(state, lambda s: {k: v.clone() for k, v in s.items()}) is None
+
+
+def test_a_lora_on_a_kept_fp8_transformer_computes_what_it_does_on_the_upcast_one(tmp_path):
+    """PEFT makes a LoRA's layers in the dtype its base layer computes in (``compute_dtype``), not fp8."""
+    from diffusers import WanPipeline
+    from test_wan_loading_loras import wan_lora
+    from test_wan_single_file import _original
+
+    from flipbook.models.families.wan.single_file import transformer_from_state
+
+    tiny = load_wan("tiny-wan", field_name="m", device="cpu").transformer
+    config = {k: v for k, v in tiny.config.items() if not k.startswith("_")}
+    state = _cast(
+        {f"model.diffusion_model.{_original(k)}": v for k, v in tiny.state_dict().items()}, scaled=True
+    )
+    lora = WanPipeline.lora_state_dict(str(wan_lora(tmp_path / "lora.safetensors")))
+    outputs = []
+    for keep in (True, False):
+        transformer = transformer_from_state(dict(state), config, torch.float32, keep_fp8=keep)
+        transformer.load_lora_adapter(dict(lora), adapter_name="a", prefix="transformer")
+        assert transformer.blocks[0].attn1.to_q.lora_A["a"].weight.dtype == torch.float32
+        outputs.append(_denoise(transformer))
+    assert torch.equal(*outputs) and holds_fp8(transformer) is False

@@ -166,6 +166,7 @@ def keep_fp8(
         named = dict(loaded.named_modules())
         for name, scale in kept.items():
             layer = named[name]
+            layer.compute_dtype = dtype  # what PEFT makes a LoRA on this layer in (as for quantised layers)
             registry = HookRegistry.check_if_exists_or_initialize(layer)
             registry.register_hook(Fp8Layer(scale, layer.weight.dtype, dtype), _LAYERWISE_CASTING_HOOK)
         return loaded
