@@ -158,3 +158,59 @@ def test_a_lora_on_a_kept_fp8_transformer_computes_what_it_does_on_the_upcast_on
         assert transformer.blocks[0].attn1.to_q.lora_A["a"].weight.dtype == torch.float32
         outputs.append(_denoise(transformer))
     assert torch.equal(*outputs) and holds_fp8(transformer) is False
+
+
+_PEAK = """
+import json, resource, sys, torch
+# everything the load imports is imported before the baseline: only the load is measured
+import diffusers.loaders.single_file_utils, diffusers.hooks.layerwise_casting, flipbook.models.fp8_files
+from diffusers import WanTransformer3DModel
+from flipbook.models.families.wan.single_file import transformer_from_state
+from flipbook.models.weights import read_checkpoint
+path, keep, config = sys.argv[1], sys.argv[2] == "1", json.loads(sys.argv[3])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+state, _ = read_checkpoint(path, suffixes=(".safetensors",))
+model = transformer_from_state(state, config, torch.float32, keep_fp8=keep)
+del state
+peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+print(json.dumps([peak, sum(p.numel() * p.element_size() for p in model.parameters())]))
+"""
+
+
+def test_loading_keeps_the_peak_near_the_file_s_fp8_bytes(tmp_path):
+    """A 4-block Wan transformer (1024 wide, 76 MB in fp8): loaded kept in fp8, the process's peak memory
+    grows by about its parameters' bytes (the fp8 weights and the small float32 rest); upcast at load, by
+    several times that (every weight in float32, and the fp8 copy read beside it)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from diffusers import WanTransformer3DModel
+    from safetensors.torch import save_file
+
+    from flipbook.models.weights import empty_weights
+
+    config = {"patch_size": [1, 2, 2], "num_attention_heads": 8, "attention_head_dim": 128, "in_channels": 16,
+              "out_channels": 16, "text_dim": 64, "freq_dim": 32, "ffn_dim": 4096, "num_layers": 4,
+              "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6}  # fmt: skip
+    shapes = empty_weights(lambda: WanTransformer3DModel(**config)).state_dict()
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for key, meta in shapes.items():
+        value = torch.randn(meta.shape, generator=generator) * 0.02
+        state[key] = value.to(FP8[0] if meta.ndim >= 2 and key.endswith(".weight") else torch.bfloat16)
+    save_file(state, tmp_path / "big_fp8_e4m3fn.safetensors")
+    fp8_bytes = sum(t.numel() for t in state.values() if t.dtype in FP8)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    measured = {}
+    for keep in (True, False):
+        run = subprocess.run(
+            [sys.executable, "-c", _PEAK, str(tmp_path / "big_fp8_e4m3fn.safetensors"), str(int(keep)),
+             json.dumps(config)], capture_output=True, text=True, env=env, check=True,
+        )  # fmt: skip
+        measured[keep] = json.loads(run.stdout.strip().splitlines()[-1])
+    (kept_peak, kept_bytes), (upcast_peak, upcast_bytes) = measured[True], measured[False]
+    assert fp8_bytes > 70 * 10**6 and upcast_bytes > 2.5 * kept_bytes  # (skipped layers upcast in both)
+    assert kept_peak < 1.3 * kept_bytes, measured  # no upcast copy of the fp8 weights at any moment
+    assert upcast_peak > 2.5 * kept_peak, measured
