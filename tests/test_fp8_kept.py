@@ -161,19 +161,25 @@ def test_a_lora_on_a_kept_fp8_transformer_computes_what_it_does_on_the_upcast_on
 
 
 _PEAK = """
-import json, resource, sys, torch
+import json, sys, torch
 # everything the load imports is imported before the baseline: only the load is measured
 import diffusers.loaders.single_file_utils, diffusers.hooks.layerwise_casting, flipbook.models.fp8_files
 from diffusers import WanTransformer3DModel
 from flipbook.models.families.wan.single_file import transformer_from_state
 from flipbook.models.weights import read_checkpoint
+
+def status(field):
+    with open("/proc/self/status") as lines:
+        return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field))
+
 path, keep, config = sys.argv[1], sys.argv[2] == "1", json.loads(sys.argv[3])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with open("/proc/self/clear_refs", "w") as clear:
+    clear.write("5")  # the peak (VmHWM) starts again from the present size
+before = status("VmRSS:")
 state, _ = read_checkpoint(path, suffixes=(".safetensors",))
 model = transformer_from_state(state, config, torch.float32, keep_fp8=keep)
 del state
-peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
-print(json.dumps([peak, sum(p.numel() * p.element_size() for p in model.parameters())]))
+print(json.dumps([status("VmHWM:") - before, sum(p.numel() * p.element_size() for p in model.parameters())]))
 """
 
 
