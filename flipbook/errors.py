@@ -72,3 +72,12 @@ class NumericError(RuntimeError):
             "In half precision this is usually the VAE overflowing: use model.dtype = 'float32', or a VAE made "
             "for half precision (model.vae); with very strong prompt weights, lower them"
         )
+
+
+def first_line(error: BaseException, *, with_type: bool = False) -> str:
+    """The first line of ``error``'s message (at most 200 characters), for a one-line detail; the exception's
+    type name where the message is empty. ``with_type`` puts the type name in front ("KeyError: 'x'")."""
+    text = str(error).strip().splitlines()
+    if not text:
+        return type(error).__name__
+    return f"{type(error).__name__}: {text[0][:200]}" if with_type else text[0][:200]

@@ -31,6 +31,17 @@ def test_camera_2d_case_writes_report(tmp_path):
     assert result["last_frame_mean_abs_diff"] <= 4
 
 
+def test_camera_2d_case_on_sdxl_compares_with_sdxl_img2img(tmp_path):
+    """An SDXL model's naive loop is diffusers' SDXL img2img pipeline (both text encoders, pooled embeddings, time
+    ids) on the same parts; both ways render the same animation and each net's time is counted."""
+    run_case("camera-2d", model="tiny-xl", width=64, height=64, steps=2, runs=1, sampler="Euler",
+             device="cpu", dtype="auto", out=tmp_path, frames=2)  # fmt: skip
+
+    result = json.loads((tmp_path / "camera-2d-tiny-xl-64x64-cpu.json").read_text(encoding="utf-8"))
+    assert result["naive_s_per_run_in"]["text_encoder_2"] > 0 and result["flipbook_s_per_run_in"]["unet"] > 0
+    assert result["last_frame_mean_abs_diff"] <= 4
+
+
 def test_bench_cli_runs_camera_2d(run_cli, tmp_path):
     code, out, err = run_cli("bench", "camera-2d", "--model", "tiny", "--size", "64x64", "--steps", "2",
                              "--runs", "1", "--frames", "1", "--device", "cpu", "--out", tmp_path)  # fmt: skip

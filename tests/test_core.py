@@ -2,6 +2,9 @@
 
 import numpy as np
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flipbook.errors import FlipbookError
 from flipbook.events import Events, RenderCancelled
@@ -153,3 +156,63 @@ def test_nan_from_the_vae_is_one_error_naming_the_stage_not_a_black_frame(tiny_m
         images(tiny_model, [request(seed=1), request(seed=2)])
     assert "the VAE's decode" in str(error.value) and "1 of " in str(error.value)
     assert "model.dtype" in str(error.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16]),
+    bad=st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from([float("nan"), float("inf"), float("-inf")])), max_size=3
+    ),  # fmt: skip
+    huge=st.booleans(),
+)
+def test_the_finite_check_counts_exactly_the_images_with_a_bad_value(dtype, bad, huge):
+    """One sum per image decides quickly; finite values summing past the float range are not mistaken for bad
+    ones, and every image with a NaN or an infinity is counted."""
+    from flipbook.errors import NumericError
+    from flipbook.sampling.steps import check_finite
+
+    images = torch.randn(3, 4, 8, 8).to(dtype)
+    if huge:  # every value near the largest finite one: the sum overflows, no value is bad
+        images = torch.full_like(images, torch.finfo(dtype).max)
+    for row, value in bad:
+        images[row, 1, 2, 3] = value
+    affected = {row for row, _ in bad}
+    if not affected:
+        assert check_finite(images, "x") is images
+        return
+    with pytest.raises(NumericError) as error:
+        check_finite(images, "x")
+    assert f"{len(affected)} of 3" in str(error.value)
+
+
+@pytest.mark.parametrize("kind", ["pil", "array", "tensor"])
+def test_an_init_image_is_normalised_as_diffusers_image_processor_does(kind):
+    """RGB pictures of the request's size skip the image processor's PIL and numpy copies with the same
+    arithmetic: the same values; other sizes and modes still go through it (resized, converted)."""
+    import PIL.Image
+    from diffusers.image_processor import VaeImageProcessor
+
+    from flipbook.sampling.core import _normalized, _rgb_levels
+
+    levels = np.random.default_rng(3).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    picture = PIL.Image.fromarray(levels)
+    expected = VaeImageProcessor(vae_scale_factor=8).preprocess(picture, height=24, width=40)
+    given_image = {"pil": picture, "array": levels, "tensor": torch.from_numpy(levels)}[kind]
+    assert torch.equal(_normalized(_rgb_levels(given_image, 40, 24)), expected)
+    assert _rgb_levels(given_image, 48, 24) is None  # another size: diffusers resizes it
+    assert _rgb_levels(picture.convert("RGBA"), 40, 24) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_decoded_images_become_the_pictures_diffusers_image_processor_makes(dtype):
+    """The same bytes as the image processor's postprocess to PIL, values past [-1, 1] and ties included."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    from flipbook.sampling.core import _rgb_pictures
+
+    images = (torch.randn(2, 3, 24, 40) * 0.8).to(dtype)
+    images[0, 0, 0, :4] = torch.tensor([-1.5, 1.5, 3.0 / 255 - 1, 2 * 0.5 / 255 - 1])  # clipped, x.5 levels
+    expected = VaeImageProcessor(vae_scale_factor=8).postprocess(images, output_type="pil")
+    got = _rgb_pictures(images)
+    assert all(np.array_equal(np.asarray(e), g) for e, g in zip(expected, got, strict=True))

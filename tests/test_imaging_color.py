@@ -1,8 +1,17 @@
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from flipbook.imaging.color import match_colors, match_histograms, to_grayscale, video_color_frame
+from flipbook.imaging.color import (
+    from_space,
+    match_colors,
+    match_histograms,
+    to_grayscale,
+    to_space,
+    video_color_frame,
+)
 
 
 def _image(seed: int = 0, shape: tuple[int, int] = (48, 64)) -> np.ndarray:
@@ -20,12 +29,50 @@ def _red_reference(shape: tuple[int, int] = (30, 40)) -> np.ndarray:
 
 
 @pytest.mark.parametrize("mode", ["none", "rgb", "hsv", "lab"])
-def test_matching_an_image_to_itself_is_identity(mode):
+def test_matching_an_image_to_itself_keeps_its_levels(mode):
+    """Each level maps to itself; HSV and LAB keep only what OpenCV's 8-bit conversion there and back does."""
     image = _image()
     out = match_colors(image, image, mode)
     assert out.dtype == np.uint8 and out.shape == image.shape
-    tolerance = 1 if mode == "lab" else 0  # float LAB round trip may move a value by one step
-    assert np.abs(out.astype(int) - image).max() <= tolerance
+    expected = image if mode in ("none", "rgb") else from_space(to_space(image, mode), mode)
+    assert np.array_equal(out, expected)
+
+
+_DEFORUM_CONVERSIONS = {
+    "hsv": (cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB),
+    "lab": (cv2.COLOR_RGB2LAB, cv2.COLOR_LAB2RGB),
+}
+
+
+def _deforum_maintain_colors(image: np.ndarray, reference: np.ndarray, mode: str) -> np.ndarray:
+    """Deforum's ``maintain_colors`` on uint8 frames (in RGB order): OpenCV's 8-bit conversion, scikit-image's
+    ``match_histograms(..., channel_axis=-1)`` (its result stored in an array of the image's dtype, uint8:
+    truncated), OpenCV's conversion back."""
+    to_space_code, to_rgb_code = _DEFORUM_CONVERSIONS.get(mode, (None, None))
+    converted = image if to_space_code is None else cv2.cvtColor(image, to_space_code)
+    converted_reference = reference if to_space_code is None else cv2.cvtColor(reference, to_space_code)
+    matched = np.empty(converted.shape, dtype=converted.dtype)
+    for channel in range(3):
+        matched[..., channel] = match_histograms(converted[..., channel], converted_reference[..., channel])
+    return matched if to_rgb_code is None else cv2.cvtColor(matched, to_rgb_code)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    shape=st.tuples(st.integers(8, 70), st.integers(8, 70)),
+    reference_shape=st.tuples(st.integers(8, 50), st.integers(8, 50)),
+    mode=st.sampled_from(["rgb", "hsv", "lab"]),
+    dark=st.floats(0.2, 1.0),
+)
+def test_colours_are_matched_as_deforum_matches_them(seed, shape, reference_shape, mode, dark):
+    """The same bytes as Deforum's 8-bit computation, for any sizes (the reference's histograms are made once
+    and each frame's levels mapped by a table; Deforum matches every value)."""
+    image = _image(seed, shape)
+    reference = (_image(seed + 1, reference_shape) * np.array([1.0, dark, 0.5])).astype(np.uint8)
+    assert np.array_equal(
+        match_colors(image, reference, mode), _deforum_maintain_colors(image, reference, mode)
+    )
 
 
 def test_match_histograms_gives_the_reference_distribution():

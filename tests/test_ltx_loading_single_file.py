@@ -217,7 +217,7 @@ def test_a_vae_of_0_9_5_and_later_gets_the_shipped_configuration_that_its_tensor
     state, vae = _file_095(blocks)
     path = comfy[0] / f"ltx-video-v{version}.safetensors"
     assert _vae_config(state, "videomodel.model", path) == VAE_095
-    _, converted = _split(dict(state))
+    _, converted = _split(dict(state), torch.float32)
     assert {k: tuple(v.shape) for k, v in converted.items()} == {k: tuple(v.shape) for k, v in vae.items()}
     untimed = {
         k: v for k, v in state.items() if "last_time_embedder" not in k and "last_scale_shift" not in k
@@ -237,3 +237,28 @@ def test_an_fp8_single_file_is_upcast_at_load(comfy):
     raw = stored["model.diffusion_model.transformer_blocks.0.attn1.to_q.weight"]
     assert raw.dtype == torch.float8_e4m3fn
     assert torch.equal(bundle.transformer.transformer_blocks[0].attn1.to_q.weight, raw.float())
+
+
+def test_an_fp8_file_s_transformer_kept_in_fp8_makes_the_frames_of_the_upcast_one(comfy):
+    """fp8 storage on (``keep_fp8``): the fp8 file's transformer weights stay fp8 in memory, each dequantised as
+    its layer computes, and diffusers' LTXPipeline makes exactly the frames of the model upcast at load."""
+    from flipbook.models.families.ltx.loading import reference_frames
+    from flipbook.models.fp8_files import holds_fp8
+    from flipbook.sampling.segments import SegmentSettings
+
+    root = comfy[0]
+
+    def load(keep):
+        return load_ltx(
+            "ltx-toy_fp8_e4m3fn", field_name="videomodel.model", models_dir=root, device="cpu",
+            text_encoder="t5-toy", tokenizer=str(root / "tokenizer"), keep_fp8=keep,
+        )  # fmt: skip
+
+    kept, upcast = load(True), load(False)
+    assert holds_fp8(kept.transformer) and not holds_fp8(upcast.transformer)
+    layer = kept.transformer.transformer_blocks[0].attn1.to_q
+    assert layer.weight.dtype == torch.float8_e4m3fn and layer.bias.dtype == torch.float32
+    settings = SegmentSettings(num_frames=9, height=64, width=64, num_inference_steps=2, guidance_scale=3.0,
+                               max_sequence_length=32, fps=24)  # fmt: skip
+    frames = [reference_frames(bundle, "a cat", "", settings, 3) for bundle in (kept, upcast)]
+    assert np.array_equal(frames[0], frames[1])

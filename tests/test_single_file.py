@@ -470,7 +470,7 @@ def _write_bad(kind: str, tmp_path: Path, sd1_pipe) -> Path:
 
 
 BAD_INPUTS = {
-    "missing": "not found",
+    "missing": "no such file",
     "directory": "not a file",
     "extension": "unsupported file type",
     "empty": "empty",

@@ -9,10 +9,11 @@ timed; frame 0 and the model load are not.
   once up front and ``flipbook.runs.cores.load_model`` is patched to hand that bundle to every render; the
   clock runs from frame 0's hand-over to the background writer to the last frame's event (sent after its
   PNG is on disk).
-- **naive**: diffusers' ``StableDiffusionImg2ImgPipeline`` built from the same loaded components, called
-  once per frame with prompt strings (re-encoded every frame), a fresh scheduler for the same sampler name
-  from :func:`~flipbook.samplers.schedulers.make_scheduler`, a PIL image in and out, the warp and filters on
-  numpy in between, and ``PIL.Image.save`` per frame. It starts from flipbook's frame 0 (same seed and
+- **naive**: diffusers' img2img pipeline of the model's family (``StableDiffusionImg2ImgPipeline`` for SD
+  1.x/2.x, ``StableDiffusionXLImg2ImgPipeline`` for SDXL, through ``AutoPipelineForImage2Image.from_pipe``) on
+  the same loaded components, called once per frame with prompt strings (re-encoded every frame), a fresh
+  scheduler for the same sampler name from :func:`~flipbook.samplers.schedulers.make_scheduler`, a PIL image in
+  and out, the warp and filters on numpy in between, and ``PIL.Image.save`` per frame. It starts from flipbook's frame 0 (same seed and
   prompt), so the two animations can be compared pixel for pixel.
 
 After one short warm-up each (frame 0 and one img2img frame) the two take turns (flipbook, naive, flipbook,
@@ -34,7 +35,7 @@ from unittest import mock
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import StableDiffusionImg2ImgPipeline
+from diffusers import AutoPipelineForImage2Image
 
 from flipbook.bench.report import write_report
 from flipbook.bench.timing import ModuleTimer, machine, sync
@@ -159,7 +160,7 @@ class NaiveLoop:
     """The frames one img2img pipeline call at a time, with a PIL round trip per frame."""
 
     def __init__(self, bundle: ModelBundle, spec: Spec) -> None:
-        self.pipe = StableDiffusionImg2ImgPipeline(**bundle.pipe.components, requires_safety_checker=False)
+        self.pipe = AutoPipelineForImage2Image.from_pipe(bundle.pipe)  # the family's img2img, same parts
         self.pipe.set_progress_bar_config(disable=True)
         self.vae, self.unet_dtype = bundle.vae, bundle.unet.dtype
         self.scheduler_config = bundle.scheduler_config
@@ -248,6 +249,8 @@ def net_modules(bundle: ModelBundle) -> dict[str, torch.nn.Module]:
     (through their submodules: pipelines call ``vae.encode``/``vae.decode``, not ``vae.forward``)."""
     vae = bundle.vae
     nets = {"unet": bundle.unet, "text_encoder": bundle.text_encoder}
+    if getattr(bundle.pipe, "text_encoder_2", None) is not None:  # SDXL's second encoder
+        nets["text_encoder_2"] = bundle.pipe.text_encoder_2
     for name in ("encoder", "quant_conv", "decoder", "post_quant_conv"):
         if getattr(vae, name, None) is not None:
             nets[f"vae_{name}"] = getattr(vae, name)

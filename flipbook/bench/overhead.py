@@ -64,12 +64,15 @@ STAGES: dict[str, tuple[str, ...]] = {
     "contrast": ("flipbook.modes.camera.render:adjust_contrast",),
     "unsharp": ("flipbook.modes.camera.render:unsharp_mask",),
     "noise": (
-        "flipbook.modes.camera.render:add_noise",
-        "flipbook.modes.camera.render:noise_field",  # drawn ahead on a helper thread
+        "flipbook.modes.camera.render:add_scaled_noise",
+        "flipbook.modes.camera.render:_frame_noise",  # drawn and scaled ahead on a helper thread
         "flipbook.modes.camera.render:_NoiseAhead.take",  # waiting for it
     ),
     "image to latents": ("flipbook.sampling.core:SamplingCore._preprocess_image",),
-    "latents to image": ("diffusers.image_processor:VaeImageProcessor.postprocess",),
+    "latents to image": (
+        "diffusers.image_processor:VaeImageProcessor.postprocess",
+        "flipbook.sampling.core:_rgb_pictures",
+    ),
     "png write": ("flipbook.runs.writer:save_png",),
     # the render's thread waiting for the background writer (frame k's write overlaps making frame k+1)
     "writer wait": (

@@ -18,7 +18,7 @@ ColorCoherence = Literal["none", "rgb", "hsv", "lab"]
 # RGB and HSV.
 VIDEO_COLOR_SPACE: ColorCoherence = "lab"
 
-# cv2 conversion codes (to, back) per colour space; "rgb" needs none.
+# OpenCV's 8-bit conversion codes (to, back) per colour space, Deforum's; "rgb" needs none.
 _CONVERSIONS: dict[str, tuple[int, int]] = {
     "hsv": (cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB),
     "lab": (cv2.COLOR_RGB2LAB, cv2.COLOR_LAB2RGB),
@@ -58,10 +58,14 @@ def match_histograms(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
 def match_colors(image: np.ndarray, reference: np.ndarray, mode: ColorCoherence) -> np.ndarray:
     """``image``'s colours histogram-matched to ``reference`` in RGB, HSV or LAB (uint8 RGB in and out).
 
-    HSV and LAB work on float32 conversions of the images scaled to [0, 1] (no 8-bit rounding of the
-    intermediate colour space; in float, cv2's hue is in degrees [0, 360), L in [0, 100]). Hue is matched as a
-    plain channel, as Deforum does, ignoring that it is circular. Colours that LAB matching pushes out of the
-    RGB gamut are clipped. ``"none"`` returns a copy of ``image``. ``reference`` may have another size.
+    What Deforum's ``maintain_colors`` computes on its uint8 frames, in RGB channel order: OpenCV's 8-bit
+    conversions (``RGB2HSV``: hue in 0-179; ``RGB2LAB``: L scaled to 0-255, a and b offset by 128), each
+    channel's levels matched to the reference's with scikit-image's ``match_histograms`` on uint8 (each level
+    mapped to the reference level at the same quantile, linearly interpolated, then cast to uint8: truncated,
+    as scikit-image stores it), and OpenCV's 8-bit conversion back. Hue is matched as a plain channel, as
+    Deforum does, ignoring that it is circular. ``"none"`` returns a copy of ``image``. ``reference`` may have
+    another size. The reference's side (:func:`channel_cdfs`) can be made once and matched against many
+    frames (:func:`match_to_cdfs`).
     """
     if mode not in get_args(ColorCoherence):
         raise ValueError(f"color coherence mode {mode!r} is not one of {get_args(ColorCoherence)}")
@@ -69,13 +73,58 @@ def match_colors(image: np.ndarray, reference: np.ndarray, mode: ColorCoherence)
     _check_rgb(reference, "reference")
     if mode == "none":
         return image.copy()
-    if mode == "rgb":
-        return _to_uint8(match_histograms(image, reference))
-    to_space, to_rgb = _CONVERSIONS[mode]
-    converted = cv2.cvtColor(image.astype(np.float32) / 255, to_space)
-    converted_reference = cv2.cvtColor(reference.astype(np.float32) / 255, to_space)
-    matched = match_histograms(converted, converted_reference).astype(np.float32)
-    return _to_uint8(cv2.cvtColor(matched, to_rgb) * 255)
+    return match_to_cdfs(image, channel_cdfs(to_space(reference, mode)), mode)
+
+
+# per channel: the levels present (ascending), the share of pixels at or below each
+ChannelCDFs = tuple[tuple[np.ndarray, np.ndarray], ...]
+
+
+def to_space(image: np.ndarray, space: str) -> np.ndarray:
+    """uint8 RGB H x W x 3 -> uint8 H x W x 3 in ``space`` (OpenCV's 8-bit conversion; "rgb": the image)."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    return image if space == "rgb" else cv2.cvtColor(image, _CONVERSIONS[space][0])
+
+
+def from_space(image: np.ndarray, space: str) -> np.ndarray:
+    """uint8 H x W x 3 in ``space`` -> uint8 RGB (OpenCV's 8-bit conversion back)."""
+    return image if space == "rgb" else cv2.cvtColor(image, _CONVERSIONS[space][1])
+
+
+def channel_cdfs(converted: np.ndarray) -> ChannelCDFs:
+    """Per channel of a uint8 H x W x C image: the levels it has (ascending) and the share of its pixels at
+    or below each (scikit-image's template quantiles)."""
+    cdfs = []
+    for counts in _level_counts(converted):
+        levels = np.flatnonzero(counts)
+        cdfs.append((levels.astype(np.float64), np.cumsum(counts[levels]) / counts.sum()))
+    return tuple(cdfs)
+
+
+def match_to_cdfs(image: np.ndarray, cdfs: ChannelCDFs, space: str) -> np.ndarray:
+    """uint8 RGB ``image`` matched to a reference's :func:`channel_cdfs` in ``space``: per channel a
+    256-entry table (each level's quantile looked up in the reference's CDF, truncated to uint8) applied
+    with one ``cv2.LUT`` over the frame."""
+    converted = to_space(image, space)
+    return from_space(cv2.LUT(converted, level_tables(converted, cdfs)), space)
+
+
+def level_tables(converted: np.ndarray, cdfs: ChannelCDFs) -> np.ndarray:
+    """256 x 1 x C uint8: the level each level of ``converted`` (uint8 H x W x C) becomes, per channel."""
+    tables = np.empty((256, 1, len(cdfs)), dtype=np.uint8)
+    for c, (counts, (levels, quantiles)) in enumerate(zip(_level_counts(converted), cdfs, strict=True)):
+        # float64 into uint8: truncated, as scikit-image's match_histograms stores a uint8 image's channels
+        tables[:, 0, c] = np.interp(np.cumsum(counts) / counts.sum(), quantiles, levels)
+    return tables
+
+
+def _level_counts(converted: np.ndarray) -> list[np.ndarray]:
+    """Per channel of a uint8 H x W x C image, how many pixels have each level 0-255 (int64)."""
+    image = np.ascontiguousarray(converted, dtype=np.uint8)
+    return [
+        cv2.calcHist([image], [c], None, [256], [0, 256]).ravel().astype(np.int64)
+        for c in range(image.shape[-1])
+    ]
 
 
 def video_color_frame(index: int, every_n: int, diffused: Iterable[int] = ()) -> int:
@@ -110,8 +159,3 @@ def _check_rgb(image: np.ndarray, name: str) -> None:
     """Raise ValueError unless ``image`` is H x W x 3."""
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"{name} must be an H x W x 3 RGB array, got shape {image.shape}")
-
-
-def _to_uint8(values: np.ndarray) -> np.ndarray:
-    """Round and clip to uint8."""
-    return np.clip(np.rint(values), 0, 255).astype(np.uint8)

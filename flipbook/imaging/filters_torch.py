@@ -51,8 +51,14 @@ def unsharp_mask(
         raise ValueError(f"unsharp mask sigma must be positive when kernel_size is 0, got {sigma!r}")
     if amount == 0:
         return image
-    original = image.to(torch.float32, copy=True)  # both buffers are scaled in place below
+    original = image.to(torch.float32)
     blurred = gaussian_blur(original, kernel_size, sigma)
+    if threshold == 0 and image.device.type == "cpu":
+        # one OpenCV pass: original * (1 + amount) - blurred * amount, rounded half to even and saturated
+        sharpened = cv2.addWeighted(
+            original.numpy(), 1 + amount, blurred.numpy(), -amount, 0, dtype=cv2.CV_8U
+        )
+        return torch.from_numpy(sharpened.reshape(image.shape))
     low_contrast = (original - blurred).abs_() < threshold if threshold > 0 else None
     values = original.mul_(float(np.float32(1 + amount))).sub_(blurred.mul_(float(np.float32(amount))))
     sharpened = values.round_().clamp_(0, 255).to(torch.uint8)
@@ -111,12 +117,27 @@ def add_noise(
 ) -> torch.Tensor:
     """``image`` plus ``amount`` times the unit ``noise`` (from :func:`noise_field`) in Deforum's [-1, 1]
     sample space, scaled per pixel by ``mask`` (float H x W, 1 = noise goes here); ``amount`` 0 returns the
-    image itself."""
+    image itself. :func:`scaled_noise` then :func:`add_scaled_noise` (the first can be made ahead)."""
     if amount == 0:
         return image
-    values = noise * mask.to(torch.float32)[..., None] if mask is not None else noise
-    values = values * float(np.float32(amount * 127.5))  # one new buffer, then everything in place in it
-    return values.add_(image).round_().clamp_(0, 255).to(torch.uint8)
+    return add_scaled_noise(image, scaled_noise(noise.clone(), amount, mask))
+
+
+def scaled_noise(unit: torch.Tensor, amount: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The levels :func:`add_noise` adds: the unit field (float32 H x W x C, scaled in place) times ``mask``
+    (float H x W) times ``amount * 127.5``, with the numpy version's float32 arithmetic. It needs nothing of
+    the frame it goes into, so it can be made ahead of it."""
+    if mask is not None:
+        unit.mul_(mask.to(torch.float32)[..., None])
+    return unit.mul_(float(np.float32(amount * 127.5)))
+
+
+def add_scaled_noise(image: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """``image`` (uint8) plus :func:`scaled_noise`'s levels, rounded half to even and clipped: on the CPU one
+    OpenCV pass (``cv2.add`` into uint8 rounds and saturates so), elsewhere torch ops."""
+    if image.device.type == "cpu" and noise.device.type == "cpu":
+        return torch.from_numpy(cv2.add(image.numpy(), noise.numpy(), dtype=cv2.CV_8U).reshape(image.shape))
+    return noise.add(image).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def composite(animated: torch.Tensor, still: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

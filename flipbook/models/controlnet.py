@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from flipbook.errors import FlipbookError
+from flipbook.errors import FlipbookError, first_line
 from flipbook.models.folders import ModelsDir
 from flipbook.models.pickles import refused_pickle
 
@@ -185,11 +185,11 @@ def _from_pretrained(ref: str, *, local_files_only: bool, field: str) -> Control
         controlnet = cls.from_pretrained(ref, subfolder=subfolder, local_files_only=local_files_only)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as error:
         if Path(ref).exists():
-            detail = refused_pickle(error) or f"the folder could not be loaded: {_first_line(error)}"
+            detail = refused_pickle(error) or f"the folder could not be loaded: {first_line(error)}"
         elif local_files_only:
             detail = "not in the local Hugging Face cache (HF_HUB_OFFLINE is set)"
         else:
-            detail = f"not in the local Hugging Face cache and the hub can't be reached: {_first_line(error)}"
+            detail = f"not in the local Hugging Face cache and the hub can't be reached: {first_line(error)}"
         raise FlipbookError(field, ref, ALLOWED_CONTROLNETS, detail=detail) from None
     missing = [name for name, tensor in controlnet.state_dict().items() if tensor.is_meta]
     if missing:
@@ -226,7 +226,7 @@ def load_controlnet_file(path: str | Path, *, field: str = FIELD) -> ControlNetM
             field,
             str(path),
             ALLOWED_CONTROLNETS,
-            detail=f"the weights do not form a ControlNet: {_first_line(error)}",
+            detail=f"the weights do not form a ControlNet: {first_line(error)}",
         ) from None
 
 
@@ -418,11 +418,6 @@ def _build(state: Mapping[str, torch.Tensor], config: dict[str, Any]) -> Control
         weights[key] = (tensor.float() if tensor.is_floating_point() else tensor).contiguous()
     controlnet.load_state_dict(weights, strict=True, assign=True)
     return controlnet.eval()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
 
 
 # ---- one run's ControlNets -----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from flipbook.errors import FlipbookError
+from flipbook.errors import FlipbookError, first_line
 from flipbook.models.bundle import ModelBundle
 from flipbook.models.device import pick_device, pick_dtype
 from flipbook.models.families import (
@@ -295,7 +295,7 @@ def _read_config(
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise FlipbookError(field, source.ref, allowed, detail=f"{name}: {_first_line(error)}") from None
+        raise FlipbookError(field, source.ref, allowed, detail=f"{name}: {first_line(error)}") from None
     if not isinstance(data, dict):
         raise FlipbookError(field, source.ref, allowed, detail=f"{name} is not a JSON object")
     return data
@@ -310,8 +310,3 @@ def _check_vae_fits(pipe: StableDiffusionPipeline, vae: str) -> None:
         raise FlipbookError(
             "vae", vae, f"a VAE with {unet_in} latent channels for this model", detail=f"it has {latent}"
         )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__

@@ -1,7 +1,7 @@
 """Pieces every family's split single files share (ComfyUI's ``models/text_encoders``, ``models/vae`` files
 named beside a transformer file): finding a part by path or by name in the models folder, a T5-family text
 encoder from a transformers-layout file with its configuration read from the shapes, the tokenizer a single
-text-encoder file lacks, fp8 weights upcast, and a module built on the meta device with the file's tensors
+text-encoder file lacks, fp8 weights upcast (or kept in fp8: :func:`transformer_tensors`), and a module built on the meta device with the file's tensors
 assigned (every one needed)."""
 
 from __future__ import annotations
@@ -59,6 +59,22 @@ def upcast(state: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
     return upcast_fp8(state, dtype) if is_fp8(state) else state
 
 
+def transformer_tensors(
+    state: dict[str, torch.Tensor],
+    dtype: torch.dtype,
+    keep_fp8: bool,
+    convert: Callable[[dict[str, torch.Tensor]], Mapping[str, torch.Tensor]] = dict,
+) -> tuple[dict[str, torch.Tensor], Mapping[str, torch.Tensor] | None]:
+    """A transformer file's tensors through its key converter, for :func:`build_module`, and the scales of its
+    fp8 weights where they stay fp8 in memory: with ``keep_fp8`` an fp8 file's weights as stored (None: upcast
+    at load; also where the converter rebuilt a scaled weight, see :func:`fp8_files.scaled_weights`)."""
+    from flipbook.models.fp8_files import is_fp8, scaled_weights
+
+    if keep_fp8 and is_fp8(state) and (kept := scaled_weights(state, convert)) is not None:
+        return kept
+    return dict(convert(upcast(state, dtype))), None
+
+
 def t5_encoder(
     path: Path, dtype: torch.dtype, field_name: str, title: str, classes: Callable[[], tuple[Any, Any]]
 ) -> torch.nn.Module:
@@ -99,12 +115,24 @@ def tokenizer_for(ref: str | None, field_name: str, models_dir: str | Path | Non
 
 
 def build_module(
-    make, state, dtype, field_name: str | None = None, ref: str | None = None
+    make,
+    state,
+    dtype,
+    field_name: str | None = None,
+    ref: str | None = None,
+    *,
+    fp8_scales: Mapping[str, torch.Tensor] | None = None,
 ) -> torch.nn.Module:
-    """The module with parameters on the meta device, then the file's tensors assigned (every one needed)."""
+    """The module with parameters on the meta device, then the file's tensors assigned (every one needed), in
+    ``dtype``. With ``fp8_scales`` (the scales of a scaled-fp8 file's weights, empty for a plain one) the fp8
+    weights of its layers stay fp8, each dequantised as its layer computes (:func:`fp8_files.keep_fp8`)."""
+    from flipbook.models.fp8_files import FP8, keep_fp8
     from flipbook.models.weights import empty_weights
 
     module = empty_weights(make)
+    hook = None
+    if fp8_scales is not None:
+        state, hook = keep_fp8(module, state, fp8_scales, dtype)
     try:
         result = module.load_state_dict(state, strict=False, assign=True)
     except RuntimeError as error:  # tensors of other shapes than the configuration's
@@ -117,5 +145,8 @@ def build_module(
     if missing or result.unexpected_keys:
         detail = f"missing {missing[0]!r}" if missing else f"unexpected {result.unexpected_keys[0]!r}"
         raise FlipbookError(field_name or "model", ref or "(file)", "a complete model part", detail=detail)
-    mixed = any(tensor.dtype != dtype for tensor in module.parameters())  # fp8 files keep norms in bf16
-    return (module.to(dtype) if mixed else module).eval()
+    mixed = any(p.dtype != dtype and p.dtype not in FP8 for p in module.parameters())  # fp8 files: bf16 norms
+    for tensor in (*module.parameters(), *module.buffers()) if mixed else ():  # as module.to(dtype), fp8 kept
+        if tensor.is_floating_point() and tensor.dtype != dtype and tensor.dtype not in FP8:
+            tensor.data = tensor.data.to(dtype)
+    return (module if hook is None else hook(module)).eval()

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from flipbook.errors import FlipbookError
+from flipbook.errors import FlipbookError, first_line
 from flipbook.models.pickles import load_torch_file
 
 logger = logging.getLogger(__name__)
@@ -50,24 +50,8 @@ def read_checkpoint(
     def fail(detail: str) -> FlipbookError:
         return FlipbookError(field, str(path), allowed, detail=detail)
 
-    if not path.exists():
-        raise fail("file not found")
-    if not path.is_file():
-        raise fail("not a file")
-    suffix = path.suffix.lower()
-    if suffix not in suffixes:
-        raise fail(f"unsupported file type {suffix or '(none)'!r}")
-    if (problem := _sniff(path)) is not None:
-        raise fail(problem)
-    if suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
-                metadata = handle.metadata() or {}
-                state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-        except Exception as exc:  # safetensors raises its own error type for every kind of damage
-            raise fail(f"truncated or corrupt safetensors file ({_first_line(exc)})") from exc
+    if check_weights_file(path, suffixes, fail) == ".safetensors":
+        state, metadata = read_safetensors(path, fail)
         return state, _parse_embedded(metadata.get(CONFIG_METADATA_KEY), path)
 
     loaded = load_torch_file(path, fail)
@@ -81,22 +65,47 @@ def read_checkpoint(
     return state, _parse_embedded(embedded, path)
 
 
+def check_weights_file(path: Path, suffixes: tuple[str, ...], fail: Callable[[str], FlipbookError]) -> str:
+    """``path``'s lower-case suffix, once it is an existing, readable, non-empty file (not a Git LFS pointer)
+    with one of ``suffixes``; else ``fail(detail)`` is raised."""
+    if not path.exists():
+        raise fail(f"no such file: {path}")
+    if not path.is_file():
+        raise fail(f"not a file: {path}")
+    suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        raise fail(f"unsupported file type {suffix or '(none)'!r}; use {', '.join(suffixes)}")
+    if (problem := _sniff(path)) is not None:
+        raise fail(problem)
+    return suffix
+
+
+def read_safetensors(
+    path: Path, fail: Callable[[str], FlipbookError]
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A safetensors file's tensors (on the CPU) and header metadata; damage is ``fail(detail)``."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error type for every kind of damage
+        raise fail(f"truncated or corrupt safetensors file ({first_line(exc, with_type=True)})") from exc
+    return state, metadata
+
+
 def _sniff(path: Path) -> str | None:
     try:
         with path.open("rb") as handle:
             head = handle.read(64)
-    except OSError:
-        return None
+    except OSError as error:
+        return f"the file could not be read ({error.strerror or error})"
     if not head:
         return "the file is empty"
     if head.startswith(b"version https://git-lfs"):
         return "this is a Git LFS pointer file, not the weights (run `git lfs pull`)"
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _parse_embedded(blob: object, path: Path) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flipbook.errors import FlipbookError
+from flipbook.errors import FlipbookError, first_line
 from flipbook.models.pickles import load_torch_file
 
 MODEL_FIELD = "interpolate.model"
@@ -156,7 +156,7 @@ def _read_state_dict(path: Path) -> Mapping[str, object]:
             return load_file(str(path), device="cpu")
         except Exception as error:  # safetensors raises its own SafetensorError
             raise FlipbookError(
-                MODEL_FIELD, str(path), ALLOWED_RIFE, detail=f"not a safetensors file: {_first_line(error)}"
+                MODEL_FIELD, str(path), ALLOWED_RIFE, detail=f"not a safetensors file: {first_line(error)}"
             ) from None
     loaded = load_torch_file(
         path, lambda detail: FlipbookError(MODEL_FIELD, str(path), ALLOWED_RIFE, detail=detail)
@@ -167,11 +167,6 @@ def _read_state_dict(path: Path) -> Mapping[str, object]:
         detail = f"it holds a {type(loaded).__name__}, not a mapping of names to tensors"
         raise FlipbookError(MODEL_FIELD, str(path), ALLOWED_RIFE, detail=detail)
     return loaded
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from flipbook.errors import FlipbookError
+from flipbook.errors import FlipbookError, first_line
 from flipbook.models.device import pick_device
 from flipbook.models.folders import ModelsDir, models_dir_from_env
 from flipbook.models.pickles import load_torch_file
@@ -114,9 +114,7 @@ def read_state_dict(path: Path) -> dict:
             return load_file(str(path), device="cpu")
         except Exception as error:
             # safetensors raises its own error type for every kind of damage
-            raise _model_error(
-                path, f"truncated or corrupt safetensors file ({_first_line(error)})"
-            ) from None
+            raise _model_error(path, f"truncated or corrupt safetensors file ({first_line(error)})") from None
     loaded = load_torch_file(path, lambda detail: _model_error(path, detail))
     if not isinstance(loaded, dict):
         raise _model_error(path, f"the file holds a {type(loaded).__name__}, not a state dict")
@@ -127,11 +125,6 @@ def _model_error(path: Path, detail: str) -> FlipbookError:
     return FlipbookError(MODEL_FIELD, str(path), ALLOWED_MODEL, detail=detail)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
-
-
 def _descriptor_from_state_dict(state_dict: dict, path: Path) -> ImageModelDescriptor:
     """spandrel's model for ``state_dict``, refused unless it maps an image to a (bigger) image."""
     spandrel = _import_spandrel()
@@ -140,7 +133,7 @@ def _descriptor_from_state_dict(state_dict: dict, path: Path) -> ImageModelDescr
     except spandrel.UnsupportedModelError:
         raise _model_error(path, "spandrel does not recognise this architecture") from None
     except (KeyError, ValueError, RuntimeError, TypeError, IndexError, AssertionError) as error:
-        raise _model_error(path, f"spandrel could not build the model ({_first_line(error)})") from None
+        raise _model_error(path, f"spandrel could not build the model ({first_line(error)})") from None
     if (
         not isinstance(descriptor, spandrel.ImageModelDescriptor)
         or descriptor.purpose not in ALLOWED_PURPOSES

@@ -134,11 +134,12 @@ def write_animation(
 ) -> dict[str, Path]:
     """Post-process and encode ``frames`` (uint8 RGB arrays) into ``run_dir``; returns ``{format: path}``. Without post-processing the
     ``png`` output is the run's own ``frames/`` folder (nothing is copied). ``soundtrack`` (a file and an
-    offset) is the mode's own audio, used when ``audio.file`` is not set (a video's sound). ``report`` gets
-    one line per size target (``output.*_max_mb``): what the encoder chose, or that nothing fits."""
+    offset) is the mode's own audio, used when ``audio.file`` is not set (a video's sound); audio the render
+    made is an output too (:func:`made_audio`). ``report`` gets one line per size target
+    (``output.*_max_mb``): what the encoder chose, or that nothing fits."""
     out = spec.output
     formats = list(out.formats)
-    outputs: dict[str, Path] = {}
+    outputs: dict[str, Path] = made_audio(soundtrack, run_dir)
     processed = spec.post.interpolate > 1 or spec.post.upscale != 1
     if "png" in formats and not processed:
         outputs["png"] = run_dir / "frames"
@@ -154,6 +155,19 @@ def write_animation(
         processed_frames = save_frames(post_processed(spec, frames), Path(scratch))
         outputs.update(_encode(spec, processed_frames, run_dir, formats, parameters, soundtrack, report))
     return outputs
+
+
+def made_audio(soundtrack: tuple[Path, float] | None, run_dir: Path) -> dict[str, Path]:
+    """The audio the render made, as an output keyed by its format (``{"wav": NAME.wav}``): a mode's
+    soundtrack written in the run folder, such as the audio LTX-2 makes with its frames joined over the
+    segments. It is an output whatever the formats (the soundtrack of MP4/WebM, the audio beside frames-only
+    outputs). A source's audio (a file outside the run folder, read from there) is not one."""
+    if soundtrack is None:
+        return {}
+    path = Path(soundtrack[0])
+    if not path.is_file() or not path.resolve().is_relative_to(Path(run_dir).resolve()):
+        return {}
+    return {path.suffix.lower().removeprefix("."): path}
 
 
 def _encode(

@@ -454,6 +454,10 @@ class SamplingCore:
         )
 
     def _preprocess_image(self, request: FrameRequest) -> torch.Tensor:
+        """The init image as the VAE takes it (1 x 3 x H x W in [-1, 1], float32, on the model's device)."""
+        levels = _rgb_levels(request.image, request.width, request.height)
+        if levels is not None:
+            return _normalized(levels.to(self.model.device))
         image = self.image_processor.preprocess(request.image, height=request.height, width=request.width)
         return image.to(self.model.device, torch.float32)
 
@@ -584,6 +588,8 @@ class SamplingCore:
         latents = check_finite(latents, "denoising (the UNet)")
         images = vae.decode(latents.to(self.net_dtype(vae)) / vae.config.scaling_factor, return_dict=False)[0]
         images = check_finite(images, "the VAE's decode")
+        if output_type != "np" and images.shape[1] == 3:
+            return [PIL.Image.fromarray(levels) for levels in _rgb_pictures(images)]
         images = self.image_processor.postprocess(images, output_type="np" if output_type == "np" else "pil")
         return list(images)
 
@@ -703,6 +709,44 @@ def _blend_unmasked(scheduler, latents, init: _Latents, timesteps, i: int) -> to
     if i < len(timesteps) - 1:
         proper = scheduler.add_noise(proper, init.noise, torch.tensor([timesteps[i + 1]]))
     return (1 - init.mask) * proper + init.mask * latents
+
+
+def _rgb_levels(image, width: int, height: int) -> torch.Tensor | None:
+    """An RGB picture of the request's size (PIL, or uint8 H x W x 3) as a uint8 H x W x 3 tensor (on the CPU
+    sharing its memory where it can); None for anything diffusers' image processor has to resize or convert."""
+    if isinstance(image, PIL.Image.Image):
+        if image.mode != "RGB" or image.size != (width, height):
+            return None
+        return torch.from_numpy(np.asarray(image).copy())
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(image)
+    if torch.is_tensor(image) and image.dtype == torch.uint8 and tuple(image.shape) == (height, width, 3):
+        return image
+    return None
+
+
+def _normalized(levels: torch.Tensor) -> torch.Tensor:
+    """uint8 H x W x 3 -> 1 x 3 x H x W float32 in [-1, 1] with diffusers' image processor's arithmetic
+    (``levels / 255``, then ``2 x - 1``, in float32: the same values), without its PIL and numpy copies."""
+    image = levels.permute(2, 0, 1).unsqueeze(0).to(torch.float32).div_(255.0)
+    return image.mul_(2.0).sub_(1.0)
+
+
+def _rgb_pictures(images: torch.Tensor) -> list[np.ndarray]:
+    """Decoded images (N x 3 x H x W in [-1, 1]) as uint8 H x W x 3 arrays with diffusers' image processor's
+    arithmetic (``x * 0.5 + 0.5`` in the images' dtype, then float32 times 255, rounded half to even, clipped
+    to 0-255: the same bytes) in fewer passes: on the CPU OpenCV rounds, saturates (clipping to 0-1 first
+    gives the same levels) and interleaves the channels."""
+    scaled = (images * 0.5 + 0.5).float().mul_(255.0)
+    if scaled.device.type != "cpu":
+        levels = scaled.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
+        return list(levels.numpy())
+    pictures = []
+    for image in scaled.numpy():
+        channels, height, width = image.shape
+        planes = cv2.add(image.reshape(channels * height, width), 0.0, dtype=cv2.CV_8U)
+        pictures.append(cv2.merge(list(planes.reshape(channels, height, width))))
+    return pictures
 
 
 def _to_latent_size(mask: torch.Tensor, shape) -> torch.Tensor:

@@ -25,7 +25,9 @@ transformer(s) (``block_level`` one block per group, or ``leaf_level``; streams 
 ``apply_group_offloading`` at leaf level on the other modules (encoders, LTX-2's connectors, the VAEs, the
 vocoder); fp8 storage is ``enable_layerwise_casting`` (weights stored as ``float8_e4m3fn``, each layer computed
 in the model's dtype; norms and embeddings kept as the model's ``_skip_layerwise_casting_patterns`` say) on the
-transformer(s) and LTX-2's connectors (``FP8_MODULES``); ``vae.enable_tiling``;
+transformer(s) and LTX-2's connectors (``FP8_MODULES``), except a transformer loaded from an fp8 file with its
+weights kept in fp8 (:mod:`flipbook.models.fp8_files`: the file's fp8 weights stay as stored, dequantised per
+layer with their scales; nothing else is cast, and the loaders ask for it unless ``fp8_storage`` is false); ``vae.enable_tiling``;
 ``set_attention_backend`` on the same modules (diffusers' attention dispatcher: flash, sage, flex, ...).
 """
 
@@ -161,8 +163,11 @@ def apply(bundle, switches: MemorySwitches):
     if switches.vae_tiling:
         bundle.vae.enable_tiling()
     if switches.fp8_storage:
+        from flipbook.models.fp8_files import holds_fp8
+
         for module in blocks:
-            module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=bundle.dtype)
+            if not holds_fp8(module):  # a file's fp8 weights are kept as it stores them, nothing more cast
+                module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=bundle.dtype)
     if switches.offload == "none":
         _place(bundle)
     elif switches.offload == "model":

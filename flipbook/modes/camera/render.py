@@ -21,7 +21,7 @@ follow the optical flow between a and b instead.
 
 The warp and the treatment before img2img run as torch ops on the render's device (``imaging/color_torch.py``,
 ``imaging/filters_torch.py``, ``motion/camera2d.py`` ``warp_2d_tensor``); a frame's noise field is numpy's draw
-for its seed, made on a helper thread while the frame before it is diffused.
+for its seed, masked and scaled by its amount on a helper thread while the frame before it is diffused.
 
 Everything a frame needs comes from the plan (its schedules' values and seed) and from the images of earlier
 diffused frames as written to the run folder, so a resumed run continues from the last diffused frame on disk
@@ -42,9 +42,10 @@ import torch
 from flipbook.imaging.color import VIDEO_COLOR_SPACE, match_colors, video_color_frame
 from flipbook.imaging.color_torch import ColorReference
 from flipbook.imaging.filters_torch import (
-    add_noise,
+    add_scaled_noise,
     adjust_contrast,
     noise_field,
+    scaled_noise,
     to_grayscale,
     to_uint8,
     unsharp_mask,
@@ -95,16 +96,16 @@ class _Keyframe:
 
 
 def render(ctx: ModeContext) -> Iterator[Frame]:
-    """The frames after ``ctx.start``; each diffused frame's noise field is drawn on a helper thread while
-    the frame before it is diffused (it needs only its seed)."""
+    """The frames after ``ctx.start``; each diffused frame's noise is drawn and scaled on a helper thread
+    while the frame before it is diffused (it needs only its seed, amount and the mask)."""
     with ThreadPoolExecutor(1, thread_name_prefix="flipbook-noise") as pool:
-        yield from _render(ctx, _NoiseAhead(ctx, pool))
+        mask = animation_mask(ctx.spec)
+        yield from _render(ctx, mask, _NoiseAhead(ctx, pool, mask))
 
 
-def _render(ctx: ModeContext, noise: _NoiseAhead) -> Iterator[Frame]:
+def _render(ctx: ModeContext, mask: np.ndarray | None, noise: _NoiseAhead) -> Iterator[Frame]:
     spec = ctx.spec
     camera = make_camera(ctx)
-    mask = animation_mask(spec)
     schedule = diffused_frames(spec.animation.max_frames, spec.camera.cadence)
     hybrid = _Hybrid(ctx) if spec.camera.hybrid_video is not None else None
 
@@ -129,7 +130,6 @@ def _render(ctx: ModeContext, noise: _NoiseAhead) -> Iterator[Frame]:
     todo = [i for i in schedule if i > previous.index]
     device = ctx.cores[ctx.plan[todo[0]].checkpoint].model.device if todo else torch.device("cpu")
     colors = _ColorReferences(ctx, device)
-    tensor_mask = torch.from_numpy(mask).to(device) if mask is not None else None
     noise.ahead(todo[:1])
     for position, index in enumerate(todo):
         frame = ctx.plan[index]
@@ -137,14 +137,11 @@ def _render(ctx: ModeContext, noise: _NoiseAhead) -> Iterator[Frame]:
         warped = camera.warp(_tensor(previous.image, device), previous.index, span)
         if hybrid is not None:
             warped = _tensor(hybrid.before_generation(warped.cpu().numpy(), previous.index, index), device)
-        unit_noise = noise.take(index, device)
+        frame_noise = noise.take(index, device)
         noise.ahead(todo[position + 1 : position + 2])  # drawn while this frame is diffused
-        prepared = _prepare(ctx, frame, warped, colors(reference(index)), tensor_mask, unit_noise)
+        prepared = _prepare(ctx, frame, warped, colors(reference(index)), frame_noise)
         request = frame_request(
-            ctx,
-            frame,
-            PIL.Image.fromarray(prepared.cpu().numpy()),
-            noise_multiplier=frame.camera["noise_multiplier"],
+            ctx, frame, _init_image(ctx, prepared), noise_multiplier=frame.camera["noise_multiplier"]
         )
         image = ctx.cores[frame.checkpoint].generate([request])[0]
         if hybrid is not None:
@@ -236,11 +233,13 @@ def make_camera(ctx: ModeContext) -> Camera:
 
 
 class _NoiseAhead:
-    """Each diffused frame's unit noise field (numpy's draws for its seed, as
-    :func:`flipbook.imaging.filters.add_noise` makes them), drawn on ``pool``'s thread ahead of its frame."""
+    """Each diffused frame's noise (numpy's draws for its seed, as :func:`flipbook.imaging.filters.add_noise`
+    makes them, times the animation mask and the frame's amount), made on ``pool``'s thread ahead of its
+    frame."""
 
-    def __init__(self, ctx: ModeContext, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, ctx: ModeContext, pool: ThreadPoolExecutor, mask: np.ndarray | None) -> None:
         self.ctx, self.pool = ctx, pool
+        self.mask = torch.from_numpy(mask) if mask is not None else None
         self.pending: dict[int, Future] = {}
 
     def ahead(self, indices: Sequence[int]) -> None:
@@ -250,15 +249,22 @@ class _NoiseAhead:
             frame = self.ctx.plan[index]
             if frame.camera["noise"] != 0 and index not in self.pending:
                 self.pending[index] = self.pool.submit(
-                    noise_field, a.height, a.width, 3, seed=frame.seed, noise_type=c.noise_type,
-                    octaves=c.perlin_octaves, persistence=c.perlin_persistence,
+                    _frame_noise, a.height, a.width, frame.camera["noise"], self.mask, seed=frame.seed,
+                    noise_type=c.noise_type, octaves=c.perlin_octaves, persistence=c.perlin_persistence,
                 )  # fmt: skip
 
     def take(self, index: int, device: torch.device) -> torch.Tensor | None:
-        """Frame ``index``'s noise on ``device`` (None when it adds none)."""
+        """Frame ``index``'s noise levels on ``device`` (None when it adds none)."""
         self.ahead([index])
         future = self.pending.pop(index, None)
-        return None if future is None else torch.from_numpy(future.result()).to(device)
+        return None if future is None else future.result().to(device)
+
+
+def _frame_noise(
+    height: int, width: int, amount: float, mask: torch.Tensor | None, **field: object
+) -> torch.Tensor:
+    """The levels a frame's noise adds (:func:`scaled_noise` of its unit field)."""
+    return scaled_noise(torch.from_numpy(noise_field(height, width, 3, **field)), amount, mask)
 
 
 class _ColorReferences:
@@ -289,11 +295,10 @@ def _prepare(
     frame: FramePlan,
     warped: torch.Tensor,
     reference: ColorReference | None,
-    mask: torch.Tensor | None,
     noise: torch.Tensor | None,
 ) -> torch.Tensor:
     """Deforum's treatment of the warped frame before img2img, on the render's device: colours, contrast,
-    anti-blur, noise (``noise``: the frame's unit noise field, None when it adds none)."""
+    anti-blur, noise (``noise``: the levels the frame's noise adds, masked and scaled; None when none)."""
     c, v = ctx.spec.camera, frame.camera
     image = warped
     if reference is not None:
@@ -308,7 +313,14 @@ def _prepare(
         sigma=v["antiblur_sigma"],
         threshold=v["antiblur_threshold"],
     )
-    return image if noise is None else add_noise(image, v["noise"], noise, mask)
+    return image if noise is None else add_scaled_noise(image, noise)
+
+
+def _init_image(ctx: ModeContext, prepared: torch.Tensor) -> torch.Tensor | PIL.Image.Image:
+    """The prepared frame as img2img's init image: the tensor itself (the sampling core normalises it where it
+    is, no picture made and read back), or a picture when ControlNet units take their control image from it
+    (their preprocessors read pictures)."""
+    return prepared if ctx.controls is None else PIL.Image.fromarray(prepared.cpu().numpy())
 
 
 def _in_between(

@@ -206,12 +206,14 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
 def _load(spec: Spec, family: Family):
     """The model loaded with its modules on the CPU unless ``offload`` is ``none``: offload hooks move them
     (``auto`` decides from the loaded weights), so a model larger than the GPU loads; ``_switched`` moves them
-    to the device where nothing is offloaded."""
+    to the device where nothing is offloaded. An fp8 transformer file's weights stay fp8 in memory unless
+    ``fp8_storage`` is false (keeping them changes no picture: each layer computes with the weight the upcast
+    would have given it)."""
     m, v = spec.model, spec.videomodel
     return family.load(
         v.model, field_name=FIELD, models_dir=m.models_dir, device=m.device, dtype=m.dtype, seed=0,
         text_encoder=v.text_encoder, vae=v.vae, tokenizer=v.tokenizer, image_encoder=v.image_encoder,
-        on_cpu=v.offload != "none",
+        on_cpu=v.offload != "none", keep_fp8=v.fp8_storage is not False,
     )  # fmt: skip
 
 
@@ -280,6 +282,11 @@ def _switched(spec: Spec, bundle, log=None):
 
     v = spec.videomodel
     fp8_storage = _fp8_storage(v.fp8_storage, bundle)
+    if fp8_storage and spec.performance.fuse_qkv:
+        raise FlipbookError(
+            "performance.fuse_qkv", True, "false with fp8 storage (videomodel.fp8_storage, on for a transformer "
+            "file in fp8 unless it is false)", detail="fusing would join weights stored in fp8 outside their layers",
+        )  # fmt: skip
     switches = video_memory.memory_switches(
         video_memory.device_memory(bundle.device), offload=v.offload, vae_tiling=v.vae_tiling,
         attention_backend=v.attention_backend, fp8_storage=fp8_storage, weights=video_memory.weights_of(bundle),
@@ -300,12 +307,15 @@ def _switched(spec: Spec, bundle, log=None):
 
 
 def _fp8_storage(asked: bool | None, bundle) -> bool | None:
-    """fp8 storage as asked, but never for a transformer that is already quantised (a GGUF file): casting its
-    packed weights to fp8 would destroy them, so ``auto`` leaves it off and an explicit ``true`` is an error."""
-    quantised = any(
-        getattr(getattr(bundle, name, None), "is_quantized", False)
-        for name in ("transformer", "transformer_2")
-    )
+    """fp8 storage as asked, on where the loader kept an fp8 file's weights in fp8, but never for a transformer
+    that is already quantised (a GGUF file): casting its packed weights to fp8 would destroy them, so ``auto``
+    leaves it off and an explicit ``true`` is an error."""
+    from flipbook.models.fp8_files import holds_fp8
+
+    transformers = [getattr(bundle, name, None) for name in ("transformer", "transformer_2")]
+    if any(module is not None and holds_fp8(module) for module in transformers):
+        return True
+    quantised = any(getattr(module, "is_quantized", False) for module in transformers)
     if not quantised:
         return asked
     if asked:

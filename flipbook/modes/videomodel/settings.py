@@ -133,7 +133,9 @@ class VideoModelSection(Section):
         None,
         description="store the transformer's weights in float8_e4m3fn, each layer computed in the model's "
         "dtype (about half the memory of bf16; slightly different pictures); default: only where that lets "
-        "the transformer fit the GPU whole (with offload auto)",
+        "the transformer fit the GPU whole (with offload auto). A transformer file already in fp8 "
+        "(*_fp8_e4m3fn, *_fp8_scaled) keeps its fp8 weights as stored unless this is false (then they are "
+        "upcast at load: twice the memory, a little faster per step), with the same pictures either way",
     )
     vae_tiling: bool | None = Field(
         None, description="decode in tiles (less memory for large frames); default: on GPUs under 24 GiB"

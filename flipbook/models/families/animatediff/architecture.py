@@ -12,8 +12,7 @@ from typing import Any
 import torch
 from diffusers import MotionAdapter
 
-from flipbook.errors import FlipbookError
-from flipbook.models.families.animatediff.files import _first_line
+from flipbook.errors import FlipbookError, first_line
 
 # AnimateDiff-Evolved's length for AnimateLCM files, which store no positional encoding.
 NO_ENCODING_MAX_LENGTH = 64
@@ -102,7 +101,7 @@ def _build(config: Mapping[str, Any], fail: Callable[[str], FlipbookError]) -> M
         with torch.device("meta"):
             return MotionAdapter(**config)
     except (TypeError, ValueError) as error:
-        raise fail(f"its shapes make no motion module ({_first_line(error)})") from error
+        raise fail(f"its shapes make no motion module ({first_line(error, with_type=True)})") from error
 
 
 def _computed_encodings(adapter: MotionAdapter) -> dict[str, torch.Tensor]:

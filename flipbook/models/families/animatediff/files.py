@@ -13,28 +13,10 @@ from diffusers import MotionAdapter
 from flipbook.errors import FlipbookError
 from flipbook.models.families.animatediff.keys import motion_adapter_to_original_state_dict, plain_config
 from flipbook.models.pickles import load_torch_file
-from flipbook.models.weights import CONFIG_METADATA_KEY
+from flipbook.models.weights import CONFIG_METADATA_KEY, check_weights_file, read_safetensors
 
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 _CONFIG_ENTRY = "motion_adapter"  # key of the MotionAdapter config in the embedded flipbook_config JSON
-
-
-def _sniff(path: Path) -> str | None:
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(64)
-    except OSError as error:
-        return f"the file could not be read ({error.strerror or error})"
-    if not head:
-        return "the file is empty"
-    if head.startswith(b"version https://git-lfs"):
-        return "this is a Git LFS pointer file, not the weights (run `git lfs pull`)"
-    return None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
 
 
 @dataclass
@@ -69,22 +51,8 @@ def read_weights(
     def fail(detail: str) -> FlipbookError:
         return FlipbookError(field, value, allowed, detail=detail)
 
-    if not path.is_file():
-        raise fail(f"no such file: {path}" if not path.exists() else f"not a file: {path}")
-    suffix = path.suffix.lower()
-    if suffix not in suffixes:
-        raise fail(f"unsupported file type {suffix or '(none)'!r}; use {', '.join(suffixes)}")
-    if (problem := _sniff(path)) is not None:
-        raise fail(problem)
-    if suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
-                metadata = handle.metadata() or {}
-                state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-        except Exception as error:  # safetensors raises its own error type for every kind of damage
-            raise fail(f"truncated or corrupt safetensors file ({_first_line(error)})") from error
+    if check_weights_file(path, suffixes, fail) == ".safetensors":
+        state, metadata = read_safetensors(path, fail)
         embedded = _parse_embedded(metadata.get(CONFIG_METADATA_KEY))
         return _Weights(state, embedded.get(_CONFIG_ENTRY) if embedded else None)
     loaded = load_torch_file(path, fail)

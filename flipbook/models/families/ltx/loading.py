@@ -148,9 +148,11 @@ def load_ltx(
     tokenizer: str | None = None,
     image_encoder: str | None = None,
     on_cpu: bool = False,
+    keep_fp8: bool = False,
 ) -> LtxBundle:
     """Load the LTX-Video model ``ref`` (bf16 on a GPU, the VAE too, as LTX's own code runs it); ``on_cpu``:
-    the modules stay on the CPU for offload hooks to move (as ``load_wan``'s)."""
+    the modules stay on the CPU for offload hooks to move, ``keep_fp8``: an fp8 file's transformer weights stay
+    fp8 in memory (both as ``load_wan``'s)."""
     torch_device = pick_device(device)
     torch_dtype = torch.bfloat16 if dtype in (None, "auto") and torch_device.type != "cpu" else None
     torch_dtype = torch_dtype or pick_dtype(dtype, torch_device)
@@ -174,7 +176,7 @@ def load_ltx(
 
         parts = single_file_parts(
             Path(location), field_name=field_name, section=section, models_dir=models_dir,
-            text_encoder=text_encoder, tokenizer=tokenizer, dtype=torch_dtype, vae=vae,
+            text_encoder=text_encoder, tokenizer=tokenizer, dtype=torch_dtype, vae=vae, keep_fp8=keep_fp8,
         )  # fmt: skip
     elif source != "builtin":
         parts = _from_pretrained(location, ref, field_name, torch_dtype, local_files_only=source == "folder")

@@ -31,6 +31,7 @@ from flipbook.models.split_files import (
     find_part,
     t5_encoder,
     tokenizer_for,
+    transformer_tensors,
     upcast,
 )
 from flipbook.models.weights import read_checkpoint
@@ -110,12 +111,14 @@ TIME_EMBEDDER = "vae.decoder.last_time_embedder.timestep_embedder.linear_1.weigh
 
 
 def is_ltx_checkpoint(state: Mapping[str, Any]) -> bool:
-    """The family's checkpoint detector: LTX-Video's transformer keys (original or diffusers layout)."""
+    """The family's checkpoint detector: LTX-Video's transformer keys (original or diffusers layout), and no
+    audio stream (LTX-2's transformer has the same video keys and an audio patchify projection)."""
     keys = {key.removeprefix(_PREFIX) for key in state}
     block = (
         "transformer_blocks.0.attn1.to_q.weight" in keys and "transformer_blocks.0.scale_shift_table" in keys
     )
-    return block and ("patchify_proj.weight" in keys or "proj_in.weight" in keys)
+    audio = "audio_patchify_proj.weight" in keys or "audio_proj_in.weight" in keys
+    return block and not audio and ("patchify_proj.weight" in keys or "proj_in.weight" in keys)
 
 
 def single_file_parts(
@@ -128,9 +131,11 @@ def single_file_parts(
     tokenizer: str | None,
     dtype: torch.dtype,
     vae: str | None = None,
+    keep_fp8: bool = False,
 ) -> dict[str, Any]:
     """LTXPipeline's parts from the single file and the text encoder and tokenizer named beside it; for a
-    GGUF-quantised transformer file (``.gguf``: no VAE in it) the VAE file named too (``vae``)."""
+    GGUF-quantised transformer file (``.gguf``: no VAE in it) the VAE file named too (``vae``). An fp8 file's
+    transformer weights are upcast at load, or with ``keep_fp8`` kept in fp8 (its VAE is upcast)."""
     from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler
 
     from flipbook.models.families.ltx.loading import SCHEDULER_CONFIG
@@ -144,7 +149,6 @@ def single_file_parts(
         state, embedded = read_checkpoint(path, suffixes=(".safetensors",), field=field_name, allowed=ALLOWED)
     if not is_ltx_checkpoint(state):
         raise FlipbookError(field_name, str(path), ALLOWED, detail="its keys are not LTX-Video's")
-    state = upcast(state, dtype)
     embedded = embedded or {}
     if quantised:
         vae_state, embedded = _vae_file(vae, path, f"{section}.vae", models_dir)
@@ -158,7 +162,7 @@ def single_file_parts(
         )  # fmt: skip
     vae_field = f"{section}.vae" if quantised else field_name
     vae_config = dict(embedded.get("vae") or _vae_config(state, vae_field, Path(vae or path)))
-    transformer, vae_tensors = _split(state)
+    (transformer, scales), vae_tensors = _split(state, dtype, keep_fp8 and not quantised)
 
     def t5_classes():
         from transformers import T5Config, T5EncoderModel
@@ -169,7 +173,9 @@ def single_file_parts(
     return {
         "transformer": gguf_transformer(transformer, dtype)
         if quantised
-        else transformer_from_state(transformer, embedded.get("transformer"), dtype, field_name, path),
+        else transformer_from_state(
+            transformer, embedded.get("transformer"), dtype, field_name, path, scales
+        ),
         "vae": build_module(
             lambda: AutoencoderKLLTXVideo(**vae_config), vae_tensors, dtype, vae_field, str(vae or path)
         ),
@@ -186,13 +192,26 @@ def single_file_parts(
 
 
 def transformer_from_state(
-    state: dict[str, torch.Tensor], config: Mapping[str, Any] | None, dtype: torch.dtype, field_name, path
+    state: dict[str, torch.Tensor],
+    config: Mapping[str, Any] | None,
+    dtype: torch.dtype,
+    field_name,
+    path,
+    fp8_scales: Mapping[str, torch.Tensor] | None = None,
 ) -> torch.nn.Module:
-    """An LTXVideoTransformer3DModel from diffusers-layout tensors, its config embedded or read from shapes."""
+    """An LTXVideoTransformer3DModel from diffusers-layout tensors, its config embedded or read from shapes
+    (``fp8_scales``: its fp8 weights stay fp8, see ``split_files.build_module``)."""
     from diffusers import LTXVideoTransformer3DModel
 
     config = dict(config) if config else transformer_config(state)
-    return build_module(lambda: LTXVideoTransformer3DModel(**config), state, dtype, field_name, str(path))
+    return build_module(
+        lambda: LTXVideoTransformer3DModel(**config),
+        state,
+        dtype,
+        field_name,
+        str(path),
+        fp8_scales=fp8_scales,
+    )
 
 
 def gguf_transformer(state: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.nn.Module:
@@ -269,9 +288,12 @@ def transformer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     }
 
 
-def _split(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(transformer, VAE) tensors in diffusers' layout, through diffusers' converters (they take the keys they
-    convert out of the dict they are given)."""
+def _split(
+    state: dict[str, torch.Tensor], dtype: torch.dtype, keep_fp8: bool = False
+) -> tuple[tuple[dict[str, torch.Tensor], Mapping[str, torch.Tensor] | None], dict[str, torch.Tensor]]:
+    """((transformer, its fp8 scales where its weights stay fp8), VAE) tensors in diffusers' layout, through
+    diffusers' converters (they take the keys they convert out of the dict they are given); fp8 VAE tensors
+    upcast at load, the transformer's too unless ``keep_fp8`` (``split_files.transformer_tensors``)."""
     from diffusers.loaders.single_file_utils import (
         convert_ltx_transformer_checkpoint_to_diffusers,
         convert_ltx_vae_checkpoint_to_diffusers,
@@ -280,9 +302,14 @@ def _split(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dic
     original = {
         key if key.startswith("vae.") else _PREFIX + key.removeprefix(_PREFIX): v for key, v in state.items()
     }
-    vae = convert_ltx_vae_checkpoint_to_diffusers(dict(original))
-    transformer = convert_ltx_transformer_checkpoint_to_diffusers(
-        {key: value for key, value in original.items() if not key.startswith("vae.")}
+    vae = convert_ltx_vae_checkpoint_to_diffusers(
+        upcast({key: value for key, value in original.items() if key.startswith("vae.")}, dtype)
+    )
+    transformer = transformer_tensors(
+        {key: value for key, value in original.items() if not key.startswith("vae.")},
+        dtype,
+        keep_fp8,
+        convert_ltx_transformer_checkpoint_to_diffusers,
     )
     return transformer, vae
 

@@ -1,5 +1,6 @@
 """LTX-2 (Lightricks' audio-video model; text to video, images at any frames, and the audio it makes with the
-video): ``loading.py`` loads its parts (built-in ``tiny-ltx2``, diffusers folders, hub ids); its sampler is
+video): ``loading.py`` loads its parts (built-in ``tiny-ltx2``, diffusers folders, hub ids, single files:
+``single_file.py``); its sampler is
 ``sampling/ltx2.py``; ``placement.py`` says where in a segment it takes images (pure). The tiny model's toy Gemma
 tokenizer is built in ``loading.py``."""
 
@@ -19,6 +20,7 @@ FAMILY = Family(
     frame_step=8,
     side_multiple=32,
     min_steps=2,
+    detect_checkpoint=Hook("flipbook.models.families.ltx2.single_file", "is_ltx2_checkpoint"),
     detect_folder=Hook(_LOADING, "is_ltx2_folder"),
     load=Hook(_LOADING, "load_ltx2"),
     encoder=Hook("flipbook.sampling.ltx2", "encode_prompt"),
@@ -33,4 +35,5 @@ tokenizer built in code), or a diffusers folder / hub id of ``LTX2Pipeline``, ``
 ``LTX2ConditionPipeline`` (one model serves text to video, a start image and images at latent frames). The
 audio it makes comes with the frames from ``sampling/ltx2.py``'s ``sample_with_audio``; the videomodel mode
 makes it the video's soundtrack. Images go where LTX-2 can place them (``placement.py``), checked before any
-model loads. Single files are refused with a clear error (not loaded yet)."""
+model loads. LTX-2's single file (Lightricks' layout: transformer, text connectors, video and audio VAEs,
+vocoder) loads with its Gemma 3 text encoder named beside it (``single_file.py``), told from its keys."""

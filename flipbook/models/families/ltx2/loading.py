@@ -2,7 +2,8 @@
 audio-video transformer, a video VAE with LTX-2's 32x spatial and 8x temporal compression, an audio VAE and
 vocoder, the text connectors, a 2-layer Gemma 3 and a toy Gemma tokenizer built here), or a diffusers folder /
 hub id of ``LTX2Pipeline``, ``LTX2ImageToVideoPipeline`` or ``LTX2ConditionPipeline`` (one model serves text
-to video and conditioning on images). Single files are refused with a clear error (not loaded yet)."""
+to video and conditioning on images), or LTX-2's single file in Lightricks' layout with its Gemma 3 text encoder
+named beside it (``single_file.py``)."""
 
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ PARTS = ("transformer", "vae", "audio_vae", "text_encoder", "connectors", "vocod
 """The modules of an LTX-2 model (besides its tokenizer and scheduler)."""
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 ALLOWED = (
-    f"a built-in ({', '.join(FAMILY.builtins)}), a diffusers LTX-2 folder with model_index.json, a folder "
-    "name in model.models_dir, or a hub id (e.g. Lightricks/LTX-2) in the local Hugging Face cache"
+    f"a built-in ({', '.join(FAMILY.builtins)}), a diffusers LTX-2 folder with model_index.json, LTX-2's single "
+    ".safetensors file (with videomodel.text_encoder), a folder or file name in model.models_dir, or a hub id "
+    "(e.g. Lightricks/LTX-2) in the local Hugging Face cache"
 )
 GUIDANCE: dict[str, Any] = {
     "stg_scale": 0.0,
@@ -218,23 +220,34 @@ def load_ltx2(
     tokenizer: str | None = None,
     image_encoder: str | None = None,
     on_cpu: bool = False,
+    keep_fp8: bool = False,
 ) -> Ltx2Bundle:
     """Load the LTX-2 model ``ref`` (bf16 on a GPU, as LTX-2's own code runs it); ``on_cpu``: the modules stay
-    on the CPU for offload hooks to move (as ``load_wan``'s)."""
+    on the CPU for offload hooks to move, ``keep_fp8``: an fp8 single file's transformer weights stay fp8 in
+    memory (both as ``load_wan``'s). A single file takes its Gemma 3 ``text_encoder`` (and ``tokenizer``) named
+    beside it; a folder or hub id brings every part."""
     torch_device = pick_device(device)
     torch_dtype = torch.bfloat16 if dtype in (None, "auto") and torch_device.type != "cpu" else None
     torch_dtype = torch_dtype or pick_dtype(dtype, torch_device)
+    section = field_name.rpartition(".")[0] or field_name
+    location, source = (None, "builtin") if ref == "tiny-ltx2" else _locate(ref, models_dir, field_name)
     named = {"text_encoder": text_encoder, "vae": vae, "tokenizer": tokenizer, "image_encoder": image_encoder}
     for name, value in named.items():
-        if value is not None:
-            section = field_name.rpartition(".")[0] or field_name
+        if value is not None and (source != "single_file" or name in ("vae", "image_encoder")):
+            brings = "its folder brings" if source != "single_file" else "the single file holds its VAEs and"
             raise FlipbookError(
-                f"{section}.{name}", value, "unset for an LTX-2 model (its folder brings every part)"
+                f"{section}.{name}", value, f"unset for this LTX-2 model ({brings} every part it needs)"
             )
-    if ref == "tiny-ltx2":
-        parts, source = tiny_ltx2_components(seed), "builtin"
+    if source == "builtin":
+        parts = tiny_ltx2_components(seed)
+    elif source == "single_file":
+        from flipbook.models.families.ltx2.single_file import single_file_parts
+
+        parts = single_file_parts(
+            Path(location), field_name=field_name, section=section, models_dir=models_dir,
+            text_encoder=text_encoder, tokenizer=tokenizer, dtype=torch_dtype, keep_fp8=keep_fp8,
+        )  # fmt: skip
     else:
-        location, source = _locate(ref, models_dir, field_name)
         parts = _from_pretrained(location, ref, field_name, torch_dtype, local_files_only=source == "folder")
     for name in PARTS:
         module = parts[name].eval().requires_grad_(False).to("cpu" if on_cpu else torch_device)
@@ -303,18 +316,36 @@ def tiny_ltx2_components(seed: int = 0) -> dict[str, Any]:
 
 
 def _locate(ref: str, models_dir: str | Path | None, field_name: str) -> tuple[str, str]:
+    """(path, "folder"), (path, "single_file") or (hub id, "hub"): a path, a name in the models folder's
+    checkpoints or diffusion models, else a hub id; anything else is an error."""
     path = Path(ref).expanduser()
     if path.is_file():
-        raise FlipbookError(field_name, ref, ALLOWED, detail="single LTX-2 files are not loaded yet")
+        return _single_file(path, ref, field_name), "single_file"
     if path.is_dir():
         return str(path), "folder"
     if models_dir:
-        found = ModelsDir(Path(models_dir)).list("checkpoint")
-        if ref in found and found[ref].is_dir():
-            return str(found[ref]), "folder"
+        folders = ModelsDir(Path(models_dir))
+        for kind in ("checkpoint", "diffusion_model"):
+            found = folders.list(kind)
+            if ref in found or any(Path(name).stem == ref for name in found):
+                hit = folders.find(kind, ref)
+                return (
+                    (str(hit), "folder")
+                    if hit.is_dir()
+                    else (_single_file(hit, ref, field_name), "single_file")
+                )
     if _HUB_ID.match(ref):
         return ref, "hub"
     raise FlipbookError(field_name, ref, ALLOWED, detail="no such folder")
+
+
+def _single_file(path: Path, ref: str, field_name: str) -> str:
+    if path.suffix.lower() != ".safetensors":
+        raise FlipbookError(
+            field_name, ref, ALLOWED, detail=f"a {path.suffix or 'suffix-less'} file: LTX-2 single files are "
+            ".safetensors",
+        )  # fmt: skip
+    return str(path)
 
 
 def _from_pretrained(

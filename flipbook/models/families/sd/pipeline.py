@@ -15,7 +15,7 @@ from typing import Any
 
 from diffusers import AutoencoderKL, StableDiffusionPipeline
 
-from flipbook.errors import FlipbookError
+from flipbook.errors import FlipbookError, first_line
 from flipbook.models.families.sd.builtin import BUILTIN_MODELS, SD15_SCHEDULER_CONFIG
 from flipbook.models.families.sd.single_file import ALLOWED_VAE, load_vae_file, pipeline_from_checkpoint
 from flipbook.models.folders import ModelsDir
@@ -94,7 +94,7 @@ def from_pretrained(
     except (OSError, ValueError) as error:
         detail = "not in the local Hugging Face cache and the hub can't be reached"
         if Path(ref).exists():
-            detail = refused_pickle(error) or f"the folder could not be loaded: {_first_line(error)}"
+            detail = refused_pickle(error) or f"the folder could not be loaded: {first_line(error)}"
         raise FlipbookError("model", ref, ALLOWED_MODELS, detail=detail) from None
     for name in ("unet", "vae", "text_encoder"):
         check_no_missing_weights(getattr(pipe, name), "model", ref, ALLOWED_MODELS)
@@ -122,12 +122,7 @@ def load_vae(vae: str, folders: ModelsDir | None) -> AutoencoderKL:
         loaded = AutoencoderKL.from_pretrained(path, subfolder=subfolder, local_files_only=True)
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         raise FlipbookError(
-            "vae", vae, ALLOWED_VAE, detail=refused_pickle(error) or _first_line(error)
+            "vae", vae, ALLOWED_VAE, detail=refused_pickle(error) or first_line(error)
         ) from None
     check_no_missing_weights(loaded, "vae", vae, ALLOWED_VAE)
     return loaded
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__

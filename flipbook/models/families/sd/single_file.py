@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from flipbook.errors import FlipbookError
+from flipbook.errors import FlipbookError, first_line
 from flipbook.models import weights
 from flipbook.models.families import get_family
 from flipbook.models.families.sd.convert import (
@@ -244,11 +244,6 @@ def read_checkpoint(
     return weights.read_checkpoint(path, suffixes=suffixes, allowed=ALLOWED_MODEL)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 # ------------------------------------------------------------------------------- configs and templates
 
 
@@ -269,7 +264,9 @@ def _read_json(source: Traversable | Path, field: str) -> dict[str, Any]:
     try:
         data = json.loads(source.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise FlipbookError(field, str(source), "a readable JSON config", detail=_first_line(exc)) from exc
+        raise FlipbookError(
+            field, str(source), "a readable JSON config", detail=first_line(exc, with_type=True)
+        ) from exc
     if not isinstance(data, dict):
         raise FlipbookError(field, str(source), "a JSON object")
     return data
@@ -644,7 +641,7 @@ def pipeline_from_checkpoint(
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         # A layout the size inference accepted but the models cannot be built from or loaded with.
         raise _model_error(
-            path, f"the weights do not form an SD {family[-1]}.x model ({_first_line(exc)})"
+            path, f"the weights do not form an SD {family[-1]}.x model ({first_line(exc, with_type=True)})"
         ) from exc
     scheduler = _build_scheduler(templates["scheduler"], resolved, folder or path)
     return StableDiffusionPipeline(
@@ -705,7 +702,9 @@ def _read_vae(path: Path, torch_dtype: torch.dtype) -> AutoencoderKL:
     try:
         return _build_vae(state, config, torch_dtype, path)
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-        raise _model_error(path, f"the weights do not form an SD VAE ({_first_line(exc)})") from exc
+        raise _model_error(
+            path, f"the weights do not form an SD VAE ({first_line(exc, with_type=True)})"
+        ) from exc
 
 
 def load_vae_file(path: str | Path, *, torch_dtype: torch.dtype = torch.float32) -> AutoencoderKL:

@@ -15,7 +15,7 @@ from typing import Any
 
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline
 
-from flipbook.errors import FlipbookError
+from flipbook.errors import FlipbookError, first_line
 from flipbook.models.families.sd.pipeline import load_vae as load_sd_vae
 from flipbook.models.families.sdxl.builtin import BUILTIN_MODELS, SDXL_SCHEDULER_CONFIG, SDXL_VAE_SCALING
 from flipbook.models.folders import ModelsDir
@@ -86,7 +86,7 @@ def from_pretrained(
     except (OSError, ValueError, TypeError) as error:
         detail = "not in the local Hugging Face cache and the hub can't be reached"
         if Path(ref).exists():
-            detail = refused_pickle(error) or f"the folder could not be loaded: {_first_line(error)}"
+            detail = refused_pickle(error) or f"the folder could not be loaded: {first_line(error)}"
         raise FlipbookError("model", ref, ALLOWED_MODELS, detail=detail) from None
     for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
         check_no_missing_weights(getattr(pipe, name), "model", ref, ALLOWED_MODELS)
@@ -105,8 +105,3 @@ def load_vae(vae: str, folders: ModelsDir | None) -> AutoencoderKL:
     if not path.is_dir():
         loaded.register_to_config(scaling_factor=SDXL_VAE_SCALING, force_upcast=True)
     return loaded
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__

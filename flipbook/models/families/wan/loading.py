@@ -260,13 +260,16 @@ def load_wan(
     tokenizer: str | None = None,
     image_encoder: str | None = None,
     on_cpu: bool = False,
+    keep_fp8: bool = False,
 ) -> WanBundle:
     """Load the Wan model ``ref`` (see the module docstring) on the chosen device and dtype (bf16 on CUDA).
     ``text_encoder``, ``vae`` and ``tokenizer`` name the parts a single transformer file comes without
     (``single_file.py``; ``image_encoder``: an image-to-video file's CLIP vision encoder); the field errors name
     ``<section>.text_encoder`` etc. beside ``field_name``. ``on_cpu``: the modules stay on the CPU (the
     bundle's device is still the one they run on) for offload hooks to move, or
-    :func:`flipbook.sampling.video_memory.apply` to place them: weights larger than the GPU load."""
+    :func:`flipbook.sampling.video_memory.apply` to place them: weights larger than the GPU load. ``keep_fp8``
+    (fp8 storage on): an fp8 transformer file's weights stay fp8 in memory, each dequantised as its layer
+    computes (:mod:`flipbook.models.fp8_files`); otherwise they are upcast at load."""
     torch_device = pick_device(device)
     torch_dtype = torch.bfloat16 if dtype in (None, "auto") and torch_device.type != "cpu" else None
     torch_dtype = torch_dtype or pick_dtype(dtype, torch_device)
@@ -285,7 +288,7 @@ def load_wan(
         parts = single_file_parts(
             Path(location), field_name=field_name, section=section, models_dir=models_dir,
             text_encoder=text_encoder, vae=vae, tokenizer=tokenizer, image_encoder=image_encoder,
-            dtype=torch_dtype,
+            dtype=torch_dtype, keep_fp8=keep_fp8,
         )  # fmt: skip
     else:
         parts = _from_pretrained(location, ref, field_name, torch_dtype, local_files_only=source == "folder")

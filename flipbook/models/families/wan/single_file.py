@@ -10,7 +10,8 @@ or diffusers layout). An image-to-video transformer takes its CLIP vision encode
 (transformers' layout or open_clip's, config from shapes: :func:`clip_vision_parts`). A GGUF-quantised transformer
 (``.gguf``, ComfyUI-GGUF's) stays quantised through diffusers' GGUF support (:func:`gguf_transformer`). fp8
 transformer and text-encoder files (plain ``*_fp8_e4m3fn`` and ComfyUI's scaled fp8 with ``scale_weight``
-keys) are upcast into the compute dtype at load (:mod:`flipbook.models.fp8_files`). Pickled files are refused
+keys) are upcast into the compute dtype at load, or (the transformer, with ``keep_fp8``: fp8 storage on) kept
+in fp8 in memory (:mod:`flipbook.models.fp8_files`). Pickled files are refused
 with one clear error.
 """
 
@@ -30,6 +31,7 @@ from flipbook.models.split_files import (
     find_part,
     t5_encoder,
     tokenizer_for,
+    transformer_tensors,
     upcast,
 )
 from flipbook.models.weights import read_checkpoint
@@ -59,9 +61,11 @@ def single_file_parts(
     tokenizer: str | None,
     dtype: torch.dtype,
     image_encoder: str | None = None,
+    keep_fp8: bool = False,
 ) -> dict[str, Any]:
     """The pipeline's parts from a transformer file and the text encoder, VAE and tokenizer named beside it
-    (and, for an image-to-video transformer, its CLIP vision encoder)."""
+    (and, for an image-to-video transformer, its CLIP vision encoder); ``keep_fp8``: an fp8 transformer file's
+    weights stay fp8 in memory (:mod:`flipbook.models.fp8_files`)."""
     from diffusers import UniPCMultistepScheduler
 
     from flipbook.models.families.wan.loading import SCHEDULER_CONFIG
@@ -77,7 +81,6 @@ def single_file_parts(
         )
     if not is_wan_transformer(state):
         raise FlipbookError(field_name, str(path), "a Wan transformer file", detail="its keys are not Wan's")
-    state = upcast(state, dtype)
     images = any(".k_img." in key or "img_emb." in key or "image_embedder." in key for key in state)
     if images and image_encoder is None:
         raise FlipbookError(
@@ -107,7 +110,7 @@ def single_file_parts(
         **vision,
         "transformer": gguf_transformer(state, dtype)
         if quantised
-        else transformer_from_state(state, config, dtype),
+        else transformer_from_state(state, config, dtype, keep_fp8=keep_fp8),
         "text_encoder": _text_encoder(
             find_part(text_encoder, "text_encoder", f"{section}.text_encoder", models_dir),
             dtype,
@@ -221,17 +224,26 @@ def clip_vision_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def transformer_from_state(
-    state: dict[str, torch.Tensor], config: Mapping[str, Any] | None, dtype: torch.dtype
+    state: dict[str, torch.Tensor],
+    config: Mapping[str, Any] | None,
+    dtype: torch.dtype,
+    *,
+    keep_fp8: bool = False,
 ) -> torch.nn.Module:
-    """A WanTransformer3DModel from a state dict in either layout, its config embedded or read from shapes."""
+    """A WanTransformer3DModel from a state dict in either layout, its config embedded or read from shapes; an
+    fp8 file's weights upcast at load, or with ``keep_fp8`` kept in fp8."""
     from diffusers import WanTransformer3DModel
     from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
     state = {key.removeprefix(_PREFIX): value for key, value in state.items()}
-    if "blocks.0.self_attn.q.weight" in state:
-        state = convert_wan_transformer_to_diffusers(dict(state))
+    original = "blocks.0.self_attn.q.weight" in state
+    state, scales = transformer_tensors(
+        state, dtype, keep_fp8, convert_wan_transformer_to_diffusers if original else dict
+    )
     config = dict(config) if config else transformer_config(state)
-    return build_module(lambda: WanTransformer3DModel(**config), state, dtype, "transformer")
+    return build_module(
+        lambda: WanTransformer3DModel(**config), state, dtype, "transformer", fp8_scales=scales
+    )
 
 
 def gguf_transformer(state: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.nn.Module:
