@@ -128,7 +128,6 @@ def palette_drift(frames: list[np.ndarray]) -> float:
     return float(np.mean([np.abs(f.reshape(-1, 3).mean(axis=0) - reference).mean() for f in frames[-6:]]))
 
 
-@UNDERTRAINED
 def test_colour_coherence_keeps_the_palette_stabler_than_none(tmp_path):
     def drift(coherence):
         frames = frames_of(
@@ -143,7 +142,7 @@ def test_colour_coherence_keeps_the_palette_stabler_than_none(tmp_path):
         )
         return palette_drift(frames)
 
-    assert drift("lab") < drift("none")
+    assert drift("lab") < drift("none")  # 4.39 against 4.41 with the shipped weights: a thin margin
 
 
 @UNDERTRAINED
