@@ -28,6 +28,8 @@ from pathlib import Path
 from flipbook.errors import FlipbookError
 
 ENV_VAR = "FLIPBOOK_MODELS_DIR"
+MODEL_KINDS = ("checkpoint", "diffusion_model")
+"""Where a whole model (a checkpoint, or a video model's transformer file or folder) is looked up by name."""
 
 # Folders relative to the install root (the folder holding ``models/``), in search order.
 A1111_FOLDERS: dict[str, tuple[str, ...]] = {
@@ -267,6 +269,15 @@ class ModelsDir:
                     kind, name, f"one of: {', '.join(matches)}", detail="the name is ambiguous"
                 )
         raise FlipbookError(kind, name, self._available(kind, models))
+
+    def find_listed(self, kinds: tuple[str, ...], name: str) -> Path | None:
+        """``name`` in the first of ``kinds`` that lists it by its name or its bare stem (see :meth:`find`);
+        None where none does."""
+        for kind in kinds:
+            found = self.list(kind)
+            if name in found or any(Path(listed).stem == name for listed in found):
+                return self.find(kind, name)
+        return None
 
     def _available(self, kind: str, models: dict[str, Path]) -> str:
         if not models:

@@ -332,10 +332,10 @@ def _where(ref: str, models_dir) -> Path | str:
     if path.exists():
         return path
     if models_dir:
-        from flipbook.models.folders import ModelsDir
+        from flipbook.models.folders import MODEL_KINDS, ModelsDir
 
         folders = ModelsDir(Path(models_dir))
-        for kind in ("checkpoint", "diffusion_model"):
+        for kind in MODEL_KINDS:
             try:
                 return folders.find(kind, ref)
             except FlipbookError:

@@ -30,7 +30,7 @@ from transformers import Gemma3Config, Gemma3ForConditionalGeneration, GemmaToke
 from flipbook.errors import FlipbookError
 from flipbook.models.device import pick_device, pick_dtype
 from flipbook.models.families.ltx2 import FAMILY
-from flipbook.models.folders import ModelsDir
+from flipbook.models.folders import MODEL_KINDS, ModelsDir
 from flipbook.models.pickles import refused_pickle
 from flipbook.models.weights import check_no_missing_weights, seeded
 
@@ -323,17 +323,8 @@ def _locate(ref: str, models_dir: str | Path | None, field_name: str) -> tuple[s
         return _single_file(path, ref, field_name), "single_file"
     if path.is_dir():
         return str(path), "folder"
-    if models_dir:
-        folders = ModelsDir(Path(models_dir))
-        for kind in ("checkpoint", "diffusion_model"):
-            found = folders.list(kind)
-            if ref in found or any(Path(name).stem == ref for name in found):
-                hit = folders.find(kind, ref)
-                return (
-                    (str(hit), "folder")
-                    if hit.is_dir()
-                    else (_single_file(hit, ref, field_name), "single_file")
-                )
+    if models_dir and (hit := ModelsDir(Path(models_dir)).find_listed(MODEL_KINDS, ref)) is not None:
+        return (str(hit), "folder") if hit.is_dir() else (_single_file(hit, ref, field_name), "single_file")
     if _HUB_ID.match(ref):
         return ref, "hub"
     raise FlipbookError(field_name, ref, ALLOWED, detail="no such folder")
