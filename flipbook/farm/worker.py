@@ -74,7 +74,7 @@ class FrameWorker:
                     if frame.index >= stop:  # the mode never starts the batch after it
                         break
                     planned = ctx.plan[frame.index]
-                    checkpoint_hash = ctx.cores.hashes.get(planned.checkpoint)
+                    checkpoint_hash = ctx.cores.hash_of(planned.checkpoint)
                     parameters = frame_parameters(
                         frame, planned, ctx.spec, checkpoint_hash, ctx.cores.refiner_hash
                     )

@@ -161,6 +161,21 @@ def _load_refiner(
     )  # fmt: skip
 
 
+def file_hash(
+    model: str, models_dir: str | Path | None, *, capability: Capability = "image", field: str = "model"
+) -> str | None:
+    """A1111's "Model hash" of ``model`` without loading it, as the loaded bundle's ``hash``: its file's
+    :func:`short_hash` where it is a single file (a path or a models-folder name), else None (built-ins,
+    folders and hub ids have none; nor has a name that is no model of ``capability``: the render that asks
+    has validated its models, and a hash is only the infotext's)."""
+    folders = ModelsDir(Path(models_dir)) if models_dir else None
+    try:
+        source = locate(model, folders, capability=capability, field=field)
+    except FlipbookError:
+        return None
+    return short_hash(source.path) if source.kind == "single_file" else None
+
+
 def short_hash(path: Path) -> str:
     """A1111's "Model hash" of a checkpoint file: the first 10 hex digits of its SHA-256."""
     digest = hashlib.sha256()

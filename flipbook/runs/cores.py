@@ -14,7 +14,7 @@ from typing import Any
 from flipbook.events import Events
 from flipbook.models.controlnet import ControlNets
 from flipbook.models.extra_networks import ExtraNetworks
-from flipbook.models.loading import load_model
+from flipbook.models.loading import REFINER_FIELD, file_hash, load_model
 from flipbook.models.performance import Performance
 from flipbook.sampling.core import SamplingCore
 from flipbook.spec.model import ModelSection
@@ -41,8 +41,8 @@ class Cores:
         self._name: str | None = None
         self._core: SamplingCore | None = None
         self.loads = 0
-        self.hashes: dict[str, str | None] = {}  # checkpoint -> A1111's model hash, once it has loaded
-        self.refiner_hash: str | None = None  # the refiner's (model.refiner), once it has loaded
+        self._hashes: dict[str, str | None] = {}  # checkpoint -> A1111's model hash
+        self._refiner_hash: tuple[str | None] | None = None  # (the refiner's hash,) once known
         # ControlNets load on first use and stay for the whole run, across checkpoint switches
         self.controlnets = ControlNets(section.models_dir)
 
@@ -62,9 +62,26 @@ class Cores:
         )  # fmt: skip
         self._networks.load_embeddings_for(model.pipe, self._prompts)
         self.loads += 1
-        self.hashes[checkpoint] = model.hash
-        self.refiner_hash = model.refiner.hash if model.refiner is not None else None
+        self._hashes[checkpoint] = model.hash
+        self._refiner_hash = (model.refiner.hash if model.refiner is not None else None,)
         return SamplingCore(model, self._events, controlnets=self.controlnets)
+
+    def hash_of(self, checkpoint: str) -> str | None:
+        """A1111's model hash of ``checkpoint``: the loaded model's, else its file's, read without loading it
+        (frames made from stored parts, as the variations a resume or a farm's last task reuses, still name
+        their model's hash)."""
+        if checkpoint not in self._hashes:
+            self._hashes[checkpoint] = file_hash(checkpoint, self._section.models_dir)
+        return self._hashes[checkpoint]
+
+    @property
+    def refiner_hash(self) -> str | None:
+        """The refiner's (``model.refiner``) model hash, as :meth:`hash_of`; None without a refiner."""
+        if self._refiner_hash is None:
+            refiner, folder = self._section.refiner, self._section.models_dir
+            found = file_hash(refiner, folder, capability="refiner", field=REFINER_FIELD) if refiner else None
+            self._refiner_hash = (found,)
+        return self._refiner_hash[0]
 
     def release(self) -> None:
         """Free the loaded model (a mode that goes on with another model, as svd after its txt2img frame 0,

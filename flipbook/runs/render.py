@@ -88,7 +88,7 @@ def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = Fa
                 if frame.request is None:
                     in_betweens.add(frame.index)
                 parameters = frame_parameters(
-                    frame, planned, spec, cores.hashes.get(planned.checkpoint), cores.refiner_hash
+                    frame, planned, spec, cores.hash_of(planned.checkpoint), cores.refiner_hash
                 )
                 report(writer.wait())
                 writer.put(frame.index, frame.image, run.frame_path(frame.index), parameters)
@@ -104,7 +104,7 @@ def _render(spec: Spec, events: Events, run: RunDir | None, overwrite: bool = Fa
     run.write_metrics(result.metrics)
     run.log("temporal error: " + ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items()))
     soundtrack = mode.soundtrack(spec, run.path)
-    parameters = animation_parameters(spec, plan, result.metrics, cores.hashes.get(plan[0].checkpoint))
+    parameters = animation_parameters(spec, plan, result.metrics, cores.hash_of(plan[0].checkpoint))
     result.outputs = write_animation(
         spec, frames, run.path, parameters, soundtrack=soundtrack, report=result.notes.append
     )
