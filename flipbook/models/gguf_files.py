@@ -78,5 +78,23 @@ def quantization_config(compute_dtype: torch.dtype):
     return GGUFQuantizationConfig(compute_dtype=compute_dtype)
 
 
+def gguf_model(model_class: type, state: dict[str, Any], config: dict[str, Any], dtype: torch.dtype):
+    """``model_class`` (a diffusers model) from a GGUF file's ``state``, its weights kept quantised: diffusers'
+    ``from_single_file`` with its GGUF quantiser, computing in ``dtype``, handed ``config`` (read from the
+    tensors' :func:`logical_shapes`) in a temporary folder, offline; in eval mode."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "config.json").write_text(
+            json.dumps({"_class_name": model_class.__name__, **config}), encoding="utf-8"
+        )
+        model = model_class.from_single_file(
+            state, config=folder, quantization_config=quantization_config(dtype), torch_dtype=dtype,
+            local_files_only=True,
+        )  # fmt: skip
+    return model.eval()
+
+
 def _quantised(tensor: Any) -> bool:
     return getattr(tensor, "quant_type", None) is not None

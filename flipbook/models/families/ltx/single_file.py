@@ -219,23 +219,11 @@ def gguf_transformer(state: dict[str, torch.Tensor], dtype: torch.dtype) -> torc
     they are used), built by diffusers' ``from_single_file`` with its GGUF quantiser from diffusers-layout
     tensors (:func:`_split` renamed them); the config is read from the tensors' logical shapes and handed over
     as a local config folder (offline), as for Wan's GGUF files."""
-    import json
-    import tempfile
-
     from diffusers import LTXVideoTransformer3DModel
 
-    from flipbook.models.gguf_files import logical_shapes, quantization_config
+    from flipbook.models.gguf_files import gguf_model, logical_shapes
 
-    config = transformer_config(logical_shapes(state))
-    with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "config.json").write_text(
-            json.dumps({"_class_name": "LTXVideoTransformer3DModel", **config}), encoding="utf-8"
-        )
-        model = LTXVideoTransformer3DModel.from_single_file(
-            state, config=folder, quantization_config=quantization_config(dtype), torch_dtype=dtype,
-            local_files_only=True,
-        )  # fmt: skip
-    return model.eval()
+    return gguf_model(LTXVideoTransformer3DModel, state, transformer_config(logical_shapes(state)), dtype)
 
 
 def _vae_file(

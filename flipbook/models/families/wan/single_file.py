@@ -250,28 +250,16 @@ def gguf_transformer(state: dict[str, torch.Tensor], dtype: torch.dtype) -> torc
     """A WanTransformer3DModel whose weights stay GGUF-quantised (dequantised per layer into ``dtype`` as they
     are used), built by diffusers' ``from_single_file`` with its GGUF quantiser and its Wan converter; the
     config is read from the tensors' logical shapes and handed over as a local config folder (offline)."""
-    import json
-    import tempfile
-
     from diffusers import WanTransformer3DModel
     from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
-    from flipbook.models.gguf_files import logical_shapes, quantization_config
+    from flipbook.models.gguf_files import gguf_model, logical_shapes
 
     state = {key.removeprefix(_PREFIX): value for key, value in state.items()}
     shapes = logical_shapes(state)
     if "blocks.0.self_attn.q.weight" in shapes:
         shapes = convert_wan_transformer_to_diffusers(dict(shapes))
-    config = transformer_config(shapes)
-    with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "config.json").write_text(
-            json.dumps({"_class_name": "WanTransformer3DModel", **config}), encoding="utf-8"
-        )
-        model = WanTransformer3DModel.from_single_file(
-            state, config=folder, quantization_config=quantization_config(dtype), torch_dtype=dtype,
-            local_files_only=True,
-        )  # fmt: skip
-    return model.eval()
+    return gguf_model(WanTransformer3DModel, state, transformer_config(shapes), dtype)
 
 
 def transformer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
