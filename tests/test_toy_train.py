@@ -55,3 +55,26 @@ def test_the_vae_trains_to_deterministic_latents():
         posterior = vae.encode(pictures).latent_dist
     assert posterior.std.max() < 1e-3
     assert torch.allclose(posterior.sample(), posterior.mean, atol=1e-3)
+
+
+def test_the_attribute_heads_name_what_a_caption_states_and_nothing_else():
+    from flipbook.toy.train import AttributeHeads
+    from flipbook.toy.world import COLOURS, POSITIONS, SHAPES, SIZES
+
+    labels = AttributeHeads.LABELS
+    full = AttributeHeads.targets("a large red circle on the left, blue and white background")
+    assert full == [
+        list(COLOURS).index("red"),
+        list(SHAPES).index("circle"),
+        list(SIZES).index("large"),
+        list(POSITIONS).index("on the left"),
+        list(COLOURS).index("blue"),
+        list(COLOURS).index("white"),
+    ]
+    plain = AttributeHeads.targets("a green star, black background")
+    assert plain[2] == len(labels["size"]) and plain[3] == len(labels["position"])
+    assert plain[4] == plain[5] == list(COLOURS).index("black")
+    assert AttributeHeads.targets("") == [len(names) for names in labels.values()]
+    heads = AttributeHeads(8)
+    loss = heads.loss(torch.zeros(3, 8), torch.tensor([full, plain, AttributeHeads.targets("")]))
+    assert loss.ndim == 0 and torch.isfinite(loss)

@@ -11,7 +11,14 @@ and what every caption is about. The diffusion phase trains on the latents of a 
 (held-out combinations never appear), with each optional attribute of a caption left out at random and the
 whole caption dropped (``""``, what an empty negative prompt encodes) for classifier-free guidance; epsilon
 prediction with SD 1.5's noise schedule, Min-SNR loss weights and an exponential moving average of the
-weights, which is what is saved. The result is a single-file SD 1.x checkpoint (fp16 safetensors, configs
+weights, which is what is saved.
+
+Trained from scratch together, the text encoder learns only the words the UNet already uses: colour and
+background (a flat tint is easy to place) separate early, while shape and position words, which the UNet
+can only use once the text tells them apart, collapse to nearly the same states and stay there (the UNet
+then ignores them: position at chance). So the text encoder also learns a side task, :class:`AttributeHeads`:
+to name each attribute of the caption (or "not stated") from its end-of-text state, which every padding
+token's state sees too. The heads are thrown away; only what they taught the text encoder is saved. The result is a single-file SD 1.x checkpoint (fp16 safetensors, configs
 embedded) that loads like any other.
 """
 
@@ -28,7 +35,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flipbook.toy.world import coverage, random_caption, render, sample_scene
+from flipbook.toy.world import (
+    COLOURS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    coverage,
+    parse_caption,
+    random_caption,
+    render,
+    sample_scene,
+)
 
 Log = Callable[[str], None]
 
@@ -45,7 +62,7 @@ class TrainSettings:
     latent_penalty: float = 1e-4
     decoder_steps: int = 1000
     decoder_lr: float = 5e-4
-    steps: int = 4500
+    steps: int = 5500
     batch: int = 24
     lr: float = 1e-3
     warmup: int = 50
@@ -53,6 +70,7 @@ class TrainSettings:
     attribute_drop: float = 0.3
     caption_dropout: float = 0.1
     min_snr: float = 5.0
+    attribute_weight: float = 0.05
     ema: float = 0.99
     threads: int = 2
 
@@ -187,6 +205,45 @@ def _batches(settings: TrainSettings, scenes: list) -> Iterator[tuple[np.ndarray
         yield index, captions
 
 
+class AttributeHeads(torch.nn.Module):
+    """Linear read-outs of a caption's attributes from the text encoder's end-of-text state: one per
+    attribute (the background's top and bottom colours apart), each with a last class for "not stated"."""
+
+    LABELS: dict[str, tuple[str, ...]] = {
+        "colour": tuple(COLOURS),
+        "shape": SHAPES,
+        "size": tuple(SIZES),
+        "position": tuple(POSITIONS),
+        "background top": tuple(COLOURS),
+        "background bottom": tuple(COLOURS),
+    }
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(hidden, len(v) + 1) for v in self.LABELS.values())
+
+    @classmethod
+    def targets(cls, caption: str) -> list[int]:
+        """The class of each attribute in ``caption`` (``""``, the dropped caption, states none)."""
+        stated = parse_caption(caption) if caption else {}
+        background = stated.get("background")
+        values = {
+            **stated,
+            "background top": background[0] if background else None,
+            "background bottom": background[-1] if background else None,
+        }
+        return [
+            len(names) if values.get(name) is None else names.index(values[name])
+            for name, names in cls.LABELS.items()
+        ]
+
+    def loss(self, state: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The summed cross-entropy of every head; ``targets`` is (batch, attributes)."""
+        return sum(
+            torch.nn.functional.cross_entropy(head(state), targets[:, i]) for i, head in enumerate(self.heads)
+        )
+
+
 def _ema_update(average: list[torch.Tensor], params: list[torch.Tensor], decay: float) -> None:
     torch._foreach_mul_(average, decay)
     torch._foreach_add_(average, params, alpha=1 - decay)
@@ -213,16 +270,19 @@ def train_diffusion(components: dict, settings: TrainSettings, log: Log) -> None
     modules = [unet, text_encoder]
     params = [p for m in modules for p in m.parameters()]
     average = [p.detach().clone() for p in params]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+    heads = AttributeHeads(text_encoder.config.hidden_size)
+    optimizer = torch.optim.AdamW([*params, *heads.parameters()], lr=settings.lr, weight_decay=0.0)
     for module in modules:
         module.train()
     progress = Progress("diffusion", settings.steps, log)
-    token_cache: dict[str, list[int]] = {}
+    token_cache: dict[str, tuple[list[int], list[int]]] = {}
     for step, (index, captions) in enumerate(_batches(settings, scenes)):
         for caption in captions:
             if caption not in token_cache:
-                token_cache[caption] = tokenizer(caption, padding="max_length", max_length=77).input_ids
-        ids = torch.tensor([token_cache[c] for c in captions])
+                ids = tokenizer(caption, padding="max_length", max_length=77).input_ids
+                token_cache[caption] = ids, AttributeHeads.targets(caption)
+        ids = torch.tensor([token_cache[c][0] for c in captions])
+        targets = torch.tensor([token_cache[c][1] for c in captions])
         at = torch.from_numpy(index)
         latents = means[at] * scale
         noise = torch.randn(latents.shape, generator=generator)
@@ -230,10 +290,12 @@ def train_diffusion(components: dict, settings: TrainSettings, log: Log) -> None
         noisy = schedule.add_noise(latents, noise, timesteps)
         for group in optimizer.param_groups:
             group["lr"] = _lr(settings, step, settings.steps, settings.lr)
-        states = text_encoder(ids).last_hidden_state
-        predicted = unet(noisy, timesteps, states).sample
+        encoded = text_encoder(ids)
+        predicted = unet(noisy, timesteps, encoded.last_hidden_state).sample
         per_sample = ((predicted - noise) ** 2).mean(dim=(1, 2, 3))
         loss = (per_sample * weights[timesteps]).mean()
+        if settings.attribute_weight:
+            loss = loss + settings.attribute_weight * heads.loss(encoded.pooler_output, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
