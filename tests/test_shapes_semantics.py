@@ -18,10 +18,15 @@ from flipbook.toy.world import scene_from_caption
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-UNDERTRAINED = pytest.mark.xfail(
+UNRECOGNISABLE_SHAPES = pytest.mark.xfail(
     strict=True,
-    reason="the shipped shapes weights have learned colour and background but not yet shape and position "
-    "(README: The shapes model, scores)",
+    reason="the shipped shapes weights have learned colour, position and background but draw every shape as "
+    "a rounded blob (shape 25%: README, The shapes model)",
+)
+SNAPS_TO_SIZES = pytest.mark.xfail(
+    strict=True,
+    reason="the shipped shapes weights put a shape back at one of the world's two sizes (radius 5.5-8.5 or "
+    "10.5-13.5): at denoise 0.4 each frame undoes the zoom (README, The shapes model)",
 )
 
 
@@ -80,7 +85,7 @@ def test_shapes_ships_small_and_is_an_ordinary_sd1_model(shapes_model, tmp_path)
     assert np.abs(built_in - still(exported, prompt, sampler="DPM++ 2M Karras")).max() <= 1
 
 
-@UNDERTRAINED
+@UNRECOGNISABLE_SHAPES
 def test_prompt_travel_changes_colour_and_shape_across_the_keyframe(tmp_path):
     frames = frames_of(
         tmp_path,
@@ -94,7 +99,7 @@ def test_prompt_travel_changes_colour_and_shape_across_the_keyframe(tmp_path):
     assert last.colour == "blue" and last.shape == "square"
 
 
-@UNDERTRAINED
+@SNAPS_TO_SIZES
 def test_a_2d_zoom_in_grows_the_shape_frame_over_frame(tmp_path):
     frames = frames_of(
         tmp_path,
@@ -113,7 +118,7 @@ def test_a_2d_translation_moves_the_centroid_the_right_way(tmp_path):
     frames = frames_of(
         tmp_path,
         "2d",
-        {"0": "a small yellow square in the center, purple background"},
+        {"0": "a small yellow square, purple background"},  # no position: the prompt does not pull it back
         5,
         animation={"strength": 0.6},
         camera={"translation_x": "0:(3)"},
@@ -142,10 +147,9 @@ def test_colour_coherence_keeps_the_palette_stabler_than_none(tmp_path):
         )
         return palette_drift(frames)
 
-    assert drift("lab") < drift("none")  # 4.39 against 4.41 with the shipped weights: a thin margin
+    assert drift("lab") < drift("none")  # 19.0 against 22.7 levels with the shipped weights
 
 
-@UNDERTRAINED
 def test_img2img_at_low_denoise_keeps_shape_and_position(shapes_model):
     text = "a large purple triangle on the right, white background"
     source = draw(scene_from_caption(text, np.random.default_rng(0)))
@@ -156,7 +160,6 @@ def test_img2img_at_low_denoise_keeps_shape_and_position(shapes_model):
     assert verdict["shape"] and verdict["position"] and verdict["colour"]
 
 
-@UNDERTRAINED
 def test_the_latent_walks_middle_frame_lies_between_its_keyframes(tmp_path):
     frames = frames_of(tmp_path, "interpolate", {"0": "a large red circle", "4": "a large blue circle"}, 5)
     first, middle, last = frames[0], frames[2], frames[4]
@@ -164,9 +167,20 @@ def test_the_latent_walks_middle_frame_lies_between_its_keyframes(tmp_path):
     assert colour_distance(first, middle) < span and colour_distance(middle, last) < span
 
 
-def test_a_loops_last_frame_is_close_to_its_first(tmp_path):
-    frames = frames_of(tmp_path, "loop", {"0": "a large red circle", "4": "a large yellow star"}, 8)
-    assert colour_distance(frames[-1], frames[0]) < 0.5 * colour_distance(frames[4], frames[0])
+def test_a_loop_closes_without_a_seam(tmp_path):
+    """The step from the last frame back to the first is no bigger than the walk's steps between frames, and
+    the walk goes somewhere. A deterministic sampler, as README advises for walks: an ancestral one adds
+    noise from each frame's own seed, so the frames a walk mirrors (1 and 7 here) differ."""
+    frames = frames_of(
+        tmp_path,
+        "loop",
+        {"0": "a large red circle", "4": "a large yellow star"},
+        8,
+        sampling={"sampler": "Euler"},
+    )
+    steps = [colour_distance(a, b) for a, b in zip(frames, frames[1:], strict=False)]
+    assert colour_distance(frames[-1], frames[0]) <= max(steps)
+    assert colour_distance(frames[4], frames[0]) > 10
 
 
 def test_a_2d_zoom_is_steadier_than_a_random_seed_flip_book(tmp_path, shapes_model):

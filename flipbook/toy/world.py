@@ -46,8 +46,12 @@ POSITIONS: dict[str, tuple[float, float]] = {
     "in the center": (32.0, 32.0),
 }
 """Centre (x, y) in pixels of a 64x64 picture."""
-JITTER = 2.0
-"""Pictures place the centre up to this many pixels off its position, and the radius up to half as much off."""
+JITTER = 4.0
+"""Pictures place the centre up to this many pixels off its named position (a third of the way to the next
+one: positions fill the picture nearly continuously, so a model learns that a shape can sit anywhere and a
+camera move is not undone by the next frame's denoising)."""
+SIZE_JITTER = 1.5
+"""And the radius up to this many pixels off its named size (the sizes stay apart: 5.5-8.5 and 10.5-13.5)."""
 ATTRIBUTES = ("colour", "shape", "size", "position", "background")
 
 
@@ -91,7 +95,7 @@ def sample_scene(rng: np.random.Generator, *, held_out: bool | None = None) -> S
             background=background,
             dx=float(rng.uniform(-JITTER, JITTER)),
             dy=float(rng.uniform(-JITTER, JITTER)),
-            dr=float(rng.uniform(-JITTER / 2, JITTER / 2)),
+            dr=float(rng.uniform(-SIZE_JITTER, SIZE_JITTER)),
         )
         if held_out is None or is_held_out(scene) == held_out:
             return scene
