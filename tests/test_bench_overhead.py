@@ -30,6 +30,11 @@ def test_overhead_case_reports_every_case_by_stage(tmp_path):
     waits = camera["critical_ms_per_frame"]["writer wait"]
     assert camera["ms_per_frame_making"] == pytest.approx(camera["ms_per_frame_outside_nets"] - waits)
     assert "making the frame" in table
+    # background threads' CPU time, apart from their wall time (which counts waiting for a core)
+    assert "png write" in camera["background_cpu_ms_per_frame"]
+    assert camera["background_cpu_ms_per_frame"]["png write"] > 0
+    assert camera["render_thread_cpu_ms_per_frame"] > 0
+    assert "background threads (CPU)" in table and "render thread CPU" in table
 
 
 def test_every_stage_names_a_function_that_exists():

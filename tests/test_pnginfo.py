@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
+import numpy as np
 import PIL.Image
 import pytest
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from flipbook.errors import FlipbookError
 from flipbook.io.pnginfo import (
+    PNG_COMPRESS_LEVEL,
     GenerationParameters,
     format_parameters,
     parse_parameters,
@@ -336,6 +338,26 @@ def test_png_latin1_text_is_a_text_chunk_named_parameters(tmp_path):
     data = path.read_bytes()
     assert b"tEXtparameters\x00a cat\nSteps: 20" in data
     assert read_png_parameters(path).startswith("a cat\n")
+
+
+def _zlib_level_field(level: int) -> int:
+    """The FLEVEL field zlib writes in its header for a compression ``level`` (RFC 1950; zlib's deflate.c)."""
+    return 0 if level < 2 else 1 if level < 6 else 2 if level == 6 else 3
+
+
+def _idat_header(data: bytes) -> int:
+    """The second byte (FLG) of the zlib stream in a PNG's first IDAT chunk."""
+    at = data.index(b"IDAT") + 4
+    return data[at + 1]
+
+
+def test_save_png_compresses_at_the_project_level_losslessly(tmp_path):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    path = save_png(PIL.Image.fromarray(pixels), tmp_path / "frame.png", "a cat")
+    assert _idat_header(path.read_bytes()) >> 6 == _zlib_level_field(PNG_COMPRESS_LEVEL) == 0  # fastest
+    with PIL.Image.open(path) as image:
+        assert np.array_equal(np.asarray(image), pixels)
 
 
 def test_save_png_replaces_an_existing_file(tmp_path):

@@ -32,6 +32,14 @@ PNG_TEXT_KEY = "parameters"
 
 NEGATIVE_PREFIX = "Negative prompt:"
 
+PNG_COMPRESS_LEVEL = 1
+"""The zlib level of every PNG flipbook writes as an image file (rendered frames, stills, PNG sequences,
+contact sheets). PNG stays lossless at any level; the level trades encoding time for file size. Measured at
+512x512 (five photographs, and the same with a frame's 0.02 noise added, best of 3, one thread): level 1 takes
+0.22-0.29x of Pillow's default level 6's time on the photographs (0.34-0.55x on the noisy frames) for files
+0-17% larger (8-13% on the noisy frames); level 3 takes 0.34-0.64x for -2% to +11%. A render writes a frame
+while the next one is made: at 512x512, level 6 cost about as much CPU as making the frame itself."""
+
 # The keys A1111's create_infotext writes, in its order. Fields of GenerationParameters and ``extra`` keys
 # found here are written at these places; other ``extra`` keys follow "Tiling" in their own order (A1111
 # writes its extensions' keys there), and "Version" and "User" come last.
@@ -365,7 +373,7 @@ def save_png(
     ``params`` is formatted with :func:`format_parameters` unless it already is infotext. Text that is not
     Latin-1 goes into an iTXt chunk (PNG tEXt is Latin-1 only; PIL switches, as it does for A1111). The file
     is written to a temporary name in the same folder and moved over ``path``, so a crash never leaves half a
-    PNG.
+    PNG. zlib level :data:`PNG_COMPRESS_LEVEL`.
     """
     if not isinstance(image, PIL.Image.Image):
         raise FlipbookError("image", type(image).__name__, "a PIL image")
@@ -377,7 +385,7 @@ def save_png(
     info.add_text(PNG_TEXT_KEY, text)
     try:
         with atomic_target(target) as temporary:
-            image.save(temporary, format="PNG", pnginfo=info)
+            image.save(temporary, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
     except PermissionError as error:
         allowed = "a file path flipbook may write"
         raise FlipbookError("path", str(target), allowed, detail=str(error)) from None

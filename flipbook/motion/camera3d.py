@@ -119,8 +119,8 @@ def source_positions(
     limit = 4.0 * max(height, width)  # keeps diverging pixels bounded; all of this is far out of view
     for _ in range(iterations):
         moved, visible = camera.forward(positions, _sample_depth(depth, positions))
-        step = torch.where(visible[..., None], moved - target, torch.zeros_like(moved))
-        positions = (positions - step).clamp(-limit, limit)
+        step = moved.sub_(target).masked_fill_(~visible[..., None], 0.0)
+        positions = positions.sub_(step).clamp_(-limit, limit)
     _, visible = camera.forward(positions, _sample_depth(depth, positions))
     return positions, visible
 
@@ -179,6 +179,9 @@ class _Camera:
         self.focal = focal
         self.centre = centre
         self.near = near
+        # the rows of [R | t] as numbers: forward() runs elementwise (a 3x3 matmul per pixel costs more than
+        # the nine scaled adds, and the stacked copies around it more still)
+        self._rows = [[float(v) for v in row] for row in motion[:3, :4].tolist()]
 
     @classmethod
     def of(cls, motion: np.ndarray, height: int, width: int, fov: float, depth: torch.Tensor) -> _Camera:
@@ -190,18 +193,18 @@ class _Camera:
     def forward(self, pixels: torch.Tensor, depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """New-view pixel positions (..., 2) of ``pixels`` (..., 2) at ``depth``, and which are visible."""
         cx, cy = self.centre
-        points = torch.stack(
-            ((pixels[..., 0] - cx) * depth / self.focal, (pixels[..., 1] - cy) * depth / self.focal, depth),
-            -1,
-        )
-        moved = points @ self.rotation.T + self.translation
-        z = moved[..., 2]
+        scale = depth / self.focal
+        x, y = (pixels[..., 0] - cx).mul_(scale), (pixels[..., 1] - cy).mul_(scale)
+        moved_x, moved_y, z = (_affine(row, x, y, depth) for row in self._rows)
         visible = z > self.near
-        z = torch.where(visible, z, torch.ones_like(z))
-        projected = torch.stack(
-            (self.focal * moved[..., 0] / z + cx, self.focal * moved[..., 1] / z + cy), -1
-        )
+        z = z.masked_fill_(~visible, 1.0).reciprocal_().mul_(self.focal)  # focal / z
+        projected = torch.stack((moved_x.mul_(z).add_(cx), moved_y.mul_(z).add_(cy)), -1)
         return projected, visible
+
+
+def _affine(row: list[float], x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``row[0] x + row[1] y + row[2] z + row[3]`` elementwise."""
+    return (x * row[0]).add_(y, alpha=row[1]).add_(z, alpha=row[2]).add_(row[3])
 
 
 def _pixel_grid(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
