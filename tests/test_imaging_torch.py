@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from flipbook.imaging import filters as reference_filters
@@ -157,14 +157,19 @@ def test_grayscale_and_composite_equal_the_reference_byte_for_byte():
     ty=st.floats(-40, 40),
     flip=st.booleans(),
 )
+@example(border="replicate", zoom=0.75, angle=0.0, tx=0.0, ty=0.0, flip=False)
+@example(border="reflect", zoom=0.6, angle=0.0, tx=13.3, ty=0.0, flip=False)
 def test_tensor_warp_equals_opencvs(border, zoom, angle, tx, ty, flip):
+    """Within a level or two, and rarely off: where a zoom or shift puts the sample positions halfway between
+    pixels (zoom 0.6, 0.75, 1.0 with half-pixel shifts), OpenCV's 1/32-pixel fixed-point weights and float
+    bilinear weights round differently on up to 13% of the values, each by one level."""
     image = _image(12, (40, 56))
     perspective = PerspectiveFlip(theta=3, phi=8, gamma=-5) if flip else None
     matrix = matrix_2d(width=56, height=40, zoom=zoom, angle=angle, translation_x=tx, translation_y=ty,
                        perspective_flip=perspective)  # fmt: skip
     expected = warp_2d(image, matrix, border)
     difference = _diff(grid_sample_warp(torch.from_numpy(image), matrix, border), expected)  # a GPU's kernel
-    assert difference.max() <= TENSOR_WARP_TOLERANCE and difference.mean() < 0.05
+    assert difference.max() <= TENSOR_WARP_TOLERANCE and difference.mean() < 0.2
     assert _diff(warp_2d_tensor(torch.from_numpy(image), matrix, border), expected).max() == 0  # the CPU's
 
 
