@@ -88,8 +88,10 @@ def test_an_actor_killed_mid_job_has_its_frames_rerun_elsewhere(farm, tmp_path):
     recorder = Recorder()
     killed = []
 
-    def kill_one_actor() -> None:  # SIGKILL an actor process once the job is under way
-        while len(recorder.frames) < 2:
+    def kill_one_actor() -> None:
+        """SIGKILL an actor process at the job's first frame, while both actors are inside their first task
+        of four frames (at the second frame one actor could already be done and idle, and its death unseen)."""
+        while not recorder.frames:
             time.sleep(0.01)
         pid = farm.pids()[0]
         os.kill(pid, signal.SIGKILL)

@@ -18,8 +18,9 @@ background (a flat tint is easy to place) separate early, while shape and positi
 can only use once the text tells them apart, collapse to nearly the same states and stay there (the UNet
 then ignores them: position at chance). So the text encoder also learns a side task, :class:`AttributeHeads`:
 to name each attribute of the caption (or "not stated") from its end-of-text state, which every padding
-token's state sees too. The heads are thrown away; only what they taught the text encoder is saved. The result is a single-file SD 1.x checkpoint (fp16 safetensors, configs
-embedded) that loads like any other.
+token's state sees too. The heads are thrown away; only what they taught the text encoder is saved.
+
+The result is a single-file SD 1.x checkpoint (fp16 safetensors, configs embedded) that loads like any other.
 """
 
 from __future__ import annotations
