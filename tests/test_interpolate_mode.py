@@ -187,6 +187,8 @@ def test_slerp_of_parallel_vectors_falls_back_to_lerp():
 
 
 def test_keyframes_are_plain_txt2img_and_in_betweens_differ(tmp_path, tiny_model):
+    """Compared at the walk's batch size: a frame is made with as many others (test_batched_and_one_by_one_...
+    allows a level of rounding between batch sizes)."""
     spec = make_spec(tmp_path)
     walk = frames(render(spec))
     plan = build_plan(spec.with_seed())
@@ -198,8 +200,10 @@ def test_keyframes_are_plain_txt2img_and_in_betweens_differ(tmp_path, tiny_model
                     FrameRequest(
                         text, seed=plan[i].seed, num_inference_steps=2, sampler="Euler", width=64, height=64
                     )
-                ]
-            )[0]  # fmt: skip
+                ],
+                batch_size=spec.interpolate.batch_size,
+                fixed_batch=True,
+            )[0]
         )
         for i, text in ((0, "a forest"), (4, "a city"))
     ]
@@ -227,8 +231,10 @@ def test_batching_makes_one_unet_call_per_step_for_a_batch(tmp_path, monkeypatch
         return original(self, requests, **kwargs)
 
     monkeypatch.setattr(SamplingCore, "run_batch", spy)
-    render(make_spec(tmp_path, animation={"max_frames": 7}, interpolate={"batch_size": 3}))
-    assert calls == [3, 3, 1]
+    """The last batch is filled up to the batch size (copies of its last frame, dropped): every frame is made
+    with as many others, so where a render starts or ends never changes a frame's numbers."""
+    result = render(make_spec(tmp_path, animation={"max_frames": 7}, interpolate={"batch_size": 3}))
+    assert calls == [3, 3, 3] and len(result.frames) == 7
 
 
 def test_fixed_noise_keeps_only_the_prompt_moving(tmp_path):

@@ -142,7 +142,9 @@ def test_keep_audio_off_drops_it(tmp_path, source):
 
 def test_a_long_restyle_runs_in_segments_each_from_its_source_frames(tmp_path, source):
     """17 frames in segments of 9 (overlap 1): segment 1 restyles source frames 8..16; changing a frame it
-    reads changes its frames only; a resume at the segment border gives the same frames."""
+    reads changes its frames only; a resume at the segment border gives the same frames. (The random tiny
+    model hardly reads its source: an inverted source frame moves the segment's frames by a level or so, and
+    which frames it moves depends on the CPU's rounding.)"""
     spec = make_spec(tmp_path, source, animation={"max_frames": 17}, videomodel={"blend_frames": 2})
     result = render(spec)
     ours = frames_of(result)
@@ -161,7 +163,7 @@ def test_a_long_restyle_runs_in_segments_each_from_its_source_frames(tmp_path, s
     again = frames_of(render(make_spec(tmp_path, other, "changed", animation={"max_frames": 17},
                                        videomodel={"blend_frames": 2})))  # fmt: skip
     assert all(np.array_equal(a, b) for a, b in zip(ours[:9], again[:9], strict=True))
-    assert not np.array_equal(ours[14], again[14])
+    assert any(not np.array_equal(a, b) for a, b in zip(ours[9:], again[9:], strict=True))
 
 
 def test_restyle_with_an_image_to_video_model_conditions_on_the_start_image(tmp_path, source):

@@ -165,13 +165,14 @@ def independent_frames(
 ) -> Iterator[tuple[FramePlan, FrameRequest, PIL.Image.Image]]:
     """Frames that depend on no other frame (a latent walk's), made ``batch_size`` per UNet call: batches
     aligned to multiples of the batch size (:func:`aligned_batches`, so a resume batches as the first run
-    did), split where the checkpoint changes; ``request(core, frame)`` makes each frame's request on its
+    did) and always that long (``fixed_batch``: a frame's numbers never depend on where a render starts or
+    ends), split where the checkpoint changes; ``request(core, frame)`` makes each frame's request on its
     checkpoint's core. Yields each frame's plan, request and image in order."""
     for batch in aligned_batches(frames, batch_size):
         for checkpoint, group in by_checkpoint([ctx.plan[i] for i in batch]):
             core = ctx.cores[checkpoint]
             requests = [request(core, frame) for frame in group]
-            images = core.generate(requests, batch_size=len(requests))
+            images = core.generate(requests, batch_size=batch_size, fixed_batch=True)
             yield from zip(group, requests, images, strict=True)
 
 

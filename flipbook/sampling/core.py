@@ -164,9 +164,20 @@ class SamplingCore:
     # ---- public API -------------------------------------------------------------------------------------
 
     def generate(
-        self, requests: Sequence[FrameRequest], *, batch_size: int = 1, output_type: str = "pil"
+        self,
+        requests: Sequence[FrameRequest],
+        *,
+        batch_size: int = 1,
+        output_type: str = "pil",
+        fixed_batch: bool = False,
     ) -> list:
-        """Sample every request; requests that share a batch key are denoised ``batch_size`` at a time."""
+        """Sample every request; requests that share a batch key are denoised ``batch_size`` at a time.
+
+        ``fixed_batch``: every UNet call holds ``batch_size`` requests, a short batch filled up with copies of
+        its last request (their images are dropped). A frame's numbers can depend on how many frames share its
+        call (some CPUs' matrix kernels round differently for a different row count), so with a fixed count a
+        frame comes out the same whichever frames it is made with: after a resume or a farm split mid-batch,
+        and at the end of a render as in a longer one."""
         for request in requests:
             request.validate(self.model.vae_scale_factor)
             self._note_size(request.width, request.height)
@@ -174,10 +185,10 @@ class SamplingCore:
         for indices in _batches(requests, batch_size):
             if self.finish_on_cancel and self.events.cancelled:
                 return [image for image in results if image is not None]
-            images = self.run_batch(
-                [requests[i] for i in indices], output_type=output_type, ids=tuple(indices)
-            )
-            for i, image in zip(indices, images, strict=True):
+            batch = [requests[i] for i in indices]
+            filler = [batch[-1]] * (batch_size - len(batch)) if fixed_batch else []
+            images = self.run_batch(batch + filler, output_type=output_type, ids=tuple(indices))
+            for i, image in zip(indices, images[: len(indices)], strict=True):
                 results[i] = image
         return results
 
@@ -244,7 +255,7 @@ class SamplingCore:
             try:
                 self.events.step(
                     StepEvent(step=done + i + 1, total_steps=total, frames=ids),
-                    preview=lambda lat=latents: latents_preview(lat, self.model.tiny_vae),
+                    preview=lambda lat=latents: latents_preview(lat[: len(ids)], self.model.tiny_vae),
                 )
             except RenderCancelled:
                 if not self.finish_on_cancel:

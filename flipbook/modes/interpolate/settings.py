@@ -18,7 +18,12 @@ class InterpolateSection(Section):
     ``slerp(w, noise_a, noise_b)`` with the embeddings mixed by ``animation.prompt_interpolation`` at weight w,
     where w eases from 0 at a to 1 at b. Frames are independent, so they render ``batch_size`` at a time."""
 
-    batch_size: int = Field(4, ge=1, le=256, description="frames per UNet call (same frames as one by one)")
+    batch_size: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="frames per UNet call (a short last batch is filled up: see the README's Batches)",
+    )
     noise: Literal["keyframe", "fixed"] = Field(
         "keyframe",
         description="keyframe: each keyframe's noise comes from its own seed (the sampling seed schedule at "

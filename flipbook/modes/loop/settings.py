@@ -17,7 +17,10 @@ class LoopSection(Section):
     independent, so they render ``batch_size`` at a time."""
 
     batch_size: int = Field(
-        4, ge=1, le=256, description="frames per UNet call (the same frames as one by one)"
+        4,
+        ge=1,
+        le=256,
+        description="frames per UNet call (a short last batch is filled up: see the README's Batches)",
     )
     noise: Literal["keyframe", "fixed"] = Field(
         "keyframe",

@@ -123,9 +123,9 @@ def _stylised(
         return styled
     tiles = ctx.spec.restyle.grid**2
     groups = [keys[i : i + tiles] for i in range(0, len(keys), tiles)]
+    batch = min(ctx.spec.restyle.batch_size, len(groups))  # every call this long (fixed_batch), none longer
     groups = [group for group in groups if set(group) & set(to_make)]
     seed = ctx.plan[keys[0]].seed
-    batch = ctx.spec.restyle.batch_size
     for start in range(0, len(groups), batch):
         chunk = groups[start : start + batch]
         planned = [dataclasses.replace(ctx.plan[group[0]], seed=seed) for group in chunk]
@@ -134,7 +134,7 @@ def _stylised(
             requests = [
                 _request(ctx, p, [source[k] for k in group]) for p, group in zip(plans, members, strict=True)
             ]
-            images = ctx.cores[checkpoint].generate(requests, batch_size=len(requests))
+            images = ctx.cores[checkpoint].generate(requests, batch_size=batch, fixed_batch=True)
             for group, request, image in zip(members, requests, images, strict=True):
                 tiles_of = _cut(np.asarray(image.convert("RGB")), len(group), ctx.spec)
                 grid = {

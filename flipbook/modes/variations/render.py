@@ -128,7 +128,9 @@ def _variations(ctx: ModeContext, requests: Mapping[int, FrameRequest]) -> dict[
             continue
         for checkpoint, group in by_checkpoint([plan[k] for k in batch]):
             indices = [frame.index for frame in group]
-            made = ctx.cores[checkpoint].generate([requests[k] for k in indices], batch_size=len(indices))
+            made = ctx.cores[checkpoint].generate(
+                [requests[k] for k in indices], batch_size=ctx.spec.variations.batch_size, fixed_batch=True
+            )
             for k, image in zip(indices, made, strict=True):
                 if images[k] is None:  # one already on disk stays: a later resume reads that file
                     _save(image, variation_path(run, k), keys[k])

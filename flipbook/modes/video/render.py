@@ -107,9 +107,11 @@ def render(ctx: ModeContext) -> Iterator[Frame]:
     feedback = [frame.schedules["video.feedback"] for frame in ctx.plan.frames]  # resolved and checked there
     masks = _masks(spec, n)
     if not _feeds_back(ctx.plan):
-        run = _stream_batch if spec.video.stream_batch else _render_batch
         for batch in aligned_batches(range(ctx.start + 1, n), spec.video.batch_size):
-            yield from run(ctx, source, masks, batch)
+            if spec.video.stream_batch:
+                yield from _stream_batch(ctx, source, masks, batch)
+            else:
+                yield from _render_batch(ctx, source, masks, batch, batch_size=spec.video.batch_size)
         return
     previous = np.asarray(ctx.run.load(ctx.start)) if ctx.start >= 0 else None
     for index in range(ctx.start + 1, n):
@@ -128,12 +130,15 @@ def _feeds_back(plan: Plan) -> bool:
     return any(frame.schedules["video.feedback"] > 0 for frame in plan.frames[1:])
 
 
-def _render_batch(ctx, source: Source, masks, batch: Sequence[int], inputs=None) -> list[Frame]:
-    """img2img of the frames in ``batch`` (one checkpoint at a time), then colour match and mask."""
+def _render_batch(
+    ctx, source: Source, masks, batch: Sequence[int], inputs=None, batch_size: int = 1
+) -> list[Frame]:
+    """img2img of the frames in ``batch`` (one checkpoint at a time), ``batch_size`` rows per UNet call
+    (``fixed_batch``: the same frames whatever batch a resume starts in), then colour match and mask."""
     frames: list[Frame] = []
     for checkpoint, group in by_checkpoint([ctx.plan[i] for i in batch]):
         requests = _requests(ctx, source, group, inputs or {})
-        images = ctx.cores[checkpoint].generate(requests, batch_size=len(requests))
+        images = ctx.cores[checkpoint].generate(requests, batch_size=batch_size, fixed_batch=True)
         for f, request, image in zip(group, requests, images, strict=True):
             frames.append(_frame(ctx.spec, f.index, request, image, source, masks))
     return frames
